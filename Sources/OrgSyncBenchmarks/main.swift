@@ -1,0 +1,1 @@
+print("OrgSyncBenchmarks: no scenarios yet")

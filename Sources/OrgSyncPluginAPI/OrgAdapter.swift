@@ -1,0 +1,57 @@
+/// Applies entries of one stream to one target ("org"): a database, a service, a file.
+///
+/// The broker creates one adapter per link (through an ``OrgAdapterFactory``) and calls it from
+/// one task at a time: calls never overlap, so an adapter needs no locking of its own state.
+///
+/// ## Implementation requirements
+///
+/// - **Order.** Apply the entries of a batch in offset order. Batches arrive in offset order.
+/// - **Atomicity.** Apply a batch as one unit where the target can (one transaction). If
+///   ``apply(_:)`` throws, the link assumes *nothing* of that batch was committed and will send
+///   the same entries again (or a prefix of them, after a rejection).
+/// - **Idempotence / exactly-once.** After a crash the broker may re-send entries that the target
+///   already committed. A target that can store data and an offset in one transaction should
+///   store the batch's last offset with the batch (SQL adapters keep an `orgsync_offsets` table,
+///   one row per link) and return it from ``appliedOffset()``: the link then starts after it and
+///   nothing is applied twice. A target that cannot must make re-application harmless (upserts,
+///   an idempotency key such as `stream:firstOffset-lastOffset`) and return `nil`.
+/// - **Errors.** Throw ``AdapterError``: `.connection` when the target is unreachable or refuses
+///   to work now (the link suspends and probes), `.rejected(offset:)` naming the *first* entry
+///   that can never apply (roll the batch back first), `.retryable` for transient conflicts.
+///   Never report a rejected entry as connection or the link will stall on it; never report a
+///   lost connection as rejected or entries will go to the dead letters for nothing.
+/// - **Probing.** ``probe()`` is one cheap round trip (`SELECT 1`, a HEAD request). It must
+///   fail with `.connection` whenever ``apply(_:)`` would; it must not change the target.
+/// - **Cancellation.** A call may be cancelled when the broker shuts down; return promptly.
+/// - **Secrets.** Never put credentials in error messages: they reach logs and the sync log.
+public protocol OrgAdapter: Sendable {
+    /// Connects to the target (and creates what the adapter needs there, such as its offsets
+    /// table). Called before any other method, and again after a connection failure.
+    func open() async throws
+
+    /// Applies every entry of `batch`, in order, as one unit where the target allows it, and
+    /// records `batch.lastOffset` as this link's applied offset in the same unit when the
+    /// target can keep one.
+    func apply(_ batch: EntryBatch) async throws
+
+    /// One cheap round trip to the target. Throws `.connection` if the target is not usable.
+    func probe() async throws
+
+    /// The last offset this link applied, as stored in the target, or `nil` if the target keeps
+    /// none (or nothing was applied yet).
+    func appliedOffset() async throws -> Offset?
+
+    /// Releases connections and processes. Must not throw; may be called more than once.
+    func close() async
+}
+
+/// Makes adapters of one kind. Registered with the broker under ``name``.
+public protocol OrgAdapterFactory: Sendable {
+    /// The name links use in their configuration, e.g. `sqlite`, `postgres`, `webhook`.
+    var name: String { get }
+    /// The adapter's version, shown by `orgsync plugins list`.
+    var version: String { get }
+    /// Creates the adapter of one link. Validate the configuration here and throw
+    /// ``AdapterConfigurationError`` naming the setting; do not connect yet (that is `open`).
+    func makeAdapter(_ configuration: AdapterConfiguration) throws -> any OrgAdapter
+}
