@@ -1,0 +1,135 @@
+/// When an append is acknowledged.
+public enum FsyncPolicy: Sendable, Hashable {
+    /// After its batch is written **and** fdatasync'ed. Survives a crash of the process or the
+    /// machine. The default.
+    case always
+    /// After its batch is written (to the page cache); a background flush runs every
+    /// `intervalMs`. **Not durable**: a machine crash or power loss can lose up to the last
+    /// interval of acknowledged entries (a process crash alone loses nothing). For users who
+    /// trade durability for latency, like PostgreSQL's `synchronous_commit=off`.
+    case interval(intervalMs: Int)
+}
+
+/// Settings of one stream's log. Every limit names its unit; all have defaults.
+public struct LogConfiguration: Sendable, Hashable {
+    /// Largest entry accepted by an append.
+    public var entryBytesMax: Int = 1 << 20
+    /// Largest uncompressed payload of one record batch; a larger group commit is written as
+    /// several batches (in one write and one flush). An entry larger than this gets a batch of
+    /// its own.
+    public var batchBytesMax: Int = 1 << 20
+    /// A segment rolls once it holds this many bytes.
+    public var segmentBytesMax: Int = 64 << 20
+    /// A segment rolls once its first batch is this old (and a new batch arrives).
+    public var segmentAgeMsMax: Int64 = 7 * 24 * 3600 * 1000
+    /// Appends (calls) waiting for the flusher; more wait for room (back-pressure).
+    public var queuedAppendsMax: Int = 4096
+    /// Bytes of entries waiting for the flusher; more wait for room (back-pressure).
+    public var queuedBytesMax: Int = 64 << 20
+    /// Entries in one append call.
+    public var appendEntriesMax: Int = 100_000
+    /// zlib level for batch payloads (0...9; 1 is fastest), or nil for no compression.
+    public var compressionLevel: Int32? = 1
+    /// A sparse-index point is written every time this many log bytes have passed.
+    public var indexIntervalBytes: Int = 4096
+    /// Segments are pre-written with zeros this far ahead of the tail, so that flushes
+    /// overwrite allocated blocks (faster than growing the file on ext4, and no size metadata
+    /// to flush per append).
+    public var preallocateBytes: Int = 4 << 20
+    public var fsyncPolicy: FsyncPolicy = .always
+    /// Retention: delete old sealed segments once the stream holds more than this (nil: no limit).
+    public var retentionBytesMax: Int64? = nil
+    /// Retention: delete sealed segments whose newest batch is older than this (nil: forever).
+    public var retentionAgeMsMax: Int64? = nil
+    /// Retention may delete a segment that a cursor has not yet passed (the consumer then
+    /// reports the lost range). Off by default: retention never passes a cursor.
+    public var retentionDropsUnconsumed: Bool = false
+
+    public init() {}
+
+    /// Checks every field; throws naming the first bad one.
+    public func validate() throws(LogError) {
+        func check(_ ok: Bool, _ field: String, _ problem: String) throws(LogError) {
+            if !ok { throw LogError.invalidConfiguration(field: field, problem: problem) }
+        }
+        try check(entryBytesMax >= 1 && entryBytesMax <= 64 << 20, "entryBytesMax", "must be 1...67108864")
+        try check(batchBytesMax >= 1024, "batchBytesMax", "must be at least 1024")
+        try check(batchBytesMax <= 256 << 20, "batchBytesMax", "must be at most 268435456")
+        try check(segmentBytesMax >= 4096, "segmentBytesMax", "must be at least 4096")
+        try check(segmentBytesMax <= Int(UInt32.max / 2), "segmentBytesMax", "must be at most 2147483647")
+        try check(segmentAgeMsMax >= 1, "segmentAgeMsMax", "must be positive")
+        try check(queuedAppendsMax >= 1, "queuedAppendsMax", "must be positive")
+        try check(queuedBytesMax >= entryBytesMax, "queuedBytesMax", "must be at least entryBytesMax")
+        try check(appendEntriesMax >= 1, "appendEntriesMax", "must be positive")
+        if let level = compressionLevel { try check((0...9).contains(level), "compressionLevel", "must be 0...9") }
+        try check(indexIntervalBytes >= 64, "indexIntervalBytes", "must be at least 64")
+        try check(preallocateBytes >= 0, "preallocateBytes", "must not be negative")
+        if case .interval(let ms) = fsyncPolicy { try check(ms >= 1, "fsyncPolicy.intervalMs", "must be positive") }
+        if let max = retentionBytesMax { try check(max >= 0, "retentionBytesMax", "must not be negative") }
+        if let max = retentionAgeMsMax { try check(max >= 0, "retentionAgeMsMax", "must not be negative") }
+    }
+}
+
+/// Errors of the log. Each names what it is about; `description` is for an operator.
+public enum LogError: Error, Sendable, Hashable, CustomStringConvertible {
+    case invalidConfiguration(field: String, problem: String)
+    case invalidStreamName(String)
+    case entryTooLarge(index: Int, bytes: Int, limit: Int)
+    case tooManyEntries(count: Int, limit: Int)
+    case emptyAppend
+    case storage(StorageError)
+    /// The stream is refused until an operator repairs it (`orgsync log repair`).
+    case corrupt(CorruptionReport)
+    /// A read asked for an offset the stream no longer holds (deleted by retention) or never had.
+    case offsetOutOfRange(requested: UInt64, start: UInt64, end: UInt64)
+    case closed
+    /// A cursor was set beyond the stream's end.
+    case cursorBeyondEnd(name: String, offset: UInt64, end: UInt64)
+    case invalidCursorName(String)
+
+    public var description: String {
+        switch self {
+        case .invalidConfiguration(let field, let problem): "configuration \(field) \(problem)"
+        case .invalidStreamName(let name): "invalid stream name \"\(name)\" (use letters, digits, '.', '_', '-'; at most 128)"
+        case .entryTooLarge(let index, let bytes, let limit): "entry \(index) is \(bytes) bytes, over entryBytesMax \(limit)"
+        case .tooManyEntries(let count, let limit): "\(count) entries in one append, over appendEntriesMax \(limit)"
+        case .emptyAppend: "an append needs at least one entry"
+        case .storage(let error): "storage: \(error)"
+        case .corrupt(let report): "stream is corrupt and refused until repaired: \(report)"
+        case .offsetOutOfRange(let requested, let start, let end): "offset \(requested) is outside the stream [\(start), \(end))"
+        case .closed: "the log is closed"
+        case .cursorBeyondEnd(let name, let offset, let end): "cursor \(name) cannot be \(offset): the stream ends at \(end)"
+        case .invalidCursorName(let name): "invalid cursor name \"\(name)\""
+        }
+    }
+}
+
+/// Where a log is damaged: the segment, the byte position, and the offsets that cannot be read.
+public struct CorruptionReport: Sendable, Hashable, Codable, CustomStringConvertible {
+    public var segment: String
+    public var bytePosition: Int64
+    /// First offset that cannot be trusted.
+    public var firstOffset: UInt64
+    /// Offset after the last one that cannot be read (the next readable offset or the end).
+    public var endOffset: UInt64
+    public var reason: String
+
+    public init(segment: String, bytePosition: Int64, firstOffset: UInt64, endOffset: UInt64, reason: String) {
+        self.segment = segment
+        self.bytePosition = bytePosition
+        self.firstOffset = firstOffset
+        self.endOffset = endOffset
+        self.reason = reason
+    }
+
+    public var description: String {
+        "offsets \(firstOffset)..<\(endOffset) in \(segment) at byte \(bytePosition): \(reason)"
+    }
+}
+
+func isValidName(_ name: String) -> Bool {
+    !name.isEmpty && name.utf8.count <= 128 && name != "." && name != ".."
+        && name.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F || c == 0x2D
+        }
+}

@@ -1,0 +1,230 @@
+/// A record batch: the unit the log writes, checksums, compresses and reads.
+///
+/// ## Byte format (version 1, all integers little-endian)
+///
+/// ```
+/// offset size field
+///      0    4 magic                "OSB1" (0x4F 0x53 0x42 0x31)
+///      4    4 batchLength          bytes of the whole batch, header included
+///      8    4 crc                  CRC-32 (zlib) of bytes [12, batchLength)
+///     12    1 formatVersion        1
+///     13    1 codec                0 = none, 1 = zlib
+///     14    2 flags                0 (reserved)
+///     16    8 baseOffset           offset of the first entry
+///     24    4 entryCount           ≥ 1
+///     28    4 uncompressedLength   bytes of the payload before compression
+///     32    4 storedLength         bytes of the payload as stored (= batchLength - 52)
+///     36    8 firstTimestampMs     broker append time of the batch, ms since the Unix epoch
+///     44    8 maxTimestampMs       ≥ firstTimestampMs
+///     52    … payload              entries, each `u32 length` + `length` bytes; with codec
+///                                  zlib the whole payload is one zlib stream (RFC 1950)
+/// ```
+///
+/// Invariants checked on every read: magic, version, codec, `batchLength = 52 + storedLength`,
+/// the CRC, entry count ≥ 1, and after decompression the exact uncompressed length and that the
+/// entry frames fill the payload exactly with `entryCount` entries. An all-zero header marks
+/// the end of the data in a segment (segments are pre-written with zeros ahead of the tail).
+public struct RecordBatchHeader: Sendable, Hashable {
+    public static let size = 52
+    public static let magic: UInt32 = 0x3142_534F  // "OSB1" read as little-endian u32
+    public static let formatVersion: UInt8 = 1
+
+    public enum Codec: UInt8, Sendable {
+        case none = 0
+        case zlib = 1
+    }
+
+    public var batchLength: UInt32
+    public var crc: UInt32
+    public var codec: Codec
+    public var baseOffset: UInt64
+    public var entryCount: UInt32
+    public var uncompressedLength: UInt32
+    public var storedLength: UInt32
+    public var firstTimestampMs: Int64
+    public var maxTimestampMs: Int64
+
+    /// The offset after the last entry of the batch.
+    public var nextOffset: UInt64 { baseOffset + UInt64(entryCount) }
+}
+
+/// Why bytes are not a valid record batch.
+public enum BatchDecodeError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// Fewer bytes than the header or the announced length: a torn write or the end of data.
+    case truncated(needed: Int, available: Int)
+    /// All-zero header: the end of the written data in a pre-written segment.
+    case endOfData
+    case badMagic(UInt32)
+    case badVersion(UInt8)
+    case badCodec(UInt8)
+    case badLength(String)
+    case checksumMismatch(stored: UInt32, computed: UInt32)
+    case badPayload(String)
+
+    public var description: String {
+        switch self {
+        case .truncated(let needed, let available): "truncated batch (\(available) of \(needed) bytes)"
+        case .endOfData: "end of data"
+        case .badMagic(let magic): "bad magic 0x\(String(magic, radix: 16))"
+        case .badVersion(let version): "unknown format version \(version)"
+        case .badCodec(let codec): "unknown codec \(codec)"
+        case .badLength(let why): "bad length: \(why)"
+        case .checksumMismatch(let stored, let computed):
+            "CRC mismatch (stored 0x\(String(stored, radix: 16)), computed 0x\(String(computed, radix: 16)))"
+        case .badPayload(let why): "bad payload: \(why)"
+        }
+    }
+}
+
+/// Encodes and decodes record batches. Stateless; the buffers it fills are the caller's.
+public enum RecordBatchCodec {
+    /// Batches whose payload is smaller than this stay uncompressed: zlib's header and trailer
+    /// would eat the gain and cost CPU.
+    public static let compressThresholdBytes = 256
+
+    /// Appends one encoded batch holding `entries` to `output`.
+    ///
+    /// - Parameter compressionLevel: zlib level 0...9; `nil` stores the payload uncompressed.
+    /// - Parameter scratch: reused between calls to avoid an allocation per batch.
+    public static func encode(
+        entries: some Collection<[UInt8]>, baseOffset: UInt64, timestampMs: Int64,
+        compressionLevel: Int32?, into output: inout [UInt8], scratch: inout [UInt8]
+    ) throws {
+        precondition(!entries.isEmpty, "a batch holds at least one entry")
+        scratch.removeAll(keepingCapacity: true)
+        for entry in entries {
+            scratch.appendLE(UInt32(entry.count))
+            scratch.append(contentsOf: entry)
+        }
+        let start = output.count
+        output.append(contentsOf: repeatElement(0, count: RecordBatchHeader.size))
+        var codec = RecordBatchHeader.Codec.none
+        if let level = compressionLevel, scratch.count >= compressThresholdBytes {
+            codec = .zlib
+            try scratch.withUnsafeBytes { try Zlib.compress($0, level: level, into: &output) }
+            // Keep the smaller form: incompressible data is stored as it is.
+            if output.count - start - RecordBatchHeader.size >= scratch.count {
+                output.removeLast(output.count - start - RecordBatchHeader.size)
+                codec = .none
+            }
+        }
+        if codec == .none { output.append(contentsOf: scratch) }
+        let storedLength = output.count - start - RecordBatchHeader.size
+        output.withUnsafeMutableBytes { raw in
+            let header = UnsafeMutableRawBufferPointer(rebasing: raw[start..<(start + RecordBatchHeader.size)])
+            header.storeLE(RecordBatchHeader.magic, at: 0)
+            header.storeLE(UInt32(RecordBatchHeader.size + storedLength), at: 4)
+            header[12] = RecordBatchHeader.formatVersion
+            header[13] = codec.rawValue
+            header.storeLE(UInt16(0), at: 14)
+            header.storeLE(baseOffset, at: 16)
+            header.storeLE(UInt32(entries.count), at: 24)
+            header.storeLE(UInt32(scratch.count), at: 28)
+            header.storeLE(UInt32(storedLength), at: 32)
+            header.storeLE(timestampMs, at: 36)
+            header.storeLE(timestampMs, at: 44)
+            let crc = Zlib.crc32(UnsafeRawBufferPointer(rebasing: raw[(start + 12)...]))
+            header.storeLE(crc, at: 8)
+        }
+    }
+
+    /// Parses and checks a header (not the CRC, which needs the whole batch).
+    public static func decodeHeader(_ bytes: UnsafeRawBufferPointer) throws -> RecordBatchHeader {
+        guard bytes.count >= RecordBatchHeader.size else {
+            if bytes.allSatisfy({ $0 == 0 }) { throw BatchDecodeError.endOfData }
+            throw BatchDecodeError.truncated(needed: RecordBatchHeader.size, available: bytes.count)
+        }
+        let magic: UInt32 = bytes.loadLE(at: 0)
+        guard magic == RecordBatchHeader.magic else {
+            if magic == 0 && bytes[0..<RecordBatchHeader.size].allSatisfy({ $0 == 0 }) { throw BatchDecodeError.endOfData }
+            throw BatchDecodeError.badMagic(magic)
+        }
+        guard bytes[12] == RecordBatchHeader.formatVersion else { throw BatchDecodeError.badVersion(bytes[12]) }
+        guard let codec = RecordBatchHeader.Codec(rawValue: bytes[13]) else { throw BatchDecodeError.badCodec(bytes[13]) }
+        let header = RecordBatchHeader(
+            batchLength: bytes.loadLE(at: 4), crc: bytes.loadLE(at: 8), codec: codec,
+            baseOffset: bytes.loadLE(at: 16), entryCount: bytes.loadLE(at: 24),
+            uncompressedLength: bytes.loadLE(at: 28), storedLength: bytes.loadLE(at: 32),
+            firstTimestampMs: bytes.loadLE(at: 36), maxTimestampMs: bytes.loadLE(at: 44))
+        guard UInt64(header.batchLength) == UInt64(RecordBatchHeader.size) + UInt64(header.storedLength) else {
+            throw BatchDecodeError.badLength("batchLength \(header.batchLength) ≠ 52 + storedLength \(header.storedLength)")
+        }
+        guard header.entryCount >= 1 else { throw BatchDecodeError.badLength("entry count 0") }
+        guard UInt64(header.uncompressedLength) >= UInt64(header.entryCount) * 4 else {
+            throw BatchDecodeError.badLength("payload of \(header.uncompressedLength) bytes cannot hold \(header.entryCount) entries")
+        }
+        if codec == .none && header.uncompressedLength != header.storedLength {
+            throw BatchDecodeError.badLength("uncompressed batch with stored \(header.storedLength) ≠ \(header.uncompressedLength)")
+        }
+        guard header.maxTimestampMs >= header.firstTimestampMs else { throw BatchDecodeError.badLength("timestamps out of order") }
+        return header
+    }
+
+    /// Checks the CRC of a whole batch (`bytes` starts at the batch's first byte and holds at
+    /// least `header.batchLength` bytes).
+    public static func verifyChecksum(_ bytes: UnsafeRawBufferPointer, header: RecordBatchHeader) throws {
+        let length = Int(header.batchLength)
+        guard bytes.count >= length else { throw BatchDecodeError.truncated(needed: length, available: bytes.count) }
+        let computed = Zlib.crc32(UnsafeRawBufferPointer(rebasing: bytes[12..<length]))
+        guard computed == header.crc else { throw BatchDecodeError.checksumMismatch(stored: header.crc, computed: computed) }
+    }
+
+    /// Decompresses (if needed) and splits a verified batch's payload into entry byte ranges.
+    /// `payload` receives the uncompressed payload; `ranges` the entries' ranges in it.
+    public static func decodePayload(
+        _ bytes: UnsafeRawBufferPointer, header: RecordBatchHeader,
+        payload: inout [UInt8], ranges: inout [Range<Int>]
+    ) throws {
+        payload.removeAll(keepingCapacity: true)
+        ranges.removeAll(keepingCapacity: true)
+        let stored = UnsafeRawBufferPointer(rebasing: bytes[RecordBatchHeader.size..<Int(header.batchLength)])
+        switch header.codec {
+        case .none:
+            payload.append(contentsOf: stored)
+        case .zlib:
+            do {
+                try Zlib.decompress(stored, expectedCount: Int(header.uncompressedLength), into: &payload)
+            } catch {
+                throw BatchDecodeError.badPayload("\(error)")
+            }
+        }
+        var position = 0
+        let end = payload.count
+        try payload.withUnsafeBytes { raw in
+            while position < end {
+                guard end - position >= 4 else { throw BatchDecodeError.badPayload("torn entry length at byte \(position)") }
+                let length = Int(raw.loadLE(at: position) as UInt32)
+                position += 4
+                guard length <= end - position else { throw BatchDecodeError.badPayload("entry of \(length) bytes past the payload end") }
+                ranges.append(position..<(position + length))
+                position += length
+            }
+        }
+        guard ranges.count == Int(header.entryCount) else {
+            throw BatchDecodeError.badPayload("\(ranges.count) entries, header says \(header.entryCount)")
+        }
+    }
+}
+
+// MARK: - Little-endian helpers
+
+extension Array where Element == UInt8 {
+    @inline(__always)
+    mutating func appendLE<T: FixedWidthInteger>(_ value: T) {
+        Swift.withUnsafeBytes(of: value.littleEndian) { append(contentsOf: $0) }
+    }
+}
+
+extension UnsafeMutableRawBufferPointer {
+    @inline(__always)
+    func storeLE<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+        storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
+    }
+}
+
+extension UnsafeRawBufferPointer {
+    @inline(__always)
+    func loadLE<T: FixedWidthInteger>(at offset: Int) -> T {
+        T(littleEndian: loadUnaligned(fromByteOffset: offset, as: T.self))
+    }
+}

@@ -1,0 +1,246 @@
+import Synchronization
+
+/// One point of a segment's sparse index: the entry at `baseOffset + relativeOffset` starts a
+/// batch at byte `position` of the segment's `.log`.
+struct IndexPoint: Sendable, Hashable {
+    var relativeOffset: UInt32
+    var position: UInt32
+    static let size = 8
+}
+
+/// A segment: one `.log` file of record batches and its sparse `.index`.
+///
+/// The `.index` is a cache: it is never trusted without checks and can always be rebuilt from
+/// the `.log`. Sealed segments are truncated to their exact data length; the active (last)
+/// segment is pre-written with zeros past its data, so its data end is found by scanning.
+final class Segment: Sendable {
+    let baseOffset: UInt64
+    let logPath: String
+    let indexPath: String
+    let file: any LogFile
+    private let storage: any LogStorage
+    private let indexIntervalBytes: Int
+
+    struct State: Sendable {
+        /// Bytes of valid batches from the start of the file.
+        var dataEnd: Int64 = 0
+        /// The offset after the last entry in this segment.
+        var nextOffset: UInt64
+        /// Index points, increasing; nil until loaded (sealed segments load lazily).
+        var index: [IndexPoint]?
+        /// Index points already written to the `.index` file.
+        var indexPointsWritten = 0
+        var lastIndexedPosition: Int64 = -1
+        /// Bytes of the file that exist (zeros past dataEnd up to here).
+        var preallocatedEnd: Int64 = 0
+        var firstTimestampMs: Int64?
+        var maxTimestampMs: Int64?
+        var sealed: Bool
+    }
+
+    let state: Mutex<State>
+
+    static func fileName(_ baseOffset: UInt64, _ suffix: String) -> String {
+        let digits = String(baseOffset)
+        return String(repeating: "0", count: max(0, 20 - digits.count)) + digits + suffix
+    }
+
+    init(directory: String, baseOffset: UInt64, storage: any LogStorage, create: Bool, sealed: Bool,
+         nextOffset: UInt64, indexIntervalBytes: Int) throws {
+        self.baseOffset = baseOffset
+        self.logPath = directory + "/" + Segment.fileName(baseOffset, ".log")
+        self.indexPath = directory + "/" + Segment.fileName(baseOffset, ".index")
+        self.storage = storage
+        self.indexIntervalBytes = indexIntervalBytes
+        self.file = try storage.openFile(logPath, create: create)
+        let size = try file.size()
+        self.state = Mutex(State(dataEnd: sealed ? size : 0, nextOffset: nextOffset, index: nil,
+                                 preallocatedEnd: size, sealed: sealed))
+    }
+
+    var snapshot: State { state.withLock { $0 } }
+
+    // MARK: Index
+
+    /// Reads the `.index` file and keeps its longest valid prefix: points must increase and
+    /// lie inside the data. Returns the points (not yet checked against batch headers).
+    func readIndexFile(dataEnd: Int64) -> [IndexPoint] {
+        guard storage.fileExists(indexPath), let indexFile = try? storage.openFile(indexPath, create: false),
+              let bytes = try? indexFile.readAll()
+        else { return [] }
+        var points: [IndexPoint] = []
+        bytes.withUnsafeBytes { raw in
+            var at = 0
+            while at + IndexPoint.size <= raw.count {
+                let point = IndexPoint(relativeOffset: raw.loadLE(at: at), position: raw.loadLE(at: at + 4))
+                if let last = points.last, point.relativeOffset <= last.relativeOffset || point.position <= last.position { break }
+                if Int64(point.position) >= dataEnd && dataEnd > 0 { break }
+                if points.isEmpty && point.position != 0 { break }
+                points.append(point)
+                at += IndexPoint.size
+            }
+        }
+        return points
+    }
+
+    /// Rewrites the whole `.index` file from memory (after a rebuild or at seal).
+    func writeIndexFile(sync: Bool) throws {
+        let points = state.withLock { $0.index ?? [] }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(points.count * IndexPoint.size)
+        for point in points {
+            bytes.appendLE(point.relativeOffset)
+            bytes.appendLE(point.position)
+        }
+        let indexFile = try storage.openFile(indexPath, create: true)
+        try indexFile.truncate(to: 0)
+        try indexFile.write(bytes, at: 0)
+        if sync { try indexFile.sync() }
+        state.withLock { $0.indexPointsWritten = points.count }
+    }
+
+    /// Appends index points added since the last call to the `.index` file (not synced: the
+    /// index is rebuilt from the log when it is behind or bad).
+    func flushIndexPoints() throws {
+        let (points, from) = state.withLock { s -> ([IndexPoint], Int) in
+            let all = s.index ?? []
+            return (Array(all[s.indexPointsWritten...]), s.indexPointsWritten)
+        }
+        guard !points.isEmpty else { return }
+        var bytes: [UInt8] = []
+        for point in points {
+            bytes.appendLE(point.relativeOffset)
+            bytes.appendLE(point.position)
+        }
+        let indexFile = try storage.openFile(indexPath, create: true)
+        try indexFile.write(bytes, at: Int64(from * IndexPoint.size))
+        state.withLock { $0.indexPointsWritten = from + points.count }
+    }
+
+    /// Records a batch written at `position` (called by the writer, or while scanning).
+    func noteBatch(_ header: RecordBatchHeader, at position: Int64) {
+        state.withLock { s in
+            if s.index == nil { s.index = [] }
+            if s.lastIndexedPosition < 0 || position - s.lastIndexedPosition >= Int64(indexIntervalBytes) {
+                s.index?.append(IndexPoint(relativeOffset: UInt32(header.baseOffset - baseOffset), position: UInt32(position)))
+                s.lastIndexedPosition = position
+            }
+            s.dataEnd = position + Int64(header.batchLength)
+            s.nextOffset = header.nextOffset
+            if s.firstTimestampMs == nil { s.firstTimestampMs = header.firstTimestampMs }
+            s.maxTimestampMs = max(s.maxTimestampMs ?? header.maxTimestampMs, header.maxTimestampMs)
+        }
+    }
+
+    // MARK: Reading batches
+
+    /// Reads and fully checks the batch at `position`. `expectedBase` (if given) must match.
+    func readBatch(at position: Int64, limit: Int64, expectedBase: UInt64?, buffer: inout [UInt8]) throws -> RecordBatchHeader {
+        buffer.removeAll(keepingCapacity: true)
+        let headerBytes = Int(min(Int64(RecordBatchHeader.size), max(0, limit - position)))
+        try file.read(at: position, count: headerBytes, into: &buffer)
+        let header = try buffer.withUnsafeBytes { raw in try RecordBatchCodec.decodeHeader(raw) }
+        if let expectedBase, header.baseOffset != expectedBase {
+            throw BatchDecodeError.badLength("base offset \(header.baseOffset), expected \(expectedBase)")
+        }
+        let length = Int64(header.batchLength)
+        guard position + length <= limit else {
+            throw BatchDecodeError.truncated(needed: Int(length), available: Int(limit - position))
+        }
+        try file.read(at: position + Int64(buffer.count), count: Int(length) - buffer.count, into: &buffer)
+        guard buffer.count == Int(length) else {
+            throw BatchDecodeError.truncated(needed: Int(length), available: buffer.count)
+        }
+        try buffer.withUnsafeBytes { raw in try RecordBatchCodec.verifyChecksum(raw, header: header) }
+        return header
+    }
+
+    /// The index point to start reading at for `offset` (the greatest point at or below it).
+    func startPoint(for offset: UInt64) throws -> (position: Int64, base: UInt64) {
+        try ensureIndex()
+        let points = state.withLock { $0.index ?? [] }
+        let relative = offset - baseOffset
+        var low = 0
+        var high = points.count - 1
+        var best: IndexPoint?
+        while low <= high {
+            let mid = (low + high) / 2
+            if UInt64(points[mid].relativeOffset) <= relative {
+                best = points[mid]
+                low = mid + 1
+            } else {
+                high = mid - 1
+            }
+        }
+        guard let best else { return (0, baseOffset) }
+        return (Int64(best.position), baseOffset + UInt64(best.relativeOffset))
+    }
+
+    /// Loads (and if needed rebuilds) the index of a sealed segment.
+    func ensureIndex() throws {
+        let (loaded, dataEnd) = state.withLock { ($0.index != nil, $0.dataEnd) }
+        if loaded { return }
+        var points = readIndexFile(dataEnd: dataEnd)
+        // Trust a point only if a batch header with the right base offset is there.
+        var buffer: [UInt8] = []
+        while let last = points.last {
+            if (try? readBatch(at: Int64(last.position), limit: dataEnd, expectedBase: baseOffset + UInt64(last.relativeOffset), buffer: &buffer)) != nil { break }
+            points.removeLast()
+        }
+        let complete = !points.isEmpty && isIndexComplete(points, dataEnd: dataEnd, buffer: &buffer)
+        if complete {
+            state.withLock { s in
+                s.index = points
+                s.indexPointsWritten = points.count
+                s.lastIndexedPosition = Int64(points.last?.position ?? 0)
+            }
+            return
+        }
+        try rebuildIndex(dataEnd: dataEnd)
+    }
+
+    /// An index is complete when the tail after its last point is short (within one interval
+    /// plus one batch); otherwise rebuild it so reads stay fast.
+    private func isIndexComplete(_ points: [IndexPoint], dataEnd: Int64, buffer: inout [UInt8]) -> Bool {
+        guard let last = points.last else { return false }
+        var position = Int64(last.position)
+        var expected = baseOffset + UInt64(last.relativeOffset)
+        var batches = 0
+        while position < dataEnd && batches < 64 {
+            guard let header = try? readBatch(at: position, limit: dataEnd, expectedBase: expected, buffer: &buffer) else { return false }
+            position += Int64(header.batchLength)
+            expected = header.nextOffset
+            batches += 1
+        }
+        return position == dataEnd
+    }
+
+    /// Rebuilds the index of a sealed segment by scanning it; a bad batch is corruption.
+    private func rebuildIndex(dataEnd: Int64) throws {
+        state.withLock { s in
+            s.index = []
+            s.lastIndexedPosition = -1
+            s.indexPointsWritten = 0
+        }
+        var position: Int64 = 0
+        var expected = baseOffset
+        var buffer: [UInt8] = []
+        while position < dataEnd {
+            let header: RecordBatchHeader
+            do {
+                header = try readBatch(at: position, limit: dataEnd, expectedBase: expected, buffer: &buffer)
+            } catch let error as BatchDecodeError {
+                let next = state.withLock { $0.nextOffset }
+                throw LogError.corrupt(CorruptionReport(
+                    segment: Segment.fileName(baseOffset, ".log"), bytePosition: position,
+                    firstOffset: expected, endOffset: next, reason: error.description))
+            }
+            let nextOffset = state.withLock { $0.nextOffset }
+            noteBatch(header, at: position)
+            state.withLock { $0.nextOffset = nextOffset }  // a sealed segment's end is known
+            position += Int64(header.batchLength)
+            expected = header.nextOffset
+        }
+        try? writeIndexFile(sync: false)
+    }
+}

@@ -1,0 +1,199 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import SystemPackage
+
+/// The file operations the log needs, behind a protocol so that tests can inject faults
+/// (failed writes, torn writes, lost unsynced data) and so that the storage can later be
+/// replaced (the plan for replication keeps the log behind this seam).
+///
+/// Paths are absolute. Every method may throw ``StorageError``.
+public protocol LogStorage: Sendable {
+    func openFile(_ path: String, create: Bool) throws -> any LogFile
+    func fileExists(_ path: String) -> Bool
+    func createDirectory(_ path: String) throws
+    /// Names (not paths) of the entries of a directory.
+    func listDirectory(_ path: String) throws -> [String]
+    func removeFile(_ path: String) throws
+    /// Atomically replaces `to` with `from` (rename(2)).
+    func rename(_ from: String, to: String) throws
+    /// Makes a directory's entries (creations, renames, removals) durable.
+    func syncDirectory(_ path: String) throws
+}
+
+/// One open file. Implementations must allow concurrent `read`s with one writer.
+public protocol LogFile: AnyObject, Sendable {
+    /// Reads up to `count` bytes at `offset` into `buffer` (appended); returns bytes read
+    /// (fewer at end of file).
+    @discardableResult
+    func read(at offset: Int64, count: Int, into buffer: inout [UInt8]) throws -> Int
+    /// Writes all of `bytes` at `offset`.
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws
+    /// Makes written data durable (fdatasync(2)).
+    func sync() throws
+    func size() throws -> Int64
+    func truncate(to size: Int64) throws
+    func close()
+}
+
+extension LogFile {
+    public func write(_ bytes: [UInt8], at offset: Int64) throws {
+        try bytes.withUnsafeBytes { try write($0, at: offset) }
+    }
+
+    public func readAll() throws -> [UInt8] {
+        var buffer: [UInt8] = []
+        let total = Int(try size())
+        buffer.reserveCapacity(total)
+        try read(at: 0, count: total, into: &buffer)
+        return buffer
+    }
+}
+
+/// A file system operation failed. `errno` is the OS error (`ENOSPC`, `EIO`, …).
+public struct StorageError: Error, Sendable, Hashable, CustomStringConvertible {
+    public var operation: String
+    public var path: String
+    public var errno: Int32
+
+    public init(operation: String, path: String, errno: Int32) {
+        self.operation = operation
+        self.path = path
+        self.errno = errno
+    }
+
+    /// True when the device is full (`ENOSPC`) or the quota is exceeded (`EDQUOT`).
+    public var isNoSpace: Bool { errno == ENOSPC || errno == EDQUOT }
+
+    public var description: String {
+        "\(operation) \(path): \(String(cString: strerror(errno))) (errno \(errno))"
+    }
+}
+
+/// The real file system (POSIX calls through swift-system and libc).
+public struct PosixStorage: LogStorage {
+    public init() {}
+
+    public func openFile(_ path: String, create: Bool) throws -> any LogFile {
+        do {
+            let fd = try FileDescriptor.open(
+                FilePath(path), .readWrite, options: create ? [.create, .closeOnExec] : [.closeOnExec],
+                permissions: create ? [.ownerReadWrite, .groupRead, .otherRead] : nil)
+            return PosixFile(fd: fd, path: path)
+        } catch let error as Errno {
+            throw StorageError(operation: "open", path: path, errno: error.rawValue)
+        }
+    }
+
+    public func fileExists(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0
+    }
+
+    public func createDirectory(_ path: String) throws {
+        var prefix = ""
+        for component in path.split(separator: "/", omittingEmptySubsequences: true) {
+            prefix += "/" + component
+            if mkdir(prefix, 0o755) != 0 && errno != EEXIST {
+                throw StorageError(operation: "mkdir", path: prefix, errno: errno)
+            }
+        }
+    }
+
+    public func listDirectory(_ path: String) throws -> [String] {
+        guard let dir = opendir(path) else { throw StorageError(operation: "opendir", path: path, errno: errno) }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    public func removeFile(_ path: String) throws {
+        if unlink(path) != 0 && errno != ENOENT { throw StorageError(operation: "unlink", path: path, errno: errno) }
+    }
+
+    public func rename(_ from: String, to: String) throws {
+        if Glibc.rename(from, to) != 0 { throw StorageError(operation: "rename", path: from, errno: errno) }
+    }
+
+    public func syncDirectory(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw StorageError(operation: "open dir", path: path, errno: errno) }
+        defer { Glibc.close(fd) }
+        if fsync(fd) != 0 { throw StorageError(operation: "fsync dir", path: path, errno: errno) }
+    }
+}
+
+/// An open file of ``PosixStorage``. pread/pwrite are safe to use from several threads.
+final class PosixFile: LogFile {
+    let fd: FileDescriptor
+    let path: String
+
+    init(fd: FileDescriptor, path: String) {
+        self.fd = fd
+        self.path = path
+    }
+
+    deinit { _ = try? fd.close() }
+
+    func read(at offset: Int64, count: Int, into buffer: inout [UInt8]) throws -> Int {
+        guard count > 0 else { return 0 }
+        let start = buffer.count
+        buffer.append(contentsOf: repeatElement(0, count: count))
+        var done = 0
+        do {
+            try buffer.withUnsafeMutableBytes { raw in
+                while done < count {
+                    let slice = UnsafeMutableRawBufferPointer(rebasing: raw[(start + done)...])
+                    let n = try fd.read(fromAbsoluteOffset: offset + Int64(done), into: slice, retryOnInterrupt: true)
+                    if n == 0 { break }
+                    done += n
+                }
+            }
+        } catch let error as Errno {
+            buffer.removeLast(count)
+            throw StorageError(operation: "pread", path: path, errno: error.rawValue)
+        }
+        buffer.removeLast(count - done)
+        return done
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws {
+        var done = 0
+        do {
+            while done < bytes.count {
+                let n = try fd.write(
+                    toAbsoluteOffset: offset + Int64(done),
+                    UnsafeRawBufferPointer(rebasing: bytes[done...]), retryOnInterrupt: true)
+                done += n
+            }
+        } catch let error as Errno {
+            throw StorageError(operation: "pwrite", path: path, errno: error.rawValue)
+        }
+    }
+
+    func sync() throws {
+        if fdatasync(fd.rawValue) != 0 { throw StorageError(operation: "fdatasync", path: path, errno: errno) }
+    }
+
+    func size() throws -> Int64 {
+        var info = stat()
+        if fstat(fd.rawValue, &info) != 0 { throw StorageError(operation: "fstat", path: path, errno: errno) }
+        return Int64(info.st_size)
+    }
+
+    func truncate(to size: Int64) throws {
+        if ftruncate(fd.rawValue, off_t(size)) != 0 { throw StorageError(operation: "ftruncate", path: path, errno: errno) }
+    }
+
+    func close() { /* closed on deinit, so that concurrent readers never see a reused descriptor */ }
+}

@@ -1,0 +1,258 @@
+import Dispatch
+import Logging
+import Synchronization
+
+extension StreamLog {
+    /// Appends entries (each one opaque bytes, normally a JSON object) as one unit: they get
+    /// consecutive offsets, and the call returns only once all of them are durable (per the
+    /// fsync policy). Concurrent appends are group-committed.
+    ///
+    /// Waits (back-pressure) while `queuedAppendsMax` appends or `queuedBytesMax` bytes are
+    /// queued. Nothing of a rejected append is written.
+    ///
+    /// - Throws: ``LogError/entryTooLarge(index:bytes:limit:)``, ``LogError/tooManyEntries(count:limit:)``,
+    ///   ``LogError/emptyAppend``, ``LogError/storage(_:)`` (e.g. disk full; nothing of this
+    ///   append is acknowledged and the log stays usable), ``LogError/closed``.
+    public func append(_ entries: [[UInt8]]) async throws -> AppendResult {
+        guard !entries.isEmpty else { throw LogError.emptyAppend }
+        guard entries.count <= configuration.appendEntriesMax else {
+            throw LogError.tooManyEntries(count: entries.count, limit: configuration.appendEntriesMax)
+        }
+        var bytes = 0
+        for (i, entry) in entries.enumerated() {
+            guard entry.count <= configuration.entryBytesMax else {
+                throw LogError.entryTooLarge(index: i, bytes: entry.count, limit: configuration.entryBytesMax)
+            }
+            bytes += entry.count + 4
+        }
+        return try await withCheckedThrowingContinuation { continuation in
+            let append = PendingAppend(entries: entries, bytes: bytes, continuation: continuation)
+            let (failure, startFlush) = state.withLock { s -> (LogError?, Bool) in
+                if s.closed { return (.closed, false) }
+                if let failure = s.failure { return (failure, false) }
+                if s.waiting.isEmpty && hasRoom(s, bytes: bytes) {
+                    s.pending.append(append)
+                    s.pendingBytes += bytes
+                } else {
+                    s.waiting.append(append)
+                }
+                if s.flushing { return (nil, false) }
+                s.flushing = true
+                return (nil, true)
+            }
+            if let failure {
+                continuation.resume(throwing: failure)
+                return
+            }
+            if startFlush { flushQueue.async { self.flushLoop() } }
+        }
+    }
+
+    private func hasRoom(_ s: State, bytes: Int) -> Bool {
+        s.pending.isEmpty
+            || (s.pending.count < configuration.queuedAppendsMax && s.pendingBytes + bytes <= configuration.queuedBytesMax)
+    }
+
+    /// Runs on `flushQueue` only: takes everything queued, writes and flushes it, acknowledges,
+    /// and repeats until the queue is empty.
+    func flushLoop() {
+        while true {
+            let (group, writeOffset) = state.withLock { s -> ([PendingAppend], UInt64) in
+                let group = s.pending
+                s.pending = []
+                s.pendingBytes = 0
+                // Admit waiting appends into the freed queue, in order.
+                while let next = s.waiting.first, hasRoom(s, bytes: next.bytes) {
+                    s.pending.append(next)
+                    s.pendingBytes += next.bytes
+                    s.waiting.removeFirst()
+                }
+                if group.isEmpty {
+                    s.flushing = false
+                    let drained = s.drainWaiters
+                    s.drainWaiters = []
+                    for waiter in drained { waiter.resume() }
+                }
+                return (group, s.writeOffset)
+            }
+            if group.isEmpty { return }
+            writeGroup(group, at: writeOffset)
+        }
+    }
+
+    private func writeGroup(_ group: [PendingAppend], at firstOffset: UInt64) {
+        var results: [AppendResult] = []
+        results.reserveCapacity(group.count)
+        var offset = firstOffset
+        for append in group {
+            results.append(AppendResult(firstOffset: offset, lastOffset: offset + UInt64(append.entries.count) - 1))
+            offset += UInt64(append.entries.count)
+        }
+        do {
+            try writeAndSync(group, firstOffset: firstOffset)
+            let waiters = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
+                s.writeOffset = offset
+                s.endOffset = offset
+                var ready: [CheckedContinuation<Void, any Error>] = []
+                for (id, waiter) in s.tailWaiters where waiter.after < offset {
+                    ready.append(waiter.continuation)
+                    s.tailWaiters.removeValue(forKey: id)
+                }
+                return ready
+            }
+            for waiter in waiters { waiter.resume() }
+            for (append, result) in zip(group, results) { append.continuation.resume(returning: result) }
+        } catch {
+            let logError = (error as? LogError) ?? (error as? StorageError).map(LogError.storage) ?? LogError.storage(
+                StorageError(operation: "write", path: directory, errno: 5))
+            logger.error("append failed; nothing of this group was acknowledged", metadata: [
+                "entries": "\(offset - firstOffset)", "error": "\(logError)",
+            ])
+            for append in group { append.continuation.resume(throwing: logError) }
+        }
+    }
+
+    /// Encodes the group into record batches, writes them with one write at the tail of the
+    /// active segment (rolling it first if needed), flushes per policy, and only then records
+    /// the batches as part of the log. On failure the tail is put back as it was.
+    private func writeAndSync(_ group: [PendingAppend], firstOffset: UInt64) throws {
+        let now = wallClockMs()
+        var buffer: [UInt8] = []
+        var scratch: [UInt8] = []
+        var batches: [(header: RecordBatchHeader, position: Int)] = []
+        var current: [[UInt8]] = []
+        var currentBytes = 0
+        var base = firstOffset
+        func emit() throws {
+            guard !current.isEmpty else { return }
+            let position = buffer.count
+            try RecordBatchCodec.encode(
+                entries: current, baseOffset: base, timestampMs: now,
+                compressionLevel: configuration.compressionLevel, into: &buffer, scratch: &scratch)
+            let header = try buffer[position...].withUnsafeBytes { raw in try RecordBatchCodec.decodeHeader(raw) }
+            batches.append((header, position))
+            base += UInt64(current.count)
+            current.removeAll(keepingCapacity: true)
+            currentBytes = 0
+        }
+        for append in group {
+            for entry in append.entries {
+                if currentBytes + entry.count + 4 > configuration.batchBytesMax { try emit() }
+                current.append(entry)
+                currentBytes += entry.count + 4
+            }
+        }
+        try emit()
+
+        var segment = state.withLock { $0.segments[$0.segments.count - 1] }
+        let tail = segment.snapshot
+        let tooOld = tail.firstTimestampMs.map { now - $0 >= configuration.segmentAgeMsMax } ?? false
+        if tail.dataEnd > 0 && (tail.dataEnd + Int64(buffer.count) > Int64(configuration.segmentBytesMax) || tooOld) {
+            segment = try roll(segment, nextBase: firstOffset)
+        }
+        let start = segment.snapshot.dataEnd
+        do {
+            try preallocate(segment, through: start + Int64(buffer.count))
+            try buffer.withUnsafeBytes { try segment.file.write($0, at: start) }
+            try syncPerPolicy(segment)
+        } catch {
+            restoreTail(segment, to: start)
+            throw error
+        }
+        for (header, position) in batches { segment.noteBatch(header, at: start + Int64(position)) }
+        try? segment.flushIndexPoints()
+    }
+
+    /// Writes zeros ahead of the tail so that flushes overwrite allocated blocks.
+    private func preallocate(_ segment: Segment, through end: Int64) throws {
+        let have = segment.snapshot.preallocatedEnd
+        guard end > have else { return }
+        let target = max(end, min(have + Int64(configuration.preallocateBytes), Int64(configuration.segmentBytesMax)))
+        let zeros = [UInt8](repeating: 0, count: Int(target - have))
+        try segment.file.write(zeros, at: have)
+        segment.state.withLock { $0.preallocatedEnd = target }
+    }
+
+    private func syncPerPolicy(_ segment: Segment) throws {
+        switch configuration.fsyncPolicy {
+        case .always:
+            try segment.file.sync()
+        case .interval(let intervalMs):
+            let schedule = state.withLock { s -> Bool in
+                if s.intervalSyncScheduled { return false }
+                s.intervalSyncScheduled = true
+                return true
+            }
+            if schedule {
+                flushQueue.asyncAfter(deadline: .now() + .milliseconds(intervalMs)) { [self] in
+                    state.withLock { $0.intervalSyncScheduled = false }
+                    let active = state.withLock { $0.segments[$0.segments.count - 1] }
+                    do { try active.file.sync() } catch {
+                        logger.error("background flush failed", metadata: ["error": "\(error)"])
+                    }
+                }
+            }
+        }
+    }
+
+    /// Puts a failed write back: zeros/garbage past `position` are cut. If even that fails the
+    /// log refuses further appends until reopened (recovery then cuts the tail).
+    private func restoreTail(_ segment: Segment, to position: Int64) {
+        do {
+            try segment.file.truncate(to: position)
+            segment.state.withLock { $0.preallocatedEnd = position }
+        } catch {
+            let failure = (error as? StorageError).map(LogError.storage) ?? .closed
+            state.withLock { $0.failure = failure }
+            logger.critical("could not restore the log tail after a failed write; appends refused until reopen",
+                            metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Seals `segment` (cut to its data, index written and flushed) and starts a new one.
+    private func roll(_ segment: Segment, nextBase: UInt64) throws -> Segment {
+        let end = segment.snapshot.dataEnd
+        try segment.file.truncate(to: end)
+        try segment.file.sync()
+        segment.state.withLock { s in
+            s.sealed = true
+            s.preallocatedEnd = end
+        }
+        try segment.writeIndexFile(sync: true)
+        let next = try Segment(
+            directory: directory, baseOffset: nextBase, storage: storage, create: true, sealed: false,
+            nextOffset: nextBase, indexIntervalBytes: configuration.indexIntervalBytes)
+        next.state.withLock { $0.index = [] }
+        try storage.syncDirectory(directory)
+        state.withLock { $0.segments.append(next) }
+        logger.debug("rolled segment", metadata: ["sealed": "\(segment.logPath)", "next": "\(nextBase)"])
+        return next
+    }
+
+    /// Stops accepting appends after those already queued are durable and acknowledged, then
+    /// fails tail waiters with ``LogError/closed``. Idempotent.
+    public func close() async {
+        let needsDrain = state.withLock { s -> Bool in
+            s.closed = true
+            return s.flushing
+        }
+        if needsDrain {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let done = state.withLock { s -> Bool in
+                    if !s.flushing { return true }
+                    s.drainWaiters.append(continuation)
+                    return false
+                }
+                if done { continuation.resume() }
+            }
+        }
+        let (waiters, active) = state.withLock { s -> ([CheckedContinuation<Void, any Error>], Segment) in
+            let waiters = s.tailWaiters.values.map(\.continuation)
+            s.tailWaiters = [:]
+            return (waiters, s.segments[s.segments.count - 1])
+        }
+        for waiter in waiters { waiter.resume(throwing: LogError.closed) }
+        if case .interval = configuration.fsyncPolicy { try? active.file.sync() }
+        try? active.writeIndexFile(sync: false)
+    }
+}

@@ -1,0 +1,211 @@
+import Foundation
+@testable import OrgSyncLog
+import Testing
+
+@Suite struct StreamLogTests {
+    @Test func appendsReadsAndReopensAcrossRolls() async throws {
+        let dir = try TemporaryDirectory()
+        var expected: [[UInt8]] = []
+        var config = smallConfig()
+        config.compressionLevel = nil
+        do {
+            let log = try StreamLog.open(dataDirectory: dir.path, name: "events", configuration: config)
+            var rng = SplitMix64(seed: 1)
+            for _ in 0..<120 {
+                let count = 1 + Int(rng.next() % 9)
+                let batch = (0..<count).map { entry(expected.count + $0, size: 60 + Int(rng.next() % 300)) }
+                let result = try await log.append(batch)
+                #expect(result.firstOffset == UInt64(expected.count))
+                #expect(result.count == count)
+                expected += batch
+            }
+            #expect(log.info().segmentCount > 3, "small segments must roll")
+            try expectContents(log, expected)
+            // Random starting offsets land in the middle of batches and segments.
+            for _ in 0..<50 {
+                let start = rng.next() % UInt64(expected.count)
+                let records = try log.read(from: start, maxEntries: 5)
+                #expect(records.first?.offset == start)
+                #expect(records.first?.payload == expected[Int(start)])
+            }
+            await log.close()
+        }
+        let reopened = try StreamLog.open(dataDirectory: dir.path, name: "events", configuration: config)
+        #expect(reopened.recovery.truncatedAtPosition == nil)
+        try expectContents(reopened, expected)
+        let summary = try StreamLog.verify(dataDirectory: dir.path, stream: "events")
+        #expect(summary.problem == nil)
+        #expect(summary.entries == UInt64(expected.count))
+        #expect(summary.rawBytes == Int64(expected.reduce(0) { $0 + $1.count }))
+    }
+
+    @Test func concurrentAppendersAreGroupCommittedInOrder() async throws {
+        let dir = try TemporaryDirectory()
+        let log = try StreamLog.open(dataDirectory: dir.path, name: "s")
+        let producers = 16
+        let perProducer = 50
+        let results = try await withThrowingTaskGroup(of: (Int, [AppendResult]).self) { group in
+            for p in 0..<producers {
+                group.addTask {
+                    var results: [AppendResult] = []
+                    for i in 0..<perProducer {
+                        results.append(try await log.append([Array("p\(p)-\(i)".utf8)]))
+                    }
+                    return (p, results)
+                }
+            }
+            var all: [Int: [AppendResult]] = [:]
+            for try await (p, r) in group { all[p] = r }
+            return all
+        }
+        #expect(log.endOffset == UInt64(producers * perProducer))
+        for (p, acks) in results {
+            // Each producer's entries are in the order it appended them, at the offsets acked.
+            #expect(acks.map(\.firstOffset) == acks.map(\.firstOffset).sorted())
+            for (i, ack) in acks.enumerated() {
+                let record = try log.read(from: ack.firstOffset, maxEntries: 1)
+                #expect(record.first?.payload == Array("p\(p)-\(i)".utf8))
+            }
+        }
+        let offsets = results.values.flatMap { $0.map(\.firstOffset) }.sorted()
+        #expect(offsets == (0..<UInt64(producers * perProducer)).map { $0 })
+        await log.close()
+    }
+
+    @Test func backPressureWithATinyQueueLosesNothing() async throws {
+        let dir = try TemporaryDirectory()
+        var config = LogConfiguration()
+        config.queuedAppendsMax = 1
+        config.queuedBytesMax = 1 << 20
+        let log = try StreamLog.open(dataDirectory: dir.path, name: "s", configuration: config)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for p in 0..<32 {
+                group.addTask { _ = try await log.append([entry(p)]) }
+            }
+            try await group.waitForAll()
+        }
+        #expect(log.endOffset == 32)
+        let payloads = Set(try log.read(from: 0, maxEntries: 100).map(\.payload))
+        #expect(payloads == Set((0..<32).map { entry($0) }))
+    }
+
+    @Test func limitsAreTypedErrorsAndAppendNothing() async throws {
+        let dir = try TemporaryDirectory()
+        var config = LogConfiguration()
+        config.entryBytesMax = 100
+        config.batchBytesMax = 1024
+        config.appendEntriesMax = 3
+        let log = try StreamLog.open(dataDirectory: dir.path, name: "s", configuration: config)
+        await #expect(throws: LogError.entryTooLarge(index: 1, bytes: 101, limit: 100)) {
+            try await log.append([[1], [UInt8](repeating: 2, count: 101)])
+        }
+        await #expect(throws: LogError.tooManyEntries(count: 4, limit: 3)) { try await log.append([[1], [2], [3], [4]]) }
+        await #expect(throws: LogError.emptyAppend) { try await log.append([]) }
+        #expect(log.endOffset == 0)
+        #expect(throws: LogError.self) {
+            var bad = LogConfiguration()
+            bad.segmentBytesMax = 10
+            try bad.validate()
+        }
+        #expect(throws: LogError.invalidStreamName("../x")) { try StreamLog.open(dataDirectory: dir.path, name: "../x") }
+    }
+
+    @Test func tailingReaderWakesOnAppendAndOnCancel() async throws {
+        let dir = try TemporaryDirectory()
+        let log = try StreamLog.open(dataDirectory: dir.path, name: "s")
+        let waiter = Task { try await log.waitForEntries(after: 0) }
+        _ = try await log.append([[1, 2, 3]])
+        try await waiter.value
+        // Already past: returns at once.
+        try await log.waitForEntries(after: 0)
+        let cancelled = Task { try await log.waitForEntries(after: 10) }
+        cancelled.cancel()
+        await #expect(throws: CancellationError.self) { try await cancelled.value }
+        let closing = Task { try await log.waitForEntries(after: 5) }
+        await log.close()
+        await #expect(throws: LogError.closed) { try await closing.value }
+        await #expect(throws: LogError.closed) { try await log.append([[1]]) }
+    }
+
+    @Test func missingOrDamagedIndexIsRebuilt() async throws {
+        let dir = try TemporaryDirectory()
+        var expected: [[UInt8]] = []
+        do {
+            let log = try StreamLog.open(dataDirectory: dir.path, name: "s", configuration: smallConfig())
+            for i in 0..<400 {
+                expected.append(entry(i))
+                _ = try await log.append([expected[i]])
+            }
+            await log.close()
+        }
+        let streamDir = dir.path + "/streams/s"
+        let indexes = try FileManager.default.contentsOfDirectory(atPath: streamDir).filter { $0.hasSuffix(".index") }.sorted()
+        #expect(indexes.count > 2)
+        try FileManager.default.removeItem(atPath: streamDir + "/" + indexes[0])
+        try Data([9, 9, 9, 9, 9, 9, 9, 9, 1, 2, 3]).write(to: URL(fileURLWithPath: streamDir + "/" + indexes[1]))
+        try Data(repeating: 0xFF, count: 64).write(to: URL(fileURLWithPath: streamDir + "/" + indexes[indexes.count - 1]))
+        let log = try StreamLog.open(dataDirectory: dir.path, name: "s", configuration: smallConfig())
+        try expectContents(log, expected)
+        #expect(FileManager.default.fileExists(atPath: streamDir + "/" + indexes[0]))
+    }
+
+    @Test func cursorsCannotPassTheEndAndSurviveReopen() async throws {
+        let dir = try TemporaryDirectory()
+        do {
+            let log = try StreamLog.open(dataDirectory: dir.path, name: "s")
+            _ = try await log.append([[1], [2], [3]])
+            try log.storeCursor("demo", offset: 2)
+            #expect(throws: LogError.cursorBeyondEnd(name: "demo", offset: 4, end: 3)) { try log.storeCursor("demo", offset: 4) }
+            #expect(throws: LogError.invalidCursorName("a/b")) { try log.storeCursor("a/b", offset: 1) }
+            try log.storeCursor("demo", offset: 3)
+            await log.close()
+        }
+        let log = try StreamLog.open(dataDirectory: dir.path, name: "s")
+        #expect(try log.cursors.load("demo") == 3)
+        #expect(try log.cursors.load("other") == nil)
+        #expect(try log.cursors.names() == ["demo"])
+    }
+
+    @Test func retentionNeverPassesACursorUnlessToldTo() async throws {
+        let dir = try TemporaryDirectory()
+        var config = smallConfig()
+        config.retentionBytesMax = 20 * 1024
+        let log = try StreamLog.open(dataDirectory: dir.path, name: "s", configuration: config)
+        for i in 0..<600 { _ = try await log.append([entry(i)]) }
+        let before = log.info()
+        #expect(before.storedBytes > 20 * 1024)
+        try log.storeCursor("slow", offset: 10)
+        let kept = try log.applyRetention()
+        #expect(kept.deletedSegments.isEmpty)
+        #expect(!kept.keptForCursors.isEmpty)
+        #expect(log.startOffset == 0)
+        // Once the consumer has moved on, old segments go, but never one it still needs.
+        try log.storeCursor("slow", offset: 400)
+        let report = try log.applyRetention()
+        #expect(!report.deletedSegments.isEmpty)
+        #expect(log.startOffset <= 400)
+        #expect(log.startOffset > 0)
+        #expect(try log.read(from: 400, maxEntries: 1).first?.payload == entry(400))
+        #expect(throws: LogError.self) { try log.read(from: 0, maxEntries: 1) }
+        #expect(report.lostRanges.isEmpty)
+        // Size-based retention then stays within the limit while respecting the cursor.
+        try log.storeCursor("slow", offset: log.endOffset)
+        try log.applyRetention()
+        #expect(log.info().storedBytes <= 20 * 1024 + Int64(config.segmentBytesMax) + 4096)
+        await log.close()
+    }
+
+    @Test func retentionCanDropUnconsumedAndReportsTheLostRange() async throws {
+        let dir = try TemporaryDirectory()
+        var config = smallConfig()
+        config.retentionAgeMsMax = 0
+        config.retentionDropsUnconsumed = true
+        let log = try StreamLog.open(dataDirectory: dir.path, name: "s", configuration: config)
+        for i in 0..<300 { _ = try await log.append([entry(i)]) }
+        try log.storeCursor("behind", offset: 5)
+        let report = try log.applyRetention(nowMs: wallClockMs() + 10)
+        #expect(report.lostRanges["behind"] == 5..<log.startOffset)
+        #expect(log.info().segmentCount == 1, "every sealed segment is past its age")
+        await log.close()
+    }
+}
