@@ -76,11 +76,23 @@ final class Segment: Sendable {
                 if let last = points.last, point.relativeOffset <= last.relativeOffset || point.position <= last.position { break }
                 if Int64(point.position) >= dataEnd && dataEnd > 0 { break }
                 if points.isEmpty && point.position != 0 { break }
+                if !pointsAtBatch(point, dataEnd: dataEnd) { break }
                 points.append(point)
                 at += IndexPoint.size
             }
         }
         return points
+    }
+
+    /// Whether a batch header with the point's base offset starts at the point's position.
+    /// A damaged index point must never be mistaken for damaged data.
+    private func pointsAtBatch(_ point: IndexPoint, dataEnd: Int64) -> Bool {
+        var bytes: [UInt8] = []
+        guard (try? file.read(at: Int64(point.position), count: RecordBatchHeader.size, into: &bytes)) != nil,
+              let header = try? bytes.withUnsafeBytes({ try RecordBatchCodec.decodeHeader($0) })
+        else { return false }
+        return header.baseOffset == baseOffset + UInt64(point.relativeOffset)
+            && (dataEnd == 0 || Int64(point.position) + Int64(header.batchLength) <= dataEnd)
     }
 
     /// Rewrites the whole `.index` file from memory (after a rebuild or at seal).

@@ -289,7 +289,13 @@ public final class StreamLog: Sendable {
         var payload: [UInt8] = []
         var ranges: [Range<Int>] = []
         var segment = segments[index]
-        var (position, expected) = try wrapStorage { try segment.startPoint(for: offset) }
+        var (position, expected): (Int64, UInt64)
+        do {
+            (position, expected) = try wrapStorage { try segment.startPoint(for: offset) }
+        } catch LogError.corrupt(let report) {
+            markCorrupt(report)
+            throw LogError.corrupt(report)
+        }
         while records.count < maxEntries && bytes < maxBytes && expected < end {
             let limit = segment.snapshot.dataEnd
             if position >= limit {
@@ -307,6 +313,8 @@ public final class StreamLog: Sendable {
                     try RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges)
                 }
             } catch let error as BatchDecodeError {
+                // Serve what was good before the damage; the next read starts at it and throws.
+                if !records.isEmpty { return records }
                 let next = index + 1 < segments.count ? segments[index + 1].baseOffset : end
                 let report = CorruptionReport(
                     segment: Segment.fileName(segment.baseOffset, ".log"), bytePosition: position,
