@@ -138,3 +138,18 @@ extension StreamLog {
         try cursors.store(name, offset: offset)
     }
 }
+
+extension CursorStore {
+    /// Reads every cursor of a `cursors/` directory without taking the stream's lock (for
+    /// read-only tools such as `orgsync log stats`).
+    public static func readAll(directory: String, storage: any LogStorage = PosixStorage()) throws -> [String: UInt64] {
+        try wrapStorage {
+            var result: [String: UInt64] = [:]
+            for name in try storage.listDirectory(directory) where name.hasSuffix(".cursor") {
+                let file = try storage.openFile(directory + "/" + name, create: false)
+                if let (_, offset) = try readNewest(file) { result[String(name.dropLast(7))] = offset }
+            }
+            return result
+        }
+    }
+}

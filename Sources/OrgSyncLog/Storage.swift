@@ -23,7 +23,14 @@ public protocol LogStorage: Sendable {
     func rename(_ from: String, to: String) throws
     /// Makes a directory's entries (creations, renames, removals) durable.
     func syncDirectory(_ path: String) throws
+    /// Takes an exclusive lock on `path` (created if missing) for as long as the returned
+    /// object lives, so that two processes never write one stream. Throws ``StorageError``
+    /// with `EWOULDBLOCK` when another process holds it.
+    func lockFile(_ path: String) throws -> any LogLock
 }
+
+/// A held lock; released when the object is deallocated.
+public protocol LogLock: AnyObject, Sendable {}
 
 /// One open file. Implementations must allow concurrent `read`s with one writer.
 public protocol LogFile: AnyObject, Sendable {
@@ -69,8 +76,12 @@ public struct StorageError: Error, Sendable, Hashable, CustomStringConvertible {
     /// True when the device is full (`ENOSPC`) or the quota is exceeded (`EDQUOT`).
     public var isNoSpace: Bool { errno == ENOSPC || errno == EDQUOT }
 
+    /// True when another process holds the lock.
+    public var isLocked: Bool { errno == EWOULDBLOCK || errno == EAGAIN }
+
     public var description: String {
-        "\(operation) \(path): \(String(cString: strerror(errno))) (errno \(errno))"
+        if isLocked && operation == "lock" { return "\(path) is locked by another process (is a broker or another command using this data directory?)" }
+        return "\(operation) \(path): \(String(cString: strerror(errno))) (errno \(errno))"
     }
 }
 
@@ -125,12 +136,30 @@ public struct PosixStorage: LogStorage {
         if Glibc.rename(from, to) != 0 { throw StorageError(operation: "rename", path: from, errno: errno) }
     }
 
+    public func lockFile(_ path: String) throws -> any LogLock {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw StorageError(operation: "open lock", path: path, errno: errno) }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let code = errno
+            Glibc.close(fd)
+            throw StorageError(operation: "lock", path: path, errno: code)
+        }
+        return PosixLock(fd: fd)
+    }
+
     public func syncDirectory(_ path: String) throws {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw StorageError(operation: "open dir", path: path, errno: errno) }
         defer { Glibc.close(fd) }
         if fsync(fd) != 0 { throw StorageError(operation: "fsync dir", path: path, errno: errno) }
     }
+}
+
+/// An flock(2) held on an open descriptor; closing it releases the lock.
+final class PosixLock: LogLock {
+    let fd: Int32
+    init(fd: Int32) { self.fd = fd }
+    deinit { Glibc.close(fd) }
 }
 
 /// An open file of ``PosixStorage``. pread/pwrite are safe to use from several threads.

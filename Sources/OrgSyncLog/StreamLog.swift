@@ -61,6 +61,8 @@ public final class StreamLog: Sendable {
     let logger: Logger
     let flushQueue: DispatchQueue
     let state: Mutex<State>
+    /// Held while the log is open: one writer process per stream.
+    let lock: any LogLock
 
     struct PendingAppend {
         var entries: [[UInt8]]
@@ -124,6 +126,7 @@ public final class StreamLog: Sendable {
         self.logger = logger
         self.flushQueue = DispatchQueue(label: "orgsync.flush.\(name)", qos: .userInitiated)
         try storage.createDirectory(directory)
+        self.lock = try storage.lockFile(directory + "/LOCK")
         if let report = try StreamLog.readCorruptMarker(directory: directory, storage: storage) {
             throw LogError.corrupt(report)
         }

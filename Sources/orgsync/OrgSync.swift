@@ -5,6 +5,32 @@ struct OrgSync: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "orgsync",
         abstract: "A durable broker that keeps databases (orgs) in sync across unreliable links.",
-        subcommands: []
+        discussion: """
+            Exit codes: 0 success; 1 the command ran and found a problem (e.g. `log verify` found \
+            corruption, `produce` rejected a line); 2 bad usage or configuration; 3 the data \
+            directory or stream could not be opened (locked, corrupt, I/O error).
+            """,
+        subcommands: [ProduceCommand.self, LogCommand.self]
     )
+}
+
+/// Options shared by every command that works on a data directory.
+struct DataOptions: ParsableArguments {
+    @Option(name: .long, help: "Directory holding the broker's state (streams, cursors).")
+    var dataDir: String = "data/state"
+
+    @Option(name: .long, help: "Stream name (letters, digits, '.', '_', '-').")
+    var stream: String = "events"
+
+    var absoluteDataDir: String {
+        if dataDir.hasPrefix("/") { return dataDir }
+        return currentDirectory() + "/" + dataDir
+    }
+}
+
+/// Exit codes, as documented in `orgsync --help`.
+enum ExitCodes {
+    static let problemFound = ExitCode(1)
+    static let usage = ExitCode(2)
+    static let cannotOpen = ExitCode(3)
 }

@@ -175,6 +175,13 @@ final class FaultInjectingStorage: LogStorage, Sendable {
         }
     }
 
+    final class NoLock: LogLock {}
+
+    func lockFile(_ path: String) throws -> any LogLock {
+        try check(path)
+        return NoLock()
+    }
+
     // MARK: Faults
 
     /// Simulates a machine crash. Each file keeps its durable bytes; with `tornWriteBytes` nil

@@ -209,3 +209,19 @@ import Testing
         await log.close()
     }
 }
+
+@Suite struct StreamLockTests {
+    @Test func aSecondWriterOfOneStreamIsRefused() throws {
+        let dir = try TemporaryDirectory()
+        let first = try StreamLog.open(dataDirectory: dir.path, name: "s")
+        do {
+            _ = try StreamLog.open(dataDirectory: dir.path, name: "s")
+            Issue.record("two logs opened one stream")
+        } catch LogError.storage(let error) {
+            #expect(error.isLocked)
+        }
+        #expect(first.endOffset == 0)
+        // Another stream in the same data directory is independent.
+        #expect(try StreamLog.open(dataDirectory: dir.path, name: "t").endOffset == 0)
+    }
+}
