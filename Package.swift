@@ -68,8 +68,8 @@ let package = Package(
             dependencies: [
                 "OrgSyncLog",
                 "OrgSyncPluginAPI",
-                "CZlib",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

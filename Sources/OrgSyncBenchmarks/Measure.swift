@@ -1,0 +1,61 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+
+/// Monotonic nanoseconds.
+func nowNs() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// CPU time of the calling thread, nanoseconds (for "one core" rates).
+func threadCPUNs() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// Percentile (0...100) of latencies in nanoseconds, returned in milliseconds.
+func percentileMs(_ sorted: [UInt64], _ p: Double) -> Double {
+    guard !sorted.isEmpty else { return 0 }
+    let index = min(sorted.count - 1, max(0, Int((p / 100 * Double(sorted.count)).rounded(.up)) - 1))
+    return Double(sorted[index]) / 1e6
+}
+
+func fmt(_ value: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", value) }
+
+/// Workload lines (JSON), as bytes.
+func loadWorkload(_ path: String) throws -> [[UInt8]] {
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw ValidationErrorText("cannot read workload \(path)")
+    }
+    return data.split(separator: 0x0A, omittingEmptySubsequences: true).map { Array($0) }
+}
+
+struct ValidationErrorText: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// One row of a benchmark table, also printed as a RESULT line for compare_table.py.
+struct ResultRow: Encodable {
+    var system = "orgsync"
+    var mode: String
+    var batch: Int
+    var durable: Bool
+    var entries_per_s: Double
+    var p50_ms: Double
+    var p99_ms: Double
+    var producers: Int
+    var mb_per_s: Double
+    var compression_ratio: Double?
+}
+
+func resultLine(_ row: some Encodable) -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    let json = (try? encoder.encode(row)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    return "RESULT " + json
+}

@@ -1,1 +1,0 @@
-print("OrgSyncBenchmarks: no scenarios yet")
