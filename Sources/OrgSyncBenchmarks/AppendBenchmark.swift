@@ -27,7 +27,7 @@ struct AppendBenchmark: AsyncParsableCommand {
     @Option(help: "Seconds per append scenario.") var seconds: Double = 5
     @Option(help: "Comma-separated producer counts.") var producers: String = "1,8,64"
     @Option(help: "Comma-separated entries per append.") var batches: String = "1,100"
-    @Option(help: "Log sizes for the restart measurement, MiB.") var restartMiB: String = "100,2048"
+    @Option(name: .customLong("restart-mib"), help: "Log sizes for the restart measurement, MiB.") var restartMiB: String = "100,2048"
     @Flag(help: "Skip the restart and verify measurements (they write ~2 GiB).") var skipRestart = false
     @Flag(help: "Print RESULT lines (for compare_table.py) instead of the Markdown table.") var json = false
     @Flag(help: "Only the 1-producer rows, for compare_table.py (peers run one producer).") var compare = false
