@@ -75,7 +75,7 @@ let package = Package(
         ),
         .testTarget(
             name: "OrgSyncLogTests",
-            dependencies: ["OrgSyncLog", "CZlib"],
+            dependencies: ["OrgSyncLog", "CZlib", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(

@@ -37,6 +37,12 @@ public struct LogConfiguration: Sendable, Hashable {
     /// to flush per append).
     public var preallocateBytes: Int = 4 << 20
     public var fsyncPolicy: FsyncPolicy = .always
+    /// Longest the flusher waits for producers that were acknowledged by the last flush to
+    /// append again, when fewer appends are queued than the last group held (0: never wait).
+    public var groupCommitWaitMicros: Int = 200
+    /// Appends of at least this many bytes compress their own batch on the caller's task
+    /// (parallel, overlapping the flush); smaller ones are grouped and compressed by the flusher.
+    public var precompressMinBytes: Int = 128 * 1024
     /// Retention: delete old sealed segments once the stream holds more than this (nil: no limit).
     public var retentionBytesMax: Int64? = nil
     /// Retention: delete sealed segments whose newest batch is older than this (nil: forever).
@@ -64,6 +70,8 @@ public struct LogConfiguration: Sendable, Hashable {
         if let level = compressionLevel { try check((0...9).contains(level), "compressionLevel", "must be 0...9") }
         try check(indexIntervalBytes >= 64, "indexIntervalBytes", "must be at least 64")
         try check(preallocateBytes >= 0, "preallocateBytes", "must not be negative")
+        try check((0...100_000).contains(groupCommitWaitMicros), "groupCommitWaitMicros", "must be 0...100000")
+        try check(precompressMinBytes >= 1, "precompressMinBytes", "must be positive")
         if case .interval(let ms) = fsyncPolicy { try check(ms >= 1, "fsyncPolicy.intervalMs", "must be positive") }
         if let max = retentionBytesMax { try check(max >= 0, "retentionBytesMax", "must not be negative") }
         if let max = retentionAgeMsMax { try check(max >= 0, "retentionAgeMsMax", "must not be negative") }

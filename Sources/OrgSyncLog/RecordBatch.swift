@@ -128,6 +128,22 @@ public enum RecordBatchCodec {
         }
     }
 
+    /// Sets the base offset of the encoded batch at `position` and recomputes its CRC (used
+    /// for batches encoded before their offsets were known). Returns the patched header.
+    @discardableResult
+    public static func patchBaseOffset(_ buffer: inout [UInt8], at position: Int, baseOffset: UInt64) throws -> RecordBatchHeader {
+        try buffer.withUnsafeMutableBytes { raw in
+            let batch = UnsafeMutableRawBufferPointer(rebasing: raw[position...])
+            var header = try decodeHeader(UnsafeRawBufferPointer(batch))
+            batch.storeLE(baseOffset, at: 16)
+            let crc = Zlib.crc32(UnsafeRawBufferPointer(rebasing: batch[12..<Int(header.batchLength)]))
+            batch.storeLE(crc, at: 8)
+            header.baseOffset = baseOffset
+            header.crc = crc
+            return header
+        }
+    }
+
     /// Parses and checks a header (not the CRC, which needs the whole batch).
     public static func decodeHeader(_ bytes: UnsafeRawBufferPointer) throws -> RecordBatchHeader {
         guard bytes.count >= RecordBatchHeader.size else {

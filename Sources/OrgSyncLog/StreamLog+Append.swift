@@ -25,8 +25,11 @@ extension StreamLog {
             }
             bytes += entry.count + 4
         }
+        // Large appends compress their own batches here, on the caller's task, so that
+        // compression runs on every core and overlaps the flusher's write and fdatasync.
+        let encoded = bytes >= configuration.precompressMinBytes ? try encodeAhead(entries) : nil
         return try await withCheckedThrowingContinuation { continuation in
-            let append = PendingAppend(entries: entries, bytes: bytes, continuation: continuation)
+            let append = PendingAppend(entries: entries, bytes: bytes, continuation: continuation, encoded: encoded)
             let (failure, startFlush) = state.withLock { s -> (LogError?, Bool) in
                 if s.closed { return (.closed, false) }
                 if let failure = s.failure { return (failure, false) }
@@ -36,6 +39,7 @@ extension StreamLog {
                 } else {
                     s.waiting.append(append)
                 }
+                if s.gathering { gatherSignal.signal() }
                 if s.flushing { return (nil, false) }
                 s.flushing = true
                 return (nil, true)
@@ -57,6 +61,7 @@ extension StreamLog {
     /// and repeats until the queue is empty.
     func flushLoop() {
         while true {
+            gatherStragglers()
             let (group, writeOffset) = state.withLock { s -> ([PendingAppend], UInt64) in
                 let group = s.pending
                 s.pending = []
@@ -67,6 +72,7 @@ extension StreamLog {
                     s.pendingBytes += next.bytes
                     s.waiting.removeFirst()
                 }
+                s.lastGroupAppends = group.count
                 if group.isEmpty {
                     s.flushing = false
                     let drained = s.drainWaiters
@@ -78,6 +84,33 @@ extension StreamLog {
             if group.isEmpty { return }
             writeGroup(group, at: writeOffset)
         }
+    }
+
+    /// Group commit with closed-loop producers: right after an acknowledgement the producers
+    /// that were just answered have not appended again yet, so flushing at once would write a
+    /// group of one and make the others wait a whole flush. When fewer appends are queued than
+    /// the last group held, wait up to `groupCommitWaitMicros` for the rest (PostgreSQL's
+    /// commit_delay/commit_siblings idea). Appends signal the wait; it never exceeds the bound.
+    private func gatherStragglers() {
+        let waitMicros = configuration.groupCommitWaitMicros
+        guard waitMicros > 0 else { return }
+        let gathering = state.withLock { s -> Bool in
+            guard !s.pending.isEmpty, s.pending.count < s.lastGroupAppends, s.lastGroupAppends > 1 else { return false }
+            s.gathering = true
+            return true
+        }
+        guard gathering else { return }
+        let deadline = DispatchTime.now() + .microseconds(waitMicros)
+        while true {
+            let done = state.withLock { s -> Bool in
+                let enough = s.pending.count >= s.lastGroupAppends || s.pendingBytes >= configuration.batchBytesMax
+                if enough { s.gathering = false }
+                return enough
+            }
+            if done { return }
+            if gatherSignal.wait(timeout: deadline) == .timedOut { break }
+        }
+        state.withLock { $0.gathering = false }
     }
 
     private func writeGroup(_ group: [PendingAppend], at firstOffset: UInt64) {
@@ -136,6 +169,17 @@ extension StreamLog {
             currentBytes = 0
         }
         for append in group {
+            if let encoded = append.encoded {
+                try emit()
+                let start = buffer.count
+                buffer.append(contentsOf: encoded.bytes)
+                for batch in encoded.batches {
+                    let header = try RecordBatchCodec.patchBaseOffset(&buffer, at: start + batch.position, baseOffset: base)
+                    batches.append((header, start + batch.position))
+                    base += UInt64(batch.entryCount)
+                }
+                continue
+            }
             for entry in append.entries {
                 if currentBytes + entry.count + 4 > configuration.batchBytesMax { try emit() }
                 current.append(entry)
@@ -161,6 +205,29 @@ extension StreamLog {
         }
         for (header, position) in batches { segment.noteBatch(header, at: start + Int64(position)) }
         try? segment.flushIndexPoints()
+    }
+
+    /// Encodes an append's entries into record batches with placeholder base offsets.
+    private func encodeAhead(_ entries: [[UInt8]]) throws -> EncodedBatches {
+        var encoded = EncodedBatches(bytes: [], batches: [])
+        var scratch: [UInt8] = []
+        var start = 0
+        let now = wallClockMs()
+        while start < entries.count {
+            var end = start
+            var bytes = 0
+            while end < entries.count && (end == start || bytes + entries[end].count + 4 <= configuration.batchBytesMax) {
+                bytes += entries[end].count + 4
+                end += 1
+            }
+            let position = encoded.bytes.count
+            try RecordBatchCodec.encode(
+                entries: entries[start..<end], baseOffset: 0, timestampMs: now,
+                compressionLevel: configuration.compressionLevel, into: &encoded.bytes, scratch: &scratch)
+            encoded.batches.append((position, end - start))
+            start = end
+        }
+        return encoded
     }
 
     /// Writes zeros ahead of the tail so that flushes overwrite allocated blocks.

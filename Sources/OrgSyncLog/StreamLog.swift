@@ -61,6 +61,8 @@ public final class StreamLog: Sendable {
     let logger: Logger
     let flushQueue: DispatchQueue
     let state: Mutex<State>
+    /// Wakes the flusher while it gathers a group (see `gatherStragglers`).
+    let gatherSignal = DispatchSemaphore(value: 0)
     /// Held while the log is open: one writer process per stream.
     let lock: any LogLock
 
@@ -68,6 +70,14 @@ public final class StreamLog: Sendable {
         var entries: [[UInt8]]
         var bytes: Int
         var continuation: CheckedContinuation<AppendResult, any Error>
+        /// Record batches already encoded (compressed) by the appender, base offsets still 0;
+        /// the flusher patches offsets and CRCs. Nil for small appends, grouped by the flusher.
+        var encoded: EncodedBatches?
+    }
+
+    struct EncodedBatches {
+        var bytes: [UInt8]
+        var batches: [(position: Int, entryCount: Int)]
     }
 
     struct State {
@@ -87,6 +97,9 @@ public final class StreamLog: Sendable {
         var closed = false
         var failure: LogError?
         var intervalSyncScheduled = false
+        /// Appends in the last flushed group, and whether the flusher is waiting for stragglers.
+        var lastGroupAppends = 0
+        var gathering = false
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
     }
 

@@ -38,7 +38,7 @@ import Glibc
         // One acknowledged history, then an append whose flush never completes; the machine
         // crashes with that write torn after k bytes, for every k.
         let probe = FaultInjectingStorage()
-        let log = try StreamLog.open(dataDirectory: Self.root, name: "s", configuration: config(), storage: probe)
+        let log = try openLog(dataDirectory: Self.root, name: "s", configuration: config(), storage: probe)
         let acked = try await fill(log, from: 0, count: 30)
         let pendingEntries = (0..<5).map { entry(100 + $0, size: 90) }
         probe.setCrashAtNextSync()
@@ -48,12 +48,12 @@ import Glibc
 
         for cut in 0...writeBytes {
             let storage = FaultInjectingStorage()
-            let log = try StreamLog.open(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
+            let log = try openLog(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
             _ = try await fill(log, from: 0, count: 30)
             storage.setCrashAtNextSync()
             _ = try? await log.append(pendingEntries)
             storage.crash(tornWriteBytes: cut)
-            let reopened = try StreamLog.open(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
+            let reopened = try openLog(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
             let end = reopened.endOffset
             // All or nothing of the unacknowledged append; every acked entry intact.
             #expect(end == 30 || end == 35, "cut \(cut): end \(end)")
@@ -71,20 +71,20 @@ import Glibc
     @Test func losingTheUnsyncedTailKeepsEverythingAcked() async throws {
         let storage = FaultInjectingStorage()
         var cfg = config()
-        let log = try StreamLog.open(dataDirectory: Self.root, name: "s", configuration: cfg, storage: storage)
+        let log = try openLog(dataDirectory: Self.root, name: "s", configuration: cfg, storage: storage)
         let acked = try await fill(log, from: 0, count: 200)  // rolls several segments
         storage.crash()
-        let reopened = try StreamLog.open(dataDirectory: Self.root, name: "s", configuration: cfg, storage: storage)
+        let reopened = try openLog(dataDirectory: Self.root, name: "s", configuration: cfg, storage: storage)
         try expectContents(reopened, acked)
 
         // With the interval policy an ack does not mean durable: a crash may lose acked entries,
         // but what remains is still a clean prefix.
         cfg.fsyncPolicy = .interval(intervalMs: 60_000)
         let storage2 = FaultInjectingStorage()
-        let lax = try StreamLog.open(dataDirectory: Self.root, name: "s", configuration: cfg, storage: storage2)
+        let lax = try openLog(dataDirectory: Self.root, name: "s", configuration: cfg, storage: storage2)
         let written = try await fill(lax, from: 0, count: 50)
         storage2.crash()
-        let after = try StreamLog.open(dataDirectory: Self.root, name: "s", configuration: cfg, storage: storage2)
+        let after = try openLog(dataDirectory: Self.root, name: "s", configuration: cfg, storage: storage2)
         #expect(after.endOffset <= 50)
         try expectContents(after, Array(written.prefix(Int(after.endOffset))))
     }
@@ -95,7 +95,7 @@ import Glibc
         var rng = SplitMix64(seed: seed)
         for round in 0..<300 {
             let storage = FaultInjectingStorage()
-            let log = try StreamLog.open(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
+            let log = try openLog(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
             let acked = try await fill(log, from: 0, count: 60)
             await log.close()
             let segments = storage.filePaths().filter { $0.hasSuffix(".log") || $0.hasSuffix(".index") }
@@ -108,7 +108,7 @@ import Glibc
             // reported) or refuses the stream as corrupt; it never crashes.
             let reopened: StreamLog
             do {
-                reopened = try StreamLog.open(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
+                reopened = try openLog(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
             } catch LogError.corrupt {
                 continue
             }
@@ -127,11 +127,11 @@ import Glibc
                 #expect(report.firstOffset >= offset, "round \(round): nothing before the damage is called corrupt")
                 // The stream is now refused until repaired.
                 #expect(throws: LogError.self) {
-                    try StreamLog.open(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
+                    try openLog(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
                 }
                 let repair = try StreamLog.repair(dataDirectory: Self.root, stream: "s", storage: storage)
                 #expect(repair.problem != nil)
-                let repaired = try StreamLog.open(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
+                let repaired = try openLog(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
                 try expectContents(repaired, Array(acked.prefix(Int(repaired.endOffset))))
             }
         }
@@ -139,7 +139,7 @@ import Glibc
 
     @Test func verifyFindsInteriorDamageWithItsOffsetRange() async throws {
         let storage = FaultInjectingStorage()
-        let log = try StreamLog.open(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
+        let log = try openLog(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
         let acked = try await fill(log, from: 0, count: 200)
         await log.close()
         let segments = storage.filePaths().filter { $0.hasSuffix(".log") }.sorted()
@@ -155,18 +155,18 @@ import Glibc
         #expect(problem.endOffset > problem.firstOffset)
         // verify marked it: the broker refuses the stream until repaired, naming the range.
         #expect(throws: LogError.corrupt(problem)) {
-            try StreamLog.open(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
+            try openLog(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
         }
         let repair = try StreamLog.repair(dataDirectory: Self.root, stream: "s", storage: storage)
         #expect(repair.droppedFrom == problem.firstOffset)
-        let repaired = try StreamLog.open(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
+        let repaired = try openLog(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
         #expect(repaired.endOffset == problem.firstOffset)
         try expectContents(repaired, Array(acked.prefix(Int(problem.firstOffset))))
     }
 
     @Test func aFullDiskFailsTheAppendCleanlyAndRecovers() async throws {
         let storage = FaultInjectingStorage()
-        let log = try StreamLog.open(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
+        let log = try openLog(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
         let acked = try await fill(log, from: 0, count: 10)
         storage.setWriteBudget(50)
         do {
@@ -181,14 +181,14 @@ import Glibc
         #expect(more.firstOffset == 10)
         try expectContents(log, acked + [entry(11)])
         await log.close()
-        let reopened = try StreamLog.open(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
+        let reopened = try openLog(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
         try expectContents(reopened, acked + [entry(11)])
         #expect(try StreamLog.verify(dataDirectory: Self.root, stream: "s", storage: storage).problem == nil)
     }
 
     @Test func aFailedFlushIsNotAcknowledged() async throws {
         let storage = FaultInjectingStorage()
-        let log = try StreamLog.open(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
+        let log = try openLog(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
         let acked = try await fill(log, from: 0, count: 5)
         storage.setFailSyncs(true)
         await #expect(throws: LogError.self) { try await log.append([entry(5)]) }
@@ -219,7 +219,7 @@ import Glibc
 
     @Test func cursorsPastATruncatedEndAreClamped() async throws {
         let storage = FaultInjectingStorage()
-        let log = try StreamLog.open(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
+        let log = try openLog(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
         _ = try await fill(log, from: 0, count: 10)
         try log.storeCursor("c", offset: 10)
         await log.close()
@@ -227,7 +227,7 @@ import Glibc
         let segment = storage.filePaths().filter { $0.hasSuffix(".log") }.sorted().last ?? ""
         let bytes = storage.fileBytes(segment)
         storage.flipBit(segment, byte: bytes.count - 3, bit: 0)
-        let reopened = try StreamLog.open(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
+        let reopened = try openLog(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
         #expect(reopened.endOffset < 10)
         #expect(reopened.recovery.clampedCursors == ["c"])
         #expect(try reopened.cursors.load("c") == reopened.endOffset)

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 @testable import OrgSyncLog
 import Testing
 
@@ -41,4 +42,15 @@ func expectContents(_ log: StreamLog, _ expected: [[UInt8]], sourceLocation: Sou
             offset += 1
         }
     }
+}
+
+/// Opens a log whose logger stays quiet: tests that inject faults would otherwise fill the
+/// output with the errors they provoke on purpose.
+func openLog(
+    dataDirectory: String, name: String, configuration: LogConfiguration = LogConfiguration(),
+    storage: any LogStorage = PosixStorage()
+) throws -> StreamLog {
+    try StreamLog.open(
+        dataDirectory: dataDirectory, name: name, configuration: configuration, storage: storage,
+        logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
 }

@@ -83,7 +83,7 @@ struct CLIMissing: Error, CustomStringConvertible {
                 for k in 0...(last - first) { expectedByOffset[UInt64(first + k)] = lines[firstLine - 1 + k] }
             }
             // Reopen as the broker would after the crash; every acked offset holds its line.
-            let log = try StreamLog.open(dataDirectory: dir.path + "/state", name: "crash")
+            let log = try openLog(dataDirectory: dir.path + "/state", name: "crash")
             let maxAcked = expectedByOffset.keys.max() ?? 0
             #expect(log.endOffset > maxAcked, "round \(round): acked offset \(maxAcked) beyond end \(log.endOffset)")
             var offset: UInt64 = 0

@@ -9,7 +9,7 @@ import Testing
         var config = smallConfig()
         config.compressionLevel = nil
         do {
-            let log = try StreamLog.open(dataDirectory: dir.path, name: "events", configuration: config)
+            let log = try openLog(dataDirectory: dir.path, name: "events", configuration: config)
             var rng = SplitMix64(seed: 1)
             for _ in 0..<120 {
                 let count = 1 + Int(rng.next() % 9)
@@ -30,7 +30,7 @@ import Testing
             }
             await log.close()
         }
-        let reopened = try StreamLog.open(dataDirectory: dir.path, name: "events", configuration: config)
+        let reopened = try openLog(dataDirectory: dir.path, name: "events", configuration: config)
         #expect(reopened.recovery.truncatedAtPosition == nil)
         try expectContents(reopened, expected)
         let summary = try StreamLog.verify(dataDirectory: dir.path, stream: "events")
@@ -41,7 +41,7 @@ import Testing
 
     @Test func concurrentAppendersAreGroupCommittedInOrder() async throws {
         let dir = try TemporaryDirectory()
-        let log = try StreamLog.open(dataDirectory: dir.path, name: "s")
+        let log = try openLog(dataDirectory: dir.path, name: "s")
         let producers = 16
         let perProducer = 50
         let results = try await withThrowingTaskGroup(of: (Int, [AppendResult]).self) { group in
@@ -77,7 +77,7 @@ import Testing
         var config = LogConfiguration()
         config.queuedAppendsMax = 1
         config.queuedBytesMax = 1 << 20
-        let log = try StreamLog.open(dataDirectory: dir.path, name: "s", configuration: config)
+        let log = try openLog(dataDirectory: dir.path, name: "s", configuration: config)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for p in 0..<32 {
                 group.addTask { _ = try await log.append([entry(p)]) }
@@ -95,7 +95,7 @@ import Testing
         config.entryBytesMax = 100
         config.batchBytesMax = 1024
         config.appendEntriesMax = 3
-        let log = try StreamLog.open(dataDirectory: dir.path, name: "s", configuration: config)
+        let log = try openLog(dataDirectory: dir.path, name: "s", configuration: config)
         await #expect(throws: LogError.entryTooLarge(index: 1, bytes: 101, limit: 100)) {
             try await log.append([[1], [UInt8](repeating: 2, count: 101)])
         }
@@ -107,12 +107,12 @@ import Testing
             bad.segmentBytesMax = 10
             try bad.validate()
         }
-        #expect(throws: LogError.invalidStreamName("../x")) { try StreamLog.open(dataDirectory: dir.path, name: "../x") }
+        #expect(throws: LogError.invalidStreamName("../x")) { try openLog(dataDirectory: dir.path, name: "../x") }
     }
 
     @Test func tailingReaderWakesOnAppendAndOnCancel() async throws {
         let dir = try TemporaryDirectory()
-        let log = try StreamLog.open(dataDirectory: dir.path, name: "s")
+        let log = try openLog(dataDirectory: dir.path, name: "s")
         let waiter = Task { try await log.waitForEntries(after: 0) }
         _ = try await log.append([[1, 2, 3]])
         try await waiter.value
@@ -131,7 +131,7 @@ import Testing
         let dir = try TemporaryDirectory()
         var expected: [[UInt8]] = []
         do {
-            let log = try StreamLog.open(dataDirectory: dir.path, name: "s", configuration: smallConfig())
+            let log = try openLog(dataDirectory: dir.path, name: "s", configuration: smallConfig())
             for i in 0..<400 {
                 expected.append(entry(i))
                 _ = try await log.append([expected[i]])
@@ -144,7 +144,7 @@ import Testing
         try FileManager.default.removeItem(atPath: streamDir + "/" + indexes[0])
         try Data([9, 9, 9, 9, 9, 9, 9, 9, 1, 2, 3]).write(to: URL(fileURLWithPath: streamDir + "/" + indexes[1]))
         try Data(repeating: 0xFF, count: 64).write(to: URL(fileURLWithPath: streamDir + "/" + indexes[indexes.count - 1]))
-        let log = try StreamLog.open(dataDirectory: dir.path, name: "s", configuration: smallConfig())
+        let log = try openLog(dataDirectory: dir.path, name: "s", configuration: smallConfig())
         try expectContents(log, expected)
         #expect(FileManager.default.fileExists(atPath: streamDir + "/" + indexes[0]))
     }
@@ -152,7 +152,7 @@ import Testing
     @Test func cursorsCannotPassTheEndAndSurviveReopen() async throws {
         let dir = try TemporaryDirectory()
         do {
-            let log = try StreamLog.open(dataDirectory: dir.path, name: "s")
+            let log = try openLog(dataDirectory: dir.path, name: "s")
             _ = try await log.append([[1], [2], [3]])
             try log.storeCursor("demo", offset: 2)
             #expect(throws: LogError.cursorBeyondEnd(name: "demo", offset: 4, end: 3)) { try log.storeCursor("demo", offset: 4) }
@@ -160,7 +160,7 @@ import Testing
             try log.storeCursor("demo", offset: 3)
             await log.close()
         }
-        let log = try StreamLog.open(dataDirectory: dir.path, name: "s")
+        let log = try openLog(dataDirectory: dir.path, name: "s")
         #expect(try log.cursors.load("demo") == 3)
         #expect(try log.cursors.load("other") == nil)
         #expect(try log.cursors.names() == ["demo"])
@@ -170,7 +170,7 @@ import Testing
         let dir = try TemporaryDirectory()
         var config = smallConfig()
         config.retentionBytesMax = 20 * 1024
-        let log = try StreamLog.open(dataDirectory: dir.path, name: "s", configuration: config)
+        let log = try openLog(dataDirectory: dir.path, name: "s", configuration: config)
         for i in 0..<600 { _ = try await log.append([entry(i)]) }
         let before = log.info()
         #expect(before.storedBytes > 20 * 1024)
@@ -200,7 +200,7 @@ import Testing
         var config = smallConfig()
         config.retentionAgeMsMax = 0
         config.retentionDropsUnconsumed = true
-        let log = try StreamLog.open(dataDirectory: dir.path, name: "s", configuration: config)
+        let log = try openLog(dataDirectory: dir.path, name: "s", configuration: config)
         for i in 0..<300 { _ = try await log.append([entry(i)]) }
         try log.storeCursor("behind", offset: 5)
         let report = try log.applyRetention(nowMs: wallClockMs() + 10)
@@ -213,15 +213,53 @@ import Testing
 @Suite struct StreamLockTests {
     @Test func aSecondWriterOfOneStreamIsRefused() throws {
         let dir = try TemporaryDirectory()
-        let first = try StreamLog.open(dataDirectory: dir.path, name: "s")
+        let first = try openLog(dataDirectory: dir.path, name: "s")
         do {
-            _ = try StreamLog.open(dataDirectory: dir.path, name: "s")
+            _ = try openLog(dataDirectory: dir.path, name: "s")
             Issue.record("two logs opened one stream")
         } catch LogError.storage(let error) {
             #expect(error.isLocked)
         }
         #expect(first.endOffset == 0)
         // Another stream in the same data directory is independent.
-        #expect(try StreamLog.open(dataDirectory: dir.path, name: "t").endOffset == 0)
+        #expect(try openLog(dataDirectory: dir.path, name: "t").endOffset == 0)
+    }
+}
+
+@Suite struct PrecompressedAppendTests {
+    @Test func largeAndSmallAppendsInterleaveInOneGroup() async throws {
+        let dir = try TemporaryDirectory()
+        var config = smallConfig()
+        config.precompressMinBytes = 1024
+        config.batchBytesMax = 2048
+        let log = try openLog(dataDirectory: dir.path, name: "s", configuration: config)
+        // Producers alternate big (encoded by the appender) and small (grouped) appends.
+        let results = try await withThrowingTaskGroup(of: [(AppendResult, [[UInt8]])].self) { group in
+            for p in 0..<6 {
+                group.addTask {
+                    var mine: [(AppendResult, [[UInt8]])] = []
+                    for i in 0..<20 {
+                        let count = (p + i) % 3 == 0 ? 25 : 1
+                        let entries = (0..<count).map { entry(p * 10_000 + i * 100 + $0) }
+                        mine.append((try await log.append(entries), entries))
+                    }
+                    return mine
+                }
+            }
+            var all: [(AppendResult, [[UInt8]])] = []
+            for try await part in group { all += part }
+            return all
+        }
+        var expected = [[UInt8]](repeating: [], count: Int(log.endOffset))
+        for (result, entries) in results {
+            #expect(result.count == entries.count)
+            for (k, entry) in entries.enumerated() { expected[Int(result.firstOffset) + k] = entry }
+        }
+        #expect(!expected.contains([]), "offsets must be dense")
+        try expectContents(log, expected)
+        await log.close()
+        let summary = try StreamLog.verify(dataDirectory: dir.path, stream: "s")
+        #expect(summary.problem == nil)
+        #expect(summary.entries == UInt64(expected.count))
     }
 }
