@@ -149,7 +149,7 @@ extension StreamLog {
     /// active segment (rolling it first if needed), flushes per policy, and only then records
     /// the batches as part of the log. On failure the tail is put back as it was.
     private func writeAndSync(_ group: [PendingAppend], firstOffset: UInt64) throws {
-        let now = wallClockMs()
+        let now = clock()
         var buffer: [UInt8] = []
         var scratch: [UInt8] = []
         var batches: [(header: RecordBatchHeader, position: Int)] = []
@@ -212,7 +212,7 @@ extension StreamLog {
         var encoded = EncodedBatches(bytes: [], batches: [])
         var scratch: [UInt8] = []
         var start = 0
-        let now = wallClockMs()
+        let now = clock()
         while start < entries.count {
             var end = start
             var bytes = 0

@@ -59,6 +59,8 @@ public final class StreamLog: Sendable {
     public let recovery: RecoveryReport
     let storage: any LogStorage
     let logger: Logger
+    /// Wall-clock milliseconds for batch timestamps (segment age, retention). Injectable for tests.
+    let clock: @Sendable () -> Int64
     let flushQueue: DispatchQueue
     let state: Mutex<State>
     /// Wakes the flusher while it gathers a group (see `gatherStragglers`).
@@ -115,13 +117,14 @@ public final class StreamLog: Sendable {
     ///   read); ``LogError/storage(_:)``; ``LogError/invalidConfiguration(field:problem:)``.
     public static func open(
         dataDirectory: String, name: String, configuration: LogConfiguration = LogConfiguration(),
-        storage: any LogStorage = PosixStorage(), logger: Logger = Logger(label: "orgsync.log")
+        storage: any LogStorage = PosixStorage(), logger: Logger = Logger(label: "orgsync.log"),
+        clock: @escaping @Sendable () -> Int64 = wallClockMs
     ) throws -> StreamLog {
         guard isValidName(name) else { throw LogError.invalidStreamName(name) }
         try configuration.validate()
         let directory = streamDirectory(dataDirectory: dataDirectory, name: name)
         return try wrapStorage {
-            try StreamLog(name: name, directory: directory, configuration: configuration, storage: storage, logger: logger)
+            try StreamLog(name: name, directory: directory, configuration: configuration, storage: storage, logger: logger, clock: clock)
         }
     }
 
@@ -129,8 +132,12 @@ public final class StreamLog: Sendable {
         (dataDirectory.hasSuffix("/") ? dataDirectory : dataDirectory + "/") + "streams/" + name
     }
 
-    private init(name: String, directory: String, configuration: LogConfiguration, storage: any LogStorage, logger: Logger) throws {
+    private init(
+        name: String, directory: String, configuration: LogConfiguration, storage: any LogStorage, logger: Logger,
+        clock: @escaping @Sendable () -> Int64
+    ) throws {
         self.name = name
+        self.clock = clock
         self.directory = directory
         self.configuration = configuration
         self.storage = storage

@@ -48,9 +48,9 @@ func expectContents(_ log: StreamLog, _ expected: [[UInt8]], sourceLocation: Sou
 /// output with the errors they provoke on purpose.
 func openLog(
     dataDirectory: String, name: String, configuration: LogConfiguration = LogConfiguration(),
-    storage: any LogStorage = PosixStorage()
+    storage: any LogStorage = PosixStorage(), clock: @escaping @Sendable () -> Int64 = wallClockMs
 ) throws -> StreamLog {
     try StreamLog.open(
         dataDirectory: dataDirectory, name: name, configuration: configuration, storage: storage,
-        logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), clock: clock)
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 @testable import OrgSyncLog
 import Testing
 
@@ -261,5 +262,37 @@ import Testing
         let summary = try StreamLog.verify(dataDirectory: dir.path, stream: "s")
         #expect(summary.problem == nil)
         #expect(summary.entries == UInt64(expected.count))
+    }
+}
+
+@Suite struct SegmentAgeTests {
+    /// A wall clock the test moves by hand.
+    final class HandClock: Sendable {
+        let now = Mutex<Int64>(1_000_000)
+        func advance(_ ms: Int64) { now.withLock { $0 += ms } }
+        func read() -> Int64 { now.withLock { $0 } }
+    }
+
+    @Test func segmentsRollByAgeAndAgeRetentionUsesBatchTimes() async throws {
+        let dir = try TemporaryDirectory()
+        let clock = HandClock()
+        var config = LogConfiguration()
+        config.segmentAgeMsMax = 60_000
+        config.retentionAgeMsMax = 120_000
+        let log = try openLog(dataDirectory: dir.path, name: "s", configuration: config, clock: { clock.read() })
+        _ = try await log.append([entry(0)])
+        clock.advance(59_000)
+        _ = try await log.append([entry(1)])
+        #expect(log.info().segmentCount == 1, "younger than segmentAgeMsMax: no roll")
+        clock.advance(2_000)
+        _ = try await log.append([entry(2)])
+        #expect(log.info().segmentCount == 2, "the first batch is now 61 s old: rolled")
+        #expect(try log.read(from: 2, maxEntries: 1).first?.timestampMs == clock.read())
+        // The sealed segment's newest batch is at t0+59 s; it expires 120 s after that.
+        #expect(try log.applyRetention(nowMs: 1_000_000 + 59_000 + 120_000).deletedSegments.isEmpty)
+        let report = try log.applyRetention(nowMs: 1_000_000 + 59_000 + 120_001)
+        #expect(report.deletedSegments.count == 1)
+        #expect(log.startOffset == 2)
+        await log.close()
     }
 }
