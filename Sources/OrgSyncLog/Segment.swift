@@ -36,6 +36,9 @@ final class Segment: Sendable {
         var firstTimestampMs: Int64?
         var maxTimestampMs: Int64?
         var sealed: Bool
+        /// Bytes of entries (uncompressed, without framing) in the batches noted so far; for
+        /// a sealed segment nil until ``rawBytes()`` walks its headers once.
+        var rawBytes: Int64? = nil
     }
 
     let state: Mutex<State>
@@ -139,9 +142,38 @@ final class Segment: Sendable {
             }
             s.dataEnd = position + Int64(header.batchLength)
             s.nextOffset = header.nextOffset
+            if !s.sealed || s.rawBytes != nil {
+                s.rawBytes = (s.rawBytes ?? 0) + Int64(header.uncompressedLength) - 4 * Int64(header.entryCount)
+            }
             if s.firstTimestampMs == nil { s.firstTimestampMs = header.firstTimestampMs }
             s.maxTimestampMs = max(s.maxTimestampMs ?? header.maxTimestampMs, header.maxTimestampMs)
         }
+    }
+
+    /// Entry bytes held by this segment (for the compression ratio). A sealed segment's are
+    /// found once by reading each batch header (52 bytes a batch), then kept.
+    func rawBytes() -> Int64 {
+        let (known, dataEnd) = state.withLock { ($0.rawBytes, $0.dataEnd) }
+        if let known { return known }
+        let total = rawBytesOfHeaders(upTo: dataEnd)
+        state.withLock { $0.rawBytes = total }
+        return total
+    }
+
+    /// Sums the entry bytes of the batches in [0, end) by reading only their headers.
+    func rawBytesOfHeaders(upTo dataEnd: Int64) -> Int64 {
+        var total: Int64 = 0
+        var position: Int64 = 0
+        var bytes: [UInt8] = []
+        while position < dataEnd {
+            bytes.removeAll(keepingCapacity: true)
+            guard (try? file.read(at: position, count: RecordBatchHeader.size, into: &bytes)) != nil,
+                  let header = try? bytes.withUnsafeBytes({ try RecordBatchCodec.decodeHeader($0) })
+            else { break }
+            total += Int64(header.uncompressedLength) - 4 * Int64(header.entryCount)
+            position += Int64(header.batchLength)
+        }
+        return total
     }
 
     // MARK: Reading batches

@@ -207,6 +207,8 @@ public final class StreamLog: Sendable {
         }
         var position = Int64(start?.position ?? 0)
         var expected = segment.baseOffset + UInt64(start?.relativeOffset ?? 0)
+        let prefixRawBytes = segment.rawBytesOfHeaders(upTo: position)
+        segment.state.withLock { $0.rawBytes = prefixRawBytes }
         var payload: [UInt8] = []
         var ranges: [Range<Int>] = []
         var stopReason: String?
@@ -287,7 +289,8 @@ public final class StreamLog: Sendable {
     public func info() -> StreamInfo {
         let (segments, start, end) = state.withLock { ($0.segments, $0.startOffset, $0.endOffset) }
         let bytes = segments.reduce(Int64(0)) { $0 + $1.snapshot.dataEnd }
-        return StreamInfo(name: name, startOffset: start, endOffset: end, segmentCount: segments.count, storedBytes: bytes)
+        let raw = segments.reduce(Int64(0)) { $0 + $1.rawBytes() }
+        return StreamInfo(name: name, startOffset: start, endOffset: end, segmentCount: segments.count, storedBytes: bytes, rawBytes: raw)
     }
 
     // MARK: Reading
@@ -422,7 +425,12 @@ public struct StreamInfo: Sendable, Hashable, Codable {
     public var startOffset: UInt64
     public var endOffset: UInt64
     public var segmentCount: Int
+    /// Bytes of the segments' batches on disk (headers included).
     public var storedBytes: Int64
+    /// Bytes of the entries themselves, uncompressed.
+    public var rawBytes: Int64
+
+    public var compressionRatio: Double { storedBytes > 0 ? Double(rawBytes) / Double(storedBytes) : 0 }
 }
 
 /// Runs `body`, turning storage errors into ``LogError/storage(_:)``.

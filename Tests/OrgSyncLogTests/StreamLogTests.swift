@@ -296,3 +296,29 @@ import Testing
         await log.close()
     }
 }
+
+@Suite struct StreamInfoTests {
+    @Test func rawBytesAndRatioMatchAFullScanAcrossReopen() async throws {
+        let dir = try TemporaryDirectory()
+        var config = smallConfig()
+        config.indexIntervalBytes = 128
+        var total: Int64 = 0
+        do {
+            let log = try openLog(dataDirectory: dir.path, name: "s", configuration: config)
+            for i in 0..<300 {
+                let batch = (0..<(1 + i % 4)).map { entry(i * 10 + $0) }
+                total += Int64(batch.reduce(0) { $0 + $1.count })
+                _ = try await log.append(batch)
+            }
+            #expect(log.info().rawBytes == total)
+            await log.close()
+        }
+        let log = try openLog(dataDirectory: dir.path, name: "s", configuration: config)
+        let info = log.info()
+        let scan = try LogScanner(dataDirectory: dir.path, stream: "s").scan()
+        #expect(info.rawBytes == total)
+        #expect(info.rawBytes == scan.rawBytes)
+        #expect(info.storedBytes == scan.storedBytes)
+        #expect(info.compressionRatio > 1)
+    }
+}
