@@ -1,0 +1,98 @@
+import Foundation
+import Logging
+import Metrics
+import OrgSyncLog
+import ServiceLifecycle
+
+/// The broker's streams (and, through ``LinkHost``, its links): what the HTTP API and the
+/// service lifecycle act on. Opened from a ``BrokerConfiguration``.
+public final class Broker: Sendable {
+    public let configuration: BrokerConfiguration
+    public let dataDirectory: String
+    public let streams: [String: StreamLog]
+    public let metrics: BrokerMetrics
+    let logger: Logger
+
+    /// Opens every configured stream under `dataDirectory` (recovering its tail).
+    ///
+    /// - Throws: ``LogError`` naming the stream (locked by another process, corrupt, I/O).
+    public init(configuration: BrokerConfiguration, dataDirectory: String, metrics: BrokerMetrics, logger: Logger) throws {
+        self.configuration = configuration
+        self.dataDirectory = dataDirectory
+        self.metrics = metrics
+        self.logger = logger
+        var streams: [String: StreamLog] = [:]
+        for stream in configuration.streams {
+            let log = try StreamLog.open(
+                dataDirectory: dataDirectory, name: stream.name,
+                configuration: configuration.logConfiguration(for: stream), logger: logger)
+            if log.recovery.truncatedAtPosition != nil {
+                logger.warning("recovered stream with a cut tail", metadata: ["stream": "\(stream.name)", "recovery": "\(log.recovery)"])
+            }
+            streams[stream.name] = log
+        }
+        self.streams = streams
+    }
+
+    /// Appends validated entries to `stream`, recording latency metrics.
+    public func append(stream: String, entries: [[UInt8]]) async throws -> AppendResult {
+        guard let log = streams[stream] else { throw APIError.notFound("no stream named \(stream)") }
+        let start = ContinuousClock.now
+        let result = try await log.append(entries)
+        metrics.appendLatency.recordNanoseconds((ContinuousClock.now - start).nanoseconds)
+        metrics.appendedEntries.increment(by: Int64(entries.count))
+        return result
+    }
+
+    /// Closes every stream after its queued appends are acknowledged.
+    public func close() async {
+        for log in streams.values { await log.close() }
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}
+
+/// Runs the broker's background work (retention) and closes the streams on graceful shutdown,
+/// after the HTTP server has stopped (it is started before the server in the service group).
+public struct BrokerService: Service {
+    let broker: Broker
+    let retentionIntervalMs: Int
+
+    public init(broker: Broker, retentionIntervalMs: Int = 60_000) {
+        self.broker = broker
+        self.retentionIntervalMs = retentionIntervalMs
+    }
+
+    public func run() async throws {
+        // Retention runs until graceful shutdown starts; then the streams close once the HTTP
+        // server (which stops first) has answered its in-flight appends.
+        try? await cancelWhenGracefulShutdown {
+            while true {
+                applyRetention()
+                try await Task.sleep(for: .milliseconds(retentionIntervalMs))
+            }
+        }
+        await broker.close()
+        broker.logger.info("streams closed")
+    }
+
+    func applyRetention() {
+        for (name, log) in broker.streams {
+            do {
+                let report = try log.applyRetention()
+                if !report.deletedSegments.isEmpty {
+                    broker.logger.info("retention deleted segments", metadata: [
+                        "stream": "\(name)", "segments": "\(report.deletedSegments.count)", "bytes": "\(report.deletedBytes)",
+                    ])
+                }
+            } catch {
+                broker.logger.error("retention failed", metadata: ["stream": "\(name)", "error": "\(error)"])
+            }
+        }
+    }
+}

@@ -1,0 +1,447 @@
+import Foundation
+import OrgSyncLog
+import Yams
+
+/// The broker's configuration file (YAML). Every field, its default and its unit is documented
+/// in `data/orgsync.example.yaml`; this type is the single source of the defaults.
+public struct BrokerConfiguration: Sendable, Codable, Hashable {
+    /// Directory for streams, cursors, sync logs and SQLite targets. Relative paths resolve
+    /// against the directory `orgsync serve` runs in.
+    public var dataDir: String = "data/state"
+    public var server = Server()
+    public var log = Log()
+    public var auth = Auth()
+    public var streams: [Stream] = [Stream()]
+    public var links: [Link] = []
+    /// Directory of out-of-process adapter plugins (one subdirectory with a plugin.json each).
+    public var pluginsDir: String? = nil
+
+    public init() {}
+
+    public struct Server: Sendable, Codable, Hashable {
+        /// Address to listen on. Use 127.0.0.1 unless a proxy or firewall protects the port.
+        public var host: String = "127.0.0.1"
+        public var port: Int = 7070
+        /// Largest request body accepted (checked while reading it).
+        public var bodyBytesMax: Int = 16 << 20
+        /// Largest single entry accepted (one JSON body or one NDJSON line).
+        public var entryBytesMax: Int = 1 << 20
+        /// Most entries in one NDJSON request.
+        public var requestEntriesMax: Int = 100_000
+        public init() {}
+    }
+
+    public struct Log: Sendable, Codable, Hashable {
+        /// trace, debug, info, notice, warning, error or critical.
+        public var level: String = "info"
+        public init() {}
+    }
+
+    public struct Auth: Sendable, Codable, Hashable {
+        /// Bearer-token authentication. Turn off only on a trusted machine: every endpoint
+        /// is then open.
+        public var enabled: Bool = true
+        public var tokens: [Token] = []
+        /// `/health/live` and `/health/ready` without a token.
+        public var openHealth: Bool = true
+        /// `/metrics` without a token.
+        public var openMetrics: Bool = false
+        public init() {}
+    }
+
+    public struct Token: Sendable, Codable, Hashable {
+        /// A name for logs (the token itself is never logged).
+        public var name: String
+        /// `produce` (append, read) or `admin` (everything).
+        public var role: Role
+        /// The token, inline. Prefer `tokenEnv`.
+        public var token: String?
+        /// Name of an environment variable holding the token.
+        public var tokenEnv: String?
+
+        public init(name: String, role: Role, token: String? = nil, tokenEnv: String? = nil) {
+            self.name = name
+            self.role = role
+            self.token = token
+            self.tokenEnv = tokenEnv
+        }
+    }
+
+    public enum Role: String, Sendable, Codable, Hashable, Comparable {
+        case produce
+        case admin
+
+        public static func < (lhs: Role, rhs: Role) -> Bool { lhs == .produce && rhs == .admin }
+    }
+
+    public struct Stream: Sendable, Codable, Hashable {
+        public var name: String = "events"
+        public var segmentBytesMax: Int?
+        public var segmentAgeMsMax: Int64?
+        /// zlib level 0...9, or -1 for no compression.
+        public var compressionLevel: Int?
+        /// `always` (durable; default) or `interval` (NOT durable against a machine crash).
+        public var fsync: String?
+        public var fsyncIntervalMs: Int?
+        public var retentionBytesMax: Int64?
+        public var retentionAgeMsMax: Int64?
+        public var retentionDropsUnconsumed: Bool?
+        public var queuedAppendsMax: Int?
+        public var queuedBytesMax: Int?
+        public init() {}
+    }
+
+    public struct Link: Sendable, Codable, Hashable {
+        public var name: String
+        public var stream: String
+        /// Registered adapter name: sqlite, postgres, webhook, or a plugin's name.
+        public var adapter: String
+        /// Adapter settings. A key ending in `_env` names an environment variable whose value
+        /// becomes the setting without the suffix (`password_env: PGPASSWORD` → `password`).
+        public var settings: [String: String] = [:]
+        public var supervisor: [String: Int64] = [:]
+        public var stopOnReject: Bool?
+
+        public init(name: String, stream: String, adapter: String, settings: [String: String] = [:]) {
+            self.name = name
+            self.stream = stream
+            self.adapter = adapter
+            self.settings = settings
+        }
+    }
+}
+
+/// A configuration that cannot be used: names the field and the problem.
+public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
+    public var field: String
+    public var problem: String
+    public init(field: String, problem: String) {
+        self.field = field
+        self.problem = problem
+    }
+    public var description: String { field.isEmpty ? "configuration: \(problem)" : "configuration field \(field): \(problem)" }
+}
+
+extension BrokerConfiguration {
+    /// Reads and validates a YAML file. Unknown fields are errors (a typo must not be ignored).
+    public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> BrokerConfiguration {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError(field: "", problem: "cannot read \(path)")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigurationError(field: "", problem: "\(path) is not UTF-8")
+        }
+        return try parse(yaml: text, environment: environment)
+    }
+
+    public static func parse(yaml: String, environment: [String: String] = [:]) throws -> BrokerConfiguration {
+        let config: BrokerConfiguration
+        do {
+            try rejectUnknownKeys(yaml)
+            // YAML → JSON → JSONDecoder: snake_case keys and typed errors with their paths.
+            let object = try Yams.load(yaml: yaml) ?? [String: Any]()
+            guard JSONSerialization.isValidJSONObject(object), object is [String: Any] else {
+                throw ConfigurationError(field: "", problem: "the configuration must be a mapping of fields")
+            }
+            let json = try JSONSerialization.data(withJSONObject: object)
+            let decoder = JSONDecoder()
+            decoder.keyDecodingStrategy = .convertFromSnakeCase
+            config = try decoder.decode(BrokerConfiguration.self, from: json)
+        } catch let error as DecodingError {
+            throw ConfigurationError(decoding: error)
+        } catch let error as ConfigurationError {
+            throw error
+        } catch {
+            throw ConfigurationError(field: "", problem: "not valid YAML: \(error)")
+        }
+        try config.validate(environment: environment)
+        return config
+    }
+
+    /// Checks values that decoding cannot: ranges, references, names.
+    public func validate(environment: [String: String]) throws {
+        func fail(_ field: String, _ problem: String) -> ConfigurationError { ConfigurationError(field: field, problem: problem) }
+        guard (0...65535).contains(server.port) else { throw fail("server.port", "must be 0...65535") }
+        guard server.bodyBytesMax >= 1024 else { throw fail("server.body_bytes_max", "must be at least 1024") }
+        guard server.entryBytesMax >= 64 && server.entryBytesMax <= server.bodyBytesMax else {
+            throw fail("server.entry_bytes_max", "must be 64...body_bytes_max")
+        }
+        guard server.requestEntriesMax >= 1 else { throw fail("server.request_entries_max", "must be positive") }
+        guard logLevel != nil else { throw fail("log.level", "must be one of trace, debug, info, notice, warning, error, critical") }
+        var streamNames = Set<String>()
+        for (i, stream) in streams.enumerated() {
+            guard streamNames.insert(stream.name).inserted else { throw fail("streams[\(i)].name", "duplicate stream \(stream.name)") }
+            do { _ = try logConfiguration(for: stream) } catch let error as LogError {
+                if case .invalidConfiguration(let field, let problem) = error { throw fail("streams[\(i)].\(snake(field))", problem) }
+                throw fail("streams[\(i)]", "\(error)")
+            }
+            guard isValidStreamName(stream.name) else { throw fail("streams[\(i)].name", "use letters, digits, '.', '_', '-' (at most 128)") }
+        }
+        var linkNames = Set<String>()
+        for (i, link) in links.enumerated() {
+            guard isValidStreamName(link.name) else { throw fail("links[\(i)].name", "use letters, digits, '.', '_', '-' (at most 128)") }
+            guard linkNames.insert(link.name).inserted else { throw fail("links[\(i)].name", "duplicate link \(link.name)") }
+            guard streamNames.contains(link.stream) else { throw fail("links[\(i)].stream", "no stream named \(link.stream)") }
+            for key in link.settings.keys where key.hasSuffix("_env") {
+                guard let variable = link.settings[key], environment[variable] != nil else {
+                    throw fail("links[\(i)].settings.\(key)", "environment variable \(link.settings[key] ?? "") is not set")
+                }
+            }
+        }
+        if auth.enabled {
+            guard !auth.tokens.isEmpty else {
+                throw fail("auth.tokens", "auth is enabled but no token is configured (add tokens, or set auth.enabled: false on a trusted machine)")
+            }
+            for (i, token) in auth.tokens.enumerated() {
+                switch (token.token, token.tokenEnv) {
+                case (let inline?, nil):
+                    guard inline.utf8.count >= 16 else { throw fail("auth.tokens[\(i)].token", "must be at least 16 characters") }
+                case (nil, let variable?):
+                    guard let value = environment[variable], !value.isEmpty else {
+                        throw fail("auth.tokens[\(i)].token_env", "environment variable \(variable) is not set")
+                    }
+                    guard value.utf8.count >= 16 else { throw fail("auth.tokens[\(i)].token_env", "the token in \(variable) must be at least 16 characters") }
+                default:
+                    throw fail("auth.tokens[\(i)]", "set exactly one of token and token_env")
+                }
+            }
+        }
+    }
+
+    public var logLevel: LogLevelName? { LogLevelName(rawValue: log.level) }
+
+    /// The log settings of a stream, with the broker's defaults for what it leaves out.
+    public func logConfiguration(for stream: Stream) throws -> LogConfiguration {
+        var config = LogConfiguration()
+        if let value = stream.segmentBytesMax { config.segmentBytesMax = value }
+        if let value = stream.segmentAgeMsMax { config.segmentAgeMsMax = value }
+        if let value = stream.compressionLevel { config.compressionLevel = value < 0 ? nil : Int32(clamping: value) }
+        switch stream.fsync ?? "always" {
+        case "always": config.fsyncPolicy = .always
+        case "interval": config.fsyncPolicy = .interval(intervalMs: stream.fsyncIntervalMs ?? 100)
+        default: throw LogError.invalidConfiguration(field: "fsync", problem: "must be always or interval")
+        }
+        config.retentionBytesMax = stream.retentionBytesMax
+        config.retentionAgeMsMax = stream.retentionAgeMsMax
+        if let value = stream.retentionDropsUnconsumed { config.retentionDropsUnconsumed = value }
+        if let value = stream.queuedAppendsMax { config.queuedAppendsMax = value }
+        if let value = stream.queuedBytesMax { config.queuedBytesMax = value }
+        config.entryBytesMax = max(config.entryBytesMax, server.entryBytesMax)
+        try config.validate()
+        return config
+    }
+
+    /// Resolves `*_env` settings of a link from the environment.
+    public func resolvedSettings(_ link: Link, environment: [String: String]) -> [String: String] {
+        var settings: [String: String] = [:]
+        for (key, value) in link.settings {
+            if key.hasSuffix("_env") {
+                if let resolved = environment[value] { settings[String(key.dropLast(4))] = resolved }
+            } else {
+                settings[key] = value
+            }
+        }
+        return settings
+    }
+
+    /// Tokens with their secrets resolved.
+    public func resolvedTokens(environment: [String: String]) -> [(name: String, role: Role, secret: [UInt8])] {
+        auth.tokens.compactMap { token in
+            guard let secret = token.token ?? token.tokenEnv.flatMap({ environment[$0] }) else { return nil }
+            return (token.name, token.role, Array(secret.utf8))
+        }
+    }
+}
+
+public enum LogLevelName: String, Sendable {
+    case trace, debug, info, notice, warning, error, critical
+}
+
+extension ConfigurationError {
+    init(decoding error: DecodingError) {
+        func path(_ keys: [any CodingKey]) -> String {
+            String(keys.map { key in key.intValue.map { "[\($0)]" } ?? ".\(snake(key.stringValue))" }.joined().dropFirst(keys.first?.intValue == nil ? 1 : 0))
+        }
+        switch error {
+        case .keyNotFound(let key, let context):
+            self.init(field: path(context.codingPath + [key]), problem: "is required")
+        case .typeMismatch(let type, let context):
+            self.init(field: path(context.codingPath), problem: "must be \(describe(type))")
+        case .valueNotFound(let type, let context):
+            self.init(field: path(context.codingPath), problem: "must be \(describe(type)), not null")
+        case .dataCorrupted(let context):
+            self.init(field: path(context.codingPath), problem: context.debugDescription)
+        @unknown default:
+            self.init(field: "", problem: "\(error)")
+        }
+    }
+}
+
+private func describe(_ type: Any.Type) -> String {
+    switch type {
+    case is Int.Type, is Int64.Type: "an integer"
+    case is Bool.Type: "true or false"
+    case is String.Type: "a string"
+    default: "a \(type)"
+    }
+}
+
+private func snake(_ camel: String) -> String {
+    var out = ""
+    for c in camel {
+        if c.isUppercase { out += "_" + c.lowercased() } else { out.append(c) }
+    }
+    return out
+}
+
+func isValidStreamName(_ name: String) -> Bool {
+    !name.isEmpty && name.utf8.count <= 128 && name != "." && name != ".."
+        && name.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F || c == 0x2D
+        }
+}
+
+/// Unknown keys are errors: walk the YAML and compare with the known field names.
+private func rejectUnknownKeys(_ yaml: String) throws {
+    guard let node = try Yams.compose(yaml: yaml) else { return }
+    let top: Set<String> = ["data_dir", "server", "log", "auth", "streams", "links", "plugins_dir"]
+    let known: [String: Set<String>] = [
+        "server": ["host", "port", "body_bytes_max", "entry_bytes_max", "request_entries_max"],
+        "log": ["level"],
+        "auth": ["enabled", "tokens", "open_health", "open_metrics"],
+        "auth.tokens[]": ["name", "role", "token", "token_env"],
+        "streams[]": ["name", "segment_bytes_max", "segment_age_ms_max", "compression_level", "fsync", "fsync_interval_ms",
+                      "retention_bytes_max", "retention_age_ms_max", "retention_drops_unconsumed", "queued_appends_max", "queued_bytes_max"],
+        "links[]": ["name", "stream", "adapter", "settings", "supervisor", "stop_on_reject"],
+    ]
+    func check(_ node: Node, allowed: Set<String>, path: String, template: String) throws {
+        guard let mapping = node.mapping else { return }
+        for (key, value) in mapping {
+            guard let name = key.string else { continue }
+            let field = path.isEmpty ? name : path + "." + name
+            guard allowed.contains(name) else {
+                throw ConfigurationError(field: field, problem: "unknown field (known: \(allowed.sorted().joined(separator: ", ")))")
+            }
+            let childTemplate = template.isEmpty ? name : template + "." + name
+            if let allowedChild = known[childTemplate] {
+                try check(value, allowed: allowedChild, path: field, template: childTemplate)
+            } else if let allowedItems = known[childTemplate + "[]"], let items = value.sequence {
+                for (i, item) in items.enumerated() {
+                    try check(item, allowed: allowedItems, path: "\(field)[\(i)]", template: childTemplate + "[]")
+                }
+            }
+        }
+    }
+    try check(node, allowed: top, path: "", template: "")
+}
+
+// MARK: - Decoding with defaults: a field left out keeps the default above.
+
+extension KeyedDecodingContainer {
+    func value<T: Decodable>(_ key: Key, _ defaultValue: T) throws -> T {
+        try decodeIfPresent(T.self, forKey: key) ?? defaultValue
+    }
+}
+
+extension BrokerConfiguration {
+    enum CodingKeys: String, CodingKey { case dataDir, server, log, auth, streams, links, pluginsDir }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = BrokerConfiguration()
+        dataDir = try c.value(.dataDir, d.dataDir)
+        server = try c.value(.server, d.server)
+        log = try c.value(.log, d.log)
+        auth = try c.value(.auth, d.auth)
+        streams = try c.value(.streams, d.streams)
+        links = try c.value(.links, d.links)
+        pluginsDir = try c.decodeIfPresent(String.self, forKey: .pluginsDir)
+    }
+}
+
+extension BrokerConfiguration.Server {
+    enum CodingKeys: String, CodingKey { case host, port, bodyBytesMax, entryBytesMax, requestEntriesMax }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = Self()
+        host = try c.value(.host, d.host)
+        port = try c.value(.port, d.port)
+        bodyBytesMax = try c.value(.bodyBytesMax, d.bodyBytesMax)
+        entryBytesMax = try c.value(.entryBytesMax, d.entryBytesMax)
+        requestEntriesMax = try c.value(.requestEntriesMax, d.requestEntriesMax)
+    }
+}
+
+extension BrokerConfiguration.Log {
+    enum CodingKeys: String, CodingKey { case level }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        level = try c.value(.level, Self().level)
+    }
+}
+
+extension BrokerConfiguration.Auth {
+    enum CodingKeys: String, CodingKey { case enabled, tokens, openHealth, openMetrics }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = Self()
+        enabled = try c.value(.enabled, d.enabled)
+        tokens = try c.value(.tokens, d.tokens)
+        openHealth = try c.value(.openHealth, d.openHealth)
+        openMetrics = try c.value(.openMetrics, d.openMetrics)
+    }
+}
+
+extension BrokerConfiguration.Stream {
+    enum CodingKeys: String, CodingKey {
+        case name, segmentBytesMax, segmentAgeMsMax, compressionLevel, fsync, fsyncIntervalMs, retentionBytesMax,
+             retentionAgeMsMax, retentionDropsUnconsumed, queuedAppendsMax, queuedBytesMax
+    }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        segmentBytesMax = try c.decodeIfPresent(Int.self, forKey: .segmentBytesMax)
+        segmentAgeMsMax = try c.decodeIfPresent(Int64.self, forKey: .segmentAgeMsMax)
+        compressionLevel = try c.decodeIfPresent(Int.self, forKey: .compressionLevel)
+        fsync = try c.decodeIfPresent(String.self, forKey: .fsync)
+        fsyncIntervalMs = try c.decodeIfPresent(Int.self, forKey: .fsyncIntervalMs)
+        retentionBytesMax = try c.decodeIfPresent(Int64.self, forKey: .retentionBytesMax)
+        retentionAgeMsMax = try c.decodeIfPresent(Int64.self, forKey: .retentionAgeMsMax)
+        retentionDropsUnconsumed = try c.decodeIfPresent(Bool.self, forKey: .retentionDropsUnconsumed)
+        queuedAppendsMax = try c.decodeIfPresent(Int.self, forKey: .queuedAppendsMax)
+        queuedBytesMax = try c.decodeIfPresent(Int.self, forKey: .queuedBytesMax)
+    }
+}
+
+extension BrokerConfiguration.Link {
+    enum CodingKeys: String, CodingKey { case name, stream, adapter, settings, supervisor, stopOnReject }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        stream = try c.decode(String.self, forKey: .stream)
+        adapter = try c.decode(String.self, forKey: .adapter)
+        // Settings are strings for the adapter; accept YAML numbers and booleans too.
+        let raw = try c.decodeIfPresent([String: SettingValue].self, forKey: .settings) ?? [:]
+        settings = raw.mapValues(\.text)
+        supervisor = try c.decodeIfPresent([String: Int64].self, forKey: .supervisor) ?? [:]
+        stopOnReject = try c.decodeIfPresent(Bool.self, forKey: .stopOnReject)
+    }
+}
+
+/// A scalar adapter setting: string, number or boolean, kept as text.
+struct SettingValue: Decodable {
+    var text: String
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let value = try? c.decode(String.self) {
+            text = value
+        } else if let value = try? c.decode(Bool.self) {
+            text = value ? "true" : "false"
+        } else if let value = try? c.decode(Int64.self) {
+            text = String(value)
+        } else if let value = try? c.decode(Double.self) {
+            text = String(value)
+        } else {
+            throw DecodingError.typeMismatch(String.self, .init(codingPath: decoder.codingPath, debugDescription: "a setting must be a string, number or boolean"))
+        }
+    }
+}

@@ -1,0 +1,178 @@
+import Foundation
+import HTTPTypes
+import CoreMetrics
+import Hummingbird
+import Logging
+import NIOCore
+import OrgSyncLog
+import OrgSyncPluginAPI
+
+/// The request context of the broker's routes.
+public struct BrokerRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public init(source: Source) { coreContext = .init(source: source) }
+    /// Bodies are read and limited by the handlers themselves (streaming, with clear errors).
+    public var maxUploadSize: Int { Int.max }
+}
+
+/// Builds the broker's HTTP routes. Tests call this directly (Hummingbird's `.router` test
+/// client); `orgsync serve` wraps it in an `Application`.
+public func buildRouter(broker: Broker, authenticator: Authenticator, ready: @escaping @Sendable () -> Bool = { true }) -> Router<BrokerRequestContext> {
+    let router = Router(context: BrokerRequestContext.self)
+    let config = broker.configuration
+    let api = EntriesAPI(broker: broker, limits: config.server)
+
+    router.post("/v1/streams/{stream}/entries") { request, context -> Response in
+        try authenticator.authorize(request, .produce)
+        let stream = try context.parameters.require("stream")
+        do {
+            let result = try await api.append(request: request, stream: stream)
+            return jsonResponse(result, status: .created)
+        } catch let error as APIError {
+            broker.metrics.rejectedRequests.increment()
+            throw error
+        }
+    }
+    router.get("/v1/streams") { request, _ -> Response in
+        try authenticator.authorize(request, .produce)
+        return jsonResponse(StreamList(streams: broker.streams.keys.sorted().compactMap { broker.streams[$0].map(StreamInfoBody.init) }))
+    }
+    router.get("/v1/streams/{stream}") { request, context -> Response in
+        try authenticator.authorize(request, .produce)
+        let name = try context.parameters.require("stream")
+        guard let log = broker.streams[name] else { throw APIError.notFound("no stream named \(name)") }
+        return jsonResponse(StreamInfoBody(log))
+    }
+    router.get("/health/live") { request, _ -> Response in
+        if !config.auth.openHealth { try authenticator.authorize(request, .produce) }
+        return jsonResponse(["status": "ok"])
+    }
+    router.get("/health/ready") { request, _ -> Response in
+        if !config.auth.openHealth { try authenticator.authorize(request, .produce) }
+        guard ready() else { throw APIError(.serviceUnavailable, code: "not_ready", "the broker is starting or stopping") }
+        return jsonResponse(["status": "ready"])
+    }
+    router.get("/metrics") { request, _ -> Response in
+        if !config.auth.openMetrics { try authenticator.authorize(request, .produce) }
+        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: broker.metrics.render())))
+    }
+    router.get("/openapi.yaml") { _, _ -> Response in
+        Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: ByteBuffer(string: openAPIDocument)))
+    }
+    return router
+}
+
+struct StreamList: Encodable {
+    var streams: [StreamInfoBody]
+}
+
+/// `GET /v1/streams/{stream}`.
+struct StreamInfoBody: Encodable {
+    var name: String
+    var startOffset: UInt64
+    var endOffset: UInt64
+    var segments: Int
+    var storedBytes: Int64
+    var rawBytes: Int64
+    var compressionRatio: Double
+
+    init(_ log: StreamLog) {
+        let info = log.info()
+        name = info.name
+        startOffset = info.startOffset
+        endOffset = info.endOffset
+        segments = info.segmentCount
+        storedBytes = info.storedBytes
+        rawBytes = info.rawBytes
+        compressionRatio = info.compressionRatio
+    }
+}
+
+/// The body of `201` after an append.
+struct AppendBody: Encodable {
+    var firstOffset: UInt64
+    var lastOffset: UInt64
+    var count: Int
+}
+
+/// Reads, limits and validates append requests. Nothing is appended unless every entry of
+/// the request is valid.
+struct EntriesAPI: Sendable {
+    let broker: Broker
+    let limits: BrokerConfiguration.Server
+
+    func append(request: Request, stream: String) async throws -> AppendBody {
+        guard broker.streams[stream] != nil else { throw APIError.notFound("no stream named \(stream)") }
+        let mediaType = (request.headers[.contentType] ?? "").split(separator: ";").first.map {
+            $0.trimmingCharacters(in: .whitespaces).lowercased()
+        } ?? ""
+        let ndjson: Bool
+        switch mediaType {
+        case "application/json": ndjson = false
+        case "application/x-ndjson", "application/ndjson", "application/jsonl": ndjson = true
+        default:
+            throw APIError.unsupportedMediaType("Content-Type must be application/json (one entry) or application/x-ndjson (one entry per line), not '\(mediaType)'")
+        }
+        let limit = ndjson ? limits.bodyBytesMax : min(limits.bodyBytesMax, limits.entryBytesMax)
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit {
+            throw APIError.tooLarge("the body is \(length) bytes; the limit is \(limit)")
+        }
+        let body = try await readBody(request, limit: limit)
+        let entries = ndjson ? try splitLines(body) : [try validate(trimmed(body[...]), line: nil)]
+        guard !entries.isEmpty else { throw APIError.badRequest("the body holds no entry") }
+        do {
+            let result = try await broker.append(stream: stream, entries: entries)
+            return AppendBody(firstOffset: result.firstOffset, lastOffset: result.lastOffset, count: entries.count)
+        } catch let error as LogError {
+            throw APIError.from(error)
+        }
+    }
+
+    /// Collects the body, refusing it as soon as it passes `limit` (never buffers more).
+    func readBody(_ request: Request, limit: Int) async throws -> [UInt8] {
+        var bytes: [UInt8] = []
+        for try await buffer in request.body {
+            guard bytes.count + buffer.readableBytes <= limit else {
+                throw APIError.tooLarge("the body is over the limit of \(limit) bytes")
+            }
+            bytes.append(contentsOf: buffer.readableBytesView)
+        }
+        return bytes
+    }
+
+    func splitLines(_ body: [UInt8]) throws -> [[UInt8]] {
+        var entries: [[UInt8]] = []
+        var lineNumber = 0
+        for line in body.split(separator: 0x0A, omittingEmptySubsequences: false) {
+            lineNumber += 1
+            let text = trimmed(line)
+            if text.isEmpty { continue }
+            guard entries.count < limits.requestEntriesMax else {
+                throw APIError.tooLarge("more than \(limits.requestEntriesMax) entries in one request (line \(lineNumber))")
+            }
+            entries.append(try validate(text, line: lineNumber))
+        }
+        return entries
+    }
+
+    func validate(_ bytes: ArraySlice<UInt8>, line: Int?) throws -> [UInt8] {
+        let at = line.map { "line \($0): " } ?? ""
+        guard bytes.count <= limits.entryBytesMax else {
+            throw APIError.tooLarge("\(at)the entry is \(bytes.count) bytes; the limit is \(limits.entryBytesMax)")
+        }
+        do {
+            _ = try Entry.parse(bytes)
+        } catch {
+            throw APIError.invalidEntry("\(at)\(error); nothing was appended")
+        }
+        return Array(bytes)
+    }
+
+    func trimmed(_ bytes: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+        var slice = bytes
+        while let first = slice.first, first == 0x20 || first == 0x09 || first == 0x0D || first == 0x0A { slice = slice.dropFirst() }
+        while let last = slice.last, last == 0x20 || last == 0x09 || last == 0x0D || last == 0x0A { slice = slice.dropLast() }
+        return slice
+    }
+}

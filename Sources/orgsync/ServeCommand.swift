@@ -1,0 +1,79 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import OrgSyncServer
+import ServiceLifecycle
+import UnixSignals
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the broker: HTTP API, streams and links.",
+        discussion: """
+            With no --config it runs the embedded default, data/orgsync.example.yaml: a stream \
+            `events` and a link `demo` into data/state/demo.sqlite, on 127.0.0.1:7070, auth off \
+            (the file says so). SIGTERM or SIGINT stop it gracefully: it stops accepting requests, \
+            answers the appends in flight once they are durable, stores cursors, closes adapters \
+            and exits 0.
+            """
+    )
+
+    @Option(help: "Configuration file (YAML). Default: data/orgsync.example.yaml") var config: String?
+    @Option(help: "Data directory; overrides data_dir of the configuration.") var dataDir: String?
+    @Option(help: "Port; overrides server.port (0 picks a free port).") var port: Int?
+    @Option(help: "Listen address; overrides server.host.") var host: String?
+
+    func run() async throws {
+        let path = config ?? "data/orgsync.example.yaml"
+        var configuration: BrokerConfiguration
+        do {
+            configuration = try BrokerConfiguration.load(path: path)
+        } catch {
+            printError("orgsync serve: \(error)")
+            if config == nil { printError("(run from the repository, or pass --config FILE)") }
+            throw ExitCodes.usage
+        }
+        if let port { configuration.server.port = port }
+        if let host { configuration.server.host = host }
+        let level = Logger.Level(rawValue: configuration.log.level) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "orgsync")
+        let dataDirectory = absolutePath(dataDir ?? configuration.dataDir)
+        let broker: Broker
+        do {
+            broker = try Broker(configuration: configuration, dataDirectory: dataDirectory, metrics: BrokerMetrics(), logger: logger)
+        } catch {
+            printError("orgsync serve: cannot open the data directory \(dataDirectory): \(error)")
+            throw ExitCodes.cannotOpen
+        }
+        let environment = ProcessInfo.processInfo.environment
+        let listenHost = configuration.server.host
+        let listenPort = configuration.server.port
+        let router = buildRouter(broker: broker, authenticator: Authenticator(configuration: configuration, environment: environment))
+        let app = Application(
+            router: router,
+            configuration: .init(address: .hostname(listenHost, port: listenPort), serverName: "orgsync"),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? listenPort
+                // One line a script can wait for (tests read it to learn the port).
+                printLine("orgsync: listening on http://\(listenHost):\(port)")
+            },
+            logger: logger)
+        // The broker service starts first and stops last: on SIGTERM the HTTP server stops
+        // accepting and finishes its requests, then the streams are flushed and closed.
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: BrokerService(broker: broker)), .init(service: app)],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        logger.info("stopped")
+    }
+}
+
+func absolutePath(_ path: String) -> String {
+    path.hasPrefix("/") ? path : currentDirectory() + "/" + path
+}
