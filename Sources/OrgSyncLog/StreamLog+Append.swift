@@ -321,5 +321,7 @@ extension StreamLog {
         for waiter in waiters { waiter.resume(throwing: LogError.closed) }
         if case .interval = configuration.fsyncPolicy { try? active.file.sync() }
         try? active.writeIndexFile(sync: false)
+        // Another process may take the stream now; this object only serves reads.
+        lock.withLock { $0 = nil }
     }
 }

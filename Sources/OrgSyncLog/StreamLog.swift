@@ -65,8 +65,8 @@ public final class StreamLog: Sendable {
     let state: Mutex<State>
     /// Wakes the flusher while it gathers a group (see `gatherStragglers`).
     let gatherSignal = DispatchSemaphore(value: 0)
-    /// Held while the log is open: one writer process per stream.
-    let lock: any LogLock
+    /// Held while the log is open (released by `close()`): one writer process per stream.
+    let lock: Mutex<(any LogLock)?>
 
     struct PendingAppend {
         var entries: [[UInt8]]
@@ -146,7 +146,7 @@ public final class StreamLog: Sendable {
         self.logger = logger
         self.flushQueue = DispatchQueue(label: "orgsync.flush.\(name)", qos: .userInitiated)
         try storage.createDirectory(directory)
-        self.lock = try storage.lockFile(directory + "/LOCK")
+        self.lock = Mutex(try storage.lockFile(directory + "/LOCK"))
         if let report = try StreamLog.readCorruptMarker(directory: directory, storage: storage) {
             throw LogError.corrupt(report)
         }

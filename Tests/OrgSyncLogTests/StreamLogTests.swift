@@ -322,3 +322,15 @@ import Testing
         #expect(info.compressionRatio > 1)
     }
 }
+
+@Suite struct StreamLockReleaseTests {
+    @Test func closeReleasesTheLock() async throws {
+        let dir = try TemporaryDirectory()
+        let first = try openLog(dataDirectory: dir.path, name: "s")
+        _ = try await first.append([[1]])
+        await first.close()
+        let second = try openLog(dataDirectory: dir.path, name: "s")
+        #expect(second.endOffset == 1)
+        #expect(first.endOffset == 1)
+    }
+}

@@ -1,0 +1,176 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import OrgSyncLog
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs the real `orgsync serve` executable as a child process.
+final class BrokerProcess {
+    let process = Process()
+    let port: Int
+    private let output = Pipe()
+
+    /// Starts `orgsync serve` with `arguments` and waits (bounded) for its "listening" line.
+    init(arguments: [String], timeoutSeconds: Double = 30) throws {
+        process.executableURL = URL(fileURLWithPath: try orgsyncExecutable())
+        process.arguments = ["serve"] + arguments
+        process.standardOutput = output
+        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        if let log = ProcessInfo.processInfo.environment["ORGSYNC_TEST_BROKER_LOG"] {
+            FileManager.default.createFile(atPath: log, contents: nil)
+            process.standardError = FileHandle(forWritingAtPath: log)
+        }
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        var text = ""
+        let reader = output.fileHandleForReading
+        while !text.contains("\n") {
+            guard Date() < deadline, process.isRunning else {
+                process.terminate()
+                throw ProcessError("the broker did not start: \(text)")
+            }
+            let chunk = reader.availableData
+            if chunk.isEmpty { break }
+            text += String(decoding: chunk, as: UTF8.self)
+        }
+        guard let range = text.range(of: #"127\.0\.0\.1:(\d+)"#, options: .regularExpression),
+              let port = Int(text[range].split(separator: ":").last ?? "")
+        else {
+            process.terminate()
+            throw ProcessError("no port in \(text)")
+        }
+        self.port = port
+    }
+
+    func terminate(signal: Int32 = SIGTERM) -> Int32 {
+        kill(process.processIdentifier, signal)
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+}
+
+struct ProcessError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+func orgsyncExecutable() throws -> String {
+    if let path = ProcessInfo.processInfo.environment["ORGSYNC_BIN"] { return path }
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    for candidate in [".build/debug/orgsync", ".build/x86_64-unknown-linux-gnu/debug/orgsync", ".build/release/orgsync"] {
+        let path = root.appendingPathComponent(candidate).path
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    throw ProcessError("the orgsync executable is not built: run `swift build --build-tests` first, or set ORGSYNC_BIN")
+}
+
+/// POSTs `body` and returns (status, body).
+func post(_ url: String, body: Data, contentType: String) async throws -> (Int, Data) {
+    var request = URLRequest(url: URL(string: url)!)
+    request.httpMethod = "POST"
+    request.httpBody = body
+    request.setValue(contentType, forHTTPHeaderField: "Content-Type")
+    request.timeoutInterval = 30
+    let (data, response) = try await URLSession.shared.data(for: request)
+    return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
+}
+
+func get(_ url: String) async throws -> (Int, Data) {
+    var request = URLRequest(url: URL(string: url)!)
+    request.timeoutInterval = 30
+    let (data, response) = try await URLSession.shared.data(for: request)
+    return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
+}
+
+@Suite(.serialized) struct ServeProcessTests {
+    func writeConfig(_ directory: String) throws -> String {
+        let path = directory + "/orgsync.yaml"
+        try """
+        auth: { enabled: false }
+        streams: [ { name: events } ]
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func appendsSurviveSIGTERMAndRestart() async throws {
+        let directory = FileManager.default.temporaryDirectory.path + "/orgsync-serve-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let config = try writeConfig(directory)
+        let arguments = ["--config", config, "--data-dir", directory + "/state", "--port", "0"]
+        var acked: [(first: Int, lines: [String])] = []
+        do {
+            let broker = try BrokerProcess(arguments: arguments)
+            let base = "http://127.0.0.1:\(broker.port)"
+            for round in 0..<5 {
+                let lines = (0..<50).map { #"{"org":"o","object":"Lead","op":"insert","key":"r\#(round)-\#($0)","ts":"t"}"# }
+                let (status, body) = try await post(base + "/v1/streams/events/entries", body: Data(lines.joined(separator: "\n").utf8),
+                                                    contentType: "application/x-ndjson")
+                #expect(status == 201)
+                let object = try JSONSerialization.jsonObject(with: body) as? [String: Int]
+                acked.append((try #require(object?["first_offset"]), lines))
+            }
+            let (status, body) = try await get(base + "/v1/streams/events")
+            #expect(status == 200)
+            #expect((try JSONSerialization.jsonObject(with: body) as? [String: Any])?["end_offset"] as? Int == 250)
+            // Appends in flight when SIGTERM arrives: each either gets its 201 (then it is
+            // durable) or fails as a request; none is lost after being acknowledged.
+            let inFlight = Task {
+                var mine: [(first: Int, lines: [String])] = []
+                for i in 0..<200 {
+                    let lines = [#"{"org":"o","object":"Lead","op":"insert","key":"late-\#(i)","ts":"t"}"#]
+                    guard let (status, body) = try? await post(base + "/v1/streams/events/entries", body: Data(lines[0].utf8),
+                                                                contentType: "application/json"), status == 201,
+                          let first = (try? JSONSerialization.jsonObject(with: body) as? [String: Int])?["first_offset"]
+                    else { break }
+                    mine.append((first, lines))
+                }
+                return mine
+            }
+            try await Task.sleep(for: .milliseconds(50))  // let some requests be in flight
+            #expect(broker.terminate() == 0, "graceful shutdown exits 0")
+            acked += await inFlight.value
+        }
+        // The data directory holds every acknowledged entry at its offset.
+        let log = try StreamLog.open(dataDirectory: directory + "/state", name: "events")
+        #expect(log.recovery.truncatedAtPosition == nil, "a graceful stop leaves no torn tail")
+        for (first, lines) in acked {
+            let records = try log.read(from: UInt64(first), maxEntries: lines.count)
+            #expect(records.map { String(decoding: $0.payload, as: UTF8.self) } == lines)
+        }
+        await log.close()
+        // And the restarted broker serves them.
+        let again = try BrokerProcess(arguments: arguments)
+        let (status, body) = try await get("http://127.0.0.1:\(again.port)/v1/streams/events")
+        #expect(status == 200)
+        #expect((try JSONSerialization.jsonObject(with: body) as? [String: Any])?["end_offset"] as? Int == acked.reduce(0) { $0 + $1.lines.count })
+        #expect(again.terminate(signal: SIGINT) == 0)
+    }
+
+    @Test func aBadConfigurationStopsStartupNamingTheField() throws {
+        let directory = FileManager.default.temporaryDirectory.path + "/orgsync-badcfg-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/bad.yaml"
+        try "auth: { enabled: false }\nserver: { port: many }\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try orgsyncExecutable())
+        process.arguments = ["serve", "--config", path, "--data-dir", directory]
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 2)
+        #expect(message.contains("server.port"))
+        #expect(!message.contains("Fatal error"))
+    }
+}
