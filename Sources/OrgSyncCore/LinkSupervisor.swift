@@ -335,16 +335,18 @@ public actor LinkSupervisor {
     }
 
     /// Sleeps until entries arrive after `entriesAfter`, the timer is due, or ``kick()``.
+    /// Consuming links wait for entries and have no timer; the others wait for their timer (or
+    /// for nothing, when paused): one condition at a time, so one child task suffices.
     private func waitForWakeUp(entriesAfter offset: Offset?, timerDueMs: UInt64?) async {
         let source = self.source
         let clock = self.clock
         let task = Task<Void, Never> {
-            await withTaskGroup(of: Void.self) { group in
-                if let offset { group.addTask { try? await source.waitForEntries(after: offset) } }
-                if let timerDueMs { group.addTask { try? await clock.sleep(untilMs: timerDueMs) } }
-                group.addTask { await waitUntilCancelled() }
-                _ = await group.next()
-                group.cancelAll()
+            if let offset {
+                try? await source.waitForEntries(after: offset)
+            } else if let timerDueMs {
+                try? await clock.sleep(untilMs: timerDueMs)
+            } else {
+                await waitUntilCancelled()
             }
         }
         wakeTask = task

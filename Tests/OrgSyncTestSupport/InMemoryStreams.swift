@@ -1,10 +1,15 @@
 import OrgSyncCore
 import OrgSyncPluginAPI
+import Synchronization
 
 /// An entry like the shared workload's, for offset `offset`.
+/// The raw JSON is written by hand: encoding it with `JSONEncoder` would dominate a simulation.
 public func sampleEntry(offset: Offset, org: String = "acme", object: String = "Contact") -> Entry {
-    Entry(offset: offset, org: org, object: object, op: .upsert, key: "k\(offset.rawValue % 97)",
-          ts: "2026-11-25T12:00:00.000Z", fields: ["n": .int(Int64(offset.rawValue))])
+    let key = "k\(offset.rawValue % 97)"
+    let ts = "2026-11-25T12:00:00.000Z"
+    let raw = #"{"fields":{"n":\#(offset.rawValue)},"key":"\#(key)","object":"\#(object)","op":"upsert","org":"\#(org)","ts":"\#(ts)"}"#
+    return Entry(offset: offset, org: org, object: object, op: .upsert, key: key, ts: ts,
+                 fields: ["n": .int(Int64(offset.rawValue))], raw: Array(raw.utf8))
 }
 
 /// A stream held in memory; appends wake the links waiting on it.
@@ -51,11 +56,21 @@ public final class ScheduledEntrySource: LinkEntrySource {
     public init(streamName: String = "events", appendAtMs: [UInt64], clock: any LinkClock) {
         self.streamName = streamName
         self.appendAtMs = appendAtMs.sorted()
-        self.entries = (0..<appendAtMs.count).map { sampleEntry(offset: Offset(UInt64($0))) }
+        self.entries = ScheduledEntrySource.sampleEntries(count: appendAtMs.count)
         self.clock = clock
     }
 
     public var totalCount: Int { entries.count }
+
+    /// Sample entries are the same in every run: build them once (simulations make thousands).
+    private static let cache = Mutex<[Entry]>([])
+
+    static func sampleEntries(count: Int) -> [Entry] {
+        cache.withLock { cached in
+            while cached.count < count { cached.append(sampleEntry(offset: Offset(UInt64(cached.count)))) }
+            return Array(cached[0..<count])
+        }
+    }
 
     private func visibleCount() -> Int {
         let now = clock.nowMs()

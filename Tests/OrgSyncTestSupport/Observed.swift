@@ -77,6 +77,7 @@ public struct TimeoutError: Error, CustomStringConvertible {
 
 /// Runs `body`, failing with ``TimeoutError`` if it has not finished within `ms` of real time.
 /// For tests: every wait on an event has a bound, and none is a sleep.
+@discardableResult
 public func withTimeout<T: Sendable>(
     ms: UInt64 = 10_000, _ what: String, _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
