@@ -44,6 +44,9 @@ public actor LinkSupervisor {
     private var pendingProbeID: UInt64?
     private var pendingRetries: [PendingRetry] = []
     private var wakeTask: Task<Void, Never>?
+    /// Set by ``kick()``: something changed while `run()` was busy, so it must look again
+    /// before it waits (otherwise a request made during an await would be missed).
+    private var wakeRequested = false
     private var observers: [Int: AsyncStream<LinkTransition>.Continuation] = [:]
     private var nextObserverID = 0
 
@@ -338,6 +341,10 @@ public actor LinkSupervisor {
     /// Consuming links wait for entries and have no timer; the others wait for their timer (or
     /// for nothing, when paused): one condition at a time, so one child task suffices.
     private func waitForWakeUp(entriesAfter offset: Offset?, timerDueMs: UInt64?) async {
+        if wakeRequested {
+            wakeRequested = false
+            return
+        }
         let source = self.source
         let clock = self.clock
         let task = Task<Void, Never> {
@@ -352,10 +359,14 @@ public actor LinkSupervisor {
         wakeTask = task
         await withTaskCancellationHandler { await task.value } onCancel: { task.cancel() }
         wakeTask = nil
+        wakeRequested = false
     }
 
     /// Ends the current wait so that `run()` looks at the state again.
-    private func kick() { wakeTask?.cancel() }
+    private func kick() {
+        wakeRequested = true
+        wakeTask?.cancel()
+    }
 
     // MARK: - The state machine
 

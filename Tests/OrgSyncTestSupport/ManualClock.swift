@@ -8,8 +8,9 @@ import OrgSyncCore
 /// `sleep` itself moves time to the deadline, so simulated hours pass in microseconds.
 public final class ManualClock: LinkClock {
     private let time: Observed<UInt64>
-    /// Deadlines of the current sleepers (a multiset).
-    private let deadlines = Observed<[UInt64]>([])
+    /// Deadlines of the current sleepers, by sleeper id.
+    private let deadlines = Observed<[Int: UInt64]>([:])
+    private let nextSleeperID = Observed(0)
     public let autoAdvance: Bool
 
     public init(startMs: UInt64 = 0, autoAdvance: Bool = false) {
@@ -26,18 +27,19 @@ public final class ManualClock: LinkClock {
             return
         }
         if time.value >= deadlineMs { return }
-        deadlines.update { $0.append(deadlineMs) }
-        do {
-            _ = try await time.wait { $0 >= deadlineMs }
-        } catch {
-            removeDeadline(deadlineMs)
-            throw error
+        let id = nextSleeperID.update { id in
+            defer { id += 1 }
+            return id
         }
+        // Registered before time is checked, so an advance in between cannot be missed.
+        deadlines.update { $0[id] = deadlineMs }
+        defer { deadlines.update { $0[id] = nil } }
+        _ = try await time.wait { $0 >= deadlineMs }
     }
 
     /// Moves time forward to `ms` (never backwards) and wakes the sleepers due by then.
     public func advance(toMs ms: UInt64) {
-        deadlines.update { $0.removeAll { $0 <= ms } }
+        deadlines.update { $0 = $0.filter { $0.value > ms } }
         time.update { $0 = max($0, ms) }
     }
 
@@ -45,23 +47,20 @@ public final class ManualClock: LinkClock {
 
     public var sleeperCount: Int { deadlines.value.count }
 
-    /// Waits (bounded by the caller) until at least `count` tasks sleep on this clock.
+    /// Waits (bounded by the caller) until at least `count` tasks sleep on this clock until a
+    /// time still to come (a sleeper already due is about to wake on its own).
     public func waitForSleepers(count: Int = 1) async throws {
-        _ = try await deadlines.wait { $0.count >= count }
+        let now = nowMs()
+        _ = try await deadlines.wait { $0.values.count { $0 > now } >= count }
     }
 
-    /// Waits for a sleeper, then moves time to the earliest deadline. Returns the new time.
+    /// Waits for a sleeper with a deadline to come, then moves time to the earliest such
+    /// deadline. Returns the new time.
     @discardableResult
     public func advanceToNextDeadline() async throws -> UInt64 {
-        let pending = try await deadlines.wait { !$0.isEmpty }
-        let next = pending.min() ?? nowMs()
-        advance(toMs: next)
+        let now = nowMs()
+        let pending = try await deadlines.wait { $0.values.contains { $0 > now } }
+        advance(toMs: pending.values.filter { $0 > now }.min() ?? now)
         return nowMs()
-    }
-
-    private func removeDeadline(_ deadlineMs: UInt64) {
-        deadlines.update { list in
-            if let index = list.firstIndex(of: deadlineMs) { list.remove(at: index) }
-        }
     }
 }

@@ -46,6 +46,7 @@ public final class RecordingAdapter: OrgAdapter {
         var down = false
         var rejectedOffsets: Set<Offset> = []
         var queuedApplyFailures: [AdapterError] = []
+        var lostAcknowledgementCount = 0
     }
 
     public let target = Observed(Target())
@@ -66,6 +67,9 @@ public final class RecordingAdapter: OrgAdapter {
     /// The next applies fail with these errors, one each, before anything else is checked.
     public func failNextApplies(_ errors: [AdapterError]) { behavior.withLock { $0.queuedApplyFailures += errors } }
 
+    /// The next `count` applies commit, then fail with a connection error (the answer is lost).
+    public func loseNextAcknowledgements(_ count: Int) { behavior.withLock { $0.lostAcknowledgementCount += count } }
+
     public var appliedOffsets: [Offset] { target.value.applied.map(\.offset) }
 
     // MARK: - OrgAdapter
@@ -82,6 +86,11 @@ public final class RecordingAdapter: OrgAdapter {
         target.update { $0.applyCallCount += 1 }
         let queued = behavior.withLock { $0.queuedApplyFailures.isEmpty ? nil : $0.queuedApplyFailures.removeFirst() }
         if let queued { throw lose(queued) }
+        let loseAcknowledgement = behavior.withLock { behavior -> Bool in
+            guard behavior.lostAcknowledgementCount > 0 else { return false }
+            behavior.lostAcknowledgementCount -= 1
+            return true
+        }
         switch try scriptedOutcome(.apply(batch), needsOpen: true) {
         case .commitThenFail(let error):
             commit(batch)
@@ -96,6 +105,7 @@ public final class RecordingAdapter: OrgAdapter {
             throw AdapterError.rejected(offset: first.offset, "scripted rejection", targetCode: "23514")
         }
         commit(batch)
+        if loseAcknowledgement { throw lose(AdapterError.connection("acknowledgement lost")) }
     }
 
     public func probe() async throws {
