@@ -59,6 +59,8 @@ public enum SyncLogEvent: String, Sendable, Hashable, Codable, CaseIterable {
     case paused
     case entryFailed = "entry_failed"
     case entryResolved = "entry_resolved"
+    /// An operator moved the cursor of a paused link.
+    case cursorSet = "cursor_set"
 }
 
 /// One change of a link's state (or of its held-down sub-state), with why.

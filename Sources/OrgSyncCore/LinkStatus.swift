@@ -47,6 +47,7 @@ public enum LinkSupervisorError: Error, Sendable, Hashable, CustomStringConverti
     case deadLetterUnreadable(link: String, offset: Offset, problem: String)
     /// The retried entry failed again; `error` is the target's answer.
     case retryFailed(link: String, offset: Offset, error: AdapterError)
+    case cursorChangeRefused(link: String, reason: String)
 
     public var description: String {
         switch self {
@@ -61,6 +62,7 @@ public enum LinkSupervisorError: Error, Sendable, Hashable, CustomStringConverti
         case .deadLetterUnreadable(let link, let offset, let problem):
             "link \(link): dead letter \(offset) cannot be read back: \(problem)"
         case .retryFailed(let link, let offset, let error): "link \(link): retry of entry \(offset) failed: \(error)"
+        case .cursorChangeRefused(let link, let reason): "link \(link): cannot set the cursor: \(reason)"
         }
     }
 }

@@ -47,6 +47,8 @@ public actor LinkSupervisor {
     /// Set by ``kick()``: something changed while `run()` was busy, so it must look again
     /// before it waits (otherwise a request made during an await would be missed).
     private var wakeRequested = false
+    /// True while `run()` applies a batch: its commit may still move the cursor.
+    private var batchInFlight = false
     private var observers: [Int: AsyncStream<LinkTransition>.Continuation] = [:]
     private var nextObserverID = 0
 
@@ -126,6 +128,7 @@ public actor LinkSupervisor {
     /// One unit of work: close, retry a dead letter, probe, apply a batch, or wait for a reason
     /// to do one of those.
     private func step() async throws {
+        wakeRequested = false  // this step looks at everything afresh
         if closeRequested { return await closeAdapter() }
         if !pendingRetries.isEmpty { return await performNextRetry() }
         if let probeID = pendingProbeID {
@@ -160,6 +163,8 @@ public actor LinkSupervisor {
         for (index, entry) in entries.enumerated() where entry.offset != Offset(cursor.rawValue + UInt64(index)) {
             throw LinkSupervisorError.sourceOutOfOrder(link: name, expected: Offset(cursor.rawValue + UInt64(index)), got: entry.offset)
         }
+        batchInFlight = true
+        defer { batchInFlight = false }
         try await applyEntries(entries)
         return true
     }
@@ -255,15 +260,15 @@ public actor LinkSupervisor {
         }
     }
 
+    /// Waits before retrying a batch; false if the link was cancelled or stopped consuming
+    /// meanwhile (an operator's pause does not wait for the retries to run out).
     private func sleepBeforeRetry(attempt: Int) async -> Bool {
         let shift = UInt64(min(attempt - 1, 30))
-        let delayMs = min(configuration.backoffCapMs, configuration.retryableBackoffBaseMs << shift)
-        do {
-            try await clock.sleep(untilMs: clock.nowMs() + delayMs)
-            return true
-        } catch {
-            return false
+        let dueMs = clock.nowMs() + min(configuration.backoffCapMs, configuration.retryableBackoffBaseMs << shift)
+        while clock.nowMs() < dueMs, consuming, !Task.isCancelled {
+            await waitForWakeUp(entriesAfter: nil, timerDueMs: dueMs)
         }
+        return consuming && !Task.isCancelled
     }
 
     private func commit(_ entries: [Entry]) async throws {
@@ -491,6 +496,28 @@ extension LinkSupervisor {
         } catch {
             request.continuation.resume(throwing: error)
         }
+        // A paused or suspended link keeps no connection open for a one-off retry.
+        if !consuming, adapterOpen { closeRequested = true }
+    }
+
+    /// Sets the cursor, for an operator who wants to replay or skip entries (`orgsync cursor
+    /// set`). Only while paused and with no batch in flight, and never past the stream's end.
+    /// On resume the link still takes the larger of this cursor and the adapter's applied
+    /// offset + 1, so a target that keeps its offset is not re-applied.
+    public func setCursor(_ offset: Offset) async throws {
+        guard machine.state == .paused, !batchInFlight else {
+            throw LinkSupervisorError.cursorChangeRefused(link: name, reason: "the link must be paused (it is \(machine.state.rawValue))")
+        }
+        let end = await source.endOffset()
+        guard offset <= end else {
+            throw LinkSupervisorError.cursorChangeRefused(link: name, reason: "offset \(offset) is beyond the stream's end \(end)")
+        }
+        guard machine.state == .paused, !batchInFlight else {
+            throw LinkSupervisorError.cursorChangeRefused(link: name, reason: "the link was resumed meanwhile")
+        }
+        try await cursorStore.store(link: name, offset: offset)
+        writeSyncLog(.cursorSet, reason: "cursor set to \(offset) by operator (was \(cursor))", offset: offset)
+        cursor = offset
     }
 
     private func retry(_ offset: Offset) async throws -> DeadLetter {

@@ -317,6 +317,40 @@ final class LinkHarness: Sendable {
         try await link.waitForCursor(2)
     }
 
+    @Test func cursorCanBeSetOnlyWhilePaused() async throws {
+        let link = try LinkHarness()
+        link.source.append(count: 6)
+        let run = await link.start()
+        defer { run.cancel() }
+        try await link.waitForCursor(6)
+        await #expect(throws: LinkSupervisorError.self) { try await link.supervisor.setCursor(2) }
+        await link.supervisor.suspend()
+        await #expect(throws: LinkSupervisorError.self) { try await link.supervisor.setCursor(7) }  // past the end
+        try await link.supervisor.setCursor(4)
+        #expect(await link.supervisor.status().cursor == 4)
+        #expect(link.supervisor.syncLog.page().first?.event == .cursorSet)
+        // The target keeps its offset (5): resuming does not apply 4 and 5 twice.
+        await link.supervisor.resume(force: true)
+        link.source.append(count: 1)
+        try await link.waitForCursor(7)
+        #expect(link.appliedOffsets() == Array(0..<7))
+    }
+
+    @Test func pauseInterruptsRetryableBackoff() async throws {
+        let link = try LinkHarness()
+        link.adapter.failNextApplies([.retryable("lock timeout")])
+        link.source.append(count: 2)
+        let run = await link.start()
+        defer { run.cancel() }
+        try await withTimeout("the retry backoff") { [clock = link.clock] in try await clock.waitForSleepers() }
+        await link.supervisor.suspend()
+        try await link.waitForTransition(.paused)
+        // The backoff sleeper goes away without time moving.
+        try await withTimeout("the backoff sleeper to leave") { [clock = link.clock] in try await clock.waitUntilNoSleepers() }
+        #expect(await link.supervisor.status().cursor == 0)
+        #expect(link.adapter.target.value.applyCallCount == 1)
+    }
+
     @Test func invalidConfigurationIsRefused() {
         var configuration = LinkSupervisorConfiguration()
         configuration.probeThreshold = 0

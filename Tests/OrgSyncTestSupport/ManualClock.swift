@@ -54,6 +54,11 @@ public final class ManualClock: LinkClock {
         _ = try await deadlines.wait { $0.values.count { $0 > now } >= count }
     }
 
+    /// Waits (bounded by the caller) until nothing sleeps on this clock.
+    public func waitUntilNoSleepers() async throws {
+        _ = try await deadlines.wait { $0.isEmpty }
+    }
+
     /// Waits for a sleeper with a deadline to come, then moves time to the earliest such
     /// deadline. Returns the new time.
     @discardableResult
