@@ -28,6 +28,7 @@ public final class Observed<Value: Sendable>: Sendable {
     public func update<Result>(_ body: (inout Value) -> Result) -> Result {
         let (result, ready) = state.withLock { state -> (Result, [(CheckedContinuation<Value, any Error>, Value)]) in
             let result = body(&state.value)
+            if state.waiters.isEmpty { return (result, []) }  // the common case: nobody waits
             var ready: [(CheckedContinuation<Value, any Error>, Value)] = []
             state.waiters.removeAll { waiter in
                 guard waiter.predicate(state.value) else { return false }

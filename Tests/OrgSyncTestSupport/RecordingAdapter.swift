@@ -70,7 +70,7 @@ public final class RecordingAdapter: OrgAdapter {
     /// The next `count` applies commit, then fail with a connection error (the answer is lost).
     public func loseNextAcknowledgements(_ count: Int) { behavior.withLock { $0.lostAcknowledgementCount += count } }
 
-    public var appliedOffsets: [Offset] { target.value.applied.map(\.offset) }
+    public var appliedOffsets: [Offset] { target.update { $0.applied.map(\.offset) } }
 
     // MARK: - OrgAdapter
 
@@ -139,7 +139,7 @@ public final class RecordingAdapter: OrgAdapter {
     }
 
     private func scriptedOutcome(_ call: AdapterCall, needsOpen: Bool) throws -> ScriptedOutcome {
-        if needsOpen, !target.value.isOpen {
+        if needsOpen, !target.update({ $0.isOpen }) {
             target.update { $0.callsWhileClosedCount += 1 }
             throw AdapterError.connection("not open")
         }
