@@ -157,14 +157,17 @@ public actor LinkSupervisor {
 
     /// Applies one batch; false when there was nothing to read.
     private func consumeOnce() async throws -> Bool {
-        guard try await prepareAdapterForConsuming() else { return true }
-        let entries = try await source.read(from: cursor, maxCount: configuration.batchEntriesMax)
-        guard !entries.isEmpty else { return false }
-        for (index, entry) in entries.enumerated() where entry.offset != Offset(cursor.rawValue + UInt64(index)) {
-            throw LinkSupervisorError.sourceOutOfOrder(link: name, expected: Offset(cursor.rawValue + UInt64(index)), got: entry.offset)
-        }
+        // From here until the commit, the cursor belongs to this batch (see `setCursor`).
         batchInFlight = true
         defer { batchInFlight = false }
+        guard try await prepareAdapterForConsuming() else { return true }
+        let start = cursor
+        let entries = try await source.read(from: start, maxCount: configuration.batchEntriesMax)
+        guard !entries.isEmpty else { return false }
+        guard consuming else { return true }  // paused or stopped while reading: apply nothing
+        for (index, entry) in entries.enumerated() where entry.offset != Offset(start.rawValue + UInt64(index)) {
+            throw LinkSupervisorError.sourceOutOfOrder(link: name, expected: Offset(start.rawValue + UInt64(index)), got: entry.offset)
+        }
         try await applyEntries(entries)
         return true
     }
