@@ -113,6 +113,22 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "OrgSyncTestSupport",
+            dependencies: ["OrgSyncCore", "OrgSyncPluginAPI"],
+            path: "Tests/OrgSyncTestSupport",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "OrgSyncCoreTests",
+            dependencies: [
+                "OrgSyncCore",
+                "OrgSyncPluginAPI",
+                "OrgSyncTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "OrgSyncPluginAPITests",
             dependencies: ["OrgSyncPluginAPI"],

@@ -1,0 +1,68 @@
+import OrgSyncPluginAPI
+
+/// A snapshot of one link, for `orgsync status`, `GET /v1/links/{link}` and the status page.
+public struct LinkStatus: Sendable, Hashable, Codable {
+    public var link: String
+    public var stream: String
+    public var state: LinkState
+    /// True while a flapping link waits out its hold-down (then `heldDownUntilMs` is set, in
+    /// link-clock time).
+    public var heldDown: Bool
+    public var heldDownUntilMs: UInt64?
+    /// The next offset to apply: every entry below it is in the target.
+    public var cursor: Offset
+    /// The stream's end: the offset the next appended entry will get.
+    public var endOffset: Offset
+    /// Entries appended but not yet applied (`endOffset − cursor`).
+    public var lagCount: UInt64
+    public var lastError: String?
+    /// k/K of the current verification (k is 0 outside `verifying`).
+    public var probeSuccessCount: Int
+    public var probeThreshold: Int
+    public var timeInStateMs: UInt64
+    public var suspensionCount: Int
+    public var flapCount: Int
+    public var holdDownCount: Int
+    /// Entries the target rejected since the supervisor started.
+    public var rejectedCount: Int
+    /// Entries applied since the supervisor started.
+    public var appliedCount: UInt64
+    /// Dead letters still `failed`.
+    public var deadLetterFailedCount: Int
+    /// Whether the supervisor's `run()` is going.
+    public var isRunning: Bool
+}
+
+/// A request to a supervisor that cannot be carried out.
+public enum LinkSupervisorError: Error, Sendable, Hashable, CustomStringConvertible {
+    case alreadyRunning(link: String)
+    case notRunning(link: String)
+    /// The stored cursor is past the stream's end: the log lost data or the cursor file is not
+    /// this stream's. The link refuses to start rather than guess.
+    case cursorBeyondEnd(link: String, cursor: Offset, endOffset: Offset)
+    /// The source returned entries that do not start at the cursor or are not dense.
+    case sourceOutOfOrder(link: String, expected: Offset, got: Offset)
+    case deadLetterNotFound(link: String, offset: Offset)
+    case deadLetterAlreadyResolved(link: String, offset: Offset)
+    case deadLetterUnreadable(link: String, offset: Offset, problem: String)
+    /// The retried entry failed again; `error` is the target's answer.
+    case retryFailed(link: String, offset: Offset, error: AdapterError)
+    case cursorChangeRefused(link: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .alreadyRunning(let link): "link \(link) is already running"
+        case .notRunning(let link): "link \(link) is not running"
+        case .cursorBeyondEnd(let link, let cursor, let end):
+            "link \(link): stored cursor \(cursor) is beyond the stream's end \(end)"
+        case .sourceOutOfOrder(let link, let expected, let got):
+            "link \(link): the stream returned offset \(got) where \(expected) was expected"
+        case .deadLetterNotFound(let link, let offset): "link \(link) has no dead letter at offset \(offset)"
+        case .deadLetterAlreadyResolved(let link, let offset): "link \(link): dead letter \(offset) is already resolved"
+        case .deadLetterUnreadable(let link, let offset, let problem):
+            "link \(link): dead letter \(offset) cannot be read back: \(problem)"
+        case .retryFailed(let link, let offset, let error): "link \(link): retry of entry \(offset) failed: \(error)"
+        case .cursorChangeRefused(let link, let reason): "link \(link): cannot set the cursor: \(reason)"
+        }
+    }
+}

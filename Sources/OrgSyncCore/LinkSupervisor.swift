@@ -1,0 +1,577 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Logging
+import OrgSyncPluginAPI
+
+/// Runs one link: consumes its stream from the cursor into its adapter, and drives its
+/// ``LinkStateMachine`` with an injected clock, performing the machine's actions.
+///
+/// One task — the one in ``run()`` — makes every call to the adapter, so calls never overlap
+/// (as ``OrgAdapter`` promises adapters). Operator requests (``suspend(reason:)``,
+/// ``resume(force:)``, ``retryDeadLetter(_:)``) are handled on the actor at once and wake that
+/// task; a batch already in flight when the operator pauses finishes and is committed, because
+/// the cursor must always say what the target holds.
+///
+/// Guarantees: entries are applied in offset order; the cursor is stored only after the
+/// adapter applied every entry below it; on (re)start the link takes the larger of its cursor
+/// and the adapter's `appliedOffset() + 1`; a rejected entry is skipped only after it is stored
+/// in the dead letters.
+public actor LinkSupervisor {
+    public nonisolated let name: String
+    public nonisolated let configuration: LinkSupervisorConfiguration
+    public nonisolated let syncLog: SyncLog
+    public nonisolated let deadLetters: DeadLetters
+
+    private let source: any LinkEntrySource
+    private let adapter: any OrgAdapter
+    private let cursorStore: any LinkCursorStore
+    private let clock: any LinkClock
+    private let wallClockMs: @Sendable () -> UInt64
+    private var logger: Logger
+
+    private var machine: LinkStateMachine
+    private var random: SplitMix64
+    private var cursor: Offset = 0
+    private var running = false
+    private var consuming = false
+    private var adapterOpen = false
+    private var closeRequested = false
+    /// After every (re)start of consuming, the adapter's applied offset is consulted once.
+    private var cursorSyncNeeded = false
+    private var pendingProbeID: UInt64?
+    private var pendingRetries: [PendingRetry] = []
+    private var wakeTask: Task<Void, Never>?
+    /// Set by ``kick()``: something changed while `run()` was busy, so it must look again
+    /// before it waits (otherwise a request made during an await would be missed).
+    private var wakeRequested = false
+    /// True while `run()` applies a batch: its commit may still move the cursor.
+    private var batchInFlight = false
+    private var observers: [Int: AsyncStream<LinkTransition>.Continuation] = [:]
+    private var nextObserverID = 0
+
+    private var lastError: String?
+    private var appliedCount: UInt64 = 0
+    private var rejectedCount = 0
+
+    private struct PendingRetry {
+        var offset: Offset
+        var continuation: CheckedContinuation<DeadLetter, any Error>
+    }
+
+    /// - Parameters:
+    ///   - name: the link's name (also its cursor key, and its sync log and dead letters file name).
+    ///   - randomSeed: seeds the backoff jitter; fix it to replay a run exactly.
+    ///   - startPaused: start in `paused` (an operator paused the link before a restart).
+    ///   - wallClockMs: milliseconds since 1970, for the sync log's timestamps.
+    /// - Throws: ``LinkConfigurationError`` naming the invalid field.
+    public init(
+        name: String,
+        source: any LinkEntrySource,
+        adapter: any OrgAdapter,
+        cursorStore: any LinkCursorStore,
+        configuration: LinkSupervisorConfiguration = LinkSupervisorConfiguration(),
+        clock: any LinkClock = SystemLinkClock(),
+        syncLog: SyncLog? = nil,
+        deadLetters: DeadLetters? = nil,
+        logger: Logger = Logger(label: "orgsync.link"),
+        randomSeed: UInt64 = UInt64.random(in: UInt64.min...UInt64.max),
+        startPaused: Bool = false,
+        wallClockMs: @escaping @Sendable () -> UInt64 = { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) }
+    ) throws(LinkConfigurationError) {
+        try configuration.validate()
+        self.name = name
+        self.configuration = configuration
+        self.source = source
+        self.adapter = adapter
+        self.cursorStore = cursorStore
+        self.clock = clock
+        self.syncLog = syncLog ?? SyncLog.inMemory(recordsMax: configuration.syncLogRecordsMax)
+        self.deadLetters = deadLetters ?? DeadLetters.inMemory(lettersMax: configuration.deadLettersMax)
+        self.wallClockMs = wallClockMs
+        self.logger = logger
+        self.logger[metadataKey: "link"] = .string(name)
+        self.machine = LinkStateMachine(configuration: configuration, nowMs: clock.nowMs(), startPaused: startPaused)
+        self.random = SplitMix64(seed: randomSeed)
+    }
+
+    // MARK: - Running
+
+    /// Consumes and supervises until cancelled. Throws only when the link cannot go on safely:
+    /// the cursor cannot be stored or is beyond the stream's end, the stream cannot be read, or a
+    /// dead letter cannot be stored (skipping the entry would lose it).
+    public func run() async throws {
+        guard !running else { throw LinkSupervisorError.alreadyRunning(link: name) }
+        running = true
+        var failure: (any Error)?
+        do {
+            try await loadCursor()
+            perform(machine.initialActions())
+            while !Task.isCancelled { try await step() }
+        } catch where !(error is CancellationError) {
+            failure = error
+            logger.error("link stopped: \(error)")
+        } catch {}
+        await finish()
+        if let failure { throw failure }
+    }
+
+    private func loadCursor() async throws {
+        let stored = try await cursorStore.load(link: name) ?? 0
+        let end = await source.endOffset()
+        guard stored <= end else { throw LinkSupervisorError.cursorBeyondEnd(link: name, cursor: stored, endOffset: end) }
+        cursor = stored
+    }
+
+    /// One unit of work: close, retry a dead letter, probe, apply a batch, or wait for a reason
+    /// to do one of those.
+    private func step() async throws {
+        wakeRequested = false  // this step looks at everything afresh
+        if closeRequested { return await closeAdapter() }
+        if !pendingRetries.isEmpty { return await performNextRetry() }
+        if let probeID = pendingProbeID {
+            pendingProbeID = nil
+            return await probe(probeID)
+        }
+        if consuming {
+            if try await consumeOnce() { return }
+            return await waitForWakeUp(entriesAfter: cursor, timerDueMs: nil)
+        }
+        if fireTimerIfDue() { return }
+        await waitForWakeUp(entriesAfter: nil, timerDueMs: machine.timerDueMs)
+        _ = fireTimerIfDue()
+    }
+
+    private func finish() async {
+        consuming = false
+        wakeTask = nil
+        if adapterOpen || closeRequested { await closeAdapter() }
+        for request in pendingRetries { request.continuation.resume(throwing: LinkSupervisorError.notRunning(link: name)) }
+        pendingRetries = []
+        running = false
+    }
+
+    // MARK: - Consuming
+
+    /// Applies one batch; false when there was nothing to read.
+    private func consumeOnce() async throws -> Bool {
+        // From here until the commit, the cursor belongs to this batch (see `setCursor`).
+        batchInFlight = true
+        defer { batchInFlight = false }
+        guard try await prepareAdapterForConsuming() else { return true }
+        let start = cursor
+        let entries = try await source.read(from: start, maxCount: configuration.batchEntriesMax)
+        guard !entries.isEmpty else { return false }
+        guard consuming else { return true }  // paused or stopped while reading: apply nothing
+        for (index, entry) in entries.enumerated() where entry.offset != Offset(start.rawValue + UInt64(index)) {
+            throw LinkSupervisorError.sourceOutOfOrder(link: name, expected: Offset(start.rawValue + UInt64(index)), got: entry.offset)
+        }
+        try await applyEntries(entries)
+        return true
+    }
+
+    /// Opens the adapter if needed and adopts its applied offset after a (re)start; false if the
+    /// target failed (the link is then suspended).
+    private func prepareAdapterForConsuming() async throws -> Bool {
+        let applied: Offset?
+        do {
+            if !adapterOpen {
+                try await adapter.open()
+                adapterOpen = true
+            }
+            guard cursorSyncNeeded else { return true }
+            applied = try await adapter.appliedOffset()
+        } catch {
+            adapterFailed(error)
+            return false
+        }
+        cursorSyncNeeded = false
+        try await adoptAppliedOffset(applied)
+        return true
+    }
+
+    /// Exactly-once: a target that committed a batch whose acknowledgement was lost says so
+    /// through its applied offset, and the link starts after it.
+    private func adoptAppliedOffset(_ applied: Offset?) async throws {
+        guard let applied, applied.next > cursor else { return }
+        let end = await source.endOffset()
+        guard applied.next <= end else {
+            lastError = "target reports applied offset \(applied), beyond the stream's end \(end); ignored"
+            logger.warning("\(lastError ?? "")")
+            return
+        }
+        try await storeCursor(applied.next)
+    }
+
+    /// Applies `entries`; on a rejection, applies the entries before the rejected one, then
+    /// dead-letters it. Any other failure suspends the link with the cursor where it was.
+    private func applyEntries(_ entries: [Entry]) async throws {
+        var batch = entries
+        var rejection: (entry: Entry, error: AdapterError)?
+        while let first = batch.first, let last = batch.last {
+            switch await applyWithRetries(batch) {
+            case .applied:
+                try await commit(batch)
+                batch = []
+            case .rejected(let offset, let error):
+                guard let index = batch.firstIndex(where: { $0.offset == offset }) else {
+                    return connectionFailed("adapter rejected offset \(offset), outside batch \(first.offset)...\(last.offset): \(error)")
+                }
+                rejection = (batch[index], error)
+                batch = Array(batch[..<index])
+            case .failed(let reason):
+                return connectionFailed(reason)
+            case .abandoned:
+                return
+            }
+        }
+        if let rejection { try await reject(rejection.entry, rejection.error) }
+    }
+
+    private enum ApplyOutcome {
+        case applied
+        case rejected(Offset, AdapterError)
+        case failed(String)
+        /// Cancelled, or the link stopped consuming while waiting to retry.
+        case abandoned
+    }
+
+    private func applyWithRetries(_ entries: [Entry]) async -> ApplyOutcome {
+        let batch = EntryBatch(stream: source.streamName, entries: entries)
+        var attempt = 1
+        while true {
+            do {
+                try await adapter.apply(batch)
+                return .applied
+            } catch let error as AdapterError {
+                switch error.kind {
+                case .connection: return .failed(error.description)
+                case .rejected(let offset): return .rejected(offset, error)
+                case .retryable:
+                    guard attempt < configuration.retryableAttemptsMax else {
+                        return .failed("gave up after \(attempt) attempts: \(error)")
+                    }
+                    lastError = error.description
+                    guard await sleepBeforeRetry(attempt: attempt), consuming else { return .abandoned }
+                    attempt += 1
+                }
+            } catch {
+                return Task.isCancelled ? .abandoned : .failed("\(error)")
+            }
+        }
+    }
+
+    /// Waits before retrying a batch; false if the link was cancelled or stopped consuming
+    /// meanwhile (an operator's pause does not wait for the retries to run out).
+    private func sleepBeforeRetry(attempt: Int) async -> Bool {
+        let shift = UInt64(min(attempt - 1, 30))
+        let dueMs = clock.nowMs() + min(configuration.backoffCapMs, configuration.retryableBackoffBaseMs << shift)
+        while clock.nowMs() < dueMs, consuming, !Task.isCancelled {
+            await waitForWakeUp(entriesAfter: nil, timerDueMs: dueMs)
+        }
+        return consuming && !Task.isCancelled
+    }
+
+    private func commit(_ entries: [Entry]) async throws {
+        guard let last = entries.last else { return }
+        try await storeCursor(last.offset.next)
+        appliedCount += UInt64(entries.count)
+        handle(.applySucceeded)
+    }
+
+    /// The only place the cursor moves; it only grows.
+    private func storeCursor(_ next: Offset) async throws {
+        guard next > cursor else { return }
+        try await cursorStore.store(link: name, offset: next)
+        cursor = next
+    }
+
+    private func reject(_ entry: Entry, _ error: AdapterError) async throws {
+        rejectedCount += 1
+        if configuration.stopOnReject {
+            writeSyncLog(.entryFailed, reason: "rejected, link stopped (stopOnReject): \(error.message)",
+                         offset: entry.offset, status: .failed, targetCode: error.targetCode)
+            handle(.operatorSuspend(reason: "stopped on rejected entry \(entry.offset)"))
+            return
+        }
+        let json = String(decoding: entry.raw.isEmpty ? Array(entry.jsonData()) : entry.raw, as: UTF8.self)
+        try deadLetters.put(DeadLetter(offset: entry.offset, entryJSON: json, error: error.message,
+                                       targetCode: error.targetCode, failedAtMs: wallClockMs()))
+        writeSyncLog(.entryFailed, reason: error.message, offset: entry.offset, status: .failed, targetCode: error.targetCode)
+        logger.warning("entry \(entry.offset) rejected and dead-lettered: \(error)")
+        try await storeCursor(entry.offset.next)
+    }
+
+    private func adapterFailed(_ error: any Error) {
+        if error is CancellationError, Task.isCancelled { return }
+        connectionFailed(Self.describe(error))
+    }
+
+    private func connectionFailed(_ reason: String) {
+        closeRequested = true
+        lastError = reason
+        handle(.applyFailed(reason: reason))
+    }
+
+    // MARK: - Probing, timers, waiting
+
+    private func probe(_ probeID: UInt64) async {
+        do {
+            if !adapterOpen {
+                try await adapter.open()
+                adapterOpen = true
+            }
+            try await adapter.probe()
+            handle(.probeAnswered(probeID: probeID))
+        } catch {
+            if Task.isCancelled { return }
+            closeRequested = true
+            lastError = Self.describe(error)
+            handle(.probeFailed(probeID: probeID, reason: Self.describe(error)))
+        }
+    }
+
+    private func closeAdapter() async {
+        closeRequested = false
+        await adapter.close()
+        adapterOpen = false
+    }
+
+    /// True if the timer was due and the machine acted on it.
+    private func fireTimerIfDue() -> Bool {
+        guard let dueMs = machine.timerDueMs, clock.nowMs() >= dueMs else { return false }
+        return handle(.timerFired) > 0
+    }
+
+    /// Sleeps until entries arrive after `entriesAfter`, the timer is due, or ``kick()``.
+    /// Consuming links wait for entries and have no timer; the others wait for their timer (or
+    /// for nothing, when paused): one condition at a time, so one child task suffices.
+    private func waitForWakeUp(entriesAfter offset: Offset?, timerDueMs: UInt64?) async {
+        if wakeRequested {
+            wakeRequested = false
+            return
+        }
+        let source = self.source
+        let clock = self.clock
+        let task = Task<Void, Never> {
+            if let offset {
+                try? await source.waitForEntries(after: offset)
+            } else if let timerDueMs {
+                try? await clock.sleep(untilMs: timerDueMs)
+            } else {
+                await waitUntilCancelled()
+            }
+        }
+        wakeTask = task
+        await withTaskCancellationHandler { await task.value } onCancel: { task.cancel() }
+        wakeTask = nil
+        wakeRequested = false
+    }
+
+    /// Ends the current wait so that `run()` looks at the state again.
+    private func kick() {
+        wakeRequested = true
+        wakeTask?.cancel()
+    }
+
+    // MARK: - The state machine
+
+    @discardableResult
+    private func handle(_ event: LinkEvent) -> Int {
+        let actions = machine.handle(event, nowMs: clock.nowMs(), jitterUnit: random.nextUnit())
+        perform(actions)
+        return actions.count
+    }
+
+    private func perform(_ actions: [LinkAction]) {
+        for action in actions {
+            switch action {
+            case .startConsuming:
+                consuming = true
+                cursorSyncNeeded = true
+            case .stopConsuming:
+                consuming = false
+            case .closeAdapter:
+                closeRequested = true
+            case .scheduleTimer, .cancelTimer:
+                break  // `machine.timerDueMs` is the one timer; the next wait reads it
+            case .sendProbe(let probeID):
+                pendingProbeID = probeID
+            case .record(let transition):
+                record(transition)
+            }
+        }
+        if !actions.isEmpty { kick() }
+    }
+
+    private func record(_ transition: LinkTransition) {
+        let message: Logger.Message = "\(transition.from.rawValue) → \(transition.to.rawValue): \(transition.reason)"
+        switch transition.event {
+        case .suspended, .heldDown, .verificationFailed: logger.warning(message, metadata: ["event": "\(transition.event.rawValue)"])
+        default: logger.notice(message, metadata: ["event": "\(transition.event.rawValue)"])
+        }
+        writeSyncLog(transition.event, reason: transition.reason, linkClockMs: transition.atMs)
+        for continuation in observers.values { continuation.yield(transition) }
+    }
+
+    private func writeSyncLog(
+        _ event: SyncLogEvent, reason: String, linkClockMs: UInt64? = nil, offset: Offset? = nil,
+        status: EntryStatus? = nil, targetCode: String? = nil
+    ) {
+        do {
+            try syncLog.append(event: event, state: machine.state, reason: reason, timeMs: wallClockMs(),
+                               linkClockMs: linkClockMs ?? clock.nowMs(), offset: offset, status: status, targetCode: targetCode)
+        } catch {
+            logger.error("cannot write the sync log: \(error)")
+        }
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        (error as? AdapterError)?.description ?? "connection: \(error)"
+    }
+}
+
+// MARK: - Operator requests and status
+
+extension LinkSupervisor {
+    /// Pauses the link (from any state): cursor frozen, no probing, adapter closed.
+    @discardableResult
+    public func suspend(reason: String = "paused by operator") -> LinkState {
+        handle(.operatorSuspend(reason: reason))
+        return machine.state
+    }
+
+    /// Resumes a paused or suspended link through verification (K probes), or at once with
+    /// `force`.
+    @discardableResult
+    public func resume(force: Bool = false) -> LinkState {
+        handle(.operatorResume(force: force))
+        return machine.state
+    }
+
+    public func status() async -> LinkStatus {
+        let end = await source.endOffset()
+        let now = clock.nowMs()
+        return LinkStatus(
+            link: name, stream: source.streamName, state: machine.state,
+            heldDown: machine.heldDownUntilMs != nil, heldDownUntilMs: machine.heldDownUntilMs,
+            cursor: cursor, endOffset: end, lagCount: end > cursor ? end.rawValue - cursor.rawValue : 0,
+            lastError: lastError, probeSuccessCount: machine.probeSuccessCount,
+            probeThreshold: configuration.probeThreshold, timeInStateMs: machine.timeInStateMs(nowMs: now),
+            suspensionCount: machine.suspensionCount, flapCount: machine.flapCount,
+            holdDownCount: machine.holdDownCount, rejectedCount: rejectedCount, appliedCount: appliedCount,
+            deadLetterFailedCount: deadLetters.failedCount, isRunning: running)
+    }
+
+    /// Every transition from now on, as it happens (for tests, server-sent events, metrics).
+    public func transitions() -> AsyncStream<LinkTransition> {
+        let (stream, continuation) = AsyncStream<LinkTransition>.makeStream(bufferingPolicy: .bufferingNewest(1_000))
+        let id = nextObserverID
+        nextObserverID += 1
+        observers[id] = continuation
+        continuation.onTermination = { [weak self] _ in
+            Task { await self?.removeObserver(id) }
+        }
+        return stream
+    }
+
+    private func removeObserver(_ id: Int) { observers[id] = nil }
+
+    /// Applies a dead-lettered entry again, alone; on success its status becomes `resolved`
+    /// (in the dead letters and the sync log). The retry runs on the link's task, between
+    /// batches. Note it applies an old entry after newer ones: that is the operator's call.
+    public func retryDeadLetter(_ offset: Offset) async throws -> DeadLetter {
+        guard running else { throw LinkSupervisorError.notRunning(link: name) }
+        guard let letter = deadLetters.letter(at: offset) else { throw LinkSupervisorError.deadLetterNotFound(link: name, offset: offset) }
+        guard letter.status == .failed else { throw LinkSupervisorError.deadLetterAlreadyResolved(link: name, offset: offset) }
+        return try await withCheckedThrowingContinuation { continuation in
+            pendingRetries.append(PendingRetry(offset: offset, continuation: continuation))
+            kick()
+        }
+    }
+
+    fileprivate func performNextRetry() async {
+        let request = pendingRetries.removeFirst()
+        do {
+            request.continuation.resume(returning: try await retry(request.offset))
+        } catch {
+            request.continuation.resume(throwing: error)
+        }
+        // A paused or suspended link keeps no connection open for a one-off retry.
+        if !consuming, adapterOpen { closeRequested = true }
+    }
+
+    /// Sets the cursor, for an operator who wants to replay or skip entries (`orgsync cursor
+    /// set`). Only while paused and with no batch in flight, and never past the stream's end.
+    /// On resume the link still takes the larger of this cursor and the adapter's applied
+    /// offset + 1, so a target that keeps its offset is not re-applied.
+    public func setCursor(_ offset: Offset) async throws {
+        guard machine.state == .paused, !batchInFlight else {
+            throw LinkSupervisorError.cursorChangeRefused(link: name, reason: "the link must be paused (it is \(machine.state.rawValue))")
+        }
+        let end = await source.endOffset()
+        guard offset <= end else {
+            throw LinkSupervisorError.cursorChangeRefused(link: name, reason: "offset \(offset) is beyond the stream's end \(end)")
+        }
+        guard machine.state == .paused, !batchInFlight else {
+            throw LinkSupervisorError.cursorChangeRefused(link: name, reason: "the link was resumed meanwhile")
+        }
+        try await cursorStore.store(link: name, offset: offset)
+        writeSyncLog(.cursorSet, reason: "cursor set to \(offset) by operator (was \(cursor))", offset: offset)
+        cursor = offset
+    }
+
+    private func retry(_ offset: Offset) async throws -> DeadLetter {
+        guard var letter = deadLetters.letter(at: offset) else { throw LinkSupervisorError.deadLetterNotFound(link: name, offset: offset) }
+        guard letter.status == .failed else { throw LinkSupervisorError.deadLetterAlreadyResolved(link: name, offset: offset) }
+        let entry: Entry
+        do {
+            entry = try Entry.parse(Array(letter.entryJSON.utf8), offset: offset)
+        } catch {
+            throw LinkSupervisorError.deadLetterUnreadable(link: name, offset: offset, problem: error.description)
+        }
+        letter.attemptCount += 1
+        if let error = await applyAlone(entry) {
+            if case .rejected = error.kind {
+                letter.error = error.message
+                letter.targetCode = error.targetCode
+                try deadLetters.put(letter)
+                writeSyncLog(.entryFailed, reason: "retry \(letter.attemptCount) rejected: \(error.message)",
+                             offset: offset, status: .failed, targetCode: error.targetCode)
+            }
+            throw LinkSupervisorError.retryFailed(link: name, offset: offset, error: error)
+        }
+        letter.status = .resolved
+        letter.resolvedAtMs = wallClockMs()
+        try deadLetters.put(letter)
+        writeSyncLog(.entryResolved, reason: "applied on attempt \(letter.attemptCount)", offset: offset, status: .resolved)
+        return letter
+    }
+
+    /// nil on success.
+    private func applyAlone(_ entry: Entry) async -> AdapterError? {
+        do {
+            if !adapterOpen {
+                try await adapter.open()
+                adapterOpen = true
+            }
+            try await adapter.apply(EntryBatch(stream: source.streamName, entries: [entry]))
+            return nil
+        } catch let error as AdapterError {
+            if case .rejected = error.kind {} else { closeRequested = true }
+            return error
+        } catch {
+            closeRequested = true
+            return AdapterError.connection("\(error)")
+        }
+    }
+}
+
+/// Returns when the task is cancelled: the wait of last resort in a race of waits.
+func waitUntilCancelled() async {
+    let (stream, continuation) = AsyncStream<Never>.makeStream()
+    for await _ in stream {}
+    withExtendedLifetime(continuation) {}
+}

@@ -1,0 +1,359 @@
+import Logging
+import OrgSyncCore
+import OrgSyncPluginAPI
+import OrgSyncTestSupport
+import Testing
+
+/// One link on a manual clock, an in-memory stream and a recording adapter, with its
+/// transitions collected so tests can wait on them (bounded, no sleeps).
+final class LinkHarness: Sendable {
+    let clock: ManualClock
+    let source: InMemoryEntrySource
+    let adapter = RecordingAdapter()
+    let cursors: InMemoryCursorStore
+    let supervisor: LinkSupervisor
+    let transitions = Observed<[LinkTransition]>([])
+
+    init(
+        name: String = "demo", configuration: LinkSupervisorConfiguration = LinkHarness.configuration,
+        clock: ManualClock = ManualClock(), source: InMemoryEntrySource = InMemoryEntrySource(),
+        cursors: InMemoryCursorStore = InMemoryCursorStore()
+    ) throws {
+        self.clock = clock
+        self.source = source
+        self.cursors = cursors
+        self.supervisor = try LinkSupervisor(
+            name: name, source: source, adapter: adapter, cursorStore: cursors, configuration: configuration,
+            clock: clock, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }, randomSeed: 42,
+            wallClockMs: { clock.nowMs() })
+    }
+
+    static var configuration: LinkSupervisorConfiguration {
+        var c = LinkSupervisorConfiguration()
+        c.probeThreshold = 3
+        c.verifyIntervalMs = 1_000
+        c.verifyWindowMs = 10_000
+        c.backoffBaseMs = 500
+        c.jitterRatio = 0
+        c.retryableAttemptsMax = 3
+        c.retryableBackoffBaseMs = 100
+        return c
+    }
+
+    /// Starts collecting transitions, then the link.
+    func start() async -> Task<Void, any Error> {
+        let stream = await supervisor.transitions()
+        let transitions = self.transitions
+        Task { for await transition in stream { transitions.update { $0.append(transition) } } }
+        let supervisor = self.supervisor
+        return Task { try await supervisor.run() }
+    }
+
+    func waitForTransition(_ event: SyncLogEvent, count: Int = 1) async throws {
+        try await withTimeout("\(count) × \(event.rawValue)") { [transitions] in
+            _ = try await transitions.wait { list in list.count { $0.event == event } >= count }
+        }
+    }
+
+    func waitForCursor(_ offset: Offset) async throws {
+        try await withTimeout("cursor \(offset)") { [cursors, supervisor] in
+            try await cursors.waitForCursor(link: supervisor.name, atLeast: offset)
+        }
+    }
+
+    func advanceToNextDeadline() async throws {
+        try await withTimeout("a sleeper on the clock") { [clock] in _ = try await clock.advanceToNextDeadline() }
+    }
+
+    func retry(_ offset: Offset) async throws -> DeadLetter {
+        try await withTimeout("retry of dead letter \(offset)") { [supervisor] in try await supervisor.retryDeadLetter(offset) }
+    }
+
+    func appliedOffsets() -> [UInt64] { adapter.appliedOffsets.map(\.rawValue) }
+}
+
+@Suite struct LinkSupervisorTests {
+    @Test func suspendsOnFailureAndResumesOnlyAfterThresholdProbes() async throws {
+        let link = try LinkHarness()
+        link.source.append(count: 10)
+        let run = await link.start()
+        defer { run.cancel() }
+        try await link.waitForCursor(10)
+
+        link.adapter.setDown(true)
+        link.source.append(count: 5)
+        try await link.waitForTransition(.suspended)
+        link.source.append(count: 5)  // producers keep appending during the outage
+        var status = await link.supervisor.status()
+        #expect(status.state == .suspended)
+        #expect(status.cursor == 10)
+        #expect(status.lagCount == 10)
+        #expect(status.lastError?.contains("target down") == true)
+
+        try await link.advanceToNextDeadline()  // probe 1 fails: target still down
+        link.adapter.setDown(false)
+        try await link.advanceToNextDeadline()  // probe answered: verifying 1/3
+        try await link.waitForTransition(.verifying)
+        try await link.advanceToNextDeadline()  // 2/3
+        // Once the link sleeps again, the second answer is handled and the third probe is due.
+        try await withTimeout("the timer of probe 3") { [clock = link.clock] in try await clock.waitForSleepers() }
+        status = await link.supervisor.status()
+        #expect(status.state == .verifying)
+        #expect(status.probeSuccessCount == 2)
+        #expect(status.cursor == 10)  // not consuming before K answers
+        try await link.advanceToNextDeadline()  // 3/3
+        try await link.waitForTransition(.resumed)
+        try await link.waitForCursor(20)
+        #expect(link.appliedOffsets() == Array(0..<20))
+        status = await link.supervisor.status()
+        #expect(status.state == .active)
+        #expect(status.lagCount == 0)
+        #expect(status.suspensionCount == 1)
+        let events = link.supervisor.syncLog.page().reversed().map(\.event)
+        #expect(events == [.suspended, .verifying, .resumed])
+        #expect(link.supervisor.syncLog.page().first?.reason == "target answered 3 consecutive probes in 2000 ms")
+    }
+
+    @Test func fanOutOneTargetDownDoesNotSlowTheOther() async throws {
+        let clock = ManualClock()
+        let source = InMemoryEntrySource()
+        let cursors = InMemoryCursorStore()
+        let down = try LinkHarness(name: "down", clock: clock, source: source, cursors: cursors)
+        let up = try LinkHarness(name: "up", clock: clock, source: source, cursors: cursors)
+        down.adapter.setDown(true)
+        let runs = [await down.start(), await up.start()]
+        defer { runs.forEach { $0.cancel() } }
+        source.append(count: 50)
+        try await down.waitForTransition(.suspended)
+        try await up.waitForCursor(50)
+        source.append(count: 50)
+        try await up.waitForCursor(100)
+        let upStatus = await up.supervisor.status()
+        let downStatus = await down.supervisor.status()
+        #expect(upStatus.lagCount == 0)
+        #expect(upStatus.state == .active)
+        #expect(downStatus.state == .suspended)
+        #expect(downStatus.cursor == 0)
+        #expect(downStatus.lagCount == 100)
+        #expect(up.appliedOffsets() == Array(0..<100))
+        #expect(down.appliedOffsets().isEmpty)
+    }
+
+    @Test func rejectedEntryIsDeadLetteredAndTheLinkGoesOn() async throws {
+        let link = try LinkHarness()
+        link.adapter.reject([3])
+        link.source.append(count: 6)
+        let run = await link.start()
+        defer { run.cancel() }
+        try await link.waitForCursor(6)
+        #expect(link.appliedOffsets() == [0, 1, 2, 4, 5])
+        let letters = link.supervisor.deadLetters.page()
+        #expect(letters.map(\.offset) == [3])
+        #expect(letters.first?.status == .failed)
+        #expect(letters.first?.targetCode == "23514")
+        let record = try #require(link.supervisor.syncLog.page().first { $0.event == .entryFailed })
+        #expect(record.offset == 3)
+        #expect(record.status == .failed)
+        #expect(record.targetCode == "23514")
+        let status = await link.supervisor.status()
+        #expect(status.rejectedCount == 1)
+        #expect(status.deadLetterFailedCount == 1)
+        #expect(status.state == .active)
+
+        // Still rejected: the retry fails and the letter stays failed, with one more attempt.
+        await #expect(throws: LinkSupervisorError.self) { _ = try await link.retry(3) }
+        #expect(link.supervisor.deadLetters.letter(at: 3)?.attemptCount == 2)
+
+        link.adapter.accept([3])
+        let resolved = try await link.retry(3)
+        #expect(resolved.status == .resolved)
+        #expect(link.appliedOffsets() == [0, 1, 2, 4, 5, 3])
+        #expect(link.supervisor.deadLetters.letter(at: 3)?.status == .resolved)
+        #expect(link.supervisor.syncLog.page().first?.event == .entryResolved)
+        #expect(link.supervisor.syncLog.page().first?.status == .resolved)
+        await #expect(throws: LinkSupervisorError.deadLetterAlreadyResolved(link: "demo", offset: 3)) {
+            _ = try await link.retry(3)
+        }
+        await #expect(throws: LinkSupervisorError.deadLetterNotFound(link: "demo", offset: 99)) {
+            _ = try await link.retry(99)
+        }
+    }
+
+    @Test func stopOnRejectPausesWithoutSkipping() async throws {
+        var configuration = LinkHarness.configuration
+        configuration.stopOnReject = true
+        let link = try LinkHarness(configuration: configuration)
+        link.adapter.reject([2])
+        link.source.append(count: 5)
+        let run = await link.start()
+        defer { run.cancel() }
+        try await link.waitForTransition(.paused)
+        var status = await link.supervisor.status()
+        #expect(status.state == .paused)
+        #expect(status.cursor == 2)
+        #expect(link.appliedOffsets() == [0, 1])
+        #expect(link.supervisor.deadLetters.count == 0)
+        #expect(link.supervisor.syncLog.page().contains { $0.event == .entryFailed && $0.offset == 2 })
+        link.adapter.accept([2])
+        await link.supervisor.resume(force: true)
+        try await link.waitForCursor(5)
+        #expect(link.appliedOffsets() == [0, 1, 2, 3, 4])
+        status = await link.supervisor.status()
+        #expect(status.state == .active)
+    }
+
+    @Test func retryableErrorsAreRetriedThenTreatedAsConnection() async throws {
+        let link = try LinkHarness()
+        link.adapter.failNextApplies([.retryable("deadlock", targetCode: "40P01"), .retryable("deadlock")])
+        link.source.append(count: 3)
+        let run = await link.start()
+        defer { run.cancel() }
+        try await link.advanceToNextDeadline()  // retry 2 after 100 ms
+        try await link.advanceToNextDeadline()  // retry 3 after 200 ms
+        try await link.waitForCursor(3)
+        var status = await link.supervisor.status()
+        #expect(status.suspensionCount == 0)
+        #expect(link.adapter.target.value.applyCallCount == 3)
+
+        link.adapter.failNextApplies(Array(repeating: .retryable("serialization"), count: 3))
+        link.source.append(count: 1)
+        try await link.advanceToNextDeadline()
+        try await link.advanceToNextDeadline()
+        try await link.waitForTransition(.suspended)
+        status = await link.supervisor.status()
+        #expect(status.cursor == 3)
+        #expect(status.lastError?.hasPrefix("gave up after 3 attempts") == true)
+    }
+
+    @Test func pausedLinkNeverProbesAndResumesThroughVerification() async throws {
+        let link = try LinkHarness()
+        link.source.append(count: 2)
+        let run = await link.start()
+        defer { run.cancel() }
+        try await link.waitForCursor(2)
+        #expect(await link.supervisor.suspend(reason: "maintenance") == .paused)
+        link.source.append(count: 3)
+        link.clock.advance(byMs: 3_600_000)
+        try await link.waitForTransition(.paused)
+        var status = await link.supervisor.status()
+        #expect(status.state == .paused)
+        #expect(status.cursor == 2)
+        #expect(link.adapter.target.value.probeCount == 0)
+        #expect(link.clock.sleeperCount == 0)  // no timer while paused
+
+        #expect(await link.supervisor.resume() == .verifying)
+        // The first probe is due at once; the next two at the verify interval.
+        try await link.advanceToNextDeadline()
+        try await link.advanceToNextDeadline()
+        try await link.waitForCursor(5)
+        status = await link.supervisor.status()
+        #expect(status.state == .active)
+        #expect(link.adapter.target.value.probeCount == 3)
+        #expect(link.appliedOffsets() == [0, 1, 2, 3, 4])
+        #expect(link.supervisor.syncLog.page().map(\.event).reversed() == [.paused, .verifying, .resumed])
+    }
+
+    @Test func startTakesTheLargerOfCursorAndAppliedOffset() async throws {
+        let link = try LinkHarness(cursors: InMemoryCursorStore(initial: ["demo": 5]))
+        link.adapter.target.update { $0.appliedOffset = 7 }  // the target committed 5...7, the cursor write was lost
+        link.source.append(count: 10)
+        let run = await link.start()
+        defer { run.cancel() }
+        try await link.waitForCursor(10)
+        #expect(link.appliedOffsets() == [8, 9])
+    }
+
+    @Test func lostAcknowledgementIsNotAppliedTwice() async throws {
+        let link = try LinkHarness()
+        link.source.append(count: 4)
+        let run = await link.start()
+        defer { run.cancel() }
+        try await link.waitForCursor(4)
+        // The next batch commits in the target but the answer is lost.
+        link.adapter.loseNextAcknowledgements(1)
+        link.source.append(count: 2)
+        try await link.waitForTransition(.suspended)
+        #expect(await link.supervisor.status().cursor == 4)
+        for _ in 0..<3 { try await link.advanceToNextDeadline() }  // K probes
+        try await link.waitForTransition(.resumed)
+        link.source.append(count: 1)
+        try await link.waitForCursor(7)
+        #expect(link.appliedOffsets() == Array(0..<7))
+    }
+
+    @Test func cursorBeyondTheStreamEndRefusesToStart() async throws {
+        let link = try LinkHarness(cursors: InMemoryCursorStore(initial: ["demo": 50]))
+        link.source.append(count: 10)
+        let run = await link.start()
+        await #expect(throws: LinkSupervisorError.cursorBeyondEnd(link: "demo", cursor: 50, endOffset: 10)) {
+            try await run.value
+        }
+        #expect(link.appliedOffsets().isEmpty)
+    }
+
+    @Test func flappingLinkIsHeldDownAndSaysSo() async throws {
+        var configuration = LinkHarness.configuration
+        configuration.probeThreshold = 1
+        configuration.flapLimit = 0
+        configuration.holdDownMs = 60_000
+        let link = try LinkHarness(configuration: configuration)
+        let run = await link.start()
+        defer { run.cancel() }
+        link.adapter.failNextApplies([.connection("reset")])
+        link.source.append(count: 1)
+        try await link.waitForTransition(.suspended)
+        try await link.advanceToNextDeadline()  // probe answered: resumed (K = 1)
+        try await link.waitForCursor(1)
+        link.adapter.failNextApplies([.connection("reset again")])
+        link.source.append(count: 1)
+        try await link.waitForTransition(.heldDown)
+        let status = await link.supervisor.status()
+        #expect(status.heldDown)
+        #expect(status.heldDownUntilMs == link.clock.nowMs() + 60_000)
+        #expect(status.flapCount == 1)
+        #expect(link.supervisor.syncLog.page().first?.event == .heldDown)
+        try await link.advanceToNextDeadline()
+        #expect(link.clock.nowMs() == 500 + 60_000)
+        try await link.waitForCursor(2)
+    }
+
+    @Test func cursorCanBeSetOnlyWhilePaused() async throws {
+        let link = try LinkHarness()
+        link.source.append(count: 6)
+        let run = await link.start()
+        defer { run.cancel() }
+        try await link.waitForCursor(6)
+        await #expect(throws: LinkSupervisorError.self) { try await link.supervisor.setCursor(2) }
+        await link.supervisor.suspend()
+        await #expect(throws: LinkSupervisorError.self) { try await link.supervisor.setCursor(7) }  // past the end
+        try await link.supervisor.setCursor(4)
+        #expect(await link.supervisor.status().cursor == 4)
+        #expect(link.supervisor.syncLog.page().first?.event == .cursorSet)
+        // The target keeps its offset (5): resuming does not apply 4 and 5 twice.
+        await link.supervisor.resume(force: true)
+        link.source.append(count: 1)
+        try await link.waitForCursor(7)
+        #expect(link.appliedOffsets() == Array(0..<7))
+    }
+
+    @Test func pauseInterruptsRetryableBackoff() async throws {
+        let link = try LinkHarness()
+        link.adapter.failNextApplies([.retryable("lock timeout")])
+        link.source.append(count: 2)
+        let run = await link.start()
+        defer { run.cancel() }
+        try await withTimeout("the retry backoff") { [clock = link.clock] in try await clock.waitForSleepers() }
+        await link.supervisor.suspend()
+        try await link.waitForTransition(.paused)
+        // The backoff sleeper goes away without time moving.
+        try await withTimeout("the backoff sleeper to leave") { [clock = link.clock] in try await clock.waitUntilNoSleepers() }
+        #expect(await link.supervisor.status().cursor == 0)
+        #expect(link.adapter.target.value.applyCallCount == 1)
+    }
+
+    @Test func invalidConfigurationIsRefused() {
+        var configuration = LinkSupervisorConfiguration()
+        configuration.probeThreshold = 0
+        #expect(throws: LinkConfigurationError.self) { _ = try LinkHarness(configuration: configuration) }
+    }
+}
