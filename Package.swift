@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         .systemLibrary(
@@ -58,6 +59,7 @@ let package = Package(
                 "OrgSyncLog",
                 "OrgSyncPluginAPI",
                 "OrgSyncCore",
+                "SQLiteAdapter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -68,8 +70,51 @@ let package = Package(
             dependencies: [
                 "OrgSyncLog",
                 "OrgSyncPluginAPI",
+                "OrgSyncCore",
+                "SQLiteAdapter",
                 "CZlib",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // First-party adapters: depend on OrgSyncPluginAPI (and their driver) only.
+        .target(
+            name: "SQLiteAdapter",
+            dependencies: [
+                "OrgSyncPluginAPI",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            path: "plugins/SQLiteAdapter",
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+        // The adapter contract every adapter passes; a library the adapter test targets share.
+        .target(
+            name: "OrgSyncAdapterContract",
+            dependencies: ["OrgSyncPluginAPI"],
+            path: "Tests/OrgSyncAdapterContract",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "AdapterTests",
+            dependencies: [
+                "OrgSyncAdapterContract",
+                "OrgSyncPluginAPI",
+                "OrgSyncCore",
+                "SQLiteAdapter",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "OrgSyncCoreTests",
+            dependencies: [
+                "OrgSyncCore",
+                "OrgSyncPluginAPI",
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
