@@ -1,0 +1,92 @@
+import Foundation
+import Logging
+import OrgSyncAdapterContract
+import OrgSyncCore
+import OrgSyncPluginAPI
+import Testing
+
+/// The example plugin of `plugins/examples/python-sqlite`, loaded through the registry and run
+/// out of process: it must pass the same contract as the built-in SQLite adapter.
+@Suite("Python example plugin (out of process)", .enabled(if: PythonPlugin.python3Available, "python3 is not on PATH: the Python example plugin cannot run here"))
+struct PythonExamplePluginTests {
+    @Test("passes the adapter contract", arguments: AdapterContract.Check.allCases)
+    func contract(_ check: AdapterContract.Check) async throws {
+        try await AdapterContract { try PythonSQLiteContractTarget() }.run(check)
+    }
+
+    @Test("is found and listed by the registry from its manifest")
+    func listed() throws {
+        let registry = PluginRegistry(builtins: [], pluginsDirectory: PythonPlugin.examplesDirectory, logger: PythonPlugin.logger)
+        #expect(registry.problems.isEmpty, "\(registry.problems)")
+        let listing = try #require(registry.listings.first { $0.name == "python-sqlite" })
+        #expect(listing.protocolVersion == 1)
+        #expect(listing.origin == .external(directory: PythonPlugin.examplesDirectory + "/python-sqlite"))
+    }
+
+    @Test("writes the same rows as the built-in adapter for the same batch")
+    func sameRowsAsBuiltin() async throws {
+        let python = try PythonSQLiteContractTarget()
+        let builtin = try SQLiteContractTarget()
+        defer {
+            python.directory.remove()
+            builtin.directory.remove()
+        }
+        let fields: [String: JSONValue] = [
+            "Text": .string("ünïcode"), "Count": .int(-3), "Ratio": .double(2.25), "Flag": .bool(false),
+            "Nothing": .null, "Tags": .array([.string("a"), .int(2)]),
+        ]
+        let batch = EntryBatch(stream: "s", entries: [
+            Entry(offset: 0, org: "acme", object: "Thing", op: .insert, key: "k1", ts: "t0", fields: fields),
+            Entry(offset: 1, org: "acme", object: "Thing", op: .upsert, key: "k2", ts: "t1", fields: ["Count": .int(7)]),
+            Entry(offset: 2, org: "acme", object: "Thing", op: .upsert, key: "k1", ts: "t2", fields: ["Text": .string("again")]),
+        ])
+        for target in [python as any AdapterContractTarget, builtin] {
+            let adapter = try target.factory.makeAdapter(target.configuration(linkName: "same", streamName: "s"))
+            try await adapter.open()
+            try await adapter.apply(batch)
+            await adapter.close()
+        }
+        let fromPython = Set(try await python.rows(object: "Thing"))
+        let fromBuiltin = Set(try await builtin.rows(object: "Thing"))
+        #expect(fromPython.count == 2)
+        #expect(fromPython == fromBuiltin)
+    }
+}
+
+enum PythonPlugin {
+    static let python3Available: Bool = {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        return path.split(separator: ":").contains { FileManager.default.isExecutableFile(atPath: "\($0)/python3") }
+    }()
+
+    /// `plugins/examples` of this package, found from this file's path.
+    static let examplesDirectory: String = {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("plugins/examples").path
+    }()
+
+    static let logger = Logger(label: "orgsync.test.python-plugin")
+
+    static let registry = PluginRegistry(builtins: [], pluginsDirectory: examplesDirectory, logger: logger)
+}
+
+/// A SQLite file written by the Python example plugin through ``ProcessAdapter``.
+struct PythonSQLiteContractTarget: AdapterContractTarget {
+    let file: SQLiteContractTarget
+    let factory: any OrgAdapterFactory
+
+    init() throws {
+        file = try SQLiteContractTarget()
+        factory = try PythonPlugin.registry.factory(named: "python-sqlite")
+    }
+
+    var directory: TemporaryDirectory { file.directory }
+
+    func configuration(linkName: String, streamName: String) -> AdapterConfiguration {
+        file.configuration(linkName: linkName, streamName: streamName)
+    }
+
+    func rows(object: String) async throws -> [ContractRow] { try await file.rows(object: object) }
+    func makeDead() async throws { try await file.makeDead() }
+    func tearDown() async { await file.tearDown() }
+}
