@@ -5,6 +5,6 @@ struct OrgSync: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "orgsync",
         abstract: "A durable broker that keeps databases (orgs) in sync across unreliable links.",
-        subcommands: []
+        subcommands: [PluginsCommand.self]
     )
 }

@@ -47,7 +47,10 @@ public struct PluginRegistry: Sendable {
             listings.append(PluginListing(name: factory.name, version: factory.version, origin: .builtin))
         }
         if let pluginsDirectory {
-            let (found, failed) = Self.discover(pluginsDirectory)
+            // Plugins run in their own directory, so their paths must not depend on our cwd.
+            let absolute = pluginsDirectory.hasPrefix("/")
+                ? pluginsDirectory : FileManager.default.currentDirectoryPath + "/" + pluginsDirectory
+            let (found, failed) = Self.discover(URL(fileURLWithPath: absolute).standardizedFileURL.path)
             problems += failed
             for (directory, manifest) in found {
                 guard factories[manifest.name] == nil else {
