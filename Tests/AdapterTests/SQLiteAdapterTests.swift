@@ -153,6 +153,37 @@ struct SQLiteAdapterTests {
         #expect(error.message.contains("nonexistent-dir"))
     }
 
+    @Test("primary_key = org_key keeps records of different orgs with the same key apart")
+    func orgKey() async throws {
+        let target = try SQLiteContractTarget()
+        defer { target.directory.remove() }
+        var configuration = target.configuration(linkName: "tenants", streamName: "s")
+        configuration.settings["primary_key"] = "org_key"
+        let adapter = try target.factory.makeAdapter(configuration)
+        try await adapter.open()
+        try await adapter.apply(EntryBatch(stream: "s", entries: [
+            Entry(offset: 0, org: "acme", object: "T", op: .insert, key: "001", ts: "t", fields: ["Name": .string("a")]),
+            Entry(offset: 1, org: "globex", object: "T", op: .insert, key: "001", ts: "t", fields: ["Name": .string("g")]),
+            Entry(offset: 2, org: "acme", object: "T", op: .upsert, key: "001", ts: "t", fields: ["Name": .string("a2")]),
+            Entry(offset: 3, org: "globex", object: "T", op: .delete, key: "001", ts: "t"),
+        ]))
+        let rows = try await target.rows(object: "T")
+        #expect(rows == [ContractRow(key: "001", fields: ["Name": .string("a2")])])
+        await adapter.close()
+
+        // The same database under the other setting: refused, not silently merged.
+        let keyOnly = try target.factory.makeAdapter(target.configuration(linkName: "tenants", streamName: "s"))
+        try await keyOnly.open()
+        let error = try await #require(throws: AdapterError.self) {
+            try await keyOnly.apply(EntryBatch(stream: "s", entries: [
+                Entry(offset: 4, org: "acme", object: "T", op: .upsert, key: "002", ts: "t")
+            ]))
+        }
+        await keyOnly.close()
+        #expect(error.kind == .connection)
+        #expect(error.message.contains("primary key (org, key)"))
+    }
+
     @Test("the path setting is required")
     func pathRequired() throws {
         #expect(throws: AdapterConfigurationError.self) {

@@ -17,6 +17,7 @@ import Synchronization
 /// | `path` | required | database file; relative paths resolve against the broker's data directory. Its directory must exist. |
 /// | `busy_timeout_ms` | `5000` | how long a write waits for another connection's lock before the batch fails as *retryable* |
 /// | `journal_mode` | `wal` | `wal` or `delete` (SQLite's rollback journal) |
+/// | `primary_key` | `key` | `key`: the entry's key alone identifies a record; `org_key`: the pair (org, key) does, for streams that carry several tenant orgs whose keys may collide |
 public struct SQLiteAdapterFactory: OrgAdapterFactory {
     public let name = "sqlite"
     public let version = "1.0.0"
@@ -34,11 +35,13 @@ public struct SQLiteAdapterSettings: Sendable, Hashable {
     public var path: String
     public var busyTimeoutMs: Int
     public var journalModeWAL: Bool
+    public var primaryKey: SQLitePrimaryKey
 
-    public init(path: String, busyTimeoutMs: Int = 5000, journalModeWAL: Bool = true) {
+    public init(path: String, busyTimeoutMs: Int = 5000, journalModeWAL: Bool = true, primaryKey: SQLitePrimaryKey = .key) {
         self.path = path
         self.busyTimeoutMs = busyTimeoutMs
         self.journalModeWAL = journalModeWAL
+        self.primaryKey = primaryKey
     }
 
     public init(_ configuration: AdapterConfiguration) throws(AdapterConfigurationError) {
@@ -50,7 +53,25 @@ public struct SQLiteAdapterSettings: Sendable, Hashable {
         case let other:
             throw AdapterConfigurationError(setting: "journal_mode", problem: "must be wal or delete, not \"\(other)\"")
         }
+        let key = configuration.string("primary_key", default: "key")
+        guard let primaryKey = SQLitePrimaryKey(rawValue: key) else {
+            throw AdapterConfigurationError(setting: "primary_key", problem: "must be key or org_key, not \"\(key)\"")
+        }
+        self.primaryKey = primaryKey
     }
+}
+
+/// What identifies a record in an object's table.
+public enum SQLitePrimaryKey: String, Sendable, Hashable {
+    /// `key TEXT PRIMARY KEY`: keys are unique across orgs (the default).
+    case key
+    /// `PRIMARY KEY (org, key)`: one stream carries several orgs whose keys may collide.
+    case orgKey = "org_key"
+
+    /// The quoted primary-key columns, for `ON CONFLICT(…)` and `PRIMARY KEY (…)`.
+    var columnList: String { self == .key ? "\"key\"" : "\"org\", \"key\"" }
+    /// Lowercased primary-key column names, in order.
+    var columns: [String] { self == .key ? ["key"] : ["org", "key"] }
 }
 
 /// Applies entries to one SQLite database file, with GRDB.
@@ -60,7 +81,8 @@ public struct SQLiteAdapterSettings: Sendable, Hashable {
 /// - One table per entry `object`, named exactly like it (quoted). An object name must be
 ///   1–63 ASCII letters, digits or `_`, start with a letter, and not start with `sqlite_` or
 ///   `orgsync_`; otherwise the entry is *rejected*.
-/// - Columns `key TEXT PRIMARY KEY`, `org TEXT`, `ts TEXT`, then one column per field name ever
+/// - Columns `key TEXT PRIMARY KEY` (or `PRIMARY KEY (org, key)` with `primary_key = org_key`),
+///   `org TEXT`, `ts TEXT`, then one column per field name ever
 ///   seen, added with `ALTER TABLE … ADD COLUMN` when first seen. A field name must be 1–63 ASCII
 ///   letters, digits or `_`, not start with a digit, not be `key`, `org` or `ts`, and not differ
 ///   from another field of the same entry only by case (SQLite column names ignore case);
@@ -239,8 +261,12 @@ public final class SQLiteOrgAdapter: OrgAdapter {
         let quotedTable = SQLiteNames.quote(table)
         if entry.op == .delete {
             guard try knownColumns(of: table, db, create: false) != nil else { return }
-            try db.cachedStatement(sql: "DELETE FROM \(quotedTable) WHERE \"key\" = ?")
-                .execute(arguments: [entry.key])
+            if settings.primaryKey == .key {
+                try db.cachedStatement(sql: "DELETE FROM \(quotedTable) WHERE \"key\" = ?").execute(arguments: [entry.key])
+            } else {
+                try db.cachedStatement(sql: "DELETE FROM \(quotedTable) WHERE \"org\" = ? AND \"key\" = ?")
+                    .execute(arguments: [entry.org, entry.key])
+            }
             return
         }
         let names = entry.fields.keys.sorted()
@@ -265,8 +291,9 @@ public final class SQLiteOrgAdapter: OrgAdapter {
         let placeholders = Array(repeating: "?", count: 3 + names.count).joined(separator: ", ")
         var sql = "INSERT INTO \(quotedTable) (\(columnList)) VALUES (\(placeholders))"
         if entry.op == .upsert {
-            let updates = (["org", "ts"] + names).map { "\(SQLiteNames.quote($0)) = excluded.\(SQLiteNames.quote($0))" }
-            sql += " ON CONFLICT(\"key\") DO UPDATE SET " + updates.joined(separator: ", ")
+            let updated = (settings.primaryKey == .key ? ["org", "ts"] : ["ts"]) + names
+            let updates = updated.map { "\(SQLiteNames.quote($0)) = excluded.\(SQLiteNames.quote($0))" }
+            sql += " ON CONFLICT(\(settings.primaryKey.columnList)) DO UPDATE SET " + updates.joined(separator: ", ")
         }
         try db.cachedStatement(sql: sql).execute(arguments: StatementArguments(arguments))
     }
@@ -275,15 +302,23 @@ public final class SQLiteOrgAdapter: OrgAdapter {
     private func knownColumns(of table: String, _ db: Database, create: Bool) throws -> Set<String>? {
         let tableKey = table.lowercased()
         if let columns = schema.withLock({ $0[tableKey] }) { return columns }
-        var columns = Set(try Row.fetchAll(db, sql: "PRAGMA table_info(\(SQLiteNames.quote(table)))").compactMap {
-            ($0["name"] as String?)?.lowercased()
-        })
+        let info = try Row.fetchAll(db, sql: "PRAGMA table_info(\(SQLiteNames.quote(table)))")
+        var columns = Set(info.compactMap { ($0["name"] as String?)?.lowercased() })
         if columns.isEmpty {
             guard create else { return nil }
+            let key = settings.primaryKey == .key ? "\"key\" TEXT PRIMARY KEY NOT NULL" : "\"key\" TEXT NOT NULL"
+            let tableKey = settings.primaryKey == .key ? "" : ", PRIMARY KEY (\"org\", \"key\")"
             try db.execute(
-                sql: "CREATE TABLE \(SQLiteNames.quote(table)) (\"key\" TEXT PRIMARY KEY NOT NULL, \"org\" TEXT NOT NULL, \"ts\" TEXT NOT NULL)"
-            )
+                sql: "CREATE TABLE \(SQLiteNames.quote(table)) (\(key), \"org\" TEXT NOT NULL, \"ts\" TEXT NOT NULL\(tableKey))")
             columns = ["key", "org", "ts"]
+        } else {
+            // A table made under the other primary_key setting would silently merge or split records.
+            let primaryKey = info.filter { ($0["pk"] as Int? ?? 0) > 0 }.sorted { ($0["pk"] as Int? ?? 0) < ($1["pk"] as Int? ?? 0) }
+                .compactMap { ($0["name"] as String?)?.lowercased() }
+            guard primaryKey == settings.primaryKey.columns else {
+                throw AdapterError.connection(
+                    "table \(table) has primary key (\(primaryKey.joined(separator: ", "))), but the link's primary_key setting is \(settings.primaryKey.rawValue)")
+            }
         }
         schema.withLock { $0[tableKey] = columns }
         return columns
