@@ -7,7 +7,8 @@ named; the whole batch and the link's applied offset (table `orgsync_offsets`) i
 transaction, entries at or below the stored offset skipped. Standard library only.
 
 Settings: `path` (required; relative to the broker's data directory; its directory must exist),
-`busy_timeout_ms` (default 5000).
+`busy_timeout_ms` (default 5000), `primary_key` (`key`, the default, or `org_key` for streams
+whose orgs' keys may collide: the pair (org, key) then identifies a record).
 """
 import json
 import os
@@ -85,6 +86,9 @@ class SQLiteAdapter:
             raise ConnectionFailure('setting "path" is required')
         self.path = path if os.path.isabs(path) else os.path.join(data_directory, path)
         self.link = link
+        self.org_key = settings.get("primary_key", "key") == "org_key"
+        if settings.get("primary_key", "key") not in ("key", "org_key"):
+            raise ConnectionFailure('setting "primary_key" must be key or org_key')
         timeout_s = int(settings.get("busy_timeout_ms", "5000")) / 1000
         try:
             db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
@@ -154,7 +158,10 @@ class SQLiteAdapter:
             raise RejectedEntry(offset, f"object {table!r} cannot be mapped to a SQLite table")
         if op == "delete":
             if self._known_columns(db, table, create=False) is not None:
-                db.execute(f"DELETE FROM {_quote(table)} WHERE \"key\" = ?", (key,))
+                if self.org_key:
+                    db.execute(f'DELETE FROM {_quote(table)} WHERE "org" = ? AND "key" = ?', (entry.get("org"), key))
+                else:
+                    db.execute(f'DELETE FROM {_quote(table)} WHERE "key" = ?', (key,))
             return
         if op not in ("insert", "upsert"):
             raise RejectedEntry(offset, f"unknown op {op!r}")
@@ -176,20 +183,34 @@ class SQLiteAdapter:
         sql = (f"INSERT INTO {_quote(table)} ({', '.join(map(_quote, all_columns))}) "
                f"VALUES ({', '.join('?' for _ in all_columns)})")
         if op == "upsert":
-            updates = ", ".join(f"{_quote(c)} = excluded.{_quote(c)}" for c in ["org", "ts"] + names)
-            sql += f' ON CONFLICT("key") DO UPDATE SET {updates}'
+            updated = (["ts"] if self.org_key else ["org", "ts"]) + names
+            updates = ", ".join(f"{_quote(c)} = excluded.{_quote(c)}" for c in updated)
+            conflict = '"org", "key"' if self.org_key else '"key"'
+            sql += f" ON CONFLICT({conflict}) DO UPDATE SET {updates}"
         db.execute(sql, [key, entry.get("org"), entry.get("ts")] + [_sql_value(fields[n]) for n in names])
 
     def _known_columns(self, db, table, create):
         cached = self.columns.get(table.lower())
         if cached is not None:
             return cached
-        columns = {row[1].lower() for row in db.execute(f"PRAGMA table_info({_quote(table)})")}
+        info = db.execute(f"PRAGMA table_info({_quote(table)})").fetchall()
+        columns = {row[1].lower() for row in info}
+        if columns:
+            # A table made under the other primary_key setting would merge or split records.
+            primary_key = [row[1].lower() for row in sorted(info, key=lambda row: row[5]) if row[5] > 0]
+            wanted = ["org", "key"] if self.org_key else ["key"]
+            if primary_key != wanted:
+                raise ConnectionFailure(f"table {table} has primary key ({', '.join(primary_key)}), "
+                                        f"but the link's primary_key setting is {'org_key' if self.org_key else 'key'}")
         if not columns:
             if not create:
                 return None
-            db.execute(f'CREATE TABLE {_quote(table)} ("key" TEXT PRIMARY KEY NOT NULL, '
-                       f'"org" TEXT NOT NULL, "ts" TEXT NOT NULL)')
+            if self.org_key:
+                db.execute(f'CREATE TABLE {_quote(table)} ("key" TEXT NOT NULL, "org" TEXT NOT NULL, '
+                           f'"ts" TEXT NOT NULL, PRIMARY KEY ("org", "key"))')
+            else:
+                db.execute(f'CREATE TABLE {_quote(table)} ("key" TEXT PRIMARY KEY NOT NULL, '
+                           f'"org" TEXT NOT NULL, "ts" TEXT NOT NULL)')
             columns = {"key", "org", "ts"}
         self.columns[table.lower()] = columns
         return columns
