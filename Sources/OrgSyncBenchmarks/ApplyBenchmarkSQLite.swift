@@ -45,6 +45,11 @@ struct ApplyBenchmarkSQLiteResult: Sendable {
         var batchSize: Int
         var inProcessMsPerBatch: Double
         var pythonMsPerBatch: Double
+        /// Mean time of one `probe` (a round trip with almost no target work): the protocol's
+        /// own cost per request, pipes and JSON both ways included.
+        var probeCount: Int
+        var inProcessProbeMs: Double
+        var pythonProbeMs: Double
         var overheadMsPerBatch: Double { pythonMsPerBatch - inProcessMsPerBatch }
     }
 
@@ -66,7 +71,9 @@ struct ApplyBenchmarkSQLiteResult: Sendable {
                 "| `sqlite` in process | \(outOfProcess.batchCount) × \(outOfProcess.batchSize) | \(format(outOfProcess.inProcessMsPerBatch, 3)) |",
                 "| `python-sqlite` out of process | \(outOfProcess.batchCount) × \(outOfProcess.batchSize) | \(format(outOfProcess.pythonMsPerBatch, 3)) |",
                 "",
-                "out-of-process overhead: \(format(outOfProcess.overheadMsPerBatch, 3)) ms per batch (JSON lines over pipes + Python's own SQLite work)",
+                "out-of-process overhead: \(format(outOfProcess.overheadMsPerBatch, 3)) ms per batch (JSON lines over pipes + Python's own SQLite work); "
+                    + "one probe round trip: \(format(outOfProcess.pythonProbeMs, 3)) ms out of process vs \(format(outOfProcess.inProcessProbeMs, 3)) ms in process "
+                    + "(mean of \(outOfProcess.probeCount))",
             ]
         }
         return lines.joined(separator: "\n") + "\n"
@@ -258,6 +265,8 @@ private func measureOutOfProcess(
     logger.logLevel = .warning
     let registry = PluginRegistry(builtins: [SQLiteAdapterFactory()], pluginsDirectory: pluginsDirectory, logger: logger)
     var best: [String: Double] = [:]
+    var probeBest: [String: Double] = [:]
+    let probeCount = 1_000
     for round in 0..<max(1, options.roundCount) {
         for name in ["sqlite", "python-sqlite"] {
             let file = try freshFile(options.workDirectory, "overhead-\(name)-\(round).sqlite")
@@ -271,14 +280,20 @@ private func measureOutOfProcess(
             let start = clock.now
             for batch in batches { try await adapter.apply(batch) }
             let elapsed = seconds(clock.now - start)
+            let probeStart = clock.now
+            for _ in 0..<probeCount { try await adapter.probe() }
+            let probeElapsed = seconds(clock.now - probeStart)
             await adapter.close()
             best[name] = min(best[name] ?? .infinity, elapsed)
+            probeBest[name] = min(probeBest[name] ?? .infinity, probeElapsed)
         }
     }
     let perBatch = { (name: String) in (best[name] ?? 0) * 1000 / Double(max(1, batches.count)) }
     return ApplyBenchmarkSQLiteResult.OutOfProcessOverhead(
         batchCount: batches.count, batchSize: options.outOfProcessBatchSize,
-        inProcessMsPerBatch: perBatch("sqlite"), pythonMsPerBatch: perBatch("python-sqlite"))
+        inProcessMsPerBatch: perBatch("sqlite"), pythonMsPerBatch: perBatch("python-sqlite"), probeCount: probeCount,
+        inProcessProbeMs: (probeBest["sqlite"] ?? 0) * 1000 / Double(probeCount),
+        pythonProbeMs: (probeBest["python-sqlite"] ?? 0) * 1000 / Double(probeCount))
 }
 
 private func seconds(_ duration: Duration) -> Double {

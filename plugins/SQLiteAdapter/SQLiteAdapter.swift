@@ -127,6 +127,9 @@ public final class SQLiteOrgAdapter: OrgAdapter {
     /// Column names (lowercased) per table (lowercased), as committed. Only touched from inside
     /// the write transaction; cleared whenever a transaction fails (its DDL rolled back).
     private let schema = Mutex<[String: Set<String>]>([:])
+    /// SQL per statement shape whose names were validated and whose table and columns exist,
+    /// as committed. Cleared with ``schema``.
+    private let statements = Mutex<[StatementShape: String]>([:])
 
     public init(linkName: String, settings: SQLiteAdapterSettings) {
         self.linkName = linkName
@@ -160,6 +163,7 @@ public final class SQLiteOrgAdapter: OrgAdapter {
             throw AdapterError.connection("SQLite database \(settings.path) vanished while it was being opened")
         }
         schema.withLock { $0 = [:] }
+        statements.withLock { $0 = [:] }
         state.withLock {
             $0.database = database
             $0.fileIdentity = identity
@@ -199,6 +203,7 @@ public final class SQLiteOrgAdapter: OrgAdapter {
         } catch {
             // The transaction rolled back, and with it any table or column it created.
             schema.withLock { $0 = [:] }
+            statements.withLock { $0 = [:] }
             if let failure = error as? EntryFailure {
                 throw Self.classify(failure.error, offset: failure.offset, path: settings.path)
             }
@@ -251,6 +256,33 @@ public final class SQLiteOrgAdapter: OrgAdapter {
     // MARK: - Applying one entry
 
     private func applyEntry(_ entry: Entry, _ db: Database) throws {
+        let names = entry.op == .delete ? [] : entry.fields.keys.sorted()
+        let shape = StatementShape(table: entry.object, op: entry.op, names: names)
+        let sql: String
+        if let cached = statements.withLock({ $0[shape] }) {
+            sql = cached
+        } else {
+            guard let prepared = try prepareStatement(entry, names, db) else { return }
+            sql = prepared
+            statements.withLock { statements in
+                if statements.count >= Self.statementShapesMax { statements.removeAll(keepingCapacity: true) }
+                statements[shape] = sql
+            }
+        }
+        var arguments: [(any DatabaseValueConvertible)?]
+        if entry.op == .delete {
+            arguments = settings.primaryKey == .key ? [entry.key] : [entry.org, entry.key]
+        } else {
+            arguments = [entry.key, entry.org, entry.ts]
+            arguments.reserveCapacity(3 + names.count)
+            for name in names { arguments.append(SQLiteValues.databaseValue(entry.fields[name] ?? .null)) }
+        }
+        try db.cachedStatement(sql: sql).execute(arguments: StatementArguments(arguments))
+    }
+
+    /// Validates the names of an entry of a shape not seen yet, creates its table and columns,
+    /// and returns its SQL; nil for a delete from a table that does not exist.
+    private func prepareStatement(_ entry: Entry, _ names: [String], _ db: Database) throws -> String? {
         let table = entry.object
         guard SQLiteNames.isValidTable(table) else {
             throw AdapterError.rejected(
@@ -260,16 +292,11 @@ public final class SQLiteOrgAdapter: OrgAdapter {
         }
         let quotedTable = SQLiteNames.quote(table)
         if entry.op == .delete {
-            guard try knownColumns(of: table, db, create: false) != nil else { return }
-            if settings.primaryKey == .key {
-                try db.cachedStatement(sql: "DELETE FROM \(quotedTable) WHERE \"key\" = ?").execute(arguments: [entry.key])
-            } else {
-                try db.cachedStatement(sql: "DELETE FROM \(quotedTable) WHERE \"org\" = ? AND \"key\" = ?")
-                    .execute(arguments: [entry.org, entry.key])
-            }
-            return
+            guard try knownColumns(of: table, db, create: false) != nil else { return nil }
+            return settings.primaryKey == .key
+                ? "DELETE FROM \(quotedTable) WHERE \"key\" = ?"
+                : "DELETE FROM \(quotedTable) WHERE \"org\" = ? AND \"key\" = ?"
         }
-        let names = entry.fields.keys.sorted()
         var folded = Set<String>()
         for name in names {
             guard SQLiteNames.isValidColumn(name) else {
@@ -284,9 +311,6 @@ public final class SQLiteOrgAdapter: OrgAdapter {
             }
         }
         try ensureColumns(table, entry.fields, names, db)
-        var arguments: [(any DatabaseValueConvertible)?] = [entry.key, entry.org, entry.ts]
-        arguments.reserveCapacity(3 + names.count)
-        for name in names { arguments.append(SQLiteValues.databaseValue(entry.fields[name] ?? .null)) }
         let columnList = (["key", "org", "ts"] + names).map(SQLiteNames.quote).joined(separator: ", ")
         let placeholders = Array(repeating: "?", count: 3 + names.count).joined(separator: ", ")
         var sql = "INSERT INTO \(quotedTable) (\(columnList)) VALUES (\(placeholders))"
@@ -295,8 +319,18 @@ public final class SQLiteOrgAdapter: OrgAdapter {
             let updates = updated.map { "\(SQLiteNames.quote($0)) = excluded.\(SQLiteNames.quote($0))" }
             sql += " ON CONFLICT(\(settings.primaryKey.columnList)) DO UPDATE SET " + updates.joined(separator: ", ")
         }
-        try db.cachedStatement(sql: sql).execute(arguments: StatementArguments(arguments))
+        return sql
     }
+
+    /// Entries with the same object, op and field names share one statement.
+    private struct StatementShape: Hashable {
+        var table: String
+        var op: OrgSyncPluginAPI.Operation
+        var names: [String]
+    }
+
+    /// Bound on ``statements``; past it the cache starts over (a workload has far fewer shapes).
+    static let statementShapesMax = 4096
 
     /// The lowercased columns of `table`, creating the table when `create` is set.
     private func knownColumns(of table: String, _ db: Database, create: Bool) throws -> Set<String>? {
@@ -414,7 +448,8 @@ enum SQLiteNames {
     }
 
     static func quote(_ name: String) -> String {
-        "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+        guard name.utf8.contains(UInt8(ascii: "\"")) else { return "\"" + name + "\"" }
+        return "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }
 
     private static func isLetter(_ byte: UInt8) -> Bool {
