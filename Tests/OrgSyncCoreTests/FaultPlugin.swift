@@ -48,7 +48,12 @@ enum FaultPlugin {
             elif method == "probe" and mode == "segfault-on-probe":
                 os.kill(os.getpid(), 11)
             elif method == "probe" and mode == "hang-on-probe":
+                sys.stderr.write("hanging in probe\n")
+                sys.stderr.flush()
                 time.sleep(3600)
+            elif method == "probe" and mode == "flood-on-probe":
+                for _ in range(200):
+                    send({"id": rid, "result": {}})
             elif method == "probe" and mode == "garbage-on-probe":
                 sys.stdout.write("this is not json\n")
                 sys.stdout.flush()

@@ -64,6 +64,58 @@ struct ProcessAdapterFaultTests {
         }
     }
 
+    @Test("a plugin that floods stdout with lines nobody asked for")
+    func flood() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let adapter = try FaultPlugin.adapter("flood-on-probe", in: directory)
+        try await adapter.open()
+        let pid = try #require(adapter.processID)
+        // The first line answers the probe; the flood is caught on the next request at the latest.
+        var caught: AdapterError?
+        for _ in 0..<3 where caught == nil {
+            do {
+                try await withTimeout(ms: 15_000) { try await adapter.probe() }
+            } catch let error as AdapterError {
+                caught = error
+            }
+        }
+        let error = try #require(caught)
+        #expect(error.kind == .connection)
+        #expect(
+            error.message.contains("nobody asked for") || error.message.contains("while request"), "\(error.message)")
+        #expect(FaultPlugin.isGone(pid))
+        await adapter.close()
+    }
+
+    @Test("close() while a request hangs kills the plugin and ends the request")
+    func closeDuringRequest() async throws {
+        var limits = FaultPlugin.testLimits
+        limits.requestTimeoutMs = 60_000
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let handler = RecordingLogHandler()
+        let adapter = try FaultPlugin.adapter("hang-on-probe", in: directory, limits: limits, logger: Logger(label: "test") { _ in handler })
+        try await adapter.open()
+        let pid = try #require(adapter.processID)
+        let probing = Task { try await adapter.probe() }
+        let hanging = await handler.waitForMessage(containing: "hanging in probe", timeoutMs: 10_000)
+        #expect(hanging != nil, "the plugin received the probe")
+        try await withTimeout(ms: 10_000) { await adapter.close() }
+        #expect(FaultPlugin.isGone(pid))
+        let outcome = try await withTimeout(ms: 10_000) { () -> AdapterError? in
+            do {
+                try await probing.value
+                return nil
+            } catch let error as AdapterError {
+                return error
+            } catch {
+                return nil
+            }
+        }
+        #expect(outcome?.kind == .connection, "the pending probe fails as a connection error")
+    }
+
     @Test("a plugin that answers another request id")
     func wrongID() async throws {
         try await expectConnectionFailure("wrong-id", messageContains: "while request") {

@@ -346,7 +346,14 @@ final class PluginInbox: Sendable {
         case overlong
         /// Stdout closed: the plugin exited or was killed.
         case end
+        /// More unread lines than ``PluginInbox/queuedLinesMax``: the plugin writes lines nobody
+        /// asked for. Nothing more is delivered.
+        case flood
     }
+
+    /// Lines queued before the broker reads them; a plugin answers one request at a time, so
+    /// anything near this is a plugin printing on its own.
+    static let queuedLinesMax = 64
 
     private struct State {
         var queued: [Event] = []
@@ -363,12 +370,17 @@ final class PluginInbox: Sendable {
         let waiter = state.withLock { state -> CheckedContinuation<Event?, Never>? in
             if state.ended { return nil }
             switch event {
-            case .end, .overlong: state.ended = true
+            case .end, .overlong, .flood: state.ended = true
             case .line: break
             }
             if let waiter = state.waiter {
                 state.waiter = nil
                 return waiter.continuation
+            }
+            if state.queued.count >= Self.queuedLinesMax {
+                state.queued = [.flood]
+                state.ended = true
+                return nil
             }
             state.queued.append(event)
             return nil
@@ -376,7 +388,8 @@ final class PluginInbox: Sendable {
         waiter?.resume(returning: event)
     }
 
-    /// The next event, or nil if none came within `timeoutMs`. One waiter at a time.
+    /// The next event, or nil if none came within `timeoutMs`. One waiter at a time: a second
+    /// concurrent waiter gets nil at once.
     func next(timeoutMs: Int) async -> Event? {
         let id = state.withLock { state -> UInt64 in
             state.nextWaiterID += 1
@@ -391,7 +404,7 @@ final class PluginInbox: Sendable {
             let event = state.withLock { state -> Event?? in
                 if !state.queued.isEmpty { return .some(state.queued.removeFirst()) }
                 if state.ended { return .some(.end) }
-                if state.expiredWaiterID == id { return .some(nil) }
+                if state.expiredWaiterID == id || state.waiter != nil { return .some(nil) }
                 state.waiter = (id, continuation)
                 return .none
             }

@@ -67,6 +67,8 @@ public final class ProcessAdapter: OrgAdapter {
     private struct State {
         var child: PluginChild?
         var nextRequestID: UInt64 = 1
+        /// A request is on the wire; a concurrent close() must not send another.
+        var requestInFlight = false
     }
 
     public init(configuration: ProcessAdapterConfiguration, adapterConfiguration: AdapterConfiguration, logger: Logger) {
@@ -213,7 +215,8 @@ public final class ProcessAdapter: OrgAdapter {
 
     /// Closes politely, then by force; returns once the process is reaped (or after a bound).
     private func shutDown(_ child: PluginChild) async {
-        if child.exitStatus == nil, child.expiryReason == nil {
+        let busy = state.withLock { $0.requestInFlight }
+        if !busy, child.exitStatus == nil, child.expiryReason == nil {
             let grace = configuration.exitGraceMs
             _ = try? await call(child, .close, params: nil, timeoutMs: min(grace, configuration.requestTimeoutMs))
             child.closeStdin()
@@ -235,8 +238,10 @@ public final class ProcessAdapter: OrgAdapter {
     ) async throws -> JSONValue? {
         let id = state.withLock { state -> UInt64 in
             defer { state.nextRequestID += 1 }
+            state.requestInFlight = true
             return state.nextRequestID
         }
+        defer { state.withLock { $0.requestInFlight = false } }
         let watchdog = Task {
             try await Task.sleep(for: .milliseconds(timeoutMs))
             child.expire(.timeout(method: method.rawValue, timeoutMs: timeoutMs))
@@ -275,6 +280,8 @@ public final class ProcessAdapter: OrgAdapter {
             return response
         case .overlong?:
             try await fail(child, "printed a line longer than \(configuration.lineBytesMax) bytes (lineBytesMax)", method: method)
+        case .flood?:
+            try await fail(child, "printed more than \(PluginInbox.queuedLinesMax) lines nobody asked for", method: method)
         case .end?, nil:
             try await fail(child, nil, method: method)
         }
