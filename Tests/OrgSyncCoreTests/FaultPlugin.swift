@@ -34,6 +34,12 @@ enum FaultPlugin {
                     time.sleep(3600)
                 version = 99 if mode == "bad-version" else 1
                 send({"id": rid, "result": {"protocolVersion": version, "name": "fault", "version": "0"}})
+            elif method == "open" and mode == "open-fails-once":
+                if not os.path.exists(marker):
+                    open(marker, "w").close()
+                    send({"id": rid, "error": {"class": "connection", "message": "target not there yet"}})
+                else:
+                    send({"id": rid, "result": {}})
             elif method == "open":
                 sys.stderr.write("warning: fault plugin opening in mode " + mode + "\n")
                 sys.stderr.flush()
@@ -146,7 +152,15 @@ final class RecordingLogHandler: LogHandler, Sendable {
         set {}
     }
 
+    private let pids = Mutex<[Int32]>([])
+
+    /// The `pid` metadata of the first message that had one.
+    var firstPID: Int32? { pids.withLock { $0.first } }
+
     func log(event: LogEvent) {
+        if case .string(let pid)? = event.metadata?["pid"], let number = Int32(pid) {
+            pids.withLock { $0.append(number) }
+        }
         let text = "\(event.level): \(event.message)"
         messages.withLock { $0.append(text) }
         arrived.continuation.yield(text)

@@ -227,6 +227,26 @@ struct ProcessAdapterFaultTests {
         #expect(FaultPlugin.isGone(second))
     }
 
+    @Test("a plugin whose open fails is ended; the next call starts a new one that opens")
+    func openFailure() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let handler = RecordingLogHandler()
+        let adapter = try FaultPlugin.adapter("open-fails-once", in: directory, logger: Logger(label: "test") { _ in handler })
+        let error = try await #require(throws: AdapterError.self) { try await adapter.open() }
+        #expect(error.kind == .connection)
+        #expect(error.message.contains("target not there yet"))
+        #expect(adapter.processID == nil, "the half-started process is not kept")
+        let started = await handler.waitForMessage(containing: "plugin process started", timeoutMs: 1_000)
+        let firstPID = try #require(started.flatMap { _ in Self.pid(inLog: handler) })
+        #expect(FaultPlugin.isGone(firstPID))
+        try await adapter.probe()
+        let second = try #require(adapter.processID)
+        #expect(second != firstPID)
+        await adapter.close()
+        #expect(FaultPlugin.isGone(second))
+    }
+
     @Test("close() ends a well-behaved plugin and kills one that will not exit")
     func closeReaps() async throws {
         let directory = try TemporaryDirectory()
@@ -278,6 +298,11 @@ struct ProcessAdapterFaultTests {
         let line = await handler.waitForMessage(containing: "fault plugin opening in mode stderr", timeoutMs: 10_000)
         #expect(line?.hasPrefix("warning:") == true, "\(line ?? "no log line")")
         await adapter.close()
+    }
+
+    /// The PID of the first "plugin process started" log line.
+    static func pid(inLog handler: RecordingLogHandler) -> Int32? {
+        handler.firstPID
     }
 
     /// The PID a failure message names (`(pid N)`).

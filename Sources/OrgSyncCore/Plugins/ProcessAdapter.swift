@@ -159,6 +159,24 @@ public final class ProcessAdapter: OrgAdapter {
         }
         let child = try spawn()
         state.withLock { $0.child = child }
+        do {
+            try await start(child)
+        } catch {
+            // A process that did not finish starting (an error answer to handshake or open)
+            // must not be used as if it had: end it, so that the next call starts afresh.
+            let owned = state.withLock { state -> Bool in
+                guard state.child === child else { return false }
+                state.child = nil
+                return true
+            }
+            if owned { await shutDown(child) }
+            throw error
+        }
+        return child
+    }
+
+    /// Handshake, then `open`.
+    private func start(_ child: PluginChild) async throws {
         let hello = try await call(
             child, .handshake, params: PluginWireProtocol.handshakeParams(), timeoutMs: configuration.handshakeTimeoutMs)
         guard case .object(let members)? = hello, case .int(let version)? = members["protocolVersion"] else {
@@ -175,7 +193,6 @@ public final class ProcessAdapter: OrgAdapter {
             metadata: ["pid": "\(child.pid)", "protocolVersion": "\(version)", "pluginVersion": "\(members["version"]?.stringValue ?? "?")"])
         _ = try await call(
             child, .open, params: PluginWireProtocol.openParams(adapterConfiguration), timeoutMs: configuration.requestTimeoutMs)
-        return child
     }
 
     private func spawn() throws(AdapterError) -> PluginChild {
