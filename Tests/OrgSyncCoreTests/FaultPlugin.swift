@@ -40,6 +40,12 @@ enum FaultPlugin {
                     send({"id": rid, "error": {"class": "connection", "message": "target not there yet"}})
                 else:
                     send({"id": rid, "result": {}})
+            elif method == "open" and mode == "spawn-grandchild":
+                import subprocess
+                helper = subprocess.Popen(["sleep", "3600"])
+                sys.stderr.write("grandchild %d\n" % helper.pid)
+                sys.stderr.flush()
+                send({"id": rid, "result": {}})
             elif method == "open":
                 sys.stderr.write("warning: fault plugin opening in mode " + mode + "\n")
                 sys.stderr.flush()
@@ -111,6 +117,14 @@ enum FaultPlugin {
     /// True once no process with `pid` exists: not running, not a zombie (it was reaped).
     static func isGone(_ pid: Int32) -> Bool {
         kill(pid, 0) == -1 && errno == ESRCH
+    }
+
+    /// True once `pid` no longer runs: gone, or a zombie (dead, waiting for its parent — for an
+    /// orphan, init — to reap it).
+    static func isDead(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }
+        guard let close = stat.lastIndex(of: ")") else { return false }
+        return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
     }
 
     static func batch(_ offsets: [UInt64]) -> EntryBatch {

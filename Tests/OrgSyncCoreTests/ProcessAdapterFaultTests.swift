@@ -261,6 +261,29 @@ struct ProcessAdapterFaultTests {
         }
     }
 
+    @Test("a plugin's own child processes die with it")
+    func grandchildren() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let handler = RecordingLogHandler()
+        let adapter = try FaultPlugin.adapter("spawn-grandchild", in: directory, logger: Logger(label: "test") { _ in handler })
+        try await adapter.open()
+        let pid = try #require(adapter.processID)
+        let line = try #require(await handler.waitForMessage(containing: "grandchild ", timeoutMs: 10_000))
+        let grandchild = try #require(line.split(separator: " ").last.flatMap { Int32($0) })
+        #expect(!FaultPlugin.isDead(grandchild), "the helper runs while the plugin does")
+        try await withTimeout(ms: 10_000) { await adapter.close() }
+        #expect(FaultPlugin.isGone(pid))
+        // SIGKILL was sent to the helper before close() returned; its death is asynchronous and
+        // nothing notifies us of it (it is not our child), so look a bounded number of times.
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(5)
+        while !FaultPlugin.isDead(grandchild), clock.now < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        #expect(FaultPlugin.isDead(grandchild), "helper \(grandchild) of the plugin outlived it")
+    }
+
     @Test("a cancelled call kills the plugin and throws CancellationError")
     func cancellation() async throws {
         var limits = FaultPlugin.testLimits

@@ -12,9 +12,11 @@ import Synchronization
 ///
 /// Invariants:
 /// - The process runs in a process group of its own; ``kill()`` signals the whole group, so a
-///   plugin's own children go with it.
-/// - Exactly one thread calls `waitpid` on ``pid``; once ``exitStatus`` is set the PID is
-///   reaped (no zombie). Nothing else in the broker waits on it.
+///   plugin's own children go with it. When the plugin exits by itself, what is left of its
+///   group is killed too, before the plugin is reaped.
+/// - Exactly one thread (the reaper) waits on ``pid``; once ``exitStatus`` is set the PID is
+///   reaped (no zombie). Signals are only sent before that, under the same lock, so a reused
+///   PID is never signalled. Nothing else in the broker waits on it.
 /// - Blocking reads and writes happen on threads of their own (two reader threads, one serial
 ///   dispatch queue for writes), never on a Swift concurrency thread. Killing the process ends
 ///   them all: reads see end of file, writes see `EPIPE`.
@@ -26,6 +28,8 @@ final class PluginChild: Sendable {
     private let exit = OneShot<PluginExitStatus>()
     private let expiry = Mutex<PluginExpiry?>(nil)
     private let stdinClosed = Mutex(false)
+    /// Set, under this lock, when `waitpid` reaped the process; signals are sent under it too.
+    private let reaping = Mutex(false)
 
     private init(pid: pid_t, stdinFD: Int32, inbox: PluginInbox) {
         self.pid = pid
@@ -116,19 +120,29 @@ final class PluginChild: Sendable {
                 if case .line(let bytes) = event { stderrLine(String(decoding: bytes, as: UTF8.self)) }
             }
         }
-        let exit = child.exit
-        let childPID = pid
-        Thread.detachNewThread {
-            var status: Int32 = 0
-            while waitpid(childPID, &status, 0) < 0 {
-                guard errno == EINTR else {
-                    exit.fulfil(PluginExitStatus(rawStatus: nil))
-                    return
-                }
-            }
-            exit.fulfil(PluginExitStatus(rawStatus: status))
-        }
+        Thread.detachNewThread { child.reapWhenExited() }
         return child
+    }
+
+    /// Runs on the reaper thread: waits for the exit without reaping, kills what is left of
+    /// the process group while the zombie leader still reserves its id, then reaps.
+    private func reapWhenExited() {
+        var info = siginfo_t()
+        while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) < 0 {
+            guard errno == EINTR else { break }
+        }
+        var status: Int32 = 0
+        let reaped = reaping.withLock { reaped -> Bool in
+            // The group cannot have been reused yet: its leader is an unreaped zombie.
+            _ = Glibc.kill(-pid, SIGKILL)
+            var result: pid_t
+            repeat {
+                result = waitpid(pid, &status, 0)
+            } while result < 0 && errno == EINTR
+            reaped = true
+            return result == pid
+        }
+        exit.fulfil(PluginExitStatus(rawStatus: reaped ? status : nil))
     }
 
     /// Writes `bytes` to the plugin's stdin. Returns the `errno` of a failed write, nil on success.
@@ -157,10 +171,13 @@ final class PluginChild: Sendable {
 
     /// Kills the plugin's process group with SIGKILL. Idempotent; harmless once reaped.
     func kill() {
-        guard exit.value == nil else { return }
-        // The group was created at spawn with the child as leader, so -pid is the group.
-        _ = Glibc.kill(-pid, SIGKILL)
-        _ = Glibc.kill(pid, SIGKILL)
+        reaping.withLock { reaped in
+            // Once reaped, the PID may belong to another process: never signal it then.
+            guard !reaped else { return }
+            // The group was created at spawn with the child as leader, so -pid is the group.
+            _ = Glibc.kill(-pid, SIGKILL)
+            _ = Glibc.kill(pid, SIGKILL)
+        }
         closeStdin()
     }
 
