@@ -43,10 +43,10 @@ final class PluginChild: Sendable {
     /// - Parameters:
     ///   - lineBytesMax: a stdout line longer than this ends reading with ``PluginInbox/Event/overlong``.
     ///   - stderrLineBytesMax: stderr lines are cut at this length.
-    ///   - stderrLine: called on a dedicated thread with each stderr line.
+    ///   - stderrLine: called on a dedicated thread with the PID and each stderr line.
     static func spawn(
         command: [String], directory: String, environment: [String: String],
-        lineBytesMax: Int, stderrLineBytesMax: Int, stderrLine: @escaping @Sendable (String) -> Void
+        lineBytesMax: Int, stderrLineBytesMax: Int, stderrLine: @escaping @Sendable (_ pid: pid_t, _ line: String) -> Void
     ) throws(PluginSpawnError) -> PluginChild {
         ignoreBrokenPipes
         guard let program = command.first, !program.isEmpty else {
@@ -115,9 +115,10 @@ final class PluginChild: Sendable {
                 }
             }
         }
+        let childPID = pid
         Thread.detachNewThread {
             LineReader.run(fd: stderrFD, lineBytesMax: stderrLineBytesMax, truncate: true) { event in
-                if case .line(let bytes) = event { stderrLine(String(decoding: bytes, as: UTF8.self)) }
+                if case .line(let bytes) = event { stderrLine(childPID, String(decoding: bytes, as: UTF8.self)) }
             }
         }
         Thread.detachNewThread { child.reapWhenExited() }

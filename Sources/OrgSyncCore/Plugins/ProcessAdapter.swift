@@ -205,7 +205,7 @@ public final class ProcessAdapter: OrgAdapter {
             return try PluginChild.spawn(
                 command: command, directory: configuration.workingDirectory, environment: pluginEnvironment(),
                 lineBytesMax: configuration.lineBytesMax, stderrLineBytesMax: configuration.stderrLineBytesMax,
-                stderrLine: { line in Self.logStderr(line, logger) })
+                stderrLine: { pid, line in Self.logStderr(line, pid: pid, logger) })
         } catch {
             throw AdapterError.connection("plugin \(configuration.pluginName): \(error)")
         }
@@ -364,7 +364,7 @@ public final class ProcessAdapter: OrgAdapter {
         return "\"\(text)\"" + (line.count > limit ? " …(\(line.count) bytes)" : "")
     }
 
-    private static func logStderr(_ line: String, _ logger: Logger) {
+    private static func logStderr(_ line: String, pid: Int32, _ logger: Logger) {
         let lower = line.prefix(9).lowercased()
         let level: Logger.Level
         if lower.hasPrefix("error") || lower.hasPrefix("critical") {
@@ -376,6 +376,6 @@ public final class ProcessAdapter: OrgAdapter {
         } else {
             level = .info
         }
-        logger.log(level: level, "\(line)", metadata: ["source": "stderr"])
+        logger.log(level: level, "\(line)", metadata: ["source": "stderr", "pid": "\(pid)"])
     }
 }
