@@ -109,9 +109,9 @@ enum FaultPlugin {
             adapterConfiguration: AdapterConfiguration(linkName: "fault-link", streamName: "s"), logger: logger)
     }
 
-    /// Short timeouts so that every fault test ends in about a second.
+    /// Timeouts long enough for a loaded CI machine; the tests about timeouts shorten them.
     static let testLimits = PluginProcessLimits(
-        handshakeTimeoutMs: 5_000, requestTimeoutMs: 800, applyTimeoutMs: 800, exitGraceMs: 500,
+        handshakeTimeoutMs: 10_000, requestTimeoutMs: 10_000, applyTimeoutMs: 10_000, exitGraceMs: 500,
         lineBytesMax: 1024, stderrLineBytesMax: 256)
 
     /// True once no process with `pid` exists: not running, not a zombie (it was reaped).

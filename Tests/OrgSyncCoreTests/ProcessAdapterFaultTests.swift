@@ -45,7 +45,9 @@ struct ProcessAdapterFaultTests {
 
     @Test("a plugin that hangs past the request timeout")
     func hang() async throws {
-        try await expectConnectionFailure("hang-on-probe", messageContains: "did not answer probe within 800 ms") {
+        var limits = FaultPlugin.testLimits
+        limits.requestTimeoutMs = 1_500
+        try await expectConnectionFailure("hang-on-probe", limits: limits, messageContains: "did not answer probe within 1500 ms") {
             try await $0.probe()
         }
     }
