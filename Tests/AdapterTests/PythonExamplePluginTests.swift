@@ -23,6 +23,20 @@ struct PythonExamplePluginTests {
         #expect(listing.origin == .external(directory: PythonPlugin.examplesDirectory + "/python-sqlite"))
     }
 
+    @Test("gets entries exactly as produced, even pretty-printed over several lines")
+    func multiLineRawEntry() async throws {
+        let target = try PythonSQLiteContractTarget()
+        defer { target.directory.remove() }
+        let produced = "{\n  \"org\": \"o\",\r\n  \"object\": \"Note\",\n  \"op\": \"upsert\",\n  \"key\": \"n1\",\n  \"ts\": \"t\",\n  \"fields\": {\"Body\": \"line1\\nline2 \\\"quoted\\\"\", \"Extra\": {\"a\": [1, 2]}},\n  \"trace\": \"kept\"\n}"
+        let entry = try Entry.parse(Array(produced.utf8), offset: 0)
+        let adapter = try target.factory.makeAdapter(target.configuration(linkName: "raw", streamName: "s"))
+        try await adapter.open()
+        try await adapter.apply(EntryBatch(stream: "s", entries: [entry]))
+        await adapter.close()
+        let rows = try await target.rows(object: "Note")
+        #expect(rows == [ContractRow(key: "n1", fields: ["Body": .string("line1\nline2 \"quoted\""), "Extra": .string("{\"a\":[1,2]}")])])
+    }
+
     @Test("writes the same rows as the built-in adapter for the same batch", arguments: ["key", "org_key"])
     func sameRowsAsBuiltin(primaryKey: String) async throws {
         let python = try PythonSQLiteContractTarget()
