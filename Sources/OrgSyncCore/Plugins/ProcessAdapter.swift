@@ -269,8 +269,13 @@ public final class ProcessAdapter: OrgAdapter {
         } onCancel: {
             child.expire(.cancelled)
         }
+        if child.expiryReason != nil {
+            // The answer came as the deadline or the cancellation struck: it stands, but the
+            // process is being killed, so the next call must start a new one.
+            await forget(child)
+        }
         if let error = response.error {
-            throw await classify(error, child: child, method: method)
+            throw classify(error, method: method)
         }
         return response.result
     }
@@ -304,9 +309,7 @@ public final class ProcessAdapter: OrgAdapter {
         }
     }
 
-    private func classify(
-        _ body: PluginWireProtocol.Response.ErrorBody, child: PluginChild, method: PluginWireProtocol.Method
-    ) async -> any Error {
+    private func classify(_ body: PluginWireProtocol.Response.ErrorBody, method: PluginWireProtocol.Method) -> AdapterError {
         let message = body.message.flatMap { $0.isEmpty ? nil : $0 } ?? "no message"
         let prefix = "plugin \(configuration.pluginName): "
         switch body.class {
@@ -334,10 +337,7 @@ public final class ProcessAdapter: OrgAdapter {
     private func fail(
         _ child: PluginChild, _ problem: String?, method: PluginWireProtocol.Method? = nil
     ) async throws -> Never {
-        let status = await child.killAndReap()
-        state.withLock { state in
-            if state.child === child { state.child = nil }
-        }
+        let status = await forget(child)
         let during = method.map { " during \($0.rawValue)" } ?? ""
         let what: String
         switch child.expiryReason {
@@ -356,6 +356,16 @@ public final class ProcessAdapter: OrgAdapter {
         let message = "plugin \(configuration.pluginName) (pid \(child.pid)) \(what)"
         logger.warning("\(message)")
         throw AdapterError.connection(message)
+    }
+
+    /// Kills and reaps `child` and drops it if it is still the current process.
+    @discardableResult
+    private func forget(_ child: PluginChild) async -> PluginExitStatus? {
+        let status = await child.killAndReap()
+        state.withLock { state in
+            if state.child === child { state.child = nil }
+        }
+        return status
     }
 
     private static func excerpt(_ line: [UInt8]) -> String {
