@@ -1,7 +1,7 @@
 // swift-tools-version: 6.1
 // orgsync — a durable broker that keeps databases ("orgs") in sync across unreliable links.
-// Dependencies point one way: orgsync → OrgSyncCore → {OrgSyncLog, OrgSyncPluginAPI};
-// plugins depend on OrgSyncPluginAPI only. See ../shared/DESIGN.md and README.md.
+// Dependencies point one way: orgsync → OrgSyncServer → OrgSyncCore → {OrgSyncLog, OrgSyncPluginAPI};
+// plugins depend on OrgSyncPluginAPI (and their own driver) only. See ../shared/DESIGN.md and README.md.
 import PackageDescription
 
 let strict: [SwiftSetting] = [
@@ -27,8 +27,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
+        // MARK: Modules
         .systemLibrary(
             name: "CZlib",
             path: "Sources/CZlib",
@@ -79,6 +81,7 @@ let package = Package(
                 "OrgSyncPluginAPI",
                 "OrgSyncCore",
                 "OrgSyncServer",
+                "SQLiteAdapter",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -92,31 +95,51 @@ let package = Package(
             dependencies: [
                 "OrgSyncLog",
                 "OrgSyncPluginAPI",
+                "OrgSyncCore",
+                "SQLiteAdapter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
+
+        // MARK: First-party adapters: OrgSyncPluginAPI and their driver only.
+        .target(
+            name: "SQLiteAdapter",
+            dependencies: [
+                "OrgSyncPluginAPI",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            path: "plugins/SQLiteAdapter",
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+
+        // MARK: Test support
+        .target(
+            name: "OrgSyncTestSupport",
+            dependencies: ["OrgSyncCore", "OrgSyncPluginAPI"],
+            path: "Tests/OrgSyncTestSupport",
+            swiftSettings: strict
+        ),
+        // The adapter contract every adapter passes; shared by the adapter test targets.
+        .target(
+            name: "OrgSyncAdapterContract",
+            dependencies: ["OrgSyncPluginAPI"],
+            path: "Tests/OrgSyncAdapterContract",
+            swiftSettings: strict
+        ),
+
+        // MARK: Tests
         .testTarget(
             name: "OrgSyncLogTests",
             dependencies: ["OrgSyncLog", "CZlib", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(
-            name: "OrgSyncServerTests",
-            dependencies: [
-                "OrgSyncServer",
-                "OrgSyncLog",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
-            swiftSettings: strict
-        ),
-        .target(
-            name: "OrgSyncTestSupport",
-            dependencies: ["OrgSyncCore", "OrgSyncPluginAPI"],
-            path: "Tests/OrgSyncTestSupport",
+            name: "OrgSyncPluginAPITests",
+            dependencies: ["OrgSyncPluginAPI"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -130,8 +153,26 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
-            name: "OrgSyncPluginAPITests",
-            dependencies: ["OrgSyncPluginAPI"],
+            name: "AdapterTests",
+            dependencies: [
+                "OrgSyncAdapterContract",
+                "OrgSyncPluginAPI",
+                "OrgSyncCore",
+                "SQLiteAdapter",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "OrgSyncServerTests",
+            dependencies: [
+                "OrgSyncServer",
+                "OrgSyncLog",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
     ]

@@ -1,0 +1,99 @@
+import Foundation
+import OrgSyncPluginAPI
+
+/// The JSON-lines protocol between the broker and an out-of-process adapter. The full
+/// description, with examples, is `plugins/PROTOCOL.md`; keep the two in step.
+public enum PluginWireProtocol {
+    /// Protocol versions this broker speaks, oldest first. A plugin names one of them in its
+    /// manifest (`protocolVersion`) and answers the handshake with it.
+    public static let supportedVersions: [Int] = [1]
+
+    /// Method names, as sent in `"method"`.
+    enum Method: String {
+        case handshake, open, apply, probe, appliedOffset, close
+    }
+
+    /// One request line: `{"id":N,"method":"…","params":{…}}` plus a newline. `params` is
+    /// already-encoded JSON.
+    static func requestLine(id: UInt64, method: Method, params: [UInt8]?) -> [UInt8] {
+        var line = Array("{\"id\":\(id),\"method\":\"\(method.rawValue)\"".utf8)
+        if let params {
+            line.append(contentsOf: ",\"params\":".utf8)
+            line.append(contentsOf: params)
+        }
+        line.append(contentsOf: "}\n".utf8)
+        return line
+    }
+
+    static func handshakeParams() -> [UInt8] {
+        Array("{\"protocolVersions\":[\(supportedVersions.map(String.init).joined(separator: ","))],\"broker\":\"orgsync\"}".utf8)
+    }
+
+    static func openParams(_ configuration: AdapterConfiguration) -> [UInt8] {
+        let params: [String: JSONValue] = [
+            "link": .string(configuration.linkName),
+            "stream": .string(configuration.streamName),
+            "settings": .object(configuration.settings.mapValues { .string($0) }),
+            "dataDirectory": .string(configuration.dataDirectory),
+        ]
+        return encode(.object(params))
+    }
+
+    /// `{"stream":…,"entries":[{"offset":N,"entry":{…}},…]}`, splicing each entry's raw JSON in.
+    static func applyParams(_ batch: EntryBatch) -> [UInt8] {
+        var out = Array("{\"stream\":".utf8)
+        out.append(contentsOf: encode(.string(batch.stream)))
+        out.append(contentsOf: ",\"entries\":[".utf8)
+        for (index, entry) in batch.entries.enumerated() {
+            if index > 0 { out.append(UInt8(ascii: ",")) }
+            out.append(contentsOf: "{\"offset\":\(entry.offset.rawValue),\"entry\":".utf8)
+            let raw = entry.raw.isEmpty ? Array(entry.jsonData()) : entry.raw
+            // Outside strings JSON allows line breaks as whitespace; inside strings it allows
+            // none unescaped. So turning CR/LF into spaces keeps the JSON and its meaning.
+            for byte in raw {
+                out.append(byte == 0x0A || byte == 0x0D ? 0x20 : byte)
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+        out.append(contentsOf: "]}".utf8)
+        return out
+    }
+
+    static func encode(_ value: JSONValue) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // A JSONValue built from strings always encodes; fall back to JSON null rather than trap.
+        return (try? Array(encoder.encode(value))) ?? Array("null".utf8)
+    }
+
+    /// One line a plugin wrote to stdout.
+    struct Response: Decodable {
+        var id: UInt64?
+        var result: JSONValue?
+        var hasResult: Bool
+        var error: ErrorBody?
+
+        struct ErrorBody: Decodable {
+            var `class`: String
+            var message: String?
+            var offset: UInt64?
+            var targetCode: String?
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case id, result, error
+        }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            id = try container.decodeIfPresent(UInt64.self, forKey: .id)
+            hasResult = container.contains(.result)
+            result = try container.decodeIfPresent(JSONValue.self, forKey: .result)
+            error = try container.decodeIfPresent(ErrorBody.self, forKey: .error)
+        }
+    }
+
+    static func decodeResponse(_ line: [UInt8]) -> Response? {
+        try? JSONDecoder().decode(Response.self, from: Data(line))
+    }
+}

@@ -1,0 +1,10 @@
+import OrgSyncPluginAPI
+import SQLiteAdapter
+
+/// The first-party adapters compiled into this executable, registered by name. OrgSyncCore does
+/// not depend on plugin targets; the executable hands these to `PluginRegistry`.
+enum BuiltinAdapters {
+    static var factories: [any OrgAdapterFactory] {
+        [SQLiteAdapterFactory()]
+    }
+}

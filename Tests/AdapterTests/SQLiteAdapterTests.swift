@@ -1,0 +1,194 @@
+import Foundation
+import GRDB
+import OrgSyncAdapterContract
+import OrgSyncPluginAPI
+import SQLiteAdapter
+import Testing
+
+enum SQLiteAdapterFactoryProxy {
+    static let factory: any OrgAdapterFactory = SQLiteAdapterFactory()
+}
+
+@Suite("SQLite adapter")
+struct SQLiteAdapterTests {
+    @Test("passes the adapter contract", arguments: AdapterContract.Check.allCases)
+    func contract(_ check: AdapterContract.Check) async throws {
+        try await AdapterContract { try SQLiteContractTarget() }.run(check)
+    }
+
+    @Test("maps JSON types to columns as documented")
+    func typeMapping() async throws {
+        let target = try SQLiteContractTarget()
+        defer { target.directory.remove() }
+        let adapter = try target.factory.makeAdapter(target.configuration(linkName: "types", streamName: "s"))
+        try await adapter.open()
+        let fields: [String: JSONValue] = [
+            "Text": .string("héllo \"quoted\""), "Count": .int(42), "Ratio": .double(0.5), "Flag": .bool(true),
+            "Nothing": .null, "List": .array([.int(1), .string("b")]), "Map": .object(["z": .int(1), "a": .null]),
+        ]
+        try await adapter.apply(EntryBatch(stream: "s", entries: [
+            Entry(offset: 0, org: "acme", object: "Thing", op: .insert, key: "k1", ts: "t0", fields: fields)
+        ]))
+        await adapter.close()
+        let queue = try DatabaseQueue(path: target.databasePath)
+        defer { try? queue.close() }
+        let (types, row) = try queue.read { db in
+            let types = try Row.fetchAll(db, sql: "PRAGMA table_info(\"Thing\")").reduce(into: [String: String]()) {
+                $0[$1["name"] as String? ?? ""] = $1["type"] as String? ?? ""
+            }
+            return (types, try Row.fetchOne(db, sql: "SELECT * FROM Thing WHERE key = 'k1'"))
+        }
+        #expect(types["key"] == "TEXT")
+        #expect(types["Text"] == "TEXT")
+        #expect(types["Count"] == "INTEGER")
+        #expect(types["Ratio"] == "REAL")
+        #expect(types["Flag"] == "INTEGER")
+        #expect(types["Nothing"] == "")
+        #expect(types["List"] == "TEXT")
+        #expect(types["Map"] == "TEXT")
+        let stored = try #require(row)
+        #expect(stored["org"] as String? == "acme")
+        #expect(stored["ts"] as String? == "t0")
+        #expect(stored["Text"] as String? == "héllo \"quoted\"")
+        #expect(stored["Count"] as Int64? == 42)
+        #expect(stored["Ratio"] as Double? == 0.5)
+        #expect(stored["Flag"] as Int64? == 1)
+        #expect((stored["Nothing"] as DatabaseValue?)?.isNull == true)
+        #expect(stored["List"] as String? == "[1,\"b\"]")
+        #expect(stored["Map"] as String? == "{\"a\":null,\"z\":1}")
+    }
+
+    @Test("rejects names that cannot be mapped, naming the entry", arguments: [
+        ("bad name", "Field"), ("sqlite_master", "Field"), ("orgsync_offsets", "Field"), ("1Thing", "Field"),
+        ("Thing", "key"), ("Thing", "has space"), ("Thing", "x\"; DROP TABLE t; --"), ("Thing", "9lives"),
+    ])
+    func rejectsUnsafeNames(_ object: String, _ field: String) async throws {
+        let target = try SQLiteContractTarget()
+        defer { target.directory.remove() }
+        let adapter = try target.factory.makeAdapter(target.configuration(linkName: "names", streamName: "s"))
+        try await adapter.open()
+        defer { Task { await adapter.close() } }
+        let batch = EntryBatch(stream: "s", entries: [
+            Entry(offset: 7, org: "o", object: "Good", op: .upsert, key: "g", ts: "t", fields: ["A": .int(1)]),
+            Entry(offset: 8, org: "o", object: object, op: .upsert, key: "k", ts: "t", fields: [field: .int(1)]),
+        ])
+        let error = try await #require(throws: AdapterError.self) { try await adapter.apply(batch) }
+        #expect(error.kind == .rejected(offset: 8))
+        #expect(try await target.rows(object: "Good").isEmpty, "nothing of the batch is committed")
+        #expect(try await adapter.appliedOffset() == nil)
+    }
+
+    @Test("rejects fields that differ only by case")
+    func rejectsCaseFoldedDuplicates() async throws {
+        let target = try SQLiteContractTarget()
+        defer { target.directory.remove() }
+        let adapter = try target.factory.makeAdapter(target.configuration(linkName: "case", streamName: "s"))
+        try await adapter.open()
+        let error = try await #require(throws: AdapterError.self) {
+            try await adapter.apply(EntryBatch(stream: "s", entries: [
+                Entry(offset: 3, org: "o", object: "T", op: .upsert, key: "k", ts: "t",
+                      fields: ["Name": .int(1), "name": .int(2)])
+            ]))
+        }
+        await adapter.close()
+        #expect(error.kind == .rejected(offset: 3))
+    }
+
+    @Test("a duplicate insert is rejected with SQLite's extended result code")
+    func duplicateInsertCode() async throws {
+        let target = try SQLiteContractTarget()
+        defer { target.directory.remove() }
+        let adapter = try target.factory.makeAdapter(target.configuration(linkName: "dup", streamName: "s"))
+        try await adapter.open()
+        let entry = Entry(offset: 0, org: "o", object: "T", op: .insert, key: "k", ts: "t", fields: ["A": .int(1)])
+        var again = entry
+        again.offset = 1
+        let error = try await #require(throws: AdapterError.self) {
+            try await adapter.apply(EntryBatch(stream: "s", entries: [entry, again]))
+        }
+        await adapter.close()
+        #expect(error.kind == .rejected(offset: 1))
+        #expect(error.targetCode == "1555", "SQLITE_CONSTRAINT_PRIMARYKEY")
+    }
+
+    @Test("a write lock held by another connection is retryable")
+    func busyIsRetryable() async throws {
+        let target = try SQLiteContractTarget()
+        defer { target.directory.remove() }
+        var configuration = target.configuration(linkName: "busy", streamName: "s")
+        configuration.settings["busy_timeout_ms"] = "50"
+        let adapter = try target.factory.makeAdapter(configuration)
+        try await adapter.open()
+        // Another connection holds the write lock, as a second writer to the same file would.
+        var otherConfiguration = Configuration()
+        otherConfiguration.allowsUnsafeTransactions = true
+        let other = try DatabaseQueue(path: target.databasePath, configuration: otherConfiguration)
+        defer { try? other.close() }
+        try other.inDatabase { try $0.execute(sql: "BEGIN IMMEDIATE") }
+        var error: AdapterError?
+        do {
+            try await adapter.apply(EntryBatch(stream: "s", entries: [
+                Entry(offset: 0, org: "o", object: "T", op: .upsert, key: "k", ts: "t")
+            ]))
+        } catch let caught as AdapterError {
+            error = caught
+        }
+        try other.inDatabase { try $0.execute(sql: "ROLLBACK") }
+        try await adapter.apply(EntryBatch(stream: "s", entries: [
+            Entry(offset: 0, org: "o", object: "T", op: .upsert, key: "k", ts: "t")
+        ]))
+        #expect(try await adapter.appliedOffset() == 0, "the same batch applies once the lock is gone")
+        await adapter.close()
+        #expect(error?.kind == .retryable)
+        #expect(error?.targetCode == "5", "SQLITE_BUSY")
+    }
+
+    @Test("an unopenable file is a connection error")
+    func unopenableIsConnection() async throws {
+        let adapter = try SQLiteAdapterFactory().makeAdapter(AdapterConfiguration(
+            linkName: "l", streamName: "s", settings: ["path": "/nonexistent-dir-\(UUID().uuidString)/db.sqlite"]))
+        let error = try await #require(throws: AdapterError.self) { try await adapter.open() }
+        #expect(error.kind == .connection)
+        #expect(error.targetCode == "14", "SQLITE_CANTOPEN")
+        #expect(error.message.contains("nonexistent-dir"))
+    }
+
+    @Test("primary_key = org_key keeps records of different orgs with the same key apart")
+    func orgKey() async throws {
+        let target = try SQLiteContractTarget()
+        defer { target.directory.remove() }
+        var configuration = target.configuration(linkName: "tenants", streamName: "s")
+        configuration.settings["primary_key"] = "org_key"
+        let adapter = try target.factory.makeAdapter(configuration)
+        try await adapter.open()
+        try await adapter.apply(EntryBatch(stream: "s", entries: [
+            Entry(offset: 0, org: "acme", object: "T", op: .insert, key: "001", ts: "t", fields: ["Name": .string("a")]),
+            Entry(offset: 1, org: "globex", object: "T", op: .insert, key: "001", ts: "t", fields: ["Name": .string("g")]),
+            Entry(offset: 2, org: "acme", object: "T", op: .upsert, key: "001", ts: "t", fields: ["Name": .string("a2")]),
+            Entry(offset: 3, org: "globex", object: "T", op: .delete, key: "001", ts: "t"),
+        ]))
+        let rows = try await target.rows(object: "T")
+        #expect(rows == [ContractRow(key: "001", fields: ["Name": .string("a2")])])
+        await adapter.close()
+
+        // The same database under the other setting: refused, not silently merged.
+        let keyOnly = try target.factory.makeAdapter(target.configuration(linkName: "tenants", streamName: "s"))
+        try await keyOnly.open()
+        let error = try await #require(throws: AdapterError.self) {
+            try await keyOnly.apply(EntryBatch(stream: "s", entries: [
+                Entry(offset: 4, org: "acme", object: "T", op: .upsert, key: "002", ts: "t")
+            ]))
+        }
+        await keyOnly.close()
+        #expect(error.kind == .connection)
+        #expect(error.message.contains("primary key (org, key)"))
+    }
+
+    @Test("the path setting is required")
+    func pathRequired() throws {
+        #expect(throws: AdapterConfigurationError.self) {
+            _ = try SQLiteAdapterFactory().makeAdapter(AdapterConfiguration(linkName: "l", streamName: "s"))
+        }
+    }
+}
+

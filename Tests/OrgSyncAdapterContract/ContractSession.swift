@@ -1,0 +1,244 @@
+import OrgSyncPluginAPI
+
+/// The state of one check: its target, the adapters it opened (closed at the end), and the
+/// assertions it makes.
+struct ContractSession {
+    let target: any AdapterContractTarget
+    let check: AdapterContract.Check
+    let stream = "contract-stream"
+    private var opened: [any OrgAdapter] = []
+
+    static let accounts = "ContractAccount"
+    static let cases = "ContractCase"
+
+    init(target: any AdapterContractTarget, check: AdapterContract.Check) {
+        self.target = target
+        self.check = check
+    }
+
+    // MARK: - The checks
+
+    mutating func orderedApply() async throws {
+        let adapter = try await openAdapter(link: "contract-ordered")
+        try await expectAppliedOffset(adapter, nil, "before anything was applied")
+        try await apply(adapter, [
+            entry(0, .insert, Self.accounts, "A", ["Name": .string("a1"), "Employees": .int(10)]),
+            entry(1, .upsert, Self.accounts, "B", ["Name": .string("b1"), "Employees": .int(5)]),
+            entry(2, .upsert, Self.accounts, "A", ["Name": .string("a2")]),
+            entry(3, .upsert, Self.accounts, "C", ["Name": .string("c1")]),
+            entry(4, .delete, Self.accounts, "C", [:]),
+            entry(5, .upsert, Self.cases, "K1", ["Subject": .string("k1")]),
+        ])
+        try await apply(adapter, [
+            entry(6, .upsert, Self.accounts, "B", ["Name": .string("b2")]),
+            entry(7, .upsert, Self.accounts, "D", ["Name": .string("d1")]),
+            entry(8, .delete, Self.accounts, "nothing-here", [:]),
+        ])
+        let accounts = try await rowsByKey(Self.accounts)
+        try expect(Set(accounts.keys) == ["A", "B", "D"], "accounts A, B, D (C deleted), found \(accounts.keys.sorted())")
+        try expectField(accounts, "A", "Name", .string("a2"), "an upsert after the insert of A wins")
+        try expectField(accounts, "A", "Employees", .int(10), "an upsert keeps the fields it does not carry")
+        try expectField(accounts, "B", "Name", .string("b2"), "the second batch applies after the first")
+        try expectField(accounts, "B", "Employees", .int(5), "a partial upsert keeps the other fields")
+        let cases = try await rowsByKey(Self.cases)
+        try expect(Set(cases.keys) == ["K1"], "one row per object: case K1 in its own table, found \(cases.keys.sorted())")
+        try await expectAppliedOffset(adapter, 8, "after batches ending at offset 8")
+    }
+
+    mutating func idempotentReapply() async throws {
+        let adapter = try await openAdapter(link: "contract-idempotent")
+        let first = [
+            entry(0, .insert, Self.accounts, "X", ["Name": .string("x1")]),
+            entry(1, .upsert, Self.accounts, "Y", ["Name": .string("y1")]),
+        ]
+        let second = [entry(2, .upsert, Self.accounts, "X", ["Name": .string("x2")])]
+        try await apply(adapter, first)
+        try await apply(adapter, second)
+        if target.capabilities.storesAppliedOffset {
+            try await apply(adapter, first, "re-applying a batch already applied")
+            let afterFirst = try await rowsByKey(Self.accounts)
+            try expectField(afterFirst, "X", "Name", .string("x2"), "re-applying an older batch must not move X back")
+        } else {
+            try await apply(adapter, first, "re-applying a batch already applied")
+        }
+        try await apply(adapter, second, "re-applying a batch already applied")
+        try await apply(adapter, [
+            entry(2, .upsert, Self.accounts, "X", ["Name": .string("x2")]),
+            entry(3, .upsert, Self.accounts, "Z", ["Name": .string("z1")]),
+        ], "a batch that overlaps the applied ones")
+        let rows = try await target.rows(object: Self.accounts)
+        let keys = rows.map(\.key).sorted()
+        try expect(keys == ["X", "Y", "Z"], "one row each for X, Y, Z after re-application, found \(keys)")
+        try expectField(try await rowsByKey(Self.accounts), "X", "Name", .string("x2"), "X keeps its newest value")
+        if target.capabilities.storesAppliedOffset {
+            try await expectAppliedOffset(adapter, 3, "after re-applications and a batch ending at 3")
+        }
+    }
+
+    mutating func rejectedEntry() async throws {
+        let adapter = try await openAdapter(link: "contract-rejected")
+        try await apply(adapter, [entry(0, .upsert, Self.accounts, "P", ["Name": .string("p1")])])
+        let poison = target.entryToReject(offset: 2, object: Self.accounts, existingKey: "P")
+        let batch = [
+            entry(1, .upsert, Self.accounts, "Q", ["Name": .string("q1")]),
+            poison,
+            entry(3, .upsert, Self.accounts, "R", ["Name": .string("r1")]),
+        ]
+        do {
+            try await adapter.apply(EntryBatch(stream: stream, entries: batch))
+            throw violation("a batch with an entry the target cannot apply (offset 2) was applied without error")
+        } catch let error as AdapterError {
+            guard case .rejected(let offset) = error.kind else {
+                throw violation("expected rejected(offset: 2), got \(error)")
+            }
+            try expect(offset == 2, "the rejection names the offending entry's offset 2, not \(offset)")
+            try expect(!error.message.isEmpty, "a rejection carries a message")
+        }
+        let afterReject = try await rowsByKey(Self.accounts)
+        try expect(
+            Set(afterReject.keys) == ["P"],
+            "nothing of a rejected batch is committed: only P, found \(afterReject.keys.sorted())")
+        try expectField(afterReject, "P", "Name", .string("p1"), "the rejected entry did not change P")
+        if target.capabilities.storesAppliedOffset {
+            try await expectAppliedOffset(adapter, 0, "a rejected batch does not move the applied offset")
+        }
+        // What the link does next: apply the prefix, dead-letter the entry, go on after it.
+        try await apply(adapter, [batch[0]], "the prefix of a rejected batch")
+        try await apply(adapter, [batch[2]], "the entries after a rejected one")
+        let after = try await rowsByKey(Self.accounts)
+        try expect(Set(after.keys) == ["P", "Q", "R"], "P, Q, R after the link went on, found \(after.keys.sorted())")
+        if target.capabilities.storesAppliedOffset {
+            try await expectAppliedOffset(adapter, 3, "after the entries past the rejected one")
+        }
+    }
+
+    mutating func probeDeadTarget() async throws {
+        let adapter = try await openAdapter(link: "contract-dead")
+        try await apply(adapter, [entry(0, .upsert, Self.accounts, "S", ["Name": .string("s1")])])
+        do {
+            try await adapter.probe()
+        } catch {
+            throw violation("probe of a live target failed: \(error)")
+        }
+        try await target.makeDead()
+        try await expectConnectionError("probe of a dead target") { try await adapter.probe() }
+        try await expectConnectionError("apply to a dead target") {
+            try await adapter.apply(EntryBatch(stream: stream, entries: [
+                entry(1, .upsert, Self.accounts, "T", ["Name": .string("t1")])
+            ]))
+        }
+        let fresh = try target.factory.makeAdapter(target.configuration(linkName: "contract-dead", streamName: stream))
+        opened.append(fresh)
+        try await expectConnectionError("open of a new adapter on a dead target") { try await fresh.open() }
+    }
+
+    mutating func appliedOffsetSurvivesReopen() async throws {
+        let link = "contract-reopen"
+        let adapter = try await openAdapter(link: link)
+        try await apply(adapter, (0..<5).map { entry(UInt64($0), .upsert, Self.accounts, "R\($0)", ["Name": .string("r")]) })
+        try await expectAppliedOffset(adapter, 4, "after a batch ending at 4")
+        await adapter.close()
+        let reopened = try await openAdapter(link: link)
+        try await expectAppliedOffset(reopened, 4, "after close and reopen")
+        let other = try await openAdapter(link: "contract-reopen-other")
+        try await expectAppliedOffset(other, nil, "for another link on the same target (offsets are per link)")
+        try await apply(reopened, [
+            entry(4, .upsert, Self.accounts, "R4", ["Name": .string("r")]),
+            entry(5, .upsert, Self.accounts, "R5", ["Name": .string("r")]),
+        ])
+        try await expectAppliedOffset(reopened, 5, "after the reopened adapter applied up to 5")
+        let rows = try await target.rows(object: Self.accounts)
+        try expect(rows.count == 6, "six rows R0...R5, found \(rows.count)")
+    }
+
+    // MARK: - Helpers
+
+    mutating func closeAll() async {
+        for adapter in opened { await adapter.close() }
+        opened.removeAll()
+    }
+
+    private mutating func openAdapter(link: String) async throws -> any OrgAdapter {
+        let adapter = try target.factory.makeAdapter(target.configuration(linkName: link, streamName: stream))
+        opened.append(adapter)
+        do {
+            try await adapter.open()
+        } catch {
+            throw violation("open of link \(link) failed: \(error)")
+        }
+        return adapter
+    }
+
+    private func entry(_ offset: UInt64, _ op: Operation, _ object: String, _ key: String, _ fields: [String: JSONValue]) -> Entry {
+        Entry(
+            offset: Offset(offset), org: "contract", object: object, op: op, key: key,
+            ts: "2026-11-25T00:00:00.\(String(format3: offset))Z", fields: fields)
+    }
+
+    private func apply(_ adapter: any OrgAdapter, _ entries: [Entry], _ what: String = "a valid batch") async throws {
+        do {
+            try await adapter.apply(EntryBatch(stream: stream, entries: entries))
+        } catch {
+            let range = "\(entries.first?.offset ?? 0)...\(entries.last?.offset ?? 0)"
+            throw violation("\(what) (offsets \(range)) failed: \(error)")
+        }
+    }
+
+    private func rowsByKey(_ object: String) async throws -> [String: ContractRow] {
+        let rows = try await target.rows(object: object)
+        var byKey: [String: ContractRow] = [:]
+        for row in rows {
+            guard byKey.updateValue(row, forKey: row.key) == nil else {
+                throw violation("duplicate rows for key \(row.key) of \(object)")
+            }
+        }
+        return byKey
+    }
+
+    private func expectAppliedOffset(_ adapter: any OrgAdapter, _ expected: Offset?, _ when: String) async throws {
+        let stored: Offset?
+        do {
+            stored = try await adapter.appliedOffset()
+        } catch {
+            throw violation("appliedOffset() failed \(when): \(error)")
+        }
+        let wanted = target.capabilities.storesAppliedOffset ? expected : nil
+        try expect(stored == wanted, "appliedOffset() \(when) is \(wanted.map(String.init(describing:)) ?? "nil"), not \(stored.map(String.init(describing:)) ?? "nil")")
+    }
+
+    private func expectField(
+        _ rows: [String: ContractRow], _ key: String, _ field: String, _ value: JSONValue, _ why: String
+    ) throws {
+        guard let row = rows[key] else { throw violation("\(why): no row for key \(key)") }
+        try expect(row.fields[field] == value, "\(why): \(key).\(field) is \(value), not \(row.fields[field].map { "\($0)" } ?? "missing")")
+    }
+
+    private func expectConnectionError(_ what: String, _ body: () async throws -> Void) async throws {
+        do {
+            try await body()
+        } catch let error as AdapterError {
+            guard error.kind == .connection else { throw violation("\(what): expected a connection error, got \(error)") }
+            try expect(!error.message.isEmpty, "\(what): a connection error carries a message")
+            return
+        } catch {
+            throw violation("\(what): expected AdapterError.connection, got \(type(of: error)): \(error)")
+        }
+        throw violation("\(what) succeeded")
+    }
+
+    private func expect(_ condition: Bool, _ message: @autoclosure () -> String) throws {
+        if !condition { throw violation(message()) }
+    }
+
+    private func violation(_ message: String) -> AdapterContractViolation {
+        AdapterContractViolation(check: check, message: message)
+    }
+}
+
+extension String {
+    /// A number below 1000 as three digits (milliseconds of a timestamp).
+    fileprivate init(format3 value: UInt64) {
+        let text = String(value % 1000)
+        self = String(repeating: "0", count: 3 - text.count) + text
+    }
+}

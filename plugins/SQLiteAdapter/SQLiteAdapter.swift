@@ -1,0 +1,493 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+import GRDB
+import OrgSyncPluginAPI
+import Synchronization
+
+/// Makes ``SQLiteOrgAdapter``s: the embedded default target, registered as `sqlite`.
+///
+/// Settings of a link using it:
+///
+/// | setting | default | meaning |
+/// | --- | --- | --- |
+/// | `path` | required | database file; relative paths resolve against the broker's data directory. Its directory must exist. |
+/// | `busy_timeout_ms` | `5000` | how long a write waits for another connection's lock before the batch fails as *retryable* |
+/// | `journal_mode` | `wal` | `wal` or `delete` (SQLite's rollback journal) |
+/// | `primary_key` | `key` | `key`: the entry's key alone identifies a record; `org_key`: the pair (org, key) does, for streams that carry several tenant orgs whose keys may collide |
+public struct SQLiteAdapterFactory: OrgAdapterFactory {
+    public let name = "sqlite"
+    public let version = "1.0.0"
+
+    public init() {}
+
+    public func makeAdapter(_ configuration: AdapterConfiguration) throws -> any OrgAdapter {
+        let settings = try SQLiteAdapterSettings(configuration)
+        return SQLiteOrgAdapter(linkName: configuration.linkName, settings: settings)
+    }
+}
+
+/// The validated settings of one ``SQLiteOrgAdapter``.
+public struct SQLiteAdapterSettings: Sendable, Hashable {
+    public var path: String
+    public var busyTimeoutMs: Int
+    public var journalModeWAL: Bool
+    public var primaryKey: SQLitePrimaryKey
+
+    public init(path: String, busyTimeoutMs: Int = 5000, journalModeWAL: Bool = true, primaryKey: SQLitePrimaryKey = .key) {
+        self.path = path
+        self.busyTimeoutMs = busyTimeoutMs
+        self.journalModeWAL = journalModeWAL
+        self.primaryKey = primaryKey
+    }
+
+    public init(_ configuration: AdapterConfiguration) throws(AdapterConfigurationError) {
+        path = try configuration.path("path")
+        busyTimeoutMs = try configuration.int("busy_timeout_ms", default: 5000, in: 0...600_000)
+        switch configuration.string("journal_mode", default: "wal").lowercased() {
+        case "wal": journalModeWAL = true
+        case "delete": journalModeWAL = false
+        case let other:
+            throw AdapterConfigurationError(setting: "journal_mode", problem: "must be wal or delete, not \"\(other)\"")
+        }
+        let key = configuration.string("primary_key", default: "key")
+        guard let primaryKey = SQLitePrimaryKey(rawValue: key) else {
+            throw AdapterConfigurationError(setting: "primary_key", problem: "must be key or org_key, not \"\(key)\"")
+        }
+        self.primaryKey = primaryKey
+    }
+}
+
+/// What identifies a record in an object's table.
+public enum SQLitePrimaryKey: String, Sendable, Hashable {
+    /// `key TEXT PRIMARY KEY`: keys are unique across orgs (the default).
+    case key
+    /// `PRIMARY KEY (org, key)`: one stream carries several orgs whose keys may collide.
+    case orgKey = "org_key"
+
+    /// The quoted primary-key columns, for `ON CONFLICT(…)` and `PRIMARY KEY (…)`.
+    var columnList: String { self == .key ? "\"key\"" : "\"org\", \"key\"" }
+    /// Lowercased primary-key column names, in order.
+    var columns: [String] { self == .key ? ["key"] : ["org", "key"] }
+}
+
+/// Applies entries to one SQLite database file, with GRDB.
+///
+/// ## Mapping
+///
+/// - One table per entry `object`, named exactly like it (quoted). An object name must be
+///   1–63 ASCII letters, digits or `_`, start with a letter, and not start with `sqlite_` or
+///   `orgsync_`; otherwise the entry is *rejected*.
+/// - Columns `key TEXT PRIMARY KEY` (or `PRIMARY KEY (org, key)` with `primary_key = org_key`),
+///   `org TEXT`, `ts TEXT`, then one column per field name ever
+///   seen, added with `ALTER TABLE … ADD COLUMN` when first seen. A field name must be 1–63 ASCII
+///   letters, digits or `_`, not start with a digit, not be `key`, `org` or `ts`, and not differ
+///   from another field of the same entry only by case (SQLite column names ignore case);
+///   otherwise the entry is rejected.
+/// - A new column's declared type comes from the first value seen: JSON string → `TEXT`,
+///   integer → `INTEGER`, other number → `REAL`, boolean → `INTEGER` (0/1), array or object →
+///   `TEXT` holding the value as JSON (sorted keys), null → no declared type. Values are stored
+///   with the same conversion; SQLite's column affinity applies to later values of another type.
+/// - `insert` inserts the row; an existing key is *rejected* with SQLite's own extended result
+///   code (`1555`, SQLITE_CONSTRAINT_PRIMARYKEY). `upsert` inserts the row or updates `org`, `ts`
+///   and only the fields the entry carries. `delete` removes the row (a missing row or table is
+///   not an error).
+///
+/// ## Exactly-once
+///
+/// A batch is one transaction that also writes `orgsync_offsets(link, stream, applied_offset,
+/// updated_at)`. Entries at or below the stored applied offset are skipped, so re-applying a
+/// batch already committed changes nothing.
+///
+/// ## Errors
+///
+/// `SQLITE_BUSY`/`SQLITE_LOCKED` → retryable; a file that cannot be opened, an I/O error, a full
+/// disk, a corrupt or read-only database, or a database file removed or replaced since
+/// ``open()`` → connection; a constraint, type or size violation, or an unmappable name →
+/// rejected, naming the entry's offset. `targetCode` is SQLite's extended result code.
+public final class SQLiteOrgAdapter: OrgAdapter {
+    public let linkName: String
+    public let settings: SQLiteAdapterSettings
+    private let state = Mutex(State())
+
+    private struct State {
+        var database: DatabaseQueue?
+        /// The file the connection opened, to tell when it is removed or replaced under us.
+        var fileIdentity: FileIdentity?
+    }
+
+    private struct FileIdentity: Equatable {
+        var device: UInt64
+        var inode: UInt64
+    }
+
+    /// Column names (lowercased) per table (lowercased), as committed. Only touched from inside
+    /// the write transaction; cleared whenever a transaction fails (its DDL rolled back).
+    private let schema = Mutex<[String: Set<String>]>([:])
+    /// SQL per statement shape whose names were validated and whose table and columns exist,
+    /// as committed. Cleared with ``schema``.
+    private let statements = Mutex<[StatementShape: String]>([:])
+
+    public init(linkName: String, settings: SQLiteAdapterSettings) {
+        self.linkName = linkName
+        self.settings = settings
+    }
+
+    public func open() async throws {
+        await close()
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(TimeInterval(settings.busyTimeoutMs) / 1000)
+        configuration.journalMode = settings.journalModeWAL ? .wal : .default
+        configuration.label = "orgsync.sqlite.\(linkName)"
+        let database: DatabaseQueue
+        do {
+            database = try DatabaseQueue(path: settings.path, configuration: configuration)
+            try await database.write { db in
+                try db.execute(
+                    sql: """
+                        CREATE TABLE IF NOT EXISTS orgsync_offsets (
+                            link TEXT PRIMARY KEY NOT NULL,
+                            stream TEXT NOT NULL,
+                            applied_offset INTEGER NOT NULL,
+                            updated_at TEXT NOT NULL)
+                        """)
+            }
+        } catch {
+            throw Self.classify(error, offset: nil, path: settings.path)
+        }
+        guard let identity = Self.identity(of: settings.path) else {
+            try? database.close()
+            throw AdapterError.connection("SQLite database \(settings.path) vanished while it was being opened")
+        }
+        schema.withLock { $0 = [:] }
+        statements.withLock { $0 = [:] }
+        state.withLock {
+            $0.database = database
+            $0.fileIdentity = identity
+        }
+    }
+
+    public func apply(_ batch: EntryBatch) async throws {
+        guard let lastOffset = batch.lastOffset else { return }
+        let database = try checkedDatabase()
+        let link = linkName
+        let stream = batch.stream
+        do {
+            try await database.write { db in
+                let stored = try Int64.fetchOne(
+                    db, sql: "SELECT applied_offset FROM orgsync_offsets WHERE link = ?", arguments: [link])
+                for entry in batch.entries {
+                    if let stored, entry.offset.rawValue <= UInt64(max(0, stored)) { continue }
+                    do {
+                        try self.applyEntry(entry, db)
+                    } catch let error as DatabaseError {
+                        throw EntryFailure(offset: entry.offset, error: error)
+                    }
+                }
+                guard let last = Int64(exactly: lastOffset.rawValue) else {
+                    throw AdapterError.rejected(offset: lastOffset, "offset \(lastOffset) does not fit SQLite's INTEGER")
+                }
+                if let stored, last <= stored { return }
+                try db.execute(
+                    sql: """
+                        INSERT INTO orgsync_offsets (link, stream, applied_offset, updated_at)
+                        VALUES (?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+                        ON CONFLICT(link) DO UPDATE SET stream = excluded.stream,
+                            applied_offset = excluded.applied_offset, updated_at = excluded.updated_at
+                        """,
+                    arguments: [link, stream, last])
+            }
+        } catch {
+            // The transaction rolled back, and with it any table or column it created.
+            schema.withLock { $0 = [:] }
+            statements.withLock { $0 = [:] }
+            if let failure = error as? EntryFailure {
+                throw Self.classify(failure.error, offset: failure.offset, path: settings.path)
+            }
+            throw Self.classify(error, offset: nil, path: settings.path)
+        }
+    }
+
+    public func probe() async throws {
+        let database = try checkedDatabase()
+        do {
+            // Reads page 1 of the file: fails on a corrupt, truncated or unreadable database.
+            _ = try await database.read { db in
+                try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master")
+            }
+        } catch {
+            throw Self.classify(error, offset: nil, path: settings.path)
+        }
+    }
+
+    public func appliedOffset() async throws -> Offset? {
+        let database = try checkedDatabase()
+        let link = linkName
+        let stored: Int64?
+        do {
+            stored = try await database.read { db in
+                try Int64.fetchOne(
+                    db, sql: "SELECT applied_offset FROM orgsync_offsets WHERE link = ?", arguments: [link])
+            }
+        } catch {
+            throw Self.classify(error, offset: nil, path: settings.path)
+        }
+        guard let stored else { return nil }
+        guard stored >= 0 else {
+            throw AdapterError.connection("orgsync_offsets holds a negative applied_offset (\(stored)) for link \(link)")
+        }
+        return Offset(UInt64(stored))
+    }
+
+    public func close() async {
+        let database = state.withLock { state -> DatabaseQueue? in
+            defer {
+                state.database = nil
+                state.fileIdentity = nil
+            }
+            return state.database
+        }
+        try? database?.close()
+    }
+
+    // MARK: - Applying one entry
+
+    private func applyEntry(_ entry: Entry, _ db: Database) throws {
+        let names = entry.op == .delete ? [] : entry.fields.keys.sorted()
+        let shape = StatementShape(table: entry.object, op: entry.op, names: names)
+        let sql: String
+        if let cached = statements.withLock({ $0[shape] }) {
+            sql = cached
+        } else {
+            guard let prepared = try prepareStatement(entry, names, db) else { return }
+            sql = prepared
+            statements.withLock { statements in
+                if statements.count >= Self.statementShapesMax { statements.removeAll(keepingCapacity: true) }
+                statements[shape] = sql
+            }
+        }
+        var arguments: [(any DatabaseValueConvertible)?]
+        if entry.op == .delete {
+            arguments = settings.primaryKey == .key ? [entry.key] : [entry.org, entry.key]
+        } else {
+            arguments = [entry.key, entry.org, entry.ts]
+            arguments.reserveCapacity(3 + names.count)
+            for name in names { arguments.append(SQLiteValues.databaseValue(entry.fields[name] ?? .null)) }
+        }
+        try db.cachedStatement(sql: sql).execute(arguments: StatementArguments(arguments))
+    }
+
+    /// Validates the names of an entry of a shape not seen yet, creates its table and columns,
+    /// and returns its SQL; nil for a delete from a table that does not exist.
+    private func prepareStatement(_ entry: Entry, _ names: [String], _ db: Database) throws -> String? {
+        let table = entry.object
+        guard SQLiteNames.isValidTable(table) else {
+            throw AdapterError.rejected(
+                offset: entry.offset,
+                "object \"\(table)\" cannot be mapped to a SQLite table (1-63 ASCII letters, digits or _, starting with a letter, not sqlite_* or orgsync_*)"
+            )
+        }
+        let quotedTable = SQLiteNames.quote(table)
+        if entry.op == .delete {
+            guard try knownColumns(of: table, db, create: false) != nil else { return nil }
+            return settings.primaryKey == .key
+                ? "DELETE FROM \(quotedTable) WHERE \"key\" = ?"
+                : "DELETE FROM \(quotedTable) WHERE \"org\" = ? AND \"key\" = ?"
+        }
+        var folded = Set<String>()
+        for name in names {
+            guard SQLiteNames.isValidColumn(name) else {
+                throw AdapterError.rejected(
+                    offset: entry.offset,
+                    "field \"\(name)\" cannot be mapped to a SQLite column (1-63 ASCII letters, digits or _, not starting with a digit, not key/org/ts)"
+                )
+            }
+            guard folded.insert(name.lowercased()).inserted else {
+                throw AdapterError.rejected(
+                    offset: entry.offset, "fields differ only by case near \"\(name)\"; SQLite column names ignore case")
+            }
+        }
+        try ensureColumns(table, entry.fields, names, db)
+        let columnList = (["key", "org", "ts"] + names).map(SQLiteNames.quote).joined(separator: ", ")
+        let placeholders = Array(repeating: "?", count: 3 + names.count).joined(separator: ", ")
+        var sql = "INSERT INTO \(quotedTable) (\(columnList)) VALUES (\(placeholders))"
+        if entry.op == .upsert {
+            let updated = (settings.primaryKey == .key ? ["org", "ts"] : ["ts"]) + names
+            let updates = updated.map { "\(SQLiteNames.quote($0)) = excluded.\(SQLiteNames.quote($0))" }
+            sql += " ON CONFLICT(\(settings.primaryKey.columnList)) DO UPDATE SET " + updates.joined(separator: ", ")
+        }
+        return sql
+    }
+
+    /// Entries with the same object, op and field names share one statement.
+    private struct StatementShape: Hashable {
+        var table: String
+        var op: OrgSyncPluginAPI.Operation
+        var names: [String]
+    }
+
+    /// Bound on ``statements``; past it the cache starts over (a workload has far fewer shapes).
+    static let statementShapesMax = 4096
+
+    /// The lowercased columns of `table`, creating the table when `create` is set.
+    private func knownColumns(of table: String, _ db: Database, create: Bool) throws -> Set<String>? {
+        let tableKey = table.lowercased()
+        if let columns = schema.withLock({ $0[tableKey] }) { return columns }
+        let info = try Row.fetchAll(db, sql: "PRAGMA table_info(\(SQLiteNames.quote(table)))")
+        var columns = Set(info.compactMap { ($0["name"] as String?)?.lowercased() })
+        if columns.isEmpty {
+            guard create else { return nil }
+            let key = settings.primaryKey == .key ? "\"key\" TEXT PRIMARY KEY NOT NULL" : "\"key\" TEXT NOT NULL"
+            let tableKey = settings.primaryKey == .key ? "" : ", PRIMARY KEY (\"org\", \"key\")"
+            try db.execute(
+                sql: "CREATE TABLE \(SQLiteNames.quote(table)) (\(key), \"org\" TEXT NOT NULL, \"ts\" TEXT NOT NULL\(tableKey))")
+            columns = ["key", "org", "ts"]
+        } else {
+            // A table made under the other primary_key setting would silently merge or split records.
+            let primaryKey = info.filter { ($0["pk"] as Int? ?? 0) > 0 }.sorted { ($0["pk"] as Int? ?? 0) < ($1["pk"] as Int? ?? 0) }
+                .compactMap { ($0["name"] as String?)?.lowercased() }
+            guard primaryKey == settings.primaryKey.columns else {
+                throw AdapterError.connection(
+                    "table \(table) has primary key (\(primaryKey.joined(separator: ", "))), but the link's primary_key setting is \(settings.primaryKey.rawValue)")
+            }
+        }
+        schema.withLock { $0[tableKey] = columns }
+        return columns
+    }
+
+    private func ensureColumns(_ table: String, _ fields: [String: JSONValue], _ names: [String], _ db: Database) throws {
+        var columns = try knownColumns(of: table, db, create: true) ?? []
+        var added = false
+        for name in names where !columns.contains(name.lowercased()) {
+            let type = SQLiteValues.declaredType(fields[name] ?? .null)
+            try db.execute(sql: "ALTER TABLE \(SQLiteNames.quote(table)) ADD COLUMN \(SQLiteNames.quote(name)) \(type)")
+            columns.insert(name.lowercased())
+            added = true
+        }
+        if added {
+            let tableKey = table.lowercased()
+            schema.withLock { $0[tableKey] = columns }
+        }
+    }
+
+    // MARK: - Connection state
+
+    private func checkedDatabase() throws(AdapterError) -> DatabaseQueue {
+        let (database, identity) = state.withLock { ($0.database, $0.fileIdentity) }
+        guard let database else {
+            throw AdapterError.connection("SQLite adapter of link \(linkName) is not open")
+        }
+        guard let identity, Self.identity(of: settings.path) == identity else {
+            throw AdapterError.connection(
+                "SQLite database \(settings.path) was removed or replaced since it was opened")
+        }
+        return database
+    }
+
+    private static func identity(of path: String) -> FileIdentity? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return FileIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+    }
+
+    // MARK: - Error classification
+
+    private struct EntryFailure: Error {
+        var offset: Offset
+        var error: DatabaseError
+    }
+
+    /// Maps any error from GRDB to an ``AdapterError``. `offset` is the entry being applied, if any.
+    static func classify(_ error: any Error, offset: Offset?, path: String) -> any Error {
+        if let error = error as? AdapterError { return error }
+        if error is CancellationError { return error }
+        guard let error = error as? DatabaseError else {
+            return AdapterError.connection("SQLite database \(path): \(error)")
+        }
+        let code = String(error.extendedResultCode.rawValue)
+        let message = "SQLite error \(error.extendedResultCode.rawValue): \(error.message ?? "no message")"
+        switch error.resultCode {
+        case .SQLITE_BUSY, .SQLITE_LOCKED:
+            return AdapterError.retryable(message, targetCode: code)
+        case .SQLITE_CONSTRAINT, .SQLITE_MISMATCH, .SQLITE_TOOBIG, .SQLITE_RANGE, .SQLITE_ERROR:
+            // Statement-level errors are about the entry being applied; without one, they are
+            // about the database itself (its schema, say) and the link cannot go on.
+            if let offset { return AdapterError.rejected(offset: offset, message, targetCode: code) }
+            return AdapterError.connection("\(message) (database \(path))", targetCode: code)
+        default:
+            // CANTOPEN, IOERR, FULL, CORRUPT, NOTADB, READONLY, PERM, AUTH, NOMEM, …: the target
+            // is not usable now.
+            return AdapterError.connection("\(message) (database \(path))", targetCode: code)
+        }
+    }
+}
+
+/// Which names map safely to SQLite identifiers, and how to quote them.
+enum SQLiteNames {
+    static let reservedColumns: Set<String> = ["key", "org", "ts"]
+
+    static func isValidTable(_ name: String) -> Bool {
+        guard isIdentifier(name), let first = name.utf8.first, isLetter(first) else { return false }
+        let lower = name.lowercased()
+        return !lower.hasPrefix("sqlite_") && !lower.hasPrefix("orgsync_")
+    }
+
+    static func isValidColumn(_ name: String) -> Bool {
+        guard isIdentifier(name), let first = name.utf8.first, !isDigit(first) else { return false }
+        return !reservedColumns.contains(name.lowercased())
+    }
+
+    /// 1–63 ASCII letters, digits and underscores.
+    static func isIdentifier(_ name: String) -> Bool {
+        let bytes = name.utf8
+        guard (1...63).contains(bytes.count) else { return false }
+        return bytes.allSatisfy { isLetter($0) || isDigit($0) || $0 == UInt8(ascii: "_") }
+    }
+
+    static func quote(_ name: String) -> String {
+        guard name.utf8.contains(UInt8(ascii: "\"")) else { return "\"" + name + "\"" }
+        return "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+
+    private static func isLetter(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+    }
+
+    private static func isDigit(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
+    }
+}
+
+/// How JSON field values become SQLite values and column types.
+enum SQLiteValues {
+    static func declaredType(_ value: JSONValue) -> String {
+        switch value {
+        case .string, .array, .object: "TEXT"
+        case .int, .bool: "INTEGER"
+        case .double: "REAL"
+        case .null: ""
+        }
+    }
+
+    static func databaseValue(_ value: JSONValue) -> (any DatabaseValueConvertible)? {
+        switch value {
+        case .null: nil
+        case .bool(let flag): Int64(flag ? 1 : 0)
+        case .int(let number): number
+        case .double(let number): number
+        case .string(let text): text
+        case .array, .object: json(value)
+        }
+    }
+
+    static func json(_ value: JSONValue) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // A JSONValue parsed from JSON always encodes; fall back to JSON null rather than trap.
+        guard let data = try? encoder.encode(value) else { return "null" }
+        return String(decoding: data, as: UTF8.self)
+    }
+}
