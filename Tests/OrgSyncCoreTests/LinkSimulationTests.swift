@@ -60,8 +60,12 @@ import Testing
         let burstTimesMs = (0..<(1 + random.next() % 12)).map { _ in random.next() % horizonMs }
         let appendTimesMs = (0..<entryCount).map { _ in burstTimesMs[Int(random.next() % UInt64(burstTimesMs.count))] }
         let source = ScheduledEntrySource(appendAtMs: appendTimesMs, clock: clock)
-        let target = ScriptedTarget(seed: seed, clock: clock, entryCount: entryCount, horizonMs: horizonMs)
-        let adapter = RecordingAdapter(keepsAppliedOffset: true, script: target)
+        // A quarter of the runs use a target that keeps no applied offset (like the webhook
+        // adapter): exactly-once then rests on the cursor alone, so acknowledgements are not lost.
+        let keepsAppliedOffset = random.next() % 4 != 0
+        let target = ScriptedTarget(seed: seed, clock: clock, entryCount: entryCount, horizonMs: horizonMs,
+                                    losesAcknowledgements: keepsAppliedOffset)
+        let adapter = RecordingAdapter(keepsAppliedOffset: keepsAppliedOffset, script: target)
         let cursors = InMemoryCursorStore()
         let supervisor = try LinkSupervisor(
             name: "sim", source: source, adapter: adapter, cursorStore: cursors,
