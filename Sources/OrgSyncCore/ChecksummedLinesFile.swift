@@ -1,7 +1,11 @@
 #if canImport(Glibc)
 import Glibc
+private let systemRead = Glibc.read
+private let systemWrite = Glibc.write
 #elseif canImport(Darwin)
 import Darwin
+private let systemRead = Darwin.read
+private let systemWrite = Darwin.write
 #endif
 import OrgSyncLog
 
@@ -103,7 +107,7 @@ final class ChecksummedLinesFile {
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
-            let count = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            let count = chunk.withUnsafeMutableBytes { systemRead(fd, $0.baseAddress, $0.count) }
             if count < 0 {
                 if errno == EINTR { continue }
                 throw RecordFileError(path: path, operation: "read", code: errno)
@@ -116,7 +120,10 @@ final class ChecksummedLinesFile {
     private static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(RecordFileError) {
         var written = 0
         while written < bytes.count {
-            let count = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, $0.count - written) }
+            let count = bytes.withUnsafeBytes { buffer -> Int in
+                guard let base = buffer.baseAddress else { return 0 }
+                return systemWrite(fd, base + written, buffer.count - written)
+            }
             if count < 0 {
                 if errno == EINTR { continue }
                 throw RecordFileError(path: path, operation: "write", code: errno)

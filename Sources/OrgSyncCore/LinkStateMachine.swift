@@ -117,8 +117,8 @@ public struct LinkStateMachine: Sendable {
     private var recentFlapsMs: [UInt64] = []
     private var nextProbeID: UInt64 = 1
 
-    /// A machine in `initialState` (`active` or `paused`; a link never starts suspended, it
-    /// finds out by trying).
+    /// A machine that starts `active`, or `paused` when an operator paused the link before a
+    /// restart. It never starts suspended: a link finds out that its target is down by trying.
     public init(configuration: LinkSupervisorConfiguration, nowMs: UInt64, startPaused: Bool = false) {
         self.configuration = configuration
         self.state = startPaused ? .paused : .active

@@ -184,6 +184,25 @@ struct SQLiteAdapterTests {
         #expect(error.message.contains("primary key (org, key)"))
     }
 
+    @Test("a column another writer added meanwhile is used, not added twice")
+    func externalSchemaChange() async throws {
+        let target = try SQLiteContractTarget()
+        defer { target.directory.remove() }
+        let adapter = try target.factory.makeAdapter(target.configuration(linkName: "ext", streamName: "s"))
+        try await adapter.open()
+        try await adapter.apply(EntryBatch(stream: "s", entries: [
+            Entry(offset: 0, org: "o", object: "T", op: .upsert, key: "k", ts: "t", fields: ["A": .int(1)])
+        ]))
+        let other = try DatabaseQueue(path: target.databasePath)
+        try await other.write { try $0.execute(sql: "ALTER TABLE T ADD COLUMN B TEXT") }
+        try other.close()
+        try await adapter.apply(EntryBatch(stream: "s", entries: [
+            Entry(offset: 1, org: "o", object: "T", op: .upsert, key: "k", ts: "t", fields: ["B": .string("b")])
+        ]))
+        await adapter.close()
+        #expect(try await target.rows(object: "T") == [ContractRow(key: "k", fields: ["A": .int(1), "B": .string("b")])])
+    }
+
     @Test("the path setting is required")
     func pathRequired() throws {
         #expect(throws: AdapterConfigurationError.self) {

@@ -16,8 +16,10 @@ public final class ScriptedTarget: TargetScript {
     private let clock: any LinkClock
     private let random: Mutex<SplitMix64>
 
-    /// A schedule for `entryCount` entries appended over `horizonMs`.
-    public init(seed: UInt64, clock: any LinkClock, entryCount: Int, horizonMs: UInt64) {
+    /// A schedule for `entryCount` entries appended over `horizonMs`. Without `losesAcknowledgements`
+    /// (for targets that keep no applied offset, where a lost acknowledgement must duplicate) every
+    /// committed batch is acknowledged.
+    public init(seed: UInt64, clock: any LinkClock, entryCount: Int, horizonMs: UInt64, losesAcknowledgements: Bool = true) {
         var generator = SplitMix64(seed: seed ^ 0x5EED_7A26_E7)
         self.seed = seed
         self.clock = clock
@@ -27,7 +29,7 @@ public final class ScriptedTarget: TargetScript {
         for offset in 0..<entryCount where generator.nextUnit() < rejectionRatio { rejected.insert(Offset(UInt64(offset))) }
         self.rejectedOffsets = rejected
         self.retryableRatio = Double(generator.next() % 11) / 100  // 0 to 10 %
-        self.ackLossRatio = Double(generator.next() % 6) / 100  // 0 to 5 %
+        self.ackLossRatio = losesAcknowledgements ? Double(generator.next() % 6) / 100 : 0  // 0 to 5 %
         self.random = Mutex(generator)
     }
 

@@ -360,6 +360,13 @@ public final class SQLiteOrgAdapter: OrgAdapter {
 
     private func ensureColumns(_ table: String, _ fields: [String: JSONValue], _ names: [String], _ db: Database) throws {
         var columns = try knownColumns(of: table, db, create: true) ?? []
+        if names.contains(where: { !columns.contains($0.lowercased()) }) {
+            // Before adding a column, look again: another writer may have added it since we cached
+            // the table, and adding it twice would fail the entry for nothing.
+            let tableKey = table.lowercased()
+            schema.withLock { _ = $0.removeValue(forKey: tableKey) }
+            columns = try knownColumns(of: table, db, create: true) ?? []
+        }
         var added = false
         for name in names where !columns.contains(name.lowercased()) {
             let type = SQLiteValues.declaredType(fields[name] ?? .null)

@@ -175,6 +175,10 @@ class SQLiteAdapter:
                 raise RejectedEntry(offset, f"fields differ only by case near {name!r}")
             folded.add(name.lower())
         columns = self._known_columns(db, table, create=True)
+        if any(name.lower() not in columns for name in names):
+            # Look again before adding: another writer may have added the column meanwhile.
+            self.columns.pop(table.lower(), None)
+            columns = self._known_columns(db, table, create=True)
         for name in names:
             if name.lower() not in columns:
                 db.execute(f"ALTER TABLE {_quote(table)} ADD COLUMN {_quote(name)} {_declared_type(fields[name])}")
