@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Metrics
+import OrgSyncCore
 import OrgSyncLog
 import ServiceLifecycle
 
@@ -10,13 +11,17 @@ public final class Broker: Sendable {
     public let configuration: BrokerConfiguration
     public let dataDirectory: String
     public let streams: [String: StreamLog]
+    public let links: LinkHost
     public let metrics: BrokerMetrics
     let logger: Logger
 
     /// Opens every configured stream under `dataDirectory` (recovering its tail).
     ///
     /// - Throws: ``LogError`` naming the stream (locked by another process, corrupt, I/O).
-    public init(configuration: BrokerConfiguration, dataDirectory: String, metrics: BrokerMetrics, logger: Logger) throws {
+    public init(
+        configuration: BrokerConfiguration, dataDirectory: String, metrics: BrokerMetrics, logger: Logger,
+        registry: PluginRegistry? = nil, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws {
         self.configuration = configuration
         self.dataDirectory = dataDirectory
         self.metrics = metrics
@@ -32,6 +37,9 @@ public final class Broker: Sendable {
             streams[stream.name] = log
         }
         self.streams = streams
+        self.links = try LinkHost(
+            configuration: configuration, dataDirectory: dataDirectory, streams: streams,
+            registry: registry ?? PluginRegistry(builtins: [], logger: logger), environment: environment, logger: logger)
     }
 
     /// Appends validated entries to `stream`, recording latency metrics.

@@ -99,7 +99,8 @@ public struct BrokerConfiguration: Sendable, Codable, Hashable {
         /// Adapter settings. A key ending in `_env` names an environment variable whose value
         /// becomes the setting without the suffix (`password_env: PGPASSWORD` → `password`).
         public var settings: [String: String] = [:]
-        public var supervisor: [String: Int64] = [:]
+        /// Supervisor parameters by their snake_case names (see `data/orgsync.example.yaml`).
+        public var supervisor: [String: String] = [:]
         public var stopOnReject: Bool?
 
         public init(name: String, stream: String, adapter: String, settings: [String: String] = [:]) {
@@ -182,6 +183,9 @@ extension BrokerConfiguration {
             guard isValidStreamName(link.name) else { throw fail("links[\(i)].name", "use letters, digits, '.', '_', '-' (at most 128)") }
             guard linkNames.insert(link.name).inserted else { throw fail("links[\(i)].name", "duplicate link \(link.name)") }
             guard streamNames.contains(link.stream) else { throw fail("links[\(i)].stream", "no stream named \(link.stream)") }
+            do { _ = try supervisorConfiguration(for: link) } catch let error as ConfigurationError {
+                throw fail("links[\(i)].supervisor.\(error.field)", error.problem)
+            }
             for key in link.settings.keys where key.hasSuffix("_env") {
                 guard let variable = link.settings[key], environment[variable] != nil else {
                     throw fail("links[\(i)].settings.\(key)", "environment variable \(link.settings[key] ?? "") is not set")
@@ -422,7 +426,7 @@ extension BrokerConfiguration.Link {
         // Settings are strings for the adapter; accept YAML numbers and booleans too.
         let raw = try c.decodeIfPresent([String: SettingValue].self, forKey: .settings) ?? [:]
         settings = raw.mapValues(\.text)
-        supervisor = try c.decodeIfPresent([String: Int64].self, forKey: .supervisor) ?? [:]
+        supervisor = (try c.decodeIfPresent([String: SettingValue].self, forKey: .supervisor) ?? [:]).mapValues(\.text)
         stopOnReject = try c.decodeIfPresent(Bool.self, forKey: .stopOnReject)
     }
 }

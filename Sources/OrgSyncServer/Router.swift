@@ -43,6 +43,7 @@ public func buildRouter(broker: Broker, authenticator: Authenticator, ready: @es
         guard let log = broker.streams[name] else { throw APIError.notFound("no stream named \(name)") }
         return jsonResponse(StreamInfoBody(log))
     }
+    addLinkRoutes(to: router, broker: broker, authenticator: authenticator)
     router.get("/health/live") { request, _ -> Response in
         if !config.auth.openHealth { try authenticator.authorize(request, .produce) }
         return jsonResponse(["status": "ok"])

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import Logging
+import OrgSyncCore
 import OrgSyncServer
 import ServiceLifecycle
 import UnixSignals
@@ -44,9 +45,16 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "orgsync")
         let dataDirectory = absolutePath(dataDir ?? configuration.dataDir)
+        let registry = PluginRegistry(
+            builtins: BuiltinAdapters.factories, pluginsDirectory: configuration.pluginsDir.map(absolutePath), logger: logger)
+        for problem in registry.problems { logger.warning("plugin not loaded: \(problem)") }
         let broker: Broker
         do {
-            broker = try Broker(configuration: configuration, dataDirectory: dataDirectory, metrics: BrokerMetrics(), logger: logger)
+            broker = try Broker(configuration: configuration, dataDirectory: dataDirectory, metrics: BrokerMetrics(),
+                                logger: logger, registry: registry)
+        } catch let error as ConfigurationError {
+            printError("orgsync serve: \(error)")
+            throw ExitCodes.usage
         } catch {
             printError("orgsync serve: cannot open the data directory \(dataDirectory): \(error)")
             throw ExitCodes.cannotOpen
@@ -64,10 +72,15 @@ struct ServeCommand: AsyncParsableCommand {
                 printLine("orgsync: listening on http://\(listenHost):\(port)")
             },
             logger: logger)
-        // The broker service starts first and stops last: on SIGTERM the HTTP server stops
-        // accepting and finishes its requests, then the streams are flushed and closed.
+        // Services stop in reverse order: on SIGTERM the HTTP server stops accepting and finishes
+        // its requests, then the links stop (cursors stored, adapters and plugin processes
+        // closed), then the streams are flushed and closed.
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: BrokerService(broker: broker)), .init(service: app)],
+            services: [
+                .init(service: BrokerService(broker: broker)),
+                .init(service: LinkService(host: broker.links, metrics: broker.metrics)),
+                .init(service: app),
+            ],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         logger.info("stopped")

@@ -1,0 +1,136 @@
+import CoreMetrics
+import Foundation
+import Logging
+import OrgSyncCore
+import OrgSyncLog
+import OrgSyncPluginAPI
+import ServiceLifecycle
+
+/// The broker's links: one ``LinkSupervisor`` per configured link, each with its adapter from
+/// the plugin registry, its cursor in the stream's cursor files, and its sync log and dead
+/// letters under `<data dir>/links/<link>/`.
+public final class LinkHost: Sendable {
+    public let supervisors: [String: LinkSupervisor]
+    /// Link names in configuration order.
+    public let names: [String]
+    let directories: [String: String]
+    let logger: Logger
+
+    /// Creates every link (adapters are created, not yet connected: that is the supervisor's
+    /// first `open`). Throws naming the link when its adapter is unknown or misconfigured.
+    public init(configuration: BrokerConfiguration, dataDirectory: String, streams: [String: StreamLog],
+                registry: PluginRegistry, environment: [String: String], logger: Logger) throws {
+        var supervisors: [String: LinkSupervisor] = [:]
+        var directories: [String: String] = [:]
+        for (i, link) in configuration.links.enumerated() {
+            guard let log = streams[link.stream] else {
+                throw ConfigurationError(field: "links[\(i)].stream", problem: "no stream named \(link.stream)")
+            }
+            let adapterConfiguration = AdapterConfiguration(
+                linkName: link.name, streamName: link.stream,
+                settings: configuration.resolvedSettings(link, environment: environment), dataDirectory: dataDirectory)
+            let adapter: any OrgAdapter
+            do {
+                adapter = try registry.makeAdapter(named: link.adapter, configuration: adapterConfiguration)
+            } catch {
+                throw ConfigurationError(field: "links[\(i)].adapter", problem: "\(error)")
+            }
+            let supervisorConfiguration = try configuration.supervisorConfiguration(for: link)
+            let directory = dataDirectory + "/links/" + link.name
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            var linkLogger = logger
+            linkLogger[metadataKey: "link"] = .string(link.name)
+            supervisors[link.name] = try LinkSupervisor(
+                name: link.name, source: StreamLogLinkSource(log: log), adapter: adapter,
+                cursorStore: StreamLogCursorStore(log: log), configuration: supervisorConfiguration,
+                syncLog: try SyncLog.open(directory: directory, link: link.name, recordsMax: supervisorConfiguration.syncLogRecordsMax),
+                deadLetters: try DeadLetters.open(directory: directory, link: link.name, lettersMax: supervisorConfiguration.deadLettersMax),
+                logger: linkLogger,
+                startPaused: FileManager.default.fileExists(atPath: directory + "/PAUSED"))
+            directories[link.name] = directory
+        }
+        self.supervisors = supervisors
+        self.names = configuration.links.map(\.name)
+        self.directories = directories
+        self.logger = logger
+    }
+
+    public func supervisor(_ name: String) throws -> LinkSupervisor {
+        guard let supervisor = supervisors[name] else { throw APIError.notFound("no link named \(name)") }
+        return supervisor
+    }
+
+    /// Pauses a link and remembers it across restarts (an operator's pause outlives the process).
+    public func suspend(_ name: String) async throws -> LinkState {
+        let supervisor = try supervisor(name)
+        _ = FileManager.default.createFile(atPath: (directories[name] ?? "") + "/PAUSED", contents: Data("paused by operator\n".utf8))
+        return await supervisor.suspend()
+    }
+
+    public func resume(_ name: String, force: Bool) async throws -> LinkState {
+        let supervisor = try supervisor(name)
+        try? FileManager.default.removeItem(atPath: (directories[name] ?? "") + "/PAUSED")
+        return await supervisor.resume(force: force)
+    }
+
+    public func statuses() async -> [LinkStatus] {
+        var result: [LinkStatus] = []
+        for name in names { if let supervisor = supervisors[name] { result.append(await supervisor.status()) } }
+        return result
+    }
+}
+
+/// Runs every link's supervisor until graceful shutdown; then each stops consuming, stores
+/// its cursor (it only ever moves after a commit) and closes its adapter and plugin process.
+/// A link whose supervisor stops on an error stays stopped (its status says why); the others
+/// go on.
+public struct LinkService: Service {
+    let host: LinkHost
+    let metrics: BrokerMetrics
+    let metricsIntervalMs: Int
+
+    public init(host: LinkHost, metrics: BrokerMetrics, metricsIntervalMs: Int = 1_000) {
+        self.host = host
+        self.metrics = metrics
+        self.metricsIntervalMs = metricsIntervalMs
+    }
+
+    public func run() async throws {
+        await withTaskGroup(of: Void.self) { group in
+            for name in host.names {
+                guard let supervisor = host.supervisors[name] else { continue }
+                group.addTask {
+                    do {
+                        try await supervisor.run()
+                    } catch {
+                        host.logger.error("link stopped", metadata: ["link": "\(name)", "error": "\(error)"])
+                    }
+                }
+            }
+            group.addTask { await exportMetrics() }
+            try? await gracefulShutdown()
+            group.cancelAll()
+        }
+        host.logger.info("links stopped")
+    }
+
+    /// Per-link gauges and counters for /metrics, refreshed every `metricsIntervalMs`.
+    func exportMetrics() async {
+        while !Task.isCancelled {
+            for status in await host.statuses() {
+                let labels = [("link", status.link), ("stream", status.stream)]
+                metrics.gauge("orgsync_link_lag_entries", labels).record(Int64(status.lagCount))
+                metrics.gauge("orgsync_link_cursor", labels).record(Int64(status.cursor.rawValue))
+                for state in LinkState.allCases {
+                    metrics.gauge("orgsync_link_state", labels + [("state", state.rawValue)]).record(state == status.state ? 1 : 0)
+                }
+                metrics.gauge("orgsync_link_suspensions", labels).record(Int64(status.suspensionCount))
+                metrics.gauge("orgsync_link_flaps", labels).record(Int64(status.flapCount))
+                metrics.gauge("orgsync_link_rejected_entries", labels).record(Int64(status.rejectedCount))
+                metrics.gauge("orgsync_link_applied_entries", labels).record(Int64(clamping: status.appliedCount))
+                metrics.gauge("orgsync_link_dead_letters_failed", labels).record(Int64(status.deadLetterFailedCount))
+            }
+            try? await Task.sleep(for: .milliseconds(metricsIntervalMs))
+        }
+    }
+}

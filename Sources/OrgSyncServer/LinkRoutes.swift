@@ -1,0 +1,211 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import OrgSyncCore
+import OrgSyncPluginAPI
+
+/// `/v1/links…`: status, operator suspend/resume, cursor, sync log and dead letters.
+func addLinkRoutes(to router: Router<BrokerRequestContext>, broker: Broker, authenticator: Authenticator) {
+    let links = broker.links
+    router.get("/v1/links") { request, _ -> Response in
+        try authenticator.authorize(request, .produce)
+        return jsonResponse(LinkList(links: await links.statuses().map(LinkStatusBody.init)))
+    }
+    router.get("/v1/links/{link}") { request, context -> Response in
+        try authenticator.authorize(request, .produce)
+        let supervisor = try links.supervisor(try context.parameters.require("link"))
+        return jsonResponse(LinkStatusBody(await supervisor.status()))
+    }
+    router.post("/v1/links/{link}/suspend") { request, context -> Response in
+        try authenticator.authorize(request, .admin)
+        let name = try context.parameters.require("link")
+        _ = try await links.suspend(name)
+        return jsonResponse(LinkStatusBody(await (try links.supervisor(name)).status()))
+    }
+    router.post("/v1/links/{link}/resume") { request, context -> Response in
+        try authenticator.authorize(request, .admin)
+        let name = try context.parameters.require("link")
+        let force = try parseBool(request.uri.queryParameters.get("force"), name: "force")
+        _ = try await links.resume(name, force: force)
+        return jsonResponse(LinkStatusBody(await (try links.supervisor(name)).status()))
+    }
+    router.post("/v1/links/{link}/cursor") { request, context -> Response in
+        try authenticator.authorize(request, .admin)
+        let name = try context.parameters.require("link")
+        let supervisor = try links.supervisor(name)
+        guard let offset = request.uri.queryParameters.get("offset").flatMap({ UInt64($0) }) else {
+            throw APIError.badRequest("query parameter offset (a non-negative integer) is required")
+        }
+        do {
+            try await supervisor.setCursor(Offset(rawValue: offset))
+        } catch let error as LinkSupervisorError {
+            throw APIError.conflict("\(error)")
+        } catch {
+            throw APIError.conflict("\(error)")
+        }
+        return jsonResponse(LinkStatusBody(await supervisor.status()))
+    }
+    router.get("/v1/links/{link}/sync-log") { request, context -> Response in
+        try authenticator.authorize(request, .produce)
+        let supervisor = try links.supervisor(try context.parameters.require("link"))
+        let limit = try pageLimit(request)
+        let before = try parseUInt(request.uri.queryParameters.get("before"), name: "before")
+        let records = supervisor.syncLog.page(beforeSequence: before, limit: limit)
+        return jsonResponse(SyncLogPage(records: records.map(SyncLogRecordBody.init), nextBefore: records.count == limit ? records.last?.sequence : nil))
+    }
+    router.get("/v1/links/{link}/dead-letters") { request, context -> Response in
+        try authenticator.authorize(request, .produce)
+        let supervisor = try links.supervisor(try context.parameters.require("link"))
+        let limit = try pageLimit(request)
+        let before = try parseUInt(request.uri.queryParameters.get("before"), name: "before").map { Offset($0) }
+        let status: EntryStatus?
+        switch request.uri.queryParameters.get("status").map({ String($0) }) {
+        case nil: status = nil
+        case "failed"?: status = .failed
+        case "resolved"?: status = .resolved
+        case let other?: throw APIError.badRequest("status must be failed or resolved, not \(other)")
+        }
+        let letters = supervisor.deadLetters.page(beforeOffset: before, status: status, limit: limit)
+        return jsonResponse(DeadLetterPage(
+            deadLetters: letters.map(DeadLetterBody.init), nextBefore: letters.count == limit ? letters.last?.offset.rawValue : nil))
+    }
+    router.post("/v1/links/{link}/dead-letters/{offset}/retry") { request, context -> Response in
+        try authenticator.authorize(request, .admin)
+        let supervisor = try links.supervisor(try context.parameters.require("link"))
+        guard let offset = UInt64(try context.parameters.require("offset")) else {
+            throw APIError.badRequest("the offset must be a non-negative integer")
+        }
+        do {
+            let letter = try await supervisor.retryDeadLetter(Offset(rawValue: offset))
+            return jsonResponse(DeadLetterBody(letter))
+        } catch let error as LinkSupervisorError {
+            switch error {
+            case .deadLetterNotFound: throw APIError.notFound("\(error)")
+            case .retryFailed: throw APIError(.badGateway, code: "retry_failed", "\(error)")
+            default: throw APIError.conflict("\(error)")
+            }
+        }
+    }
+}
+
+func pageLimit(_ request: Request) throws -> Int {
+    guard let text = request.uri.queryParameters.get("limit") else { return 100 }
+    guard let value = Int(text), (1...1000).contains(value) else { throw APIError.badRequest("limit must be 1...1000") }
+    return value
+}
+
+func parseUInt(_ text: String?, name: String) throws -> UInt64? {
+    guard let text else { return nil }
+    guard let value = UInt64(text) else { throw APIError.badRequest("\(name) must be a non-negative integer") }
+    return value
+}
+
+func parseBool(_ text: String?, name: String) throws -> Bool {
+    switch text {
+    case nil, "false"?, "0"?: return false
+    case "true"?, "1"?, ""?: return true
+    default: throw APIError.badRequest("\(name) must be true or false")
+    }
+}
+
+struct LinkList: Encodable { var links: [LinkStatusBody] }
+
+/// A link's status, as the API shows it.
+struct LinkStatusBody: Encodable {
+    var name: String
+    var stream: String
+    var state: String
+    var heldDown: Bool
+    var cursor: UInt64
+    var endOffset: UInt64
+    var lag: UInt64
+    var lastError: String?
+    var probeProgress: String
+    var probeSuccesses: Int
+    var probeThreshold: Int
+    var timeInStateMs: UInt64
+    var suspensions: Int
+    var flaps: Int
+    var holdDowns: Int
+    var rejectedEntries: Int
+    var appliedEntries: UInt64
+    var deadLettersFailed: Int
+    var running: Bool
+
+    init(_ status: LinkStatus) {
+        name = status.link
+        stream = status.stream
+        state = status.state.rawValue
+        heldDown = status.heldDown
+        cursor = status.cursor.rawValue
+        endOffset = status.endOffset.rawValue
+        lag = status.lagCount
+        lastError = status.lastError
+        probeProgress = "\(status.probeSuccessCount)/\(status.probeThreshold)"
+        probeSuccesses = status.probeSuccessCount
+        probeThreshold = status.probeThreshold
+        timeInStateMs = status.timeInStateMs
+        suspensions = status.suspensionCount
+        flaps = status.flapCount
+        holdDowns = status.holdDownCount
+        rejectedEntries = status.rejectedCount
+        appliedEntries = status.appliedCount
+        deadLettersFailed = status.deadLetterFailedCount
+        running = status.isRunning
+    }
+}
+
+struct SyncLogPage: Encodable {
+    var records: [SyncLogRecordBody]
+    /// Pass as `before` to get the next (older) page; absent on the last page.
+    var nextBefore: UInt64?
+}
+
+struct SyncLogRecordBody: Encodable {
+    var sequence: UInt64
+    var timeMs: UInt64
+    var event: String
+    var state: String
+    var reason: String
+    var offset: UInt64?
+    var status: String?
+    var targetCode: String?
+
+    init(_ record: SyncLogRecord) {
+        sequence = record.sequence
+        timeMs = record.timeMs
+        event = record.event.rawValue
+        state = record.state.rawValue
+        reason = record.reason
+        offset = record.offset?.rawValue
+        status = record.status?.rawValue
+        targetCode = record.targetCode
+    }
+}
+
+struct DeadLetterPage: Encodable {
+    var deadLetters: [DeadLetterBody]
+    var nextBefore: UInt64?
+}
+
+struct DeadLetterBody: Encodable {
+    var offset: UInt64
+    var entry: String
+    var error: String
+    var targetCode: String?
+    var status: String
+    var failedAtMs: UInt64
+    var resolvedAtMs: UInt64?
+    var attempts: Int
+
+    init(_ letter: DeadLetter) {
+        offset = letter.offset.rawValue
+        entry = letter.entryJSON
+        error = letter.error
+        targetCode = letter.targetCode
+        status = letter.status.rawValue
+        failedAtMs = letter.failedAtMs
+        resolvedAtMs = letter.resolvedAtMs
+        attempts = letter.attemptCount
+    }
+}
