@@ -22,6 +22,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         .systemLibrary(
@@ -69,7 +72,52 @@ let package = Package(
                 "OrgSyncLog",
                 "OrgSyncPluginAPI",
                 "CZlib",
+                "PostgresAdapter",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "PostgresAdapter",
+            dependencies: [
+                "OrgSyncPluginAPI",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "plugins/PostgresAdapter",
+            swiftSettings: strict
+        ),
+        .target(
+            name: "WebhookAdapter",
+            dependencies: [
+                "OrgSyncPluginAPI",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "plugins/WebhookAdapter",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "PostgresAdapterTests",
+            dependencies: [
+                "PostgresAdapter",
+                "OrgSyncPluginAPI",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "WebhookAdapterTests",
+            dependencies: [
+                "WebhookAdapter",
+                "OrgSyncPluginAPI",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
