@@ -253,3 +253,30 @@ struct PostgresAdapterIntegrationTests {
         #expect(TestPostgres.isConfigured, "CI is set but ORGSYNC_TEST_PG_* are not: .ci/run must source .ci/postgres.sh")
     }
 }
+
+@Suite(.serialized, .enabled(if: TestPostgres.shouldRun, TestPostgres.skipMessage))
+struct PostgresAdapterOrgKeyTests {
+    @Test func withOrgKeyTheSameKeyInTwoOrgsIsTwoRecords() async throws {
+        let schema = TestPostgres.uniqueSchema("orgkey")
+        var settings = try TestPostgres.settings(schema: schema)
+        settings.primaryKey = .orgKey
+        let adapter = PostgresAdapter(linkName: "orgkey", settings: settings)
+        let db = try await TestPostgres.connect(settings)
+        try await adapter.open()
+        func at(_ offset: UInt64, _ org: String, _ op: OrgSyncPluginAPI.Operation, _ fields: [String: JSONValue] = [:]) -> Entry {
+            Entry(offset: Offset(offset), org: org, object: "Contact", op: op, key: "same", ts: "t\(offset)", fields: fields)
+        }
+        try await adapter.apply(batch([
+            at(0, "acme", .insert, ["N": 1]), at(1, "globex", .insert, ["N": 2]), at(2, "acme", .upsert, ["N": 3]),
+        ]))
+        #expect(try await db.scalar("SELECT \"N\" FROM \"\(unescaped: schema)\".\"Contact\" WHERE \"org\" = 'acme'") == 3)
+        #expect(try await db.scalar("SELECT \"N\" FROM \"\(unescaped: schema)\".\"Contact\" WHERE \"org\" = 'globex'") == 2)
+        try await adapter.apply(batch([at(3, "globex", .delete)]))
+        #expect(try await db.count(schema: schema, table: "Contact") == 1)
+        let duplicate = await adapterError { try await adapter.apply(batch([at(4, "acme", .insert, ["N": 4])])) }
+        #expect(duplicate?.kind == .rejected(offset: 4))
+        await adapter.close()
+        await db.dropSchema(schema)
+        try await db.close()
+    }
+}

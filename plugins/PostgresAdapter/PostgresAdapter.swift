@@ -178,7 +178,8 @@ public actor PostgresAdapter: OrgAdapter {
             try await connection.query(
                 PostgresQuery(
                     unsafeSQL: """
-                        CREATE TABLE \(qualified(table)) (\"key\" TEXT PRIMARY KEY, \"org\" TEXT NOT NULL, \"ts\" TEXT NOT NULL)
+                        CREATE TABLE \(qualified(table)) (\"key\" TEXT NOT NULL, \"org\" TEXT NOT NULL, \"ts\" TEXT NOT NULL, \
+                        PRIMARY KEY (\(conflictColumns)))
                         """), logger: logger)
             shape = TableShape(columns: ["key": .text, "org": .text, "ts": .text])
         }
@@ -189,7 +190,12 @@ public actor PostgresAdapter: OrgAdapter {
                 offset: entry.offset, "table \(table) exists without the column(s) \(missing.joined(separator: ", ")) the adapter needs")
         }
         if entry.op == .delete {
-            return PostgresQuery(unsafeSQL: "DELETE FROM \(qualified(table)) WHERE \"key\" = $1", binds: Self.binds(entry.key))
+            var binds = Self.binds(entry.key)
+            guard settings.primaryKey == .orgKey else {
+                return PostgresQuery(unsafeSQL: "DELETE FROM \(qualified(table)) WHERE \"key\" = $1", binds: binds)
+            }
+            binds.append(entry.org)
+            return PostgresQuery(unsafeSQL: "DELETE FROM \(qualified(table)) WHERE \"key\" = $1 AND \"org\" = $2", binds: binds)
         }
         let fieldNames = entry.fields.keys.sorted()
         var newColumns: [(String, ColumnKind)] = []
@@ -220,7 +226,7 @@ public actor PostgresAdapter: OrgAdapter {
         binds.append(entry.ts)
         var columns = "\"key\", \"org\", \"ts\""
         var values = "$1, $2, $3"
-        var updates = "\"org\" = EXCLUDED.\"org\", \"ts\" = EXCLUDED.\"ts\""
+        var updates = settings.primaryKey == .key ? "\"org\" = EXCLUDED.\"org\", \"ts\" = EXCLUDED.\"ts\"" : "\"ts\" = EXCLUDED.\"ts\""
         for name in fieldNames {
             guard let value = entry.fields[name] else { continue }
             // A null for a column that was never made: nothing to store.
@@ -247,7 +253,7 @@ public actor PostgresAdapter: OrgAdapter {
             updates += ", \(column) = EXCLUDED.\(column)"
         }
         var sql = "INSERT INTO \(qualified(table)) (\(columns)) VALUES (\(values))"
-        if entry.op == .upsert { sql += " ON CONFLICT (\"key\") DO UPDATE SET \(updates)" }
+        if entry.op == .upsert { sql += " ON CONFLICT (\(conflictColumns)) DO UPDATE SET \(updates)" }
         return PostgresQuery(unsafeSQL: sql, binds: binds)
     }
 
@@ -279,6 +285,8 @@ public actor PostgresAdapter: OrgAdapter {
     }
 
     // MARK: Connection
+
+    private var conflictColumns: String { settings.primaryKey == .key ? "\"key\"" : "\"org\", \"key\"" }
 
     private func qualified(_ table: String) -> String {
         TableMapping.quoted(settings.schema) + "." + TableMapping.quoted(table)

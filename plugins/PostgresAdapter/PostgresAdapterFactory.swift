@@ -39,6 +39,7 @@ public struct PostgresAdapterFactory: OrgAdapterFactory {
 /// | `database` | required | database to connect to |
 /// | `schema` | `public` | schema of the tables and of `orgsync_offsets` (created if missing) |
 /// | `table_prefix` | empty | put before every object's name to make its table name |
+/// | `primary_key` | `key` | `key`: `key TEXT PRIMARY KEY`, keys are unique across orgs; `org_key`: `PRIMARY KEY (org, key)`, for a stream that carries several orgs whose keys may collide (the shared workload does) |
 /// | `connect_timeout_ms` | `10000` | bound on establishing a connection (TCP + auth) |
 /// | `query_timeout_ms` | `30000` | bound on one adapter call (a whole batch, a probe); also the server's `statement_timeout` |
 ///
@@ -53,12 +54,13 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
     public var database: String
     public var schema: String
     public var tablePrefix: String
+    public var primaryKey: PrimaryKey
     public var connectTimeoutMs: Int
     public var queryTimeoutMs: Int
 
     public init(
         host: String = "127.0.0.1", port: Int = 5432, user: String, password: String?, database: String,
-        schema: String = "public", tablePrefix: String = "", connectTimeoutMs: Int = 10_000, queryTimeoutMs: Int = 30_000
+        schema: String = "public", tablePrefix: String = "", primaryKey: PrimaryKey = .key, connectTimeoutMs: Int = 10_000, queryTimeoutMs: Int = 30_000
     ) {
         self.host = host
         self.port = port
@@ -67,6 +69,7 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
         self.database = database
         self.schema = schema
         self.tablePrefix = tablePrefix
+        self.primaryKey = primaryKey
         self.connectTimeoutMs = connectTimeoutMs
         self.queryTimeoutMs = queryTimeoutMs
     }
@@ -79,6 +82,11 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
         database = try configuration.string("database")
         schema = configuration.string("schema", default: "public")
         tablePrefix = configuration.string("table_prefix", default: "")
+        let primaryKeyText = configuration.string("primary_key", default: "key")
+        guard let primaryKey = PrimaryKey(rawValue: primaryKeyText) else {
+            throw AdapterConfigurationError(setting: "primary_key", problem: "must be key or org_key, not \(primaryKeyText)")
+        }
+        self.primaryKey = primaryKey
         connectTimeoutMs = try configuration.int("connect_timeout_ms", default: 10_000, in: 1...3_600_000)
         queryTimeoutMs = try configuration.int("query_timeout_ms", default: 30_000, in: 1...86_400_000)
         password = configuration.settings["password"].flatMap { $0.isEmpty ? nil : $0 }
@@ -97,8 +105,16 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
         }
     }
 
+    /// What identifies a record in a table.
+    public enum PrimaryKey: String, Sendable, Hashable {
+        /// `key TEXT PRIMARY KEY`: keys are unique across orgs.
+        case key
+        /// `PRIMARY KEY (org, key)`: the same key in two orgs is two records.
+        case orgKey = "org_key"
+    }
+
     public var description: String {
         "postgres://\(user)@\(host):\(port)/\(database) schema=\(schema) password=\(password == nil ? "none" : "<redacted>")"
-            + " connect_timeout_ms=\(connectTimeoutMs) query_timeout_ms=\(queryTimeoutMs)"
+            + " primary_key=\(primaryKey.rawValue) connect_timeout_ms=\(connectTimeoutMs) query_timeout_ms=\(queryTimeoutMs)"
     }
 }
