@@ -28,6 +28,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // MARK: Modules
@@ -82,6 +85,8 @@ let package = Package(
                 "OrgSyncCore",
                 "OrgSyncServer",
                 "SQLiteAdapter",
+                "PostgresAdapter",
+                "WebhookAdapter",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -97,8 +102,10 @@ let package = Package(
                 "OrgSyncPluginAPI",
                 "OrgSyncCore",
                 "SQLiteAdapter",
+                "PostgresAdapter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -113,6 +120,28 @@ let package = Package(
             ],
             path: "plugins/SQLiteAdapter",
             exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "PostgresAdapter",
+            dependencies: [
+                "OrgSyncPluginAPI",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "plugins/PostgresAdapter",
+            swiftSettings: strict
+        ),
+        .target(
+            name: "WebhookAdapter",
+            dependencies: [
+                "OrgSyncPluginAPI",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "plugins/WebhookAdapter",
             swiftSettings: strict
         ),
 
@@ -160,6 +189,27 @@ let package = Package(
                 "OrgSyncCore",
                 "SQLiteAdapter",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "PostgresAdapterTests",
+            dependencies: [
+                "PostgresAdapter",
+                "OrgSyncPluginAPI",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "WebhookAdapterTests",
+            dependencies: [
+                "WebhookAdapter",
+                "OrgSyncPluginAPI",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

@@ -22,7 +22,7 @@ final class BrokerProcess {
         process.standardOutput = output
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")
         if let log = ProcessInfo.processInfo.environment["ORGSYNC_TEST_BROKER_LOG"] {
-            FileManager.default.createFile(atPath: log, contents: nil)
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
             process.standardError = FileHandle(forWritingAtPath: log)
         }
         try process.run()

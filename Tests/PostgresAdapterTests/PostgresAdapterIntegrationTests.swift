@@ -1,0 +1,282 @@
+import Foundation
+import Logging
+import OrgSyncPluginAPI
+@testable import PostgresAdapter
+import PostgresNIO
+import Testing
+
+/// Against the real server of `.ci/postgres.sh`. Serialized: one test stops the server.
+@Suite(.serialized, .enabled(if: TestPostgres.shouldRun, TestPostgres.skipMessage))
+struct PostgresAdapterIntegrationTests {
+    /// An open adapter and a test connection on a fresh schema, dropped afterwards.
+    func withTarget(
+        _ name: String, queryTimeoutMs: Int = 30_000,
+        _ body: (PostgresAdapter, PostgresConnection, String) async throws -> Void
+    ) async throws {
+        let schema = TestPostgres.uniqueSchema(name)
+        let settings = try TestPostgres.settings(schema: schema, queryTimeoutMs: queryTimeoutMs)
+        let adapter = PostgresAdapter(linkName: "link-\(name)", settings: settings)
+        let connection = try await TestPostgres.connect(settings)
+        do {
+            try await adapter.open()
+            try await body(adapter, connection, schema)
+        } catch {
+            await adapter.close()
+            await connection.dropSchema(schema)
+            try? await connection.close()
+            throw error
+        }
+        await adapter.close()
+        await connection.dropSchema(schema)
+        try await connection.close()
+    }
+
+    @Test func insertUpsertDeleteMapToRowsAndTypedColumns() async throws {
+        try await withTarget("mapping") { adapter, db, schema in
+            try await adapter.apply(batch([
+                entry(0, .insert, "k1", ["Name": "Ada", "Employees": 12, "Revenue": 2.5, "Active": true, "Tags": .array(["a", 1])]),
+                entry(1, .upsert, "k1", ["Name": "Grace"]),
+                entry(2, .upsert, "k2", ["Name": "Temp", "Nothing": .null]),
+                entry(3, .delete, "k2"),
+                entry(4, .insert, "k3", ["Name": "Linus", "Revenue": 7]),
+                entry(5, .delete, "never-there", object: "NoSuchObject"),
+            ]))
+            #expect(try await db.count(schema: schema, table: "Contact") == 2)
+            let rows = try await db.query(
+                PostgresQuery(unsafeSQL: """
+                    SELECT "key", "org", "Name", "Employees", "Revenue", "Active", "Tags"::text
+                    FROM "\(schema)"."Contact" ORDER BY "key"
+                    """), logger: Logger(label: "test"))
+            var seen: [String] = []
+            for try await (key, org, name, employees, revenue, active, tags)
+                in rows.decode((String, String, String, Int64?, Double?, Bool?, String?).self)
+            {
+                seen.append("\(key)|\(org)|\(name)|\(employees.map(String.init) ?? "-")|\(revenue.map { "\($0)" } ?? "-")|\(active.map(String.init) ?? "-")|\(tags ?? "-")")
+            }
+            // The upsert changed Name only; the int into a DOUBLE PRECISION column was widened.
+            #expect(seen == ["k1|acme|Grace|12|2.5|true|[\"a\", 1]", "k3|acme|Linus|-|7.0|-|-"])
+            var types: [String: String] = [:]
+            let columns = try await db.query(
+                PostgresQuery(unsafeSQL: """
+                    SELECT column_name::text, data_type::text FROM information_schema.columns
+                    WHERE table_schema = '\(schema)' AND table_name = 'Contact'
+                    """), logger: Logger(label: "test"))
+            for try await (name, type) in columns.decode((String, String).self) { types[name] = type }
+            #expect(types == [
+                "key": "text", "org": "text", "ts": "text", "Name": "text", "Employees": "bigint",
+                "Revenue": "double precision", "Active": "boolean", "Tags": "jsonb",
+            ])
+            #expect(types["Nothing"] == nil, "a null value creates no column")
+            #expect(try await db.scalar(PostgresQuery(unsafeSQL: "SELECT count(*) FROM pg_tables WHERE schemaname = '\(schema)' AND tablename = 'NoSuchObject'")) == 0)
+            #expect(try await adapter.appliedOffset() == 5)
+        }
+    }
+
+    @Test func entriesApplyInOffsetOrderWithinAndAcrossBatches() async throws {
+        try await withTarget("order") { adapter, db, schema in
+            try await adapter.apply(batch((0..<50).map { entry($0, .upsert, "hot", ["Seq": .int(Int64($0))]) }))
+            try await adapter.apply(batch([entry(50, .delete, "hot"), entry(51, .insert, "hot", ["Seq": 51])]))
+            try await adapter.apply(batch((52..<60).map { entry($0, .upsert, "hot", ["Seq": .int(Int64($0))]) }))
+            #expect(try await db.scalar("SELECT \"Seq\" FROM \"\(unescaped: schema)\".\"Contact\" WHERE \"key\" = 'hot'") == 59)
+            #expect(try await db.count(schema: schema, table: "Contact") == 1)
+            #expect(try await adapter.appliedOffset() == 59)
+        }
+    }
+
+    @Test func reapplyingAnAppliedBatchAddsNothing() async throws {
+        try await withTarget("idempotent") { adapter, db, schema in
+            let first = batch((0..<10).map { entry($0, .insert, "k\($0)", ["N": .int(Int64($0))]) })
+            try await adapter.apply(first)
+            // The same inserts again would violate the primary key if they were not skipped.
+            try await adapter.apply(first)
+            let overlapping = batch((5..<15).map { entry($0, .insert, "k\($0)", ["N": .int(Int64($0) * 100)]) })
+            try await adapter.apply(overlapping)
+            #expect(try await db.count(schema: schema, table: "Contact") == 15)
+            #expect(try await db.scalar("SELECT \"N\" FROM \"\(unescaped: schema)\".\"Contact\" WHERE \"key\" = 'k7'") == 7)
+            #expect(try await db.scalar("SELECT \"N\" FROM \"\(unescaped: schema)\".\"Contact\" WHERE \"key\" = 'k12'") == 1200)
+            #expect(try await adapter.appliedOffset() == 14)
+        }
+    }
+
+    @Test func rejectedEntryNamesItsOffsetAndNothingOfTheBatchIsCommitted() async throws {
+        try await withTarget("rejected") { adapter, db, schema in
+            try await adapter.apply(batch([entry(0, .insert, "base", ["N": 1])]))
+            // A duplicate key: the server's SQLSTATE comes back as the target code.
+            let duplicate = await adapterError {
+                try await adapter.apply(batch([
+                    entry(1, .insert, "a", ["N": 2]), entry(2, .upsert, "b", ["New": "column"]), entry(3, .insert, "base"),
+                ]))
+            }
+            #expect(duplicate?.kind == .rejected(offset: 3))
+            #expect(duplicate?.targetCode == "23505")
+            #expect(try await db.count(schema: schema, table: "Contact") == 1)
+            #expect(try await adapter.appliedOffset() == 0)
+            // The column added for offset 2 was rolled back too, and the adapter knows it:
+            // re-applying the prefix (what the link does) recreates it.
+            #expect(try await db.scalar("SELECT count(*) FROM information_schema.columns WHERE table_schema = \(schema) AND column_name = 'New'") == 0)
+            try await adapter.apply(batch([entry(1, .insert, "a", ["N": 2]), entry(2, .upsert, "b", ["New": "column"])]))
+            #expect(try await db.count(schema: schema, table: "Contact") == 3)
+
+            // A value that does not fit its column is rejected by the adapter itself.
+            let mismatch = await adapterError { try await adapter.apply(batch([entry(4, .upsert, "c", ["N": "not a number"])])) }
+            #expect(mismatch?.kind == .rejected(offset: 4))
+            // A name that cannot be mapped safely, and one orgsync keeps for itself.
+            let tooLong = await adapterError {
+                try await adapter.apply(batch([entry(5, .upsert, "d", object: String(repeating: "x", count: 64), ["N": 1])]))
+            }
+            #expect(tooLong?.kind == .rejected(offset: 5))
+            let reserved = await adapterError {
+                try await adapter.apply(batch([entry(5, .upsert, "d", object: "orgsync_offsets", ["N": 1])]))
+            }
+            #expect(reserved?.kind == .rejected(offset: 5))
+            // A quote in a name is data, not SQL.
+            try await adapter.apply(batch([entry(5, .upsert, "q", object: "We\"ird; DROP TABLE x", ["Sp\"ace d": "ok"])]))
+            #expect(try await db.count(schema: schema, table: "We\"\"ird; DROP TABLE x") == 1)
+            #expect(try await adapter.appliedOffset() == 5)
+        }
+    }
+
+    @Test func probeAndOpenAgainstNothingListeningThrowConnection() async throws {
+        var settings = try TestPostgres.settings(schema: "public")
+        settings.port = try unusedLoopbackPort()
+        let adapter = PostgresAdapter(linkName: "dead", settings: settings)
+        let probe = await adapterError { try await adapter.probe() }
+        #expect(probe?.kind == .connection)
+        let open = await adapterError { try await adapter.open() }
+        #expect(open?.kind == .connection)
+        await adapter.close()
+    }
+
+    @Test func wrongPasswordIsAConnectionFailureWithoutThePassword() async throws {
+        var settings = try TestPostgres.settings(schema: "public")
+        settings.password = "not-the-password-\(UInt32.random(in: 0...UInt32.max))"
+        let adapter = PostgresAdapter(linkName: "auth", settings: settings)
+        let error = await adapterError { try await adapter.probe() }
+        #expect(error?.kind == .connection)
+        #expect(error?.targetCode == "28P01")
+        #expect(error.map { !$0.description.contains(settings.password ?? "") } == true)
+        await adapter.close()
+    }
+
+    @Test func appliedOffsetSurvivesReopen() async throws {
+        let schema = TestPostgres.uniqueSchema("reopen")
+        let settings = try TestPostgres.settings(schema: schema)
+        let first = PostgresAdapter(linkName: "reopen", settings: settings)
+        try await first.open()
+        #expect(try await first.appliedOffset() == nil)
+        try await first.apply(batch([entry(40, .upsert, "a", ["N": 1]), entry(41, .upsert, "b", ["N": 2])]))
+        await first.close()
+        let second = PostgresAdapter(linkName: "reopen", settings: settings)
+        try await second.open()
+        #expect(try await second.appliedOffset() == 41)
+        // Another link in the same target keeps its own offset.
+        let other = PostgresAdapter(linkName: "other", settings: settings)
+        #expect(try await other.appliedOffset() == nil)
+        await second.close()
+        await other.close()
+        let db = try await TestPostgres.connect(settings)
+        await db.dropSchema(schema)
+        try await db.close()
+    }
+
+    @Test func aBatchThatOutlivesQueryTimeoutIsAConnectionFailure() async throws {
+        try await withTarget("timeout", queryTimeoutMs: 300) { adapter, db, schema in
+            try await adapter.apply(batch([entry(0, .upsert, "a", ["N": 1])]))
+            try await db.query("BEGIN", logger: Logger(label: "test"))
+            try await db.query(PostgresQuery(unsafeSQL: "LOCK TABLE \"\(schema)\".\"Contact\" IN ACCESS EXCLUSIVE MODE"), logger: Logger(label: "test"))
+            let error = await adapterError { try await adapter.apply(batch([entry(1, .upsert, "b", ["N": 2])])) }
+            #expect(error?.kind == .connection)
+            try await db.query("ROLLBACK", logger: Logger(label: "test"))
+            try await adapter.apply(batch([entry(1, .upsert, "b", ["N": 2])]))
+            #expect(try await db.count(schema: schema, table: "Contact") == 2)
+        }
+    }
+
+    /// The server goes down (immediate shutdown) while a batch is half written: the adapter
+    /// reports a connection failure, and after a restart nothing of that batch is there.
+    @Test func serverStoppedMidBatchLeavesNoPartialBatch() async throws {
+        let schema = TestPostgres.uniqueSchema("midbatch")
+        let settings = try TestPostgres.settings(schema: schema)
+        let adapter = PostgresAdapter(linkName: "midbatch", settings: settings)
+        try await adapter.open()
+        try await adapter.apply(batch([entry(0, .upsert, "k500", ["N": 0])]))
+        // Hold the row k500 so the next batch stops there, with k0..k499 written but not committed.
+        let locker = try await TestPostgres.connect(settings)
+        try await locker.query("BEGIN", logger: Logger(label: "test"))
+        try await locker.query(PostgresQuery(unsafeSQL: "SELECT 1 FROM \"\(schema)\".\"Contact\" WHERE \"key\" = 'k500' FOR UPDATE"), logger: Logger(label: "test"))
+        let big = batch((0..<1000).map { entry(UInt64($0) + 1, .upsert, "k\($0)", ["N": .int(Int64($0))]) })
+        let applying = Task { await adapterError { try await adapter.apply(big) } }
+
+        var stopped = false
+        do {
+            // Wait (bounded) until the adapter's backend waits for our lock: it is mid-batch.
+            let deadline = ContinuousClock.now + .seconds(20)
+            var waiting: Int64 = 0
+            while waiting == 0, ContinuousClock.now < deadline {
+                waiting = try await locker.scalar("""
+                    SELECT count(*) FROM pg_stat_activity WHERE application_name = 'orgsync:midbatch' AND wait_event_type = 'Lock'
+                    """) ?? 0
+                if waiting == 0 { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            #expect(waiting == 1, "the batch never reached the locked row")
+            stopped = try await TestPostgres.pgCtl(["stop", "-m", "immediate"]) == 0
+            #expect(stopped)
+            let error = await applying.value
+            #expect(error?.kind == .connection)
+            let probe = await adapterError { try await adapter.probe() }
+            #expect(probe?.kind == .connection, "probe against a stopped server")
+        } catch {
+            applying.cancel()
+            _ = try? await TestPostgres.pgCtl(["start"])
+            throw error
+        }
+        try? await locker.close()
+        #expect(try await TestPostgres.pgCtl(["start"]) == 0)
+        // After the restart: reconnect, and only what was committed before the crash is there.
+        try await adapter.probe()
+        #expect(try await adapter.appliedOffset() == 0)
+        let db = try await TestPostgres.connect(settings)
+        #expect(try await db.count(schema: schema, table: "Contact") == 1)
+        // The link re-sends the batch and it applies whole.
+        try await adapter.apply(big)
+        #expect(try await db.count(schema: schema, table: "Contact") == 1000)
+        #expect(try await adapter.appliedOffset() == 1000)
+        await adapter.close()
+        await db.dropSchema(schema)
+        try await db.close()
+    }
+}
+
+@Suite struct PostgresIntegrationEnvironmentTests {
+    /// In CI a missing server is a failure, not a skip.
+    @Test(.enabled(if: TestPostgres.inCI)) func ciProvidesAServer() {
+        #expect(TestPostgres.isConfigured, "CI is set but ORGSYNC_TEST_PG_* are not: .ci/run must source .ci/postgres.sh")
+    }
+}
+
+@Suite(.serialized, .enabled(if: TestPostgres.shouldRun, TestPostgres.skipMessage))
+struct PostgresAdapterOrgKeyTests {
+    @Test func withOrgKeyTheSameKeyInTwoOrgsIsTwoRecords() async throws {
+        let schema = TestPostgres.uniqueSchema("orgkey")
+        var settings = try TestPostgres.settings(schema: schema)
+        settings.primaryKey = .orgKey
+        let adapter = PostgresAdapter(linkName: "orgkey", settings: settings)
+        let db = try await TestPostgres.connect(settings)
+        try await adapter.open()
+        func at(_ offset: UInt64, _ org: String, _ op: OrgSyncPluginAPI.Operation, _ fields: [String: JSONValue] = [:]) -> Entry {
+            Entry(offset: Offset(offset), org: org, object: "Contact", op: op, key: "same", ts: "t\(offset)", fields: fields)
+        }
+        try await adapter.apply(batch([
+            at(0, "acme", .insert, ["N": 1]), at(1, "globex", .insert, ["N": 2]), at(2, "acme", .upsert, ["N": 3]),
+        ]))
+        #expect(try await db.scalar("SELECT \"N\" FROM \"\(unescaped: schema)\".\"Contact\" WHERE \"org\" = 'acme'") == 3)
+        #expect(try await db.scalar("SELECT \"N\" FROM \"\(unescaped: schema)\".\"Contact\" WHERE \"org\" = 'globex'") == 2)
+        try await adapter.apply(batch([at(3, "globex", .delete)]))
+        #expect(try await db.count(schema: schema, table: "Contact") == 1)
+        let duplicate = await adapterError { try await adapter.apply(batch([at(4, "acme", .insert, ["N": 4])])) }
+        #expect(duplicate?.kind == .rejected(offset: 4))
+        await adapter.close()
+        await db.dropSchema(schema)
+        try await db.close()
+    }
+}

@@ -1,0 +1,132 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+
+/// What the test server saw of one request.
+struct RecordedRequest: Sendable {
+    var method: HTTPMethod
+    var uri: String
+    var headers: HTTPHeaders
+    var body: [UInt8]
+}
+
+/// What the test server answers; nil from the responder means never answer (a hung receiver).
+struct Reply: Sendable {
+    var status: HTTPResponseStatus
+    var body: String = ""
+}
+
+/// A small HTTP/1.1 server on 127.0.0.1 and a free port, answering from a closure and keeping
+/// every request it got. Stopped by the test (also when it fails) with ``stop()``.
+final class TestHTTPServer: Sendable {
+    let port: Int
+    private let channel: any Channel
+    private let box: ServerBox
+
+    var requests: [RecordedRequest] { box.recorded.withLock { $0 } }
+    var url: String { "http://127.0.0.1:\(port)/hook" }
+
+    private init(channel: any Channel, port: Int, box: ServerBox) {
+        self.channel = channel
+        self.port = port
+        self.box = box
+    }
+
+    static func start(_ respond: @escaping @Sendable (RecordedRequest) -> Reply?) async throws -> TestHTTPServer {
+        let box = ServerBox()
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { child in
+                box.children.withLock { $0.append(child) }
+                return child.pipeline.configureHTTPServerPipeline().flatMapThrowing {
+                    try child.pipeline.syncOperations.addHandler(Handler(box: box, respond: respond))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        guard let port = channel.localAddress?.port else {
+            try await channel.close()
+            throw ChannelError.unknownLocalAddress
+        }
+        return TestHTTPServer(channel: channel, port: port, box: box)
+    }
+
+    /// Closes the listening socket and every accepted connection (a hung one included).
+    func stop() async {
+        try? await channel.close()
+        for child in box.children.withLock({ $0 }) { try? await child.close() }
+    }
+
+    /// Lets the handlers reach the server made after the bootstrap's closures.
+    private final class ServerBox: Sendable {
+        let recorded = Mutex<[RecordedRequest]>([])
+        let children = Mutex<[any Channel]>([])
+    }
+
+    private final class Handler: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+        let box: ServerBox
+        let respond: @Sendable (RecordedRequest) -> Reply?
+        var head: HTTPRequestHead?
+        var body: [UInt8] = []
+
+        init(box: ServerBox, respond: @escaping @Sendable (RecordedRequest) -> Reply?) {
+            self.box = box
+            self.respond = respond
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head(let requestHead):
+                head = requestHead
+                body = []
+            case .body(let buffer):
+                body += buffer.readableBytesView
+            case .end:
+                guard let head else { return }
+                let request = RecordedRequest(method: head.method, uri: head.uri, headers: head.headers, body: body)
+                box.recorded.withLock { $0.append(request) }
+                guard let reply = respond(request) else { return }
+                var headers = HTTPHeaders()
+                headers.add(name: "Content-Length", value: String(reply.body.utf8.count))
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: reply.status, headers: headers))), promise: nil)
+                if head.method != .HEAD {
+                    context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: reply.body)))), promise: nil)
+                }
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            }
+        }
+    }
+}
+
+/// Keeps every log record, to check that no secret reaches a log.
+final class CapturedLogs: Sendable {
+    private let lines = Mutex<[String]>([])
+    var all: [String] { lines.withLock { $0 } }
+    func append(_ line: String) { lines.withLock { $0.append(line) } }
+
+    func logger() -> Logger {
+        var logger = Logger(label: "test.webhook") { label in Handler(label: label, sink: self) }
+        logger.logLevel = .trace
+        return logger
+    }
+
+    struct Handler: LogHandler {
+        let label: String
+        let sink: CapturedLogs
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) {
+            let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+            sink.append("\(event.level) \(event.message) \(merged)")
+        }
+    }
+}

@@ -1,0 +1,372 @@
+import Logging
+import NIOCore
+import OrgSyncPluginAPI
+import PostgresNIO
+import Synchronization
+
+/// Applies entries to tables of a PostgreSQL database (mapping in ``TableMapping``), one batch
+/// per transaction together with the link's row in `orgsync_offsets`:
+///
+/// ```sql
+/// CREATE TABLE orgsync_offsets (link TEXT PRIMARY KEY, applied_offset BIGINT, updated_at TIMESTAMPTZ NOT NULL)
+/// ```
+///
+/// A batch locks the link's offsets row first, skips entries at or below the stored offset
+/// (so re-sending a committed batch changes nothing), applies the rest in order and stores the
+/// batch's last offset before COMMIT. Every value is a bind parameter; only checked, quoted
+/// identifiers are part of the SQL text.
+///
+/// One connection per link; the broker never overlaps calls, the actor makes that a guarantee.
+public actor PostgresAdapter: OrgAdapter {
+    public nonisolated let linkName: String
+    public nonisolated let settings: PostgresAdapterSettings
+    private let logger: Logger
+    private var connection: PostgresConnection?
+    private var connectionCount = 0
+    /// Table shapes as committed in the target. A batch works on a copy and adopts it on COMMIT,
+    /// so DDL rolled back with a batch never stays in the cache.
+    private var shapes: [String: TableShape] = [:]
+
+    public init(linkName: String, settings: PostgresAdapterSettings) {
+        self.linkName = linkName
+        self.settings = settings
+        var logger = Logger(label: "orgsync.adapter.postgres")
+        logger[metadataKey: "link"] = "\(linkName)"
+        self.logger = logger
+    }
+
+    private var offsetsTable: String { TableMapping.quoted(settings.schema) + ".\"orgsync_offsets\"" }
+    private var endpoint: String { "postgres \(settings.host):\(settings.port)/\(settings.database)" }
+
+    // MARK: OrgAdapter
+
+    public func open() async throws {
+        await dropConnection()
+        let connection = try await connect()
+        do {
+            try await withDeadline(connection) {
+                if self.settings.schema != "public" {
+                    try await connection.query(
+                        PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \(TableMapping.quoted(self.settings.schema))"),
+                        logger: self.logger)
+                }
+                try await connection.query(
+                    PostgresQuery(
+                        unsafeSQL: """
+                            CREATE TABLE IF NOT EXISTS \(self.offsetsTable) (
+                                link TEXT PRIMARY KEY, applied_offset BIGINT, updated_at TIMESTAMPTZ NOT NULL DEFAULT now())
+                            """), logger: self.logger)
+            }
+        } catch {
+            await dropConnection()
+            throw PostgresErrorClassifier.classify(error, phase: .session, context: "\(endpoint): preparing orgsync_offsets")
+        }
+    }
+
+    public func apply(_ batch: EntryBatch) async throws {
+        guard let lastOffset = batch.lastOffset else { return }
+        let connection = try await connectedOrConnect()
+        var phase = PostgresErrorClassifier.Phase.session
+        var working = shapes
+        do {
+            try await withDeadline(connection) {
+                try await self.applyInTransaction(batch, lastOffset: lastOffset, on: connection, phase: &phase, shapes: &working)
+            }
+            shapes = working
+        } catch {
+            let failure = PostgresErrorClassifier.classify(error, phase: phase, context: endpoint)
+            if case .rejected = failure.kind {
+                await rollback(connection)
+            } else {
+                // Anything but a rejected entry may leave the session in doubt: start afresh.
+                shapes = [:]
+                await dropConnection()
+            }
+            throw failure
+        }
+    }
+
+    public func probe() async throws {
+        let connection = try await connectedOrConnect()
+        do {
+            try await withDeadline(connection) {
+                let rows = try await connection.query("SELECT 1", logger: self.logger)
+                for try await _ in rows {}
+            }
+        } catch {
+            await dropConnection()
+            throw PostgresErrorClassifier.classify(error, phase: .session, context: "\(endpoint): probe")
+        }
+    }
+
+    public func appliedOffset() async throws -> Offset? {
+        let connection = try await connectedOrConnect()
+        do {
+            return try await withDeadline(connection) { try await self.readAppliedOffset(connection) }
+        } catch let error as PSQLError where error.serverInfo?[.sqlState] == "42P01" {
+            return nil  // no offsets table yet: nothing applied
+        } catch {
+            await dropConnection()
+            throw PostgresErrorClassifier.classify(error, phase: .session, context: "\(endpoint): reading applied offset")
+        }
+    }
+
+    public func close() async {
+        await dropConnection()
+    }
+
+    // MARK: Batch
+
+    private func applyInTransaction(
+        _ batch: EntryBatch, lastOffset: Offset, on connection: PostgresConnection,
+        phase: inout PostgresErrorClassifier.Phase, shapes: inout [String: TableShape]
+    ) async throws {
+        let link = linkName
+        try await connection.query("BEGIN", logger: logger)
+        // Lock the link's row (creating it on first use) and read the stored offset in one trip.
+        let lock = try await connection.query(
+            PostgresQuery(
+                unsafeSQL: """
+                    INSERT INTO \(offsetsTable) (link, applied_offset, updated_at) VALUES ($1, NULL, now())
+                    ON CONFLICT (link) DO UPDATE SET link = EXCLUDED.link RETURNING applied_offset
+                    """, binds: Self.binds(link)), logger: logger)
+        var stored: Int64?
+        for try await value in lock.decode(Int64?.self) { stored = value }
+        let applied = stored.flatMap { $0 >= 0 ? Offset(UInt64($0)) : nil }
+        if let applied, applied >= lastOffset {
+            try await connection.query("COMMIT", logger: logger)
+            return
+        }
+        for entry in batch.entries {
+            if let applied, entry.offset <= applied { continue }
+            phase = .schema(entry.offset)
+            let statement = try await prepare(entry, on: connection, shapes: &shapes)
+            phase = .entry(entry.offset)
+            if let statement { try await connection.query(statement, logger: logger) }
+        }
+        phase = .session
+        guard let last = Int64(exactly: lastOffset.rawValue) else {
+            throw AdapterError.rejected(offset: lastOffset, "offset does not fit a BIGINT")
+        }
+        var binds = Self.binds(link)
+        binds.append(last)
+        try await connection.query(
+            PostgresQuery(
+                unsafeSQL: "UPDATE \(offsetsTable) SET applied_offset = $2, updated_at = now() WHERE link = $1",
+                binds: binds), logger: logger)
+        try await connection.query("COMMIT", logger: logger)
+    }
+
+    /// Makes sure the entry's table and columns exist (DDL inside the batch's transaction) and
+    /// returns its statement; nil when there is nothing to do (delete from a table never made).
+    private func prepare(
+        _ entry: Entry, on connection: PostgresConnection, shapes: inout [String: TableShape]
+    ) async throws -> PostgresQuery? {
+        let table: String
+        switch TableMapping.tableName(object: entry.object, prefix: settings.tablePrefix) {
+        case .success(let name): table = name
+        case .failure(let problem): throw AdapterError.rejected(offset: entry.offset, problem.message)
+        }
+        var shape: TableShape
+        if let known = shapes[table] {
+            shape = known
+        } else if let existing = try await loadShape(table, on: connection) {
+            shape = existing
+        } else if entry.op == .delete {
+            return nil
+        } else {
+            try await connection.query(
+                PostgresQuery(
+                    unsafeSQL: """
+                        CREATE TABLE \(qualified(table)) (\"key\" TEXT NOT NULL, \"org\" TEXT NOT NULL, \"ts\" TEXT NOT NULL, \
+                        PRIMARY KEY (\(conflictColumns)))
+                        """), logger: logger)
+            shape = TableShape(columns: ["key": .text, "org": .text, "ts": .text])
+        }
+        shapes[table] = shape
+        let missing = shape.missingOwnColumns
+        if !missing.isEmpty {
+            throw AdapterError.rejected(
+                offset: entry.offset, "table \(table) exists without the column(s) \(missing.joined(separator: ", ")) the adapter needs")
+        }
+        if entry.op == .delete {
+            var binds = Self.binds(entry.key)
+            guard settings.primaryKey == .orgKey else {
+                return PostgresQuery(unsafeSQL: "DELETE FROM \(qualified(table)) WHERE \"key\" = $1", binds: binds)
+            }
+            binds.append(entry.org)
+            return PostgresQuery(unsafeSQL: "DELETE FROM \(qualified(table)) WHERE \"key\" = $1 AND \"org\" = $2", binds: binds)
+        }
+        let fieldNames = entry.fields.keys.sorted()
+        var newColumns: [(String, ColumnKind)] = []
+        for name in fieldNames {
+            if let problem = TableMapping.columnProblem(name) {
+                throw AdapterError.rejected(offset: entry.offset, "\(entry.object): \(problem.message)")
+            }
+            guard shape.columns[name] == nil, let value = entry.fields[name], let kind = ColumnKind(firstValue: value) else {
+                continue
+            }
+            newColumns.append((name, kind))
+        }
+        if !newColumns.isEmpty {
+            let additions = newColumns.map { "ADD COLUMN \(TableMapping.quoted($0.0)) \($0.1.sqlType)" }
+            try await connection.query(
+                PostgresQuery(unsafeSQL: "ALTER TABLE \(qualified(table)) \(additions.joined(separator: ", "))"),
+                logger: logger)
+            for (name, kind) in newColumns { shape.columns[name] = kind }
+            shapes[table] = shape
+        }
+        return try writeStatement(entry, table: table, shape: shape, fieldNames: fieldNames)
+    }
+
+    private func writeStatement(_ entry: Entry, table: String, shape: TableShape, fieldNames: [String]) throws -> PostgresQuery {
+        var binds = PostgresBindings(capacity: 3 + fieldNames.count)
+        binds.append(entry.key)
+        binds.append(entry.org)
+        binds.append(entry.ts)
+        var columns = "\"key\", \"org\", \"ts\""
+        var values = "$1, $2, $3"
+        var updates = settings.primaryKey == .key ? "\"org\" = EXCLUDED.\"org\", \"ts\" = EXCLUDED.\"ts\"" : "\"ts\" = EXCLUDED.\"ts\""
+        for name in fieldNames {
+            guard let value = entry.fields[name] else { continue }
+            // A null for a column that was never made: nothing to store.
+            guard let kind = shape.columns[name] else { continue }
+            guard let bound = BoundValue.fit(value, into: kind) else {
+                throw AdapterError.rejected(
+                    offset: entry.offset,
+                    "\(entry.object).\(name): a \(value.typeName) does not fit column type \(kind.sqlType)")
+            }
+            let column = TableMapping.quoted(name)
+            var placeholder = "$\(binds.count + 1)"
+            switch bound {
+            case .null: binds.appendNull()
+            case .text(let text): binds.append(text)
+            case .int(let number): binds.append(number)
+            case .double(let number): binds.append(number)
+            case .bool(let flag): binds.append(flag)
+            case .json(let text):
+                binds.append(text)
+                placeholder += "::jsonb"
+            }
+            columns += ", " + column
+            values += ", " + placeholder
+            updates += ", \(column) = EXCLUDED.\(column)"
+        }
+        var sql = "INSERT INTO \(qualified(table)) (\(columns)) VALUES (\(values))"
+        if entry.op == .upsert { sql += " ON CONFLICT (\(conflictColumns)) DO UPDATE SET \(updates)" }
+        return PostgresQuery(unsafeSQL: sql, binds: binds)
+    }
+
+    /// The table's columns as the target has them, or nil when there is no such table.
+    private func loadShape(_ table: String, on connection: PostgresConnection) async throws -> TableShape? {
+        var binds = Self.binds(settings.schema)
+        binds.append(table)
+        let rows = try await connection.query(
+            PostgresQuery(
+                unsafeSQL: """
+                    SELECT column_name::text, udt_name::text FROM information_schema.columns
+                    WHERE table_schema = $1 AND table_name = $2
+                    """, binds: binds), logger: logger)
+        var columns: [String: ColumnKind] = [:]
+        for try await (name, udtName) in rows.decode((String, String).self) {
+            columns[name] = ColumnKind(udtName: udtName)
+        }
+        return columns.isEmpty ? nil : TableShape(columns: columns)
+    }
+
+    private func readAppliedOffset(_ connection: PostgresConnection) async throws -> Offset? {
+        let rows = try await connection.query(
+            PostgresQuery(
+                unsafeSQL: "SELECT applied_offset FROM \(offsetsTable) WHERE link = $1", binds: Self.binds(linkName)),
+            logger: logger)
+        var stored: Int64?
+        for try await value in rows.decode(Int64?.self) { stored = value }
+        return stored.flatMap { $0 >= 0 ? Offset(UInt64($0)) : nil }
+    }
+
+    // MARK: Connection
+
+    private var conflictColumns: String { settings.primaryKey == .key ? "\"key\"" : "\"org\", \"key\"" }
+
+    private func qualified(_ table: String) -> String {
+        TableMapping.quoted(settings.schema) + "." + TableMapping.quoted(table)
+    }
+
+    private static func binds(_ text: String) -> PostgresBindings {
+        var binds = PostgresBindings(capacity: 2)
+        binds.append(text)
+        return binds
+    }
+
+    private func connectedOrConnect() async throws -> PostgresConnection {
+        if let connection, !connection.isClosed { return connection }
+        return try await connect()
+    }
+
+    private func connect() async throws -> PostgresConnection {
+        await dropConnection()
+        var configuration = PostgresConnection.Configuration(
+            host: settings.host, port: settings.port, username: settings.user, password: settings.password,
+            database: settings.database, tls: .disable)
+        configuration.options.connectTimeout = .milliseconds(Int64(settings.connectTimeoutMs))
+        configuration.options.additionalStartupParameters = [
+            ("application_name", "orgsync:" + String(linkName.prefix(50))),
+            ("statement_timeout", String(settings.queryTimeoutMs)),
+        ]
+        connectionCount += 1
+        do {
+            let connection = try await PostgresConnection.connect(
+                configuration: configuration, id: connectionCount, logger: logger)
+            self.connection = connection
+            return connection
+        } catch {
+            throw PostgresErrorClassifier.classify(error, phase: .session, context: "\(endpoint): connect")
+        }
+    }
+
+    private func dropConnection() async {
+        guard let connection else { return }
+        self.connection = nil
+        try? await connection.close()
+    }
+
+    private func rollback(_ connection: PostgresConnection) async {
+        do {
+            try await connection.query("ROLLBACK", logger: logger)
+        } catch {
+            // The session is in doubt; the next call reconnects.
+            await dropConnection()
+        }
+    }
+
+    /// Runs `body` bounded by `query_timeout_ms`. On timeout or cancellation the connection is
+    /// closed, which fails whatever query is in flight (the server rolls back its transaction).
+    private func withDeadline<T: Sendable>(
+        _ connection: PostgresConnection, _ body: () async throws -> T
+    ) async throws -> T {
+        let timedOut = DeadlineFlag()
+        let timeoutMs = settings.queryTimeoutMs
+        let watchdog = Task {
+            try await Task.sleep(for: .milliseconds(timeoutMs))
+            timedOut.fired.store(true, ordering: .sequentiallyConsistent)
+            try? await connection.close()
+        }
+        defer { watchdog.cancel() }
+        do {
+            return try await withTaskCancellationHandler {
+                try await body()
+            } onCancel: {
+                connection.close().whenComplete { _ in }
+            }
+        } catch {
+            if timedOut.fired.load(ordering: .sequentiallyConsistent) {
+                throw AdapterError.connection("\(endpoint): no answer within query_timeout_ms=\(timeoutMs)")
+            }
+            throw error
+        }
+    }
+}
+
+private final class DeadlineFlag: Sendable {
+    let fired = Atomic<Bool>(false)
+}

@@ -1,0 +1,120 @@
+import OrgSyncPluginAPI
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// Registers the PostgreSQL adapter under the name `postgres`.
+public struct PostgresAdapterFactory: OrgAdapterFactory {
+    public let name = "postgres"
+    public let version = "0.1.0"
+    /// Where `password_env` is looked up; the process environment unless a test gives its own.
+    let environment: @Sendable () -> [String: String]
+
+    public init() {
+        self.environment = { ProcessInfo.processInfo.environment }
+    }
+
+    init(environment: @escaping @Sendable () -> [String: String]) {
+        self.environment = environment
+    }
+
+    public func makeAdapter(_ configuration: AdapterConfiguration) throws -> any OrgAdapter {
+        let settings = try PostgresAdapterSettings(configuration, environment: environment())
+        return PostgresAdapter(linkName: configuration.linkName, settings: settings)
+    }
+}
+
+/// The settings of a `postgres` link, from its `settings` table.
+///
+/// | setting | default | meaning |
+/// | --- | --- | --- |
+/// | `host` | `127.0.0.1` | server host name or address |
+/// | `port` | `5432` | server TCP port |
+/// | `user` | required | role to log in as |
+/// | `password` | none | password; prefer `password_env` |
+/// | `password_env` | none | name of an environment variable holding the password; it wins over `password` and must be set |
+/// | `database` | required | database to connect to |
+/// | `schema` | `public` | schema of the tables and of `orgsync_offsets` (created if missing) |
+/// | `table_prefix` | empty | put before every object's name to make its table name |
+/// | `primary_key` | `key` | `key`: `key TEXT PRIMARY KEY`, keys are unique across orgs; `org_key`: `PRIMARY KEY (org, key)`, for a stream that carries several orgs whose keys may collide (the shared workload does) |
+/// | `connect_timeout_ms` | `10000` | bound on establishing a connection (TCP + auth) |
+/// | `query_timeout_ms` | `30000` | bound on one adapter call (a whole batch, a probe); also the server's `statement_timeout` |
+///
+/// The connection is not encrypted (TLS is not supported yet): use it on loopback or a trusted
+/// network.
+public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public var user: String
+    /// Kept out of ``description``: settings get logged.
+    public var password: String?
+    public var database: String
+    public var schema: String
+    public var tablePrefix: String
+    public var primaryKey: PrimaryKey
+    public var connectTimeoutMs: Int
+    public var queryTimeoutMs: Int
+
+    public init(
+        host: String = "127.0.0.1", port: Int = 5432, user: String, password: String?, database: String,
+        schema: String = "public", tablePrefix: String = "", primaryKey: PrimaryKey = .key, connectTimeoutMs: Int = 10_000, queryTimeoutMs: Int = 30_000
+    ) {
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.database = database
+        self.schema = schema
+        self.tablePrefix = tablePrefix
+        self.primaryKey = primaryKey
+        self.connectTimeoutMs = connectTimeoutMs
+        self.queryTimeoutMs = queryTimeoutMs
+    }
+
+    /// Reads and checks the settings of a link; throws naming the first bad setting.
+    public init(_ configuration: AdapterConfiguration, environment: [String: String]) throws(AdapterConfigurationError) {
+        host = configuration.string("host", default: "127.0.0.1")
+        port = try configuration.int("port", default: 5432, in: 1...65_535)
+        user = try configuration.string("user")
+        database = try configuration.string("database")
+        schema = configuration.string("schema", default: "public")
+        tablePrefix = configuration.string("table_prefix", default: "")
+        let primaryKeyText = configuration.string("primary_key", default: "key")
+        guard let primaryKey = PrimaryKey(rawValue: primaryKeyText) else {
+            throw AdapterConfigurationError(setting: "primary_key", problem: "must be key or org_key, not \(primaryKeyText)")
+        }
+        self.primaryKey = primaryKey
+        connectTimeoutMs = try configuration.int("connect_timeout_ms", default: 10_000, in: 1...3_600_000)
+        queryTimeoutMs = try configuration.int("query_timeout_ms", default: 30_000, in: 1...86_400_000)
+        password = configuration.settings["password"].flatMap { $0.isEmpty ? nil : $0 }
+        if let variable = configuration.settings["password_env"], !variable.isEmpty {
+            guard let value = environment[variable] else {
+                throw AdapterConfigurationError(
+                    setting: "password_env", problem: "names the environment variable \(variable), which is not set")
+            }
+            password = value
+        }
+        if let problem = TableMapping.identifierProblem(schema) {
+            throw AdapterConfigurationError(setting: "schema", problem: problem)
+        }
+        if !tablePrefix.isEmpty, let problem = TableMapping.identifierProblem(tablePrefix) {
+            throw AdapterConfigurationError(setting: "table_prefix", problem: problem)
+        }
+    }
+
+    /// What identifies a record in a table.
+    public enum PrimaryKey: String, Sendable, Hashable {
+        /// `key TEXT PRIMARY KEY`: keys are unique across orgs.
+        case key
+        /// `PRIMARY KEY (org, key)`: the same key in two orgs is two records.
+        case orgKey = "org_key"
+    }
+
+    public var description: String {
+        "postgres://\(user)@\(host):\(port)/\(database) schema=\(schema) password=\(password == nil ? "none" : "<redacted>")"
+            + " primary_key=\(primaryKey.rawValue) connect_timeout_ms=\(connectTimeoutMs) query_timeout_ms=\(queryTimeoutMs)"
+    }
+}

@@ -1,0 +1,189 @@
+import OrgSyncPluginAPI
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// How entries map onto PostgreSQL tables. Pure: no I/O, so the rules are tested without a server.
+///
+/// - One table per entry `object` (prefixed with `table_prefix`), in the configured schema.
+/// - Three columns of its own: `key TEXT PRIMARY KEY`, `org TEXT NOT NULL`, `ts TEXT NOT NULL`.
+/// - One column per field, created on first sight with the type of the first non-null value:
+///
+///   | JSON value | column type |
+///   | --- | --- |
+///   | string | `TEXT` |
+///   | integer (fits 64 bits) | `BIGINT` |
+///   | other number | `DOUBLE PRECISION` |
+///   | true / false | `BOOLEAN` |
+///   | array, object | `JSONB` |
+///   | null | no column is created and no type changes; an existing column is set to NULL |
+///
+/// - A value must fit its column: an integer fits `DOUBLE PRECISION`/`NUMERIC`/`REAL`, a number
+///   with an integral value fits `BIGINT`/`INTEGER`/`SMALLINT`; otherwise the entry is rejected
+///   (never converted silently). Columns of other types (made by someone else) are not written.
+/// - Names are quoted identifiers, kept exactly (case included). A name that cannot be mapped
+///   safely is rejected: empty, longer than 63 bytes (PostgreSQL would truncate it and two names
+///   could meet), control characters, a field named like an own column, a table named `orgsync_…`.
+/// - Members of an entry beyond the six known ones (`extra`) are not stored.
+enum TableMapping {
+    /// PostgreSQL's identifier limit (NAMEDATALEN - 1), in bytes.
+    static let identifierBytesMax = 63
+    static let keyColumn = "key"
+    static let orgColumn = "org"
+    static let tsColumn = "ts"
+    static let ownColumns: Set<String> = [keyColumn, orgColumn, tsColumn]
+    static let reservedTablePrefix = "orgsync_"
+
+    /// Why `name` cannot be a PostgreSQL identifier, or nil when it can.
+    static func identifierProblem(_ name: String) -> String? {
+        if name.isEmpty { return "is empty" }
+        if name.utf8.count > identifierBytesMax {
+            return "is longer than \(identifierBytesMax) bytes (PostgreSQL would truncate it)"
+        }
+        if name.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+            return "contains a control character"
+        }
+        return nil
+    }
+
+    /// `name` as a quoted identifier. Only call with a name that passed ``identifierProblem(_:)``.
+    static func quoted(_ name: String) -> String {
+        // By scalar, not by Character: a quote followed by a combining mark is one Character
+        // that is not equal to "\"", and must still be doubled.
+        var quoted = String.UnicodeScalarView()
+        quoted.append("\"")
+        for scalar in name.unicodeScalars {
+            if scalar == "\"" { quoted.append("\"") }
+            quoted.append(scalar)
+        }
+        quoted.append("\"")
+        return String(quoted)
+    }
+
+    /// The table an object maps to, or the reason it cannot map.
+    static func tableName(object: String, prefix: String) -> Result<String, MappingProblem> {
+        let name = prefix + object
+        if let problem = identifierProblem(name) {
+            return .failure(MappingProblem("table name \"\(name.prefix(80))\" \(problem)"))
+        }
+        if name.lowercased().hasPrefix(reservedTablePrefix) {
+            return .failure(MappingProblem("table name \"\(name)\" starts with \(reservedTablePrefix), which orgsync keeps for itself"))
+        }
+        return .success(name)
+    }
+
+    /// Checks a field name as a column name.
+    static func columnProblem(_ field: String) -> MappingProblem? {
+        if let problem = identifierProblem(field) {
+            return MappingProblem("field \"\(field.prefix(80))\" \(problem)")
+        }
+        if ownColumns.contains(field) {
+            return MappingProblem("field \"\(field)\" has the name of a column the adapter keeps (key, org, ts)")
+        }
+        return nil
+    }
+}
+
+/// An entry that can never map onto the target, with a message for the operator.
+struct MappingProblem: Error, Hashable, Sendable {
+    var message: String
+    init(_ message: String) { self.message = message }
+}
+
+/// What a column holds, as far as the adapter writes it.
+enum ColumnKind: Hashable, Sendable {
+    case text
+    case int
+    case double
+    case bool
+    case json
+    /// A type the adapter does not write (made by someone else), by its PostgreSQL name.
+    case other(String)
+
+    /// From `information_schema.columns.udt_name`.
+    init(udtName: String) {
+        switch udtName {
+        case "text", "varchar", "bpchar", "name", "citext": self = .text
+        case "int8", "int4", "int2": self = .int
+        case "float8", "float4", "numeric": self = .double
+        case "bool": self = .bool
+        case "jsonb", "json": self = .json
+        default: self = .other(udtName)
+        }
+    }
+
+    /// The type a new column gets for its first non-null value; nil for null (no column).
+    init?(firstValue value: JSONValue) {
+        switch value {
+        case .null: return nil
+        case .string: self = .text
+        case .int: self = .int
+        case .double: self = .double
+        case .bool: self = .bool
+        case .array, .object: self = .json
+        }
+    }
+
+    var sqlType: String {
+        switch self {
+        case .text: "TEXT"
+        case .int: "BIGINT"
+        case .double: "DOUBLE PRECISION"
+        case .bool: "BOOLEAN"
+        case .json: "JSONB"
+        case .other(let name): name
+        }
+    }
+}
+
+/// A value ready to bind, converted to its column's kind.
+enum BoundValue: Hashable, Sendable {
+    case null
+    case text(String)
+    case int(Int64)
+    case double(Double)
+    case bool(Bool)
+    /// JSON text, bound as text and cast to JSONB in the statement.
+    case json(String)
+
+    /// `value` for a column of `kind`, or nil when it does not fit.
+    static func fit(_ value: JSONValue, into kind: ColumnKind) -> BoundValue? {
+        switch (value, kind) {
+        case (.null, _): return .null
+        case (.string(let text), .text): return .text(text)
+        case (.int(let number), .int): return .int(number)
+        case (.int(let number), .double): return .double(Double(number))
+        case (.double(let number), .double): return .double(number)
+        case (.double(let number), .int):
+            // Exactly integral and inside Int64 (2^63 itself is not).
+            guard number.isFinite, number.rounded() == number,
+                number >= -9_223_372_036_854_775_808.0, number < 9_223_372_036_854_775_808.0
+            else { return nil }
+            return .int(Int64(number))
+        case (.bool(let flag), .bool): return .bool(flag)
+        case (.array, .json), (.object, .json): return .json(jsonText(value))
+        default: return nil
+        }
+    }
+
+    static func jsonText(_ value: JSONValue) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // Encoding a JSONValue tree cannot fail for values parsed from JSON; keep null otherwise.
+        guard let data = try? encoder.encode(value) else { return "null" }
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// The columns of one table as the adapter knows them.
+struct TableShape: Hashable, Sendable {
+    var columns: [String: ColumnKind]
+
+    /// Own columns the table lacks (a table made by someone else).
+    var missingOwnColumns: [String] {
+        TableMapping.ownColumns.filter { columns[$0] == nil }.sorted()
+    }
+}

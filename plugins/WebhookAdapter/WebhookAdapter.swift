@@ -1,0 +1,323 @@
+import AsyncHTTPClient
+import Logging
+import NIOCore
+import NIOHTTP1
+import OrgSyncPluginAPI
+import Synchronization
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// Registers the webhook adapter under the name `webhook`.
+public struct WebhookAdapterFactory: OrgAdapterFactory {
+    public let name = "webhook"
+    public let version = "0.1.0"
+    let environment: @Sendable () -> [String: String]
+
+    public init() {
+        self.environment = { ProcessInfo.processInfo.environment }
+    }
+
+    init(environment: @escaping @Sendable () -> [String: String]) {
+        self.environment = environment
+    }
+
+    public func makeAdapter(_ configuration: AdapterConfiguration) throws -> any OrgAdapter {
+        WebhookAdapter(
+            streamName: configuration.streamName,
+            settings: try WebhookAdapterSettings(configuration, environment: environment()))
+    }
+}
+
+/// The settings of a `webhook` link.
+///
+/// | setting | default | meaning |
+/// | --- | --- | --- |
+/// | `url` | required | `http://` or `https://` URL each batch is POSTed to |
+/// | `header.NAME` | none | a header sent with every request, e.g. `header.Authorization = Bearer …` |
+/// | `header_env.NAME` | none | a header whose value is read from the environment variable named here (must be set); wins over `header.NAME` |
+/// | `timeout_ms` | `10000` | bound on one request, connect to last body byte |
+/// | `probe_url` | `url` | URL of the probe request |
+/// | `probe_method` | `HEAD` | `HEAD` or `GET` |
+/// | `error_body_bytes_max` | `512` | how much of an error response's body goes into the error message |
+///
+/// Header values are secrets: they are sent, never logged, and left out of ``description``.
+public struct WebhookAdapterSettings: Sendable, Hashable, CustomStringConvertible {
+    public var url: String
+    public var headers: [String: String]
+    public var timeoutMs: Int
+    public var probeURL: String
+    public var probeMethod: String
+    public var errorBodyBytesMax: Int
+
+    public init(
+        url: String, headers: [String: String] = [:], timeoutMs: Int = 10_000, probeURL: String? = nil,
+        probeMethod: String = "HEAD", errorBodyBytesMax: Int = 512
+    ) {
+        self.url = url
+        self.headers = headers
+        self.timeoutMs = timeoutMs
+        self.probeURL = probeURL ?? url
+        self.probeMethod = probeMethod
+        self.errorBodyBytesMax = errorBodyBytesMax
+    }
+
+    public init(_ configuration: AdapterConfiguration, environment: [String: String]) throws(AdapterConfigurationError) {
+        url = try configuration.string("url")
+        try Self.checkURL(url, setting: "url")
+        probeURL = configuration.string("probe_url", default: url)
+        try Self.checkURL(probeURL, setting: "probe_url")
+        probeMethod = configuration.string("probe_method", default: "HEAD").uppercased()
+        guard probeMethod == "HEAD" || probeMethod == "GET" else {
+            throw AdapterConfigurationError(setting: "probe_method", problem: "must be HEAD or GET, not \(probeMethod)")
+        }
+        timeoutMs = try configuration.int("timeout_ms", default: 10_000, in: 1...3_600_000)
+        errorBodyBytesMax = try configuration.int("error_body_bytes_max", default: 512, in: 0...65_536)
+        headers = [:]
+        for (setting, value) in configuration.settings.sorted(by: { $0.key < $1.key }) {
+            if setting.hasPrefix("header."), setting.count > "header.".count {
+                let name = String(setting.dropFirst("header.".count))
+                try Self.checkHeader(name: name, value: value, setting: setting)
+                if headers[name] == nil { headers[name] = value }
+            } else if setting.hasPrefix("header_env."), setting.count > "header_env.".count {
+                let name = String(setting.dropFirst("header_env.".count))
+                guard let secret = environment[value] else {
+                    throw AdapterConfigurationError(setting: setting, problem: "names the environment variable \(value), which is not set")
+                }
+                try Self.checkHeader(name: name, value: secret, setting: setting)
+                headers[name] = secret
+            }
+        }
+    }
+
+    private static func checkURL(_ url: String, setting: String) throws(AdapterConfigurationError) {
+        let lower = url.lowercased()
+        guard lower.hasPrefix("http://") || lower.hasPrefix("https://"), URL(string: url)?.host != nil else {
+            throw AdapterConfigurationError(setting: setting, problem: "must be an http:// or https:// URL with a host")
+        }
+    }
+
+    private static func checkHeader(name: String, value: String, setting: String) throws(AdapterConfigurationError) {
+        let token = name.unicodeScalars.allSatisfy { $0.isASCII && $0.value > 0x20 && $0.value < 0x7F && $0 != ":" }
+        guard token else { throw AdapterConfigurationError(setting: setting, problem: "is not a valid header name") }
+        // The value is not quoted in the message: it is a secret.
+        guard !value.unicodeScalars.contains(where: { $0 == "\r" || $0 == "\n" || $0 == "\0" }) else {
+            throw AdapterConfigurationError(setting: setting, problem: "has a line break in its value")
+        }
+    }
+
+    public var description: String {
+        "webhook \(url) headers=[\(headers.keys.sorted().map { "\($0): <redacted>" }.joined(separator: ", "))] timeout_ms=\(timeoutMs)"
+    }
+}
+
+/// POSTs each batch as one JSON document to a URL. At-least-once: a batch may be sent again
+/// after a failure or a crash, with the same `Idempotency-Key: <stream>:<first>-<last>` so the
+/// receiver can drop the repeat. ``appliedOffset()`` is always nil (the receiver keeps none we
+/// can read).
+///
+/// ```json
+/// {"stream":"events","first_offset":40,"last_offset":41,
+///  "entries":[{"offset":40,"org":…,"object":…,"op":…,"key":…,"ts":…,"fields":{…}}, …]}
+/// ```
+/// Each entry is the producer's JSON object as it was sent, with `offset` put first.
+///
+/// | response | error |
+/// | --- | --- |
+/// | 2xx | none: the batch is applied |
+/// | 401, 403, 408, 429, 5xx, 3xx, no response, timeout | `connection` (the link suspends and probes) |
+/// | other 4xx | `rejected` at the offset the body names as `{"rejected_offset": N}` (when N is in the batch), else the batch's first entry; the message holds the status and the start of the body |
+///
+/// 401/403 count as connection failures, not rejections: an expired credential must suspend the
+/// link rather than send every entry to the dead letters.
+public actor WebhookAdapter: OrgAdapter {
+    public nonisolated let streamName: String
+    public nonisolated let settings: WebhookAdapterSettings
+    private let logger: Logger
+    private var client: OwnedHTTPClient?
+
+    public init(streamName: String, settings: WebhookAdapterSettings, logger: Logger = Logger(label: "orgsync.adapter.webhook")) {
+        self.streamName = streamName
+        self.settings = settings
+        self.logger = logger
+    }
+
+    public func open() async throws {
+        _ = httpClient()
+    }
+
+    public func apply(_ batch: EntryBatch) async throws {
+        guard let first = batch.firstOffset, let last = batch.lastOffset else { return }
+        var request = HTTPClientRequest(url: settings.url)
+        request.method = .POST
+        addHeaders(to: &request)
+        request.headers.replaceOrAdd(name: "Content-Type", value: "application/json")
+        request.headers.replaceOrAdd(name: "Idempotency-Key", value: "\(batch.stream):\(first)-\(last)")
+        let body = Self.payload(batch)
+        request.body = .bytes(ByteBuffer(bytes: body))
+        let (status, responseBody) = try await send(request, what: "POST")
+        switch status.code {
+        case 200..<300:
+            return
+        case 401, 403, 408, 429, 300..<400, 500...:
+            throw AdapterError.connection(
+                "webhook answered \(status.code) \(status.reasonPhrase)\(Self.bodySuffix(responseBody, bytesMax: settings.errorBodyBytesMax))", targetCode: String(status.code))
+        default:
+            let offset = Self.rejectedOffset(in: responseBody, batch: batch) ?? first
+            throw AdapterError.rejected(
+                offset: offset, "webhook answered \(status.code) \(status.reasonPhrase)\(Self.bodySuffix(responseBody, bytesMax: settings.errorBodyBytesMax))",
+                targetCode: String(status.code))
+        }
+    }
+
+    public func probe() async throws {
+        var request = HTTPClientRequest(url: settings.probeURL)
+        request.method = settings.probeMethod == "GET" ? .GET : .HEAD
+        addHeaders(to: &request)
+        let (status, _) = try await send(request, what: "probe \(settings.probeMethod)")
+        switch status.code {
+        case 401, 403, 429, 500...:
+            throw AdapterError.connection("webhook probe answered \(status.code) \(status.reasonPhrase)", targetCode: String(status.code))
+        default:
+            return  // any other answer shows the receiver is there and lets us in
+        }
+    }
+
+    public func appliedOffset() async throws -> Offset? { nil }
+
+    public func close() async {
+        guard let client else { return }
+        self.client = nil
+        await client.shutdown()
+    }
+
+    // MARK: Request
+
+    private func httpClient() -> HTTPClient {
+        if let client { return client.client }
+        let timeout = TimeAmount.milliseconds(Int64(settings.timeoutMs))
+        let configuration = HTTPClient.Configuration(
+            redirectConfiguration: .disallow, timeout: .init(connect: timeout, read: timeout))
+        let owned = OwnedHTTPClient(HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration))
+        client = owned
+        return owned.client
+    }
+
+    private func addHeaders(to request: inout HTTPClientRequest) {
+        request.headers.add(name: "User-Agent", value: "orgsync-webhook/0.1")
+        for (name, value) in settings.headers { request.headers.replaceOrAdd(name: name, value: value) }
+    }
+
+    /// Sends and reads at most `error_body_bytes_max` (+1, to know it was cut) of the body, all
+    /// within `timeout_ms`. Transport failures become `connection`, without header values.
+    private func send(_ request: HTTPClientRequest, what: String) async throws -> (HTTPResponseStatus, [UInt8]) {
+        let client = httpClient()
+        let deadline = NIODeadline.now() + .milliseconds(Int64(settings.timeoutMs))
+        let limit = settings.errorBodyBytesMax + 1
+        do {
+            let response = try await client.execute(request, deadline: deadline, logger: logger)
+            var body: [UInt8] = []
+            if !(200..<300).contains(response.status.code) {
+                for try await chunk in response.body {
+                    body += chunk.readableBytesView.prefix(limit - body.count)
+                    if body.count >= limit { break }
+                }
+            }
+            return (response.status, body)
+        } catch let error as HTTPClientError
+            where error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout
+        {
+            throw AdapterError.connection("webhook \(what) \(settings.url): no answer within timeout_ms=\(settings.timeoutMs)")
+        } catch {
+            throw AdapterError.connection("webhook \(what) \(settings.url): \(String(describing: error))")
+        }
+    }
+
+    // MARK: Payload
+
+    /// `{"stream","first_offset","last_offset","entries":[…]}` with each entry's own bytes.
+    static func payload(_ batch: EntryBatch) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(batch.entries.reduce(64) { $0 + $1.raw.count + 24 })
+        out += Array("{\"stream\":".utf8)
+        out += jsonString(batch.stream)
+        out += Array(",\"first_offset\":\(batch.firstOffset?.rawValue ?? 0),\"last_offset\":\(batch.lastOffset?.rawValue ?? 0),\"entries\":[".utf8)
+        for (index, entry) in batch.entries.enumerated() {
+            if index > 0 { out.append(UInt8(ascii: ",")) }
+            out += entryWithOffset(entry)
+        }
+        out += Array("]}".utf8)
+        return out
+    }
+
+    /// The entry's object with `"offset":N` as its first member.
+    static func entryWithOffset(_ entry: Entry) -> [UInt8] {
+        // An entry that carries its own "offset" member would get two; send the broker's only.
+        var source = entry.raw
+        if entry.extra["offset"] != nil || source.isEmpty {
+            var copy = entry
+            copy.extra["offset"] = nil
+            source = Array(copy.jsonData())
+        }
+        let isSpace: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }
+        guard let open = source.firstIndex(where: { !isSpace($0) }), source[open] == UInt8(ascii: "{") else {
+            return Array("{\"offset\":\(entry.offset.rawValue)}".utf8)
+        }
+        let rest = source[(open + 1)...]
+        let empty = rest.first(where: { !isSpace($0) }) == UInt8(ascii: "}")
+        var out = Array("{\"offset\":\(entry.offset.rawValue)".utf8)
+        if !empty { out.append(UInt8(ascii: ",")) }
+        out += rest
+        return out
+    }
+
+    static func jsonString(_ text: String) -> [UInt8] {
+        let data = (try? JSONEncoder().encode(text)) ?? Data("\"\"".utf8)
+        return Array(data)
+    }
+
+    /// `rejected_offset` from a JSON error body, if it names an entry of this batch.
+    static func rejectedOffset(in body: [UInt8], batch: EntryBatch) -> Offset? {
+        struct Body: Decodable { var rejected_offset: UInt64? }
+        guard let decoded = try? JSONDecoder().decode(Body.self, from: Data(body)), let value = decoded.rejected_offset else {
+            return nil
+        }
+        let offset = Offset(value)
+        return batch.entries.contains(where: { $0.offset == offset }) ? offset : nil
+    }
+
+    /// ": <body>" cut to `bytesMax` bytes (marked when cut), or nothing for an empty body.
+    static func bodySuffix(_ body: [UInt8], bytesMax: Int) -> String {
+        guard !body.isEmpty, bytesMax > 0 else { return "" }
+        let cut = body.count > bytesMax
+        return ": " + String(decoding: body.prefix(bytesMax), as: UTF8.self) + (cut ? "…(truncated)" : "")
+    }
+}
+
+/// An HTTPClient that is shut down even when its adapter is dropped without ``WebhookAdapter/close()``
+/// (AsyncHTTPClient traps in debug builds on a client that was never shut down).
+final class OwnedHTTPClient: Sendable {
+    let client: HTTPClient
+    private let shutDown = Mutex(false)
+
+    init(_ client: HTTPClient) { self.client = client }
+
+    func shutdown() async {
+        let first = shutDown.withLock { done in
+            defer { done = true }
+            return !done
+        }
+        if first { try? await client.shutdown() }
+    }
+
+    deinit {
+        let alreadyDown = shutDown.withLock { $0 }
+        if !alreadyDown {
+            let client = self.client
+            Task { try? await client.shutdown() }
+        }
+    }
+}
