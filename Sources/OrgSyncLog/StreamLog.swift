@@ -20,6 +20,11 @@ public struct AppendResult: Sendable, Hashable {
     public var firstOffset: UInt64
     public var lastOffset: UInt64
     public var count: Int { Int(lastOffset - firstOffset + 1) }
+
+    public init(firstOffset: UInt64, lastOffset: UInt64) {
+        self.firstOffset = firstOffset
+        self.lastOffset = lastOffset
+    }
 }
 
 /// What recovery found when the stream was opened.

@@ -10,7 +10,10 @@ struct OrgSync: AsyncParsableCommand {
             corruption, `produce` rejected a line); 2 bad usage or configuration; 3 the data \
             directory or stream could not be opened (locked, corrupt, I/O error).
             """,
-        subcommands: [ServeCommand.self, ProduceCommand.self, LogCommand.self, PluginsCommand.self]
+        subcommands: [
+            ServeCommand.self, ProduceCommand.self, StatusCommand.self, LinksCommand.self, CursorCommand.self,
+            LogCommand.self, PluginsCommand.self,
+        ]
     )
 }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import OrgSyncLog
 import OrgSyncPluginAPI
 
@@ -14,7 +15,8 @@ struct ProduceCommand: AsyncParsableCommand {
             (earlier batches stay appended). For each appended batch one line is printed: \
             {"first_offset":N,"last_offset":M,"first_line":A,"last_line":B}, only once the \
             batch is durable. Writes the data directory directly: do not run it against a \
-            stream a broker is serving (the stream lock refuses it).
+            stream a broker is serving (the stream lock refuses it); use --url to produce through \
+            a running broker instead (token in ORGSYNC_TOKEN).
             """
     )
 
@@ -26,19 +28,29 @@ struct ProduceCommand: AsyncParsableCommand {
     @Argument(help: "JSON-lines file to read; '-' or nothing reads standard input.")
     var file: String?
 
+    @Option(help: "Produce through a running broker at this URL (e.g. http://127.0.0.1:7070) instead of --data-dir.")
+    var url: String?
+
     func run() async throws {
         guard (1...100_000).contains(batchSize) else {
             throw ValidationError("--batch-size must be in 1...100000")
         }
         let reader: LineReader
         do { reader = try LineReader(path: file) } catch { printError("orgsync produce: \(error)"); throw ExitCodes.usage }
-        let log: StreamLog
-        do {
-            log = try StreamLog.open(dataDirectory: data.absoluteDataDir, name: data.stream)
-        } catch {
-            printError("orgsync produce: \(error)")
-            throw ExitCodes.cannotOpen
+        let sink: any EntrySink
+        if let url {
+            var options = BrokerOptions()
+            options.url = url
+            sink = HTTPEntrySink(client: try options.client(), stream: data.stream)
+        } else {
+            do {
+                sink = try StreamLog.open(dataDirectory: data.absoluteDataDir, name: data.stream)
+            } catch {
+                printError("orgsync produce: \(error)")
+                throw ExitCodes.cannotOpen
+            }
         }
+        let log = sink
         let progress = Progress()
         var batch: [[UInt8]] = []
         var firstLine = 0
@@ -76,7 +88,35 @@ struct ProduceCommand: AsyncParsableCommand {
         }
         progress.finish()
         await log.close()
-        printError("orgsync produce: \(produced) entries appended to \(data.stream); end offset \(log.endOffset)")
+        printError("orgsync produce: \(produced) entries appended to \(data.stream)")
         if rejected { throw ExitCodes.problemFound }
     }
+}
+
+/// Where `produce` appends: the log directly, or a broker over HTTP.
+protocol EntrySink {
+    func append(_ entries: [[UInt8]]) async throws -> AppendResult
+    func close() async
+}
+
+extension StreamLog: EntrySink {}
+
+/// Appends through a running broker: one NDJSON request per batch, acknowledged once durable.
+struct HTTPEntrySink: EntrySink {
+    let client: BrokerClient
+    let stream: String
+
+    func append(_ entries: [[UInt8]]) async throws -> AppendResult {
+        var body = Data()
+        for entry in entries {
+            body.append(contentsOf: entry)
+            body.append(0x0A)
+        }
+        let data = try await client.send("POST", "/v1/streams/\(stream)/entries", body: body, contentType: "application/x-ndjson")
+        struct Answer: Decodable { var firstOffset: UInt64; var lastOffset: UInt64 }
+        let answer = try client.decode(data, as: Answer.self)
+        return AppendResult(firstOffset: answer.firstOffset, lastOffset: answer.lastOffset)
+    }
+
+    func close() async {}
 }

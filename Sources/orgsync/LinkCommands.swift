@@ -1,0 +1,154 @@
+import ArgumentParser
+import Foundation
+
+/// Runs `body`, printing a broker error as `orgsync <command>: message` and exiting 1.
+func reportingFailures(_ command: String, _ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let error as BrokerClient.Failure {
+        printError("orgsync \(command): \(error)")
+        throw ExitCodes.problemFound
+    }
+}
+
+func formatDuration(_ ms: UInt64) -> String {
+    let seconds = ms / 1000
+    if seconds < 60 { return "\(seconds)s" }
+    if seconds < 3600 { return "\(seconds / 60)m\(seconds % 60)s" }
+    return "\(seconds / 3600)h\((seconds % 3600) / 60)m"
+}
+
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show the links of a running broker: state, lag, cursor, last event.",
+        discussion: "Talks to the broker over HTTP (--url, ORGSYNC_URL; token in ORGSYNC_TOKEN). Exit 1 if a link is not active."
+    )
+
+    @OptionGroup var broker: BrokerOptions
+    @Argument(help: "Only this link.") var link: String?
+
+    func run() async throws {
+        var allActive = true
+        try await reportingFailures("status") {
+            let client = try broker.client()
+            let links: [LinkStatusResponse]
+            if let link {
+                links = [try await client.get("/v1/links/\(link)", as: LinkStatusResponse.self)]
+            } else {
+                struct List: Decodable { var links: [LinkStatusResponse] }
+                links = try await client.get("/v1/links", as: List.self).links
+            }
+            allActive = links.allSatisfy { $0.state == "active" && $0.running }
+            if broker.json {
+                let encoder = JSONEncoder()
+                encoder.keyEncodingStrategy = .convertToSnakeCase
+                encoder.outputFormatting = [.sortedKeys]
+                printLine(String(decoding: (try? encoder.encode(links)) ?? Data(), as: UTF8.self))
+                return
+            }
+            var rows = [["LINK", "STREAM", "STATE", "LAG", "CURSOR", "END", "IN STATE", "LAST EVENT"]]
+            for status in links {
+                let last = try? await client.get("/v1/links/\(status.name)/sync-log?limit=1", as: SyncLogResponse.self).records.first
+                var state = status.state + (status.heldDown ? " (held down)" : "")
+                if status.state == "verifying" { state += " \(status.probeProgress)" }
+                if !status.running { state = "stopped" }
+                rows.append([status.name, status.stream, state, String(status.lag), String(status.cursor), String(status.endOffset),
+                             formatDuration(status.timeInStateMs), last.map { "\($0.event): \($0.reason)" } ?? status.lastError ?? "-"])
+            }
+            printTable(rows)
+        }
+        if !allActive { throw ExitCodes.problemFound }
+    }
+}
+
+func printTable(_ rows: [[String]]) {
+    guard let columns = rows.first?.count else { return }
+    var widths = [Int](repeating: 0, count: columns)
+    for row in rows { for (i, cell) in row.enumerated() where i < columns - 1 { widths[i] = max(widths[i], cell.count) } }
+    for row in rows {
+        var line = ""
+        for (i, cell) in row.enumerated() {
+            line += i < columns - 1 ? cell.padding(toLength: widths[i] + 2, withPad: " ", startingAt: 0) : cell
+        }
+        printLine(line)
+    }
+}
+
+struct LinksCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "links",
+        abstract: "Pause and resume links of a running broker.",
+        subcommands: [Suspend.self, Resume.self]
+    )
+
+    struct Suspend: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Pause a link: cursor frozen, no probing; remembered across restarts. Needs an admin token.")
+        @OptionGroup var broker: BrokerOptions
+        @Argument(help: "The link.") var link: String
+
+        func run() async throws {
+            try await reportingFailures("links suspend") {
+                let data = try await broker.client().send("POST", "/v1/links/\(link)/suspend")
+                let status = try broker.client().decode(data, as: LinkStatusResponse.self)
+                printLine(broker.json ? String(decoding: data, as: UTF8.self) : "\(link): \(status.state) at cursor \(status.cursor)")
+            }
+        }
+    }
+
+    struct Resume: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Resume a link: it verifies the target with K probes first, unless --force. Needs an admin token.")
+        @OptionGroup var broker: BrokerOptions
+        @Argument(help: "The link.") var link: String
+        @Flag(help: "Resume at once, without verifying the target.") var force = false
+
+        func run() async throws {
+            try await reportingFailures("links resume") {
+                let data = try await broker.client().send("POST", "/v1/links/\(link)/resume?force=\(force)")
+                let status = try broker.client().decode(data, as: LinkStatusResponse.self)
+                printLine(broker.json ? String(decoding: data, as: UTF8.self) : "\(link): \(status.state) (probes \(status.probeProgress))")
+            }
+        }
+    }
+}
+
+struct CursorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cursor",
+        abstract: "Show or set a link's cursor (the next offset it applies).",
+        subcommands: [Show.self, Set.self]
+    )
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a link's cursor and the stream's end.")
+        @OptionGroup var broker: BrokerOptions
+        @Argument(help: "The link.") var link: String
+
+        func run() async throws {
+            try await reportingFailures("cursor show") {
+                let status = try await broker.client().get("/v1/links/\(link)", as: LinkStatusResponse.self)
+                printLine(broker.json ? #"{"link":"\#(link)","cursor":\#(status.cursor),"end_offset":\#(status.endOffset)}"#
+                    : "\(link): cursor \(status.cursor), stream end \(status.endOffset), lag \(status.lag)")
+            }
+        }
+    }
+
+    struct Set: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Move a paused link's cursor (refused unless the link is paused). Needs an admin token.",
+            discussion: "Moving it back re-applies entries (SQL targets skip what they already hold); moving it forward skips entries.")
+        @OptionGroup var broker: BrokerOptions
+        @Argument(help: "The link.") var link: String
+        @Argument(help: "The new cursor: the next offset to apply.") var offset: UInt64
+
+        func run() async throws {
+            try await reportingFailures("cursor set") {
+                let data = try await broker.client().send("POST", "/v1/links/\(link)/cursor?offset=\(offset)")
+                let status = try broker.client().decode(data, as: LinkStatusResponse.self)
+                printLine(broker.json ? String(decoding: data, as: UTF8.self) : "\(link): cursor \(status.cursor) (\(status.state))")
+            }
+        }
+    }
+}
