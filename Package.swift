@@ -219,6 +219,9 @@ let package = Package(
             dependencies: [
                 "OrgSyncServer",
                 "OrgSyncLog",
+                "OrgSyncCore",
+                "OrgSyncPluginAPI",
+                "SQLiteAdapter",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

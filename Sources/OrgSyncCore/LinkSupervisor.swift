@@ -557,7 +557,7 @@ extension LinkSupervisor {
                 try await adapter.open()
                 adapterOpen = true
             }
-            try await adapter.apply(EntryBatch(stream: source.streamName, entries: [entry]))
+            try await adapter.apply(EntryBatch(stream: source.streamName, entries: [entry], isDeadLetterRetry: true))
             return nil
         } catch let error as AdapterError {
             if case .rejected = error.kind {} else { closeRequested = true }

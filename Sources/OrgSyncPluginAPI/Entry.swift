@@ -147,10 +147,15 @@ public struct EntryBatch: Sendable, Hashable {
     /// Entries in increasing offset order. Never empty when passed to ``OrgAdapter/apply(_:)``.
     /// Offsets are increasing but not always dense: an entry the link dead-lettered is left out.
     public var entries: [Entry]
+    /// True when the link re-sends one entry from its dead letters at an operator's request.
+    /// Apply it even though its offset may be at or below the applied offset you store (it was
+    /// skipped, not applied), and do not move that stored offset backwards.
+    public var isDeadLetterRetry: Bool
 
-    public init(stream: String, entries: [Entry]) {
+    public init(stream: String, entries: [Entry], isDeadLetterRetry: Bool = false) {
         self.stream = stream
         self.entries = entries
+        self.isDeadLetterRetry = isDeadLetterRetry
     }
 
     public var firstOffset: Offset? { entries.first?.offset }

@@ -133,12 +133,12 @@ public actor PostgresAdapter: OrgAdapter {
         var stored: Int64?
         for try await value in lock.decode(Int64?.self) { stored = value }
         let applied = stored.flatMap { $0 >= 0 ? Offset(UInt64($0)) : nil }
-        if let applied, applied >= lastOffset {
+        if let applied, applied >= lastOffset, !batch.isDeadLetterRetry {
             try await connection.query("COMMIT", logger: logger)
             return
         }
         for entry in batch.entries {
-            if let applied, entry.offset <= applied { continue }
+            if let applied, entry.offset <= applied, !batch.isDeadLetterRetry { continue }
             phase = .schema(entry.offset)
             let statement = try await prepare(entry, on: connection, shapes: &shapes)
             phase = .entry(entry.offset)
@@ -150,9 +150,10 @@ public actor PostgresAdapter: OrgAdapter {
         }
         var binds = Self.binds(link)
         binds.append(last)
+        // GREATEST: a dead-letter retry applies an old entry but never moves the offset back.
         try await connection.query(
             PostgresQuery(
-                unsafeSQL: "UPDATE \(offsetsTable) SET applied_offset = $2, updated_at = now() WHERE link = $1",
+                unsafeSQL: "UPDATE \(offsetsTable) SET applied_offset = GREATEST(COALESCE(applied_offset, $2), $2), updated_at = now() WHERE link = $1",
                 binds: binds), logger: logger)
         try await connection.query("COMMIT", logger: logger)
     }

@@ -180,7 +180,7 @@ public final class SQLiteOrgAdapter: OrgAdapter {
                 let stored = try Int64.fetchOne(
                     db, sql: "SELECT applied_offset FROM orgsync_offsets WHERE link = ?", arguments: [link])
                 for entry in batch.entries {
-                    if let stored, entry.offset.rawValue <= UInt64(max(0, stored)) { continue }
+                    if let stored, !batch.isDeadLetterRetry, entry.offset.rawValue <= UInt64(max(0, stored)) { continue }
                     do {
                         try self.applyEntry(entry, db)
                     } catch let error as DatabaseError {

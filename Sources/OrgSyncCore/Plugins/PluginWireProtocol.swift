@@ -55,7 +55,9 @@ public enum PluginWireProtocol {
             }
             out.append(UInt8(ascii: "}"))
         }
-        out.append(contentsOf: "]}".utf8)
+        out.append(contentsOf: "]".utf8)
+        if batch.isDeadLetterRetry { out.append(contentsOf: ",\"dead_letter_retry\":true".utf8) }
+        out.append(contentsOf: "}".utf8)
         return out
     }
 

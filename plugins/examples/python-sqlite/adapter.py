@@ -104,7 +104,7 @@ class SQLiteAdapter:
         self.db = db
         self.columns = {}
 
-    def apply(self, stream, entries):
+    def apply(self, stream, entries, retry=False):
         db = self._checked()
         offset = None
         try:
@@ -112,7 +112,7 @@ class SQLiteAdapter:
             row = db.execute("SELECT applied_offset FROM orgsync_offsets WHERE link = ?", (self.link,)).fetchone()
             stored = row[0] if row else None
             for offset, entry in entries:
-                if stored is not None and offset <= stored:
+                if stored is not None and offset <= stored and not retry:
                     continue
                 self._apply_entry(db, offset, entry)
             offset = None

@@ -92,7 +92,7 @@ def serve(adapter, name, version, stdin=None, stdout=None):
                 result = {}
             elif method == "apply":
                 entries = [(item["offset"], item["entry"]) for item in params["entries"]]
-                adapter.apply(params["stream"], entries)
+                adapter.apply(params["stream"], entries, retry=bool(params.get("dead_letter_retry", False)))
                 result = {}
             elif method == "probe":
                 adapter.probe()
