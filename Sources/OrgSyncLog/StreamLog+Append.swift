@@ -198,7 +198,11 @@ extension StreamLog {
         do {
             try preallocate(segment, through: start + Int64(buffer.count))
             try buffer.withUnsafeBytes { try segment.file.write($0, at: start) }
+            let syncStart = DispatchTime.now().uptimeNanoseconds
             try syncPerPolicy(segment)
+            let syncNanoseconds = DispatchTime.now().uptimeNanoseconds - syncStart
+            observer?.didFlush(stream: name, entryCount: Int(base - firstOffset), byteCount: buffer.count,
+                               syncNanoseconds: syncNanoseconds)
         } catch {
             restoreTail(segment, to: start)
             throw error

@@ -66,6 +66,8 @@ public final class StreamLog: Sendable {
     let logger: Logger
     /// Wall-clock milliseconds for batch timestamps (segment age, retention). Injectable for tests.
     let clock: @Sendable () -> Int64
+    /// Told about every flush (for metrics); nil for none.
+    let observer: (any LogObserver)?
     let flushQueue: DispatchQueue
     let state: Mutex<State>
     /// Wakes the flusher while it gathers a group (see `gatherStragglers`).
@@ -123,13 +125,13 @@ public final class StreamLog: Sendable {
     public static func open(
         dataDirectory: String, name: String, configuration: LogConfiguration = LogConfiguration(),
         storage: any LogStorage = PosixStorage(), logger: Logger = Logger(label: "orgsync.log"),
-        clock: @escaping @Sendable () -> Int64 = wallClockMs
+        clock: @escaping @Sendable () -> Int64 = wallClockMs, observer: (any LogObserver)? = nil
     ) throws -> StreamLog {
         guard isValidName(name) else { throw LogError.invalidStreamName(name) }
         try configuration.validate()
         let directory = streamDirectory(dataDirectory: dataDirectory, name: name)
         return try wrapStorage {
-            try StreamLog(name: name, directory: directory, configuration: configuration, storage: storage, logger: logger, clock: clock)
+            try StreamLog(name: name, directory: directory, configuration: configuration, storage: storage, logger: logger, clock: clock, observer: observer)
         }
     }
 
@@ -139,10 +141,11 @@ public final class StreamLog: Sendable {
 
     private init(
         name: String, directory: String, configuration: LogConfiguration, storage: any LogStorage, logger: Logger,
-        clock: @escaping @Sendable () -> Int64
+        clock: @escaping @Sendable () -> Int64, observer: (any LogObserver)?
     ) throws {
         self.name = name
         self.clock = clock
+        self.observer = observer
         self.directory = directory
         self.configuration = configuration
         self.storage = storage
@@ -422,6 +425,14 @@ public final class StreamLog: Sendable {
             segment: String(lines[0]), bytePosition: Int64(lines[1]) ?? 0, firstOffset: UInt64(lines[2]) ?? 0,
             endOffset: UInt64(lines[3]) ?? 0, reason: String(lines[4]))
     }
+}
+
+/// Receives facts about the log's work, for metrics. Called on the flusher's thread: keep it
+/// short and non-blocking.
+public protocol LogObserver: Sendable {
+    /// One group commit: `entryCount` entries in `byteCount` bytes written, then flushed in
+    /// `syncNanoseconds` (0 when the policy did not flush).
+    func didFlush(stream: String, entryCount: Int, byteCount: Int, syncNanoseconds: UInt64)
 }
 
 /// Cheap facts about a stream.

@@ -30,7 +30,7 @@ public final class Broker: Sendable {
         for stream in configuration.streams {
             let log = try StreamLog.open(
                 dataDirectory: dataDirectory, name: stream.name,
-                configuration: configuration.logConfiguration(for: stream), logger: logger)
+                configuration: configuration.logConfiguration(for: stream), logger: logger, observer: metrics)
             if log.recovery.truncatedAtPosition != nil {
                 logger.warning("recovered stream with a cut tail", metadata: ["stream": "\(stream.name)", "recovery": "\(log.recovery)"])
             }

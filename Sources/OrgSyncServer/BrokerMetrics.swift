@@ -1,5 +1,6 @@
 import CoreMetrics
 import Metrics
+import OrgSyncLog
 import Prometheus
 
 /// The broker's metrics, registered with its own Prometheus registry (so several brokers in
@@ -10,6 +11,9 @@ public final class BrokerMetrics: Sendable {
     let appendLatency: CoreMetrics.Timer
     let appendedEntries: CoreMetrics.Counter
     let rejectedRequests: CoreMetrics.Counter
+    let fsyncLatency: CoreMetrics.Timer
+    let flushedBytes: CoreMetrics.Counter
+    let flushes: CoreMetrics.Counter
 
     public init() {
         let registry = PrometheusCollectorRegistry()
@@ -24,6 +28,9 @@ public final class BrokerMetrics: Sendable {
         appendLatency = CoreMetrics.Timer(label: "orgsync_append_duration_seconds", factory: factory)
         appendedEntries = CoreMetrics.Counter(label: "orgsync_appended_entries_total", factory: factory)
         rejectedRequests = CoreMetrics.Counter(label: "orgsync_rejected_requests_total", factory: factory)
+        fsyncLatency = CoreMetrics.Timer(label: "orgsync_fsync_duration_seconds", factory: factory)
+        flushedBytes = CoreMetrics.Counter(label: "orgsync_flushed_bytes_total", factory: factory)
+        flushes = CoreMetrics.Counter(label: "orgsync_group_commits_total", factory: factory)
     }
 
     /// A gauge with labels, e.g. per link lag.
@@ -37,4 +44,12 @@ public final class BrokerMetrics: Sendable {
 
     /// The Prometheus text exposition of every metric.
     public func render() -> [UInt8] { registry.emitToBuffer() }
+}
+
+extension BrokerMetrics: LogObserver {
+    public func didFlush(stream: String, entryCount: Int, byteCount: Int, syncNanoseconds: UInt64) {
+        fsyncLatency.recordNanoseconds(Int64(clamping: syncNanoseconds))
+        flushedBytes.increment(by: Int64(byteCount))
+        flushes.increment()
+    }
 }

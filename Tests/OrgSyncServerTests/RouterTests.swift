@@ -90,6 +90,14 @@ func errorCode(_ response: TestResponse) -> String? {
             }
         }
         #expect(t.end == 11)
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/metrics", method: .get, headers: headers(TestBroker.produceToken, nil)) { response in
+                let text = String(buffer: response.body)
+                #expect(text.contains("orgsync_fsync_duration_seconds_count 2"), "one flush per append")
+                #expect(text.contains("orgsync_appended_entries_total 11"))
+                #expect(text.contains("orgsync_append_duration_seconds_bucket"))
+            }
+        }
         let stored = try #require(t.broker.streams["events"]).read(from: 3, maxEntries: 1)
         #expect(stored.first?.payload == Array(entryJSON(3).utf8))
     }
