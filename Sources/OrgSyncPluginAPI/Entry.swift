@@ -61,12 +61,16 @@ public struct Entry: Sendable, Hashable {
         let raw = Array(bytes)
         let object: [String: JSONValue]
         do {
-            object = try JSONDecoder().decode([String: JSONValue].self, from: Data(raw))
-        } catch {
-            if (try? JSONDecoder().decode(JSONValue.self, from: Data(raw))) != nil {
+            guard case .object(let members) = try JSONParser.parse(raw) else {
                 throw EntryValidationError(field: nil, problem: "an entry must be a JSON object")
             }
-            throw EntryValidationError(field: nil, problem: "not valid JSON (or not UTF-8)")
+            object = members
+        } catch let error as JSONParser.Error {
+            throw EntryValidationError(field: nil, problem: "not valid JSON: \(error)")
+        } catch let error as EntryValidationError {
+            throw error
+        } catch {
+            throw EntryValidationError(field: nil, problem: "not valid JSON")
         }
         func string(_ name: String) throws(EntryValidationError) -> String {
             guard let value = object[name] else {

@@ -1,0 +1,168 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+import OrgSyncLog
+import OrgSyncServer
+import Synchronization
+
+struct HTTPBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "http",
+        abstract: "Append over HTTP: NDJSON batches from several connections, next to in-process appends of the same batches.",
+        discussion: """
+            Starts the broker's HTTP API in this process on 127.0.0.1 (auth off, fsync always), then \
+            for each connection count sends closed-loop NDJSON requests of --batch entries with \
+            AsyncHTTPClient for --seconds: entries/s, MB/s and request p50/p99 (send → 201, i.e. \
+            durable). In the same run it appends the same batches with the same concurrency straight \
+            to a StreamLog, to show what HTTP costs.
+            """
+    )
+
+    @Option(help: "Workload JSON-lines file (../shared/bench/data/gen_events.py).") var input: String
+    @Option(help: "Seconds per scenario.") var seconds: Double = 5
+    @Option(help: "Comma-separated connection counts.") var connections: String = "1,4,16"
+    @Option(help: "Entries per request.") var batch: Int = 100
+    @Flag(help: "Print RESULT lines instead of the Markdown table.") var json = false
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .warning
+            return handler
+        }
+        let workload = try loadWorkload(input)
+        let bodies = stride(from: 0, to: workload.count - batch + 1, by: batch).map { start -> (ByteBuffer, Int) in
+            var buffer = ByteBuffer()
+            var bytes = 0
+            for entry in workload[start..<(start + batch)] {
+                buffer.writeBytes(entry)
+                buffer.writeInteger(UInt8(0x0A))
+                bytes += entry.count
+            }
+            return (buffer, bytes)
+        }
+        guard !bodies.isEmpty else { throw ValidationErrorText("the workload has fewer than \(batch) entries") }
+        let counts = connections.split(separator: ",").compactMap { Int($0) }
+        var rows: [ResultRow] = []
+        for count in counts {
+            rows.append(try await measureHTTP(bodies: bodies, connections: count))
+            if json, let row = rows.last { print(resultLine(row)) }
+            rows.append(try await measureInProcess(workload: workload, connections: count))
+            if json, let row = rows.last { print(resultLine(row)) }
+        }
+        if !json {
+            print("<!-- load \(loadAverage()); \(batch) entries per request; fsync always -->")
+            print("| path | producers | entries/request | entries/s | MB/s | p50 ms | p99 ms |")
+            print("| --- | --- | --- | --- | --- | --- | --- |")
+            for row in rows {
+                print("| \(row.mode) | \(row.producers) | \(row.batch) | \(fmt(row.entries_per_s, 0)) | \(fmt(row.mb_per_s)) | \(fmt(row.p50_ms, 3)) | \(fmt(row.p99_ms, 3)) |")
+            }
+        }
+    }
+
+    func measureHTTP(bodies: [(ByteBuffer, Int)], connections: Int) async throws -> ResultRow {
+        let directory = try makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var config = try BrokerConfiguration.parse(yaml: "auth: { enabled: false }\nstreams: [ { name: events } ]\n")
+        config.server.port = 0
+        let logger = Logger(label: "bench")
+        let broker = try Broker(configuration: config, dataDirectory: directory, metrics: BrokerMetrics(), logger: logger)
+        let router = buildRouter(broker: broker, authenticator: Authenticator(configuration: config, environment: [:]))
+        let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
+        let app = Application(
+            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            onServerRunning: { channel in portContinuation.yield(channel.localAddress?.port ?? 0) }, logger: logger)
+        let server = Task { try await app.run() }
+        defer { server.cancel() }
+        var ports = portStream.makeAsyncIterator()
+        guard let port = await ports.next(), port > 0 else { throw ValidationErrorText("the server did not start") }
+
+        var clientConfiguration = HTTPClient.Configuration()
+        clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
+        defer { _ = client.shutdown() }
+        let url = "http://127.0.0.1:\(port)/v1/streams/events/entries"
+        let next = Counter()
+        let deadline = nowNs() + UInt64(seconds * 1e9)
+        let start = nowNs()
+        let results = try await withThrowingTaskGroup(of: ([UInt64], Int, Int).self) { group in
+            for _ in 0..<connections {
+                group.addTask {
+                    var latencies: [UInt64] = []
+                    var entries = 0
+                    var bytes = 0
+                    while nowNs() < deadline {
+                        let (body, size) = bodies[next.value.wrappingAdd(1, ordering: .relaxed).oldValue % bodies.count]
+                        var request = HTTPClientRequest(url: url)
+                        request.method = .POST
+                        request.headers.add(name: "Content-Type", value: "application/x-ndjson")
+                        request.body = .bytes(body)
+                        let t0 = nowNs()
+                        let response = try await client.execute(request, timeout: .seconds(30))
+                        _ = try await response.body.collect(upTo: 1 << 16)
+                        guard response.status == .created else { throw ValidationErrorText("HTTP \(response.status.code)") }
+                        latencies.append(nowNs() - t0)
+                        entries += batch
+                        bytes += size
+                    }
+                    return (latencies, entries, bytes)
+                }
+            }
+            var all: [([UInt64], Int, Int)] = []
+            for try await result in group { all.append(result) }
+            return all
+        }
+        let elapsed = Double(nowNs() - start) / 1e9
+        try await client.shutdown()
+        server.cancel()
+        await broker.close()
+        let latencies = results.flatMap(\.0).sorted()
+        let entries = results.reduce(0) { $0 + $1.1 }
+        let bytes = results.reduce(0) { $0 + $1.2 }
+        return ResultRow(mode: "http ndjson c\(connections)", batch: batch, durable: true,
+                         entries_per_s: Double(entries) / elapsed, p50_ms: percentileMs(latencies, 50), p99_ms: percentileMs(latencies, 99),
+                         producers: connections, mb_per_s: Double(bytes) / elapsed / 1e6, compression_ratio: nil)
+    }
+
+    func measureInProcess(workload: [[UInt8]], connections: Int) async throws -> ResultRow {
+        let directory = try makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let log = try StreamLog.open(dataDirectory: directory, name: "events")
+        let batches = stride(from: 0, to: workload.count - batch + 1, by: batch).map { Array(workload[$0..<($0 + batch)]) }
+        let next = Counter()
+        let deadline = nowNs() + UInt64(seconds * 1e9)
+        let start = nowNs()
+        let results = try await withThrowingTaskGroup(of: ([UInt64], Int, Int).self) { group in
+            for _ in 0..<connections {
+                group.addTask {
+                    var latencies: [UInt64] = []
+                    var entries = 0
+                    var bytes = 0
+                    while nowNs() < deadline {
+                        let slice = batches[next.value.wrappingAdd(1, ordering: .relaxed).oldValue % batches.count]
+                        let t0 = nowNs()
+                        _ = try await log.append(slice)
+                        latencies.append(nowNs() - t0)
+                        entries += slice.count
+                        bytes += slice.reduce(0) { $0 + $1.count }
+                    }
+                    return (latencies, entries, bytes)
+                }
+            }
+            var all: [([UInt64], Int, Int)] = []
+            for try await result in group { all.append(result) }
+            return all
+        }
+        let elapsed = Double(nowNs() - start) / 1e9
+        await log.close()
+        let latencies = results.flatMap(\.0).sorted()
+        return ResultRow(mode: "in-process append c\(connections)", batch: batch, durable: true,
+                         entries_per_s: Double(results.reduce(0) { $0 + $1.1 }) / elapsed,
+                         p50_ms: percentileMs(latencies, 50), p99_ms: percentileMs(latencies, 99), producers: connections,
+                         mb_per_s: Double(results.reduce(0) { $0 + $1.2 }) / elapsed / 1e6, compression_ratio: nil)
+    }
+}
