@@ -22,7 +22,7 @@ func withReceiver(
         settings: WebhookAdapterSettings(url: server.url, headers: headers, timeoutMs: timeoutMs, probeURL: server.url + "/probe"),
         logger: logs.logger())
     do {
-        try await adapter.open()
+        // No open(): it probes, and these tests count requests; see openProbesTheReceiver.
         try await body(adapter, server)
     } catch {
         await adapter.close()
@@ -124,6 +124,17 @@ func adapterError(_ body: () async throws -> Void) async -> AdapterError? {
         let probe = await adapterError { try await adapter.probe() }
         #expect(probe?.kind == .connection)
         await adapter.close()
+    }
+
+    @Test func openProbesTheReceiver() async throws {
+        let down = Mutex(true)
+        try await withReceiver(respond: { _ in down.withLock { $0 } ? Reply(status: .serviceUnavailable) : Reply(status: .ok) }) { adapter, server in
+            let error = await adapterError { try await adapter.open() }
+            #expect(error?.kind == .connection)
+            down.withLock { $0 = false }
+            try await adapter.open()
+            #expect(server.requests.map(\.method) == [.HEAD, .HEAD])
+        }
     }
 
     @Test func probeSendsAHeadAndAcceptsAnyAnswerButServerErrors() async throws {

@@ -145,8 +145,11 @@ public actor WebhookAdapter: OrgAdapter {
         self.logger = logger
     }
 
+    /// Makes the HTTP client and probes the receiver, so a link does not start (or resume)
+    /// against a receiver that is not there.
     public func open() async throws {
         _ = httpClient()
+        try await probe()
     }
 
     public func apply(_ batch: EntryBatch) async throws {
