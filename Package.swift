@@ -86,6 +86,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "plugins/PostgresAdapter",
+            exclude: ["README.md"],
             swiftSettings: strict
         ),
         .target(
@@ -98,6 +99,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "plugins/WebhookAdapter",
+            exclude: ["README.md"],
             swiftSettings: strict
         ),
         .testTarget(
