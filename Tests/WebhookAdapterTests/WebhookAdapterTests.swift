@@ -70,6 +70,16 @@ func adapterError(_ body: () async throws -> Void) async -> AdapterError? {
         }
     }
 
+    @Test func successiveBatchesReuseOneConnection() async throws {
+        try await withReceiver(respond: { _ in Reply(status: .ok, body: #"{"ok":true}"#) }) { adapter, server in
+            for offset in 0..<5 as Range<UInt64> {
+                try await adapter.apply(EntryBatch(stream: "events", entries: [entry(offset, "k\(offset)")]))
+            }
+            #expect(server.requests.count == 5)
+            #expect(server.connectionCount == 1, "the response body is read to its end, so the connection is kept alive")
+        }
+    }
+
     @Test(arguments: [HTTPResponseStatus.internalServerError, .serviceUnavailable, .tooManyRequests, .unauthorized, .forbidden])
     func serverErrorsAndRefusedCredentialsAreConnectionFailures(status: HTTPResponseStatus) async throws {
         try await withReceiver(respond: { _ in Reply(status: status, body: "later") }) { adapter, _ in
