@@ -158,6 +158,42 @@ struct PostgresAdapterIntegrationTests {
         await adapter.close()
     }
 
+    /// A role that may only read and write rows opens and applies to the tables it has; what
+    /// would need DDL it may not run suspends the link (connection) instead of dead-lettering.
+    @Test func aRoleWithoutCreatePrivilegeOpensAndApplies() async throws {
+        try await withTarget("writer") { owner, db, schema in
+            try await owner.apply(batch([entry(0, .upsert, "a", ["N": 1])]))
+            let role = "orgsync_writer_\(UInt32.random(in: 0...UInt32.max))"
+            let password = "pw\(UInt32.random(in: 0...UInt32.max))"
+            for statement in [
+                "CREATE ROLE \(role) LOGIN PASSWORD '\(password)'",
+                "GRANT USAGE ON SCHEMA \"\(schema)\" TO \(role)",
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"\(schema)\" TO \(role)",
+            ] {
+                try await db.query(PostgresQuery(unsafeSQL: statement), logger: Logger(label: "test"))
+            }
+            var settings = try TestPostgres.settings(schema: schema)
+            settings.user = role
+            settings.password = password
+            let writer = PostgresAdapter(linkName: "writer", settings: settings)
+            do {
+                try await writer.open()
+                try await writer.apply(batch([entry(1, .upsert, "b", ["N": 2])]))
+                let denied = await adapterError { try await writer.apply(batch([entry(2, .upsert, "c", ["NewField": "x"])])) }
+                #expect(denied?.kind == .connection)
+                #expect(denied?.targetCode == "42501")
+                #expect(try await writer.appliedOffset() == 1)
+            } catch {
+                Issue.record("writer role: \(error)")
+            }
+            await writer.close()
+            #expect(try await db.count(schema: schema, table: "Contact") == 2)
+            for statement in ["DROP OWNED BY \(role)", "DROP ROLE \(role)"] {
+                _ = try? await db.query(PostgresQuery(unsafeSQL: statement), logger: Logger(label: "test"))
+            }
+        }
+    }
+
     @Test func appliedOffsetSurvivesReopen() async throws {
         let schema = TestPostgres.uniqueSchema("reopen")
         let settings = try TestPostgres.settings(schema: schema)

@@ -45,17 +45,30 @@ public actor PostgresAdapter: OrgAdapter {
         let connection = try await connect()
         do {
             try await withDeadline(connection) {
-                if self.settings.schema != "public" {
+                // Look before creating: CREATE … IF NOT EXISTS checks the CREATE privilege first,
+                // and a role that may only write rows must still be able to open.
+                let rows = try await connection.query(
+                    PostgresQuery(
+                        unsafeSQL: """
+                            SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1),
+                                   EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'orgsync_offsets')
+                            """, binds: Self.binds(self.settings.schema)), logger: self.logger)
+                var schemaExists = false
+                var tableExists = false
+                for try await (schema, table) in rows.decode((Bool, Bool).self) { (schemaExists, tableExists) = (schema, table) }
+                if !schemaExists {
                     try await connection.query(
                         PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \(TableMapping.quoted(self.settings.schema))"),
                         logger: self.logger)
                 }
-                try await connection.query(
-                    PostgresQuery(
-                        unsafeSQL: """
-                            CREATE TABLE IF NOT EXISTS \(self.offsetsTable) (
-                                link TEXT PRIMARY KEY, applied_offset BIGINT, updated_at TIMESTAMPTZ NOT NULL DEFAULT now())
-                            """), logger: self.logger)
+                if !tableExists {
+                    try await connection.query(
+                        PostgresQuery(
+                            unsafeSQL: """
+                                CREATE TABLE IF NOT EXISTS \(self.offsetsTable) (
+                                    link TEXT PRIMARY KEY, applied_offset BIGINT, updated_at TIMESTAMPTZ NOT NULL DEFAULT now())
+                                """), logger: self.logger)
+                }
             }
         } catch {
             await dropConnection()
