@@ -130,6 +130,11 @@ struct PostgresAdapterIntegrationTests {
                 try await adapter.apply(batch([entry(5, .upsert, "d", object: "orgsync_offsets", ["N": 1])]))
             }
             #expect(reserved?.kind == .rejected(offset: 5))
+            // A table someone else made without the adapter's own columns.
+            try await db.query(PostgresQuery(unsafeSQL: "CREATE TABLE \"\(schema)\".\"Legacy\" (id INT)"), logger: Logger(label: "test"))
+            let legacy = await adapterError { try await adapter.apply(batch([entry(5, .upsert, "l", object: "Legacy", ["N": 1])])) }
+            #expect(legacy?.kind == .rejected(offset: 5))
+            #expect(legacy?.message.contains("key, org, ts") == true)
             // A quote in a name is data, not SQL.
             try await adapter.apply(batch([entry(5, .upsert, "q", object: "We\"ird; DROP TABLE x", ["Sp\"ace d": "ok"])]))
             #expect(try await db.count(schema: schema, table: "We\"\"ird; DROP TABLE x") == 1)

@@ -184,7 +184,13 @@ public actor PostgresAdapter: OrgAdapter {
         if let known = shapes[table] {
             shape = known
         } else if let existing = try await loadShape(table, on: connection) {
+            let missing = existing.missingOwnColumns
+            if !missing.isEmpty {
+                throw AdapterError.rejected(
+                    offset: entry.offset, "table \(table) exists without the column(s) \(missing.joined(separator: ", ")) the adapter needs")
+            }
             shape = existing
+            shapes[table] = shape
         } else if entry.op == .delete {
             return nil
         } else {
@@ -195,12 +201,7 @@ public actor PostgresAdapter: OrgAdapter {
                         PRIMARY KEY (\(conflictColumns)))
                         """), logger: logger)
             shape = TableShape(columns: ["key": .text, "org": .text, "ts": .text])
-        }
-        shapes[table] = shape
-        let missing = shape.missingOwnColumns
-        if !missing.isEmpty {
-            throw AdapterError.rejected(
-                offset: entry.offset, "table \(table) exists without the column(s) \(missing.joined(separator: ", ")) the adapter needs")
+            shapes[table] = shape
         }
         if entry.op == .delete {
             var binds = Self.binds(entry.key)
@@ -213,7 +214,8 @@ public actor PostgresAdapter: OrgAdapter {
         let fieldNames = entry.fields.keys.sorted()
         var newColumns: [(String, ColumnKind)] = []
         for name in fieldNames {
-            if let problem = TableMapping.columnProblem(name) {
+            // A known column was checked when it was made; an own column is never a field.
+            if shape.columns[name] == nil || TableMapping.ownColumns.contains(name), let problem = TableMapping.columnProblem(name) {
                 throw AdapterError.rejected(offset: entry.offset, "\(entry.object): \(problem.message)")
             }
             guard shape.columns[name] == nil, let value = entry.fields[name], let kind = ColumnKind(firstValue: value) else {
