@@ -134,6 +134,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "plugins/PostgresAdapter",
+            exclude: ["README.md"],
             swiftSettings: strict
         ),
         .target(
@@ -146,6 +147,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "plugins/WebhookAdapter",
+            exclude: ["README.md"],
             swiftSettings: strict
         ),
 

@@ -155,7 +155,7 @@ orgsync_pg_stop() {
                 kill -QUIT "$pid" 2>/dev/null
                 local i
                 for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-                kill -KILL "$pid" 2>/dev/null
+                kill -KILL "$pid" 2>/dev/null || true
             fi
         fi
     fi

@@ -5,7 +5,8 @@ import OrgSyncPluginAPI
 import PostgresNIO
 import Testing
 
-/// Against the real server of `.ci/postgres.sh`. Serialized: one test stops the server.
+/// Against the real server of `.ci/postgres.sh` (the stop test starts a cluster of its own).
+/// Serialized to keep the load on a 2-core CI machine low.
 @Suite(.serialized, .enabled(if: TestPostgres.shouldRun, TestPostgres.skipMessage))
 struct PostgresAdapterIntegrationTests {
     /// An open adapter and a test connection on a fresh schema, dropped afterwards.
@@ -129,6 +130,11 @@ struct PostgresAdapterIntegrationTests {
                 try await adapter.apply(batch([entry(5, .upsert, "d", object: "orgsync_offsets", ["N": 1])]))
             }
             #expect(reserved?.kind == .rejected(offset: 5))
+            // A table someone else made without the adapter's own columns.
+            try await db.query(PostgresQuery(unsafeSQL: "CREATE TABLE \"\(schema)\".\"Legacy\" (id INT)"), logger: Logger(label: "test"))
+            let legacy = await adapterError { try await adapter.apply(batch([entry(5, .upsert, "l", object: "Legacy", ["N": 1])])) }
+            #expect(legacy?.kind == .rejected(offset: 5))
+            #expect(legacy?.message.contains("key, org, ts") == true)
             // A quote in a name is data, not SQL.
             try await adapter.apply(batch([entry(5, .upsert, "q", object: "We\"ird; DROP TABLE x", ["Sp\"ace d": "ok"])]))
             #expect(try await db.count(schema: schema, table: "We\"\"ird; DROP TABLE x") == 1)
@@ -156,6 +162,42 @@ struct PostgresAdapterIntegrationTests {
         #expect(error?.targetCode == "28P01")
         #expect(error.map { !$0.description.contains(settings.password ?? "") } == true)
         await adapter.close()
+    }
+
+    /// A role that may only read and write rows opens and applies to the tables it has; what
+    /// would need DDL it may not run suspends the link (connection) instead of dead-lettering.
+    @Test func aRoleWithoutCreatePrivilegeOpensAndApplies() async throws {
+        try await withTarget("writer") { owner, db, schema in
+            try await owner.apply(batch([entry(0, .upsert, "a", ["N": 1])]))
+            let role = "orgsync_writer_\(UInt32.random(in: 0...UInt32.max))"
+            let password = "pw\(UInt32.random(in: 0...UInt32.max))"
+            for statement in [
+                "CREATE ROLE \(role) LOGIN PASSWORD '\(password)'",
+                "GRANT USAGE ON SCHEMA \"\(schema)\" TO \(role)",
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"\(schema)\" TO \(role)",
+            ] {
+                try await db.query(PostgresQuery(unsafeSQL: statement), logger: Logger(label: "test"))
+            }
+            var settings = try TestPostgres.settings(schema: schema)
+            settings.user = role
+            settings.password = password
+            let writer = PostgresAdapter(linkName: "writer", settings: settings)
+            do {
+                try await writer.open()
+                try await writer.apply(batch([entry(1, .upsert, "b", ["N": 2])]))
+                let denied = await adapterError { try await writer.apply(batch([entry(2, .upsert, "c", ["NewField": "x"])])) }
+                #expect(denied?.kind == .connection)
+                #expect(denied?.targetCode == "42501")
+                #expect(try await writer.appliedOffset() == 1)
+            } catch {
+                Issue.record("writer role: \(error)")
+            }
+            await writer.close()
+            #expect(try await db.count(schema: schema, table: "Contact") == 2)
+            for statement in ["DROP OWNED BY \(role)", "DROP ROLE \(role)"] {
+                _ = try? await db.query(PostgresQuery(unsafeSQL: statement), logger: Logger(label: "test"))
+            }
+        }
     }
 
     @Test func appliedOffsetSurvivesReopen() async throws {
@@ -194,9 +236,22 @@ struct PostgresAdapterIntegrationTests {
 
     /// The server goes down (immediate shutdown) while a batch is half written: the adapter
     /// reports a connection failure, and after a restart nothing of that batch is there.
+    /// On a cluster of its own, so that the shared server stays up for the tests beside it.
     @Test func serverStoppedMidBatchLeavesNoPartialBatch() async throws {
-        let schema = TestPostgres.uniqueSchema("midbatch")
-        let settings = try TestPostgres.settings(schema: schema)
+        _ = try TestPostgres.settings(schema: "public")  // in CI without a server: fail here
+        let cluster = try await TestPostgres.startPrivateCluster(schema: TestPostgres.uniqueSchema("midbatch"))
+        do {
+            try await stopMidBatch(cluster)
+        } catch {
+            await cluster.stop()
+            throw error
+        }
+        await cluster.stop()
+    }
+
+    private func stopMidBatch(_ cluster: TestPostgres.PrivateCluster) async throws {
+        let settings = cluster.settings
+        let schema = settings.schema
         let adapter = PostgresAdapter(linkName: "midbatch", settings: settings)
         try await adapter.open()
         try await adapter.apply(batch([entry(0, .upsert, "k500", ["N": 0])]))
@@ -206,8 +261,6 @@ struct PostgresAdapterIntegrationTests {
         try await locker.query(PostgresQuery(unsafeSQL: "SELECT 1 FROM \"\(schema)\".\"Contact\" WHERE \"key\" = 'k500' FOR UPDATE"), logger: Logger(label: "test"))
         let big = batch((0..<1000).map { entry(UInt64($0) + 1, .upsert, "k\($0)", ["N": .int(Int64($0))]) })
         let applying = Task { await adapterError { try await adapter.apply(big) } }
-
-        var stopped = false
         do {
             // Wait (bounded) until the adapter's backend waits for our lock: it is mid-batch.
             let deadline = ContinuousClock.now + .seconds(20)
@@ -219,19 +272,18 @@ struct PostgresAdapterIntegrationTests {
                 if waiting == 0 { try await Task.sleep(for: .milliseconds(20)) }
             }
             #expect(waiting == 1, "the batch never reached the locked row")
-            stopped = try await TestPostgres.pgCtl(["stop", "-m", "immediate"]) == 0
-            #expect(stopped)
+            #expect(try await cluster.pgCtl(["stop", "-m", "immediate"]) == 0)
             let error = await applying.value
             #expect(error?.kind == .connection)
             let probe = await adapterError { try await adapter.probe() }
             #expect(probe?.kind == .connection, "probe against a stopped server")
         } catch {
             applying.cancel()
-            _ = try? await TestPostgres.pgCtl(["start"])
+            await adapter.close()
             throw error
         }
         try? await locker.close()
-        #expect(try await TestPostgres.pgCtl(["start"]) == 0)
+        #expect(try await cluster.pgCtl(["start"]) == 0)
         // After the restart: reconnect, and only what was committed before the crash is there.
         try await adapter.probe()
         #expect(try await adapter.appliedOffset() == 0)
@@ -242,20 +294,9 @@ struct PostgresAdapterIntegrationTests {
         #expect(try await db.count(schema: schema, table: "Contact") == 1000)
         #expect(try await adapter.appliedOffset() == 1000)
         await adapter.close()
-        await db.dropSchema(schema)
         try await db.close()
     }
-}
 
-@Suite struct PostgresIntegrationEnvironmentTests {
-    /// In CI a missing server is a failure, not a skip.
-    @Test(.enabled(if: TestPostgres.inCI)) func ciProvidesAServer() {
-        #expect(TestPostgres.isConfigured, "CI is set but ORGSYNC_TEST_PG_* are not: .ci/run must source .ci/postgres.sh")
-    }
-}
-
-@Suite(.serialized, .enabled(if: TestPostgres.shouldRun, TestPostgres.skipMessage))
-struct PostgresAdapterOrgKeyTests {
     @Test func withOrgKeyTheSameKeyInTwoOrgsIsTwoRecords() async throws {
         let schema = TestPostgres.uniqueSchema("orgkey")
         var settings = try TestPostgres.settings(schema: schema)
@@ -280,3 +321,11 @@ struct PostgresAdapterOrgKeyTests {
         try await db.close()
     }
 }
+
+@Suite struct PostgresIntegrationEnvironmentTests {
+    /// In CI a missing server is a failure, not a skip.
+    @Test(.enabled(if: TestPostgres.inCI)) func ciProvidesAServer() {
+        #expect(TestPostgres.isConfigured, "CI is set but ORGSYNC_TEST_PG_* are not: .ci/run must source .ci/postgres.sh")
+    }
+}
+

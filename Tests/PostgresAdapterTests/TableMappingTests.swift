@@ -61,6 +61,12 @@ import Testing
         let settings = try PostgresAdapterSettings(configuration, environment: ["PGPW": "s3cret"])
         #expect(settings.password == "s3cret")
         #expect(settings.port == 6543)
+        #expect(settings.primaryKey == .key)
+        var orgKey = configuration
+        orgKey.settings["primary_key"] = "org_key"
+        #expect(try PostgresAdapterSettings(orgKey, environment: ["PGPW": "x"]).primaryKey == .orgKey)
+        orgKey.settings["primary_key"] = "id"
+        #expect(throws: AdapterConfigurationError.self) { try PostgresAdapterSettings(orgKey, environment: ["PGPW": "x"]) }
         #expect(!settings.description.contains("s3cret"))
         #expect(throws: AdapterConfigurationError.self) {
             try PostgresAdapterSettings(configuration, environment: [:])

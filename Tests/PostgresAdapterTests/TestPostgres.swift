@@ -56,31 +56,83 @@ enum TestPostgres {
         return try await PostgresConnection.connect(configuration: configuration, id: 1, logger: Logger(label: "test"))
     }
 
-    /// Runs the server's pg_ctl (as its owner) and returns its exit status.
-    static func pgCtl(_ arguments: [String]) async throws -> Int32 {
-        guard let ctl = environment["ORGSYNC_TEST_PG_CTL"], let data = environment["ORGSYNC_TEST_PG_DATA"] else {
-            throw NotConfigured()
+    /// A cluster of one test's own, from `.ci/postgres.sh start`: tests that stop their server
+    /// use one, so the shared server stays up for every other test running in parallel.
+    struct PrivateCluster: Sendable {
+        var variables: [String: String]
+        var settings: PostgresAdapterSettings
+
+        /// Runs the cluster's pg_ctl (as its owner) and returns its exit status.
+        func pgCtl(_ arguments: [String]) async throws -> Int32 {
+            guard let ctl = variables["ORGSYNC_TEST_PG_CTL"], let data = variables["ORGSYNC_TEST_PG_DATA"] else {
+                throw NotConfigured()
+            }
+            var full = [arguments[0], "-s", "-D", data, "-w", "-t", "60"]
+            if arguments[0] == "start", let log = variables["ORGSYNC_TEST_PG_LOG"] { full += ["-l", log] }
+            full += arguments.dropFirst()
+            return try await TestPostgres.run([ctl] + full)
         }
-        var full = [arguments[0], "-s", "-D", data, "-w", "-t", "60"]
-        if arguments[0] == "start", let log = environment["ORGSYNC_TEST_PG_LOG"] { full += ["-l", log] }
-        full += arguments.dropFirst()
-        // posix_spawn + waitpid on a Dispatch thread: Foundation's Process did not always report
-        // the exit of `pg_ctl start` (whose server child outlives it), and waiting must not
-        // block a thread of Swift's small cooperative pool.
-        let argv = [ctl] + full
-        return try await withCheckedThrowingContinuation { continuation in
+
+        /// Stops the cluster and removes its directory; safe after a failure and when stopped.
+        func stop() async {
+            guard let dir = variables["ORGSYNC_TEST_PG_DIR"] else { return }
+            _ = try? await TestPostgres.run(["/bin/bash", TestPostgres.script, "stop", dir])
+        }
+    }
+
+    /// `.ci/postgres.sh`, found from this file (Tests/PostgresAdapterTests/ in the package).
+    static let script: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.appendingPathComponent(".ci/postgres.sh").path
+    }()
+
+    static func startPrivateCluster(schema: String) async throws -> PrivateCluster {
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("orgsync-pg-env-\(UInt32.random(in: 0...UInt32.max))").path
+        defer { try? FileManager.default.removeItem(atPath: output) }
+        let status = try await run(["/bin/bash", "-c", "exec /bin/bash \"$0\" start > \"$1\"", script, output])
+        let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+        var variables: [String: String] = [:]
+        for line in text.split(separator: "\n") where line.hasPrefix("export ") {
+            let assignment = line.dropFirst("export ".count)
+            guard let equals = assignment.firstIndex(of: "=") else { continue }
+            variables[String(assignment[..<equals])] = String(assignment[assignment.index(after: equals)...])
+        }
+        guard status == 0, let host = variables["ORGSYNC_TEST_PG_HOST"], let port = variables["ORGSYNC_TEST_PG_PORT"].flatMap(Int.init),
+            let user = variables["ORGSYNC_TEST_PG_USER"], let database = variables["ORGSYNC_TEST_PG_DB"]
+        else {
+            if let dir = variables["ORGSYNC_TEST_PG_DIR"] { _ = try? await run(["/bin/bash", script, "stop", dir]) }
+            throw PrivateClusterFailed(status: status)
+        }
+        let settings = PostgresAdapterSettings(
+            host: host, port: port, user: user, password: variables["ORGSYNC_TEST_PG_PASSWORD"], database: database,
+            schema: schema, connectTimeoutMs: 5_000)
+        return PrivateCluster(variables: variables, settings: settings)
+    }
+
+    struct PrivateClusterFailed: Error, CustomStringConvertible {
+        var status: Int32
+        var description: String { "\(TestPostgres.script) start exited with \(status)" }
+    }
+
+    /// Runs a program and returns its exit status (128 + signal when killed, as a shell says).
+    ///
+    /// posix_spawn + waitpid on a Dispatch thread: Foundation's Process did not always report
+    /// the exit of `pg_ctl start` (whose server child outlives it), and waiting must not block a
+    /// thread of Swift's small cooperative pool.
+    static func run(_ argv: [String]) async throws -> Int32 {
+        try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async {
                 var pid: pid_t = 0
                 var cArguments = argv.map { strdup($0) } + [nil]
                 defer { cArguments.forEach { free($0) } }
-                let spawned = posix_spawn(&pid, ctl, nil, nil, &cArguments, environ)
+                let spawned = posix_spawn(&pid, argv[0], nil, nil, &cArguments, environ)
                 guard spawned == 0 else {
                     continuation.resume(throwing: POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EINVAL))
                     return
                 }
                 var status: Int32 = 0
                 while waitpid(pid, &status, 0) == -1, errno == EINTR {}
-                // Exited normally: the exit code; killed by a signal: 128 + signal, as a shell says.
                 let exitCode = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
                 continuation.resume(returning: exitCode)
             }

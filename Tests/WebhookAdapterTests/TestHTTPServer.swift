@@ -27,6 +27,8 @@ final class TestHTTPServer: Sendable {
 
     var requests: [RecordedRequest] { box.recorded.withLock { $0 } }
     var url: String { "http://127.0.0.1:\(port)/hook" }
+    /// TCP connections accepted so far.
+    var connectionCount: Int { box.children.withLock { $0.count } }
 
     private init(channel: any Channel, port: Int, box: ServerBox) {
         self.channel = channel

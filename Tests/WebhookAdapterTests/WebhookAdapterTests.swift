@@ -22,7 +22,7 @@ func withReceiver(
         settings: WebhookAdapterSettings(url: server.url, headers: headers, timeoutMs: timeoutMs, probeURL: server.url + "/probe"),
         logger: logs.logger())
     do {
-        try await adapter.open()
+        // No open(): it probes, and these tests count requests; see openProbesTheReceiver.
         try await body(adapter, server)
     } catch {
         await adapter.close()
@@ -67,6 +67,16 @@ func adapterError(_ body: () async throws -> Void) async -> AdapterError? {
             #expect(entries.first?["trace"] as? String == "abc", "the producer's own members travel as sent")
             #expect((entries.last?["fields"] as? [String: Any])?["Name"] as? String == "Zoë")
             #expect(try await adapter.appliedOffset() == nil)
+        }
+    }
+
+    @Test func successiveBatchesReuseOneConnection() async throws {
+        try await withReceiver(respond: { _ in Reply(status: .ok, body: #"{"ok":true}"#) }) { adapter, server in
+            for offset in 0..<5 as Range<UInt64> {
+                try await adapter.apply(EntryBatch(stream: "events", entries: [entry(offset, "k\(offset)")]))
+            }
+            #expect(server.requests.count == 5)
+            #expect(server.connectionCount == 1, "the response body is read to its end, so the connection is kept alive")
         }
     }
 
@@ -124,6 +134,17 @@ func adapterError(_ body: () async throws -> Void) async -> AdapterError? {
         let probe = await adapterError { try await adapter.probe() }
         #expect(probe?.kind == .connection)
         await adapter.close()
+    }
+
+    @Test func openProbesTheReceiver() async throws {
+        let down = Mutex(true)
+        try await withReceiver(respond: { _ in down.withLock { $0 } ? Reply(status: .serviceUnavailable) : Reply(status: .ok) }) { adapter, server in
+            let error = await adapterError { try await adapter.open() }
+            #expect(error?.kind == .connection)
+            down.withLock { $0 = false }
+            try await adapter.open()
+            #expect(server.requests.map(\.method) == [.HEAD, .HEAD])
+        }
     }
 
     @Test func probeSendsAHeadAndAcceptsAnyAnswerButServerErrors() async throws {

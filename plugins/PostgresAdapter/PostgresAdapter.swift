@@ -45,17 +45,30 @@ public actor PostgresAdapter: OrgAdapter {
         let connection = try await connect()
         do {
             try await withDeadline(connection) {
-                if self.settings.schema != "public" {
+                // Look before creating: CREATE … IF NOT EXISTS checks the CREATE privilege first,
+                // and a role that may only write rows must still be able to open.
+                let rows = try await connection.query(
+                    PostgresQuery(
+                        unsafeSQL: """
+                            SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1),
+                                   EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'orgsync_offsets')
+                            """, binds: Self.binds(self.settings.schema)), logger: self.logger)
+                var schemaExists = false
+                var tableExists = false
+                for try await (schema, table) in rows.decode((Bool, Bool).self) { (schemaExists, tableExists) = (schema, table) }
+                if !schemaExists {
                     try await connection.query(
                         PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \(TableMapping.quoted(self.settings.schema))"),
                         logger: self.logger)
                 }
-                try await connection.query(
-                    PostgresQuery(
-                        unsafeSQL: """
-                            CREATE TABLE IF NOT EXISTS \(self.offsetsTable) (
-                                link TEXT PRIMARY KEY, applied_offset BIGINT, updated_at TIMESTAMPTZ NOT NULL DEFAULT now())
-                            """), logger: self.logger)
+                if !tableExists {
+                    try await connection.query(
+                        PostgresQuery(
+                            unsafeSQL: """
+                                CREATE TABLE IF NOT EXISTS \(self.offsetsTable) (
+                                    link TEXT PRIMARY KEY, applied_offset BIGINT, updated_at TIMESTAMPTZ NOT NULL DEFAULT now())
+                                """), logger: self.logger)
+                }
             }
         } catch {
             await dropConnection()
@@ -172,7 +185,13 @@ public actor PostgresAdapter: OrgAdapter {
         if let known = shapes[table] {
             shape = known
         } else if let existing = try await loadShape(table, on: connection) {
+            let missing = existing.missingOwnColumns
+            if !missing.isEmpty {
+                throw AdapterError.rejected(
+                    offset: entry.offset, "table \(table) exists without the column(s) \(missing.joined(separator: ", ")) the adapter needs")
+            }
             shape = existing
+            shapes[table] = shape
         } else if entry.op == .delete {
             return nil
         } else {
@@ -183,12 +202,7 @@ public actor PostgresAdapter: OrgAdapter {
                         PRIMARY KEY (\(conflictColumns)))
                         """), logger: logger)
             shape = TableShape(columns: ["key": .text, "org": .text, "ts": .text])
-        }
-        shapes[table] = shape
-        let missing = shape.missingOwnColumns
-        if !missing.isEmpty {
-            throw AdapterError.rejected(
-                offset: entry.offset, "table \(table) exists without the column(s) \(missing.joined(separator: ", ")) the adapter needs")
+            shapes[table] = shape
         }
         if entry.op == .delete {
             var binds = Self.binds(entry.key)
@@ -201,7 +215,8 @@ public actor PostgresAdapter: OrgAdapter {
         let fieldNames = entry.fields.keys.sorted()
         var newColumns: [(String, ColumnKind)] = []
         for name in fieldNames {
-            if let problem = TableMapping.columnProblem(name) {
+            // A known column was checked when it was made; an own column is never a field.
+            if shape.columns[name] == nil || TableMapping.ownColumns.contains(name), let problem = TableMapping.columnProblem(name) {
                 throw AdapterError.rejected(offset: entry.offset, "\(entry.object): \(problem.message)")
             }
             guard shape.columns[name] == nil, let value = entry.fields[name], let kind = ColumnKind(firstValue: value) else {

@@ -145,8 +145,11 @@ public actor WebhookAdapter: OrgAdapter {
         self.logger = logger
     }
 
+    /// Makes the HTTP client and probes the receiver, so a link does not start (or resume)
+    /// against a receiver that is not there.
     public func open() async throws {
         _ = httpClient()
+        try await probe()
     }
 
     public func apply(_ batch: EntryBatch) async throws {
@@ -196,6 +199,9 @@ public actor WebhookAdapter: OrgAdapter {
 
     // MARK: Request
 
+    /// Most of a response body read only to keep its connection reusable.
+    static let drainBytesMax = 1 << 20
+
     private func httpClient() -> HTTPClient {
         if let client { return client.client }
         let timeout = TimeAmount.milliseconds(Int64(settings.timeoutMs))
@@ -219,12 +225,15 @@ public actor WebhookAdapter: OrgAdapter {
         let limit = settings.errorBodyBytesMax + 1
         do {
             let response = try await client.execute(request, deadline: deadline, logger: logger)
+            // Read the body to its end (so the connection can be kept alive), keeping only the
+            // start of an error body; a body past `drainBytesMax` is abandoned instead.
             var body: [UInt8] = []
-            if !(200..<300).contains(response.status.code) {
-                for try await chunk in response.body {
-                    body += chunk.readableBytesView.prefix(limit - body.count)
-                    if body.count >= limit { break }
-                }
+            let keep = (200..<300).contains(response.status.code) ? 0 : limit
+            var drained = 0
+            for try await chunk in response.body {
+                if body.count < keep { body += chunk.readableBytesView.prefix(keep - body.count) }
+                drained += chunk.readableBytes
+                if drained > Self.drainBytesMax { break }
             }
             return (response.status, body)
         } catch let error as HTTPClientError

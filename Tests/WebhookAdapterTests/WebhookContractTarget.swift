@@ -1,0 +1,92 @@
+// The generic adapter contract (branch `adapters`, Tests/OrgSyncAdapterContract) run against
+// the webhook adapter and a receiver that stores records in memory. Compiled when the package
+// gives this target the contract module and defines ORGSYNC_ADAPTER_CONTRACT.
+#if ORGSYNC_ADAPTER_CONTRACT
+import Foundation
+import NIOHTTP1
+import OrgSyncAdapterContract
+import OrgSyncPluginAPI
+import Synchronization
+import Testing
+@testable import WebhookAdapter
+
+/// A receiver as a careful user would write one: a batch applies whole or not at all, a repeated
+/// `Idempotency-Key` is answered 200 without applying again, and an insert of an existing key
+/// is refused with 422 `{"rejected_offset": N}`.
+final class InMemoryReceiver: Sendable {
+    private struct State {
+        var tables: [String: [String: [String: JSONValue]]] = [:]
+        var appliedKeys: Set<String> = []
+    }
+    private let state = Mutex(State())
+
+    func rows(object: String) -> [ContractRow] {
+        state.withLock { ($0.tables[object] ?? [:]).map { ContractRow(key: $0.key, fields: $0.value) } }
+    }
+
+    func respond(_ request: RecordedRequest) -> Reply {
+        guard request.method == .POST else { return Reply(status: .ok) }
+        guard let idempotencyKey = request.headers["Idempotency-Key"].first,
+            let document = try? JSONDecoder().decode([String: JSONValue].self, from: Data(request.body)),
+            case .array(let entries)? = document["entries"]
+        else { return Reply(status: .badRequest, body: "not a batch") }
+        return state.withLock { state in
+            if state.appliedKeys.contains(idempotencyKey) { return Reply(status: .ok, body: "repeat") }
+            var tables = state.tables
+            for case .object(let entry) in entries {
+                guard case .int(let offset)? = entry["offset"], let object = entry["object"]?.stringValue,
+                    let key = entry["key"]?.stringValue, let op = entry["op"]?.stringValue
+                else { return Reply(status: .badRequest, body: "bad entry") }
+                var fields: [String: JSONValue] = [:]
+                if case .object(let given)? = entry["fields"] { fields = given }
+                switch op {
+                case "insert":
+                    if tables[object]?[key] != nil {
+                        return Reply(status: .unprocessableEntity, body: #"{"rejected_offset":\#(offset),"error":"key exists"}"#)
+                    }
+                    tables[object, default: [:]][key] = fields
+                case "upsert":
+                    tables[object, default: [:]][key, default: [:]].merge(fields) { $1 }
+                case "delete":
+                    tables[object]?[key] = nil
+                default:
+                    return Reply(status: .unprocessableEntity, body: #"{"rejected_offset":\#(offset)}"#)
+                }
+            }
+            state.tables = tables
+            state.appliedKeys.insert(idempotencyKey)
+            return Reply(status: .ok)
+        }
+    }
+}
+
+struct WebhookContractTarget: AdapterContractTarget {
+    let server: TestHTTPServer
+    let receiver: InMemoryReceiver
+    let factory: any OrgAdapterFactory = WebhookAdapterFactory()
+    var capabilities: AdapterContractCapabilities { AdapterContractCapabilities(storesAppliedOffset: false) }
+
+    static func make() async throws -> WebhookContractTarget {
+        let receiver = InMemoryReceiver()
+        let server = try await TestHTTPServer.start { receiver.respond($0) }
+        return WebhookContractTarget(server: server, receiver: receiver)
+    }
+
+    func configuration(linkName: String, streamName: String) -> AdapterConfiguration {
+        AdapterConfiguration(linkName: linkName, streamName: streamName, settings: ["url": server.url, "timeout_ms": "2000"])
+    }
+
+    func rows(object: String) async throws -> [ContractRow] { receiver.rows(object: object) }
+
+    func makeDead() async throws { await server.stop() }
+
+    func tearDown() async { await server.stop() }
+}
+
+@Suite struct WebhookAdapterContractTests {
+    @Test(arguments: AdapterContract.Check.allCases)
+    func contract(_ check: AdapterContract.Check) async throws {
+        try await AdapterContract { try await WebhookContractTarget.make() }.run(check)
+    }
+}
+#endif
