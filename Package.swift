@@ -204,21 +204,23 @@ let package = Package(
             dependencies: [
                 "PostgresAdapter",
                 "OrgSyncPluginAPI",
+                "OrgSyncAdapterContract",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict + [.define("ORGSYNC_ADAPTER_CONTRACT")]
         ),
         .testTarget(
             name: "WebhookAdapterTests",
             dependencies: [
                 "WebhookAdapter",
                 "OrgSyncPluginAPI",
+                "OrgSyncAdapterContract",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict + [.define("ORGSYNC_ADAPTER_CONTRACT")]
         ),
         .testTarget(
             name: "OrgSyncServerTests",
