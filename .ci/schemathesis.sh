@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Checks the HTTP API with a client nobody on the project wrote (issue 8): schemathesis, from
+# PyPI in a temporary virtualenv, generates requests from the broker's own OpenAPI document
+# (GET /openapi.yaml) and runs every check on every answer: no 5xx, status codes, content
+# types, headers and bodies as documented, invalid data rejected, valid data accepted, 405 for
+# undocumented methods, auth not ignored.
+#
+# The broker runs with auth ON (a produce and an admin token, passed through the environment
+# as the configuration's token_env says); schemathesis sends the admin token, and its
+# ignored_auth check sends requests without it. Two runs:
+#   1. negative data only: the stream's end offset must not move at all;
+#   2. every phase (examples, coverage, fuzzing, stateful), positive and negative: the end
+#      offset must move by exactly the number of entries in the 201 answers it got.
+#
+# Usage: ORGSYNC_BIN=.build/debug/orgsync bash .ci/schemathesis.sh
+# Env: SCHEMATHESIS_EXAMPLES (per operation, default 30), SCHEMATHESIS_SEED (default fixed, so
+# CI is repeatable; set another to explore), KEEP_TEMP=1 keeps the temporary directory.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+start=$(date +%s)
+log() { printf 'schemathesis-check [%ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
+
+ORGSYNC_BIN="${ORGSYNC_BIN:-.build/debug/orgsync}"
+EXAMPLES="${SCHEMATHESIS_EXAMPLES:-30}"
+SEED="${SCHEMATHESIS_SEED:-20261125}"
+SCHEMATHESIS_VERSION=4.32.5
+if [ ! -x "$ORGSYNC_BIN" ]; then
+  echo "schemathesis-check: $ORGSYNC_BIN is not an executable (build first, or set ORGSYNC_BIN)" >&2
+  exit 2
+fi
+ORGSYNC_BIN="$(cd "$(dirname "$ORGSYNC_BIN")" && pwd)/$(basename "$ORGSYNC_BIN")"
+
+work="$(mktemp -d /tmp/orgsync-schemathesis.XXXXXX)"
+broker_pid=""
+cleanup() {
+  if [ -n "$broker_pid" ] && kill -0 "$broker_pid" 2>/dev/null; then
+    kill -TERM "$broker_pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$broker_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$broker_pid" 2>/dev/null || true
+  fi
+  if [ "${KEEP_TEMP:-}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+log "installing schemathesis $SCHEMATHESIS_VERSION in a temporary virtualenv"
+python3 -m venv "$work/venv"
+"$work/venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+
+# Tokens made for this run only; the broker reads them from the environment.
+ORGSYNC_PRODUCE_TOKEN="$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
+ORGSYNC_ADMIN_TOKEN="$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
+export ORGSYNC_PRODUCE_TOKEN ORGSYNC_ADMIN_TOKEN
+cat > "$work/orgsync.yaml" <<EOF
+data_dir: $work/state
+server: { host: 127.0.0.1, port: 0, entry_bytes_max: 65536, body_bytes_max: 1048576, request_entries_max: 1000 }
+log: { level: warning }
+auth:
+  enabled: true
+  tokens:
+    - { name: producer, role: produce, token_env: ORGSYNC_PRODUCE_TOKEN }
+    - { name: operator, role: admin, token_env: ORGSYNC_ADMIN_TOKEN }
+streams:
+  - name: events
+links:
+  - name: demo
+    stream: events
+    adapter: sqlite
+    settings: { path: demo.sqlite, primary_key: org_key }
+EOF
+
+"$ORGSYNC_BIN" serve --config "$work/orgsync.yaml" >"$work/broker.out" 2>"$work/broker.log" &
+broker_pid=$!
+port=""
+for _ in $(seq 1 300); do
+  port="$(sed -n 's#^orgsync: listening on http://127.0.0.1:\([0-9]*\)$#\1#p' "$work/broker.out")"
+  [ -n "$port" ] && break
+  kill -0 "$broker_pid" 2>/dev/null || { cat "$work/broker.log" >&2; echo "schemathesis-check: the broker exited" >&2; exit 1; }
+  sleep 0.1
+done
+[ -n "$port" ] || { echo "schemathesis-check: the broker did not listen within 30s" >&2; exit 1; }
+base="http://127.0.0.1:$port"
+log "broker on $base (auth on)"
+
+end_offset() {
+  python3 - "$base" <<'PY'
+import json, os, sys, urllib.request
+request = urllib.request.Request(sys.argv[1] + "/v1/streams/events")
+request.add_header("Authorization", "Bearer " + os.environ["ORGSYNC_PRODUCE_TOKEN"])
+with urllib.request.urlopen(request, timeout=10) as response:
+    print(json.load(response)["end_offset"])
+PY
+}
+
+schemathesis() {
+  local name="$1"; shift
+  # The token goes in a header only; the output sanitizer masks it in what schemathesis prints.
+  SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$PWD/.ci" \
+  timeout 150 "$work/venv/bin/schemathesis" run "$base/openapi.yaml" \
+    --header "Authorization: Bearer $ORGSYNC_ADMIN_TOKEN" \
+    --checks all --max-examples "$EXAMPLES" --seed "$SEED" --workers 2 \
+    --generation-database none --request-timeout 10 --no-color \
+    --report har --report-har-path "$work/$name.har" "$@" >"$work/$name.txt" 2>&1 || {
+      status=$?
+      cat "$work/$name.txt"
+      echo "schemathesis-check: the $name run failed (exit $status); broker log:" >&2
+      tail -n 40 "$work/broker.log" >&2
+      exit 1
+    }
+  tail -n 25 "$work/$name.txt"
+}
+
+# --- 1. negative data only: nothing may be appended
+before="$(end_offset)"
+log "run 1: negative data only (end offset $before)"
+schemathesis negative --mode negative
+after="$(end_offset)"
+if [ "$after" != "$before" ]; then
+  echo "schemathesis-check: negative requests moved the end offset from $before to $after" >&2
+  exit 1
+fi
+log "run 1: end offset unchanged ($after)"
+
+# --- 2. everything: the end offset moves by exactly the entries of the 201 answers
+before="$after"
+log "run 2: all phases, positive and negative (end offset $before)"
+schemathesis all --mode all
+after="$(end_offset)"
+python3 - "$work/all.har" "$before" "$after" <<'PY'
+import json, sys
+har, before, after = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+entries = json.load(open(har))["log"]["entries"]
+acked, requests = 0, len(entries)
+statuses = {}
+for entry in entries:
+    status = entry["response"]["status"]
+    statuses[status] = statuses.get(status, 0) + 1
+    if entry["request"]["method"] == "POST" and entry["request"]["url"].split("?")[0].endswith("/entries") and status == 201:
+        acked += json.loads(entry["response"]["content"]["text"])["count"]
+print(f"schemathesis-check: {requests} requests, statuses {dict(sorted(statuses.items()))}; "
+      f"{acked} entries acknowledged, end offset {before} -> {after}")
+if any(status >= 500 for status in statuses):
+    sys.exit("schemathesis-check: a 5xx answer")
+if after - before != acked:
+    sys.exit(f"schemathesis-check: the end offset moved by {after - before}, but 201 answers acknowledged {acked} entries")
+if acked == 0:
+    sys.exit("schemathesis-check: no append was acknowledged: the generated valid entries never reached the log")
+PY
+log "passed"
