@@ -7,10 +7,13 @@
 #
 # The broker runs with auth ON (a produce and an admin token, passed through the environment
 # as the configuration's token_env says); schemathesis sends the admin token, and its
-# ignored_auth check sends requests without it. Two runs:
-#   1. negative data only: the stream's end offset must not move at all;
-#   2. every phase (examples, coverage, fuzzing, stateful), positive and negative: the end
-#      offset must move by exactly the number of entries in the 201 answers it got.
+# ignored_auth check sends requests without it. Two runs, each recorded as a HAR file:
+#   1. negative data only (coverage and fuzzing phases);
+#   2. every phase (examples, coverage, fuzzing, stateful), positive and negative data.
+# After each, the stream's end offset must have moved by exactly the number of entries in the
+# 201 answers (nothing else appends), and no answer may be a 5xx.
+# One worker: hypothesis under Python 3.11 hits a CPython AST SystemError when two threads
+# describe strategies at once.
 #
 # Usage: ORGSYNC_BIN=.build/debug/orgsync bash .ci/schemathesis.sh
 # Env: SCHEMATHESIS_EXAMPLES (per operation, default 30), SCHEMATHESIS_SEED (default fixed, so
@@ -97,7 +100,7 @@ schemathesis() {
   SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$PWD/.ci" \
   timeout 150 "$work/venv/bin/schemathesis" run "$base/openapi.yaml" \
     --header "Authorization: Bearer $ORGSYNC_ADMIN_TOKEN" \
-    --checks all --max-examples "$EXAMPLES" --seed "$SEED" --workers 2 \
+    --checks all --max-examples "$EXAMPLES" --seed "$SEED" --workers 1 \
     --generation-database none --request-timeout 10 --no-color \
     --report har --report-har-path "$work/$name.har" "$@" >"$work/$name.txt" 2>&1 || {
       status=$?
@@ -109,40 +112,47 @@ schemathesis() {
   tail -n 25 "$work/$name.txt"
 }
 
-# --- 1. negative data only: nothing may be appended
-before="$(end_offset)"
-log "run 1: negative data only (end offset $before)"
-schemathesis negative --mode negative
-after="$(end_offset)"
-if [ "$after" != "$before" ]; then
-  echo "schemathesis-check: negative requests moved the end offset from $before to $after" >&2
-  exit 1
-fi
-log "run 1: end offset unchanged ($after)"
+# Checks a run's HAR file: no 5xx, and the end offset moved by exactly the number of entries
+# that 201 answers acknowledged (every other answer appended nothing).
+account() {
+  python3 - "$work/$1.har" "$2" "$3" "$4" <<'PY'
+import json, sys
+har, before, after, run = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+entries = json.load(open(har))["log"]["entries"]
+acked, appends, statuses = 0, 0, {}
+for entry in entries:
+    status = entry["response"]["status"]
+    statuses[status] = statuses.get(status, 0) + 1
+    if entry["request"]["method"] == "POST" and entry["request"]["url"].split("?")[0].endswith("/entries"):
+        appends += 1
+        if status == 201:
+            acked += json.loads(entry["response"]["content"]["text"])["count"]
+print(f"schemathesis-check: {run}: {len(entries)} requests ({appends} appends), statuses "
+      f"{dict(sorted(statuses.items()))}; {acked} entries acknowledged, end offset {before} -> {after}")
+if any(status >= 500 for status in statuses):
+    sys.exit(f"schemathesis-check: {run}: a 5xx answer")
+if after - before != acked:
+    sys.exit(f"schemathesis-check: {run}: the end offset moved by {after - before}, but 201 answers acknowledged {acked} entries")
+PY
+}
 
-# --- 2. everything: the end offset moves by exactly the entries of the 201 answers
+# --- 1. negative data only (coverage and fuzzing phases: the examples and stateful phases
+#        send valid data whatever the mode): negative_data_rejection must hold for every
+#        request, and the end offset may move only by what a 201 acknowledged.
+before="$(end_offset)"
+log "run 1: negative data (end offset $before)"
+schemathesis negative --mode negative --phases coverage,fuzzing
+after="$(end_offset)"
+account negative "$before" "$after" negative
+
+# --- 2. everything: all phases, positive and negative data
 before="$after"
 log "run 2: all phases, positive and negative (end offset $before)"
 schemathesis all --mode all
 after="$(end_offset)"
-python3 - "$work/all.har" "$before" "$after" <<'PY'
-import json, sys
-har, before, after = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-entries = json.load(open(har))["log"]["entries"]
-acked, requests = 0, len(entries)
-statuses = {}
-for entry in entries:
-    status = entry["response"]["status"]
-    statuses[status] = statuses.get(status, 0) + 1
-    if entry["request"]["method"] == "POST" and entry["request"]["url"].split("?")[0].endswith("/entries") and status == 201:
-        acked += json.loads(entry["response"]["content"]["text"])["count"]
-print(f"schemathesis-check: {requests} requests, statuses {dict(sorted(statuses.items()))}; "
-      f"{acked} entries acknowledged, end offset {before} -> {after}")
-if any(status >= 500 for status in statuses):
-    sys.exit("schemathesis-check: a 5xx answer")
-if after - before != acked:
-    sys.exit(f"schemathesis-check: the end offset moved by {after - before}, but 201 answers acknowledged {acked} entries")
-if acked == 0:
-    sys.exit("schemathesis-check: no append was acknowledged: the generated valid entries never reached the log")
-PY
+account all "$before" "$after" all
+if [ "$after" = "$before" ]; then
+  echo "schemathesis-check: no append was acknowledged: the generated valid entries never reached the log" >&2
+  exit 1
+fi
 log "passed"

@@ -275,9 +275,13 @@ paths:
         "401": { $ref: "#/components/responses/Unauthorized" }
         "403": { $ref: "#/components/responses/Forbidden" }
         "404": { $ref: "#/components/responses/NotFound" }
-        "409": { $ref: "#/components/responses/Conflict" }
+        "409":
+          description: |
+            The dead letter is already resolved (code conflict), or the target rejected the entry
+            again (code retry_rejected); it stays failed.
+          content: { application/json: { schema: { $ref: "#/components/schemas/Error" } } }
         "502":
-          description: The target rejected the entry again; it stays failed.
+          description: The target could not be reached (code target_unavailable); the dead letter stays failed.
           content: { application/json: { schema: { $ref: "#/components/schemas/Error" } } }
   /health/live:
     get:

@@ -135,6 +135,7 @@ let statusPageStyle = #"""
   --active: #17803d; --verifying: #b26a00; --suspended: #c0262d; --paused: #55595f;
 }
 * { box-sizing: border-box; }
+[hidden] { display: none !important; }
 body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; background: var(--bg); color: var(--fg); }
 a { color: #1a5fb4; }
 .top { display: flex; align-items: center; gap: 12px; flex-wrap: wrap; padding: 10px 20px; background: #fff; border-bottom: 1px solid var(--line); }
@@ -156,7 +157,10 @@ table.grid { border-collapse: collapse; width: 100%; background: #fff; border: 1
 table.grid th, table.grid td { padding: 6px 8px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
 table.grid th { font-weight: 600; background: #efefec; white-space: nowrap; }
 .num { text-align: right !important; font-variant-numeric: tabular-nums; }
-td.error { max-width: 28em; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; color: var(--suspended); }
+td.error { max-width: 30em; overflow-wrap: anywhere; color: var(--suspended); }
+tr[data-state="active"] td.error { color: var(--muted); }
+td[data-testid="link-actions"] { white-space: nowrap; }
+td[data-testid="link-actions"] button + button { margin-left: 4px; }
 td.entry code { display: block; max-width: 32em; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .badge { display: inline-block; min-width: 6.5em; padding: 2px 8px; border-radius: 10px; color: #fff; font-weight: 600; font-size: 12px; text-align: center; text-transform: uppercase; letter-spacing: .03em; }
 .badge[data-state="active"] { background: var(--active); }

@@ -146,3 +146,16 @@ func openAPIPaths(_ document: String) -> [String: Set<String>] {
     }
     return result
 }
+
+@Suite struct ParameterTests {
+    /// Offsets and sequence numbers are int64 in the API: a larger value is a 400, not a page
+    /// (schemathesis found `before=9223372036854775808` accepted).
+    @Test func integerParametersStopAtInt64Max() throws {
+        #expect(try parseUInt(nil, name: "before") == nil)
+        #expect(try parseUInt("0", name: "before") == 0)
+        #expect(try parseUInt("9223372036854775807", name: "before") == UInt64(Int64.max))
+        for bad in ["9223372036854775808", "18446744073709551615", "-1", "1.5", "", "abc"] {
+            #expect(throws: APIError.self, "\(bad)") { try parseUInt(bad, name: "before") }
+        }
+    }
+}
