@@ -32,7 +32,7 @@ import urllib.request
 ORGSYNC_BIN = os.path.abspath(os.environ.get("ORGSYNC_BIN", ".build/debug/orgsync"))
 CHROMIUM_BIN = os.environ.get("CHROMIUM_BIN", "chromium")
 ARTIFACTS_DIR = os.environ.get("ARTIFACTS_DIR", "/tmp/orgsync-artifacts")
-PROBE_THRESHOLD = 5
+PROBE_THRESHOLD = 6
 VERIFY_INTERVAL_MS = 2500
 CHROMIUM_TIMEOUT_S = 60
 STATE_TIMEOUT_S = 45
