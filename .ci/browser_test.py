@@ -9,6 +9,8 @@
    active with lag 0; the receiver must have every entry.
 4. The detail view of `hook` must list the suspension in its sync log, and a dead letter
    whose error text holds HTML must be shown as text, not parsed.
+5. A second broker with auth on: without a token the page shows no data and no operator
+   button, says a token is needed and offers the token field.
 
 A screenshot of each state goes to $ARTIFACTS_DIR. Every wait polls a condition with a bound.
 Every process started here is stopped by its id on exit, also on failure.
@@ -18,6 +20,7 @@ import html.parser
 import http.server
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -118,14 +121,15 @@ class Receiver(http.server.BaseHTTPRequestHandler):
 
 # --- the broker ------------------------------------------------------------------------------
 
-def start_broker(directory, hook_port):
+def start_broker(directory, hook_port, auth="{ enabled: false }"):
     config = os.path.join(directory, "orgsync.yaml")
+    os.makedirs(directory, exist_ok=True)
     with open(config, "w") as f:
         f.write(f"""
 data_dir: {directory}/state
 server: {{ host: 127.0.0.1, port: 0 }}
 log: {{ level: info }}
-auth: {{ enabled: false }}
+auth: {auth}
 streams:
   - name: events
 links:
@@ -379,6 +383,21 @@ def main():
         if dom.find(data_testid="injected"):
             raise Failure("markup from an error text was parsed into the page")
         log("dead letter: its markup is shown as text, not parsed")
+
+        # With auth on and no token the page reads nothing, says why, offers the token field,
+        # and shows no operator button.
+        os.environ["BROWSER_TEST_ADMIN_TOKEN"] = secrets.token_hex(16)  # the broker's; the page never gets it
+        locked = start_broker(os.path.join(directory, "locked"), free_port(),
+                              auth="{ enabled: true, tokens: [ { name: a, role: admin, token_env: BROWSER_TEST_ADMIN_TOKEN } ] }")
+        dom = wait_for("the page to ask for a token", lambda: (lambda d: d if d.find(data_testid="connection", data_status="unauthorized") else None)(
+            load(f"http://127.0.0.1:{locked}/", profile)))
+        form = dom.find(data_testid="token-form")
+        if not form or "hidden" in form[0]["attrs"] or not dom.find(data_testid="role", data_role="none"):
+            raise Failure("with auth on and no token the page does not offer the token field")
+        if dom.find(data_testid="link-row") or dom.find(data_testid="link-suspend"):
+            raise Failure("with auth on and no token the page shows links or operator buttons")
+        screenshot(f"http://127.0.0.1:{locked}/", profile, "6-auth-no-token.png")
+        log("auth on, no token: the page asks for one and shows nothing else")
         log("passed")
     finally:
         if receiver is not None:
