@@ -20,6 +20,7 @@
 # CI is repeatable; set another to explore), KEEP_TEMP=1 keeps the temporary directory.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo="$PWD"
 start=$(date +%s)
 log() { printf 'schemathesis-check [%ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
 
@@ -104,12 +105,13 @@ PY
 schemathesis() {
   local name="$1"; shift
   # The token goes in a header only; the output sanitizer masks it in what schemathesis prints.
-  SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$PWD/.ci" \
+  # Run from the temporary directory: schemathesis keeps a cache in its working directory.
+  (cd "$work" && SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$repo/.ci" \
   timeout 150 "$work/venv/bin/schemathesis" run "$base/openapi.yaml" \
     --header "Authorization: Bearer $ORGSYNC_ADMIN_TOKEN" \
     --checks all --max-examples "$EXAMPLES" --seed "$SEED" --workers 1 \
     --generation-database none --request-timeout 10 --no-color \
-    --report har --report-har-path "$work/$name.har" "$@" >"$work/$name.txt" 2>&1 || {
+    --report har --report-har-path "$work/$name.har" "$@") >"$work/$name.txt" 2>&1 || {
       status=$?
       cat "$work/$name.txt"
       echo "schemathesis-check: the $name run failed (exit $status); broker log:" >&2
