@@ -23,6 +23,28 @@ public struct Authenticator: Sendable {
         guard let header = request.headers[.authorization] else {
             throw APIError.unauthorized("missing bearer token (Authorization: Bearer <token>)")
         }
+        let match = try identify(header)
+        guard match.role >= role else {
+            throw APIError.forbidden("this token's role (\(match.role.rawValue)) may not do this; it needs \(role.rawValue)")
+        }
+        return match.name
+    }
+
+    /// What the request may do, for `GET /v1/whoami`: `.admin` with auth off (anyone may do
+    /// everything), nil with auth on and no `Authorization` header, else the token's role.
+    ///
+    /// - Throws: ``APIError`` 401 when a header is presented but is not a known bearer token.
+    public func role(of request: Request) throws -> Role? {
+        guard enabled else { return .admin }
+        guard let header = request.headers[.authorization] else { return nil }
+        return try identify(header).role
+    }
+
+    /// Whether requests need a token at all.
+    public var isEnabled: Bool { enabled }
+
+    /// The configured token an `Authorization` header presents; every token is compared.
+    private func identify(_ header: String) throws -> (name: String, role: Role) {
         let prefix = "Bearer "
         guard header.count > prefix.count, header.prefix(prefix.count).lowercased() == prefix.lowercased() else {
             throw APIError.unauthorized("the Authorization header must be 'Bearer <token>'")
@@ -33,10 +55,7 @@ public struct Authenticator: Sendable {
             match = (token.name, token.role)
         }
         guard let match else { throw APIError.unauthorized("unknown token") }
-        guard match.role >= role else {
-            throw APIError.forbidden("this token's role (\(match.role.rawValue)) may not do this; it needs \(role.rawValue)")
-        }
-        return match.name
+        return match
     }
 
     /// Equal length and bytes, in time that depends only on the lengths.

@@ -33,7 +33,7 @@ func addLinkRoutes(to router: Router<BrokerRequestContext>, broker: Broker, auth
         try authenticator.authorize(request, .admin)
         let name = try context.parameters.require("link")
         let supervisor = try links.supervisor(name)
-        guard let offset = request.uri.queryParameters.get("offset").flatMap({ UInt64($0) }) else {
+        guard let offset = try parseUInt(request.uri.queryParameters.get("offset"), name: "offset") else {
             throw APIError.badRequest("query parameter offset (a non-negative integer) is required")
         }
         do {
@@ -72,7 +72,7 @@ func addLinkRoutes(to router: Router<BrokerRequestContext>, broker: Broker, auth
     router.post("/v1/links/{link}/dead-letters/{offset}/retry") { request, context -> Response in
         try authenticator.authorize(request, .admin)
         let supervisor = try links.supervisor(try context.parameters.require("link"))
-        guard let offset = UInt64(try context.parameters.require("offset")) else {
+        guard let offset = try parseUInt(try context.parameters.require("offset"), name: "offset") else {
             throw APIError.badRequest("the offset must be a non-negative integer")
         }
         do {
@@ -81,7 +81,13 @@ func addLinkRoutes(to router: Router<BrokerRequestContext>, broker: Broker, auth
         } catch let error as LinkSupervisorError {
             switch error {
             case .deadLetterNotFound: throw APIError.notFound("\(error)")
-            case .retryFailed: throw APIError(.badGateway, code: "retry_failed", "\(error)")
+            case .retryFailed(_, _, let adapterError):
+                // The target answering "no" again is an outcome, not a gateway failure: the
+                // dead letter stays failed (409). Only an unreachable target is a 502.
+                if case .rejected = adapterError.kind {
+                    throw APIError(.conflict, code: "retry_rejected", "\(error)")
+                }
+                throw APIError(.badGateway, code: "target_unavailable", "\(error)")
             default: throw APIError.conflict("\(error)")
             }
         }
@@ -94,9 +100,13 @@ func pageLimit(_ request: Request) throws -> Int {
     return value
 }
 
+/// A non-negative integer parameter, at most `Int64.max`: offsets and sequence numbers are
+/// int64 in the API (JSON clients and the OpenAPI document), though stored as UInt64.
 func parseUInt(_ text: String?, name: String) throws -> UInt64? {
     guard let text else { return nil }
-    guard let value = UInt64(text) else { throw APIError.badRequest("\(name) must be a non-negative integer") }
+    guard let value = UInt64(text), value <= UInt64(Int64.max) else {
+        throw APIError.badRequest("\(name) must be an integer in 0...\(Int64.max)")
+    }
     return value
 }
 

@@ -63,8 +63,12 @@ paths:
             schema: { $ref: "#/components/schemas/Entry" }
           application/x-ndjson:
             schema:
-              type: string
-              description: One Entry per line (UTF-8 JSON), lines separated by "\n".
+              description: |
+                One Entry per line (UTF-8 JSON objects separated by "\n"; blank lines are
+                skipped). Described here as the array of the lines' entries.
+              type: array
+              minItems: 1
+              items: { $ref: "#/components/schemas/Entry" }
       responses:
         "201":
           description: Durable; the offsets the entries were given.
@@ -85,6 +89,200 @@ paths:
         "415": { $ref: "#/components/responses/UnsupportedMediaType" }
         "503": { $ref: "#/components/responses/Unavailable" }
         "507": { $ref: "#/components/responses/InsufficientStorage" }
+  /v1/whoami:
+    get:
+      operationId: whoami
+      summary: What the presented token may do (the status page shows operator buttons only to admins).
+      description: |
+        Without an Authorization header the answer is role `none` (or `admin` when auth is
+        off); a header that is not a known bearer token is 401. The token is never echoed.
+      security: [{}, { bearer: [] }]
+      responses:
+        "200":
+          description: The token's role.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [auth_enabled, role]
+                properties:
+                  auth_enabled: { type: boolean }
+                  role: { type: string, enum: [admin, produce, none] }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+  /v1/links:
+    get:
+      operationId: listLinks
+      summary: Every link's state, cursor, end offset, lag, last error, probe progress and counters.
+      responses:
+        "200":
+          description: The links, in configuration order.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [links]
+                properties:
+                  links:
+                    type: array
+                    items: { $ref: "#/components/schemas/LinkStatus" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+  /v1/links/{link}:
+    parameters:
+      - $ref: "#/components/parameters/Link"
+    get:
+      operationId: getLink
+      summary: One link's status.
+      responses:
+        "200": { $ref: "#/components/responses/LinkStatus" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "404": { $ref: "#/components/responses/NotFound" }
+  /v1/links/{link}/suspend:
+    parameters:
+      - $ref: "#/components/parameters/Link"
+    post:
+      operationId: suspendLink
+      summary: Operator pause. The cursor freezes and the target is not probed; it outlasts a restart.
+      responses:
+        "200": { $ref: "#/components/responses/LinkStatus" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "403": { $ref: "#/components/responses/Forbidden" }
+        "404": { $ref: "#/components/responses/NotFound" }
+  /v1/links/{link}/resume:
+    parameters:
+      - $ref: "#/components/parameters/Link"
+    post:
+      operationId: resumeLink
+      summary: End an operator pause. The link verifies the target first unless force is true.
+      parameters:
+        - name: force
+          in: query
+          required: false
+          description: Resume at once, without the K verification probes.
+          schema: { type: boolean, default: false }
+      responses:
+        "200": { $ref: "#/components/responses/LinkStatus" }
+        "400": { $ref: "#/components/responses/BadParameter" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "403": { $ref: "#/components/responses/Forbidden" }
+        "404": { $ref: "#/components/responses/NotFound" }
+  /v1/links/{link}/cursor:
+    parameters:
+      - $ref: "#/components/parameters/Link"
+    post:
+      operationId: setLinkCursor
+      summary: Move a paused link's cursor (the next offset it applies).
+      description: Refused (409) unless the link is paused, or when the offset is beyond the stream's end.
+      parameters:
+        - name: offset
+          in: query
+          required: true
+          schema: { type: integer, format: int64, minimum: 0 }
+      responses:
+        "200": { $ref: "#/components/responses/LinkStatus" }
+        "400": { $ref: "#/components/responses/BadParameter" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "403": { $ref: "#/components/responses/Forbidden" }
+        "404": { $ref: "#/components/responses/NotFound" }
+        "409": { $ref: "#/components/responses/Conflict" }
+  /v1/links/{link}/sync-log:
+    parameters:
+      - $ref: "#/components/parameters/Link"
+    get:
+      operationId: getSyncLog
+      summary: The link's connection events and failed/resolved entries, newest first, paged.
+      parameters:
+        - name: before
+          in: query
+          required: false
+          description: Only records with a smaller sequence number (next_before of the previous page).
+          schema: { type: integer, format: int64, minimum: 0 }
+        - $ref: "#/components/parameters/Limit"
+      responses:
+        "200":
+          description: One page of records.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [records]
+                properties:
+                  records:
+                    type: array
+                    items: { $ref: "#/components/schemas/SyncLogRecord" }
+                  next_before:
+                    type: integer
+                    format: int64
+                    minimum: 0
+                    description: Pass as before for the next (older) page; absent on the last page.
+        "400": { $ref: "#/components/responses/BadParameter" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "404": { $ref: "#/components/responses/NotFound" }
+  /v1/links/{link}/dead-letters:
+    parameters:
+      - $ref: "#/components/parameters/Link"
+    get:
+      operationId: getDeadLetters
+      summary: Entries the target rejected, newest offset first, paged.
+      parameters:
+        - name: before
+          in: query
+          required: false
+          description: Only dead letters with a smaller offset (next_before of the previous page).
+          schema: { type: integer, format: int64, minimum: 0 }
+        - name: status
+          in: query
+          required: false
+          schema: { type: string, enum: [failed, resolved] }
+        - $ref: "#/components/parameters/Limit"
+      responses:
+        "200":
+          description: One page of dead letters.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [dead_letters]
+                properties:
+                  dead_letters:
+                    type: array
+                    items: { $ref: "#/components/schemas/DeadLetter" }
+                  next_before:
+                    type: integer
+                    format: int64
+                    minimum: 0
+                    description: Pass as before for the next (older) page; absent on the last page.
+        "400": { $ref: "#/components/responses/BadParameter" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "404": { $ref: "#/components/responses/NotFound" }
+  /v1/links/{link}/dead-letters/{offset}/retry:
+    parameters:
+      - $ref: "#/components/parameters/Link"
+      - name: offset
+        in: path
+        required: true
+        description: The dead letter's offset in the stream.
+        schema: { type: integer, format: int64, minimum: 0 }
+    post:
+      operationId: retryDeadLetter
+      summary: Apply a failed dead letter again; on success it becomes resolved.
+      responses:
+        "200":
+          description: The dead letter, now resolved.
+          content:
+            application/json:
+              schema: { $ref: "#/components/schemas/DeadLetter" }
+        "400": { $ref: "#/components/responses/BadParameter" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "403": { $ref: "#/components/responses/Forbidden" }
+        "404": { $ref: "#/components/responses/NotFound" }
+        "409":
+          description: |
+            The dead letter is already resolved (code conflict), or the target rejected the entry
+            again (code retry_rejected); it stays failed.
+          content: { application/json: { schema: { $ref: "#/components/schemas/Error" } } }
+        "502":
+          description: The target could not be reached (code target_unavailable); the dead letter stays failed.
+          content: { application/json: { schema: { $ref: "#/components/schemas/Error" } } }
   /health/live:
     get:
       operationId: live
@@ -130,6 +328,39 @@ paths:
           content:
             application/yaml:
               schema: { type: string }
+  /:
+    get:
+      operationId: statusPage
+      summary: The operator's status page (HTML; its script reads this API with the operator's token).
+      security: []
+      responses:
+        "200":
+          description: The page. It holds no data.
+          content:
+            text/html:
+              schema: { type: string }
+  /ui/app.js:
+    get:
+      operationId: statusPageScript
+      summary: The status page's script.
+      security: []
+      responses:
+        "200":
+          description: JavaScript.
+          content:
+            text/javascript:
+              schema: { type: string }
+  /ui/app.css:
+    get:
+      operationId: statusPageStyle
+      summary: The status page's style sheet.
+      security: []
+      responses:
+        "200":
+          description: CSS.
+          content:
+            text/css:
+              schema: { type: string }
 components:
   securitySchemes:
     bearer:
@@ -140,7 +371,18 @@ components:
       name: stream
       in: path
       required: true
-      schema: { type: string, pattern: "^[A-Za-z0-9._-]{1,128}$" }
+      schema: { type: string, pattern: "^[A-Za-z0-9._-]{1,128}$", example: events }
+    Link:
+      name: link
+      in: path
+      required: true
+      schema: { type: string, pattern: "^[A-Za-z0-9._-]{1,128}$", example: demo }
+    Limit:
+      name: limit
+      in: query
+      required: false
+      description: Page size.
+      schema: { type: integer, minimum: 1, maximum: 1000, default: 100 }
   schemas:
     Entry:
       type: object
@@ -151,7 +393,7 @@ components:
         op: { type: string, enum: [insert, upsert, delete] }
         key: { type: string, minLength: 1 }
         ts: { type: string, minLength: 1 }
-        fields: { type: object, additionalProperties: true }
+        fields: { type: object, additionalProperties: true, nullable: true }
       additionalProperties: true
     StreamInfo:
       type: object
@@ -164,6 +406,64 @@ components:
         stored_bytes: { type: integer, format: int64, minimum: 0 }
         raw_bytes: { type: integer, format: int64, minimum: 0 }
         compression_ratio: { type: number, minimum: 0 }
+    LinkStatus:
+      type: object
+      required: [name, stream, state, held_down, cursor, end_offset, lag, probe_progress, probe_successes,
+                 probe_threshold, time_in_state_ms, suspensions, flaps, hold_downs, rejected_entries,
+                 applied_entries, dead_letters_failed, running]
+      properties:
+        name: { type: string }
+        stream: { type: string }
+        state:
+          type: string
+          enum: [active, suspended, verifying, paused]
+          description: |
+            active: applying entries. suspended: the target failed; probing with backoff.
+            verifying: probes answer; K in a row resume the link. paused: by an operator, or
+            stopped on a rejected entry.
+        held_down: { type: boolean, description: A flapping link waits out its hold-down. }
+        cursor: { type: integer, format: int64, minimum: 0, description: The next offset to apply. }
+        end_offset: { type: integer, format: int64, minimum: 0 }
+        lag: { type: integer, format: int64, minimum: 0, description: end_offset - cursor (entries). }
+        last_error: { type: string }
+        probe_progress: { type: string, pattern: "^[0-9]+/[0-9]+$", description: k/K while verifying. }
+        probe_successes: { type: integer, minimum: 0 }
+        probe_threshold: { type: integer, minimum: 1 }
+        time_in_state_ms: { type: integer, format: int64, minimum: 0 }
+        suspensions: { type: integer, minimum: 0 }
+        flaps: { type: integer, minimum: 0 }
+        hold_downs: { type: integer, minimum: 0 }
+        rejected_entries: { type: integer, minimum: 0 }
+        applied_entries: { type: integer, format: int64, minimum: 0 }
+        dead_letters_failed: { type: integer, minimum: 0 }
+        running: { type: boolean }
+    SyncLogRecord:
+      type: object
+      required: [sequence, time_ms, event, state, reason]
+      properties:
+        sequence: { type: integer, format: int64, minimum: 0 }
+        time_ms: { type: integer, format: int64, minimum: 0, description: Milliseconds since 1970 (UTC). }
+        event:
+          type: string
+          enum: [suspended, held_down, verifying, verification_failed, resumed, forced_resume, paused,
+                 entry_failed, entry_resolved, cursor_set]
+        state: { type: string, enum: [active, suspended, verifying, paused] }
+        reason: { type: string }
+        offset: { type: integer, format: int64, minimum: 0 }
+        status: { type: string, enum: [failed, resolved] }
+        target_code: { type: string }
+    DeadLetter:
+      type: object
+      required: [offset, entry, error, status, failed_at_ms, attempts]
+      properties:
+        offset: { type: integer, format: int64, minimum: 0 }
+        entry: { type: string, description: The entry's JSON as it was appended. }
+        error: { type: string }
+        target_code: { type: string }
+        status: { type: string, enum: [failed, resolved] }
+        failed_at_ms: { type: integer, format: int64, minimum: 0 }
+        resolved_at_ms: { type: integer, format: int64, minimum: 0 }
+        attempts: { type: integer, minimum: 1 }
     Error:
       type: object
       required: [error]
@@ -175,6 +475,17 @@ components:
             code: { type: string }
             message: { type: string }
   responses:
+    LinkStatus:
+      description: The link's status.
+      content:
+        application/json:
+          schema: { $ref: "#/components/schemas/LinkStatus" }
+    BadParameter:
+      description: A query or path parameter is malformed or out of range.
+      content: { application/json: { schema: { $ref: "#/components/schemas/Error" } } }
+    Conflict:
+      description: The link's state does not allow this now.
+      content: { application/json: { schema: { $ref: "#/components/schemas/Error" } } }
     BadRequest:
       description: Malformed JSON, invalid UTF-8, a missing or wrong-typed field; nothing appended.
       content: { application/json: { schema: { $ref: "#/components/schemas/Error" } } }

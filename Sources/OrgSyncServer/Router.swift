@@ -44,6 +44,7 @@ public func buildRouter(broker: Broker, authenticator: Authenticator, ready: @es
         return jsonResponse(StreamInfoBody(log))
     }
     addLinkRoutes(to: router, broker: broker, authenticator: authenticator)
+    addStatusPageRoutes(to: router, authenticator: authenticator)
     router.get("/health/live") { request, _ -> Response in
         if !config.auth.openHealth { try authenticator.authorize(request, .produce) }
         return jsonResponse(["status": "ok"])
@@ -61,7 +62,54 @@ public func buildRouter(broker: Broker, authenticator: Authenticator, ready: @es
     router.get("/openapi.yaml") { _, _ -> Response in
         Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: ByteBuffer(string: openAPIDocument)))
     }
+    // Added after every route, so it runs only for requests no route took.
+    router.add(middleware: UnmatchedRouteMiddleware())
     return router
+}
+
+/// Every route of the broker and the methods it answers. The `Allow` header of a 405 comes
+/// from here; tests check that the router answers each and that the OpenAPI document names
+/// exactly these.
+let brokerRoutes: [(path: String, methods: [HTTPRequest.Method])] = [
+    ("/", [.get]), ("/ui/app.js", [.get]), ("/ui/app.css", [.get]), ("/openapi.yaml", [.get]),
+    ("/health/live", [.get]), ("/health/ready", [.get]), ("/metrics", [.get]), ("/v1/whoami", [.get]),
+    ("/v1/streams", [.get]), ("/v1/streams/{stream}", [.get]), ("/v1/streams/{stream}/entries", [.post]),
+    ("/v1/links", [.get]), ("/v1/links/{link}", [.get]), ("/v1/links/{link}/suspend", [.post]),
+    ("/v1/links/{link}/resume", [.post]), ("/v1/links/{link}/cursor", [.post]), ("/v1/links/{link}/sync-log", [.get]),
+    ("/v1/links/{link}/dead-letters", [.get]), ("/v1/links/{link}/dead-letters/{offset}/retry", [.post]),
+]
+
+/// The methods of the route whose pattern `path` matches (`{name}` matches one segment), or
+/// nil when no route has this path.
+func allowedMethods(path: String) -> [HTTPRequest.Method]? {
+    let segments = path.split(separator: "/")
+    for route in brokerRoutes {
+        let pattern = route.path.split(separator: "/")
+        guard pattern.count == segments.count else { continue }
+        if zip(pattern, segments).allSatisfy({ $0.hasPrefix("{") || $0 == $1 }) { return route.methods }
+    }
+    return nil
+}
+
+/// Answers requests that no route took in the API's error shape: 405 with `Allow` when the path
+/// is a route's but the method is not one of its methods (RFC 9110), else 404.
+struct UnmatchedRouteMiddleware: RouterMiddleware {
+    typealias Context = BrokerRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError where error.status == .notFound {
+            let path = request.uri.path
+            guard let methods = allowedMethods(path: path) else {
+                throw APIError.notFound("no route for \(path)")
+            }
+            let allow = methods.map(\.rawValue).joined(separator: ", ")
+            var notAllowed = APIError(.methodNotAllowed, code: "method_not_allowed", "\(path) answers \(allow), not \(request.method.rawValue)")
+            notAllowed.headers[.allow] = allow
+            throw notAllowed
+        }
+    }
 }
 
 struct StreamList: Encodable {

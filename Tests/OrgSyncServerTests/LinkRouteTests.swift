@@ -182,8 +182,8 @@ func json(_ response: TestResponse) -> [String: Any] {
             }
             // Retrying fails again (the row is still there) and says so.
             try await client.execute(uri: "/v1/links/demo/dead-letters/1/retry", method: .post, headers: headers(TestBroker.adminToken, nil)) { response in
-                #expect(response.status == .badGateway)
-                #expect(errorCode(response) == "retry_failed")
+                #expect(response.status == .conflict)
+                #expect(errorCode(response) == "retry_rejected")
             }
             // Once the conflicting row is deleted, the retry applies the entry although its offset
             // is below the target's stored offset, and the letter is resolved.
