@@ -150,3 +150,32 @@ func waitForStatus(
         }
     }
 }
+
+/// Passes every call to `inner` and remembers which call is in flight and since when, so that a
+/// test that times out can say whether the link was waiting on its target.
+final class CallTracingAdapter: OrgAdapter {
+    let inner: any OrgAdapter
+    private let clock = SystemLinkClock()
+    private let inFlight = Mutex<(call: String, sinceMs: UInt64)?>(nil)
+
+    init(_ inner: any OrgAdapter) { self.inner = inner }
+
+    /// "apply for 5012 ms", or "none".
+    var callInFlight: String {
+        let now = clock.nowMs()
+        return inFlight.withLock { $0.map { "\($0.call) for \(now - $0.sinceMs) ms" } } ?? "none"
+    }
+
+    private func traced<T>(_ call: String, _ body: () async throws -> T) async rethrows -> T {
+        let now = clock.nowMs()
+        inFlight.withLock { $0 = (call, now) }
+        defer { inFlight.withLock { $0 = nil } }
+        return try await body()
+    }
+
+    func open() async throws { try await traced("open") { try await inner.open() } }
+    func apply(_ batch: EntryBatch) async throws { try await traced("apply") { try await inner.apply(batch) } }
+    func probe() async throws { try await traced("probe") { try await inner.probe() } }
+    func appliedOffset() async throws -> Offset? { try await traced("appliedOffset") { try await inner.appliedOffset() } }
+    func close() async { await traced("close") { await inner.close() } }
+}
