@@ -209,6 +209,21 @@ let package = Package(
             ],
             swiftSettings: strict + [.define("ORGSYNC_ADAPTER_CONTRACT")]
         ),
+        // Links over the real segment log: against the throwaway PostgreSQL (stopped and
+        // started under a steady stream) and fan-out of two links on one stream.
+        .testTarget(
+            name: "LinkIntegrationTests",
+            dependencies: [
+                "OrgSyncCore",
+                "OrgSyncLog",
+                "OrgSyncPluginAPI",
+                "OrgSyncTestSupport",
+                "PostgresAdapter",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "WebhookAdapterTests",
             dependencies: [

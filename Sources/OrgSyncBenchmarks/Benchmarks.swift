@@ -11,6 +11,6 @@ struct OrgSyncBenchmarks: AsyncParsableCommand {
             --input /tmp/events.jsonl`. Generate the workload with \
             `python3 ../shared/bench/data/gen_events.py --count 200000 --out /tmp/events.jsonl`.
             """,
-        subcommands: [AppendBenchmark.self, HTTPBenchmark.self]
+        subcommands: [AppendBenchmark.self, HTTPBenchmark.self, ApplyBenchmark.self, E2EBenchmark.self]
     )
 }

@@ -79,15 +79,14 @@ public actor PostgresAdapter: OrgAdapter {
     public func apply(_ batch: EntryBatch) async throws {
         guard let lastOffset = batch.lastOffset else { return }
         let connection = try await connectedOrConnect()
-        var phase = PostgresErrorClassifier.Phase.session
-        var working = shapes
+        let progress = ApplyProgress(shapes: shapes)
         do {
             try await withDeadline(connection) {
-                try await self.applyInTransaction(batch, lastOffset: lastOffset, on: connection, phase: &phase, shapes: &working)
+                try await self.applyTracked(batch, lastOffset: lastOffset, on: connection, progress: progress)
             }
-            shapes = working
+            shapes = progress.snapshot.shapes
         } catch {
-            let failure = PostgresErrorClassifier.classify(error, phase: phase, context: endpoint)
+            let failure = PostgresErrorClassifier.classify(error, phase: progress.snapshot.phase, context: endpoint)
             if case .rejected = failure.kind {
                 await rollback(connection)
             } else {
@@ -129,6 +128,17 @@ public actor PostgresAdapter: OrgAdapter {
     }
 
     // MARK: Batch
+
+    /// Runs the batch, leaving its phase and table shapes in `progress` whatever happens (the
+    /// deadline may abandon it, so nothing can be passed back by `inout`).
+    private func applyTracked(
+        _ batch: EntryBatch, lastOffset: Offset, on connection: PostgresConnection, progress: ApplyProgress
+    ) async throws {
+        var phase = PostgresErrorClassifier.Phase.session
+        var working = progress.snapshot.shapes
+        defer { progress.record(phase: phase, shapes: working) }
+        try await applyInTransaction(batch, lastOffset: lastOffset, on: connection, phase: &phase, shapes: &working)
+    }
 
     private func applyInTransaction(
         _ batch: EntryBatch, lastOffset: Offset, on connection: PostgresConnection,
@@ -357,32 +367,76 @@ public actor PostgresAdapter: OrgAdapter {
 
     /// Runs `body` bounded by `query_timeout_ms`. On timeout or cancellation the connection is
     /// closed, which fails whatever query is in flight (the server rolls back its transaction).
+    /// Runs `body` with `query_timeout_ms` as its deadline. When the deadline passes the call
+    /// fails with a connection error at once and the connection is closed; the body is
+    /// abandoned rather than awaited, because a query sent on a connection that died under it
+    /// may never return (postgres-nio does not always fail it), and a link must never hang.
     private func withDeadline<T: Sendable>(
-        _ connection: PostgresConnection, _ body: () async throws -> T
+        _ connection: PostgresConnection, _ body: @escaping @Sendable () async throws -> T
     ) async throws -> T {
-        let timedOut = DeadlineFlag()
         let timeoutMs = settings.queryTimeoutMs
-        let watchdog = Task {
-            try await Task.sleep(for: .milliseconds(timeoutMs))
-            timedOut.fired.store(true, ordering: .sequentiallyConsistent)
-            try? await connection.close()
-        }
-        defer { watchdog.cancel() }
-        do {
-            return try await withTaskCancellationHandler {
-                try await body()
-            } onCancel: {
-                connection.close().whenComplete { _ in }
+        let endpoint = self.endpoint
+        let gate = ResumeOnce<T>()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+                gate.install(continuation)
+                let timer = Task {
+                    try await Task.sleep(for: .milliseconds(timeoutMs))
+                    gate.resume(.failure(AdapterError.connection("\(endpoint): no answer within query_timeout_ms=\(timeoutMs)")))
+                    try? await connection.close()
+                }
+                Task {
+                    do {
+                        gate.resume(.success(try await body()))
+                    } catch {
+                        gate.resume(.failure(error))
+                    }
+                    timer.cancel()
+                }
             }
-        } catch {
-            if timedOut.fired.load(ordering: .sequentiallyConsistent) {
-                throw AdapterError.connection("\(endpoint): no answer within query_timeout_ms=\(timeoutMs)")
-            }
-            throw error
+        } onCancel: {
+            gate.resume(.failure(CancellationError()))
+            connection.close().whenComplete { _ in }
         }
     }
 }
 
-private final class DeadlineFlag: Sendable {
-    let fired = Atomic<Bool>(false)
+/// The phase a batch reached and the table shapes it learned, kept outside the batch's task.
+private final class ApplyProgress: Sendable {
+    private let state: Mutex<(phase: PostgresErrorClassifier.Phase, shapes: [String: TableShape])>
+    init(shapes: [String: TableShape]) { state = Mutex((.session, shapes)) }
+    var snapshot: (phase: PostgresErrorClassifier.Phase, shapes: [String: TableShape]) { state.withLock { $0 } }
+    func record(phase: PostgresErrorClassifier.Phase, shapes: [String: TableShape]) { state.withLock { $0 = (phase, shapes) } }
+}
+
+/// Resumes a continuation exactly once, whichever of the work, the deadline or cancellation
+/// comes first; a result that arrives before the continuation is installed is kept for it.
+private final class ResumeOnce<T: Sendable>: Sendable {
+    private let state = Mutex<(continuation: CheckedContinuation<T, any Error>?, pending: Result<T, any Error>?, done: Bool)>((nil, nil, false))
+
+    func install(_ continuation: CheckedContinuation<T, any Error>) {
+        let pending: Result<T, any Error>? = state.withLock { s in
+            if let pending = s.pending, !s.done {
+                s.done = true
+                return pending
+            }
+            s.continuation = continuation
+            return nil
+        }
+        if let pending { continuation.resume(with: pending) }
+    }
+
+    func resume(_ result: Result<T, any Error>) {
+        let continuation: CheckedContinuation<T, any Error>? = state.withLock { s in
+            guard !s.done else { return nil }
+            guard let continuation = s.continuation else {
+                if s.pending == nil { s.pending = result }
+                return nil
+            }
+            s.done = true
+            s.continuation = nil
+            return continuation
+        }
+        continuation?.resume(with: result)
+    }
 }

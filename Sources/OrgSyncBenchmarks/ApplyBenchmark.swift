@@ -1,0 +1,126 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PostgresAdapter
+import SQLiteAdapter
+
+/// `OrgSyncBenchmarks apply`: the shared workload applied through an adapter in batches, next
+/// to the same rows written straight through the database's own client in the same run
+/// (``runApplyBenchmarkSQLite(_:)``, ``ApplyBenchmarkPostgres``).
+struct ApplyBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "apply",
+        abstract: "Apply the workload through the sqlite or postgres adapter vs straight upserts (entries/s, ratio).",
+        discussion: """
+            sqlite: a fresh file per round under --work-dir (default: a temp dir); --plugins-dir \
+            (holding python-sqlite) adds the out-of-process overhead. postgres: the server of \
+            ORGSYNC_TEST_PG_HOST/PORT/USER/PASSWORD/DB (`source .ci/postgres.sh`), fresh schemas per \
+            round, dropped afterwards; skipped with a message when those are not set. Both use \
+            `primary_key: org_key` (the workload's keys are unique per org only).
+            """
+    )
+
+    enum AdapterName: String, ExpressibleByArgument, CaseIterable {
+        case sqlite, postgres
+    }
+
+    @Option(help: "Workload JSON-lines file (../shared/bench/data/gen_events.py).") var input: String
+    @Option(help: "Adapter to measure: sqlite or postgres.") var adapter: AdapterName = .sqlite
+    @Option(help: "Entries per batch (one transaction each), for both sides.") var batch: Int = 500
+    @Option(help: "Rounds; the best of each side counts.") var rounds: Int = 2
+    @Option(help: "postgres: at most this many workload entries (default: all).") var count: Int?
+    @Option(help: "sqlite: where the databases go (default: a new temp dir, removed at the end).") var workDir: String?
+    @Option(help: "sqlite: plugins directory holding python-sqlite, to measure the out-of-process overhead.")
+    var pluginsDir: String?
+    @Flag(help: "Print RESULT lines instead of the Markdown table.") var json = false
+
+    func validate() throws {
+        guard batch >= 1, rounds >= 1, (count ?? 1) >= 1 else { throw ValidationError("--batch, --rounds and --count must be positive") }
+    }
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .warning
+            return handler
+        }
+        let header = "<!-- apply \(adapter.rawValue): \(input); \(ProcessInfo.processInfo.activeProcessorCount) cores; load \(loadAverage()) -->"
+        switch adapter {
+        case .sqlite: try await runSQLite(header: header)
+        case .postgres: try await runPostgres(header: header)
+        }
+    }
+
+    private func runSQLite(header: String) async throws {
+        let directory = try workDir ?? makeTempDir()
+        defer { if workDir == nil { try? FileManager.default.removeItem(atPath: directory) } }
+        var options = ApplyBenchmarkSQLiteOptions(eventsFile: input, workDirectory: directory)
+        options.batchSize = batch
+        options.roundCount = rounds
+        options.pythonPluginsDirectory = pluginsDir
+        let result = try await runApplyBenchmarkSQLite(options)
+        if json {
+            print(resultLine(ApplyResultRow(
+                adapter: "sqlite", batch: batch, entries: result.entryCount, entries_per_s: result.adapterEntriesPerSecond,
+                straight_entries_per_s: result.straightEntriesPerSecond, rejected: result.rejectedCount)))
+        } else {
+            print(header)
+            print(result.markdown())
+        }
+    }
+
+    private func runPostgres(header: String) async throws {
+        let environment = ProcessInfo.processInfo.environment
+        guard let host = environment["ORGSYNC_TEST_PG_HOST"], let portText = environment["ORGSYNC_TEST_PG_PORT"],
+            let port = Int(portText), let user = environment["ORGSYNC_TEST_PG_USER"], let database = environment["ORGSYNC_TEST_PG_DB"]
+        else {
+            print("apply --adapter postgres skipped: ORGSYNC_TEST_PG_HOST/PORT/USER/DB not set (run: source .ci/postgres.sh)")
+            return
+        }
+        let settings = PostgresAdapterSettings(
+            host: host, port: port, user: user, password: environment["ORGSYNC_TEST_PG_PASSWORD"], database: database,
+            primaryKey: .orgKey)
+        let all = try ApplyBenchmarkWorkload.load(input)
+        let entries = Array(all.prefix(count ?? all.count))
+        guard !entries.isEmpty else { throw ValidationErrorText("workload \(input) is empty") }
+        let result = try await ApplyBenchmarkPostgres(settings: settings, batchSize: batch, roundCount: rounds).run(entries)
+        if json {
+            print(resultLine(ApplyResultRow(
+                adapter: "postgres", batch: batch, entries: result.entryCount, entries_per_s: result.adapterEntriesPerSecond,
+                straight_entries_per_s: result.straightEntriesPerSecond, rejected: result.rejectedCount)))
+        } else {
+            print(header)
+            print("| adapter | entries | batch | orgsync/s | straight/s | ratio |")
+            print("| --- | ---: | ---: | ---: | ---: | ---: |")
+            print(result.markdownRow)
+            print("")
+            print("rejected entries (inserts of existing keys, dead-lettered as the link would): \(result.rejectedCount)")
+        }
+    }
+}
+
+/// One `apply` measurement as a RESULT line (p50/p99 are not measured per batch here: 0).
+struct ApplyResultRow: Encodable {
+    var system = "orgsync"
+    var mode: String
+    var batch: Int
+    var durable = true
+    var entries: Int
+    var entries_per_s: Double
+    var straight_entries_per_s: Double
+    var ratio: Double
+    var rejected: Int
+    var p50_ms = 0.0
+    var p99_ms = 0.0
+    var producers = 1
+
+    init(adapter: String, batch: Int, entries: Int, entries_per_s: Double, straight_entries_per_s: Double, rejected: Int) {
+        self.mode = "apply \(adapter)"
+        self.batch = batch
+        self.entries = entries
+        self.entries_per_s = entries_per_s
+        self.straight_entries_per_s = straight_entries_per_s
+        self.ratio = straight_entries_per_s > 0 ? entries_per_s / straight_entries_per_s : 0
+        self.rejected = rejected
+    }
+}
