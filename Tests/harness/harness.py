@@ -921,8 +921,9 @@ class Harness:
         proxy = FlapProxy(int(pg.port))
         proxy.start()
         _cleanups.append(proxy.close)
-        k, interval_ms = 3, 100
-        sup = {"probe_threshold": k, "verify_interval_ms": interval_ms, "backoff_base_ms": 50, "backoff_cap_ms": 400,
+        # K probes fit in one ~200 ms up-phase (so the link can resume and flap), but not across a cut.
+        k, interval_ms = 3, 40
+        sup = {"probe_threshold": k, "verify_interval_ms": interval_ms, "backoff_base_ms": 20, "backoff_cap_ms": 200,
                "flap_limit": 2, "flap_window_ms": 60000, "hold_down_ms": 1500}
         cfg = os.path.join(self.work, "flap.yaml")
         write_config(cfg, [pg_link(self, schema, port=proxy.port, supervisor=sup)])
@@ -974,6 +975,9 @@ class Harness:
             res.fail(f"status hold_downs = {st.get('hold_downs')}")
         res.notes.append(f"{proxy.cuts} cuts, {len(held)} hold-downs, {st.get('suspensions')} suspensions, "
                          f"{st.get('flaps')} flaps")
+        vfail = sum(1 for r in records if r.get("event") == "verification_failed")
+        res.notes.append(f"sync log: {sum(1 for r in records if r.get('event') == 'resumed')} resumed, "
+                         f"{vfail} verification_failed (a cut before K probes)")
         susp = sum(1 for r in records if r.get("event") == "suspended")
         if susp < 2:
             res.fail(f"only {susp} suspensions in the sync log during {flap_s:.0f} s of flapping")
