@@ -270,6 +270,11 @@ class Broker:
                     break
                 continue
             if line is None:
+                # stdout closed: the process is exiting; give it a moment to be reaped.
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    pass
                 break
             m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
             if m:
@@ -986,21 +991,30 @@ class Harness:
 
     # -- scenario 4 --------------------------------------------------------------------------
     def s_corrupt(self, res: Result):
+        """Start-up only scans the tail (restart time must not grow with the log), so damage
+        before the tail's last index point is found when a reader reaches it: the link `late`
+        (no cursor, reads from 0) must then stop before the damage and the stream be marked
+        corrupt. Damage in the scanned tail is cut and reported; damage `log verify` finds in a
+        stopped copy must never be served."""
         rounds = 1000 if self.long else 50
         rng = self.rng("corrupt")
         base = self.fresh("corrupt-base")
+        cfg_base = os.path.join(self.work, "corrupt-base.yaml")
         cfg = os.path.join(self.work, "corrupt.yaml")
-        # A cheap in-process link (SQLite) gives the stream a cursor file to corrupt too.
-        write_config(cfg, [{"name": "lite", "adapter": "sqlite", "settings": {"path": "lite.sqlite", "primary_key": "org_key"}}],
-                     stream_extra="segment_bytes_max: 65536")
-        broker = Broker(self, cfg, base, "corrupt")
+        lite = {"name": "lite", "adapter": "sqlite", "settings": {"path": "lite.sqlite", "primary_key": "org_key"}}
+        late = {"name": "late", "adapter": "sqlite", "settings": {"path": "late.sqlite", "primary_key": "org_key"},
+                "supervisor": {"backoff_base_ms": 100, "backoff_cap_ms": 500}}
+        stream_extra = "segment_bytes_max: 32768"
+        write_config(cfg_base, [lite], stream_extra=stream_extra)
+        write_config(cfg, [lite, late], stream_extra=stream_extra)
+        broker = Broker(self, cfg_base, base, "corrupt")
         workload = Workload(self.events_fn, self.seed + 4, 10_000_000)
         broker.start()
         producers = Producers(self, broker, workload, threads=2, batch=25)
         producers.start()
         deadline = time.monotonic() + 30
-        while len(producers.acked) < 3000 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        while len(producers.acked) < 1500 and time.monotonic() < deadline:
+            time.sleep(0.05)
         producers.stop()
         wait_drained(broker.port, link="lite", timeout_s=60)
         code = broker.stop()
@@ -1016,9 +1030,14 @@ class Harness:
                     files.append(os.path.relpath(os.path.join(root, n), base))
         files.sort()
         segs = sorted(f for f in files if f.endswith(".log"))
-        res.notes.append(f"{len(acked)} entries, {len(segs)} segments, files corrupted among {len(files)}")
-        kinds = {"ready": 0, "refused": 0, "truncated": 0}
+        res.notes.append(f"{len(acked)} entries, {len(segs)} segments, {len(files)} files to corrupt "
+                         f"({sum(1 for f in files if 'cursor' in f)} cursor files)")
+        kinds = {"ready": 0, "refused": 0, "truncated": 0, "found_by_reader": 0}
+        t_end = time.monotonic() + (3600 if self.long else 100)
         for i in range(rounds):
+            if time.monotonic() > t_end:
+                res.fail(f"time budget spent after {i} rounds")
+                break
             res.rounds += 1
             target = rng.choice(files)
             work_a = os.path.join(self.work, "corrupt-a")
@@ -1029,64 +1048,96 @@ class Harness:
             what = corrupt_file(rng, os.path.join(work_a, target))
             shutil.copyfile(os.path.join(work_a, target), os.path.join(work_b, target))
             label = f"round {i}: {target} {what}"
-            vcode, vtext = verify_log(self, work_a)
-            if vcode not in (0, 1):
-                res.fail(f"{label}: log verify exit {vcode}: {vtext[-300:]}")
-                continue
-            b = Broker(self, cfg, work_b, "corrupt-run")
-            pos = b.log_size()
-            try:
-                outcome, value = b.start(timeout_s=60, expect_ready=False)
-            except RuntimeError as error:
-                res.fail(f"{label}: {error}")
-                continue
-            text = b.log_since(pos) if os.path.exists(b.log_path) else ""
-            if outcome == "exited":
-                if value != 3:
-                    res.fail(f"{label}: start exited {value} (crash?): {text[-400:]}")
-                    continue
-                kinds["refused"] += 1
-                if not re.search(r"corrupt|damage", text, re.I) or not re.search(r"\d+", text):
-                    res.fail(f"{label}: refusal without a clear message naming offsets: {text[-300:]}")
-                if vcode != 1:
-                    res.fail(f"{label}: broker refused the stream but log verify said clean: {vtext[-200:]}")
-                continue
-            kinds["ready"] += 1
-            try:
-                stream = get_json(b.port, f"/v1/streams/{STREAM}")
-                links = get_json(b.port, "/v1/links")
-            finally:
-                scode = b.stop()
-            if scode != 0:
-                res.fail(f"{label}: graceful stop exited {scode}")
+            self._corrupt_round(res, label, target, segs, cfg, work_a, work_b, acked, kinds)
+        res.notes.append(f"starts: {kinds['ready']} served ({kinds['truncated']} with a cut tail, "
+                         f"{kinds['found_by_reader']} damage found by the reading link), {kinds['refused']} refused at start")
+
+    def _corrupt_round(self, res, label, target, segs, cfg, work_a, work_b, acked, kinds):
+        vcode, vtext = verify_log(self, work_a)
+        if vcode not in (0, 1):
+            res.fail(f"{label}: log verify exit {vcode}: {vtext[-300:]}")
+            return
+        damaged_from = None
+        m = re.search(r"DAMAGED: offsets (\d+)\.\.<(\d+)", vtext)
+        if vcode == 1:
+            if not m:
+                res.fail(f"{label}: verify exit 1 without an offset range: {vtext[-300:]}")
+                return
+            damaged_from = int(m.group(1))
+        b = Broker(self, cfg, work_b, "corrupt-run")
+        pos = b.log_size()
+        try:
+            outcome, value = b.start(timeout_s=60, expect_ready=False)
+        except RuntimeError as error:
+            res.fail(f"{label}: {error}")
+            return
+        if outcome == "exited":
+            text = b.log_since(pos)
+            if value != 3:
+                res.fail(f"{label}: start exited {value} (crash?): {text[-400:]}")
+                return
+            kinds["refused"] += 1
+            if not re.search(r"corrupt|damage", text, re.I) or not re.search(r"offsets? \d+", text):
+                res.fail(f"{label}: refusal without a clear message naming offsets: {text[-300:]}")
+            if vcode != 1:
+                res.fail(f"{label}: broker refused the stream but log verify said clean: {vtext[-200:]}")
+            return
+        kinds["ready"] += 1
+        late = None
+        try:
+            stream = get_json(b.port, f"/v1/streams/{STREAM}")
             end = stream.get("end_offset")
-            if vcode == 1:
-                res.fail(f"{label}: log verify reported damage but the broker served the stream: {vtext[-300:]}")
-            for l in links.get("links", []):
-                if l.get("cursor", 0) > end:
-                    res.fail(f"{label}: cursor {l.get('cursor')} beyond end {end}")
-            dcode, dumped, derr = dump_log(self, work_b)
-            if dcode != 0:
-                res.fail(f"{label}: dump after a clean start exit {dcode}: {derr[-300:]}")
-            bad = 0
-            for rec in dumped:
-                e = acked.get(rec["offset"])
-                if e is None or rec["entry"].get("hid") != e["hid"] or normalize(rec["entry"]) != normalize(e):
-                    bad += 1
-            if bad:
-                res.fail(f"{label}: {bad} served entries differ from what was acked")
-            if len(dumped) != end:
-                res.fail(f"{label}: dump has {len(dumped)} entries, stream end {end}")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                late = link_status(b.port, "late")
+                if late["cursor"] >= end or not late.get("running", True) or "corrupt" in (late.get("last_error") or "").lower():
+                    break
+                time.sleep(0.05)
+            links = get_json(b.port, "/v1/links")
+        finally:
+            scode = b.stop()
+        text = b.log_since(pos)
+        if scode != 0:
+            res.fail(f"{label}: graceful stop exited {scode}")
+        for l in links.get("links", []):
+            if l.get("cursor", 0) > end:
+                res.fail(f"{label}: cursor of {l.get('name')} {l.get('cursor')} beyond end {end}")
+        marked = os.path.exists(os.path.join(work_b, "streams", STREAM, "CORRUPT"))
+        if damaged_from is not None:
+            # Damage start-up did not see: the reading link must stop at it, the stream be marked.
+            if late is None or late["cursor"] > damaged_from:
+                res.fail(f"{label}: link late read past the damage at {damaged_from}: {late}")
+            elif late["cursor"] < end:
+                kinds["found_by_reader"] += 1
+                if not marked:
+                    res.fail(f"{label}: the reader hit damage at {damaged_from} but the stream is not marked corrupt")
+            else:
+                res.fail(f"{label}: verify found damage at {damaged_from} but the broker served up to {end}: {late}")
+        elif late is None or late["cursor"] != end:
+            res.fail(f"{label}: clean log but link late stopped at {late and late['cursor']} of {end}: "
+                     f"{late and late.get('last_error')}")
+        dcode, dumped, derr = dump_log(self, work_b)
+        bad = 0
+        for rec in dumped:
+            e = acked.get(rec["offset"])
+            if e is None or rec["entry"].get("hid") != e["hid"] or normalize(rec["entry"]) != normalize(e):
+                bad += 1
+        if bad:
+            res.fail(f"{label}: {bad} stored entries differ from what was acked")
+        if damaged_from is None:
+            if dcode != 0 or len(dumped) != end:
+                res.fail(f"{label}: dump after a clean start exit {dcode}, {len(dumped)} of {end} entries: {derr[-200:]}")
             if end < len(acked):
                 kinds["truncated"] += 1
                 if not re.search(r"trunc|torn|cut", text, re.I):
                     res.fail(f"{label}: end went from {len(acked)} to {end} without a report in the log")
-                if not target.endswith(".log") or target != segs[-1]:
+                if target != segs[-1]:
                     res.fail(f"{label}: entries {end}..<{len(acked)} dropped for damage outside the tail segment")
             vcode2, vtext2 = verify_log(self, work_b)
             if vcode2 != 0:
                 res.fail(f"{label}: log verify after a clean start exit {vcode2}: {vtext2[-200:]}")
-        res.notes.append(f"starts: {kinds['ready']} served ({kinds['truncated']} with a cut tail), {kinds['refused']} refused")
+        elif end < len(acked) and end > damaged_from:
+            res.fail(f"{label}: start cut the log at {end}, after the damage at {damaged_from}")
 
     # -- scenario 5 --------------------------------------------------------------------------
     def s_diskfull(self, res: Result):
