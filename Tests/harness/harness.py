@@ -1004,23 +1004,29 @@ class Harness:
         lite = {"name": "lite", "adapter": "sqlite", "settings": {"path": "lite.sqlite", "primary_key": "org_key"}}
         late = {"name": "late", "adapter": "sqlite", "settings": {"path": "late.sqlite", "primary_key": "org_key"},
                 "supervisor": {"backoff_base_ms": 100, "backoff_cap_ms": 500}}
-        stream_extra = "segment_bytes_max: 32768"
+        stream_extra = "segment_bytes_max: 16384"
         write_config(cfg_base, [lite], stream_extra=stream_extra)
         write_config(cfg, [lite, late], stream_extra=stream_extra)
         broker = Broker(self, cfg_base, base, "corrupt")
         workload = Workload(self.events_fn, self.seed + 4, 10_000_000)
+        producers_acked: dict[int, dict] = {}
         broker.start()
-        producers = Producers(self, broker, workload, threads=2, batch=25)
-        producers.start()
-        deadline = time.monotonic() + 30
-        while len(producers.acked) < 1500 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        producers.stop()
+        # One producer, fixed batches: the same seed gives the same segments and corruptions.
+        for _ in range(32):
+            entries = workload.take(25)
+            body = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()
+            status, resp = http_request(broker.port, "POST", f"/v1/streams/{STREAM}/entries", body,
+                                        {"Content-Type": "application/x-ndjson"})
+            if status != 201:
+                raise RuntimeError(f"append for the corruption base: {status} {resp[:200]!r}")
+            first = json.loads(resp)["first_offset"]
+            for i, e in enumerate(entries):
+                producers_acked[first + i] = e
         wait_drained(broker.port, link="lite", timeout_s=60)
         code = broker.stop()
         if code != 0:
             res.fail(f"graceful stop exited {code}")
-        acked = dict(producers.acked)
+        acked = dict(producers_acked)
         res.acked = len(acked)
         stream_dir = os.path.join(base, "streams", STREAM)
         files = []
