@@ -137,6 +137,41 @@ import Glibc
         }
     }
 
+    /// Found by the end-to-end harness: bytes after the last batch of a sealed segment were
+    /// stepped over by readers (the next read starts in the next segment) while `log verify`
+    /// calls them damage. A reader must report them too.
+    @Test func garbageAfterTheLastBatchOfASealedSegmentIsNotSteppedOver() async throws {
+        let directory = try TemporaryDirectory()
+        let log = try openLog(dataDirectory: directory.path, name: "s", configuration: config())
+        _ = try await fill(log, from: 0, count: 200)
+        await log.close()
+        let streamDirectory = StreamLog.streamDirectory(dataDirectory: directory.path, name: "s")
+        let segments = try FileManager.default.contentsOfDirectory(atPath: streamDirectory)
+            .filter { $0.hasSuffix(".log") }.sorted()
+        #expect(segments.count >= 3)
+        let handle = try #require(FileHandle(forWritingAtPath: streamDirectory + "/" + segments[0]))
+        handle.seekToEndOfFile()
+        handle.write(Data(repeating: 0xAB, count: 100))
+        handle.closeFile()
+        let summary = try StreamLog.verify(dataDirectory: directory.path, stream: "s")
+        #expect(summary.problem != nil)
+        let reopened = try openLog(dataDirectory: directory.path, name: "s", configuration: config())
+        var offset: UInt64 = 0
+        var reported: CorruptionReport?
+        for _ in 0..<1000 where offset < reopened.endOffset && reported == nil {
+            do {
+                let records = try reopened.read(from: offset, maxEntries: 7)
+                guard let last = records.last else { break }
+                offset = last.offset + 1
+            } catch LogError.corrupt(let report) {
+                reported = report
+            }
+        }
+        let report = try #require(reported, "read the whole stream (to \(offset)) over the damage")
+        #expect(report.segment == segments[0])
+        #expect(offset <= report.firstOffset)
+    }
+
     @Test func verifyFindsInteriorDamageWithItsOffsetRange() async throws {
         let storage = FaultInjectingStorage()
         let log = try openLog(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)
