@@ -1292,6 +1292,7 @@ class Harness:
                 if suspended is None:
                     res.fail(f"{mode}: link did not suspend within {limit_s} s")
                     continue
+                suspended_after_s = time.monotonic() - t0
                 reason = suspended.get("last_error") or ""
                 expect = {"crash": r"exited|signal", "garbage": r"not a JSON|JSON response",
                           "hang-handshake": r"exited|signal|answer", "hang-apply": r"did not answer"}[mode]
@@ -1327,7 +1328,8 @@ class Harness:
                     res.fail(f"{mode}: {len(after)} plugin processes after recovery: {after}")
                 if after and after & pids_before:
                     res.fail(f"{mode}: plugin was not restarted (same pid {after})")
-                res.notes.append(f"{mode}: suspended after {(time.monotonic() - t0):.1f}s: {reason[:80]}")
+                res.notes.append(f"{mode}: suspended {suspended_after_s:.1f}s after the fault was switched on "
+                                 f"({reason[:80]}); recovered {time.monotonic() - t0:.1f}s after it")
         finally:
             producers.stop()
         wait_drained(broker.port, link="faulty", timeout_s=60)
