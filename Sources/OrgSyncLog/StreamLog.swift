@@ -347,9 +347,12 @@ public final class StreamLog: Sendable {
                     try RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges)
                 }
             } catch let error as BatchDecodeError {
-                // Serve what was good before the damage; the next read starts at it and throws.
-                if !records.isEmpty { return records }
                 let next = index + 1 < segments.count ? segments[index + 1].baseOffset : end
+                // Serve what was good before the damage; the next read starts at it and throws.
+                // Not when the damage follows the last entry of a sealed segment: the next read
+                // would start in the next segment and step over it, unlike `log verify`.
+                let afterLastEntryOfSealed = index + 1 < segments.count && expected == next
+                if !records.isEmpty && !afterLastEntryOfSealed { return records }
                 let report = CorruptionReport(
                     segment: Segment.fileName(segment.baseOffset, ".log"), bytePosition: position,
                     firstOffset: expected, endOffset: next, reason: error.description)

@@ -137,6 +137,48 @@ import Glibc
         }
     }
 
+    /// Found by the end-to-end harness: bytes after the last batch of a sealed segment were
+    /// stepped over by readers (the next read starts in the next segment) while `log verify`
+    /// calls them damage. A reader must report them too.
+    @Test func garbageAfterTheLastBatchOfASealedSegmentIsNotSteppedOver() async throws {
+        // As the broker writes: preallocated segments (the default), batches of several entries.
+        var configuration = LogConfiguration()
+        configuration.segmentBytesMax = 8 * 1024
+        configuration.compressionLevel = nil
+        let directory = try TemporaryDirectory()
+        let log = try openLog(dataDirectory: directory.path, name: "s", configuration: configuration)
+        for i in 0..<30 { _ = try await log.append((0..<10).map { entry(i * 10 + $0, size: 300) }) }
+        await log.close()
+        let streamDirectory = StreamLog.streamDirectory(dataDirectory: directory.path, name: "s")
+        let segments = try FileManager.default.contentsOfDirectory(atPath: streamDirectory)
+            .filter { $0.hasSuffix(".log") }.sorted()
+        #expect(segments.count >= 3)
+        let handle = try #require(FileHandle(forWritingAtPath: streamDirectory + "/" + segments[1]))
+        handle.seekToEndOfFile()
+        handle.write(Data(repeating: 0xAB, count: 100))
+        handle.closeFile()
+        let reopened = try openLog(dataDirectory: directory.path, name: "s", configuration: configuration)
+        // Read as a link does, from 0 in big reads: a read that crosses into the damaged segment
+        // (no index look-up there) must stop at the damage, not hand over to the next segment.
+        var offset: UInt64 = 0
+        var reported: CorruptionReport?
+        for _ in 0..<1000 where offset < reopened.endOffset && reported == nil {
+            do {
+                let records = try reopened.read(from: offset, maxEntries: 1000)
+                guard let last = records.last else { break }
+                offset = last.offset + 1
+            } catch LogError.corrupt(let report) {
+                reported = report
+            }
+        }
+        let report = try #require(reported, "read the whole stream (to \(offset)) over the damage")
+        #expect(report.segment == segments[1])
+        #expect(offset <= report.firstOffset)
+        // ... and `log verify` agrees.
+        let summary = try StreamLog.verify(dataDirectory: directory.path, stream: "s")
+        #expect(summary.problem?.segment == segments[1])
+    }
+
     @Test func verifyFindsInteriorDamageWithItsOffsetRange() async throws {
         let storage = FaultInjectingStorage()
         let log = try openLog(dataDirectory: Self.root, name: "s", configuration: config(), storage: storage)

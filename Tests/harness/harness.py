@@ -1,0 +1,1883 @@
+#!/usr/bin/env python3
+"""orgsync end-to-end harness: crash, outage, flap, corruption, disk-full, plugin-fault and
+bad-input scenarios against the real `orgsync` executable and a real PostgreSQL target.
+
+Python 3 standard library only. Everything binds to 127.0.0.1. Every loop is bounded in count
+and in time; every process the harness starts is stopped by its PID, also on failure
+(try/finally, atexit and signal handlers).
+
+Usage:
+    python3 Tests/harness/harness.py --short            # what .ci/harness.sh runs (~4 min)
+    python3 Tests/harness/harness.py --long             # >= 50 SIGKILL rounds, 1000 corruptions...
+    python3 Tests/harness/harness.py --short --only kill,outage --seed 7 --keep
+
+Environment: ORGSYNC_BIN (default .build/debug/orgsync), ORGSYNC_TEST_PG_HOST/PORT/USER/
+PASSWORD/DB/CTL/DATA (a running throwaway cluster, see .ci/postgres.sh; scenarios that need
+PostgreSQL are reported as failed when it is absent), ORGSYNC_SHARED (folder holding
+bench/data/gen_events.py; default ../shared next to the repository, then /work/shared).
+"""
+from __future__ import annotations
+
+import argparse
+import atexit
+import http.client
+import json
+import os
+import queue
+import random
+import re
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+STREAM = "events"
+LINK = "pg"
+
+# ----------------------------------------------------------------------------------------------
+# Processes: every child is registered by PID and killed at exit, whatever happens.
+
+_children: dict[int, subprocess.Popen] = {}
+_children_lock = threading.Lock()
+_cleanups: list = []  # callables run at exit (unmount, PG restart, temp dirs)
+
+
+def spawn(args, **kwargs) -> subprocess.Popen:
+    proc = subprocess.Popen(args, **kwargs)
+    with _children_lock:
+        _children[proc.pid] = proc
+    return proc
+
+
+def reap(proc: subprocess.Popen, sig=signal.SIGTERM, timeout_s=20.0):
+    """Stops one child by its PID: `sig`, then SIGKILL after `timeout_s`. Returns its exit code."""
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
+    with _children_lock:
+        _children.pop(proc.pid, None)
+    return proc.returncode
+
+
+def _cleanup_all():
+    with _children_lock:
+        procs = list(_children.values())
+        _children.clear()
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+            except Exception:
+                pass
+    while _cleanups:
+        fn = _cleanups.pop()
+        try:
+            fn()
+        except Exception as error:  # keep cleaning up
+            print(f"harness: cleanup failed: {error}", file=sys.stderr)
+
+
+def _on_signal(signum, _frame):
+    print(f"harness: signal {signum}, stopping children", file=sys.stderr)
+    _cleanup_all()
+    os._exit(128 + signum)
+
+
+atexit.register(_cleanup_all)
+for _sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(_sig, _on_signal)
+
+
+def run(args, timeout_s=120.0, **kwargs) -> subprocess.CompletedProcess:
+    """Runs a short command to completion (registered while it runs, killed on timeout)."""
+    proc = spawn(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        reap(proc, signal.SIGKILL)
+        raise
+    with _children_lock:
+        _children.pop(proc.pid, None)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+# ----------------------------------------------------------------------------------------------
+# Workload: the shared generator when present, else a small one of our own.
+
+def load_generator():
+    candidates = [os.environ.get("ORGSYNC_SHARED", ""), os.path.join(REPO, "..", "shared"), "/work/shared"]
+    for base in candidates:
+        if base and os.path.exists(os.path.join(base, "bench", "data", "gen_events.py")):
+            sys.path.insert(0, os.path.join(base, "bench", "data"))
+            try:
+                import gen_events  # type: ignore
+                return gen_events.events, "shared gen_events.py"
+            finally:
+                sys.path.pop(0)
+    return _own_events, "built-in generator"
+
+
+def _own_events(count, seed=1):
+    rng = random.Random(seed)
+    keys: dict[tuple, list] = {}
+    t = 1_700_000_000_000
+    for _ in range(count):
+        org = f"org{int(rng.paretovariate(1.2)) % 50}"
+        obj = rng.choice(["Account", "Contact", "Case"])
+        t += rng.randint(1, 20)
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t / 1000)) + f".{t % 1000:03d}Z"
+        existing = keys.setdefault((org, obj), [])
+        r = rng.random()
+        if r < 0.17 or not existing:
+            key = f"{obj[:3]}{rng.getrandbits(48):012x}"
+            existing.append(key)
+            yield {"org": org, "object": obj, "op": "insert", "key": key, "ts": ts,
+                   "fields": {"Name": f"n{rng.randint(0, 1 << 30)}", "Amount": rng.randint(0, 10**6)}}
+        elif r < 0.95:
+            yield {"org": org, "object": obj, "op": "upsert", "key": rng.choice(existing), "ts": ts,
+                   "fields": {"Name": f"n{rng.randint(0, 1 << 30)}"}}
+        else:
+            key = rng.choice(existing)
+            existing.remove(key)
+            yield {"org": org, "object": obj, "op": "delete", "key": key, "ts": ts}
+
+
+class Workload:
+    """Hands out entries, each tagged with a unique opaque member `hid` (entries keep opaque
+    extra members), so every entry in the log can be traced to exactly one send."""
+
+    def __init__(self, events_fn, seed, count_max):
+        self._iter = events_fn(count_max, seed=seed)
+        self._lock = threading.Lock()
+        self._next = 0
+        self.sent: dict[str, dict] = {}  # hid -> entry, every entry ever put on the wire
+
+    def take(self, n):
+        out = []
+        with self._lock:
+            for _ in range(n):
+                try:
+                    entry = next(self._iter)
+                except StopIteration:
+                    break
+                entry = dict(entry)
+                entry["hid"] = f"h{self._next}"
+                self._next += 1
+                self.sent[entry["hid"]] = entry
+                out.append(entry)
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# HTTP
+
+def http_request(port, method, path, body=None, headers=None, timeout_s=15.0):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def get_json(port, path, timeout_s=10.0, token=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    status, body = http_request(port, "GET", path, headers=headers, timeout_s=timeout_s)
+    if status != 200:
+        raise RuntimeError(f"GET {path}: {status} {body[:200]!r}")
+    return json.loads(body)
+
+
+def link_status(port, link=LINK):
+    return get_json(port, f"/v1/links/{link}")
+
+
+def sync_log(port, link=LINK, limit_pages=50):
+    records, before = [], None
+    for _ in range(limit_pages):
+        page = get_json(port, f"/v1/links/{link}/sync-log?limit=1000" + (f"&before={before}" if before is not None else ""))
+        records += page.get("records", [])
+        before = page.get("next_before")
+        if before is None:
+            break
+    return records  # newest first
+
+
+def dead_letters(port, link=LINK, limit_pages=50):
+    letters, before = [], None
+    for _ in range(limit_pages):
+        page = get_json(port, f"/v1/links/{link}/dead-letters?limit=1000" + (f"&before={before}" if before is not None else ""))
+        letters += page.get("dead_letters", [])
+        before = page.get("next_before")
+        if before is None:
+            break
+    return letters
+
+
+# ----------------------------------------------------------------------------------------------
+# The broker as a child process
+
+class Broker:
+    def __init__(self, h, config_path, data_dir, name):
+        self.h, self.config_path, self.data_dir, self.name = h, config_path, data_dir, name
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+        self.log_path = os.path.join(h.work, f"{name}.log")
+        self.starts = 0
+
+    def start(self, timeout_s=60.0, expect_ready=True):
+        """Starts `orgsync serve`; returns ("ready", port) or ("exited", code)."""
+        self.starts += 1
+        log = open(self.log_path, "ab")
+        log.write(f"\n==== start {self.starts} at {time.time():.3f}\n".encode())
+        log.flush()
+        self.proc = spawn([self.h.bin, "serve", "--config", self.config_path, "--data-dir", self.data_dir, "--port", "0"],
+                          stdout=subprocess.PIPE, stderr=log, env=self.h.env, start_new_session=True)
+        log.close()
+        lines: queue.Queue = queue.Queue()
+        proc = self.proc
+
+        def pump():
+            for raw in proc.stdout:
+                lines.put(raw.decode(errors="replace"))
+            lines.put(None)
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                if proc.poll() is not None:
+                    break
+                continue
+            if line is None:
+                # stdout closed: the process is exiting; give it a moment to be reaped.
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    pass
+                break
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+            if m:
+                self.port = int(m.group(1))
+                return "ready", self.port
+        if proc.poll() is None:
+            reap(proc, signal.SIGKILL)
+            raise RuntimeError(f"{self.name}: no 'listening' line within {timeout_s} s")
+        code = proc.wait()
+        with _children_lock:
+            _children.pop(proc.pid, None)
+        self.proc, self.port = None, None
+        if expect_ready:
+            raise RuntimeError(f"{self.name}: exited {code} at start: {self.log_tail()}")
+        return "exited", code
+
+    def kill(self):
+        if self.proc:
+            reap(self.proc, signal.SIGKILL)
+            self.proc, self.port = None, None
+
+    def stop(self):
+        """Graceful stop; returns the exit code (0 expected)."""
+        code = None
+        if self.proc:
+            code = reap(self.proc, signal.SIGTERM, timeout_s=30)
+            self.proc, self.port = None, None
+        return code
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n=2000):
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, 2)
+                size = f.tell()
+                f.seek(max(0, size - n))
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def log_since(self, start_pos):
+        with open(self.log_path, "rb") as f:
+            f.seek(start_pos)
+            return f.read().decode(errors="replace")
+
+    def log_size(self):
+        try:
+            return os.path.getsize(self.log_path)
+        except OSError:
+            return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Producers
+
+class Producers:
+    """`count` threads appending NDJSON batches to the broker's current port. Records every
+    acknowledged offset with its entry; a request that fails (broker down) is not retried with
+    the same entries, so each entry is sent at most once."""
+
+    def __init__(self, h, broker, workload, threads=2, batch=20, pause_s=0.0, stream=STREAM):
+        self.h, self.broker, self.workload = h, broker, workload
+        self.threads_n, self.batch, self.pause_s, self.stream = threads, batch, pause_s, stream
+        self.acked: dict[int, dict] = {}
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.errors: list[tuple[float, str]] = []  # (time, what) of non-201 answers while the broker was up
+        self.down_failures = 0
+        self.overlaps = 0
+        self.threads: list[threading.Thread] = []
+        self.requests = 0
+
+    def start(self):
+        for i in range(self.threads_n):
+            t = threading.Thread(target=self._run, name=f"producer{i}", daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def stop(self):
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(timeout=30)
+
+    def _run(self):
+        deadline = time.monotonic() + self.h.producer_time_max_s
+        while not self.stop_event.is_set() and time.monotonic() < deadline:
+            port = self.broker.port
+            if port is None:
+                time.sleep(0.02)
+                continue
+            entries = self.workload.take(self.batch)
+            if not entries:
+                return
+            body = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()
+            try:
+                status, resp = http_request(port, "POST", f"/v1/streams/{self.stream}/entries", body,
+                                            {"Content-Type": "application/x-ndjson"}, timeout_s=20)
+            except (OSError, http.client.HTTPException):
+                with self.lock:
+                    self.down_failures += 1
+                time.sleep(0.02)
+                continue
+            with self.lock:
+                self.requests += 1
+            if status != 201:
+                with self.lock:
+                    self.errors.append((time.monotonic(), f"{status} {resp[:200]!r}"))
+                time.sleep(0.05)
+                continue
+            ack = json.loads(resp)
+            first, last = ack["first_offset"], ack["last_offset"]
+            with self.lock:
+                if last - first + 1 != len(entries) or ack.get("count", len(entries)) != len(entries):
+                    self.errors.append((time.monotonic(), f"ack range {first}..{last} for {len(entries)} entries"))
+                for i, e in enumerate(entries):
+                    if first + i in self.acked:
+                        self.overlaps += 1
+                    self.acked[first + i] = e
+            if self.pause_s:
+                time.sleep(self.pause_s)
+
+
+# ----------------------------------------------------------------------------------------------
+# PostgreSQL through psql
+
+class Postgres:
+    def __init__(self, env):
+        self.host = env.get("ORGSYNC_TEST_PG_HOST")
+        self.port = env.get("ORGSYNC_TEST_PG_PORT")
+        self.user = env.get("ORGSYNC_TEST_PG_USER")
+        self.password = env.get("ORGSYNC_TEST_PG_PASSWORD", "")
+        self.db = env.get("ORGSYNC_TEST_PG_DB")
+        self.ctl = env.get("ORGSYNC_TEST_PG_CTL")
+        self.data = env.get("ORGSYNC_TEST_PG_DATA")
+        self.psql = shutil.which("psql") or "/usr/lib/postgresql/15/bin/psql"
+        self.available = bool(self.host and self.port and self.user and self.db)
+
+    def query(self, sql, timeout_s=60):
+        env = dict(os.environ, PGPASSWORD=self.password, PGCONNECT_TIMEOUT="10")
+        result = run([self.psql, "-h", self.host, "-p", str(self.port), "-U", self.user, "-d", self.db,
+                      "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql], timeout_s=timeout_s, env=env)
+        if result.returncode != 0:
+            raise RuntimeError(f"psql: {result.stderr.decode(errors='replace').strip()}")
+        text = result.stdout.decode()
+        return [line.split("\t") for line in text.split("\n") if line != ""]
+
+    def ctl_run(self, action):
+        if not (self.ctl and self.data):
+            raise RuntimeError("ORGSYNC_TEST_PG_CTL / ORGSYNC_TEST_PG_DATA not set: cannot stop/start PostgreSQL")
+        args = [self.ctl, "-D", self.data, action]
+        if action == "stop":
+            args += ["-m", "fast"]
+        args += ["-w", "-t", "60"]
+        if action == "start" and os.environ.get("ORGSYNC_TEST_PG_LOG"):
+            args += ["-l", os.environ["ORGSYNC_TEST_PG_LOG"]]
+        result = run(args, timeout_s=90)
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_ctl {action}: {result.stderr.decode(errors='replace')[-500:]}")
+
+    def is_up(self):
+        try:
+            self.query("SELECT 1", timeout_s=15)
+            return True
+        except Exception:
+            return False
+
+
+# ----------------------------------------------------------------------------------------------
+# Checking a run: the log against what was acked and sent, the target against a model.
+
+def normalize(value):
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, list):
+        return [normalize(v) for v in value]
+    if isinstance(value, dict):
+        return {k: normalize(v) for k, v in value.items()}
+    return value
+
+
+def dump_log(h, data_dir, stream=STREAM):
+    result = run([h.bin, "log", "dump", "--data-dir", data_dir, "--stream", stream], timeout_s=300)
+    entries = []
+    for line in result.stdout.decode(errors="replace").splitlines():
+        if line.strip():
+            entries.append(json.loads(line))
+    return result.returncode, entries, result.stderr.decode(errors="replace")
+
+
+def verify_log(h, data_dir, stream=STREAM):
+    result = run([h.bin, "log", "verify", "--data-dir", data_dir, "--stream", stream], timeout_s=300)
+    return result.returncode, result.stdout.decode(errors="replace") + result.stderr.decode(errors="replace")
+
+
+class Check:
+    def __init__(self):
+        self.problems: list[str] = []
+        self.lost = 0
+        self.duplicated = 0
+        self.reordered = 0
+
+    def fail(self, text):
+        if len(self.problems) < 30:
+            self.problems.append(text)
+        elif len(self.problems) == 30:
+            self.problems.append("... more problems left out")
+
+    @property
+    def ok(self):
+        return not self.problems
+
+
+def check_log(check: Check, dumped, acked, workload):
+    """The log holds every acked entry at its acked offset, dense offsets, nothing never sent,
+    nothing twice. Returns the entries in offset order."""
+    by_offset = {}
+    seen_hid: dict[str, int] = {}
+    for record in dumped:
+        off = record["offset"]
+        if off in by_offset:
+            check.duplicated += 1
+            check.fail(f"offset {off} dumped twice")
+        by_offset[off] = record["entry"]
+    end = max(by_offset) + 1 if by_offset else 0
+    missing_offsets = [o for o in range(end) if o not in by_offset]
+    if missing_offsets:
+        check.fail(f"log offsets not dense: {len(missing_offsets)} missing, first {missing_offsets[:5]}")
+    for off in sorted(by_offset):
+        entry = by_offset[off]
+        hid = entry.get("hid")
+        if hid not in workload.sent:
+            check.fail(f"offset {off}: entry never sent: {json.dumps(entry)[:200]}")
+            continue
+        if hid in seen_hid:
+            check.duplicated += 1
+            check.fail(f"entry {hid} in the log twice: offsets {seen_hid[hid]} and {off}")
+        seen_hid[hid] = off
+        if normalize(entry) != normalize(workload.sent[hid]):
+            check.fail(f"offset {off}: log entry differs from what was sent: {json.dumps(entry)[:200]}")
+    for off, entry in acked.items():
+        got = by_offset.get(off)
+        if got is None:
+            check.lost += 1
+            check.fail(f"acked offset {off} ({entry['hid']}) is not in the log")
+        elif got.get("hid") != entry["hid"]:
+            check.lost += 1
+            check.fail(f"acked offset {off} holds {got.get('hid')} instead of {entry['hid']}")
+    return [by_offset[o] for o in sorted(by_offset)], end
+
+
+def model_target(entries, primary_key="org_key"):
+    """Expected final rows {(object, org, key): ts} after applying entries in order with the
+    postgres adapter's rules: insert of an existing row is rejected, upsert writes, delete removes.
+    Returns (rows, expected_rejects {offset}, history {(object,org,key): [ts,...]})."""
+    rows: dict[tuple, str] = {}
+    expected_rejects = set()
+    history: dict[tuple, list] = {}
+    for off, e in enumerate(entries):
+        k = (e["object"], e["org"], e["key"])
+        history.setdefault(k, []).append(e.get("ts"))
+        if e["op"] == "insert":
+            if k in rows:
+                expected_rejects.add(off)
+            else:
+                rows[k] = e["ts"]
+        elif e["op"] == "upsert":
+            rows[k] = e["ts"]
+        elif e["op"] == "delete":
+            rows.pop(k, None)
+    return rows, expected_rejects, history
+
+
+def check_target(check: Check, pg: Postgres, schema, link, entries, letters):
+    """Compares the target's tables with the model of `entries`; dead letters must be exactly
+    the inserts of existing rows, or other rejects the model cannot see (skipped in the model)."""
+    letter_offsets = {}
+    for d in letters:
+        letter_offsets[d["offset"]] = d
+    _, expected_rejects, _ = model_target(entries)
+    # Rejections the model did not predict (e.g. a value that does not fit its column) are
+    # allowed but must not be unique violations of an insert: that would be an apply twice.
+    unexpected = set(letter_offsets) - expected_rejects
+    skip = set()
+    for off in sorted(unexpected):
+        d = letter_offsets[off]
+        text = (d.get("error") or "") + " " + str(d.get("target_code") or "")
+        if "23505" in text or "duplicate key" in text:
+            check.duplicated += 1
+            check.fail(f"offset {off}: unique violation the model does not expect (applied twice?): {text[:200]}")
+        skip.add(off)
+    for off in sorted(expected_rejects - set(letter_offsets)):
+        check.fail(f"offset {off}: insert of an existing row was not rejected (row missing before it?)")
+        check.lost += 1
+    check.rejects_expected = len(expected_rejects)
+    check.rejects_other = len(skip)
+    if skip:
+        sample = letter_offsets[min(skip)]
+        check.reject_sample = f"{sample.get('error', '')[:120]}"
+    model_entries = [e if i not in skip else None for i, e in enumerate(entries)]
+    rows = {}
+    for i, e in enumerate(model_entries):
+        if e is None:
+            continue
+        k = (e["object"], e["org"], e["key"])
+        if e["op"] == "insert":
+            if k not in rows:
+                rows[k] = e["ts"]
+        elif e["op"] == "upsert":
+            rows[k] = e["ts"]
+        else:
+            rows.pop(k, None)
+    history: dict[tuple, list] = {}
+    for e in entries:
+        history.setdefault((e["object"], e["org"], e["key"]), []).append(e.get("ts"))
+    objects = sorted({e["object"] for e in entries})
+    actual = {}
+    existing = {r[0] for r in pg.query(f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{schema}'")}
+    for obj in objects:
+        if obj not in existing:
+            continue
+        for org, key, ts in pg.query(f'SELECT "org", "key", "ts" FROM "{schema}"."{obj}"'):
+            k = (obj, org, key)
+            if k in actual:
+                check.duplicated += 1
+                check.fail(f"row {k} twice in the target")
+            actual[k] = ts
+    for k, ts in rows.items():
+        got = actual.get(k)
+        if got is None:
+            check.lost += 1
+            check.fail(f"row {k} missing in the target (expected ts {ts})")
+        elif got != ts:
+            if got in history.get(k, []):
+                check.reordered += 1
+                check.fail(f"row {k}: ts {got}, expected the last write {ts} (out of order or lost update)")
+            else:
+                check.fail(f"row {k}: ts {got} was never sent for this key")
+    for k in actual:
+        if k not in rows:
+            check.duplicated += 1
+            check.fail(f"row {k} in the target but deleted/never written by the model")
+    end = len(entries)
+    got = pg.query(f"SELECT applied_offset FROM \"{schema}\".orgsync_offsets WHERE link = '{link}'")
+    applied = int(got[0][0]) if got and got[0][0] != "" else None
+    if end > 0 and applied != end - 1:
+        check.fail(f"orgsync_offsets.applied_offset = {applied}, expected end-1 = {end - 1}")
+    return len(actual)
+
+
+def wait_drained(port, link=LINK, timeout_s=120.0):
+    """Waits for state active and lag 0; returns the last status."""
+    deadline = time.monotonic() + timeout_s
+    status = None
+    while time.monotonic() < deadline:
+        try:
+            status = link_status(port, link)
+            if status.get("state") == "active" and status.get("lag_count", status.get("lag")) == 0:
+                return status
+        except (OSError, RuntimeError, http.client.HTTPException):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"link {link} did not drain within {timeout_s} s: {status}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration files
+
+def yaml_quote(text):
+    return json.dumps(str(text))
+
+
+def write_config(path, links, stream_extra="", auth="auth:\n  enabled: false\n", plugins_dir=None, server_extra=""):
+    lines = ["server:", "  host: 127.0.0.1", "  port: 0"]
+    lines += [f"  {l}" for l in server_extra.splitlines() if l.strip()]
+    lines += ["log:", "  level: info", auth.rstrip("\n"), "streams:", f"  - name: {STREAM}"]
+    lines += [f"    {l}" for l in stream_extra.splitlines() if l.strip()]
+    lines.append("links:" if links else "links: []")
+    for link in links:
+        lines.append(f"  - name: {link['name']}")
+        lines.append(f"    stream: {STREAM}")
+        lines.append(f"    adapter: {link['adapter']}")
+        lines.append("    settings:")
+        for k, v in link["settings"].items():
+            lines.append(f"      {k}: {yaml_quote(v)}")
+        if link.get("supervisor"):
+            lines.append("    supervisor:")
+            for k, v in link["supervisor"].items():
+                lines.append(f"      {k}: {v}")
+    if plugins_dir:
+        lines.append(f"plugins_dir: {yaml_quote(plugins_dir)}")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def pg_link(h, schema, port=None, supervisor=None, name=LINK):
+    pg = h.pg
+    return {"name": name, "adapter": "postgres",
+            "settings": {"host": "127.0.0.1", "port": str(port or pg.port), "user": pg.user,
+                         "password_env": "ORGSYNC_HARNESS_PGPASSWORD", "database": pg.db, "schema": schema,
+                         "primary_key": "org_key", "connect_timeout_ms": "2000", "query_timeout_ms": "10000"},
+            "supervisor": supervisor or {"probe_threshold": 3, "verify_interval_ms": 200, "backoff_base_ms": 100,
+                                         "backoff_cap_ms": 1000}}
+
+
+# ----------------------------------------------------------------------------------------------
+# Results
+
+class Result:
+    def __init__(self, name):
+        self.name = name
+        self.rounds = 0
+        self.acked = 0
+        self.lost = 0
+        self.duplicated = 0
+        self.reordered = 0
+        self.max_suspend_ms = None
+        self.resume_probes = None
+        self.problems: list[str] = []
+        self.notes: list[str] = []
+        self.skipped = None
+        self.seconds = 0.0
+
+    def absorb(self, check: Check):
+        self.lost += check.lost
+        self.duplicated += check.duplicated
+        self.reordered += check.reordered
+        self.problems += check.problems
+
+    def fail(self, text):
+        self.problems.append(text)
+
+    @property
+    def result(self):
+        if self.skipped:
+            return "SKIP"
+        return "PASS" if not self.problems and not self.lost and not self.duplicated and not self.reordered else "FAIL"
+
+
+# ----------------------------------------------------------------------------------------------
+# The harness
+
+class Harness:
+    def __init__(self, args):
+        self.args = args
+        self.long = args.long
+        self.seed = args.seed
+        self.bin = os.path.abspath(os.environ.get("ORGSYNC_BIN", os.path.join(REPO, ".build", "debug", "orgsync")))
+        self.work = tempfile.mkdtemp(prefix="orgsync-harness-")
+        if not args.keep:
+            _cleanups.append(lambda: shutil.rmtree(self.work, ignore_errors=True))
+        self.pg = Postgres(os.environ)
+        self.env = dict(os.environ, ORGSYNC_HARNESS_PGPASSWORD=self.pg.password or "")
+        self.events_fn, self.workload_source = load_generator()
+        self.producer_time_max_s = 600.0
+        self.run_id = f"{os.getpid()}_{int(time.time()) % 100000}"
+
+    def rng(self, scenario):
+        return random.Random(f"{self.seed}:{scenario}")
+
+    def fresh(self, name):
+        d = os.path.join(self.work, name)
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        return d
+
+    def schema(self, name):
+        return f"h_{name}_{self.run_id}"
+
+    def final_check(self, res: Result, broker: Broker, producers: Producers, workload: Workload, schema, drain_timeout_s=None):
+        """Drain, collect dead letters, stop gracefully, verify and dump the log, compare the target."""
+        check = Check()
+        res.acked = len(producers.acked)
+        t0 = time.monotonic()
+        status = wait_drained(broker.port, timeout_s=drain_timeout_s or (600 if self.long else 180))
+        drained_s = time.monotonic() - t0
+        letters = dead_letters(broker.port)
+        code = broker.stop()
+        if code != 0:
+            check.fail(f"graceful stop exited {code}")
+        vcode, vtext = verify_log(self, broker.data_dir)
+        if vcode != 0:
+            check.fail(f"log verify exit {vcode}: {vtext.strip()[-300:]}")
+        dcode, dumped, derr = dump_log(self, broker.data_dir)
+        if dcode != 0:
+            check.fail(f"log dump exit {dcode}: {derr.strip()[-300:]}")
+        entries, end = check_log(check, dumped, producers.acked, workload)
+        if end != status.get("end_offset"):
+            check.fail(f"dumped end {end} != status end_offset {status.get('end_offset')}")
+        rows = check_target(check, self.pg, schema, LINK, entries, letters)
+        res.acked = len(producers.acked)
+        res.notes.append(f"final check: drained in {drained_s:.1f} s, checked in {time.monotonic() - t0 - drained_s:.1f} s")
+        res.notes.append(f"log end {end}, {rows} target rows, {len(letters)} dead letters "
+                         f"({getattr(check, 'rejects_expected', 0)} inserts of existing rows, "
+                         f"{getattr(check, 'rejects_other', 0)} other, e.g. {getattr(check, 'reject_sample', '-')})")
+        if producers.overlaps:
+            check.fail(f"{producers.overlaps} offsets acknowledged twice")
+        res.absorb(check)
+
+    # -- scenario 1 --------------------------------------------------------------------------
+    def s_kill(self, res: Result):
+        rounds = 50 if self.long else 5
+        rng = self.rng("kill")
+        data = self.fresh("kill")
+        schema = self.schema("kill")
+        cfg = os.path.join(self.work, "kill.yaml")
+        write_config(cfg, [pg_link(self, schema)], stream_extra="segment_bytes_max: 262144")
+        broker = Broker(self, cfg, data, "kill")
+        workload = Workload(self.events_fn, self.seed, 10_000_000)
+        broker.start()
+        # Long mode throttles the producers (~400 entries/s) so that the backlog stays below
+        # what the link drains in the final check (a debug build applies ~800 entries/s).
+        producers = Producers(self, broker, workload, threads=3, batch=20 if self.long else rng.choice([5, 20, 50]),
+                              pause_s=0.15 if self.long else 0.0)
+        producers.start()
+        try:
+            acked_at_start = 0
+            for i in range(rounds):
+                time.sleep(rng.uniform(0.3, 2.5 if self.long else 1.5))
+                if len(producers.acked) == acked_at_start:
+                    res.notes.append(f"round {i}: nothing acked between restart and kill")
+                broker.kill()
+                res.rounds += 1
+                time.sleep(rng.uniform(0.0, 0.3))
+                t_start = time.monotonic()
+                broker.start()
+                restart_ms = (time.monotonic() - t_start) * 1000
+                res.max_restart_ms = max(getattr(res, "max_restart_ms", 0), restart_ms)
+                acked_at_start = len(producers.acked)
+            time.sleep(0.5)
+        finally:
+            producers.stop()
+        res.notes.append(f"longest restart until listening: {getattr(res, 'max_restart_ms', 0):.0f} ms")
+        if producers.errors:
+            res.fail(f"{len(producers.errors)} non-201 answers while up, first: {producers.errors[0][1]}")
+        self.final_check(res, broker, producers, workload, schema)
+
+    # -- scenario 2 --------------------------------------------------------------------------
+    def s_outage(self, res: Result):
+        pg = self.pg
+        outage_s = 10.0 if self.long else 5.0
+        data = self.fresh("outage")
+        schema = self.schema("outage")
+        cfg = os.path.join(self.work, "outage.yaml")
+        k = 3
+        interval_ms = 200
+        write_config(cfg, [pg_link(self, schema, supervisor={"probe_threshold": k, "verify_interval_ms": interval_ms,
+                                                              "backoff_base_ms": 100, "backoff_cap_ms": 1000})])
+        broker = Broker(self, cfg, data, "outage")
+        workload = Workload(self.events_fn, self.seed + 2, 10_000_000)
+        broker.start()
+        producers = Producers(self, broker, workload, threads=2, batch=10, pause_s=0.01)
+        producers.start()
+        pg_stopped = False
+        try:
+            time.sleep(2.0)
+            wait_drained_or_active(broker.port)
+            stop_t = time.monotonic()
+            res.rounds = 1
+            pg.ctl_run("stop")
+            pg_stopped = True
+            stopped_t = time.monotonic()
+            suspended_t = None
+            while time.monotonic() - stopped_t < 5.0:
+                st = link_status(broker.port)
+                if st["state"] != "active":
+                    suspended_t = time.monotonic()
+                    break
+                time.sleep(0.02)
+            if suspended_t is None:
+                res.fail("link did not suspend within 5 s of PostgreSQL stopping")
+            else:
+                # From the moment `pg_ctl stop` was issued (it returns once the server is down).
+                latency_ms = (suspended_t - stop_t) * 1000
+                res.max_suspend_ms = latency_ms
+                res.notes.append(f"pg_ctl stop took {(stopped_t - stop_t) * 1000:.0f} ms; link suspended "
+                                 f"{latency_ms:.0f} ms after the stop began")
+                if latency_ms > 1000:
+                    res.fail(f"link suspended {latency_ms:.0f} ms after PostgreSQL began stopping (limit 1000 ms)")
+            errors_before = len(producers.errors)
+            acked_at_stop = len(producers.acked)
+            time.sleep(max(0.0, outage_s - (time.monotonic() - stop_t)))
+            acked_during = len(producers.acked) - acked_at_stop
+            if acked_during == 0:
+                res.fail("no append was acknowledged during the outage")
+            if len(producers.errors) > errors_before:
+                res.fail(f"{len(producers.errors) - errors_before} appends failed during the outage: {producers.errors[-1][1]}")
+            st = link_status(broker.port)
+            if st["state"] == "active":
+                res.fail(f"link active while PostgreSQL is down: {st}")
+            restart_t = time.monotonic()
+            pg.ctl_run("start")
+            pg_stopped = False
+            res.notes.append(f"{acked_during} entries acked during the {outage_s:.0f} s outage")
+            # resume must come from K probes
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                st = link_status(broker.port)
+                if st["state"] == "active":
+                    break
+                time.sleep(0.05)
+            resumed_after_ms = (time.monotonic() - restart_t) * 1000
+            res.notes.append(f"resumed {resumed_after_ms:.0f} ms after PostgreSQL restarted")
+            time.sleep(1.0)
+        finally:
+            if pg_stopped:
+                pg.ctl_run("start")
+            producers.stop()
+        self.check_resumes(res, broker, k, interval_ms, need_one=True)
+        self.final_check(res, broker, producers, workload, schema)
+
+    def check_resumes(self, res: Result, broker: Broker, k, interval_ms, need_one):
+        """Every `resumed` in the sync log follows a `verifying` and reports >= K probes that took
+        at least (K-1) verification intervals."""
+        records = list(reversed(sync_log(broker.port)))  # oldest first
+        resumes = 0
+        probes_min = None
+        last_event = None
+        for r in records:
+            ev = r.get("event")
+            if ev == "resumed":
+                resumes += 1
+                if last_event != "verifying":
+                    res.fail(f"'resumed' not preceded by 'verifying' (previous event: {last_event}): {r}")
+                m = re.search(r"answered (\d+) consecutive probes in (\d+) ms", r.get("reason", ""))
+                if not m:
+                    res.fail(f"resumed reason does not give the probe count: {r.get('reason')!r}")
+                else:
+                    n, ms = int(m.group(1)), int(m.group(2))
+                    probes_min = n if probes_min is None else min(probes_min, n)
+                    if n < k:
+                        res.fail(f"resumed after {n} probes < K={k}")
+                    if ms + 50 < (k - 1) * interval_ms:
+                        res.fail(f"resumed after {n} probes in {ms} ms, less than (K-1) intervals")
+            if ev in ("suspended", "verifying", "resumed", "held_down", "verification_failed", "forced_resume", "paused"):
+                if ev == "forced_resume":
+                    res.fail(f"forced resume in the sync log: {r}")
+                last_event = ev if ev != "held_down" else last_event
+        res.resume_probes = f"{probes_min}/{k}" if probes_min is not None else "-"
+        if need_one and resumes == 0:
+            res.fail("no 'resumed' record in the sync log")
+        return records
+
+    # -- scenario 3 --------------------------------------------------------------------------
+    def s_flap(self, res: Result):
+        pg = self.pg
+        flap_s = 30.0 if self.long else 10.0
+        data = self.fresh("flap")
+        schema = self.schema("flap")
+        proxy = FlapProxy(int(pg.port))
+        proxy.start()
+        _cleanups.append(proxy.close)
+        # K probes fit in one ~200 ms up-phase (so the link can resume and flap), but not across a cut.
+        k, interval_ms = 3, 40
+        sup = {"probe_threshold": k, "verify_interval_ms": interval_ms, "backoff_base_ms": 20, "backoff_cap_ms": 200,
+               "flap_limit": 2, "flap_window_ms": 60000, "hold_down_ms": 1500}
+        cfg = os.path.join(self.work, "flap.yaml")
+        write_config(cfg, [pg_link(self, schema, port=proxy.port, supervisor=sup)])
+        broker = Broker(self, cfg, data, "flap")
+        workload = Workload(self.events_fn, self.seed + 3, 10_000_000)
+        broker.start()
+        producers = Producers(self, broker, workload, threads=2, batch=10, pause_s=0.01)
+        producers.start()
+        saw_held_status = False
+        rng = self.rng("flap")
+        try:
+            time.sleep(1.5)
+            end = time.monotonic() + flap_s
+            up = True
+            next_toggle = time.monotonic()
+            while time.monotonic() < end:
+                now = time.monotonic()
+                if now >= next_toggle:
+                    up = not up
+                    proxy.set_up(up)
+                    next_toggle = now + rng.uniform(0.15, 0.25)
+                st = link_status(broker.port)
+                if st.get("held_down"):
+                    saw_held_status = True
+                time.sleep(0.02)
+            proxy.set_up(True)
+            res.rounds = proxy.cuts
+            # wait out the hold-down, keep polling status for held_down
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                st = link_status(broker.port)
+                if st.get("held_down"):
+                    saw_held_status = True
+                if st["state"] == "active":
+                    break
+                time.sleep(0.05)
+            time.sleep(1.0)
+        finally:
+            proxy.set_up(True)
+            producers.stop()
+        st = link_status(broker.port)
+        records = self.check_resumes(res, broker, k, interval_ms, need_one=True)
+        held = [r for r in records if r.get("event") == "held_down"]
+        if not held:
+            res.fail("no 'held_down' record in the sync log")
+        if not saw_held_status:
+            res.fail("status never reported held_down=true during the flapping")
+        if st.get("hold_downs", 0) < 1:
+            res.fail(f"status hold_downs = {st.get('hold_downs')}")
+        res.notes.append(f"{proxy.cuts} cuts, {len(held)} hold-downs, {st.get('suspensions')} suspensions, "
+                         f"{st.get('flaps')} flaps")
+        vfail = sum(1 for r in records if r.get("event") == "verification_failed")
+        res.notes.append(f"sync log: {sum(1 for r in records if r.get('event') == 'resumed')} resumed, "
+                         f"{vfail} verification_failed (a cut before K probes)")
+        susp = sum(1 for r in records if r.get("event") == "suspended")
+        if susp < 2:
+            res.fail(f"only {susp} suspensions in the sync log during {flap_s:.0f} s of flapping")
+        self.final_check(res, broker, producers, workload, schema)
+        proxy.close()
+
+    # -- scenario 4 --------------------------------------------------------------------------
+    def s_corrupt(self, res: Result):
+        """Start-up only scans the tail (restart time must not grow with the log), so damage
+        before the tail's last index point is found when a reader reaches it: the link `late`
+        (no cursor, reads from 0) must then stop before the damage and the stream be marked
+        corrupt. Damage in the scanned tail is cut and reported; damage `log verify` finds in a
+        stopped copy must never be served."""
+        rounds = 1000 if self.long else 50
+        rng = self.rng("corrupt")
+        base = self.fresh("corrupt-base")
+        cfg_base = os.path.join(self.work, "corrupt-base.yaml")
+        cfg = os.path.join(self.work, "corrupt.yaml")
+        lite = {"name": "lite", "adapter": "sqlite", "settings": {"path": "lite.sqlite", "primary_key": "org_key"}}
+        late = {"name": "late", "adapter": "sqlite", "settings": {"path": "late.sqlite", "primary_key": "org_key"},
+                "supervisor": {"backoff_base_ms": 100, "backoff_cap_ms": 500}}
+        stream_extra = "segment_bytes_max: 16384"
+        write_config(cfg_base, [lite], stream_extra=stream_extra)
+        write_config(cfg, [lite, late], stream_extra=stream_extra)
+        broker = Broker(self, cfg_base, base, "corrupt")
+        workload = Workload(self.events_fn, self.seed + 4, 10_000_000)
+        producers_acked: dict[int, dict] = {}
+        broker.start()
+        # One producer, fixed batches: the same seed gives the same segments and corruptions.
+        for _ in range(32):
+            entries = workload.take(25)
+            body = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()
+            status, resp = http_request(broker.port, "POST", f"/v1/streams/{STREAM}/entries", body,
+                                        {"Content-Type": "application/x-ndjson"})
+            if status != 201:
+                raise RuntimeError(f"append for the corruption base: {status} {resp[:200]!r}")
+            first = json.loads(resp)["first_offset"]
+            for i, e in enumerate(entries):
+                producers_acked[first + i] = e
+        wait_drained(broker.port, link="lite", timeout_s=60)
+        code = broker.stop()
+        if code != 0:
+            res.fail(f"graceful stop exited {code}")
+        acked = dict(producers_acked)
+        res.acked = len(acked)
+        stream_dir = os.path.join(base, "streams", STREAM)
+        files = []
+        for root, _, names in os.walk(stream_dir):
+            for n in names:
+                if n.endswith((".log", ".index")) or "cursor" in root:
+                    files.append(os.path.relpath(os.path.join(root, n), base))
+        files.sort()
+        segs = sorted(f for f in files if f.endswith(".log"))
+        res.notes.append(f"{len(acked)} entries, {len(segs)} segments, {len(files)} files to corrupt "
+                         f"({sum(1 for f in files if 'cursor' in f)} cursor files)")
+        kinds = {"ready": 0, "refused": 0, "truncated": 0, "found_by_reader": 0}
+        t_end = time.monotonic() + (3600 if self.long else 100)
+        for i in range(rounds):
+            if time.monotonic() > t_end:
+                res.fail(f"time budget spent after {i} rounds")
+                break
+            res.rounds += 1
+            target = rng.choice(files)
+            work_a = os.path.join(self.work, "corrupt-a")
+            work_b = os.path.join(self.work, "corrupt-b")
+            for w in (work_a, work_b):
+                shutil.rmtree(w, ignore_errors=True)
+                shutil.copytree(base, w)
+            what = corrupt_file(rng, os.path.join(work_a, target))
+            shutil.copyfile(os.path.join(work_a, target), os.path.join(work_b, target))
+            label = f"round {i}: {target} {what}"
+            self._corrupt_round(res, label, target, segs, cfg, work_a, work_b, acked, kinds)
+        res.notes.append(f"starts: {kinds['ready']} served ({kinds['truncated']} with a cut tail, "
+                         f"{kinds['found_by_reader']} damage found by the reading link), {kinds['refused']} refused at start")
+
+    def _corrupt_round(self, res, label, target, segs, cfg, work_a, work_b, acked, kinds):
+        vcode, vtext = verify_log(self, work_a)
+        if vcode not in (0, 1):
+            res.fail(f"{label}: log verify exit {vcode}: {vtext[-300:]}")
+            return
+        damaged_from = None
+        m = re.search(r"DAMAGED: offsets (\d+)\.\.<(\d+)", vtext)
+        if vcode == 1:
+            if not m:
+                res.fail(f"{label}: verify exit 1 without an offset range: {vtext[-300:]}")
+                return
+            damaged_from = int(m.group(1))
+        b = Broker(self, cfg, work_b, "corrupt-run")
+        pos = b.log_size()
+        try:
+            outcome, value = b.start(timeout_s=60, expect_ready=False)
+        except RuntimeError as error:
+            res.fail(f"{label}: {error}")
+            return
+        if outcome == "exited":
+            text = b.log_since(pos)
+            if value != 3:
+                res.fail(f"{label}: start exited {value} (crash?): {text[-400:]}")
+                return
+            kinds["refused"] += 1
+            if not re.search(r"corrupt|damage", text, re.I) or not re.search(r"offsets? \d+", text):
+                res.fail(f"{label}: refusal without a clear message naming offsets: {text[-300:]}")
+            if vcode != 1:
+                res.fail(f"{label}: broker refused the stream but log verify said clean: {vtext[-200:]}")
+            return
+        kinds["ready"] += 1
+        late = None
+        try:
+            stream = get_json(b.port, f"/v1/streams/{STREAM}")
+            end = stream.get("end_offset")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                late = link_status(b.port, "late")
+                if late["cursor"] >= end or not late.get("running", True) or "corrupt" in (late.get("last_error") or "").lower():
+                    break
+                time.sleep(0.05)
+            links = get_json(b.port, "/v1/links")
+        finally:
+            scode = b.stop()
+        text = b.log_since(pos)
+        if scode != 0:
+            res.fail(f"{label}: graceful stop exited {scode}")
+        for l in links.get("links", []):
+            if l.get("cursor", 0) > end:
+                res.fail(f"{label}: cursor of {l.get('name')} {l.get('cursor')} beyond end {end}")
+        marked = os.path.exists(os.path.join(work_b, "streams", STREAM, "CORRUPT"))
+        if damaged_from is not None:
+            # Damage start-up did not see: the reading link must stop at it, the stream be marked.
+            if late is None or late["cursor"] > damaged_from:
+                res.fail(f"{label}: link late read past the damage at {damaged_from}: {late}")
+            elif late["cursor"] < end:
+                kinds["found_by_reader"] += 1
+                if not marked:
+                    res.fail(f"{label}: the reader hit damage at {damaged_from} but the stream is not marked corrupt")
+            else:
+                res.fail(f"{label}: verify found damage at {damaged_from} but the broker served up to {end}: {late}")
+        elif late is None or late["cursor"] != end:
+            res.fail(f"{label}: clean log but link late stopped at {late and late['cursor']} of {end}: "
+                     f"{late and late.get('last_error')}")
+        dcode, dumped, derr = dump_log(self, work_b)
+        bad = 0
+        for rec in dumped:
+            e = acked.get(rec["offset"])
+            if e is None or rec["entry"].get("hid") != e["hid"] or normalize(rec["entry"]) != normalize(e):
+                bad += 1
+        if bad:
+            res.fail(f"{label}: {bad} stored entries differ from what was acked")
+        if damaged_from is None:
+            if dcode != 0 or len(dumped) != end:
+                res.fail(f"{label}: dump after a clean start exit {dcode}, {len(dumped)} of {end} entries: {derr[-200:]}")
+            if end < len(acked):
+                kinds["truncated"] += 1
+                if not re.search(r"trunc|torn|cut", text, re.I):
+                    res.fail(f"{label}: end went from {len(acked)} to {end} without a report in the log")
+                if target != segs[-1]:
+                    res.fail(f"{label}: entries {end}..<{len(acked)} dropped for damage outside the tail segment")
+            vcode2, vtext2 = verify_log(self, work_b)
+            if vcode2 != 0:
+                res.fail(f"{label}: log verify after a clean start exit {vcode2}: {vtext2[-200:]}")
+        elif end < len(acked) and end > damaged_from:
+            res.fail(f"{label}: start cut the log at {end}, after the damage at {damaged_from}")
+
+    # -- scenario 5 --------------------------------------------------------------------------
+    def s_diskfull(self, res: Result):
+        if os.geteuid() != 0:
+            res.skipped = "not root: cannot mount a tmpfs"
+            return
+        mnt = self.fresh("diskfull-mnt")
+        r = run(["mount", "-t", "tmpfs", "-o", "size=16m", "orgsync-harness", mnt], timeout_s=30)
+        if r.returncode != 0:
+            res.skipped = f"mount failed: {r.stderr.decode(errors='replace').strip()}"
+            return
+        mounted = [True]
+
+        def unmount():
+            if mounted[0]:
+                run(["umount", mnt], timeout_s=30)
+                mounted[0] = False
+        _cleanups.append(unmount)
+        try:
+            self._diskfull(res, mnt)
+        finally:
+            unmount()
+
+    def _diskfull(self, res, mnt):
+        data = os.path.join(mnt, "data")
+        os.makedirs(data)
+        cfg = os.path.join(self.work, "diskfull.yaml")
+        write_config(cfg, [], stream_extra="segment_bytes_max: 1048576\ncompression_level: -1")
+        broker = Broker(self, cfg, data, "diskfull")
+        broker.start()
+        workload = Workload(self.events_fn, self.seed + 5, 10_000_000)
+        acked = {}
+        filler = os.path.join(mnt, "filler")
+        # Fill most of the disk with a file we can delete, then append until 507.
+        with open(filler, "wb") as f:
+            f.write(b"\0" * (12 * 1024 * 1024))
+        got507, msg507 = 0, ""
+        other = []
+        for _ in range(2000):
+            entries = workload.take(50)
+            body = "".join(json.dumps(e) + "\n" for e in entries).encode()
+            status, resp = http_request(broker.port, "POST", f"/v1/streams/{STREAM}/entries", body,
+                                        {"Content-Type": "application/x-ndjson"})
+            if status == 201:
+                a = json.loads(resp)
+                for i, e in enumerate(entries):
+                    acked[a["first_offset"] + i] = e
+            elif status == 507:
+                got507 += 1
+                msg507 = resp.decode(errors="replace")
+                if got507 >= 5:
+                    break
+            else:
+                other.append(f"{status} {resp[:200]!r}")
+                if len(other) > 5:
+                    break
+        res.notes.append(f"{len(acked)} acked before full, {got507} x 507")
+        if got507 == 0:
+            res.fail(f"no 507 after filling the disk; other answers: {other[:3]}")
+        elif not re.search(r"space|full|disk", msg507, re.I):
+            res.fail(f"507 without a clear message: {msg507[:200]}")
+        if other:
+            res.fail(f"non-201/507 answers while the disk filled: {other[:3]}")
+        if not broker.alive():
+            res.fail("broker died when the disk filled")
+            return
+        st = get_json(broker.port, f"/v1/streams/{STREAM}")
+        if st.get("end_offset") != len(acked):
+            res.fail(f"end offset {st.get('end_offset')} != acked {len(acked)} after 507s")
+        vcode, vtext = verify_log(self, data)
+        if vcode != 0:
+            res.fail(f"log verify while full: exit {vcode}: {vtext[-300:]}")
+        os.unlink(filler)
+        ok_after = 0
+        for _ in range(20):
+            entries = workload.take(20)
+            body = "".join(json.dumps(e) + "\n" for e in entries).encode()
+            status, resp = http_request(broker.port, "POST", f"/v1/streams/{STREAM}/entries", body,
+                                        {"Content-Type": "application/x-ndjson"})
+            if status == 201:
+                ok_after += 1
+                a = json.loads(resp)
+                for i, e in enumerate(entries):
+                    acked[a["first_offset"] + i] = e
+            else:
+                time.sleep(0.1)
+        if ok_after == 0:
+            res.fail("appends did not succeed again after space was freed")
+        code = broker.stop()
+        if code != 0:
+            res.fail(f"graceful stop exited {code}")
+        res.acked = len(acked)
+        vcode, vtext = verify_log(self, data)
+        if vcode != 0:
+            res.fail(f"log verify after freeing: exit {vcode}: {vtext[-300:]}")
+        check = Check()
+        dcode, dumped, derr = dump_log(self, data)
+        check_log(check, dumped, acked, workload)
+        res.absorb(check)
+        res.rounds = 1
+
+    # -- scenario 6 --------------------------------------------------------------------------
+    def s_plugin(self, res: Result):
+        pdir = self.fresh("plugins")
+        plugin = os.path.join(pdir, "faulty")
+        os.makedirs(plugin)
+        with open(os.path.join(plugin, "plugin.json"), "w") as f:
+            json.dump({"name": "faulty", "version": "1.0.0", "protocolVersion": 1,
+                       "command": ["python3", "-u", "faulty.py"], "description": "harness fault plugin"}, f)
+        with open(os.path.join(plugin, "faulty.py"), "w") as f:
+            f.write(FAULTY_PLUGIN)
+        control = os.path.join(plugin, "control")
+        with open(control, "w") as f:
+            f.write("ok")
+        data = self.fresh("plugin")
+        cfg = os.path.join(self.work, "plugin.yaml")
+        sup = {"probe_threshold": 3, "verify_interval_ms": 100, "backoff_base_ms": 100, "backoff_cap_ms": 500,
+               "flap_limit": 100}
+        write_config(cfg, [{"name": "faulty", "adapter": "faulty", "settings": {"out": "faulty-out"}, "supervisor": sup},
+                           {"name": "lite", "adapter": "sqlite", "settings": {"path": "lite.sqlite", "primary_key": "org_key"},
+                            "supervisor": sup}],
+                     plugins_dir=pdir)
+        broker = Broker(self, cfg, data, "plugin")
+        broker.start()
+        workload = Workload(self.events_fn, self.seed + 6, 10_000_000)
+        producers = Producers(self, broker, workload, threads=1, batch=10, pause_s=0.02)
+        producers.start()
+        modes = ["crash", "garbage", "hang-handshake"] + (["hang-apply"] if self.long else [])
+        try:
+            wait_drained(broker.port, link="faulty", timeout_s=30)
+            for mode in modes:
+                res.rounds += 1
+                pids_before = plugin_pids(broker.proc.pid)
+                with open(control, "w") as f:
+                    f.write(mode)
+                t0 = time.monotonic()
+                suspended = None
+                limit_s = 150 if mode == "hang-apply" else 20
+                lite_cursor0 = link_status(broker.port, "lite")["cursor"]
+                while time.monotonic() - t0 < limit_s:
+                    st = link_status(broker.port, "faulty")
+                    if st["state"] != "active":
+                        suspended = st
+                        break
+                    time.sleep(0.05)
+                if suspended is None:
+                    res.fail(f"{mode}: link did not suspend within {limit_s} s")
+                    continue
+                suspended_after_s = time.monotonic() - t0
+                reason = suspended.get("last_error") or ""
+                expect = {"crash": r"exited|signal", "garbage": r"not a JSON|JSON response",
+                          "hang-handshake": r"exited|signal|answer", "hang-apply": r"did not answer"}[mode]
+                if not re.search(expect, reason, re.I):
+                    res.fail(f"{mode}: suspension reason not clear: {reason!r}")
+                if mode == "hang-handshake":
+                    # Restarts hang in the handshake; the broker's 10 s handshake timeout must end them.
+                    seen_timeout = None
+                    t_h = time.monotonic()
+                    while time.monotonic() - t_h < 30 and seen_timeout is None:
+                        err = link_status(broker.port, "faulty").get("last_error") or ""
+                        reasons = " ".join(r.get("reason", "") for r in sync_log(broker.port, "faulty")[:20])
+                        for text in (err, reasons):
+                            if re.search(r"did not answer|handshake|timed? ?out", text, re.I):
+                                seen_timeout = text
+                        time.sleep(0.5)
+                    if seen_timeout is None:
+                        res.fail("hang-handshake: no handshake timeout reported within 30 s")
+                    else:
+                        res.notes.append(f"hang-handshake: timeout reported after {time.monotonic() - t_h:.1f}s: "
+                                         f"{re.search(r'[^.;]*(did not answer|handshake|time)[^.;]*', seen_timeout, re.I).group(0)[:100]}")
+                lite_cursor1 = link_status(broker.port, "lite")["cursor"]
+                if lite_cursor1 <= lite_cursor0:
+                    res.fail(f"{mode}: the other link did not advance while this one was suspended")
+                with open(control, "w") as f:
+                    f.write("ok")
+                wait_drained(broker.port, link="faulty", timeout_s=60)
+                if not broker.alive():
+                    res.fail(f"{mode}: broker died")
+                    return
+                after = plugin_pids(broker.proc.pid)
+                if len(after) > 1:
+                    res.fail(f"{mode}: {len(after)} plugin processes after recovery: {after}")
+                if after and after & pids_before:
+                    res.fail(f"{mode}: plugin was not restarted (same pid {after})")
+                res.notes.append(f"{mode}: suspended {suspended_after_s:.1f}s after the fault was switched on "
+                                 f"({reason[:80]}); recovered {time.monotonic() - t0:.1f}s after it")
+        finally:
+            producers.stop()
+        wait_drained(broker.port, link="faulty", timeout_s=60)
+        wait_drained(broker.port, link="lite", timeout_s=60)
+        broker_pid = broker.proc.pid
+        code = broker.stop()
+        if code != 0:
+            res.fail(f"graceful stop exited {code}")
+        left = [p for p in all_pids() if "faulty.py" in cmdline(p)]
+        if left:
+            res.fail(f"plugin processes left after the broker stopped: {left}")
+        res.acked = len(producers.acked)
+        check = Check()
+        _, dumped, _ = dump_log(self, data)
+        entries, end = check_log(check, dumped, producers.acked, workload)
+        applied = read_faulty_out(os.path.join(data, "faulty-out"))
+        seen = {}
+        for off in applied:
+            if off in seen:
+                check.duplicated += 1
+                check.fail(f"plugin target got offset {off} twice")
+            seen[off] = True
+        missing = [o for o in range(end) if o not in seen]
+        if missing:
+            check.lost += len(missing)
+            check.fail(f"plugin target misses {len(missing)} offsets, first {missing[:5]}")
+        if applied != sorted(applied):
+            check.reordered += 1
+            check.fail("plugin target got offsets out of order")
+        res.absorb(check)
+        _ = broker_pid
+
+    # -- scenario 7 --------------------------------------------------------------------------
+    def s_badinput(self, res: Result):
+        count = 30_000 if self.long else 10_000
+        rng = self.rng("bad")
+        data = self.fresh("bad")
+        cfg = os.path.join(self.work, "bad.yaml")
+        produce_token = "produce-token-0123456789abcdef"
+        admin_token = "admin-token-0123456789abcdef0"
+        auth = ("auth:\n  enabled: true\n  tokens:\n"
+                f"    - {{ name: producer, role: produce, token: {produce_token} }}\n"
+                f"    - {{ name: operator, role: admin, token: {admin_token} }}\n")
+        write_config(cfg, [], auth=auth, server_extra="body_bytes_max: 1048576\nentry_bytes_max: 65536")
+        broker = Broker(self, cfg, data, "bad")
+        broker.start()
+        good = Workload(self.events_fn, self.seed + 7, 1000).take(200)
+        auth_h = {"Authorization": f"Bearer {produce_token}"}
+        body = "".join(json.dumps(e) + "\n" for e in good[:100]).encode()
+        status, _ = http_request(broker.port, "POST", f"/v1/streams/{STREAM}/entries", body,
+                                 dict(auth_h, **{"Content-Type": "application/x-ndjson"}))
+        if status != 201:
+            res.fail(f"valid append with a produce token got {status}")
+        end0 = get_json(broker.port, f"/v1/streams/{STREAM}", token=produce_token)["end_offset"]
+        rss0 = rss_kb(broker.proc.pid)
+        counts: dict[str, int] = {}
+        bad_answers = []
+        bad_kinds: dict[str, int] = {}
+        conn = None
+        t0 = time.monotonic()
+        for i in range(count):
+            kind, method, path, headers, payload = hostile_request(rng, good, produce_token, admin_token)
+            counts[kind] = counts.get(kind, 0) + 1
+            status = None
+            for attempt in range(2):
+                try:
+                    if conn is None:
+                        conn = http.client.HTTPConnection("127.0.0.1", broker.port, timeout=15)
+                    conn.request(method, path, body=payload, headers=headers)
+                    resp = conn.getresponse()
+                    resp.read()
+                    status = resp.status
+                    if resp.getheader("Connection", "").lower() == "close":
+                        conn.close()
+                        conn = None
+                    break
+                except (OSError, http.client.HTTPException) as error:
+                    if conn:
+                        conn.close()
+                    conn = None
+                    status = f"no answer ({type(error).__name__})"
+            if not (isinstance(status, int) and 400 <= status < 500):
+                bad_kinds[kind] = bad_kinds.get(kind, 0) + 1
+                if len(bad_answers) < 10 and not any(a.startswith(kind + " ") for a in bad_answers):
+                    bad_answers.append(f"{kind} {method} {path[:60]} ({len(payload or b'')} bytes) -> {status}")
+                res.fail_count = getattr(res, "fail_count", 0) + 1
+            if time.monotonic() - t0 > (600 if self.long else 150):
+                res.fail(f"bad-input loop over its time budget after {i + 1} requests")
+                break
+        if conn:
+            conn.close()
+        res.rounds = sum(counts.values())
+        nfail = getattr(res, "fail_count", 0)
+        if nfail:
+            res.fail(f"{nfail} hostile requests did not get a 4xx: by kind {bad_kinds}, e.g. {bad_answers}")
+        if not broker.alive():
+            res.fail("broker died")
+            return
+        end1 = get_json(broker.port, f"/v1/streams/{STREAM}", token=produce_token)["end_offset"]
+        if end1 != end0:
+            res.fail(f"end offset moved from {end0} to {end1}")
+        rss1 = rss_kb(broker.proc.pid)
+        res.notes.append(f"{res.rounds} requests in {time.monotonic() - t0:.0f} s, kinds {counts}; RSS {rss0} -> {rss1} kB")
+        if rss1 > rss0 + 128 * 1024:
+            res.fail(f"RSS grew from {rss0} kB to {rss1} kB")
+        code = broker.stop()
+        if code != 0:
+            res.fail(f"graceful stop exited {code}")
+
+
+def wait_drained_or_active(port, timeout_s=30):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if link_status(port)["state"] == "active":
+            return
+        time.sleep(0.05)
+    raise RuntimeError("link not active before the outage")
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers for scenarios
+
+def corrupt_file(rng: random.Random, path):
+    """One seeded byte-level corruption; returns what it did."""
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        data = bytearray(f.read())
+        kind = rng.choice(["truncate", "bitflip", "zero_page", "garbage_append", "bitflips"])
+        if kind == "truncate" and size > 0:
+            cut = rng.randrange(0, size)
+            f.truncate(cut)
+            return f"truncated {size} -> {cut}"
+        if kind in ("bitflip", "bitflips") and size > 0:
+            flips = 1 if kind == "bitflip" else rng.randint(2, 16)
+            where = []
+            for _ in range(flips):
+                pos = rng.randrange(size)
+                data[pos] ^= 1 << rng.randrange(8)
+                where.append(pos)
+            f.seek(0)
+            f.write(data)
+            return f"flipped bits at {where[:4]}"
+        if kind == "zero_page" and size > 0:
+            page = 4096
+            start = rng.randrange(0, max(1, size)) // page * page
+            n = min(page, size - start)
+            f.seek(start)
+            f.write(b"\0" * n)
+            return f"zeroed {n} bytes at {start}"
+        junk = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 5000)))
+        f.seek(0, 2)
+        f.write(junk)
+        return f"appended {len(junk)} bytes of garbage"
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def all_pids():
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def plugin_pids(_broker_pid):
+    return {p for p in all_pids() if "faulty.py" in cmdline(p)}
+
+
+def read_faulty_out(directory):
+    offsets = []
+    if not os.path.isdir(directory):
+        return offsets
+    files = sorted((int(n.split("-")[1].split(".")[0]), n) for n in os.listdir(directory) if n.startswith("batch-") and n.endswith(".json"))
+    for _, n in files:
+        with open(os.path.join(directory, n)) as f:
+            offsets += json.load(f)["offsets"]
+    return offsets
+
+
+HOSTILE_KINDS = ["bad_json", "wrong_type", "missing_field", "bad_op", "invalid_utf8", "huge_body", "huge_entry",
+                 "no_token", "wrong_token", "admin_only", "unknown_path", "unknown_stream", "ndjson_one_bad", "empty",
+                 "not_object", "deep_nesting", "bad_method", "bad_query"]
+
+
+def hostile_request(rng: random.Random, good, produce_token, admin_token):
+    """One malformed or hostile request: (kind, method, path, headers, body)."""
+    auth = {"Authorization": f"Bearer {produce_token}"}
+    nd = {"Content-Type": "application/x-ndjson"}
+    js = {"Content-Type": "application/json"}
+    path = f"/v1/streams/{STREAM}/entries"
+    e = dict(rng.choice(good))
+    # Huge bodies are few (they cost ~1 MB each on the wire), the rest evenly spread.
+    kind = rng.choices(HOSTILE_KINDS, weights=[1 if k in ("huge_body", "huge_entry") else 10 for k in HOSTILE_KINDS])[0]
+    if kind == "bad_json":
+        text = json.dumps(e)
+        cut = rng.randrange(1, len(text))
+        variants = [text[:cut], text.replace(":", "=", 1), "{" + text, text + "}", "{'org': 'x'}", "\x00" * 10, "[1,2,"]
+        return kind, "POST", path, dict(auth, **js), rng.choice(variants).encode()
+    if kind == "wrong_type":
+        field = rng.choice(["org", "object", "op", "key", "ts", "fields"])
+        e[field] = rng.choice([1, 2.5, True, None, [1], {"a": 1}] if field != "fields" else [1, "x", [1, 2], True])
+        return kind, "POST", path, dict(auth, **js), json.dumps(e).encode()
+    if kind == "missing_field":
+        e.pop(rng.choice(["org", "object", "op", "key", "ts"]), None)
+        return kind, "POST", path, dict(auth, **js), json.dumps(e).encode()
+    if kind == "bad_op":
+        e["op"] = rng.choice(["drop", "", "INSERT", "update", "upsert ", "\u0000"])
+        return kind, "POST", path, dict(auth, **js), json.dumps(e).encode()
+    if kind == "invalid_utf8":
+        text = json.dumps(e).encode()
+        pos = rng.randrange(1, len(text) - 1)
+        bad = rng.choice([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\x80"])
+        # inside a string value so that the JSON shape stays valid
+        i = text.find(b'"key":"') + 7
+        return kind, "POST", path, dict(auth, **js), text[:i] + bad + text[i:] if i > 6 else text[:pos] + bad + text[pos:]
+    if kind == "huge_body":
+        # Over body_bytes_max (1 MiB in this scenario's configuration), each line a valid entry.
+        n = rng.choice([1_100_000, 1_500_000])
+        line = (json.dumps(e) + "\n").encode()
+        return kind, "POST", path, dict(auth, **nd), line * (n // len(line) + 1)
+    if kind == "huge_entry":
+        e["fields"] = {"Blob": "x" * rng.choice([70_000, 200_000])}
+        return kind, "POST", path, dict(auth, **js), json.dumps(e).encode()
+    if kind == "no_token":
+        return kind, "POST", path, js, json.dumps(e).encode()
+    if kind == "wrong_token":
+        tok = rng.choice(["", "x", produce_token[:-1] + "X", produce_token + "x", "Basic abc", admin_token.upper()])
+        return kind, "POST", path, dict(js, Authorization=f"Bearer {tok}" if not tok.startswith("Basic") else tok), json.dumps(e).encode()
+    if kind == "admin_only":
+        return kind, "POST", rng.choice(["/v1/links/none/suspend", "/v1/links/none/resume"]), auth, b""
+    if kind == "unknown_path":
+        p = rng.choice(["/v2/streams", "/v1/streamz/events/entries", "/v1/streams/events/entries/1", "/admin",
+                        "/../../etc/passwd", "/v1/streams/events/entries%00", "/" + "a" * 2000])
+        return kind, rng.choice(["GET", "POST"]), p, dict(auth, **js), json.dumps(e).encode()
+    if kind == "unknown_stream":
+        s = rng.choice(["nope", "events2", "EVENTS", "a" * 129, "..", "ev%20ents"])
+        return kind, "POST", f"/v1/streams/{s}/entries", dict(auth, **js), json.dumps(e).encode()
+    if kind == "ndjson_one_bad":
+        lines = [json.dumps(x) for x in rng.sample(good, 5)]
+        lines.insert(rng.randrange(6), rng.choice(["{", "null", "[]", '{"org":1}', "garbage"]))
+        return kind, "POST", path, dict(auth, **nd), ("\n".join(lines) + "\n").encode()
+    if kind == "empty":
+        return kind, "POST", path, dict(auth, **rng.choice([js, nd])), b""
+    if kind == "not_object":
+        return kind, "POST", path, dict(auth, **js), rng.choice([b"[]", b"1", b'"s"', b"null", b"true"])
+    if kind == "deep_nesting":
+        # (a depth of 100 is valid input and accepted; these are beyond any sane nesting)
+        depth = rng.choice([1000, 10000, 100000])
+        e["fields"] = {"x": 1}
+        text = json.dumps(e)
+        return kind, "POST", path, dict(auth, **js), text[:-1].encode() + b',"deep":' + b"[" * depth + b"]" * depth + b"}"
+    if kind == "bad_method":
+        return kind, rng.choice(["PUT", "DELETE", "PATCH"]), path, dict(auth, **js), json.dumps(e).encode()
+    # bad_query
+    return kind, "GET", rng.choice(["/v1/links/none/sync-log?limit=abc", "/v1/links/none/dead-letters?status=x"]), auth, None
+
+
+class FlapProxy:
+    """TCP proxy on 127.0.0.1 in front of PostgreSQL; `set_up(False)` closes every connection and
+    refuses new ones (accept and close at once) until `set_up(True)`."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        self.up = True
+        self.cuts = 0
+        self.lock = threading.Lock()
+        self.pairs: dict[socket.socket, socket.socket] = {}
+        self.stop_event = threading.Event()
+        self.sel = selectors.DefaultSelector()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.cut_requested = False
+
+    def start(self):
+        self.sel.register(self.listener, selectors.EVENT_READ, "accept")
+        self.thread.start()
+
+    def set_up(self, up):
+        with self.lock:
+            if self.up and not up:
+                self.cuts += 1
+                self.cut_requested = True
+            self.up = up
+
+    def close(self):
+        self.stop_event.set()
+        self.thread.join(timeout=5)
+        for s in list(self.pairs):
+            try:
+                s.close()
+            except OSError:
+                pass
+        self.pairs.clear()
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+
+    def _drop(self, s):
+        peer = self.pairs.pop(s, None)
+        for x in (s, peer):
+            if x is None:
+                continue
+            self.pairs.pop(x, None)
+            try:
+                self.sel.unregister(x)
+            except (KeyError, ValueError):
+                pass
+            try:
+                x.close()
+            except OSError:
+                pass
+
+    def _loop(self):
+        deadline = time.monotonic() + 3600
+        while not self.stop_event.is_set() and time.monotonic() < deadline:
+            with self.lock:
+                up, cut = self.up, self.cut_requested
+                self.cut_requested = False
+            if cut:
+                for s in list(self.pairs):
+                    self._drop(s)
+            for key, _ in self.sel.select(timeout=0.02):
+                if key.data == "accept":
+                    try:
+                        client, _ = self.listener.accept()
+                    except OSError:
+                        continue
+                    if not up:
+                        client.close()
+                        continue
+                    try:
+                        server = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
+                    except OSError:
+                        client.close()
+                        continue
+                    for s in (client, server):
+                        s.setblocking(False)
+                    self.pairs[client], self.pairs[server] = server, client
+                    self.sel.register(client, selectors.EVENT_READ, "data")
+                    self.sel.register(server, selectors.EVENT_READ, "data")
+                else:
+                    s = key.fileobj
+                    peer = self.pairs.get(s)
+                    if peer is None:
+                        continue
+                    try:
+                        chunk = s.recv(65536)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError:
+                        chunk = b""
+                    if not chunk:
+                        self._drop(s)
+                        continue
+                    try:
+                        peer.setblocking(True)
+                        peer.settimeout(5)
+                        peer.sendall(chunk)
+                        peer.setblocking(False)
+                    except OSError:
+                        self._drop(s)
+
+
+FAULTY_PLUGIN = r'''#!/usr/bin/env python3
+# Harness fault plugin: applies entries to batch files (exactly once by applied offset); reads
+# ./control before each request: ok | crash | garbage | hang-handshake | hang-apply.
+import json, os, sys, time
+
+def mode():
+    try:
+        with open("control") as f:
+            return f.read().strip()
+    except OSError:
+        return "ok"
+
+out_dir = None
+def applied():
+    if not out_dir or not os.path.isdir(out_dir):
+        return None
+    last = None
+    for n in os.listdir(out_dir):
+        if n.startswith("batch-") and n.endswith(".json"):
+            v = int(n.split("-")[1].split(".")[0])
+            last = v if last is None or v > last else last
+    return last
+
+def answer(i, result=None, error=None):
+    msg = {"id": i}
+    if error is not None:
+        msg["error"] = error
+    else:
+        msg["result"] = result if result is not None else {}
+    sys.stdout.write(json.dumps(msg) + "\n")
+    sys.stdout.flush()
+
+for line in sys.stdin:
+    req = json.loads(line)
+    m, i = req.get("method"), req.get("id")
+    cur = mode()
+    if m == "handshake":
+        if cur == "hang-handshake":
+            time.sleep(3600)
+        answer(i, {"protocolVersion": 1, "name": "faulty", "version": "1.0.0"})
+    elif m == "open":
+        p = req["params"]
+        out_dir = os.path.join(p["dataDirectory"], p["settings"]["out"])
+        os.makedirs(out_dir, exist_ok=True)
+        answer(i)
+    elif m == "apply":
+        if cur in ("crash", "hang-handshake"):
+            os._exit(3)  # hang-handshake: die here, then every restart hangs in the handshake
+        if cur == "garbage":
+            sys.stdout.write("this is not json {{{\n")
+            sys.stdout.flush()
+            time.sleep(3600)
+        if cur == "hang-apply":
+            time.sleep(3600)
+        entries = req["params"]["entries"]
+        last = applied()
+        offs = [e["offset"] for e in entries if last is None or e["offset"] > last]
+        if offs:
+            tmp = os.path.join(out_dir, "tmp-%d" % os.getpid())
+            with open(tmp, "w") as f:
+                json.dump({"offsets": offs}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, os.path.join(out_dir, "batch-%020d.json" % offs[-1]))
+        answer(i)
+    elif m == "probe":
+        if cur in ("crash", "garbage", "hang-apply"):
+            answer(i, error={"class": "connection", "message": "target down (harness: %s)" % cur})
+        else:
+            answer(i)
+    elif m == "appliedOffset":
+        answer(i, {"appliedOffset": applied()})
+    elif m == "close":
+        answer(i)
+        sys.exit(0)
+    else:
+        answer(i, error={"class": "connection", "message": "unknown method"})
+'''
+
+# ----------------------------------------------------------------------------------------------
+
+SCENARIOS = [("kill", "1 SIGKILL broker", "s_kill", True), ("outage", "2 target outage", "s_outage", True),
+             ("flap", "3 flapping target", "s_flap", True), ("corrupt", "4 corruption", "s_corrupt", False),
+             ("diskfull", "5 disk full", "s_diskfull", False), ("plugin", "6 plugin faults", "s_plugin", False),
+             ("badinput", "7 bad input", "s_badinput", False)]
+
+
+def print_table(results):
+    head = ["scenario", "rounds", "acked", "lost", "duplicated", "reordered", "max suspend latency", "resume probes", "result"]
+    rows = []
+    for r in results:
+        lat = f"{r.max_suspend_ms:.0f} ms" if r.max_suspend_ms is not None else "-"
+        rows.append([r.name, str(r.rounds), str(r.acked), str(r.lost), str(r.duplicated), str(r.reordered), lat,
+                     r.resume_probes or "-", r.result + (f" ({r.skipped})" if r.skipped else "")])
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
+    print("| " + " | ".join("-" * w for w in widths) + " |")
+    for row in rows:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+
+
+def main():
+    ap = argparse.ArgumentParser(description="orgsync end-to-end fault harness")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--short", action="store_true", help="CI mode (default): 5 kills, ~50 corruptions, ~4 minutes")
+    mode.add_argument("--long", action="store_true", help=">= 50 kills, 10 s outage, 30 s flapping, 1000 corruptions")
+    ap.add_argument("--seed", type=int, default=int(os.environ.get("ORGSYNC_HARNESS_SEED", "20261125")))
+    ap.add_argument("--only", default="", help="comma-separated scenarios: " + ",".join(s[0] for s in SCENARIOS))
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, data dirs)")
+    args = ap.parse_args()
+    h = Harness(args)
+    only = {s for s in args.only.split(",") if s}
+    print(f"harness: {'long' if args.long else 'short'} mode, seed {args.seed}, binary {h.bin}, workload: {h.workload_source}, "
+          f"work dir {h.work}", flush=True)
+    if not os.access(h.bin, os.X_OK):
+        print(f"harness: {h.bin} is not an executable (build first, or set ORGSYNC_BIN)", file=sys.stderr)
+        return 2
+    results = []
+    for key, title, method, needs_pg in SCENARIOS:
+        if only and key not in only:
+            continue
+        res = Result(title)
+        t0 = time.monotonic()
+        print(f"harness: --- {title}", flush=True)
+        if needs_pg and not h.pg.available:
+            res.fail("PostgreSQL not configured (ORGSYNC_TEST_PG_* unset)")
+        else:
+            try:
+                getattr(h, method)(res)
+            except Exception as error:
+                res.fail(f"exception: {error!r}")
+                traceback.print_exc()
+            finally:
+                # Stop whatever the scenario left running, by PID.
+                with _children_lock:
+                    left = list(_children.values())
+                for proc in left:
+                    reap(proc, signal.SIGTERM, timeout_s=10)
+                if needs_pg and h.pg.ctl and not h.pg.is_up():
+                    try:
+                        h.pg.ctl_run("start")
+                    except Exception as error:
+                        res.fail(f"could not restart PostgreSQL: {error}")
+        res.seconds = time.monotonic() - t0
+        results.append(res)
+        print(f"harness: {title}: {res.result} in {res.seconds:.0f} s", flush=True)
+        for n in res.notes:
+            print(f"    note: {n}", flush=True)
+        for p in res.problems[:30]:
+            print(f"    FAIL: {p}", flush=True)
+    print()
+    print_table(results)
+    passed = sum(1 for r in results if r.result in ("PASS", "SKIP"))
+    failed = sum(1 for r in results if r.result == "FAIL")
+    skipped = [r.name for r in results if r.result == "SKIP"]
+    if skipped:
+        print(f"skipped (counted as passed, see the reason): {', '.join(skipped)}")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    try:
+        code = main()
+    finally:
+        _cleanup_all()
+    sys.exit(code)
