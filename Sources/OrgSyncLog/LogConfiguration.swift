@@ -135,6 +135,12 @@ public struct CorruptionReport: Sendable, Hashable, Codable, CustomStringConvert
     }
 }
 
+extension StreamLog {
+    /// Whether `name` may name a stream or a cursor (it becomes a file name): 1–128 of
+    /// letters, digits, '.', '_', '-', and not "." or "..".
+    public static func isValidName(_ name: String) -> Bool { OrgSyncLog.isValidName(name) }
+}
+
 func isValidName(_ name: String) -> Bool {
     !name.isEmpty && name.utf8.count <= 128 && name != "." && name != ".."
         && name.utf8.allSatisfy { c in

@@ -298,12 +298,8 @@ private func snake(_ camel: String) -> String {
     return out
 }
 
-func isValidStreamName(_ name: String) -> Bool {
-    !name.isEmpty && name.utf8.count <= 128 && name != "." && name != ".."
-        && name.utf8.allSatisfy { c in
-            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F || c == 0x2D
-        }
-}
+/// Stream and link names become file names: the log's rule decides what is allowed.
+func isValidStreamName(_ name: String) -> Bool { StreamLog.isValidName(name) }
 
 /// Unknown keys are errors: walk the YAML and compare with the known field names.
 private func rejectUnknownKeys(_ yaml: String) throws {

@@ -9,7 +9,8 @@ import PostgresNIO
 import Testing
 
 /// A link from the real segment log into the real PostgreSQL of `.ci/postgres.sh`, under a
-/// steady stream, while the server is stopped and started again.
+/// steady stream, while the server is stopped and started again. It stops the shared server:
+/// `.ci/run` runs it on its own (`--filter PostgresLinkTests`), after the other tests.
 @Suite(.serialized, .enabled(if: LinkTestPostgres.shouldRun, LinkTestPostgres.skipMessage))
 struct PostgresLinkTests {
     static let linkName = "pg-link"
