@@ -826,8 +826,11 @@ class Harness:
         cfg = os.path.join(self.work, "outage.yaml")
         k = 3
         interval_ms = 200
+        # The issue asks for suspension within 1 s. A query stranded on the connection the
+        # server dropped ends only at the adapter's query deadline, so keep it under 1 s.
         write_config(cfg, [pg_link(self, schema, supervisor={"probe_threshold": k, "verify_interval_ms": interval_ms,
-                                                              "backoff_base_ms": 100, "backoff_cap_ms": 1000})])
+                                                              "backoff_base_ms": 100, "backoff_cap_ms": 1000},
+                                   timeouts={"connect_timeout_ms": "500", "query_timeout_ms": "800"})])
         broker = Broker(self, cfg, data, "outage")
         workload = Workload(self.events_fn, self.seed + 2, 10_000_000)
         broker.start()
@@ -842,6 +845,9 @@ class Harness:
             pg.ctl_run("stop")
             pg_stopped = True
             stopped_t = time.monotonic()
+            # Counted from the stop, not after the wait for suspension: producers must keep
+            # getting acks for the whole outage.
+            acked_at_stop = len(producers.acked)
             suspended_t = None
             while time.monotonic() - stopped_t < 5.0:
                 st = link_status(broker.port)
@@ -860,7 +866,6 @@ class Harness:
                 if latency_ms > 1000:
                     res.fail(f"link suspended {latency_ms:.0f} ms after PostgreSQL began stopping (limit 1000 ms)")
             errors_before = len(producers.errors)
-            acked_at_stop = len(producers.acked)
             time.sleep(max(0.0, outage_s - (time.monotonic() - stop_t)))
             acked_during = len(producers.acked) - acked_at_stop
             if acked_during == 0:
