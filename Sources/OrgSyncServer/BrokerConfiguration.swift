@@ -173,7 +173,7 @@ extension BrokerConfiguration {
         for (i, stream) in streams.enumerated() {
             guard streamNames.insert(stream.name).inserted else { throw fail("streams[\(i)].name", "duplicate stream \(stream.name)") }
             do { _ = try logConfiguration(for: stream) } catch let error as LogError {
-                if case .invalidConfiguration(let field, let problem) = error { throw fail("streams[\(i)].\(snake(field))", problem) }
+                if case .invalidConfiguration(let field, let problem) = error { throw fail("streams[\(i)].\(snakeCase(field))", problem) }
                 throw fail("streams[\(i)]", "\(error)")
             }
             guard isValidStreamName(stream.name) else { throw fail("streams[\(i)].name", "use letters, digits, '.', '_', '-' (at most 128)") }
@@ -264,7 +264,7 @@ public enum LogLevelName: String, Sendable {
 extension ConfigurationError {
     init(decoding error: DecodingError) {
         func path(_ keys: [any CodingKey]) -> String {
-            String(keys.map { key in key.intValue.map { "[\($0)]" } ?? ".\(snake(key.stringValue))" }.joined().dropFirst(keys.first?.intValue == nil ? 1 : 0))
+            String(keys.map { key in key.intValue.map { "[\($0)]" } ?? ".\(snakeCase(key.stringValue))" }.joined().dropFirst(keys.first?.intValue == nil ? 1 : 0))
         }
         switch error {
         case .keyNotFound(let key, let context):
@@ -290,13 +290,6 @@ private func describe(_ type: Any.Type) -> String {
     }
 }
 
-private func snake(_ camel: String) -> String {
-    var out = ""
-    for c in camel {
-        if c.isUppercase { out += "_" + c.lowercased() } else { out.append(c) }
-    }
-    return out
-}
 
 /// Stream and link names become file names: the log's rule decides what is allowed.
 func isValidStreamName(_ name: String) -> Bool { StreamLog.isValidName(name) }
