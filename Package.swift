@@ -154,7 +154,7 @@ let package = Package(
         // MARK: Test support
         .target(
             name: "OrgSyncTestSupport",
-            dependencies: ["OrgSyncCore", "OrgSyncPluginAPI"],
+            dependencies: ["OrgSyncCore", "OrgSyncLog", "OrgSyncPluginAPI"],
             path: "Tests/OrgSyncTestSupport",
             swiftSettings: strict
         ),
@@ -181,6 +181,7 @@ let package = Package(
             name: "OrgSyncCoreTests",
             dependencies: [
                 "OrgSyncCore",
+                "OrgSyncLog",
                 "OrgSyncPluginAPI",
                 "OrgSyncTestSupport",
                 .product(name: "Logging", package: "swift-log"),

@@ -1,12 +1,16 @@
 import ArgumentParser
 import Foundation
 import Logging
+import OrgSyncPluginAPI
 import PostgresAdapter
 import SQLiteAdapter
 
 /// `OrgSyncBenchmarks apply`: the shared workload applied through an adapter in batches, next
 /// to the same rows written straight through the database's own client in the same run
 /// (``runApplyBenchmarkSQLite(_:)``, ``ApplyBenchmarkPostgres``).
+/// The stream identity the apply benchmarks' batches carry (they read no real stream).
+let benchIdentity = StreamIdentity(streamID: "bench", epoch: 1)
+
 struct ApplyBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "apply",

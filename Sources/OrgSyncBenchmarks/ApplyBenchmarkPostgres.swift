@@ -199,7 +199,7 @@ struct ApplyBenchmarkPostgres {
         var rejected = 0
         while !pending.isEmpty {
             do {
-                try await adapter.apply(EntryBatch(stream: "bench", entries: pending))
+                try await adapter.apply(EntryBatch(stream: "bench", identity: benchIdentity, entries: pending))
                 pending = []
             } catch let error as AdapterError {
                 guard case .rejected(let offset) = error.kind else { throw error }

@@ -95,7 +95,7 @@ func runApplyBenchmarkSQLite(_ options: ApplyBenchmarkSQLiteOptions) async throw
     try FileManager.default.createDirectory(atPath: options.workDirectory, withIntermediateDirectories: true)
     let entries = try ApplyBenchmarkWorkload.load(options.eventsFile)
     let batches = stride(from: 0, to: entries.count, by: options.batchSize).map {
-        EntryBatch(stream: "bench", entries: Array(entries[$0..<min($0 + options.batchSize, entries.count)]))
+        EntryBatch(stream: "bench", identity: benchIdentity, entries: Array(entries[$0..<min($0 + options.batchSize, entries.count)]))
     }
     var adapterSeconds = Double.infinity
     var straightSeconds = Double.infinity
@@ -161,13 +161,13 @@ private func timeAdapter(_ batches: [EntryBatch], path: String, primaryKey: SQLi
         var pending = batch.entries
         while !pending.isEmpty {
             do {
-                try await adapter.apply(EntryBatch(stream: batch.stream, entries: pending))
+                try await adapter.apply(EntryBatch(stream: batch.stream, identity: batch.identity, entries: pending))
                 pending = []
             } catch let error as AdapterError {
                 guard case .rejected(let offset) = error.kind, let index = pending.firstIndex(where: { $0.offset == offset }) else {
                     throw error
                 }
-                if index > 0 { try await adapter.apply(EntryBatch(stream: batch.stream, entries: Array(pending[..<index]))) }
+                if index > 0 { try await adapter.apply(EntryBatch(stream: batch.stream, identity: batch.identity, entries: Array(pending[..<index]))) }
                 rejected += 1
                 pending = Array(pending[(index + 1)...])
             }
@@ -259,7 +259,7 @@ private func measureOutOfProcess(
 ) async throws -> ApplyBenchmarkSQLiteResult.OutOfProcessOverhead {
     let count = min(entries.count, options.outOfProcessBatchCount * options.outOfProcessBatchSize)
     let batches = stride(from: 0, to: count, by: options.outOfProcessBatchSize).map {
-        EntryBatch(stream: "bench", entries: Array(entries[$0..<min($0 + options.outOfProcessBatchSize, count)]))
+        EntryBatch(stream: "bench", identity: benchIdentity, entries: Array(entries[$0..<min($0 + options.outOfProcessBatchSize, count)]))
     }
     var logger = Logger(label: "orgsync.bench.plugin")
     logger.logLevel = .warning

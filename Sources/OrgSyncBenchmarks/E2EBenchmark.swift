@@ -396,9 +396,14 @@ final class FaultInjectingAdapter: OrgAdapter {
         try await inner.probe()
     }
 
-    func appliedOffset() async throws -> Offset? {
+    func appliedPosition() async throws -> AppliedPosition? {
         try check()
-        return try await inner.appliedOffset()
+        return try await inner.appliedPosition()
+    }
+
+    func setAppliedPosition(_ position: AppliedPosition?) async throws {
+        try check()
+        try await inner.setAppliedPosition(position)
     }
 
     func close() async { await inner.close() }

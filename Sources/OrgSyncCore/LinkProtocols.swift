@@ -1,3 +1,4 @@
+import OrgSyncLog
 import OrgSyncPluginAPI
 
 /// Where a link reads its entries: one stream of the log, seen from a cursor.
@@ -7,6 +8,9 @@ import OrgSyncPluginAPI
 public protocol LinkEntrySource: Sendable {
     /// The stream's name, passed to adapters in every ``EntryBatch``.
     var streamName: String { get }
+    /// The stream's id and epochs: batches carry the current ones, and a target's stored
+    /// position is checked against them (``LinkStartPosition``).
+    func lineage() async -> StreamLineage
     /// Up to `maxCount` entries starting at `offset`, in order and dense; empty if none yet.
     /// Throws only for storage failures (the link then stops: it must not skip anything).
     func read(from offset: Offset, maxCount: Int) async throws -> [Entry]

@@ -9,6 +9,10 @@ public enum LinkState: String, Sendable, Hashable, Codable, CaseIterable {
     case verifying
     /// Paused by an operator (or stopped on a rejected entry): cursor frozen, no probing.
     case paused
+    /// The target holds a position from another stream, from a later or cut epoch of this one,
+    /// or past the stream's end: nothing is applied (nothing skipped, nothing guessed) until an
+    /// operator resets the link to an offset or adopts the target's position. No probing.
+    case diverged
 }
 
 /// What happened to a link, as the state machine is told it.
@@ -25,8 +29,15 @@ public enum LinkEvent: Sendable, Hashable {
     case timerFired
     /// An operator (or the link itself, on a rejected entry with `stopOnReject`) pauses the link.
     case operatorSuspend(reason: String)
-    /// An operator resumes the link: through verification, or at once with `force`.
+    /// An operator resumes the link: through verification, or at once with `force`. Ignored
+    /// while diverged: only a reset or an adoption ends that.
     case operatorResume(force: Bool)
+    /// The link found that the target's stored position does not belong to this stream as it
+    /// is now (checked every time consuming starts, and reported by the adapter on apply).
+    case positionDiverged(reason: String)
+    /// An operator rewrote the target's position (reset to an offset, or adopted it): a
+    /// diverged link consumes again; a paused one stays paused.
+    case positionResolved(reason: String)
 }
 
 /// An effect the supervisor performs for the state machine, in the order returned.
@@ -61,6 +72,10 @@ public enum SyncLogEvent: String, Sendable, Hashable, Codable, CaseIterable {
     case entryResolved = "entry_resolved"
     /// An operator moved the cursor of a paused link.
     case cursorSet = "cursor_set"
+    /// The target's position does not belong to this stream as it is now.
+    case diverged
+    /// An operator reset the link to an offset or adopted the target's position.
+    case positionReset = "position_reset"
 }
 
 /// One change of a link's state (or of its held-down sub-state), with why.
@@ -89,7 +104,8 @@ public struct LinkTransition: Sendable, Hashable {
 ///   exit from it returns ``LinkAction/stopConsuming``: the cursor can only move while active.
 /// - The machine enters `active` from `suspended`/`verifying` only after `probeThreshold`
 ///   consecutive answered probes within `verifyWindowMs`, or on an operator's forced resume.
-/// - In `paused` it never asks for a probe and has no timer; in `active` it has no timer.
+/// - In `paused` and `diverged` it never asks for a probe and has no timer; in `active` it has
+///   no timer. It leaves `diverged` only for `paused` or, on an operator's reset, `active`.
 /// - At most one probe is in flight; an answer with another id is stale and ignored.
 public struct LinkStateMachine: Sendable {
     public let configuration: LinkSupervisorConfiguration
@@ -151,7 +167,12 @@ public struct LinkStateMachine: Sendable {
         case .operatorSuspend(let reason):
             return pause(reason: reason, now: now)
         case .operatorResume(let force):
+            guard state != .diverged else { return [] }
             return force ? forceResume(now: now) : resumeThroughVerification(now: now)
+        case .positionDiverged(let reason):
+            return state == .active ? diverge(reason: reason, now: now) : []
+        case .positionResolved(let reason):
+            return resolvePosition(reason: reason, now: now)
         }
     }
 
@@ -277,6 +298,24 @@ public struct LinkStateMachine: Sendable {
         return actions
     }
 
+    private mutating func diverge(reason: String, now: UInt64) -> [LinkAction] {
+        lastFailureReason = reason
+        enter(.diverged, now: now)
+        return [.stopConsuming, .closeAdapter, .record(transition(.diverged, from: .active, now: now, reason: reason))]
+    }
+
+    private mutating func resolvePosition(reason: String, now: UInt64) -> [LinkAction] {
+        switch state {
+        case .diverged:
+            enter(.active, now: now)
+            return [.record(transition(.positionReset, from: .diverged, now: now, reason: reason)), .startConsuming]
+        case .paused:
+            return [.record(transition(.positionReset, from: .paused, now: now, reason: reason))]
+        case .active, .suspended, .verifying:
+            return []
+        }
+    }
+
     private mutating func forceResume(now: UInt64) -> [LinkAction] {
         guard state != .active else { return [] }
         let from = state
@@ -308,12 +347,12 @@ public struct LinkStateMachine: Sendable {
         stateEnteredAtMs = now
         probeSuccessCount = 0
         switch newState {
-        case .active, .paused:
+        case .active, .paused, .diverged:
             // No timer, no probe and no hold-down outside suspended/verifying.
             timerDueMs = nil
             probeInFlight = nil
             heldDownUntilMs = nil
-            if newState == .paused { activeAfterResume = false }
+            if newState != .active { activeAfterResume = false }
         case .verifying:
             heldDownUntilMs = nil
         case .suspended:

@@ -31,6 +31,9 @@ public struct LinkStatus: Sendable, Hashable, Codable {
     public var deadLetterFailedCount: Int
     /// Whether the supervisor's `run()` is going.
     public var isRunning: Bool
+    /// The identity of the stream as the link reads it now (what the target must hold).
+    public var streamID: String
+    public var epoch: UInt64
 }
 
 /// A request to a supervisor that cannot be carried out.
@@ -48,6 +51,8 @@ public enum LinkSupervisorError: Error, Sendable, Hashable, CustomStringConverti
     /// The retried entry failed again; `error` is the target's answer.
     case retryFailed(link: String, offset: Offset, error: AdapterError)
     case cursorChangeRefused(link: String, reason: String)
+    /// The target could not be reached or refused while its position was being read or rewritten.
+    case targetFailed(link: String, reason: String)
 
     public var description: String {
         switch self {
@@ -62,7 +67,27 @@ public enum LinkSupervisorError: Error, Sendable, Hashable, CustomStringConverti
         case .deadLetterUnreadable(let link, let offset, let problem):
             "link \(link): dead letter \(offset) cannot be read back: \(problem)"
         case .retryFailed(let link, let offset, let error): "link \(link): retry of entry \(offset) failed: \(error)"
-        case .cursorChangeRefused(let link, let reason): "link \(link): cannot set the cursor: \(reason)"
+        case .cursorChangeRefused(let link, let reason): "link \(link): cannot change its position: \(reason)"
+        case .targetFailed(let link, let reason): "link \(link): the target failed: \(reason)"
         }
     }
+}
+
+/// An operator's change of where a link stands (see ``LinkSupervisor/changePosition(_:)``).
+public enum PositionChange: Sendable, Hashable {
+    /// Consume from `from`: the target's position becomes `from - 1` of this stream's current
+    /// identity (none at 0), the cursor `from`. Replays when `from` is below what the target
+    /// holds; skips when above.
+    case reset(from: Offset)
+    /// Take the offset the target holds as this stream's (its data is known to match): the
+    /// target's position gets this stream's identity, the cursor its next offset. Refused when
+    /// the target holds none or one at or past the end.
+    case adopt
+}
+
+/// What a position change did.
+public struct PositionChangeResult: Sendable, Hashable, Codable {
+    public var cursor: Offset
+    public var targetPosition: AppliedPosition?
+    public var state: LinkState
 }

@@ -4,6 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import Logging
+import OrgSyncLog
 import OrgSyncPluginAPI
 
 /// Runs one link: consumes its stream from the cursor into its adapter, and drives its
@@ -16,9 +17,11 @@ import OrgSyncPluginAPI
 /// the cursor must always say what the target holds.
 ///
 /// Guarantees: entries are applied in offset order; the cursor is stored only after the
-/// adapter applied every entry below it; on (re)start the link takes the larger of its cursor
-/// and the adapter's `appliedOffset() + 1`; a rejected entry is skipped only after it is stored
-/// in the dead letters.
+/// adapter applied every entry below it; every time consuming (re)starts, the target's stored
+/// position is checked against the stream's identity (``LinkStartPosition``): the link starts
+/// after it when it belongs to this stream as it is now, and otherwise goes to `diverged` and
+/// applies nothing until an operator resets or adopts; a rejected entry is skipped only after
+/// it is stored in the dead letters.
 public actor LinkSupervisor {
     public nonisolated let name: String
     public nonisolated let configuration: LinkSupervisorConfiguration
@@ -43,6 +46,7 @@ public actor LinkSupervisor {
     private var cursorSyncNeeded = false
     private var pendingProbeID: UInt64?
     private var pendingRetries: [PendingRetry] = []
+    private var pendingPositionChanges: [PendingPositionChange] = []
     private var wakeTask: Task<Void, Never>?
     /// Set by ``kick()``: something changed while `run()` was busy, so it must look again
     /// before it waits (otherwise a request made during an await would be missed).
@@ -59,6 +63,13 @@ public actor LinkSupervisor {
     private struct PendingRetry {
         var offset: Offset
         var continuation: CheckedContinuation<DeadLetter, any Error>
+    }
+
+    /// An operator's change of where the link stands, performed on the link's task because it
+    /// talks to the adapter.
+    private struct PendingPositionChange {
+        var change: PositionChange
+        var continuation: CheckedContinuation<PositionChangeResult, any Error>
     }
 
     /// - Parameters:
@@ -131,6 +142,7 @@ public actor LinkSupervisor {
         wakeRequested = false  // this step looks at everything afresh
         if closeRequested { return await closeAdapter() }
         if !pendingRetries.isEmpty { return await performNextRetry() }
+        if !pendingPositionChanges.isEmpty { return await performNextPositionChange() }
         if let probeID = pendingProbeID {
             pendingProbeID = nil
             return await probe(probeID)
@@ -150,6 +162,8 @@ public actor LinkSupervisor {
         if adapterOpen || closeRequested { await closeAdapter() }
         for request in pendingRetries { request.continuation.resume(throwing: LinkSupervisorError.notRunning(link: name)) }
         pendingRetries = []
+        for request in pendingPositionChanges { request.continuation.resume(throwing: LinkSupervisorError.notRunning(link: name)) }
+        pendingPositionChanges = []
         running = false
     }
 
@@ -172,37 +186,51 @@ public actor LinkSupervisor {
         return true
     }
 
-    /// Opens the adapter if needed and adopts its applied offset after a (re)start; false if the
-    /// target failed (the link is then suspended).
+    /// Opens the adapter if needed and checks the target's position after a (re)start; false if
+    /// the target failed (the link is then suspended) or its position diverged.
     private func prepareAdapterForConsuming() async throws -> Bool {
-        let applied: Offset?
+        let stored: AppliedPosition?
         do {
             if !adapterOpen {
                 try await adapter.open()
                 adapterOpen = true
             }
             guard cursorSyncNeeded else { return true }
-            applied = try await adapter.appliedOffset()
+            stored = try await adapter.appliedPosition()
         } catch {
             adapterFailed(error)
             return false
         }
         cursorSyncNeeded = false
-        try await adoptAppliedOffset(applied)
-        return true
+        return try await startFromStoredPosition(stored)
     }
 
     /// Exactly-once: a target that committed a batch whose acknowledgement was lost says so
-    /// through its applied offset, and the link starts after it.
-    private func adoptAppliedOffset(_ applied: Offset?) async throws {
-        guard let applied, applied.next > cursor else { return }
+    /// through its stored position, and the link starts after it — but only when that position
+    /// belongs to this stream as it is now. Anything else diverges; nothing is skipped.
+    private func startFromStoredPosition(_ stored: AppliedPosition?) async throws -> Bool {
+        let lineage = await source.lineage()
         let end = await source.endOffset()
-        guard applied.next <= end else {
-            lastError = "target reports applied offset \(applied), beyond the stream's end \(end); ignored"
-            logger.warning("\(lastError ?? "")")
-            return
+        switch LinkStartPosition.decide(stored: stored, cursor: cursor, endOffset: end, lineage: lineage) {
+        case .startAt(let offset, let note):
+            if let note { logger.notice("starting at \(offset): \(note)") }
+            try await storeCursor(offset)
+            return true
+        case .diverged(let reason):
+            diverged(reason)
+            return false
         }
-        try await storeCursor(applied.next)
+    }
+
+    private func diverged(_ reason: String) {
+        closeRequested = true
+        lastError = reason
+        handle(.positionDiverged(reason: reason))
+    }
+
+    private func currentIdentity() async -> StreamIdentity {
+        let lineage = await source.lineage()
+        return StreamIdentity(streamID: lineage.streamID, epoch: lineage.currentEpoch)
     }
 
     /// Applies `entries`; on a rejection, applies the entries before the rejected one, then
@@ -223,6 +251,8 @@ public actor LinkSupervisor {
                 batch = Array(batch[..<index])
             case .failed(let reason):
                 return connectionFailed(reason)
+            case .diverged(let reason):
+                return diverged(reason)
             case .abandoned:
                 return
             }
@@ -234,12 +264,14 @@ public actor LinkSupervisor {
         case applied
         case rejected(Offset, AdapterError)
         case failed(String)
+        /// The adapter found a stored position from another stream or a later epoch.
+        case diverged(String)
         /// Cancelled, or the link stopped consuming while waiting to retry.
         case abandoned
     }
 
     private func applyWithRetries(_ entries: [Entry]) async -> ApplyOutcome {
-        let batch = EntryBatch(stream: source.streamName, entries: entries)
+        let batch = EntryBatch(stream: source.streamName, identity: await currentIdentity(), entries: entries)
         var attempt = 1
         while true {
             do {
@@ -248,6 +280,7 @@ public actor LinkSupervisor {
             } catch let error as AdapterError {
                 switch error.kind {
                 case .connection: return .failed(error.description)
+                case .positionConflict: return .diverged(error.message)
                 case .rejected(let offset): return .rejected(offset, error)
                 case .retryable:
                     guard attempt < configuration.retryableAttemptsMax else {
@@ -453,6 +486,7 @@ extension LinkSupervisor {
 
     public func status() async -> LinkStatus {
         let end = await source.endOffset()
+        let lineage = await source.lineage()
         let now = clock.nowMs()
         return LinkStatus(
             link: name, stream: source.streamName, state: machine.state,
@@ -462,7 +496,8 @@ extension LinkSupervisor {
             probeThreshold: configuration.probeThreshold, timeInStateMs: machine.timeInStateMs(nowMs: now),
             suspensionCount: machine.suspensionCount, flapCount: machine.flapCount,
             holdDownCount: machine.holdDownCount, rejectedCount: rejectedCount, appliedCount: appliedCount,
-            deadLetterFailedCount: deadLetters.failedCount, isRunning: running)
+            deadLetterFailedCount: deadLetters.failedCount, isRunning: running,
+            streamID: lineage.streamID, epoch: lineage.currentEpoch)
     }
 
     /// Every transition from now on, as it happens (for tests, server-sent events, metrics).
@@ -504,23 +539,88 @@ extension LinkSupervisor {
     }
 
     /// Sets the cursor, for an operator who wants to replay or skip entries (`orgsync cursor
-    /// set`). Only while paused and with no batch in flight, and never past the stream's end.
-    /// On resume the link still takes the larger of this cursor and the adapter's applied
-    /// offset + 1, so a target that keeps its offset is not re-applied.
+    /// set`): a ``PositionChange/reset(from:)``, so a target that stores its position really
+    /// replays from `offset`. Only while paused (or diverged), never past the stream's end.
     public func setCursor(_ offset: Offset) async throws {
-        guard machine.state == .paused, !batchInFlight else {
-            throw LinkSupervisorError.cursorChangeRefused(link: name, reason: "the link must be paused (it is \(machine.state.rawValue))")
+        _ = try await changePosition(.reset(from: offset))
+    }
+
+    /// Rewrites where the link stands, in the target (its stored position, in its own
+    /// transaction) and in the cursor, for an operator: replay from an offset, or adopt the
+    /// target's position as this stream's. Only while paused or diverged; a diverged link then
+    /// consumes again, a paused one stays paused. Runs on the link's task, between batches.
+    public func changePosition(_ change: PositionChange) async throws -> PositionChangeResult {
+        guard running else { throw LinkSupervisorError.notRunning(link: name) }
+        guard machine.state == .paused || machine.state == .diverged else {
+            throw LinkSupervisorError.cursorChangeRefused(link: name, reason: "the link must be paused or diverged (it is \(machine.state.rawValue))")
+        }
+        return try await withCheckedThrowingContinuation { continuation in
+            pendingPositionChanges.append(PendingPositionChange(change: change, continuation: continuation))
+            kick()
+        }
+    }
+
+    fileprivate func performNextPositionChange() async {
+        let request = pendingPositionChanges.removeFirst()
+        do {
+            request.continuation.resume(returning: try await perform(request.change))
+        } catch {
+            request.continuation.resume(throwing: error)
+        }
+        if !consuming, adapterOpen { closeRequested = true }
+    }
+
+    private func perform(_ change: PositionChange) async throws -> PositionChangeResult {
+        guard machine.state == .paused || machine.state == .diverged, !batchInFlight else {
+            throw LinkSupervisorError.cursorChangeRefused(link: name, reason: "the link must be paused or diverged (it is \(machine.state.rawValue))")
         }
         let end = await source.endOffset()
-        guard offset <= end else {
-            throw LinkSupervisorError.cursorChangeRefused(link: name, reason: "offset \(offset) is beyond the stream's end \(end)")
+        let identity = await currentIdentity()
+        let position: AppliedPosition?
+        let next: Offset
+        let reason: String
+        switch change {
+        case .reset(let from):
+            guard from <= end else {
+                throw LinkSupervisorError.cursorChangeRefused(link: name, reason: "offset \(from) is beyond the stream's end \(end)")
+            }
+            position = from.rawValue == 0 ? nil : AppliedPosition(identity: identity, offset: Offset(from.rawValue - 1))
+            next = from
+            reason = "reset by operator to consume from offset \(from) (cursor was \(cursor)); the target's position is now "
+                + (position?.description ?? "none")
+        case .adopt:
+            let stored = try await onTarget { try await self.adapter.appliedPosition() }
+            guard let stored else {
+                throw LinkSupervisorError.cursorChangeRefused(link: name, reason: "the target holds no position to adopt; reset the link to an offset instead")
+            }
+            guard stored.offset < end else {
+                throw LinkSupervisorError.cursorChangeRefused(link: name, reason:
+                    "the target's position (\(stored)) is at or past the stream's end \(end): adopting it would skip entries not yet appended; reset the link to an offset instead")
+            }
+            position = AppliedPosition(identity: identity, offset: stored.offset)
+            next = stored.offset.next
+            reason = "the target's position (\(stored)) adopted by operator for \(identity); consuming from \(next)"
         }
-        guard machine.state == .paused, !batchInFlight else {
-            throw LinkSupervisorError.cursorChangeRefused(link: name, reason: "the link was resumed meanwhile")
+        try await onTarget { try await self.adapter.setAppliedPosition(position) }
+        try await cursorStore.store(link: name, offset: next)
+        cursor = next
+        lastError = nil
+        handle(.positionResolved(reason: reason))
+        return PositionChangeResult(cursor: next, targetPosition: position, state: machine.state)
+    }
+
+    /// Runs an adapter call for an operator's request, opening the adapter first.
+    private func onTarget<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
+        do {
+            if !adapterOpen {
+                try await adapter.open()
+                adapterOpen = true
+            }
+            return try await body()
+        } catch {
+            closeRequested = true
+            throw LinkSupervisorError.targetFailed(link: name, reason: Self.describe(error))
         }
-        try await cursorStore.store(link: name, offset: offset)
-        writeSyncLog(.cursorSet, reason: "cursor set to \(offset) by operator (was \(cursor))", offset: offset)
-        cursor = offset
     }
 
     private func retry(_ offset: Offset) async throws -> DeadLetter {
@@ -557,7 +657,8 @@ extension LinkSupervisor {
                 try await adapter.open()
                 adapterOpen = true
             }
-            try await adapter.apply(EntryBatch(stream: source.streamName, entries: [entry], isDeadLetterRetry: true))
+            try await adapter.apply(EntryBatch(
+                stream: source.streamName, identity: await currentIdentity(), entries: [entry], isDeadLetterRetry: true))
             return nil
         } catch let error as AdapterError {
             if case .rejected = error.kind {} else { closeRequested = true }

@@ -10,6 +10,8 @@ public struct StreamLogLinkSource: LinkEntrySource {
 
     public var streamName: String { log.name }
 
+    public func lineage() async -> StreamLineage { log.lineage }
+
     public func read(from offset: Offset, maxCount: Int) async throws -> [Entry] {
         let records = try log.read(from: offset.rawValue, maxEntries: maxCount)
         return try records.map { record in

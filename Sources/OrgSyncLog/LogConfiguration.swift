@@ -94,6 +94,8 @@ public enum LogError: Error, Sendable, Hashable, CustomStringConvertible {
     /// A cursor was set beyond the stream's end.
     case cursorBeyondEnd(name: String, offset: UInt64, end: UInt64)
     case invalidCursorName(String)
+    /// The stream's `IDENTITY` file is unreadable: its offsets cannot be tied to targets' positions.
+    case identityDamaged(path: String, problem: String)
 
     public var description: String {
         switch self {
@@ -108,6 +110,8 @@ public enum LogError: Error, Sendable, Hashable, CustomStringConvertible {
         case .closed: "the log is closed"
         case .cursorBeyondEnd(let name, let offset, let end): "cursor \(name) cannot be \(offset): the stream ends at \(end)"
         case .invalidCursorName(let name): "invalid cursor name \"\(name)\""
+        case .identityDamaged(let path, let problem):
+            "the stream's identity file \(path) is damaged (\(problem)); restore it from a backup, or remove it to give the stream a new identity (every link's target then reports `diverged` until an operator adopts or resets it)"
         }
     }
 }

@@ -161,12 +161,15 @@ public struct RepairReport: Sendable, Hashable, CustomStringConvertible {
     public var droppedTo: UInt64 = 0
     public var removedSegments: [String] = []
     public var newEndOffset: UInt64 = 0
+    /// The epoch the stream entered because offsets were cut (nil when nothing was cut).
+    public var newEpoch: UInt64?
 
     public var description: String {
         guard let problem else { return "nothing to repair; end offset \(newEndOffset)" }
         return "repaired: \(problem); dropped offsets \(droppedFrom)..<\(droppedTo)"
             + (removedSegments.isEmpty ? "" : " and segments \(removedSegments.joined(separator: ", "))")
             + "; end offset now \(newEndOffset)"
+            + (newEpoch.map { "; the stream is now in epoch \($0): links whose targets applied past offset \(droppedFrom) will report `diverged`" } ?? "")
     }
 }
 
@@ -184,6 +187,14 @@ extension StreamLog {
             if let problem = summary.problem {
                 report.problem = problem
                 report.droppedFrom = problem.firstOffset
+                // Offsets from the cut on will name new entries: a new epoch, so that a target
+                // holding a position from before the cut is told apart (its link diverges).
+                // Begun before cutting: a crash in between leaves the marker, and a second
+                // repair begins another epoch, which is harmless.
+                var (lineage, _) = try StreamLineage.loadOrCreate(directory: directory, storage: storage)
+                lineage.beginEpoch(at: problem.firstOffset)
+                try lineage.store(directory: directory, storage: storage)
+                report.newEpoch = lineage.currentEpoch
                 let bases = try segmentBaseOffsets(directory: directory, storage: storage)
                 guard let damaged = bases.last(where: { Segment.fileName($0, ".log") == problem.segment }) ?? bases.last else {
                     return

@@ -62,6 +62,8 @@ public final class StreamLog: Sendable {
     public let configuration: LogConfiguration
     public let cursors: CursorStore
     public let recovery: RecoveryReport
+    /// The stream's id and epochs (see ``StreamLineage``): what targets store with their offsets.
+    public let lineage: StreamLineage
     let storage: any LogStorage
     let logger: Logger
     /// Wall-clock milliseconds for batch timestamps (segment age, retention). Injectable for tests.
@@ -159,6 +161,11 @@ public final class StreamLog: Sendable {
             throw LogError.corrupt(report)
         }
         var bases = try StreamLog.segmentBaseOffsets(directory: directory, storage: storage)
+        let (lineage, madeIdentity) = try StreamLineage.loadOrCreate(directory: directory, storage: storage)
+        self.lineage = lineage
+        if madeIdentity {
+            logger.notice("stream has a new identity", metadata: ["stream_id": "\(lineage.streamID)", "had_segments": "\(!bases.isEmpty)"])
+        }
         if bases.isEmpty {
             _ = try Segment(directory: directory, baseOffset: 0, storage: storage, create: true, sealed: false,
                             nextOffset: 0, indexIntervalBytes: configuration.indexIntervalBytes)

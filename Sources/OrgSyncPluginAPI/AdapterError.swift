@@ -17,6 +17,11 @@ public struct AdapterError: Error, Sendable, Hashable, CustomStringConvertible {
         /// retries the same batch with backoff a bounded number of times, then treats it as
         /// ``connection``.
         case retryable
+        /// The target holds a position for this link from another stream, or from a later
+        /// epoch of this one (see ``StoredPositionVerdict``). Nothing of the batch may have
+        /// been committed. The link stops in `diverged` and applies nothing until an operator
+        /// resets or adopts the target's position.
+        case positionConflict
     }
 
     public var kind: Kind
@@ -43,12 +48,17 @@ public struct AdapterError: Error, Sendable, Hashable, CustomStringConvertible {
         AdapterError(.retryable, message, targetCode: targetCode)
     }
 
+    public static func positionConflict(_ message: String) -> AdapterError {
+        AdapterError(.positionConflict, message)
+    }
+
     public var description: String {
         let code = targetCode.map { " [\($0)]" } ?? ""
         switch kind {
         case .connection: return "connection: \(message)\(code)"
         case .rejected(let offset): return "rejected entry \(offset): \(message)\(code)"
         case .retryable: return "retryable: \(message)\(code)"
+        case .positionConflict: return "position conflict: \(message)"
         }
     }
 }

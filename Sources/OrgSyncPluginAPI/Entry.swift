@@ -148,6 +148,8 @@ public struct EntryValidationError: Error, Sendable, Hashable, CustomStringConve
 public struct EntryBatch: Sendable, Hashable {
     /// The stream the entries come from.
     public var stream: String
+    /// The stream's id and epoch: store them with the applied offset (see ``AppliedPosition``).
+    public var identity: StreamIdentity
     /// Entries in increasing offset order. Never empty when passed to ``OrgAdapter/apply(_:)``.
     /// Offsets are increasing but not always dense: an entry the link dead-lettered is left out.
     public var entries: [Entry]
@@ -156,8 +158,9 @@ public struct EntryBatch: Sendable, Hashable {
     /// skipped, not applied), and do not move that stored offset backwards.
     public var isDeadLetterRetry: Bool
 
-    public init(stream: String, entries: [Entry], isDeadLetterRetry: Bool = false) {
+    public init(stream: String, identity: StreamIdentity, entries: [Entry], isDeadLetterRetry: Bool = false) {
         self.stream = stream
+        self.identity = identity
         self.entries = entries
         self.isDeadLetterRetry = isDeadLetterRetry
     }

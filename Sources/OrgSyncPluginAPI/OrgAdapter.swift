@@ -10,11 +10,14 @@
 ///   ``apply(_:)`` throws, the link assumes *nothing* of that batch was committed and will send
 ///   the same entries again (or a prefix of them, after a rejection).
 /// - **Idempotence / exactly-once.** After a crash the broker may re-send entries that the target
-///   already committed. A target that can store data and an offset in one transaction should
-///   store the batch's last offset with the batch (SQL adapters keep an `orgsync_offsets` table,
-///   one row per link) and return it from ``appliedOffset()``: the link then starts after it and
-///   nothing is applied twice. A target that cannot must make re-application harmless (upserts,
-///   an idempotency key such as `stream:firstOffset-lastOffset`) and return `nil`.
+///   already committed. A target that can store data and a position in one transaction should
+///   store the batch's ``EntryBatch/identity`` and last offset with the batch (SQL adapters keep
+///   an `orgsync_offsets` table, one row per link) and return it from ``appliedPosition()``:
+///   the link checks it against the stream and starts after it, so nothing is applied twice and
+///   nothing is skipped on a guess. Decide what to skip with ``StoredPositionVerdict/decide(stored:batch:)``
+///   and what to store with ``StoredPositionVerdict/positionAfter(_:stored:)``. A target that
+///   cannot must make re-application harmless (upserts, an idempotency key such as
+///   `stream:firstOffset-lastOffset`), return `nil` and ignore ``setAppliedPosition(_:)``.
 /// - **Errors.** Throw ``AdapterError``: `.connection` when the target is unreachable or refuses
 ///   to work now (the link suspends and probes), `.rejected(offset:)` naming the *first* entry
 ///   that can never apply (roll the batch back first), `.retryable` for transient conflicts.
@@ -37,9 +40,14 @@ public protocol OrgAdapter: Sendable {
     /// One cheap round trip to the target. Throws `.connection` if the target is not usable.
     func probe() async throws
 
-    /// The last offset this link applied, as stored in the target, or `nil` if the target keeps
-    /// none (or nothing was applied yet).
-    func appliedOffset() async throws -> Offset?
+    /// The position this link last applied, as stored in the target, or `nil` if the target
+    /// keeps none (or nothing was applied yet).
+    func appliedPosition() async throws -> AppliedPosition?
+
+    /// Rewrites this link's stored position in the target's own transaction (`nil`: remove it),
+    /// for an operator who resets a link to replay from an offset, or adopts the target's
+    /// position for the stream. A target that keeps no position does nothing.
+    func setAppliedPosition(_ position: AppliedPosition?) async throws
 
     /// Releases connections and processes. Must not throw; may be called more than once.
     func close() async

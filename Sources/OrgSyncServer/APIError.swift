@@ -57,6 +57,8 @@ public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConverti
             return APIError.conflict("\(error)")
         case .invalidConfiguration, .invalidStreamName, .invalidCursorName:
             return APIError.badRequest("\(error)")
+        case .identityDamaged:
+            return APIError(.serviceUnavailable, code: "stream_identity_damaged", "\(error)")
         }
     }
 

@@ -31,7 +31,7 @@ struct PythonExamplePluginTests {
         let entry = try Entry.parse(Array(produced.utf8), offset: 0)
         let adapter = try target.factory.makeAdapter(target.configuration(linkName: "raw", streamName: "s"))
         try await adapter.open()
-        try await adapter.apply(EntryBatch(stream: "s", entries: [entry]))
+        try await adapter.apply(EntryBatch(stream: "s", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [entry]))
         await adapter.close()
         let rows = try await target.rows(object: "Note")
         #expect(rows == [ContractRow(key: "n1", fields: ["Body": .string("line1\nline2 \"quoted\""), "Extra": .string("{\"a\":[1,2]}")])])
@@ -49,7 +49,7 @@ struct PythonExamplePluginTests {
             "Text": .string("ünïcode"), "Count": .int(-3), "Ratio": .double(2.25), "Flag": .bool(false),
             "Nothing": .null, "Tags": .array([.string("a"), .int(2)]),
         ]
-        let batch = EntryBatch(stream: "s", entries: [
+        let batch = EntryBatch(stream: "s", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [
             Entry(offset: 0, org: "acme", object: "Thing", op: .insert, key: "k1", ts: "t0", fields: fields),
             Entry(offset: 1, org: "acme", object: "Thing", op: .upsert, key: "k2", ts: "t1", fields: ["Count": .int(7)]),
             Entry(offset: 2, org: "acme", object: "Thing", op: .upsert, key: "k1", ts: "t2", fields: ["Text": .string("again")]),

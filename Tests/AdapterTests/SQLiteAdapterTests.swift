@@ -26,7 +26,7 @@ struct SQLiteAdapterTests {
             "Text": .string("héllo \"quoted\""), "Count": .int(42), "Ratio": .double(0.5), "Flag": .bool(true),
             "Nothing": .null, "List": .array([.int(1), .string("b")]), "Map": .object(["z": .int(1), "a": .null]),
         ]
-        try await adapter.apply(EntryBatch(stream: "s", entries: [
+        try await adapter.apply(EntryBatch(stream: "s", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [
             Entry(offset: 0, org: "acme", object: "Thing", op: .insert, key: "k1", ts: "t0", fields: fields)
         ]))
         await adapter.close()
@@ -68,14 +68,14 @@ struct SQLiteAdapterTests {
         let adapter = try target.factory.makeAdapter(target.configuration(linkName: "names", streamName: "s"))
         try await adapter.open()
         defer { Task { await adapter.close() } }
-        let batch = EntryBatch(stream: "s", entries: [
+        let batch = EntryBatch(stream: "s", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [
             Entry(offset: 7, org: "o", object: "Good", op: .upsert, key: "g", ts: "t", fields: ["A": .int(1)]),
             Entry(offset: 8, org: "o", object: object, op: .upsert, key: "k", ts: "t", fields: [field: .int(1)]),
         ])
         let error = try await #require(throws: AdapterError.self) { try await adapter.apply(batch) }
         #expect(error.kind == .rejected(offset: 8))
         #expect(try await target.rows(object: "Good").isEmpty, "nothing of the batch is committed")
-        #expect(try await adapter.appliedOffset() == nil)
+        #expect(try await adapter.appliedPosition()?.offset == nil)
     }
 
     @Test("rejects fields that differ only by case")
@@ -85,7 +85,7 @@ struct SQLiteAdapterTests {
         let adapter = try target.factory.makeAdapter(target.configuration(linkName: "case", streamName: "s"))
         try await adapter.open()
         let error = try await #require(throws: AdapterError.self) {
-            try await adapter.apply(EntryBatch(stream: "s", entries: [
+            try await adapter.apply(EntryBatch(stream: "s", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [
                 Entry(offset: 3, org: "o", object: "T", op: .upsert, key: "k", ts: "t",
                       fields: ["Name": .int(1), "name": .int(2)])
             ]))
@@ -104,7 +104,7 @@ struct SQLiteAdapterTests {
         var again = entry
         again.offset = 1
         let error = try await #require(throws: AdapterError.self) {
-            try await adapter.apply(EntryBatch(stream: "s", entries: [entry, again]))
+            try await adapter.apply(EntryBatch(stream: "s", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [entry, again]))
         }
         await adapter.close()
         #expect(error.kind == .rejected(offset: 1))
@@ -127,17 +127,17 @@ struct SQLiteAdapterTests {
         try other.inDatabase { try $0.execute(sql: "BEGIN IMMEDIATE") }
         var error: AdapterError?
         do {
-            try await adapter.apply(EntryBatch(stream: "s", entries: [
+            try await adapter.apply(EntryBatch(stream: "s", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [
                 Entry(offset: 0, org: "o", object: "T", op: .upsert, key: "k", ts: "t")
             ]))
         } catch let caught as AdapterError {
             error = caught
         }
         try other.inDatabase { try $0.execute(sql: "ROLLBACK") }
-        try await adapter.apply(EntryBatch(stream: "s", entries: [
+        try await adapter.apply(EntryBatch(stream: "s", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [
             Entry(offset: 0, org: "o", object: "T", op: .upsert, key: "k", ts: "t")
         ]))
-        #expect(try await adapter.appliedOffset() == 0, "the same batch applies once the lock is gone")
+        #expect(try await adapter.appliedPosition()?.offset == 0, "the same batch applies once the lock is gone")
         await adapter.close()
         #expect(error?.kind == .retryable)
         #expect(error?.targetCode == "5", "SQLITE_BUSY")
@@ -161,7 +161,7 @@ struct SQLiteAdapterTests {
         configuration.settings["primary_key"] = "org_key"
         let adapter = try target.factory.makeAdapter(configuration)
         try await adapter.open()
-        try await adapter.apply(EntryBatch(stream: "s", entries: [
+        try await adapter.apply(EntryBatch(stream: "s", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [
             Entry(offset: 0, org: "acme", object: "T", op: .insert, key: "001", ts: "t", fields: ["Name": .string("a")]),
             Entry(offset: 1, org: "globex", object: "T", op: .insert, key: "001", ts: "t", fields: ["Name": .string("g")]),
             Entry(offset: 2, org: "acme", object: "T", op: .upsert, key: "001", ts: "t", fields: ["Name": .string("a2")]),
@@ -175,7 +175,7 @@ struct SQLiteAdapterTests {
         let keyOnly = try target.factory.makeAdapter(target.configuration(linkName: "tenants", streamName: "s"))
         try await keyOnly.open()
         let error = try await #require(throws: AdapterError.self) {
-            try await keyOnly.apply(EntryBatch(stream: "s", entries: [
+            try await keyOnly.apply(EntryBatch(stream: "s", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [
                 Entry(offset: 4, org: "acme", object: "T", op: .upsert, key: "002", ts: "t")
             ]))
         }
@@ -190,13 +190,13 @@ struct SQLiteAdapterTests {
         defer { target.directory.remove() }
         let adapter = try target.factory.makeAdapter(target.configuration(linkName: "ext", streamName: "s"))
         try await adapter.open()
-        try await adapter.apply(EntryBatch(stream: "s", entries: [
+        try await adapter.apply(EntryBatch(stream: "s", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [
             Entry(offset: 0, org: "o", object: "T", op: .upsert, key: "k", ts: "t", fields: ["A": .int(1)])
         ]))
         let other = try DatabaseQueue(path: target.databasePath)
         try await other.write { try $0.execute(sql: "ALTER TABLE T ADD COLUMN B TEXT") }
         try other.close()
-        try await adapter.apply(EntryBatch(stream: "s", entries: [
+        try await adapter.apply(EntryBatch(stream: "s", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [
             Entry(offset: 1, org: "o", object: "T", op: .upsert, key: "k", ts: "t", fields: ["B": .string("b")])
         ]))
         await adapter.close()

@@ -176,6 +176,9 @@ final class CallTracingAdapter: OrgAdapter {
     func open() async throws { try await traced("open") { try await inner.open() } }
     func apply(_ batch: EntryBatch) async throws { try await traced("apply") { try await inner.apply(batch) } }
     func probe() async throws { try await traced("probe") { try await inner.probe() } }
-    func appliedOffset() async throws -> Offset? { try await traced("appliedOffset") { try await inner.appliedOffset() } }
+    func appliedPosition() async throws -> AppliedPosition? { try await traced("appliedPosition") { try await inner.appliedPosition() } }
+    func setAppliedPosition(_ position: AppliedPosition?) async throws {
+        try await traced("setAppliedPosition") { try await inner.setAppliedPosition(position) }
+    }
     func close() async { await traced("close") { await inner.close() } }
 }

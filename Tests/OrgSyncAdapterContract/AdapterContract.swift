@@ -39,6 +39,13 @@ public struct AdapterContract: Sendable {
         /// The applied offset is kept per link in the target and survives closing and reopening
         /// (a new adapter from the same factory and configuration).
         case appliedOffsetSurvivesReopen
+        /// The stored position carries the stream identity of its batch; a batch of another
+        /// stream or an older epoch is a `positionConflict` and commits nothing; a later epoch
+        /// applies every entry.
+        case positionIdentity
+        /// `setAppliedPosition` rewrites (or removes) the stored position: entries after it are
+        /// applied again.
+        case positionRewrite
 
         public var description: String { rawValue }
     }
@@ -61,6 +68,8 @@ public struct AdapterContract: Sendable {
             case .rejectedEntry: try await session.rejectedEntry()
             case .probeDeadTarget: try await session.probeDeadTarget()
             case .appliedOffsetSurvivesReopen: try await session.appliedOffsetSurvivesReopen()
+            case .positionIdentity: try await session.positionIdentity()
+            case .positionRewrite: try await session.positionRewrite()
             }
         } catch {
             await session.closeAll()

@@ -6,6 +6,8 @@ struct ContractSession {
     let target: any AdapterContractTarget
     let check: AdapterContract.Check
     let stream = "contract-stream"
+    /// The identity batches carry, unless a check says otherwise.
+    static let identity = StreamIdentity(streamID: "contract0stream0id", epoch: 1)
     private var opened: [any OrgAdapter] = []
 
     static let accounts = "ContractAccount"
@@ -85,7 +87,7 @@ struct ContractSession {
             entry(3, .upsert, Self.accounts, "R", ["Name": .string("r1")]),
         ]
         do {
-            try await adapter.apply(EntryBatch(stream: stream, entries: batch))
+            try await adapter.apply(EntryBatch(stream: stream, identity: Self.identity, entries: batch))
             throw violation("a batch with an entry the target cannot apply (offset 2) was applied without error")
         } catch let error as AdapterError {
             guard case .rejected(let offset) = error.kind else {
@@ -123,7 +125,7 @@ struct ContractSession {
         try await target.makeDead()
         try await expectConnectionError("probe of a dead target") { try await adapter.probe() }
         try await expectConnectionError("apply to a dead target") {
-            try await adapter.apply(EntryBatch(stream: stream, entries: [
+            try await adapter.apply(EntryBatch(stream: stream, identity: Self.identity, entries: [
                 entry(1, .upsert, Self.accounts, "T", ["Name": .string("t1")])
             ]))
         }
@@ -151,6 +153,70 @@ struct ContractSession {
         try expect(rows.count == 6, "six rows R0...R5, found \(rows.count)")
     }
 
+    /// The stored position carries the batch's stream identity. A batch of another stream, or
+    /// of an earlier epoch than the stored one, is a conflict and commits nothing; a batch of a
+    /// later epoch applies every entry (the link checked the old position and starts after it).
+    mutating func positionIdentity() async throws {
+        let adapter = try await openAdapter(link: "contract-identity")
+        try await apply(adapter, [0, 1, 2].map { entry($0, .upsert, Self.accounts, "I\($0)", ["Name": .string("i1")]) })
+        try await expectAppliedOffset(adapter, 2, "after a batch ending at 2")
+        guard target.capabilities.storesAppliedOffset else { return }
+        let other = StreamIdentity(streamID: "another0stream", epoch: 1)
+        try await expectPositionConflict("a batch of another stream over a stored position") {
+            try await adapter.apply(EntryBatch(stream: stream, identity: other, entries: [
+                entry(3, .upsert, Self.accounts, "J3", ["Name": .string("j")])
+            ]))
+        }
+        let afterConflict = try await rowsByKey(Self.accounts)
+        try expect(afterConflict["J3"] == nil, "nothing of a conflicting batch is committed")
+        try await expectAppliedOffset(adapter, 2, "a conflicting batch does not move the position")
+        // Epoch 2 began at offset 1 (a repair cut 1...2): offsets 1 and 2 name new entries.
+        let next = StreamIdentity(streamID: Self.identity.streamID, epoch: 2)
+        try await apply(adapter, [
+            entry(1, .upsert, Self.accounts, "E1", ["Name": .string("e2")]),
+            entry(2, .upsert, Self.accounts, "E2", ["Name": .string("e2")]),
+        ], "a batch of a later epoch at offsets the old epoch had applied", identity: next)
+        let rows = try await rowsByKey(Self.accounts)
+        try expect(rows["E1"] != nil && rows["E2"] != nil, "entries of the new epoch at old offsets are applied, not skipped")
+        try await expectAppliedOffset(adapter, 2, "after the new epoch's batch", identity: next)
+        try await expectPositionConflict("a batch of an older epoch than the stored one") {
+            try await adapter.apply(EntryBatch(stream: stream, identity: Self.identity, entries: [
+                entry(3, .upsert, Self.accounts, "O3", ["Name": .string("o")])
+            ]))
+        }
+    }
+
+    /// `setAppliedPosition` rewrites the stored position (an operator's reset): entries after it
+    /// are applied again; `nil` removes it; the position survives a reopen.
+    mutating func positionRewrite() async throws {
+        let link = "contract-rewrite"
+        let adapter = try await openAdapter(link: link)
+        try await apply(adapter, (0..<4).map { entry(UInt64($0), .upsert, Self.accounts, "W\($0)", ["Name": .string("w1")]) })
+        do {
+            try await adapter.setAppliedPosition(AppliedPosition(identity: Self.identity, offset: 1))
+        } catch {
+            throw violation("setAppliedPosition(offset 1) failed: \(error)")
+        }
+        try await expectAppliedOffset(adapter, 1, "after the position was rewritten to 1")
+        try await apply(adapter, [
+            entry(2, .upsert, Self.accounts, "W2", ["Name": .string("w2")]),
+            entry(3, .upsert, Self.accounts, "W3", ["Name": .string("w2")]),
+        ], "a replay after the rewritten position")
+        if target.capabilities.storesAppliedOffset {
+            let rows = try await rowsByKey(Self.accounts)
+            try expectField(rows, "W2", "Name", .string("w2"), "a replayed entry after a rewritten position is applied, not skipped")
+        }
+        await adapter.close()
+        let reopened = try await openAdapter(link: link)
+        try await expectAppliedOffset(reopened, 3, "after the replay, closed and reopened")
+        do {
+            try await reopened.setAppliedPosition(nil)
+        } catch {
+            throw violation("setAppliedPosition(nil) failed: \(error)")
+        }
+        try await expectPosition(reopened, nil, "after the position was removed")
+    }
+
     // MARK: - Helpers
 
     mutating func closeAll() async {
@@ -175,9 +241,11 @@ struct ContractSession {
             ts: "2026-11-25T00:00:00.\(String(format3: offset))Z", fields: fields)
     }
 
-    private func apply(_ adapter: any OrgAdapter, _ entries: [Entry], _ what: String = "a valid batch") async throws {
+    private func apply(
+        _ adapter: any OrgAdapter, _ entries: [Entry], _ what: String = "a valid batch", identity: StreamIdentity = Self.identity
+    ) async throws {
         do {
-            try await adapter.apply(EntryBatch(stream: stream, entries: entries))
+            try await adapter.apply(EntryBatch(stream: stream, identity: identity, entries: entries))
         } catch {
             let range = "\(entries.first?.offset ?? 0)...\(entries.last?.offset ?? 0)"
             throw violation("\(what) (offsets \(range)) failed: \(error)")
@@ -195,15 +263,34 @@ struct ContractSession {
         return byKey
     }
 
-    private func expectAppliedOffset(_ adapter: any OrgAdapter, _ expected: Offset?, _ when: String) async throws {
-        let stored: Offset?
+    private func expectAppliedOffset(
+        _ adapter: any OrgAdapter, _ expected: Offset?, _ when: String, identity: StreamIdentity = Self.identity
+    ) async throws {
+        try await expectPosition(adapter, expected.map { AppliedPosition(identity: identity, offset: $0) }, when)
+    }
+
+    private func expectPosition(_ adapter: any OrgAdapter, _ expected: AppliedPosition?, _ when: String) async throws {
+        let stored: AppliedPosition?
         do {
-            stored = try await adapter.appliedOffset()
+            stored = try await adapter.appliedPosition()
         } catch {
-            throw violation("appliedOffset() failed \(when): \(error)")
+            throw violation("appliedPosition() failed \(when): \(error)")
         }
         let wanted = target.capabilities.storesAppliedOffset ? expected : nil
-        try expect(stored == wanted, "appliedOffset() \(when) is \(wanted.map(String.init(describing:)) ?? "nil"), not \(stored.map(String.init(describing:)) ?? "nil")")
+        try expect(stored == wanted, "appliedPosition() \(when) is \(wanted.map(String.init(describing:)) ?? "nil"), not \(stored.map(String.init(describing:)) ?? "nil")")
+    }
+
+    private func expectPositionConflict(_ what: String, _ body: () async throws -> Void) async throws {
+        do {
+            try await body()
+        } catch let error as AdapterError {
+            guard error.kind == .positionConflict else { throw violation("\(what): expected a position conflict, got \(error)") }
+            try expect(!error.message.isEmpty, "\(what): a position conflict carries a message")
+            return
+        } catch {
+            throw violation("\(what): expected AdapterError.positionConflict, got \(type(of: error)): \(error)")
+        }
+        throw violation("\(what) succeeded")
     }
 
     private func expectField(

@@ -128,7 +128,7 @@ enum FaultPlugin {
     }
 
     static func batch(_ offsets: [UInt64]) -> EntryBatch {
-        EntryBatch(stream: "s", entries: offsets.map {
+        EntryBatch(stream: "s", identity: StreamIdentity(streamID: "s", epoch: 1), entries: offsets.map {
             Entry(offset: Offset($0), org: "o", object: "T", op: .upsert, key: "k\($0)", ts: "t")
         })
     }

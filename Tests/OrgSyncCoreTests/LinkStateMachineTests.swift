@@ -18,7 +18,7 @@ import Testing
     }
 
     enum EventKind: String, CaseIterable, Sendable {
-        case applyFailed, applySucceeded, probeAnswered, probeFailed, timerFired, operatorSuspend, resume, forceResume
+        case applyFailed, applySucceeded, probeAnswered, probeFailed, timerFired, operatorSuspend, resume, forceResume, diverge, resolve
     }
 
     /// A machine in `state`. For the probe events of suspended/verifying, with a probe in flight.
@@ -36,6 +36,8 @@ import Testing
             break
         case .paused:
             _ = machine.handle(.operatorSuspend(reason: "test"), nowMs: now, jitterUnit: 0.5)
+        case .diverged:
+            _ = machine.handle(.positionDiverged(reason: "test"), nowMs: now, jitterUnit: 0.5)
         case .suspended, .verifying:
             _ = machine.handle(.applyFailed(reason: "down"), nowMs: now, jitterUnit: 0.5)
             if state == .verifying, let id = fireTimer() {
@@ -57,6 +59,8 @@ import Testing
         case .operatorSuspend: return .operatorSuspend(reason: "maintenance")
         case .resume: return .operatorResume(force: false)
         case .forceResume: return .operatorResume(force: true)
+        case .diverge: return .positionDiverged(reason: "another stream")
+        case .resolve: return .positionResolved(reason: "reset by operator")
         }
     }
 
@@ -108,6 +112,24 @@ import Testing
         "paused/operatorSuspend": (.paused, []),
         "paused/resume": (.verifying, ["record:verifying", "timer"]),
         "paused/forceResume": (.active, ["record:forced_resume", "start"]),
+        "active/diverge": (.diverged, ["stop", "close", "record:diverged"]),
+        "active/resolve": (.active, []),
+        "suspended/diverge": (.suspended, []),
+        "suspended/resolve": (.suspended, []),
+        "verifying/diverge": (.verifying, []),
+        "verifying/resolve": (.verifying, []),
+        "paused/diverge": (.paused, []),
+        "paused/resolve": (.paused, ["record:position_reset"]),
+        "diverged/applyFailed": (.diverged, []),
+        "diverged/applySucceeded": (.diverged, []),
+        "diverged/probeAnswered": (.diverged, []),
+        "diverged/probeFailed": (.diverged, []),
+        "diverged/timerFired": (.diverged, []),
+        "diverged/operatorSuspend": (.paused, ["close", "record:paused"]),
+        "diverged/resume": (.diverged, []),
+        "diverged/forceResume": (.diverged, []),
+        "diverged/diverge": (.diverged, []),
+        "diverged/resolve": (.active, ["record:position_reset", "start"]),
     ]
 
     @Test(arguments: LinkState.allCases, EventKind.allCases)
@@ -121,7 +143,7 @@ import Testing
         #expect(machine.state == expected.0)
         #expect(Self.shape(actions) == expected.1)
         // Invariants that hold after every event.
-        if machine.state == .paused || machine.state == .active {
+        if machine.state == .paused || machine.state == .active || machine.state == .diverged {
             #expect(machine.timerDueMs == nil)
             #expect(machine.probeInFlight == nil)
         }

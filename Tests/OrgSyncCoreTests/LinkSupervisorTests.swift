@@ -1,5 +1,6 @@
 import Logging
 import OrgSyncCore
+import OrgSyncLog
 import OrgSyncPluginAPI
 import OrgSyncTestSupport
 import Testing
@@ -255,7 +256,9 @@ final class LinkHarness: Sendable {
 
     @Test func startTakesTheLargerOfCursorAndAppliedOffset() async throws {
         let link = try LinkHarness(cursors: InMemoryCursorStore(initial: ["demo": 5]))
-        link.adapter.target.update { $0.appliedOffset = 7 }  // the target committed 5...7, the cursor write was lost
+        let lineage = await link.source.lineage()
+        // The target committed 5...7, the cursor write was lost.
+        link.adapter.storePosition(AppliedPosition(identity: StreamIdentity(streamID: lineage.streamID, epoch: lineage.currentEpoch), offset: 7))
         link.source.append(count: 10)
         let run = await link.start()
         defer { run.cancel() }

@@ -228,7 +228,7 @@ extension LinkRouteTests {
         let adapter = try SQLiteAdapterFactory().makeAdapter(.init(
             linkName: "probe", streamName: "events", settings: ["path": "demo.sqlite", "primary_key": "org_key"], dataDirectory: t.directory))
         try await adapter.open()
-        #expect(try await adapter.appliedOffset() == nil, "another link name has no offset")
+        #expect(try await adapter.appliedPosition() == nil, "another link name has no offset")
         await adapter.close()
         let count = try sqliteCount(t.directory + "/demo.sqlite", "SELECT count(*) FROM Lead WHERE key = 'dup'")
         #expect(count == 1)

@@ -1,4 +1,5 @@
 import OrgSyncCore
+import OrgSyncLog
 import OrgSyncPluginAPI
 import Synchronization
 
@@ -16,8 +17,20 @@ public func sampleEntry(offset: Offset, org: String = "acme", object: String = "
 public final class InMemoryEntrySource: LinkEntrySource {
     public let streamName: String
     private let entries = Observed<[Entry]>([])
+    private let identity: Mutex<StreamLineage>
 
-    public init(streamName: String = "events") { self.streamName = streamName }
+    public init(streamName: String = "events", lineage: StreamLineage = .random()) {
+        self.streamName = streamName
+        self.identity = Mutex(lineage)
+    }
+
+    public func lineage() async -> StreamLineage { identity.withLock { $0 } }
+
+    /// Cuts the stream back to `offset` and begins a new epoch there, as `orgsync log repair` does.
+    public func cut(to offset: Offset) {
+        entries.update { $0.removeLast(max(0, $0.count - Int(offset.rawValue))) }
+        identity.withLock { $0.beginEpoch(at: offset.rawValue) }
+    }
 
     /// Appends `count` sample entries; returns the offsets they got.
     @discardableResult
@@ -52,6 +65,9 @@ public final class ScheduledEntrySource: LinkEntrySource {
     private let appendAtMs: [UInt64]
     private let clock: any LinkClock
     public let drained = Observed(false)
+    private let identity = StreamLineage.random()
+
+    public func lineage() async -> StreamLineage { identity }
 
     public init(streamName: String = "events", appendAtMs: [UInt64], clock: any LinkClock) {
         self.streamName = streamName

@@ -7,7 +7,8 @@ public enum AdapterCall: Sendable {
     case open
     case apply(EntryBatch)
     case probe
-    case appliedOffset
+    case appliedPosition
+    case setAppliedPosition(AppliedPosition?)
 }
 
 /// What a scripted target does with a call.
@@ -33,7 +34,9 @@ public final class RecordingAdapter: OrgAdapter {
     public struct Target: Sendable {
         /// Every entry committed, in commit order (duplicates stay: they are what tests look for).
         public var applied: [Entry] = []
-        public var appliedOffset: Offset?
+        /// The position stored "in the target", written with each commit like the SQL adapters do.
+        public var appliedPosition: AppliedPosition?
+        public var appliedOffset: Offset? { appliedPosition?.offset }
         public var isOpen = false
         public var openCount = 0
         public var probeCount = 0
@@ -91,6 +94,10 @@ public final class RecordingAdapter: OrgAdapter {
             behavior.lostAcknowledgementCount -= 1
             return true
         }
+        if case .conflict(let reason) = StoredPositionVerdict.decide(stored: target.value.appliedPosition, batch: batch),
+           keepsAppliedOffset {
+            throw AdapterError.positionConflict(reason)
+        }
         switch try scriptedOutcome(.apply(batch), needsOpen: true) {
         case .commitThenFail(let error):
             commit(batch)
@@ -113,10 +120,18 @@ public final class RecordingAdapter: OrgAdapter {
         target.update { $0.probeCount += 1 }
     }
 
-    public func appliedOffset() async throws -> Offset? {
-        try check(.appliedOffset, needsOpen: true)
-        return keepsAppliedOffset ? target.value.appliedOffset : nil
+    public func appliedPosition() async throws -> AppliedPosition? {
+        try check(.appliedPosition, needsOpen: true)
+        return keepsAppliedOffset ? target.value.appliedPosition : nil
     }
+
+    public func setAppliedPosition(_ position: AppliedPosition?) async throws {
+        try check(.setAppliedPosition(position), needsOpen: true)
+        if keepsAppliedOffset { target.update { $0.appliedPosition = position } }
+    }
+
+    /// Stores a position as if another writer had (a target fed from another stream, say).
+    public func storePosition(_ position: AppliedPosition?) { target.update { $0.appliedPosition = position } }
 
     public func close() async {
         target.update {
@@ -130,7 +145,7 @@ public final class RecordingAdapter: OrgAdapter {
     private func commit(_ batch: EntryBatch) {
         target.update {
             $0.applied += batch.entries
-            if let last = batch.lastOffset { $0.appliedOffset = last }
+            $0.appliedPosition = StoredPositionVerdict.positionAfter(batch, stored: $0.appliedPosition)
         }
     }
 

@@ -69,7 +69,7 @@ struct PostgresAdapterIntegrationTests {
             ])
             #expect(types["Nothing"] == nil, "a null value creates no column")
             #expect(try await db.scalar(PostgresQuery(unsafeSQL: "SELECT count(*) FROM pg_tables WHERE schemaname = '\(schema)' AND tablename = 'NoSuchObject'")) == 0)
-            #expect(try await adapter.appliedOffset() == 5)
+            #expect(try await adapter.appliedPosition()?.offset == 5)
         }
     }
 
@@ -80,7 +80,7 @@ struct PostgresAdapterIntegrationTests {
             try await adapter.apply(batch((52..<60).map { entry($0, .upsert, "hot", ["Seq": .int(Int64($0))]) }))
             #expect(try await db.scalar("SELECT \"Seq\" FROM \"\(unescaped: schema)\".\"Contact\" WHERE \"key\" = 'hot'") == 59)
             #expect(try await db.count(schema: schema, table: "Contact") == 1)
-            #expect(try await adapter.appliedOffset() == 59)
+            #expect(try await adapter.appliedPosition()?.offset == 59)
         }
     }
 
@@ -95,7 +95,7 @@ struct PostgresAdapterIntegrationTests {
             #expect(try await db.count(schema: schema, table: "Contact") == 15)
             #expect(try await db.scalar("SELECT \"N\" FROM \"\(unescaped: schema)\".\"Contact\" WHERE \"key\" = 'k7'") == 7)
             #expect(try await db.scalar("SELECT \"N\" FROM \"\(unescaped: schema)\".\"Contact\" WHERE \"key\" = 'k12'") == 1200)
-            #expect(try await adapter.appliedOffset() == 14)
+            #expect(try await adapter.appliedPosition()?.offset == 14)
         }
     }
 
@@ -111,7 +111,7 @@ struct PostgresAdapterIntegrationTests {
             #expect(duplicate?.kind == .rejected(offset: 3))
             #expect(duplicate?.targetCode == "23505")
             #expect(try await db.count(schema: schema, table: "Contact") == 1)
-            #expect(try await adapter.appliedOffset() == 0)
+            #expect(try await adapter.appliedPosition()?.offset == 0)
             // The column added for offset 2 was rolled back too, and the adapter knows it:
             // re-applying the prefix (what the link does) recreates it.
             #expect(try await db.scalar("SELECT count(*) FROM information_schema.columns WHERE table_schema = \(schema) AND column_name = 'New'") == 0)
@@ -138,7 +138,7 @@ struct PostgresAdapterIntegrationTests {
             // A quote in a name is data, not SQL.
             try await adapter.apply(batch([entry(5, .upsert, "q", object: "We\"ird; DROP TABLE x", ["Sp\"ace d": "ok"])]))
             #expect(try await db.count(schema: schema, table: "We\"\"ird; DROP TABLE x") == 1)
-            #expect(try await adapter.appliedOffset() == 5)
+            #expect(try await adapter.appliedPosition()?.offset == 5)
         }
     }
 
@@ -188,7 +188,7 @@ struct PostgresAdapterIntegrationTests {
                 let denied = await adapterError { try await writer.apply(batch([entry(2, .upsert, "c", ["NewField": "x"])])) }
                 #expect(denied?.kind == .connection)
                 #expect(denied?.targetCode == "42501")
-                #expect(try await writer.appliedOffset() == 1)
+                #expect(try await writer.appliedPosition()?.offset == 1)
             } catch {
                 Issue.record("writer role: \(error)")
             }
@@ -205,15 +205,15 @@ struct PostgresAdapterIntegrationTests {
         let settings = try TestPostgres.settings(schema: schema)
         let first = PostgresAdapter(linkName: "reopen", settings: settings)
         try await first.open()
-        #expect(try await first.appliedOffset() == nil)
+        #expect(try await first.appliedPosition()?.offset == nil)
         try await first.apply(batch([entry(40, .upsert, "a", ["N": 1]), entry(41, .upsert, "b", ["N": 2])]))
         await first.close()
         let second = PostgresAdapter(linkName: "reopen", settings: settings)
         try await second.open()
-        #expect(try await second.appliedOffset() == 41)
+        #expect(try await second.appliedPosition()?.offset == 41)
         // Another link in the same target keeps its own offset.
         let other = PostgresAdapter(linkName: "other", settings: settings)
-        #expect(try await other.appliedOffset() == nil)
+        #expect(try await other.appliedPosition()?.offset == nil)
         await second.close()
         await other.close()
         let db = try await TestPostgres.connect(settings)
@@ -286,13 +286,13 @@ struct PostgresAdapterIntegrationTests {
         #expect(try await cluster.pgCtl(["start"]) == 0)
         // After the restart: reconnect, and only what was committed before the crash is there.
         try await adapter.probe()
-        #expect(try await adapter.appliedOffset() == 0)
+        #expect(try await adapter.appliedPosition()?.offset == 0)
         let db = try await TestPostgres.connect(settings)
         #expect(try await db.count(schema: schema, table: "Contact") == 1)
         // The link re-sends the batch and it applies whole.
         try await adapter.apply(big)
         #expect(try await db.count(schema: schema, table: "Contact") == 1000)
-        #expect(try await adapter.appliedOffset() == 1000)
+        #expect(try await adapter.appliedPosition()?.offset == 1000)
         await adapter.close()
         try await db.close()
     }

@@ -164,7 +164,7 @@ func entry(
     Entry(offset: Offset(offset), org: "acme", object: object, op: op, key: key, ts: "2026-11-18T11:06:40.\(offset)Z", fields: fields)
 }
 
-func batch(_ entries: [Entry]) -> EntryBatch { EntryBatch(stream: "events", entries: entries) }
+func batch(_ entries: [Entry]) -> EntryBatch { EntryBatch(stream: "events", identity: StreamIdentity(streamID: "test", epoch: 1), entries: entries) }
 
 /// The kind of the AdapterError `body` throws, or nil when it throws none or another type.
 func adapterError(_ body: () async throws -> Void) async -> AdapterError? {

@@ -50,7 +50,7 @@ func adapterError(_ body: () async throws -> Void) async -> AdapterError? {
         try await withReceiver(respond: { _ in Reply(status: .ok) }) { adapter, server in
             let raw = Array(#"{"org":"acme","object":"Contact","op":"upsert","key":"k7","ts":"t","fields":{"N":1},"trace":"abc"}"#.utf8)
             let first = try Entry.parse(raw, offset: 7)
-            try await adapter.apply(EntryBatch(stream: "events", entries: [first, entry(8, "k8", ["Name": .string("Zoë")])]))
+            try await adapter.apply(EntryBatch(stream: "events", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [first, entry(8, "k8", ["Name": .string("Zoë")])]))
             let requests = server.requests
             #expect(requests.count == 1)
             let request = try #require(requests.first)
@@ -66,14 +66,14 @@ func adapterError(_ body: () async throws -> Void) async -> AdapterError? {
             #expect(entries.map { $0["offset"] as? Int } == [7, 8])
             #expect(entries.first?["trace"] as? String == "abc", "the producer's own members travel as sent")
             #expect((entries.last?["fields"] as? [String: Any])?["Name"] as? String == "Zoë")
-            #expect(try await adapter.appliedOffset() == nil)
+            #expect(try await adapter.appliedPosition()?.offset == nil)
         }
     }
 
     @Test func successiveBatchesReuseOneConnection() async throws {
         try await withReceiver(respond: { _ in Reply(status: .ok, body: #"{"ok":true}"#) }) { adapter, server in
             for offset in 0..<5 as Range<UInt64> {
-                try await adapter.apply(EntryBatch(stream: "events", entries: [entry(offset, "k\(offset)")]))
+                try await adapter.apply(EntryBatch(stream: "events", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [entry(offset, "k\(offset)")]))
             }
             #expect(server.requests.count == 5)
             #expect(server.connectionCount == 1, "the response body is read to its end, so the connection is kept alive")
@@ -83,7 +83,7 @@ func adapterError(_ body: () async throws -> Void) async -> AdapterError? {
     @Test(arguments: [HTTPResponseStatus.internalServerError, .serviceUnavailable, .tooManyRequests, .unauthorized, .forbidden])
     func serverErrorsAndRefusedCredentialsAreConnectionFailures(status: HTTPResponseStatus) async throws {
         try await withReceiver(respond: { _ in Reply(status: status, body: "later") }) { adapter, _ in
-            let error = await adapterError { try await adapter.apply(EntryBatch(stream: "events", entries: [entry(1, "a")])) }
+            let error = await adapterError { try await adapter.apply(EntryBatch(stream: "events", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [entry(1, "a")])) }
             #expect(error?.kind == .connection)
             #expect(error?.targetCode == String(status.code))
         }
@@ -92,7 +92,7 @@ func adapterError(_ body: () async throws -> Void) async -> AdapterError? {
     @Test func clientErrorRejectsTheEntryTheBodyNamesWithTheBody() async throws {
         try await withReceiver(respond: { _ in Reply(status: .unprocessableEntity, body: #"{"rejected_offset":11,"error":"bad email"}"#) }) { adapter, _ in
             let error = await adapterError {
-                try await adapter.apply(EntryBatch(stream: "events", entries: [entry(10, "a"), entry(11, "b"), entry(12, "c")]))
+                try await adapter.apply(EntryBatch(stream: "events", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [entry(10, "a"), entry(11, "b"), entry(12, "c")]))
             }
             #expect(error?.kind == .rejected(offset: 11))
             #expect(error?.targetCode == "422")
@@ -104,7 +104,7 @@ func adapterError(_ body: () async throws -> Void) async -> AdapterError? {
         let long = String(repeating: "x", count: 5_000)
         try await withReceiver(respond: { _ in Reply(status: .badRequest, body: long) }) { adapter, _ in
             let error = await adapterError {
-                try await adapter.apply(EntryBatch(stream: "events", entries: [entry(20, "a"), entry(21, "b")]))
+                try await adapter.apply(EntryBatch(stream: "events", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [entry(20, "a"), entry(21, "b")]))
             }
             #expect(error?.kind == .rejected(offset: 20))
             #expect(error?.targetCode == "400")
@@ -116,7 +116,7 @@ func adapterError(_ body: () async throws -> Void) async -> AdapterError? {
     @Test func aReceiverThatNeverAnswersIsAConnectionFailureWithinTheTimeout() async throws {
         try await withReceiver(timeoutMs: 300, respond: { _ in nil }) { adapter, server in
             let started = ContinuousClock.now
-            let error = await adapterError { try await adapter.apply(EntryBatch(stream: "events", entries: [entry(1, "a")])) }
+            let error = await adapterError { try await adapter.apply(EntryBatch(stream: "events", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [entry(1, "a")])) }
             #expect(error?.kind == .connection)
             #expect(error?.message.contains("timeout_ms=300") == true)
             #expect(ContinuousClock.now - started < .seconds(5))
@@ -129,7 +129,7 @@ func adapterError(_ body: () async throws -> Void) async -> AdapterError? {
         let url = server.url
         await server.stop()
         let adapter = WebhookAdapter(streamName: "events", settings: WebhookAdapterSettings(url: url, timeoutMs: 2_000))
-        let apply = await adapterError { try await adapter.apply(EntryBatch(stream: "events", entries: [entry(1, "a")])) }
+        let apply = await adapterError { try await adapter.apply(EntryBatch(stream: "events", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [entry(1, "a")])) }
         #expect(apply?.kind == .connection)
         let probe = await adapterError { try await adapter.probe() }
         #expect(probe?.kind == .connection)
@@ -167,9 +167,9 @@ func adapterError(_ body: () async throws -> Void) async -> AdapterError? {
             timeoutMs: 1_000, headers: ["Authorization": secret], logs: logs,
             respond: { _ in Reply(status: status.withLock { $0 }, body: "no") }
         ) { adapter, server in
-            try await adapter.apply(EntryBatch(stream: "events", entries: [entry(1, "a")]))
+            try await adapter.apply(EntryBatch(stream: "events", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [entry(1, "a")]))
             status.withLock { $0 = HTTPResponseStatus.serviceUnavailable }
-            let failure = await adapterError { try await adapter.apply(EntryBatch(stream: "events", entries: [entry(2, "b")])) }
+            let failure = await adapterError { try await adapter.apply(EntryBatch(stream: "events", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [entry(2, "b")])) }
             let probe = await adapterError { try await adapter.probe() }
             #expect(probe?.kind == .connection)
             #expect(server.requests.count == 3)

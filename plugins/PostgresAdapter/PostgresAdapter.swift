@@ -8,12 +8,16 @@ import Synchronization
 /// per transaction together with the link's row in `orgsync_offsets`:
 ///
 /// ```sql
-/// CREATE TABLE orgsync_offsets (link TEXT PRIMARY KEY, applied_offset BIGINT, updated_at TIMESTAMPTZ NOT NULL)
+/// CREATE TABLE orgsync_offsets (link TEXT PRIMARY KEY, applied_offset BIGINT,
+///     updated_at TIMESTAMPTZ NOT NULL, stream_id TEXT, epoch BIGINT)
 /// ```
 ///
-/// A batch locks the link's offsets row first, skips entries at or below the stored offset
-/// (so re-sending a committed batch changes nothing), applies the rest in order and stores the
-/// batch's last offset before COMMIT. Every value is a bind parameter; only checked, quoted
+/// A batch locks the link's offsets row first and decides with ``StoredPositionVerdict``: it
+/// skips entries at or below a stored position of the same stream identity (so re-sending a
+/// committed batch changes nothing), refuses a position of another stream or a later epoch
+/// (`positionConflict`: the link diverges), applies the rest in order and stores the batch's
+/// last offset with its identity before COMMIT. A table from before identities gains the two
+/// columns when the adapter opens (one ALTER TABLE). Every value is a bind parameter; only checked, quoted
 /// identifiers are part of the SQL text.
 ///
 /// One connection per link; the broker never overlaps calls, the actor makes that a guarantee.
@@ -66,8 +70,11 @@ public actor PostgresAdapter: OrgAdapter {
                         PostgresQuery(
                             unsafeSQL: """
                                 CREATE TABLE IF NOT EXISTS \(self.offsetsTable) (
-                                    link TEXT PRIMARY KEY, applied_offset BIGINT, updated_at TIMESTAMPTZ NOT NULL DEFAULT now())
+                                    link TEXT PRIMARY KEY, applied_offset BIGINT, updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                                    stream_id TEXT, epoch BIGINT)
                                 """), logger: self.logger)
+                } else {
+                    try await self.upgradeOffsetsTable(connection)
                 }
             }
         } catch {
@@ -111,10 +118,10 @@ public actor PostgresAdapter: OrgAdapter {
         }
     }
 
-    public func appliedOffset() async throws -> Offset? {
+    public func appliedPosition() async throws -> AppliedPosition? {
         let connection = try await connectedOrConnect()
         do {
-            return try await withDeadline(connection) { try await self.readAppliedOffset(connection) }
+            return try await withDeadline(connection) { try await self.readAppliedPosition(connection, lock: false) }
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == "42P01" {
             return nil  // no offsets table yet: nothing applied
         } catch {
@@ -123,8 +130,46 @@ public actor PostgresAdapter: OrgAdapter {
         }
     }
 
+    public func setAppliedPosition(_ position: AppliedPosition?) async throws {
+        let connection = try await connectedOrConnect()
+        do {
+            try await withDeadline(connection) {
+                try await connection.query("BEGIN", logger: self.logger)
+                if let position {
+                    try await self.writePosition(position, on: connection)
+                } else {
+                    try await connection.query(
+                        PostgresQuery(unsafeSQL: "DELETE FROM \(self.offsetsTable) WHERE link = $1", binds: Self.binds(self.linkName)),
+                        logger: self.logger)
+                }
+                try await connection.query("COMMIT", logger: self.logger)
+            }
+        } catch {
+            await dropConnection()
+            throw PostgresErrorClassifier.classify(error, phase: .session, context: "\(endpoint): rewriting the applied position")
+        }
+    }
+
     public func close() async {
         await dropConnection()
+    }
+
+    /// A table from before stream identities gains `stream_id` and `epoch` (one statement, so
+    /// atomic); a table that has them is not touched (a role that may only write rows opens).
+    private func upgradeOffsetsTable(_ connection: PostgresConnection) async throws {
+        let rows = try await connection.query(
+            PostgresQuery(
+                unsafeSQL: """
+                    SELECT count(*) FROM information_schema.columns
+                    WHERE table_schema = $1 AND table_name = 'orgsync_offsets' AND column_name IN ('stream_id', 'epoch')
+                    """, binds: Self.binds(settings.schema)), logger: logger)
+        var present = 0
+        for try await count in rows.decode(Int64.self) { present = Int(count) }
+        guard present < 2 else { return }
+        try await connection.query(
+            PostgresQuery(unsafeSQL: "ALTER TABLE \(offsetsTable) ADD COLUMN IF NOT EXISTS stream_id TEXT, ADD COLUMN IF NOT EXISTS epoch BIGINT"),
+            logger: logger)
+        logger.notice("orgsync_offsets upgraded: stream_id and epoch columns added")
     }
 
     // MARK: Batch
@@ -144,40 +189,31 @@ public actor PostgresAdapter: OrgAdapter {
         _ batch: EntryBatch, lastOffset: Offset, on connection: PostgresConnection,
         phase: inout PostgresErrorClassifier.Phase, shapes: inout [String: TableShape]
     ) async throws {
-        let link = linkName
         try await connection.query("BEGIN", logger: logger)
-        // Lock the link's row (creating it on first use) and read the stored offset in one trip.
-        let lock = try await connection.query(
-            PostgresQuery(
-                unsafeSQL: """
-                    INSERT INTO \(offsetsTable) (link, applied_offset, updated_at) VALUES ($1, NULL, now())
-                    ON CONFLICT (link) DO UPDATE SET link = EXCLUDED.link RETURNING applied_offset
-                    """, binds: Self.binds(link)), logger: logger)
-        var stored: Int64?
-        for try await value in lock.decode(Int64?.self) { stored = value }
-        let applied = stored.flatMap { $0 >= 0 ? Offset(UInt64($0)) : nil }
-        if let applied, applied >= lastOffset, !batch.isDeadLetterRetry {
+        let stored = try await readAppliedPosition(connection, lock: true)
+        let skipThrough: Offset?
+        switch StoredPositionVerdict.decide(stored: stored, batch: batch) {
+        case .conflict(let reason): throw AdapterError.positionConflict(reason)
+        case .apply(let through): skipThrough = through
+        }
+        if let skipThrough, skipThrough >= lastOffset {
             try await connection.query("COMMIT", logger: logger)
             return
         }
         for entry in batch.entries {
-            if let applied, entry.offset <= applied, !batch.isDeadLetterRetry { continue }
+            if let skipThrough, entry.offset <= skipThrough { continue }
             phase = .schema(entry.offset)
             let statement = try await prepare(entry, on: connection, shapes: &shapes)
             phase = .entry(entry.offset)
             if let statement { try await connection.query(statement, logger: logger) }
         }
         phase = .session
-        guard let last = Int64(exactly: lastOffset.rawValue) else {
+        guard Int64(exactly: lastOffset.rawValue) != nil else {
             throw AdapterError.rejected(offset: lastOffset, "offset does not fit a BIGINT")
         }
-        var binds = Self.binds(link)
-        binds.append(last)
-        // GREATEST: a dead-letter retry applies an old entry but never moves the offset back.
-        try await connection.query(
-            PostgresQuery(
-                unsafeSQL: "UPDATE \(offsetsTable) SET applied_offset = GREATEST(COALESCE(applied_offset, $2), $2), updated_at = now() WHERE link = $1",
-                binds: binds), logger: logger)
+        if let next = StoredPositionVerdict.positionAfter(batch, stored: stored), next != stored {
+            try await writePosition(next, on: connection)
+        }
         try await connection.query("COMMIT", logger: logger)
     }
 
@@ -300,14 +336,45 @@ public actor PostgresAdapter: OrgAdapter {
         return columns.isEmpty ? nil : TableShape(columns: columns)
     }
 
-    private func readAppliedOffset(_ connection: PostgresConnection) async throws -> Offset? {
+    /// This link's stored position; with `lock`, inside a transaction, the row is locked for
+    /// the rest of it (so two brokers never interleave batches of one link).
+    private func readAppliedPosition(_ connection: PostgresConnection, lock: Bool) async throws -> AppliedPosition? {
         let rows = try await connection.query(
             PostgresQuery(
-                unsafeSQL: "SELECT applied_offset FROM \(offsetsTable) WHERE link = $1", binds: Self.binds(linkName)),
+                unsafeSQL: "SELECT applied_offset, stream_id, epoch FROM \(offsetsTable) WHERE link = $1\(lock ? " FOR UPDATE" : "")",
+                binds: Self.binds(linkName)),
             logger: logger)
-        var stored: Int64?
-        for try await value in rows.decode(Int64?.self) { stored = value }
-        return stored.flatMap { $0 >= 0 ? Offset(UInt64($0)) : nil }
+        var row: (Int64?, String?, Int64?)?
+        for try await values in rows.decode((Int64?, String?, Int64?).self) { row = values }
+        guard let (offset, streamID, epoch) = row, let offset else { return nil }
+        guard offset >= 0 else {
+            throw AdapterError.connection("orgsync_offsets holds a negative applied_offset (\(offset)) for link \(linkName)")
+        }
+        switch (streamID, epoch) {
+        case (nil, nil):
+            return AppliedPosition(identity: nil, offset: Offset(UInt64(offset)))
+        case (let id?, let epoch?) where epoch >= 1 && !id.isEmpty:
+            return AppliedPosition(identity: StreamIdentity(streamID: id, epoch: UInt64(epoch)), offset: Offset(UInt64(offset)))
+        default:
+            throw AdapterError.connection("orgsync_offsets holds an incomplete stream identity for link \(linkName)")
+        }
+    }
+
+    private func writePosition(_ position: AppliedPosition, on connection: PostgresConnection) async throws {
+        guard let offset = Int64(exactly: position.offset.rawValue) else {
+            throw AdapterError.connection("position \(position) does not fit a BIGINT")
+        }
+        var binds = Self.binds(linkName)
+        binds.append(offset)
+        binds.append(position.identity?.streamID)
+        binds.append(position.identity.map { Int64(clamping: $0.epoch) })
+        try await connection.query(
+            PostgresQuery(
+                unsafeSQL: """
+                    INSERT INTO \(offsetsTable) (link, applied_offset, updated_at, stream_id, epoch) VALUES ($1, $2, now(), $3, $4)
+                    ON CONFLICT (link) DO UPDATE SET applied_offset = EXCLUDED.applied_offset, updated_at = EXCLUDED.updated_at,
+                        stream_id = EXCLUDED.stream_id, epoch = EXCLUDED.epoch
+                    """, binds: binds), logger: logger)
     }
 
     // MARK: Connection

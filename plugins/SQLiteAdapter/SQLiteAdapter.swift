@@ -26,7 +26,7 @@ public struct SQLiteAdapterFactory: OrgAdapterFactory {
 
     public func makeAdapter(_ configuration: AdapterConfiguration) throws -> any OrgAdapter {
         let settings = try SQLiteAdapterSettings(configuration)
-        return SQLiteOrgAdapter(linkName: configuration.linkName, settings: settings)
+        return SQLiteOrgAdapter(linkName: configuration.linkName, streamName: configuration.streamName, settings: settings)
     }
 }
 
@@ -99,8 +99,11 @@ public enum SQLitePrimaryKey: String, Sendable, Hashable {
 /// ## Exactly-once
 ///
 /// A batch is one transaction that also writes `orgsync_offsets(link, stream, applied_offset,
-/// updated_at)`. Entries at or below the stored applied offset are skipped, so re-applying a
-/// batch already committed changes nothing.
+/// updated_at, stream_id, epoch)`: the position and the stream identity it belongs to. Entries
+/// at or below a stored position of the same identity are skipped, so re-applying a batch
+/// already committed changes nothing; a position of another stream (or a later epoch) is a
+/// `positionConflict` (the link diverges). A table written before identities is upgraded in
+/// place when the adapter opens (two columns added in one transaction).
 ///
 /// ## Errors
 ///
@@ -110,6 +113,8 @@ public enum SQLitePrimaryKey: String, Sendable, Hashable {
 /// rejected, naming the entry's offset. `targetCode` is SQLite's extended result code.
 public final class SQLiteOrgAdapter: OrgAdapter {
     public let linkName: String
+    /// Written to `orgsync_offsets.stream` (informational; the identity is `stream_id`).
+    public let streamName: String
     public let settings: SQLiteAdapterSettings
     private let state = Mutex(State())
 
@@ -131,8 +136,9 @@ public final class SQLiteOrgAdapter: OrgAdapter {
     /// as committed. Cleared with ``schema``.
     private let statements = Mutex<[StatementShape: String]>([:])
 
-    public init(linkName: String, settings: SQLiteAdapterSettings) {
+    public init(linkName: String, streamName: String = "", settings: SQLiteAdapterSettings) {
         self.linkName = linkName
+        self.streamName = streamName
         self.settings = settings
     }
 
@@ -152,8 +158,14 @@ public final class SQLiteOrgAdapter: OrgAdapter {
                             link TEXT PRIMARY KEY NOT NULL,
                             stream TEXT NOT NULL,
                             applied_offset INTEGER NOT NULL,
-                            updated_at TEXT NOT NULL)
+                            updated_at TEXT NOT NULL,
+                            stream_id TEXT,
+                            epoch INTEGER)
                         """)
+                // A table from before stream identities: add the columns (same transaction).
+                let columns = Set(try Row.fetchAll(db, sql: "PRAGMA table_info(orgsync_offsets)").compactMap { ($0["name"] as String?)?.lowercased() })
+                if !columns.contains("stream_id") { try db.execute(sql: "ALTER TABLE orgsync_offsets ADD COLUMN stream_id TEXT") }
+                if !columns.contains("epoch") { try db.execute(sql: "ALTER TABLE orgsync_offsets ADD COLUMN epoch INTEGER") }
             }
         } catch {
             throw Self.classify(error, offset: nil, path: settings.path)
@@ -177,28 +189,25 @@ public final class SQLiteOrgAdapter: OrgAdapter {
         let stream = batch.stream
         do {
             try await database.write { db in
-                let stored = try Int64.fetchOne(
-                    db, sql: "SELECT applied_offset FROM orgsync_offsets WHERE link = ?", arguments: [link])
+                let stored = try Self.storedPosition(db, link: link)
+                let skipThrough: Offset?
+                switch StoredPositionVerdict.decide(stored: stored, batch: batch) {
+                case .conflict(let reason): throw AdapterError.positionConflict(reason)
+                case .apply(let through): skipThrough = through
+                }
                 for entry in batch.entries {
-                    if let stored, !batch.isDeadLetterRetry, entry.offset.rawValue <= UInt64(max(0, stored)) { continue }
+                    if let skipThrough, entry.offset <= skipThrough { continue }
                     do {
                         try self.applyEntry(entry, db)
                     } catch let error as DatabaseError {
                         throw EntryFailure(offset: entry.offset, error: error)
                     }
                 }
-                guard let last = Int64(exactly: lastOffset.rawValue) else {
+                guard Int64(exactly: lastOffset.rawValue) != nil else {
                     throw AdapterError.rejected(offset: lastOffset, "offset \(lastOffset) does not fit SQLite's INTEGER")
                 }
-                if let stored, last <= stored { return }
-                try db.execute(
-                    sql: """
-                        INSERT INTO orgsync_offsets (link, stream, applied_offset, updated_at)
-                        VALUES (?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-                        ON CONFLICT(link) DO UPDATE SET stream = excluded.stream,
-                            applied_offset = excluded.applied_offset, updated_at = excluded.updated_at
-                        """,
-                    arguments: [link, stream, last])
+                let next = StoredPositionVerdict.positionAfter(batch, stored: stored)
+                if let next, next != stored { try Self.storePosition(next, db, link: link, stream: stream) }
             }
         } catch {
             // The transaction rolled back, and with it any table or column it created.
@@ -223,23 +232,66 @@ public final class SQLiteOrgAdapter: OrgAdapter {
         }
     }
 
-    public func appliedOffset() async throws -> Offset? {
+    public func appliedPosition() async throws -> AppliedPosition? {
         let database = try checkedDatabase()
         let link = linkName
-        let stored: Int64?
         do {
-            stored = try await database.read { db in
-                try Int64.fetchOne(
-                    db, sql: "SELECT applied_offset FROM orgsync_offsets WHERE link = ?", arguments: [link])
+            return try await database.read { db in try Self.storedPosition(db, link: link) }
+        } catch {
+            throw Self.classify(error, offset: nil, path: settings.path)
+        }
+    }
+
+    public func setAppliedPosition(_ position: AppliedPosition?) async throws {
+        let database = try checkedDatabase()
+        let link = linkName
+        let stream = streamName
+        do {
+            try await database.write { db in
+                guard let position else {
+                    return try db.execute(sql: "DELETE FROM orgsync_offsets WHERE link = ?", arguments: [link])
+                }
+                try Self.storePosition(position, db, link: link, stream: stream)
             }
         } catch {
             throw Self.classify(error, offset: nil, path: settings.path)
         }
-        guard let stored else { return nil }
-        guard stored >= 0 else {
-            throw AdapterError.connection("orgsync_offsets holds a negative applied_offset (\(stored)) for link \(link)")
+    }
+
+    /// This link's row of `orgsync_offsets`, checked: a value that cannot be a position is a
+    /// connection failure (the link suspends rather than guess).
+    static func storedPosition(_ db: Database, link: String) throws -> AppliedPosition? {
+        guard let row = try Row.fetchOne(
+            db, sql: "SELECT applied_offset, stream_id, epoch FROM orgsync_offsets WHERE link = ?", arguments: [link])
+        else { return nil }
+        guard let offset = row["applied_offset"] as Int64?, offset >= 0 else {
+            throw AdapterError.connection("orgsync_offsets holds an applied_offset that is not a non-negative integer for link \(link)")
         }
-        return Offset(UInt64(stored))
+        let streamID = row["stream_id"] as String?
+        let epoch = row["epoch"] as Int64?
+        switch (streamID, epoch) {
+        case (nil, nil):
+            return AppliedPosition(identity: nil, offset: Offset(UInt64(offset)))
+        case (let id?, let epoch?) where epoch >= 1 && !id.isEmpty:
+            return AppliedPosition(identity: StreamIdentity(streamID: id, epoch: UInt64(epoch)), offset: Offset(UInt64(offset)))
+        default:
+            throw AdapterError.connection("orgsync_offsets holds an incomplete stream identity for link \(link)")
+        }
+    }
+
+    static func storePosition(_ position: AppliedPosition, _ db: Database, link: String, stream: String) throws {
+        guard let offset = Int64(exactly: position.offset.rawValue) else {
+            throw AdapterError.connection("position \(position) does not fit SQLite's INTEGER")
+        }
+        let epoch: Int64? = position.identity.map { Int64(clamping: $0.epoch) }
+        try db.execute(
+            sql: """
+                INSERT INTO orgsync_offsets (link, stream, applied_offset, updated_at, stream_id, epoch)
+                VALUES (?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?, ?)
+                ON CONFLICT(link) DO UPDATE SET stream = excluded.stream, applied_offset = excluded.applied_offset,
+                    updated_at = excluded.updated_at, stream_id = excluded.stream_id, epoch = excluded.epoch
+                """,
+            arguments: [link, stream, offset, position.identity?.streamID, epoch])
     }
 
     public func close() async {

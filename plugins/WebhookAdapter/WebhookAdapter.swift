@@ -116,7 +116,7 @@ public struct WebhookAdapterSettings: Sendable, Hashable, CustomStringConvertibl
 
 /// POSTs each batch as one JSON document to a URL. At-least-once: a batch may be sent again
 /// after a failure or a crash, with the same `Idempotency-Key: <stream>:<first>-<last>` so the
-/// receiver can drop the repeat. ``appliedOffset()`` is always nil (the receiver keeps none we
+/// receiver can drop the repeat. ``appliedPosition()`` is always nil (the receiver keeps none we
 /// can read).
 ///
 /// ```json
@@ -189,7 +189,10 @@ public actor WebhookAdapter: OrgAdapter {
         }
     }
 
-    public func appliedOffset() async throws -> Offset? { nil }
+    public func appliedPosition() async throws -> AppliedPosition? { nil }
+
+    /// The receiver stores no position for us: nothing to rewrite.
+    public func setAppliedPosition(_ position: AppliedPosition?) async throws {}
 
     public func close() async {
         guard let client else { return }

@@ -6,11 +6,13 @@ import OrgSyncPluginAPI
 public enum PluginWireProtocol {
     /// Protocol versions this broker speaks, oldest first. A plugin names one of them in its
     /// manifest (`protocolVersion`) and answers the handshake with it.
-    public static let supportedVersions: [Int] = [1]
+    public static let supportedVersions: [Int] = [1, 2]
+    /// From this version on a plugin stores stream identities (`appliedPosition`, `setAppliedPosition`).
+    public static let positionVersion = 2
 
     /// Method names, as sent in `"method"`.
     enum Method: String {
-        case handshake, open, apply, probe, appliedOffset, close
+        case handshake, open, apply, probe, appliedOffset, appliedPosition, setAppliedPosition, close
     }
 
     /// One request line: `{"id":N,"method":"…","params":{…}}` plus a newline. `params` is
@@ -43,6 +45,9 @@ public enum PluginWireProtocol {
     static func applyParams(_ batch: EntryBatch) -> [UInt8] {
         var out = Array("{\"stream\":".utf8)
         out.append(contentsOf: encode(.string(batch.stream)))
+        out.append(contentsOf: ",\"streamId\":".utf8)
+        out.append(contentsOf: encode(.string(batch.identity.streamID)))
+        out.append(contentsOf: ",\"epoch\":\(batch.identity.epoch)".utf8)
         out.append(contentsOf: ",\"entries\":[".utf8)
         for (index, entry) in batch.entries.enumerated() {
             if index > 0 { out.append(UInt8(ascii: ",")) }
@@ -59,6 +64,43 @@ public enum PluginWireProtocol {
         if batch.isDeadLetterRetry { out.append(contentsOf: ",\"dead_letter_retry\":true".utf8) }
         out.append(contentsOf: "}".utf8)
         return out
+    }
+
+    /// `{"position":null}` or `{"position":{"streamId":…,"epoch":N,"offset":N}}`.
+    static func positionParams(_ position: AppliedPosition?) -> [UInt8] {
+        guard let position else { return Array("{\"position\":null}".utf8) }
+        var members: [String: JSONValue] = ["offset": .int(Int64(clamping: position.offset.rawValue))]
+        members["streamId"] = position.identity.map { .string($0.streamID) } ?? .null
+        members["epoch"] = position.identity.map { .int(Int64(clamping: $0.epoch)) } ?? .null
+        return encode(.object(["position": .object(members)]))
+    }
+
+    /// Reads an `appliedPosition` result; nil with the problem when it is not one.
+    static func decodePosition(_ result: JSONValue?) -> Result<AppliedPosition?, PositionDecodeProblem> {
+        guard case .object(let members)? = result else { return .failure(PositionDecodeProblem("a result that is not an object")) }
+        switch members["position"] {
+        case nil, .null?:
+            return .success(nil)
+        case .object(let position)?:
+            guard case .int(let offset)? = position["offset"], offset >= 0 else {
+                return .failure(PositionDecodeProblem("a position without a non-negative integer offset"))
+            }
+            switch (position["streamId"], position["epoch"]) {
+            case (nil, nil), (.null?, .null?), (.null?, nil), (nil, .null?):
+                return .success(AppliedPosition(identity: nil, offset: Offset(UInt64(offset))))
+            case (.string(let id)?, .int(let epoch)?) where epoch >= 1 && id.utf8.count <= 64 && !id.isEmpty:
+                return .success(AppliedPosition(identity: StreamIdentity(streamID: id, epoch: UInt64(epoch)), offset: Offset(UInt64(offset))))
+            default:
+                return .failure(PositionDecodeProblem("a position whose streamId is not a string of 1–64 characters or whose epoch is not an integer ≥ 1"))
+            }
+        case let other?:
+            return .failure(PositionDecodeProblem("position as \(other.typeName)"))
+        }
+    }
+
+    struct PositionDecodeProblem: Error {
+        var text: String
+        init(_ text: String) { self.text = text }
     }
 
     static func encode(_ value: JSONValue) -> [UInt8] {

@@ -69,6 +69,8 @@ public final class ProcessAdapter: OrgAdapter {
         var nextRequestID: UInt64 = 1
         /// A request is on the wire; a concurrent close() must not send another.
         var requestInFlight = false
+        /// The protocol version the running process answered the handshake with.
+        var protocolVersion = 1
     }
 
     public init(configuration: ProcessAdapterConfiguration, adapterConfiguration: AdapterConfiguration, logger: Logger) {
@@ -122,8 +124,34 @@ public final class ProcessAdapter: OrgAdapter {
         _ = try await call(child, .probe, params: nil, timeoutMs: configuration.requestTimeoutMs)
     }
 
-    public func appliedOffset() async throws -> Offset? {
+    public func appliedPosition() async throws -> AppliedPosition? {
         let child = try await runningChild()
+        guard state.withLock({ $0.protocolVersion }) >= PluginWireProtocol.positionVersion else {
+            return try await legacyAppliedOffset(child).map { AppliedPosition(identity: nil, offset: $0) }
+        }
+        let result = try await call(child, .appliedPosition, params: nil, timeoutMs: configuration.requestTimeoutMs)
+        switch PluginWireProtocol.decodePosition(result) {
+        case .success(let position): return position
+        case .failure(let problem): try await fail(child, "answered appliedPosition with \(problem.text)")
+        }
+    }
+
+    /// Version 2 rewrites the row; a version-1 plugin cannot, so only a change it needs no
+    /// rewrite for (its stored offset is none or below the new position) is accepted.
+    public func setAppliedPosition(_ position: AppliedPosition?) async throws {
+        let child = try await runningChild()
+        guard state.withLock({ $0.protocolVersion }) >= PluginWireProtocol.positionVersion else {
+            guard let stored = try await legacyAppliedOffset(child) else { return }
+            if let position, stored <= position.offset { return }
+            throw LinkSupervisorError.cursorChangeRefused(link: adapterConfiguration.linkName, reason:
+                "plugin \(configuration.pluginName) speaks protocol version 1, which cannot rewrite the offset it stores (\(stored)); "
+                    + "it would skip entries up to it. Upgrade the plugin to protocol version 2, or remove its stored offset in the target by hand")
+        }
+        _ = try await call(child, .setAppliedPosition, params: PluginWireProtocol.positionParams(position),
+                           timeoutMs: configuration.requestTimeoutMs)
+    }
+
+    private func legacyAppliedOffset(_ child: PluginChild) async throws -> Offset? {
         let result = try await call(child, .appliedOffset, params: nil, timeoutMs: configuration.requestTimeoutMs)
         let value: JSONValue?
         switch result {
@@ -188,6 +216,7 @@ public final class ProcessAdapter: OrgAdapter {
                 "speaks protocol version \(version); this broker speaks \(PluginWireProtocol.supportedVersions.map(String.init).joined(separator: ", "))"
             )
         }
+        state.withLock { $0.protocolVersion = Int(version) }
         logger.info(
             "plugin process started",
             metadata: ["pid": "\(child.pid)", "protocolVersion": "\(version)", "pluginVersion": "\(members["version"]?.stringValue ?? "?")"])
@@ -317,6 +346,8 @@ public final class ProcessAdapter: OrgAdapter {
             return AdapterError.connection(prefix + message, targetCode: body.targetCode)
         case "retryable":
             return AdapterError.retryable(prefix + message, targetCode: body.targetCode)
+        case "position_conflict" where method == .apply:
+            return AdapterError.positionConflict(prefix + message)
         case "rejected" where method != .apply:
             return AdapterError.connection(prefix + "reported a rejected entry outside apply (during \(method.rawValue)): \(message)")
         case "rejected":
