@@ -26,8 +26,27 @@ func addLinkRoutes(to router: Router<BrokerRequestContext>, broker: Broker, auth
         try authenticator.authorize(request, .admin)
         let name = try context.parameters.require("link")
         let force = try parseBool(request.uri.queryParameters.get("force"), name: "force")
-        _ = try await links.resume(name, force: force)
+        if try await links.resume(name, force: force) == .diverged {
+            throw APIError(.conflict, code: "link_diverged",
+                           "link \(name) is diverged: its target holds a position that does not belong to this stream as it is now; "
+                           + "reset it to an offset (POST /v1/links/\(name)/reset?from=N) or adopt the target's position (POST /v1/links/\(name)/adopt)")
+        }
         return jsonResponse(LinkStatusBody(await (try links.supervisor(name)).status()))
+    }
+    router.post("/v1/links/{link}/reset") { request, context -> Response in
+        try authenticator.authorize(request, .admin)
+        let supervisor = try links.supervisor(try context.parameters.require("link"))
+        guard let from = try parseUInt(request.uri.queryParameters.get("from"), name: "from") else {
+            throw APIError.badRequest("query parameter from (a non-negative integer) is required")
+        }
+        try await changePosition(supervisor, .reset(from: Offset(rawValue: from)))
+        return jsonResponse(LinkStatusBody(await supervisor.status()))
+    }
+    router.post("/v1/links/{link}/adopt") { request, context -> Response in
+        try authenticator.authorize(request, .admin)
+        let supervisor = try links.supervisor(try context.parameters.require("link"))
+        try await changePosition(supervisor, .adopt)
+        return jsonResponse(LinkStatusBody(await supervisor.status()))
     }
     router.post("/v1/links/{link}/cursor") { request, context -> Response in
         try authenticator.authorize(request, .admin)
@@ -36,13 +55,7 @@ func addLinkRoutes(to router: Router<BrokerRequestContext>, broker: Broker, auth
         guard let offset = try parseUInt(request.uri.queryParameters.get("offset"), name: "offset") else {
             throw APIError.badRequest("query parameter offset (a non-negative integer) is required")
         }
-        do {
-            try await supervisor.setCursor(Offset(rawValue: offset))
-        } catch let error as LinkSupervisorError {
-            throw APIError.conflict("\(error)")
-        } catch {
-            throw APIError.conflict("\(error)")
-        }
+        try await changePosition(supervisor, .reset(from: Offset(rawValue: offset)))
         return jsonResponse(LinkStatusBody(await supervisor.status()))
     }
     router.get("/v1/links/{link}/sync-log") { request, context -> Response in
@@ -94,6 +107,17 @@ func addLinkRoutes(to router: Router<BrokerRequestContext>, broker: Broker, auth
     }
 }
 
+/// An operator's reset or adoption: refused (409) unless paused or diverged, 502 when the target
+/// could not be reached to rewrite its position.
+private func changePosition(_ supervisor: LinkSupervisor, _ change: PositionChange) async throws {
+    do {
+        _ = try await supervisor.changePosition(change)
+    } catch let error as LinkSupervisorError {
+        if case .targetFailed = error { throw APIError(.badGateway, code: "target_unavailable", "\(error)") }
+        throw APIError.conflict("\(error)")
+    }
+}
+
 func pageLimit(_ request: Request) throws -> Int {
     guard let text = request.uri.queryParameters.get("limit") else { return 100 }
     guard let value = Int(text), (1...1000).contains(value) else { throw APIError.badRequest("limit must be 1...1000") }
@@ -141,6 +165,9 @@ struct LinkStatusBody: Encodable {
     var appliedEntries: UInt64
     var deadLettersFailed: Int
     var running: Bool
+    /// The stream's identity as the link reads it: what the target's position must carry.
+    var streamId: String
+    var epoch: UInt64
 
     init(_ status: LinkStatus) {
         name = status.link
@@ -162,6 +189,8 @@ struct LinkStatusBody: Encodable {
         appliedEntries = status.appliedCount
         deadLettersFailed = status.deadLetterFailedCount
         running = status.isRunning
+        streamId = status.streamID
+        epoch = status.epoch
     }
 }
 

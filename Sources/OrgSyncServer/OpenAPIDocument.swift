@@ -55,7 +55,19 @@ paths:
       description: |
         Answered 201 only once every entry of the request is durable. The request is all or
         nothing: one invalid entry (its line number is in the message) rejects it whole and
-        appends nothing.
+        appends nothing. With an Idempotency-Key, a retry of a request whose answer was lost
+        appends nothing and gets the original answer.
+      parameters:
+        - name: Idempotency-Key
+          in: header
+          required: false
+          description: |
+            1-255 visible ASCII characters naming this request. Remembered with the entries in
+            the log for the stream's window (24 h and up to 1 000 000 keys by default), across
+            crashes and restarts. The same key again: the original 201, with
+            Idempotent-Replayed true, and nothing appended; with a different body: 422; while the
+            first request with the key is still in flight: 409.
+          schema: { type: string, minLength: 1, maxLength: 255, pattern: "^[!-~]+$" }
       requestBody:
         required: true
         content:
@@ -72,6 +84,10 @@ paths:
       responses:
         "201":
           description: Durable; the offsets the entries were given.
+          headers:
+            Idempotent-Replayed:
+              description: true when this answers a retry with a key already seen (nothing was appended).
+              schema: { type: string, enum: ["true"] }
           content:
             application/json:
               schema:
@@ -85,8 +101,14 @@ paths:
         "401": { $ref: "#/components/responses/Unauthorized" }
         "403": { $ref: "#/components/responses/Forbidden" }
         "404": { $ref: "#/components/responses/NotFound" }
+        "409":
+          description: The first request with this Idempotency-Key is still in flight (code idempotency_key_in_flight); retry later.
+          content: { application/json: { schema: { $ref: "#/components/schemas/Error" } } }
         "413": { $ref: "#/components/responses/TooLarge" }
         "415": { $ref: "#/components/responses/UnsupportedMediaType" }
+        "422":
+          description: This Idempotency-Key was used for a request with other entries (code idempotency_key_reused); nothing appended.
+          content: { application/json: { schema: { $ref: "#/components/schemas/Error" } } }
         "503": { $ref: "#/components/responses/Unavailable" }
         "507": { $ref: "#/components/responses/InsufficientStorage" }
   /v1/whoami:
@@ -165,13 +187,19 @@ paths:
         "401": { $ref: "#/components/responses/Unauthorized" }
         "403": { $ref: "#/components/responses/Forbidden" }
         "404": { $ref: "#/components/responses/NotFound" }
+        "409":
+          description: The link is diverged (code link_diverged); only a reset or an adoption ends that.
+          content: { application/json: { schema: { $ref: "#/components/schemas/Error" } } }
   /v1/links/{link}/cursor:
     parameters:
       - $ref: "#/components/parameters/Link"
     post:
       operationId: setLinkCursor
-      summary: Move a paused link's cursor (the next offset it applies).
-      description: Refused (409) unless the link is paused, or when the offset is beyond the stream's end.
+      summary: Move a paused link's cursor (the next offset it applies); the same as reset while paused.
+      description: |
+        Refused (409) unless the link is paused or diverged, or when the offset is beyond the
+        stream's end. The target's stored position is rewritten too, so moving back really
+        replays.
       parameters:
         - name: offset
           in: query
@@ -184,6 +212,47 @@ paths:
         "403": { $ref: "#/components/responses/Forbidden" }
         "404": { $ref: "#/components/responses/NotFound" }
         "409": { $ref: "#/components/responses/Conflict" }
+        "502": { $ref: "#/components/responses/TargetUnavailable" }
+  /v1/links/{link}/reset:
+    parameters:
+      - $ref: "#/components/parameters/Link"
+    post:
+      operationId: resetLink
+      summary: Consume from an offset, rewriting the target's stored position in its own transaction.
+      description: |
+        For a paused or diverged link. The target's position becomes (this stream's id and
+        epoch, from - 1), or none when from is 0, and the cursor from; a diverged link then
+        consumes again, a paused one stays paused. 409 in any other state or past the end.
+      parameters:
+        - name: from
+          in: query
+          required: true
+          schema: { type: integer, format: int64, minimum: 0 }
+      responses:
+        "200": { $ref: "#/components/responses/LinkStatus" }
+        "400": { $ref: "#/components/responses/BadParameter" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "403": { $ref: "#/components/responses/Forbidden" }
+        "404": { $ref: "#/components/responses/NotFound" }
+        "409": { $ref: "#/components/responses/Conflict" }
+        "502": { $ref: "#/components/responses/TargetUnavailable" }
+  /v1/links/{link}/adopt:
+    parameters:
+      - $ref: "#/components/parameters/Link"
+    post:
+      operationId: adoptLinkPosition
+      summary: Take the offset the target holds as this stream's, and consume after it.
+      description: |
+        For a paused or diverged link whose target is known to hold this stream's entries up to
+        its stored offset (say, a data directory restored from a backup). Refused (409) when the
+        target holds no position, or one at or past the stream's end.
+      responses:
+        "200": { $ref: "#/components/responses/LinkStatus" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "403": { $ref: "#/components/responses/Forbidden" }
+        "404": { $ref: "#/components/responses/NotFound" }
+        "409": { $ref: "#/components/responses/Conflict" }
+        "502": { $ref: "#/components/responses/TargetUnavailable" }
   /v1/links/{link}/sync-log:
     parameters:
       - $ref: "#/components/parameters/Link"
@@ -410,17 +479,18 @@ components:
       type: object
       required: [name, stream, state, held_down, cursor, end_offset, lag, probe_progress, probe_successes,
                  probe_threshold, time_in_state_ms, suspensions, flaps, hold_downs, rejected_entries,
-                 applied_entries, dead_letters_failed, running]
+                 applied_entries, dead_letters_failed, running, stream_id, epoch]
       properties:
         name: { type: string }
         stream: { type: string }
         state:
           type: string
-          enum: [active, suspended, verifying, paused]
+          enum: [active, suspended, verifying, paused, diverged]
           description: |
             active: applying entries. suspended: the target failed; probing with backoff.
             verifying: probes answer; K in a row resume the link. paused: by an operator, or
-            stopped on a rejected entry.
+            stopped on a rejected entry. diverged: the target holds a position of another
+            stream, of a cut epoch, or past the end; nothing is applied until reset or adopt.
         held_down: { type: boolean, description: A flapping link waits out its hold-down. }
         cursor: { type: integer, format: int64, minimum: 0, description: The next offset to apply. }
         end_offset: { type: integer, format: int64, minimum: 0 }
@@ -437,6 +507,8 @@ components:
         applied_entries: { type: integer, format: int64, minimum: 0 }
         dead_letters_failed: { type: integer, minimum: 0 }
         running: { type: boolean }
+        stream_id: { type: string, description: The identity of the stream the link reads; targets store it with their offset. }
+        epoch: { type: integer, format: int64, minimum: 1, description: Grows whenever a repair cut acknowledged entries. }
     SyncLogRecord:
       type: object
       required: [sequence, time_ms, event, state, reason]
@@ -446,8 +518,8 @@ components:
         event:
           type: string
           enum: [suspended, held_down, verifying, verification_failed, resumed, forced_resume, paused,
-                 entry_failed, entry_resolved, cursor_set]
-        state: { type: string, enum: [active, suspended, verifying, paused] }
+                 entry_failed, entry_resolved, cursor_set, diverged, position_reset]
+        state: { type: string, enum: [active, suspended, verifying, paused, diverged] }
         reason: { type: string }
         offset: { type: integer, format: int64, minimum: 0 }
         status: { type: string, enum: [failed, resolved] }
@@ -503,6 +575,9 @@ components:
       content: { application/json: { schema: { $ref: "#/components/schemas/Error" } } }
     UnsupportedMediaType:
       description: Content-Type is neither application/json nor application/x-ndjson.
+      content: { application/json: { schema: { $ref: "#/components/schemas/Error" } } }
+    TargetUnavailable:
+      description: The target could not be reached to read or rewrite its position (code target_unavailable).
       content: { application/json: { schema: { $ref: "#/components/schemas/Error" } } }
     Unavailable:
       description: Starting, shutting down, or the stream is refused as corrupt.

@@ -75,7 +75,8 @@ let brokerRoutes: [(path: String, methods: [HTTPRequest.Method])] = [
     ("/health/live", [.get]), ("/health/ready", [.get]), ("/metrics", [.get]), ("/v1/whoami", [.get]),
     ("/v1/streams", [.get]), ("/v1/streams/{stream}", [.get]), ("/v1/streams/{stream}/entries", [.post]),
     ("/v1/links", [.get]), ("/v1/links/{link}", [.get]), ("/v1/links/{link}/suspend", [.post]),
-    ("/v1/links/{link}/resume", [.post]), ("/v1/links/{link}/cursor", [.post]), ("/v1/links/{link}/sync-log", [.get]),
+    ("/v1/links/{link}/resume", [.post]), ("/v1/links/{link}/cursor", [.post]), ("/v1/links/{link}/reset", [.post]),
+    ("/v1/links/{link}/adopt", [.post]), ("/v1/links/{link}/sync-log", [.get]),
     ("/v1/links/{link}/dead-letters", [.get]), ("/v1/links/{link}/dead-letters/{offset}/retry", [.post]),
 ]
 

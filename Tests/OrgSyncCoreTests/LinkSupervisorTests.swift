@@ -10,7 +10,7 @@ import Testing
 final class LinkHarness: Sendable {
     let clock: ManualClock
     let source: InMemoryEntrySource
-    let adapter = RecordingAdapter()
+    let adapter: RecordingAdapter
     let cursors: InMemoryCursorStore
     let supervisor: LinkSupervisor
     let transitions = Observed<[LinkTransition]>([])
@@ -18,8 +18,9 @@ final class LinkHarness: Sendable {
     init(
         name: String = "demo", configuration: LinkSupervisorConfiguration = LinkHarness.configuration,
         clock: ManualClock = ManualClock(), source: InMemoryEntrySource = InMemoryEntrySource(),
-        cursors: InMemoryCursorStore = InMemoryCursorStore()
+        adapter: RecordingAdapter = RecordingAdapter(), cursors: InMemoryCursorStore = InMemoryCursorStore()
     ) throws {
+        self.adapter = adapter
         self.clock = clock
         self.source = source
         self.cursors = cursors
@@ -331,12 +332,115 @@ final class LinkHarness: Sendable {
         await #expect(throws: LinkSupervisorError.self) { try await link.supervisor.setCursor(7) }  // past the end
         try await link.supervisor.setCursor(4)
         #expect(await link.supervisor.status().cursor == 4)
-        #expect(link.supervisor.syncLog.page().first?.event == .cursorSet)
-        // The target keeps its offset (5): resuming does not apply 4 and 5 twice.
+        #expect(link.supervisor.syncLog.page().first?.event == .positionReset)
+        #expect(await link.supervisor.status().state == .paused, "a reset while paused stays paused")
+        // The target's position was rewritten to 3: resuming really replays 4 and 5.
+        #expect(link.adapter.target.value.appliedOffset == 3)
         await link.supervisor.resume(force: true)
         link.source.append(count: 1)
         try await link.waitForCursor(7)
-        #expect(link.appliedOffsets() == Array(0..<7))
+        #expect(link.appliedOffsets() == Array(0..<6) + [4, 5, 6])
+    }
+
+    /// The identity the harness's in-memory stream has now.
+    private func identity(_ link: LinkHarness) async -> StreamIdentity {
+        let lineage = await link.source.lineage()
+        return StreamIdentity(streamID: lineage.streamID, epoch: lineage.currentEpoch)
+    }
+
+    @Test func aTargetPositionFromAnotherStreamDivergesAndAppliesNothing() async throws {
+        let link = try LinkHarness()
+        // A target written by another broker's stream up to 399 (issue: a new data directory
+        // pointed at an existing target, or a second broker with the same link name).
+        link.adapter.storePosition(AppliedPosition(identity: StreamIdentity(streamID: "another", epoch: 1), offset: 399))
+        link.source.append(count: 100)
+        let run = await link.start()
+        defer { run.cancel() }
+        try await link.waitForTransition(.diverged)
+        let status = await link.supervisor.status()
+        #expect(status.state == .diverged)
+        #expect(status.lagCount == 100, "a diverged link never reports lag 0 with entries missing")
+        #expect(status.lastError?.contains("another") == true)
+        #expect(link.appliedOffsets().isEmpty)
+        #expect(await link.supervisor.resume(force: true) == .diverged, "resume does not end divergence")
+        // The operator replays from 0: the target's position is removed, everything applies.
+        let result = try await link.supervisor.changePosition(.reset(from: 0))
+        #expect(result.state == .active)
+        try await link.waitForCursor(100)
+        #expect(link.appliedOffsets() == Array(0..<100))
+        #expect(link.adapter.target.value.appliedPosition == AppliedPosition(identity: await identity(link), offset: 99))
+        #expect(link.supervisor.syncLog.page().map(\.event).contains(.positionReset))
+    }
+
+    @Test func aPositionCutByARepairDivergesThenResetReplaysTheNewEntries() async throws {
+        let link = try LinkHarness()
+        link.source.append(count: 400)
+        let run = await link.start()
+        defer { run.cancel() }
+        try await link.waitForCursor(400)
+        run.cancel()
+        _ = await run.result
+        // A repair cut the stream back to 70 (a new epoch), then 100 new entries came.
+        link.source.cut(to: 70)
+        link.source.append(count: 100)
+        let link2 = try LinkHarness(source: link.source, adapter: link.adapter, cursors: InMemoryCursorStore(initial: ["demo": 70]))
+        let run2 = await link2.start()
+        defer { run2.cancel() }
+        try await link2.waitForTransition(.diverged)
+        #expect(await link2.supervisor.status().lagCount == 100)
+        #expect(link.appliedOffsets().count == 400, "nothing of the new epoch applied while diverged")
+        _ = try await link2.supervisor.changePosition(.reset(from: 70))
+        try await link2.waitForCursor(170)
+        #expect(Array(link.appliedOffsets().dropFirst(400)) == Array(70..<170))
+    }
+
+    @Test func aPositionPastTheEndDivergesAndAdoptIsRefused() async throws {
+        let link = try LinkHarness()
+        link.adapter.storePosition(AppliedPosition(identity: nil, offset: 399))  // a target from before identities
+        link.source.append(count: 10)
+        let run = await link.start()
+        defer { run.cancel() }
+        try await link.waitForTransition(.diverged)
+        await #expect(throws: LinkSupervisorError.self) { _ = try await link.supervisor.changePosition(.adopt) }
+        #expect(await link.supervisor.status().state == .diverged)
+    }
+
+    @Test func aLegacyPositionBelowTheEndIsTakenAndUpgradedOnTheNextBatch() async throws {
+        let link = try LinkHarness()
+        link.adapter.storePosition(AppliedPosition(identity: nil, offset: 4))
+        link.source.append(count: 10)
+        let run = await link.start()
+        defer { run.cancel() }
+        try await link.waitForCursor(10)
+        #expect(link.appliedOffsets() == Array(5..<10))
+        #expect(link.adapter.target.value.appliedPosition == AppliedPosition(identity: await identity(link), offset: 9))
+    }
+
+    @Test func adoptTakesTheTargetsOffsetForThisStream() async throws {
+        let link = try LinkHarness()
+        link.adapter.storePosition(AppliedPosition(identity: StreamIdentity(streamID: "restored", epoch: 3), offset: 4))
+        link.source.append(count: 10)
+        let run = await link.start()
+        defer { run.cancel() }
+        try await link.waitForTransition(.diverged)
+        let result = try await link.supervisor.changePosition(.adopt)
+        #expect(result.cursor == 5)
+        try await link.waitForCursor(10)
+        #expect(link.appliedOffsets() == Array(5..<10))
+    }
+
+    @Test func anApplyThatMeetsAnotherStreamsPositionDiverges() async throws {
+        let link = try LinkHarness()
+        link.source.append(count: 3)
+        let run = await link.start()
+        defer { run.cancel() }
+        try await link.waitForCursor(3)
+        // Another broker wrote this link's row meanwhile: the adapter refuses the next batch.
+        link.adapter.storePosition(AppliedPosition(identity: StreamIdentity(streamID: "intruder", epoch: 1), offset: 2))
+        link.source.append(count: 1)
+        try await link.waitForTransition(.diverged)
+        #expect(link.appliedOffsets() == Array(0..<3))
+        #expect(await link.supervisor.status().cursor == 3)
     }
 
     @Test func pauseInterruptsRetryableBackoff() async throws {
