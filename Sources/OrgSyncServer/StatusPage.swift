@@ -132,7 +132,7 @@ let statusPageHTML = #"""
 let statusPageStyle = #"""
 :root {
   --bg: #f7f7f5; --fg: #1d1d1f; --muted: #6b6b70; --line: #dcdcd8;
-  --active: #17803d; --verifying: #b26a00; --suspended: #c0262d; --paused: #55595f;
+  --active: #17803d; --verifying: #b26a00; --suspended: #c0262d; --paused: #55595f; --diverged: #7a1fa2;
 }
 * { box-sizing: border-box; }
 [hidden] { display: none !important; }
@@ -167,6 +167,7 @@ td.entry code { display: block; max-width: 32em; overflow: hidden; text-overflow
 .badge[data-state="verifying"] { background: var(--verifying); }
 .badge[data-state="suspended"] { background: var(--suspended); }
 .badge[data-state="paused"] { background: var(--paused); }
+.badge[data-state="diverged"] { background: var(--diverged); }
 .badge[data-state="failed"] { background: var(--suspended); }
 .badge[data-state="resolved"] { background: var(--active); }
 .held { margin-left: 6px; color: var(--suspended); font-size: 12px; font-weight: 600; }
@@ -174,6 +175,7 @@ tr[data-state="suspended"] td:first-child { border-left: 4px solid var(--suspend
 tr[data-state="verifying"] td:first-child { border-left: 4px solid var(--verifying); }
 tr[data-state="active"] td:first-child { border-left: 4px solid var(--active); }
 tr[data-state="paused"] td:first-child { border-left: 4px solid var(--paused); }
+tr[data-state="diverged"] td:first-child { border-left: 4px solid var(--diverged); }
 .actions { display: flex; gap: 6px; }
 button { font: inherit; padding: 2px 10px; }
 .facts { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; background: #fff; border: 1px solid var(--line); padding: 10px 14px; }
@@ -283,7 +285,8 @@ let statusPageScript = #"""
   }
 
   function stateLabel(state) {
-    return { active: "active", verifying: "verifying", suspended: "suspended", paused: "paused" }[state] || String(state);
+    return { active: "active", verifying: "verifying", suspended: "suspended", paused: "paused",
+             diverged: "diverged: needs an operator" }[state] || String(state);
   }
 
   function probeText(link) {
@@ -361,6 +364,11 @@ let statusPageScript = #"""
     const path = "/v1/links/" + encodeURIComponent(link.name);
     if (link.state !== "paused") {
       buttons.push(actionButton("Suspend", testPrefix + "suspend", "POST", path + "/suspend", "Suspend link " + link.name + "?"));
+    }
+    if (link.state === "diverged") {
+      buttons.push(actionButton("Adopt target position", testPrefix + "adopt", "POST", path + "/adopt",
+        "Take the offset the target of " + link.name + " holds as this stream's? Only if its data is known to match."));
+      return buttons;
     }
     if (link.state !== "active") {
       buttons.push(actionButton("Resume", testPrefix + "resume", "POST", path + "/resume", null));

@@ -78,8 +78,8 @@ func printTable(_ rows: [[String]]) {
 struct LinksCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "links",
-        abstract: "Pause and resume links of a running broker.",
-        subcommands: [Suspend.self, Resume.self]
+        abstract: "Pause, resume, reset and adopt links of a running broker.",
+        subcommands: [Suspend.self, Resume.self, Reset.self, Adopt.self]
     )
 
     struct Suspend: AsyncParsableCommand {
@@ -114,6 +114,54 @@ struct LinksCommand: AsyncParsableCommand {
     }
 }
 
+extension LinksCommand {
+    struct Reset: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a paused or diverged link consume from an offset. Needs an admin token.",
+            discussion: """
+                The target's stored position is rewritten in the target's own transaction to (this \
+                stream's id and epoch, OFFSET - 1), or removed for 0, and the cursor set to OFFSET. \
+                A diverged link then consumes again; a paused one stays paused. Entries from OFFSET \
+                on are applied again (upserts merge; an insert of a key the target holds is rejected \
+                and dead-lettered). See "When a link diverges" in the README.
+                """)
+        @OptionGroup var broker: BrokerOptions
+        @Argument(help: "The link.") var link: String
+        @Option(name: .customLong("from"), help: "The next offset to apply.") var offset: UInt64
+
+        func run() async throws {
+            try await reportingFailures("links reset") {
+                let data = try await broker.client().send("POST", "/v1/links/\(link)/reset?from=\(offset)")
+                let status = try broker.client().decode(data, as: LinkStatusResponse.self)
+                printLine(broker.json ? String(decoding: data, as: UTF8.self)
+                    : "\(link): \(status.state) from offset \(status.cursor) (stream end \(status.endOffset))")
+            }
+        }
+    }
+
+    struct Adopt: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Take the offset a diverged link's target holds as this stream's. Needs an admin token.",
+            discussion: """
+                Only when you know the target holds this stream's entries up to that offset (a data \
+                directory restored from a backup, say): the target's position gets this stream's \
+                identity and the link consumes after it. Refused when the target holds no position \
+                or one at or past the stream's end (use `links reset` then).
+                """)
+        @OptionGroup var broker: BrokerOptions
+        @Argument(help: "The link.") var link: String
+
+        func run() async throws {
+            try await reportingFailures("links adopt") {
+                let data = try await broker.client().send("POST", "/v1/links/\(link)/adopt")
+                let status = try broker.client().decode(data, as: LinkStatusResponse.self)
+                printLine(broker.json ? String(decoding: data, as: UTF8.self)
+                    : "\(link): \(status.state) from offset \(status.cursor) (stream end \(status.endOffset))")
+            }
+        }
+    }
+}
+
 struct CursorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cursor",
@@ -138,7 +186,7 @@ struct CursorCommand: AsyncParsableCommand {
     struct Set: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Move a paused link's cursor (refused unless the link is paused). Needs an admin token.",
-            discussion: "Moving it back re-applies entries (SQL targets skip what they already hold); moving it forward skips entries.")
+            discussion: "The same as `links reset`: the target's stored position is rewritten too, so moving back re-applies entries; moving forward skips them.")
         @OptionGroup var broker: BrokerOptions
         @Argument(help: "The link.") var link: String
         @Argument(help: "The new cursor: the next offset to apply.") var offset: UInt64
