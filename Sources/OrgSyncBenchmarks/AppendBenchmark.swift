@@ -66,6 +66,15 @@ struct AppendBenchmark: AsyncParsableCommand {
                 if json { print(resultLine(row)) }
             }
         }
+        if !compare {
+            // What idempotency keys cost: the same scenario without and with a unique key per append.
+            for producerCount in [1, 64] {
+                let plain = try await measureAppend(workload, directory: scratch, producers: producerCount, batch: 100)
+                let keyed = try await measureAppend(workload, directory: scratch, producers: producerCount, batch: 100, keyed: true)
+                out.keyRows.append((plain, keyed))
+                if json { print(resultLine(plain)); print(resultLine(keyed)) }
+            }
+        }
         if !skipRestart && !compare {
             let sizes = restartMiB.split(separator: ",").compactMap { Int($0) }
             for size in sizes {
@@ -140,11 +149,13 @@ struct AppendBenchmark: AsyncParsableCommand {
 
     // MARK: Append
 
-    func measureAppend(_ workload: [[UInt8]], directory: String, producers: Int, batch: Int) async throws -> ResultRow {
-        let dataDir = directory + "/append-p\(producers)-b\(batch)"
+    /// - Parameter keyed: every append carries a unique idempotency key.
+    func measureAppend(_ workload: [[UInt8]], directory: String, producers: Int, batch: Int, keyed: Bool = false) async throws -> ResultRow {
+        let dataDir = directory + "/append-p\(producers)-b\(batch)" + (keyed ? "-keys" : "")
         defer { try? FileManager.default.removeItem(atPath: dataDir) }
         let log = try StreamLog.open(dataDirectory: dataDir, name: "bench")
         let next = Counter()
+        let keys = Counter()
         let deadline = nowNs() + UInt64(seconds * 1e9)
         let batchCount = max(1, workload.count / batch)
         let start = nowNs()
@@ -158,7 +169,11 @@ struct AppendBenchmark: AsyncParsableCommand {
                         let index = next.value.wrappingAdd(1, ordering: .relaxed).oldValue % batchCount
                         let slice = Array(workload[(index * batch)..<min(workload.count, index * batch + batch)])
                         let t0 = nowNs()
-                        _ = try await log.append(slice)
+                        if keyed {
+                            _ = try await log.append(slice, idempotencyKey: "bench-\(keys.value.wrappingAdd(1, ordering: .relaxed).oldValue)")
+                        } else {
+                            _ = try await log.append(slice)
+                        }
                         latencies.append(nowNs() - t0)
                         entries += slice.count
                         bytes += slice.reduce(0) { $0 + $1.count }
@@ -179,7 +194,7 @@ struct AppendBenchmark: AsyncParsableCommand {
         let summary = try LogScanner(dataDirectory: dataDir, stream: "bench").scan()
         _ = info
         return ResultRow(
-            mode: "append p\(producers) b\(batch)", batch: batch, durable: true,
+            mode: "append p\(producers) b\(batch)" + (keyed ? " keys" : ""), batch: batch, durable: true,
             entries_per_s: Double(entries) / elapsed, p50_ms: percentileMs(latencies, 50), p99_ms: percentileMs(latencies, 99),
             producers: producers, mb_per_s: Double(bytes) / elapsed / 1e6, compression_ratio: summary.compressionRatio)
     }
@@ -260,6 +275,8 @@ struct AppendBenchmark: AsyncParsableCommand {
         var header: [String] = []
         var limits: [String] = []
         var rows: [ResultRow] = []
+        /// The same scenario without and with an idempotency key per append.
+        var keyRows: [(plain: ResultRow, keyed: ResultRow)] = []
         var restarts: [Restart] = []
         var verifyMBs: Double?
         var diskP99: Double?
@@ -281,6 +298,15 @@ struct AppendBenchmark: AsyncParsableCommand {
                 let ofZlib = zlibCompressMBs.map { fmt(row.mb_per_s / $0 * 100, 0) + " %" } ?? "-"
                 let ofDisk = diskP99.map { fmt(row.p99_ms / $0, 1) + "×" } ?? "-"
                 lines.append("| \(row.mode) | \(row.producers) | \(row.batch) | \(fmt(row.entries_per_s, 0)) | \(fmt(row.mb_per_s)) | \(fmt(row.p50_ms, 3)) | \(fmt(row.p99_ms, 3)) | \(fmt(row.compression_ratio ?? 0, 2))× | \(ofZlib) | \(ofDisk) |")
+            }
+            if !keyRows.isEmpty {
+                lines.append("")
+                lines.append("| idempotency keys (same run) | producers | entries/append | entries/s without | entries/s with a key per append | with / without | ack p99 ms without / with |")
+                lines.append("| --- | --- | --- | --- | --- | --- | --- |")
+                for (plain, keyed) in keyRows {
+                    let ratio = plain.entries_per_s > 0 ? keyed.entries_per_s / plain.entries_per_s : 0
+                    lines.append("| append | \(plain.producers) | \(plain.batch) | \(fmt(plain.entries_per_s, 0)) | \(fmt(keyed.entries_per_s, 0)) | \(fmt(ratio, 2))× | \(fmt(plain.p99_ms, 3)) / \(fmt(keyed.p99_ms, 3)) |")
+                }
             }
             if !restarts.isEmpty {
                 lines.append("")

@@ -50,6 +50,11 @@ public struct LogConfiguration: Sendable, Hashable {
     /// Retention may delete a segment that a cursor has not yet passed (the consumer then
     /// reports the lost range). Off by default: retention never passes a cursor.
     public var retentionDropsUnconsumed: Bool = false
+    /// A keyed append (`Idempotency-Key`) is remembered this long after it was written: a
+    /// retry within it is answered with the first append's offsets and appends nothing.
+    public var idempotencyWindowMs: Int64 = 86_400_000
+    /// At most this many keys are remembered per stream (the oldest are forgotten first).
+    public var idempotencyKeysMax: Int = 1_000_000
 
     public init() {}
 
@@ -75,6 +80,8 @@ public struct LogConfiguration: Sendable, Hashable {
         if case .interval(let ms) = fsyncPolicy { try check(ms >= 1, "fsyncPolicy.intervalMs", "must be positive") }
         if let max = retentionBytesMax { try check(max >= 0, "retentionBytesMax", "must not be negative") }
         if let max = retentionAgeMsMax { try check(max >= 0, "retentionAgeMsMax", "must not be negative") }
+        try check(idempotencyWindowMs >= 1, "idempotencyWindowMs", "must be positive")
+        try check((1...100_000_000).contains(idempotencyKeysMax), "idempotencyKeysMax", "must be 1...100000000")
     }
 }
 
@@ -96,6 +103,12 @@ public enum LogError: Error, Sendable, Hashable, CustomStringConvertible {
     case invalidCursorName(String)
     /// The stream's `IDENTITY` file is unreadable: its offsets cannot be tied to targets' positions.
     case identityDamaged(path: String, problem: String)
+    /// An idempotency key must be 1–255 visible ASCII bytes (0x21–0x7E).
+    case invalidIdempotencyKey(String)
+    /// The key was used, within the window, for an append with different entries.
+    case idempotencyKeyReused(key: String)
+    /// The first append with this key is still queued or being written; retry later.
+    case idempotencyKeyInFlight(key: String)
 
     public var description: String {
         switch self {
@@ -112,6 +125,9 @@ public enum LogError: Error, Sendable, Hashable, CustomStringConvertible {
         case .invalidCursorName(let name): "invalid cursor name \"\(name)\""
         case .identityDamaged(let path, let problem):
             "the stream's identity file \(path) is damaged (\(problem)); restore it from a backup, or remove it to give the stream a new identity (every link's target then reports `diverged` until an operator adopts or resets it)"
+        case .invalidIdempotencyKey: "an idempotency key must be 1-255 visible ASCII characters"
+        case .idempotencyKeyReused(let key): "idempotency key \"\(key)\" was already used for different entries"
+        case .idempotencyKeyInFlight(let key): "the append with idempotency key \"\(key)\" is still in progress"
         }
     }
 }

@@ -15,7 +15,7 @@ public struct LogScanner: Sendable {
         }
     }
 
-    /// One batch as the scanner saw it.
+    /// One batch as the scanner saw it. A control batch (`header.isControl`) has no ranges.
     public struct Batch {
         public var segment: String
         public var position: Int64
@@ -28,7 +28,9 @@ public struct LogScanner: Sendable {
     /// What a full scan found.
     public struct Summary: Sendable, Hashable, Codable {
         public var segments = 0
+        /// Batches read, control batches (idempotency keys, no entries) included.
         public var batches = 0
+        public var controlBatches = 0
         public var entries: UInt64 = 0
         public var startOffset: UInt64 = 0
         public var endOffset: UInt64 = 0
@@ -92,10 +94,11 @@ public struct LogScanner: Sendable {
                         try RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges)
                     }
                     summary.batches += 1
+                    if header.isControl { summary.controlBatches += 1 }
                     summary.entries += UInt64(header.entryCount)
                     summary.storedBytes += Int64(header.batchLength)
-                    summary.uncompressedBytes += Int64(header.uncompressedLength)
-                    summary.rawBytes += Int64(header.uncompressedLength) - 4 * Int64(header.entryCount)
+                    if !header.isControl { summary.uncompressedBytes += Int64(header.uncompressedLength) }
+                    summary.rawBytes += header.entryBytes
                     expected = header.nextOffset
                     position += Int64(header.batchLength)
                     if header.nextOffset > startOffset {
@@ -203,9 +206,11 @@ extension StreamLog {
                 try file.truncate(to: problem.bytePosition)
                 try file.sync()
                 try storage.removeFile(directory + "/" + Segment.fileName(damaged, ".index"))
+                // Its keys name offsets that may be cut: they are rebuilt from what is left.
+                let keys = directory + "/" + Segment.fileName(damaged, ".keys")
+                if storage.fileExists(keys) { try storage.removeFile(keys) }
                 for base in bases where base > damaged {
-                    try storage.removeFile(directory + "/" + Segment.fileName(base, ".log"))
-                    try storage.removeFile(directory + "/" + Segment.fileName(base, ".index"))
+                    try removeSegmentFiles(directory: directory, base: base, storage: storage)
                     report.removedSegments.append(Segment.fileName(base, ".log"))
                 }
                 report.droppedTo = max(problem.endOffset, problem.firstOffset)

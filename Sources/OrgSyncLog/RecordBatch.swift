@@ -9,9 +9,10 @@
 ///      8    4 crc                  CRC-32 (zlib) of bytes [12, batchLength)
 ///     12    1 formatVersion        1
 ///     13    1 codec                0 = none, 1 = zlib
-///     14    2 flags                0 (reserved)
+///     14    2 flags                bit 0 (0x0001) group continues, bit 1 (0x0002) control;
+///                                  other bits 0
 ///     16    8 baseOffset           offset of the first entry
-///     24    4 entryCount           ≥ 1
+///     24    4 entryCount           ≥ 1 (data batch), 0 (control batch)
 ///     28    4 uncompressedLength   bytes of the payload before compression
 ///     32    4 storedLength         bytes of the payload as stored (= batchLength - 52)
 ///     36    8 firstTimestampMs     broker append time of the batch, ms since the Unix epoch
@@ -20,10 +21,36 @@
 ///                                  zlib the whole payload is one zlib stream (RFC 1950)
 /// ```
 ///
-/// Invariants checked on every read: magic, version, codec, `batchLength = 52 + storedLength`,
-/// the CRC, entry count ≥ 1, and after decompression the exact uncompressed length and that the
-/// entry frames fill the payload exactly with `entryCount` entries. An all-zero header marks
-/// the end of the data in a segment (segments are pre-written with zeros ahead of the tail).
+/// Invariants checked on every read: magic, version, codec, known flags, `batchLength = 52 +
+/// storedLength`, the CRC, entry count ≥ 1 (0 for a control batch), and after decompression
+/// the exact uncompressed length and that the frames fill the payload exactly with `entryCount`
+/// entries (a control batch: with well-formed control records). An all-zero header marks the
+/// end of the data in a segment (segments are pre-written with zeros ahead of the tail).
+///
+/// ## Flags
+///
+/// - `0x0001` **group continues**: one group commit (one write, one fdatasync, acknowledged
+///   together) is several batches; every batch of it but the last carries this bit. Recovery
+///   drops a group whose last batch is missing (a short write on a crash): none of it was
+///   acknowledged, and keeping a prefix would let a producer's retry duplicate it.
+/// - `0x0002` **control: idempotency keys**: the batch holds no entries (`entryCount` 0,
+///   `baseOffset` = the offset after the group's last entry, so `nextOffset == baseOffset` and
+///   it consumes no offsets). It is written last in its group, after the group's data batches
+///   and in the same write, and never carries "group continues". Readers skip it; its payload
+///   (stored uncompressed) holds one control record per keyed append of the group, each
+///   framed like an entry (`u32 length` + record):
+///
+/// ```
+/// offset size field (control record, little-endian)
+///      0    1 keyLength            k, 1...255
+///      1    k key                  visible ASCII (0x21...0x7E)
+///    1+k    4 fingerprintCount     entries in the append
+///    5+k    8 fingerprintBytes     total bytes of those entries
+///   13+k    8 fingerprintHash      CRC-32 << 32 | Adler-32 of the entries, each as u32 length + bytes
+///   21+k    8 firstOffset          offset given to the append's first entry
+///   29+k    4 count                entries appended (≥ 1)
+///   33+k    8 timestampMs          broker time of the write, ms since the Unix epoch
+/// ```
 public struct RecordBatchHeader: Sendable, Hashable {
     public static let size = 52
     public static let magic: UInt32 = 0x3142_534F  // "OSB1" read as little-endian u32
@@ -34,9 +61,15 @@ public struct RecordBatchHeader: Sendable, Hashable {
         case zlib = 1
     }
 
+    /// Flag bits (header byte 14): see the format above.
+    public static let flagGroupContinues: UInt16 = 0x0001
+    public static let flagControl: UInt16 = 0x0002
+    static let knownFlags: UInt16 = flagGroupContinues | flagControl
+
     public var batchLength: UInt32
     public var crc: UInt32
     public var codec: Codec
+    public var flags: UInt16
     public var baseOffset: UInt64
     public var entryCount: UInt32
     public var uncompressedLength: UInt32
@@ -46,6 +79,12 @@ public struct RecordBatchHeader: Sendable, Hashable {
 
     /// The offset after the last entry of the batch.
     public var nextOffset: UInt64 { baseOffset + UInt64(entryCount) }
+    /// A control batch (idempotency keys): no entries; readers skip it.
+    public var isControl: Bool { flags & RecordBatchHeader.flagControl != 0 }
+    /// More batches of the same group commit follow this one.
+    public var continuesGroup: Bool { flags & RecordBatchHeader.flagGroupContinues != 0 }
+    /// Bytes of the entries themselves (uncompressed, without framing); 0 for a control batch.
+    public var entryBytes: Int64 { isControl ? 0 : Int64(uncompressedLength) - 4 * Int64(entryCount) }
 }
 
 /// Why bytes are not a valid record batch.
@@ -57,6 +96,7 @@ public enum BatchDecodeError: Error, Sendable, Hashable, CustomStringConvertible
     case badMagic(UInt32)
     case badVersion(UInt8)
     case badCodec(UInt8)
+    case badFlags(UInt16)
     case badLength(String)
     case checksumMismatch(stored: UInt32, computed: UInt32)
     case badPayload(String)
@@ -68,6 +108,7 @@ public enum BatchDecodeError: Error, Sendable, Hashable, CustomStringConvertible
         case .badMagic(let magic): "bad magic 0x\(String(magic, radix: 16))"
         case .badVersion(let version): "unknown format version \(version)"
         case .badCodec(let codec): "unknown codec \(codec)"
+        case .badFlags(let flags): "bad flags 0x\(String(flags, radix: 16))"
         case .badLength(let why): "bad length: \(why)"
         case .checksumMismatch(let stored, let computed):
             "CRC mismatch (stored 0x\(String(stored, radix: 16)), computed 0x\(String(computed, radix: 16)))"
@@ -86,10 +127,13 @@ public enum RecordBatchCodec {
     ///
     /// - Parameter compressionLevel: zlib level 0...9; `nil` stores the payload uncompressed.
     /// - Parameter scratch: reused between calls to avoid an allocation per batch.
+    /// - Parameter flags: header flags; only ``RecordBatchHeader/flagGroupContinues`` applies
+    ///   to a data batch (control batches come from ``encodeControl(records:baseOffset:timestampMs:into:)``).
     public static func encode(
         entries: some Collection<[UInt8]>, baseOffset: UInt64, timestampMs: Int64,
-        compressionLevel: Int32?, into output: inout [UInt8], scratch: inout [UInt8]
+        compressionLevel: Int32?, into output: inout [UInt8], scratch: inout [UInt8], flags: UInt16 = 0
     ) throws {
+        precondition(flags & ~RecordBatchHeader.flagGroupContinues == 0, "a data batch only takes the group flag")
         precondition(!entries.isEmpty, "a batch holds at least one entry")
         scratch.removeAll(keepingCapacity: true)
         for entry in entries {
@@ -109,6 +153,30 @@ public enum RecordBatchCodec {
             }
         }
         if codec == .none { output.append(contentsOf: scratch) }
+        writeHeader(&output, at: start, codec: codec, flags: flags, baseOffset: baseOffset,
+                    entryCount: entries.count, uncompressedLength: scratch.count, timestampMs: timestampMs)
+    }
+
+    /// Appends one control batch holding `records` (the keyed appends of one group) to
+    /// `output`. `baseOffset` is the offset after the group's last entry. Stored uncompressed:
+    /// keys and fingerprints barely compress, and recovery reads them without inflating.
+    public static func encodeControl(
+        records: some Collection<IdempotencyRecord>, baseOffset: UInt64, timestampMs: Int64, into output: inout [UInt8]
+    ) {
+        precondition(!records.isEmpty, "a control batch holds at least one record")
+        let start = output.count
+        output.append(contentsOf: repeatElement(0, count: RecordBatchHeader.size))
+        for record in records { record.appendFramed(to: &output) }
+        writeHeader(&output, at: start, codec: .none, flags: RecordBatchHeader.flagControl, baseOffset: baseOffset,
+                    entryCount: 0, uncompressedLength: output.count - start - RecordBatchHeader.size, timestampMs: timestampMs)
+    }
+
+    /// Fills the header of the batch whose payload is stored from `start + 52` to the end of
+    /// `output`, and its CRC.
+    private static func writeHeader(
+        _ output: inout [UInt8], at start: Int, codec: RecordBatchHeader.Codec, flags: UInt16, baseOffset: UInt64,
+        entryCount: Int, uncompressedLength: Int, timestampMs: Int64
+    ) {
         let storedLength = output.count - start - RecordBatchHeader.size
         output.withUnsafeMutableBytes { raw in
             let header = UnsafeMutableRawBufferPointer(rebasing: raw[start..<(start + RecordBatchHeader.size)])
@@ -116,10 +184,10 @@ public enum RecordBatchCodec {
             header.storeLE(UInt32(RecordBatchHeader.size + storedLength), at: 4)
             header[12] = RecordBatchHeader.formatVersion
             header[13] = codec.rawValue
-            header.storeLE(UInt16(0), at: 14)
+            header.storeLE(flags, at: 14)
             header.storeLE(baseOffset, at: 16)
-            header.storeLE(UInt32(entries.count), at: 24)
-            header.storeLE(UInt32(scratch.count), at: 28)
+            header.storeLE(UInt32(entryCount), at: 24)
+            header.storeLE(UInt32(uncompressedLength), at: 28)
             header.storeLE(UInt32(storedLength), at: 32)
             header.storeLE(timestampMs, at: 36)
             header.storeLE(timestampMs, at: 44)
@@ -128,13 +196,23 @@ public enum RecordBatchCodec {
         }
     }
 
-    /// Sets the base offset of the encoded batch at `position` and recomputes its CRC (used
-    /// for batches encoded before their offsets were known). Returns the patched header.
+    /// Sets the base offset (and, when given, the flags) of the encoded batch at `position`
+    /// and recomputes its CRC (used for batches encoded before their offsets, or their place in
+    /// the group, were known). Returns the patched header.
     @discardableResult
-    public static func patchBaseOffset(_ buffer: inout [UInt8], at position: Int, baseOffset: UInt64) throws -> RecordBatchHeader {
+    public static func patchBaseOffset(
+        _ buffer: inout [UInt8], at position: Int, baseOffset: UInt64, flags: UInt16? = nil
+    ) throws -> RecordBatchHeader {
         try buffer.withUnsafeMutableBytes { raw in
             let batch = UnsafeMutableRawBufferPointer(rebasing: raw[position...])
             var header = try decodeHeader(UnsafeRawBufferPointer(batch))
+            if let flags {
+                guard flags & ~RecordBatchHeader.knownFlags == 0,
+                      (flags & RecordBatchHeader.flagControl != 0) == header.isControl
+                else { throw BatchDecodeError.badFlags(flags) }
+                batch.storeLE(flags, at: 14)
+                header.flags = flags
+            }
             batch.storeLE(baseOffset, at: 16)
             let crc = Zlib.crc32(UnsafeRawBufferPointer(rebasing: batch[12..<Int(header.batchLength)]))
             batch.storeLE(crc, at: 8)
@@ -157,15 +235,22 @@ public enum RecordBatchCodec {
         }
         guard bytes[12] == RecordBatchHeader.formatVersion else { throw BatchDecodeError.badVersion(bytes[12]) }
         guard let codec = RecordBatchHeader.Codec(rawValue: bytes[13]) else { throw BatchDecodeError.badCodec(bytes[13]) }
+        let flags: UInt16 = bytes.loadLE(at: 14)
+        guard flags & ~RecordBatchHeader.knownFlags == 0 else { throw BatchDecodeError.badFlags(flags) }
         let header = RecordBatchHeader(
-            batchLength: bytes.loadLE(at: 4), crc: bytes.loadLE(at: 8), codec: codec,
+            batchLength: bytes.loadLE(at: 4), crc: bytes.loadLE(at: 8), codec: codec, flags: flags,
             baseOffset: bytes.loadLE(at: 16), entryCount: bytes.loadLE(at: 24),
             uncompressedLength: bytes.loadLE(at: 28), storedLength: bytes.loadLE(at: 32),
             firstTimestampMs: bytes.loadLE(at: 36), maxTimestampMs: bytes.loadLE(at: 44))
         guard UInt64(header.batchLength) == UInt64(RecordBatchHeader.size) + UInt64(header.storedLength) else {
             throw BatchDecodeError.badLength("batchLength \(header.batchLength) ≠ 52 + storedLength \(header.storedLength)")
         }
-        guard header.entryCount >= 1 else { throw BatchDecodeError.badLength("entry count 0") }
+        if header.isControl {
+            guard header.entryCount == 0 else { throw BatchDecodeError.badLength("control batch with \(header.entryCount) entries") }
+            guard !header.continuesGroup else { throw BatchDecodeError.badFlags(flags) }
+        } else {
+            guard header.entryCount >= 1 else { throw BatchDecodeError.badLength("entry count 0") }
+        }
         guard UInt64(header.uncompressedLength) >= UInt64(header.entryCount) * 4 else {
             throw BatchDecodeError.badLength("payload of \(header.uncompressedLength) bytes cannot hold \(header.entryCount) entries")
         }
@@ -186,7 +271,9 @@ public enum RecordBatchCodec {
     }
 
     /// Decompresses (if needed) and splits a verified batch's payload into entry byte ranges.
-    /// `payload` receives the uncompressed payload; `ranges` the entries' ranges in it.
+    /// `payload` receives the uncompressed payload; `ranges` the entries' ranges in it. A
+    /// control batch yields no ranges (its records are checked; read them with
+    /// ``decodeControlRecords(_:header:)``), so every loop over entries skips it.
     public static func decodePayload(
         _ bytes: UnsafeRawBufferPointer, header: RecordBatchHeader,
         payload: inout [UInt8], ranges: inout [Range<Int>]
@@ -216,8 +303,52 @@ public enum RecordBatchCodec {
                 position += length
             }
         }
+        if header.isControl {
+            guard !ranges.isEmpty else { throw BatchDecodeError.badPayload("control batch without records") }
+            try payload.withUnsafeBytes { raw in
+                for range in ranges { _ = try IdempotencyRecord(decoding: UnsafeRawBufferPointer(rebasing: raw[range])) }
+            }
+            ranges.removeAll(keepingCapacity: true)
+            return
+        }
         guard ranges.count == Int(header.entryCount) else {
             throw BatchDecodeError.badPayload("\(ranges.count) entries, header says \(header.entryCount)")
+        }
+    }
+
+    /// The idempotency-key records of a verified control batch (none for a data batch).
+    public static func decodeControlRecords(_ bytes: UnsafeRawBufferPointer, header: RecordBatchHeader) throws -> [IdempotencyRecord] {
+        guard header.isControl else { return [] }
+        var payload: [UInt8] = []
+        var ranges: [Range<Int>] = []
+        let stored = UnsafeRawBufferPointer(rebasing: bytes[RecordBatchHeader.size..<Int(header.batchLength)])
+        switch header.codec {
+        case .none: payload.append(contentsOf: stored)
+        case .zlib:
+            do {
+                try Zlib.decompress(stored, expectedCount: Int(header.uncompressedLength), into: &payload)
+            } catch {
+                throw BatchDecodeError.badPayload("\(error)")
+            }
+        }
+        return try payload.withUnsafeBytes { raw in
+            try splitFrames(raw, into: &ranges)
+            return try ranges.map { try IdempotencyRecord(decoding: UnsafeRawBufferPointer(rebasing: raw[$0])) }
+        }
+    }
+
+    /// Splits `u32 length` + bytes frames that must fill `raw` exactly.
+    static func splitFrames(_ raw: UnsafeRawBufferPointer, into ranges: inout [Range<Int>]) throws {
+        ranges.removeAll(keepingCapacity: true)
+        var position = 0
+        let end = raw.count
+        while position < end {
+            guard end - position >= 4 else { throw BatchDecodeError.badPayload("torn frame length at byte \(position)") }
+            let length = Int(raw.loadLE(at: position) as UInt32)
+            position += 4
+            guard length <= end - position else { throw BatchDecodeError.badPayload("frame of \(length) bytes past the end") }
+            ranges.append(position..<(position + length))
+            position += length
         }
     }
 }

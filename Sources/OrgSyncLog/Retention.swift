@@ -50,8 +50,7 @@ extension StreamLog {
         }
         try wrapStorage {
             for segment in doomed {
-                try storage.removeFile(segment.logPath)
-                try storage.removeFile(segment.indexPath)
+                try StreamLog.removeSegmentFiles(directory: directory, base: segment.baseOffset, storage: storage)
                 report.deletedSegments.append(Segment.fileName(segment.baseOffset, ".log"))
                 report.deletedBytes += segment.snapshot.dataEnd
             }

@@ -17,6 +17,8 @@ final class Segment: Sendable {
     let baseOffset: UInt64
     let logPath: String
     let indexPath: String
+    /// Idempotency records of the segment, written when it is sealed (see ``KeysFile``).
+    let keysPath: String
     let file: any LogFile
     private let storage: any LogStorage
     private let indexIntervalBytes: Int
@@ -53,6 +55,7 @@ final class Segment: Sendable {
         self.baseOffset = baseOffset
         self.logPath = directory + "/" + Segment.fileName(baseOffset, ".log")
         self.indexPath = directory + "/" + Segment.fileName(baseOffset, ".index")
+        self.keysPath = directory + "/" + Segment.fileName(baseOffset, ".keys")
         self.storage = storage
         self.indexIntervalBytes = indexIntervalBytes
         self.file = try storage.openFile(logPath, create: create)
@@ -136,14 +139,16 @@ final class Segment: Sendable {
     func noteBatch(_ header: RecordBatchHeader, at position: Int64) {
         state.withLock { s in
             if s.index == nil { s.index = [] }
-            if s.lastIndexedPosition < 0 || position - s.lastIndexedPosition >= Int64(indexIntervalBytes) {
+            // Index points name entries; a control batch holds none (and shares its base offset
+            // with the next data batch, which the point must name).
+            if !header.isControl && (s.lastIndexedPosition < 0 || position - s.lastIndexedPosition >= Int64(indexIntervalBytes)) {
                 s.index?.append(IndexPoint(relativeOffset: UInt32(header.baseOffset - baseOffset), position: UInt32(position)))
                 s.lastIndexedPosition = position
             }
             s.dataEnd = position + Int64(header.batchLength)
             s.nextOffset = header.nextOffset
             if !s.sealed || s.rawBytes != nil {
-                s.rawBytes = (s.rawBytes ?? 0) + Int64(header.uncompressedLength) - 4 * Int64(header.entryCount)
+                s.rawBytes = (s.rawBytes ?? 0) + header.entryBytes
             }
             if s.firstTimestampMs == nil { s.firstTimestampMs = header.firstTimestampMs }
             s.maxTimestampMs = max(s.maxTimestampMs ?? header.maxTimestampMs, header.maxTimestampMs)
@@ -170,7 +175,7 @@ final class Segment: Sendable {
             guard (try? file.read(at: position, count: RecordBatchHeader.size, into: &bytes)) != nil,
                   let header = try? bytes.withUnsafeBytes({ try RecordBatchCodec.decodeHeader($0) })
             else { break }
-            total += Int64(header.uncompressedLength) - 4 * Int64(header.entryCount)
+            total += header.entryBytes
             position += Int64(header.batchLength)
         }
         return total

@@ -14,25 +14,44 @@ extension StreamLog {
     ///   ``LogError/emptyAppend``, ``LogError/storage(_:)`` (e.g. disk full; nothing of this
     ///   append is acknowledged and the log stays usable), ``LogError/closed``.
     public func append(_ entries: [[UInt8]]) async throws -> AppendResult {
+        try checkLimits(entries)
+        return try await enqueue(entries, claim: nil).result
+    }
+
+    /// Checks an append against the entry limits before anything is queued.
+    func checkLimits(_ entries: [[UInt8]]) throws {
         guard !entries.isEmpty else { throw LogError.emptyAppend }
         guard entries.count <= configuration.appendEntriesMax else {
             throw LogError.tooManyEntries(count: entries.count, limit: configuration.appendEntriesMax)
         }
-        var bytes = 0
         for (i, entry) in entries.enumerated() {
             guard entry.count <= configuration.entryBytesMax else {
                 throw LogError.entryTooLarge(index: i, bytes: entry.count, limit: configuration.entryBytesMax)
             }
-            bytes += entry.count + 4
         }
+    }
+
+    /// Queues an append for the flusher. With a claim, the key is checked and marked in flight
+    /// in the same critical section that queues the append, so one key is never queued twice.
+    func enqueue(_ entries: [[UInt8]], claim: KeyClaim?) async throws -> AppendOutcome {
+        let bytes = entries.reduce(0) { $0 + $1.count + 4 }
         // Large appends compress their own batches here, on the caller's task, so that
         // compression runs on every core and overlaps the flusher's write and fdatasync.
         let encoded = bytes >= configuration.precompressMinBytes ? try encodeAhead(entries) : nil
+        let nowMs = claim == nil ? 0 : clock()
         return try await withCheckedThrowingContinuation { continuation in
-            let append = PendingAppend(entries: entries, bytes: bytes, continuation: continuation, encoded: encoded)
-            let (failure, startFlush) = state.withLock { s -> (LogError?, Bool) in
-                if s.closed { return (.closed, false) }
-                if let failure = s.failure { return (failure, false) }
+            let append = PendingAppend(entries: entries, bytes: bytes, continuation: continuation, claim: claim, encoded: encoded)
+            let (answer, startFlush) = state.withLock { s -> (Result<AppendOutcome, LogError>?, Bool) in
+                if s.closed { return (.failure(.closed), false) }
+                if let failure = s.failure { return (.failure(failure), false) }
+                if let claim {
+                    switch s.idempotency.claim(claim.key, fingerprint: claim.fingerprint, nowMs: nowMs) {
+                    case .admit: break
+                    case .replay(let result): return (.success(.replayed(result)), false)
+                    case .reused: return (.failure(.idempotencyKeyReused(key: claim.key)), false)
+                    case .inFlight: return (.failure(.idempotencyKeyInFlight(key: claim.key)), false)
+                    }
+                }
                 if s.waiting.isEmpty && hasRoom(s, bytes: bytes) {
                     s.pending.append(append)
                     s.pendingBytes += bytes
@@ -44,8 +63,8 @@ extension StreamLog {
                 s.flushing = true
                 return (nil, true)
             }
-            if let failure {
-                continuation.resume(throwing: failure)
+            if let answer {
+                continuation.resume(with: answer)
                 return
             }
             if startFlush { flushQueue.async { self.flushLoop() } }
@@ -122,10 +141,16 @@ extension StreamLog {
             offset += UInt64(append.entries.count)
         }
         do {
-            try writeAndSync(group, firstOffset: firstOffset)
+            let timestampMs = try writeAndSync(group, firstOffset: firstOffset, results: results)
             let waiters = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
                 s.writeOffset = offset
                 s.endOffset = offset
+                for (append, result) in zip(group, results) {
+                    guard let claim = append.claim else { continue }
+                    let record = IdempotencyRecord(key: claim.key, fingerprint: claim.fingerprint, result: result, timestampMs: timestampMs)
+                    s.idempotency.complete(record, nowMs: timestampMs)
+                    s.activeSegmentKeys.append(record)
+                }
                 var ready: [CheckedContinuation<Void, any Error>] = []
                 for (id, waiter) in s.tailWaiters where waiter.after < offset {
                     ready.append(waiter.continuation)
@@ -134,21 +159,26 @@ extension StreamLog {
                 return ready
             }
             for waiter in waiters { waiter.resume() }
-            for (append, result) in zip(group, results) { append.continuation.resume(returning: result) }
+            for (append, result) in zip(group, results) { append.continuation.resume(returning: .appended(result)) }
         } catch {
             let logError = (error as? LogError) ?? (error as? StorageError).map(LogError.storage) ?? LogError.storage(
                 StorageError(operation: "write", path: directory, errno: 5))
             logger.error("append failed; nothing of this group was acknowledged", metadata: [
                 "entries": "\(offset - firstOffset)", "error": "\(logError)",
             ])
+            state.withLock { s in
+                for append in group { if let claim = append.claim { s.idempotency.release(claim.key) } }
+            }
             for append in group { append.continuation.resume(throwing: logError) }
         }
     }
 
-    /// Encodes the group into record batches, writes them with one write at the tail of the
-    /// active segment (rolling it first if needed), flushes per policy, and only then records
-    /// the batches as part of the log. On failure the tail is put back as it was.
-    private func writeAndSync(_ group: [PendingAppend], firstOffset: UInt64) throws {
+    /// Encodes the group into record batches (then, if any append has a key, a control batch
+    /// with the keys), writes them with one write at the tail of the active segment (rolling it
+    /// first if needed), flushes per policy, and only then records the batches as part of the
+    /// log. Every batch but the last is marked "group continues", so that recovery can drop a
+    /// group cut short. On failure the tail is put back as it was. Returns the batches' timestamp.
+    private func writeAndSync(_ group: [PendingAppend], firstOffset: UInt64, results: [AppendResult]) throws -> Int64 {
         let now = clock()
         var buffer: [UInt8] = []
         var scratch: [UInt8] = []
@@ -161,7 +191,8 @@ extension StreamLog {
             let position = buffer.count
             try RecordBatchCodec.encode(
                 entries: current, baseOffset: base, timestampMs: now,
-                compressionLevel: configuration.compressionLevel, into: &buffer, scratch: &scratch)
+                compressionLevel: configuration.compressionLevel, into: &buffer, scratch: &scratch,
+                flags: RecordBatchHeader.flagGroupContinues)
             let header = try buffer[position...].withUnsafeBytes { raw in try RecordBatchCodec.decodeHeader(raw) }
             batches.append((header, position))
             base += UInt64(current.count)
@@ -174,7 +205,8 @@ extension StreamLog {
                 let start = buffer.count
                 buffer.append(contentsOf: encoded.bytes)
                 for batch in encoded.batches {
-                    let header = try RecordBatchCodec.patchBaseOffset(&buffer, at: start + batch.position, baseOffset: base)
+                    let header = try RecordBatchCodec.patchBaseOffset(
+                        &buffer, at: start + batch.position, baseOffset: base, flags: RecordBatchHeader.flagGroupContinues)
                     batches.append((header, start + batch.position))
                     base += UInt64(batch.entryCount)
                 }
@@ -187,6 +219,21 @@ extension StreamLog {
             }
         }
         try emit()
+        let records = zip(group, results).compactMap { append, result in
+            append.claim.map { IdempotencyRecord(key: $0.key, fingerprint: $0.fingerprint, result: result, timestampMs: now) }
+        }
+        if records.isEmpty {
+            // The last data batch ends the group.
+            if let last = batches.last {
+                let header = try RecordBatchCodec.patchBaseOffset(&buffer, at: last.position, baseOffset: last.header.baseOffset, flags: 0)
+                batches[batches.count - 1].header = header
+            }
+        } else {
+            let position = buffer.count
+            RecordBatchCodec.encodeControl(records: records, baseOffset: base, timestampMs: now, into: &buffer)
+            let header = try buffer[position...].withUnsafeBytes { raw in try RecordBatchCodec.decodeHeader(raw) }
+            batches.append((header, position))
+        }
 
         var segment = state.withLock { $0.segments[$0.segments.count - 1] }
         let tail = segment.snapshot
@@ -209,6 +256,7 @@ extension StreamLog {
         }
         for (header, position) in batches { segment.noteBatch(header, at: start + Int64(position)) }
         try? segment.flushIndexPoints()
+        return now
     }
 
     /// Encodes an append's entries into record batches with placeholder base offsets.
@@ -290,12 +338,18 @@ extension StreamLog {
             s.preallocatedEnd = end
         }
         try segment.writeIndexFile(sync: true)
+        let newest = segment.snapshot.maxTimestampMs
+        let keys = state.withLock { $0.activeSegmentKeys }
+        try writeKeysFile(KeysFile(segmentBaseOffset: segment.baseOffset, newestTimestampMs: newest, records: keys))
         let next = try Segment(
             directory: directory, baseOffset: nextBase, storage: storage, create: true, sealed: false,
             nextOffset: nextBase, indexIntervalBytes: configuration.indexIntervalBytes)
         next.state.withLock { $0.index = [] }
         try storage.syncDirectory(directory)
-        state.withLock { $0.segments.append(next) }
+        state.withLock { s in
+            s.segments.append(next)
+            s.activeSegmentKeys = []
+        }
         logger.debug("rolled segment", metadata: ["sealed": "\(segment.logPath)", "next": "\(nextBase)"])
         return next
     }

@@ -80,10 +80,17 @@ public final class StreamLog: Sendable {
     struct PendingAppend {
         var entries: [[UInt8]]
         var bytes: Int
-        var continuation: CheckedContinuation<AppendResult, any Error>
+        var continuation: CheckedContinuation<AppendOutcome, any Error>
+        /// The idempotency key this append claimed (in flight until it is written or fails).
+        var claim: KeyClaim?
         /// Record batches already encoded (compressed) by the appender, base offsets still 0;
         /// the flusher patches offsets and CRCs. Nil for small appends, grouped by the flusher.
         var encoded: EncodedBatches?
+    }
+
+    struct KeyClaim {
+        var key: String
+        var fingerprint: EntriesFingerprint
     }
 
     struct EncodedBatches {
@@ -112,6 +119,10 @@ public final class StreamLog: Sendable {
         var lastGroupAppends = 0
         var gathering = false
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Remembered and in-flight idempotency keys (set up by `loadIdempotencyKeys`).
+        var idempotency = IdempotencyTable(windowMs: 1, keysMax: 1)
+        /// Key records written to the active segment: its `.keys` file when it is sealed.
+        var activeSegmentKeys: [IdempotencyRecord] = []
     }
 
     /// The marker file that refuses a stream with interior corruption until repaired.
@@ -186,6 +197,7 @@ public final class StreamLog: Sendable {
         report.clampedCursors = try cursors.clamp(to: end)
         self.recovery = report
         self.state = Mutex(State(segments: segments, endOffset: end, startOffset: segments[0].baseOffset, writeOffset: end))
+        try loadIdempotencyKeys(segments: segments)
         if report.truncatedAtPosition != nil || !report.clampedCursors.isEmpty {
             logger.warning("recovery cut a torn tail", metadata: ["report": "\(report)"])
         } else {
@@ -201,7 +213,8 @@ public final class StreamLog: Sendable {
     }
 
     /// Scans the active segment from its last trusted index point, checking every batch
-    /// (length, CRC, base offset, payload); cuts whatever follows the last valid batch.
+    /// (length, CRC, base offset, payload); cuts whatever follows the last valid batch, and the
+    /// batches of a group commit whose last batch is missing (never acknowledged).
     static func recoverTail(_ segment: Segment, storage: any LogStorage) throws -> RecoveryReport {
         let size = try segment.file.size()
         var points = segment.readIndexFile(dataEnd: size)
@@ -211,41 +224,16 @@ public final class StreamLog: Sendable {
             if (try? segment.readBatch(at: Int64(last.position), limit: size, expectedBase: base, buffer: &buffer)) != nil { break }
             points.removeLast()
         }
-        let start = points.last
-        segment.state.withLock { s in
-            s.index = points
-            s.indexPointsWritten = 0
-            s.lastIndexedPosition = Int64(start?.position ?? 0) - (start == nil ? 1 : 0)
-            s.nextOffset = segment.baseOffset + UInt64(start?.relativeOffset ?? 0)
-            s.dataEnd = Int64(start?.position ?? 0)
-            s.preallocatedEnd = size
+        var tail = try scanTail(segment, from: points, size: size)
+        if tail.incompleteGroup != nil && tail.groupStartKnown == false {
+            // The scan began inside a group that never finished: its first batch lies before the
+            // index point. Rare (an index written ahead of data lost in a machine crash); rescan all.
+            tail = try scanTail(segment, from: [], size: size)
         }
-        var position = Int64(start?.position ?? 0)
-        var expected = segment.baseOffset + UInt64(start?.relativeOffset ?? 0)
-        let prefixRawBytes = segment.rawBytesOfHeaders(upTo: position)
-        segment.state.withLock { $0.rawBytes = prefixRawBytes }
-        var payload: [UInt8] = []
-        var ranges: [Range<Int>] = []
-        var stopReason: String?
-        while position < size {
-            do {
-                let header = try segment.readBatch(at: position, limit: size, expectedBase: expected, buffer: &buffer)
-                try buffer.withUnsafeBytes { raw in
-                    try RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges)
-                }
-                segment.noteBatch(header, at: position)
-                position += Int64(header.batchLength)
-                expected = header.nextOffset
-            } catch BatchDecodeError.endOfData {
-                break
-            } catch let error as BatchDecodeError {
-                stopReason = error.description
-                break
-            }
-        }
+        let position = tail.stopPosition
         var report = RecoveryReport(
             segment: Segment.fileName(segment.baseOffset, ".log"),
-            scannedBytes: position - Int64(start?.position ?? 0), endOffset: expected)
+            scannedBytes: position - tail.startPosition, endOffset: tail.endOffset)
         // Whatever follows the data must be zeros (pre-written space); anything else is a torn
         // or corrupt tail that was never acknowledged.
         let garbageEnd = try lastNonZeroByte(segment.file, from: position, to: size)
@@ -254,21 +242,95 @@ public final class StreamLog: Sendable {
             // silently; refuse the stream until an operator runs `orgsync log repair`.
             let report = CorruptionReport(
                 segment: Segment.fileName(segment.baseOffset, ".log"), bytePosition: position,
-                firstOffset: expected, endOffset: expected,
-                reason: "\(stopReason ?? "bad batch"); a valid batch follows at byte \(later)")
+                firstOffset: tail.endOffset, endOffset: tail.endOffset,
+                reason: "\(tail.stopReason ?? "bad batch"); a valid batch follows at byte \(later)")
             try writeCorruptMarker(report, directory: directoryOf(segment), storage: storage)
             throw LogError.corrupt(report)
         }
-        if let garbageEnd {
-            report.truncatedAtPosition = position
-            report.truncatedBytes = garbageEnd + 1 - position
-            report.reason = stopReason ?? "non-zero bytes after the last batch"
-            try segment.file.truncate(to: position)
+        let cut = tail.incompleteGroup?.position ?? position
+        if garbageEnd != nil || tail.incompleteGroup != nil {
+            report.truncatedAtPosition = cut
+            report.truncatedBytes = (garbageEnd.map { $0 + 1 } ?? position) - cut
+            if let group = tail.incompleteGroup {
+                report.reason = "a group commit of \(group.batches) batches (offsets \(tail.endOffset)..<\(group.nextOffset)) lacks its last batch"
+                    + (tail.stopReason.map { " (\($0))" } ?? "")
+            } else {
+                report.reason = tail.stopReason ?? "non-zero bytes after the last batch"
+            }
+            try segment.file.truncate(to: cut)
             try segment.file.sync()
-            segment.state.withLock { $0.preallocatedEnd = position }
+            segment.state.withLock { $0.preallocatedEnd = cut }
         }
         try segment.writeIndexFile(sync: false)
         return report
+    }
+
+    /// What a scan of the active segment's tail found.
+    struct TailScan {
+        var startPosition: Int64
+        /// Where the scan stopped: end of data, or the first bad batch.
+        var stopPosition: Int64
+        /// The offset after the last complete group.
+        var endOffset: UInt64
+        var stopReason: String?
+        /// The valid batches after the last complete group (a group without its last batch).
+        var incompleteGroup: (position: Int64, batches: Int, nextOffset: UInt64)?
+        /// Whether the incomplete group's first batch is known to be where the scan saw it
+        /// (false when the scan began at an index point that may lie inside the group).
+        var groupStartKnown: Bool
+    }
+
+    /// Resets the segment's state to the index point `points.last` (or the start), then reads
+    /// batch after batch, noting only the batches of complete groups.
+    private static func scanTail(_ segment: Segment, from points: [IndexPoint], size: Int64) throws -> TailScan {
+        let start = points.last
+        segment.state.withLock { s in
+            s.index = points
+            s.indexPointsWritten = 0
+            s.lastIndexedPosition = Int64(start?.position ?? 0) - (start == nil ? 1 : 0)
+            s.nextOffset = segment.baseOffset + UInt64(start?.relativeOffset ?? 0)
+            s.dataEnd = Int64(start?.position ?? 0)
+            s.preallocatedEnd = size
+            s.firstTimestampMs = nil
+            s.maxTimestampMs = nil
+        }
+        let startPosition = Int64(start?.position ?? 0)
+        var position = startPosition
+        var expected = segment.baseOffset + UInt64(start?.relativeOffset ?? 0)
+        var groupEndOffset = expected
+        let prefixRawBytes = segment.rawBytesOfHeaders(upTo: position)
+        segment.state.withLock { $0.rawBytes = prefixRawBytes }
+        var buffer: [UInt8] = []
+        var payload: [UInt8] = []
+        var ranges: [Range<Int>] = []
+        var stopReason: String?
+        var group: [(header: RecordBatchHeader, position: Int64)] = []
+        var groupStartKnown = startPosition == 0
+        while position < size {
+            do {
+                let header = try segment.readBatch(at: position, limit: size, expectedBase: expected, buffer: &buffer)
+                try buffer.withUnsafeBytes { raw in
+                    try RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges)
+                }
+                if group.isEmpty && position > startPosition { groupStartKnown = true }
+                group.append((header, position))
+                position += Int64(header.batchLength)
+                expected = header.nextOffset
+                if !header.continuesGroup {
+                    for batch in group { segment.noteBatch(batch.header, at: batch.position) }
+                    group.removeAll(keepingCapacity: true)
+                    groupEndOffset = expected
+                }
+            } catch BatchDecodeError.endOfData {
+                break
+            } catch let error as BatchDecodeError {
+                stopReason = error.description
+                break
+            }
+        }
+        return TailScan(
+            startPosition: startPosition, stopPosition: position, endOffset: groupEndOffset, stopReason: stopReason,
+            incompleteGroup: group.first.map { ($0.position, group.count, expected) }, groupStartKnown: groupStartKnown)
     }
 
     static func directoryOf(_ segment: Segment) -> String {

@@ -31,6 +31,21 @@ public enum Zlib {
         bytes.withUnsafeBytes { crc32($0, initial: initial) }
     }
 
+    /// Adler-32 of `bytes`, continuing from `initial` (1 for a fresh checksum).
+    public static func adler32(_ bytes: UnsafeRawBufferPointer, initial: UInt32 = 1) -> UInt32 {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return initial }
+        var adler = UInt(initial)
+        var pointer = base.assumingMemoryBound(to: UInt8.self)
+        var remaining = bytes.count
+        while remaining > 0 {
+            let chunk = min(remaining, Int(UInt32.max / 2))
+            adler = CZlib.adler32(adler, pointer, uInt(chunk))
+            pointer += chunk
+            remaining -= chunk
+        }
+        return UInt32(truncatingIfNeeded: adler)
+    }
+
     /// Compresses `input` into one zlib stream (header, deflate data, Adler-32 trailer),
     /// appending it to `output`. `level` is 0...9 (1 is fastest).
     public static func compress(_ input: UnsafeRawBufferPointer, level: Int32, into output: inout [UInt8]) throws {

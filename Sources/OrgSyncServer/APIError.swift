@@ -59,6 +59,14 @@ public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConverti
             return APIError.badRequest("\(error)")
         case .identityDamaged:
             return APIError(.serviceUnavailable, code: "stream_identity_damaged", "\(error)")
+        case .invalidIdempotencyKey:
+            return APIError(.badRequest, code: "invalid_idempotency_key", "\(error)")
+        case .idempotencyKeyReused:
+            return APIError(.unprocessableContent, code: "idempotency_key_reused", "\(error); nothing was appended")
+        case .idempotencyKeyInFlight:
+            var inFlight = APIError(.conflict, code: "idempotency_key_in_flight", "\(error); retry once it is answered")
+            inFlight.headers[.retryAfter] = "1"
+            return inFlight
         }
     }
 

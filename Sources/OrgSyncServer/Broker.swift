@@ -44,12 +44,20 @@ public final class Broker: Sendable {
 
     /// Appends validated entries to `stream`, recording latency metrics.
     public func append(stream: String, entries: [[UInt8]]) async throws -> AppendResult {
+        try await append(stream: stream, entries: entries, idempotencyKey: nil).result
+    }
+
+    /// Appends, or with a key already in the stream's window, answers the original offsets and
+    /// appends nothing (``AppendOutcome/replayed(_:)``).
+    public func append(stream: String, entries: [[UInt8]], idempotencyKey: String?) async throws -> AppendOutcome {
         guard let log = streams[stream] else { throw APIError.notFound("no stream named \(stream)") }
         let start = ContinuousClock.now
-        let result = try await log.append(entries)
-        metrics.appendLatency.recordNanoseconds((ContinuousClock.now - start).nanoseconds)
-        metrics.appendedEntries.increment(by: Int64(entries.count))
-        return result
+        let outcome = try await log.append(entries, idempotencyKey: idempotencyKey)
+        if case .appended = outcome {
+            metrics.appendLatency.recordNanoseconds((ContinuousClock.now - start).nanoseconds)
+            metrics.appendedEntries.increment(by: Int64(entries.count))
+        }
+        return outcome
     }
 
     /// Closes every stream after its queued appends are acknowledged.

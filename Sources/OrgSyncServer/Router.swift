@@ -26,8 +26,10 @@ public func buildRouter(broker: Broker, authenticator: Authenticator, ready: @es
         try authenticator.authorize(request, .produce)
         let stream = try context.parameters.require("stream")
         do {
-            let result = try await api.append(request: request, stream: stream)
-            return jsonResponse(result, status: .created)
+            let (result, replayed) = try await api.append(request: request, stream: stream)
+            var response = jsonResponse(result, status: .created)
+            if replayed { response.headers[idempotentReplayedField] = "true" }
+            return response
         } catch let error as APIError {
             broker.metrics.rejectedRequests.increment()
             throw error
@@ -66,6 +68,9 @@ public func buildRouter(broker: Broker, authenticator: Authenticator, ready: @es
     router.add(middleware: UnmatchedRouteMiddleware())
     return router
 }
+
+let idempotencyKeyField = HTTPField.Name("Idempotency-Key")!
+let idempotentReplayedField = HTTPField.Name("Idempotent-Replayed")!
 
 /// Every route of the broker and the methods it answers. The `Allow` header of a 405 comes
 /// from here; tests check that the router answers each and that the OpenAPI document names
@@ -152,8 +157,16 @@ struct EntriesAPI: Sendable {
     let broker: Broker
     let limits: BrokerConfiguration.Server
 
-    func append(request: Request, stream: String) async throws -> AppendBody {
+    /// The body to answer with, and whether it replays an earlier answer (an idempotency key
+    /// seen before: nothing was appended).
+    func append(request: Request, stream: String) async throws -> (AppendBody, replayed: Bool) {
         guard broker.streams[stream] != nil else { throw APIError.notFound("no stream named \(stream)") }
+        let keys = request.headers[values: idempotencyKeyField]
+        guard keys.count <= 1 else { throw APIError.badRequest("more than one Idempotency-Key header") }
+        let key = keys.first
+        if let key, !IdempotencyKey.isValid(key) {
+            throw APIError(.badRequest, code: "invalid_idempotency_key", "Idempotency-Key must be 1-255 visible ASCII characters")
+        }
         let mediaType = (request.headers[.contentType] ?? "").split(separator: ";").first.map {
             $0.trimmingCharacters(in: .whitespaces).lowercased()
         } ?? ""
@@ -172,8 +185,11 @@ struct EntriesAPI: Sendable {
         let entries = ndjson ? try splitLines(body) : [try validate(trimmed(body[...]), line: nil)]
         guard !entries.isEmpty else { throw APIError.badRequest("the body holds no entry") }
         do {
-            let result = try await broker.append(stream: stream, entries: entries)
-            return AppendBody(firstOffset: result.firstOffset, lastOffset: result.lastOffset, count: entries.count)
+            let outcome = try await broker.append(stream: stream, entries: entries, idempotencyKey: key)
+            let result = outcome.result
+            let body = AppendBody(firstOffset: result.firstOffset, lastOffset: result.lastOffset, count: result.count)
+            if case .replayed = outcome { return (body, true) }
+            return (body, false)
         } catch let error as LogError {
             throw APIError.from(error)
         }

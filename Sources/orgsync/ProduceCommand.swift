@@ -1,5 +1,8 @@
 import ArgumentParser
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import OrgSyncLog
 import OrgSyncPluginAPI
 
@@ -16,7 +19,11 @@ struct ProduceCommand: AsyncParsableCommand {
             {"first_offset":N,"last_offset":M,"first_line":A,"last_line":B}, only once the \
             batch is durable. Writes the data directory directly: do not run it against a \
             stream a broker is serving (the stream lock refuses it); use --url to produce through \
-            a running broker instead (token in ORGSYNC_TOKEN).
+            a running broker instead (token in ORGSYNC_TOKEN). With --url each batch carries an \
+            Idempotency-Key derived from the input (file, line range, bytes), and a batch whose \
+            request fails on the network or with a 5xx is sent again (--retries): the broker \
+            appends it once, and a re-run over the same input within the broker's window appends \
+            nothing again.
             """
     )
 
@@ -31,17 +38,23 @@ struct ProduceCommand: AsyncParsableCommand {
     @Option(help: "Produce through a running broker at this URL (e.g. http://127.0.0.1:7070) instead of --data-dir.")
     var url: String?
 
+    @Option(help: "With --url: times a batch is sent again after a network failure or a 5xx answer (0...100; backoff from 100 ms doubling to 5 s). 4xx answers are not retried.")
+    var retries: Int = 10
+
     func run() async throws {
         guard (1...100_000).contains(batchSize) else {
             throw ValidationError("--batch-size must be in 1...100000")
         }
+        guard (0...100).contains(retries) else { throw ValidationError("--retries must be in 0...100") }
         let reader: LineReader
         do { reader = try LineReader(path: file) } catch { printError("orgsync produce: \(error)"); throw ExitCodes.usage }
         let sink: any EntrySink
         if let url {
             var options = BrokerOptions()
             options.url = url
-            sink = HTTPEntrySink(client: try options.client(), stream: data.stream)
+            let path = file.flatMap { $0 == "-" ? nil : URL(fileURLWithPath: $0).standardizedFileURL.path }
+            sink = HTTPEntrySink(client: try options.client(), stream: data.stream, sourcePath: path,
+                                 retry: ProduceRetryPolicy(retriesMax: retries))
         } else {
             do {
                 sink = try StreamLog.open(dataDirectory: data.absoluteDataDir, name: data.stream)
@@ -58,7 +71,7 @@ struct ProduceCommand: AsyncParsableCommand {
         var rejected = false
         func flush() async throws {
             guard !batch.isEmpty else { return }
-            let result = try await log.append(batch)
+            let result = try await log.append(batch, lines: firstLine...reader.lineNumber)
             printLine(#"{"first_offset":\#(result.firstOffset),"last_offset":\#(result.lastOffset),"first_line":\#(firstLine),"last_line":\#(reader.lineNumber)}"#)
             produced += batch.count
             batch.removeAll(keepingCapacity: true)
@@ -95,27 +108,133 @@ struct ProduceCommand: AsyncParsableCommand {
 
 /// Where `produce` appends: the log directly, or a broker over HTTP.
 protocol EntrySink {
-    func append(_ entries: [[UInt8]]) async throws -> AppendResult
+    /// Appends the entries read from input lines `lines`.
+    func append(_ entries: [[UInt8]], lines: ClosedRange<Int>) async throws -> AppendResult
     func close() async
 }
 
-extension StreamLog: EntrySink {}
+extension StreamLog: EntrySink {
+    /// Straight into the log: nothing to retry, and a second run appends again (as before).
+    func append(_ entries: [[UInt8]], lines: ClosedRange<Int>) async throws -> AppendResult {
+        try await append(entries)
+    }
+}
+
+/// When `produce --url` sends a batch again. A pure value: the sink performs the waits.
+/// Network failures and 5xx answers are retried (the Idempotency-Key makes that safe), with
+/// exponential backoff from `backoffBaseMs` capped at `backoffCapMs`, at most `retriesMax`
+/// times; a 4xx answer is final (the request itself is wrong).
+struct ProduceRetryPolicy: Equatable {
+    var retriesMax: Int
+    var backoffBaseMs = 100
+    var backoffCapMs = 5_000
+
+    enum Failure: Equatable {
+        case network
+        case status(Int)
+    }
+
+    enum Action: Equatable {
+        case retry(afterMs: Int)
+        case giveUp
+    }
+
+    /// What to do after request number `attempt` (1 for the first) failed with `failure`.
+    func next(after failure: Failure, attempt: Int) -> Action {
+        let retryable = switch failure {
+        case .network: true
+        case .status(let status): (500...599).contains(status)
+        }
+        guard retryable, attempt >= 1, attempt <= retriesMax else { return .giveUp }
+        return .retry(afterMs: min(backoffCapMs, backoffBaseMs << min(attempt - 1, 16)))
+    }
+}
 
 /// Appends through a running broker: one NDJSON request per batch, acknowledged once durable.
+/// Each batch carries an Idempotency-Key derived from the input, so a retry (or a re-run)
+/// appends it once; a replayed answer (`Idempotent-Replayed: true`) has the first offsets.
 struct HTTPEntrySink: EntrySink {
     let client: BrokerClient
     let stream: String
+    /// The input file (absolute), or nil for standard input.
+    let sourcePath: String?
+    let retry: ProduceRetryPolicy
 
-    func append(_ entries: [[UInt8]]) async throws -> AppendResult {
+    /// `produce-[<crc32 of the path>-]<first line>-<last line>-<hash of the entries>`: the
+    /// same input always gives the same key, different batches different keys.
+    static func idempotencyKey(sourcePath: String?, lines: ClosedRange<Int>, entries: [[UInt8]]) -> String {
+        func hex<T: FixedWidthInteger>(_ value: T) -> String {
+            let digits = String(value, radix: 16)
+            return String(repeating: "0", count: max(0, T.bitWidth / 4 - digits.count)) + digits
+        }
+        let fingerprint = EntriesFingerprint(entries: entries)
+        let pathPart = sourcePath.map { hex(Zlib.crc32(Array($0.utf8))) + "-" } ?? ""
+        return "produce-\(pathPart)\(lines.lowerBound)-\(lines.upperBound)-\(hex(fingerprint.hash))"
+    }
+
+    func append(_ entries: [[UInt8]], lines: ClosedRange<Int>) async throws -> AppendResult {
         var body = Data()
         for entry in entries {
             body.append(contentsOf: entry)
             body.append(0x0A)
         }
-        let data = try await client.send("POST", "/v1/streams/\(stream)/entries", body: body, contentType: "application/x-ndjson")
-        struct Answer: Decodable { var firstOffset: UInt64; var lastOffset: UInt64 }
-        let answer = try client.decode(data, as: Answer.self)
-        return AppendResult(firstOffset: answer.firstOffset, lastOffset: answer.lastOffset)
+        let key = HTTPEntrySink.idempotencyKey(sourcePath: sourcePath, lines: lines, entries: entries)
+        let request = try request(body, key: key)
+        var attempt = 0
+        while true {
+            attempt += 1
+            let failure: ProduceRetryPolicy.Failure
+            let message: String
+            do {
+                let (data, response) = try await URLSession.shared.data(for: request)
+                let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+                if (200..<300).contains(status) {
+                    struct Answer: Decodable { var firstOffset: UInt64; var lastOffset: UInt64 }
+                    let answer = try client.decode(data, as: Answer.self)
+                    return AppendResult(firstOffset: answer.firstOffset, lastOffset: answer.lastOffset)
+                }
+                failure = .status(status)
+                message = HTTPEntrySink.describe(status: status, body: data)
+            } catch let error as BrokerClient.Failure {
+                throw error  // an answer that is not an append's: not the network's fault
+            } catch {
+                failure = .network
+                message = "cannot reach the broker at \(client.base.absoluteString): \(error.localizedDescription)"
+            }
+            switch retry.next(after: failure, attempt: attempt) {
+            case .giveUp:
+                throw BrokerClient.Failure(description: attempt > 1 ? "\(message) (after \(attempt) attempts)" : message)
+            case .retry(let afterMs):
+                printError("orgsync produce: lines \(lines.lowerBound)-\(lines.upperBound): \(message); retrying in \(afterMs) ms")
+                try await Task.sleep(for: .milliseconds(afterMs))
+            }
+        }
+    }
+
+    /// The POST of one batch.
+    private func request(_ body: Data, key: String) throws -> URLRequest {
+        guard let url = URL(string: "/v1/streams/\(stream)/entries", relativeTo: client.base) else {
+            throw BrokerClient.Failure(description: "bad stream name \(stream)")
+        }
+        var request = URLRequest(url: url)
+        request.httpMethod = "POST"
+        request.httpBody = body
+        request.timeoutInterval = 60
+        request.setValue("application/x-ndjson", forHTTPHeaderField: "Content-Type")
+        request.setValue(key, forHTTPHeaderField: "Idempotency-Key")
+        if let token = client.token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        return request
+    }
+
+    private static func describe(status: Int, body: Data) -> String {
+        struct ErrorBody: Decodable {
+            struct Detail: Decodable { var code: String; var message: String }
+            var error: Detail
+        }
+        if let error = try? JSONDecoder().decode(ErrorBody.self, from: body) {
+            return "\(status) \(error.error.code): \(error.error.message)"
+        }
+        return "HTTP \(status)"
     }
 
     func close() async {}

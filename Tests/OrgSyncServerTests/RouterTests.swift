@@ -16,8 +16,12 @@ final class TestBroker {
     static let produceToken = "produce-token-0123456789"
     static let adminToken = "admin-token-0123456789ab"
 
-    init(yaml: String? = nil) throws {
-        directory = FileManager.default.temporaryDirectory.path + "/orgsync-server-" + UUID().uuidString
+    /// Whether the directory is this broker's to remove (not when reopened over another's).
+    private let ownsDirectory: Bool
+
+    init(yaml: String? = nil, directory existing: String? = nil) throws {
+        ownsDirectory = existing == nil
+        directory = existing ?? FileManager.default.temporaryDirectory.path + "/orgsync-server-" + UUID().uuidString
         let config = try BrokerConfiguration.parse(yaml: yaml ?? """
             auth:
               enabled: true
@@ -37,7 +41,14 @@ final class TestBroker {
         router = buildRouter(broker: broker, authenticator: Authenticator(configuration: config, environment: ["TEST_ADMIN_TOKEN": TestBroker.adminToken]))
     }
 
-    deinit { try? FileManager.default.removeItem(atPath: directory) }
+    deinit { if ownsDirectory { try? FileManager.default.removeItem(atPath: directory) } }
+
+    /// Closes this broker's streams and opens a new broker over the same data directory (a
+    /// restart); this one still removes the directory when it goes.
+    func reopened() async throws -> TestBroker {
+        await broker.close()
+        return try TestBroker(directory: directory)
+    }
 
     var end: UInt64 { broker.streams["events"]?.endOffset ?? 0 }
 }
