@@ -8,9 +8,9 @@ and in time; every process the harness starts is stopped by its PID, also on fai
 (try/finally, atexit and signal handlers).
 
 Usage:
-    python3 Tests/harness/harness.py --short            # what .ci/harness.sh runs (~4 min)
+    python3 Tests/harness/harness.py --short            # what .ci/harness.sh runs (~6 min)
     python3 Tests/harness/harness.py --long             # >= 50 SIGKILL rounds, 1000 corruptions...
-    python3 Tests/harness/harness.py --short --only kill,outage --seed 7 --keep
+    python3 Tests/harness/harness.py --short --only kill,retry --seed 7 --keep
 
 Environment: ORGSYNC_BIN (default .build/debug/orgsync), ORGSYNC_TEST_PG_HOST/PORT/USER/
 PASSWORD/DB/CTL/DATA (a running throwaway cluster, see .ci/postgres.sh; scenarios that need
@@ -431,6 +431,7 @@ class KeyedBatch:
         self.acks: list[tuple[int, int, int, bool]] = []  # (first, last, count, replayed) of every 201
         self.first_try = None  # "answered", "refused" (never reached the broker) or "unanswered"
         self.attempts = 0
+        self.acked_in_start = None  # the broker start (Broker.starts) that gave the first 201
 
 
 class RetryingProducers:
@@ -452,6 +453,7 @@ class RetryingProducers:
         self.backoff_base_s, self.backoff_cap_s = 0.02, 0.5
         self.retry_time_max_s = 180.0  # one request, retried, after which the batch counts as not acked
         self.stop_event = threading.Event()  # no new batches; the one in flight is still finished
+        self.abort_event = threading.Event()  # give up at once (the broker is gone for good)
         self.lock = threading.Lock()
         self.batches: dict[int, list[KeyedBatch]] = {p: [] for p in range(threads)}
         self.problems: list[str] = []
@@ -466,12 +468,16 @@ class RetryingProducers:
             t.start()
             self.threads.append(t)
 
-    def stop(self, timeout_s=240.0):
-        """Stops new batches and waits for each producer to get its last batch acknowledged."""
+    def stop(self, timeout_s=240.0, abort=False):
+        """Stops new batches and waits for each producer to get its last batch acknowledged
+        (`abort`: without waiting for acknowledgements)."""
         self.stop_event.set()
+        if abort:
+            self.abort_event.set()
         deadline = time.monotonic() + timeout_s
         for t in self.threads:
             t.join(timeout=max(0.1, deadline - time.monotonic()))
+        self.abort_event.set()  # a producer still retrying now gives up instead of outliving the scenario
         stuck = [t.name for t in self.threads if t.is_alive()]
         if stuck:
             self.problem(f"producers still retrying {timeout_s:.0f} s after the stop: {stuck}")
@@ -507,7 +513,8 @@ class RetryingProducers:
             traceback.print_exc()
 
     def _produce(self, producer):
-        rng = random.Random(f"{self.seed}:retry:p{producer}")
+        rng = random.Random(f"{self.seed}:retry:p{producer}")  # the batches: the same whatever the timing
+        jitter = random.Random(f"{self.seed}:retry:p{producer}:jitter")
         deadline = time.monotonic() + self.h.producer_time_max_s
         checked_conflict = False
         starts_seen = self.broker.starts
@@ -516,20 +523,24 @@ class RetryingProducers:
             batch = KeyedBatch(producer, number, self._entries(rng, producer, number))
             with self.lock:
                 self.batches[producer].append(batch)
-            status, headers, body = self._send(rng, batch.key, batch.body, batch)
+            status, headers, body = self._send(jitter, batch.key, batch.body, batch)
             if status != 201:
                 self.problem(f"{batch.key}: gave up on the batch after {batch.attempts} tries: {status} {body[:200]!r}")
                 return
             if not self._record_ack(batch, headers, body):
                 return
             if number == 0 or rng.random() < 0.1:
-                self._check_replay(rng, batch, "right after its 201")
+                self._check_replay(jitter, batch, "right after its 201")
             if self.broker.starts != starts_seen:
+                # The keys must survive SIGKILL: re-send the last batch a previous start acknowledged.
                 starts_seen = self.broker.starts
-                self._check_replay(rng, batch, f"after broker start {starts_seen}")
+                before = [b for b in self.batches[producer] if b.acked_in_start is not None and b.acked_in_start < starts_seen]
+                if before:
+                    self._check_replay(jitter, before[-1], f"after broker start {starts_seen} (acknowledged by start "
+                                                           f"{before[-1].acked_in_start})")
             if not checked_conflict and len(batch.entries) > 1:
                 checked_conflict = True
-                self._check_changed_body(rng, batch)
+                self._check_changed_body(jitter, batch)
             number += 1
             if self.pause_s:
                 time.sleep(self.pause_s)
@@ -539,7 +550,7 @@ class RetryingProducers:
         Returns (status, headers, body), or (None, {}, reason) after `retry_time_max_s`."""
         deadline = time.monotonic() + self.retry_time_max_s
         attempt = 0
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.abort_event.is_set():
             port = self.broker.port
             if port is None:
                 time.sleep(0.02)
@@ -548,8 +559,9 @@ class RetryingProducers:
             outcome = None
             try:
                 status, headers, answer = http_post_keyed(port, self.path, body, key, self.request_timeout_s)
-            except ConnectionRefusedError:
+            except ConnectionRefusedError as error:
                 outcome = "refused"
+                self._count(type(error).__name__)
             except (OSError, http.client.HTTPException) as error:
                 outcome = "unanswered"
                 self._count(type(error).__name__)
@@ -561,10 +573,8 @@ class RetryingProducers:
                 self._count(str(status))
                 if status not in RETRY_STATUSES and status < 500:
                     return status, headers, answer
-            else:
-                self._count(outcome)
             time.sleep(min(self.backoff_cap_s, self.backoff_base_s * 2 ** min(attempt, 8)) * rng.uniform(0.5, 1.0))
-        return None, {}, f"no 201 within {self.retry_time_max_s:.0f} s".encode()
+        return None, {}, f"no final answer within {self.retry_time_max_s:.0f} s or aborted".encode()
 
     def _count(self, what):
         with self.lock:
@@ -580,6 +590,8 @@ class RetryingProducers:
         replayed = headers.get(REPLAYED_HEADER.lower(), "").strip().lower() == "true"
         with self.lock:
             batch.acks.append((first, last, count, replayed))
+            if batch.acked_in_start is None:
+                batch.acked_in_start = self.broker.starts
         if count != len(batch.entries) or last - first + 1 != len(batch.entries):
             self.problem(f"{batch.key}: 201 names {first}..{last} count {count} for {len(batch.entries)} entries")
         return True
@@ -1769,9 +1781,10 @@ class Harness:
         write_config(cfg, [pg_link(self, schema)], stream_extra="segment_bytes_max: 262144")
         broker = Broker(self, cfg, data, "retry")
         broker.start()
-        # Long mode paces the producers (as scenario 1 does) so the backlog drains in the check.
+        # Long mode paces the producers (~600 entries/s, as scenario 1 does) so that the backlog
+        # stays below what the link drains (a debug build applies ~800 entries/s).
         producers = RetryingProducers(self, broker, self.seed, threads=4, batch_min=20, batch_max=100,
-                                      pause_s=0.25 if self.long else 0.05)
+                                      pause_s=0.4 if self.long else 0.05)
         producers.start()
         try:
             acked_at_start = 0
@@ -1786,7 +1799,7 @@ class Harness:
                 acked_at_start = producers.acked_entries()
             time.sleep(0.5)
         finally:
-            producers.stop()
+            producers.stop(abort=not broker.alive())
         self.final_check_keyed(res, broker, producers, schema)
 
     def final_check_keyed(self, res: Result, broker: Broker, producers: RetryingProducers, schema):
