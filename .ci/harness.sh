@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# End-to-end fault harness (issue 7): crash, outage, flap, corruption, disk-full, plugin-fault
-# and bad-input scenarios against the built `orgsync` and a throwaway PostgreSQL.
-# Usage: bash .ci/harness.sh [--short|--long] [--only kill,outage,...] [--seed N] [--keep]
+# End-to-end fault harness (issue 7): crash, outage, flap, corruption, disk-full, plugin-fault,
+# bad-input and crash-under-retrying-producers scenarios against the built `orgsync` and a
+# throwaway PostgreSQL.
+# Usage: bash .ci/harness.sh [--short|--long] [--only kill,outage,...,retry] [--seed N] [--keep]
 #   ORGSYNC_BIN   the executable (default .build/debug/orgsync; build it first)
 #   ORGSYNC_TEST_PG_*  a running cluster from .ci/postgres.sh; when unset, this script starts
 #                 its own and stops it at exit (also on failure).

@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
-"""orgsync end-to-end harness: crash, outage, flap, corruption, disk-full, plugin-fault and
-bad-input scenarios against the real `orgsync` executable and a real PostgreSQL target.
+"""orgsync end-to-end harness: crash, outage, flap, corruption, disk-full, plugin-fault,
+bad-input and crash-under-retrying-producers scenarios against the real `orgsync` executable
+and a real PostgreSQL target.
 
 Python 3 standard library only. Everything binds to 127.0.0.1. Every loop is bounded in count
 and in time; every process the harness starts is stopped by its PID, also on failure
 (try/finally, atexit and signal handlers).
 
 Usage:
-    python3 Tests/harness/harness.py --short            # what .ci/harness.sh runs (~4 min)
+    python3 Tests/harness/harness.py --short            # what .ci/harness.sh runs (~6 min)
     python3 Tests/harness/harness.py --long             # >= 50 SIGKILL rounds, 1000 corruptions...
-    python3 Tests/harness/harness.py --short --only kill,outage --seed 7 --keep
+    python3 Tests/harness/harness.py --short --only kill,retry --seed 7 --keep
 
 Environment: ORGSYNC_BIN (default .build/debug/orgsync), ORGSYNC_TEST_PG_HOST/PORT/USER/
 PASSWORD/DB/CTL/DATA (a running throwaway cluster, see .ci/postgres.sh; scenarios that need
@@ -400,6 +401,226 @@ class Producers:
 
 
 # ----------------------------------------------------------------------------------------------
+# Producers that retry with idempotency keys (scenario 8)
+
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+RETRY_STATUSES = {409, 429}  # 409: the first request with this key is still in flight
+
+
+def http_post_keyed(port, path, body, key, timeout_s):
+    """One POST with an idempotency key; returns (status, headers with lowercased names, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/x-ndjson",
+                                                      IDEMPOTENCY_KEY_HEADER: key})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+class KeyedBatch:
+    """One batch a producer sends until it is acknowledged, and every answer it got."""
+
+    def __init__(self, producer, number, entries):
+        self.producer, self.number = producer, number
+        self.key = f"p{producer}-b{number}"
+        self.entries = entries
+        self.body = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()
+        self.acks: list[tuple[int, int, int, bool]] = []  # (first, last, count, replayed) of every 201
+        self.first_try = None  # "answered", "refused" (never reached the broker) or "unanswered"
+        self.attempts = 0
+        self.acked_in_start = None  # the broker start (Broker.starts) that gave the first 201
+
+
+class RetryingProducers:
+    """`threads` producers, each sending NDJSON batches of inserts one after the other under a
+    unique `Idempotency-Key`, and retrying every request that fails or gets no answer with the
+    SAME key and body until a 201 arrives, across broker restarts. Each entry has a unique key,
+    so an entry appended twice shows up in the log and as a rejected insert in the target.
+
+    Besides the batches, a producer checks the keys themselves: it re-sends its first batch, a
+    seeded tenth of the others, and its last acknowledged batch after every broker restart,
+    expecting a replayed 201 with the original offsets; and once, a changed body under a used
+    key, expecting 422."""
+
+    def __init__(self, h, broker, seed, threads, batch_min, batch_max, pause_s, stream=STREAM):
+        self.h, self.broker, self.seed, self.stream = h, broker, seed, stream
+        self.threads_n, self.batch_min, self.batch_max, self.pause_s = threads, batch_min, batch_max, pause_s
+        self.path = f"/v1/streams/{stream}/entries"
+        self.request_timeout_s = 10.0
+        self.backoff_base_s, self.backoff_cap_s = 0.02, 0.5
+        self.retry_time_max_s = 180.0  # one request, retried, after which the batch counts as not acked
+        self.stop_event = threading.Event()  # no new batches; the one in flight is still finished
+        self.abort_event = threading.Event()  # give up at once (the broker is gone for good)
+        self.lock = threading.Lock()
+        self.batches: dict[int, list[KeyedBatch]] = {p: [] for p in range(threads)}
+        self.problems: list[str] = []
+        self.statuses: dict[str, int] = {}  # what retried requests got: "201", "409", "503", "refused", ...
+        self.replay_checks = 0
+        self.conflict_checks = 0
+        self.threads: list[threading.Thread] = []
+
+    def start(self):
+        for p in range(self.threads_n):
+            t = threading.Thread(target=self._run, args=(p,), name=f"keyed-producer{p}", daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def stop(self, timeout_s=240.0, abort=False):
+        """Stops new batches and waits for each producer to get its last batch acknowledged
+        (`abort`: without waiting for acknowledgements)."""
+        self.stop_event.set()
+        if abort:
+            self.abort_event.set()
+        deadline = time.monotonic() + timeout_s
+        for t in self.threads:
+            t.join(timeout=max(0.1, deadline - time.monotonic()))
+        self.abort_event.set()  # a producer still retrying now gives up instead of outliving the scenario
+        stuck = [t.name for t in self.threads if t.is_alive()]
+        if stuck:
+            self.problem(f"producers still retrying {timeout_s:.0f} s after the stop: {stuck}")
+
+    def problem(self, text):
+        with self.lock:
+            if len(self.problems) < 30:
+                self.problems.append(text)
+
+    def acked_entries(self):
+        with self.lock:
+            return sum(len(b.entries) for bs in self.batches.values() for b in bs if b.acks)
+
+    def _entries(self, rng, producer, number):
+        count = rng.randint(self.batch_min, self.batch_max)
+        t0 = 1_790_000_000_000 + number * 1000
+        entries = []
+        for seq in range(count):
+            t = t0 + seq
+            ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t / 1000)) + f".{t % 1000:03d}Z"
+            entries.append({"org": f"org{producer % 3}", "object": rng.choice(["Account", "Contact"]), "op": "insert",
+                            "key": f"p{producer}-b{number}-e{seq}", "ts": ts,
+                            "fields": {"Producer": producer, "Batch": f"p{producer}-b{number}", "Seq": seq,
+                                       "Name": f"ñame-{rng.getrandbits(32):08x}",
+                                       "Amount": rng.randint(-10**12, 10**12), "Flag": rng.random() < 0.5}})
+        return entries
+
+    def _run(self, producer):
+        try:
+            self._produce(producer)
+        except Exception as error:  # a producer that dies must fail the scenario, not vanish
+            self.problem(f"producer {producer} stopped: {error!r}")
+            traceback.print_exc()
+
+    def _produce(self, producer):
+        rng = random.Random(f"{self.seed}:retry:p{producer}")  # the batches: the same whatever the timing
+        jitter = random.Random(f"{self.seed}:retry:p{producer}:jitter")
+        deadline = time.monotonic() + self.h.producer_time_max_s
+        checked_conflict = False
+        starts_seen = self.broker.starts
+        number = 0
+        while not self.stop_event.is_set() and time.monotonic() < deadline:
+            batch = KeyedBatch(producer, number, self._entries(rng, producer, number))
+            with self.lock:
+                self.batches[producer].append(batch)
+            status, headers, body = self._send(jitter, batch.key, batch.body, batch)
+            if status != 201:
+                self.problem(f"{batch.key}: gave up on the batch after {batch.attempts} tries: {status} {body[:200]!r}")
+                return
+            if not self._record_ack(batch, headers, body):
+                return
+            if number == 0 or rng.random() < 0.1:
+                self._check_replay(jitter, batch, "right after its 201")
+            if self.broker.starts != starts_seen:
+                # The keys must survive SIGKILL: re-send the last batch a previous start acknowledged.
+                starts_seen = self.broker.starts
+                before = [b for b in self.batches[producer] if b.acked_in_start is not None and b.acked_in_start < starts_seen]
+                if before:
+                    self._check_replay(jitter, before[-1], f"after broker start {starts_seen} (acknowledged by start "
+                                                           f"{before[-1].acked_in_start})")
+            if not checked_conflict and len(batch.entries) > 1:
+                checked_conflict = True
+                self._check_changed_body(jitter, batch)
+            number += 1
+            if self.pause_s:
+                time.sleep(self.pause_s)
+
+    def _send(self, rng, key, body, batch=None):
+        """POSTs until an answer that is not worth retrying: any 2xx, or a 4xx other than 409/429.
+        Returns (status, headers, body), or (None, {}, reason) after `retry_time_max_s`."""
+        deadline = time.monotonic() + self.retry_time_max_s
+        attempt = 0
+        while time.monotonic() < deadline and not self.abort_event.is_set():
+            port = self.broker.port
+            if port is None:
+                time.sleep(0.02)
+                continue
+            attempt += 1
+            outcome = None
+            try:
+                status, headers, answer = http_post_keyed(port, self.path, body, key, self.request_timeout_s)
+            except ConnectionRefusedError as error:
+                outcome = "refused"
+                self._count(type(error).__name__)
+            except (OSError, http.client.HTTPException) as error:
+                outcome = "unanswered"
+                self._count(type(error).__name__)
+            if batch is not None:
+                batch.attempts = attempt
+                if attempt == 1:
+                    batch.first_try = outcome or "answered"
+            if outcome is None:
+                self._count(str(status))
+                if status not in RETRY_STATUSES and status < 500:
+                    return status, headers, answer
+            time.sleep(min(self.backoff_cap_s, self.backoff_base_s * 2 ** min(attempt, 8)) * rng.uniform(0.5, 1.0))
+        return None, {}, f"no final answer within {self.retry_time_max_s:.0f} s or aborted".encode()
+
+    def _count(self, what):
+        with self.lock:
+            self.statuses[what] = self.statuses.get(what, 0) + 1
+
+    def _record_ack(self, batch, headers, body):
+        try:
+            ack = json.loads(body)
+            first, last, count = int(ack["first_offset"]), int(ack["last_offset"]), int(ack["count"])
+        except (ValueError, KeyError, TypeError) as error:
+            self.problem(f"{batch.key}: 201 with an unreadable body ({error!r}): {body[:200]!r}")
+            return False
+        replayed = headers.get(REPLAYED_HEADER.lower(), "").strip().lower() == "true"
+        with self.lock:
+            batch.acks.append((first, last, count, replayed))
+            if batch.acked_in_start is None:
+                batch.acked_in_start = self.broker.starts
+        if count != len(batch.entries) or last - first + 1 != len(batch.entries):
+            self.problem(f"{batch.key}: 201 names {first}..{last} count {count} for {len(batch.entries)} entries")
+        return True
+
+    def _check_replay(self, rng, batch, when):
+        """The same key and body again: a replayed 201 naming the original offsets."""
+        with self.lock:
+            self.replay_checks += 1
+        status, headers, body = self._send(rng, batch.key, batch.body)
+        if status != 201:
+            self.problem(f"{batch.key}: re-sent {when}, got {status} {body[:200]!r} instead of a replayed 201")
+            return
+        if not self._record_ack(batch, headers, body):
+            return
+        if not batch.acks[-1][3]:
+            self.problem(f"{batch.key}: re-sent {when}, got a 201 without {REPLAYED_HEADER}: true "
+                         f"({batch.acks[-1][0]}..{batch.acks[-1][1]}; the batch may now be in the log twice)")
+
+    def _check_changed_body(self, rng, batch):
+        """Another body under a used key must be refused with 422 and append nothing."""
+        with self.lock:
+            self.conflict_checks += 1
+        changed = batch.body[:batch.body.rstrip(b"\n").rfind(b"\n") + 1]  # without its last entry
+        status, _, body = self._send(rng, batch.key, changed)
+        if status != 422:
+            self.problem(f"{batch.key}: a changed body under the used key got {status} {body[:200]!r}, expected 422")
+
+
+# ----------------------------------------------------------------------------------------------
 # PostgreSQL through psql
 
 class Postgres:
@@ -641,6 +862,100 @@ def wait_drained(port, link=LINK, timeout_s=120.0):
             pass
         time.sleep(0.1)
     raise RuntimeError(f"link {link} did not drain within {timeout_s} s: {status}")
+
+
+def check_keyed_log(check: Check, dumped, producers: RetryingProducers):
+    """Every batch sent is in the log exactly once, at the offsets its 201s named, each
+    producer's batches in the order sent; nothing else is in the log. Returns
+    (entries by unique key, log end, log offsets by unique key)."""
+    by_offset = {}
+    for record in dumped:
+        if record["offset"] in by_offset:
+            check.duplicated += 1
+            check.fail(f"offset {record['offset']} dumped twice")
+        by_offset[record["offset"]] = record["entry"]
+    end = max(by_offset) + 1 if by_offset else 0
+    missing_offsets = [o for o in range(end) if o not in by_offset]
+    if missing_offsets:
+        check.fail(f"log offsets not dense: {len(missing_offsets)} missing, first {missing_offsets[:5]}")
+    offsets_of: dict[str, list[int]] = {}
+    for off in sorted(by_offset):
+        offsets_of.setdefault(str(by_offset[off].get("key")), []).append(off)
+    sent = {}
+    for batches in producers.batches.values():
+        for batch in batches:
+            for entry in batch.entries:
+                sent[entry["key"]] = entry
+    for key in offsets_of:
+        if key not in sent:
+            check.fail(f"offset {offsets_of[key][0]}: entry {key!r} was never sent")
+    for producer, batches in sorted(producers.batches.items()):
+        order = []  # (offset, batch number, seq) of this producer's entries, in log order
+        for batch in batches:
+            for seq, entry in enumerate(batch.entries):
+                offs = offsets_of.get(entry["key"], [])
+                if not offs:
+                    if batch.acks:
+                        check.lost += 1
+                        check.fail(f"{batch.key}: acknowledged entry {entry['key']} is not in the log")
+                    continue
+                if len(offs) > 1:
+                    check.duplicated += len(offs) - 1
+                    check.fail(f"{batch.key}: entry {entry['key']} is in the log {len(offs)} times, offsets {offs[:5]}")
+                if normalize(by_offset[offs[0]]) != normalize(entry):
+                    check.fail(f"offset {offs[0]}: log entry differs from what was sent: {json.dumps(by_offset[offs[0]])[:200]}")
+                order.append((offs[0], batch.number, seq))
+            if batch.acks and len({a[:3] for a in batch.acks}) > 1:
+                check.fail(f"{batch.key}: its 201s name different offsets: {batch.acks}")
+            for first, last, _, replayed in batch.acks[:1]:
+                held = [by_offset.get(o, {}).get("key") for o in range(first, last + 1)]
+                if held != [e["key"] for e in batch.entries]:
+                    check.fail(f"{batch.key}: {'replayed ' if replayed else ''}201 names {first}..{last}, "
+                               f"which hold {held[:3]}... instead of the batch")
+        order.sort()
+        inversions = sum(1 for a, b in zip(order, order[1:]) if (a[1], a[2]) >= (b[1], b[2]))
+        if inversions:
+            check.reordered += inversions
+            check.fail(f"producer {producer}: {inversions} entries out of the order sent in the log")
+    return sent, end, offsets_of
+
+
+def check_keyed_target(check: Check, pg: Postgres, schema, link, sent, end):
+    """The target holds exactly the sent entries, every field, and its offset is at the end."""
+    def text(value):
+        if isinstance(value, bool):
+            return "t" if value else "f"
+        return str(value)
+    fields = ["Producer", "Batch", "Seq", "Name", "Amount", "Flag"]
+    expected = {(e["object"], e["org"], e["key"]): [e["ts"]] + [text(e["fields"][f]) for f in fields]
+                for e in sent.values()}
+    existing = {r[0] for r in pg.query(f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{schema}'")}
+    actual = {}
+    columns = ", ".join(f'"{c}"' for c in ["org", "key", "ts"] + fields)
+    for obj in sorted({k[0] for k in expected}):
+        if obj not in existing:
+            continue
+        for row in pg.query(f'SELECT {columns} FROM "{schema}"."{obj}"'):
+            k = (obj, row[0], row[1])
+            if k in actual:
+                check.duplicated += 1
+                check.fail(f"row {k} twice in the target")
+            actual[k] = row[2:]
+    for k, want in expected.items():
+        got = actual.get(k)
+        if got is None:
+            check.lost += 1
+            check.fail(f"row {k} missing in the target")
+        elif got != want:
+            check.fail(f"row {k}: target holds {got}, expected {want}")
+    for k in actual:
+        if k not in expected:
+            check.fail(f"row {k} in the target was never sent")
+    got = pg.query(f"SELECT applied_offset FROM \"{schema}\".orgsync_offsets WHERE link = '{link}'")
+    applied = int(got[0][0]) if got and got[0][0] != "" else None
+    if end > 0 and applied != end - 1:
+        check.fail(f"orgsync_offsets.applied_offset = {applied}, expected end-1 = {end - 1}")
+    return len(actual)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1453,6 +1768,91 @@ class Harness:
         if code != 0:
             res.fail(f"graceful stop exited {code}")
 
+    # -- scenario 8 --------------------------------------------------------------------------
+    def s_retry(self, res: Result):
+        """SIGKILL under producers that retry every unanswered append with its idempotency key:
+        each batch must end up in the log exactly once, whether its first try was appended
+        (the retry is answered as a replay) or not."""
+        rounds = 50 if self.long else 5
+        rng = self.rng("retry")
+        data = self.fresh("retry")
+        schema = self.schema("retry")
+        cfg = os.path.join(self.work, "retry.yaml")
+        write_config(cfg, [pg_link(self, schema)], stream_extra="segment_bytes_max: 262144")
+        broker = Broker(self, cfg, data, "retry")
+        broker.start()
+        # Long mode paces the producers (~600 entries/s, as scenario 1 does) so that the backlog
+        # stays below what the link drains (a debug build applies ~800 entries/s).
+        producers = RetryingProducers(self, broker, self.seed, threads=4, batch_min=20, batch_max=100,
+                                      pause_s=0.4 if self.long else 0.05)
+        producers.start()
+        try:
+            acked_at_start = 0
+            for i in range(rounds):
+                time.sleep(rng.uniform(0.3, 2.5 if self.long else 1.5))
+                if producers.acked_entries() == acked_at_start:
+                    res.notes.append(f"round {i}: nothing acked between restart and kill")
+                broker.kill()
+                res.rounds += 1
+                time.sleep(rng.uniform(0.0, 0.3))
+                broker.start()
+                acked_at_start = producers.acked_entries()
+            time.sleep(0.5)
+        finally:
+            producers.stop(abort=not broker.alive())
+        self.final_check_keyed(res, broker, producers, schema)
+
+    def final_check_keyed(self, res: Result, broker: Broker, producers: RetryingProducers, schema):
+        check = Check()
+        for text in producers.problems:
+            check.fail(text)
+        batches = [b for bs in producers.batches.values() for b in bs]
+        for b in batches:
+            if not b.acks:
+                check.fail(f"{b.key}: never acknowledged ({b.attempts} tries)")
+        res.acked = producers.acked_entries()
+        t0 = time.monotonic()
+        wait_drained(broker.port, timeout_s=600 if self.long else 180)
+        drained_s = time.monotonic() - t0
+        letters = dead_letters(broker.port)
+        # Every entry inserts a key of its own: any dead letter is a fault, and a unique
+        # violation is an entry applied twice.
+        for d in letters:
+            text = f"{d.get('error') or ''} {d.get('target_code') or ''}"
+            if "23505" in text or "duplicate key" in text:
+                check.duplicated += 1
+            check.fail(f"dead letter at offset {d.get('offset')}: {text[:160]}")
+        code = broker.stop()
+        if code != 0:
+            check.fail(f"graceful stop exited {code}")
+        vcode, vtext = verify_log(self, broker.data_dir)
+        if vcode != 0:
+            check.fail(f"log verify exit {vcode}: {vtext.strip()[-300:]}")
+        dcode, dumped, derr = dump_log(self, broker.data_dir)
+        if dcode != 0:
+            check.fail(f"log dump exit {dcode}: {derr.strip()[-300:]}")
+        sent, end, offsets_of = check_keyed_log(check, dumped, producers)
+        rows = check_keyed_target(check, self.pg, schema, LINK, sent, end)
+        res.absorb(check)
+        # The batches the retries were for: no answer to their first try.
+        blind = [b for b in batches if b.first_try in ("refused", "unanswered")]
+        replayed = [b for b in blind if b.acks and b.acks[0][3]]
+        blind_counts = [len(offsets_of.get(e["key"], [])) for b in blind for e in b.entries]
+        res.notes.append(f"final check: drained in {drained_s:.1f} s; log end {end}, {rows} target rows, "
+                         f"{len(letters)} dead letters; {len(batches)} batches, {len(sent)} entries sent")
+        res.notes.append(f"{len(blind)} batches got no answer to their first try "
+                         f"({sum(1 for b in blind if b.first_try == 'refused')} refused, "
+                         f"{sum(1 for b in blind if b.first_try == 'unanswered')} reset or timed out); "
+                         f"{len(replayed)} of them had been appended (their retry was a replay); "
+                         f"in the log, their entries: {sum(1 for n in blind_counts if n == 0)} lost, "
+                         f"{sum(n - 1 for n in blind_counts if n > 1)} duplicated")
+        if blind:
+            shown = ", ".join(f"{b.key} ({'replayed' if b.acks and b.acks[0][3] else 'fresh' if b.acks else 'never acked'}, "
+                              f"{b.attempts} tries)" for b in blind[:40])
+            res.notes.append(f"no first answer: {shown}{' ...' if len(blind) > 40 else ''}")
+        res.notes.append(f"key checks: {producers.replay_checks} re-sends of acknowledged batches, "
+                         f"{producers.conflict_checks} changed bodies; answers while retrying {dict(sorted(producers.statuses.items()))}")
+
 
 def wait_drained_or_active(port, timeout_s=30):
     deadline = time.monotonic() + timeout_s
@@ -1808,7 +2208,7 @@ for line in sys.stdin:
 SCENARIOS = [("kill", "1 SIGKILL broker", "s_kill", True), ("outage", "2 target outage", "s_outage", True),
              ("flap", "3 flapping target", "s_flap", True), ("corrupt", "4 corruption", "s_corrupt", False),
              ("diskfull", "5 disk full", "s_diskfull", False), ("plugin", "6 plugin faults", "s_plugin", False),
-             ("badinput", "7 bad input", "s_badinput", False)]
+             ("badinput", "7 bad input", "s_badinput", False), ("retry", "8 SIGKILL, retrying producers", "s_retry", True)]
 
 
 def print_table(results):

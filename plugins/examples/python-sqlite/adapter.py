@@ -3,8 +3,9 @@
 
 Same mapping as the built-in `sqlite` adapter: one table per `object`, columns `key` (primary
 key), `org`, `ts`, then one column per field (added when first seen); insert/upsert/delete as
-named; the whole batch and the link's applied offset (table `orgsync_offsets`) in one
-transaction, entries at or below the stored offset skipped. Standard library only.
+named; the whole batch and the link's applied position (table `orgsync_offsets`: the offset and
+the stream id and epoch it belongs to) in one transaction, entries at or below the stored offset
+skipped. Speaks plugin protocol 2, and 1 to a broker that offers only 1. Standard library only.
 
 Settings: `path` (required; relative to the broker's data directory; its directory must exist),
 `busy_timeout_ms` (default 5000), `primary_key` (`key`, the default, or `org_key` for streams
@@ -15,16 +16,26 @@ import os
 import re
 import sqlite3
 
-from orgsync_plugin import ConnectionFailure, RejectedEntry, RetryableFailure, main
+from orgsync_plugin import (ConnectionFailure, Position, RejectedEntry, RetryableFailure, main, plan_apply,
+                            position_after)
 
 NAME = "python-sqlite"
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_]{1,63}\Z")
 _RESERVED_COLUMNS = {"key", "org", "ts"}
 # SQLite primary result codes (extended code & 0xff).
 _BUSY, _LOCKED = 5, 6
 _ENTRY_ERRORS = {1, 18, 19, 20, 25}  # ERROR, TOOBIG, CONSTRAINT, MISMATCH, RANGE
+# Protocol 1 created the table without stream_id and epoch; `open` adds them to such a table.
+_OFFSETS_TABLE = ("CREATE TABLE IF NOT EXISTS orgsync_offsets (link TEXT PRIMARY KEY NOT NULL, "
+                  "stream TEXT NOT NULL, applied_offset INTEGER NOT NULL, updated_at TEXT NOT NULL, "
+                  "stream_id TEXT, epoch INTEGER)")
+_OFFSETS_ADDED_COLUMNS = (("stream_id", "TEXT"), ("epoch", "INTEGER"))
+_STORE_POSITION = ("INSERT INTO orgsync_offsets (link, stream, applied_offset, updated_at, stream_id, epoch) "
+                   "VALUES (?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?, ?) "
+                   "ON CONFLICT(link) DO UPDATE SET stream = excluded.stream, applied_offset = excluded.applied_offset, "
+                   "updated_at = excluded.updated_at, stream_id = excluded.stream_id, epoch = excluded.epoch")
 
 
 def _valid_table(name):
@@ -77,6 +88,7 @@ class SQLiteAdapter:
         self.path = None
         self.identity = None
         self.link = None
+        self.stream = None
         self.columns = {}  # lowercased table -> set of lowercased columns, as committed
 
     def open(self, link, stream, settings, data_directory):
@@ -86,17 +98,21 @@ class SQLiteAdapter:
             raise ConnectionFailure('setting "path" is required')
         self.path = path if os.path.isabs(path) else os.path.join(data_directory, path)
         self.link = link
+        self.stream = stream
         self.org_key = settings.get("primary_key", "key") == "org_key"
         if settings.get("primary_key", "key") not in ("key", "org_key"):
             raise ConnectionFailure('setting "primary_key" must be key or org_key')
         timeout_s = int(settings.get("busy_timeout_ms", "5000")) / 1000
+        db = None
         try:
             db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS orgsync_offsets (link TEXT PRIMARY KEY NOT NULL, "
-                       "stream TEXT NOT NULL, applied_offset INTEGER NOT NULL, updated_at TEXT NOT NULL)")
+            self._create_offsets_table(db)
             self.identity = self._stat()
         except sqlite3.Error as error:
+            if db is not None:
+                self._rollback(db)
+                db.close()
             raise _classify(error, None, self.path) from None
         if self.identity is None:
             db.close()
@@ -104,25 +120,29 @@ class SQLiteAdapter:
         self.db = db
         self.columns = {}
 
-    def apply(self, stream, entries, retry=False):
+    def apply(self, stream, entries, retry=False, identity=None):
+        """`identity` None: protocol 1 (skip at or below the stored offset, whoever wrote it, and
+        store the offset without identity); else protocol 2 (`plan_apply`, `position_after`)."""
         db = self._checked()
         offset = None
         try:
             db.execute("BEGIN IMMEDIATE")
-            row = db.execute("SELECT applied_offset FROM orgsync_offsets WHERE link = ?", (self.link,)).fetchone()
-            stored = row[0] if row else None
+            stored = self._stored_position(db)
+            if identity is None:
+                skip_to = stored.offset if stored is not None else None
+            else:
+                skip_to = plan_apply(stored, identity)  # raises PositionConflict: rolled back below
             for offset, entry in entries:
-                if stored is not None and offset <= stored and not retry:
+                if skip_to is not None and offset <= skip_to and not retry:
                     continue
                 self._apply_entry(db, offset, entry)
             offset = None
             last = entries[-1][0]
-            if stored is None or last > stored:
-                db.execute("INSERT INTO orgsync_offsets (link, stream, applied_offset, updated_at) "
-                           "VALUES (?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) "
-                           "ON CONFLICT(link) DO UPDATE SET stream = excluded.stream, "
-                           "applied_offset = excluded.applied_offset, updated_at = excluded.updated_at",
-                           (self.link, stream, last))
+            if identity is None:
+                if stored is None or last > stored.offset:
+                    self._store_position(db, stream, Position(None, None, last))
+            else:
+                self._store_position(db, stream, position_after(stored, identity, last))
             db.execute("COMMIT")
         except BaseException as error:
             self._rollback(db)
@@ -138,17 +158,58 @@ class SQLiteAdapter:
             raise _classify(error, None, self.path) from None
 
     def applied_offset(self):
+        position = self.applied_position()
+        return position.offset if position is not None else None
+
+    def applied_position(self):
         db = self._checked()
         try:
-            row = db.execute("SELECT applied_offset FROM orgsync_offsets WHERE link = ?", (self.link,)).fetchone()
+            return self._stored_position(db)
         except sqlite3.Error as error:
             raise _classify(error, None, self.path) from None
-        return row[0] if row else None
+
+    def set_applied_position(self, position):
+        """What `orgsync links reset` and adopt write: this link's row, or none for None."""
+        db = self._checked()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            if position is None:
+                db.execute("DELETE FROM orgsync_offsets WHERE link = ?", (self.link,))
+            else:
+                self._store_position(db, self.stream, position)
+            db.execute("COMMIT")
+        except BaseException as error:
+            self._rollback(db)
+            if isinstance(error, sqlite3.Error):
+                raise _classify(error, None, self.path) from None
+            raise
 
     def close(self):
         if self.db is not None:
             self.db.close()
             self.db = None
+
+    # --- the offsets table -----------------------------------------------------------
+
+    def _create_offsets_table(self, db):
+        """Creates the table, or adds the protocol-2 columns to one protocol 1 created. In one
+        transaction, looked at inside it, so two processes opening the file at once add each
+        column once."""
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(_OFFSETS_TABLE)
+        present = {row[1].lower() for row in db.execute("PRAGMA table_info(orgsync_offsets)").fetchall()}
+        for name, declared in _OFFSETS_ADDED_COLUMNS:
+            if name not in present:
+                db.execute(f"ALTER TABLE orgsync_offsets ADD COLUMN {name} {declared}")
+        db.execute("COMMIT")
+
+    def _stored_position(self, db):
+        row = db.execute("SELECT stream_id, epoch, applied_offset FROM orgsync_offsets WHERE link = ?",
+                         (self.link,)).fetchone()
+        return Position(row[0], row[1], row[2]) if row else None
+
+    def _store_position(self, db, stream, position):
+        db.execute(_STORE_POSITION, (self.link, stream, position.offset, position.stream_id, position.epoch))
 
     # --- one entry -------------------------------------------------------------------
 
