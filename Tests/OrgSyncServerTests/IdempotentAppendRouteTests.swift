@@ -3,6 +3,8 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
+import OrgSyncLog
+@testable import OrgSyncServer
 import Testing
 
 /// `Idempotency-Key` on `POST /v1/streams/{s}/entries`: a retry appends nothing and gets the
