@@ -334,3 +334,46 @@ import Testing
         #expect(first.endOffset == 1)
     }
 }
+
+@Suite struct StreamLineageTests {
+    @Test func aStreamOfThePreviousReleaseGetsAnIdentityThatLasts() async throws {
+        let directory = FileManager.default.temporaryDirectory.path + "/orgsync-lineage-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let log = try StreamLog.open(dataDirectory: directory, name: "events")
+        _ = try await log.append([Array(#"{"a":1}"#.utf8)])
+        await log.close()
+        // The previous release wrote no IDENTITY file: remove it to get exactly that directory.
+        try FileManager.default.removeItem(atPath: directory + "/streams/events/IDENTITY")
+        let upgraded = try StreamLog.open(dataDirectory: directory, name: "events")
+        let lineage = upgraded.lineage
+        #expect(lineage.currentEpoch == 1)
+        #expect(StreamLineage.isValidStreamID(lineage.streamID))
+        #expect(try upgraded.read(from: 0, maxEntries: 10).count == 1)
+        await upgraded.close()
+        let again = try StreamLog.open(dataDirectory: directory, name: "events")
+        #expect(again.lineage == lineage, "the identity is kept, not made anew")
+        await again.close()
+    }
+
+    @Test func aDamagedIdentityRefusesTheStreamNamingTheFile() async throws {
+        let directory = FileManager.default.temporaryDirectory.path + "/orgsync-lineage-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        await (try StreamLog.open(dataDirectory: directory, name: "events")).close()
+        let path = directory + "/streams/events/IDENTITY"
+        var bytes = try Array(Data(contentsOf: URL(fileURLWithPath: path)))
+        bytes[40] ^= 0x01
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        #expect(throws: LogError.self) { try StreamLog.open(dataDirectory: directory, name: "events") }
+    }
+
+    @Test func positionsAreConsistentOnlyBelowTheCutOfTheirEpoch() {
+        var lineage = StreamLineage(streamID: "s", epochs: [.init(epoch: 1, startOffset: 0)])
+        #expect(lineage.isConsistent(epoch: 1, offset: 399, endOffset: 400))
+        #expect(!lineage.isConsistent(epoch: 1, offset: 400, endOffset: 400))
+        lineage.beginEpoch(at: 70)
+        #expect(lineage.isConsistent(epoch: 1, offset: 69, endOffset: 170))
+        #expect(!lineage.isConsistent(epoch: 1, offset: 70, endOffset: 170))
+        #expect(lineage.isConsistent(epoch: 2, offset: 169, endOffset: 170))
+        #expect(!lineage.isConsistent(epoch: 3, offset: 1, endOffset: 170))
+    }
+}

@@ -1,0 +1,40 @@
+import Foundation
+import GRDB
+import OrgSyncPluginAPI
+import SQLiteAdapter
+import Testing
+
+/// A target written before targets stored stream identities opens and upgrades in place.
+@Suite("SQLite adapter upgrade")
+struct SQLiteUpgradeTests {
+    @Test("an orgsync_offsets table of the previous release gains stream_id and epoch, and its row reads as a position without identity")
+    func upgradesThePreviousTable() async throws {
+        let target = try SQLiteContractTarget()
+        defer { target.directory.remove() }
+        // Exactly the table and row the previous release wrote.
+        let queue = try DatabaseQueue(path: target.databasePath)
+        try await queue.write { db in
+            try db.execute(sql: """
+                CREATE TABLE orgsync_offsets (link TEXT PRIMARY KEY NOT NULL, stream TEXT NOT NULL,
+                    applied_offset INTEGER NOT NULL, updated_at TEXT NOT NULL);
+                INSERT INTO orgsync_offsets VALUES ('demo', 'events', 41, '2026-11-25T00:00:00.000Z');
+                """)
+        }
+        try queue.close()
+        let adapter = try target.factory.makeAdapter(target.configuration(linkName: "demo", streamName: "events"))
+        try await adapter.open()
+        #expect(try await adapter.appliedPosition() == AppliedPosition(identity: nil, offset: 41))
+        let identity = StreamIdentity(streamID: "upgraded", epoch: 1)
+        try await adapter.apply(EntryBatch(stream: "events", identity: identity, entries: [
+            Entry(offset: 42, org: "o", object: "Lead", op: .upsert, key: "k", ts: "t", fields: ["N": .int(1)])
+        ]))
+        #expect(try await adapter.appliedPosition() == AppliedPosition(identity: identity, offset: 42))
+        await adapter.close()
+        let reopened = try DatabaseQueue(path: target.databasePath)
+        defer { try? reopened.close() }
+        let columns = try await reopened.read { db in
+            try Row.fetchAll(db, sql: "PRAGMA table_info(orgsync_offsets)").compactMap { $0["name"] as String? }
+        }
+        #expect(columns == ["link", "stream", "applied_offset", "updated_at", "stream_id", "epoch"])
+    }
+}
