@@ -12,27 +12,53 @@ import Glibc
 /// with another stream but the same link name and target. Each must now diverge, apply nothing,
 /// say so, and apply every entry once an operator resets the link.
 @Suite(.serialized) struct DivergedLinkProcessTests {
+    /// The kinds of target a link writes to: each stores its position with the stream identity.
+    enum TargetKind: String, CaseIterable, CustomStringConvertible {
+        case sqlite, postgres, plugin
+        var description: String { rawValue }
+    }
+
     struct Setup {
         let directory: String
         let target: String
+        let kind: TargetKind
+        /// The PostgreSQL schema of this test (a fresh one per test).
+        let schema = "diverged_" + UUID().uuidString.prefix(8).lowercased()
 
-        init() throws {
+        init(_ kind: TargetKind = .sqlite) throws {
+            self.kind = kind
             directory = FileManager.default.temporaryDirectory.path + "/orgsync-diverged-" + UUID().uuidString
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             target = directory + "/target.sqlite"
         }
 
-        /// A configuration with small segments, a link `demo` into the shared target file.
+        /// The link's adapter and settings, in YAML.
+        func adapterYAML() throws -> String {
+            switch kind {
+            case .sqlite:
+                return "adapter: sqlite\n    settings: { path: \(target) }"
+            case .plugin:
+                return "adapter: python-sqlite\n    settings: { path: \(target) }"
+            case .postgres:
+                let pg = try PostgresForProcessTests.connection()
+                return "adapter: postgres\n    settings: { host: \(pg.host), port: \"\(pg.port)\", user: \(pg.user), database: \(pg.database), "
+                    + "schema: \(schema), query_timeout_ms: \"5000\"\(pg.password == nil ? "" : ", password_env: ORGSYNC_TEST_PG_PASSWORD") }"
+            }
+        }
+
+        /// A configuration with small segments, a link `demo` into the shared target.
         func config(_ name: String, stream: String = "events") throws -> String {
             let path = directory + "/" + name + ".yaml"
+            let plugins = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+                .deletingLastPathComponent().appendingPathComponent("plugins/examples").path
             try """
             auth: { enabled: false }
+            plugins_dir: \(plugins)
             streams: [ { name: \(stream), segment_bytes_max: 4096 } ]
             links:
               - name: demo
                 stream: \(stream)
-                adapter: sqlite
-                settings: { path: \(target) }
+                \(try adapterYAML())
                 supervisor: { probe_threshold: 1, verify_interval_ms: 50, backoff_base_ms: 50, backoff_cap_ms: 200 }
             """.write(toFile: path, atomically: true, encoding: .utf8)
             return path
@@ -79,7 +105,13 @@ import Glibc
     }
 
     func rows(_ setup: Setup, prefix: String) throws -> Int {
-        try sqliteCount(setup.target, "SELECT count(*) FROM Lead WHERE key LIKE '\(prefix)-%'")
+        switch setup.kind {
+        case .sqlite, .plugin:
+            return try sqliteCount(setup.target, "SELECT count(*) FROM Lead WHERE key LIKE '\(prefix)-%'")
+        case .postgres:
+            return try PostgresForProcessTests.count(
+                "SELECT count(*) FROM \(setup.schema).\"Lead\" WHERE key LIKE '\(prefix)-%'")
+        }
     }
 
     func run(_ arguments: [String]) throws -> Int32 {
@@ -93,8 +125,10 @@ import Glibc
         return process.terminationStatus
     }
 
-    @Test func aRepairThatCutAppliedEntriesDivergesUntilReset() async throws {
-        let setup = try Setup()
+    @Test(arguments: TargetKind.allCases)
+    func aRepairThatCutAppliedEntriesDivergesUntilReset(kind: TargetKind) async throws {
+        if kind == .postgres, !PostgresForProcessTests.shouldRun { return }
+        let setup = try Setup(kind)
         defer { setup.cleanUp() }
         let config = try setup.config("a")
         do {
@@ -174,5 +208,54 @@ import Glibc
         _ = try await waitForLink(second, "diverged") { ($0["state"] as? String) == "diverged" }
         #expect(try rows(setup, prefix: "two") == 0, "nothing of another stream is applied over this target's position")
         #expect(second.terminate() == 0)
+    }
+}
+
+/// The throwaway PostgreSQL of `.ci/postgres.sh` (`ORGSYNC_TEST_PG_*`), for tests that run the
+/// real broker against it: skipped outside CI when not started, a failure in CI.
+enum PostgresForProcessTests {
+    static let environment = ProcessInfo.processInfo.environment
+
+    static var shouldRun: Bool {
+        if environment["ORGSYNC_TEST_PG_HOST"]?.isEmpty == false { return true }
+        guard let ci = environment["CI"] else { return false }
+        return !ci.isEmpty && ci != "0" && ci.lowercased() != "false"
+    }
+
+    struct Connection {
+        var host: String
+        var port: Int
+        var user: String
+        var password: String?
+        var database: String
+    }
+
+    static func connection() throws -> Connection {
+        guard let host = environment["ORGSYNC_TEST_PG_HOST"], let port = environment["ORGSYNC_TEST_PG_PORT"].flatMap({ Int($0) }),
+              let user = environment["ORGSYNC_TEST_PG_USER"], let database = environment["ORGSYNC_TEST_PG_DB"]
+        else { throw ProcessError("CI is set but ORGSYNC_TEST_PG_* are not: .ci/run must start PostgreSQL (.ci/postgres.sh)") }
+        return Connection(host: host, port: port, user: user, password: environment["ORGSYNC_TEST_PG_PASSWORD"], database: database)
+    }
+
+    /// Runs a one-number query with psql.
+    static func count(_ sql: String) throws -> Int {
+        let pg = try connection()
+        let psql = ["/usr/bin/psql", "/usr/lib/postgresql/15/bin/psql"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try psql ?? { throw ProcessError("psql not found") }())
+        process.arguments = ["-h", pg.host, "-p", String(pg.port), "-U", pg.user, "-d", pg.database, "-tAc", sql]
+        var env = ProcessInfo.processInfo.environment
+        if let password = pg.password { env["PGPASSWORD"] = password }
+        process.environment = env
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0, let value = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw ProcessError("psql failed (\(process.terminationStatus)): \(text)")
+        }
+        return value
     }
 }
