@@ -38,7 +38,7 @@ struct ProduceCommand: AsyncParsableCommand {
     @Option(help: "Produce through a running broker at this URL (e.g. http://127.0.0.1:7070) instead of --data-dir.")
     var url: String?
 
-    @Option(help: "With --url: times a batch is sent again after a network failure or a 5xx answer (0...100; backoff from 100 ms doubling to 5 s). 4xx answers are not retried.")
+    @Option(help: "With --url: times a batch is sent again after a network failure, a 5xx, or a 409/429 answer (0...100; backoff from 100 ms doubling to 5 s). Other 4xx answers are not retried.")
     var retries: Int = 10
 
     func run() async throws {
@@ -123,7 +123,7 @@ extension StreamLog: EntrySink {
 /// When `produce --url` sends a batch again. A pure value: the sink performs the waits.
 /// Network failures and 5xx answers are retried (the Idempotency-Key makes that safe), with
 /// exponential backoff from `backoffBaseMs` capped at `backoffCapMs`, at most `retriesMax`
-/// times; a 4xx answer is final (the request itself is wrong).
+/// times; any other 4xx answer is final (the request itself is wrong).
 struct ProduceRetryPolicy: Equatable {
     var retriesMax: Int
     var backoffBaseMs = 100
@@ -143,7 +143,9 @@ struct ProduceRetryPolicy: Equatable {
     func next(after failure: Failure, attempt: Int) -> Action {
         let retryable = switch failure {
         case .network: true
-        case .status(let status): (500...599).contains(status)
+        // 409 on the append route: the first request with this key is still being written;
+        // 429: the broker asks to slow down. Both answer the same key later.
+        case .status(let status): (500...599).contains(status) || status == 409 || status == 429
         }
         guard retryable, attempt >= 1, attempt <= retriesMax else { return .giveUp }
         return .retry(afterMs: min(backoffCapMs, backoffBaseMs << min(attempt - 1, 16)))

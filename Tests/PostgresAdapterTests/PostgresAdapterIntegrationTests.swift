@@ -200,6 +200,34 @@ struct PostgresAdapterIntegrationTests {
         }
     }
 
+    @Test func anOffsetsTableOfThePreviousReleaseIsUpgradedInPlace() async throws {
+        let schema = TestPostgres.uniqueSchema("upgrade")
+        let settings = try TestPostgres.settings(schema: schema)
+        let db = try await TestPostgres.connect(settings)
+        // Exactly the table and row the previous release wrote.
+        for statement in [
+            "CREATE SCHEMA \(schema)",
+            "CREATE TABLE \(schema).orgsync_offsets (link TEXT PRIMARY KEY, applied_offset BIGINT, updated_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+            "INSERT INTO \(schema).orgsync_offsets (link, applied_offset) VALUES ('demo', 41)",
+        ] {
+            _ = try await db.query(PostgresQuery(unsafeSQL: statement), logger: Logger(label: "test"))
+        }
+        let adapter = PostgresAdapter(linkName: "demo", settings: settings)
+        try await adapter.open()
+        #expect(try await adapter.appliedPosition() == AppliedPosition(identity: nil, offset: 41))
+        let identity = StreamIdentity(streamID: "upgraded", epoch: 1)
+        try await adapter.apply(EntryBatch(stream: "events", identity: identity, entries: [entry(42, .upsert, "a", ["N": 1])]))
+        #expect(try await adapter.appliedPosition() == AppliedPosition(identity: identity, offset: 42))
+        await adapter.close()
+        let columns = try await db.scalar(PostgresQuery(unsafeSQL: """
+            SELECT count(*) FROM information_schema.columns
+            WHERE table_schema = '\(schema)' AND table_name = 'orgsync_offsets' AND column_name IN ('stream_id', 'epoch')
+            """))
+        #expect(columns == 2)
+        await db.dropSchema(schema)
+        try? await db.close()
+    }
+
     @Test func appliedOffsetSurvivesReopen() async throws {
         let schema = TestPostgres.uniqueSchema("reopen")
         let settings = try TestPostgres.settings(schema: schema)
