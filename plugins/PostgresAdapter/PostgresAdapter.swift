@@ -444,12 +444,20 @@ public actor PostgresAdapter: OrgAdapter {
         let timeoutMs = settings.queryTimeoutMs
         let endpoint = self.endpoint
         let gate = ResumeOnce<T>()
+        let liveness = LivenessWatch(settings: settings, linkName: linkName, logger: logger)
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
                 gate.install(continuation)
                 let timer = Task {
                     try await Task.sleep(for: .milliseconds(timeoutMs))
                     gate.resume(.failure(AdapterError.connection("\(endpoint): no answer within query_timeout_ms=\(timeoutMs)")))
+                    try? await connection.close()
+                }
+                // A dead server (frozen, unreachable) is noticed within about interval + timeout,
+                // whatever the call's own deadline; a slow call on a live server is left alone.
+                let watch = Task {
+                    guard let problem = await liveness.firstProblem() else { return }
+                    gate.resume(.failure(AdapterError.connection("\(endpoint): \(problem) while a call was in flight")))
                     try? await connection.close()
                 }
                 Task {
@@ -459,6 +467,7 @@ public actor PostgresAdapter: OrgAdapter {
                         gate.resume(.failure(error))
                     }
                     timer.cancel()
+                    watch.cancel()
                 }
             }
         } onCancel: {
@@ -506,4 +515,76 @@ private final class ResumeOnce<T: Sendable>: Sendable {
         }
         continuation?.resume(with: result)
     }
+}
+
+/// Watches a server while a call is in flight on another connection: every
+/// `liveness_interval_ms` it opens a second connection and runs `SELECT 1`, bounded by
+/// `liveness_timeout_ms`. The call's own connection cannot be asked (the protocol is one
+/// exchange at a time), but a server that cannot answer a new connection cannot be answering
+/// the old one: frozen processes, a dropped network, a dead host. A call that is slow on a live
+/// server (a lock wait, a big batch) keeps going.
+struct LivenessWatch: Sendable {
+    let settings: PostgresAdapterSettings
+    let linkName: String
+    let logger: Logger
+
+    /// Returns the first problem found, or nil when cancelled (the call ended) or disabled.
+    func firstProblem() async -> String? {
+        let intervalMs = settings.livenessIntervalMs
+        guard intervalMs > 0 else { return nil }
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: .milliseconds(intervalMs))
+            } catch {
+                return nil
+            }
+            if let problem = await probeOnce(), !Task.isCancelled { return problem }
+        }
+        return nil
+    }
+
+    /// One bounded probe on a fresh connection; nil when the server answered.
+    func probeOnce() async -> String? {
+        let timeoutMs = settings.livenessTimeoutMs
+        let gate = ResumeOnce<String?>()
+        var configuration = PostgresConnection.Configuration(
+            host: settings.host, port: settings.port, username: settings.user, password: settings.password,
+            database: settings.database, tls: .disable)
+        configuration.options.connectTimeout = .milliseconds(Int64(timeoutMs))
+        configuration.options.additionalStartupParameters = [("application_name", "orgsync-liveness:" + String(linkName.prefix(40)))]
+        let logger = self.logger
+        let probeConfiguration = configuration
+        // Never cancelled (a connection dropped mid-connect by cancellation is never closed):
+        // the connect is bounded by its own timeout, and the deadline closes a connection that
+        // is waiting for its answer.
+        let opened = OpenedConnection()
+        let outcome = try? await withCheckedThrowingContinuation { (continuation: CheckedContinuation<String?, any Error>) in
+            gate.install(continuation)
+            Task {
+                do {
+                    let connection = try await PostgresConnection.connect(configuration: probeConfiguration, id: 0, logger: logger)
+                    opened.set(connection)
+                    defer { connection.close().whenComplete { _ in } }
+                    let rows = try await connection.query("SELECT 1", logger: logger)
+                    for try await _ in rows {}
+                    gate.resume(.success(nil))
+                } catch {
+                    gate.resume(.success("a liveness probe on a second connection failed (\(String(describing: error).prefix(200)))"))
+                }
+            }
+            Task {
+                try? await Task.sleep(for: .milliseconds(timeoutMs))
+                gate.resume(.success("the server did not answer a liveness probe on a second connection within liveness_timeout_ms=\(timeoutMs)"))
+                opened.get()?.close().whenComplete { _ in }
+            }
+        }
+        return outcome ?? nil
+    }
+}
+
+/// The liveness probe's connection, once it is open, for its deadline to close.
+private final class OpenedConnection: Sendable {
+    private let state = Mutex<PostgresConnection?>(nil)
+    func set(_ connection: PostgresConnection) { state.withLock { $0 = connection } }
+    func get() -> PostgresConnection? { state.withLock { $0 } }
 }

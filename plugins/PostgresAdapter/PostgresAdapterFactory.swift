@@ -42,6 +42,8 @@ public struct PostgresAdapterFactory: OrgAdapterFactory {
 /// | `primary_key` | `key` | `key`: `key TEXT PRIMARY KEY`, keys are unique across orgs; `org_key`: `PRIMARY KEY (org, key)`, for a stream that carries several orgs whose keys may collide (the shared workload does) |
 /// | `connect_timeout_ms` | `10000` | bound on establishing a connection (TCP + auth) |
 /// | `query_timeout_ms` | `30000` | bound on one adapter call (a whole batch, a probe); also the server's `statement_timeout` |
+/// | `liveness_interval_ms` | `500` | while a call is in flight, how often a second connection checks the server answers (`SELECT 1`); 0 turns the check off |
+/// | `liveness_timeout_ms` | `1000` | how long that check may take: a server that does not answer it is dead (the call fails as a connection error), so a frozen or unreachable server is noticed within about interval + timeout whatever `query_timeout_ms` is |
 ///
 /// The connection is not encrypted (TLS is not supported yet): use it on loopback or a trusted
 /// network.
@@ -57,6 +59,10 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
     public var primaryKey: PrimaryKey
     public var connectTimeoutMs: Int
     public var queryTimeoutMs: Int
+    /// While a call is in flight, how often a second connection checks the server; 0: never.
+    public var livenessIntervalMs: Int = 500
+    /// Bound on one such check.
+    public var livenessTimeoutMs: Int = 1_000
 
     public init(
         host: String = "127.0.0.1", port: Int = 5432, user: String, password: String?, database: String,
@@ -89,6 +95,8 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
         self.primaryKey = primaryKey
         connectTimeoutMs = try configuration.int("connect_timeout_ms", default: 10_000, in: 1...3_600_000)
         queryTimeoutMs = try configuration.int("query_timeout_ms", default: 30_000, in: 1...86_400_000)
+        livenessIntervalMs = try configuration.int("liveness_interval_ms", default: 500, in: 0...3_600_000)
+        livenessTimeoutMs = try configuration.int("liveness_timeout_ms", default: 1_000, in: 1...3_600_000)
         password = configuration.settings["password"].flatMap { $0.isEmpty ? nil : $0 }
         if let variable = configuration.settings["password_env"], !variable.isEmpty {
             guard let value = environment[variable] else {
@@ -116,5 +124,6 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
     public var description: String {
         "postgres://\(user)@\(host):\(port)/\(database) schema=\(schema) password=\(password == nil ? "none" : "<redacted>")"
             + " primary_key=\(primaryKey.rawValue) connect_timeout_ms=\(connectTimeoutMs) query_timeout_ms=\(queryTimeoutMs)"
+            + " liveness_interval_ms=\(livenessIntervalMs) liveness_timeout_ms=\(livenessTimeoutMs)"
     }
 }
