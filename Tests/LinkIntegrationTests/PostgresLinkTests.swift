@@ -134,7 +134,7 @@ struct PostgresLinkTests {
             throw error
         }
         run.cancel()
-        try? await run.value
+        try await run.value
         await log.close()
     }
 }

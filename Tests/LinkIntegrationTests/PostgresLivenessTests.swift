@@ -95,7 +95,7 @@ extension PostgresLinkTests {
         _ = try? await db.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \"\(schema)\" CASCADE"), logger: Logger(label: "test"))
         try? await db.close()
         run.cancel()
-        try? await run.value
+        try await run.value
         await log.close()
     }
 
@@ -134,7 +134,7 @@ extension PostgresLinkTests {
         _ = try? await locker.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \"\(schema)\" CASCADE"), logger: Logger(label: "test"))
         try? await locker.close()
         run.cancel()
-        try? await run.value
+        try await run.value
         await log.close()
     }
 }

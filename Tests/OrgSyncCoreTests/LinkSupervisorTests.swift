@@ -93,6 +93,10 @@ final class LinkHarness: Sendable {
         #expect(status.lastError?.contains("target down") == true)
 
         try await link.advanceToNextDeadline()  // probe 1 fails: target still down
+        // Only once probe 1 was answered (failed) and the next one is scheduled may the target
+        // come back: otherwise probe 1 could find it up (the flake of 2 runs in 100).
+        try await withTimeout("probe 1 handled and probe 2 scheduled") { [clock = link.clock] in try await clock.waitForSleepers() }
+        #expect(await link.supervisor.status().state == .suspended, "probe 1 failed: still suspended")
         link.adapter.setDown(false)
         try await link.advanceToNextDeadline()  // probe answered: verifying 1/3
         try await link.waitForTransition(.verifying)

@@ -292,11 +292,14 @@ struct ProcessAdapterFaultTests {
         limits.requestTimeoutMs = 60_000
         let directory = try PluginTestDirectory()
         defer { directory.remove() }
-        let adapter = try FaultPlugin.adapter("hang-on-probe", in: directory, limits: limits)
+        let handler = RecordingLogHandler()
+        let adapter = try FaultPlugin.adapter("hang-on-probe", in: directory, limits: limits, logger: Logger(label: "test") { _ in handler })
         try await adapter.open()
         let pid = try #require(adapter.processID)
         let probing = Task { try await adapter.probe() }
-        // The probe is in flight once the request was written; cancelling any time is valid.
+        // Cancel only once the plugin has the request (it says so on stderr): the call is then
+        // really in flight, and cancelling must kill the process.
+        #expect(await handler.waitForMessage(containing: "hanging in probe", timeoutMs: 10_000) != nil)
         probing.cancel()
         let outcome = try await withTimeout(ms: 10_000) { () -> String in
             do {

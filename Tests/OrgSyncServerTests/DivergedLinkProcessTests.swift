@@ -173,6 +173,32 @@ import Glibc
         #expect(broker.terminate() == 0)
     }
 
+    @Test func anOperatorsPauseOutlastsARestartOfTheBroker() async throws {
+        let setup = try Setup()
+        defer { setup.cleanUp() }
+        let config = try setup.config("p")
+        do {
+            let broker = try setup.start(config, dataDirectory: "p")
+            try await append(broker, prefix: "before", count: 40)
+            _ = try await waitForLink(broker, "applied 40") { ($0["cursor"] as? Int) == 40 }
+            let (status, _) = try await post("http://127.0.0.1:\(broker.port)/v1/links/demo/suspend", body: Data(), contentType: "application/json")
+            #expect(status == 200)
+            #expect(broker.terminate() == 0)
+        }
+        let broker = try setup.start(config, dataDirectory: "p")
+        let paused = try await linkStatus(broker)
+        #expect((paused["state"] as? String) == "paused", "the pause outlasted the restart")
+        try await append(broker, prefix: "during", count: 40)
+        // The appends are acknowledged; a paused link applies none of them.
+        #expect((try await linkStatus(broker)["lag"] as? Int) == 40)
+        #expect(try rows(setup, prefix: "during") == 0)
+        let (status, _) = try await post("http://127.0.0.1:\(broker.port)/v1/links/demo/resume", body: Data(), contentType: "application/json")
+        #expect(status == 200)
+        _ = try await waitForLink(broker, "drained after resume") { ($0["lag"] as? Int) == 0 && ($0["state"] as? String) == "active" }
+        #expect(try rows(setup, prefix: "during") == 40)
+        #expect(broker.terminate() == 0)
+    }
+
     @Test func aNewDataDirectoryOnAnExistingTargetDiverges() async throws {
         let setup = try Setup()
         defer { setup.cleanUp() }

@@ -235,15 +235,26 @@ extension LinkRouteTests {
     }
 }
 
-/// Runs a one-number query with the sqlite3 command-line tool.
+/// Runs a one-number query with the sqlite3 command-line tool, waiting up to 5 s for a lock
+/// another process holds (a plugin finishing its transaction); any failure is an error.
 func sqliteCount(_ path: String, _ sql: String) throws -> Int {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
-    process.arguments = [path, sql]
+    process.arguments = ["-cmd", ".timeout 5000", path, sql]
     let output = Pipe()
+    let errors = Pipe()
     process.standardOutput = output
+    process.standardError = errors
     try process.run()
     let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    let problem = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     process.waitUntilExit()
-    return Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+    guard process.terminationStatus == 0, let count = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+        throw SQLiteCountError(description: "sqlite3 \(sql) on \(path) failed (\(process.terminationStatus)): \(problem)")
+    }
+    return count
+}
+
+struct SQLiteCountError: Error, CustomStringConvertible {
+    var description: String
 }

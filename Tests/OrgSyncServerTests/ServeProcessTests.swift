@@ -122,6 +122,7 @@ func get(_ url: String) async throws -> (Int, Data) {
             #expect((try JSONSerialization.jsonObject(with: body) as? [String: Any])?["end_offset"] as? Int == 250)
             // Appends in flight when SIGTERM arrives: each either gets its 201 (then it is
             // durable) or fails as a request; none is lost after being acknowledged.
+            let (lateAcks, lateAck) = AsyncStream<Int>.makeStream()
             let inFlight = Task {
                 var mine: [(first: Int, lines: [String])] = []
                 for i in 0..<200 {
@@ -131,10 +132,18 @@ func get(_ url: String) async throws -> (Int, Data) {
                           let first = (try? JSONSerialization.jsonObject(with: body) as? [String: Int])?["first_offset"]
                     else { break }
                     mine.append((first, lines))
+                    lateAck.yield(mine.count)
                 }
+                lateAck.finish()
                 return mine
             }
-            try await Task.sleep(for: .milliseconds(50))  // let some requests be in flight
+            // SIGTERM once appends are flowing: 5 were answered and the next is on its way.
+            var answered = 0
+            for await count in lateAcks where count >= 5 {
+                answered = count
+                break
+            }
+            #expect(answered >= 5, "appends were flowing when SIGTERM was sent")
             #expect(broker.terminate() == 0, "graceful shutdown exits 0")
             acked += await inFlight.value
         }
