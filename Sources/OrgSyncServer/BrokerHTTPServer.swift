@@ -32,8 +32,11 @@ struct BrokerHTTPChannel: ServerChildChannel {
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         guard limiter.open() else {
-            self.logger.warning("connection refused: server.connections_max reached",
-                                metadata: ["connections_max": "\(limiter.connectionsMax)"])
+            // Once per episode of being full: a flood of refused connections must not flood the log.
+            if limiter.takeRefusalWarning() {
+                self.logger.warning("refusing connections: server.connections_max reached",
+                                    metadata: ["connections_max": "\(limiter.connectionsMax)"])
+            }
             channel.close(promise: nil)
             // NIO drops a child whose setup failed; it was closed above.
             return channel.eventLoop.makeFailedFuture(ConnectionRefused())
@@ -57,22 +60,40 @@ struct BrokerHTTPChannel: ServerChildChannel {
 /// Counts open client connections against `connections_max`.
 final class ConnectionLimiter: Sendable {
     let connectionsMax: Int
-    private let openCount = Mutex(0)
+    private struct State {
+        var openCount = 0
+        /// A refusal was logged since the count was last below the limit.
+        var refusalWarned = false
+    }
+    private let state = Mutex(State())
 
     init(connectionsMax: Int) { self.connectionsMax = connectionsMax }
 
     /// Counts a new connection if there is room; false when it must be refused.
     func open() -> Bool {
-        openCount.withLock { count in
-            guard count < connectionsMax else { return false }
-            count += 1
+        state.withLock { state in
+            guard state.openCount < connectionsMax else { return false }
+            state.openCount += 1
             return true
         }
     }
 
-    func closed() { openCount.withLock { $0 = max(0, $0 - 1) } }
+    func closed() {
+        state.withLock { state in
+            state.openCount = max(0, state.openCount - 1)
+            state.refusalWarned = false
+        }
+    }
 
-    var openConnections: Int { openCount.withLock { $0 } }
+    /// True the first time it is asked while full (then not until a connection closes).
+    func takeRefusalWarning() -> Bool {
+        state.withLock { state in
+            defer { state.refusalWarned = true }
+            return !state.refusalWarned
+        }
+    }
+
+    var openConnections: Int { state.withLock { $0.openCount } }
 }
 
 /// The event ``RequestBytesObserver`` sends down the pipeline when client bytes arrive.
