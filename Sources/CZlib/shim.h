@@ -9,4 +9,11 @@ static inline int orgsync_deflateInit(z_streamp strm, int level) {
 static inline int orgsync_inflateInit(z_streamp strm) {
     return inflateInit(strm);
 }
+// windowBits picks the wrapper: 15 zlib (HTTP's `deflate`), 15 + 16 gzip.
+static inline int orgsync_inflateInit2(z_streamp strm, int windowBits) {
+    return inflateInit2(strm, windowBits);
+}
+static inline int orgsync_deflateInit2(z_streamp strm, int level, int windowBits) {
+    return deflateInit2(strm, level, Z_DEFLATED, windowBits, 8, Z_DEFAULT_STRATEGY);
+}
 #endif

@@ -28,6 +28,18 @@ public struct BrokerConfiguration: Sendable, Codable, Hashable {
         public var entryBytesMax: Int = 1 << 20
         /// Most entries in one NDJSON request.
         public var requestEntriesMax: Int = 100_000
+        /// How long a client has to send a request's header block: from accepting the connection,
+        /// or from the first byte of the next request on a kept-alive one. 100 ms...1 h.
+        public var headerTimeoutMs: Int = 10_000
+        /// How long a connection may sit with no request (or with a request body that stopped
+        /// arriving) before it is closed. 100 ms...1 day.
+        public var idleTimeoutMs: Int = 60_000
+        /// Most client connections open at once; one more is closed as soon as it is accepted.
+        /// 1...1 000 000.
+        public var connectionsMax: Int = 1_000
+        /// Request-body bytes all requests together may hold in memory; a request that would pass
+        /// it waits briefly for room, then gets 503 with Retry-After. body_bytes_max...1 TiB.
+        public var inflightBodyBytesMax: Int = 64 << 20
         public init() {}
     }
 
@@ -168,6 +180,16 @@ extension BrokerConfiguration {
             throw fail("server.entry_bytes_max", "must be 64...body_bytes_max")
         }
         guard server.requestEntriesMax >= 1 else { throw fail("server.request_entries_max", "must be positive") }
+        guard (100...3_600_000).contains(server.headerTimeoutMs) else {
+            throw fail("server.header_timeout_ms", "must be 100...3600000 (100 ms to 1 h)")
+        }
+        guard (100...86_400_000).contains(server.idleTimeoutMs) else {
+            throw fail("server.idle_timeout_ms", "must be 100...86400000 (100 ms to 1 day)")
+        }
+        guard (1...1_000_000).contains(server.connectionsMax) else { throw fail("server.connections_max", "must be 1...1000000") }
+        guard server.inflightBodyBytesMax >= server.bodyBytesMax && server.inflightBodyBytesMax <= 1 << 40 else {
+            throw fail("server.inflight_body_bytes_max", "must be body_bytes_max...1099511627776 (1 TiB): one request of the largest size must fit")
+        }
         guard logLevel != nil else { throw fail("log.level", "must be one of trace, debug, info, notice, warning, error, critical") }
         var streamNames = Set<String>()
         for (i, stream) in streams.enumerated() {
@@ -299,7 +321,8 @@ private func rejectUnknownKeys(_ yaml: String) throws {
     guard let node = try Yams.compose(yaml: yaml) else { return }
     let top: Set<String> = ["data_dir", "server", "log", "auth", "streams", "links", "plugins_dir"]
     let known: [String: Set<String>] = [
-        "server": ["host", "port", "body_bytes_max", "entry_bytes_max", "request_entries_max"],
+        "server": ["host", "port", "body_bytes_max", "entry_bytes_max", "request_entries_max", "header_timeout_ms", "idle_timeout_ms",
+                   "connections_max", "inflight_body_bytes_max"],
         "log": ["level"],
         "auth": ["enabled", "tokens", "open_health", "open_metrics"],
         "auth.tokens[]": ["name", "role", "token", "token_env"],
@@ -352,7 +375,9 @@ extension BrokerConfiguration {
 }
 
 extension BrokerConfiguration.Server {
-    enum CodingKeys: String, CodingKey { case host, port, bodyBytesMax, entryBytesMax, requestEntriesMax }
+    enum CodingKeys: String, CodingKey {
+        case host, port, bodyBytesMax, entryBytesMax, requestEntriesMax, headerTimeoutMs, idleTimeoutMs, connectionsMax, inflightBodyBytesMax
+    }
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = Self()
@@ -361,6 +386,10 @@ extension BrokerConfiguration.Server {
         bodyBytesMax = try c.value(.bodyBytesMax, d.bodyBytesMax)
         entryBytesMax = try c.value(.entryBytesMax, d.entryBytesMax)
         requestEntriesMax = try c.value(.requestEntriesMax, d.requestEntriesMax)
+        headerTimeoutMs = try c.value(.headerTimeoutMs, d.headerTimeoutMs)
+        idleTimeoutMs = try c.value(.idleTimeoutMs, d.idleTimeoutMs)
+        connectionsMax = try c.value(.connectionsMax, d.connectionsMax)
+        inflightBodyBytesMax = try c.value(.inflightBodyBytesMax, d.inflightBodyBytesMax)
     }
 }
 

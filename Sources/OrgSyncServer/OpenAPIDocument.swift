@@ -65,6 +65,15 @@ paths:
         1 000 000 keys by default); an invalid key is 400. (Described here rather than as a
         header parameter: schema-driven fuzzers reuse generated keys across requests, which
         makes the by-design 422 look like a valid request refused.)
+
+        Content-Encoding (request header, optional): gzip or deflate (the zlib format) bodies
+        are inflated as they arrive, under the same limits as plain ones (a body that inflates
+        past the body limit is 413, found while inflating); identity or none means plain; any
+        other coding is 415. A Transfer-Encoding other than chunked is 501.
+
+        The broker holds at most server.inflight_body_bytes_max bytes of request bodies at
+        once; a request that finds no room within a short wait is 503 with Retry-After and
+        appends nothing.
       requestBody:
         required: true
         content:
@@ -102,11 +111,31 @@ paths:
           description: The first request with this Idempotency-Key is still in flight (code idempotency_key_in_flight); retry later.
           content: { application/json: { schema: { $ref: "#/components/schemas/Error" } } }
         "413": { $ref: "#/components/responses/TooLarge" }
-        "415": { $ref: "#/components/responses/UnsupportedMediaType" }
+        "415":
+          description: |
+            Content-Type is neither application/json nor application/x-ndjson, or Content-Encoding
+            is not gzip, deflate or identity (the answer then has Accept-Encoding); nothing appended.
+          headers:
+            Accept-Encoding:
+              description: The content codings accepted (on a 415 for Content-Encoding).
+              schema: { type: string }
+          content: { application/json: { schema: { $ref: "#/components/schemas/Error" } } }
         "422":
           description: This Idempotency-Key was used for a request with other entries (code idempotency_key_reused); nothing appended.
           content: { application/json: { schema: { $ref: "#/components/schemas/Error" } } }
-        "503": { $ref: "#/components/responses/Unavailable" }
+        "501":
+          description: A Transfer-Encoding other than chunked (code transfer_coding_not_implemented); nothing appended.
+          content: { application/json: { schema: { $ref: "#/components/schemas/Error" } } }
+        "503":
+          description: |
+            Starting, shutting down, the stream is refused as corrupt, or the broker's budget of
+            request bodies in flight is spent (code request_bodies_over_budget, with Retry-After);
+            nothing appended.
+          headers:
+            Retry-After:
+              description: Seconds to wait before retrying (when the budget of bodies in flight is spent).
+              schema: { type: integer, minimum: 0 }
+          content: { application/json: { schema: { $ref: "#/components/schemas/Error" } } }
         "507": { $ref: "#/components/responses/InsufficientStorage" }
   /v1/whoami:
     get:

@@ -16,11 +16,19 @@ public struct BrokerRequestContext: RequestContext {
 }
 
 /// Builds the broker's HTTP routes. Tests call this directly (Hummingbird's `.router` test
-/// client); `orgsync serve` wraps it in an `Application`.
-public func buildRouter(broker: Broker, authenticator: Authenticator, ready: @escaping @Sendable () -> Bool = { true }) -> Router<BrokerRequestContext> {
-    let router = Router(context: BrokerRequestContext.self)
+/// client); `orgsync serve` wraps it in an `Application`. Every GET route answers HEAD too, as
+/// GET without a body (RFC 9110). `bodyBudget` is the budget of request-body bytes in flight
+/// (default: `server.inflight_body_bytes_max`, waiting at most 1 s for room).
+public func buildRouter(
+    broker: Broker, authenticator: Authenticator, ready: @escaping @Sendable () -> Bool = { true },
+    bodyBudget: InflightBodyBudget? = nil
+) -> Router<BrokerRequestContext> {
+    let router = Router(context: BrokerRequestContext.self, options: .autoGenerateHeadEndpoints)
     let config = broker.configuration
-    let api = EntriesAPI(broker: broker, limits: config.server)
+    let api = EntriesAPI(broker: broker, limits: config.server,
+                         bodyBudget: bodyBudget ?? InflightBodyBudget(bytesMax: config.server.inflightBodyBytesMax))
+    // Added first, so it wraps every route and the answers for unmatched ones.
+    router.add(middleware: HTTPSemanticsMiddleware())
 
     router.post("/v1/streams/{stream}/entries") { request, context -> Response in
         try authenticator.authorize(request, .produce)
@@ -97,6 +105,39 @@ func allowedMethods(path: String) -> [HTTPRequest.Method]? {
     return nil
 }
 
+/// The methods answered on a route with `methods`: a GET route answers HEAD too.
+func answeredMethods(_ methods: [HTTPRequest.Method]) -> [HTTPRequest.Method] {
+    methods.contains(.get) && !methods.contains(.head) ? methods + [.head] : methods
+}
+
+/// What every request gets from HTTP itself, before and around the routes: a transfer coding
+/// other than chunked is `501` (RFC 9112 §6.1), and the answer to HEAD, an error's too, has
+/// the GET answer's header fields and no body (RFC 9110 §9.3.2).
+struct HTTPSemanticsMiddleware: RouterMiddleware {
+    typealias Context = BrokerRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let codings = request.headers[values: .transferEncoding].flatMap { $0.split(separator: ",") }
+            .map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+        if let unsupported = codings.first(where: { $0 != "chunked" }) {
+            return try bodyless(APIError(.notImplemented, code: "transfer_coding_not_implemented",
+                                         "Transfer-Encoding '\(unsupported)' is not implemented; send the body with Content-Length or chunked (and Content-Encoding: gzip to compress it)"),
+                                request, context)
+        }
+        guard request.method == .head else { return try await next(request, context) }
+        do {
+            return try await next(request, context).createHeadResponse()
+        } catch let error as any HTTPResponseError {
+            return try bodyless(error, request, context)
+        }
+    }
+
+    private func bodyless(_ error: any HTTPResponseError, _ request: Request, _ context: Context) throws -> Response {
+        let response = try error.response(from: request, context: context)
+        return request.method == .head ? response.createHeadResponse() : response
+    }
+}
+
 /// Answers requests that no route took in the API's error shape: 405 with `Allow` when the path
 /// is a route's but the method is not one of its methods (RFC 9110), else 404.
 struct UnmatchedRouteMiddleware: RouterMiddleware {
@@ -110,7 +151,7 @@ struct UnmatchedRouteMiddleware: RouterMiddleware {
             guard let methods = allowedMethods(path: path) else {
                 throw APIError.notFound("no route for \(path)")
             }
-            let allow = methods.map(\.rawValue).joined(separator: ", ")
+            let allow = answeredMethods(methods).map(\.rawValue).joined(separator: ", ")
             var notAllowed = APIError(.methodNotAllowed, code: "method_not_allowed", "\(path) answers \(allow), not \(request.method.rawValue)")
             notAllowed.headers[.allow] = allow
             throw notAllowed
@@ -156,6 +197,7 @@ struct AppendBody: Encodable {
 struct EntriesAPI: Sendable {
     let broker: Broker
     let limits: BrokerConfiguration.Server
+    let bodyBudget: InflightBodyBudget
 
     /// The body to answer with, and whether it replays an earlier answer (an idempotency key
     /// seen before: nothing was appended).
@@ -178,10 +220,27 @@ struct EntriesAPI: Sendable {
             throw APIError.unsupportedMediaType("Content-Type must be application/json (one entry) or application/x-ndjson (one entry per line), not '\(mediaType)'")
         }
         let limit = ndjson ? limits.bodyBytesMax : min(limits.bodyBytesMax, limits.entryBytesMax)
-        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit {
+        let coding = try contentCoding(request.headers[values: .contentEncoding])
+        let length = request.headers[.contentLength].flatMap { Int($0) }
+        if let length, length > limit {
             throw APIError.tooLarge("the body is \(length) bytes; the limit is \(limit)")
         }
-        let body = try await readBody(request, limit: limit)
+        // The body's bytes count against the broker-wide budget from before they are read until
+        // the append is answered (the entries are copies of them until then).
+        let reservation = BodyReservation(budget: bodyBudget, capBytes: limit)
+        do {
+            if let length, coding == nil { try await reservation.cover(length) }
+            let answer = try await append(body: try await readBody(request, limit: limit, coding: coding, reservation: reservation),
+                                          ndjson: ndjson, stream: stream, key: key)
+            await reservation.release()
+            return answer
+        } catch {
+            await reservation.release()
+            throw error
+        }
+    }
+
+    private func append(body: [UInt8], ndjson: Bool, stream: String, key: String?) async throws -> (AppendBody, replayed: Bool) {
         let entries = ndjson ? try splitLines(body) : [try validate(trimmed(body[...]), line: nil)]
         guard !entries.isEmpty else { throw APIError.badRequest("the body holds no entry") }
         do {
@@ -195,14 +254,53 @@ struct EntriesAPI: Sendable {
         }
     }
 
-    /// Collects the body, refusing it as soon as it passes `limit` (never buffers more).
-    func readBody(_ request: Request, limit: Int) async throws -> [UInt8] {
+    /// The body's content coding (RFC 9110 §8.4): nil for none or `identity`, else gzip or
+    /// deflate (the zlib format). Any other coding, or more than one, is 415.
+    func contentCoding(_ values: [String]) throws -> Zlib.Format? {
+        let codings = values.flatMap { $0.split(separator: ",") }
+            .map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+            .filter { $0 != "identity" && !$0.isEmpty }
+        guard codings.count <= 1 else {
+            throw APIError.unsupportedMediaType("Content-Encoding '\(codings.joined(separator: ", "))': only one of gzip, deflate or identity is accepted")
+        }
+        switch codings.first {
+        case nil: return nil
+        case "gzip", "x-gzip": return .gzip
+        case "deflate": return .zlib
+        case let other?:
+            var error = APIError.unsupportedMediaType("Content-Encoding '\(other)' is not accepted; use gzip, deflate or identity")
+            error.headers[.acceptEncoding] = "gzip, deflate, identity"
+            throw error
+        }
+    }
+
+    /// Collects the body, inflating it when `coding` says so, and refuses it as soon as the bytes
+    /// read or the bytes inflated pass `limit` (never buffers more; a zip bomb is found while
+    /// inflating). Buffered bytes are covered by `reservation` as they grow.
+    func readBody(_ request: Request, limit: Int, coding: Zlib.Format?, reservation: BodyReservation) async throws -> [UInt8] {
         var bytes: [UInt8] = []
+        var wireBytes = 0
+        let inflater = try coding.map { try Zlib.Inflater(format: $0, outputBytesMax: limit) }
         for try await buffer in request.body {
-            guard bytes.count + buffer.readableBytes <= limit else {
+            wireBytes += buffer.readableBytes
+            guard wireBytes <= limit else {
                 throw APIError.tooLarge("the body is over the limit of \(limit) bytes")
             }
-            bytes.append(contentsOf: buffer.readableBytesView)
+            if let inflater {
+                do {
+                    try buffer.withUnsafeReadableBytes { try inflater.inflate($0, into: &bytes) }
+                } catch is Zlib.OutputLimitExceeded {
+                    throw APIError.tooLarge("the body inflates to more than the limit of \(limit) bytes")
+                } catch let error as Zlib.Error {
+                    throw APIError.badRequest("the \(inflater.format) body cannot be inflated: \(error.message)")
+                }
+            } else {
+                bytes.append(contentsOf: buffer.readableBytesView)
+            }
+            try await reservation.cover(bytes.count)
+        }
+        if let inflater, !inflater.isFinished {
+            throw APIError.badRequest("the \(inflater.format) body is truncated")
         }
         return bytes
     }
@@ -240,5 +338,41 @@ struct EntriesAPI: Sendable {
         while let first = slice.first, first == 0x20 || first == 0x09 || first == 0x0D || first == 0x0A { slice = slice.dropFirst() }
         while let last = slice.last, last == 0x20 || last == 0x09 || last == 0x0D || last == 0x0A { slice = slice.dropLast() }
         return slice
+    }
+}
+
+/// One request's share of the ``InflightBodyBudget``: grows before the body's bytes are held
+/// (in steps, to keep the budget's actor off the per-chunk path) and is released when the
+/// request is answered.
+final class BodyReservation {
+    let budget: InflightBodyBudget
+    /// The most this request can hold (its body limit).
+    let capBytes: Int
+    private(set) var reservedBytes = 0
+    /// The smallest step the reservation grows by.
+    static let stepBytes = 64 << 10
+
+    init(budget: InflightBodyBudget, capBytes: Int) {
+        self.budget = budget
+        self.capBytes = capBytes
+    }
+
+    /// Makes sure `bytes` are reserved; 503 with `Retry-After` when the budget has no room
+    /// within its wait.
+    func cover(_ bytes: Int) async throws {
+        guard bytes > reservedBytes else { return }
+        let extra = min(max(bytes - reservedBytes, Self.stepBytes), max(capBytes, bytes) - reservedBytes)
+        guard await budget.reserve(extra) else {
+            var busy = APIError(.serviceUnavailable, code: "request_bodies_over_budget",
+                                "the broker holds its limit of request bodies in flight (server.inflight_body_bytes_max); nothing was appended, retry shortly")
+            busy.headers[.retryAfter] = "1"
+            throw busy
+        }
+        reservedBytes += extra
+    }
+
+    func release() async {
+        await budget.release(reservedBytes)
+        reservedBytes = 0
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
 import OrgSyncCore
 import OrgSyncServer
 import ServiceLifecycle
@@ -37,6 +38,11 @@ struct ServeCommand: AsyncParsableCommand {
         }
         if let port { configuration.server.port = port }
         if let host { configuration.server.host = host }
+        // Before any stream or link is opened: a busy port stops here with nothing touched.
+        if let problem = checkListenAddress(host: configuration.server.host, port: configuration.server.port) {
+            printError("orgsync serve: \(problem)")
+            throw ExitCodes.usage
+        }
         let level = Logger.Level(rawValue: configuration.log.level) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -65,6 +71,7 @@ struct ServeCommand: AsyncParsableCommand {
         let router = buildRouter(broker: broker, authenticator: Authenticator(configuration: configuration, environment: environment))
         let app = Application(
             router: router,
+            server: brokerHTTPServer(configuration.server, logger: logger),
             configuration: .init(address: .hostname(listenHost, port: listenPort), serverName: "orgsync"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? listenPort
@@ -82,7 +89,13 @@ struct ServeCommand: AsyncParsableCommand {
                 .init(service: app),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch let error as IOError where error.errnoCode == EADDRINUSE || error.errnoCode == EADDRNOTAVAIL || error.errnoCode == EACCES {
+            // The port was taken between the check above and the server's bind.
+            printError("orgsync serve: \(ListenAddressProblem(host: listenHost, port: listenPort, errno: error.errnoCode))")
+            throw ExitCodes.usage
+        }
         logger.info("stopped")
     }
 }

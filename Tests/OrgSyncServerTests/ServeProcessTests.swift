@@ -63,6 +63,9 @@ struct ProcessError: Error, CustomStringConvertible {
 
 func orgsyncExecutable() throws -> String {
     if let path = ProcessInfo.processInfo.environment["ORGSYNC_BIN"] { return path }
+    // Next to the test binary: the build directory of this very build, whatever its scratch path.
+    let sibling = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("orgsync").path
+    if FileManager.default.isExecutableFile(atPath: sibling) { return sibling }
     let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     for candidate in [".build/debug/orgsync", ".build/x86_64-unknown-linux-gnu/debug/orgsync", ".build/release/orgsync"] {
         let path = root.appendingPathComponent(candidate).path
@@ -163,6 +166,34 @@ func get(_ url: String) async throws -> (Int, Data) {
         #expect(again.terminate(signal: SIGINT) == 0)
     }
 
+    /// A port another process listens on stops `serve` with a message naming the address and the
+    /// way out, exit 2, before any stream or link is opened (the data directory is not created).
+    @Test func aBusyPortStopsStartupBeforeAnythingIsOpened() throws {
+        let directory = FileManager.default.temporaryDirectory.path + "/orgsync-busy-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let config = try writeConfig(directory)
+        let (listener, port) = try listeningSocket()
+        defer { close(listener) }
+        let dataDirectory = directory + "/state"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try orgsyncExecutable())
+        process.arguments = ["serve", "--config", config, "--data-dir", dataDirectory, "--port", String(port)]
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        // Bounded: readDataToEndOfFile returns when the process exits (or is killed below).
+        let watchdog = DispatchWorkItem { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 30, execute: watchdog)
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        watchdog.cancel()
+        #expect(process.terminationStatus == 2, "\(message)")
+        #expect(message.contains("orgsync serve: cannot listen on 127.0.0.1:\(port): address in use (another broker? --port)"), "\(message)")
+        #expect(!FileManager.default.fileExists(atPath: dataDirectory), "no stream or link was opened")
+    }
+
     @Test func aBadConfigurationStopsStartupNamingTheField() throws {
         let directory = FileManager.default.temporaryDirectory.path + "/orgsync-badcfg-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -182,4 +213,23 @@ func get(_ url: String) async throws -> (Int, Data) {
         #expect(message.contains("server.port"))
         #expect(!message.contains("Fatal error"))
     }
+}
+
+/// A TCP socket listening on a free port of 127.0.0.1 (as another broker would be).
+func listeningSocket() throws -> (fd: Int32, port: Int) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw ProcessError("socket: errno \(errno)") }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = 0
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard bound, listen(fd, 8) == 0 else {
+        close(fd)
+        throw ProcessError("bind/listen: errno \(errno)")
+    }
+    return (fd, Int(UInt16(bigEndian: address.sin_port)))
 }
