@@ -28,6 +28,9 @@ public struct BrokerConfiguration: Sendable, Codable, Hashable {
         public var entryBytesMax: Int = 1 << 20
         /// Most entries in one NDJSON request.
         public var requestEntriesMax: Int = 100_000
+        /// Serve a non-loopback `host` with auth off. Refused unless set: only for a port that a
+        /// proxy or firewall protects.
+        public var allowUnauthenticatedRemote: Bool = false
         public init() {}
     }
 
@@ -132,10 +135,11 @@ extension BrokerConfiguration {
         guard let text = String(data: data, encoding: .utf8) else {
             throw ConfigurationError(field: "", problem: "\(path) is not UTF-8")
         }
-        return try parse(yaml: text, environment: environment)
+        return try parse(yaml: text, environment: environment, file: path)
     }
 
-    public static func parse(yaml: String, environment: [String: String] = [:]) throws -> BrokerConfiguration {
+    /// Parses and validates YAML text; `file` names it in syntax errors (`file:line:column`).
+    public static func parse(yaml: String, environment: [String: String] = [:], file: String = "<configuration>") throws -> BrokerConfiguration {
         let config: BrokerConfiguration
         do {
             try rejectUnknownKeys(yaml)
@@ -152,8 +156,10 @@ extension BrokerConfiguration {
             throw ConfigurationError(decoding: error)
         } catch let error as ConfigurationError {
             throw error
+        } catch let error as YamlError {
+            throw ConfigurationError(yaml: error, file: file)
         } catch {
-            throw ConfigurationError(field: "", problem: "not valid YAML: \(error)")
+            throw ConfigurationError(field: "", problem: "\(file): not valid YAML: \(error)")
         }
         try config.validate(environment: environment)
         return config
@@ -162,6 +168,7 @@ extension BrokerConfiguration {
     /// Checks values that decoding cannot: ranges, references, names.
     public func validate(environment: [String: String]) throws {
         func fail(_ field: String, _ problem: String) -> ConfigurationError { ConfigurationError(field: field, problem: problem) }
+        try validateRangesAndExposure()
         guard (0...65535).contains(server.port) else { throw fail("server.port", "must be 0...65535") }
         guard server.bodyBytesMax >= 1024 else { throw fail("server.body_bytes_max", "must be at least 1024") }
         guard server.entryBytesMax >= 64 && server.entryBytesMax <= server.bodyBytesMax else {
@@ -299,7 +306,7 @@ private func rejectUnknownKeys(_ yaml: String) throws {
     guard let node = try Yams.compose(yaml: yaml) else { return }
     let top: Set<String> = ["data_dir", "server", "log", "auth", "streams", "links", "plugins_dir"]
     let known: [String: Set<String>] = [
-        "server": ["host", "port", "body_bytes_max", "entry_bytes_max", "request_entries_max"],
+        "server": ["host", "port", "body_bytes_max", "entry_bytes_max", "request_entries_max", "allow_unauthenticated_remote"],
         "log": ["level"],
         "auth": ["enabled", "tokens", "open_health", "open_metrics"],
         "auth.tokens[]": ["name", "role", "token", "token_env"],
@@ -352,7 +359,7 @@ extension BrokerConfiguration {
 }
 
 extension BrokerConfiguration.Server {
-    enum CodingKeys: String, CodingKey { case host, port, bodyBytesMax, entryBytesMax, requestEntriesMax }
+    enum CodingKeys: String, CodingKey { case host, port, bodyBytesMax, entryBytesMax, requestEntriesMax, allowUnauthenticatedRemote }
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = Self()
@@ -361,6 +368,7 @@ extension BrokerConfiguration.Server {
         bodyBytesMax = try c.value(.bodyBytesMax, d.bodyBytesMax)
         entryBytesMax = try c.value(.entryBytesMax, d.entryBytesMax)
         requestEntriesMax = try c.value(.requestEntriesMax, d.requestEntriesMax)
+        allowUnauthenticatedRemote = try c.value(.allowUnauthenticatedRemote, d.allowUnauthenticatedRemote)
     }
 }
 
