@@ -15,7 +15,7 @@ public struct PostgresAdapterFactory: OrgAdapterFactory {
     public let settings = AdapterSettingsDeclaration([
         .optional("host"), .optional("port"), .required("user"), .optional("password"), .required("database"),
         .optional("schema"), .optional("table_prefix"), .optional("primary_key"), .optional("connect_timeout_ms"),
-        .optional("query_timeout_ms"),
+        .optional("query_timeout_ms"), .optional("liveness_interval_ms"), .optional("liveness_timeout_ms"),
     ])
     /// Where `password_env` is looked up; the process environment unless a test gives its own.
     let environment: @Sendable () -> [String: String]
