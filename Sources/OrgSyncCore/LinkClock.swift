@@ -11,6 +11,8 @@ public protocol LinkClock: Sendable {
 /// The real monotonic clock (`ContinuousClock`).
 public struct SystemLinkClock: LinkClock {
     private let origin: ContinuousClock.Instant
+    /// Longest single `Task.sleep` of ``sleep(untilMs:)``; longer waits loop.
+    static let sleepStepMsMax: UInt64 = 86_400_000
 
     public init() { self.origin = ContinuousClock.now }
 
@@ -21,8 +23,12 @@ public struct SystemLinkClock: LinkClock {
     }
 
     public func sleep(untilMs deadlineMs: UInt64) async throws {
-        let now = nowMs()
-        guard deadlineMs > now else { return }
-        try await Task.sleep(for: .milliseconds(Int64(deadlineMs - now)))
+        // A deadline may be UInt64.max ("never"): sleep in bounded steps rather than convert a
+        // huge remainder into a Duration.
+        var now = nowMs()
+        while deadlineMs > now {
+            try await Task.sleep(for: .milliseconds(Int64(min(deadlineMs - now, Self.sleepStepMsMax))))
+            now = nowMs()
+        }
     }
 }

@@ -107,6 +107,8 @@ public struct LinkTransition: Sendable, Hashable {
 /// - In `paused` and `diverged` it never asks for a probe and has no timer; in `active` it has
 ///   no timer. It leaves `diverged` only for `paused` or, on an operator's reset, `active`.
 /// - At most one probe is in flight; an answer with another id is stale and ignored.
+/// - Time arithmetic saturates: a deadline past `UInt64.max` is `UInt64.max` (never), so no
+///   configuration, however extreme, traps (see `LinkStateMachinePropertyTests`).
 public struct LinkStateMachine: Sendable {
     public let configuration: LinkSupervisorConfiguration
     public private(set) var state: LinkState
@@ -185,11 +187,12 @@ public struct LinkStateMachine: Sendable {
     /// ± `jitterRatio`, never above the cap nor below 1 ms.
     public func backoffDelayMs(attempt: Int, jitterUnit: Double) -> UInt64 {
         let cap = configuration.backoffCapMs
-        let (raw, overflow) = configuration.backoffBaseMs.multipliedReportingOverflow(by: 1 << UInt64(min(max(attempt, 0), 40)))
-        let delay = overflow ? cap : min(raw, cap)
+        let delay = min(configuration.backoffBaseMs.saturatingMultiply(1 << UInt64(min(max(attempt, 0), 40))), cap)
         let unit = jitterUnit.isFinite ? min(max(jitterUnit, 0), 1) : 0.5
         let jittered = Double(delay) * (1 + configuration.jitterRatio * (2 * unit - 1))
-        return UInt64(min(Double(cap), max(1, jittered.rounded())))
+        // Near 2^64 the Double rounds past UInt64.max: convert saturating, then clamp to 1...cap.
+        let delayMs = UInt64(saturatingRounded: jittered) ?? delay
+        return max(1, min(cap, delayMs))
     }
 
     // MARK: - Transitions
@@ -205,13 +208,13 @@ public struct LinkStateMachine: Sendable {
         if flapped { recordFlap(now: now) }
         if recentFlapsMs.count > configuration.flapLimit {
             holdDownCount += 1
-            let until = now + configuration.holdDownMs
+            let until = now.saturatingAdd(configuration.holdDownMs)
             heldDownUntilMs = until
             actions.append(.record(transition(.heldDown, from: .active, now: now, reason:
                 "failed \(recentFlapsMs.count) times after resuming within \(configuration.flapWindowMs) ms; holding down for \(configuration.holdDownMs) ms")))
             actions.append(schedule(atMs: until))
         } else {
-            actions.append(schedule(atMs: now + backoffDelayMs(attempt: 0, jitterUnit: jitterUnit)))
+            actions.append(schedule(atMs: now.saturatingAdd(backoffDelayMs(attempt: 0, jitterUnit: jitterUnit))))
         }
         return actions
     }
@@ -260,7 +263,7 @@ public struct LinkStateMachine: Sendable {
         if probeSuccessCount >= configuration.probeThreshold {
             return actions + resume(now: now)
         }
-        return actions + [schedule(atMs: now + configuration.verifyIntervalMs)]
+        return actions + [schedule(atMs: now.saturatingAdd(configuration.verifyIntervalMs))]
     }
 
     private mutating func resume(now: UInt64) -> [LinkAction] {
@@ -283,7 +286,7 @@ public struct LinkStateMachine: Sendable {
             actions.append(.record(transition(.verificationFailed, from: .verifying, now: now,
                 reason: "probe failed at \(progress): \(reason)")))
         }
-        actions.append(schedule(atMs: now + backoffDelayMs(attempt: failedProbeCount, jitterUnit: jitterUnit)))
+        actions.append(schedule(atMs: now.saturatingAdd(backoffDelayMs(attempt: failedProbeCount, jitterUnit: jitterUnit))))
         return actions
     }
 

@@ -23,7 +23,9 @@ public struct LinkStatus: Sendable, Hashable, Codable {
     public var suspensionCount: Int
     public var flapCount: Int
     public var holdDownCount: Int
-    /// Entries the target rejected since the supervisor started.
+    /// Entries the target rejected: the link's dead letters (failed or resolved, persisted, so
+    /// the count survives a restart; at most `dead_letters_max`), plus rejections that paused a
+    /// `stop_on_reject` link since it started.
     public var rejectedCount: Int
     /// Entries applied since the supervisor started.
     public var appliedCount: UInt64

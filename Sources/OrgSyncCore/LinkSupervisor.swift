@@ -58,7 +58,9 @@ public actor LinkSupervisor {
 
     private var lastError: String?
     private var appliedCount: UInt64 = 0
-    private var rejectedCount = 0
+    /// Rejections that paused the link (`stopOnReject`) since it started: those entries are not
+    /// dead-lettered. Every other rejection is counted by the dead letters, which persist.
+    private var stoppedOnRejectCount = 0
 
     private struct PendingRetry {
         var offset: Offset
@@ -299,8 +301,9 @@ public actor LinkSupervisor {
     /// Waits before retrying a batch; false if the link was cancelled or stopped consuming
     /// meanwhile (an operator's pause does not wait for the retries to run out).
     private func sleepBeforeRetry(attempt: Int) async -> Bool {
-        let shift = UInt64(min(attempt - 1, 30))
-        let dueMs = clock.nowMs() + min(configuration.backoffCapMs, configuration.retryableBackoffBaseMs << shift)
+        let shift = UInt64(min(max(attempt - 1, 0), 30))
+        let delayMs = min(configuration.backoffCapMs, configuration.retryableBackoffBaseMs.saturatingMultiply(1 << shift))
+        let dueMs = clock.nowMs().saturatingAdd(delayMs)
         while clock.nowMs() < dueMs, consuming, !Task.isCancelled {
             await waitForWakeUp(entriesAfter: nil, timerDueMs: dueMs)
         }
@@ -322,8 +325,8 @@ public actor LinkSupervisor {
     }
 
     private func reject(_ entry: Entry, _ error: AdapterError) async throws {
-        rejectedCount += 1
         if configuration.stopOnReject {
+            stoppedOnRejectCount += 1
             writeSyncLog(.entryFailed, reason: "rejected, link stopped (stopOnReject): \(error.message)",
                          offset: entry.offset, status: .failed, targetCode: error.targetCode)
             handle(.operatorSuspend(reason: "stopped on rejected entry \(entry.offset)"))
@@ -495,7 +498,7 @@ extension LinkSupervisor {
             lastError: lastError, probeSuccessCount: machine.probeSuccessCount,
             probeThreshold: configuration.probeThreshold, timeInStateMs: machine.timeInStateMs(nowMs: now),
             suspensionCount: machine.suspensionCount, flapCount: machine.flapCount,
-            holdDownCount: machine.holdDownCount, rejectedCount: rejectedCount, appliedCount: appliedCount,
+            holdDownCount: machine.holdDownCount, rejectedCount: deadLetters.count + stoppedOnRejectCount, appliedCount: appliedCount,
             deadLetterFailedCount: deadLetters.failedCount, isRunning: running,
             streamID: lineage.streamID, epoch: lineage.currentEpoch)
     }

@@ -43,25 +43,36 @@ public struct LinkSupervisorConfiguration: Sendable, Hashable {
 
     public init() {}
 
-    /// Checks every field; throws naming the first field that is out of range.
+    /// Longest duration any `…Ms` field may hold: 30 days. Longer waits are a mistake, and the
+    /// bound keeps link-clock arithmetic far from overflow.
+    public static let durationMsMax: UInt64 = 2_592_000_000
+    /// Largest `syncLogRecordsMax` and `deadLettersMax` (both are held in memory).
+    public static let recordsMax = 10_000_000
+
+    /// Checks every field against its documented range (README, `data/orgsync.example.yaml`);
+    /// throws naming the first field that is out of range.
     public func validate() throws(LinkConfigurationError) {
+        let durations = 1...Self.durationMsMax
+        let durationRange = "must be in 1...\(Self.durationMsMax)"
         try require(probeThreshold >= 1 && probeThreshold <= 1_000, "probeThreshold", "must be in 1...1000")
-        try require(verifyIntervalMs >= 1, "verifyIntervalMs", "must be at least 1")
+        try require(durations.contains(verifyIntervalMs), "verifyIntervalMs", durationRange)
         let minimumWindowMs = verifyIntervalMs.multipliedReportingOverflow(by: UInt64(probeThreshold - 1))
         try require(
             !minimumWindowMs.overflow && verifyWindowMs >= minimumWindowMs.partialValue, "verifyWindowMs",
             "must be at least verifyIntervalMs × (probeThreshold − 1) or the threshold can never be met")
-        try require(backoffBaseMs >= 1, "backoffBaseMs", "must be at least 1")
+        try require(verifyWindowMs <= Self.durationMsMax, "verifyWindowMs", "must be at most \(Self.durationMsMax)")
+        try require(durations.contains(backoffBaseMs), "backoffBaseMs", durationRange)
         try require(backoffCapMs >= backoffBaseMs, "backoffCapMs", "must be at least backoffBaseMs")
+        try require(backoffCapMs <= Self.durationMsMax, "backoffCapMs", "must be at most \(Self.durationMsMax)")
         try require(jitterRatio.isFinite && jitterRatio >= 0 && jitterRatio < 1, "jitterRatio", "must be in 0..<1")
-        try require(flapLimit >= 0, "flapLimit", "must not be negative")
-        try require(flapWindowMs >= 1, "flapWindowMs", "must be at least 1")
-        try require(holdDownMs >= 1, "holdDownMs", "must be at least 1")
+        try require(flapLimit >= 0 && flapLimit <= 1_000, "flapLimit", "must be in 0...1000")
+        try require(durations.contains(flapWindowMs), "flapWindowMs", durationRange)
+        try require(durations.contains(holdDownMs), "holdDownMs", durationRange)
         try require(retryableAttemptsMax >= 1 && retryableAttemptsMax <= 100, "retryableAttemptsMax", "must be in 1...100")
-        try require(retryableBackoffBaseMs >= 1, "retryableBackoffBaseMs", "must be at least 1")
+        try require(durations.contains(retryableBackoffBaseMs), "retryableBackoffBaseMs", durationRange)
         try require(batchEntriesMax >= 1 && batchEntriesMax <= 1_000_000, "batchEntriesMax", "must be in 1...1000000")
-        try require(syncLogRecordsMax >= 1, "syncLogRecordsMax", "must be at least 1")
-        try require(deadLettersMax >= 1, "deadLettersMax", "must be at least 1")
+        try require(syncLogRecordsMax >= 1 && syncLogRecordsMax <= Self.recordsMax, "syncLogRecordsMax", "must be in 1...\(Self.recordsMax)")
+        try require(deadLettersMax >= 1 && deadLettersMax <= Self.recordsMax, "deadLettersMax", "must be in 1...\(Self.recordsMax)")
     }
 
     private func require(_ condition: Bool, _ field: String, _ problem: String) throws(LinkConfigurationError) {

@@ -56,9 +56,19 @@ public struct LogConfiguration: Sendable, Hashable {
     /// At most this many keys are remembered per stream (the oldest are forgotten first).
     public var idempotencyKeysMax: Int = 1_000_000
 
+    /// Longest duration a `…Ms` field of a stream may hold: 3650 days. Longer is a mistake, and
+    /// the bound keeps time arithmetic far from overflow.
+    public static let durationMsMax: Int64 = 315_360_000_000
+    /// Largest `fsyncPolicy` interval: an unsynced minute is already a lot to lose.
+    public static let fsyncIntervalMsMax = 60_000
+    /// Largest `queuedAppendsMax`.
+    public static let queuedAppendsMaxLimit = 1_000_000
+    /// Largest `queuedBytesMax`: 16 GiB.
+    public static let queuedBytesMaxLimit = 16 << 30
+
     public init() {}
 
-    /// Checks every field; throws naming the first bad one.
+    /// Checks every field against its documented range; throws naming the first bad one.
     public func validate() throws(LogError) {
         func check(_ ok: Bool, _ field: String, _ problem: String) throws(LogError) {
             if !ok { throw LogError.invalidConfiguration(field: field, problem: problem) }
@@ -68,18 +78,23 @@ public struct LogConfiguration: Sendable, Hashable {
         try check(batchBytesMax <= 256 << 20, "batchBytesMax", "must be at most 268435456")
         try check(segmentBytesMax >= 4096, "segmentBytesMax", "must be at least 4096")
         try check(segmentBytesMax <= Int(UInt32.max / 2), "segmentBytesMax", "must be at most 2147483647")
-        try check(segmentAgeMsMax >= 1, "segmentAgeMsMax", "must be positive")
-        try check(queuedAppendsMax >= 1, "queuedAppendsMax", "must be positive")
+        try check((1...Self.durationMsMax).contains(segmentAgeMsMax), "segmentAgeMsMax", "must be 1...\(Self.durationMsMax)")
+        try check((1...Self.queuedAppendsMaxLimit).contains(queuedAppendsMax), "queuedAppendsMax", "must be 1...\(Self.queuedAppendsMaxLimit)")
         try check(queuedBytesMax >= entryBytesMax, "queuedBytesMax", "must be at least entryBytesMax")
+        try check(queuedBytesMax <= Self.queuedBytesMaxLimit, "queuedBytesMax", "must be at most \(Self.queuedBytesMaxLimit)")
         try check(appendEntriesMax >= 1, "appendEntriesMax", "must be positive")
         if let level = compressionLevel { try check((0...9).contains(level), "compressionLevel", "must be 0...9") }
         try check(indexIntervalBytes >= 64, "indexIntervalBytes", "must be at least 64")
         try check(preallocateBytes >= 0, "preallocateBytes", "must not be negative")
         try check((0...100_000).contains(groupCommitWaitMicros), "groupCommitWaitMicros", "must be 0...100000")
         try check(precompressMinBytes >= 1, "precompressMinBytes", "must be positive")
-        if case .interval(let ms) = fsyncPolicy { try check(ms >= 1, "fsyncPolicy.intervalMs", "must be positive") }
+        if case .interval(let ms) = fsyncPolicy {
+            try check((1...Self.fsyncIntervalMsMax).contains(ms), "fsyncPolicy.intervalMs", "must be 1...\(Self.fsyncIntervalMsMax)")
+        }
         if let max = retentionBytesMax { try check(max >= 0, "retentionBytesMax", "must not be negative") }
-        if let max = retentionAgeMsMax { try check(max >= 0, "retentionAgeMsMax", "must not be negative") }
+        if let max = retentionAgeMsMax {
+            try check((0...Self.durationMsMax).contains(max), "retentionAgeMsMax", "must be 0...\(Self.durationMsMax)")
+        }
         try check(idempotencyWindowMs >= 1, "idempotencyWindowMs", "must be positive")
         try check((1...100_000_000).contains(idempotencyKeysMax), "idempotencyKeysMax", "must be 1...100000000")
     }

@@ -45,12 +45,36 @@ public struct AdapterConfiguration: Sendable, Hashable {
         return value
     }
 
-    /// A path setting, resolved against ``dataDirectory`` when relative.
+    /// A path setting, resolved against ``dataDirectory`` when relative. A relative path must
+    /// stay inside the data directory (`../../x` is refused, naming the setting): an absolute
+    /// path is the operator's explicit choice of a place outside it.
     public func path(_ name: String, default defaultValue: String? = nil) throws(AdapterConfigurationError) -> String {
         let value: String
         if let defaultValue { value = string(name, default: defaultValue) } else { value = try string(name) }
         if value.hasPrefix("/") { return value }
+        guard Self.staysInside(relativePath: value) else {
+            throw AdapterConfigurationError(
+                setting: name,
+                problem: "\"\(value)\" leaves the data directory; use a path inside it, or an absolute path to choose a place outside it")
+        }
         return dataDirectory.hasSuffix("/") ? dataDirectory + value : dataDirectory + "/" + value
+    }
+}
+
+extension AdapterConfiguration {
+    /// Whether a relative path, taken lexically, never climbs above its starting directory.
+    static func staysInside(relativePath: String) -> Bool {
+        var depth = 0
+        for component in relativePath.split(separator: "/", omittingEmptySubsequences: true) {
+            switch component {
+            case ".": continue
+            case "..":
+                depth -= 1
+                if depth < 0 { return false }
+            default: depth += 1
+            }
+        }
+        return true
     }
 }
 

@@ -62,4 +62,13 @@ public protocol OrgAdapterFactory: Sendable {
     /// Creates the adapter of one link. Validate the configuration here and throw
     /// ``AdapterConfigurationError`` naming the setting; do not connect yet (that is `open`).
     func makeAdapter(_ configuration: AdapterConfiguration) throws -> any OrgAdapter
+    /// The settings ``makeAdapter(_:)`` reads. The broker refuses, at start-up and naming the
+    /// field, a link that gives a setting not declared here or leaves out a required one.
+    /// Defaults to ``AdapterSettingsDeclaration/any`` (nothing checked); declare yours.
+    var settings: AdapterSettingsDeclaration { get }
+}
+
+extension OrgAdapterFactory {
+    /// Accepts any setting name: factories written before settings were declared keep working.
+    public var settings: AdapterSettingsDeclaration { .any }
 }

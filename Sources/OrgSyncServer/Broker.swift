@@ -15,9 +15,11 @@ public final class Broker: Sendable {
     public let metrics: BrokerMetrics
     let logger: Logger
 
-    /// Opens every configured stream under `dataDirectory` (recovering its tail).
+    /// Checks every link's adapter settings, then opens every configured stream under
+    /// `dataDirectory` (recovering its tail) and creates the links.
     ///
-    /// - Throws: ``LogError`` naming the stream (locked by another process, corrupt, I/O).
+    /// - Throws: ``ConfigurationError`` naming the field (an unknown adapter or setting, a bad
+    ///   setting value); ``LogError`` naming the stream (locked by another process, corrupt, I/O).
     public init(
         configuration: BrokerConfiguration, dataDirectory: String, metrics: BrokerMetrics, logger: Logger,
         registry: PluginRegistry? = nil, environment: [String: String] = ProcessInfo.processInfo.environment
@@ -26,6 +28,8 @@ public final class Broker: Sendable {
         self.dataDirectory = dataDirectory
         self.metrics = metrics
         self.logger = logger
+        let registry = registry ?? PluginRegistry(builtins: [], logger: logger)
+        try configuration.validateAdapterSettings(registry: registry)
         var streams: [String: StreamLog] = [:]
         for stream in configuration.streams {
             let log = try StreamLog.open(
@@ -39,7 +43,7 @@ public final class Broker: Sendable {
         self.streams = streams
         self.links = try LinkHost(
             configuration: configuration, dataDirectory: dataDirectory, streams: streams,
-            registry: registry ?? PluginRegistry(builtins: [], logger: logger), environment: environment, logger: logger)
+            registry: registry, environment: environment, logger: logger)
     }
 
     /// Appends validated entries to `stream`, recording latency metrics.

@@ -40,6 +40,9 @@ public struct BrokerConfiguration: Sendable, Codable, Hashable {
         /// Request-body bytes all requests together may hold in memory; a request that would pass
         /// it waits briefly for room, then gets 503 with Retry-After. body_bytes_max...1 TiB.
         public var inflightBodyBytesMax: Int = 64 << 20
+        /// Serve a non-loopback `host` with auth off. Refused unless set: only for a port that a
+        /// proxy or firewall protects.
+        public var allowUnauthenticatedRemote: Bool = false
         public init() {}
     }
 
@@ -144,10 +147,11 @@ extension BrokerConfiguration {
         guard let text = String(data: data, encoding: .utf8) else {
             throw ConfigurationError(field: "", problem: "\(path) is not UTF-8")
         }
-        return try parse(yaml: text, environment: environment)
+        return try parse(yaml: text, environment: environment, file: path)
     }
 
-    public static func parse(yaml: String, environment: [String: String] = [:]) throws -> BrokerConfiguration {
+    /// Parses and validates YAML text; `file` names it in syntax errors (`file:line:column`).
+    public static func parse(yaml: String, environment: [String: String] = [:], file: String = "<configuration>") throws -> BrokerConfiguration {
         let config: BrokerConfiguration
         do {
             try rejectUnknownKeys(yaml)
@@ -164,8 +168,10 @@ extension BrokerConfiguration {
             throw ConfigurationError(decoding: error)
         } catch let error as ConfigurationError {
             throw error
+        } catch let error as YamlError {
+            throw ConfigurationError(yaml: error, file: file)
         } catch {
-            throw ConfigurationError(field: "", problem: "not valid YAML: \(error)")
+            throw ConfigurationError(field: "", problem: "\(file): not valid YAML: \(error)")
         }
         try config.validate(environment: environment)
         return config
@@ -174,6 +180,7 @@ extension BrokerConfiguration {
     /// Checks values that decoding cannot: ranges, references, names.
     public func validate(environment: [String: String]) throws {
         func fail(_ field: String, _ problem: String) -> ConfigurationError { ConfigurationError(field: field, problem: problem) }
+        try validateRangesAndExposure()
         guard (0...65535).contains(server.port) else { throw fail("server.port", "must be 0...65535") }
         guard server.bodyBytesMax >= 1024 else { throw fail("server.body_bytes_max", "must be at least 1024") }
         guard server.entryBytesMax >= 64 && server.entryBytesMax <= server.bodyBytesMax else {
@@ -322,7 +329,7 @@ private func rejectUnknownKeys(_ yaml: String) throws {
     let top: Set<String> = ["data_dir", "server", "log", "auth", "streams", "links", "plugins_dir"]
     let known: [String: Set<String>] = [
         "server": ["host", "port", "body_bytes_max", "entry_bytes_max", "request_entries_max", "header_timeout_ms", "idle_timeout_ms",
-                   "connections_max", "inflight_body_bytes_max"],
+                   "connections_max", "inflight_body_bytes_max", "allow_unauthenticated_remote"],
         "log": ["level"],
         "auth": ["enabled", "tokens", "open_health", "open_metrics"],
         "auth.tokens[]": ["name", "role", "token", "token_env"],
@@ -377,6 +384,7 @@ extension BrokerConfiguration {
 extension BrokerConfiguration.Server {
     enum CodingKeys: String, CodingKey {
         case host, port, bodyBytesMax, entryBytesMax, requestEntriesMax, headerTimeoutMs, idleTimeoutMs, connectionsMax, inflightBodyBytesMax
+        case allowUnauthenticatedRemote
     }
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -390,6 +398,7 @@ extension BrokerConfiguration.Server {
         idleTimeoutMs = try c.value(.idleTimeoutMs, d.idleTimeoutMs)
         connectionsMax = try c.value(.connectionsMax, d.connectionsMax)
         inflightBodyBytesMax = try c.value(.inflightBodyBytesMax, d.inflightBodyBytesMax)
+        allowUnauthenticatedRemote = try c.value(.allowUnauthenticatedRemote, d.allowUnauthenticatedRemote)
     }
 }
 

@@ -32,6 +32,8 @@ public final class LinkHost: Sendable {
             let adapter: any OrgAdapter
             do {
                 adapter = try registry.makeAdapter(named: link.adapter, configuration: adapterConfiguration)
+            } catch let error as AdapterConfigurationError {
+                throw ConfigurationError(field: "links[\(i)].settings.\(error.setting)", problem: "\(error.problem) [adapter \(link.adapter)]")
             } catch {
                 throw ConfigurationError(field: "links[\(i)].adapter", problem: "\(error)")
             }

@@ -15,6 +15,23 @@ struct OrgSync: AsyncParsableCommand {
             LogCommand.self, PluginsCommand.self,
         ]
     )
+
+    /// ArgumentParser's own entry point, except that usage errors exit 2 as documented (its
+    /// default is 64, EX_USAGE): an unknown option, a missing argument, a `ValidationError`.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            guard exitCode(for: error) == .validationFailure else { exit(withError: error) }
+            printError(fullMessage(for: error))
+            exit(withError: ExitCodes.usage)
+        }
+    }
 }
 
 /// Options shared by every command that works on a data directory.

@@ -68,12 +68,15 @@ struct ProduceCommand: AsyncParsableCommand {
         var batch: [[UInt8]] = []
         var firstLine = 0
         var produced = 0
+        /// The last input line of the last appended batch (0: none yet).
+        var appendedLastLine = 0
         var rejected = false
         func flush() async throws {
             guard !batch.isEmpty else { return }
             let result = try await log.append(batch, lines: firstLine...reader.lineNumber)
             printLine(#"{"first_offset":\#(result.firstOffset),"last_offset":\#(result.lastOffset),"first_line":\#(firstLine),"last_line":\#(reader.lineNumber)}"#)
             produced += batch.count
+            appendedLastLine = reader.lineNumber
             batch.removeAll(keepingCapacity: true)
             progress.update("produced \(produced) entries, \(formatBytes(reader.bytesRead)) read")
         }
@@ -84,7 +87,9 @@ struct ProduceCommand: AsyncParsableCommand {
                     _ = try Entry.parse(line)
                 } catch {
                     progress.finish()
-                    printError("orgsync produce: line \(reader.lineNumber): \(error); its batch (lines \(max(firstLine, 1))-\(reader.lineNumber)) was not appended")
+                    let line = reader.lineNumber
+                    printError("orgsync produce: line \(line): \(error); " + Self.notAppended(
+                        badLine: line, pendingFirstLine: batch.isEmpty ? nil : firstLine, appendedLastLine: appendedLastLine))
                     rejected = true
                     break
                 }
@@ -103,6 +108,18 @@ struct ProduceCommand: AsyncParsableCommand {
         await log.close()
         printError("orgsync produce: \(produced) entries appended to \(data.stream)")
         if rejected { throw ExitCodes.problemFound }
+    }
+}
+
+extension ProduceCommand {
+    /// Which lines a bad line left out, exactly: the unsent lines of its batch (if any were read
+    /// before it), the bad line itself and everything after it; and which lines were appended.
+    static func notAppended(badLine: Int, pendingFirstLine: Int?, appendedLastLine: Int) -> String {
+        let first = pendingFirstLine ?? badLine
+        let notAppended = "lines \(first) to the end of the input were not appended"
+        guard appendedLastLine > 0 else { return notAppended + " (nothing was appended)" }
+        let appended = appendedLastLine == 1 ? "line 1 was" : "lines 1-\(appendedLastLine) were"
+        return notAppended + " (\(appended))"
     }
 }
 

@@ -31,13 +31,15 @@ struct ServeCommand: AsyncParsableCommand {
         var configuration: BrokerConfiguration
         do {
             configuration = try BrokerConfiguration.load(path: path)
+            if let port { configuration.server.port = port }
+            if let host { configuration.server.host = host }
+            // --host and --port pass the same checks as the file (a remote host with auth off).
+            try configuration.validate(environment: ProcessInfo.processInfo.environment)
         } catch {
             printError("orgsync serve: \(error)")
             if config == nil { printError("(run from the repository, or pass --config FILE)") }
             throw ExitCodes.usage
         }
-        if let port { configuration.server.port = port }
-        if let host { configuration.server.host = host }
         // Before any stream or link is opened: a busy port stops here with nothing touched.
         if let problem = checkListenAddress(host: configuration.server.host, port: configuration.server.port) {
             printError("orgsync serve: \(problem)")

@@ -18,7 +18,8 @@ final class LinkHarness: Sendable {
     init(
         name: String = "demo", configuration: LinkSupervisorConfiguration = LinkHarness.configuration,
         clock: ManualClock = ManualClock(), source: InMemoryEntrySource = InMemoryEntrySource(),
-        adapter: RecordingAdapter = RecordingAdapter(), cursors: InMemoryCursorStore = InMemoryCursorStore()
+        adapter: RecordingAdapter = RecordingAdapter(), cursors: InMemoryCursorStore = InMemoryCursorStore(),
+        deadLetters: DeadLetters? = nil
     ) throws {
         self.adapter = adapter
         self.clock = clock
@@ -26,7 +27,7 @@ final class LinkHarness: Sendable {
         self.cursors = cursors
         self.supervisor = try LinkSupervisor(
             name: name, source: source, adapter: adapter, cursorStore: cursors, configuration: configuration,
-            clock: clock, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }, randomSeed: 42,
+            clock: clock, deadLetters: deadLetters, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }, randomSeed: 42,
             wallClockMs: { clock.nowMs() })
     }
 
@@ -143,6 +144,32 @@ final class LinkHarness: Sendable {
         #expect(downStatus.lagCount == 100)
         #expect(up.appliedOffsets() == Array(0..<100))
         #expect(down.appliedOffsets().isEmpty)
+    }
+
+    /// `rejected_entries` is derived from the persisted dead letters: a restart keeps it.
+    @Test func rejectedCountSurvivesARestart() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.cleanUp() }
+        let source = InMemoryEntrySource()
+        source.append(count: 6)
+        let cursors = InMemoryCursorStore()
+        do {
+            let link = try LinkHarness(
+                source: source, cursors: cursors,
+                deadLetters: try DeadLetters.open(directory: directory.path, link: "demo", lettersMax: 100))
+            link.adapter.reject([1, 4])
+            let run = await link.start()
+            try await link.waitForCursor(6)
+            #expect(await link.supervisor.status().rejectedCount == 2)
+            run.cancel()
+            _ = await run.result
+        }
+        let restarted = try LinkHarness(
+            source: source, cursors: cursors,
+            deadLetters: try DeadLetters.open(directory: directory.path, link: "demo", lettersMax: 100))
+        let status = await restarted.supervisor.status()
+        #expect(status.rejectedCount == 2, "rejected_entries must survive a restart")
+        #expect(status.deadLetterFailedCount == 2)
     }
 
     @Test func rejectedEntryIsDeadLetteredAndTheLinkGoesOn() async throws {

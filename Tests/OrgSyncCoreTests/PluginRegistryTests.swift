@@ -114,3 +114,30 @@ struct PluginRegistryTests {
         #expect(throws: PluginManifestError.self) { _ = try PluginManifest.parse(Array(text.utf8), directory: "d") }
     }
 }
+
+/// plugin.json may declare the plugin's settings; without the field anything is accepted.
+@Suite struct PluginManifestSettingsTests {
+    static let base = #""name":"p","version":"1","protocolVersion":2,"command":["python3","a.py"]"#
+
+    @Test func declaredSettingsAreChecked() throws {
+        let text = "{" + Self.base + #","settings":{"path":"required","primary_key":"optional","header.":"optional"}}"#
+        let manifest = try PluginManifest.parse(Array(text.utf8), directory: "d")
+        #expect(manifest.settings.problem(names: ["path", "primary_key", "header.X"]) == nil)
+        #expect(manifest.settings.problem(names: ["path", "primary_kye"])?.setting == "primary_kye")
+        #expect(manifest.settings.problem(names: ["primary_key"]) == .missing(setting: "path"))
+        #expect(manifest.settings.problem(names: ["path_env"]) == nil, "path_env counts as path")
+    }
+
+    @Test func noDeclarationAcceptsAnything() throws {
+        let manifest = try PluginManifest.parse(Array(("{" + Self.base + "}").utf8), directory: "d")
+        #expect(manifest.settings == .any)
+        #expect(manifest.settings.problem(names: ["whatever"]) == nil)
+    }
+
+    @Test(arguments: [#""settings":["path"]"#, #""settings":{"path":"mandatory"}"#, #""settings":{"":"optional"}"#])
+    func aMalformedDeclarationIsRefused(member: String) {
+        let text = "{" + Self.base + "," + member + "}"
+        let error = #expect(throws: PluginManifestError.self) { _ = try PluginManifest.parse(Array(text.utf8), directory: "d") }
+        #expect(error?.field == "settings")
+    }
+}

@@ -849,6 +849,20 @@ def check_target(check: Check, pg: Postgres, schema, link, entries, letters):
     return len(actual)
 
 
+def wait_until(condition, timeout_s, interval_s=0.05):
+    """Polls `condition` until it is true (True) or `timeout_s` passes (False): a bounded wait
+    on an event, never a fixed sleep. Transient HTTP errors count as not yet."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return True
+        except (OSError, RuntimeError, http.client.HTTPException):
+            pass
+        time.sleep(interval_s)
+    return False
+
+
 def wait_drained(port, link=LINK, timeout_s=120.0):
     """Waits for state active and lag 0; returns the last status."""
     deadline = time.monotonic() + timeout_s
@@ -1611,7 +1625,6 @@ class Harness:
                 t0 = time.monotonic()
                 suspended = None
                 limit_s = 150 if mode == "hang-apply" else 20
-                lite_cursor0 = link_status(broker.port, "lite")["cursor"]
                 while time.monotonic() - t0 < limit_s:
                     st = link_status(broker.port, "faulty")
                     if st["state"] != "active":
@@ -1622,6 +1635,10 @@ class Harness:
                     res.fail(f"{mode}: link did not suspend within {limit_s} s")
                     continue
                 suspended_after_s = time.monotonic() - t0
+                # The entry at this offset is appended after the suspension was noticed: the
+                # other link must apply it while this one stays suspended (checked below, waiting
+                # on that event with a bound rather than comparing two instant readings).
+                other_mark = link_status(broker.port, "lite")["end_offset"]
                 reason = suspended.get("last_error") or ""
                 expect = {"crash": r"exited|signal", "garbage": r"not a JSON|JSON response",
                           "hang-handshake": r"exited|signal|answer", "hang-apply": r"did not answer"}[mode]
@@ -1643,9 +1660,10 @@ class Harness:
                     else:
                         res.notes.append(f"hang-handshake: timeout reported after {time.monotonic() - t_h:.1f}s: "
                                          f"{re.search(r'[^.;]*(did not answer|handshake|time)[^.;]*', seen_timeout, re.I).group(0)[:100]}")
-                lite_cursor1 = link_status(broker.port, "lite")["cursor"]
-                if lite_cursor1 <= lite_cursor0:
-                    res.fail(f"{mode}: the other link did not advance while this one was suspended")
+                other_advanced = wait_until(lambda: link_status(broker.port, "lite")["cursor"] > other_mark, timeout_s=30)
+                if not other_advanced:
+                    res.fail(f"{mode}: the other link did not apply offset {other_mark} (appended after this one was "
+                             f"suspended) within 30 s; its cursor is {link_status(broker.port, 'lite')['cursor']}")
                 with open(control, "w") as f:
                     f.write("ok")
                 wait_drained(broker.port, link="faulty", timeout_s=60)

@@ -10,6 +10,13 @@ import Foundation
 public struct PostgresAdapterFactory: OrgAdapterFactory {
     public let name = "postgres"
     public let version = "0.1.0"
+    /// The settings of ``PostgresAdapterSettings``; anything else in a link's `settings` stops
+    /// start-up (`password_env` counts as `password`).
+    public let settings = AdapterSettingsDeclaration([
+        .optional("host"), .optional("port"), .required("user"), .optional("password"), .required("database"),
+        .optional("schema"), .optional("table_prefix"), .optional("primary_key"), .optional("connect_timeout_ms"),
+        .optional("query_timeout_ms"), .optional("liveness_interval_ms"), .optional("liveness_timeout_ms"),
+    ])
     /// Where `password_env` is looked up; the process environment unless a test gives its own.
     let environment: @Sendable () -> [String: String]
 

@@ -15,6 +15,11 @@ import Foundation
 public struct WebhookAdapterFactory: OrgAdapterFactory {
     public let name = "webhook"
     public let version = "0.1.0"
+    /// The settings of ``WebhookAdapterSettings``; anything else in a link's `settings` stops start-up.
+    public let settings = AdapterSettingsDeclaration([
+        .required("url"), .family("header."), .family("header_env."), .optional("timeout_ms"), .optional("probe_url"),
+        .optional("probe_method"), .optional("error_body_bytes_max"),
+    ])
     let environment: @Sendable () -> [String: String]
 
     public init() {

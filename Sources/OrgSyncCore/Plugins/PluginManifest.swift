@@ -14,9 +14,14 @@ import OrgSyncPluginAPI
 ///   "version": "1.0.0",
 ///   "protocolVersion": 1,
 ///   "command": ["python3", "adapter.py"],
-///   "description": "optional, one line"
+///   "description": "optional, one line",
+///   "settings": { "path": "required", "primary_key": "optional", "header.": "optional" }
 /// }
 /// ```
+///
+/// `settings` is optional: when given, a link whose `settings` name anything else (or leave out
+/// a required one) stops start-up naming the field; a name ending in `.` declares a family
+/// (`header.` covers `header.Authorization`). Without it any setting is passed on.
 ///
 /// `command` is argv, run in the plugin's directory: a first element containing `/` is a path
 /// relative to that directory (or absolute), a bare name is looked up on `PATH`.
@@ -28,6 +33,12 @@ public struct PluginManifest: Sendable, Hashable, Codable {
     public var protocolVersion: Int
     public var command: [String]
     public var description: String?
+    /// The settings the plugin declares, or ``AdapterSettingsDeclaration/any`` when the manifest
+    /// has no `settings`.
+    public var settings: AdapterSettingsDeclaration = .any
+
+    /// The encoded form stays what it was before settings were declared.
+    enum CodingKeys: String, CodingKey { case name, version, protocolVersion, command, description }
 
     /// The manifest's file name inside a plugin directory.
     public static let fileName = "plugin.json"
@@ -112,8 +123,42 @@ public struct PluginManifest: Sendable, Hashable, Codable {
         case let other?:
             throw PluginManifestError(.wrongType, directory: directory, field: "description", "must be a string, not \(other.typeName)")
         }
-        return PluginManifest(
+        var manifest = PluginManifest(
             name: name, version: version, protocolVersion: Int(protocolVersion), command: command, description: description)
+        manifest.settings = try parseSettings(members["settings"], directory: directory)
+        return manifest
+    }
+
+    /// `"settings": {"name": "required" | "optional", …}`; absent or null accepts anything.
+    static func parseSettings(_ value: JSONValue?, directory: String) throws(PluginManifestError) -> AdapterSettingsDeclaration {
+        switch value {
+        case nil, .null?: return .any
+        case .object(let members)?:
+            var settings: [AdapterSetting] = []
+            for (name, kind) in members.sorted(by: { $0.key < $1.key }) {
+                guard !name.isEmpty else {
+                    throw PluginManifestError(.invalidValue, directory: directory, field: "settings", "a setting name must not be empty")
+                }
+                let required: Bool
+                switch kind {
+                case .string("required"): required = true
+                case .string("optional"): required = false
+                default:
+                    throw PluginManifestError(
+                        .invalidValue, directory: directory, field: "settings", "\"\(name)\" must be \"required\" or \"optional\"")
+                }
+                if name.hasSuffix(".") {
+                    settings.append(.family(name))
+                } else {
+                    settings.append(required ? .required(name) : .optional(name))
+                }
+            }
+            return AdapterSettingsDeclaration(settings)
+        case let other?:
+            throw PluginManifestError(
+                .wrongType, directory: directory, field: "settings",
+                "must be an object of setting names to \"required\" or \"optional\", not \(other.typeName)")
+        }
     }
 
     /// Checks that `command[0]` names an executable: a path in or from the plugin directory,

@@ -187,6 +187,8 @@ public struct ExternalPluginFactory: OrgAdapterFactory {
 
     public var name: String { manifest.name }
     public var version: String { manifest.version }
+    /// As the manifest declares them (`settings` in plugin.json), or any when it does not.
+    public var settings: AdapterSettingsDeclaration { manifest.settings }
 
     public init(manifest: PluginManifest, directory: String, limits: PluginProcessLimits = PluginProcessLimits(), logger: Logger) {
         self.manifest = manifest

@@ -1,0 +1,22 @@
+import OrgSyncCore
+import OrgSyncPluginAPI
+
+extension BrokerConfiguration {
+    /// Checks every link's adapter and `settings` names against what the adapter declares
+    /// (``OrgAdapterFactory/settings``): an unknown adapter, a setting it does not declare
+    /// (`links[0].settings.primary_kye`) or a required one left out stops start-up, before any
+    /// stream or link is opened. `password_env` counts as `password`.
+    public func validateAdapterSettings(registry: PluginRegistry) throws(ConfigurationError) {
+        for (i, link) in links.enumerated() {
+            let factory: any OrgAdapterFactory
+            do {
+                factory = try registry.factory(named: link.adapter)
+            } catch {
+                throw ConfigurationError(field: "links[\(i)].adapter", problem: "\(error)")
+            }
+            if let problem = factory.settings.problem(names: link.settings.keys) {
+                throw ConfigurationError(field: "links[\(i)].settings.\(problem.setting)", problem: "\(problem) [adapter \(link.adapter)]")
+            }
+        }
+    }
+}

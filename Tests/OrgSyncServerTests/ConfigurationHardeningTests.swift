@@ -1,0 +1,289 @@
+import Foundation
+import Logging
+import OrgSyncCore
+import OrgSyncLog
+import OrgSyncPluginAPI
+@testable import OrgSyncServer
+import SQLiteAdapter
+import Testing
+
+/// Issue 12, configuration rows: every numeric field has a range checked at load, naming the
+/// field; adapters' settings are declared and checked; a remote host needs auth; relative paths
+/// stay in the data directory; YAML errors say where; the example's defaults are the code's.
+@Suite struct ConfigurationHardeningTests {
+    static func fieldOfError(_ yaml: String, environment: [String: String] = [:]) -> String? {
+        do {
+            _ = try BrokerConfiguration.parse(yaml: yaml, environment: environment)
+            return nil
+        } catch let error as ConfigurationError {
+            return error.field
+        } catch {
+            return "unexpected \(error)"
+        }
+    }
+
+    static let nearTwoTo64 = "18446744073709551615"
+    static let int64Max = "9223372036854775807"
+
+    /// (a field's YAML, the field the error must name). Every numeric field, past each end.
+    static let outOfRange: [(String, String)] = [
+        ("server: { port: 65536 }", "server.port"),
+        ("server: { port: -1 }", "server.port"),
+        ("server: { body_bytes_max: 1000 }", "server.body_bytes_max"),
+        ("server: { body_bytes_max: \(int64Max) }", "server.body_bytes_max"),
+        ("server: { entry_bytes_max: 10 }", "server.entry_bytes_max"),
+        ("server: { request_entries_max: 0 }", "server.request_entries_max"),
+        ("server: { request_entries_max: \(int64Max) }", "server.request_entries_max"),
+        ("streams: [ { name: e, segment_bytes_max: 100 } ]", "streams[0].segment_bytes_max"),
+        ("streams: [ { name: e, segment_bytes_max: \(int64Max) } ]", "streams[0].segment_bytes_max"),
+        ("streams: [ { name: e, segment_age_ms_max: 0 } ]", "streams[0].segment_age_ms_max"),
+        ("streams: [ { name: e, segment_age_ms_max: \(int64Max) } ]", "streams[0].segment_age_ms_max"),
+        ("streams: [ { name: e, compression_level: -2 } ]", "streams[0].compression_level"),
+        ("streams: [ { name: e, compression_level: 10 } ]", "streams[0].compression_level"),
+        ("streams: [ { name: e, fsync: interval, fsync_interval_ms: 0 } ]", "streams[0].fsync_interval_ms"),
+        ("streams: [ { name: e, fsync: interval, fsync_interval_ms: \(int64Max) } ]", "streams[0].fsync_interval_ms"),
+        ("streams: [ { name: e, retention_bytes_max: -1 } ]", "streams[0].retention_bytes_max"),
+        ("streams: [ { name: e, retention_age_ms_max: -1 } ]", "streams[0].retention_age_ms_max"),
+        ("streams: [ { name: e, retention_age_ms_max: \(int64Max) } ]", "streams[0].retention_age_ms_max"),
+        ("streams: [ { name: e, queued_appends_max: 0 } ]", "streams[0].queued_appends_max"),
+        ("streams: [ { name: e, queued_appends_max: \(int64Max) } ]", "streams[0].queued_appends_max"),
+        ("streams: [ { name: e, queued_bytes_max: 10 } ]", "streams[0].queued_bytes_max"),
+        ("streams: [ { name: e, queued_bytes_max: \(int64Max) } ]", "streams[0].queued_bytes_max"),
+    ] + supervisorOutOfRange
+
+    static let supervisorOutOfRange: [(String, String)] = [
+        ("probe_threshold", "0"), ("probe_threshold", "1001"),
+        ("verify_interval_ms", "0"), ("verify_interval_ms", int64Max), ("verify_interval_ms", nearTwoTo64),
+        ("verify_window_ms", int64Max),
+        ("backoff_base_ms", "0"), ("backoff_base_ms", int64Max), ("backoff_base_ms", nearTwoTo64),
+        ("backoff_cap_ms", int64Max), ("backoff_cap_ms", nearTwoTo64),
+        ("jitter_ratio", "1"), ("jitter_ratio", "-0.1"),
+        ("flap_limit", "-1"), ("flap_limit", "1001"),
+        ("flap_window_ms", "0"), ("flap_window_ms", int64Max),
+        ("hold_down_ms", "0"), ("hold_down_ms", int64Max), ("hold_down_ms", nearTwoTo64),
+        ("retryable_attempts_max", "0"), ("retryable_attempts_max", "101"),
+        ("retryable_backoff_base_ms", "0"), ("retryable_backoff_base_ms", int64Max),
+        ("batch_entries_max", "0"), ("batch_entries_max", "1000001"),
+        ("sync_log_records_max", "0"), ("sync_log_records_max", int64Max),
+        ("dead_letters_max", "0"), ("dead_letters_max", int64Max),
+    ].map { field, value in
+        ("""
+        streams: [ { name: e } ]
+        links: [ { name: l, stream: e, adapter: sqlite, settings: { path: l.sqlite }, supervisor: { \(field): \(value) } } ]
+        """, "links[0].supervisor.\(field)")
+    }
+
+    @Test(arguments: outOfRange)
+    func aValueOutOfRangeIsRefusedNamingItsField(yaml: String, field: String) {
+        #expect(Self.fieldOfError("auth: { enabled: false }\n" + yaml + "\n") == field, "\(yaml)")
+    }
+
+    /// The edges that are allowed stay allowed (0 where a field allows it, each range's ends).
+    @Test func theEdgesOfEachRangeAreAccepted() throws {
+        let config = try BrokerConfiguration.parse(yaml: """
+            auth: { enabled: false }
+            server: { port: 0, body_bytes_max: \(BrokerConfiguration.bodyBytesMaxLimit), inflight_body_bytes_max: \(BrokerConfiguration.bodyBytesMaxLimit), request_entries_max: 1000000 }
+            streams:
+              - { name: a, compression_level: -1, retention_bytes_max: 0, retention_age_ms_max: 0, fsync: interval, fsync_interval_ms: 60000 }
+              - { name: b, compression_level: 9, segment_age_ms_max: \(LogConfiguration.durationMsMax) }
+            links:
+              - name: l
+                stream: a
+                adapter: sqlite
+                settings: { path: l.sqlite }
+                supervisor: { flap_limit: 0, jitter_ratio: 0, hold_down_ms: \(LinkSupervisorConfiguration.durationMsMax), backoff_cap_ms: \(LinkSupervisorConfiguration.durationMsMax) }
+            """)
+        #expect(try config.supervisorConfiguration(for: config.links[0]).holdDownMs == LinkSupervisorConfiguration.durationMsMax)
+        #expect(try config.logConfiguration(for: config.streams[0]).compressionLevel == nil)
+    }
+
+    // MARK: - A remote host with auth off
+
+    @Test(arguments: ["0.0.0.0", "192.168.1.10", "::", "example.org"])
+    func aRemoteHostWithAuthOffIsRefused(host: String) {
+        let field = Self.fieldOfError("auth: { enabled: false }\nserver: { host: \"\(host)\" }\n")
+        #expect(field == "server.host")
+    }
+
+    @Test func aRemoteHostWithAuthOffNeedsTheExplicitFlag() throws {
+        let config = try BrokerConfiguration.parse(yaml: """
+            auth: { enabled: false }
+            server: { host: 0.0.0.0, allow_unauthenticated_remote: true }
+            """)
+        #expect(config.server.allowUnauthenticatedRemote)
+        for host in ["127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"] {
+            #expect(Self.fieldOfError("auth: { enabled: false }\nserver: { host: \"\(host)\" }\n") == nil, "\(host)")
+        }
+        let tokens = "auth: { tokens: [ { name: a, role: admin, token: 0123456789abcdef } ] }\n"
+        #expect(Self.fieldOfError(tokens + "server: { host: 0.0.0.0 }\n") == nil, "auth on: any host")
+    }
+
+    // MARK: - Adapter settings
+
+    static let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+
+    struct UndeclaredFactory: OrgAdapterFactory {
+        let name = "legacy"
+        let version = "1"
+        func makeAdapter(_ configuration: AdapterConfiguration) throws -> any OrgAdapter {
+            throw AdapterConfigurationError(setting: "x", problem: "not for this test")
+        }
+    }
+
+    struct DeclaredFactory: OrgAdapterFactory {
+        let name = "declared"
+        let version = "1"
+        let settings = AdapterSettingsDeclaration([.required("user"), .optional("password"), .family("header.")])
+        func makeAdapter(_ configuration: AdapterConfiguration) throws -> any OrgAdapter {
+            throw AdapterConfigurationError(setting: "x", problem: "not for this test")
+        }
+    }
+
+    static func settingsError(adapter: String, settings: String, environment: [String: String] = [:]) throws -> ConfigurationError? {
+        let config = try BrokerConfiguration.parse(yaml: """
+            auth: { enabled: false }
+            links: [ { name: l, stream: events, adapter: \(adapter), settings: \(settings) } ]
+            """, environment: environment)
+        let registry = PluginRegistry(builtins: [SQLiteAdapterFactory(), UndeclaredFactory(), DeclaredFactory()], logger: logger)
+        do {
+            try config.validateAdapterSettings(registry: registry)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    @Test func anUnknownAdapterSettingStopsStartUpNamingIt() throws {
+        let error = try #require(try Self.settingsError(adapter: "sqlite", settings: "{ path: x.sqlite, primary_kye: org_key }"))
+        #expect(error.field == "links[0].settings.primary_kye")
+        #expect(error.description.contains("primary_key"), "the message lists the known settings: \(error)")
+        #expect(try Self.settingsError(adapter: "sqlite", settings: "{ path: x.sqlite, primary_key: org_key, busy_timeout_ms: 10 }") == nil)
+    }
+
+    @Test func aMissingRequiredSettingIsNamed() throws {
+        let error = try #require(try Self.settingsError(adapter: "sqlite", settings: "{ primary_key: org_key }"))
+        #expect(error.field == "links[0].settings.path")
+    }
+
+    @Test func envFormsCountAsTheirBaseNameAndFamiliesMatchByPrefix() throws {
+        let environment = ["SECRET": "s", "WHO": "me"]
+        #expect(try Self.settingsError(adapter: "declared", settings: "{ user_env: WHO, password_env: SECRET, header.X-Tenant: t }",
+                                       environment: environment) == nil)
+        let error = try #require(try Self.settingsError(adapter: "declared", settings: "{ user: me, pasword_env: SECRET }",
+                                                        environment: environment))
+        #expect(error.field == "links[0].settings.pasword_env")
+    }
+
+    @Test func aFactoryThatDeclaresNothingAcceptsAnything() throws {
+        #expect(try Self.settingsError(adapter: "legacy", settings: "{ anything: 1, at_all: two }") == nil)
+        let unknown = try #require(try Self.settingsError(adapter: "nope", settings: "{}"))
+        #expect(unknown.field == "links[0].adapter")
+    }
+
+    @Test func anUnknownSettingStopsTheBrokerBeforeAnyStreamOpens() throws {
+        let directory = FileManager.default.temporaryDirectory.path + "/orgsync-settings-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let config = try BrokerConfiguration.parse(yaml: """
+            auth: { enabled: false }
+            links: [ { name: l, stream: events, adapter: sqlite, settings: { path: l.sqlite, primary_kye: org_key } } ]
+            """)
+        let registry = PluginRegistry(builtins: [SQLiteAdapterFactory()], logger: Self.logger)
+        #expect(throws: ConfigurationError.self) {
+            _ = try Broker(configuration: config, dataDirectory: directory, metrics: BrokerMetrics(), logger: Self.logger, registry: registry)
+        }
+        #expect(!FileManager.default.fileExists(atPath: directory + "/streams"), "nothing was opened")
+    }
+
+    // MARK: - Paths stay in the data directory
+
+    @Test(arguments: ["../../x.sqlite", "../x.sqlite", "a/../../x.sqlite", "./../x"])
+    func aRelativeSQLitePathThatLeavesTheDataDirectoryIsRefused(path: String) async throws {
+        let directory = FileManager.default.temporaryDirectory.path + "/orgsync-path-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let config = try BrokerConfiguration.parse(yaml: """
+            auth: { enabled: false }
+            links: [ { name: l, stream: events, adapter: sqlite, settings: { path: "\(path)" } } ]
+            """)
+        let registry = PluginRegistry(builtins: [SQLiteAdapterFactory()], logger: Self.logger)
+        do {
+            let broker = try Broker(configuration: config, dataDirectory: directory, metrics: BrokerMetrics(), logger: Self.logger, registry: registry)
+            await broker.close()
+            Issue.record("\(path) was accepted")
+        } catch let error as ConfigurationError {
+            #expect(error.field == "links[0].settings.path")
+        }
+    }
+
+    @Test func pathsInsideTheDataDirectoryAndAbsolutePathsAreAccepted() throws {
+        for path in ["demo.sqlite", "sub/../demo.sqlite", "./a/b.sqlite", "/tmp/elsewhere.sqlite"] {
+            let configuration = AdapterConfiguration(linkName: "l", streamName: "s", settings: ["path": path], dataDirectory: "/data")
+            #expect(throws: Never.self, "\(path)") { _ = try SQLiteAdapterFactory().makeAdapter(configuration) }
+        }
+    }
+
+    // MARK: - YAML syntax errors say where
+
+    @Test func aYAMLSyntaxErrorNamesFileLineAndColumn() throws {
+        let directory = FileManager.default.temporaryDirectory.path + "/orgsync-yaml-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/broken.yaml"
+        try "auth:\n  enabled: false\nserver: { port: 7070\nlog: { level: info }\n".write(toFile: path, atomically: true, encoding: .utf8)
+        do {
+            _ = try BrokerConfiguration.load(path: path, environment: [:])
+            Issue.record("broken YAML was accepted")
+        } catch let error as ConfigurationError {
+            #expect(error.description.range(of: #"broken\.yaml:\d+:\d+: not valid YAML"#, options: .regularExpression) != nil,
+                    "\(error)")
+        }
+    }
+
+    // MARK: - The example's documented defaults are the code's
+
+    /// Every `default N` the example documents for a supervisor or stream field, and every
+    /// value it sets, is the code's default: the docs cannot drift from the code again.
+    @Test func theExampleDocumentsTheCodesDefaults() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let text = try String(contentsOfFile: root.appendingPathComponent("data/orgsync.example.yaml").path, encoding: .utf8)
+        let supervisor = LinkSupervisorConfiguration()
+        let log = LogConfiguration()
+        let server = BrokerConfiguration.Server()
+        let codeDefaults: [String: String] = [
+            "probe_threshold": "\(supervisor.probeThreshold)",
+            "verify_interval_ms": "\(supervisor.verifyIntervalMs)",
+            "verify_window_ms": "\(supervisor.verifyWindowMs)",
+            "backoff_base_ms": "\(supervisor.backoffBaseMs)",
+            "backoff_cap_ms": "\(supervisor.backoffCapMs)",
+            "jitter_ratio": "\(supervisor.jitterRatio)",
+            "flap_limit": "\(supervisor.flapLimit)",
+            "flap_window_ms": "\(supervisor.flapWindowMs)",
+            "hold_down_ms": "\(supervisor.holdDownMs)",
+            "retryable_attempts_max": "\(supervisor.retryableAttemptsMax)",
+            "retryable_backoff_base_ms": "\(supervisor.retryableBackoffBaseMs)",
+            "batch_entries_max": "\(supervisor.batchEntriesMax)",
+            "sync_log_records_max": "\(supervisor.syncLogRecordsMax)",
+            "dead_letters_max": "\(supervisor.deadLettersMax)",
+            "segment_bytes_max": "\(log.segmentBytesMax)",
+            "segment_age_ms_max": "\(log.segmentAgeMsMax)",
+            "compression_level": "\(log.compressionLevel.map { Int($0) } ?? -1)",
+            "queued_appends_max": "\(log.queuedAppendsMax)",
+            "queued_bytes_max": "\(log.queuedBytesMax)",
+            "port": "\(server.port)",
+            "body_bytes_max": "\(server.bodyBytesMax)",
+            "entry_bytes_max": "\(server.entryBytesMax)",
+            "request_entries_max": "\(server.requestEntriesMax)",
+            "allow_unauthenticated_remote": "\(server.allowUnauthenticatedRemote)",
+        ]
+        // `name: value` lines, commented out or not (the supervisor block is commented out).
+        let pattern = #/^[ \t#]*([a-z_]+):[ \t]+([-0-9.]+|true|false)[ \t]*(#.*)?$/#
+        var documented: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            guard let match = line.wholeMatch(of: pattern) else { continue }
+            documented[String(match.1)] = String(match.2)
+        }
+        for (field, value) in codeDefaults.sorted(by: { $0.key < $1.key }) {
+            let shown = try #require(documented[field], "data/orgsync.example.yaml does not document \(field)")
+            #expect(shown == value, "data/orgsync.example.yaml shows \(field): \(shown), the code's default is \(value)")
+        }
+    }
+}
