@@ -102,6 +102,18 @@ public actor InflightBodyBudget {
     public func release(_ bytes: Int) {
         guard bytes > 0 else { return }
         resume(state.release(bytes))
+        // Large bodies leave their pages with the allocator; once no body is held, give them
+        // back to the system so the broker returns near its resting size (off the caller's thread).
+        if state.reservedBytes == 0, bytes >= Self.trimAfterBytesMin { Self.returnFreedMemory() }
+    }
+
+    /// Releases of at least this many bytes give freed memory back to the system.
+    static let trimAfterBytesMin = 1 << 20
+
+    private static func returnFreedMemory() {
+        #if os(Linux)
+        Task.detached(priority: .background) { _ = glibcMallocTrim(0) }
+        #endif
     }
 
     private func giveUp(_ id: Int) {
@@ -128,3 +140,10 @@ public actor InflightBodyBudget {
         for observer in reached { observer.continuation.resume() }
     }
 }
+
+#if os(Linux)
+/// glibc's `malloc_trim` (not exported by Swift's Glibc module): returns free heap pages to the
+/// system. Always present in glibc, which is what Linux builds of Swift use.
+@_silgen_name("malloc_trim")
+private func glibcMallocTrim(_ pad: Int) -> Int32
+#endif

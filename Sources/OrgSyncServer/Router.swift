@@ -230,8 +230,10 @@ struct EntriesAPI: Sendable {
         let reservation = BodyReservation(budget: bodyBudget, capBytes: limit)
         do {
             if let length, coding == nil { try await reservation.cover(length) }
-            let answer = try await append(body: try await readBody(request, limit: limit, coding: coding, reservation: reservation),
-                                          ndjson: ndjson, stream: stream, key: key)
+            // The raw body is gone once it is split: only the entries stay in memory while the
+            // append waits to be durable (they are what the reservation covers).
+            let entries = try await entries(of: request, limit: limit, coding: coding, reservation: reservation, ndjson: ndjson)
+            let answer = try await append(entries: entries, stream: stream, key: key)
             await reservation.release()
             return answer
         } catch {
@@ -240,9 +242,16 @@ struct EntriesAPI: Sendable {
         }
     }
 
-    private func append(body: [UInt8], ndjson: Bool, stream: String, key: String?) async throws -> (AppendBody, replayed: Bool) {
+    private func entries(
+        of request: Request, limit: Int, coding: Zlib.Format?, reservation: BodyReservation, ndjson: Bool
+    ) async throws -> [[UInt8]] {
+        let body = try await readBody(request, limit: limit, coding: coding, reservation: reservation)
         let entries = ndjson ? try splitLines(body) : [try validate(trimmed(body[...]), line: nil)]
         guard !entries.isEmpty else { throw APIError.badRequest("the body holds no entry") }
+        return entries
+    }
+
+    private func append(entries: [[UInt8]], stream: String, key: String?) async throws -> (AppendBody, replayed: Bool) {
         do {
             let outcome = try await broker.append(stream: stream, entries: entries, idempotencyKey: key)
             let result = outcome.result

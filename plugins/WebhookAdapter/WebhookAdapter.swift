@@ -120,12 +120,13 @@ public struct WebhookAdapterSettings: Sendable, Hashable, CustomStringConvertibl
 }
 
 /// POSTs each batch as one JSON document to a URL. At-least-once: a batch may be sent again
-/// after a failure or a crash, with the same `Idempotency-Key: <stream>:<first>-<last>` so the
-/// receiver can drop the repeat. ``appliedPosition()`` is always nil (the receiver keeps none we
+/// after a failure or a crash, with the same `Idempotency-Key: <stream>:<stream id>:<epoch>:<first>-<last>`
+/// so the receiver can drop the repeat — and, because the stream's identity is in it, never takes
+/// new entries at offsets a repair gave back (a new epoch) for a repeat. ``appliedPosition()`` is always nil (the receiver keeps none we
 /// can read).
 ///
 /// ```json
-/// {"stream":"events","first_offset":40,"last_offset":41,
+/// {"stream":"events","stream_id":"…","epoch":1,"first_offset":40,"last_offset":41,
 ///  "entries":[{"offset":40,"org":…,"object":…,"op":…,"key":…,"ts":…,"fields":{…}}, …]}
 /// ```
 /// Each entry is the producer's JSON object as it was sent, with `offset` put first.
@@ -163,7 +164,7 @@ public actor WebhookAdapter: OrgAdapter {
         request.method = .POST
         addHeaders(to: &request)
         request.headers.replaceOrAdd(name: "Content-Type", value: "application/json")
-        request.headers.replaceOrAdd(name: "Idempotency-Key", value: "\(batch.stream):\(first)-\(last)")
+        request.headers.replaceOrAdd(name: "Idempotency-Key", value: Self.idempotencyKey(batch, first: first, last: last))
         let body = Self.payload(batch)
         request.body = .bytes(ByteBuffer(bytes: body))
         let (status, responseBody) = try await send(request, what: "POST")
@@ -255,12 +256,22 @@ public actor WebhookAdapter: OrgAdapter {
 
     // MARK: Payload
 
-    /// `{"stream","first_offset","last_offset","entries":[…]}` with each entry's own bytes.
+    /// `<stream>:<stream id>:<epoch>:<first>-<last>`: the same batch always gets the same key,
+    /// and a batch of another stream or epoch never gets a key seen before.
+    static func idempotencyKey(_ batch: EntryBatch, first: Offset, last: Offset) -> String {
+        "\(batch.stream):\(batch.identity.streamID):\(batch.identity.epoch):\(first)-\(last)"
+    }
+
+    /// `{"stream","stream_id","epoch","first_offset","last_offset","entries":[…]}` with each
+    /// entry's own bytes.
     static func payload(_ batch: EntryBatch) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(batch.entries.reduce(64) { $0 + $1.raw.count + 24 })
         out += Array("{\"stream\":".utf8)
         out += jsonString(batch.stream)
+        out += Array(",\"stream_id\":".utf8)
+        out += jsonString(batch.identity.streamID)
+        out += Array(",\"epoch\":\(batch.identity.epoch)".utf8)
         out += Array(",\"first_offset\":\(batch.firstOffset?.rawValue ?? 0),\"last_offset\":\(batch.lastOffset?.rawValue ?? 0),\"entries\":[".utf8)
         for (index, entry) in batch.entries.enumerated() {
             if index > 0 { out.append(UInt8(ascii: ",")) }
