@@ -41,6 +41,8 @@ import traceback
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STREAM = "events"
 LINK = "pg"
+HID_FIELD = "hid"  # the field carrying each entry's harness id (see Workload)
+AUDIT_TABLE = "harness_audit"  # per scenario schema: one row per row-level effect in the target
 
 # ----------------------------------------------------------------------------------------------
 # Processes: every child is registered by PID and killed at exit, whatever happens.
@@ -181,6 +183,10 @@ class Workload:
                     break
                 entry = dict(entry)
                 entry["hid"] = f"h{self._next}"
+                if entry.get("op") != "delete":
+                    # Also a field, so the target's row (and its audit trigger) names the entry
+                    # that last wrote it: an upsert applied twice leaves two audit rows.
+                    entry["fields"] = dict(entry.get("fields") or {}, **{HID_FIELD: entry["hid"]})
                 self._next += 1
                 self.sent[entry["hid"]] = entry
                 out.append(entry)
@@ -750,103 +756,209 @@ def check_log(check: Check, dumped, acked, workload):
     return [by_offset[o] for o in sorted(by_offset)], end
 
 
-def model_target(entries, primary_key="org_key"):
-    """Expected final rows {(object, org, key): ts} after applying entries in order with the
-    postgres adapter's rules: insert of an existing row is rejected, upsert writes, delete removes.
-    Returns (rows, expected_rejects {offset}, history {(object,org,key): [ts,...]})."""
-    rows: dict[tuple, str] = {}
-    expected_rejects = set()
-    history: dict[tuple, list] = {}
+def model_rows(entries, skip=frozenset()):
+    """Applies `entries` in offset order with the adapters' rules, leaving out the offsets in
+    `skip` (entries the target rejected). Returns (rows, effects, rejects): rows
+    {(object, org, key): {column: value}} with `ts` and every field (an upsert merges only the
+    fields it carries; a null clears a column, so None and absent are the same), effects
+    {(op, table, org, key, hid): 1} the row-level changes the target's audit must show exactly
+    once (a delete names the hid of the write it removes), and rejects the offsets of inserts of
+    an existing row, which the target refuses."""
+    rows: dict[tuple, dict] = {}
+    effects: dict[tuple, int] = {}
+    rejects = set()
     for off, e in enumerate(entries):
+        if off in skip:
+            continue
         k = (e["object"], e["org"], e["key"])
-        history.setdefault(k, []).append(e.get("ts"))
-        if e["op"] == "insert":
-            if k in rows:
-                expected_rejects.add(off)
-            else:
-                rows[k] = e["ts"]
-        elif e["op"] == "upsert":
-            rows[k] = e["ts"]
-        elif e["op"] == "delete":
-            rows.pop(k, None)
-    return rows, expected_rejects, history
+        fields = e.get("fields") or {}
+        if e["op"] == "delete":
+            gone = rows.pop(k, None)
+            if gone is not None:
+                effects[("DELETE",) + k + (gone.get(HID_FIELD),)] = 1
+            continue
+        if e["op"] == "insert" and k in rows:
+            rejects.add(off)
+            continue
+        effects[("UPDATE" if k in rows else "INSERT",) + k + (fields.get(HID_FIELD),)] = 1
+        row = rows.setdefault(k, {})
+        row["ts"] = e["ts"]
+        row.update(fields)
+    return rows, effects, rejects
+
+
+def row_diff(want: dict, got: dict):
+    """Columns whose values differ, None and absent being equal (a null column)."""
+    diff = {}
+    for column in set(want) | set(got):
+        a, b = want.get(column), got.get(column)
+        if normalize(a) != normalize(b):
+            diff[column] = (a, b)
+    return diff
+
+
+def target_rows(pg: Postgres, schema, objects):
+    """{(object, org, key): {column: value}} of every table in `objects`, every column, and the
+    keys found more than once."""
+    existing = {r[0] for r in pg.query(f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{schema}'")}
+    actual, twice = {}, []
+    for obj in sorted(objects):
+        if obj not in existing:
+            continue
+        for (text,) in pg.query(f'SELECT to_jsonb(t)::text FROM "{schema}"."{obj}" t'):
+            row = json.loads(text)
+            k = (obj, row.pop("org"), row.pop("key"))
+            if k in actual:
+                twice.append(k)
+            actual[k] = row
+    return actual, twice
+
+
+# The target-side observer: a row-level AFTER trigger on every table the adapter creates in a
+# scenario's schema, attached by an event trigger at CREATE TABLE (inside the adapter's own
+# transaction, so a batch rolled back leaves no audit rows). One audit row per committed
+# row-level effect: a batch applied twice shows as the same (op, table, org, key, hid) twice,
+# even when the second upsert leaves the row as it was.
+
+def install_audit_event_trigger(pg: Postgres, run_id):
+    """Once per run: attaches the audit trigger to tables created in any schema that holds a
+    `harness_audit` table (and to nothing else; `orgsync_*` tables are the adapter's own)."""
+    fn = f"public.harness_attach_audit_{run_id}"
+    pg.query(f"""
+        CREATE FUNCTION {fn}() RETURNS event_trigger LANGUAGE plpgsql AS $fn$
+        DECLARE c record;
+        BEGIN
+          FOR c IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE TABLE' AND object_type = 'table' LOOP
+            IF EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = c.schema_name AND tablename = '{AUDIT_TABLE}')
+               AND (SELECT relname FROM pg_class WHERE oid = c.objid) NOT IN ('{AUDIT_TABLE}')
+               AND (SELECT relname FROM pg_class WHERE oid = c.objid) NOT LIKE 'orgsync\_%' THEN
+              EXECUTE format('CREATE TRIGGER harness_audit AFTER INSERT OR UPDATE OR DELETE ON %s '
+                             'FOR EACH ROW EXECUTE FUNCTION %I.harness_audit_row()', c.object_identity, c.schema_name);
+            END IF;
+          END LOOP;
+        END $fn$;
+        CREATE EVENT TRIGGER harness_audit_{run_id} ON ddl_command_end WHEN TAG IN ('CREATE TABLE')
+            EXECUTE FUNCTION {fn}();""")
+    _cleanups.append(lambda: pg.query(f"DROP EVENT TRIGGER IF EXISTS harness_audit_{run_id}; "
+                                      f"DROP FUNCTION IF EXISTS {fn}()"))
+
+
+def install_audit(pg: Postgres, schema):
+    """The scenario's schema, made before the adapter opens it, with its audit table."""
+    pg.query(f"""
+        CREATE SCHEMA "{schema}";
+        CREATE TABLE "{schema}".{AUDIT_TABLE} (
+            id BIGSERIAL PRIMARY KEY, tbl TEXT NOT NULL, op TEXT NOT NULL, org TEXT, key TEXT, hid TEXT, ts TEXT,
+            xid BIGINT NOT NULL DEFAULT txid_current(), at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp());
+        CREATE FUNCTION "{schema}".harness_audit_row() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        DECLARE r jsonb;
+        BEGIN
+          IF TG_OP = 'DELETE' THEN r := to_jsonb(OLD); ELSE r := to_jsonb(NEW); END IF;
+          INSERT INTO "{schema}".{AUDIT_TABLE} (tbl, op, org, key, hid, ts)
+              VALUES (TG_TABLE_NAME, TG_OP, r->>'org', r->>'key', r->>'{HID_FIELD}', r->>'ts');
+          RETURN NULL;
+        END $fn$;""")
+
+
+def audited_tables(pg: Postgres, schema):
+    """Tables of the schema (but the audit's and the adapter's own) without the audit trigger."""
+    rows = pg.query(f"""
+        SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = '{schema}' AND c.relkind = 'r' AND c.relname <> '{AUDIT_TABLE}' AND c.relname NOT LIKE 'orgsync\_%'
+          AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'harness_audit')""")
+    return [r[0] for r in rows]
+
+
+def check_audit(check: Check, pg: Postgres, schema, expected: dict):
+    """Every expected effect (op, table, org, key, hid) appears exactly once in the audit, and
+    nothing else does. Returns (audit rows, missing, duplicated, unexpected)."""
+    unaudited = audited_tables(pg, schema)
+    if unaudited:
+        check.fail(f"tables without the audit trigger (cannot prove exactly once): {unaudited}")
+    got = {}
+    total = 0
+    for op, tbl, org, key, hid, n in pg.query(
+            f'SELECT op, tbl, org, key, hid, count(*) FROM "{schema}".{AUDIT_TABLE} GROUP BY 1, 2, 3, 4, 5'):
+        got[(op, tbl, org, key, hid or None)] = int(n)
+        total += int(n)
+    missing = [e for e in expected if e not in got]
+    twice = {e: n for e, n in got.items() if e in expected and n > 1}
+    unexpected = {e: n for e, n in got.items() if e not in expected}
+    for e in missing[:5]:
+        check.fail(f"audit: effect {e} never happened in the target")
+    for e, n in list(twice.items())[:5]:
+        check.fail(f"audit: effect {e} happened {n} times in the target (applied twice)")
+    for e, n in list(unexpected.items())[:5]:
+        check.fail(f"audit: effect {e} ({n}x) in the target, not made by any acknowledged entry")
+    check.lost += len(missing)
+    check.duplicated += sum(n - 1 for n in twice.values()) + sum(unexpected.values())
+    if total == 0 and expected:
+        check.fail("audit table is empty: the audit trigger did not fire")
+    return total, len(missing), sum(n - 1 for n in twice.values()), sum(unexpected.values())
 
 
 def check_target(check: Check, pg: Postgres, schema, link, entries, letters):
-    """Compares the target's tables with the model of `entries`; dead letters must be exactly
-    the inserts of existing rows, or other rejects the model cannot see (skipped in the model)."""
-    letter_offsets = {}
-    for d in letters:
-        letter_offsets[d["offset"]] = d
-    _, expected_rejects, _ = model_target(entries)
+    """Compares the target's tables, every column, with the model of `entries`, and its audit
+    with the model's effects; dead letters must be exactly the inserts of existing rows, or
+    other rejects the model cannot see (left out of the model). Returns (rows, audit figures)."""
+    letter_offsets = {d["offset"]: d for d in letters}
     # Rejections the model did not predict (e.g. a value that does not fit its column) are
     # allowed but must not be unique violations of an insert: that would be an apply twice.
-    unexpected = set(letter_offsets) - expected_rejects
     skip = set()
-    for off in sorted(unexpected):
+    _, _, predicted = model_rows(entries)
+    for off in sorted(set(letter_offsets) - predicted):
         d = letter_offsets[off]
         text = (d.get("error") or "") + " " + str(d.get("target_code") or "")
         if "23505" in text or "duplicate key" in text:
             check.duplicated += 1
             check.fail(f"offset {off}: unique violation the model does not expect (applied twice?): {text[:200]}")
         skip.add(off)
+    rows, effects, expected_rejects = model_rows(entries, skip)
     for off in sorted(expected_rejects - set(letter_offsets)):
         check.fail(f"offset {off}: insert of an existing row was not rejected (row missing before it?)")
         check.lost += 1
     check.rejects_expected = len(expected_rejects)
     check.rejects_other = len(skip)
     if skip:
-        sample = letter_offsets[min(skip)]
-        check.reject_sample = f"{sample.get('error', '')[:120]}"
-    model_entries = [e if i not in skip else None for i, e in enumerate(entries)]
-    rows = {}
-    for i, e in enumerate(model_entries):
-        if e is None:
-            continue
-        k = (e["object"], e["org"], e["key"])
-        if e["op"] == "insert":
-            if k not in rows:
-                rows[k] = e["ts"]
-        elif e["op"] == "upsert":
-            rows[k] = e["ts"]
-        else:
-            rows.pop(k, None)
+        check.reject_sample = f"{letter_offsets[min(skip)].get('error', '')[:120]}"
     history: dict[tuple, list] = {}
     for e in entries:
         history.setdefault((e["object"], e["org"], e["key"]), []).append(e.get("ts"))
-    objects = sorted({e["object"] for e in entries})
-    actual = {}
-    existing = {r[0] for r in pg.query(f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{schema}'")}
-    for obj in objects:
-        if obj not in existing:
-            continue
-        for org, key, ts in pg.query(f'SELECT "org", "key", "ts" FROM "{schema}"."{obj}"'):
-            k = (obj, org, key)
-            if k in actual:
-                check.duplicated += 1
-                check.fail(f"row {k} twice in the target")
-            actual[k] = ts
-    for k, ts in rows.items():
+    actual, twice = target_rows(pg, schema, {e["object"] for e in entries})
+    for k in twice:
+        check.duplicated += 1
+        check.fail(f"row {k} twice in the target")
+    fields_compared = 0
+    for k, want in rows.items():
         got = actual.get(k)
         if got is None:
             check.lost += 1
-            check.fail(f"row {k} missing in the target (expected ts {ts})")
-        elif got != ts:
-            if got in history.get(k, []):
-                check.reordered += 1
-                check.fail(f"row {k}: ts {got}, expected the last write {ts} (out of order or lost update)")
-            else:
-                check.fail(f"row {k}: ts {got} was never sent for this key")
+            check.fail(f"row {k} missing in the target (expected ts {want['ts']})")
+            continue
+        fields_compared += len(want)
+        diff = row_diff(want, got)
+        if not diff:
+            continue
+        if "ts" in diff and got.get("ts") in history.get(k, []):
+            check.reordered += 1
+            check.fail(f"row {k}: ts {got.get('ts')}, expected the last write {want['ts']} (out of order or lost update)")
+        elif "ts" in diff:
+            check.fail(f"row {k}: ts {got.get('ts')} was never sent for this key")
+        else:
+            shown = {c: v for c, v in list(diff.items())[:3]}
+            check.fail(f"row {k}: columns differ from the model (model, target): {shown}")
     for k in actual:
         if k not in rows:
             check.duplicated += 1
             check.fail(f"row {k} in the target but deleted/never written by the model")
+    audit = check_audit(check, pg, schema, effects)
+    check.fields_compared = fields_compared
     end = len(entries)
     got = pg.query(f"SELECT applied_offset FROM \"{schema}\".orgsync_offsets WHERE link = '{link}'")
     applied = int(got[0][0]) if got and got[0][0] != "" else None
     if end > 0 and applied != end - 1:
         check.fail(f"orgsync_offsets.applied_offset = {applied}, expected end-1 = {end - 1}")
-    return len(actual)
+    return len(actual), audit
 
 
 def wait_drained(port, link=LINK, timeout_s=120.0):
@@ -955,7 +1067,9 @@ def check_keyed_target(check: Check, pg: Postgres, schema, link, sent, end):
     applied = int(got[0][0]) if got and got[0][0] != "" else None
     if end > 0 and applied != end - 1:
         check.fail(f"orgsync_offsets.applied_offset = {applied}, expected end-1 = {end - 1}")
-    return len(actual)
+    # Every entry inserts a key of its own: exactly one INSERT effect each in the audit.
+    audit = check_audit(check, pg, schema, {("INSERT",) + k + (None,): 1 for k in expected})
+    return len(actual), audit
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1064,6 +1178,15 @@ class Harness:
     def schema(self, name):
         return f"h_{name}_{self.run_id}"
 
+    def audited_schema(self, name):
+        """The scenario's PostgreSQL schema, made with its audit table before the broker opens it."""
+        if not getattr(self, "_audit_installed", False):
+            install_audit_event_trigger(self.pg, self.run_id)
+            self._audit_installed = True
+        schema = self.schema(name)
+        install_audit(self.pg, schema)
+        return schema
+
     def final_check(self, res: Result, broker: Broker, producers: Producers, workload: Workload, schema, drain_timeout_s=None):
         """Drain, collect dead letters, stop gracefully, verify and dump the log, compare the target."""
         check = Check()
@@ -1084,10 +1207,12 @@ class Harness:
         entries, end = check_log(check, dumped, producers.acked, workload)
         if end != status.get("end_offset"):
             check.fail(f"dumped end {end} != status end_offset {status.get('end_offset')}")
-        rows = check_target(check, self.pg, schema, LINK, entries, letters)
+        rows, audit = check_target(check, self.pg, schema, LINK, entries, letters)
         res.acked = len(producers.acked)
         res.notes.append(f"final check: drained in {drained_s:.1f} s, checked in {time.monotonic() - t0 - drained_s:.1f} s")
-        res.notes.append(f"log end {end}, {rows} target rows, {len(letters)} dead letters "
+        res.notes.append(f"target: {rows} rows, {getattr(check, 'fields_compared', 0)} column values compared with the model; "
+                         f"audit: {audit[0]} row effects, {audit[1]} missing, {audit[2]} applied twice, {audit[3]} unexpected")
+        res.notes.append(f"log end {end}, {len(letters)} dead letters "
                          f"({getattr(check, 'rejects_expected', 0)} inserts of existing rows, "
                          f"{getattr(check, 'rejects_other', 0)} other, e.g. {getattr(check, 'reject_sample', '-')})")
         if producers.overlaps:
@@ -1099,7 +1224,7 @@ class Harness:
         rounds = 50 if self.long else 5
         rng = self.rng("kill")
         data = self.fresh("kill")
-        schema = self.schema("kill")
+        schema = self.audited_schema("kill")
         cfg = os.path.join(self.work, "kill.yaml")
         write_config(cfg, [pg_link(self, schema)], stream_extra="segment_bytes_max: 262144")
         broker = Broker(self, cfg, data, "kill")
@@ -1137,7 +1262,7 @@ class Harness:
         pg = self.pg
         outage_s = 10.0 if self.long else 5.0
         data = self.fresh("outage")
-        schema = self.schema("outage")
+        schema = self.audited_schema("outage")
         cfg = os.path.join(self.work, "outage.yaml")
         k = 3
         interval_ms = 200
@@ -1248,7 +1373,7 @@ class Harness:
         pg = self.pg
         flap_s = 30.0 if self.long else 10.0
         data = self.fresh("flap")
-        schema = self.schema("flap")
+        schema = self.audited_schema("flap")
         proxy = FlapProxy(int(pg.port))
         proxy.start()
         _cleanups.append(proxy.close)
@@ -1776,7 +1901,7 @@ class Harness:
         rounds = 50 if self.long else 5
         rng = self.rng("retry")
         data = self.fresh("retry")
-        schema = self.schema("retry")
+        schema = self.audited_schema("retry")
         cfg = os.path.join(self.work, "retry.yaml")
         write_config(cfg, [pg_link(self, schema)], stream_extra="segment_bytes_max: 262144")
         broker = Broker(self, cfg, data, "retry")
@@ -1832,8 +1957,9 @@ class Harness:
         if dcode != 0:
             check.fail(f"log dump exit {dcode}: {derr.strip()[-300:]}")
         sent, end, offsets_of = check_keyed_log(check, dumped, producers)
-        rows = check_keyed_target(check, self.pg, schema, LINK, sent, end)
+        rows, audit = check_keyed_target(check, self.pg, schema, LINK, sent, end)
         res.absorb(check)
+        res.notes.append(f"audit: {audit[0]} row effects, {audit[1]} missing, {audit[2]} applied twice, {audit[3]} unexpected")
         # The batches the retries were for: no answer to their first try.
         blind = [b for b in batches if b.first_try in ("refused", "unanswered")]
         replayed = [b for b in blind if b.acks and b.acks[0][3]]
