@@ -11,6 +11,7 @@ Usage:
     python3 Tests/harness/harness.py --short            # what .ci/harness.sh runs (~6 min)
     python3 Tests/harness/harness.py --long             # >= 50 SIGKILL rounds, 1000 corruptions...
     python3 Tests/harness/harness.py --short --only kill,retry --seed 7 --keep
+    python3 Tests/harness/harness.py --short --allow-skip  # a SKIP (disk full needs root) fails the run without it
 
 Environment: ORGSYNC_BIN (default .build/debug/orgsync), ORGSYNC_TEST_PG_HOST/PORT/USER/
 PASSWORD/DB/CTL/DATA (a running throwaway cluster, see .ci/postgres.sh; scenarios that need
@@ -822,7 +823,8 @@ def target_rows(pg: Postgres, schema, objects):
 
 def install_audit_event_trigger(pg: Postgres, run_id):
     """Once per run: attaches the audit trigger to tables created in any schema that holds a
-    `harness_audit` table (and to nothing else; `orgsync_*` tables are the adapter's own)."""
+    `harness_audit` table, and to nothing else. `orgsync_offsets` is audited too (so a write of
+    the stored offset has a time), but left out of the effects compared with the model."""
     fn = f"public.harness_attach_audit_{run_id}"
     pg.query(f"""
         CREATE FUNCTION {fn}() RETURNS event_trigger LANGUAGE plpgsql AS $fn$
@@ -830,8 +832,7 @@ def install_audit_event_trigger(pg: Postgres, run_id):
         BEGIN
           FOR c IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE TABLE' AND object_type = 'table' LOOP
             IF EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = c.schema_name AND tablename = '{AUDIT_TABLE}')
-               AND (SELECT relname FROM pg_class WHERE oid = c.objid) NOT IN ('{AUDIT_TABLE}')
-               AND (SELECT relname FROM pg_class WHERE oid = c.objid) NOT LIKE 'orgsync\_%' THEN
+               AND (SELECT relname FROM pg_class WHERE oid = c.objid) <> '{AUDIT_TABLE}' THEN
               EXECUTE format('CREATE TRIGGER harness_audit AFTER INSERT OR UPDATE OR DELETE ON %s '
                              'FOR EACH ROW EXECUTE FUNCTION %I.harness_audit_row()', c.object_identity, c.schema_name);
             END IF;
@@ -864,7 +865,7 @@ def audited_tables(pg: Postgres, schema):
     """Tables of the schema (but the audit's and the adapter's own) without the audit trigger."""
     rows = pg.query(f"""
         SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = '{schema}' AND c.relkind = 'r' AND c.relname <> '{AUDIT_TABLE}' AND c.relname NOT LIKE 'orgsync\_%'
+        WHERE n.nspname = '{schema}' AND c.relkind = 'r' AND c.relname <> '{AUDIT_TABLE}' AND c.relname NOT LIKE 'orgsync\\_%'
           AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'harness_audit')""")
     return [r[0] for r in rows]
 
@@ -876,7 +877,8 @@ def check_audit(check: Check, pg: Postgres, schema, expected: dict):
         check.fail(f"tables without the audit trigger (cannot prove exactly once): {unaudited}")
     got = {}
     for op, tbl, org, key, hid, n in pg.query(
-            f'SELECT op, tbl, org, key, hid, count(*) FROM "{schema}".{AUDIT_TABLE} GROUP BY 1, 2, 3, 4, 5'):
+            f'SELECT op, tbl, org, key, hid, count(*) FROM "{schema}".{AUDIT_TABLE} '
+            f"WHERE tbl NOT LIKE 'orgsync\\_%' GROUP BY 1, 2, 3, 4, 5"):
         got[(op, tbl, org, key, hid or None)] = int(n)
     return compare_audit(check, got, expected)
 
@@ -1439,6 +1441,9 @@ class Harness:
             producers.stop()
         st = link_status(broker.port)
         records = self.check_resumes(res, broker, k, interval_ms, need_one=True)
+        reason_probes = res.resume_probes
+        check_probes_at_target(res, pg, schema, proxy.events, LINK, k)
+        res.notes.append(f"resume probes in the supervisor's own reasons: {reason_probes}; counted at the target: {res.resume_probes}")
         held = [r for r in records if r.get("event") == "held_down"]
         if not held:
             res.fail("no 'held_down' record in the sync log")
@@ -2019,6 +2024,77 @@ def check_producer_errors(res: Result, producers: Producers, expected=()):
         res.fail(f"{len(wrong)} unexpected non-201 answers to producers, first: {wrong[0][:200]}")
 
 
+def probes_at_target(events, link, k):
+    """What the proxy saw, read as the link's failures and resumes: a failure is a cut while the
+    link's own connection had a call in flight, a refused connection or a failed probe; a resume
+    is the link's first batch transaction (BEGIN) after a failure, and it counts the consecutive
+    probes (`SELECT 1` on the link's own connection, not its liveness connections) answered since
+    the last failure. A cut while the link was idle is not a failure: a probe before and after it
+    are consecutive answers, and a link that never failed reconnects without probing.
+    Returns (resumes, cuts, liveness connections)."""
+    main_app, live_app = f"orgsync:{link}", f"orgsync-liveness:{link}"
+    resumes, cuts, liveness = [], 0, 0
+    failed, ok, first_probe, kth, since = False, 0, None, None, None
+
+    def failure(t):
+        nonlocal failed, ok, first_probe, kth, since
+        failed, ok, first_probe, kth = True, 0, None, None
+        since = since if since is not None else t
+
+    for t, kind, _, app, text, answered in sorted(events, key=lambda e: e[0]):
+        text = text if kind == "cut" else (text or "").strip()
+        if kind == "cut":
+            cuts += 1
+            if main_app in (text or []):
+                failure(t)
+        elif kind == "refused":
+            failure(t)
+        elif kind == "connect" and app == live_app:
+            liveness += 1
+        elif app != main_app:
+            continue
+        elif kind == "query" and text == "SELECT 1":
+            first_probe = first_probe or t
+        elif kind == "answer" and text == "SELECT 1":
+            if not answered:
+                failure(t)
+            else:
+                ok += 1
+                kth = t if ok == k else kth
+        elif kind == "query" and text.upper().startswith("BEGIN") and failed:
+            resumes.append({"failed_at": since, "resume": t, "probes": ok, "first_probe": first_probe, "kth": kth})
+            failed, ok, first_probe, kth, since = False, 0, None, None, None
+    return resumes, cuts, liveness
+
+
+def check_probes_at_target(res: Result, pg: Postgres, schema, events, link, k):
+    """Resumes counted at the target: after a failure the link's first batch transaction comes
+    only after K consecutive answered probes, and the target's audit (rows and orgsync_offsets)
+    shows no write between the first probe after the failure and the K-th answer."""
+    resumes, cuts, liveness = probes_at_target(events, link, k)
+    audit_times = [float(r[0]) for r in pg.query(f'SELECT extract(epoch FROM at) FROM "{schema}".{AUDIT_TABLE}')]
+    for r in [r for r in resumes if r["probes"] < k][:5]:
+        res.fail(f"at the target: the link began a batch {r['resume'] - r['failed_at']:.3f} s after a failure with only "
+                 f"{r['probes']} consecutive probes answered (K={k})")
+    writes_early = 0
+    for r in resumes:
+        if r["first_probe"] is not None:
+            until = r["kth"] if r["kth"] is not None else r["resume"]
+            writes_early += sum(1 for a in audit_times if r["first_probe"] < a < until)
+    if writes_early:
+        res.fail(f"at the target: {writes_early} audited writes (rows or orgsync_offsets) between a first probe "
+                 f"and the K-th answer")
+    if not resumes:
+        res.fail("at the target: the proxy saw no resume after a failure")
+    probes = [r["probes"] for r in resumes]
+    res.resume_probes = f"{min(probes)}/{k}" if probes else "-"
+    res.notes.append(f"at the target (proxy): {cuts} cuts, {len(resumes)} resumes after a failure, each after "
+                     f"{min(probes) if probes else '-'}..{max(probes) if probes else '-'} consecutive answered probes "
+                     f"(K={k}); {writes_early} audited writes between the first probe and the K-th answer; "
+                     f"{liveness} liveness connections (application_name orgsync-liveness:{link}) not counted as probes")
+    return resumes
+
+
 def wait_drained_or_active(port, timeout_s=30):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -2207,9 +2283,97 @@ def hostile_request(rng: random.Random, good, produce_token, admin_token):
     return kind, "GET", rng.choice(["/v1/links/none/sync-log?limit=abc", "/v1/links/none/dead-letters?status=x"]), auth, None
 
 
+class PgWireTap:
+    """Reads one proxied PostgreSQL connection's messages (a copy of the bytes, both ways) and
+    records what an observer at the target sees: the client's application_name from the startup
+    packet, each query it sends (the text of the last Parse, or a simple Query, at each Sync),
+    and each answer (ReadyForQuery), with whether an ErrorResponse came before it. The adapter's
+    probe is its main connection's `SELECT 1`; the liveness check's `SELECT 1` runs on short
+    connections named `orgsync-liveness:<link>`, which the application_name tells apart."""
+
+    SSL_REQUEST = 80877103
+
+    def __init__(self, conn_id, events):
+        self.conn_id, self.events = conn_id, events
+        self.app = None
+        self.client_buf, self.server_buf = bytearray(), bytearray()
+        self.started = False
+        self.ssl_reply_pending = False
+        self.parse_text = ""
+        self.pending: list[str] = []  # query texts sent up to a Sync, awaiting their ReadyForQuery
+        self.error = False
+        self.tx_status = None  # of the last ReadyForQuery: I idle, T in a transaction, E failed one
+
+    def busy(self):
+        """A call is in flight: connecting, a query unanswered, or a transaction open."""
+        return self.tx_status is None or bool(self.pending) or self.tx_status in ("T", "E")
+
+    def _event(self, kind, detail=None, ok=None):
+        self.events.append((time.time(), kind, self.conn_id, self.app, detail, ok))
+
+    def client(self, chunk):
+        buf = self.client_buf
+        buf += chunk
+        while True:
+            if not self.started:
+                if len(buf) < 8:
+                    return
+                n, code = int.from_bytes(buf[0:4], "big"), int.from_bytes(buf[4:8], "big")
+                if len(buf) < n:
+                    return
+                if code == self.SSL_REQUEST:
+                    self.ssl_reply_pending = True
+                else:
+                    parts = bytes(buf[8:n]).split(b"\0")
+                    params = dict(zip(parts[0::2], parts[1::2]))
+                    self.app = params.get(b"application_name", b"").decode(errors="replace")
+                    self.started = True
+                    self._event("connect")
+                del buf[:n]
+                continue
+            if len(buf) < 5:
+                return
+            kind, n = buf[0:1], int.from_bytes(buf[1:5], "big")
+            if len(buf) < 1 + n:
+                return
+            body = bytes(buf[5:1 + n])
+            del buf[:1 + n]
+            if kind == b"P":
+                name_end = body.index(b"\0")
+                self.parse_text = body[name_end + 1:body.index(b"\0", name_end + 1)].decode(errors="replace")
+            elif kind == b"Q":
+                self.pending.append(body.rstrip(b"\0").decode(errors="replace"))
+                self._event("query", self.pending[-1])
+            elif kind == b"S":
+                self.pending.append(self.parse_text)
+                self._event("query", self.parse_text)
+
+    def server(self, chunk):
+        buf = self.server_buf
+        buf += chunk
+        if self.ssl_reply_pending and buf:
+            del buf[:1]  # 'N' or 'S', a single byte
+            self.ssl_reply_pending = False
+        while len(buf) >= 5:
+            kind, n = buf[0:1], int.from_bytes(buf[1:5], "big")
+            if len(buf) < 1 + n:
+                return
+            body = bytes(buf[5:1 + n])
+            del buf[:1 + n]
+            if kind == b"E":
+                self.error = True
+            elif kind == b"Z":
+                self.tx_status = body[:1].decode(errors="replace")
+                if self.pending:  # (the ReadyForQuery that ends the startup answers no query)
+                    self._event("answer", self.pending.pop(0), ok=not self.error)
+                self.error = False
+
+
 class FlapProxy:
     """TCP proxy on 127.0.0.1 in front of PostgreSQL; `set_up(False)` closes every connection and
-    refuses new ones (accept and close at once) until `set_up(True)`."""
+    refuses new ones (accept and close at once) until `set_up(True)`. Every connection's messages
+    are read by a PgWireTap; `events` holds (wall time, kind, connection, application_name,
+    query, ok) for connect, query, answer, refused and cut."""
 
     def __init__(self, target_port):
         self.target_port = target_port
@@ -2227,6 +2391,9 @@ class FlapProxy:
         self.sel = selectors.DefaultSelector()
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.cut_requested = False
+        self.events: list[tuple] = []
+        self.taps: dict[socket.socket, tuple[str, PgWireTap]] = {}
+        self.connections = 0
 
     def start(self):
         self.sel.register(self.listener, selectors.EVENT_READ, "accept")
@@ -2259,6 +2426,7 @@ class FlapProxy:
             if x is None:
                 continue
             self.pairs.pop(x, None)
+            self.taps.pop(x, None)
             try:
                 self.sel.unregister(x)
             except (KeyError, ValueError):
@@ -2275,6 +2443,8 @@ class FlapProxy:
                 up, cut = self.up, self.cut_requested
                 self.cut_requested = False
             if cut:
+                busy = sorted({tap.app for _, tap in self.taps.values() if tap.busy()}, key=str)
+                self.events.append((time.time(), "cut", None, None, busy, None))
                 for s in list(self.pairs):
                     self._drop(s)
             for key, _ in self.sel.select(timeout=0.02):
@@ -2284,6 +2454,7 @@ class FlapProxy:
                     except OSError:
                         continue
                     if not up:
+                        self.events.append((time.time(), "refused", None, None, None, None))
                         client.close()
                         continue
                     try:
@@ -2294,6 +2465,9 @@ class FlapProxy:
                     for s in (client, server):
                         s.setblocking(False)
                     self.pairs[client], self.pairs[server] = server, client
+                    self.connections += 1
+                    tap = PgWireTap(self.connections, self.events)
+                    self.taps[client], self.taps[server] = ("client", tap), ("server", tap)
                     self.sel.register(client, selectors.EVENT_READ, "data")
                     self.sel.register(server, selectors.EVENT_READ, "data")
                 else:
@@ -2310,6 +2484,13 @@ class FlapProxy:
                     if not chunk:
                         self._drop(s)
                         continue
+                    side = self.taps.get(s)
+                    if side is not None:
+                        try:
+                            (side[1].client if side[0] == "client" else side[1].server)(chunk)
+                        except (ValueError, IndexError):
+                            self.events.append((time.time(), "unreadable", side[1].conn_id, side[1].app, None, None))
+                            self.taps.pop(s, None)
                     try:
                         peer.setblocking(True)
                         peer.settimeout(5)
