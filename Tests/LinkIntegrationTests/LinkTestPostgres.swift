@@ -51,8 +51,11 @@ enum LinkTestPostgres {
         var settings = [
             "host": connection.host, "port": String(connection.port), "user": connection.user,
             "database": connection.database, "schema": schema, "primary_key": "org_key",
-            // Short bounds: a stopped server must show as a failure within the test's 1 s.
-            "connect_timeout_ms": "1000", "query_timeout_ms": "700",
+            // A short connect bound so that probes of a stopped server fail fast. The query
+            // deadline stays at its default: a dead server is noticed by the adapter's liveness
+            // check (and a stopped one closes its connections), while a tight deadline would
+            // suspend a link whose queries are merely slow on a loaded machine.
+            "connect_timeout_ms": "1000",
         ]
         if let password = connection.password { settings["password"] = password }
         return settings
