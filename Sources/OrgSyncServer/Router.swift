@@ -288,6 +288,11 @@ struct EntriesAPI: Sendable {
     /// inflating). Buffered bytes are covered by `reservation` as they grow.
     func readBody(_ request: Request, limit: Int, coding: Zlib.Format?, reservation: BodyReservation) async throws -> [UInt8] {
         var bytes: [UInt8] = []
+        // With a Content-Length, one allocation of the right size: growing by doubling would
+        // hold up to twice the body at once.
+        if coding == nil, let length = request.headers[.contentLength].flatMap({ Int($0) }), length > 0, length <= limit {
+            bytes.reserveCapacity(length)
+        }
         var wireBytes = 0
         let inflater = try coding.map { try Zlib.Inflater(format: $0, outputBytesMax: limit) }
         for try await buffer in request.body {
