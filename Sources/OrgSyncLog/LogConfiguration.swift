@@ -22,6 +22,11 @@ public struct LogConfiguration: Sendable, Hashable {
     public var segmentBytesMax: Int = 64 << 20
     /// A segment rolls once its first batch is this old (and a new batch arrives).
     public var segmentAgeMsMax: Int64 = 7 * 24 * 3600 * 1000
+    /// File descriptors a stream holds for its sealed segments: they are opened when read and
+    /// the least recently read is closed past this many. The active segment's descriptor is
+    /// not counted (it is always open). So a stream of thousands of segments fits under the
+    /// process's open-file limit.
+    public var openSealedSegmentsMax: Int = 64
     /// Appends (calls) waiting for the flusher; more wait for room (back-pressure).
     public var queuedAppendsMax: Int = 4096
     /// Bytes of entries waiting for the flusher; more wait for room (back-pressure).
@@ -61,6 +66,8 @@ public struct LogConfiguration: Sendable, Hashable {
     public static let durationMsMax: Int64 = 315_360_000_000
     /// Largest `fsyncPolicy` interval: an unsynced minute is already a lot to lose.
     public static let fsyncIntervalMsMax = 60_000
+    /// Largest `openSealedSegmentsMax`: descriptors are a process-wide budget shared with sockets.
+    public static let openSealedSegmentsMaxLimit = 4096
     /// Largest `queuedAppendsMax`.
     public static let queuedAppendsMaxLimit = 1_000_000
     /// Largest `queuedBytesMax`: 16 GiB.
@@ -78,6 +85,8 @@ public struct LogConfiguration: Sendable, Hashable {
         try check(batchBytesMax <= 256 << 20, "batchBytesMax", "must be at most 268435456")
         try check(segmentBytesMax >= 4096, "segmentBytesMax", "must be at least 4096")
         try check(segmentBytesMax <= Int(UInt32.max / 2), "segmentBytesMax", "must be at most 2147483647")
+        try check((1...Self.openSealedSegmentsMaxLimit).contains(openSealedSegmentsMax), "openSealedSegmentsMax",
+                  "must be 1...\(Self.openSealedSegmentsMaxLimit)")
         try check((1...Self.durationMsMax).contains(segmentAgeMsMax), "segmentAgeMsMax", "must be 1...\(Self.durationMsMax)")
         try check((1...Self.queuedAppendsMaxLimit).contains(queuedAppendsMax), "queuedAppendsMax", "must be 1...\(Self.queuedAppendsMaxLimit)")
         try check(queuedBytesMax >= entryBytesMax, "queuedBytesMax", "must be at least entryBytesMax")
@@ -124,6 +133,9 @@ public enum LogError: Error, Sendable, Hashable, CustomStringConvertible {
     case idempotencyKeyReused(key: String)
     /// The first append with this key is still queued or being written; retry later.
     case idempotencyKeyInFlight(key: String)
+    /// The active segment's file was deleted or replaced while the log was open: writes went to
+    /// a file no restart will read. The stream refuses appends and is marked for an operator.
+    case activeSegmentLost(segment: String, loss: FileLoss)
 
     public var description: String {
         switch self {
@@ -143,6 +155,8 @@ public enum LogError: Error, Sendable, Hashable, CustomStringConvertible {
         case .invalidIdempotencyKey: "an idempotency key must be 1-255 visible ASCII characters"
         case .idempotencyKeyReused(let key): "idempotency key \"\(key)\" was already used for different entries"
         case .idempotencyKeyInFlight(let key): "the append with idempotency key \"\(key)\" is still in progress"
+        case .activeSegmentLost(let segment, let loss):
+            "the active segment \(segment) \(loss) while the broker had it open; appends are refused (nothing since was acknowledged) and the stream is marked corrupt: entries acknowledged into that file are lost; stop the broker, restore the file if you can, then run `orgsync log repair`"
         }
     }
 }

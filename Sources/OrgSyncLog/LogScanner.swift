@@ -61,11 +61,12 @@ public struct LogScanner: Sendable {
         var summary = Summary()
         summary.segments = bases.count
         summary.startOffset = bases.first ?? 0
-        var files: [(base: UInt64, file: any LogFile, size: Int64)] = []
+        // Sizes by stat; each segment is opened only while it is scanned, so that a stream of
+        // thousands of segments needs one descriptor, not one per segment.
+        var files: [(base: UInt64, path: String, size: Int64)] = []
         for base in bases {
             let path = directory + "/" + Segment.fileName(base, ".log")
-            let file = try wrapStorage { try storage.openFile(path, create: false) }
-            files.append((base, file, try wrapStorage { try file.size() }))
+            files.append((base, path, try wrapStorage { try storage.fileSize(path) }))
         }
         let total = files.reduce(Int64(0)) { $0 + $1.size }
         var done: Int64 = 0
@@ -83,10 +84,11 @@ public struct LogScanner: Sendable {
                     endOffset: max(expected, segment.base), reason: "segment starts at \(segment.base), expected \(expected)")
                 return summary
             }
+            let file = try wrapStorage { try storage.openFile(segment.path, create: false) }
             var position: Int64 = 0
             while position < segment.size {
                 do {
-                    let header = try readBatch(segment.file, at: position, limit: segment.size, buffer: &buffer)
+                    let header = try readBatch(file, at: position, limit: segment.size, buffer: &buffer)
                     guard header.baseOffset == expected else {
                         throw BatchDecodeError.badLength("base offset \(header.baseOffset), expected \(expected)")
                     }
@@ -113,8 +115,8 @@ public struct LogScanner: Sendable {
                 } catch BatchDecodeError.endOfData where isLast {
                     break
                 } catch let error as BatchDecodeError {
-                    if isLast, let garbage = try wrapStorage({ try StreamLog.lastNonZeroByte(segment.file, from: position, to: segment.size) }),
-                       (try? StreamLog.validBatchPosition(in: segment.file, after: position, size: segment.size)) ?? nil == nil {
+                    if isLast, let garbage = try wrapStorage({ try StreamLog.lastNonZeroByte(file, from: position, to: segment.size) }),
+                       (try? StreamLog.validBatchPosition(in: file, after: position, size: segment.size)) ?? nil == nil {
                         // Torn tail of the active segment: never acknowledged, cut on next open.
                         summary.tornTailBytes = garbage + 1 - position
                         break
@@ -218,6 +220,18 @@ extension StreamLog {
                     // Everything up to the old end is gone: report the widest range.
                     report.droppedTo = max(report.droppedTo, summary.endOffset)
                 }
+            } else if let marked = try readCorruptMarker(directory: directory, storage: storage),
+                    marked.endOffset > summary.endOffset {
+                // Nothing damaged is left, but entries up to the marker's end were acknowledged
+                // (an active segment deleted while the broker ran): the offsets from the end on
+                // will name new entries, so a new epoch, as for a cut.
+                report.problem = marked
+                report.droppedFrom = summary.endOffset
+                report.droppedTo = marked.endOffset
+                var (lineage, _) = try StreamLineage.loadOrCreate(directory: directory, storage: storage)
+                lineage.beginEpoch(at: summary.endOffset)
+                try lineage.store(directory: directory, storage: storage)
+                report.newEpoch = lineage.currentEpoch
             }
             try storage.removeFile(directory + "/" + corruptMarkerName)
             try storage.syncDirectory(directory)

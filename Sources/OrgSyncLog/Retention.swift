@@ -50,6 +50,7 @@ extension StreamLog {
         }
         try wrapStorage {
             for segment in doomed {
+                sealedFiles.forget(segment.logPath)
                 try StreamLog.removeSegmentFiles(directory: directory, base: segment.baseOffset, storage: storage)
                 report.deletedSegments.append(Segment.fileName(segment.baseOffset, ".log"))
                 report.deletedBytes += segment.snapshot.dataEnd

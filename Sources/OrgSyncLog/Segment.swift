@@ -13,13 +13,18 @@ struct IndexPoint: Sendable, Hashable {
 /// The `.index` is a cache: it is never trusted without checks and can always be rebuilt from
 /// the `.log`. Sealed segments are truncated to their exact data length; the active (last)
 /// segment is pre-written with zeros past its data, so its data end is found by scanning.
+///
+/// The active segment holds its `.log` open for as long as it is active; a sealed one is opened
+/// only when read, through the stream's bounded ``SealedSegmentFiles``.
 final class Segment: Sendable {
     let baseOffset: UInt64
     let logPath: String
     let indexPath: String
     /// Idempotency records of the segment, written when it is sealed (see ``KeysFile``).
     let keysPath: String
-    let file: any LogFile
+    /// The active segment's open `.log`; nil once sealed (reads then go through `sealedFiles`).
+    private let activeFile: Mutex<(any LogFile)?>
+    private let sealedFiles: SealedSegmentFiles
     private let storage: any LogStorage
     private let indexIntervalBytes: Int
 
@@ -50,21 +55,47 @@ final class Segment: Sendable {
         return String(repeating: "0", count: max(0, 20 - digits.count)) + digits + suffix
     }
 
-    init(directory: String, baseOffset: UInt64, storage: any LogStorage, create: Bool, sealed: Bool,
-         nextOffset: UInt64, indexIntervalBytes: Int) throws {
+    init(directory: String, baseOffset: UInt64, storage: any LogStorage, sealedFiles: SealedSegmentFiles,
+         create: Bool, sealed: Bool, nextOffset: UInt64, indexIntervalBytes: Int) throws {
         self.baseOffset = baseOffset
         self.logPath = directory + "/" + Segment.fileName(baseOffset, ".log")
         self.indexPath = directory + "/" + Segment.fileName(baseOffset, ".index")
         self.keysPath = directory + "/" + Segment.fileName(baseOffset, ".keys")
         self.storage = storage
         self.indexIntervalBytes = indexIntervalBytes
-        self.file = try storage.openFile(logPath, create: create)
-        let size = try file.size()
+        self.sealedFiles = sealedFiles
+        let size: Int64
+        if sealed && !create {
+            // Not opened: its size is all opening the stream needs.
+            size = try storage.fileSize(logPath)
+            self.activeFile = Mutex(nil)
+        } else {
+            let file = try storage.openFile(logPath, create: create)
+            size = try file.size()
+            self.activeFile = Mutex(file)
+        }
         self.state = Mutex(State(dataEnd: sealed ? size : 0, nextOffset: nextOffset, index: nil,
                                  preallocatedEnd: size, sealed: sealed))
     }
 
     var snapshot: State { state.withLock { $0 } }
+
+    /// The open `.log`: the active segment's own, or a sealed one's from the cache (opened now
+    /// if it is not there). Callers keep it for one operation only, not beyond.
+    func file() throws -> any LogFile {
+        if let file = activeFile.withLock({ $0 }) { return file }
+        return try sealedFiles.file(logPath)
+    }
+
+    /// Called once the segment is sealed: its descriptor is no longer held for writing; reads
+    /// reopen it through the cache when they need it.
+    func releaseActiveFile() {
+        let file = activeFile.withLock { file -> (any LogFile)? in
+            defer { file = nil }
+            return file
+        }
+        _ = file  // dropped outside the lock
+    }
 
     // MARK: Index
 
@@ -94,7 +125,7 @@ final class Segment: Sendable {
     /// A damaged index point must never be mistaken for damaged data.
     private func pointsAtBatch(_ point: IndexPoint, dataEnd: Int64) -> Bool {
         var bytes: [UInt8] = []
-        guard (try? file.read(at: Int64(point.position), count: RecordBatchHeader.size, into: &bytes)) != nil,
+        guard (try? file().read(at: Int64(point.position), count: RecordBatchHeader.size, into: &bytes)) != nil,
               let header = try? bytes.withUnsafeBytes({ try RecordBatchCodec.decodeHeader($0) })
         else { return false }
         return header.baseOffset == baseOffset + UInt64(point.relativeOffset)
@@ -170,6 +201,7 @@ final class Segment: Sendable {
         var total: Int64 = 0
         var position: Int64 = 0
         var bytes: [UInt8] = []
+        guard dataEnd > 0, let file = try? file() else { return 0 }
         while position < dataEnd {
             bytes.removeAll(keepingCapacity: true)
             guard (try? file.read(at: position, count: RecordBatchHeader.size, into: &bytes)) != nil,
@@ -186,6 +218,7 @@ final class Segment: Sendable {
     /// Reads and fully checks the batch at `position`. `expectedBase` (if given) must match.
     func readBatch(at position: Int64, limit: Int64, expectedBase: UInt64?, buffer: inout [UInt8]) throws -> RecordBatchHeader {
         buffer.removeAll(keepingCapacity: true)
+        let file = try file()
         let headerBytes = Int(min(Int64(RecordBatchHeader.size), max(0, limit - position)))
         try file.read(at: position, count: headerBytes, into: &buffer)
         let header = try buffer.withUnsafeBytes { raw in try RecordBatchCodec.decodeHeader(raw) }

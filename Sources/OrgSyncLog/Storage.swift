@@ -15,6 +15,11 @@ import SystemPackage
 public protocol LogStorage: Sendable {
     func openFile(_ path: String, create: Bool) throws -> any LogFile
     func fileExists(_ path: String) -> Bool
+    /// The size of the file at `path` without opening it (stat(2)): a stream with thousands of
+    /// sealed segments learns their sizes without holding a descriptor for each.
+    func fileSize(_ path: String) throws -> Int64
+    /// Which file `path` names now; nil when nothing does (stat(2), `ENOENT`).
+    func identity(ofPath path: String) throws -> FileIdentity?
     func createDirectory(_ path: String) throws
     /// Names (not paths) of the entries of a directory.
     func listDirectory(_ path: String) throws -> [String]
@@ -44,7 +49,49 @@ public protocol LogFile: AnyObject, Sendable {
     func sync() throws
     func size() throws -> Int64
     func truncate(to size: Int64) throws
+    /// Which file this open file is, and how many names it has left (fstat(2)): a file that was
+    /// unlinked or renamed over keeps accepting writes that no later open will see.
+    func identity() throws -> FileIdentity
     func close()
+}
+
+/// A file as the file system knows it: device and inode, and its link count (names in
+/// directories). Compared with ``lossOfOpenFile(_:path:)``.
+public struct FileIdentity: Sendable, Hashable {
+    public var device: UInt64
+    public var inode: UInt64
+    public var linkCount: UInt64
+
+    public init(device: UInt64, inode: UInt64, linkCount: UInt64) {
+        self.device = device
+        self.inode = inode
+        self.linkCount = linkCount
+    }
+}
+
+/// How an open file stopped being the file its path names.
+public enum FileLoss: String, Sendable, Hashable, CustomStringConvertible {
+    /// Its last name was removed (the path names nothing, or the file has no links left).
+    case deleted
+    /// The path now names another file (renamed over, or deleted and created again).
+    case replaced
+
+    public var description: String {
+        switch self {
+        case .deleted: "was deleted"
+        case .replaced: "was replaced by another file"
+        }
+    }
+}
+
+/// Whether the open file `open` is still the file at its path (whose identity is `path`, nil
+/// when the path names nothing); nil when it is, else how it was lost. Pure: the caller does
+/// the fstat and the stat.
+public func lossOfOpenFile(_ open: FileIdentity, path: FileIdentity?) -> FileLoss? {
+    guard let path else { return .deleted }
+    if path.device != open.device || path.inode != open.inode { return .replaced }
+    if open.linkCount == 0 { return .deleted }
+    return nil
 }
 
 extension LogFile {
@@ -103,6 +150,21 @@ public struct PosixStorage: LogStorage {
     public func fileExists(_ path: String) -> Bool {
         var info = stat()
         return stat(path, &info) == 0
+    }
+
+    public func fileSize(_ path: String) throws -> Int64 {
+        var info = stat()
+        if stat(path, &info) != 0 { throw StorageError(operation: "stat", path: path, errno: errno) }
+        return Int64(info.st_size)
+    }
+
+    public func identity(ofPath path: String) throws -> FileIdentity? {
+        var info = stat()
+        if stat(path, &info) != 0 {
+            if errno == ENOENT || errno == ENOTDIR { return nil }
+            throw StorageError(operation: "stat", path: path, errno: errno)
+        }
+        return FileIdentity(info)
     }
 
     public func createDirectory(_ path: String) throws {
@@ -220,9 +282,21 @@ final class PosixFile: LogFile {
         return Int64(info.st_size)
     }
 
+    func identity() throws -> FileIdentity {
+        var info = stat()
+        if fstat(fd.rawValue, &info) != 0 { throw StorageError(operation: "fstat", path: path, errno: errno) }
+        return FileIdentity(info)
+    }
+
     func truncate(to size: Int64) throws {
         if ftruncate(fd.rawValue, off_t(size)) != 0 { throw StorageError(operation: "ftruncate", path: path, errno: errno) }
     }
 
     func close() { /* closed on deinit, so that concurrent readers never see a reused descriptor */ }
+}
+
+extension FileIdentity {
+    init(_ info: stat) {
+        self.init(device: UInt64(info.st_dev), inode: UInt64(info.st_ino), linkCount: UInt64(info.st_nlink))
+    }
 }

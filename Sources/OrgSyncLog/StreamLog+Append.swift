@@ -179,6 +179,8 @@ extension StreamLog {
     /// log. Every batch but the last is marked "group continues", so that recovery can drop a
     /// group cut short. On failure the tail is put back as it was. Returns the batches' timestamp.
     private func writeAndSync(_ group: [PendingAppend], firstOffset: UInt64, results: [AppendResult]) throws -> Int64 {
+        // Appends queued before the log failed are refused like later ones.
+        if let failure = state.withLock({ $0.failure }) { throw failure }
         let now = clock()
         var buffer: [UInt8] = []
         var scratch: [UInt8] = []
@@ -244,7 +246,8 @@ extension StreamLog {
         let start = segment.snapshot.dataEnd
         do {
             try preallocate(segment, through: start + Int64(buffer.count))
-            try buffer.withUnsafeBytes { try segment.file.write($0, at: start) }
+            let file = try segment.file()
+            try buffer.withUnsafeBytes { try file.write($0, at: start) }
             let syncStart = DispatchTime.now().uptimeNanoseconds
             try syncPerPolicy(segment)
             let syncNanoseconds = DispatchTime.now().uptimeNanoseconds - syncStart
@@ -254,6 +257,7 @@ extension StreamLog {
             restoreTail(segment, to: start)
             throw error
         }
+        try checkStillLinked(segment, acknowledgedEnd: firstOffset)
         for (header, position) in batches { segment.noteBatch(header, at: start + Int64(position)) }
         try? segment.flushIndexPoints()
         return now
@@ -288,14 +292,14 @@ extension StreamLog {
         guard end > have else { return }
         let target = max(end, min(have + Int64(configuration.preallocateBytes), Int64(configuration.segmentBytesMax)))
         let zeros = [UInt8](repeating: 0, count: Int(target - have))
-        try segment.file.write(zeros, at: have)
+        try segment.file().write(zeros, at: have)
         segment.state.withLock { $0.preallocatedEnd = target }
     }
 
     private func syncPerPolicy(_ segment: Segment) throws {
         switch configuration.fsyncPolicy {
         case .always:
-            try segment.file.sync()
+            try segment.file().sync()
         case .interval(let intervalMs):
             let schedule = state.withLock { s -> Bool in
                 if s.intervalSyncScheduled { return false }
@@ -306,7 +310,7 @@ extension StreamLog {
                 flushQueue.asyncAfter(deadline: .now() + .milliseconds(intervalMs)) { [self] in
                     state.withLock { $0.intervalSyncScheduled = false }
                     let active = state.withLock { $0.segments[$0.segments.count - 1] }
-                    do { try active.file.sync() } catch {
+                    do { try active.file().sync() } catch {
                         logger.error("background flush failed", metadata: ["error": "\(error)"])
                     }
                 }
@@ -314,11 +318,37 @@ extension StreamLog {
         }
     }
 
+    /// Before entries are acknowledged (once per flush, and before a roll): the active segment's
+    /// open file must still be the file at its path. Deleted or renamed over, the writes land in
+    /// a file that no restart reads: then nothing more is acknowledged, the log refuses appends,
+    /// and the stream is marked corrupt for an operator (the entries below `acknowledgedEnd`
+    /// that were in that file are lost). Costs one fstat(2) and one stat(2).
+    private func checkStillLinked(_ segment: Segment, acknowledgedEnd: UInt64) throws {
+        let opened = try segment.file().identity()
+        guard let loss = lossOfOpenFile(opened, path: try storage.identity(ofPath: segment.logPath)) else { return }
+        let name = Segment.fileName(segment.baseOffset, ".log")
+        let error = LogError.activeSegmentLost(segment: name, loss: loss)
+        state.withLock { s in if s.failure == nil { s.failure = error } }
+        logger.critical("the active segment is gone; appends refused, stream marked corrupt", metadata: [
+            "segment": "\(segment.logPath)", "loss": "\(loss.rawValue)",
+            "lost_offsets": "\(segment.baseOffset)..<\(acknowledgedEnd)",
+        ])
+        let report = CorruptionReport(
+            segment: name, bytePosition: 0, firstOffset: segment.baseOffset, endOffset: acknowledgedEnd,
+            reason: "the active segment \(loss) while the broker had it open; entries acknowledged into it are lost")
+        do {
+            try StreamLog.writeCorruptMarker(report, directory: directory, storage: storage)
+        } catch {
+            logger.critical("could not mark the stream corrupt", metadata: ["error": "\(error)"])
+        }
+        throw error
+    }
+
     /// Puts a failed write back: zeros/garbage past `position` are cut. If even that fails the
     /// log refuses further appends until reopened (recovery then cuts the tail).
     private func restoreTail(_ segment: Segment, to position: Int64) {
         do {
-            try segment.file.truncate(to: position)
+            try segment.file().truncate(to: position)
             segment.state.withLock { $0.preallocatedEnd = position }
         } catch {
             let failure = (error as? StorageError).map(LogError.storage) ?? .closed
@@ -330,9 +360,12 @@ extension StreamLog {
 
     /// Seals `segment` (cut to its data, index written and flushed) and starts a new one.
     private func roll(_ segment: Segment, nextBase: UInt64) throws -> Segment {
+        // Sealing a file that is gone would leave the entries acknowledged into it unnoticed.
+        try checkStillLinked(segment, acknowledgedEnd: nextBase)
         let end = segment.snapshot.dataEnd
-        try segment.file.truncate(to: end)
-        try segment.file.sync()
+        let file = try segment.file()
+        try file.truncate(to: end)
+        try file.sync()
         segment.state.withLock { s in
             s.sealed = true
             s.preallocatedEnd = end
@@ -342,14 +375,15 @@ extension StreamLog {
         let keys = state.withLock { $0.activeSegmentKeys }
         try writeKeysFile(KeysFile(segmentBaseOffset: segment.baseOffset, newestTimestampMs: newest, records: keys))
         let next = try Segment(
-            directory: directory, baseOffset: nextBase, storage: storage, create: true, sealed: false,
-            nextOffset: nextBase, indexIntervalBytes: configuration.indexIntervalBytes)
+            directory: directory, baseOffset: nextBase, storage: storage, sealedFiles: sealedFiles, create: true,
+            sealed: false, nextOffset: nextBase, indexIntervalBytes: configuration.indexIntervalBytes)
         next.state.withLock { $0.index = [] }
         try storage.syncDirectory(directory)
         state.withLock { s in
             s.segments.append(next)
             s.activeSegmentKeys = []
         }
+        segment.releaseActiveFile()
         logger.debug("rolled segment", metadata: ["sealed": "\(segment.logPath)", "next": "\(nextBase)"])
         return next
     }
@@ -377,7 +411,7 @@ extension StreamLog {
             return (waiters, s.segments[s.segments.count - 1])
         }
         for waiter in waiters { waiter.resume(throwing: LogError.closed) }
-        if case .interval = configuration.fsyncPolicy { try? active.file.sync() }
+        if case .interval = configuration.fsyncPolicy { try? active.file().sync() }
         try? active.writeIndexFile(sync: false)
         // Another process may take the stream now; this object only serves reads.
         lock.withLock { $0 = nil }

@@ -87,9 +87,11 @@ extension StreamLog {
         var newest: Int64?
         var position: Int64 = 0
         var buffer: [UInt8] = []
+        guard limit >= Int64(RecordBatchHeader.size) else { return ([], nil) }
+        let file = try segment.file()
         while position + Int64(RecordBatchHeader.size) <= limit {
             buffer.removeAll(keepingCapacity: true)
-            try segment.file.read(at: position, count: RecordBatchHeader.size, into: &buffer)
+            try file.read(at: position, count: RecordBatchHeader.size, into: &buffer)
             guard let header = try? buffer.withUnsafeBytes({ try RecordBatchCodec.decodeHeader($0) }) else { break }
             if header.isControl {
                 guard let whole = try? segment.readBatch(at: position, limit: limit, expectedBase: nil, buffer: &buffer),

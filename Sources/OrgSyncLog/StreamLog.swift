@@ -65,6 +65,8 @@ public final class StreamLog: Sendable {
     /// The stream's id and epochs (see ``StreamLineage``): what targets store with their offsets.
     public let lineage: StreamLineage
     let storage: any LogStorage
+    /// The open files of sealed segments: at most `configuration.openSealedSegmentsMax`.
+    let sealedFiles: SealedSegmentFiles
     let logger: Logger
     /// Wall-clock milliseconds for batch timestamps (segment age, retention). Injectable for tests.
     let clock: @Sendable () -> Int64
@@ -162,6 +164,7 @@ public final class StreamLog: Sendable {
         self.directory = directory
         self.configuration = configuration
         self.storage = storage
+        self.sealedFiles = SealedSegmentFiles(storage: storage, capacity: configuration.openSealedSegmentsMax)
         var logger = logger
         logger[metadataKey: "stream"] = "\(name)"
         self.logger = logger
@@ -178,17 +181,20 @@ public final class StreamLog: Sendable {
             logger.notice("stream has a new identity", metadata: ["stream_id": "\(lineage.streamID)", "had_segments": "\(!bases.isEmpty)"])
         }
         if bases.isEmpty {
-            _ = try Segment(directory: directory, baseOffset: 0, storage: storage, create: true, sealed: false,
-                            nextOffset: 0, indexIntervalBytes: configuration.indexIntervalBytes)
+            _ = try Segment(directory: directory, baseOffset: 0, storage: storage, sealedFiles: sealedFiles, create: true,
+                            sealed: false, nextOffset: 0, indexIntervalBytes: configuration.indexIntervalBytes)
             try storage.syncDirectory(directory)
             bases = [0]
         }
+        // Sealed segments are not opened here (only stat'ed): recovery scans the active one, and
+        // reads open the others through `sealedFiles`.
         var segments: [Segment] = []
+        segments.reserveCapacity(bases.count)
         for (i, base) in bases.enumerated() {
             let last = i == bases.count - 1
             segments.append(try Segment(
-                directory: directory, baseOffset: base, storage: storage, create: false, sealed: !last,
-                nextOffset: last ? base : bases[i + 1], indexIntervalBytes: configuration.indexIntervalBytes))
+                directory: directory, baseOffset: base, storage: storage, sealedFiles: sealedFiles, create: false,
+                sealed: !last, nextOffset: last ? base : bases[i + 1], indexIntervalBytes: configuration.indexIntervalBytes))
         }
         let active = segments[segments.count - 1]
         var report = try StreamLog.recoverTail(active, storage: storage)
@@ -216,7 +222,8 @@ public final class StreamLog: Sendable {
     /// (length, CRC, base offset, payload); cuts whatever follows the last valid batch, and the
     /// batches of a group commit whose last batch is missing (never acknowledged).
     static func recoverTail(_ segment: Segment, storage: any LogStorage) throws -> RecoveryReport {
-        let size = try segment.file.size()
+        let file = try segment.file()
+        let size = try file.size()
         var points = segment.readIndexFile(dataEnd: size)
         var buffer: [UInt8] = []
         while let last = points.last {
@@ -236,8 +243,8 @@ public final class StreamLog: Sendable {
             scannedBytes: position - tail.startPosition, endOffset: tail.endOffset)
         // Whatever follows the data must be zeros (pre-written space); anything else is a torn
         // or corrupt tail that was never acknowledged.
-        let garbageEnd = try lastNonZeroByte(segment.file, from: position, to: size)
-        if garbageEnd != nil, let later = try validBatchPosition(in: segment.file, after: position, size: size) {
+        let garbageEnd = try lastNonZeroByte(file, from: position, to: size)
+        if garbageEnd != nil, let later = try validBatchPosition(in: file, after: position, size: size) {
             // A valid batch after the bad one: acknowledged data is damaged. Never cut that
             // silently; refuse the stream until an operator runs `orgsync log repair`.
             let report = CorruptionReport(
@@ -257,8 +264,8 @@ public final class StreamLog: Sendable {
             } else {
                 report.reason = tail.stopReason ?? "non-zero bytes after the last batch"
             }
-            try segment.file.truncate(to: cut)
-            try segment.file.sync()
+            try file.truncate(to: cut)
+            try file.sync()
             segment.state.withLock { $0.preallocatedEnd = cut }
         }
         try segment.writeIndexFile(sync: false)

@@ -63,6 +63,8 @@ public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConverti
             return APIError(.badRequest, code: "invalid_idempotency_key", "\(error)")
         case .idempotencyKeyReused:
             return APIError(.unprocessableContent, code: "idempotency_key_reused", "\(error); nothing was appended")
+        case .activeSegmentLost:
+            return APIError(.serviceUnavailable, code: "stream_stopped", "\(error)")
         case .idempotencyKeyInFlight:
             var inFlight = APIError(.conflict, code: "idempotency_key_in_flight", "\(error); retry once it is answered")
             inFlight.headers[.retryAfter] = "1"

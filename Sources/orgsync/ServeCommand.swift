@@ -52,6 +52,18 @@ struct ServeCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "orgsync")
+        // Before any stream is opened: the log's files and the sockets share this budget.
+        if let change = OpenFileLimit.raiseSoftLimitToHard() {
+            if let code = change.errno {
+                logger.warning("could not raise the open-file limit", metadata: [
+                    "soft": "\(change.old)", "hard": "\(change.hard)", "errno": "\(code)",
+                ])
+            } else {
+                logger.info("open-file limit", metadata: [
+                    "soft": "\(change.old) -> \(change.new)", "hard": "\(change.hard)",
+                ])
+            }
+        }
         let dataDirectory = absolutePath(dataDir ?? configuration.dataDir)
         let registry = PluginRegistry(
             builtins: BuiltinAdapters.factories, pluginsDirectory: configuration.pluginsDir.map(absolutePath), logger: logger)

@@ -78,6 +78,12 @@ final class FaultInjectingStorage: LogStorage, Sendable {
             owner.state.withLock { s in owner.apply(&s, path: path, Write(offset: 0, bytes: [], truncate: size)) }
         }
 
+        func identity() throws -> FileIdentity {
+            try owner.check(path)
+            // In memory a path is its file (removal and rename are not modelled for open files).
+            return FileIdentity(device: 0, inode: 0, linkCount: 1)
+        }
+
         func close() {}
     }
 
@@ -135,6 +141,19 @@ final class FaultInjectingStorage: LogStorage, Sendable {
             }
         }
         return File(path: path, owner: self)
+    }
+
+    func fileSize(_ path: String) throws -> Int64 {
+        try check(path)
+        guard let count = state.withLock({ $0.files[path]?.data.count }) else {
+            throw StorageError(operation: "stat", path: path, errno: ENOENT)
+        }
+        return Int64(count)
+    }
+
+    func identity(ofPath path: String) throws -> FileIdentity? {
+        try check(path)
+        return state.withLock { $0.files[path] != nil } ? FileIdentity(device: 0, inode: 0, linkCount: 1) : nil
     }
 
     func fileExists(_ path: String) -> Bool {

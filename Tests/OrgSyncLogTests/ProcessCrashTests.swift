@@ -9,6 +9,9 @@ import Glibc
 /// The `orgsync` executable built next to the tests (or `ORGSYNC_BIN`).
 func orgsyncExecutable() throws -> String {
     if let path = ProcessInfo.processInfo.environment["ORGSYNC_BIN"] { return path }
+    // Next to the test binary: the build directory of this very build, whatever its scratch path.
+    let sibling = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("orgsync").path
+    if FileManager.default.isExecutableFile(atPath: sibling) { return sibling }
     let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     let candidates = [".build/debug/orgsync", ".build/x86_64-unknown-linux-gnu/debug/orgsync",
                       ".build/aarch64-unknown-linux-gnu/debug/orgsync", ".build/release/orgsync"]

@@ -290,3 +290,30 @@ func errorCode(_ response: TestResponse) -> String? {
         #expect(!Authenticator.constantTimeEqual([], Array("a".utf8)))
     }
 }
+
+@Suite struct ActiveSegmentLostRouteTests {
+    /// Issue 12: appends into an active segment deleted under the broker were answered 201 and
+    /// lost at restart. Now nothing is acknowledged: 503, the stream stopped and named.
+    @Test func anAppendAfterTheActiveSegmentIsDeletedIs503() async throws {
+        let t = try TestBroker()
+        let directory = t.directory
+        let app = Application(router: t.router)
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/v1/streams/events/entries", method: .post, headers: headers(TestBroker.produceToken),
+                                     body: ByteBuffer(string: entryJSON(0))) { response in
+                #expect(response.status == .created)
+            }
+            let active = StreamLog.streamDirectory(dataDirectory: directory, name: "events") + "/00000000000000000000.log"
+            try FileManager.default.removeItem(atPath: active)
+            for i in 1...2 {
+                try await client.execute(uri: "/v1/streams/events/entries", method: .post, headers: headers(TestBroker.produceToken),
+                                         body: ByteBuffer(string: entryJSON(i))) { response in
+                    #expect(response.status == .serviceUnavailable)
+                    #expect(errorCode(response) == "stream_stopped")
+                    #expect(String(buffer: response.body).contains("00000000000000000000.log"))
+                }
+            }
+        }
+        #expect(t.end == 1, "nothing after the deletion was acknowledged")
+    }
+}

@@ -16,9 +16,15 @@ final class BrokerProcess {
     private let output = Pipe()
 
     /// Starts `orgsync serve` with `arguments` and waits (bounded) for its "listening" line.
-    init(arguments: [String], timeoutSeconds: Double = 30) throws {
-        process.executableURL = URL(fileURLWithPath: try orgsyncExecutable())
-        process.arguments = ["serve"] + arguments
+    /// `launcher` runs it through another program (e.g. `["/usr/bin/prlimit", "--nofile=256:256"]`).
+    init(arguments: [String], launcher: [String] = [], timeoutSeconds: Double = 30) throws {
+        if let program = launcher.first {
+            process.executableURL = URL(fileURLWithPath: program)
+            process.arguments = Array(launcher.dropFirst()) + [try orgsyncExecutable(), "serve"] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: try orgsyncExecutable())
+            process.arguments = ["serve"] + arguments
+        }
         process.standardOutput = output
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")
         if let log = ProcessInfo.processInfo.environment["ORGSYNC_TEST_BROKER_LOG"] {
