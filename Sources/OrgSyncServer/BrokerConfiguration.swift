@@ -1,4 +1,5 @@
 import Foundation
+import OrgSyncCore
 import OrgSyncLog
 import Yams
 
@@ -15,6 +16,25 @@ public struct BrokerConfiguration: Sendable, Codable, Hashable {
     public var links: [Link] = []
     /// Directory of out-of-process adapter plugins (one subdirectory with a plugin.json each).
     public var pluginsDir: String? = nil
+    /// How long out-of-process plugins may take to answer (every plugin process of the broker).
+    public var pluginLimits = PluginLimits()
+
+    /// `plugin_limits`: a plugin that does not answer within its bound is a connection failure of
+    /// its link (killed, reaped, restarted with the link's backoff).
+    public struct PluginLimits: Sendable, Codable, Hashable {
+        /// The handshake after the process starts. 100 ms...1 h.
+        public var handshakeTimeoutMs: Int = 10_000
+        /// `open`, `probe`, `appliedPosition`, `setAppliedPosition`, `close`. 100 ms...1 h.
+        public var requestTimeoutMs: Int = 30_000
+        /// One `apply` (a whole batch). 100 ms...1 day.
+        public var applyTimeoutMs: Int = 120_000
+    }
+
+    /// The limits every plugin process runs under.
+    public var pluginProcessLimits: PluginProcessLimits {
+        PluginProcessLimits(handshakeTimeoutMs: pluginLimits.handshakeTimeoutMs, requestTimeoutMs: pluginLimits.requestTimeoutMs,
+                            applyTimeoutMs: pluginLimits.applyTimeoutMs)
+    }
 
     public init() {}
 
@@ -182,6 +202,15 @@ extension BrokerConfiguration {
         func fail(_ field: String, _ problem: String) -> ConfigurationError { ConfigurationError(field: field, problem: problem) }
         try validateRangesAndExposure()
         guard (0...65535).contains(server.port) else { throw fail("server.port", "must be 0...65535") }
+        guard (100...3_600_000).contains(pluginLimits.handshakeTimeoutMs) else {
+            throw fail("plugin_limits.handshake_timeout_ms", "must be 100...3600000 (100 ms to 1 h)")
+        }
+        guard (100...3_600_000).contains(pluginLimits.requestTimeoutMs) else {
+            throw fail("plugin_limits.request_timeout_ms", "must be 100...3600000 (100 ms to 1 h)")
+        }
+        guard (100...86_400_000).contains(pluginLimits.applyTimeoutMs) else {
+            throw fail("plugin_limits.apply_timeout_ms", "must be 100...86400000 (100 ms to 1 day)")
+        }
         guard server.bodyBytesMax >= 1024 else { throw fail("server.body_bytes_max", "must be at least 1024") }
         guard server.entryBytesMax >= 64 && server.entryBytesMax <= server.bodyBytesMax else {
             throw fail("server.entry_bytes_max", "must be 64...body_bytes_max")
@@ -326,11 +355,12 @@ func isValidStreamName(_ name: String) -> Bool { StreamLog.isValidName(name) }
 /// Unknown keys are errors: walk the YAML and compare with the known field names.
 private func rejectUnknownKeys(_ yaml: String) throws {
     guard let node = try Yams.compose(yaml: yaml) else { return }
-    let top: Set<String> = ["data_dir", "server", "log", "auth", "streams", "links", "plugins_dir"]
+    let top: Set<String> = ["data_dir", "server", "log", "auth", "streams", "links", "plugins_dir", "plugin_limits"]
     let known: [String: Set<String>] = [
         "server": ["host", "port", "body_bytes_max", "entry_bytes_max", "request_entries_max", "header_timeout_ms", "idle_timeout_ms",
                    "connections_max", "inflight_body_bytes_max", "allow_unauthenticated_remote"],
         "log": ["level"],
+        "plugin_limits": ["handshake_timeout_ms", "request_timeout_ms", "apply_timeout_ms"],
         "auth": ["enabled", "tokens", "open_health", "open_metrics"],
         "auth.tokens[]": ["name", "role", "token", "token_env"],
         "streams[]": ["name", "segment_bytes_max", "segment_age_ms_max", "compression_level", "fsync", "fsync_interval_ms",
@@ -367,7 +397,7 @@ extension KeyedDecodingContainer {
 }
 
 extension BrokerConfiguration {
-    enum CodingKeys: String, CodingKey { case dataDir, server, log, auth, streams, links, pluginsDir }
+    enum CodingKeys: String, CodingKey { case dataDir, server, log, auth, streams, links, pluginsDir, pluginLimits }
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = BrokerConfiguration()
@@ -378,6 +408,18 @@ extension BrokerConfiguration {
         streams = try c.value(.streams, d.streams)
         links = try c.value(.links, d.links)
         pluginsDir = try c.decodeIfPresent(String.self, forKey: .pluginsDir)
+        pluginLimits = try c.value(.pluginLimits, d.pluginLimits)
+    }
+}
+
+extension BrokerConfiguration.PluginLimits {
+    enum CodingKeys: String, CodingKey { case handshakeTimeoutMs, requestTimeoutMs, applyTimeoutMs }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = Self()
+        handshakeTimeoutMs = try c.value(.handshakeTimeoutMs, d.handshakeTimeoutMs)
+        requestTimeoutMs = try c.value(.requestTimeoutMs, d.requestTimeoutMs)
+        applyTimeoutMs = try c.value(.applyTimeoutMs, d.applyTimeoutMs)
     }
 }
 

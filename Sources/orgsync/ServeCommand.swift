@@ -66,7 +66,8 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let dataDirectory = absolutePath(dataDir ?? configuration.dataDir)
         let registry = PluginRegistry(
-            builtins: BuiltinAdapters.factories, pluginsDirectory: configuration.pluginsDir.map(absolutePath), logger: logger)
+            builtins: BuiltinAdapters.factories, pluginsDirectory: configuration.pluginsDir.map(absolutePath),
+            processLimits: configuration.pluginProcessLimits, logger: logger)
         for problem in registry.problems { logger.warning("plugin not loaded: \(problem)") }
         let broker: Broker
         do {

@@ -34,6 +34,10 @@ import Testing
         ("server: { entry_bytes_max: 10 }", "server.entry_bytes_max"),
         ("server: { request_entries_max: 0 }", "server.request_entries_max"),
         ("server: { request_entries_max: \(int64Max) }", "server.request_entries_max"),
+        ("plugin_limits: { apply_timeout_ms: 0 }", "plugin_limits.apply_timeout_ms"),
+        ("plugin_limits: { apply_timeout_ms: \(int64Max) }", "plugin_limits.apply_timeout_ms"),
+        ("plugin_limits: { request_timeout_ms: 99 }", "plugin_limits.request_timeout_ms"),
+        ("plugin_limits: { handshake_timeout_ms: 3600001 }", "plugin_limits.handshake_timeout_ms"),
         ("streams: [ { name: e, segment_bytes_max: 100 } ]", "streams[0].segment_bytes_max"),
         ("streams: [ { name: e, segment_bytes_max: \(int64Max) } ]", "streams[0].segment_bytes_max"),
         ("streams: [ { name: e, segment_age_ms_max: 0 } ]", "streams[0].segment_age_ms_max"),
@@ -248,6 +252,7 @@ import Testing
         let supervisor = LinkSupervisorConfiguration()
         let log = LogConfiguration()
         let server = BrokerConfiguration.Server()
+        let plugins = BrokerConfiguration.PluginLimits()
         let codeDefaults: [String: String] = [
             "probe_threshold": "\(supervisor.probeThreshold)",
             "verify_interval_ms": "\(supervisor.verifyIntervalMs)",
@@ -273,6 +278,13 @@ import Testing
             "entry_bytes_max": "\(server.entryBytesMax)",
             "request_entries_max": "\(server.requestEntriesMax)",
             "allow_unauthenticated_remote": "\(server.allowUnauthenticatedRemote)",
+            "header_timeout_ms": "\(server.headerTimeoutMs)",
+            "idle_timeout_ms": "\(server.idleTimeoutMs)",
+            "connections_max": "\(server.connectionsMax)",
+            "inflight_body_bytes_max": "\(server.inflightBodyBytesMax)",
+            "handshake_timeout_ms": "\(plugins.handshakeTimeoutMs)",
+            "request_timeout_ms": "\(plugins.requestTimeoutMs)",
+            "apply_timeout_ms": "\(plugins.applyTimeoutMs)",
         ]
         // `name: value` lines, commented out or not (the supervisor block is commented out).
         let pattern = #/^[ \t#]*([a-z_]+):[ \t]+([-0-9.]+|true|false)[ \t]*(#.*)?$/#

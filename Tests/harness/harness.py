@@ -1110,7 +1110,12 @@ def yaml_quote(text):
     return json.dumps(str(text))
 
 
-def write_config(path, links, stream_extra="", auth="auth:\n  enabled: false\n", plugins_dir=None, server_extra=""):
+# The plugin scenario's apply timeout: short, so that a plugin hanging in apply is noticed in CI.
+APPLY_TIMEOUT_MS = 3000
+
+
+def write_config(path, links, stream_extra="", auth="auth:\n  enabled: false\n", plugins_dir=None, server_extra="",
+                 plugin_limits=None):
     lines = ["server:", "  host: 127.0.0.1", "  port: 0"]
     lines += [f"  {l}" for l in server_extra.splitlines() if l.strip()]
     lines += ["log:", "  level: info", auth.rstrip("\n"), "streams:", f"  - name: {STREAM}"]
@@ -1129,6 +1134,10 @@ def write_config(path, links, stream_extra="", auth="auth:\n  enabled: false\n",
                 lines.append(f"      {k}: {v}")
     if plugins_dir:
         lines.append(f"plugins_dir: {yaml_quote(plugins_dir)}")
+    if plugin_limits:
+        lines.append("plugin_limits:")
+        for k, v in plugin_limits.items():
+            lines.append(f"  {k}: {v}")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -1757,18 +1766,15 @@ class Harness:
         write_config(cfg, [{"name": "faulty", "adapter": "faulty", "settings": {"out": "faulty-out"}, "supervisor": sup},
                            {"name": "lite", "adapter": "sqlite", "settings": {"path": "lite.sqlite", "primary_key": "org_key"},
                             "supervisor": sup}],
-                     plugins_dir=pdir)
+                     plugins_dir=pdir, plugin_limits={"apply_timeout_ms": APPLY_TIMEOUT_MS})
         broker = Broker(self, cfg, data, "plugin")
         broker.start()
         workload = Workload(self.events_fn, self.seed + 6, 10_000_000)
         producers = Producers(self, broker, workload, threads=1, batch=10, pause_s=0.02)
         producers.start()
-        modes = ["crash", "garbage", "hang-handshake"] + (["hang-apply"] if self.long else [])
-        if not self.long:
-            # Not faked with a shorter hang: nothing in the broker's configuration (nor the
-            # manifest) sets PluginProcessLimits, so `orgsync serve` always waits 120 s.
-            res.notes.append("hang-apply runs in long mode only: the plugin apply timeout (applyTimeoutMs, "
-                             "120 000 ms) is not configurable in `orgsync serve`")
+        # The plugin hangs in apply for good; the broker's `plugin_limits.apply_timeout_ms` (set
+        # short here) must end the call, kill the process and suspend the link.
+        modes = ["crash", "garbage", "hang-handshake", "hang-apply"]
         try:
             wait_drained(broker.port, link="faulty", timeout_s=30)
             for mode in modes:
@@ -1780,7 +1786,7 @@ class Harness:
                     f.write(mode)
                 t0 = time.monotonic()
                 suspended = None
-                limit_s = 150 if mode == "hang-apply" else 20
+                limit_s = APPLY_TIMEOUT_MS / 1000 + 20 if mode == "hang-apply" else 20
                 while time.monotonic() - t0 < limit_s:
                     st = link_status(broker.port, "faulty")
                     if st["state"] != "active":
