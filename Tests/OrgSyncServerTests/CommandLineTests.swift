@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 
 /// The real `orgsync` executable (ORGSYNC_BIN, or the one built next to the tests): exit codes
@@ -10,27 +13,32 @@ import Testing
         var standardOutput: String
     }
 
-    /// Runs `orgsync arguments…` with `input` on stdin; waits at most `timeoutSeconds` for it to exit.
+    /// Runs `orgsync arguments…` with `input` on stdin; waits at most `timeoutSeconds` for it to
+    /// exit (then kills it and fails). Output goes to files, not pipes: a child that fills one
+    /// pipe while we drain the other, or that never exits, cannot hang the test.
     static func run(_ arguments: [String], input: String = "", directory: String? = nil, timeoutSeconds: Int = 60) throws -> Outcome {
+        let scratch = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let inputPath = scratch + "/stdin", outputPath = scratch + "/stdout", errorPath = scratch + "/stderr"
+        try Data(input.utf8).write(to: URL(fileURLWithPath: inputPath))
+        for path in [outputPath, errorPath] { _ = FileManager.default.createFile(atPath: path, contents: nil) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try orgsyncExecutable())
         process.arguments = arguments
         if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-        let stdin = Pipe(), stdout = Pipe(), stderr = Pipe()
-        process.standardInput = stdin
-        process.standardOutput = stdout
-        process.standardError = stderr
+        process.standardInput = FileHandle(forReadingAtPath: inputPath)
+        process.standardOutput = FileHandle(forWritingAtPath: outputPath)
+        process.standardError = FileHandle(forWritingAtPath: errorPath)
         let exited = DispatchSemaphore(value: 0)
         process.terminationHandler = { _ in exited.signal() }
         try process.run()
-        stdin.fileHandleForWriting.write(Data(input.utf8))
-        try stdin.fileHandleForWriting.close()
-        let output = stdout.fileHandleForReading.readDataToEndOfFile()
-        let errors = stderr.fileHandleForReading.readDataToEndOfFile()
         guard exited.wait(timeout: .now() + .seconds(timeoutSeconds)) == .success else {
-            process.terminate()
+            kill(process.processIdentifier, SIGKILL)
+            _ = exited.wait(timeout: .now() + .seconds(10))
             throw ProcessError("orgsync \(arguments.joined(separator: " ")) did not exit within \(timeoutSeconds) s")
         }
+        let output = (try? Data(contentsOf: URL(fileURLWithPath: outputPath))) ?? Data()
+        let errors = (try? Data(contentsOf: URL(fileURLWithPath: errorPath))) ?? Data()
         return Outcome(status: process.terminationStatus, standardError: String(decoding: errors, as: UTF8.self),
                        standardOutput: String(decoding: output, as: UTF8.self))
     }

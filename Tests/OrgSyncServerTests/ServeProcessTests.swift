@@ -32,17 +32,17 @@ final class BrokerProcess {
             process.standardError = FileHandle(forWritingAtPath: log)
         }
         try process.run()
-        let deadline = Date().addingTimeInterval(timeoutSeconds)
-        var text = ""
-        let reader = output.fileHandleForReading
-        while !text.contains("\n") {
-            guard Date() < deadline, process.isRunning else {
-                process.terminate()
-                throw ProcessError("the broker did not start: \(text)")
-            }
-            let chunk = reader.availableData
-            if chunk.isEmpty { break }
-            text += String(decoding: chunk, as: UTF8.self)
+        // The first line says where it listens. Waited for with a bound: a broker that hangs at
+        // start (or prints nothing) fails the test instead of blocking it forever.
+        let firstLine = FirstLine()
+        output.fileHandleForReading.readabilityHandler = { handle in firstLine.take(handle.availableData) }
+        let started = firstLine.ready.wait(timeout: .now() + timeoutSeconds)
+        output.fileHandleForReading.readabilityHandler = nil
+        let text = firstLine.text
+        guard started == .success, process.isRunning else {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            throw ProcessError("the broker did not start within \(timeoutSeconds) s: \(text)")
         }
         guard let range = text.range(of: #"127\.0\.0\.1:(\d+)"#, options: .regularExpression),
               let port = Int(text[range].split(separator: ":").last ?? "")
@@ -60,6 +60,26 @@ final class BrokerProcess {
     }
 
     deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+}
+
+/// Collects a child's output until its first line (or end of file), from the reader's thread.
+final class FirstLine: @unchecked Sendable {
+    let ready = DispatchSemaphore(value: 0)
+    private let lock = NSLock()
+    private var collected = ""
+    private var signalled = false
+
+    var text: String { lock.withLock { collected } }
+
+    func take(_ chunk: Data) {
+        let signal: Bool = lock.withLock {
+            if !chunk.isEmpty { collected += String(decoding: chunk, as: UTF8.self) }
+            guard !signalled, chunk.isEmpty || collected.contains("\n") else { return false }
+            signalled = true
+            return true
+        }
+        if signal { ready.signal() }
+    }
 }
 
 struct ProcessError: Error, CustomStringConvertible {
