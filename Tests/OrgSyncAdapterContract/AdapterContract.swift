@@ -71,6 +71,11 @@ public struct AdapterContract: Sendable {
             case .positionIdentity: try await session.positionIdentity()
             case .positionRewrite: try await session.positionRewrite()
             }
+            do {
+                try await target.checkWhatTheAdapterSent()
+            } catch {
+                throw AdapterContractViolation(check: check, message: "what the adapter sent: \(error)")
+            }
         } catch {
             await session.closeAll()
             await target.tearDown()
@@ -106,10 +111,16 @@ public protocol AdapterContractTarget: Sendable {
     func entryToReject(offset: Offset, object: String, existingKey: String) -> Entry
     /// Releases what the target holds (servers, temp directories). Must not throw.
     func tearDown() async
+    /// Checks what the adapter sent the target during the check (requests, headers, keys,
+    /// order), where the target can see it; throws naming the first problem. The default sees
+    /// nothing to check.
+    func checkWhatTheAdapterSent() async throws
 }
 
 extension AdapterContractTarget {
     public var capabilities: AdapterContractCapabilities { AdapterContractCapabilities() }
+
+    public func checkWhatTheAdapterSent() async throws {}
 
     public func entryToReject(offset: Offset, object: String, existingKey: String) -> Entry {
         Entry(

@@ -38,7 +38,7 @@ struct CLIMissing: Error, CustomStringConvertible {
         }
     }
 
-    @Test func everyOffsetAcknowledgedBeforeSIGKILLIsThereWithTheSameBytes() throws {
+    @Test func everyOffsetAcknowledgedBeforeSIGKILLIsThereWithTheSameBytes() async throws {
         let binary = try orgsyncExecutable()
         let dir = try TemporaryDirectory()
         var rng = SplitMix64(seed: 99)
@@ -48,34 +48,10 @@ struct CLIMissing: Error, CustomStringConvertible {
             let lines = workload(count: 40_000, seed: UInt64(round))
             let input = dir.path + "/input-\(round).jsonl"
             try (lines.joined(separator: "\n") + "\n").write(toFile: input, atomically: true, encoding: .utf8)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = ["produce", "--data-dir", dir.path + "/state", "--stream", "crash", "--batch-size", "25", input]
-            let stdout = Pipe()
-            process.standardOutput = stdout
-            process.standardError = FileHandle.nullDevice
-            try process.run()
             // Kill after a seeded number of acknowledgements: the process is mid-append then.
             let killAfter = 20 + Int(rng.next() % 200)
-            var acks: [String] = []
-            var pending = Data()
-            let reader = stdout.fileHandleForReading
-            while acks.count < killAfter {
-                let chunk = reader.availableData
-                if chunk.isEmpty { break }  // the process ended before we killed it
-                pending.append(chunk)
-                while let newline = pending.firstIndex(of: 0x0A) {
-                    acks.append(String(decoding: pending[pending.startIndex..<newline], as: UTF8.self))
-                    pending.removeSubrange(pending.startIndex...newline)
-                }
-            }
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-            // Lines already in the pipe were printed before the kill: they count as acked too.
-            pending.append(reader.readDataToEndOfFile())
-            for line in pending.split(separator: 0x0A) where line.last == 0x7D {
-                acks.append(String(decoding: line, as: UTF8.self))
-            }
+            let state = dir.path + "/state"
+            let acks = try await offThePool { try Self.produceAndKill(binary: binary, state: state, input: input, killAfter: killAfter) }
             #expect(acks.count >= killAfter, "round \(round): the producer died before it was killed")
             for ack in acks {
                 let object = try #require(try JSONSerialization.jsonObject(with: Data(ack.utf8)) as? [String: Int])
@@ -106,4 +82,37 @@ struct CLIMissing: Error, CustomStringConvertible {
         let verify = try StreamLog.verify(dataDirectory: dir.path + "/state", stream: "crash")
         #expect(verify.problem == nil)
     }
+
+    /// Runs `orgsync produce` into `state` and SIGKILLs it after `killAfter` acknowledgements;
+    /// returns every acknowledgement it printed (blocking: run it on a thread of its own).
+    static func produceAndKill(binary: String, state: String, input: String, killAfter: Int) throws -> [String] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["produce", "--data-dir", state, "--stream", "crash", "--batch-size", "25", input]
+        let stdout = Pipe()
+        process.standardOutput = stdout
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        var acks: [String] = []
+        var pending = Data()
+        let reader = stdout.fileHandleForReading
+        while acks.count < killAfter {
+            let chunk = reader.availableData
+            if chunk.isEmpty { break }  // the process ended before we killed it
+            pending.append(chunk)
+            while let newline = pending.firstIndex(of: 0x0A) {
+                acks.append(String(decoding: pending[pending.startIndex..<newline], as: UTF8.self))
+                pending.removeSubrange(pending.startIndex...newline)
+            }
+        }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        // Lines already in the pipe were printed before the kill: they count as acked too.
+        pending.append(reader.readDataToEndOfFile())
+        for line in pending.split(separator: 0x0A) where line.last == 0x7D {
+            acks.append(String(decoding: line, as: UTF8.self))
+        }
+        return acks
+    }
+
 }

@@ -23,7 +23,7 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let config = directory + "/c.yaml"
         try "auth: { enabled: false }\nstreams: [ { name: events } ]\n".write(toFile: config, atomically: true, encoding: .utf8)
-        let broker = try BrokerProcess(arguments: ["--config", config, "--data-dir", directory + "/d", "--port", "0"])
+        let broker = try await BrokerProcess.start(arguments: ["--config", config, "--data-dir", directory + "/d", "--port", "0"])
         let pid = broker.process.processIdentifier
         let url = "http://127.0.0.1:\(broker.port)/v1/streams/events/entries"
         // One small append first, so the baseline includes a warmed-up broker.
@@ -68,6 +68,6 @@ import Testing
         }
         #expect(endKiB - startKiB <= 64 << 10, "RSS \(endKiB / 1024) MiB after the bodies, from \(startKiB / 1024) MiB")
         print("body budget: RSS \(startKiB / 1024) MiB → peak \(peakKiB / 1024) MiB → \(endKiB / 1024) MiB after; statuses 201×\(statuses.count { $0 == 201 }), 503×\(statuses.count { $0 == 503 })")
-        #expect(broker.terminate() == 0)
+        #expect(await broker.terminate() == 0)
     }
 }

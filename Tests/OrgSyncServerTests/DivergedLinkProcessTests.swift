@@ -64,8 +64,8 @@ import Glibc
             return path
         }
 
-        func start(_ config: String, dataDirectory: String) throws -> BrokerProcess {
-            try BrokerProcess(arguments: ["--config", config, "--data-dir", directory + "/" + dataDirectory, "--port", "0"])
+        func start(_ config: String, dataDirectory: String) async throws -> BrokerProcess {
+            try await BrokerProcess.start(arguments: ["--config", config, "--data-dir", directory + "/" + dataDirectory, "--port", "0"])
         }
 
         func cleanUp() { try? FileManager.default.removeItem(atPath: directory) }
@@ -104,25 +104,28 @@ import Glibc
         }
     }
 
-    func rows(_ setup: Setup, prefix: String) throws -> Int {
+    func rows(_ setup: Setup, prefix: String) async throws -> Int {
         switch setup.kind {
         case .sqlite, .plugin:
-            return try sqliteCount(setup.target, "SELECT count(*) FROM Lead WHERE key LIKE '\(prefix)-%'")
+            return try await sqliteCount(setup.target, "SELECT count(*) FROM Lead WHERE key LIKE '\(prefix)-%'")
         case .postgres:
-            return try PostgresForProcessTests.count(
+            return try await PostgresForProcessTests.count(
                 "SELECT count(*) FROM \(setup.schema).\"Lead\" WHERE key LIKE '\(prefix)-%'")
         }
     }
 
-    func run(_ arguments: [String]) throws -> Int32 {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try orgsyncExecutable())
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        return process.terminationStatus
+    func run(_ arguments: [String]) async throws -> Int32 {
+        let executable = try orgsyncExecutable()
+        return try await offThePool {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = arguments
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
     }
 
     @Test(arguments: TargetKind.allCases)
@@ -132,10 +135,10 @@ import Glibc
         defer { setup.cleanUp() }
         let config = try setup.config("a")
         do {
-            let broker = try setup.start(config, dataDirectory: "a")
+            let broker = try await setup.start(config, dataDirectory: "a")
             try await append(broker, prefix: "old", count: 400)
             _ = try await waitForLink(broker, "applied 400") { ($0["cursor"] as? Int) == 400 }
-            #expect(broker.terminate() == 0)
+            #expect(await broker.terminate() == 0)
         }
         // Damage an early segment, let `log verify` find it and `log repair` cut there.
         let streamDirectory = setup.directory + "/a/streams/events"
@@ -148,20 +151,20 @@ import Glibc
         try damaged.write(contentsOf: Data([byte ^ 0xFF]))
         try damaged.close()
         let dataDirectory = setup.directory + "/a"
-        #expect(try run(["log", "verify", "--data-dir", dataDirectory, "--stream", "events"]) == 1)
-        #expect(try run(["log", "repair", "--data-dir", dataDirectory, "--stream", "events", "--yes"]) == 0)
+        #expect(try await run(["log", "verify", "--data-dir", dataDirectory, "--stream", "events"]) == 1)
+        #expect(try await run(["log", "repair", "--data-dir", dataDirectory, "--stream", "events", "--yes"]) == 0)
         let log = try StreamLog.open(dataDirectory: dataDirectory, name: "events")
         let cut = log.endOffset
         #expect(log.lineage.currentEpoch == 2, "a repair that cut acknowledged entries begins a new epoch")
         await log.close()
         try #require(cut < 400)
 
-        let broker = try setup.start(config, dataDirectory: "a")
+        let broker = try await setup.start(config, dataDirectory: "a")
         try await append(broker, prefix: "new", count: 100)
         let diverged = try await waitForLink(broker, "diverged") { ($0["state"] as? String) == "diverged" }
         #expect((diverged["lag"] as? Int) == 100, "a diverged link never reports lag 0 with entries missing")
         #expect((diverged["last_error"] as? String)?.contains("cut by a repair") == true)
-        #expect(try rows(setup, prefix: "new") == 0)
+        #expect(try await rows(setup, prefix: "new") == 0)
         // Resume does not end it; a reset from the cut replays the new entries.
         let (resumeStatus, _) = try await post("http://127.0.0.1:\(broker.port)/v1/links/demo/resume", body: Data(), contentType: "application/json")
         #expect(resumeStatus == 409)
@@ -169,8 +172,8 @@ import Glibc
                                               contentType: "application/json")
         #expect(resetStatus == 200)
         _ = try await waitForLink(broker, "drained") { ($0["lag"] as? Int) == 0 && ($0["state"] as? String) == "active" }
-        #expect(try rows(setup, prefix: "new") == 100, "every new entry reached the target")
-        #expect(broker.terminate() == 0)
+        #expect(try await rows(setup, prefix: "new") == 100, "every new entry reached the target")
+        #expect(await broker.terminate() == 0)
     }
 
     @Test func anOperatorsPauseOutlastsARestartOfTheBroker() async throws {
@@ -178,25 +181,25 @@ import Glibc
         defer { setup.cleanUp() }
         let config = try setup.config("p")
         do {
-            let broker = try setup.start(config, dataDirectory: "p")
+            let broker = try await setup.start(config, dataDirectory: "p")
             try await append(broker, prefix: "before", count: 40)
             _ = try await waitForLink(broker, "applied 40") { ($0["cursor"] as? Int) == 40 }
             let (status, _) = try await post("http://127.0.0.1:\(broker.port)/v1/links/demo/suspend", body: Data(), contentType: "application/json")
             #expect(status == 200)
-            #expect(broker.terminate() == 0)
+            #expect(await broker.terminate() == 0)
         }
-        let broker = try setup.start(config, dataDirectory: "p")
+        let broker = try await setup.start(config, dataDirectory: "p")
         let paused = try await linkStatus(broker)
         #expect((paused["state"] as? String) == "paused", "the pause outlasted the restart")
         try await append(broker, prefix: "during", count: 40)
         // The appends are acknowledged; a paused link applies none of them.
         #expect((try await linkStatus(broker)["lag"] as? Int) == 40)
-        #expect(try rows(setup, prefix: "during") == 0)
+        #expect(try await rows(setup, prefix: "during") == 0)
         let (status, _) = try await post("http://127.0.0.1:\(broker.port)/v1/links/demo/resume", body: Data(), contentType: "application/json")
         #expect(status == 200)
         _ = try await waitForLink(broker, "drained after resume") { ($0["lag"] as? Int) == 0 && ($0["state"] as? String) == "active" }
-        #expect(try rows(setup, prefix: "during") == 40)
-        #expect(broker.terminate() == 0)
+        #expect(try await rows(setup, prefix: "during") == 40)
+        #expect(await broker.terminate() == 0)
     }
 
     @Test func aNewDataDirectoryOnAnExistingTargetDiverges() async throws {
@@ -204,36 +207,36 @@ import Glibc
         defer { setup.cleanUp() }
         let config = try setup.config("b")
         do {
-            let broker = try setup.start(config, dataDirectory: "first")
+            let broker = try await setup.start(config, dataDirectory: "first")
             try await append(broker, prefix: "first", count: 400)
             _ = try await waitForLink(broker, "applied 400") { ($0["cursor"] as? Int) == 400 }
-            #expect(broker.terminate() == 0)
+            #expect(await broker.terminate() == 0)
         }
-        let broker = try setup.start(config, dataDirectory: "second")
+        let broker = try await setup.start(config, dataDirectory: "second")
         try await append(broker, prefix: "second", count: 100)
         let diverged = try await waitForLink(broker, "diverged") { ($0["state"] as? String) == "diverged" }
         #expect((diverged["lag"] as? Int) == 100)
         #expect((diverged["last_error"] as? String)?.contains("another stream") == true)
-        #expect(try rows(setup, prefix: "second") == 0)
+        #expect(try await rows(setup, prefix: "second") == 0)
         let (status, _) = try await post("http://127.0.0.1:\(broker.port)/v1/links/demo/reset?from=0", body: Data(), contentType: "application/json")
         #expect(status == 200)
         _ = try await waitForLink(broker, "drained") { ($0["lag"] as? Int) == 0 && ($0["state"] as? String) == "active" }
-        #expect(try rows(setup, prefix: "second") == 100)
-        #expect(broker.terminate() == 0)
+        #expect(try await rows(setup, prefix: "second") == 100)
+        #expect(await broker.terminate() == 0)
     }
 
     @Test func aSecondBrokerWithAnotherStreamButTheSameLinkDiverges() async throws {
         let setup = try Setup()
         defer { setup.cleanUp() }
-        let first = try setup.start(try setup.config("c1"), dataDirectory: "c1")
+        let first = try await setup.start(try setup.config("c1"), dataDirectory: "c1")
         try await append(first, prefix: "one", count: 100)
         _ = try await waitForLink(first, "applied 100") { ($0["cursor"] as? Int) == 100 }
-        #expect(first.terminate() == 0)
-        let second = try setup.start(try setup.config("c2", stream: "orders"), dataDirectory: "c2")
+        #expect(await first.terminate() == 0)
+        let second = try await setup.start(try setup.config("c2", stream: "orders"), dataDirectory: "c2")
         try await append(second, prefix: "two", count: 50, stream: "orders")
         _ = try await waitForLink(second, "diverged") { ($0["state"] as? String) == "diverged" }
-        #expect(try rows(setup, prefix: "two") == 0, "nothing of another stream is applied over this target's position")
-        #expect(second.terminate() == 0)
+        #expect(try await rows(setup, prefix: "two") == 0, "nothing of another stream is applied over this target's position")
+        #expect(await second.terminate() == 0)
     }
 }
 
@@ -264,7 +267,11 @@ enum PostgresForProcessTests {
     }
 
     /// Runs a one-number query with psql.
-    static func count(_ sql: String) throws -> Int {
+    static func count(_ sql: String) async throws -> Int {
+        try await offThePool { try countNow(sql) }
+    }
+
+    private static func countNow(_ sql: String) throws -> Int {
         let pg = try connection()
         let psql = ["/usr/bin/psql", "/usr/lib/postgresql/15/bin/psql"].first { FileManager.default.isExecutableFile(atPath: $0) }
         let process = Process()

@@ -230,14 +230,18 @@ extension LinkRouteTests {
         try await adapter.open()
         #expect(try await adapter.appliedPosition() == nil, "another link name has no offset")
         await adapter.close()
-        let count = try sqliteCount(t.directory + "/demo.sqlite", "SELECT count(*) FROM Lead WHERE key = 'dup'")
+        let count = try await sqliteCount(t.directory + "/demo.sqlite", "SELECT count(*) FROM Lead WHERE key = 'dup'")
         #expect(count == 1)
     }
 }
 
 /// Runs a one-number query with the sqlite3 command-line tool, waiting up to 5 s for a lock
 /// another process holds (a plugin finishing its transaction); any failure is an error.
-func sqliteCount(_ path: String, _ sql: String) throws -> Int {
+func sqliteCount(_ path: String, _ sql: String) async throws -> Int {
+    try await offThePool { try sqliteCountNow(path, sql) }
+}
+
+private func sqliteCountNow(_ path: String, _ sql: String) throws -> Int {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
     process.arguments = ["-cmd", ".timeout 5000", path, sql]

@@ -63,7 +63,7 @@ import Glibc
             settings: { path: \(target) }
         """.write(toFile: config, atomically: true, encoding: .utf8)
 
-        let broker = try BrokerProcess(
+        let broker = try await BrokerProcess.start(
             arguments: ["--config", config, "--data-dir", directory + "/state", "--port", "0"],
             launcher: [Self.prlimit, "--nofile=256:256"], timeoutSeconds: 60)
         let base = "http://127.0.0.1:\(broker.port)"
@@ -77,8 +77,8 @@ import Glibc
             guard Date() < deadline else { throw ProcessError("the link applied \(cursor) of \(Self.segmentCount) entries") }
             if cursor < Self.segmentCount { try await Task.sleep(for: .milliseconds(50)) }
         }
-        #expect(try sqliteCount(target, "SELECT count(*) FROM Lead WHERE key = 's-0'") == 1, "the oldest segment was served")
-        #expect(try sqliteCount(target, "SELECT count(*) FROM Lead") == Self.segmentCount)
+        #expect(try await sqliteCount(target, "SELECT count(*) FROM Lead WHERE key = 's-0'") == 1, "the oldest segment was served")
+        #expect(try await sqliteCount(target, "SELECT count(*) FROM Lead") == Self.segmentCount)
         // Having read all 5 000, the broker holds a bounded number of the stream's files open
         // (the cache of 64 sealed segments, the active one, index and lock), not one per segment.
         let held = try openDescriptors(pid: broker.process.processIdentifier, under: streamDirectory)
@@ -88,6 +88,6 @@ import Glibc
         let (status, body) = try await post(base + "/v1/streams/events/entries", body: Data(line.utf8), contentType: "application/json")
         #expect(status == 201)
         #expect((try JSONSerialization.jsonObject(with: body) as? [String: Any])?["first_offset"] as? Int == Self.segmentCount)
-        #expect(broker.terminate() == 0)
+        #expect(await broker.terminate() == 0)
     }
 }

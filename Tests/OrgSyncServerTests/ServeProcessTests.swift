@@ -9,15 +9,29 @@ import Testing
 import Glibc
 #endif
 
+/// Runs `body` on a thread of its own and awaits it: blocking work (a child's output, its exit)
+/// must never hold one of the few threads Swift concurrency runs every test on, or the tests
+/// running beside it stall (a 300 ms timeout observed after 13 s on a loaded machine).
+func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try body() }) }.start()
+    }
+}
+
 /// Runs the real `orgsync serve` executable as a child process.
-final class BrokerProcess {
+final class BrokerProcess: @unchecked Sendable {
     let process = Process()
     let port: Int
     private let output = Pipe()
 
-    /// Starts `orgsync serve` with `arguments` and waits (bounded) for its "listening" line.
-    /// `launcher` runs it through another program (e.g. `["/usr/bin/prlimit", "--nofile=256:256"]`).
-    init(arguments: [String], launcher: [String] = [], timeoutSeconds: Double = 30) throws {
+    /// Starts `orgsync serve` with `arguments` and waits (bounded, on a thread of its own) for
+    /// its "listening" line. `launcher` runs it through another program (e.g.
+    /// `["/usr/bin/prlimit", "--nofile=256:256"]`).
+    static func start(arguments: [String], launcher: [String] = [], timeoutSeconds: Double = 30) async throws -> BrokerProcess {
+        try await offThePool { try BrokerProcess(arguments: arguments, launcher: launcher, timeoutSeconds: timeoutSeconds) }
+    }
+
+    private init(arguments: [String], launcher: [String], timeoutSeconds: Double) throws {
         if let program = launcher.first {
             process.executableURL = URL(fileURLWithPath: program)
             process.arguments = Array(launcher.dropFirst()) + [try orgsyncExecutable(), "serve"] + arguments
@@ -32,14 +46,11 @@ final class BrokerProcess {
             process.standardError = FileHandle(forWritingAtPath: log)
         }
         try process.run()
-        // The first line says where it listens. Waited for with a bound: a broker that hangs at
-        // start (or prints nothing) fails the test instead of blocking it forever.
-        let firstLine = FirstLine()
-        output.fileHandleForReading.readabilityHandler = { handle in firstLine.take(handle.availableData) }
-        let started = firstLine.ready.wait(timeout: .now() + timeoutSeconds)
-        output.fileHandleForReading.readabilityHandler = nil
-        let text = firstLine.text
-        guard started == .success, process.isRunning else {
+        // The first line says where it listens. Waited for with a bound (poll, then read; an
+        // interrupted call is retried): a broker that hangs at start, or prints nothing, fails
+        // the test instead of blocking it forever.
+        let (text, started) = Self.readFirstLine(output.fileHandleForReading.fileDescriptor, timeoutSeconds: timeoutSeconds)
+        guard started, process.isRunning else {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
             throw ProcessError("the broker did not start within \(timeoutSeconds) s: \(text)")
@@ -53,33 +64,38 @@ final class BrokerProcess {
         self.port = port
     }
 
-    func terminate(signal: Int32 = SIGTERM) -> Int32 {
+    /// Reads `fd` until a newline, end of file or `timeoutSeconds`; the text, and whether a whole
+    /// line came in time.
+    static func readFirstLine(_ fd: Int32, timeoutSeconds: Double) -> (String, Bool) {
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        var collected: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while !collected.contains(0x0A) {
+            let remainingMs = Int32(max(0, min(Double(Int32.max), deadline.timeIntervalSinceNow * 1000)))
+            guard remainingMs > 0 else { return (String(decoding: collected, as: UTF8.self), false) }
+            var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&descriptor, 1, remainingMs)
+            if ready < 0 && errno == EINTR { continue }
+            guard ready > 0 else { return (String(decoding: collected, as: UTF8.self), false) }
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { return (String(decoding: collected, as: UTF8.self), false) }
+            collected += buffer[0..<count]
+        }
+        return (String(decoding: collected, as: UTF8.self), true)
+    }
+
+    /// Signals the broker and awaits its exit (on a thread of its own); its exit status.
+    func terminate(signal: Int32 = SIGTERM) async -> Int32 {
         kill(process.processIdentifier, signal)
-        process.waitUntilExit()
-        return process.terminationStatus
+        let process = self.process
+        return (try? await offThePool { () -> Int32 in
+            process.waitUntilExit()
+            return process.terminationStatus
+        }) ?? -1
     }
 
     deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
-}
-
-/// Collects a child's output until its first line (or end of file), from the reader's thread.
-final class FirstLine: @unchecked Sendable {
-    let ready = DispatchSemaphore(value: 0)
-    private let lock = NSLock()
-    private var collected = ""
-    private var signalled = false
-
-    var text: String { lock.withLock { collected } }
-
-    func take(_ chunk: Data) {
-        let signal: Bool = lock.withLock {
-            if !chunk.isEmpty { collected += String(decoding: chunk, as: UTF8.self) }
-            guard !signalled, chunk.isEmpty || collected.contains("\n") else { return false }
-            signalled = true
-            return true
-        }
-        if signal { ready.signal() }
-    }
 }
 
 struct ProcessError: Error, CustomStringConvertible {
@@ -136,7 +152,7 @@ func get(_ url: String) async throws -> (Int, Data) {
         let arguments = ["--config", config, "--data-dir", directory + "/state", "--port", "0"]
         var acked: [(first: Int, lines: [String])] = []
         do {
-            let broker = try BrokerProcess(arguments: arguments)
+            let broker = try await BrokerProcess.start(arguments: arguments)
             let base = "http://127.0.0.1:\(broker.port)"
             for round in 0..<5 {
                 let lines = (0..<50).map { #"{"org":"o","object":"Lead","op":"insert","key":"r\#(round)-\#($0)","ts":"t"}"# }
@@ -173,7 +189,7 @@ func get(_ url: String) async throws -> (Int, Data) {
                 break
             }
             #expect(answered >= 5, "appends were flowing when SIGTERM was sent")
-            #expect(broker.terminate() == 0, "graceful shutdown exits 0")
+            #expect(await broker.terminate() == 0, "graceful shutdown exits 0")
             acked += await inFlight.value
         }
         // The data directory holds every acknowledged entry at its offset.
@@ -185,11 +201,11 @@ func get(_ url: String) async throws -> (Int, Data) {
         }
         await log.close()
         // And the restarted broker serves them.
-        let again = try BrokerProcess(arguments: arguments)
+        let again = try await BrokerProcess.start(arguments: arguments)
         let (status, body) = try await get("http://127.0.0.1:\(again.port)/v1/streams/events")
         #expect(status == 200)
         #expect((try JSONSerialization.jsonObject(with: body) as? [String: Any])?["end_offset"] as? Int == acked.reduce(0) { $0 + $1.lines.count })
-        #expect(again.terminate(signal: SIGINT) == 0)
+        #expect(await again.terminate(signal: SIGINT) == 0)
     }
 
     /// A port another process listens on stops `serve` with a message naming the address and the

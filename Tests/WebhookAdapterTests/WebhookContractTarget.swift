@@ -60,6 +60,10 @@ final class InMemoryReceiver: Sendable {
     }
 }
 
+struct WebhookTrafficProblem: Error, CustomStringConvertible {
+    var description: String
+}
+
 struct WebhookContractTarget: AdapterContractTarget {
     let server: TestHTTPServer
     let receiver: InMemoryReceiver
@@ -79,6 +83,38 @@ struct WebhookContractTarget: AdapterContractTarget {
     func rows(object: String) async throws -> [ContractRow] { receiver.rows(object: object) }
 
     func makeDead() async throws { await server.stop() }
+
+    /// Every batch the adapter POSTed: JSON, a body whose offsets increase and match its
+    /// `first_offset`/`last_offset`, an `Idempotency-Key` of exactly
+    /// `<stream>:<stream id>:<epoch>:<first>-<last>` taken from that body, and a key sent again
+    /// only with the very same body (a re-send, never another batch under an old key).
+    func checkWhatTheAdapterSent() async throws {
+        var bodiesByKey: [String: [UInt8]] = [:]
+        for (index, request) in server.requests.enumerated() where request.method == .POST {
+            func fail(_ problem: String) -> WebhookTrafficProblem { WebhookTrafficProblem(description: "POST #\(index): \(problem)") }
+            guard request.headers["Content-Type"] == ["application/json"] else { throw fail("Content-Type \(request.headers["Content-Type"])") }
+            guard let key = request.headers["Idempotency-Key"].first, request.headers["Idempotency-Key"].count == 1 else {
+                throw fail("not exactly one Idempotency-Key")
+            }
+            guard let document = try? JSONSerialization.jsonObject(with: Data(request.body)) as? [String: Any],
+                  let stream = document["stream"] as? String, let streamID = document["stream_id"] as? String,
+                  let epoch = document["epoch"] as? Int, let first = document["first_offset"] as? Int,
+                  let last = document["last_offset"] as? Int, let entries = document["entries"] as? [[String: Any]]
+            else { throw fail("the body is not a batch document") }
+            let offsets = entries.compactMap { $0["offset"] as? Int }
+            guard offsets.count == entries.count, !offsets.isEmpty, zip(offsets, offsets.dropFirst()).allSatisfy({ $0 < $1 }),
+                  offsets.first == first, offsets.last == last else {
+                throw fail("entry offsets \(offsets) do not increase from first_offset \(first) to last_offset \(last)")
+            }
+            guard key == "\(stream):\(streamID):\(epoch):\(first)-\(last)" else {
+                throw fail("Idempotency-Key \(key) does not name the batch \(stream):\(streamID):\(epoch):\(first)-\(last)")
+            }
+            if let earlier = bodiesByKey[key], earlier != request.body {
+                throw fail("Idempotency-Key \(key) was sent again with another body")
+            }
+            bodiesByKey[key] = request.body
+        }
+    }
 
     func tearDown() async { await server.stop() }
 }

@@ -1305,10 +1305,16 @@ class Harness:
         cfg = os.path.join(self.work, "outage.yaml")
         k = 3
         interval_ms = 200
+        # Through a proxy that never cuts but reads the PostgreSQL protocol: it counts the link's
+        # probes itself (the resume check below does not rely on the supervisor's reason text).
+        proxy = FlapProxy(int(pg.port))
+        proxy.start()
+        _cleanups.append(proxy.close)
         # The issue asks for suspension within 1 s. A query stranded on the connection the
         # server dropped ends only at the adapter's query deadline, so keep it under 1 s.
-        write_config(cfg, [pg_link(self, schema, supervisor={"probe_threshold": k, "verify_interval_ms": interval_ms,
-                                                              "backoff_base_ms": 100, "backoff_cap_ms": 1000},
+        write_config(cfg, [pg_link(self, schema, port=proxy.port,
+                                   supervisor={"probe_threshold": k, "verify_interval_ms": interval_ms,
+                                               "backoff_base_ms": 100, "backoff_cap_ms": 1000},
                                    timeouts={"connect_timeout_ms": "500", "query_timeout_ms": "800"})])
         broker = Broker(self, cfg, data, "outage")
         workload = Workload(self.events_fn, self.seed + 2, 10_000_000)
@@ -1376,7 +1382,11 @@ class Harness:
                 pg.ctl_run("start")
             producers.stop()
         self.check_resumes(res, broker, k, interval_ms, need_one=True)
+        reason_probes = res.resume_probes
+        check_probes_at_target(res, pg, schema, proxy.events, LINK, k)
+        res.notes.append(f"resume probes in the supervisor's own reasons: {reason_probes}; counted at the target: {res.resume_probes}")
         self.final_check(res, broker, producers, workload, schema)
+        proxy.close()
 
     def check_resumes(self, res: Result, broker: Broker, k, interval_ms, need_one):
         """Every `resumed` in the sync log follows a `verifying` and reports >= K probes that took
@@ -2487,6 +2497,8 @@ class FlapProxy:
                     try:
                         server = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
                     except OSError:
+                        # The server itself is down (the outage scenario): the attempt failed.
+                        self.events.append((time.time(), "refused", None, None, None, None))
                         client.close()
                         continue
                     for s in (client, server):

@@ -30,6 +30,10 @@ public actor PostgresAdapter: OrgAdapter {
     /// Table shapes as committed in the target. A batch works on a copy and adopts it on COMMIT,
     /// so DDL rolled back with a batch never stays in the cache.
     private var shapes: [String: TableShape] = [:]
+    /// The second connection the liveness check asks `SELECT 1` on (kept between calls: a new
+    /// connection's authentication costs far more than a query, and a loaded machine must not
+    /// make a live server look dead).
+    private let livenessConnection = LivenessConnection()
 
     public init(linkName: String, settings: PostgresAdapterSettings) {
         self.linkName = linkName
@@ -152,6 +156,7 @@ public actor PostgresAdapter: OrgAdapter {
 
     public func close() async {
         await dropConnection()
+        livenessConnection.drop()
     }
 
     /// A table from before stream identities gains `stream_id` and `epoch` (one statement, so
@@ -444,7 +449,7 @@ public actor PostgresAdapter: OrgAdapter {
         let timeoutMs = settings.queryTimeoutMs
         let endpoint = self.endpoint
         let gate = ResumeOnce<T>()
-        let liveness = LivenessWatch(settings: settings, linkName: linkName, logger: logger)
+        let liveness = LivenessWatch(settings: settings, linkName: linkName, logger: logger, connection: livenessConnection)
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
                 gate.install(continuation)
@@ -472,7 +477,7 @@ public actor PostgresAdapter: OrgAdapter {
             }
         } onCancel: {
             gate.resume(.failure(CancellationError()))
-            connection.close().whenComplete { _ in }
+            connection.close().whenComplete { _ in withExtendedLifetime(connection) {} }
         }
     }
 }
@@ -518,15 +523,16 @@ private final class ResumeOnce<T: Sendable>: Sendable {
 }
 
 /// Watches a server while a call is in flight on another connection: every
-/// `liveness_interval_ms` it opens a second connection and runs `SELECT 1`, bounded by
-/// `liveness_timeout_ms`. The call's own connection cannot be asked (the protocol is one
-/// exchange at a time), but a server that cannot answer a new connection cannot be answering
-/// the old one: frozen processes, a dropped network, a dead host. A call that is slow on a live
+/// `liveness_interval_ms` it asks `SELECT 1` on a second connection (kept open between checks),
+/// bounded by `liveness_timeout_ms`. The call's own connection cannot be asked (the protocol is
+/// one exchange at a time), but a server that cannot answer the second one cannot be answering
+/// the first: frozen processes, a dropped network, a dead host. A call that is slow on a live
 /// server (a lock wait, a big batch) keeps going.
 struct LivenessWatch: Sendable {
     let settings: PostgresAdapterSettings
     let linkName: String
     let logger: Logger
+    let connection: LivenessConnection
 
     /// Returns the first problem found, or nil when cancelled (the call ended) or disabled.
     func firstProblem() async -> String? {
@@ -543,48 +549,109 @@ struct LivenessWatch: Sendable {
         return nil
     }
 
-    /// One bounded probe on a fresh connection; nil when the server answered.
+    /// One check, nil when the server answered. A kept connection that fails (rather than stays
+    /// silent) may just be stale: one fresh connection is tried within the same bound.
     func probeOnce() async -> String? {
         let timeoutMs = settings.livenessTimeoutMs
-        let gate = ResumeOnce<String?>()
+        let deadline = ContinuousClock.now + .milliseconds(timeoutMs)
+        let logger = self.logger
+        if let kept = connection.get() {
+            switch await bounded(by: deadline, { try await Self.selectOne(kept, logger: logger) }) {
+            case .answered: return nil
+            case .silent:
+                connection.drop()
+                return "the server did not answer a liveness check on a second connection within liveness_timeout_ms=\(timeoutMs)"
+            case .failed: connection.drop()
+            }
+        }
         var configuration = PostgresConnection.Configuration(
             host: settings.host, port: settings.port, username: settings.user, password: settings.password,
             database: settings.database, tls: .disable)
         configuration.options.connectTimeout = .milliseconds(Int64(timeoutMs))
         configuration.options.additionalStartupParameters = [("application_name", "orgsync-liveness:" + String(linkName.prefix(40)))]
-        let logger = self.logger
         let probeConfiguration = configuration
-        // Never cancelled (a connection dropped mid-connect by cancellation is never closed):
-        // the connect is bounded by its own timeout, and the deadline closes a connection that
-        // is waiting for its answer.
-        let opened = OpenedConnection()
-        let outcome = try? await withCheckedThrowingContinuation { (continuation: CheckedContinuation<String?, any Error>) in
+        let holder = connection
+        switch await bounded(by: deadline, {
+            let fresh = try await PostgresConnection.connect(configuration: probeConfiguration, id: 0, logger: logger)
+            // Kept (and closed by whoever replaces or drops it) before the query, so that a
+            // deadline that passes meanwhile still closes it.
+            holder.set(fresh)
+            try await Self.selectOne(fresh, logger: logger)
+        }) {
+        case .answered: return nil
+        case .silent:
+            connection.drop()
+            return "the server did not answer a liveness check on a second connection within liveness_timeout_ms=\(timeoutMs)"
+        case .failed(let problem):
+            connection.drop()
+            return "a liveness check on a second connection failed (\(problem))"
+        }
+    }
+
+    private static func selectOne(_ connection: PostgresConnection, logger: Logger) async throws {
+        let rows = try await connection.query("SELECT 1", logger: logger)
+        for try await _ in rows {}
+    }
+
+    enum Outcome: Sendable {
+        case answered
+        case silent
+        case failed(String)
+    }
+
+    /// Runs `work` until `deadline`: never cancelled (a connection dropped mid-connect by
+    /// cancellation is never closed); past the deadline the caller drops the connection, which
+    /// ends a query that waits for its answer.
+    private func bounded(by deadline: ContinuousClock.Instant, _ work: @escaping @Sendable () async throws -> Void) async -> Outcome {
+        let gate = ResumeOnce<Outcome>()
+        let outcome = try? await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Outcome, any Error>) in
             gate.install(continuation)
             Task {
                 do {
-                    let connection = try await PostgresConnection.connect(configuration: probeConfiguration, id: 0, logger: logger)
-                    opened.set(connection)
-                    defer { connection.close().whenComplete { _ in } }
-                    let rows = try await connection.query("SELECT 1", logger: logger)
-                    for try await _ in rows {}
-                    gate.resume(.success(nil))
+                    try await work()
+                    gate.resume(.success(.answered))
                 } catch {
-                    gate.resume(.success("a liveness probe on a second connection failed (\(String(describing: error).prefix(200)))"))
+                    gate.resume(.success(.failed(String(String(describing: error).prefix(200)))))
                 }
             }
             Task {
-                try? await Task.sleep(for: .milliseconds(timeoutMs))
-                gate.resume(.success("the server did not answer a liveness probe on a second connection within liveness_timeout_ms=\(timeoutMs)"))
-                opened.get()?.close().whenComplete { _ in }
+                try? await Task.sleep(until: deadline, clock: .continuous)
+                gate.resume(.success(.silent))
             }
         }
-        return outcome ?? nil
+        return outcome ?? .silent
     }
 }
 
-/// The liveness probe's connection, once it is open, for its deadline to close.
-private final class OpenedConnection: Sendable {
+/// The liveness check's connection, kept between checks; closed when dropped or replaced.
+final class LivenessConnection: Sendable {
     private let state = Mutex<PostgresConnection?>(nil)
-    func set(_ connection: PostgresConnection) { state.withLock { $0 = connection } }
-    func get() -> PostgresConnection? { state.withLock { $0 } }
+
+    deinit { drop() }
+
+    func get() -> PostgresConnection? {
+        state.withLock { $0.flatMap { $0.isClosed ? nil : $0 } }
+    }
+
+    func set(_ connection: PostgresConnection) {
+        let old = state.withLock { state -> PostgresConnection? in
+            defer { state = connection }
+            return state
+        }
+        if let old, old !== connection { Self.close(old) }
+    }
+
+    func drop() {
+        let old = state.withLock { state -> PostgresConnection? in
+            defer { state = nil }
+            return state
+        }
+        if let old { Self.close(old) }
+    }
+
+    /// Closes `connection` and keeps it alive until its channel is closed (postgres-nio asserts
+    /// that a connection is closed, not just closing, when it goes).
+    private static func close(_ connection: PostgresConnection) {
+        connection.close().whenComplete { _ in withExtendedLifetime(connection) {} }
+    }
 }
