@@ -230,16 +230,28 @@ struct EntriesAPI: Sendable {
         let reservation = BodyReservation(budget: bodyBudget, capBytes: limit)
         do {
             if let length, coding == nil { try await reservation.cover(length) }
-            // The raw body is gone once it is split: only the entries stay in memory while the
-            // append waits to be durable (they are what the reservation covers).
-            let entries = try await entries(of: request, limit: limit, coding: coding, reservation: reservation, ndjson: ndjson)
-            let answer = try await append(entries: entries, stream: stream, key: key)
+            let answer = try await readAndAppend(
+                request, limit: limit, coding: coding, reservation: reservation, ndjson: ndjson, stream: stream, key: key)
             await reservation.release()
             return answer
         } catch {
             await reservation.release()
             throw error
         }
+    }
+
+    /// Reads the body, splits it and appends the entries. Its own function so that the body and
+    /// the entries are freed when it returns, before the reservation is released (a release
+    /// that empties the budget gives freed pages back to the system; a debug build keeps a local
+    /// alive to the end of its scope).
+    private func readAndAppend(
+        _ request: Request, limit: Int, coding: Zlib.Format?, reservation: BodyReservation, ndjson: Bool,
+        stream: String, key: String?
+    ) async throws -> (AppendBody, replayed: Bool) {
+        // The raw body is gone once it is split: only the entries stay in memory while the
+        // append waits to be durable (they are what the reservation covers).
+        let entries = try await entries(of: request, limit: limit, coding: coding, reservation: reservation, ndjson: ndjson)
+        return try await append(entries: entries, stream: stream, key: key)
     }
 
     private func entries(

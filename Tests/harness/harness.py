@@ -2325,8 +2325,8 @@ class PgWireTap:
     records what an observer at the target sees: the client's application_name from the startup
     packet, each query it sends (the text of the last Parse, or a simple Query, at each Sync),
     and each answer (ReadyForQuery), with whether an ErrorResponse came before it. The adapter's
-    probe is its main connection's `SELECT 1`; the liveness check's `SELECT 1` runs on short
-    connections named `orgsync-liveness:<link>`, which the application_name tells apart."""
+    probe is its main connection's `SELECT 1`; the liveness check's `SELECT 1` runs on a second
+    connection named `orgsync-liveness:<link>`, which the application_name tells apart."""
 
     SSL_REQUEST = 80877103
 

@@ -416,9 +416,26 @@ public actor PostgresAdapter: OrgAdapter {
             let connection = try await PostgresConnection.connect(
                 configuration: configuration, id: connectionCount, logger: logger)
             self.connection = connection
+            try await openLivenessConnection()
             return connection
         } catch {
             throw PostgresErrorClassifier.classify(error, phase: .session, context: "\(endpoint): connect")
+        }
+    }
+
+    /// Opens the liveness check's connection with the call's, outside any call: a check made
+    /// while a batch is in flight then only asks `SELECT 1` (a new connection's authentication
+    /// on a loaded machine can take longer than `liveness_timeout_ms`, and a live server must
+    /// not look dead). Each link holds two connections while the check is on.
+    private func openLivenessConnection() async throws {
+        guard settings.livenessIntervalMs > 0, livenessConnection.get() == nil else { return }
+        do {
+            livenessConnection.set(
+                try await LivenessWatch.connect(
+                    settings: settings, linkName: linkName, logger: logger, timeoutMs: settings.connectTimeoutMs))
+        } catch {
+            await dropConnection()
+            throw error
         }
     }
 
@@ -437,8 +454,6 @@ public actor PostgresAdapter: OrgAdapter {
         }
     }
 
-    /// Runs `body` bounded by `query_timeout_ms`. On timeout or cancellation the connection is
-    /// closed, which fails whatever query is in flight (the server rolls back its transaction).
     /// Runs `body` with `query_timeout_ms` as its deadline. When the deadline passes the call
     /// fails with a connection error at once and the connection is closed; the body is
     /// abandoned rather than awaited, because a query sent on a connection that died under it
@@ -564,15 +579,9 @@ struct LivenessWatch: Sendable {
             case .failed: connection.drop()
             }
         }
-        var configuration = PostgresConnection.Configuration(
-            host: settings.host, port: settings.port, username: settings.user, password: settings.password,
-            database: settings.database, tls: .disable)
-        configuration.options.connectTimeout = .milliseconds(Int64(timeoutMs))
-        configuration.options.additionalStartupParameters = [("application_name", "orgsync-liveness:" + String(linkName.prefix(40)))]
-        let probeConfiguration = configuration
-        let holder = connection
+        let (settings, linkName, holder) = (self.settings, self.linkName, connection)
         switch await bounded(by: deadline, {
-            let fresh = try await PostgresConnection.connect(configuration: probeConfiguration, id: 0, logger: logger)
+            let fresh = try await Self.connect(settings: settings, linkName: linkName, logger: logger, timeoutMs: timeoutMs)
             // Kept (and closed by whoever replaces or drops it) before the query, so that a
             // deadline that passes meanwhile still closes it.
             holder.set(fresh)
@@ -586,6 +595,18 @@ struct LivenessWatch: Sendable {
             connection.drop()
             return "a liveness check on a second connection failed (\(problem))"
         }
+    }
+
+    /// A connection for the check, named so that the server's activity view tells it apart.
+    static func connect(settings: PostgresAdapterSettings, linkName: String, logger: Logger, timeoutMs: Int) async throws
+        -> PostgresConnection
+    {
+        var configuration = PostgresConnection.Configuration(
+            host: settings.host, port: settings.port, username: settings.user, password: settings.password,
+            database: settings.database, tls: .disable)
+        configuration.options.connectTimeout = .milliseconds(Int64(timeoutMs))
+        configuration.options.additionalStartupParameters = [("application_name", "orgsync-liveness:" + String(linkName.prefix(40)))]
+        return try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
     }
 
     private static func selectOne(_ connection: PostgresConnection, logger: Logger) async throws {
