@@ -15,8 +15,7 @@ Usage:
 
 Environment: ORGSYNC_BIN (default .build/debug/orgsync), ORGSYNC_TEST_PG_HOST/PORT/USER/
 PASSWORD/DB/CTL/DATA (a running throwaway cluster, see .ci/postgres.sh; scenarios that need
-PostgreSQL are reported as failed when it is absent), ORGSYNC_SHARED (folder holding
-bench/data/gen_events.py; default ../shared next to the repository, then /work/shared).
+PostgreSQL are reported as failed when it is absent).
 """
 from __future__ import annotations
 
@@ -124,22 +123,9 @@ def run(args, timeout_s=120.0, **kwargs) -> subprocess.CompletedProcess:
 
 
 # ----------------------------------------------------------------------------------------------
-# Workload: the shared generator when present, else a small one of our own.
+# Workload: a seeded generator of change events (org, object, op, key, ts, fields), its own.
 
-def load_generator():
-    candidates = [os.environ.get("ORGSYNC_SHARED", ""), os.path.join(REPO, "..", "shared"), "/work/shared"]
-    for base in candidates:
-        if base and os.path.exists(os.path.join(base, "bench", "data", "gen_events.py")):
-            sys.path.insert(0, os.path.join(base, "bench", "data"))
-            try:
-                import gen_events  # type: ignore
-                return gen_events.events, "shared gen_events.py"
-            finally:
-                sys.path.pop(0)
-    return _own_events, "built-in generator"
-
-
-def _own_events(count, seed=1):
+def workload_events(count, seed=1):
     rng = random.Random(seed)
     keys: dict[tuple, list] = {}
     t = 1_700_000_000_000
@@ -1202,7 +1188,7 @@ class Harness:
             _cleanups.append(lambda: shutil.rmtree(self.work, ignore_errors=True))
         self.pg = Postgres(os.environ)
         self.env = dict(os.environ, ORGSYNC_HARNESS_PGPASSWORD=self.pg.password or "")
-        self.events_fn, self.workload_source = load_generator()
+        self.events_fn, self.workload_source = workload_events, "seeded generator"
         self.producer_time_max_s = 600.0
         self.run_id = f"{os.getpid()}_{int(time.time()) % 100000}"
 
