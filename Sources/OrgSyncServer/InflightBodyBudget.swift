@@ -102,17 +102,34 @@ public actor InflightBodyBudget {
     public func release(_ bytes: Int) {
         guard bytes > 0 else { return }
         resume(state.release(bytes))
-        // Large bodies leave their pages with the allocator; once no body is held, give them
-        // back to the system so the broker returns near its resting size (off the caller's thread).
-        if state.reservedBytes == 0, bytes >= Self.trimAfterBytesMin { Self.returnFreedMemory() }
+        // Large bodies leave their pages with the allocator; once no body has been held for a
+        // moment, give them back to the system so the broker returns near its resting size.
+        if state.reservedBytes == 0, bytes >= Self.trimAfterBytesMin { scheduleTrim() }
     }
 
     /// Releases of at least this many bytes give freed memory back to the system.
     static let trimAfterBytesMin = 1 << 20
+    /// How long the budget stays empty before freed memory is given back: what a request frees
+    /// after its release (its response, its connection's buffers) is freed by then too, and a
+    /// burst of requests trims once, not once per request.
+    static let trimQuietPeriodMs = 200
+    private var trimScheduled = false
 
-    private static func returnFreedMemory() {
+    private func scheduleTrim() {
+        guard !trimScheduled else { return }
+        trimScheduled = true
+        Task { [weak self] in
+            try? await Task.sleep(for: .milliseconds(Self.trimQuietPeriodMs))
+            await self?.trimIfStillEmpty()
+        }
+    }
+
+    private func trimIfStillEmpty() {
+        trimScheduled = false
+        // A body reserved meanwhile schedules the next trim when it is released.
+        guard state.reservedBytes == 0 else { return }
         #if os(Linux)
-        Task.detached(priority: .background) { _ = glibcMallocTrim(0) }
+        _ = glibcMallocTrim(0)
         #endif
     }
 

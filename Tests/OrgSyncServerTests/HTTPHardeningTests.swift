@@ -92,7 +92,7 @@ import Testing
 
             // Closing one makes room (the server learns of the close asynchronously: a bounded
             // number of attempts, each a full round trip).
-            close(first.fd)
+            first.close()
             var admitted = false
             for _ in 0..<50 where !admitted {
                 let next = try RawHTTPConnection(port: port)

@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 @testable import OrgSyncServer
 import ServiceLifecycle
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -11,11 +12,15 @@ import Glibc
 /// A TCP connection to a broker driven byte by byte, for what an HTTP client library will not
 /// do: stay silent, send headers slowly, stall a body. Blocking calls run on a thread of their own,
 /// never on the cooperative pool the in-process server answers on; every wait is bounded.
-final class RawHTTPConnection: @unchecked Sendable {
-    let fd: Int32
+final class RawHTTPConnection: Sendable {
+    /// The socket while open, -1 once closed. Closed exactly once: a second close() of the same
+    /// number would close whatever descriptor the process opened next under it (an in-process
+    /// server's accepted socket: NIO then fails epoll_ctl with EBADF and traps).
+    private let descriptor: Mutex<Int32>
+    var fd: Int32 { descriptor.withLock { $0 } }
 
     init(port: Int) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ProcessError("socket: errno \(errno)") }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
@@ -25,12 +30,23 @@ final class RawHTTPConnection: @unchecked Sendable {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard status == 0 else {
-            close(fd)
-            throw ProcessError("connect to port \(port): errno \(errno)")
+            let code = errno
+            Glibc.close(fd)
+            throw ProcessError("connect to port \(port): errno \(code)")
         }
+        descriptor = Mutex(fd)
     }
 
-    deinit { close(fd) }
+    deinit { close() }
+
+    /// Closes the connection (once; later calls do nothing).
+    func close() {
+        let fd = descriptor.withLock { fd -> Int32 in
+            defer { fd = -1 }
+            return fd
+        }
+        if fd >= 0 { Glibc.close(fd) }
+    }
 
     /// Sends every byte (false if the peer closed the connection).
     @discardableResult
