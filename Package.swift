@@ -1,7 +1,7 @@
 // swift-tools-version: 6.1
 // orgsync — a durable broker that keeps databases ("orgs") in sync across unreliable links.
 // Dependencies point one way: orgsync → OrgSyncServer → OrgSyncCore → {OrgSyncLog, OrgSyncPluginAPI};
-// plugins depend on OrgSyncPluginAPI (and their own driver) only. See ../shared/DESIGN.md and README.md.
+// plugins depend on OrgSyncPluginAPI (and their own driver) only. See docs/DESIGN.md and README.md.
 import PackageDescription
 
 let strict: [SwiftSetting] = [
@@ -75,7 +75,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],
-            swiftSettings: strict
+            // The OpenAPI document, the status page and the default configuration: real files,
+            // compiled in as `EmbeddedFiles` constants by the plugin.
+            exclude: ["Embedded"],
+            swiftSettings: strict,
+            plugins: ["EmbedFilesPlugin"]
         ),
         .executableTarget(
             name: "orgsync",
@@ -113,6 +117,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
+        ),
+
+        // MARK: Build tools
+        .executableTarget(
+            name: "EmbedFiles",
+            swiftSettings: strict
+        ),
+        .plugin(
+            name: "EmbedFilesPlugin",
+            capability: .buildTool(),
+            dependencies: ["EmbedFiles"]
         ),
 
         // MARK: First-party adapters: OrgSyncPluginAPI and their driver only.
@@ -169,7 +184,7 @@ let package = Package(
         // MARK: Tests
         .testTarget(
             name: "OrgSyncLogTests",
-            dependencies: ["OrgSyncLog", "CZlib", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["OrgSyncLog", "OrgSyncTestSupport", "CZlib", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(
@@ -246,6 +261,7 @@ let package = Package(
                 "OrgSyncLog",
                 "OrgSyncCore",
                 "OrgSyncPluginAPI",
+                "OrgSyncTestSupport",
                 "SQLiteAdapter",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

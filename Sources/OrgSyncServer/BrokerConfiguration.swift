@@ -159,6 +159,14 @@ public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
 }
 
 extension BrokerConfiguration {
+    /// The configuration `orgsync serve` runs with no `--config`, compiled into the binary so it
+    /// runs from any directory. `data/orgsync.example.yaml` is its documented copy (a test keeps
+    /// the two equal).
+    public static let embeddedDefaultYAML = EmbeddedFiles.orgsyncExampleYaml
+
+    /// How syntax errors name the embedded default.
+    public static let embeddedDefaultName = "<embedded default configuration>"
+
     /// Reads and validates a YAML file. Unknown fields are errors (a typo must not be ignored).
     public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> BrokerConfiguration {
         guard let data = FileManager.default.contents(atPath: path) else {

@@ -13,31 +13,36 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Run the broker: HTTP API, streams and links.",
         discussion: """
-            With no --config it runs the embedded default, data/orgsync.example.yaml: a stream \
-            `events` and a link `demo` into data/state/demo.sqlite, on 127.0.0.1:7070, auth off \
-            (the file says so). SIGTERM or SIGINT stop it gracefully: it stops accepting requests, \
+            With no --config it runs the default compiled into the binary (its documented copy \
+            is data/orgsync.example.yaml in the repository): a stream `events` and a link `demo` \
+            into data/state/demo.sqlite under the current directory, on 127.0.0.1:7070, auth off \
+            (the file says so). It logs the data directory it uses. SIGTERM or SIGINT stop it gracefully: it stops accepting requests, \
             answers the appends in flight once they are durable, stores cursors, closes adapters \
             and exits 0.
             """
     )
 
-    @Option(help: "Configuration file (YAML). Default: data/orgsync.example.yaml") var config: String?
+    @Option(help: "Configuration file (YAML). Default: the embedded default (a copy is data/orgsync.example.yaml).") var config: String?
     @Option(help: "Data directory; overrides data_dir of the configuration.") var dataDir: String?
     @Option(help: "Port; overrides server.port (0 picks a free port).") var port: Int?
     @Option(help: "Listen address; overrides server.host.") var host: String?
 
     func run() async throws {
-        let path = config ?? "data/orgsync.example.yaml"
         var configuration: BrokerConfiguration
         do {
-            configuration = try BrokerConfiguration.load(path: path)
+            if let config {
+                configuration = try BrokerConfiguration.load(path: config)
+            } else {
+                configuration = try BrokerConfiguration.parse(
+                    yaml: BrokerConfiguration.embeddedDefaultYAML, environment: ProcessInfo.processInfo.environment,
+                    file: BrokerConfiguration.embeddedDefaultName)
+            }
             if let port { configuration.server.port = port }
             if let host { configuration.server.host = host }
             // --host and --port pass the same checks as the file (a remote host with auth off).
             try configuration.validate(environment: ProcessInfo.processInfo.environment)
         } catch {
             printError("orgsync serve: \(error)")
-            if config == nil { printError("(run from the repository, or pass --config FILE)") }
             throw ExitCodes.usage
         }
         // Before any stream or link is opened: a busy port stops here with nothing touched.
@@ -65,6 +70,9 @@ struct ServeCommand: AsyncParsableCommand {
             }
         }
         let dataDirectory = absolutePath(dataDir ?? configuration.dataDir)
+        logger.info("starting", metadata: [
+            "configuration": "\(config ?? BrokerConfiguration.embeddedDefaultName)", "data_directory": "\(dataDirectory)",
+        ])
         let registry = PluginRegistry(
             builtins: BuiltinAdapters.factories, pluginsDirectory: configuration.pluginsDir.map(absolutePath),
             processLimits: configuration.pluginProcessLimits, logger: logger)

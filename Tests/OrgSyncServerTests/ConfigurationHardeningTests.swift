@@ -246,6 +246,19 @@ import Testing
 
     /// Every `default N` the example documents for a supervisor or stream field, and every
     /// value it sets, is the code's default: the docs cannot drift from the code again.
+    /// The default compiled into the binary is the documented copy, byte for byte (both are
+    /// edited together: `cp data/orgsync.example.yaml Sources/OrgSyncServer/Embedded/`), and it
+    /// loads.
+    @Test func theEmbeddedDefaultIsTheDocumentedExample() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let documented = try String(contentsOfFile: root.appendingPathComponent("data/orgsync.example.yaml").path, encoding: .utf8)
+        #expect(BrokerConfiguration.embeddedDefaultYAML == documented,
+                "data/orgsync.example.yaml and Sources/OrgSyncServer/Embedded/orgsync.example.yaml differ")
+        let configuration = try BrokerConfiguration.parse(yaml: BrokerConfiguration.embeddedDefaultYAML)
+        #expect(configuration.streams.map(\.name) == ["events"])
+        #expect(configuration.links.map(\.name) == ["demo"])
+    }
+
     @Test func theExampleDocumentsTheCodesDefaults() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let text = try String(contentsOfFile: root.appendingPathComponent("data/orgsync.example.yaml").path, encoding: .utf8)

@@ -1,0 +1,441 @@
+"use strict";
+(function () {
+  const POLL_MS = 2000;
+  const PAGE_LIMIT = 20;
+  const TOKEN_KEY = "orgsync.token";
+
+  const view = {
+    role: null,          // "admin", "produce", "none", or null before the first answer
+    authEnabled: null,
+    link: null,          // the link of the detail view, or null for the overview
+    syncPages: [],       // "before" values of the sync log pages above the current one
+    syncBefore: null,
+    deadPages: [],
+    deadBefore: null,
+    pollCount: 0,
+    timer: null,
+    busy: false,
+    again: false,
+    rows: new Map(),     // link name -> overview row
+    signatures: {},      // table id -> JSON of what it shows (skip re-rendering unchanged data)
+  };
+
+  const $ = (id) => document.getElementById(id);
+
+  function readToken() {
+    try { return sessionStorage.getItem(TOKEN_KEY) || ""; } catch (e) { return ""; }
+  }
+  function writeToken(value) {
+    try {
+      if (value) { sessionStorage.setItem(TOKEN_KEY, value); } else { sessionStorage.removeItem(TOKEN_KEY); }
+    } catch (e) { /* storage disabled: the token lasts until the page is left */ }
+  }
+
+  class APIFailure extends Error {
+    constructor(status, code, message) { super(message); this.status = status; this.code = code; }
+  }
+
+  async function api(method, path) {
+    const headers = { "Accept": "application/json" };
+    const token = readToken();
+    if (token) { headers["Authorization"] = "Bearer " + token; }
+    const response = await fetch(path, { method: method, headers: headers, cache: "no-store", credentials: "omit" });
+    let body = null;
+    try { body = await response.json(); } catch (e) { body = null; }
+    if (!response.ok) {
+      const detail = body && body.error ? body.error : {};
+      throw new APIFailure(response.status, String(detail.code || "http_" + response.status),
+        String(detail.message || "HTTP " + response.status));
+    }
+    return body;
+  }
+
+  // Builds an element. attributes: plain object (className, or any attribute name);
+  // children: strings (added as text) or nodes. Never parses HTML.
+  function el(tag, attributes, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attributes || {})) {
+      if (value === null || value === undefined || value === false) { continue; }
+      if (name === "className") { node.className = value; } else { node.setAttribute(name, String(value)); }
+    }
+    for (const child of children) {
+      if (child === null || child === undefined) { continue; }
+      node.appendChild(typeof child === "object" ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function setText(node, text) {
+    const value = text === null || text === undefined ? "" : String(text);
+    if (node.textContent !== value) { node.textContent = value; }
+  }
+
+  function formatDuration(ms) {
+    const s = Math.floor(Number(ms) / 1000);
+    if (!Number.isFinite(s) || s < 0) { return "—"; }
+    if (s < 60) { return s + "s"; }
+    if (s < 3600) { return Math.floor(s / 60) + "m " + (s % 60) + "s"; }
+    if (s < 86400) { return Math.floor(s / 3600) + "h " + Math.floor((s % 3600) / 60) + "m"; }
+    return Math.floor(s / 86400) + "d " + Math.floor((s % 86400) / 3600) + "h";
+  }
+
+  function formatTime(ms) {
+    if (ms === null || ms === undefined) { return "—"; }
+    const date = new Date(Number(ms));
+    return Number.isNaN(date.getTime()) ? "—" : date.toISOString().replace("T", " ").replace(/\.\d+Z$/, "");
+  }
+
+  function formatBytes(n) {
+    const value = Number(n);
+    if (!Number.isFinite(value)) { return "—"; }
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let size = value, unit = 0;
+    while (size >= 1024 && unit < units.length - 1) { size /= 1024; unit += 1; }
+    return (unit === 0 ? String(size) : size.toFixed(1)) + " " + units[unit];
+  }
+
+  function stateLabel(state) {
+    return { active: "active", verifying: "verifying", suspended: "suspended", paused: "paused",
+             diverged: "diverged: needs an operator" }[state] || String(state);
+  }
+
+  function probeText(link) {
+    return link.state === "verifying" ? link.probe_successes + "/" + link.probe_threshold : "—";
+  }
+
+  function showMessage(text, kind) {
+    const node = $("message");
+    if (!text) { node.hidden = true; setText(node, ""); node.removeAttribute("data-kind"); return; }
+    node.hidden = false;
+    node.setAttribute("data-kind", kind || "info");
+    setText(node, text);
+  }
+
+  function setConnection(status, text) {
+    const node = $("connection");
+    node.setAttribute("data-status", status);
+    setText(node, text);
+  }
+
+  const isAdmin = () => view.role === "admin";
+
+  // --- who am I -----------------------------------------------------------------------
+
+  async function refreshRole() {
+    try {
+      const me = await api("GET", "/v1/whoami");
+      view.role = String(me.role);
+      view.authEnabled = Boolean(me.auth_enabled);
+    } catch (error) {
+      if (!(error instanceof APIFailure && error.status === 401)) { throw error; }  // retried next poll
+      view.role = "none";
+      view.authEnabled = true;
+      showMessage("The token was not accepted: " + error.message, "auth");
+    }
+    const role = $("role");
+    role.setAttribute("data-role", view.role);
+    if (!view.authEnabled) {
+      setText(role, "auth off: full access");
+    } else if (view.role === "admin") {
+      setText(role, "admin");
+    } else if (view.role === "produce") {
+      setText(role, "read-only (produce token)");
+    } else {
+      setText(role, "no token");
+    }
+    $("token-form").hidden = !view.authEnabled;
+    view.rows.forEach((row) => { row.actionsKey = null; });
+    view.signatures = {};
+  }
+
+  // --- overview -----------------------------------------------------------------------
+
+  function linkRow(name) {
+    let row = view.rows.get(name);
+    if (row) { return row; }
+    const cells = {};
+    const cell = (key, className) => (cells[key] = el("td", { className: className, "data-testid": "link-" + key }));
+    const anchor = el("a", { href: "#/links/" + encodeURIComponent(name), "data-testid": "link-open" }, name);
+    const tr = el("tr", { "data-testid": "link-row", "data-link": name },
+      el("td", { "data-testid": "link-name" }, anchor),
+      cell("stream"), cell("state"), cell("lag", "num"), cell("cursor", "num"), cell("end", "num"),
+      cell("probe"), cell("time-in-state"), cell("last-error", "error"), cell("actions"));
+    cells.badge = el("span", { className: "badge", "data-testid": "link-state-label" });
+    cells.held = el("span", { className: "held", "data-testid": "link-held-down", hidden: "" }, "held down");
+    cells.state.append(cells.badge, cells.held);
+    row = { tr: tr, cells: cells, actionsKey: null };
+    view.rows.set(name, row);
+    return row;
+  }
+
+  function actionButtons(link, testPrefix) {
+    const buttons = [];
+    if (!isAdmin()) { return buttons; }
+    const path = "/v1/links/" + encodeURIComponent(link.name);
+    if (link.state !== "paused") {
+      buttons.push(actionButton("Suspend", testPrefix + "suspend", "POST", path + "/suspend", "Suspend link " + link.name + "?"));
+    }
+    if (link.state === "diverged") {
+      buttons.push(actionButton("Adopt target position", testPrefix + "adopt", "POST", path + "/adopt",
+        "Take the offset the target of " + link.name + " holds as this stream's? Only if its data is known to match."));
+      return buttons;
+    }
+    if (link.state !== "active") {
+      buttons.push(actionButton("Resume", testPrefix + "resume", "POST", path + "/resume", null));
+      buttons.push(actionButton("Force resume", testPrefix + "force-resume", "POST", path + "/resume?force=true",
+        "Resume link " + link.name + " without verifying the target?"));
+    }
+    return buttons;
+  }
+
+  function actionButton(label, testid, method, path, question) {
+    const button = el("button", { type: "button", "data-testid": testid }, label);
+    button.addEventListener("click", async () => {
+      if (question && !window.confirm(question)) { return; }
+      button.disabled = true;
+      try {
+        await api(method, path);
+        showMessage(label + ": done", "info");
+      } catch (error) {
+        showMessage(label + " failed: " + error.message, "error");
+      }
+      button.disabled = false;
+      poll();
+    });
+    return button;
+  }
+
+  function renderLinks(links) {
+    const tbody = $("links");
+    const seen = new Set();
+    links.forEach((link, index) => {
+      const row = linkRow(link.name);
+      seen.add(link.name);
+      const c = row.cells;
+      row.tr.setAttribute("data-state", link.state);
+      row.tr.setAttribute("data-lag", String(link.lag));
+      c.badge.setAttribute("data-state", link.state);
+      setText(c.badge, stateLabel(link.state));
+      c.held.hidden = !link.held_down;
+      setText(c.stream, link.stream);
+      setText(c.lag, link.lag);
+      setText(c.cursor, link.cursor);
+      setText(c.end, link.end_offset);
+      setText(c.probe, probeText(link));
+      setText(c["time-in-state"], formatDuration(link.time_in_state_ms));
+      setText(c["last-error"], link.last_error || "");
+      if (link.last_error) { c["last-error"].setAttribute("title", link.last_error); } else { c["last-error"].removeAttribute("title"); }
+      const actionsKey = view.role + "|" + link.state;
+      if (row.actionsKey !== actionsKey) {
+        c.actions.replaceChildren(...actionButtons(link, "link-"));
+        row.actionsKey = actionsKey;
+      }
+      if (tbody.children[index] !== row.tr) { tbody.insertBefore(row.tr, tbody.children[index] || null); }
+    });
+    for (const [name, row] of view.rows) {
+      if (!seen.has(name)) { row.tr.remove(); view.rows.delete(name); }
+    }
+    $("links-empty").hidden = links.length > 0;
+  }
+
+  function renderIfChanged(id, data, render) {
+    const signature = JSON.stringify(data);
+    if (view.signatures[id] === signature) { return; }
+    view.signatures[id] = signature;
+    render();
+  }
+
+  function renderStreams(streams) {
+    renderIfChanged("streams", streams, () => {
+      $("streams").replaceChildren(...streams.map((s) => el("tr", { "data-testid": "stream-row", "data-stream": s.name },
+        el("td", { "data-testid": "stream-name" }, s.name),
+        el("td", { className: "num", "data-testid": "stream-start" }, s.start_offset),
+        el("td", { className: "num", "data-testid": "stream-end" }, s.end_offset),
+        el("td", { className: "num", "data-testid": "stream-segments" }, s.segments),
+        el("td", { className: "num", "data-testid": "stream-stored-bytes", title: s.stored_bytes + " bytes" }, formatBytes(s.stored_bytes)),
+        el("td", { className: "num", "data-testid": "stream-raw-bytes", title: s.raw_bytes + " bytes" }, formatBytes(s.raw_bytes)),
+        el("td", { className: "num", "data-testid": "stream-compression" }, Number(s.compression_ratio).toFixed(2) + "×"))));
+    });
+  }
+
+  async function refreshOverview() {
+    const [links, streams] = await Promise.all([api("GET", "/v1/links"), api("GET", "/v1/streams")]);
+    renderLinks(Array.isArray(links.links) ? links.links : []);
+    renderStreams(Array.isArray(streams.streams) ? streams.streams : []);
+  }
+
+  // --- one link -----------------------------------------------------------------------
+
+  function renderDetail(link) {
+    setText($("detail-name"), link.name);
+    const badge = $("detail-state");
+    badge.setAttribute("data-state", link.state);
+    $("detail").setAttribute("data-state", link.state);
+    setText(badge, stateLabel(link.state) + (link.held_down ? " (held down)" : ""));
+    const facts = [
+      ["stream", link.stream], ["cursor", link.cursor], ["end offset", link.end_offset], ["lag", link.lag],
+      ["probes", probeText(link)], ["time in state", formatDuration(link.time_in_state_ms)],
+      ["last error", link.last_error || "—"], ["suspensions", link.suspensions], ["flaps", link.flaps],
+      ["hold-downs", link.hold_downs], ["applied entries", link.applied_entries], ["rejected entries", link.rejected_entries],
+      ["failed dead letters", link.dead_letters_failed], ["running", link.running ? "yes" : "no"],
+    ];
+    $("detail-facts").replaceChildren(...facts.flatMap(([name, value]) => [
+      el("dt", {}, name), el("dd", { "data-testid": "fact-" + name.replace(/ /g, "-") }, value)]));
+    renderIfChanged("detail-actions", [view.role, link.name, link.state], () => {
+      $("detail-actions").replaceChildren(...actionButtons(link, "detail-"));
+    });
+  }
+
+  function renderSyncLog(page) {
+    const records = Array.isArray(page.records) ? page.records : [];
+    renderIfChanged("sync-log", records, () => {
+      $("sync-log").replaceChildren(...records.map((r) => el("tr", { "data-testid": "sync-log-row", "data-event": r.event, "data-sequence": r.sequence },
+        el("td", { className: "num" }, r.sequence),
+        el("td", {}, formatTime(r.time_ms)),
+        el("td", { "data-testid": "sync-log-event" }, r.event),
+        el("td", {}, el("span", { className: "badge", "data-state": r.state }, stateLabel(r.state))),
+        el("td", { "data-testid": "sync-log-reason" }, r.reason),
+        el("td", { className: "num" }, r.offset === undefined || r.offset === null ? "" : r.offset),
+        el("td", {}, r.status || ""),
+        el("td", {}, r.target_code || ""))));
+      if (records.length === 0) {
+        $("sync-log").replaceChildren(el("tr", {}, el("td", { colspan: 8, className: "muted" }, "No records.")));
+      }
+    });
+    view.syncNext = page.next_before === undefined ? null : page.next_before;
+    $("sync-older").disabled = view.syncNext === null;
+    $("sync-newer").disabled = view.syncPages.length === 0;
+  }
+
+  function renderDeadLetters(page, link) {
+    const letters = Array.isArray(page.dead_letters) ? page.dead_letters : [];
+    renderIfChanged("dead-letters", [view.role, letters], () => {
+      $("dead-letters").replaceChildren(...letters.map((d) => {
+        const actions = el("td", {});
+        if (isAdmin() && d.status === "failed") {
+          actions.appendChild(actionButton("Retry", "dead-letter-retry", "POST",
+            "/v1/links/" + encodeURIComponent(link) + "/dead-letters/" + encodeURIComponent(d.offset) + "/retry", null));
+        }
+        return el("tr", { "data-testid": "dead-letter-row", "data-offset": d.offset, "data-status": d.status },
+          el("td", { className: "num" }, d.offset),
+          el("td", {}, el("span", { className: "badge", "data-state": d.status }, d.status)),
+          el("td", {}, formatTime(d.failed_at_ms)),
+          el("td", { className: "num" }, d.attempts),
+          el("td", { className: "error", title: d.error, "data-testid": "dead-letter-error" }, d.error),
+          el("td", {}, d.target_code || ""),
+          el("td", { className: "entry", title: d.entry }, el("code", {}, d.entry)),
+          actions);
+      }));
+      if (letters.length === 0) {
+        $("dead-letters").replaceChildren(el("tr", {}, el("td", { colspan: 8, className: "muted" }, "No dead letters.")));
+      }
+    });
+    view.deadNext = page.next_before === undefined ? null : page.next_before;
+    $("dead-older").disabled = view.deadNext === null;
+    $("dead-newer").disabled = view.deadPages.length === 0;
+  }
+
+  async function refreshDetail(name) {
+    const base = "/v1/links/" + encodeURIComponent(name);
+    const syncQuery = "?limit=" + PAGE_LIMIT + (view.syncBefore === null ? "" : "&before=" + view.syncBefore);
+    const status = $("dead-status").value;
+    const deadQuery = "?limit=" + PAGE_LIMIT + (view.deadBefore === null ? "" : "&before=" + view.deadBefore) +
+      (status ? "&status=" + encodeURIComponent(status) : "");
+    const [link, syncLog, deadLetters] = await Promise.all([
+      api("GET", base), api("GET", base + "/sync-log" + syncQuery), api("GET", base + "/dead-letters" + deadQuery)]);
+    renderDetail(link);
+    renderSyncLog(syncLog);
+    renderDeadLetters(deadLetters, name);
+  }
+
+  // --- polling and navigation -----------------------------------------------------------
+
+  async function poll() {
+    if (view.busy) { view.again = true; return; }
+    view.busy = true;
+    view.again = false;
+    clearTimeout(view.timer);
+    try {
+      if (view.role === null) { await refreshRole(); }
+      if (view.link === null) { await refreshOverview(); } else { await refreshDetail(view.link); }
+      view.pollCount += 1;
+      const updated = $("updated");
+      updated.setAttribute("data-poll-count", String(view.pollCount));
+      setText(updated, "updated " + new Date().toLocaleTimeString());
+      setConnection("ok", "connected");
+      if ($("message").getAttribute("data-kind") === "auth") { showMessage(null); }
+    } catch (error) {
+      if (error instanceof APIFailure && (error.status === 401 || error.status === 403)) {
+        setConnection("unauthorized", "token needed");
+        showMessage(view.authEnabled === false ? error.message :
+          "Reading the status needs a token (produce or admin): " + error.message, "auth");
+      } else if (error instanceof APIFailure && error.status === 404 && view.link !== null) {
+        setConnection("error", "no such link");
+        showMessage("No link named " + view.link + ".", "error");
+      } else {
+        setConnection("error", "broker unreachable");
+        showMessage("Cannot read the status: " + error.message, "error");
+      }
+    } finally {
+      view.busy = false;
+      // A poll asked for meanwhile (an action, a new page, a new view) runs at once.
+      view.timer = setTimeout(poll, view.again ? 0 : POLL_MS);
+    }
+  }
+
+  function route() {
+    const match = /^#\/links\/(.+)$/.exec(location.hash);
+    let link = null;
+    if (match) {
+      try { link = decodeURIComponent(match[1]); } catch (e) { link = null; }
+    }
+    view.link = link;
+    view.syncPages = []; view.syncBefore = null; view.syncNext = null;
+    view.deadPages = []; view.deadBefore = null; view.deadNext = null;
+    view.signatures = {};
+    $("overview").hidden = link !== null;
+    $("detail").hidden = link === null;
+    $("detail").setAttribute("data-link", link === null ? "" : link);
+    document.title = link === null ? "orgsync status" : link + " · orgsync";
+    showMessage(null);
+    poll();
+  }
+
+  function pager(pagesKey, beforeKey, nextKey, older) {
+    if (older) {
+      if (view[nextKey] === null) { return; }
+      view[pagesKey].push(view[beforeKey]);
+      view[beforeKey] = view[nextKey];
+    } else {
+      if (view[pagesKey].length === 0) { return; }
+      view[beforeKey] = view[pagesKey].pop();
+    }
+    poll();
+  }
+
+  function start() {
+    $("token-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const input = $("token-input");
+      writeToken(input.value.trim());
+      input.value = "";
+      view.role = null;
+      showMessage(null);
+      poll();
+    });
+    $("token-forget").addEventListener("click", () => {
+      writeToken("");
+      view.role = null;
+      poll();
+    });
+    $("sync-older").addEventListener("click", () => pager("syncPages", "syncBefore", "syncNext", true));
+    $("sync-newer").addEventListener("click", () => pager("syncPages", "syncBefore", "syncNext", false));
+    $("dead-older").addEventListener("click", () => pager("deadPages", "deadBefore", "deadNext", true));
+    $("dead-newer").addEventListener("click", () => pager("deadPages", "deadBefore", "deadNext", false));
+    $("dead-status").addEventListener("change", () => { view.deadPages = []; view.deadBefore = null; poll(); });
+    window.addEventListener("hashchange", route);
+    route();
+  }
+
+  if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", start); } else { start(); }
+})();
