@@ -4,6 +4,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import OrgSyncTestSupport
 #endif
 
 /// The three ways acknowledged entries were silently never applied before targets stored a
@@ -83,24 +84,6 @@ import Glibc
                                              body: Data(lines.joined(separator: "\n").utf8), contentType: "application/x-ndjson")
             try #require(status == 201)
             sent += lines.count
-        }
-    }
-
-    func linkStatus(_ broker: BrokerProcess) async throws -> [String: Any] {
-        let (status, body) = try await get("http://127.0.0.1:\(broker.port)/v1/links/demo")
-        try #require(status == 200)
-        return try #require(try JSONSerialization.jsonObject(with: body) as? [String: Any])
-    }
-
-    /// Polls the link's status until `condition` holds, at most `timeoutSeconds`.
-    func waitForLink(_ broker: BrokerProcess, _ what: String, timeoutSeconds: Double = 30,
-                     _ condition: ([String: Any]) -> Bool) async throws -> [String: Any] {
-        let deadline = Date().addingTimeInterval(timeoutSeconds)
-        while true {
-            let status = try await linkStatus(broker)
-            if condition(status) { return status }
-            guard Date() < deadline else { throw ProcessError("link never \(what): \(status)") }
-            try await Task.sleep(for: .milliseconds(20))
         }
     }
 

@@ -7,31 +7,31 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import OrgSyncTestSupport
 #endif
-
-/// Runs `body` on a thread of its own and awaits it: blocking work (a child's output, its exit)
-/// must never hold one of the few threads Swift concurrency runs every test on, or the tests
-/// running beside it stall (a 300 ms timeout observed after 13 s on a loaded machine).
-func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try body() }) }.start()
-    }
-}
 
 /// Runs the real `orgsync serve` executable as a child process.
 final class BrokerProcess: @unchecked Sendable {
     let process = Process()
     let port: Int
     private let output = Pipe()
+    /// Where the broker's standard error goes: `ORGSYNC_TEST_BROKER_LOG` when set (kept), else a
+    /// temporary file removed with this value.
+    private let errorLogPath: String
+    private let keepsErrorLog: Bool
 
     /// Starts `orgsync serve` with `arguments` and waits (bounded, on a thread of its own) for
     /// its "listening" line. `launcher` runs it through another program (e.g.
     /// `["/usr/bin/prlimit", "--nofile=256:256"]`).
-    static func start(arguments: [String], launcher: [String] = [], timeoutSeconds: Double = 30) async throws -> BrokerProcess {
-        try await offThePool { try BrokerProcess(arguments: arguments, launcher: launcher, timeoutSeconds: timeoutSeconds) }
+    static func start(
+        arguments: [String], launcher: [String] = [], currentDirectory: String? = nil, timeoutSeconds: Double = 30
+    ) async throws -> BrokerProcess {
+        try await offThePool {
+            try BrokerProcess(arguments: arguments, launcher: launcher, currentDirectory: currentDirectory, timeoutSeconds: timeoutSeconds)
+        }
     }
 
-    private init(arguments: [String], launcher: [String], timeoutSeconds: Double) throws {
+    private init(arguments: [String], launcher: [String], currentDirectory: String?, timeoutSeconds: Double) throws {
         if let program = launcher.first {
             process.executableURL = URL(fileURLWithPath: program)
             process.arguments = Array(launcher.dropFirst()) + [try orgsyncExecutable(), "serve"] + arguments
@@ -39,12 +39,13 @@ final class BrokerProcess: @unchecked Sendable {
             process.executableURL = URL(fileURLWithPath: try orgsyncExecutable())
             process.arguments = ["serve"] + arguments
         }
+        if let currentDirectory { process.currentDirectoryURL = URL(fileURLWithPath: currentDirectory) }
         process.standardOutput = output
-        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        if let log = ProcessInfo.processInfo.environment["ORGSYNC_TEST_BROKER_LOG"] {
-            _ = FileManager.default.createFile(atPath: log, contents: nil)
-            process.standardError = FileHandle(forWritingAtPath: log)
-        }
+        let requestedLog = ProcessInfo.processInfo.environment["ORGSYNC_TEST_BROKER_LOG"]
+        errorLogPath = requestedLog ?? FileManager.default.temporaryDirectory.path + "/orgsync-stderr-" + UUID().uuidString
+        keepsErrorLog = requestedLog != nil
+        _ = FileManager.default.createFile(atPath: errorLogPath, contents: nil)
+        process.standardError = FileHandle(forWritingAtPath: errorLogPath)
         try process.run()
         // The first line says where it listens. Waited for with a bound (poll, then read; an
         // interrupted call is retried): a broker that hangs at start, or prints nothing, fails
@@ -89,13 +90,21 @@ final class BrokerProcess: @unchecked Sendable {
     func terminate(signal: Int32 = SIGTERM) async -> Int32 {
         kill(process.processIdentifier, signal)
         let process = self.process
-        return (try? await offThePool { () -> Int32 in
+        return await offThePool { () -> Int32 in
             process.waitUntilExit()
             return process.terminationStatus
-        }) ?? -1
+        }
     }
 
-    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+    /// What the broker wrote to standard error so far (its log).
+    var standardError: String {
+        (try? String(contentsOfFile: errorLogPath, encoding: .utf8)) ?? ""
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        if !keepsErrorLog { try? FileManager.default.removeItem(atPath: errorLogPath) }
+    }
 }
 
 struct ProcessError: Error, CustomStringConvertible {
@@ -132,6 +141,26 @@ func get(_ url: String) async throws -> (Int, Data) {
     request.timeoutInterval = 30
     let (data, response) = try await URLSession.shared.data(for: request)
     return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
+}
+
+/// The status of the broker's link `demo` (`GET /v1/links/demo`).
+func linkStatus(_ broker: BrokerProcess) async throws -> [String: Any] {
+    let (status, body) = try await get("http://127.0.0.1:\(broker.port)/v1/links/demo")
+    try #require(status == 200)
+    return try #require(try JSONSerialization.jsonObject(with: body) as? [String: Any])
+}
+
+/// Polls the link's status until `condition` holds, at most `timeoutSeconds` (another process's
+/// state: nothing to wait on but its answers).
+func waitForLink(_ broker: BrokerProcess, _ what: String, timeoutSeconds: Double = 30,
+                 _ condition: ([String: Any]) -> Bool) async throws -> [String: Any] {
+    let deadline = Date().addingTimeInterval(timeoutSeconds)
+    while true {
+        let status = try await linkStatus(broker)
+        if condition(status) { return status }
+        guard Date() < deadline else { throw ProcessError("link never \(what): \(status)") }
+        try await Task.sleep(for: .milliseconds(20))
+    }
 }
 
 @Suite(.serialized) struct ServeProcessTests {
@@ -206,6 +235,25 @@ func get(_ url: String) async throws -> (Int, Data) {
         #expect(status == 200)
         #expect((try JSONSerialization.jsonObject(with: body) as? [String: Any])?["end_offset"] as? Int == acked.reduce(0) { $0 + $1.lines.count })
         #expect(await again.terminate(signal: SIGINT) == 0)
+    }
+
+    /// With no configuration (only `--port 0`, to stay off the fixed port) `serve` runs the
+    /// default compiled into the binary from any directory: stream `events`, link `demo` into
+    /// `data/state/demo.sqlite` under the current directory, which it logs.
+    @Test func withNoConfigurationItRunsTheEmbeddedDefaultFromAnyDirectory() async throws {
+        let directory = FileManager.default.temporaryDirectory.path + "/orgsync-anywhere-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let broker = try await BrokerProcess.start(arguments: ["--port", "0"], currentDirectory: directory)
+        let line = #"{"org":"acme","object":"Contact","op":"upsert","key":"c1","ts":"2026-11-27T00:00:00Z","fields":{"Name":"A"}}"#
+        let (status, _) = try await post("http://127.0.0.1:\(broker.port)/v1/streams/events/entries", body: Data(line.utf8),
+                                         contentType: "application/json")
+        #expect(status == 201)
+        let applied = try await waitForLink(broker, "applied the entry") { ($0["cursor"] as? Int) == 1 }
+        #expect(applied["state"] as? String == "active")
+        #expect(FileManager.default.fileExists(atPath: directory + "/data/state/demo.sqlite"), "the demo target under the current directory")
+        #expect(await broker.terminate() == 0)
+        #expect(broker.standardError.contains("data_directory=\(directory)/data/state"), "it says where its data is: \(broker.standardError)")
     }
 
     /// A port another process listens on stops `serve` with a message naming the address and the
