@@ -21,7 +21,7 @@ struct AppendBenchmark: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "Workload JSON-lines file (../shared/bench/data/gen_events.py).") var input: String
+    @OptionGroup var workload: WorkloadOptions
     @Option(help: "Scratch directory on the filesystem to measure (default: a new temp dir, removed at the end).")
     var dataDir: String?
     @Option(help: "Seconds per append scenario.") var seconds: Double = 5
@@ -29,8 +29,8 @@ struct AppendBenchmark: AsyncParsableCommand {
     @Option(help: "Comma-separated entries per append.") var batches: String = "1,100"
     @Option(name: .customLong("restart-mib"), help: "Log sizes for the restart measurement, MiB.") var restartMiB: String = "100,2048"
     @Flag(help: "Skip the restart and verify measurements (they write ~2 GiB).") var skipRestart = false
-    @Flag(help: "Print RESULT lines (for compare_table.py) instead of the Markdown table.") var json = false
-    @Flag(help: "Only the 1-producer rows, for compare_table.py (peers run one producer).") var compare = false
+    @Flag(help: "Print RESULT lines (one JSON object each) instead of the Markdown table.") var json = false
+    @Flag(help: "Only the 1-producer rows (to set beside peers measured with one producer).") var compare = false
 
     func run() async throws {
         LoggingSystem.bootstrap { label in
@@ -38,15 +38,14 @@ struct AppendBenchmark: AsyncParsableCommand {
             handler.logLevel = .warning
             return handler
         }
-        let workload = try loadWorkload(input)
-        guard !workload.isEmpty else { throw ValidationErrorText("workload \(input) is empty") }
+        let (workload, source) = try self.workload.entries()
         let scratch = try dataDir ?? makeTempDir()
         defer { if dataDir == nil { try? FileManager.default.removeItem(atPath: scratch) } }
         let producerCounts = compare ? [1] : producers.split(separator: ",").compactMap { Int($0) }
         let batchSizes = batches.split(separator: ",").compactMap { Int($0) }
         var out = Report()
         let meanBytes = Double(workload.reduce(0) { $0 + $1.count }) / Double(workload.count)
-        out.header.append("workload: \(workload.count) entries, mean \(fmt(meanBytes)) B; zlib \(Zlib.version); \(ProcessInfo.processInfo.activeProcessorCount) cores; load \(loadAverage())")
+        out.header.append("workload: \(workload.count) entries (\(source)), mean \(fmt(meanBytes)) B; zlib \(Zlib.version); \(ProcessInfo.processInfo.activeProcessorCount) cores; load \(loadAverage())")
 
         if !compare {
             let disk = try measureDisk(directory: scratch)

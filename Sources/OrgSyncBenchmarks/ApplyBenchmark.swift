@@ -5,7 +5,7 @@ import OrgSyncPluginAPI
 import PostgresAdapter
 import SQLiteAdapter
 
-/// `OrgSyncBenchmarks apply`: the shared workload applied through an adapter in batches, next
+/// `OrgSyncBenchmarks apply`: the seeded workload applied through an adapter in batches, next
 /// to the same rows written straight through the database's own client in the same run
 /// (``runApplyBenchmarkSQLite(_:)``, ``ApplyBenchmarkPostgres``).
 /// The stream identity the apply benchmarks' batches carry (they read no real stream).
@@ -28,18 +28,17 @@ struct ApplyBenchmark: AsyncParsableCommand {
         case sqlite, postgres
     }
 
-    @Option(help: "Workload JSON-lines file (../shared/bench/data/gen_events.py).") var input: String
+    @OptionGroup var workload: WorkloadOptions
     @Option(help: "Adapter to measure: sqlite or postgres.") var adapter: AdapterName = .sqlite
     @Option(help: "Entries per batch (one transaction each), for both sides.") var batch: Int = 500
     @Option(help: "Rounds; the best of each side counts.") var rounds: Int = 2
-    @Option(help: "postgres: at most this many workload entries (default: all).") var count: Int?
     @Option(help: "sqlite: where the databases go (default: a new temp dir, removed at the end).") var workDir: String?
     @Option(help: "sqlite: plugins directory holding python-sqlite, to measure the out-of-process overhead.")
     var pluginsDir: String?
     @Flag(help: "Print RESULT lines instead of the Markdown table.") var json = false
 
     func validate() throws {
-        guard batch >= 1, rounds >= 1, (count ?? 1) >= 1 else { throw ValidationError("--batch, --rounds and --count must be positive") }
+        guard batch >= 1, rounds >= 1 else { throw ValidationError("--batch and --rounds must be positive") }
     }
 
     func run() async throws {
@@ -48,17 +47,19 @@ struct ApplyBenchmark: AsyncParsableCommand {
             handler.logLevel = .warning
             return handler
         }
-        let header = "<!-- apply \(adapter.rawValue): \(input); \(ProcessInfo.processInfo.activeProcessorCount) cores; load \(loadAverage()) -->"
+        let (lines, source) = try workload.entries()
+        let entries = try ApplyBenchmarkWorkload.parse(lines)
+        let header = "<!-- apply \(adapter.rawValue): \(entries.count) entries (\(source)); \(ProcessInfo.processInfo.activeProcessorCount) cores; load \(loadAverage()) -->"
         switch adapter {
-        case .sqlite: try await runSQLite(header: header)
-        case .postgres: try await runPostgres(header: header)
+        case .sqlite: try await runSQLite(entries, header: header)
+        case .postgres: try await runPostgres(entries, header: header)
         }
     }
 
-    private func runSQLite(header: String) async throws {
+    private func runSQLite(_ entries: [Entry], header: String) async throws {
         let directory = try workDir ?? makeTempDir()
         defer { if workDir == nil { try? FileManager.default.removeItem(atPath: directory) } }
-        var options = ApplyBenchmarkSQLiteOptions(eventsFile: input, workDirectory: directory)
+        var options = ApplyBenchmarkSQLiteOptions(entries: entries, workDirectory: directory)
         options.batchSize = batch
         options.roundCount = rounds
         options.pythonPluginsDirectory = pluginsDir
@@ -73,7 +74,7 @@ struct ApplyBenchmark: AsyncParsableCommand {
         }
     }
 
-    private func runPostgres(header: String) async throws {
+    private func runPostgres(_ entries: [Entry], header: String) async throws {
         let environment = ProcessInfo.processInfo.environment
         guard let host = environment["ORGSYNC_TEST_PG_HOST"], let portText = environment["ORGSYNC_TEST_PG_PORT"],
             let port = Int(portText), let user = environment["ORGSYNC_TEST_PG_USER"], let database = environment["ORGSYNC_TEST_PG_DB"]
@@ -84,9 +85,6 @@ struct ApplyBenchmark: AsyncParsableCommand {
         let settings = PostgresAdapterSettings(
             host: host, port: port, user: user, password: environment["ORGSYNC_TEST_PG_PASSWORD"], database: database,
             primaryKey: .orgKey)
-        let all = try ApplyBenchmarkWorkload.load(input)
-        let entries = Array(all.prefix(count ?? all.count))
-        guard !entries.isEmpty else { throw ValidationErrorText("workload \(input) is empty") }
         let result = try await ApplyBenchmarkPostgres(settings: settings, batchSize: batch, roundCount: rounds).run(entries)
         if json {
             print(resultLine(ApplyResultRow(

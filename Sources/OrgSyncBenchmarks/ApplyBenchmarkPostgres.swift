@@ -4,7 +4,7 @@ import OrgSyncPluginAPI
 import PostgresAdapter
 import PostgresNIO
 
-/// `apply` benchmark for PostgreSQL: the shared workload applied through ``PostgresAdapter`` in
+/// `apply` benchmark for PostgreSQL: the seeded workload applied through ``PostgresAdapter`` in
 /// batches, against the same rows upserted straight with postgres-nio in batches of the same
 /// size (one transaction per batch, one statement per row, no orgsync), in the same run and the
 /// same database. The two sides go batch by batch in turn (alternating which goes first), each
@@ -15,7 +15,7 @@ import PostgresNIO
 /// table/column checks, type checks, and rejected entries (an `insert` of a key that exists,
 /// which the workload has, is rejected and dead-lettered, and its batch re-applied without it,
 /// as the link does). The straight path turns every insert into an upsert and never rejects.
-/// Run it with `primary_key = org_key` on the shared workload: its keys are unique per org
+/// Run it with `primary_key = org_key` on the seeded workload: its keys are unique per org
 /// only, and with `key` alone about one entry in ten is an insert of another org's key.
 struct ApplyBenchmarkPostgres {
     struct Result: Sendable, CustomStringConvertible {
@@ -55,33 +55,6 @@ struct ApplyBenchmarkPostgres {
         self.settings = settings
         self.batchSize = max(1, batchSize)
         self.roundCount = max(1, roundCount)
-    }
-
-    /// Generates `count` workload entries with the shared generator into `outputPath`.
-    static func generateWorkload(generator: String, count: Int, outputPath: String) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", generator, "--count", String(count), "--out", outputPath]
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw Failure(description: "\(generator) exited with \(process.terminationStatus)")
-        }
-    }
-
-    /// The first `count` entries of a JSON Lines file, with offsets 0, 1, 2, …
-    static func loadWorkload(path: String, count: Int) throws -> [Entry] {
-        let text = try String(contentsOfFile: path, encoding: .utf8)
-        var entries: [Entry] = []
-        entries.reserveCapacity(count)
-        for line in text.split(separator: "\n", omittingEmptySubsequences: true) where entries.count < count {
-            do {
-                entries.append(try Entry.parse(Array(line.utf8), offset: Offset(UInt64(entries.count))))
-            } catch {
-                throw Failure(description: "\(path) line \(entries.count + 1): \(error)")
-            }
-        }
-        return entries
     }
 
     func run(_ entries: [Entry]) async throws -> Result {

@@ -7,13 +7,13 @@ import SQLiteAdapter
 
 /// What `OrgSyncBenchmarks apply` measures for the `sqlite` adapter.
 struct ApplyBenchmarkSQLiteOptions: Sendable {
-    /// JSON lines of the shared workload (`gen_events.py --count N --out FILE`).
-    var eventsFile: String
+    /// The workload, parsed.
+    var entries: [Entry]
     /// Where the benchmark's databases go (created if missing; files are replaced).
     var workDirectory: String
     /// Entries per batch (one transaction each), for both the adapter and the straight run.
     var batchSize: Int = 500
-    /// `org_key`: the shared workload's keys are unique per org only.
+    /// `org_key`: the seeded workload's keys are unique per org only.
     var primaryKey: SQLitePrimaryKey = .orgKey
     /// Each measurement runs this many times; the best (fastest) run counts.
     var roundCount: Int = 2
@@ -93,7 +93,7 @@ struct ApplyBenchmarkSQLiteResult: Sendable {
 /// application with a fixed schema would, and does not keep an offsets table.
 func runApplyBenchmarkSQLite(_ options: ApplyBenchmarkSQLiteOptions) async throws -> ApplyBenchmarkSQLiteResult {
     try FileManager.default.createDirectory(atPath: options.workDirectory, withIntermediateDirectories: true)
-    let entries = try ApplyBenchmarkWorkload.load(options.eventsFile)
+    let entries = options.entries
     let batches = stride(from: 0, to: entries.count, by: options.batchSize).map {
         EntryBatch(stream: "bench", identity: benchIdentity, entries: Array(entries[$0..<min($0 + options.batchSize, entries.count)]))
     }
@@ -125,12 +125,11 @@ enum ApplyBenchmarkWorkload {
         var description: String { "workload line \(line): \(problem)" }
     }
 
-    static func load(_ path: String) throws -> [Entry] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw LoadError(line: 0, problem: "cannot read \(path)")
-        }
+    /// The workload's lines as entries, at offsets 0, 1, …
+    static func parse(_ lines: [[UInt8]]) throws -> [Entry] {
         var entries: [Entry] = []
-        for (index, line) in data.split(separator: UInt8(ascii: "\n")).enumerated() where !line.isEmpty {
+        entries.reserveCapacity(lines.count)
+        for (index, line) in lines.enumerated() {
             do {
                 entries.append(try Entry.parse(line, offset: Offset(UInt64(entries.count))))
             } catch {

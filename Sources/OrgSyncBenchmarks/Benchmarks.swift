@@ -4,13 +4,14 @@ import ArgumentParser
 struct OrgSyncBenchmarks: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "OrgSyncBenchmarks",
-        abstract: "orgsync benchmarks: print a Markdown table (and RESULT lines for ../shared/bench/peers/compare_table.py).",
+        abstract: "orgsync benchmarks: print a Markdown table (--json: RESULT lines, one JSON object each).",
         discussion: """
-            Run in release mode on an idle machine, next to ../shared/bench on the same workload \
-            and hour, and compare ratios: e.g. `swift run -c release OrgSyncBenchmarks append \
-            --input /tmp/events.jsonl`. Generate the workload with \
-            `python3 ../shared/bench/data/gen_events.py --count 200000 --out /tmp/events.jsonl`.
+            Run in release mode on an idle machine: e.g. `swift run -c release OrgSyncBenchmarks \
+            append`. Each benchmark measures its ceilings (disk, zlib, a straight SQL client) in \
+            the same run and reports ratios against them. The workload is generated from a seed \
+            (--count, --seed) unless --input names a JSON-lines file; `OrgSyncBenchmarks workload` \
+            writes the same entries to a file, so another system can be measured on them.
             """,
-        subcommands: [AppendBenchmark.self, HTTPBenchmark.self, ApplyBenchmark.self, E2EBenchmark.self]
+        subcommands: [AppendBenchmark.self, HTTPBenchmark.self, ApplyBenchmark.self, E2EBenchmark.self, WorkloadCommand.self]
     )
 }

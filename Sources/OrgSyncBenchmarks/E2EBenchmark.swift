@@ -26,7 +26,7 @@ struct E2EBenchmark: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "Workload JSON-lines file (../shared/bench/data/gen_events.py).") var input: String
+    @OptionGroup var workload: WorkloadOptions
     @Option(help: "Scratch directory (default: a new temp dir, removed at the end).") var dataDir: String?
     @Option(help: "Entries per append call of the producer.") var appendBatch: Int = 100
     @Option(help: "Most entries the link applies in one batch (one SQLite transaction).") var linkBatch: Int = 500
@@ -56,8 +56,7 @@ struct E2EBenchmark: AsyncParsableCommand {
             handler.logLevel = .warning
             return handler
         }
-        let workload = try loadWorkload(input)
-        guard !workload.isEmpty else { throw ValidationErrorText("workload \(input) is empty") }
+        let (workload, _) = try self.workload.entries()
         let scratch = try dataDir ?? makeTempDir()
         defer { if dataDir == nil { try? FileManager.default.removeItem(atPath: scratch) } }
         let header = "workload: \(workload.count) entries; \(ProcessInfo.processInfo.activeProcessorCount) cores; load \(loadAverage())"

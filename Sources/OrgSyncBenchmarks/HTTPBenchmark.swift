@@ -22,7 +22,7 @@ struct HTTPBenchmark: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "Workload JSON-lines file (../shared/bench/data/gen_events.py).") var input: String
+    @OptionGroup var workload: WorkloadOptions
     @Option(help: "Seconds per scenario.") var seconds: Double = 5
     @Option(help: "Comma-separated connection counts.") var connections: String = "1,4,16"
     @Option(help: "Entries per request.") var batch: Int = 100
@@ -34,7 +34,7 @@ struct HTTPBenchmark: AsyncParsableCommand {
             handler.logLevel = .warning
             return handler
         }
-        let workload = try loadWorkload(input)
+        let (workload, _) = try self.workload.entries()
         let bodies = stride(from: 0, to: workload.count - batch + 1, by: batch).map { start -> (ByteBuffer, Int) in
             var buffer = ByteBuffer()
             var bytes = 0

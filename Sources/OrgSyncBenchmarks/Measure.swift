@@ -27,11 +27,14 @@ func percentileMs(_ sorted: [UInt64], _ p: Double) -> Double {
 func fmt(_ value: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", value) }
 
 /// Workload lines (JSON), as bytes.
-func loadWorkload(_ path: String) throws -> [[UInt8]] {
+/// The first `count` lines of a JSON-lines file (empty lines skipped).
+func loadWorkload(_ path: String, count: Int) throws -> [[UInt8]] {
     guard let data = FileManager.default.contents(atPath: path) else {
         throw ValidationErrorText("cannot read workload \(path)")
     }
-    return data.split(separator: 0x0A, omittingEmptySubsequences: true).map { Array($0) }
+    let lines = data.split(separator: 0x0A, omittingEmptySubsequences: true).prefix(count).map { Array($0) }
+    guard !lines.isEmpty else { throw ValidationErrorText("workload \(path) is empty") }
+    return lines
 }
 
 struct ValidationErrorText: Error, CustomStringConvertible {
@@ -39,7 +42,7 @@ struct ValidationErrorText: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// One row of a benchmark table, also printed as a RESULT line for compare_table.py.
+/// One row of a benchmark table, also printed as a RESULT line (JSON).
 struct ResultRow: Encodable {
     var system = "orgsync"
     var mode: String
