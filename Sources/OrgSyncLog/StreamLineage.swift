@@ -84,7 +84,7 @@ extension StreamLineage {
         var text = StreamLineage.firstLine + "\nid \(streamID)\n"
         for epoch in epochs { text += "epoch \(epoch.epoch) \(epoch.startOffset)\n" }
         var bytes = Array(text.utf8)
-        let crc = bytes.withUnsafeBytes { Zlib.crc32($0) }
+        let crc = Zlib.crc32(bytes)
         bytes += Array("crc32 \(String(crc, radix: 16))\n".utf8)
         return bytes
     }
@@ -97,7 +97,7 @@ extension StreamLineage {
         }
         let body = Array(bytes[..<crcLineStart])
         let crcLine = String(decoding: bytes[crcLineStart...], as: UTF8.self).trimmingSuffixNewline()
-        let computed = body.withUnsafeBytes { Zlib.crc32($0) }
+        let computed = Zlib.crc32(body)
         guard crcLine.hasPrefix("crc32 "), UInt32(crcLine.dropFirst(6), radix: 16) == computed else {
             return .failure(IdentityProblem("checksum mismatch"))
         }

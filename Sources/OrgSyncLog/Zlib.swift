@@ -13,18 +13,7 @@ public enum Zlib {
 
     /// CRC-32 (the zlib/IEEE polynomial) of `bytes`, continuing from `initial`.
     public static func crc32(_ bytes: UnsafeRawBufferPointer, initial: UInt32 = 0) -> UInt32 {
-        guard let base = bytes.baseAddress, bytes.count > 0 else { return initial }
-        var crc = UInt(initial)
-        var pointer = base.assumingMemoryBound(to: UInt8.self)
-        var remaining = bytes.count
-        // zlib takes a uInt length; feed very large buffers in chunks.
-        while remaining > 0 {
-            let chunk = min(remaining, Int(UInt32.max / 2))
-            crc = CZlib.crc32(crc, pointer, uInt(chunk))
-            pointer += chunk
-            remaining -= chunk
-        }
-        return UInt32(truncatingIfNeeded: crc)
+        checksum(bytes, initial: initial) { CZlib.crc32($0, $1, $2) }
     }
 
     public static func crc32(_ bytes: [UInt8], initial: UInt32 = 0) -> UInt32 {
@@ -33,17 +22,25 @@ public enum Zlib {
 
     /// Adler-32 of `bytes`, continuing from `initial` (1 for a fresh checksum).
     public static func adler32(_ bytes: UnsafeRawBufferPointer, initial: UInt32 = 1) -> UInt32 {
+        checksum(bytes, initial: initial) { CZlib.adler32($0, $1, $2) }
+    }
+
+    /// Runs one of zlib's running checksums over `bytes`. zlib takes a `uInt` length, so very
+    /// large buffers go in chunks.
+    private static func checksum(
+        _ bytes: UnsafeRawBufferPointer, initial: UInt32, _ update: (UInt, UnsafePointer<UInt8>, uInt) -> UInt
+    ) -> UInt32 {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return initial }
-        var adler = UInt(initial)
+        var value = UInt(initial)
         var pointer = base.assumingMemoryBound(to: UInt8.self)
         var remaining = bytes.count
         while remaining > 0 {
             let chunk = min(remaining, Int(UInt32.max / 2))
-            adler = CZlib.adler32(adler, pointer, uInt(chunk))
+            value = update(value, pointer, uInt(chunk))
             pointer += chunk
             remaining -= chunk
         }
-        return UInt32(truncatingIfNeeded: adler)
+        return UInt32(truncatingIfNeeded: value)
     }
 
     /// Compresses `input` into one zlib stream (header, deflate data, Adler-32 trailer),

@@ -4,6 +4,7 @@ import OrgSyncCore
 import OrgSyncLog
 import OrgSyncPluginAPI
 import OrgSyncTestSupport
+import PostgresAdapter
 import Synchronization
 
 /// Link cursors in the stream's real cursor files, published to an ``Observed`` value so that
@@ -181,4 +182,63 @@ final class CallTracingAdapter: OrgAdapter {
         try await traced("setAppliedPosition") { try await inner.setAppliedPosition(position) }
     }
     func close() async { await traced("close") { await inner.close() } }
+}
+
+/// A link from a real segment log in a temporary directory into the real PostgreSQL, running:
+/// log, traced adapter, observed cursor store, supervisor with `fastLinkConfiguration()`, a
+/// transition recorder and (when asked) a steady producer. Call `stop()` in a `defer` (it
+/// cancels what runs, also when the test fails) and `finish()` at the end; the directory goes
+/// with the rig.
+final class PostgresLinkRig: Sendable {
+    let linkName: String
+    let directory: String
+    let log: StreamLog
+    let adapter: CallTracingAdapter
+    let cursors: ObservedCursorStore
+    let supervisor: LinkSupervisor
+    let recorder: TransitionRecorder
+    let producer: SteadyProducer
+    let clock = SystemLinkClock()
+    let run: Task<Void, any Error>
+    /// The producer's task; nil unless started with `steadyProducer`.
+    let producing: Task<Void, any Error>?
+    private let recording: Task<Void, Never>
+
+    init(linkName: String, settings: [String: String], randomSeed: UInt64, steadyProducer: Bool) async throws {
+        self.linkName = linkName
+        directory = try makeTemporaryDirectory("orgsync-" + linkName)
+        log = try StreamLog.open(dataDirectory: directory, name: "events", logger: testLogger("orgsync.log"))
+        adapter = try CallTracingAdapter(PostgresAdapterFactory().makeAdapter(AdapterConfiguration(
+            linkName: linkName, streamName: "events", settings: settings, dataDirectory: directory)))
+        cursors = ObservedCursorStore(log: log)
+        supervisor = try LinkSupervisor(
+            name: linkName, source: StreamLogLinkSource(log: log), adapter: adapter, cursorStore: cursors,
+            configuration: fastLinkConfiguration(), clock: clock, logger: testLogger("orgsync.link"), randomSeed: randomSeed)
+        (recorder, recording) = await TransitionRecorder.start(supervisor)
+        producer = SteadyProducer(log: log)
+        let supervisor = self.supervisor
+        let producer = self.producer
+        run = Task { try await supervisor.run() }
+        producing = steadyProducer ? Task { try await producer.run() } : nil
+    }
+
+    /// A test that returned early leaves no directory behind either.
+    deinit { try? FileManager.default.removeItem(atPath: directory) }
+
+    /// Cancels the producer, the link and the recorder (safe to call more than once).
+    func stop() {
+        producer.stop()
+        producing?.cancel()
+        run.cancel()
+        recording.cancel()
+    }
+
+    /// Ends the link (its error, if it failed, is thrown), closes the log and removes the directory.
+    func finish() async throws {
+        stop()
+        let ended = await run.result
+        await log.close()
+        try? FileManager.default.removeItem(atPath: directory)
+        try ended.get()
+    }
 }

@@ -18,28 +18,13 @@ struct PostgresLinkTests {
     @Test func serverStopSuspendsWithinOneSecondAndRestartResumesAfterKProbesWithEveryEntryOnce() async throws {
         let server = try LinkTestPostgres.connection()
         let schema = "t_link_\(UInt32.random(in: 0...UInt32.max))"
-        let directory = try makeTemporaryDirectory("orgsync-linkpg")
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let log = try StreamLog.open(dataDirectory: directory, name: "events", logger: testLogger("orgsync.log"))
-        let adapter = try CallTracingAdapter(PostgresAdapterFactory().makeAdapter(AdapterConfiguration(
-            linkName: Self.linkName, streamName: "events", settings: LinkTestPostgres.adapterSettings(server, schema: schema),
-            dataDirectory: directory)))
+        let rig = try await PostgresLinkRig(
+            linkName: Self.linkName, settings: LinkTestPostgres.adapterSettings(server, schema: schema), randomSeed: 7,
+            steadyProducer: true)
+        defer { rig.stop() }
+        let (log, adapter, cursors, supervisor, recorder, producer, clock) =
+            (rig.log, rig.adapter, rig.cursors, rig.supervisor, rig.recorder, rig.producer, rig.clock)
         let configuration = fastLinkConfiguration()
-        let clock = SystemLinkClock()
-        let cursors = ObservedCursorStore(log: log)
-        let supervisor = try LinkSupervisor(
-            name: Self.linkName, source: StreamLogLinkSource(log: log), adapter: adapter, cursorStore: cursors,
-            configuration: configuration, clock: clock, logger: testLogger("orgsync.link"), randomSeed: 7)
-        let (recorder, recording) = await TransitionRecorder.start(supervisor)
-        let producer = SteadyProducer(log: log)
-        let run = Task { try await supervisor.run() }
-        let producing = Task { try await producer.run() }
-        defer {
-            producer.stop()
-            producing.cancel()
-            run.cancel()
-            recording.cancel()
-        }
         var serverStopped = false
         do {
             // Up and consuming: the first 50 entries reach the target.
@@ -91,7 +76,7 @@ struct PostgresLinkTests {
             let appendedAtResume = producer.appendedCount.value
             try await producer.waitForAppended(appendedAtResume + 50, ms: 5_000)
             producer.stop()
-            try await producing.value
+            try await rig.producing?.value
             let endOffset = log.endOffset
             #expect(endOffset == UInt64(producer.appendedCount.value))
             try await cursors.waitForCursor(link: Self.linkName, atLeast: Offset(endOffset), ms: 10_000)
@@ -133,8 +118,6 @@ struct PostgresLinkTests {
             if serverStopped || !running { _ = try? await LinkTestPostgres.pgCtl(["start"]) }
             throw error
         }
-        run.cancel()
-        try await run.value
-        await log.close()
+        try await rig.finish()
     }
 }

@@ -47,26 +47,10 @@ extension PostgresLinkTests {
     @Test func aFrozenServerSuspendsTheLinkWithinTwoSecondsWithDefaultSettings() async throws {
         let server = try LinkTestPostgres.connection()
         let schema = "t_frozen_\(UInt32.random(in: 0...UInt32.max))"
-        let directory = try makeTemporaryDirectory("orgsync-frozen")
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let log = try StreamLog.open(dataDirectory: directory, name: "events", logger: testLogger("orgsync.log"))
-        let adapter = try CallTracingAdapter(PostgresAdapterFactory().makeAdapter(AdapterConfiguration(
-            linkName: "frozen", streamName: "events", settings: Self.defaultSettings(server, schema: schema), dataDirectory: directory)))
-        let clock = SystemLinkClock()
-        let cursors = ObservedCursorStore(log: log)
-        let supervisor = try LinkSupervisor(
-            name: "frozen", source: StreamLogLinkSource(log: log), adapter: adapter, cursorStore: cursors,
-            configuration: fastLinkConfiguration(), clock: clock, logger: testLogger("orgsync.link"), randomSeed: 11)
-        let (recorder, recording) = await TransitionRecorder.start(supervisor)
-        let producer = SteadyProducer(log: log)
-        let run = Task { try await supervisor.run() }
-        let producing = Task { try await producer.run() }
-        defer {
-            producer.stop()
-            producing.cancel()
-            run.cancel()
-            recording.cancel()
-        }
+        let rig = try await PostgresLinkRig(
+            linkName: "frozen", settings: Self.defaultSettings(server, schema: schema), randomSeed: 11, steadyProducer: true)
+        defer { rig.stop() }
+        let (log, adapter, cursors, recorder, producer, clock) = (rig.log, rig.adapter, rig.cursors, rig.recorder, rig.producer, rig.clock)
         try await cursors.waitForCursor(link: "frozen", atLeast: 50)
         let frozen = try Self.serverProcesses()
         #expect(frozen.count > 1, "the postmaster and its backends")
@@ -85,7 +69,7 @@ extension PostgresLinkTests {
         // Thawed, the link verifies and resumes, and the stream drains with every entry once.
         _ = try await recorder.wait(for: .resumed, ms: 15_000)
         producer.stop()
-        try await producing.value
+        try await rig.producing?.value
         let endOffset = log.endOffset
         try await cursors.waitForCursor(link: "frozen", atLeast: Offset(endOffset), ms: 15_000)
         let db = try await LinkTestPostgres.connect(server)
@@ -94,29 +78,16 @@ extension PostgresLinkTests {
         #expect(try await db.scalar("SELECT count(DISTINCT \"Seq\") FROM \(table)") == Int64(endOffset))
         _ = try? await db.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \"\(schema)\" CASCADE"), logger: Logger(label: "test"))
         try? await db.close()
-        run.cancel()
-        try await run.value
-        await log.close()
+        try await rig.finish()
     }
 
     @Test func aBatchWaitingSecondsOnALockOfAHealthyServerIsNotTakenForADeadOne() async throws {
         let server = try LinkTestPostgres.connection()
         let schema = "t_slow_\(UInt32.random(in: 0...UInt32.max))"
-        let directory = try makeTemporaryDirectory("orgsync-slow")
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let log = try StreamLog.open(dataDirectory: directory, name: "events", logger: testLogger("orgsync.log"))
-        let adapter = try PostgresAdapterFactory().makeAdapter(AdapterConfiguration(
-            linkName: "slow", streamName: "events", settings: Self.defaultSettings(server, schema: schema), dataDirectory: directory))
-        let cursors = ObservedCursorStore(log: log)
-        let supervisor = try LinkSupervisor(
-            name: "slow", source: StreamLogLinkSource(log: log), adapter: adapter, cursorStore: cursors,
-            configuration: fastLinkConfiguration(), clock: SystemLinkClock(), logger: testLogger("orgsync.link"), randomSeed: 12)
-        let (recorder, recording) = await TransitionRecorder.start(supervisor)
-        let run = Task { try await supervisor.run() }
-        defer {
-            run.cancel()
-            recording.cancel()
-        }
+        let rig = try await PostgresLinkRig(
+            linkName: "slow", settings: Self.defaultSettings(server, schema: schema), randomSeed: 12, steadyProducer: false)
+        defer { rig.stop() }
+        let (log, cursors, supervisor, recorder) = (rig.log, rig.cursors, rig.supervisor, rig.recorder)
         let entry = { (seq: Int) in Array(#"{"org":"o","object":"Item","op":"upsert","key":"k\#(seq)","ts":"t","fields":{"Seq":\#(seq)}}"#.utf8) }
         _ = try await log.append((0..<10).map(entry))
         try await cursors.waitForCursor(link: "slow", atLeast: 10)
@@ -133,8 +104,6 @@ extension PostgresLinkTests {
         #expect(recorder.transitions.value.allSatisfy { $0.event != .suspended }, "a slow batch on a live server suspended the link")
         _ = try? await locker.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \"\(schema)\" CASCADE"), logger: Logger(label: "test"))
         try? await locker.close()
-        run.cancel()
-        try await run.value
-        await log.close()
+        try await rig.finish()
     }
 }

@@ -55,10 +55,3 @@ func openLog(
         logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), clock: clock)
 }
 
-/// Runs `body` on a thread of its own and awaits it: blocking work (a child process's output,
-/// its exit) must not hold one of the few threads every test shares.
-func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try body() }) }.start()
-    }
-}

@@ -4,6 +4,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import OrgSyncTestSupport
 #endif
 
 /// The `orgsync` executable built next to the tests (or `ORGSYNC_BIN`).

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 #endif
 import Testing
+import OrgSyncTestSupport
 
 /// The real `orgsync` executable (ORGSYNC_BIN, or the one built next to the tests): exit codes
 /// and messages an operator sees (issue 12).

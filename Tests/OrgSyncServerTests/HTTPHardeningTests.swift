@@ -6,6 +6,7 @@ import NIOCore
 import OrgSyncLog
 @testable import OrgSyncServer
 import Testing
+import OrgSyncTestSupport
 
 /// Issue 12, the HTTP rows: deadlines and a connection limit on real sockets against the real
 /// server, the broker-wide budget of body bytes, HEAD, and content codings.
@@ -16,20 +17,20 @@ import Testing
         try await withLiveBroker(yaml: liveYAML("header_timeout_ms: 300\nidle_timeout_ms: 900")) { port, _ in
             let silent = try RawHTTPConnection(port: port)
             let start = ContinuousClock.now
-            let silentOutcome = await RawHTTPConnection.offPool { silent.readUntilClosed(timeout: .seconds(5)) }
+            let silentOutcome = await offThePool { silent.readUntilClosed(timeout: .seconds(5)) }
             let silentFor = ContinuousClock.now - start
             #expect(silentOutcome == [], "a silent connection is closed without an answer")
             #expect(silentFor >= .milliseconds(250), "not before its header deadline: \(silentFor)")
             #expect(silentFor < .seconds(3), "closed within the deadline and a bound: \(silentFor)")
 
             let keptAlive = try RawHTTPConnection(port: port)
-            let answer = await RawHTTPConnection.offPool {
+            let answer = await offThePool {
                 keptAlive.send(rawRequest("GET", "/health/live"))
                 return keptAlive.readResponse(timeout: .seconds(30))
             }
             #expect(answer?.status == 200)
             let answeredAt = ContinuousClock.now
-            let idleOutcome = await RawHTTPConnection.offPool { keptAlive.readUntilClosed(timeout: .seconds(6)) }
+            let idleOutcome = await offThePool { keptAlive.readUntilClosed(timeout: .seconds(6)) }
             let idleFor = ContinuousClock.now - answeredAt
             #expect(idleOutcome == [], "the idle connection is closed")
             #expect(idleFor >= .milliseconds(800), "idle_timeout_ms, not header_timeout_ms, applies between requests: \(idleFor)")
@@ -43,7 +44,7 @@ import Testing
         try await withLiveBroker(yaml: liveYAML("header_timeout_ms: 400\nidle_timeout_ms: 20000")) { port, _ in
             let slow = try RawHTTPConnection(port: port)
             let start = ContinuousClock.now
-            let (closed, answered, sentHeaders) = await RawHTTPConnection.offPool { () -> (Bool, Bool, Int) in
+            let (closed, answered, sentHeaders) = await offThePool { () -> (Bool, Bool, Int) in
                 guard slow.send("GET /health/live HTTP/1.1\r\nHost: x\r\n") else { return (true, false, 0) }
                 var sent = 0
                 // One header line every 50 ms (the wait for the server's close is the pacing).
@@ -70,7 +71,7 @@ import Testing
             let first = try RawHTTPConnection(port: port)
             let second = try RawHTTPConnection(port: port)
             for connection in [first, second] {
-                let answer = await RawHTTPConnection.offPool {
+                let answer = await offThePool {
                     connection.send(rawRequest("GET", "/health/live"))
                     return connection.readResponse(timeout: .seconds(30))
                 }
@@ -78,13 +79,13 @@ import Testing
             }
             let third = try RawHTTPConnection(port: port)
             let start = ContinuousClock.now
-            let refused = await RawHTTPConnection.offPool { () -> [UInt8]? in
+            let refused = await offThePool { () -> [UInt8]? in
                 third.send(rawRequest("GET", "/health/live"))
                 return third.readUntilClosed(timeout: .seconds(5))
             }
             #expect(refused == [], "the connection past the limit is closed without an answer")
             #expect(ContinuousClock.now - start < .seconds(2), "at once, not at a deadline (header_timeout_ms is 10 s)")
-            let again = await RawHTTPConnection.offPool {
+            let again = await offThePool {
                 second.send(rawRequest("GET", "/health/live"))
                 return second.readResponse(timeout: .seconds(30))
             }
@@ -96,7 +97,7 @@ import Testing
             var admitted = false
             for _ in 0..<50 where !admitted {
                 let next = try RawHTTPConnection(port: port)
-                admitted = await RawHTTPConnection.offPool {
+                admitted = await offThePool {
                     next.send(rawRequest("GET", "/health/live"))
                     return next.readResponse(timeout: .seconds(2))?.status == 200
                 }
@@ -157,7 +158,7 @@ import Testing
                 for i in 0..<6 {
                     group.addTask {
                         guard let connection = try? RawHTTPConnection(port: port) else { return nil }
-                        return await RawHTTPConnection.offPool {
+                        return await offThePool {
                             connection.send(rawRequest("POST", "/v1/streams/events/entries", headers: ["Content-Type: application/x-ndjson"],
                                                        body: Self.ndjson(300, prefix: "busy-\(i)")))
                             return connection.readResponse(timeout: .seconds(30))
@@ -174,7 +175,7 @@ import Testing
 
             var acknowledged = 0
             for (holder, body) in zip(holders, held) {
-                let answer = await RawHTTPConnection.offPool {
+                let answer = await offThePool {
                     holder.send(Array(body[1000...]))
                     return holder.readResponse(timeout: .seconds(30))
                 }
@@ -186,7 +187,7 @@ import Testing
             #expect(await budget.reservedBytes == 0, "the budget is released")
 
             let later = try RawHTTPConnection(port: port)
-            let after = await RawHTTPConnection.offPool {
+            let after = await offThePool {
                 later.send(rawRequest("POST", "/v1/streams/events/entries", headers: ["Content-Type: application/x-ndjson"],
                                       body: Self.ndjson(400, prefix: "later")))
                 return later.readResponse(timeout: .seconds(30))
@@ -205,7 +206,7 @@ import Testing
                 for i in 0..<16 {
                     group.addTask {
                         guard let connection = try? RawHTTPConnection(port: port) else { return nil }
-                        return await RawHTTPConnection.offPool {
+                        return await offThePool {
                             connection.send(rawRequest("POST", "/v1/streams/events/entries", headers: ["Content-Type: application/x-ndjson"],
                                                        body: Self.ndjson(450, prefix: "c\(i)")))
                             return connection.readResponse(timeout: .seconds(60))
@@ -389,7 +390,7 @@ func boundedWait(_ timeout: Duration, _ event: @escaping @Sendable () async -> V
             let gzipped = try Zlib.compress(lines, format: .gzip)
             let chunk = Array(String(gzipped.count, radix: 16).utf8) + Array("\r\n".utf8) + gzipped + Array("\r\n0\r\n\r\n".utf8)
             let connection = try RawHTTPConnection(port: port)
-            let (refused, accepted) = await RawHTTPConnection.offPool { () -> (RawResponse?, RawResponse?) in
+            let (refused, accepted) = await offThePool { () -> (RawResponse?, RawResponse?) in
                 connection.send(rawRequest("POST", "/v1/streams/events/entries",
                                            headers: ["Content-Type: application/x-ndjson", "Transfer-Encoding: gzip, chunked"], body: chunk))
                 let refused = connection.readResponse(timeout: .seconds(30))

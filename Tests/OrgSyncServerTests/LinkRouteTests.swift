@@ -10,6 +10,7 @@ import OrgSyncPluginAPI
 @testable import OrgSyncServer
 import SQLiteAdapter
 import Testing
+import OrgSyncTestSupport
 
 /// A broker with one SQLite link whose supervisor runs for the test's duration.
 final class LinkedBroker: Sendable {

@@ -98,15 +98,6 @@ final class RawHTTPConnection: Sendable {
         }
         return RawResponse(parsing: bytes)
     }
-
-    /// Runs blocking work on a thread of its own: not the cooperative pool the in-process server
-    /// answers on, and not Dispatch's global queues, which on Linux add a thread for blocked
-    /// work only about once a second (concurrent clients would be served one by one).
-    static func offPool<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { continuation in
-            Thread { continuation.resume(returning: work()) }.start()
-        }
-    }
 }
 
 struct RawResponse: Sendable {
