@@ -46,6 +46,7 @@ import errno
 import json
 import os
 import random
+import shutil
 import socket
 import stat
 import subprocess
@@ -54,6 +55,12 @@ import threading
 import time
 
 SECTOR = 512
+TRACE = os.environ.get("POWERFS_TRACE") == "1"  # every namespace change and sync, to stderr
+
+
+def trace(*what):
+    if TRACE:
+        print("powerfs:", *what, file=sys.stderr, flush=True)
 
 
 class Node:
@@ -177,7 +184,9 @@ class PowerFS:
             node = self._lookup(path)
             if not node.is_dir:
                 raise OSError(errno.ENOTDIR, path)
-            return [".", ".."] + list(node.cur)
+            # With use_ino, an entry without its inode number (0) is skipped by readdir(3).
+            return ([(".", {"st_mode": node.mode, "st_ino": node.ino}, 0), ("..", {"st_mode": stat.S_IFDIR, "st_ino": 1}, 0)]
+                    + [(name, {"st_mode": n.mode, "st_ino": n.ino}, 0) for name, n in node.cur.items()])
 
     def opendir(self, path):
         with self._mutex:
@@ -201,6 +210,7 @@ class PowerFS:
             node = self._new(True, stat.S_IFDIR | (mode & 0o7777))
             parent.cur[name] = node
             self.entry_ops.append(("set", parent, name, node))
+            trace("mkdir", path)
             return 0
 
     def rmdir(self, path):
@@ -225,6 +235,7 @@ class PowerFS:
                 node = self._new(False, stat.S_IFREG | (mode & 0o7777))
                 parent.cur[name] = node
                 self.entry_ops.append(("set", parent, name, node))
+                trace("create", path)
             elif node.is_dir:
                 raise OSError(errno.EISDIR, path)
             return self._open_node(node, flags)
@@ -291,6 +302,7 @@ class PowerFS:
                 raise OSError(errno.EISDIR, path)
             del parent.cur[name]
             self.entry_ops.append(("del", parent, name))
+            trace("unlink", path)
             return 0
 
     def rename(self, old, new):
@@ -313,6 +325,7 @@ class PowerFS:
             del d1.cur[n1]
             d2.cur[n2] = node
             self.entry_ops.append(("rename", d1, n1, d2, n2, node))
+            trace("rename", old, new)
             return 0
 
     def fsync(self, path, datasync, fh):
@@ -320,6 +333,7 @@ class PowerFS:
             node = self._node(path, fh)
             self.counters["fsync"] += 1
             if node.is_dir:
+                trace("fsync (directory)", path)
                 self._sync_dir(node)
             else:
                 for op in node.pending:
@@ -331,6 +345,7 @@ class PowerFS:
         with self._mutex:
             node = self._node(path, None)
             self.counters["fsyncdir"] += 1
+            trace("fsyncdir", path)
             self._sync_dir(node)
             return 0
 
@@ -415,6 +430,7 @@ class PowerFS:
         if mode not in ("clean", "torn", "reorder"):
             raise ValueError(f"unknown mode {mode!r}")
         rng = random.Random(f"powerfs:{seed}")
+        trace("cut", mode, seed)
         with self._mutex:
             nodes = sorted(self.all_nodes(), key=lambda n: n.ino)
             result = {"mode": mode, "seed": seed, "writes_dropped": 0, "writes_kept": 0, "torn_writes": 0,
@@ -533,20 +549,42 @@ def control(path, command, timeout_s=60.0):
     return answer
 
 
+def python_for_powerfs():
+    """The interpreter that runs powerfs: ORGSYNC_POWERFS_PYTHON (a virtualenv with mfusepy, as
+    .ci/harness.sh makes), else this one."""
+    return os.environ.get("ORGSYNC_POWERFS_PYTHON") or sys.executable
+
+
+def missing_requirements(python=None):
+    """What powerfs needs and this machine lacks (empty when it can run)."""
+    missing = []
+    if not os.path.exists("/dev/fuse"):
+        missing.append("/dev/fuse")
+    elif not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        missing.append("access to /dev/fuse (run as root)")
+    if not shutil.which("fusermount3"):
+        missing.append("fusermount3 (Debian package fuse3)")
+    probe = subprocess.run([python or python_for_powerfs(), "-c", "import mfusepy"], capture_output=True, timeout=60)
+    if probe.returncode != 0:
+        missing.append("the mfusepy module (PyPI; .ci/harness.sh installs it in a virtualenv)")
+    return missing
+
+
 class Mount:
     """A powerfs process mounted on `mountpoint`, its control socket in `workdir`. `spawn` starts
     a process (the harness's, which registers it for cleanup); `stop()` unmounts and stops it by
     its PID, also when called twice or after a failure."""
 
-    def __init__(self, workdir, mountpoint, spawn=subprocess.Popen, log_path=None):
+    def __init__(self, workdir, mountpoint, spawn=subprocess.Popen, log_path=None, python=None):
         self.mountpoint, self.socket = mountpoint, os.path.join(workdir, "powerfs.sock")
         self.log_path = log_path or os.path.join(workdir, "powerfs.log")
         self.spawn, self.proc = spawn, None
+        self.python = python or python_for_powerfs()
 
     def start(self, timeout_s=30.0):
         os.makedirs(self.mountpoint, exist_ok=True)
         log = open(self.log_path, "ab")
-        self.proc = self.spawn([sys.executable, "-B", os.path.abspath(__file__), self.mountpoint, "--control", self.socket],
+        self.proc = self.spawn([self.python, "-B", os.path.abspath(__file__), self.mountpoint, "--control", self.socket],
                                stdout=log, stderr=log)
         log.close()
         self._wait_mounted(1, timeout_s)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Self-test of powerfs (the harness's power-loss filesystem): mounts it in a temporary
 directory and checks, through the kernel, each rule its docstring states. Needs root (or a
-usable /dev/fuse), fuse3 and mfusepy. Exit status 0 when every check passed, 1 otherwise.
+usable /dev/fuse), fuse3 and mfusepy (ORGSYNC_POWERFS_PYTHON: an interpreter that has it; see
+.ci/harness.sh). Exit status 0 when every check passed, 1 otherwise (also when it cannot run).
 
     python3 -B Tests/harness/test_powerfs.py
 """
@@ -66,8 +67,10 @@ class Tests:
         d = self.fresh_dir()
         write(os.path.join(d, "f"), b"never synced")
         assert read(os.path.join(d, "f")) == b"never synced"  # visible before the cut
+        assert os.listdir(d) == ["f"], os.listdir(d)
         self.cut()
         assert not os.path.exists(os.path.join(d, "f")), os.listdir(d)
+        assert os.listdir(d) == [], os.listdir(d)
 
     def test_synced_file_and_directory_are_kept(self):
         d = self.fresh_dir()
@@ -276,6 +279,10 @@ class Tests:
 
 
 def main():
+    missing = powerfs.missing_requirements()
+    if missing:  # not a skip: a self-test that did not run proved nothing
+        print(f"test_powerfs: cannot run: missing {', '.join(missing)}", file=sys.stderr)
+        return 1
     work = tempfile.mkdtemp(prefix="powerfs-test-")
     mount = powerfs.Mount(work, os.path.join(work, "mnt"))
     failed = 0
