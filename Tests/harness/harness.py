@@ -1,21 +1,30 @@
 #!/usr/bin/env python3
 """orgsync end-to-end harness: crash, outage, flap, corruption, disk-full, plugin-fault,
-bad-input and crash-under-retrying-producers scenarios against the real `orgsync` executable
-and a real PostgreSQL target.
+bad-input, crash-under-retrying-producers and power-loss scenarios against the real `orgsync`
+executable and a real PostgreSQL target (the power-loss scenario: a SQLite target).
 
 Python 3 standard library only. Everything binds to 127.0.0.1. Every loop is bounded in count
 and in time; every process the harness starts is stopped by its PID, also on failure
-(try/finally, atexit and signal handlers).
+(try/finally, atexit and signal handlers); FUSE mounts are unmounted at exit.
+
+Scenario 9 (power loss) puts the broker's data dir and its SQLite target on powerfs
+(Tests/harness/powerfs.py, self-test Tests/harness/test_powerfs.py), a FUSE filesystem that
+drops, on command, every write and directory entry not yet fsync'ed. It needs root (or a
+usable /dev/fuse), fusermount3 (Debian fuse3) and an interpreter with mfusepy (PyPI), named by
+ORGSYNC_POWERFS_PYTHON when it is not this one; .ci/harness.sh installs both. Without them the
+scenario is a SKIP, which fails the run unless --allow-skip.
 
 Usage:
     python3 Tests/harness/harness.py --short            # what .ci/harness.sh runs (~6 min)
-    python3 Tests/harness/harness.py --long             # >= 50 SIGKILL rounds, 1000 corruptions...
+    python3 Tests/harness/harness.py --long             # >= 50 SIGKILL rounds, 1000 corruptions, 100 power cuts...
+    python3 Tests/harness/harness.py --long --only power # 100 power cuts alone (a few minutes)
     python3 Tests/harness/harness.py --short --only kill,retry --seed 7 --keep
     python3 Tests/harness/harness.py --short --allow-skip  # a SKIP (disk full needs root) fails the run without it
 
 Environment: ORGSYNC_BIN (default .build/debug/orgsync), ORGSYNC_TEST_PG_HOST/PORT/USER/
 PASSWORD/DB/CTL/DATA (a running throwaway cluster, see .ci/postgres.sh; scenarios that need
-PostgreSQL are reported as failed when it is absent).
+PostgreSQL are reported as failed when it is absent), ORGSYNC_POWERFS_PYTHON (see above),
+POWERFS_TRACE=1 (powerfs logs every namespace change and sync to powerfs.log; with --keep).
 """
 from __future__ import annotations
 
@@ -440,8 +449,9 @@ class RetryingProducers:
     expecting a replayed 201 with the original offsets; and once, a changed body under a used
     key, expecting 422."""
 
-    def __init__(self, h, broker, seed, threads, batch_min, batch_max, pause_s, stream=STREAM):
+    def __init__(self, h, broker, seed, threads, batch_min, batch_max, pause_s, stream=STREAM, time_max_s=None):
         self.h, self.broker, self.seed, self.stream = h, broker, seed, stream
+        self.time_max_s = time_max_s or h.producer_time_max_s  # no new batches after this long
         self.threads_n, self.batch_min, self.batch_max, self.pause_s = threads, batch_min, batch_max, pause_s
         self.path = f"/v1/streams/{stream}/entries"
         self.request_timeout_s = 10.0
@@ -510,7 +520,7 @@ class RetryingProducers:
     def _produce(self, producer):
         rng = random.Random(f"{self.seed}:retry:p{producer}")  # the batches: the same whatever the timing
         jitter = random.Random(f"{self.seed}:retry:p{producer}:jitter")
-        deadline = time.monotonic() + self.h.producer_time_max_s
+        deadline = time.monotonic() + self.time_max_s
         checked_conflict = False
         starts_seen = self.broker.starts
         number = 0
@@ -2141,8 +2151,10 @@ class Harness:
         write_config(cfg, [link], stream_extra="segment_bytes_max: 65536")
         broker = Broker(self, cfg, data, "power")
         broker.start()
+        # Long mode paces the producers: each round dumps the whole log through powerfs (Python),
+        # so an unpaced log made the 100 rounds quadratic (17 s a round by round 80).
         producers = PowerProducers(self, broker, self.seed, threads=3, batch_min=5, batch_max=30,
-                                   pause_s=0.02)
+                                   pause_s=0.2 if self.long else 0.02, time_max_s=3600 if self.long else None)
         producers.start()
         modes = {"clean": 0, "torn": 0, "reorder": 0}
         dropped = {"writes": 0, "entries": 0, "torn": 0}
@@ -2156,11 +2168,15 @@ class Harness:
                 if not wait_until(lambda: producers.acked_entries() > acked_before, 60):
                     res.fail(f"round {i}: nothing acknowledged for 60 s")
                     break
+                cursor_before = 0
                 try:  # what the broker has shown before the cut must survive it
                     records_before = {json.dumps(r, sort_keys=True) for r in sync_log(broker.port, POWER_LINK)}
                     letters_before = {json.dumps(d, sort_keys=True) for d in dead_letters(broker.port, POWER_LINK)}
+                    # The link moves its cursor only after the target committed (or dead-lettered)
+                    # everything below it: those commits must survive the cut.
+                    cursor_before = int(link_status(broker.port, POWER_LINK)["cursor"])
                 except (OSError, RuntimeError, http.client.HTTPException) as error:
-                    res.fail(f"round {i}: sync log / dead letters unreadable before the cut: {error}")
+                    res.fail(f"round {i}: sync log / dead letters / link status unreadable before the cut: {error}")
                 broker.kill()
                 acked = producers.acked_snapshot()  # every 201 the dead broker gave
                 mode = rng.choice(sorted(modes))
@@ -2171,6 +2187,7 @@ class Harness:
                 dropped["torn"] += cut["torn_writes"]
                 res.rounds += 1
                 self._power_check_disk(res, i, mode, data, acked)
+                self._power_check_target(res, i, mode, db, acked, producers, cursor_before)
                 broker.start()
                 self._power_check_restart(res, i, mode, broker, records_before, letters_before)
                 if res.problems:
@@ -2197,6 +2214,51 @@ class Harness:
             res.fail(f"round {i} ({mode}): {len(lost)} acknowledged entries not on disk after the cut, "
                      f"e.g. offset {lost[0][0]} ({lost[0][1]}); dump exit {dcode}: {derr.strip()[-200:]}")
 
+    def _power_check_target(self, res, i, mode, db, acked, producers, cursor_before):
+        """The SQLite target as the power cut left it, read from a copy (opening it in place would
+        recover and checkpoint it before the broker does): every acknowledged entry below the
+        link's cursor before the cut has its row (its commit was durable), and one transaction per
+        batch: every entry at or below the stored offset has its row, none above it does."""
+        if not os.path.exists(db):
+            res.notes.append(f"round {i} ({mode}): no target file yet")
+            return
+        copy_dir = tempfile.mkdtemp(prefix="power-target-", dir=self.work)
+        try:
+            for suffix in ("", "-wal", "-journal"):
+                if os.path.exists(db + suffix):
+                    shutil.copyfile(db + suffix, os.path.join(copy_dir, "t.sqlite" + suffix))
+            copy = os.path.join(copy_dir, "t.sqlite")
+            try:
+                applied = sqlite_applied_offset(copy, POWER_LINK)
+            except sqlite3.Error as error:
+                if "no such table" in str(error):
+                    return  # the link had not opened its target yet
+                res.fail(f"round {i} ({mode}): the SQLite target is unreadable after the cut: {error}")
+                return
+            entries = {e["key"]: e for bs in producers.batches.values() for b in bs for e in b.entries}
+            objects = {e["object"] for e in entries.values()} - {PowerProducers.BAD_OBJECT}
+            rows, _ = sqlite_rows(copy, objects)
+            present = {k[2] for k in rows}
+            missing = [(off, key) for off, key in acked.items() if applied is not None and off <= applied
+                       and entries[key]["object"] != PowerProducers.BAD_OBJECT and key not in present]
+            ahead = [(off, key) for off, key in acked.items() if (applied is None or off > applied) and key in present]
+            lost_commits = [(off, key) for off, key in acked.items() if off < cursor_before
+                            and entries[key]["object"] != PowerProducers.BAD_OBJECT and key not in present]
+            if lost_commits:
+                res.lost += len(lost_commits)
+                res.fail(f"round {i} ({mode}): the link's cursor was {cursor_before} before the cut, but {len(lost_commits)} "
+                         f"acknowledged entries below it have no row in the target (stored offset now {applied}): "
+                         f"committed batches did not survive, e.g. offset {lost_commits[0][0]} ({lost_commits[0][1]})")
+            if missing:
+                res.lost += len(missing)
+                res.fail(f"round {i} ({mode}): the target's offset is {applied} but {len(missing)} acknowledged entries at "
+                         f"or below it have no row, e.g. offset {missing[0][0]} ({missing[0][1]})")
+            if ahead:
+                res.fail(f"round {i} ({mode}): {len(ahead)} rows of entries past the target's offset {applied}, "
+                         f"e.g. offset {ahead[0][0]} ({ahead[0][1]}): a batch committed without its offset")
+        finally:
+            shutil.rmtree(copy_dir, ignore_errors=True)
+
     def _power_check_restart(self, res, i, mode, broker, records_before, letters_before):
         """After the restart: the stream is served, the link's sync log and dead letters kept
         everything shown before the cut."""
@@ -2209,12 +2271,14 @@ class Harness:
         except (OSError, RuntimeError, http.client.HTTPException) as error:
             res.fail(f"round {i} ({mode}): sync log / dead letters unreadable after the restart: {error}")
             return
-        if records_before - records:
-            res.fail(f"round {i} ({mode}): {len(records_before - records)} sync-log records shown before the cut "
-                     f"are gone, e.g. {sorted(records_before - records)[0][:200]}")
-        if letters_before - letters:
-            res.fail(f"round {i} ({mode}): {len(letters_before - letters)} dead letters shown before the cut "
-                     f"are gone, e.g. {sorted(letters_before - letters)[0][:200]}")
+        for what, before, now, order in (("sync-log records", records_before, records, "sequence"),
+                                          ("dead letters", letters_before, letters, "offset")):
+            # Both are capped (10 000 by default) and drop their oldest: only what is newer than
+            # the oldest one kept must still be there.
+            oldest = min((json.loads(r).get(order, 0) for r in now), default=None)
+            gone = sorted(r for r in before - now if oldest is None or json.loads(r).get(order, 0) >= oldest)
+            if gone:
+                res.fail(f"round {i} ({mode}): {len(gone)} {what} shown before the cut are gone, e.g. {gone[0][:200]}")
 
     def final_check_power(self, res: Result, broker: Broker, producers, db, mount, rng):
         check = Check()
@@ -2933,7 +2997,7 @@ def main():
     ap = argparse.ArgumentParser(description="orgsync end-to-end fault harness")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--short", action="store_true", help="CI mode (default): 5 kills, ~50 corruptions, ~4 minutes")
-    mode.add_argument("--long", action="store_true", help=">= 50 kills, 10 s outage, 30 s flapping, 1000 corruptions")
+    mode.add_argument("--long", action="store_true", help=">= 50 kills, 10 s outage, 30 s flapping, 1000 corruptions, 100 power cuts")
     ap.add_argument("--seed", type=int, default=int(os.environ.get("ORGSYNC_HARNESS_SEED", "20261125")))
     ap.add_argument("--only", default="", help="comma-separated scenarios: " + ",".join(s[0] for s in SCENARIOS))
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, data dirs)")
