@@ -2201,7 +2201,11 @@ class Harness:
 
     def _power_check_disk(self, res, i, mode, data, acked):
         """The log as the power cut left it, before the broker repairs anything: every entry
-        acknowledged so far is there, at its offset."""
+        acknowledged so far is there, at its offset, and nothing marked the stream corrupt."""
+        marker = os.path.join(data, "streams", STREAM, "CORRUPT")
+        if os.path.exists(marker):
+            with open(marker, errors="replace") as f:
+                res.fail(f"round {i} ({mode}): the stream is marked corrupt after the cut: {f.read()[:300]}")
         dcode, dumped, derr = dump_log(self, data)
         if dcode != 0:
             vcode, vtext = verify_log(self, data)

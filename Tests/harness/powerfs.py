@@ -629,9 +629,18 @@ class Mount:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
-        if os.path.ismount(self.mountpoint):
+        if self.mounted():  # also a dead mount (the process killed): "transport endpoint not connected"
             subprocess.run(["fusermount3", "-u", "-z", self.mountpoint], capture_output=True, timeout=30)
         self.proc = None
+
+    def mounted(self):
+        """Whether the kernel lists the mount point (os.path.ismount says no for a dead FUSE mount)."""
+        target = os.path.realpath(self.mountpoint)
+        try:
+            with open("/proc/self/mounts") as f:
+                return any(line.split()[1].replace("\\040", " ") == target for line in f if len(line.split()) > 1)
+        except OSError:
+            return os.path.ismount(self.mountpoint)
 
     def log_tail(self, n=2000):
         try:
