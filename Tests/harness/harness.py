@@ -2190,6 +2190,10 @@ class Harness:
                 self._power_check_target(res, i, mode, db, acked, producers, cursor_before)
                 broker.start()
                 self._power_check_restart(res, i, mode, broker, records_before, letters_before)
+                # The cursor is stored (fsynced) before the link moves it in memory: it never goes back.
+                if not wait_until(lambda: int(link_status(broker.port, POWER_LINK)["cursor"]) >= cursor_before, 30):
+                    res.fail(f"round {i} ({mode}): the link's cursor went back from {cursor_before} to "
+                             f"{link_status(broker.port, POWER_LINK)['cursor']} across the cut")
                 if res.problems:
                     break
             time.sleep(0.3)
