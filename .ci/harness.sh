@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end fault harness (issue 7): crash, outage, flap, corruption, disk-full, plugin-fault,
-# bad-input and crash-under-retrying-producers scenarios against the built `orgsync` and a
-# throwaway PostgreSQL.
+# bad-input, crash-under-retrying-producers and power-loss (issue 13) scenarios against the
+# built `orgsync` and a throwaway PostgreSQL; first the power-loss filesystem's self-test.
 # Usage: bash .ci/harness.sh [--short|--long] [--only kill,outage,...,retry] [--seed N] [--keep] [--allow-skip]
 #   ORGSYNC_BIN   the executable (default .build/debug/orgsync; build it first)
 #   ORGSYNC_TEST_PG_*  a running cluster from .ci/postgres.sh; when unset, this script starts
@@ -18,8 +18,33 @@ fi
 if [ -z "${ORGSYNC_TEST_PG_HOST:-}" ]; then
   # shellcheck source=/dev/null
   source .ci/postgres.sh || { echo "harness.sh: could not start PostgreSQL" >&2; exit 2; }
+  ORGSYNC_TEST_PG_STARTED_HERE=1
   trap 'orgsync_pg_stop' EXIT
 fi
+# The power-loss scenario's filesystem (Tests/harness/powerfs.py) runs on libfuse3 (Debian
+# fuse3) through mfusepy (PyPI, pinned), installed in a temporary virtualenv; the harness itself
+# stays standard-library Python. ORGSYNC_POWERFS_PYTHON set: that interpreter already has it.
+if [ -z "${ORGSYNC_POWERFS_PYTHON:-}" ]; then
+  MFUSEPY_VERSION=3.1.1
+  if ! command -v fusermount3 >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] || { echo "harness.sh: install fuse3 (or run as root)" >&2; exit 2; }
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 >/dev/null
+  fi
+  powerfs_venv="$(mktemp -d /tmp/orgsync-powerfs-venv.XXXXXX)"
+  trap 'rm -rf "$powerfs_venv"; [ -z "${ORGSYNC_TEST_PG_STARTED_HERE:-}" ] || orgsync_pg_stop' EXIT
+  if ! python3 -m venv "$powerfs_venv" >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] || { echo "harness.sh: python3 cannot make a venv (install python3-venv)" >&2; exit 2; }
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    rm -rf "$powerfs_venv"
+    python3 -m venv "$powerfs_venv"
+  fi
+  "$powerfs_venv/bin/pip" install -q --disable-pip-version-check "mfusepy==$MFUSEPY_VERSION"
+  export ORGSYNC_POWERFS_PYTHON="$powerfs_venv/bin/python"
+fi
+echo "harness.sh: powerfs self-test (the power-loss scenario's filesystem)"
+python3 -B Tests/harness/test_powerfs.py
 args=("$@")
 [ ${#args[@]} -eq 0 ] && args=(--short)
 python3 -B Tests/harness/harness.py "${args[@]}"

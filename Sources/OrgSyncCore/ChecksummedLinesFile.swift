@@ -92,8 +92,23 @@ final class ChecksummedLinesFile {
     // MARK: - POSIX
 
     private static func openForAppend(_ path: String) throws(RecordFileError) -> Int32 {
+        let existing = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
+        if existing >= 0 { return existing }
+        guard errno == ENOENT else { throw RecordFileError(path: path, operation: "open", code: errno) }
         let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw RecordFileError(path: path, operation: "open", code: errno) }
+        // A new file's name is durable only once its directory is synced: without this, a power
+        // cut took the whole sync log (or dead-letter file) with records fsynced into it.
+        let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        let directoryPath = directory.isEmpty ? (path.hasPrefix("/") ? "/" : ".") : directory
+        let dirFd = open(directoryPath, O_RDONLY | O_CLOEXEC)
+        if dirFd < 0 || fsync(dirFd) != 0 {
+            let code = errno
+            if dirFd >= 0 { _ = close(dirFd) }
+            _ = close(fd)
+            throw RecordFileError(path: directoryPath, operation: "fsync directory", code: code)
+        }
+        _ = close(dirFd)
         return fd
     }
 

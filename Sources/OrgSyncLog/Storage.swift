@@ -20,6 +20,7 @@ public protocol LogStorage: Sendable {
     func fileSize(_ path: String) throws -> Int64
     /// Which file `path` names now; nil when nothing does (stat(2), `ENOENT`).
     func identity(ofPath path: String) throws -> FileIdentity?
+    /// Creates `path` and its missing parents, each new one made durable (its parent synced).
     func createDirectory(_ path: String) throws
     /// Names (not paths) of the entries of a directory.
     func listDirectory(_ path: String) throws -> [String]
@@ -168,10 +169,15 @@ public struct PosixStorage: LogStorage {
     }
 
     public func createDirectory(_ path: String) throws {
-        var prefix = ""
+        var prefix = path.hasPrefix("/") ? "" : "."
         for component in path.split(separator: "/", omittingEmptySubsequences: true) {
+            let parent = prefix.isEmpty ? "/" : prefix
             prefix += "/" + component
-            if mkdir(prefix, 0o755) != 0 && errno != EEXIST {
+            if mkdir(prefix, 0o755) == 0 {
+                // A new directory's name is durable only once its parent is synced: without this,
+                // a power cut took a new data directory with every entry acknowledged in it.
+                try syncDirectory(parent)
+            } else if errno != EEXIST {
                 throw StorageError(operation: "mkdir", path: prefix, errno: errno)
             }
         }

@@ -39,7 +39,9 @@ public final class LinkHost: Sendable {
             }
             let supervisorConfiguration = try configuration.supervisorConfiguration(for: link)
             let directory = dataDirectory + "/links/" + link.name
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            // Durably (each new directory's parent synced): the sync log, dead letters and PAUSED
+            // marker in it must not vanish with a directory entry a power cut never saw.
+            try PosixStorage().createDirectory(directory)
             var linkLogger = logger
             linkLogger[metadataKey: "link"] = .string(link.name)
             supervisors[link.name] = try LinkSupervisor(
@@ -65,13 +67,17 @@ public final class LinkHost: Sendable {
     /// Pauses a link and remembers it across restarts (an operator's pause outlives the process).
     public func suspend(_ name: String) async throws -> LinkState {
         let supervisor = try supervisor(name)
-        _ = FileManager.default.createFile(atPath: (directories[name] ?? "") + "/PAUSED", contents: Data("paused by operator\n".utf8))
+        let directory = directories[name] ?? ""
+        _ = FileManager.default.createFile(atPath: directory + "/PAUSED", contents: Data("paused by operator\n".utf8))
+        try? PosixStorage().syncDirectory(directory)  // the marker's name must outlive a power cut too
         return await supervisor.suspend()
     }
 
     public func resume(_ name: String, force: Bool) async throws -> LinkState {
         let supervisor = try supervisor(name)
-        try? FileManager.default.removeItem(atPath: (directories[name] ?? "") + "/PAUSED")
+        let directory = directories[name] ?? ""
+        try? FileManager.default.removeItem(atPath: directory + "/PAUSED")
+        try? PosixStorage().syncDirectory(directory)
         return await supervisor.resume(force: force)
     }
 

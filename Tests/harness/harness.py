@@ -1,21 +1,30 @@
 #!/usr/bin/env python3
 """orgsync end-to-end harness: crash, outage, flap, corruption, disk-full, plugin-fault,
-bad-input and crash-under-retrying-producers scenarios against the real `orgsync` executable
-and a real PostgreSQL target.
+bad-input, crash-under-retrying-producers and power-loss scenarios against the real `orgsync`
+executable and a real PostgreSQL target (the power-loss scenario: a SQLite target).
 
 Python 3 standard library only. Everything binds to 127.0.0.1. Every loop is bounded in count
 and in time; every process the harness starts is stopped by its PID, also on failure
-(try/finally, atexit and signal handlers).
+(try/finally, atexit and signal handlers); FUSE mounts are unmounted at exit.
+
+Scenario 9 (power loss) puts the broker's data dir and its SQLite target on powerfs
+(Tests/harness/powerfs.py, self-test Tests/harness/test_powerfs.py), a FUSE filesystem that
+drops, on command, every write and directory entry not yet fsync'ed. It needs root (or a
+usable /dev/fuse), fusermount3 (Debian fuse3) and an interpreter with mfusepy (PyPI), named by
+ORGSYNC_POWERFS_PYTHON when it is not this one; .ci/harness.sh installs both. Without them the
+scenario is a SKIP, which fails the run unless --allow-skip.
 
 Usage:
     python3 Tests/harness/harness.py --short            # what .ci/harness.sh runs (~6 min)
-    python3 Tests/harness/harness.py --long             # >= 50 SIGKILL rounds, 1000 corruptions...
+    python3 Tests/harness/harness.py --long             # >= 50 SIGKILL rounds, 1000 corruptions, 100 power cuts...
+    python3 Tests/harness/harness.py --long --only power # 100 power cuts alone (a few minutes)
     python3 Tests/harness/harness.py --short --only kill,retry --seed 7 --keep
     python3 Tests/harness/harness.py --short --allow-skip  # a SKIP (disk full needs root) fails the run without it
 
 Environment: ORGSYNC_BIN (default .build/debug/orgsync), ORGSYNC_TEST_PG_HOST/PORT/USER/
 PASSWORD/DB/CTL/DATA (a running throwaway cluster, see .ci/postgres.sh; scenarios that need
-PostgreSQL are reported as failed when it is absent).
+PostgreSQL are reported as failed when it is absent), ORGSYNC_POWERFS_PYTHON (see above),
+POWERFS_TRACE=1 (powerfs logs every namespace change and sync to powerfs.log; with --keep).
 """
 from __future__ import annotations
 
@@ -31,6 +40,7 @@ import selectors
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -42,6 +52,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 STREAM = "events"
 LINK = "pg"
 HID_FIELD = "hid"  # the field carrying each entry's harness id (see Workload)
+POWER_LINK = "sq"  # the power-loss scenario's SQLite link
 AUDIT_TABLE = "harness_audit"  # per scenario schema: one row per row-level effect in the target
 
 # ----------------------------------------------------------------------------------------------
@@ -438,8 +449,9 @@ class RetryingProducers:
     expecting a replayed 201 with the original offsets; and once, a changed body under a used
     key, expecting 422."""
 
-    def __init__(self, h, broker, seed, threads, batch_min, batch_max, pause_s, stream=STREAM):
+    def __init__(self, h, broker, seed, threads, batch_min, batch_max, pause_s, stream=STREAM, time_max_s=None):
         self.h, self.broker, self.seed, self.stream = h, broker, seed, stream
+        self.time_max_s = time_max_s or h.producer_time_max_s  # no new batches after this long
         self.threads_n, self.batch_min, self.batch_max, self.pause_s = threads, batch_min, batch_max, pause_s
         self.path = f"/v1/streams/{stream}/entries"
         self.request_timeout_s = 10.0
@@ -508,7 +520,7 @@ class RetryingProducers:
     def _produce(self, producer):
         rng = random.Random(f"{self.seed}:retry:p{producer}")  # the batches: the same whatever the timing
         jitter = random.Random(f"{self.seed}:retry:p{producer}:jitter")
-        deadline = time.monotonic() + self.h.producer_time_max_s
+        deadline = time.monotonic() + self.time_max_s
         checked_conflict = False
         starts_seen = self.broker.starts
         number = 0
@@ -611,6 +623,64 @@ class RetryingProducers:
         status, _, body = self._send(rng, batch.key, changed)
         if status != 422:
             self.problem(f"{batch.key}: a changed body under the used key got {status} {body[:200]!r}, expected 422")
+
+
+class PowerProducers(RetryingProducers):
+    """RetryingProducers whose batches also carry, now and then (seeded), an entry the SQLite
+    adapter must reject (an object name it cannot map): each must end up a dead letter once."""
+
+    BAD_OBJECT = "Bad-Object"
+
+    def _entries(self, rng, producer, number):
+        entries = super()._entries(rng, producer, number)
+        for e in entries:
+            if rng.random() < 0.03:
+                e["object"] = self.BAD_OBJECT
+        return entries
+
+    def acked_snapshot(self):
+        """{offset: unique key} of every entry acknowledged so far (its first 201's offsets)."""
+        with self.lock:
+            out = {}
+            for bs in self.batches.values():
+                for b in bs:
+                    if b.acks:
+                        first = b.acks[0][0]
+                        for i, e in enumerate(b.entries):
+                            out[first + i] = e["key"]
+            return out
+
+
+def sqlite_rows(path, objects):
+    """{(object, org, key): {column: value}} of the SQLite target's tables in `objects`, and the
+    keys found more than once."""
+    con = sqlite3.connect(path, timeout=30)
+    try:
+        existing = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        rows, twice = {}, []
+        for obj in sorted(objects):
+            if obj not in existing:
+                continue
+            cur = con.execute(f'SELECT * FROM "{obj}"')
+            names = [d[0] for d in cur.description]
+            for values in cur:
+                row = dict(zip(names, values))
+                k = (obj, row.pop("org"), row.pop("key"))
+                if k in rows:
+                    twice.append(k)
+                rows[k] = row
+        return rows, twice
+    finally:
+        con.close()
+
+
+def sqlite_applied_offset(path, link):
+    con = sqlite3.connect(path, timeout=30)
+    try:
+        got = con.execute("SELECT applied_offset FROM orgsync_offsets WHERE link = ?", (link,)).fetchone()
+        return None if got is None else int(got[0])
+    finally:
+        con.close()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -2037,6 +2107,267 @@ class Harness:
                          f"{producers.conflict_checks} changed bodies; answers while retrying {dict(sorted(producers.statuses.items()))}")
 
 
+    # -- scenario 9 --------------------------------------------------------------------------
+    def s_power(self, res: Result):
+        """Power loss: the broker's data dir and a SQLite target on powerfs (see powerfs.py),
+        which keeps apart every write and directory entry not yet fsync'ed. At seeded moments:
+        SIGKILL the broker, drop what a power cut drops (clean, torn or reordered), remount, check
+        the log as the disk left it, restart, go on. Producers retry with idempotency keys."""
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import powerfs  # the client side: standard library only
+        missing = powerfs.missing_requirements()
+        if missing:
+            res.skipped = "missing " + ", ".join(missing)
+            return
+        work = self.fresh("power")
+        mount = powerfs.Mount(work, os.path.join(work, "mnt"), spawn=spawn)
+        _cleanups.append(mount.stop)
+        try:
+            mount.start()
+            self._power(res, mount)
+        finally:
+            with _children_lock:
+                left = [p for p in _children.values() if p is not mount.proc]
+            for proc in left:  # nothing may keep the mount busy
+                reap(proc, signal.SIGKILL)
+            mount.stop()
+
+    def _power(self, res: Result, mount):
+        rounds = 100 if self.long else 5
+        rng = self.rng("power")
+        mnt = mount.mountpoint
+        target_dir = os.path.join(mnt, "target")
+        os.makedirs(target_dir)
+        mount.command("sync")  # the target's directory is the setup, not under test
+        data = os.path.join(mnt, "data")  # the broker makes it: its own mkdir is under test
+        db = os.path.join(target_dir, "target.sqlite")
+        # The adapter's default (WAL) in short mode; long mode picks per seed, so that the rollback
+        # journal (PRAGMA synchronous = EXTRA) is cut too.
+        journal = rng.choice(["wal", "delete"]) if self.long else "wal"
+        cfg = os.path.join(self.work, "power.yaml")
+        link = {"name": POWER_LINK, "adapter": "sqlite", "settings": {"path": db, "journal_mode": journal},
+                "supervisor": {"probe_threshold": 1, "verify_interval_ms": 200, "backoff_base_ms": 100,
+                               "backoff_cap_ms": 1000}}
+        write_config(cfg, [link], stream_extra="segment_bytes_max: 65536")
+        broker = Broker(self, cfg, data, "power")
+        broker.start()
+        # Long mode paces the producers: each round dumps the whole log through powerfs (Python),
+        # so an unpaced log made the 100 rounds quadratic (17 s a round by round 80).
+        producers = PowerProducers(self, broker, self.seed, threads=3, batch_min=5, batch_max=30,
+                                   pause_s=0.2 if self.long else 0.02, time_max_s=3600 if self.long else None)
+        producers.start()
+        modes = {"clean": 0, "torn": 0, "reorder": 0}
+        dropped = {"writes": 0, "entries": 0, "torn": 0}
+        records_before: set = set()
+        letters_before: set = set()
+        try:
+            for i in range(rounds):
+                # A seeded moment, with something acknowledged since the restart.
+                time.sleep(rng.uniform(0.3, 1.5))
+                acked_before = producers.acked_entries()
+                if not wait_until(lambda: producers.acked_entries() > acked_before, 60):
+                    res.fail(f"round {i}: nothing acknowledged for 60 s")
+                    break
+                cursor_before = 0
+                try:  # what the broker has shown before the cut must survive it
+                    records_before = {json.dumps(r, sort_keys=True) for r in sync_log(broker.port, POWER_LINK)}
+                    letters_before = {json.dumps(d, sort_keys=True) for d in dead_letters(broker.port, POWER_LINK)}
+                    # The link moves its cursor only after the target committed (or dead-lettered)
+                    # everything below it: those commits must survive the cut.
+                    cursor_before = int(link_status(broker.port, POWER_LINK)["cursor"])
+                except (OSError, RuntimeError, http.client.HTTPException) as error:
+                    res.fail(f"round {i}: sync log / dead letters / link status unreadable before the cut: {error}")
+                broker.kill()
+                acked = producers.acked_snapshot()  # every 201 the dead broker gave
+                mode = rng.choice(sorted(modes))
+                modes[mode] += 1
+                cut = mount.cut(mode, rng.getrandbits(32))
+                dropped["writes"] += cut["writes_dropped"]
+                dropped["entries"] += cut["entries_dropped"]
+                dropped["torn"] += cut["torn_writes"]
+                res.rounds += 1
+                self._power_check_disk(res, i, mode, data, acked)
+                self._power_check_target(res, i, mode, db, acked, producers, cursor_before)
+                broker.start()
+                self._power_check_restart(res, i, mode, broker, records_before, letters_before)
+                # The cursor is stored (fsynced) before the link moves it in memory: it never goes back.
+                if not wait_until(lambda: int(link_status(broker.port, POWER_LINK)["cursor"]) >= cursor_before, 30):
+                    res.fail(f"round {i} ({mode}): the link's cursor went back from {cursor_before} to "
+                             f"{link_status(broker.port, POWER_LINK)['cursor']} across the cut")
+                if res.problems:
+                    break
+            time.sleep(0.3)
+        finally:
+            producers.stop(abort=not broker.alive())
+        res.notes.append(f"SQLite journal_mode {journal}; cuts: {modes}; dropped {dropped['writes']} unsynced writes ({dropped['torn']} torn) and "
+                         f"{dropped['entries']} unsynced directory entries")
+        self.final_check_power(res, broker, producers, db, mount, rng)
+
+    def _power_check_disk(self, res, i, mode, data, acked):
+        """The log as the power cut left it, before the broker repairs anything: every entry
+        acknowledged so far is there, at its offset, and nothing marked the stream corrupt."""
+        marker = os.path.join(data, "streams", STREAM, "CORRUPT")
+        if os.path.exists(marker):
+            with open(marker, errors="replace") as f:
+                res.fail(f"round {i} ({mode}): the stream is marked corrupt after the cut: {f.read()[:300]}")
+        dcode, dumped, derr = dump_log(self, data)
+        if dcode != 0:
+            vcode, vtext = verify_log(self, data)
+            res.notes.append(f"round {i} ({mode}): log dump before restart exit {dcode}, verify {vcode}: "
+                             f"{(derr or vtext).strip()[-200:]}")
+        by_offset = {r["offset"]: r["entry"].get("key") for r in dumped}
+        lost = [(off, key) for off, key in acked.items() if by_offset.get(off) != key]
+        if lost:
+            res.lost += len(lost)
+            res.fail(f"round {i} ({mode}): {len(lost)} acknowledged entries not on disk after the cut, "
+                     f"e.g. offset {lost[0][0]} ({lost[0][1]}); dump exit {dcode}: {derr.strip()[-200:]}")
+
+    def _power_check_target(self, res, i, mode, db, acked, producers, cursor_before):
+        """The SQLite target as the power cut left it, read from a copy (opening it in place would
+        recover and checkpoint it before the broker does): every acknowledged entry below the
+        link's cursor before the cut has its row (its commit was durable), and one transaction per
+        batch: every entry at or below the stored offset has its row, none above it does."""
+        if not os.path.exists(db):
+            res.notes.append(f"round {i} ({mode}): no target file yet")
+            return
+        copy_dir = tempfile.mkdtemp(prefix="power-target-", dir=self.work)
+        try:
+            for suffix in ("", "-wal", "-journal"):
+                if os.path.exists(db + suffix):
+                    shutil.copyfile(db + suffix, os.path.join(copy_dir, "t.sqlite" + suffix))
+            copy = os.path.join(copy_dir, "t.sqlite")
+            try:
+                applied = sqlite_applied_offset(copy, POWER_LINK)
+            except sqlite3.Error as error:
+                if "no such table" in str(error):
+                    return  # the link had not opened its target yet
+                res.fail(f"round {i} ({mode}): the SQLite target is unreadable after the cut: {error}")
+                return
+            entries = {e["key"]: e for bs in producers.batches.values() for b in bs for e in b.entries}
+            objects = {e["object"] for e in entries.values()} - {PowerProducers.BAD_OBJECT}
+            rows, _ = sqlite_rows(copy, objects)
+            present = {k[2] for k in rows}
+            missing = [(off, key) for off, key in acked.items() if applied is not None and off <= applied
+                       and entries[key]["object"] != PowerProducers.BAD_OBJECT and key not in present]
+            ahead = [(off, key) for off, key in acked.items() if (applied is None or off > applied) and key in present]
+            lost_commits = [(off, key) for off, key in acked.items() if off < cursor_before
+                            and entries[key]["object"] != PowerProducers.BAD_OBJECT and key not in present]
+            if lost_commits:
+                res.lost += len(lost_commits)
+                res.fail(f"round {i} ({mode}): the link's cursor was {cursor_before} before the cut, but {len(lost_commits)} "
+                         f"acknowledged entries below it have no row in the target (stored offset now {applied}): "
+                         f"committed batches did not survive, e.g. offset {lost_commits[0][0]} ({lost_commits[0][1]})")
+            if missing:
+                res.lost += len(missing)
+                res.fail(f"round {i} ({mode}): the target's offset is {applied} but {len(missing)} acknowledged entries at "
+                         f"or below it have no row, e.g. offset {missing[0][0]} ({missing[0][1]})")
+            if ahead:
+                res.fail(f"round {i} ({mode}): {len(ahead)} rows of entries past the target's offset {applied}, "
+                         f"e.g. offset {ahead[0][0]} ({ahead[0][1]}): a batch committed without its offset")
+        finally:
+            shutil.rmtree(copy_dir, ignore_errors=True)
+
+    def _power_check_restart(self, res, i, mode, broker, records_before, letters_before):
+        """After the restart: the stream is served, the link's sync log and dead letters kept
+        everything shown before the cut."""
+        status, body = http_request(broker.port, "GET", f"/v1/streams/{STREAM}")
+        if status != 200:
+            res.fail(f"round {i} ({mode}): stream refused after the cut: {status} {body[:300]!r}")
+        try:
+            records = {json.dumps(r, sort_keys=True) for r in sync_log(broker.port, POWER_LINK)}
+            letters = {json.dumps(d, sort_keys=True) for d in dead_letters(broker.port, POWER_LINK)}
+        except (OSError, RuntimeError, http.client.HTTPException) as error:
+            res.fail(f"round {i} ({mode}): sync log / dead letters unreadable after the restart: {error}")
+            return
+        for what, before, now, order in (("sync-log records", records_before, records, "sequence"),
+                                          ("dead letters", letters_before, letters, "offset")):
+            # Both are capped (10 000 by default) and drop their oldest: only what is newer than
+            # the oldest one kept must still be there.
+            oldest = min((json.loads(r).get(order, 0) for r in now), default=None)
+            gone = sorted(r for r in before - now if oldest is None or json.loads(r).get(order, 0) >= oldest)
+            if gone:
+                res.fail(f"round {i} ({mode}): {len(gone)} {what} shown before the cut are gone, e.g. {gone[0][:200]}")
+
+    def final_check_power(self, res: Result, broker: Broker, producers, db, mount, rng):
+        check = Check()
+        for text in producers.problems:
+            check.fail(text)
+        batches = [b for bs in producers.batches.values() for b in bs]
+        for b in batches:
+            if not b.acks:
+                check.fail(f"{b.key}: never acknowledged ({b.attempts} tries)")
+        res.acked = producers.acked_entries()
+        wait_drained(broker.port, link=POWER_LINK, timeout_s=600 if self.long else 180)
+        records_before = {json.dumps(r, sort_keys=True) for r in sync_log(broker.port, POWER_LINK)}
+        letters_before = {json.dumps(d, sort_keys=True) for d in dead_letters(broker.port, POWER_LINK)}
+        code = broker.stop()
+        if code != 0:
+            check.fail(f"graceful stop exited {code}")
+        # A graceful stop must leave everything durable: the power goes right after it. Then one
+        # more start, which must find everything where it was.
+        mount.cut("clean", rng.getrandbits(32))
+        broker.start()
+        self._power_check_restart(res, "final", "clean", broker, records_before, letters_before)
+        status = wait_drained(broker.port, link=POWER_LINK, timeout_s=120)
+        letters = dead_letters(broker.port, POWER_LINK)
+        code = broker.stop()
+        if code != 0:
+            check.fail(f"graceful stop exited {code}")
+        vcode, vtext = verify_log(self, broker.data_dir)
+        if vcode != 0:
+            check.fail(f"log verify exit {vcode}: {vtext.strip()[-300:]}")
+        dcode, dumped, derr = dump_log(self, broker.data_dir)
+        if dcode != 0:
+            check.fail(f"log dump exit {dcode}: {derr.strip()[-300:]}")
+        sent, end, offsets_of = check_keyed_log(check, dumped, producers)
+        # Dead letters: exactly the acknowledged entries the adapter must reject, each once.
+        bad = {k for k, e in sent.items() if e["object"] == PowerProducers.BAD_OBJECT}
+        lettered: dict[str, int] = {}
+        key_at = {off: key for key, offs in offsets_of.items() for off in offs}
+        for d in letters:
+            key = key_at.get(d.get("offset"))
+            lettered[key] = lettered.get(key, 0) + 1
+        for key in bad:
+            if key in offsets_of and lettered.get(key, 0) != 1:
+                check.fail(f"entry {key} (rejected by the target) has {lettered.get(key, 0)} dead letters, expected 1")
+                if lettered.get(key, 0) == 0:
+                    check.lost += 1
+                else:
+                    check.duplicated += lettered[key] - 1
+        for key, n in lettered.items():
+            if key not in bad:
+                check.fail(f"dead letter for {key} ({n}x), which the target should have accepted")
+        # The SQLite target, read with the broker stopped: every other entry's row exactly once
+        # (every entry inserts a key of its own: a second apply would be a rejected insert, a
+        # dead letter), and its stored offset at the log's end.
+        rows, twice = sqlite_rows(db, {e["object"] for e in sent.values() if e["object"] != PowerProducers.BAD_OBJECT})
+        for k in twice:
+            check.duplicated += 1
+            check.fail(f"row {k} twice in the target")
+        good = {(e["object"], e["org"], e["key"]): e for e in sent.values() if e["object"] != PowerProducers.BAD_OBJECT}
+        for k, e in good.items():
+            got = rows.get(k)
+            if got is None:
+                check.lost += 1
+                check.fail(f"row {k} missing in the target")
+            elif got.get("ts") != e["ts"] or any(normalize(got.get(f)) != normalize(v if not isinstance(v, bool) else int(v))
+                                                  for f, v in e["fields"].items()):
+                check.fail(f"row {k}: target holds {json.dumps(got)[:200]}, expected {json.dumps(e)[:200]}")
+        for k in rows:
+            if k not in good:
+                check.fail(f"row {k} in the target was never sent")
+        applied = sqlite_applied_offset(db, POWER_LINK)
+        if end > 0 and applied != end - 1:
+            check.fail(f"orgsync_offsets.applied_offset = {applied}, expected end-1 = {end - 1}")
+        if status.get("end_offset") is not None and status.get("end_offset") != end:
+            check.fail(f"dumped end {end} != the link's end_offset {status.get('end_offset')}")
+        res.absorb(check)
+        res.notes.append(f"final check: log end {end}, {len(rows)} target rows, {len(letters)} dead letters "
+                         f"({len(bad)} entries the target rejects); {len(batches)} batches, {len(sent)} entries sent; "
+                         f"key checks: {producers.replay_checks} re-sends of acknowledged batches, "
+                         f"{producers.conflict_checks} changed bodies; answers while retrying {dict(sorted(producers.statuses.items()))}")
+
+
 def check_producer_errors(res: Result, producers: Producers, expected=()):
     """Producers' non-201 answers while the broker was up: only statuses in `expected` pass."""
     wrong = [what for _, what in producers.errors if what.split(" ", 1)[0] not in expected]
@@ -2652,7 +2983,8 @@ for line in sys.stdin:
 SCENARIOS = [("kill", "1 SIGKILL broker", "s_kill", True), ("outage", "2 target outage", "s_outage", True),
              ("flap", "3 flapping target", "s_flap", True), ("corrupt", "4 corruption", "s_corrupt", False),
              ("diskfull", "5 disk full", "s_diskfull", False), ("plugin", "6 plugin faults", "s_plugin", False),
-             ("badinput", "7 bad input", "s_badinput", False), ("retry", "8 SIGKILL, retrying producers", "s_retry", True)]
+             ("badinput", "7 bad input", "s_badinput", False), ("retry", "8 SIGKILL, retrying producers", "s_retry", True),
+             ("power", "9 power loss (powerfs)", "s_power", False)]
 
 
 def print_table(results):
@@ -2673,7 +3005,7 @@ def main():
     ap = argparse.ArgumentParser(description="orgsync end-to-end fault harness")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--short", action="store_true", help="CI mode (default): 5 kills, ~50 corruptions, ~4 minutes")
-    mode.add_argument("--long", action="store_true", help=">= 50 kills, 10 s outage, 30 s flapping, 1000 corruptions")
+    mode.add_argument("--long", action="store_true", help=">= 50 kills, 10 s outage, 30 s flapping, 1000 corruptions, 100 power cuts")
     ap.add_argument("--seed", type=int, default=int(os.environ.get("ORGSYNC_HARNESS_SEED", "20261125")))
     ap.add_argument("--only", default="", help="comma-separated scenarios: " + ",".join(s[0] for s in SCENARIOS))
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, data dirs)")

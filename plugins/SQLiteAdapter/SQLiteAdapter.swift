@@ -155,6 +155,21 @@ public final class SQLiteOrgAdapter: OrgAdapter {
         let database: DatabaseQueue
         do {
             database = try DatabaseQueue(path: settings.path, configuration: configuration)
+            // A commit must survive a power cut, or the link (whose cursor is already past it)
+            // never applies those entries again. GRDB's WAL mode sets synchronous=NORMAL, which
+            // does not fsync the WAL at commit: a power cut took committed batches (found by the
+            // harness's power-loss scenario). FULL fsyncs the WAL at every commit; with the
+            // rollback journal, EXTRA also fsyncs the directory after the journal's unlink (the
+            // commit itself), which FULL leaves to chance (Tests/harness/test_powerfs.py).
+            let level = settings.journalModeWAL ? "FULL" : "EXTRA"
+            let applied = try await database.writeWithoutTransaction { db -> Int in
+                try db.execute(sql: "PRAGMA synchronous = \(level)")
+                return try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1
+            }
+            guard applied == (settings.journalModeWAL ? 2 : 3) else {
+                try? database.close()
+                throw AdapterError.connection("SQLite database \(settings.path): PRAGMA synchronous = \(level) did not take (\(applied))")
+            }
             try await database.write { db in
                 try db.execute(
                     sql: """
