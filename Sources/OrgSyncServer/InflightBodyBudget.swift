@@ -128,9 +128,7 @@ public actor InflightBodyBudget {
         trimScheduled = false
         // A body reserved meanwhile schedules the next trim when it is released.
         guard state.reservedBytes == 0 else { return }
-        #if os(Linux)
-        _ = glibcMallocTrim(0)
-        #endif
+        FreedMemory.giveBack()
     }
 
     private func giveUp(_ id: Int) {
@@ -157,10 +155,3 @@ public actor InflightBodyBudget {
         for observer in reached { observer.continuation.resume() }
     }
 }
-
-#if os(Linux)
-/// glibc's `malloc_trim` (not exported by Swift's Glibc module): returns free heap pages to the
-/// system. Always present in glibc, which is what Linux builds of Swift use.
-@_silgen_name("malloc_trim")
-private func glibcMallocTrim(_ pad: Int) -> Int32
-#endif

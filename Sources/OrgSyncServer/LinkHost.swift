@@ -122,10 +122,15 @@ public struct LinkService: Service {
         host.logger.info("links stopped")
     }
 
-    /// Per-link gauges and counters for /metrics, refreshed every `metricsIntervalMs`.
+    /// Per-link gauges and counters for /metrics, refreshed every `metricsIntervalMs`; and
+    /// freed memory given back once the links have stood still for two intervals after working
+    /// (a backlog caught up leaves its batches' pages with the allocator).
     func exportMetrics() async {
+        var trim = IdleTrimDecision(quietTicksBeforeTrim: 2)
         while !Task.isCancelled {
-            for status in await host.statuses() {
+            let statuses = await host.statuses()
+            if trim.observe(appliedTotal: statuses.reduce(0) { $0 &+ $1.appliedCount }) { FreedMemory.giveBack() }
+            for status in statuses {
                 let labels = [("link", status.link), ("stream", status.stream)]
                 metrics.gauge("orgsync_link_lag_entries", labels).record(Int64(status.lagCount))
                 metrics.gauge("orgsync_link_cursor", labels).record(Int64(status.cursor.rawValue))

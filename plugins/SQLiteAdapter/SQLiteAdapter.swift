@@ -335,10 +335,16 @@ public final class SQLiteOrgAdapter: OrgAdapter {
         } else {
             guard let prepared = try prepareStatement(entry, names, db) else { return }
             sql = prepared
-            statements.withLock { statements in
-                if statements.count >= Self.statementShapesMax { statements.removeAll(keepingCapacity: true) }
-                statements[shape] = sql
+            let full = statements.withLock { statements in
+                defer { statements[shape] = sql }
+                guard statements.count >= Self.statementShapesMax else { return false }
+                statements.removeAll(keepingCapacity: true)
+                return true
             }
+            // GRDB keeps each statement prepared through `cachedStatement` until told otherwise,
+            // one per column set: a varied workload has thousands (10 links catching up 50 000
+            // entries held 546 MiB, and kept them). Both caches start over together.
+            if full { db.releaseMemory() }
         }
         var arguments: [(any DatabaseValueConvertible)?]
         if entry.op == .delete {
@@ -400,8 +406,9 @@ public final class SQLiteOrgAdapter: OrgAdapter {
         var names: [String]
     }
 
-    /// Bound on ``statements``; past it the cache starts over (a workload has far fewer shapes).
-    static let statementShapesMax = 4096
+    /// Bound on ``statements`` and on the prepared statements GRDB caches for them (a prepared
+    /// upsert holds tens of KiB); past it both start over.
+    static let statementShapesMax = 64
 
     /// The lowercased columns of `table`, creating the table when `create` is set.
     private func knownColumns(of table: String, _ db: Database, create: Bool) throws -> Set<String>? {
