@@ -3,26 +3,20 @@ import Testing
 
 /// When the broker gives freed memory back after links worked: once per quiet spell.
 @Suite struct IdleTrimDecisionTests {
+    /// What the decision says for each observed applied total, in order.
+    func decisions(_ totals: [UInt64], quietTicks: Int = 2) -> [Bool] {
+        var decision = IdleTrimDecision(quietTicksBeforeTrim: quietTicks)
+        return totals.map { decision.observe(appliedTotal: $0) }
+    }
+
     @Test func nothingAtStartAndNothingWhileLinksWork() {
-        var decision = IdleTrimDecision(quietTicksBeforeTrim: 2)
-        #expect(!decision.observe(appliedTotal: 0))
-        #expect(!decision.observe(appliedTotal: 0))
-        #expect(!decision.observe(appliedTotal: 0), "an idle broker that never worked has nothing to give back")
-        for total in stride(from: UInt64(500), through: 5_000, by: 500) {
-            #expect(!decision.observe(appliedTotal: total), "not while the count moves")
-        }
+        #expect(decisions([0, 0, 0, 0]) == [false, false, false, false], "an idle broker that never worked has nothing to give back")
+        #expect(decisions([0, 500, 1_000, 1_500, 2_000]) == [false, false, false, false, false], "not while the count moves")
     }
 
     @Test func onceAfterTheCountStoodStillThenAgainAfterMoreWork() {
-        var decision = IdleTrimDecision(quietTicksBeforeTrim: 2)
-        _ = decision.observe(appliedTotal: 0)
-        #expect(!decision.observe(appliedTotal: 1_000))
-        #expect(!decision.observe(appliedTotal: 1_000), "one quiet look is not enough")
-        #expect(decision.observe(appliedTotal: 1_000), "the second quiet look gives memory back")
-        #expect(!decision.observe(appliedTotal: 1_000), "once per quiet spell")
-        #expect(!decision.observe(appliedTotal: 1_000))
-        #expect(!decision.observe(appliedTotal: 1_200))
-        #expect(!decision.observe(appliedTotal: 1_200))
-        #expect(decision.observe(appliedTotal: 1_200), "more work, another quiet spell, another trim")
+        #expect(decisions([0, 1_000, 1_000, 1_000, 1_000, 1_000, 1_200, 1_200, 1_200])
+            == [false, false, false, true, false, false, false, false, true])
+        #expect(decisions([0, 10, 10, 10], quietTicks: 1) == [false, false, true, false])
     }
 }

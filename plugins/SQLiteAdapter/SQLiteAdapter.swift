@@ -136,9 +136,10 @@ public final class SQLiteOrgAdapter: OrgAdapter {
     /// Column names (lowercased) per table (lowercased), as committed. Only touched from inside
     /// the write transaction; cleared whenever a transaction fails (its DDL rolled back).
     private let schema = Mutex<[String: Set<String>]>([:])
-    /// SQL per statement shape whose names were validated and whose table and columns exist,
-    /// as committed. Cleared with ``schema``.
-    private let statements = Mutex<[StatementShape: String]>([:])
+    /// Prepared statements per shape whose names were validated and whose table and columns
+    /// exist, as committed; at most ``preparedStatementsMax``, the least recently used go.
+    /// Cleared with ``schema``.
+    private let statements = PreparedStatements(capacity: SQLiteOrgAdapter.preparedStatementsMax)
 
     public init(linkName: String, streamName: String = "", settings: SQLiteAdapterSettings) {
         self.linkName = linkName
@@ -194,7 +195,7 @@ public final class SQLiteOrgAdapter: OrgAdapter {
             throw AdapterError.connection("SQLite database \(settings.path) vanished while it was being opened")
         }
         schema.withLock { $0 = [:] }
-        statements.withLock { $0 = [:] }
+        statements.invalidate()
         state.withLock {
             $0.database = database
             $0.fileIdentity = identity
@@ -231,7 +232,7 @@ public final class SQLiteOrgAdapter: OrgAdapter {
         } catch {
             // The transaction rolled back, and with it any table or column it created.
             schema.withLock { $0 = [:] }
-            statements.withLock { $0 = [:] }
+            statements.invalidate()
             if let failure = error as? EntryFailure {
                 throw Self.classify(failure.error, offset: failure.offset, path: settings.path)
             }
@@ -321,6 +322,10 @@ public final class SQLiteOrgAdapter: OrgAdapter {
             }
             return state.database
         }
+        // Statements belong to the connection: finalized on its queue before it closes (SQLite
+        // does not close a connection with statements left).
+        let statements = self.statements
+        try? await database?.writeWithoutTransaction { _ in statements.removeAll() }
         try? database?.close()
     }
 
@@ -329,23 +334,9 @@ public final class SQLiteOrgAdapter: OrgAdapter {
     private func applyEntry(_ entry: Entry, _ db: Database) throws {
         let names = entry.op == .delete ? [] : entry.fields.keys.sorted()
         let shape = StatementShape(table: entry.object, op: entry.op, names: names)
-        let sql: String
-        if let cached = statements.withLock({ $0[shape] }) {
-            sql = cached
-        } else {
-            guard let prepared = try prepareStatement(entry, names, db) else { return }
-            sql = prepared
-            let full = statements.withLock { statements in
-                defer { statements[shape] = sql }
-                guard statements.count >= Self.statementShapesMax else { return false }
-                statements.removeAll(keepingCapacity: true)
-                return true
-            }
-            // GRDB keeps each statement prepared through `cachedStatement` until told otherwise,
-            // one per column set: a varied workload has thousands (10 links catching up 50 000
-            // entries held 546 MiB, and kept them). Both caches start over together.
-            if full { db.releaseMemory() }
-        }
+        guard let statement = try statements.statement(for: shape, { () throws -> Statement? in
+            try prepareStatement(entry, names, db).map { try db.makeStatement(sql: $0) }
+        }) else { return }
         var arguments: [(any DatabaseValueConvertible)?]
         if entry.op == .delete {
             arguments = settings.primaryKey == .key ? [entry.key] : [entry.org, entry.key]
@@ -354,7 +345,7 @@ public final class SQLiteOrgAdapter: OrgAdapter {
             arguments.reserveCapacity(3 + names.count)
             for name in names { arguments.append(SQLiteValues.databaseValue(entry.fields[name] ?? .null)) }
         }
-        try db.cachedStatement(sql: sql).execute(arguments: StatementArguments(arguments))
+        try statement.execute(arguments: StatementArguments(arguments))
     }
 
     /// Validates the names of an entry of a shape not seen yet, creates its table and columns,
@@ -400,15 +391,16 @@ public final class SQLiteOrgAdapter: OrgAdapter {
     }
 
     /// Entries with the same object, op and field names share one statement.
-    private struct StatementShape: Hashable {
+    fileprivate struct StatementShape: Hashable {
         var table: String
         var op: OrgSyncPluginAPI.Operation
         var names: [String]
     }
 
-    /// Bound on ``statements`` and on the prepared statements GRDB caches for them (a prepared
-    /// upsert holds tens of KiB); past it both start over.
-    static let statementShapesMax = 64
+    /// Bound on ``statements``: a prepared upsert holds several KiB, and a varied workload has
+    /// thousands of column sets (kept without a bound, 10 links catching up 50 000 entries held
+    /// 546 MiB for good).
+    static let preparedStatementsMax = 128
 
     /// The lowercased columns of `table`, creating the table when `create` is set.
     private func knownColumns(of table: String, _ db: Database, create: Bool) throws -> Set<String>? {
@@ -574,5 +566,46 @@ enum SQLiteValues {
         // A JSONValue parsed from JSON always encodes; fall back to JSON null rather than trap.
         guard let data = try? encoder.encode(value) else { return "null" }
         return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// The adapter's prepared statements, the least recently used evicted past `capacity`. Only
+/// touched on the database's queue (inside its write closures, and when the adapter closes):
+/// GRDB serializes those, and a statement belongs to that connection. ``invalidate()`` may come
+/// from anywhere: the statements are dropped at the next use, on the queue.
+private final class PreparedStatements: @unchecked Sendable {
+    let capacity: Int
+    private var entries: [SQLiteOrgAdapter.StatementShape: (statement: Statement, lastUse: UInt64)] = [:]
+    private var uses: UInt64 = 0
+    private let invalidated = Atomic<Bool>(false)
+
+    init(capacity: Int) { self.capacity = max(1, capacity) }
+
+    /// The statement for `shape`, prepared by `prepare` when it is not kept (nil: nothing to run).
+    func statement(
+        for shape: SQLiteOrgAdapter.StatementShape, _ prepare: () throws -> Statement?
+    ) throws -> Statement? {
+        if invalidated.exchange(false, ordering: .acquiringAndReleasing) { entries.removeAll() }
+        uses &+= 1
+        if let kept = entries[shape] {
+            entries[shape] = (kept.statement, uses)
+            return kept.statement
+        }
+        guard let statement = try prepare() else { return nil }
+        if entries.count >= capacity, let oldest = entries.min(by: { $0.value.lastUse < $1.value.lastUse })?.key {
+            entries[oldest] = nil
+        }
+        entries[shape] = (statement, uses)
+        return statement
+    }
+
+    /// Drops every statement at the next use (a rolled-back transaction may have taken the
+    /// columns they name with it).
+    func invalidate() { invalidated.store(true, ordering: .releasing) }
+
+    /// Finalizes every statement now (on the queue, before the connection closes).
+    func removeAll() {
+        entries.removeAll()
+        invalidated.store(false, ordering: .releasing)
     }
 }
