@@ -91,25 +91,30 @@ struct ServeCommand: AsyncParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         let listenHost = configuration.server.host
         let listenPort = configuration.server.port
-        let router = buildRouter(broker: broker, authenticator: Authenticator(configuration: configuration, environment: environment))
+        let readiness = Readiness()
+        let router = buildRouter(
+            broker: broker, authenticator: Authenticator(configuration: configuration, environment: environment),
+            ready: { readiness.isReady })
         let app = Application(
             router: router,
             server: brokerHTTPServer(configuration.server, logger: logger),
             configuration: .init(address: .hostname(listenHost, port: listenPort), serverName: "orgsync"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? listenPort
+                readiness.markReady()
                 // One line a script can wait for (tests read it to learn the port).
                 printLine("orgsync: listening on http://\(listenHost):\(port)")
             },
             logger: logger)
-        // Services stop in reverse order: on SIGTERM the HTTP server stops accepting and finishes
-        // its requests, then the links stop (cursors stored, adapters and plugin processes
-        // closed), then the streams are flushed and closed.
+        // Services stop in reverse order: on SIGTERM readiness turns 503, the HTTP server stops
+        // accepting and finishes its requests, then the links stop (cursors stored, adapters
+        // and plugin processes closed), then the streams are flushed and closed.
         let group = ServiceGroup(configuration: .init(
             services: [
                 .init(service: BrokerService(broker: broker)),
                 .init(service: LinkService(host: broker.links, metrics: broker.metrics)),
                 .init(service: app),
+                .init(service: ReadinessService(readiness: readiness)),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {

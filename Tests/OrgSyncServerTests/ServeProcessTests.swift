@@ -245,6 +245,7 @@ func waitForLink(_ broker: BrokerProcess, _ what: String, timeoutSeconds: Double
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let broker = try await BrokerProcess.start(arguments: ["--port", "0"], currentDirectory: directory)
+        #expect(try await get("http://127.0.0.1:\(broker.port)/health/ready").0 == 200, "ready once it listens")
         let line = #"{"org":"acme","object":"Contact","op":"upsert","key":"c1","ts":"2026-11-27T00:00:00Z","fields":{"Name":"A"}}"#
         let (status, _) = try await post("http://127.0.0.1:\(broker.port)/v1/streams/events/entries", body: Data(line.utf8),
                                          contentType: "application/json")
