@@ -1,0 +1,39 @@
+import Foundation
+@testable import OrgSyncLog
+import Testing
+
+/// Inputs the fuzzer (`.ci/fuzz.sh`, Fuzz/README.md) found, as plain tests: each names its
+/// reproducer in `Fuzz/corpus/<target>/`, which the fuzzer replays too.
+@Suite struct FuzzRegressionTests {
+    /// Fuzz/corpus/log/regression-empty-sealed-segment: segments 1 (empty, sealed) and 144
+    /// (empty, active). The log claimed offsets 1..<144 and `read(from: 1)` answered nothing, so
+    /// a reader below the end got no entries and no error, forever.
+    @Test func anEmptySealedSegmentIsCorruptionNotAnEmptyRead() async throws {
+        let storage = FaultInjectingStorage()
+        let directory = StreamLog.streamDirectory(dataDirectory: "/d", name: "s")
+        try storage.createDirectory(directory)
+        for base: UInt64 in [1, 144] { _ = try storage.openFile(directory + "/" + Segment.fileName(base, ".log"), create: true) }
+        let log = try openLog(dataDirectory: "/d", name: "s", storage: storage)
+        #expect(log.startOffset == 1 && log.endOffset == 144)
+        #expect(throws: LogError.self) { try log.read(from: 1, maxEntries: 10) }
+        await log.close()
+        // Refused until repaired, like any other damage a read finds.
+        #expect(throws: LogError.self) { try openLog(dataDirectory: "/d", name: "s", storage: storage) }
+    }
+
+    /// The same on a real log: a sealed segment cut short on disk. The read used to step to the
+    /// next segment and hand out offsets past the gap as if they followed.
+    @Test func aSealedSegmentCutShortIsNotSkipped() async throws {
+        let temporary = try TemporaryDirectory()
+        let directory = temporary.path + "/streams/s"
+        try writeSegments(streamDirectory: directory, count: 3, timestampMs: 1) { entry($0) }
+        // Segment 1 holds offset 1 only; cut it to nothing.
+        try PosixStorage().openFile(directory + "/" + Segment.fileName(1, ".log"), create: false).truncate(to: 0)
+        let log = try openLog(dataDirectory: temporary.path, name: "s")
+        #expect(log.endOffset == 3)
+        let first = try log.read(from: 0, maxEntries: 10)
+        #expect(first.map(\.offset) == [0], "what precedes the damage is served")
+        #expect(throws: LogError.self) { try log.read(from: 1, maxEntries: 10) }
+        await log.close()
+    }
+}
