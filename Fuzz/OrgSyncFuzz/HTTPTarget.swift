@@ -13,6 +13,9 @@ private struct HTTPFixture: Sendable {
     static let token = "fuzz-produce-token-0123456789"
     let broker: Broker
     let responder: RouterResponder<BrokerRequestContext>
+    /// One channel for every request (the context wants one; a channel per request leaks its
+    /// pipeline, which it keeps in a cycle until closed).
+    let channel = NIOAsyncTestingChannel()
 
     static let shared: HTTPFixture? = {
         let base = FileManager.default.fileExists(atPath: "/dev/shm") ? "/dev/shm" : NSTemporaryDirectory()
@@ -79,7 +82,7 @@ private struct HTTPFixture: Sendable {
         let cut = body.count / 2
         let chunks = [ByteBuffer(bytes: body[..<cut]), ByteBuffer(bytes: body[cut...])].filter { $0.readableBytes > 0 }
         let request = Request(head: head, body: RequestBody(asyncSequence: chunks.async))
-        let context = BrokerRequestContext(source: .init(channel: NIOAsyncTestingChannel(), logger: quietLogger))
+        let context = BrokerRequestContext(source: .init(channel: fixture.channel, logger: quietLogger))
         do {
             let response = try await responder.respond(to: request, context: context)
             let collected = CollectedBody()

@@ -80,6 +80,7 @@ func fuzzLogConfiguration() -> LogConfiguration {
     configuration.preallocateBytes = 0
     configuration.segmentBytesMax = 1 << 20
     configuration.indexIntervalBytes = 64
+    configuration.groupCommitWaitMicros = 0
     return configuration
 }
 
