@@ -36,4 +36,36 @@ import Testing
         #expect(throws: LogError.self) { try log.read(from: 1, maxEntries: 10) }
         await log.close()
     }
+
+    /// Fuzz/corpus/batch/regression-zlib-length-bomb: a zlib batch of 325 bytes whose header
+    /// announces 289 MB uncompressed. Inflating reserved the announced length first (a timeout
+    /// under the fuzzer; 4 GiB for a few bytes at worst, and a trap converting 2^32 to zlib's
+    /// 32-bit count). The header check now bounds it by deflate's largest ratio.
+    @Test func aZlibBatchAnnouncingMoreThanDeflateCanExpandIsRefused() throws {
+        var bytes: [UInt8] = []
+        var scratch: [UInt8] = []
+        let entries = (0..<40).map { entry($0) }
+        try RecordBatchCodec.encode(entries: entries, baseOffset: 7, timestampMs: 1, compressionLevel: 6, into: &bytes, scratch: &scratch)
+        let stored: UInt32 = bytes.withUnsafeBytes { $0.loadLE(at: 32) }
+        #expect(bytes[13] == RecordBatchHeader.Codec.zlib.rawValue)
+        for announced in [UInt32(0x1140_042C), UInt32.max, stored * 1_041] {
+            var bomb = bytes
+            bomb.withUnsafeMutableBytes { $0.storeLE(announced, at: 28) }
+            #expect(throws: BatchDecodeError.self) { try bomb.withUnsafeBytes { try RecordBatchCodec.decodeHeader($0) } }
+        }
+        // Deflate's real ratios stay accepted: a long run of one byte.
+        var run: [UInt8] = []
+        try RecordBatchCodec.encode(entries: [[UInt8](repeating: 0x61, count: 1 << 20)], baseOffset: 0, timestampMs: 1,
+                                    compressionLevel: 9, into: &run, scratch: &scratch)
+        let header = try run.withUnsafeBytes { try RecordBatchCodec.decodeHeader($0) }
+        #expect(header.codec == .zlib)
+    }
+
+    @Test func inflatingToMoreThanZlibCanCountThrows() throws {
+        var output: [UInt8] = []
+        let compressed = try Zlib.compress(Array("x".utf8))
+        #expect(throws: Zlib.Error.self) {
+            try compressed.withUnsafeBytes { try Zlib.decompress($0, expectedCount: Int(UInt32.max), into: &output) }
+        }
+    }
 }
