@@ -97,7 +97,9 @@ private struct HTTPFixture: Sendable {
     fuzzCheck(status < 500 || status == 503, "HTTP \(status): \(String(decoding: responseBody.prefix(300), as: UTF8.self))")
     guard status == 201, method == .post else { return }
     struct Answer: Decodable { var firstOffset: UInt64; var lastOffset: UInt64; var count: Int }
-    guard let answer = try? JSONDecoder().decode(Answer.self, from: Data(responseBody)) else {
+    let decoder = JSONDecoder()
+    decoder.keyDecodingStrategy = .convertFromSnakeCase
+    guard let answer = try? decoder.decode(Answer.self, from: Data(responseBody)) else {
         fuzzCheck(false, "201 without offsets: \(String(decoding: responseBody.prefix(300), as: UTF8.self))")
         return
     }

@@ -6,7 +6,16 @@ import CLibFuzzer
 import Glibc
 #endif
 
-guard let target = FuzzTargets.selected else {
+if let directory = getenv("ORGSYNC_FUZZ_WRITE_SEEDS").map({ String(cString: $0) }) {
+    do {
+        try Seeds.write(to: directory)
+        exit(0)
+    } catch {
+        printError("cannot write the seeds: \(error)")
+        exit(1)
+    }
+}
+guard FuzzTargets.selected != nil else {
     let names = FuzzTargets.all.map(\.name).joined(separator: ", ")
     printError("set ORGSYNC_FUZZ_TARGET to one of: \(names)")
     exit(2)
