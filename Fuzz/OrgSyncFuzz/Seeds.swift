@@ -96,8 +96,10 @@ enum Seeds {
             }
         }
         try put("log", "stream", input)
-        input[0] = 3  // the same with checksums fixed by the harness
+        input[0] = 7  // the same with checksums fixed by the harness, and an append
         try put("log", "stream-fixed", input)
+        input[0] = 4
+        try put("log", "stream-append", input)
 
         // Checksummed lines: a sync-log record and a dead letter, as the files hold them.
         let sync = SyncLogRecord(sequence: 1, timeMs: 1_700_000_000_000, linkClockMs: 5, event: .suspended, state: .suspended,
