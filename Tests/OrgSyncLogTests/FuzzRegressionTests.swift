@@ -68,4 +68,23 @@ import Testing
             try compressed.withUnsafeBytes { try Zlib.decompress($0, expectedCount: Int(UInt32.max), into: &output) }
         }
     }
+
+    /// Fuzz/corpus/smallfiles/regression-identity-epoch-0: an IDENTITY (checksum valid) in
+    /// epoch 0. It decoded, so the stream would announce epoch 0, which plugins and targets
+    /// refuse as a stored position; an epoch of 2^64-1 trapped at the next repair's +1.
+    @Test(arguments: ["0", "18446744073709551615", "9223372036854775807"])
+    func anIdentityWithAnEpochOutOfRangeIsDamaged(_ epoch: String) throws {
+        var body = Array("orgsync stream identity v1\nid f5e5\nepoch \(epoch) 0\n".utf8)
+        let crc = body.withUnsafeBytes { Zlib.crc32($0) }
+        body += Array("crc32 \(String(crc, radix: 16))\n".utf8)
+        guard case .failure = StreamLineage.decode(body) else {
+            Issue.record("epoch \(epoch) decoded")
+            return
+        }
+        let storage = FaultInjectingStorage()
+        let directory = StreamLog.streamDirectory(dataDirectory: "/d", name: "s")
+        try storage.createDirectory(directory)
+        try storage.openFile(directory + "/IDENTITY", create: true).write(body, at: 0)
+        #expect(throws: LogError.self) { try openLog(dataDirectory: "/d", name: "s", storage: storage) }
+    }
 }
