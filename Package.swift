@@ -4,10 +4,19 @@
 // plugins depend on OrgSyncPluginAPI (and their own driver) only. See docs/DESIGN.md and README.md.
 import PackageDescription
 
+// `ORGSYNC_FUZZ=1` (set by `.ci/fuzz.sh`) adds the libFuzzer executable `OrgSyncFuzz` and
+// instruments the broker's own modules with `-sanitize=fuzzer,address`. Without it, nothing
+// below changes: the normal build and `swift test` neither compile nor link the fuzz targets
+// (they need libFuzzer's driver, which only `-sanitize=fuzzer` links).
+let fuzzing = Context.environment["ORGSYNC_FUZZ"] == "1"
+
 let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
+/// The broker's own modules: instrumented when fuzzing (dependencies are not: their code is
+/// not what the fuzz targets test, and instrumenting them would double the build).
+let ours: [SwiftSetting] = strict + (fuzzing ? [.unsafeFlags(["-sanitize=fuzzer,address"])] : [])
 
 let package = Package(
     name: "orgsync",
@@ -47,11 +56,11 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: strict
+            swiftSettings: ours
         ),
         .target(
             name: "OrgSyncPluginAPI",
-            swiftSettings: strict
+            swiftSettings: ours
         ),
         .target(
             name: "OrgSyncCore",
@@ -60,7 +69,7 @@ let package = Package(
                 "OrgSyncPluginAPI",
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: strict
+            swiftSettings: ours
         ),
         .target(
             name: "OrgSyncServer",
@@ -78,7 +87,7 @@ let package = Package(
             // The OpenAPI document, the status page and the default configuration: real files,
             // compiled in as `EmbeddedFiles` constants by the plugin.
             exclude: ["Embedded"],
-            swiftSettings: strict,
+            swiftSettings: ours,
             plugins: ["EmbedFilesPlugin"]
         ),
         .executableTarget(
@@ -273,3 +282,29 @@ let package = Package(
         ),
     ]
 )
+
+if fuzzing {
+    package.targets += [
+        // Declares libFuzzer's `LLVMFuzzerRunDriver` for Swift.
+        .target(name: "CLibFuzzer", path: "Fuzz/CLibFuzzer"),
+        // One executable for every fuzz target (chosen by ORGSYNC_FUZZ_TARGET): one link of
+        // the broker's dependency graph instead of one per target. See Fuzz/README.md.
+        .executableTarget(
+            name: "OrgSyncFuzz",
+            dependencies: [
+                "CLibFuzzer",
+                "OrgSyncLog",
+                "OrgSyncPluginAPI",
+                "OrgSyncCore",
+                "OrgSyncServer",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Fuzz/OrgSyncFuzz",
+            swiftSettings: ours,
+            linkerSettings: [.unsafeFlags(["-sanitize=fuzzer,address", "-use-ld=lld"])]
+        ),
+    ]
+}

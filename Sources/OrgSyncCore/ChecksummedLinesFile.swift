@@ -31,7 +31,12 @@ final class ChecksummedLinesFile {
 
     /// The valid payloads of the file at `path` in file order, and how many lines were skipped.
     static func read(path: String) throws(RecordFileError) -> (payloads: [[UInt8]], damagedLineCount: Int) {
-        let bytes = try readAll(path)
+        decode(try readAll(path))
+    }
+
+    /// The valid payloads of a file's bytes in file order, and how many lines were skipped
+    /// (separate from the reading so that tests and the fuzzer reach it without a file).
+    static func decode(_ bytes: [UInt8]) -> (payloads: [[UInt8]], damagedLineCount: Int) {
         var payloads: [[UInt8]] = []
         var damaged = 0
         var lineStart = 0

@@ -55,6 +55,8 @@ public struct RecordBatchHeader: Sendable, Hashable {
     public static let size = 52
     public static let magic: UInt32 = 0x3142_534F  // "OSB1" read as little-endian u32
     public static let formatVersion: UInt8 = 1
+    /// Deflate's largest expansion (a run of one byte compresses about 1032:1), with a margin.
+    static let zlibExpansionMax: UInt64 = 1_040
 
     public enum Codec: UInt8, Sendable {
         case none = 0
@@ -256,6 +258,11 @@ public enum RecordBatchCodec {
         }
         if codec == .none && header.uncompressedLength != header.storedLength {
             throw BatchDecodeError.badLength("uncompressed batch with stored \(header.storedLength) ≠ \(header.uncompressedLength)")
+        }
+        // Deflate expands at most 1032:1. Inflating reserves the announced length up front, so a
+        // header announcing more (up to 4 GiB for a few stored bytes) must not get that far.
+        if codec == .zlib && UInt64(header.uncompressedLength) > UInt64(header.storedLength) * RecordBatchHeader.zlibExpansionMax {
+            throw BatchDecodeError.badLength("\(header.storedLength) zlib bytes cannot inflate to \(header.uncompressedLength)")
         }
         guard header.maxTimestampMs >= header.firstTimestampMs else { throw BatchDecodeError.badLength("timestamps out of order") }
         return header

@@ -110,6 +110,9 @@ extension StreamLineage {
             if parts.count == 2, parts[0] == "id", isValidStreamID(parts[1]) {
                 id = String(parts[1])
             } else if parts.count == 3, parts[0] == "epoch", let epoch = UInt64(parts[1]), let start = UInt64(parts[2]) {
+                // Epochs count from 1 (plugins and targets refuse a stored epoch 0) and travel as
+                // signed 64-bit JSON integers; the next one (a repair) must fit too.
+                guard epoch >= 1, epoch < UInt64(Int64.max) else { return .failure(IdentityProblem("epoch \(epoch) out of range")) }
                 if let last = epochs.last, epoch <= last.epoch || start < last.startOffset {
                     return .failure(IdentityProblem("epochs out of order"))
                 }

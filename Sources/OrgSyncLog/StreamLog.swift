@@ -409,8 +409,21 @@ public final class StreamLog: Sendable {
         while records.count < maxEntries && bytes < maxBytes && expected < end {
             let limit = segment.snapshot.dataEnd
             if position >= limit {
+                guard index + 1 < segments.count else { break }
+                // A sealed segment must end where the next begins. One that ends short (cut or
+                // emptied on disk) or runs past it holds other offsets than its neighbours say:
+                // stepping to the next segment would skip entries, or go back, without a word.
+                let next = segments[index + 1].baseOffset
+                if expected != next {
+                    if !records.isEmpty && expected < next { return records }
+                    let report = CorruptionReport(
+                        segment: Segment.fileName(segment.baseOffset, ".log"), bytePosition: position,
+                        firstOffset: min(expected, next), endOffset: max(expected, next),
+                        reason: "segment ends at offset \(expected), next starts at \(next)")
+                    markCorrupt(report)
+                    throw LogError.corrupt(report)
+                }
                 index += 1
-                guard index < segments.count else { break }
                 segment = segments[index]
                 position = 0
                 expected = segment.baseOffset

@@ -78,6 +78,10 @@ public enum Zlib {
     /// appending it to `output`. Any other size, trailing bytes or a bad checksum is an error:
     /// the log never trusts a stored length it has not verified.
     public static func decompress(_ input: UnsafeRawBufferPointer, expectedCount: Int, into output: inout [UInt8]) throws {
+        // zlib counts in 32 bits, and the spare byte below must fit too.
+        guard expectedCount >= 0, expectedCount < Int(uInt.max), input.count <= Int(uInt.max) else {
+            throw Zlib.Error(operation: "inflate", code: Z_DATA_ERROR, message: "cannot inflate to \(expectedCount) bytes")
+        }
         var stream = z_stream()
         var status = orgsync_inflateInit(&stream)
         guard status == Z_OK else { throw Zlib.Error(operation: "inflateInit", code: status, message: describe(status)) }

@@ -363,6 +363,7 @@ func isValidStreamName(_ name: String) -> Bool { StreamLog.isValidName(name) }
 /// Unknown keys are errors: walk the YAML and compare with the known field names.
 private func rejectUnknownKeys(_ yaml: String) throws {
     guard let node = try Yams.compose(yaml: yaml) else { return }
+    try rejectNonScalarKeys(node, path: "")
     let top: Set<String> = ["data_dir", "server", "log", "auth", "streams", "links", "plugins_dir", "plugin_limits"]
     let known: [String: Set<String>] = [
         "server": ["host", "port", "body_bytes_max", "entry_bytes_max", "request_entries_max", "header_timeout_ms", "idle_timeout_ms",
@@ -394,6 +395,25 @@ private func rejectUnknownKeys(_ yaml: String) throws {
         }
     }
     try check(node, allowed: top, path: "", template: "")
+}
+
+/// Mapping keys must be plain scalars: Yams' `load` force-unwraps a key as a string and traps
+/// on a sequence or mapping used as a key (`[[]: 1]`, found by the `config` fuzz target), which
+/// took the broker down on a malformed file instead of naming the problem.
+private func rejectNonScalarKeys(_ node: Node, path: String) throws {
+    switch node {
+    case .scalar, .alias:
+        return
+    case .sequence(let items):
+        for (i, item) in items.enumerated() { try rejectNonScalarKeys(item, path: "\(path)[\(i)]") }
+    case .mapping(let mapping):
+        for (key, value) in mapping {
+            guard let name = key.scalar?.string else {
+                throw ConfigurationError(field: path, problem: "a mapping key must be plain text, not a \(key.sequence != nil ? "sequence" : "mapping")")
+            }
+            try rejectNonScalarKeys(value, path: path.isEmpty ? name : path + "." + name)
+        }
+    }
 }
 
 // MARK: - Decoding with defaults: a field left out keeps the default above.

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer executable (Fuzz/, only with ORGSYNC_FUZZ=1) and runs every fuzz target
+# for a bounded time. Fails on any crash, sanitizer report, leak, timeout or out-of-memory, and
+# on a target that cannot run. Prints executions and coverage per target.
+#
+# Usage: bash .ci/fuzz.sh [--short | --long] [--only T[,T...]] [--time SECONDS] [--runs N] [--jobs N] [--seeds]
+#   --short      (default; .ci/run) each target for 20 s, from the committed corpus.
+#   --long       each target until 10 million executions (--runs) or 4 h (--time), whichever
+#                comes first; the working corpus in .build-fuzz/corpus/ grows across runs, so
+#                repeated long runs add up.
+#   --only       a comma-separated list of targets (default: all).
+#   --time/--runs override the bound per target; --jobs N runs N targets at once.
+#   --seeds      regenerate the seed files Fuzz/corpus/<target>/seed-* and exit.
+# Findings land in .build-fuzz/artifacts/<target>-{crash,leak,timeout,oom}-<sha1>; replay one
+# with: ORGSYNC_FUZZ_TARGET=<target> .build-fuzz/debug/OrgSyncFuzz <file>
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+mode=short only="" seconds="" runs="" jobs=1 seeds=false
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --short) mode=short ;;
+    --long) mode=long ;;
+    --only) only="$2"; shift ;;
+    --time) seconds="$2"; shift ;;
+    --runs) runs="$2"; shift ;;
+    --jobs) jobs="$2"; shift ;;
+    --seeds) seeds=true ;;
+    *) echo "unknown argument $1 (see the head of $0)" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ "$mode" = short ]; then seconds=${seconds:-20}; runs=${runs:--1}; else seconds=${seconds:-14400}; runs=${runs:-10000000}; fi
+
+all_targets=(json entry batch log smallfiles lines plugin config http)
+if [ -n "$only" ]; then IFS=, read -r -a targets <<<"$only"; else targets=("${all_targets[@]}"); fi
+
+scratch=.build-fuzz
+binary=$scratch/debug/OrgSyncFuzz
+start=$(date +%s)
+echo "== building the fuzz executable (ORGSYNC_FUZZ=1, -sanitize=fuzzer,address)"
+ORGSYNC_FUZZ=1 swift build --scratch-path "$scratch" --product OrgSyncFuzz 2>&1 \
+  | grep -v -e "Cannot export local symbol" -e "unhandled; explicitly declare them" -e "/checkouts/.*CMakeLists.txt" || true
+[ -x "$binary" ] || { echo "the fuzz build failed" >&2; exit 1; }
+echo "== built in $(( $(date +%s) - start ))s"
+
+# Swift's own crash backtracer fights the sanitizers' handlers; libFuzzer prints the stack.
+export SWIFT_BACKTRACE=enable=no
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=0}"
+
+if $seeds; then
+  ORGSYNC_FUZZ_WRITE_SEEDS=Fuzz/corpus "$binary"
+  echo "seeds written to Fuzz/corpus/<target>/seed-*"
+  exit 0
+fi
+
+mkdir -p "$scratch/artifacts" "$scratch/logs"
+run_target() {
+  local target=$1 work="$scratch/corpus/$1" log="$scratch/logs/$1.log"
+  mkdir -p "$work" "Fuzz/corpus/$target"
+  # New inputs go to the working corpus (first directory); the committed seeds and regression
+  # inputs are read, and replayed first, every run.
+  ORGSYNC_FUZZ_TARGET=$target "$binary" "$work" "Fuzz/corpus/$target" \
+    -max_total_time="$seconds" -runs="$runs" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048 \
+    -max_len=65536 -print_final_stats=1 -artifact_prefix="$scratch/artifacts/$target-" >"$log" 2>&1
+}
+
+failed=()
+pids=()
+for target in "${targets[@]}"; do
+  run_target "$target" &
+  pids+=("$!:$target")
+  if [ "${#pids[@]}" -ge "$jobs" ]; then
+    for entry in "${pids[@]}"; do wait "${entry%%:*}" || failed+=("${entry#*:}"); done
+    pids=()
+  fi
+done
+for entry in "${pids[@]}"; do wait "${entry%%:*}" || failed+=("${entry#*:}"); done
+
+printf '%-11s %12s %8s %8s %8s  %s\n' target executions exec/s cov ft result
+for target in "${targets[@]}"; do
+  log="$scratch/logs/$target.log"
+  executions=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
+  rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
+  last=$(grep -E '^#[0-9]+.*cov: ' "$log" | tail -1 || true)
+  cov=$(sed -n 's/.*cov: \([0-9]*\).*/\1/p' <<<"$last")
+  ft=$(sed -n 's/.*ft: \([0-9]*\).*/\1/p' <<<"$last")
+  result=ok
+  if [[ " ${failed[*]} " == *" $target "* ]]; then
+    result="FAILED: $(grep -m1 -E 'fuzz property broken|ERROR: |SUMMARY: ' "$log" || echo "see $log")"
+  fi
+  printf '%-11s %12s %8s %8s %8s  %s\n' "$target" "${executions:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "$result"
+  echo "$(date -u +%FT%TZ) $mode $target executions=${executions:-?} cov=${cov:-?} ft=${ft:-?} $result" >>"$scratch/fuzz-history.txt"
+done
+ls "$scratch"/artifacts/ 2>/dev/null | sed 's/^/artifact: /' || true
+echo "== fuzzing took $(( $(date +%s) - start ))s (logs in $scratch/logs/, totals per run in $scratch/fuzz-history.txt)"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "fuzz targets failed: ${failed[*]}" >&2
+  exit 1
+fi
