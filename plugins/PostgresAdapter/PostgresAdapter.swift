@@ -614,6 +614,22 @@ struct LivenessWatch: Sendable {
         for try await _ in rows {}
     }
 
+    /// A timer that fired late says this process was starved of CPU (or of threads to run its
+    /// tasks on), not that the server was silent: the answer may have arrived meanwhile and be
+    /// waiting to run. Before silence counts, let what is ready run (a yield), and when the timer
+    /// was late by more than `lateTimerMs`, wait as long again (at most `lateGraceMaxMs`). A
+    /// process that keeps time loses nothing: the check ends at its deadline.
+    static func graceForLateTimer(deadline: ContinuousClock.Instant) async {
+        await Task.yield()
+        let late = ContinuousClock.now - deadline
+        guard late > .milliseconds(lateTimerMs) else { return }
+        try? await Task.sleep(for: min(late, .milliseconds(lateGraceMaxMs)))
+        await Task.yield()
+    }
+
+    static let lateTimerMs = 100
+    static let lateGraceMaxMs = 1_000
+
     enum Outcome: Sendable {
         case answered
         case silent
@@ -637,6 +653,7 @@ struct LivenessWatch: Sendable {
             }
             Task {
                 try? await Task.sleep(until: deadline, clock: .continuous)
+                await Self.graceForLateTimer(deadline: deadline)
                 gate.resume(.success(.silent))
             }
         }
