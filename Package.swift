@@ -256,7 +256,6 @@ let package = Package(
                 "WebhookAdapter",
                 "OrgSyncPluginAPI",
                 "OrgSyncAdapterContract",
-                "OrgSyncTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

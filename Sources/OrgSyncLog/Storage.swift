@@ -207,13 +207,26 @@ public struct PosixStorage: LogStorage {
     public func lockFile(_ path: String) throws -> any LogLock {
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw StorageError(operation: "open lock", path: path, errno: errno) }
-        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+        // A lock its holder just released can stay held for a moment by a child process forked
+        // meanwhile (a plugin, a test's broker) that has not reached exec yet: its copy of the
+        // descriptor keeps the lock until then. Retried for at most `lockWaitMs`; a lock really
+        // held by another process is refused after that.
+        var waitedMs = 0
+        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let code = errno
-            Glibc.close(fd)
-            throw StorageError(operation: "lock", path: path, errno: code)
+            guard code == EWOULDBLOCK || code == EINTR, waitedMs < Self.lockWaitMs else {
+                Glibc.close(fd)
+                throw StorageError(operation: "lock", path: path, errno: code)
+            }
+            usleep(UInt32(Self.lockRetryMs * 1000))
+            waitedMs += Self.lockRetryMs
         }
         return PosixLock(fd: fd)
     }
+
+    /// How long a held stream lock is retried before the stream is refused as in use.
+    static let lockWaitMs = 500
+    static let lockRetryMs = 10
 
     public func syncDirectory(_ path: String) throws {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)

@@ -2,7 +2,6 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import OrgSyncTestSupport
 import Synchronization
 
 /// What the test server saw of one request.
@@ -11,8 +10,6 @@ struct RecordedRequest: Sendable {
     var uri: String
     var headers: HTTPHeaders
     var body: [UInt8]
-    /// When the last byte arrived, on the server's event loop.
-    var receivedAt: ContinuousClock.Instant
 }
 
 /// What the test server answers; nil from the responder means never answer (a hung receiver).
@@ -32,10 +29,6 @@ final class TestHTTPServer: Sendable {
     var url: String { "http://127.0.0.1:\(port)/hook" }
     /// TCP connections accepted so far.
     var connectionCount: Int { box.children.withLock { $0.count } }
-    /// When each accepted connection was closed (by either side), seen on the server's event
-    /// loop: when a client gave up is timed here, where a loaded machine's cooperative pool
-    /// cannot delay it.
-    var closes: Observed<[ContinuousClock.Instant]> { box.closes }
 
     private init(channel: any Channel, port: Int, box: ServerBox) {
         self.channel = channel
@@ -71,7 +64,6 @@ final class TestHTTPServer: Sendable {
     private final class ServerBox: Sendable {
         let recorded = Mutex<[RecordedRequest]>([])
         let children = Mutex<[any Channel]>([])
-        let closes = Observed<[ContinuousClock.Instant]>([])
     }
 
     private final class Handler: ChannelInboundHandler {
@@ -96,7 +88,7 @@ final class TestHTTPServer: Sendable {
                 body += buffer.readableBytesView
             case .end:
                 guard let head else { return }
-                let request = RecordedRequest(method: head.method, uri: head.uri, headers: head.headers, body: body, receivedAt: .now)
+                let request = RecordedRequest(method: head.method, uri: head.uri, headers: head.headers, body: body)
                 box.recorded.withLock { $0.append(request) }
                 guard let reply = respond(request) else { return }
                 var headers = HTTPHeaders()
@@ -107,12 +99,6 @@ final class TestHTTPServer: Sendable {
                 }
                 context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             }
-        }
-
-        func channelInactive(context: ChannelHandlerContext) {
-            let closedAt = ContinuousClock.now
-            box.closes.update { $0.append(closedAt) }
-            context.fireChannelInactive()
         }
     }
 }

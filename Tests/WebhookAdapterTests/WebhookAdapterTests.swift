@@ -2,7 +2,6 @@ import Foundation
 import Logging
 import NIOHTTP1
 import OrgSyncPluginAPI
-import OrgSyncTestSupport
 @testable import WebhookAdapter
 import Synchronization
 import Testing
@@ -123,15 +122,12 @@ func adapterError(_ body: () async throws -> Void) async -> AdapterError? {
             #expect(error?.kind == .connection)
             #expect(error?.message.contains("timeout_ms=300") == true)
             #expect(server.requests.count == 1)
-            // When the adapter gave up is read where the receiver sees it (the client closing the
-            // hung request's connection, on the server's event loop): the test task's own wake-up
-            // lags by seconds when other suites hold a loaded machine's cooperative threads.
-            let closes = try await withTimeout(ms: 10_000, "the adapter closing the hung request's connection") {
-                try await server.closes.wait { !$0.isEmpty }
-            }
-            let received = try #require(server.requests.first?.receivedAt)
-            #expect(closes[0] - started >= .milliseconds(300))
-            #expect(closes[0] - received < .seconds(5))
+            // Not before the deadline, and long before the 5 s the receiver would hold it. (Read
+            // at the adapter's answer: the client library closes the abandoned connection on its
+            // own schedule, seconds later on a loaded machine.)
+            let answeredAfter = ContinuousClock.now - started
+            #expect(answeredAfter >= .milliseconds(300))
+            #expect(answeredAfter < .seconds(5))
         }
     }
 
