@@ -16,6 +16,9 @@ struct RecordedRequest: Sendable {
 struct Reply: Sendable {
     var status: HTTPResponseStatus
     var body: String = ""
+    /// Answer only this long after the request ended, timed on the server's event loop (a slow
+    /// receiver); nil answers at once.
+    var after: TimeAmount? = nil
 }
 
 /// A small HTTP/1.1 server on 127.0.0.1 and a free port, answering from a closure and keeping
@@ -91,6 +94,18 @@ final class TestHTTPServer: Sendable {
                 let request = RecordedRequest(method: head.method, uri: head.uri, headers: head.headers, body: body)
                 box.recorded.withLock { $0.append(request) }
                 guard let reply = respond(request) else { return }
+                guard let delay = reply.after else {
+                    answer(reply, to: head, context: context)
+                    return
+                }
+                context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
+                    guard context.channel.isActive else { return }
+                    self.answer(reply, to: head, context: context)
+                }
+            }
+        }
+
+        private func answer(_ reply: Reply, to head: HTTPRequestHead, context: ChannelHandlerContext) {
                 var headers = HTTPHeaders()
                 headers.add(name: "Content-Length", value: String(reply.body.utf8.count))
                 context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: reply.status, headers: headers))), promise: nil)
@@ -98,7 +113,6 @@ final class TestHTTPServer: Sendable {
                     context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: reply.body)))), promise: nil)
                 }
                 context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-            }
         }
     }
 }
