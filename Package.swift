@@ -40,6 +40,10 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.0"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.0"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.0"),
     ],
     targets: [
         // MARK: Modules
@@ -181,6 +185,18 @@ let package = Package(
             name: "OrgSyncTestSupport",
             dependencies: ["OrgSyncCore", "OrgSyncLog", "OrgSyncPluginAPI"],
             path: "Tests/OrgSyncTestSupport",
+            swiftSettings: strict
+        ),
+        // Certificates made at test time (an own CA, server and client certificates, an expired
+        // one, one for another host) for the TLS tests; shared by the test targets that need TLS.
+        .target(
+            name: "OrgSyncTestCertificates",
+            dependencies: [
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
+            path: "Tests/OrgSyncTestCertificates",
             swiftSettings: strict
         ),
         // The adapter contract every adapter passes; shared by the adapter test targets.
