@@ -7,41 +7,62 @@ public struct Authenticator: Sendable {
     public typealias Role = BrokerConfiguration.Role
     let enabled: Bool
     let tokens: [(name: String, role: Role, secret: [UInt8])]
+    /// `auth.client_certificates`: verified client certificates by subject common name.
+    let certificates: [BrokerConfiguration.ClientCertificate]
 
     public init(configuration: BrokerConfiguration, environment: [String: String]) {
         enabled = configuration.auth.enabled
         tokens = configuration.resolvedTokens(environment: environment)
+        certificates = configuration.auth.clientCertificates
     }
 
-    /// Checks the request's `Authorization: Bearer …` header against `role` (admin may do
-    /// everything produce may). Returns the token's name (for logs), or nil with auth off.
+    /// Checks the request's credentials against `role` (admin may do everything produce may):
+    /// its `Authorization: Bearer …` header, or — with no header — the client certificate of
+    /// its TLS connection, when `auth.client_certificates` lists its common name. Returns the
+    /// token's or certificate's name (for logs), or nil with auth off.
     ///
-    /// - Throws: ``APIError`` 401 without a valid token, 403 with a token of a lesser role.
+    /// - Throws: ``APIError`` 401 without valid credentials, 403 with those of a lesser role.
     @discardableResult
-    public func authorize(_ request: Request, _ role: Role) throws -> String? {
+    public func authorize(_ request: Request, _ context: BrokerRequestContext, _ role: Role) async throws -> String? {
         guard enabled else { return nil }
-        guard let header = request.headers[.authorization] else {
-            throw APIError.unauthorized("missing bearer token (Authorization: Bearer <token>)")
+        guard let match = try await identify(request, context) else {
+            throw APIError.unauthorized(certificates.isEmpty
+                ? "missing bearer token (Authorization: Bearer <token>)"
+                : "missing bearer token (Authorization: Bearer <token>) or a listed client certificate")
         }
-        let match = try identify(header)
         guard match.role >= role else {
-            throw APIError.forbidden("this token's role (\(match.role.rawValue)) may not do this; it needs \(role.rawValue)")
+            throw APIError.forbidden("this \(match.kind)'s role (\(match.role.rawValue)) may not do this; it needs \(role.rawValue)")
         }
         return match.name
     }
 
     /// What the request may do, for `GET /v1/whoami`: `.admin` with auth off (anyone may do
-    /// everything), nil with auth on and no `Authorization` header, else the token's role.
+    /// everything), nil with auth on and no credentials, else the token's or certificate's role.
     ///
-    /// - Throws: ``APIError`` 401 when a header is presented but is not a known bearer token.
-    public func role(of request: Request) throws -> Role? {
+    /// - Throws: ``APIError`` 401 when credentials are presented but not known.
+    public func role(of request: Request, _ context: BrokerRequestContext) async throws -> Role? {
         guard enabled else { return .admin }
-        guard let header = request.headers[.authorization] else { return nil }
-        return try identify(header).role
+        return try await identify(request, context)?.role
     }
 
-    /// Whether requests need a token at all.
+    /// Whether requests need credentials at all.
     public var isEnabled: Bool { enabled }
+
+    /// The token of the `Authorization` header (the certificate is not consulted when a header
+    /// is present), else the listed client certificate, else nil.
+    private func identify(
+        _ request: Request, _ context: BrokerRequestContext
+    ) async throws -> (name: String, role: Role, kind: String)? {
+        if let header = request.headers[.authorization] {
+            let match = try identify(header)
+            return (match.name, match.role, "token")
+        }
+        guard !certificates.isEmpty, let commonName = await peerCommonName(of: context.channel) else { return nil }
+        guard let listed = certificates.first(where: { $0.commonName == commonName }) else {
+            throw APIError.unauthorized("the client certificate's common name is not listed in auth.client_certificates")
+        }
+        return (listed.name, listed.role, "certificate")
+    }
 
     /// The configured token an `Authorization` header presents; every token is compared.
     private func identify(_ header: String) throws -> (name: String, role: Role) {

@@ -39,6 +39,30 @@ extension BrokerConfiguration {
                 or, behind a proxy or firewall that authenticates, set server.allow_unauthenticated_remote: true
                 """)
         }
+        if server.tls == nil, !server.allowPlaintext, !Self.isLoopback(host: server.host) {
+            throw fail("server.tls", """
+                \(server.host) is not a loopback address and server.tls is not set: tokens and entries                 would cross the network in clear text. Set server.tls (cert_file, key_file), listen on                 127.0.0.1, or, on a private network or behind a proxy that terminates TLS, set                 server.allow_plaintext: true
+                """)
+        }
+        if let tls = server.tls {
+            if tls.certFile.isEmpty { throw fail("server.tls.cert_file", "must name a PEM certificate file") }
+            if tls.keyFile.isEmpty { throw fail("server.tls.key_file", "must name a PEM private key file") }
+            if tls.clientCAFile?.isEmpty == true { throw fail("server.tls.client_ca_file", "must name a PEM CA file, or be left out") }
+        }
+        var certificateNames = Set<String>()
+        var commonNames = Set<String>()
+        for (i, certificate) in auth.clientCertificates.enumerated() {
+            guard server.tls?.clientCAFile != nil else {
+                throw fail("auth.client_certificates", "needs server.tls.client_ca_file: only certificates that CA signed are trusted")
+            }
+            if certificate.commonName.isEmpty { throw fail("auth.client_certificates[\(i)].common_name", "must not be empty") }
+            guard certificateNames.insert(certificate.name).inserted else {
+                throw fail("auth.client_certificates[\(i)].name", "\(certificate.name) is used twice")
+            }
+            guard commonNames.insert(certificate.commonName).inserted else {
+                throw fail("auth.client_certificates[\(i)].common_name", "\(certificate.commonName) is listed twice")
+            }
+        }
     }
 
     /// Whether `host` only accepts connections from this machine: `localhost`, 127.0.0.0/8 or ::1.

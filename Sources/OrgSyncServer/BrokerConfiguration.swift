@@ -63,7 +63,31 @@ public struct BrokerConfiguration: Sendable, Codable, Hashable {
         /// Serve a non-loopback `host` with auth off. Refused unless set: only for a port that a
         /// proxy or firewall protects.
         public var allowUnauthenticatedRemote: Bool = false
+        /// HTTPS for the API; nil serves plain HTTP (refused on a non-loopback `host` unless
+        /// ``allowPlaintext``).
+        public var tls: TLS? = nil
+        /// Serve a non-loopback `host` without TLS. Refused unless set: only for a network that
+        /// is private, or a proxy in front that terminates TLS.
+        public var allowPlaintext: Bool = false
         public init() {}
+    }
+
+    /// `server.tls`: the API over HTTPS. Paths are relative to where `orgsync serve` runs.
+    public struct TLS: Sendable, Codable, Hashable {
+        /// PEM certificate chain, the server's certificate first. Reloaded on SIGHUP.
+        public var certFile: String
+        /// PEM private key of that certificate. Reloaded on SIGHUP.
+        public var keyFile: String
+        /// PEM CA certificates: a client that presents a certificate must have one they signed,
+        /// and a certificate listed in `auth.client_certificates` authenticates as its role.
+        /// Read at start only.
+        public var clientCAFile: String?
+
+        public init(certFile: String, keyFile: String, clientCAFile: String? = nil) {
+            self.certFile = certFile
+            self.keyFile = keyFile
+            self.clientCAFile = clientCAFile
+        }
     }
 
     public struct Log: Sendable, Codable, Hashable {
@@ -81,7 +105,26 @@ public struct BrokerConfiguration: Sendable, Codable, Hashable {
         public var openHealth: Bool = true
         /// `/metrics` without a token.
         public var openMetrics: Bool = false
+        /// Client certificates (signed by `server.tls.client_ca_file`) that authenticate as a
+        /// role, like a token; a request with a bearer token is judged by the token alone.
+        public var clientCertificates: [ClientCertificate] = []
         public init() {}
+    }
+
+    /// `auth.client_certificates[]`: a verified client certificate whose subject common name is
+    /// `commonName` has `role`.
+    public struct ClientCertificate: Sendable, Codable, Hashable {
+        /// A name for logs.
+        public var name: String
+        /// The certificate's subject CN, compared exactly.
+        public var commonName: String
+        public var role: Role
+
+        public init(name: String, commonName: String, role: Role) {
+            self.name = name
+            self.commonName = commonName
+            self.role = role
+        }
     }
 
     public struct Token: Sendable, Codable, Hashable {
@@ -259,8 +302,8 @@ extension BrokerConfiguration {
             }
         }
         if auth.enabled {
-            guard !auth.tokens.isEmpty else {
-                throw fail("auth.tokens", "auth is enabled but no token is configured (add tokens, or set auth.enabled: false on a trusted machine)")
+            guard !auth.tokens.isEmpty || !auth.clientCertificates.isEmpty else {
+                throw fail("auth.tokens", "auth is enabled but no token (nor client certificate) is configured (add tokens, or set auth.enabled: false on a trusted machine)")
             }
             for (i, token) in auth.tokens.enumerated() {
                 switch (token.token, token.tokenEnv) {
@@ -367,11 +410,13 @@ private func rejectUnknownKeys(_ yaml: String) throws {
     let top: Set<String> = ["data_dir", "server", "log", "auth", "streams", "links", "plugins_dir", "plugin_limits"]
     let known: [String: Set<String>] = [
         "server": ["host", "port", "body_bytes_max", "entry_bytes_max", "request_entries_max", "header_timeout_ms", "idle_timeout_ms",
-                   "connections_max", "inflight_body_bytes_max", "allow_unauthenticated_remote"],
+                   "connections_max", "inflight_body_bytes_max", "allow_unauthenticated_remote", "tls", "allow_plaintext"],
+        "server.tls": ["cert_file", "key_file", "client_ca_file"],
         "log": ["level"],
         "plugin_limits": ["handshake_timeout_ms", "request_timeout_ms", "apply_timeout_ms"],
-        "auth": ["enabled", "tokens", "open_health", "open_metrics"],
+        "auth": ["enabled", "tokens", "open_health", "open_metrics", "client_certificates"],
         "auth.tokens[]": ["name", "role", "token", "token_env"],
+        "auth.client_certificates[]": ["name", "common_name", "role"],
         "streams[]": ["name", "segment_bytes_max", "segment_age_ms_max", "compression_level", "fsync", "fsync_interval_ms",
                       "retention_bytes_max", "retention_age_ms_max", "retention_drops_unconsumed", "queued_appends_max", "queued_bytes_max"],
         "links[]": ["name", "stream", "adapter", "settings", "supervisor", "stop_on_reject"],
@@ -454,7 +499,7 @@ extension BrokerConfiguration.PluginLimits {
 extension BrokerConfiguration.Server {
     enum CodingKeys: String, CodingKey {
         case host, port, bodyBytesMax, entryBytesMax, requestEntriesMax, headerTimeoutMs, idleTimeoutMs, connectionsMax, inflightBodyBytesMax
-        case allowUnauthenticatedRemote
+        case allowUnauthenticatedRemote, tls, allowPlaintext
     }
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -469,7 +514,17 @@ extension BrokerConfiguration.Server {
         connectionsMax = try c.value(.connectionsMax, d.connectionsMax)
         inflightBodyBytesMax = try c.value(.inflightBodyBytesMax, d.inflightBodyBytesMax)
         allowUnauthenticatedRemote = try c.value(.allowUnauthenticatedRemote, d.allowUnauthenticatedRemote)
+        tls = try c.decodeIfPresent(BrokerConfiguration.TLS.self, forKey: .tls)
+        allowPlaintext = try c.value(.allowPlaintext, d.allowPlaintext)
     }
+}
+
+extension BrokerConfiguration.TLS {
+    enum CodingKeys: String, CodingKey { case certFile, keyFile, clientCAFile = "clientCaFile" }
+}
+
+extension BrokerConfiguration.ClientCertificate {
+    enum CodingKeys: String, CodingKey { case name, commonName, role }
 }
 
 extension BrokerConfiguration.Log {
@@ -481,7 +536,7 @@ extension BrokerConfiguration.Log {
 }
 
 extension BrokerConfiguration.Auth {
-    enum CodingKeys: String, CodingKey { case enabled, tokens, openHealth, openMetrics }
+    enum CodingKeys: String, CodingKey { case enabled, tokens, openHealth, openMetrics, clientCertificates }
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = Self()
@@ -489,6 +544,7 @@ extension BrokerConfiguration.Auth {
         tokens = try c.value(.tokens, d.tokens)
         openHealth = try c.value(.openHealth, d.openHealth)
         openMetrics = try c.value(.openMetrics, d.openMetrics)
+        clientCertificates = try c.value(.clientCertificates, d.clientCertificates)
     }
 }
 

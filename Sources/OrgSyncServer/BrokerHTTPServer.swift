@@ -1,22 +1,29 @@
 import Hummingbird
 import HummingbirdCore
+import HummingbirdTLS
 import Logging
 import NIOCore
 import NIOHTTPTypes
 import Synchronization
 
 /// The broker's HTTP/1.1 server: Hummingbird's `HTTP1Channel` with the connection limits of
-/// `server.*` applied to every accepted connection (``BrokerHTTPChannel``).
-public func brokerHTTPServer(_ server: BrokerConfiguration.Server, logger: Logger) -> HTTPServerBuilder {
+/// `server.*` applied to every accepted connection (``BrokerHTTPChannel``), behind TLS when
+/// `certificate` is given (`server.tls`; the TLS handler comes first, so the header deadline
+/// covers the handshake too).
+public func brokerHTTPServer(
+    _ server: BrokerConfiguration.Server, certificate: ServerCertificate? = nil, logger: Logger
+) throws -> HTTPServerBuilder {
     let limiter = ConnectionLimiter(connectionsMax: server.connectionsMax)
     let headerTimeout = Duration.milliseconds(server.headerTimeoutMs)
     let idleTimeout = Duration.milliseconds(server.idleTimeoutMs)
-    return HTTPServerBuilder { responder in
+    let plain = HTTPServerBuilder { responder in
         // Hummingbird's own idle timeout stays off: ConnectionDeadlineHandler is the one policy.
         let http1 = HTTP1Channel(responder: responder, configuration: .init(
             additionalChannelHandlers: [ConnectionDeadlineHandler(headerTimeout: headerTimeout, idleTimeout: idleTimeout, logger: logger)]))
         return BrokerHTTPChannel(http1: http1, limiter: limiter, logger: logger)
     }
+    guard let certificate else { return plain }
+    return try .tls(plain, tlsConfiguration: certificate.serverConfiguration())
 }
 
 /// Child channel setup: refuses a connection past `connections_max` as soon as it is accepted

@@ -7,23 +7,23 @@ import OrgSyncPluginAPI
 /// `/v1/links…`: status, operator suspend/resume, cursor, sync log and dead letters.
 func addLinkRoutes(to router: Router<BrokerRequestContext>, broker: Broker, authenticator: Authenticator) {
     let links = broker.links
-    router.get("/v1/links") { request, _ -> Response in
-        try authenticator.authorize(request, .produce)
+    router.get("/v1/links") { request, context -> Response in
+        try await authenticator.authorize(request, context, .produce)
         return jsonResponse(LinkList(links: await links.statuses().map(LinkStatusBody.init)))
     }
     router.get("/v1/links/{link}") { request, context -> Response in
-        try authenticator.authorize(request, .produce)
+        try await authenticator.authorize(request, context, .produce)
         let supervisor = try links.supervisor(try context.parameters.require("link"))
         return jsonResponse(LinkStatusBody(await supervisor.status()))
     }
     router.post("/v1/links/{link}/suspend") { request, context -> Response in
-        try authenticator.authorize(request, .admin)
+        try await authenticator.authorize(request, context, .admin)
         let name = try context.parameters.require("link")
         _ = try await links.suspend(name)
         return jsonResponse(LinkStatusBody(await (try links.supervisor(name)).status()))
     }
     router.post("/v1/links/{link}/resume") { request, context -> Response in
-        try authenticator.authorize(request, .admin)
+        try await authenticator.authorize(request, context, .admin)
         let name = try context.parameters.require("link")
         let force = try parseBool(request.uri.queryParameters.get("force"), name: "force")
         if try await links.resume(name, force: force) == .diverged {
@@ -34,7 +34,7 @@ func addLinkRoutes(to router: Router<BrokerRequestContext>, broker: Broker, auth
         return jsonResponse(LinkStatusBody(await (try links.supervisor(name)).status()))
     }
     router.post("/v1/links/{link}/reset") { request, context -> Response in
-        try authenticator.authorize(request, .admin)
+        try await authenticator.authorize(request, context, .admin)
         let supervisor = try links.supervisor(try context.parameters.require("link"))
         guard let from = try parseUInt(request.uri.queryParameters.get("from"), name: "from") else {
             throw APIError.badRequest("query parameter from (a non-negative integer) is required")
@@ -43,13 +43,13 @@ func addLinkRoutes(to router: Router<BrokerRequestContext>, broker: Broker, auth
         return jsonResponse(LinkStatusBody(await supervisor.status()))
     }
     router.post("/v1/links/{link}/adopt") { request, context -> Response in
-        try authenticator.authorize(request, .admin)
+        try await authenticator.authorize(request, context, .admin)
         let supervisor = try links.supervisor(try context.parameters.require("link"))
         try await changePosition(supervisor, .adopt)
         return jsonResponse(LinkStatusBody(await supervisor.status()))
     }
     router.post("/v1/links/{link}/cursor") { request, context -> Response in
-        try authenticator.authorize(request, .admin)
+        try await authenticator.authorize(request, context, .admin)
         let name = try context.parameters.require("link")
         let supervisor = try links.supervisor(name)
         guard let offset = try parseUInt(request.uri.queryParameters.get("offset"), name: "offset") else {
@@ -59,7 +59,7 @@ func addLinkRoutes(to router: Router<BrokerRequestContext>, broker: Broker, auth
         return jsonResponse(LinkStatusBody(await supervisor.status()))
     }
     router.get("/v1/links/{link}/sync-log") { request, context -> Response in
-        try authenticator.authorize(request, .produce)
+        try await authenticator.authorize(request, context, .produce)
         let supervisor = try links.supervisor(try context.parameters.require("link"))
         let limit = try pageLimit(request)
         let before = try parseUInt(request.uri.queryParameters.get("before"), name: "before")
@@ -67,7 +67,7 @@ func addLinkRoutes(to router: Router<BrokerRequestContext>, broker: Broker, auth
         return jsonResponse(SyncLogPage(records: records.map(SyncLogRecordBody.init), nextBefore: records.count == limit ? records.last?.sequence : nil))
     }
     router.get("/v1/links/{link}/dead-letters") { request, context -> Response in
-        try authenticator.authorize(request, .produce)
+        try await authenticator.authorize(request, context, .produce)
         let supervisor = try links.supervisor(try context.parameters.require("link"))
         let limit = try pageLimit(request)
         let before = try parseUInt(request.uri.queryParameters.get("before"), name: "before").map { Offset($0) }
@@ -83,7 +83,7 @@ func addLinkRoutes(to router: Router<BrokerRequestContext>, broker: Broker, auth
             deadLetters: letters.map(DeadLetterBody.init), nextBefore: letters.count == limit ? letters.last?.offset.rawValue : nil))
     }
     router.post("/v1/links/{link}/dead-letters/{offset}/retry") { request, context -> Response in
-        try authenticator.authorize(request, .admin)
+        try await authenticator.authorize(request, context, .admin)
         let supervisor = try links.supervisor(try context.parameters.require("link"))
         guard let offset = try parseUInt(try context.parameters.require("offset"), name: "offset") else {
             throw APIError.badRequest("the offset must be a non-negative integer")

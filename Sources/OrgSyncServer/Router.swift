@@ -10,7 +10,12 @@ import OrgSyncPluginAPI
 /// The request context of the broker's routes.
 public struct BrokerRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
-    public init(source: Source) { coreContext = .init(source: source) }
+    /// The connection the request came on (for its client certificate).
+    public let channel: any Channel
+    public init(source: Source) {
+        coreContext = .init(source: source)
+        channel = source.channel
+    }
     /// Bodies are read and limited by the handlers themselves (streaming, with clear errors).
     public var maxUploadSize: Int { Int.max }
 }
@@ -31,7 +36,7 @@ public func buildRouter(
     router.add(middleware: HTTPSemanticsMiddleware())
 
     router.post("/v1/streams/{stream}/entries") { request, context -> Response in
-        try authenticator.authorize(request, .produce)
+        try await authenticator.authorize(request, context, .produce)
         let stream = try context.parameters.require("stream")
         do {
             let (result, replayed) = try await api.append(request: request, stream: stream)
@@ -43,29 +48,29 @@ public func buildRouter(
             throw error
         }
     }
-    router.get("/v1/streams") { request, _ -> Response in
-        try authenticator.authorize(request, .produce)
+    router.get("/v1/streams") { request, context -> Response in
+        try await authenticator.authorize(request, context, .produce)
         return jsonResponse(StreamList(streams: broker.streams.keys.sorted().compactMap { broker.streams[$0].map(StreamInfoBody.init) }))
     }
     router.get("/v1/streams/{stream}") { request, context -> Response in
-        try authenticator.authorize(request, .produce)
+        try await authenticator.authorize(request, context, .produce)
         let name = try context.parameters.require("stream")
         guard let log = broker.streams[name] else { throw APIError.notFound("no stream named \(name)") }
         return jsonResponse(StreamInfoBody(log))
     }
     addLinkRoutes(to: router, broker: broker, authenticator: authenticator)
     addStatusPageRoutes(to: router, authenticator: authenticator)
-    router.get("/health/live") { request, _ -> Response in
-        if !config.auth.openHealth { try authenticator.authorize(request, .produce) }
+    router.get("/health/live") { request, context -> Response in
+        if !config.auth.openHealth { try await authenticator.authorize(request, context, .produce) }
         return jsonResponse(["status": "ok"])
     }
-    router.get("/health/ready") { request, _ -> Response in
-        if !config.auth.openHealth { try authenticator.authorize(request, .produce) }
+    router.get("/health/ready") { request, context -> Response in
+        if !config.auth.openHealth { try await authenticator.authorize(request, context, .produce) }
         guard ready() else { throw APIError(.serviceUnavailable, code: "not_ready", "the broker is starting or stopping") }
         return jsonResponse(["status": "ready"])
     }
-    router.get("/metrics") { request, _ -> Response in
-        if !config.auth.openMetrics { try authenticator.authorize(request, .produce) }
+    router.get("/metrics") { request, context -> Response in
+        if !config.auth.openMetrics { try await authenticator.authorize(request, context, .produce) }
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                         body: .init(byteBuffer: ByteBuffer(bytes: broker.metrics.render())))
     }

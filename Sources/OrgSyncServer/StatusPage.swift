@@ -18,8 +18,8 @@ func addStatusPageRoutes(to router: Router<BrokerRequestContext>, authenticator:
     router.get("/ui/app.css") { _, _ -> Response in
         staticResponse(statusPageStyle, contentType: "text/css; charset=utf-8")
     }
-    router.get("/v1/whoami") { request, _ -> Response in
-        let role = try authenticator.role(of: request)
+    router.get("/v1/whoami") { request, context -> Response in
+        let role = try await authenticator.role(of: request, context)
         return jsonResponse(WhoAmIBody(authEnabled: authenticator.isEnabled, role: role?.rawValue ?? "none"))
     }
 }

@@ -112,14 +112,43 @@ import Testing
     @Test func aRemoteHostWithAuthOffNeedsTheExplicitFlag() throws {
         let config = try BrokerConfiguration.parse(yaml: """
             auth: { enabled: false }
-            server: { host: 0.0.0.0, allow_unauthenticated_remote: true }
+            server: { host: 0.0.0.0, allow_unauthenticated_remote: true, allow_plaintext: true }
             """)
         #expect(config.server.allowUnauthenticatedRemote)
         for host in ["127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"] {
             #expect(Self.fieldOfError("auth: { enabled: false }\nserver: { host: \"\(host)\" }\n") == nil, "\(host)")
         }
         let tokens = "auth: { tokens: [ { name: a, role: admin, token: 0123456789abcdef } ] }\n"
-        #expect(Self.fieldOfError(tokens + "server: { host: 0.0.0.0 }\n") == nil, "auth on: any host")
+        #expect(Self.fieldOfError(tokens + "server: { host: 0.0.0.0, allow_plaintext: true }\n") == nil, "auth on: any host")
+    }
+
+    // MARK: - A remote host without TLS
+
+    @Test(arguments: ["0.0.0.0", "192.168.1.10", "::", "example.org"])
+    func aRemoteHostWithoutTLSIsRefused(host: String) throws {
+        let tokens = "auth: { tokens: [ { name: a, role: admin, token: 0123456789abcdef } ] }\n"
+        #expect(Self.fieldOfError(tokens + "server: { host: \"\(host)\" }\n") == "server.tls")
+        #expect(Self.fieldOfError(tokens + "server: { host: \"\(host)\", allow_plaintext: true }\n") == nil)
+        #expect(Self.fieldOfError(tokens + "server: { host: \"\(host)\", tls: { cert_file: c.pem, key_file: k.pem } }\n") == nil)
+        for loopback in ["127.0.0.1", "localhost", "::1"] {
+            #expect(Self.fieldOfError(tokens + "server: { host: \"\(loopback)\" }\n") == nil, "\(loopback)")
+        }
+    }
+
+    @Test func tlsAndClientCertificateFieldsAreChecked() throws {
+        let tokens = "auth: { tokens: [ { name: a, role: admin, token: 0123456789abcdef } ] }\n"
+        #expect(Self.fieldOfError(tokens + "server: { tls: { cert_file: c.pem } }\n") == "server.tls.key_file")
+        #expect(Self.fieldOfError(tokens + "server: { tls: { cert_file: c.pem, key_file: \"\" } }\n") == "server.tls.key_file")
+        #expect(Self.fieldOfError(tokens + "server: { tls: { cert_file: c.pem, key_file: k.pem, ca: x } }\n") == "server.tls.ca")
+        let listed = "  client_certificates: [ { name: ops, common_name: ops.test, role: admin } ]\n"
+        #expect(Self.fieldOfError("auth:\n" + listed + "server: { tls: { cert_file: c.pem, key_file: k.pem } }\n")
+                == "auth.client_certificates", "a listed certificate needs client_ca_file")
+        let withCA = "server: { tls: { cert_file: c.pem, key_file: k.pem, client_ca_file: ca.pem } }\n"
+        let config = try BrokerConfiguration.parse(yaml: "auth:\n" + listed + withCA)
+        #expect(config.auth.clientCertificates == [.init(name: "ops", commonName: "ops.test", role: .admin)])
+        #expect(config.server.tls == .init(certFile: "c.pem", keyFile: "k.pem", clientCAFile: "ca.pem"))
+        let twice = "  client_certificates: [ { name: a, common_name: x, role: admin }, { name: b, common_name: x, role: produce } ]\n"
+        #expect(Self.fieldOfError("auth:\n" + twice + withCA) == "auth.client_certificates[1].common_name")
     }
 
     // MARK: - Adapter settings

@@ -133,19 +133,20 @@ func rawRequest(_ method: String, _ path: String, headers: [String] = [], body: 
     return Array((head + "\r\n").utf8) + body
 }
 
-/// Runs the broker's real HTTP server (the `server.*` limits of `yaml`) in this process on a free
-/// port, calls `body` with the port, then shuts it down gracefully.
+/// Runs the broker's real HTTP server (the `server.*` limits of `yaml`; HTTPS with
+/// `certificate`) in this process on a free port, calls `body` with the port, then shuts it down
+/// gracefully.
 func withLiveBroker(
-    yaml: String, bodyBudget: InflightBodyBudget? = nil,
+    yaml: String, bodyBudget: InflightBodyBudget? = nil, certificate: ServerCertificate? = nil,
     _ body: (_ port: Int, _ broker: TestBroker) async throws -> Void
 ) async throws {
     let t = try TestBroker(yaml: yaml)
     let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
     let config = t.broker.configuration
-    let router = buildRouter(broker: t.broker, authenticator: Authenticator(configuration: config, environment: [:]), bodyBudget: bodyBudget)
+    let router = buildRouter(broker: t.broker, authenticator: Authenticator(configuration: config, environment: ["TEST_ADMIN_TOKEN": TestBroker.adminToken]), bodyBudget: bodyBudget)
     let (ports, portContinuation) = AsyncStream<Int>.makeStream()
     let app = Application(
-        router: router, server: brokerHTTPServer(config.server, logger: logger),
+        router: router, server: try brokerHTTPServer(config.server, certificate: certificate, logger: logger),
         configuration: .init(address: .hostname("127.0.0.1", port: 0)),
         onServerRunning: { channel in portContinuation.yield(channel.localAddress?.port ?? 0) },
         logger: logger)
