@@ -1,8 +1,6 @@
 import ArgumentParser
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import NIOHTTP1
 import OrgSyncLog
 import OrgSyncPluginAPI
 
@@ -38,6 +36,9 @@ struct ProduceCommand: AsyncParsableCommand {
     @Option(help: "Produce through a running broker at this URL (e.g. http://127.0.0.1:7070) instead of --data-dir.")
     var url: String?
 
+    @Option(help: "With an https --url: PEM file of the CA that signed the broker's certificate, trusted instead of the system's (or ORGSYNC_CACERT).")
+    var cacert: String?
+
     @Option(help: "With --url: times a batch is sent again after a network failure, a 5xx, or a 409/429 answer (0...100; backoff from 100 ms doubling to 5 s). Other 4xx answers are not retried.")
     var retries: Int = 10
 
@@ -46,12 +47,14 @@ struct ProduceCommand: AsyncParsableCommand {
             throw ValidationError("--batch-size must be in 1...100000")
         }
         guard (0...100).contains(retries) else { throw ValidationError("--retries must be in 0...100") }
+        if cacert != nil, url == nil { throw ValidationError("--cacert needs --url (it is for an https broker)") }
         let reader: LineReader
         do { reader = try LineReader(path: file) } catch { printError("orgsync produce: \(error)"); throw ExitCodes.usage }
         let sink: any EntrySink
         if let url {
             var options = BrokerOptions()
             options.url = url
+            options.cacert = cacert
             let path = file.flatMap { $0 == "-" ? nil : URL(fileURLWithPath: $0).standardizedFileURL.path }
             sink = HTTPEntrySink(client: try options.client(), stream: data.stream, sourcePath: path,
                                  retry: ProduceRetryPolicy(retriesMax: retries))
@@ -198,27 +201,25 @@ struct HTTPEntrySink: EntrySink {
             body.append(0x0A)
         }
         let key = HTTPEntrySink.idempotencyKey(sourcePath: sourcePath, lines: lines, entries: entries)
-        let request = try request(body, key: key)
+        let path = "/v1/streams/\(stream)/entries"
+        let headers = [("Content-Type", "application/x-ndjson"), ("Idempotency-Key", key)]
         var attempt = 0
         while true {
             attempt += 1
             let failure: ProduceRetryPolicy.Failure
             let message: String
             do {
-                let (data, response) = try await URLSession.shared.data(for: request)
-                let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+                let (status, data) = try await client.exchange(.POST, path, body: body, headers: headers)
                 if (200..<300).contains(status) {
                     struct Answer: Decodable { var firstOffset: UInt64; var lastOffset: UInt64 }
                     let answer = try client.decode(data, as: Answer.self)
                     return AppendResult(firstOffset: answer.firstOffset, lastOffset: answer.lastOffset)
                 }
                 failure = .status(status)
-                message = HTTPEntrySink.describe(status: status, body: data)
-            } catch let error as BrokerClient.Failure {
-                throw error  // an answer that is not an append's: not the network's fault
-            } catch {
+                message = BrokerClient.describe(status: status, body: data)
+            } catch let error as BrokerClient.Failure where error.isTransport {
                 failure = .network
-                message = "cannot reach the broker at \(client.base.absoluteString): \(error.localizedDescription)"
+                message = error.description
             }
             switch retry.next(after: failure, attempt: attempt) {
             case .giveUp:
@@ -228,32 +229,6 @@ struct HTTPEntrySink: EntrySink {
                 try await Task.sleep(for: .milliseconds(afterMs))
             }
         }
-    }
-
-    /// The POST of one batch.
-    private func request(_ body: Data, key: String) throws -> URLRequest {
-        guard let url = URL(string: "/v1/streams/\(stream)/entries", relativeTo: client.base) else {
-            throw BrokerClient.Failure(description: "bad stream name \(stream)")
-        }
-        var request = URLRequest(url: url)
-        request.httpMethod = "POST"
-        request.httpBody = body
-        request.timeoutInterval = 60
-        request.setValue("application/x-ndjson", forHTTPHeaderField: "Content-Type")
-        request.setValue(key, forHTTPHeaderField: "Idempotency-Key")
-        if let token = client.token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
-        return request
-    }
-
-    private static func describe(status: Int, body: Data) -> String {
-        struct ErrorBody: Decodable {
-            struct Detail: Decodable { var code: String; var message: String }
-            var error: Detail
-        }
-        if let error = try? JSONDecoder().decode(ErrorBody.self, from: body) {
-            return "\(status) \(error.error.code): \(error.error.message)"
-        }
-        return "HTTP \(status)"
     }
 
     func close() async {}

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOCore
 import OrgSyncCore
@@ -18,7 +19,8 @@ struct ServeCommand: AsyncParsableCommand {
             into data/state/demo.sqlite under the current directory, on 127.0.0.1:7070, auth off \
             (the file says so). It logs the data directory it uses. SIGTERM or SIGINT stop it gracefully: it stops accepting requests, \
             answers the appends in flight once they are durable, stores cursors, closes adapters \
-            and exits 0.
+            and exits 0. With server.tls, SIGHUP reloads the certificate and key files (new \
+            connections get them; open ones keep theirs; a bad file keeps the old pair and logs why).
             """
     )
 
@@ -44,6 +46,19 @@ struct ServeCommand: AsyncParsableCommand {
         } catch {
             printError("orgsync serve: \(error)")
             throw ExitCodes.usage
+        }
+        // The API's certificate, read before anything is opened: a bad file stops start-up here.
+        var certificate: ServerCertificate?
+        if var tls = configuration.server.tls {
+            tls.certFile = absolutePath(tls.certFile)
+            tls.keyFile = absolutePath(tls.keyFile)
+            tls.clientCAFile = tls.clientCAFile.map(absolutePath)
+            do {
+                certificate = try ServerCertificate(tls)
+            } catch {
+                printError("orgsync serve: \(error)")
+                throw ExitCodes.usage
+            }
         }
         // Before any stream or link is opened: a busy port stops here with nothing touched.
         if let problem = checkListenAddress(host: configuration.server.host, port: configuration.server.port) {
@@ -73,6 +88,10 @@ struct ServeCommand: AsyncParsableCommand {
         logger.info("starting", metadata: [
             "configuration": "\(config ?? BrokerConfiguration.embeddedDefaultName)", "data_directory": "\(dataDirectory)",
         ])
+        if let summary = certificate?.summary {
+            logger.info("serving TLS; SIGHUP reloads the certificate", metadata: ["certificate": "\(summary)"])
+            if summary.isExpired { logger.error("the TLS certificate has expired: clients will refuse it", metadata: ["certificate": "\(summary)"]) }
+        }
         let registry = PluginRegistry(
             builtins: BuiltinAdapters.factories, pluginsDirectory: configuration.pluginsDir.map(absolutePath),
             processLimits: configuration.pluginProcessLimits, logger: logger)
@@ -95,27 +114,37 @@ struct ServeCommand: AsyncParsableCommand {
         let router = buildRouter(
             broker: broker, authenticator: Authenticator(configuration: configuration, environment: environment),
             ready: { readiness.isReady })
+        let server: HTTPServerBuilder
+        do {
+            server = try brokerHTTPServer(configuration.server, certificate: certificate, logger: logger)
+        } catch {
+            printError("orgsync serve: server.tls: \(error)")
+            throw ExitCodes.usage
+        }
+        let scheme = certificate == nil ? "http" : "https"
         let app = Application(
             router: router,
-            server: brokerHTTPServer(configuration.server, logger: logger),
+            server: server,
             configuration: .init(address: .hostname(listenHost, port: listenPort), serverName: "orgsync"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? listenPort
                 readiness.markReady()
                 // One line a script can wait for (tests read it to learn the port).
-                printLine("orgsync: listening on http://\(listenHost):\(port)")
+                printLine("orgsync: listening on \(scheme)://\(listenHost):\(port)")
             },
             logger: logger)
         // Services stop in reverse order: on SIGTERM readiness turns 503, the HTTP server stops
         // accepting and finishes its requests, then the links stop (cursors stored, adapters
         // and plugin processes closed), then the streams are flushed and closed.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: BrokerService(broker: broker)),
+            .init(service: LinkService(host: broker.links, metrics: broker.metrics)),
+            .init(service: app),
+            .init(service: ReadinessService(readiness: readiness)),
+        ]
+        if let certificate { services.append(.init(service: CertificateReloadService(certificate: certificate, logger: logger))) }
         let group = ServiceGroup(configuration: .init(
-            services: [
-                .init(service: BrokerService(broker: broker)),
-                .init(service: LinkService(host: broker.links, metrics: broker.metrics)),
-                .init(service: app),
-                .init(service: ReadinessService(readiness: readiness)),
-            ],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await group.run()
