@@ -5,8 +5,10 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import OrgSyncLog
 import OrgSyncServer
+import OrgSyncTestCertificates
 import Synchronization
 
 struct HTTPBenchmark: AsyncParsableCommand {
@@ -17,8 +19,9 @@ struct HTTPBenchmark: AsyncParsableCommand {
             Starts the broker's HTTP API in this process on 127.0.0.1 (auth off, fsync always), then \
             for each connection count sends closed-loop NDJSON requests of --batch entries with \
             AsyncHTTPClient for --seconds: entries/s, MB/s and request p50/p99 (send → 201, i.e. \
-            durable). In the same run it appends the same batches with the same concurrency straight \
-            to a StreamLog, to show what HTTP costs.
+            durable), over plain HTTP and over TLS (a certificate made for the run). In the same run it \
+            appends the same batches with the same concurrency straight to a StreamLog, to show what \
+            HTTP and TLS cost.
             """
     )
 
@@ -49,7 +52,9 @@ struct HTTPBenchmark: AsyncParsableCommand {
         let counts = connections.split(separator: ",").compactMap { Int($0) }
         var rows: [ResultRow] = []
         for count in counts {
-            rows.append(try await measureHTTP(bodies: bodies, connections: count))
+            rows.append(try await measureHTTP(bodies: bodies, connections: count, tls: false))
+            if json, let row = rows.last { print(resultLine(row)) }
+            rows.append(try await measureHTTP(bodies: bodies, connections: count, tls: true))
             if json, let row = rows.last { print(resultLine(row)) }
             rows.append(try await measureInProcess(workload: workload, connections: count))
             if json, let row = rows.last { print(resultLine(row)) }
@@ -64,17 +69,30 @@ struct HTTPBenchmark: AsyncParsableCommand {
         }
     }
 
-    func measureHTTP(bodies: [(ByteBuffer, Int)], connections: Int) async throws -> ResultRow {
+    /// Appends through the broker's own HTTP server (`brokerHTTPServer`), over TLS (a P-256
+    /// certificate made for the run, TLS 1.3, kept-alive connections) when `tls`.
+    func measureHTTP(bodies: [(ByteBuffer, Int)], connections: Int, tls: Bool) async throws -> ResultRow {
         let directory = try makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         var config = try BrokerConfiguration.parse(yaml: "auth: { enabled: false }\nstreams: [ { name: events } ]\n")
         config.server.port = 0
         let logger = Logger(label: "bench")
-        let broker = try Broker(configuration: config, dataDirectory: directory, metrics: BrokerMetrics(), logger: logger)
+        let broker = try Broker(configuration: config, dataDirectory: directory + "/state", metrics: BrokerMetrics(), logger: logger)
         let router = buildRouter(broker: broker, authenticator: Authenticator(configuration: config, environment: [:]))
+        var certificate: ServerCertificate?
+        var clientTLS: TLSConfiguration?
+        if tls {
+            let authority = try TestCertificates(directory: directory, name: "benchmark CA", file: "benchmark")
+            let issued = try authority.issue("server", hosts: ["127.0.0.1"])
+            certificate = try ServerCertificate(.init(certFile: issued.certificateFile, keyFile: issued.keyFile))
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            configuration.trustRoots = .file(authority.caFile)
+            clientTLS = configuration
+        }
         let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
         let app = Application(
-            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            router: router, server: try brokerHTTPServer(config.server, certificate: certificate, logger: logger),
+            configuration: .init(address: .hostname("127.0.0.1", port: 0)),
             onServerRunning: { channel in portContinuation.yield(channel.localAddress?.port ?? 0) }, logger: logger)
         let server = Task { try await app.run() }
         defer { server.cancel() }
@@ -82,10 +100,11 @@ struct HTTPBenchmark: AsyncParsableCommand {
         guard let port = await ports.next(), port > 0 else { throw ValidationErrorText("the server did not start") }
 
         var clientConfiguration = HTTPClient.Configuration()
+        clientConfiguration.tlsConfiguration = clientTLS
         clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
         defer { _ = client.shutdown() }
-        let url = "http://127.0.0.1:\(port)/v1/streams/events/entries"
+        let url = "\(tls ? "https" : "http")://127.0.0.1:\(port)/v1/streams/events/entries"
         let next = Counter()
         let deadline = nowNs() + UInt64(seconds * 1e9)
         let start = nowNs()
@@ -123,7 +142,7 @@ struct HTTPBenchmark: AsyncParsableCommand {
         let latencies = results.flatMap(\.0).sorted()
         let entries = results.reduce(0) { $0 + $1.1 }
         let bytes = results.reduce(0) { $0 + $1.2 }
-        return ResultRow(mode: "http ndjson c\(connections)", batch: batch, durable: true,
+        return ResultRow(mode: "\(tls ? "https" : "http") ndjson c\(connections)", batch: batch, durable: true,
                          entries_per_s: Double(entries) / elapsed, p50_ms: percentileMs(latencies, 50), p99_ms: percentileMs(latencies, 99),
                          producers: connections, mb_per_s: Double(bytes) / elapsed / 1e6, compression_ratio: nil)
     }
