@@ -122,6 +122,9 @@ public final class DeadLetters: Sendable {
     public var count: Int { state.withLock { $0.letters.count } }
 
     /// How many letters still have status `failed`.
+    /// The offsets that have a letter (at most `lettersMax`).
+    public var offsets: Set<Offset> { state.withLock { Set($0.letters.keys) } }
+
     public var failedCount: Int { state.withLock { $0.letters.values.count { $0.status == .failed } } }
 
     private static func sorted(_ letters: [Offset: DeadLetter]) -> [DeadLetter] {

@@ -213,7 +213,8 @@ public actor LinkSupervisor {
     private func startFromStoredPosition(_ stored: AppliedPosition?) async throws -> Bool {
         let lineage = await source.lineage()
         let end = await source.endOffset()
-        switch LinkStartPosition.decide(stored: stored, cursor: cursor, endOffset: end, lineage: lineage) {
+        switch LinkStartPosition.decide(stored: stored, cursor: cursor, endOffset: end, lineage: lineage,
+                                        deadLetterOffsets: deadLetters.offsets) {
         case .startAt(let offset, let note):
             if let note { logger.notice("starting at \(offset): \(note)") }
             try await storeCursor(offset)

@@ -403,6 +403,50 @@ final class LinkHarness: Sendable {
         #expect(link.supervisor.syncLog.page().map(\.event).contains(.positionReset))
     }
 
+    @Test func aTargetThatLostAcknowledgedEntriesDivergesAndAdoptAppliesThemAgain() async throws {
+        let link = try LinkHarness()
+        link.source.append(count: 10)
+        let run = await link.start()
+        defer { run.cancel() }
+        try await link.waitForCursor(10)
+        run.cancel()
+        _ = await run.result
+        // The target is restored from a backup taken after offset 5: 6...9 were acknowledged
+        // (the cursor is at 10) but the target no longer has them.
+        link.adapter.storePosition(AppliedPosition(identity: await identity(link), offset: 5))
+        let link2 = try LinkHarness(source: link.source, adapter: link.adapter, cursors: link.cursors)
+        let run2 = await link2.start()
+        defer { run2.cancel() }
+        try await link2.waitForTransition(.diverged)
+        let status = await link2.supervisor.status()
+        #expect(status.lastError?.contains("4 of the entries 6..<10") == true, "\(status.lastError ?? "")")
+        #expect(link2.appliedOffsets() == Array(0..<10), "nothing applied, nothing skipped")
+        let result = try await link2.supervisor.changePosition(.adopt)
+        #expect(result.cursor == 6)
+        try await link2.waitForCursor(10)
+        #expect(link2.appliedOffsets() == Array(0..<10) + Array(6..<10), "the lost entries are applied again, once")
+    }
+
+    @Test func aCursorAheadOfTheTargetOnlyByDeadLettersStartsAtTheCursor() async throws {
+        let link = try LinkHarness()
+        link.adapter.reject([8, 9])
+        link.source.append(count: 10)
+        let run = await link.start()
+        defer { run.cancel() }
+        try await link.waitForCursor(10)
+        #expect(link.adapter.target.value.appliedOffset == 7, "the rejected entries moved the cursor, not the target")
+        run.cancel()
+        _ = await run.result
+        let link2 = try LinkHarness(source: link.source, adapter: link.adapter, cursors: link.cursors,
+                                    deadLetters: link.supervisor.deadLetters)
+        let run2 = await link2.start()
+        defer { run2.cancel() }
+        link.source.append(count: 1)
+        try await link2.waitForCursor(11)
+        #expect(await link2.supervisor.status().state == .active)
+        #expect(link2.appliedOffsets() == Array(0..<8) + [10], "8 and 9 stay dead letters; nothing applied twice")
+    }
+
     @Test func aPositionCutByARepairDivergesThenResetReplaysTheNewEntries() async throws {
         let link = try LinkHarness()
         link.source.append(count: 400)
