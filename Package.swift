@@ -1,6 +1,7 @@
 // swift-tools-version: 6.1
 // orgsync — a durable broker that keeps databases ("orgs") in sync across unreliable links.
 // Dependencies point one way: orgsync → OrgSyncServer → OrgSyncCore → {OrgSyncLog, OrgSyncPluginAPI};
+// the server and the CLI share the API's bodies (OrgSyncAPI);
 // plugins depend on OrgSyncPluginAPI (and their own driver) only. See docs/DESIGN.md and README.md.
 import PackageDescription
 
@@ -75,9 +76,15 @@ let package = Package(
             ],
             swiftSettings: ours
         ),
+        // The HTTP API as data: the bodies the server writes and the CLI and tests read (Foundation only).
+        .target(
+            name: "OrgSyncAPI",
+            swiftSettings: ours
+        ),
         .target(
             name: "OrgSyncServer",
             dependencies: [
+                "OrgSyncAPI",
                 "OrgSyncLog",
                 "OrgSyncPluginAPI",
                 "OrgSyncCore",
@@ -102,6 +109,7 @@ let package = Package(
         .executableTarget(
             name: "orgsync",
             dependencies: [
+                "OrgSyncAPI",
                 "OrgSyncLog",
                 "OrgSyncPluginAPI",
                 "OrgSyncCore",
@@ -292,6 +300,7 @@ let package = Package(
         .testTarget(
             name: "OrgSyncServerTests",
             dependencies: [
+                "OrgSyncAPI",
                 "OrgSyncServer",
                 "OrgSyncLog",
                 "OrgSyncCore",
@@ -299,6 +308,7 @@ let package = Package(
                 "OrgSyncTestSupport",
                 "OrgSyncTestCertificates",
                 "SQLiteAdapter",
+                .product(name: "Yams", package: "Yams"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

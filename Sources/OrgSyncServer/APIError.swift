@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import OrgSyncLog
+import OrgSyncAPI
 
 /// An error answered as `{"error":{"code","message"}}` with its HTTP status.
 public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConvertible {
@@ -75,25 +76,14 @@ public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConverti
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         var headers = headers
         headers[.contentType] = "application/json"
-        let body = jsonBytes(ErrorBody(error: .init(code: code, message: message)))
+        let body = jsonBytes(ErrorBody(code: code, message: message))
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
-    }
-
-    struct ErrorBody: Encodable {
-        struct Detail: Encodable {
-            var code: String
-            var message: String
-        }
-        var error: Detail
     }
 }
 
 /// JSON bytes of a value (snake_case keys, sorted).
 func jsonBytes(_ value: some Encodable) -> [UInt8] {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-    encoder.keyEncodingStrategy = .convertToSnakeCase
-    return (try? encoder.encode(value)).map { Array($0) } ?? Array(#"{"error":{"code":"internal","message":"encoding failed"}}"#.utf8)
+    (try? APIJSON.encoder().encode(value)).map { Array($0) } ?? Array(#"{"error":{"code":"internal","message":"encoding failed"}}"#.utf8)
 }
 
 /// A `201`/`200` JSON response.

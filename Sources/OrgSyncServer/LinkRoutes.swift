@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import OrgSyncCore
 import OrgSyncPluginAPI
+import OrgSyncAPI
 
 /// `/v1/links…`: status, operator suspend/resume, cursor, sync log and dead letters.
 func addLinkRoutes(to router: Router<BrokerRequestContext>, broker: Broker, authenticator: Authenticator) {
@@ -142,109 +143,32 @@ func parseBool(_ text: String?, name: String) throws -> Bool {
     }
 }
 
-struct LinkList: Encodable { var links: [LinkStatusBody] }
-
-/// A link's status, as the API shows it.
-struct LinkStatusBody: Encodable {
-    var name: String
-    var stream: String
-    var state: String
-    var heldDown: Bool
-    var cursor: UInt64
-    var endOffset: UInt64
-    var lag: UInt64
-    var lastError: String?
-    var probeProgress: String
-    var probeSuccesses: Int
-    var probeThreshold: Int
-    var timeInStateMs: UInt64
-    var suspensions: Int
-    var flaps: Int
-    var holdDowns: Int
-    var rejectedEntries: Int
-    var appliedEntries: UInt64
-    var deadLettersFailed: Int
-    var running: Bool
-    /// The stream's identity as the link reads it: what the target's position must carry.
-    var streamId: String
-    var epoch: UInt64
-
+extension LinkStatusBody {
     init(_ status: LinkStatus) {
-        name = status.link
-        stream = status.stream
-        state = status.state.rawValue
-        heldDown = status.heldDown
-        cursor = status.cursor.rawValue
-        endOffset = status.endOffset.rawValue
-        lag = status.lagCount
-        lastError = status.lastError
-        probeProgress = "\(status.probeSuccessCount)/\(status.probeThreshold)"
-        probeSuccesses = status.probeSuccessCount
-        probeThreshold = status.probeThreshold
-        timeInStateMs = status.timeInStateMs
-        suspensions = status.suspensionCount
-        flaps = status.flapCount
-        holdDowns = status.holdDownCount
-        rejectedEntries = status.rejectedCount
-        appliedEntries = status.appliedCount
-        deadLettersFailed = status.deadLetterFailedCount
-        running = status.isRunning
-        streamId = status.streamID
-        epoch = status.epoch
+        self.init(
+            name: status.link, stream: status.stream, state: status.state.rawValue, heldDown: status.heldDown,
+            cursor: status.cursor.rawValue, endOffset: status.endOffset.rawValue, lag: status.lagCount,
+            lastError: status.lastError, probeProgress: "\(status.probeSuccessCount)/\(status.probeThreshold)",
+            probeSuccesses: status.probeSuccessCount, probeThreshold: status.probeThreshold, timeInStateMs: status.timeInStateMs,
+            suspensions: status.suspensionCount, flaps: status.flapCount, holdDowns: status.holdDownCount,
+            rejectedEntries: status.rejectedCount, appliedEntries: status.appliedCount, deadLettersFailed: status.deadLetterFailedCount,
+            running: status.isRunning, streamId: status.streamID, epoch: status.epoch)
     }
 }
 
-struct SyncLogPage: Encodable {
-    var records: [SyncLogRecordBody]
-    /// Pass as `before` to get the next (older) page; absent on the last page.
-    var nextBefore: UInt64?
-}
-
-struct SyncLogRecordBody: Encodable {
-    var sequence: UInt64
-    var timeMs: UInt64
-    var event: String
-    var state: String
-    var reason: String
-    var offset: UInt64?
-    var status: String?
-    var targetCode: String?
-
+extension SyncLogRecordBody {
     init(_ record: SyncLogRecord) {
-        sequence = record.sequence
-        timeMs = record.timeMs
-        event = record.event.rawValue
-        state = record.state.rawValue
-        reason = record.reason
-        offset = record.offset?.rawValue
-        status = record.status?.rawValue
-        targetCode = record.targetCode
+        self.init(
+            sequence: record.sequence, timeMs: record.timeMs, event: record.event.rawValue, state: record.state.rawValue,
+            reason: record.reason, offset: record.offset?.rawValue, status: record.status?.rawValue, targetCode: record.targetCode)
     }
 }
 
-struct DeadLetterPage: Encodable {
-    var deadLetters: [DeadLetterBody]
-    var nextBefore: UInt64?
-}
-
-struct DeadLetterBody: Encodable {
-    var offset: UInt64
-    var entry: String
-    var error: String
-    var targetCode: String?
-    var status: String
-    var failedAtMs: UInt64
-    var resolvedAtMs: UInt64?
-    var attempts: Int
-
+extension DeadLetterBody {
     init(_ letter: DeadLetter) {
-        offset = letter.offset.rawValue
-        entry = letter.entryJSON
-        error = letter.error
-        targetCode = letter.targetCode
-        status = letter.status.rawValue
-        failedAtMs = letter.failedAtMs
-        resolvedAtMs = letter.resolvedAtMs
-        attempts = letter.attemptCount
+        self.init(
+            offset: letter.offset.rawValue, entry: letter.entryJSON, error: letter.error, targetCode: letter.targetCode,
+            status: letter.status.rawValue, failedAtMs: letter.failedAtMs, resolvedAtMs: letter.resolvedAtMs,
+            attempts: letter.attemptCount)
     }
 }

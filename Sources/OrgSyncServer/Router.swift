@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import OrgSyncLog
 import OrgSyncPluginAPI
+import OrgSyncAPI
 
 /// The request context of the broker's routes.
 public struct BrokerRequestContext: RequestContext {
@@ -164,37 +165,13 @@ struct UnmatchedRouteMiddleware: RouterMiddleware {
     }
 }
 
-struct StreamList: Encodable {
-    var streams: [StreamInfoBody]
-}
-
-/// `GET /v1/streams/{stream}`.
-struct StreamInfoBody: Encodable {
-    var name: String
-    var startOffset: UInt64
-    var endOffset: UInt64
-    var segments: Int
-    var storedBytes: Int64
-    var rawBytes: Int64
-    var compressionRatio: Double
-
+extension StreamInfoBody {
     init(_ log: StreamLog) {
         let info = log.info()
-        name = info.name
-        startOffset = info.startOffset
-        endOffset = info.endOffset
-        segments = info.segmentCount
-        storedBytes = info.storedBytes
-        rawBytes = info.rawBytes
-        compressionRatio = info.compressionRatio
+        self.init(
+            name: info.name, startOffset: info.startOffset, endOffset: info.endOffset, segments: info.segmentCount,
+            storedBytes: info.storedBytes, rawBytes: info.rawBytes, compressionRatio: info.compressionRatio)
     }
-}
-
-/// The body of `201` after an append.
-struct AppendBody: Encodable {
-    var firstOffset: UInt64
-    var lastOffset: UInt64
-    var count: Int
 }
 
 /// Reads, limits and validates append requests. Nothing is appended unless every entry of

@@ -1,6 +1,7 @@
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import OrgSyncAPI
 
 /// The operator's status page: `GET /` with its script and style sheet under `/ui/`.
 ///
@@ -22,14 +23,6 @@ func addStatusPageRoutes(to router: Router<BrokerRequestContext>, authenticator:
         let role = try await authenticator.role(of: request, context)
         return jsonResponse(WhoAmIBody(authEnabled: authenticator.isEnabled, role: role?.rawValue ?? "none"))
     }
-}
-
-/// `GET /v1/whoami`: what the presented token may do, so the page shows operator buttons only
-/// to an admin. The token itself is never echoed.
-struct WhoAmIBody: Encodable {
-    var authEnabled: Bool
-    /// `admin`, `produce`, or `none` (auth on and no token presented).
-    var role: String
 }
 
 /// The page's content is fixed text; the policy forbids inline script and style, plugins,

@@ -4,6 +4,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOSSL
+import OrgSyncAPI
 
 /// Options of the commands that talk to a running broker.
 struct BrokerOptions: ParsableArguments {
@@ -115,10 +116,6 @@ struct BrokerClient {
 
     /// A non-2xx answer: the broker's error code and message, or the status alone.
     static func describe(status: Int, body: Data) -> String {
-        struct ErrorBody: Decodable {
-            struct Detail: Decodable { var code: String; var message: String }
-            var error: Detail
-        }
         if let error = try? JSONDecoder().decode(ErrorBody.self, from: body) {
             return "\(status) \(error.error.code): \(error.error.message)"
         }
@@ -130,41 +127,10 @@ struct BrokerClient {
     }
 
     func decode<T: Decodable>(_ data: Data, as type: T.Type) throws -> T {
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
         do {
-            return try decoder.decode(type, from: data)
+            return try APIJSON.decoder().decode(type, from: data)
         } catch {
             throw Failure(description: "unexpected answer from the broker: \(error)")
         }
     }
-}
-
-/// A link's status as the broker's API returns it.
-struct LinkStatusResponse: Codable {
-    var name: String
-    var stream: String
-    var state: String
-    var heldDown: Bool
-    var cursor: UInt64
-    var endOffset: UInt64
-    var lag: UInt64
-    var lastError: String?
-    var probeProgress: String
-    var timeInStateMs: UInt64
-    var suspensions: Int
-    var flaps: Int
-    var rejectedEntries: Int
-    var deadLettersFailed: Int
-    var running: Bool
-}
-
-struct SyncLogResponse: Codable {
-    struct Record: Codable {
-        var sequence: UInt64
-        var timeMs: UInt64
-        var event: String
-        var reason: String
-    }
-    var records: [Record]
 }

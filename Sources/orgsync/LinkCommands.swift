@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import OrgSyncAPI
 
 /// Runs `body`, printing a broker error as `orgsync <command>: message` and exiting 1.
 func reportingFailures(_ command: String, _ body: () async throws -> Void) async throws {
@@ -32,24 +33,20 @@ struct StatusCommand: AsyncParsableCommand {
         var allActive = true
         try await reportingFailures("status") {
             let client = try broker.client()
-            let links: [LinkStatusResponse]
+            let links: [LinkStatusBody]
             if let link {
-                links = [try await client.get("/v1/links/\(link)", as: LinkStatusResponse.self)]
+                links = [try await client.get("/v1/links/\(link)", as: LinkStatusBody.self)]
             } else {
-                struct List: Decodable { var links: [LinkStatusResponse] }
-                links = try await client.get("/v1/links", as: List.self).links
+                links = try await client.get("/v1/links", as: LinkList.self).links
             }
             allActive = links.allSatisfy { $0.state == "active" && $0.running }
             if broker.json {
-                let encoder = JSONEncoder()
-                encoder.keyEncodingStrategy = .convertToSnakeCase
-                encoder.outputFormatting = [.sortedKeys]
-                printLine(String(decoding: (try? encoder.encode(links)) ?? Data(), as: UTF8.self))
+                printLine(String(decoding: (try? APIJSON.encoder().encode(links)) ?? Data(), as: UTF8.self))
                 return
             }
             var rows = [["LINK", "STREAM", "STATE", "LAG", "CURSOR", "END", "IN STATE", "LAST EVENT"]]
             for status in links {
-                let last = try? await client.get("/v1/links/\(status.name)/sync-log?limit=1", as: SyncLogResponse.self).records.first
+                let last = try? await client.get("/v1/links/\(status.name)/sync-log?limit=1", as: SyncLogPage.self).records.first
                 var state = status.state + (status.heldDown ? " (held down)" : "")
                 if status.state == "verifying" { state += " \(status.probeProgress)" }
                 if !status.running { state = "stopped" }
@@ -91,7 +88,7 @@ struct LinksCommand: AsyncParsableCommand {
         func run() async throws {
             try await reportingFailures("links suspend") {
                 let data = try await broker.client().send("POST", "/v1/links/\(link)/suspend")
-                let status = try broker.client().decode(data, as: LinkStatusResponse.self)
+                let status = try broker.client().decode(data, as: LinkStatusBody.self)
                 printLine(broker.json ? String(decoding: data, as: UTF8.self) : "\(link): \(status.state) at cursor \(status.cursor)")
             }
         }
@@ -107,7 +104,7 @@ struct LinksCommand: AsyncParsableCommand {
         func run() async throws {
             try await reportingFailures("links resume") {
                 let data = try await broker.client().send("POST", "/v1/links/\(link)/resume?force=\(force)")
-                let status = try broker.client().decode(data, as: LinkStatusResponse.self)
+                let status = try broker.client().decode(data, as: LinkStatusBody.self)
                 printLine(broker.json ? String(decoding: data, as: UTF8.self) : "\(link): \(status.state) (probes \(status.probeProgress))")
             }
         }
@@ -132,7 +129,7 @@ extension LinksCommand {
         func run() async throws {
             try await reportingFailures("links reset") {
                 let data = try await broker.client().send("POST", "/v1/links/\(link)/reset?from=\(offset)")
-                let status = try broker.client().decode(data, as: LinkStatusResponse.self)
+                let status = try broker.client().decode(data, as: LinkStatusBody.self)
                 printLine(broker.json ? String(decoding: data, as: UTF8.self)
                     : "\(link): \(status.state) from offset \(status.cursor) (stream end \(status.endOffset))")
             }
@@ -154,7 +151,7 @@ extension LinksCommand {
         func run() async throws {
             try await reportingFailures("links adopt") {
                 let data = try await broker.client().send("POST", "/v1/links/\(link)/adopt")
-                let status = try broker.client().decode(data, as: LinkStatusResponse.self)
+                let status = try broker.client().decode(data, as: LinkStatusBody.self)
                 printLine(broker.json ? String(decoding: data, as: UTF8.self)
                     : "\(link): \(status.state) from offset \(status.cursor) (stream end \(status.endOffset))")
             }
@@ -176,7 +173,7 @@ struct CursorCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await reportingFailures("cursor show") {
-                let status = try await broker.client().get("/v1/links/\(link)", as: LinkStatusResponse.self)
+                let status = try await broker.client().get("/v1/links/\(link)", as: LinkStatusBody.self)
                 printLine(broker.json ? #"{"link":"\#(link)","cursor":\#(status.cursor),"end_offset":\#(status.endOffset)}"#
                     : "\(link): cursor \(status.cursor), stream end \(status.endOffset), lag \(status.lag)")
             }
@@ -194,7 +191,7 @@ struct CursorCommand: AsyncParsableCommand {
         func run() async throws {
             try await reportingFailures("cursor set") {
                 let data = try await broker.client().send("POST", "/v1/links/\(link)/cursor?offset=\(offset)")
-                let status = try broker.client().decode(data, as: LinkStatusResponse.self)
+                let status = try broker.client().decode(data, as: LinkStatusBody.self)
                 printLine(broker.json ? String(decoding: data, as: UTF8.self) : "\(link): cursor \(status.cursor) (\(status.state))")
             }
         }

@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdTesting
 import Logging
 import NIOCore
+import OrgSyncAPI
 import OrgSyncLog
 @testable import OrgSyncServer
 import Testing
@@ -65,11 +66,7 @@ func headers(_ token: String?, _ contentType: String? = "application/json") -> H
 }
 
 func errorCode(_ response: TestResponse) -> String? {
-    struct Body: Decodable {
-        struct Detail: Decodable { var code: String; var message: String }
-        var error: Detail
-    }
-    return (try? JSONDecoder().decode(Body.self, from: Data(response.body.readableBytesView)))?.error.code
+    (try? APIJSON.decoder().decode(ErrorBody.self, from: Data(response.body.readableBytesView)))?.error.code
 }
 
 @Suite struct RouterTests {
