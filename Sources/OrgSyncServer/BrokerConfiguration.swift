@@ -407,19 +407,21 @@ func isValidStreamName(_ name: String) -> Bool { StreamLog.isValidName(name) }
 private func rejectUnknownKeys(_ yaml: String) throws {
     guard let node = try Yams.compose(yaml: yaml) else { return }
     try rejectNonScalarKeys(node, path: "")
-    let top: Set<String> = ["data_dir", "server", "log", "auth", "streams", "links", "plugins_dir", "plugin_limits"]
+    // The field names are the decoders' own CodingKeys, in the configuration's snake_case: one
+    // list of fields per section, so a field cannot be decoded yet called unknown, or the reverse.
+    func fields<Key: CodingKey & CaseIterable>(_: Key.Type) -> Set<String> { Set(Key.allCases.map { snakeCase($0.stringValue) }) }
+    typealias C = BrokerConfiguration
+    let top = fields(C.CodingKeys.self)
     let known: [String: Set<String>] = [
-        "server": ["host", "port", "body_bytes_max", "entry_bytes_max", "request_entries_max", "header_timeout_ms", "idle_timeout_ms",
-                   "connections_max", "inflight_body_bytes_max", "allow_unauthenticated_remote", "tls", "allow_plaintext"],
-        "server.tls": ["cert_file", "key_file", "client_ca_file"],
-        "log": ["level"],
-        "plugin_limits": ["handshake_timeout_ms", "request_timeout_ms", "apply_timeout_ms"],
-        "auth": ["enabled", "tokens", "open_health", "open_metrics", "client_certificates"],
-        "auth.tokens[]": ["name", "role", "token", "token_env"],
-        "auth.client_certificates[]": ["name", "common_name", "role"],
-        "streams[]": ["name", "segment_bytes_max", "segment_age_ms_max", "compression_level", "fsync", "fsync_interval_ms",
-                      "retention_bytes_max", "retention_age_ms_max", "retention_drops_unconsumed", "queued_appends_max", "queued_bytes_max"],
-        "links[]": ["name", "stream", "adapter", "settings", "supervisor", "stop_on_reject"],
+        "server": fields(C.Server.CodingKeys.self),
+        "server.tls": fields(C.TLS.CodingKeys.self),
+        "log": fields(C.Log.CodingKeys.self),
+        "plugin_limits": fields(C.PluginLimits.CodingKeys.self),
+        "auth": fields(C.Auth.CodingKeys.self),
+        "auth.tokens[]": fields(C.Token.CodingKeys.self),
+        "auth.client_certificates[]": fields(C.ClientCertificate.CodingKeys.self),
+        "streams[]": fields(C.Stream.CodingKeys.self),
+        "links[]": fields(C.Link.CodingKeys.self),
     ]
     func check(_ node: Node, allowed: Set<String>, path: String, template: String) throws {
         guard let mapping = node.mapping else { return }
@@ -470,7 +472,7 @@ extension KeyedDecodingContainer {
 }
 
 extension BrokerConfiguration {
-    enum CodingKeys: String, CodingKey { case dataDir, server, log, auth, streams, links, pluginsDir, pluginLimits }
+    enum CodingKeys: String, CodingKey, CaseIterable { case dataDir, server, log, auth, streams, links, pluginsDir, pluginLimits }
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = BrokerConfiguration()
@@ -486,7 +488,7 @@ extension BrokerConfiguration {
 }
 
 extension BrokerConfiguration.PluginLimits {
-    enum CodingKeys: String, CodingKey { case handshakeTimeoutMs, requestTimeoutMs, applyTimeoutMs }
+    enum CodingKeys: String, CodingKey, CaseIterable { case handshakeTimeoutMs, requestTimeoutMs, applyTimeoutMs }
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = Self()
@@ -497,7 +499,7 @@ extension BrokerConfiguration.PluginLimits {
 }
 
 extension BrokerConfiguration.Server {
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case host, port, bodyBytesMax, entryBytesMax, requestEntriesMax, headerTimeoutMs, idleTimeoutMs, connectionsMax, inflightBodyBytesMax
         case allowUnauthenticatedRemote, tls, allowPlaintext
     }
@@ -520,15 +522,19 @@ extension BrokerConfiguration.Server {
 }
 
 extension BrokerConfiguration.TLS {
-    enum CodingKeys: String, CodingKey { case certFile, keyFile, clientCAFile = "clientCaFile" }
+    enum CodingKeys: String, CodingKey, CaseIterable { case certFile, keyFile, clientCAFile = "clientCaFile" }
+}
+
+extension BrokerConfiguration.Token {
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, role, token, tokenEnv }
 }
 
 extension BrokerConfiguration.ClientCertificate {
-    enum CodingKeys: String, CodingKey { case name, commonName, role }
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, commonName, role }
 }
 
 extension BrokerConfiguration.Log {
-    enum CodingKeys: String, CodingKey { case level }
+    enum CodingKeys: String, CodingKey, CaseIterable { case level }
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         level = try c.value(.level, Self().level)
@@ -536,7 +542,7 @@ extension BrokerConfiguration.Log {
 }
 
 extension BrokerConfiguration.Auth {
-    enum CodingKeys: String, CodingKey { case enabled, tokens, openHealth, openMetrics, clientCertificates }
+    enum CodingKeys: String, CodingKey, CaseIterable { case enabled, tokens, openHealth, openMetrics, clientCertificates }
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = Self()
@@ -549,7 +555,7 @@ extension BrokerConfiguration.Auth {
 }
 
 extension BrokerConfiguration.Stream {
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case name, segmentBytesMax, segmentAgeMsMax, compressionLevel, fsync, fsyncIntervalMs, retentionBytesMax,
              retentionAgeMsMax, retentionDropsUnconsumed, queuedAppendsMax, queuedBytesMax
     }
@@ -570,7 +576,7 @@ extension BrokerConfiguration.Stream {
 }
 
 extension BrokerConfiguration.Link {
-    enum CodingKeys: String, CodingKey { case name, stream, adapter, settings, supervisor, stopOnReject }
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, stream, adapter, settings, supervisor, stopOnReject }
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         name = try c.decode(String.self, forKey: .name)
