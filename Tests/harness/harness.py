@@ -757,6 +757,25 @@ def verify_log(h, data_dir, stream=STREAM):
     return result.returncode, result.stdout.decode(errors="replace") + result.stderr.decode(errors="replace")
 
 
+def verified_dump(h, check, data_dir, stream=STREAM):
+    """`log verify`, then `log dump`, of a stopped broker's stream: each must exit 0 (else the
+    check fails, naming it); the dumped entries."""
+    vcode, vtext = verify_log(h, data_dir, stream)
+    if vcode != 0:
+        check.fail(f"log verify exit {vcode}: {vtext.strip()[-300:]}")
+    dcode, dumped, derr = dump_log(h, data_dir, stream)
+    if dcode != 0:
+        check.fail(f"log dump exit {dcode}: {derr.strip()[-300:]}")
+    return dumped
+
+
+def stop_gracefully(check, broker):
+    """A graceful stop (SIGTERM) must exit 0."""
+    code = broker.stop()
+    if code != 0:
+        check.fail(f"graceful stop exited {code}")
+
+
 class Check:
     def __init__(self):
         self.problems: list[str] = []
@@ -1291,15 +1310,8 @@ class Harness:
         status = wait_drained(broker.port, timeout_s=drain_timeout_s or (600 if self.long else 180))
         drained_s = time.monotonic() - t0
         letters = dead_letters(broker.port)
-        code = broker.stop()
-        if code != 0:
-            check.fail(f"graceful stop exited {code}")
-        vcode, vtext = verify_log(self, broker.data_dir)
-        if vcode != 0:
-            check.fail(f"log verify exit {vcode}: {vtext.strip()[-300:]}")
-        dcode, dumped, derr = dump_log(self, broker.data_dir)
-        if dcode != 0:
-            check.fail(f"log dump exit {dcode}: {derr.strip()[-300:]}")
+        stop_gracefully(check, broker)
+        dumped = verified_dump(self, check, broker.data_dir)
         entries, end = check_log(check, dumped, producers.acked, workload)
         if end != status.get("end_offset"):
             check.fail(f"dumped end {end} != status end_offset {status.get('end_offset')}")
@@ -1922,12 +1934,7 @@ class Harness:
             res.fail(f"plugin processes left after the broker stopped: {left}")
         res.acked = len(producers.acked)
         check = Check()
-        vcode, vtext = verify_log(self, data)
-        if vcode != 0:
-            check.fail(f"log verify exit {vcode}: {vtext.strip()[-300:]}")
-        dcode, dumped, derr = dump_log(self, data)
-        if dcode != 0:
-            check.fail(f"log dump exit {dcode}: {derr.strip()[-300:]}")
+        dumped = verified_dump(self, check, data)
         entries, end = check_log(check, dumped, producers.acked, workload)
         # Observed at the target: the plugin's SQLite file, every column, and its audit trigger.
         rows, effects = model_for_target(check, entries, letters)
@@ -2074,15 +2081,8 @@ class Harness:
             if "23505" in text or "duplicate key" in text:
                 check.duplicated += 1
             check.fail(f"dead letter at offset {d.get('offset')}: {text[:160]}")
-        code = broker.stop()
-        if code != 0:
-            check.fail(f"graceful stop exited {code}")
-        vcode, vtext = verify_log(self, broker.data_dir)
-        if vcode != 0:
-            check.fail(f"log verify exit {vcode}: {vtext.strip()[-300:]}")
-        dcode, dumped, derr = dump_log(self, broker.data_dir)
-        if dcode != 0:
-            check.fail(f"log dump exit {dcode}: {derr.strip()[-300:]}")
+        stop_gracefully(check, broker)
+        dumped = verified_dump(self, check, broker.data_dir)
         sent, end, offsets_of = check_keyed_log(check, dumped, producers)
         rows, audit = check_keyed_target(check, self.pg, schema, LINK, sent, end)
         res.absorb(check)
@@ -2300,9 +2300,7 @@ class Harness:
         wait_drained(broker.port, link=POWER_LINK, timeout_s=600 if self.long else 180)
         records_before = {json.dumps(r, sort_keys=True) for r in sync_log(broker.port, POWER_LINK)}
         letters_before = {json.dumps(d, sort_keys=True) for d in dead_letters(broker.port, POWER_LINK)}
-        code = broker.stop()
-        if code != 0:
-            check.fail(f"graceful stop exited {code}")
+        stop_gracefully(check, broker)
         # A graceful stop must leave everything durable: the power goes right after it. Then one
         # more start, which must find everything where it was.
         mount.cut("clean", rng.getrandbits(32))
@@ -2310,15 +2308,8 @@ class Harness:
         self._power_check_restart(res, "final", "clean", broker, records_before, letters_before)
         status = wait_drained(broker.port, link=POWER_LINK, timeout_s=120)
         letters = dead_letters(broker.port, POWER_LINK)
-        code = broker.stop()
-        if code != 0:
-            check.fail(f"graceful stop exited {code}")
-        vcode, vtext = verify_log(self, broker.data_dir)
-        if vcode != 0:
-            check.fail(f"log verify exit {vcode}: {vtext.strip()[-300:]}")
-        dcode, dumped, derr = dump_log(self, broker.data_dir)
-        if dcode != 0:
-            check.fail(f"log dump exit {dcode}: {derr.strip()[-300:]}")
+        stop_gracefully(check, broker)
+        dumped = verified_dump(self, check, broker.data_dir)
         sent, end, offsets_of = check_keyed_log(check, dumped, producers)
         # Dead letters: exactly the acknowledged entries the adapter must reject, each once.
         bad = {k for k, e in sent.items() if e["object"] == PowerProducers.BAD_OBJECT}
