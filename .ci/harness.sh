@@ -33,14 +33,9 @@ if [ -z "${ORGSYNC_POWERFS_PYTHON:-}" ]; then
   fi
   powerfs_venv="$(mktemp -d /tmp/orgsync-powerfs-venv.XXXXXX)"
   trap 'rm -rf "$powerfs_venv"; [ -z "${ORGSYNC_TEST_PG_STARTED_HERE:-}" ] || orgsync_pg_stop' EXIT
-  if ! python3 -m venv "$powerfs_venv" >/dev/null 2>&1; then
-    [ "$(id -u)" = 0 ] || { echo "harness.sh: python3 cannot make a venv (install python3-venv)" >&2; exit 2; }
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-    rm -rf "$powerfs_venv"
-    python3 -m venv "$powerfs_venv"
-  fi
-  "$powerfs_venv/bin/pip" install -q --disable-pip-version-check "mfusepy==$MFUSEPY_VERSION"
+  # shellcheck source=/dev/null
+  source .ci/venv.sh
+  orgsync_make_venv "$powerfs_venv" "mfusepy==$MFUSEPY_VERSION"
   export ORGSYNC_POWERFS_PYTHON="$powerfs_venv/bin/python"
 fi
 echo "harness.sh: powerfs self-test (the power-loss scenario's filesystem)"

@@ -47,15 +47,9 @@ cleanup() {
 trap cleanup EXIT
 
 log "installing schemathesis $SCHEMATHESIS_VERSION in a temporary virtualenv"
-if ! python3 -m venv "$work/venv" >/dev/null 2>&1; then
-  # Debian's python3 keeps venv (with ensurepip) in a package of its own.
-  [ "$(id -u)" = 0 ] || { echo "schemathesis-check: python3 cannot make a venv (install python3-venv)" >&2; exit 2; }
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-  rm -rf "$work/venv"
-  python3 -m venv "$work/venv"
-fi
-"$work/venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+# shellcheck source=/dev/null
+source .ci/venv.sh
+orgsync_make_venv "$work/venv" "schemathesis==$SCHEMATHESIS_VERSION"
 
 # Tokens made for this run only; the broker reads them from the environment.
 ORGSYNC_PRODUCE_TOKEN="$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
