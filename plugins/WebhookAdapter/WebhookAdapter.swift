@@ -144,11 +144,14 @@ public struct WebhookAdapterSettings: Sendable, Hashable, CustomStringConvertibl
 /// | response | error |
 /// | --- | --- |
 /// | 2xx | none: the batch is applied |
-/// | 401, 403, 408, 429, 5xx, 3xx, no response, timeout | `connection` (the link suspends and probes) |
+/// | 401, 403, 408, 429, 5xx, 3xx, no response, timeout, TLS failure | `connection` (the link suspends and probes) |
 /// | other 4xx | `rejected` at the offset the body names as `{"rejected_offset": N}` (when N is in the batch), else the batch's first entry; the message holds the status and the start of the body |
 ///
 /// 401/403 count as connection failures, not rejections: an expired credential must suspend the
-/// link rather than send every entry to the dead letters.
+/// link rather than send every entry to the dead letters. So does a TLS failure (see
+/// ``TLSFailure``): its message names the reason — unknown CA, expired certificate, host name,
+/// client certificate — and the link resumes through its probes once a valid certificate is in
+/// place.
 public actor WebhookAdapter: OrgAdapter {
     public nonisolated let streamName: String
     public nonisolated let settings: WebhookAdapterSettings
@@ -233,7 +236,7 @@ public actor WebhookAdapter: OrgAdapter {
     static let drainBytesMax = 1 << 20
 
     /// The client, made (and the PEM files read) when there is none: at the first call, and
-    /// after `close`.
+    /// after `close` or a TLS failure.
     private func httpClient() throws(AdapterError) -> HTTPClient {
         if let client { return client.client }
         let tls: TLSConfiguration
@@ -245,8 +248,15 @@ public actor WebhookAdapter: OrgAdapter {
             throw AdapterError.connection("webhook \(settings.url): \(error)")
         }
         let timeout = TimeAmount.milliseconds(Int64(settings.timeoutMs))
+        // A failed connection attempt fails the request at once, with its reason: the link's
+        // probes are the one retry policy. (AsyncHTTPClient would otherwise retry until
+        // timeout_ms and only then report the last failure, leaving no time to read a refused
+        // certificate for the message.)
+        var pool = HTTPClient.Configuration.ConnectionPool()
+        pool.retryConnectionEstablishment = false
         let configuration = HTTPClient.Configuration(
-            tlsConfiguration: tls, redirectConfiguration: .disallow, timeout: .init(connect: timeout, read: timeout))
+            tlsConfiguration: tls, redirectConfiguration: .disallow, timeout: .init(connect: timeout, read: timeout),
+            connectionPool: pool)
         let owned = OwnedHTTPClient(HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration))
         client = owned
         return owned.client
@@ -279,10 +289,32 @@ public actor WebhookAdapter: OrgAdapter {
         } catch let error as HTTPClientError
             where error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout
         {
-            throw AdapterError.connection("webhook \(what) \(settings.url): no answer within timeout_ms=\(settings.timeoutMs)")
+            throw AdapterError.connection("webhook \(what) \(request.url): no answer within timeout_ms=\(settings.timeoutMs)")
         } catch {
-            throw AdapterError.connection("webhook \(what) \(settings.url): \(String(describing: error))")
+            if let failure = TLSFailure.classify(error) {
+                throw await tlsFailure(failure, url: request.url, what: what, deadline: deadline)
+            }
+            throw AdapterError.connection("webhook \(what) \(request.url): \(String(describing: error))")
         }
+    }
+
+    /// The `connection` error of a TLS failure, its reason in words. After a verification
+    /// failure, the receiver's certificate is read once more (within what is left of the
+    /// request's deadline) to tell an expired one from an unknown CA. The client is dropped: the
+    /// next call makes a new one, which reads the PEM files again.
+    private func tlsFailure(_ failure: TLSFailure, url: String, what: String, deadline: NIODeadline) async -> AdapterError {
+        await dropClient()
+        let target = URL(string: url)
+        let host = target?.host ?? url
+        var presented: PresentedCertificate?
+        let remaining = deadline - .now()
+        if failure.reason == .certificateVerifyFailed, let target, let targetHost = target.host, remaining > .zero {
+            presented = await PresentedCertificate.read(
+                host: targetHost, port: target.port ?? 443, timeout: remaining, on: HTTPClient.defaultEventLoopGroup)
+        }
+        let nowSeconds = Int(Date().timeIntervalSince1970)
+        return AdapterError.connection(
+            "webhook \(what) \(url): \(failure.message(presented: presented, nowSeconds: nowSeconds, host: host, settings: settings.tls))")
     }
 
     // MARK: Payload
