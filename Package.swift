@@ -275,9 +275,11 @@ let package = Package(
                 "WebhookAdapter",
                 "OrgSyncPluginAPI",
                 "OrgSyncAdapterContract",
+                "OrgSyncTestCertificates",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict + [.define("ORGSYNC_ADAPTER_CONTRACT")]
