@@ -191,6 +191,9 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                // The client's TLS settings, and the handshake that reads a refused certificate.
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "plugins/WebhookAdapter",
@@ -290,9 +293,11 @@ let package = Package(
                 "WebhookAdapter",
                 "OrgSyncPluginAPI",
                 "OrgSyncAdapterContract",
+                "OrgSyncTestCertificates",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict + [.define("ORGSYNC_ADAPTER_CONTRACT")]

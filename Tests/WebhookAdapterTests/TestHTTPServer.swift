@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// What the test server saw of one request.
@@ -21,40 +22,74 @@ struct Reply: Sendable {
     var after: TimeAmount? = nil
 }
 
+/// The TLS of a test receiver: its certificate and key (PEM files), and the CA a client
+/// certificate must come from (nil: none is asked for).
+struct ServerTLS: Sendable {
+    var certificateFile: String
+    var keyFile: String
+    var clientCAFile: String? = nil
+
+    func context() throws -> NIOSSLContext {
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(certificateFile).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem)))
+        if let clientCAFile {
+            configuration.certificateVerification = .noHostnameVerification  // a certificate is required
+            configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(clientCAFile))
+        }
+        return try NIOSSLContext(configuration: configuration)
+    }
+}
+
 /// A small HTTP/1.1 server on 127.0.0.1 and a free port, answering from a closure and keeping
-/// every request it got. Stopped by the test (also when it fails) with ``stop()``.
+/// every request it got; over TLS when started with a ``ServerTLS``. Stopped by the test (also
+/// when it fails) with ``stop()``.
 final class TestHTTPServer: Sendable {
     let port: Int
     private let channel: any Channel
     private let box: ServerBox
+    private let scheme: String
 
     var requests: [RecordedRequest] { box.recorded.withLock { $0 } }
-    var url: String { "http://127.0.0.1:\(port)/hook" }
+    var url: String { "\(scheme)://127.0.0.1:\(port)/hook" }
     /// TCP connections accepted so far.
     var connectionCount: Int { box.children.withLock { $0.count } }
 
-    private init(channel: any Channel, port: Int, box: ServerBox) {
+    private init(channel: any Channel, port: Int, box: ServerBox, scheme: String) {
         self.channel = channel
         self.port = port
         self.box = box
+        self.scheme = scheme
     }
 
-    static func start(_ respond: @escaping @Sendable (RecordedRequest) -> Reply?) async throws -> TestHTTPServer {
+    static func start(tls: ServerTLS? = nil, _ respond: @escaping @Sendable (RecordedRequest) -> Reply?) async throws -> TestHTTPServer {
         let box = ServerBox()
+        if let tls { try box.tls.withLock { $0 = try tls.context() } }
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { child in
                 box.children.withLock { $0.append(child) }
-                return child.pipeline.configureHTTPServerPipeline().flatMapThrowing {
-                    try child.pipeline.syncOperations.addHandler(Handler(box: box, respond: respond))
-                }
+                return child.eventLoop.makeCompletedFuture(withResultOf: {
+                    let pipeline = child.pipeline.syncOperations
+                    // TLS first: everything after it reads and writes plain HTTP.
+                    if let context = box.tls.withLock({ $0 }) { try pipeline.addHandler(NIOSSLServerHandler(context: context)) }
+                    try pipeline.configureHTTPServerPipeline()
+                    try pipeline.addHandler(Handler(box: box, respond: respond))
+                })
             }
             .bind(host: "127.0.0.1", port: 0).get()
         guard let port = channel.localAddress?.port else {
             try await channel.close()
             throw ChannelError.unknownLocalAddress
         }
-        return TestHTTPServer(channel: channel, port: port, box: box)
+        return TestHTTPServer(channel: channel, port: port, box: box, scheme: tls == nil ? "http" : "https")
+    }
+
+    /// Connections accepted from now on use `tls` (a receiver whose certificate was replaced;
+    /// same port, same URL).
+    func useTLS(_ tls: ServerTLS) throws {
+        let context = try tls.context()
+        box.tls.withLock { $0 = context }
     }
 
     /// Closes the listening socket and every accepted connection (a hung one included).
@@ -67,6 +102,7 @@ final class TestHTTPServer: Sendable {
     private final class ServerBox: Sendable {
         let recorded = Mutex<[RecordedRequest]>([])
         let children = Mutex<[any Channel]>([])
+        let tls = Mutex<NIOSSLContext?>(nil)
     }
 
     private final class Handler: ChannelInboundHandler {

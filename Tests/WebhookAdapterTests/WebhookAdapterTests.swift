@@ -11,16 +11,19 @@ func entry(_ offset: UInt64, _ key: String, _ fields: [String: JSONValue] = [:])
     Entry(offset: Offset(offset), org: "acme", object: "Contact", op: .upsert, key: key, ts: "2026-11-18T11:06:40.000Z", fields: fields)
 }
 
-/// Starts a receiver, runs `body` with an adapter pointed at it, and stops both, also on failure.
+/// Starts a receiver (over TLS with `serverTLS`), runs `body` with an adapter pointed at it
+/// (with the client's `tls` settings), and stops both, also on failure.
 func withReceiver(
     timeoutMs: Int = 5_000, headers: [String: String] = [:], logs: CapturedLogs = CapturedLogs(),
+    serverTLS: ServerTLS? = nil, tls: WebhookTLSSettings = WebhookTLSSettings(),
     respond: @escaping @Sendable (RecordedRequest) -> Reply?,
     _ body: (WebhookAdapter, TestHTTPServer) async throws -> Void
 ) async throws {
-    let server = try await TestHTTPServer.start(respond)
+    let server = try await TestHTTPServer.start(tls: serverTLS, respond)
     let adapter = WebhookAdapter(
         streamName: "events",
-        settings: WebhookAdapterSettings(url: server.url, headers: headers, timeoutMs: timeoutMs, probeURL: server.url + "/probe"),
+        settings: WebhookAdapterSettings(
+            url: server.url, headers: headers, timeoutMs: timeoutMs, probeURL: server.url + "/probe", tls: tls),
         logger: logs.logger())
     do {
         // No open(): it probes, and these tests count requests; see openProbesTheReceiver.

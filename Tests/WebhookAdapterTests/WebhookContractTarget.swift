@@ -6,6 +6,7 @@ import Foundation
 import NIOHTTP1
 import OrgSyncAdapterContract
 import OrgSyncPluginAPI
+import OrgSyncTestCertificates
 import Synchronization
 import Testing
 @testable import WebhookAdapter
@@ -67,6 +68,9 @@ struct WebhookTrafficProblem: Error, CustomStringConvertible {
 struct WebhookContractTarget: AdapterContractTarget {
     let server: TestHTTPServer
     let receiver: InMemoryReceiver
+    /// Over TLS: the directory of the test CA and the receiver's certificate, and the CA's file.
+    var certificateDirectory: String? = nil
+    var caFile: String? = nil
     let factory: any OrgAdapterFactory = WebhookAdapterFactory()
     var capabilities: AdapterContractCapabilities { AdapterContractCapabilities(storesAppliedOffset: false) }
 
@@ -76,8 +80,27 @@ struct WebhookContractTarget: AdapterContractTarget {
         return WebhookContractTarget(server: server, receiver: receiver)
     }
 
+    /// The receiver over https, its certificate from a test CA given to the link as `ca_file`.
+    static func makeOverTLS() async throws -> WebhookContractTarget {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("orgsync-webtls-contract-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        do {
+            let certificates = try TestCertificates(directory: directory)
+            let issued = try certificates.issue("receiver", hosts: ["127.0.0.1"])
+            let receiver = InMemoryReceiver()
+            let server = try await TestHTTPServer.start(
+                tls: ServerTLS(certificateFile: issued.certificateFile, keyFile: issued.keyFile)) { receiver.respond($0) }
+            return WebhookContractTarget(server: server, receiver: receiver, certificateDirectory: directory, caFile: certificates.caFile)
+        } catch {
+            try? FileManager.default.removeItem(atPath: directory)
+            throw error
+        }
+    }
+
     func configuration(linkName: String, streamName: String) -> AdapterConfiguration {
-        AdapterConfiguration(linkName: linkName, streamName: streamName, settings: ["url": server.url, "timeout_ms": "2000"])
+        var settings = ["url": server.url, "timeout_ms": "2000"]
+        if let caFile { settings["ca_file"] = caFile }
+        return AdapterConfiguration(linkName: linkName, streamName: streamName, settings: settings)
     }
 
     func rows(object: String) async throws -> [ContractRow] { receiver.rows(object: object) }
@@ -116,13 +139,21 @@ struct WebhookContractTarget: AdapterContractTarget {
         }
     }
 
-    func tearDown() async { await server.stop() }
+    func tearDown() async {
+        await server.stop()
+        if let certificateDirectory { try? FileManager.default.removeItem(atPath: certificateDirectory) }
+    }
 }
 
 @Suite struct WebhookAdapterContractTests {
     @Test(arguments: AdapterContract.Check.allCases)
     func contract(_ check: AdapterContract.Check) async throws {
         try await AdapterContract { try await WebhookContractTarget.make() }.run(check)
+    }
+
+    @Test(arguments: AdapterContract.Check.allCases)
+    func contractOverHTTPS(_ check: AdapterContract.Check) async throws {
+        try await AdapterContract { try await WebhookContractTarget.makeOverTLS() }.run(check)
     }
 }
 #endif

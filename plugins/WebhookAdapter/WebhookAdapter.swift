@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import OrgSyncPluginAPI
 import Synchronization
 
@@ -19,6 +20,7 @@ public struct WebhookAdapterFactory: OrgAdapterFactory {
     public let settings = AdapterSettingsDeclaration([
         .required("url"), .family("header."), .family("header_env."), .optional("timeout_ms"), .optional("probe_url"),
         .optional("probe_method"), .optional("error_body_bytes_max"),
+        .optional("ca_file"), .optional("cert_file"), .optional("key_file"), .optional("insecure_skip_verify"),
     ])
     let environment: @Sendable () -> [String: String]
 
@@ -31,9 +33,12 @@ public struct WebhookAdapterFactory: OrgAdapterFactory {
     }
 
     public func makeAdapter(_ configuration: AdapterConfiguration) throws -> any OrgAdapter {
-        WebhookAdapter(
-            streamName: configuration.streamName,
-            settings: try WebhookAdapterSettings(configuration, environment: environment()))
+        let settings = try WebhookAdapterSettings(configuration, environment: environment())
+        // Read the PEM files once now, so a missing or broken one stops start-up naming it.
+        _ = try settings.tls.clientConfiguration()
+        var logger = Logger(label: "orgsync.adapter.webhook")
+        logger[metadataKey: "link"] = "\(configuration.linkName)"
+        return WebhookAdapter(streamName: configuration.streamName, settings: settings, logger: logger)
     }
 }
 
@@ -48,6 +53,7 @@ public struct WebhookAdapterFactory: OrgAdapterFactory {
 /// | `probe_url` | `url` | URL of the probe request |
 /// | `probe_method` | `HEAD` | `HEAD` or `GET` |
 /// | `error_body_bytes_max` | `512` | how much of an error response's body goes into the error message |
+/// | `ca_file`, `cert_file`, `key_file`, `insecure_skip_verify` | see ``WebhookTLSSettings`` | TLS of an `https://` URL |
 ///
 /// Header values are secrets: they are sent, never logged, and left out of ``description``.
 public struct WebhookAdapterSettings: Sendable, Hashable, CustomStringConvertible {
@@ -57,10 +63,11 @@ public struct WebhookAdapterSettings: Sendable, Hashable, CustomStringConvertibl
     public var probeURL: String
     public var probeMethod: String
     public var errorBodyBytesMax: Int
+    public var tls: WebhookTLSSettings
 
     public init(
         url: String, headers: [String: String] = [:], timeoutMs: Int = 10_000, probeURL: String? = nil,
-        probeMethod: String = "HEAD", errorBodyBytesMax: Int = 512
+        probeMethod: String = "HEAD", errorBodyBytesMax: Int = 512, tls: WebhookTLSSettings = WebhookTLSSettings()
     ) {
         self.url = url
         self.headers = headers
@@ -68,6 +75,7 @@ public struct WebhookAdapterSettings: Sendable, Hashable, CustomStringConvertibl
         self.probeURL = probeURL ?? url
         self.probeMethod = probeMethod
         self.errorBodyBytesMax = errorBodyBytesMax
+        self.tls = tls
     }
 
     public init(_ configuration: AdapterConfiguration, environment: [String: String]) throws(AdapterConfigurationError) {
@@ -81,6 +89,7 @@ public struct WebhookAdapterSettings: Sendable, Hashable, CustomStringConvertibl
         }
         timeoutMs = try configuration.int("timeout_ms", default: 10_000, in: 1...3_600_000)
         errorBodyBytesMax = try configuration.int("error_body_bytes_max", default: 512, in: 0...65_536)
+        tls = try WebhookTLSSettings(configuration, urls: [("url", url), ("probe_url", probeURL)])
         headers = [:]
         for (setting, value) in configuration.settings.sorted(by: { $0.key < $1.key }) {
             if setting.hasPrefix("header."), setting.count > "header.".count {
@@ -115,7 +124,8 @@ public struct WebhookAdapterSettings: Sendable, Hashable, CustomStringConvertibl
     }
 
     public var description: String {
-        "webhook \(url) headers=[\(headers.keys.sorted().map { "\($0): <redacted>" }.joined(separator: ", "))] timeout_ms=\(timeoutMs)"
+        let tlsSummary = tls.summary.isEmpty ? "" : " " + tls.summary
+        return "webhook \(url) headers=[\(headers.keys.sorted().map { "\($0): <redacted>" }.joined(separator: ", "))] timeout_ms=\(timeoutMs)\(tlsSummary)"
     }
 }
 
@@ -134,16 +144,20 @@ public struct WebhookAdapterSettings: Sendable, Hashable, CustomStringConvertibl
 /// | response | error |
 /// | --- | --- |
 /// | 2xx | none: the batch is applied |
-/// | 401, 403, 408, 429, 5xx, 3xx, no response, timeout | `connection` (the link suspends and probes) |
+/// | 401, 403, 408, 429, 5xx, 3xx, no response, timeout, TLS failure | `connection` (the link suspends and probes) |
 /// | other 4xx | `rejected` at the offset the body names as `{"rejected_offset": N}` (when N is in the batch), else the batch's first entry; the message holds the status and the start of the body |
 ///
 /// 401/403 count as connection failures, not rejections: an expired credential must suspend the
-/// link rather than send every entry to the dead letters.
+/// link rather than send every entry to the dead letters. So does a TLS failure (see
+/// ``TLSFailure``): its message names the reason — unknown CA, expired certificate, host name,
+/// client certificate — and the link resumes through its probes once a valid certificate is in
+/// place.
 public actor WebhookAdapter: OrgAdapter {
     public nonisolated let streamName: String
     public nonisolated let settings: WebhookAdapterSettings
     private let logger: Logger
     private var client: OwnedHTTPClient?
+    private var warnedInsecure = false
 
     public init(streamName: String, settings: WebhookAdapterSettings, logger: Logger = Logger(label: "orgsync.adapter.webhook")) {
         self.streamName = streamName
@@ -152,9 +166,15 @@ public actor WebhookAdapter: OrgAdapter {
     }
 
     /// Makes the HTTP client and probes the receiver, so a link does not start (or resume)
-    /// against a receiver that is not there.
+    /// against a receiver that is not there. With `insecure_skip_verify`, the first call logs a
+    /// warning: verification is never off silently.
     public func open() async throws {
-        _ = httpClient()
+        if settings.tls.insecureSkipVerify, !warnedInsecure {
+            warnedInsecure = true
+            logger.warning(
+                "webhook \(settings.url): insecure_skip_verify is true: the receiver's certificate and host name are not verified, so anyone on the network path can read and change what this link sends")
+        }
+        _ = try httpClient()
         try await probe()
     }
 
@@ -201,6 +221,10 @@ public actor WebhookAdapter: OrgAdapter {
     public func setAppliedPosition(_ position: AppliedPosition?) async throws {}
 
     public func close() async {
+        await dropClient()
+    }
+
+    private func dropClient() async {
         guard let client else { return }
         self.client = nil
         await client.shutdown()
@@ -211,11 +235,28 @@ public actor WebhookAdapter: OrgAdapter {
     /// Most of a response body read only to keep its connection reusable.
     static let drainBytesMax = 1 << 20
 
-    private func httpClient() -> HTTPClient {
+    /// The client, made (and the PEM files read) when there is none: at the first call, and
+    /// after `close` or a TLS failure.
+    private func httpClient() throws(AdapterError) -> HTTPClient {
         if let client { return client.client }
+        let tls: TLSConfiguration
+        do {
+            tls = try settings.tls.clientConfiguration()
+        } catch {
+            // A file that was there at start-up and is gone or broken now: the link suspends
+            // and probes until it is fixed.
+            throw AdapterError.connection("webhook \(settings.url): \(error)")
+        }
         let timeout = TimeAmount.milliseconds(Int64(settings.timeoutMs))
+        // A failed connection attempt fails the request at once, with its reason: the link's
+        // probes are the one retry policy. (AsyncHTTPClient would otherwise retry until
+        // timeout_ms and only then report the last failure, leaving no time to read a refused
+        // certificate for the message.)
+        var pool = HTTPClient.Configuration.ConnectionPool()
+        pool.retryConnectionEstablishment = false
         let configuration = HTTPClient.Configuration(
-            redirectConfiguration: .disallow, timeout: .init(connect: timeout, read: timeout))
+            tlsConfiguration: tls, redirectConfiguration: .disallow, timeout: .init(connect: timeout, read: timeout),
+            connectionPool: pool)
         let owned = OwnedHTTPClient(HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration))
         client = owned
         return owned.client
@@ -229,7 +270,7 @@ public actor WebhookAdapter: OrgAdapter {
     /// Sends and reads at most `error_body_bytes_max` (+1, to know it was cut) of the body, all
     /// within `timeout_ms`. Transport failures become `connection`, without header values.
     private func send(_ request: HTTPClientRequest, what: String) async throws -> (HTTPResponseStatus, [UInt8]) {
-        let client = httpClient()
+        let client = try httpClient()
         let deadline = NIODeadline.now() + .milliseconds(Int64(settings.timeoutMs))
         let limit = settings.errorBodyBytesMax + 1
         do {
@@ -248,10 +289,32 @@ public actor WebhookAdapter: OrgAdapter {
         } catch let error as HTTPClientError
             where error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout
         {
-            throw AdapterError.connection("webhook \(what) \(settings.url): no answer within timeout_ms=\(settings.timeoutMs)")
+            throw AdapterError.connection("webhook \(what) \(request.url): no answer within timeout_ms=\(settings.timeoutMs)")
         } catch {
-            throw AdapterError.connection("webhook \(what) \(settings.url): \(String(describing: error))")
+            if let failure = TLSFailure.classify(error) {
+                throw await tlsFailure(failure, url: request.url, what: what, deadline: deadline)
+            }
+            throw AdapterError.connection("webhook \(what) \(request.url): \(String(describing: error))")
         }
+    }
+
+    /// The `connection` error of a TLS failure, its reason in words. After a verification
+    /// failure, the receiver's certificate is read once more (within what is left of the
+    /// request's deadline) to tell an expired one from an unknown CA. The client is dropped: the
+    /// next call makes a new one, which reads the PEM files again.
+    private func tlsFailure(_ failure: TLSFailure, url: String, what: String, deadline: NIODeadline) async -> AdapterError {
+        await dropClient()
+        let target = URL(string: url)
+        let host = target?.host ?? url
+        var presented: PresentedCertificate?
+        let remaining = deadline - .now()
+        if failure.reason == .certificateVerifyFailed, let target, let targetHost = target.host, remaining > .zero {
+            presented = await PresentedCertificate.read(
+                host: targetHost, port: target.port ?? 443, timeout: remaining, on: HTTPClient.defaultEventLoopGroup)
+        }
+        let nowSeconds = Int(Date().timeIntervalSince1970)
+        return AdapterError.connection(
+            "webhook \(what) \(url): \(failure.message(presented: presented, nowSeconds: nowSeconds, host: host, settings: settings.tls))")
     }
 
     // MARK: Payload
