@@ -292,8 +292,10 @@ let package = Package(
             dependencies: [
                 "WebhookAdapter",
                 "OrgSyncPluginAPI",
+                "OrgSyncCore",
                 "OrgSyncAdapterContract",
                 "OrgSyncTestCertificates",
+                "OrgSyncTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
