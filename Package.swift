@@ -160,6 +160,9 @@ let package = Package(
             dependencies: [
                 "OrgSyncPluginAPI",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "plugins/PostgresAdapter",
