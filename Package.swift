@@ -250,6 +250,7 @@ let package = Package(
                 "PostgresAdapter",
                 "OrgSyncPluginAPI",
                 "OrgSyncAdapterContract",
+                "OrgSyncTestCertificates",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
             swiftSettings: strict + [.define("ORGSYNC_ADAPTER_CONTRACT")]
