@@ -82,9 +82,11 @@ struct ApplyBenchmark: AsyncParsableCommand {
             print("apply --adapter postgres skipped: ORGSYNC_TEST_PG_HOST/PORT/USER/DB not set (run: source .ci/postgres.sh)")
             return
         }
+        // Plain on both sides (the straight side connects without TLS): the adapter's default,
+        // prefer, would encrypt against a server with ssl on and make the ratio about TLS.
         let settings = PostgresAdapterSettings(
             host: host, port: port, user: user, password: environment["ORGSYNC_TEST_PG_PASSWORD"], database: database,
-            primaryKey: .orgKey)
+            primaryKey: .orgKey, tls: PostgresTLSSettings(mode: .disable))
         let result = try await ApplyBenchmarkPostgres(settings: settings, batchSize: batch, roundCount: rounds).run(entries)
         if json {
             print(resultLine(ApplyResultRow(
