@@ -264,6 +264,7 @@ let package = Package(
                 "OrgSyncLog",
                 "OrgSyncPluginAPI",
                 "OrgSyncTestSupport",
+                "OrgSyncTestCertificates",
                 "PostgresAdapter",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
