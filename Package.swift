@@ -178,6 +178,9 @@ let package = Package(
             dependencies: [
                 "OrgSyncPluginAPI",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "plugins/PostgresAdapter",
@@ -268,6 +271,7 @@ let package = Package(
                 "PostgresAdapter",
                 "OrgSyncPluginAPI",
                 "OrgSyncAdapterContract",
+                "OrgSyncTestCertificates",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
             swiftSettings: strict + [.define("ORGSYNC_ADAPTER_CONTRACT")]
@@ -281,6 +285,7 @@ let package = Package(
                 "OrgSyncLog",
                 "OrgSyncPluginAPI",
                 "OrgSyncTestSupport",
+                "OrgSyncTestCertificates",
                 "PostgresAdapter",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),

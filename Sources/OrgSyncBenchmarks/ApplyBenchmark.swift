@@ -20,7 +20,10 @@ struct ApplyBenchmark: AsyncParsableCommand {
             (holding python-sqlite) adds the out-of-process overhead. postgres: the server of \
             ORGSYNC_TEST_PG_HOST/PORT/USER/PASSWORD/DB (`source .ci/postgres.sh`), fresh schemas per \
             round, dropped afterwards; skipped with a message when those are not set. Both use \
-            `primary_key: org_key` (the workload's keys are unique per org only).
+            `primary_key: org_key` (the workload's keys are unique per org only). With \
+            --pg-tls-root-cert, the adapter is measured a second time in the same run with \
+            `sslmode: verify-full` (the server must have ssl on, with a certificate for \
+            --pg-tls-host signed by that CA); the straight side stays plain in both.
             """
     )
 
@@ -35,6 +38,10 @@ struct ApplyBenchmark: AsyncParsableCommand {
     @Option(help: "sqlite: where the databases go (default: a new temp dir, removed at the end).") var workDir: String?
     @Option(help: "sqlite: plugins directory holding python-sqlite, to measure the out-of-process overhead.")
     var pluginsDir: String?
+    @Option(help: "postgres: also measure the adapter with sslmode verify-full, trusting this CA file (PEM).")
+    var pgTLSRootCert: String?
+    @Option(help: "postgres: host name for the verify-full run; the server's certificate must be issued for it.")
+    var pgTLSHost = "localhost"
     @Flag(help: "Print RESULT lines instead of the Markdown table.") var json = false
 
     func validate() throws {
@@ -82,21 +89,35 @@ struct ApplyBenchmark: AsyncParsableCommand {
             print("apply --adapter postgres skipped: ORGSYNC_TEST_PG_HOST/PORT/USER/DB not set (run: source .ci/postgres.sh)")
             return
         }
+        // Plain on both sides (the straight side connects without TLS): the adapter's default,
+        // prefer, would encrypt against a server with ssl on and make the ratio about TLS.
         let settings = PostgresAdapterSettings(
             host: host, port: port, user: user, password: environment["ORGSYNC_TEST_PG_PASSWORD"], database: database,
-            primaryKey: .orgKey)
-        let result = try await ApplyBenchmarkPostgres(settings: settings, batchSize: batch, roundCount: rounds).run(entries)
+            primaryKey: .orgKey, tls: PostgresTLSSettings(mode: .disable))
+        var results = [try await ApplyBenchmarkPostgres(settings: settings, batchSize: batch, roundCount: rounds).run(entries)]
+        if let pgTLSRootCert {
+            var verifyFull = settings
+            verifyFull.host = pgTLSHost
+            verifyFull.tls = PostgresTLSSettings(mode: .verifyFull, rootCertificateFile: pgTLSRootCert)
+            results.append(try await ApplyBenchmarkPostgres(settings: verifyFull, batchSize: batch, roundCount: rounds).run(entries))
+        }
         if json {
-            print(resultLine(ApplyResultRow(
-                adapter: "postgres", batch: batch, entries: result.entryCount, entries_per_s: result.adapterEntriesPerSecond,
-                straight_entries_per_s: result.straightEntriesPerSecond, rejected: result.rejectedCount)))
+            for result in results {
+                print(resultLine(ApplyResultRow(
+                    adapter: result.label, batch: batch, entries: result.entryCount, entries_per_s: result.adapterEntriesPerSecond,
+                    straight_entries_per_s: result.straightEntriesPerSecond, rejected: result.rejectedCount)))
+            }
         } else {
             print(header)
             print("| adapter | entries | batch | orgsync/s | straight/s | ratio |")
             print("| --- | ---: | ---: | ---: | ---: | ---: |")
-            print(result.markdownRow)
+            for result in results { print(result.markdownRow) }
             print("")
-            print("rejected entries (inserts of existing keys, dead-lettered as the link would): \(result.rejectedCount)")
+            if results.count == 2, results[0].adapterEntriesPerSecond > 0 {
+                let ratio = results[1].adapterEntriesPerSecond / results[0].adapterEntriesPerSecond
+                print(String(format: "adapter with verify-full / plain: %.0f%%", ratio * 100))
+            }
+            print("rejected entries (inserts of existing keys, dead-lettered as the link would): \(results[0].rejectedCount)")
         }
     }
 }

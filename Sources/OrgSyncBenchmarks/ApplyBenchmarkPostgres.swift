@@ -19,6 +19,8 @@ import PostgresNIO
 /// only, and with `key` alone about one entry in ten is an insert of another org's key.
 struct ApplyBenchmarkPostgres {
     struct Result: Sendable, CustomStringConvertible {
+        /// What was measured: `postgres`, or `postgres verify-full` for the adapter over TLS.
+        var label = "postgres"
         var entryCount: Int
         var batchSize: Int
         var adapterEntriesPerSecond: Double
@@ -30,14 +32,14 @@ struct ApplyBenchmarkPostgres {
 
         var description: String {
             String(
-                format: "postgres apply: %d entries, batch %d: orgsync %.0f entries/s, straight postgres-nio %.0f entries/s (%.0f%%), %d rejected",
-                entryCount, batchSize, adapterEntriesPerSecond, straightEntriesPerSecond, ratio * 100, rejectedCount)
+                format: "%@ apply: %d entries, batch %d: orgsync %.0f entries/s, straight postgres-nio %.0f entries/s (%.0f%%), %d rejected",
+                label, entryCount, batchSize, adapterEntriesPerSecond, straightEntriesPerSecond, ratio * 100, rejectedCount)
         }
 
         /// `| adapter | entries | batch | orgsync/s | straight/s | ratio |`
         var markdownRow: String {
             String(
-                format: "| postgres | %d | %d | %.0f | %.0f | %.0f%% |", entryCount, batchSize, adapterEntriesPerSecond,
+                format: "| %@ | %d | %d | %.0f | %.0f | %.0f%% |", label, entryCount, batchSize, adapterEntriesPerSecond,
                 straightEntriesPerSecond, ratio * 100)
         }
     }
@@ -92,7 +94,7 @@ struct ApplyBenchmarkPostgres {
         }
         try? await admin.close()
         return Result(
-            entryCount: entries.count, batchSize: batchSize, adapterEntriesPerSecond: bestAdapter,
+            label: settings.tls.mode == .disable ? "postgres" : "postgres \(settings.tls.mode.rawValue)", entryCount: entries.count, batchSize: batchSize, adapterEntriesPerSecond: bestAdapter,
             straightEntriesPerSecond: bestStraight, rejectedCount: rejected)
     }
 

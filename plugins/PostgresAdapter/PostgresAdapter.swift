@@ -403,18 +403,12 @@ public actor PostgresAdapter: OrgAdapter {
 
     private func connect() async throws -> PostgresConnection {
         await dropConnection()
-        var configuration = PostgresConnection.Configuration(
-            host: settings.host, port: settings.port, username: settings.user, password: settings.password,
-            database: settings.database, tls: .disable)
-        configuration.options.connectTimeout = .milliseconds(Int64(settings.connectTimeoutMs))
-        configuration.options.additionalStartupParameters = [
-            ("application_name", "orgsync:" + String(linkName.prefix(50))),
-            ("statement_timeout", String(settings.queryTimeoutMs)),
-        ]
         connectionCount += 1
         do {
-            let connection = try await PostgresConnection.connect(
-                configuration: configuration, id: connectionCount, logger: logger)
+            let connection = try await PostgresConnector.connect(
+                settings: settings, applicationName: "orgsync:" + String(linkName.prefix(50)),
+                startupParameters: [("statement_timeout", String(settings.queryTimeoutMs))],
+                connectTimeoutMs: settings.connectTimeoutMs, id: connectionCount, logger: logger)
             self.connection = connection
             try await openLivenessConnection()
             return connection
@@ -601,12 +595,9 @@ struct LivenessWatch: Sendable {
     static func connect(settings: PostgresAdapterSettings, linkName: String, logger: Logger, timeoutMs: Int) async throws
         -> PostgresConnection
     {
-        var configuration = PostgresConnection.Configuration(
-            host: settings.host, port: settings.port, username: settings.user, password: settings.password,
-            database: settings.database, tls: .disable)
-        configuration.options.connectTimeout = .milliseconds(Int64(timeoutMs))
-        configuration.options.additionalStartupParameters = [("application_name", "orgsync-liveness:" + String(linkName.prefix(40)))]
-        return try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
+        try await PostgresConnector.connect(
+            settings: settings, applicationName: "orgsync-liveness:" + String(linkName.prefix(40)), connectTimeoutMs: timeoutMs,
+            id: 0, logger: logger)
     }
 
     private static func selectOne(_ connection: PostgresConnection, logger: Logger) async throws {

@@ -16,6 +16,7 @@ public struct PostgresAdapterFactory: OrgAdapterFactory {
         .optional("host"), .optional("port"), .required("user"), .optional("password"), .required("database"),
         .optional("schema"), .optional("table_prefix"), .optional("primary_key"), .optional("connect_timeout_ms"),
         .optional("query_timeout_ms"), .optional("liveness_interval_ms"), .optional("liveness_timeout_ms"),
+        .optional("sslmode"), .optional("sslrootcert"), .optional("sslcert"), .optional("sslkey"),
     ])
     /// Where `password_env` is looked up; the process environment unless a test gives its own.
     let environment: @Sendable () -> [String: String]
@@ -30,6 +31,8 @@ public struct PostgresAdapterFactory: OrgAdapterFactory {
 
     public func makeAdapter(_ configuration: AdapterConfiguration) throws -> any OrgAdapter {
         let settings = try PostgresAdapterSettings(configuration, environment: environment())
+        // Read the TLS files now: a missing or bad one stops start-up naming its setting.
+        _ = try PostgresTLSContext.make(settings.tls)
         return PostgresAdapter(linkName: configuration.linkName, settings: settings)
     }
 }
@@ -51,9 +54,9 @@ public struct PostgresAdapterFactory: OrgAdapterFactory {
 /// | `query_timeout_ms` | `30000` | bound on one adapter call (a whole batch, a probe); also the server's `statement_timeout` |
 /// | `liveness_interval_ms` | `500` | while a call is in flight, how often a second connection checks the server answers (`SELECT 1`); 0 turns the check off |
 /// | `liveness_timeout_ms` | `1000` | how long that check may take: a server that does not answer it is dead (the call fails as a connection error), so a frozen or unreachable server is noticed within about interval + timeout whatever `query_timeout_ms` is |
-///
-/// The connection is not encrypted (TLS is not supported yet): use it on loopback or a trusted
-/// network.
+/// | `sslmode` | `prefer` | `disable`, `prefer`, `require`, `verify-ca`, `verify-full`, as libpq: see ``PostgresTLSSettings`` |
+/// | `sslrootcert` | none | PEM file of the CAs the server's certificate must chain to (verify-ca, verify-full) |
+/// | `sslcert`, `sslkey` | none | PEM files of a client certificate and its key, both or neither |
 public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertible {
     public var host: String
     public var port: Int
@@ -70,10 +73,13 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
     public var livenessIntervalMs: Int = 500
     /// Bound on one such check.
     public var livenessTimeoutMs: Int = 1_000
+    /// `sslmode`, `sslrootcert`, `sslcert`, `sslkey`.
+    public var tls: PostgresTLSSettings
 
     public init(
         host: String = "127.0.0.1", port: Int = 5432, user: String, password: String?, database: String,
-        schema: String = "public", tablePrefix: String = "", primaryKey: PrimaryKey = .key, connectTimeoutMs: Int = 10_000, queryTimeoutMs: Int = 30_000
+        schema: String = "public", tablePrefix: String = "", primaryKey: PrimaryKey = .key, connectTimeoutMs: Int = 10_000, queryTimeoutMs: Int = 30_000,
+        tls: PostgresTLSSettings = PostgresTLSSettings()
     ) {
         self.host = host
         self.port = port
@@ -85,6 +91,7 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
         self.primaryKey = primaryKey
         self.connectTimeoutMs = connectTimeoutMs
         self.queryTimeoutMs = queryTimeoutMs
+        self.tls = tls
     }
 
     /// Reads and checks the settings of a link; throws naming the first bad setting.
@@ -104,6 +111,7 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
         queryTimeoutMs = try configuration.int("query_timeout_ms", default: 30_000, in: 1...86_400_000)
         livenessIntervalMs = try configuration.int("liveness_interval_ms", default: 500, in: 0...3_600_000)
         livenessTimeoutMs = try configuration.int("liveness_timeout_ms", default: 1_000, in: 1...3_600_000)
+        tls = try PostgresTLSSettings(configuration)
         password = configuration.settings["password"].flatMap { $0.isEmpty ? nil : $0 }
         if let variable = configuration.settings["password_env"], !variable.isEmpty {
             guard let value = environment[variable] else {
@@ -131,6 +139,6 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
     public var description: String {
         "postgres://\(user)@\(host):\(port)/\(database) schema=\(schema) password=\(password == nil ? "none" : "<redacted>")"
             + " primary_key=\(primaryKey.rawValue) connect_timeout_ms=\(connectTimeoutMs) query_timeout_ms=\(queryTimeoutMs)"
-            + " liveness_interval_ms=\(livenessIntervalMs) liveness_timeout_ms=\(livenessTimeoutMs)"
+            + " liveness_interval_ms=\(livenessIntervalMs) liveness_timeout_ms=\(livenessTimeoutMs) \(tls)"
     }
 }

@@ -18,6 +18,7 @@ enum PostgresErrorClassifier {
     static func classify(_ error: any Error, phase: Phase, context: String) -> AdapterError {
         if let error = error as? AdapterError { return error }
         if error is CancellationError { return .connection("\(context): cancelled") }
+        if let error = error as? PostgresConnector.Failure { return .connection("\(context): \(error.message)") }
         guard let error = error as? PSQLError else {
             return .connection("\(context): \(String(describing: error))")
         }
