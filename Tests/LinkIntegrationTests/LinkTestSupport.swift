@@ -5,7 +5,9 @@ import OrgSyncLog
 import OrgSyncPluginAPI
 import OrgSyncTestSupport
 import PostgresAdapter
+import PostgresNIO
 import Synchronization
+import Testing
 
 /// Link cursors in the stream's real cursor files, published to an ``Observed`` value so that
 /// tests can wait on a cursor (bounded, no polling). Observation only: every store goes to the
@@ -231,6 +233,27 @@ final class PostgresLinkRig: Sendable {
         producing?.cancel()
         run.cancel()
         recording.cancel()
+    }
+
+    /// Stops the producer, waits (at most 15 s) until the link has applied the whole stream, and
+    /// checks the target's table `Item` in `schema` holds every entry exactly once (a row each,
+    /// each sequence number once); then drops the schema.
+    func drainAndCheckEveryEntryOnce(_ server: LinkTestPostgres.Connection, schema: String) async throws {
+        producer.stop()
+        try await producing?.value
+        let endOffset = log.endOffset
+        try await cursors.waitForCursor(link: linkName, atLeast: Offset(endOffset), ms: 15_000)
+        let db = try await LinkTestPostgres.connect(server)
+        let table = "\"\(schema)\".\"Item\""
+        do {
+            #expect(try await db.scalar("SELECT count(*) FROM \(table)") == Int64(endOffset))
+            #expect(try await db.scalar("SELECT count(DISTINCT \"Seq\") FROM \(table)") == Int64(endOffset))
+        } catch {
+            try? await db.close()
+            throw error
+        }
+        _ = try? await db.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \"\(schema)\" CASCADE"), logger: Logger(label: "test"))
+        try? await db.close()
     }
 
     /// Ends the link (its error, if it failed, is thrown), closes the log and removes the directory.

@@ -50,7 +50,7 @@ extension PostgresLinkTests {
         let rig = try await PostgresLinkRig(
             linkName: "frozen", settings: Self.defaultSettings(server, schema: schema), randomSeed: 11, steadyProducer: true)
         defer { rig.stop() }
-        let (log, adapter, cursors, recorder, producer, clock) = (rig.log, rig.adapter, rig.cursors, rig.recorder, rig.producer, rig.clock)
+        let (adapter, cursors, recorder, clock) = (rig.adapter, rig.cursors, rig.recorder, rig.clock)
         try await cursors.waitForCursor(link: "frozen", atLeast: 50)
         let frozen = try Self.serverProcesses()
         #expect(frozen.count > 1, "the postmaster and its backends")
@@ -68,16 +68,7 @@ extension PostgresLinkTests {
         #expect(suspended.atMs - frozeMs <= 2_000, "suspended \(suspended.atMs - frozeMs) ms after the server froze (default settings)")
         // Thawed, the link verifies and resumes, and the stream drains with every entry once.
         _ = try await recorder.wait(for: .resumed, ms: 15_000)
-        producer.stop()
-        try await rig.producing?.value
-        let endOffset = log.endOffset
-        try await cursors.waitForCursor(link: "frozen", atLeast: Offset(endOffset), ms: 15_000)
-        let db = try await LinkTestPostgres.connect(server)
-        let table = "\"\(schema)\".\"Item\""
-        #expect(try await db.scalar("SELECT count(*) FROM \(table)") == Int64(endOffset))
-        #expect(try await db.scalar("SELECT count(DISTINCT \"Seq\") FROM \(table)") == Int64(endOffset))
-        _ = try? await db.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \"\(schema)\" CASCADE"), logger: Logger(label: "test"))
-        try? await db.close()
+        try await rig.drainAndCheckEveryEntryOnce(server, schema: schema)
         try await rig.finish()
     }
 

@@ -50,7 +50,7 @@ extension PostgresLinkTests {
         settings["sslrootcert"] = certificates.caFile
         let rig = try await PostgresLinkRig(linkName: "pg-tls", settings: settings, randomSeed: 19, steadyProducer: true)
         defer { rig.stop() }
-        let (log, cursors, supervisor, recorder, producer) = (rig.log, rig.cursors, rig.supervisor, rig.recorder, rig.producer)
+        let (supervisor, recorder, producer) = (rig.supervisor, rig.recorder, rig.producer)
 
         let suspended = try await recorder.wait(for: .suspended, ms: 10_000)
         #expect(suspended.reason.contains("TLS: certificate verify failed: the server's certificate expired at "), "\(suspended.reason)")
@@ -68,16 +68,7 @@ extension PostgresLinkTests {
         let resumed = try await recorder.wait(for: .resumed, ms: 15_000)
         #expect(resumed.reason.hasPrefix("target answered \(configuration.probeThreshold) consecutive probes"), "\(resumed.reason)")
 
-        producer.stop()
-        try await rig.producing?.value
-        let endOffset = log.endOffset
-        try await cursors.waitForCursor(link: "pg-tls", atLeast: Offset(endOffset), ms: 15_000)
-        let db = try await LinkTestPostgres.connect(server)
-        let table = "\"\(schema)\".\"Item\""
-        #expect(try await db.scalar("SELECT count(*) FROM \(table)") == Int64(endOffset))
-        #expect(try await db.scalar("SELECT count(DISTINCT \"Seq\") FROM \(table)") == Int64(endOffset))
-        _ = try? await db.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \"\(schema)\" CASCADE"), logger: Logger(label: "test"))
-        try? await db.close()
+        try await rig.drainAndCheckEveryEntryOnce(server, schema: schema)
         try await rig.finish()
     }
 
