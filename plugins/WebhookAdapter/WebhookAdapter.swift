@@ -49,7 +49,7 @@ public struct WebhookAdapterFactory: OrgAdapterFactory {
 /// | `url` | required | `http://` or `https://` URL each batch is POSTed to |
 /// | `header.NAME` | none | a header sent with every request, e.g. `header.Authorization = Bearer …` |
 /// | `header_env.NAME` | none | a header whose value is read from the environment variable named here (must be set); wins over `header.NAME` |
-/// | `timeout_ms` | `10000` | bound on one request, connect to last body byte |
+/// | `timeout_ms` | `10000` | bound on one request, connect to last body byte (a certificate verification failure: twice, see the README) |
 /// | `probe_url` | `url` | URL of the probe request |
 /// | `probe_method` | `HEAD` | `HEAD` or `GET` |
 /// | `error_body_bytes_max` | `512` | how much of an error response's body goes into the error message |
@@ -292,25 +292,27 @@ public actor WebhookAdapter: OrgAdapter {
             throw AdapterError.connection("webhook \(what) \(request.url): no answer within timeout_ms=\(settings.timeoutMs)")
         } catch {
             if let failure = TLSFailure.classify(error) {
-                throw await tlsFailure(failure, url: request.url, what: what, deadline: deadline)
+                throw await tlsFailure(failure, url: request.url, what: what)
             }
             throw AdapterError.connection("webhook \(what) \(request.url): \(String(describing: error))")
         }
     }
 
     /// The `connection` error of a TLS failure, its reason in words. After a verification
-    /// failure, the receiver's certificate is read once more (within what is left of the
-    /// request's deadline) to tell an expired one from an unknown CA. The client is dropped: the
-    /// next call makes a new one, which reads the PEM files again.
-    private func tlsFailure(_ failure: TLSFailure, url: String, what: String, deadline: NIODeadline) async -> AdapterError {
+    /// failure, the receiver's certificate is read once more (a connection of its own, bounded by
+    /// `timeout_ms` on the event loop) to tell an expired one from an unknown CA. Its own bound,
+    /// not what is left of the request's: a loaded process can spend the request's time before
+    /// it learns the handshake failed, and the reason would then go unnamed. The client is
+    /// dropped: the next call makes a new one, which reads the PEM files again.
+    private func tlsFailure(_ failure: TLSFailure, url: String, what: String) async -> AdapterError {
         await dropClient()
         let target = URL(string: url)
         let host = target?.host ?? url
         var presented: PresentedCertificate?
-        let remaining = deadline - .now()
-        if failure.reason == .certificateVerifyFailed, let target, let targetHost = target.host, remaining > .zero {
+        if failure.reason == .certificateVerifyFailed, let target, let targetHost = target.host {
             presented = await PresentedCertificate.read(
-                host: targetHost, port: target.port ?? 443, timeout: remaining, on: HTTPClient.defaultEventLoopGroup)
+                host: targetHost, port: target.port ?? 443, timeout: .milliseconds(Int64(settings.timeoutMs)),
+                on: HTTPClient.defaultEventLoopGroup)
         }
         let nowSeconds = Int(Date().timeIntervalSince1970)
         return AdapterError.connection(
