@@ -20,9 +20,6 @@ struct Reply: Sendable {
     /// Answer only this long after the request ended, timed on the server's event loop (a slow
     /// receiver); nil answers at once.
     var after: TimeAmount? = nil
-    /// Send the body one byte at a time, this long apart (a receiver that drips its answer);
-    /// nil sends it at once.
-    var drip: TimeAmount? = nil
 }
 
 /// The TLS of a test receiver: its certificate and key (PEM files), and the CA a client
@@ -148,29 +145,10 @@ final class TestHTTPServer: Sendable {
                 var headers = HTTPHeaders()
                 headers.add(name: "Content-Length", value: String(reply.body.utf8.count))
                 context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: reply.status, headers: headers))), promise: nil)
-                if head.method != .HEAD, let interval = reply.drip {
-                    context.flush()
-                    drip(Array(reply.body.utf8)[...], every: interval, context: context)
-                    return
-                }
                 if head.method != .HEAD {
                     context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: reply.body)))), promise: nil)
                 }
                 context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        }
-
-        /// Writes `bytes` one at a time, `interval` apart, then ends the answer; stops when the
-        /// client has gone.
-        private func drip(_ bytes: ArraySlice<UInt8>, every interval: TimeAmount, context: ChannelHandlerContext) {
-            context.eventLoop.assumeIsolated().scheduleTask(in: interval) {
-                guard context.channel.isActive else { return }
-                guard let byte = bytes.first else {
-                    context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
-                    return
-                }
-                context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: [byte])))), promise: nil)
-                self.drip(bytes.dropFirst(), every: interval, context: context)
-            }
         }
     }
 }

@@ -136,19 +136,6 @@ func adapterError(_ body: () async throws -> Void) async -> AdapterError? {
         }
     }
 
-    @Test func aReceiverDrippingItsAnswerPastTheTimeoutIsAConnectionFailure() async throws {
-        // 40 bytes 100 ms apart: the whole answer takes 4 s, each silence is shorter than the
-        // 400 ms timeout. An adapter that read to the end would report success; the error proves
-        // it cut the answer, whenever this task runs again.
-        let body = String(repeating: "x", count: 40)
-        try await withReceiver(timeoutMs: 400, respond: { _ in Reply(status: .ok, body: body, drip: .milliseconds(100)) }) { adapter, server in
-            let error = await adapterError { try await adapter.apply(EntryBatch(stream: "events", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [entry(1, "a")])) }
-            #expect(error?.kind == .connection)
-            #expect(error?.message.contains("still arriving after timeout_ms=400") == true, "\(String(describing: error))")
-            #expect(server.requests.count == 1)
-        }
-    }
-
     @Test func nothingListeningIsAConnectionFailureForApplyAndProbe() async throws {
         let server = try await TestHTTPServer.start { _ in Reply(status: .ok) }
         let url = server.url

@@ -267,14 +267,8 @@ public actor WebhookAdapter: OrgAdapter {
         for (name, value) in settings.headers { request.headers.replaceOrAdd(name: name, value: value) }
     }
 
-    /// The body of an answer was still arriving when the request's deadline passed.
-    private struct BodyDeadlinePassed: Error {}
-
     /// Sends and reads at most `error_body_bytes_max` (+1, to know it was cut) of the body, all
-    /// within `timeout_ms`: the client's deadline ends at the answer's head and its read timeout
-    /// bounds each silence, so a body that keeps dripping is cut at the first byte after the
-    /// deadline (at most one silence later). Transport failures become `connection`, without
-    /// header values.
+    /// within `timeout_ms`. Transport failures become `connection`, without header values.
     private func send(_ request: HTTPClientRequest, what: String) async throws -> (HTTPResponseStatus, [UInt8]) {
         let client = try httpClient()
         let deadline = NIODeadline.now() + .milliseconds(Int64(settings.timeoutMs))
@@ -290,16 +284,12 @@ public actor WebhookAdapter: OrgAdapter {
                 if body.count < keep { body += chunk.readableBytesView.prefix(keep - body.count) }
                 drained += chunk.readableBytes
                 if drained > Self.drainBytesMax { break }
-                if NIODeadline.now() >= deadline { throw BodyDeadlinePassed() }
             }
             return (response.status, body)
         } catch let error as HTTPClientError
             where error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout
         {
             throw AdapterError.connection("webhook \(what) \(request.url): no answer within timeout_ms=\(settings.timeoutMs)")
-        } catch is BodyDeadlinePassed {
-            await dropClient()  // the abandoned answer's connection goes with its client
-            throw AdapterError.connection("webhook \(what) \(request.url): the answer's body was still arriving after timeout_ms=\(settings.timeoutMs)")
         } catch {
             if let failure = TLSFailure.classify(error) {
                 throw await tlsFailure(failure, url: request.url, what: what)
