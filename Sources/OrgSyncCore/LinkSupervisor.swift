@@ -33,6 +33,7 @@ public actor LinkSupervisor {
     private let cursorStore: any LinkCursorStore
     private let clock: any LinkClock
     private let wallClockMs: @Sendable () -> UInt64
+    private let observer: (any LinkObserver)?
     private var logger: Logger
 
     private var machine: LinkStateMachine
@@ -79,6 +80,7 @@ public actor LinkSupervisor {
     ///   - randomSeed: seeds the backoff jitter; fix it to replay a run exactly.
     ///   - startPaused: start in `paused` (an operator paused the link before a restart).
     ///   - wallClockMs: milliseconds since 1970, for the sync log's timestamps.
+    ///   - observer: told of every apply, rejection and probe (metrics).
     /// - Throws: ``LinkConfigurationError`` naming the invalid field.
     public init(
         name: String,
@@ -92,7 +94,8 @@ public actor LinkSupervisor {
         logger: Logger = Logger(label: "orgsync.link"),
         randomSeed: UInt64 = UInt64.random(in: UInt64.min...UInt64.max),
         startPaused: Bool = false,
-        wallClockMs: @escaping @Sendable () -> UInt64 = { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) }
+        wallClockMs: @escaping @Sendable () -> UInt64 = { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) },
+        observer: (any LinkObserver)? = nil
     ) throws(LinkConfigurationError) {
         try configuration.validate()
         self.name = name
@@ -104,6 +107,7 @@ public actor LinkSupervisor {
         self.syncLog = syncLog ?? SyncLog.inMemory(recordsMax: configuration.syncLogRecordsMax)
         self.deadLetters = deadLetters ?? DeadLetters.inMemory(lettersMax: configuration.deadLettersMax)
         self.wallClockMs = wallClockMs
+        self.observer = observer
         self.logger = logger
         self.logger[metadataKey: "link"] = .string(name)
         self.machine = LinkStateMachine(configuration: configuration, nowMs: clock.nowMs(), startPaused: startPaused)
@@ -278,7 +282,10 @@ public actor LinkSupervisor {
         var attempt = 1
         while true {
             do {
+                let started = ContinuousClock.now
                 try await adapter.apply(batch)
+                observer?.didApply(link: name, stream: source.streamName, entryCount: entries.count,
+                                   duration: ContinuousClock.now - started)
                 return .applied
             } catch let error as AdapterError {
                 switch error.kind {
@@ -326,6 +333,7 @@ public actor LinkSupervisor {
     }
 
     private func reject(_ entry: Entry, _ error: AdapterError) async throws {
+        observer?.didReject(link: name, stream: source.streamName)
         if configuration.stopOnReject {
             stoppedOnRejectCount += 1
             writeSyncLog(.entryFailed, reason: "rejected, link stopped (stopOnReject): \(error.message)",
@@ -361,9 +369,11 @@ public actor LinkSupervisor {
                 adapterOpen = true
             }
             try await adapter.probe()
+            observer?.didProbe(link: name, stream: source.streamName, answered: true)
             handle(.probeAnswered(probeID: probeID))
         } catch {
             if Task.isCancelled { return }
+            observer?.didProbe(link: name, stream: source.streamName, answered: false)
             closeRequested = true
             lastError = Self.describe(error)
             handle(.probeFailed(probeID: probeID, reason: Self.describe(error)))
@@ -661,8 +671,10 @@ extension LinkSupervisor {
                 try await adapter.open()
                 adapterOpen = true
             }
+            let started = ContinuousClock.now
             try await adapter.apply(EntryBatch(
                 stream: source.streamName, identity: await currentIdentity(), entries: [entry], isDeadLetterRetry: true))
+            observer?.didApply(link: name, stream: source.streamName, entryCount: 1, duration: ContinuousClock.now - started)
             return nil
         } catch let error as AdapterError {
             if case .rejected = error.kind {} else { closeRequested = true }

@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import Metrics
 import OrgSyncCore
 import OrgSyncLog
 import ServiceLifecycle
@@ -43,7 +42,7 @@ public final class Broker: Sendable {
         self.streams = streams
         self.links = try LinkHost(
             configuration: configuration, dataDirectory: dataDirectory, streams: streams,
-            registry: registry, environment: environment, logger: logger)
+            registry: registry, environment: environment, logger: logger, observer: metrics)
     }
 
     /// Appends validated entries to `stream`, recording latency metrics.
@@ -58,8 +57,7 @@ public final class Broker: Sendable {
         let start = ContinuousClock.now
         let outcome = try await log.append(entries, idempotencyKey: idempotencyKey)
         if case .appended = outcome {
-            metrics.appendLatency.recordNanoseconds((ContinuousClock.now - start).nanoseconds)
-            metrics.appendedEntries.increment(by: Int64(entries.count))
+            metrics.appended(stream: stream, entryCount: entries.count, duration: ContinuousClock.now - start)
         }
         return outcome
     }
@@ -67,13 +65,6 @@ public final class Broker: Sendable {
     /// Closes every stream after its queued appends are acknowledged.
     public func close() async {
         for log in streams.values { await log.close() }
-    }
-}
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 }
 

@@ -1,45 +1,110 @@
-import CoreMetrics
-import Metrics
+import OrgSyncCore
 import OrgSyncLog
+import OrgSyncPluginAPI
 import Prometheus
+import Synchronization
 
-/// The broker's metrics, registered with its own Prometheus registry (so several brokers in
-/// one process, as in tests, do not share counters) through swift-metrics.
+/// The broker's metrics in its own Prometheus registry (so several brokers in one process, as
+/// in tests, do not share counters), exposed on `/metrics` in the text format that
+/// `promtool check metrics` accepts: every family has HELP and TYPE, counters end in `_total`,
+/// units are in the names.
+///
+/// Three kinds of source, one way each:
+/// - what happens on a request or in the log is counted where it happens (appends, fsyncs);
+/// - what a link's calls to its target produce comes through ``LinkObserver`` (applies and
+///   their latency, rejections, probes);
+/// - what is read as a snapshot — link status, the process, the data directory's filesystem —
+///   is recorded from readings: gauges as read, cumulative counts through ``CumulativeReadings``.
 public final class BrokerMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
-    let factory: PrometheusMetricsFactory
-    let appendLatency: CoreMetrics.Timer
-    let appendedEntries: CoreMetrics.Counter
-    let rejectedRequests: CoreMetrics.Counter
-    let fsyncLatency: CoreMetrics.Timer
-    let flushedBytes: CoreMetrics.Counter
-    let flushes: CoreMetrics.Counter
+    let appendLatency: DurationHistogram
+    let rejectedRequests: Counter
+    let fsyncLatency: DurationHistogram
+    let flushedBytes: Counter
+    let groupCommits: Counter
+    private let readings = Mutex(CumulativeReadings())
+
+    /// Latency buckets for appends, fsyncs and applies: 100 µs to 10 s.
+    static let durationBuckets: [Duration] = [
+        .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
+        .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+        .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(10),
+    ]
 
     public init() {
         let registry = PrometheusCollectorRegistry()
-        var factory = PrometheusMetricsFactory(registry: registry)
-        factory.defaultDurationHistogramBuckets = [
-            .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
-            .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
-            .milliseconds(250), .seconds(1),
-        ]
         self.registry = registry
-        self.factory = factory
-        appendLatency = CoreMetrics.Timer(label: "orgsync_append_duration_seconds", factory: factory)
-        appendedEntries = CoreMetrics.Counter(label: "orgsync_appended_entries_total", factory: factory)
-        rejectedRequests = CoreMetrics.Counter(label: "orgsync_rejected_requests_total", factory: factory)
-        fsyncLatency = CoreMetrics.Timer(label: "orgsync_fsync_duration_seconds", factory: factory)
-        flushedBytes = CoreMetrics.Counter(label: "orgsync_flushed_bytes_total", factory: factory)
-        flushes = CoreMetrics.Counter(label: "orgsync_group_commits_total", factory: factory)
+        appendLatency = registry.makeDurationHistogram(descriptor: MetricCatalog.orgsyncAppendDurationSeconds, buckets: Self.durationBuckets)
+        rejectedRequests = registry.makeCounter(descriptor: MetricCatalog.orgsyncRejectedRequestsTotal)
+        fsyncLatency = registry.makeDurationHistogram(descriptor: MetricCatalog.orgsyncFsyncDurationSeconds, buckets: Self.durationBuckets)
+        flushedBytes = registry.makeCounter(descriptor: MetricCatalog.orgsyncFlushedBytesTotal)
+        groupCommits = registry.makeCounter(descriptor: MetricCatalog.orgsyncGroupCommitsTotal)
     }
 
-    /// A gauge with labels, e.g. per link lag.
-    public func gauge(_ label: String, _ dimensions: [(String, String)]) -> CoreMetrics.Gauge {
-        CoreMetrics.Gauge(label: label, dimensions: dimensions, factory: factory)
+    /// One request's entries appended to `stream`, acknowledged `duration` after they reached the log.
+    func appended(stream: String, entryCount: Int, duration: Duration) {
+        appendLatency.record(duration)
+        registry.makeCounter(descriptor: MetricCatalog.orgsyncAppendedEntriesTotal, labels: [("stream", stream)])
+            .increment(by: Int64(entryCount))
     }
 
-    public func counter(_ label: String, _ dimensions: [(String, String)]) -> CoreMetrics.Counter {
-        CoreMetrics.Counter(label: label, dimensions: dimensions, factory: factory)
+    /// One append request answered with an error.
+    func appendRefused() { rejectedRequests.increment() }
+
+    /// Records every link's status: gauges as they are, the state machine's counts as counters.
+    func record(linkStatuses statuses: [LinkStatus]) {
+        for status in statuses {
+            let labels = [("link", status.link), ("stream", status.stream)]
+            registry.makeGauge(descriptor: MetricCatalog.orgsyncLinkLagEntries, labels: labels)
+                .set(Double(status.lagCount))
+            registry.makeGauge(descriptor: MetricCatalog.orgsyncLinkCursor, labels: labels)
+                .set(Double(status.cursor.rawValue))
+            for state in LinkState.allCases {
+                registry.makeGauge(descriptor: MetricCatalog.orgsyncLinkState, labels: labels + [("state", state.rawValue)])
+                    .set(to: state == status.state ? 1.0 : 0.0)
+            }
+            registry.makeGauge(descriptor: MetricCatalog.orgsyncLinkHeldDown, labels: labels)
+                .set(to: status.heldDown ? 1.0 : 0.0)
+            registry.makeGauge(descriptor: MetricCatalog.orgsyncLinkDeadLettersFailed, labels: labels)
+                .set(Double(status.deadLetterFailedCount))
+            let counts: [(family: MetricNameDescriptor, reading: Int)] = [
+                (MetricCatalog.orgsyncLinkSuspensionsTotal, status.suspensionCount),
+                (MetricCatalog.orgsyncLinkFlapsTotal, status.flapCount),
+                (MetricCatalog.orgsyncLinkHoldDownsTotal, status.holdDownCount),
+            ]
+            for count in counts {
+                let increment = readings.withLock {
+                    $0.increment(.link(family: count.family.name, link: status.link), reading: Double(count.reading))
+                }
+                registry.makeCounter(descriptor: count.family, labels: labels).increment(by: increment)
+            }
+        }
+    }
+
+    /// Reads the process and the data directory's filesystem into their gauges and counters;
+    /// called on each scrape, so they are as fresh as the scrape.
+    func recordProcessAndDisk(dataDirectory: String) {
+        if let process = ProcessReading.read() {
+            let increment = readings.withLock { $0.increment(.processCPU, reading: process.cpuSeconds) }
+            registry.makeCounter(descriptor: MetricCatalog.processCpuSecondsTotal)
+                .increment(by: increment)
+            registry.makeGauge(descriptor: MetricCatalog.processResidentMemoryBytes)
+                .set(Double(process.residentMemoryBytes))
+            registry.makeGauge(descriptor: MetricCatalog.processVirtualMemoryBytes)
+                .set(Double(process.virtualMemoryBytes))
+            registry.makeGauge(descriptor: MetricCatalog.processOpenFds)
+                .set(Double(process.openFileDescriptors))
+            registry.makeGauge(descriptor: MetricCatalog.processMaxFds)
+                .set(Double(process.maxFileDescriptors))
+            registry.makeGauge(descriptor: MetricCatalog.processStartTimeSeconds)
+                .set(process.startTimeSeconds)
+        }
+        if let disk = FilesystemReading.read(path: dataDirectory) {
+            registry.makeGauge(descriptor: MetricCatalog.orgsyncDataFilesystemAvailBytes)
+                .set(Double(disk.availableBytes))
+            registry.makeGauge(descriptor: MetricCatalog.orgsyncDataFilesystemSizeBytes)
+                .set(Double(disk.sizeBytes))
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -48,8 +113,49 @@ public final class BrokerMetrics: Sendable {
 
 extension BrokerMetrics: LogObserver {
     public func didFlush(stream: String, entryCount: Int, byteCount: Int, syncNanoseconds: UInt64) {
-        fsyncLatency.recordNanoseconds(Int64(clamping: syncNanoseconds))
+        fsyncLatency.record(.nanoseconds(Int64(clamping: syncNanoseconds)))
         flushedBytes.increment(by: Int64(byteCount))
-        flushes.increment()
+        groupCommits.increment()
+    }
+}
+
+extension BrokerMetrics: LinkObserver {
+    public func didApply(link: String, stream: String, entryCount: Int, duration: Duration) {
+        let labels = [("link", link), ("stream", stream)]
+        registry.makeCounter(descriptor: MetricCatalog.orgsyncLinkAppliedEntriesTotal, labels: labels)
+            .increment(by: Int64(entryCount))
+        registry.makeDurationHistogram(descriptor: MetricCatalog.orgsyncLinkApplyDurationSeconds, labels: labels,
+                                       buckets: Self.durationBuckets)
+            .record(duration)
+    }
+
+    public func didReject(link: String, stream: String) {
+        registry.makeCounter(descriptor: MetricCatalog.orgsyncLinkRejectedEntriesTotal, labels: [("link", link), ("stream", stream)])
+            .increment()
+    }
+
+    public func didProbe(link: String, stream: String, answered: Bool) {
+        registry.makeCounter(descriptor: MetricCatalog.orgsyncLinkProbesTotal,
+                             labels: [("link", link), ("stream", stream), ("result", answered ? "answered" : "failed")])
+            .increment()
+    }
+}
+
+/// Turns readings of cumulative counts — numbers that only grow while the process lives, like
+/// a link's suspensions or the process's CPU time — into the increments a Prometheus counter
+/// takes. A reading below the last one adds nothing (the counter never goes back).
+struct CumulativeReadings: Sendable {
+    enum Key: Hashable, Sendable {
+        case link(family: String, link: String)
+        case processCPU
+    }
+
+    private var last: [Key: Double] = [:]
+
+    mutating func increment(_ key: Key, reading: Double) -> Double {
+        guard reading.isFinite else { return 0 }
+        let previous = last[key] ?? 0
+        last[key] = max(previous, reading)
+        return max(0, reading - previous)
     }
 }

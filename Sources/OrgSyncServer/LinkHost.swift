@@ -1,4 +1,3 @@
-import CoreMetrics
 import Foundation
 import Logging
 import OrgSyncCore
@@ -19,7 +18,8 @@ public final class LinkHost: Sendable {
     /// Creates every link (adapters are created, not yet connected: that is the supervisor's
     /// first `open`). Throws naming the link when its adapter is unknown or misconfigured.
     public init(configuration: BrokerConfiguration, dataDirectory: String, streams: [String: StreamLog],
-                registry: PluginRegistry, environment: [String: String], logger: Logger) throws {
+                registry: PluginRegistry, environment: [String: String], logger: Logger,
+                observer: (any LinkObserver)? = nil) throws {
         var supervisors: [String: LinkSupervisor] = [:]
         var directories: [String: String] = [:]
         for (i, link) in configuration.links.enumerated() {
@@ -50,7 +50,8 @@ public final class LinkHost: Sendable {
                 syncLog: try SyncLog.open(directory: directory, link: link.name, recordsMax: supervisorConfiguration.syncLogRecordsMax),
                 deadLetters: try DeadLetters.open(directory: directory, link: link.name, lettersMax: supervisorConfiguration.deadLettersMax),
                 logger: linkLogger,
-                startPaused: FileManager.default.fileExists(atPath: directory + "/PAUSED"))
+                startPaused: FileManager.default.fileExists(atPath: directory + "/PAUSED"),
+                observer: observer)
             directories[link.name] = directory
         }
         self.supervisors = supervisors
@@ -130,19 +131,7 @@ public struct LinkService: Service {
         while !Task.isCancelled {
             let statuses = await host.statuses()
             if trim.observe(appliedTotal: statuses.reduce(0) { $0 &+ $1.appliedCount }) { FreedMemory.giveBack() }
-            for status in statuses {
-                let labels = [("link", status.link), ("stream", status.stream)]
-                metrics.gauge("orgsync_link_lag_entries", labels).record(Int64(status.lagCount))
-                metrics.gauge("orgsync_link_cursor", labels).record(Int64(status.cursor.rawValue))
-                for state in LinkState.allCases {
-                    metrics.gauge("orgsync_link_state", labels + [("state", state.rawValue)]).record(state == status.state ? 1 : 0)
-                }
-                metrics.gauge("orgsync_link_suspensions", labels).record(Int64(status.suspensionCount))
-                metrics.gauge("orgsync_link_flaps", labels).record(Int64(status.flapCount))
-                metrics.gauge("orgsync_link_rejected_entries", labels).record(Int64(status.rejectedCount))
-                metrics.gauge("orgsync_link_applied_entries", labels).record(Int64(clamping: status.appliedCount))
-                metrics.gauge("orgsync_link_dead_letters_failed", labels).record(Int64(status.deadLetterFailedCount))
-            }
+            metrics.record(linkStatuses: statuses)
             try? await Task.sleep(for: .milliseconds(metricsIntervalMs))
         }
     }

@@ -1,6 +1,5 @@
 import Foundation
 import HTTPTypes
-import CoreMetrics
 import Hummingbird
 import Logging
 import NIOCore
@@ -45,7 +44,7 @@ public func buildRouter(
             if replayed { response.headers[idempotentReplayedField] = "true" }
             return response
         } catch let error as APIError {
-            broker.metrics.rejectedRequests.increment()
+            broker.metrics.appendRefused()
             throw error
         }
     }
@@ -72,6 +71,7 @@ public func buildRouter(
     }
     router.get("/metrics") { request, context -> Response in
         if !config.auth.openMetrics { try await authenticator.authorize(request, context, .produce) }
+        broker.metrics.recordProcessAndDisk(dataDirectory: broker.dataDirectory)
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                         body: .init(byteBuffer: ByteBuffer(bytes: broker.metrics.render())))
     }

@@ -3,6 +3,7 @@ import OrgSyncCore
 import OrgSyncLog
 import OrgSyncPluginAPI
 import OrgSyncTestSupport
+import Synchronization
 import Testing
 
 /// One link on a manual clock, an in-memory stream and a recording adapter, with its
@@ -14,6 +15,7 @@ final class LinkHarness: Sendable {
     let cursors: InMemoryCursorStore
     let supervisor: LinkSupervisor
     let transitions = Observed<[LinkTransition]>([])
+    let observer = CountingLinkObserver()
 
     init(
         name: String = "demo", configuration: LinkSupervisorConfiguration = LinkHarness.configuration,
@@ -28,7 +30,7 @@ final class LinkHarness: Sendable {
         self.supervisor = try LinkSupervisor(
             name: name, source: source, adapter: adapter, cursorStore: cursors, configuration: configuration,
             clock: clock, deadLetters: deadLetters, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }, randomSeed: 42,
-            wallClockMs: { clock.nowMs() })
+            wallClockMs: { clock.nowMs() }, observer: observer)
     }
 
     static var configuration: LinkSupervisorConfiguration {
@@ -75,6 +77,30 @@ final class LinkHarness: Sendable {
     func appliedOffsets() -> [UInt64] { adapter.appliedOffsets.map(\.rawValue) }
 }
 
+/// Counts what a supervisor reports to its ``LinkObserver`` (what `/metrics` is made of).
+final class CountingLinkObserver: LinkObserver {
+    struct Counts: Sendable {
+        var appliedEntries = 0
+        var applies = 0
+        var rejected = 0
+        var probesAnswered = 0
+        var probesFailed = 0
+    }
+
+    private let state = Mutex(Counts())
+    var counts: Counts { state.withLock { $0 } }
+
+    func didApply(link: String, stream: String, entryCount: Int, duration: Duration) {
+        state.withLock { $0.appliedEntries += entryCount; $0.applies += 1 }
+    }
+
+    func didReject(link: String, stream: String) { state.withLock { $0.rejected += 1 } }
+
+    func didProbe(link: String, stream: String, answered: Bool) {
+        state.withLock { if answered { $0.probesAnswered += 1 } else { $0.probesFailed += 1 } }
+    }
+}
+
 @Suite struct LinkSupervisorTests {
     @Test func suspendsOnFailureAndResumesOnlyAfterThresholdProbes() async throws {
         let link = try LinkHarness()
@@ -119,6 +145,9 @@ final class LinkHarness: Sendable {
         let events = link.supervisor.syncLog.page().reversed().map(\.event)
         #expect(events == [.suspended, .verifying, .resumed])
         #expect(link.supervisor.syncLog.page().first?.reason == "target answered 3 consecutive probes in 2000 ms")
+        let seen = link.observer.counts
+        #expect(seen.probesFailed == 1 && seen.probesAnswered == 3, "what the metrics see: \(seen)")
+        #expect(seen.appliedEntries == 20 && seen.rejected == 0)
     }
 
     @Test func fanOutOneTargetDownDoesNotSlowTheOther() async throws {
@@ -201,6 +230,9 @@ final class LinkHarness: Sendable {
         let resolved = try await link.retry(3)
         #expect(resolved.status == .resolved)
         #expect(link.appliedOffsets() == [0, 1, 2, 4, 5, 3])
+        let seen = link.observer.counts
+        #expect(seen.rejected == 1, "one rejection (the failed retry is the same entry, not another): \(seen)")
+        #expect(seen.appliedEntries == 6, "five, then the retried dead letter")
         #expect(link.supervisor.deadLetters.letter(at: 3)?.status == .resolved)
         #expect(link.supervisor.syncLog.page().first?.event == .entryResolved)
         #expect(link.supervisor.syncLog.page().first?.status == .resolved)

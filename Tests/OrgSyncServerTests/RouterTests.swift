@@ -102,7 +102,7 @@ func errorCode(_ response: TestResponse) -> String? {
             try await client.execute(uri: "/metrics", method: .get, headers: headers(TestBroker.produceToken, nil)) { response in
                 let text = String(buffer: response.body)
                 #expect(text.contains("orgsync_fsync_duration_seconds_count 2"), "one flush per append")
-                #expect(text.contains("orgsync_appended_entries_total 11"))
+                #expect(text.contains(#"orgsync_appended_entries_total{stream="events"} 11"#))
                 #expect(text.contains("orgsync_append_duration_seconds_bucket"))
             }
         }
