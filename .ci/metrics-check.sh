@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Checks the broker's metrics with Prometheus' own tool (issue 16), promtool from Debian's
+# `prometheus` package:
+#   1. the example alert rules (docs/prometheus/) load: `promtool check rules`;
+#   2. they fire as their unit tests say: `promtool test rules`;
+#   3. a live broker's /metrics, after its link applied entries and dead-lettered one, passes
+#      `promtool check metrics` (HELP and TYPE on every family, counters named _total, ...);
+#   4. every metric the rules use is in that scrape (a renamed metric would silence an alert).
+#
+# Usage: ORGSYNC_BIN=.build/debug/orgsync bash .ci/metrics-check.sh   (KEEP_TEMP=1 keeps the temp dir)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ORGSYNC_BIN="${ORGSYNC_BIN:-.build/debug/orgsync}"
+say() { printf 'metrics-check: %s\n' "$*"; }
+command -v promtool >/dev/null 2>&1 || { say "promtool is missing (Debian: apt-get install prometheus)" >&2; exit 2; }
+[ -x "$ORGSYNC_BIN" ] || { say "$ORGSYNC_BIN is not an executable (build first, or set ORGSYNC_BIN)" >&2; exit 2; }
+
+promtool check rules docs/prometheus/orgsync-alerts.yaml
+(cd docs/prometheus && promtool test rules orgsync-alerts.test.yaml)
+
+work="$(mktemp -d /tmp/orgsync-metrics.XXXXXX)"
+broker_pid=""
+cleanup() {
+  if [ -n "$broker_pid" ] && kill -0 "$broker_pid" 2>/dev/null; then
+    kill -TERM "$broker_pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$broker_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$broker_pid" 2>/dev/null || true
+  fi
+  if [ "${KEEP_TEMP:-}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+cat > "$work/orgsync.yaml" <<YAML
+data_dir: $work/state
+server: { host: 127.0.0.1, port: 0 }
+log: { level: warning }
+auth: { enabled: false }
+streams: [ { name: events } ]
+links:
+  - name: demo
+    stream: events
+    adapter: sqlite
+    settings: { path: demo.sqlite, primary_key: org_key }
+YAML
+"$ORGSYNC_BIN" serve --config "$work/orgsync.yaml" >"$work/broker.out" 2>"$work/broker.log" &
+broker_pid=$!
+port=""
+for _ in $(seq 1 300); do
+  port="$(sed -n 's#^orgsync: listening on http://127.0.0.1:\([0-9]*\)$#\1#p' "$work/broker.out")"
+  [ -n "$port" ] && break
+  kill -0 "$broker_pid" 2>/dev/null || { cat "$work/broker.log" >&2; say "the broker exited" >&2; exit 1; }
+  sleep 0.1
+done
+[ -n "$port" ] || { say "the broker did not listen within 30 s" >&2; exit 1; }
+
+# 20 entries, one of which the SQLite adapter rejects (a field named like its own `key`
+# column); then wait, bounded, until the link has taken all of them and the exporter (every
+# second) has recorded its status, and scrape.
+python3 - "http://127.0.0.1:$port" "$work/metrics.txt" <<'PY'
+import json, sys, time, urllib.request
+base, out = sys.argv[1], sys.argv[2]
+def entry(i, fields):
+    return json.dumps({"org": "o", "object": "Contact", "op": "upsert", "key": f"k{i}",
+                       "ts": "2026-11-27T00:00:00Z", "fields": fields})
+body = "\n".join([entry(i, {"Name": f"n{i}"}) for i in range(19)] + [entry(19, {"key": "rejected"})]) + "\n"
+request = urllib.request.Request(base + "/v1/streams/events/entries", data=body.encode(),
+                                 headers={"Content-Type": "application/x-ndjson"}, method="POST")
+with urllib.request.urlopen(request, timeout=10) as answer:
+    assert answer.status == 201, answer.status
+deadline = time.monotonic() + 30
+while True:
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    if 'orgsync_link_cursor{link="demo",stream="events"} 20.0' in text and "orgsync_link_rejected_entries_total" in text:
+        break
+    if time.monotonic() > deadline:
+        sys.exit("metrics-check: the link's metrics did not show 20 entries taken within 30 s:\n" + text)
+    time.sleep(0.1)
+open(out, "w").write(text)
+PY
+promtool check metrics < "$work/metrics.txt"
+say "promtool check metrics: clean ($(grep -c '^# TYPE' "$work/metrics.txt") families)"
+
+python3 - docs/prometheus/orgsync-alerts.yaml "$work/metrics.txt" <<'PY'
+import re, sys
+rules, scraped = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+used = set(re.findall(r"\b((?:orgsync|process)_[a-z_]+)\b", "\n".join(
+    line for line in rules.splitlines() if line.strip().startswith("expr:"))))
+families = set(re.findall(r"^# TYPE (\S+)", scraped, re.M))
+missing = sorted(used - families)
+if missing:
+    sys.exit(f"metrics-check: the alert rules use metrics the broker does not expose: {missing}")
+print(f"metrics-check: the rules' {len(used)} metrics are all exposed: {sorted(used)}")
+PY
