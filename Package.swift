@@ -80,6 +80,22 @@ let package = Package(
             name: "OrgSyncAPI",
             swiftSettings: ours
         ),
+        // Operators' webhooks: events planned from the links' sync logs, signed (Standard
+        // Webhooks), delivered in order with retries; no HTTP server, no configuration parsing.
+        .target(
+            name: "OrgSyncNotifications",
+            dependencies: [
+                "OrgSyncCore",
+                "OrgSyncLog",
+                "OrgSyncPluginAPI",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: ours
+        ),
         .target(
             name: "OrgSyncServer",
             dependencies: [
@@ -87,6 +103,7 @@ let package = Package(
                 "OrgSyncLog",
                 "OrgSyncPluginAPI",
                 "OrgSyncCore",
+                "OrgSyncNotifications",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -209,6 +226,36 @@ let package = Package(
             path: "Tests/OrgSyncTestSupport",
             swiftSettings: strict
         ),
+        // A small HTTP/1.1 (and HTTPS) receiver on 127.0.0.1 that records requests and answers
+        // from a closure, and a log capture: for the webhook adapter's and the notifier's tests.
+        .target(
+            name: "OrgSyncTestHTTP",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/OrgSyncTestHTTP",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "OrgSyncNotificationsTests",
+            dependencies: [
+                "OrgSyncNotifications",
+                "OrgSyncCore",
+                "OrgSyncLog",
+                "OrgSyncPluginAPI",
+                "OrgSyncTestSupport",
+                "OrgSyncTestHTTP",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // Certificates made at test time (an own CA, server and client certificates, an expired
         // one, one for another host) for the TLS tests; shared by the test targets that need TLS.
         .target(
@@ -294,6 +341,7 @@ let package = Package(
             name: "WebhookAdapterTests",
             dependencies: [
                 "WebhookAdapter",
+                "OrgSyncTestHTTP",
                 "OrgSyncPluginAPI",
                 "OrgSyncCore",
                 "OrgSyncAdapterContract",
@@ -310,6 +358,8 @@ let package = Package(
         .testTarget(
             name: "OrgSyncServerTests",
             dependencies: [
+                "OrgSyncNotifications",
+                "OrgSyncTestHTTP",
                 "OrgSyncAPI",
                 "OrgSyncServer",
                 "OrgSyncLog",

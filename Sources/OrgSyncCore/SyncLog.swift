@@ -139,6 +139,18 @@ public final class SyncLog: Sendable {
         }
     }
 
+    /// Every record kept with a sequence above `sequence`, oldest first (what a reader that has
+    /// seen everything up to `sequence` has not seen yet).
+    public func records(afterSequence sequence: UInt64) -> [SyncLogRecord] {
+        state.withLock { state in
+            guard let index = state.records.firstIndex(where: { $0.sequence > sequence }) else { return [] }
+            return Array(state.records[index...])
+        }
+    }
+
+    /// The sequence of the newest record, or 0 when there is none yet.
+    public var latestSequence: UInt64 { state.withLock { $0.nextSequence - 1 } }
+
     public var count: Int { state.withLock { $0.records.count } }
 
     static func encode(_ record: SyncLogRecord) -> [UInt8] {

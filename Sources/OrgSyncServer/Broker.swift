@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import OrgSyncCore
 import OrgSyncLog
+import OrgSyncNotifications
 import ServiceLifecycle
 
 /// The broker's streams (and, through ``LinkHost``, its links): what the HTTP API and the
@@ -12,6 +13,8 @@ public final class Broker: Sendable {
     public let streams: [String: StreamLog]
     public let links: LinkHost
     public let metrics: BrokerMetrics
+    /// Operators' webhooks; nil when the configuration has none.
+    public let notifier: Notifier?
     let logger: Logger
 
     /// Checks every link's adapter settings, then opens every configured stream under
@@ -40,9 +43,22 @@ public final class Broker: Sendable {
             streams[stream.name] = log
         }
         self.streams = streams
-        self.links = try LinkHost(
+        let links = try LinkHost(
             configuration: configuration, dataDirectory: dataDirectory, streams: streams,
             registry: registry, environment: environment, logger: logger, observer: metrics)
+        self.links = links
+        // After the links exist and before they run: a new target's queue starts at each sync log's end.
+        let targets = try configuration.notificationSettings(environment: environment)
+        if targets.isEmpty {
+            notifier = nil
+        } else {
+            let links = configuration.links.compactMap { link in
+                links.supervisors[link.name].map { NotifiedLink(name: link.name, stream: link.stream, syncLog: $0.syncLog) }
+            }
+            notifier = try Notifier(
+                settings: targets, links: links, directory: dataDirectory + "/notifications",
+                wallClockMs: { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) }, logger: logger, observer: metrics)
+        }
     }
 
     /// Appends validated entries to `stream`, recording latency metrics.
@@ -105,5 +121,17 @@ public struct BrokerService: Service {
                 broker.logger.error("retention failed", metadata: ["stream": "\(name)", "error": "\(error)"])
             }
         }
+    }
+}
+
+/// Runs the broker's notifier (operators' webhooks) until graceful shutdown; what is still
+/// queued then is in its queue files and goes out after the next start.
+public struct NotificationService: Service {
+    let notifier: Notifier
+
+    public init(notifier: Notifier) { self.notifier = notifier }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown { await notifier.run() }
     }
 }

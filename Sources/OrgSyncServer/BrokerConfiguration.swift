@@ -18,6 +18,25 @@ public struct BrokerConfiguration: Sendable, Codable, Hashable {
     public var pluginsDir: String? = nil
     /// How long out-of-process plugins may take to answer (every plugin process of the broker).
     public var pluginLimits = PluginLimits()
+    /// Operators' webhooks told of link events (suspended, resumed, held down, ...).
+    public var notifications: [Notification] = []
+
+    /// `notifications[]`: one webhook target (Standard Webhooks 1.0: signed with the secret in
+    /// `secret_env`). Durations in milliseconds; defaults in `NotificationSettings`.
+    public struct Notification: Sendable, Codable, Hashable {
+        public var name: String
+        public var url: String
+        /// Environment variable holding the secret, `whsec_` + base64 of 24 to 64 bytes.
+        public var secretEnv: String
+        /// Event types to send (`link.suspended`, ...); all when left out.
+        public var events: [String]?
+        public var timeoutMs: Int64?
+        public var backoffBaseMs: Int64?
+        public var backoffCapMs: Int64?
+        public var giveUpAfterMs: Int64?
+        public var stableAfterMs: Int64?
+        public var rejectedSummaryMs: Int64?
+    }
 
     /// `plugin_limits`: a plugin that does not answer within its bound is a connection failure of
     /// its link (killed, reaped, restarted with the link's backoff).
@@ -301,6 +320,7 @@ extension BrokerConfiguration {
                 }
             }
         }
+        _ = try notificationSettings(environment: environment)
         if auth.enabled {
             guard !auth.tokens.isEmpty || !auth.clientCertificates.isEmpty else {
                 throw fail("auth.tokens", "auth is enabled but no token (nor client certificate) is configured (add tokens, or set auth.enabled: false on a trusted machine)")
@@ -422,6 +442,7 @@ private func rejectUnknownKeys(_ yaml: String) throws {
         "auth.client_certificates[]": fields(C.ClientCertificate.CodingKeys.self),
         "streams[]": fields(C.Stream.CodingKeys.self),
         "links[]": fields(C.Link.CodingKeys.self),
+        "notifications[]": fields(C.Notification.CodingKeys.self),
     ]
     func check(_ node: Node, allowed: Set<String>, path: String, template: String) throws {
         guard let mapping = node.mapping else { return }
@@ -472,7 +493,7 @@ extension KeyedDecodingContainer {
 }
 
 extension BrokerConfiguration {
-    enum CodingKeys: String, CodingKey, CaseIterable { case dataDir, server, log, auth, streams, links, pluginsDir, pluginLimits }
+    enum CodingKeys: String, CodingKey, CaseIterable { case dataDir, server, log, auth, streams, links, pluginsDir, pluginLimits, notifications }
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = BrokerConfiguration()
@@ -484,6 +505,13 @@ extension BrokerConfiguration {
         links = try c.value(.links, d.links)
         pluginsDir = try c.decodeIfPresent(String.self, forKey: .pluginsDir)
         pluginLimits = try c.value(.pluginLimits, d.pluginLimits)
+        notifications = try c.value(.notifications, d.notifications)
+    }
+}
+
+extension BrokerConfiguration.Notification {
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case name, url, secretEnv, events, timeoutMs, backoffBaseMs, backoffCapMs, giveUpAfterMs, stableAfterMs, rejectedSummaryMs
     }
 }
 

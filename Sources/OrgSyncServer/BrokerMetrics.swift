@@ -1,5 +1,6 @@
 import OrgSyncCore
 import OrgSyncLog
+import OrgSyncNotifications
 import OrgSyncPluginAPI
 import Prometheus
 import Synchronization
@@ -116,6 +117,24 @@ extension BrokerMetrics: LogObserver {
         fsyncLatency.record(.nanoseconds(Int64(clamping: syncNanoseconds)))
         flushedBytes.increment(by: Int64(byteCount))
         groupCommits.increment()
+    }
+}
+
+extension BrokerMetrics: NotificationObserver {
+    public func didAttempt(notification: String, outcome: NotificationOutcome) {
+        registry.makeCounter(descriptor: MetricCatalog.orgsyncNotificationDeliveriesTotal,
+                             labels: [("notification", notification), ("result", outcome.rawValue)])
+            .increment()
+    }
+
+    /// Events waiting for each notification target, summed over its links.
+    func record(notificationStatuses statuses: [NotificationLaneStatus]) {
+        var pending: [String: Int] = [:]
+        for status in statuses { pending[status.notification, default: 0] += status.pending }
+        for (notification, count) in pending {
+            registry.makeGauge(descriptor: MetricCatalog.orgsyncNotificationPendingEvents, labels: [("notification", notification)])
+                .set(to: Double(count))
+        }
     }
 }
 

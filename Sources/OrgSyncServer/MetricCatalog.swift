@@ -76,6 +76,14 @@ enum MetricCatalog {
         MetricNameDescriptor(metricName: "orgsync_link_probes", unitName: "total",
                              helpText: "Probes of a suspended link's target, by result.")
     }
+    static var orgsyncNotificationDeliveriesTotal: MetricNameDescriptor {
+        MetricNameDescriptor(metricName: "orgsync_notification_deliveries", unitName: "total",
+                             helpText: "Delivery attempts of notification events, by result (delivered, retried, dead_lettered).")
+    }
+    static var orgsyncNotificationPendingEvents: MetricNameDescriptor {
+        MetricNameDescriptor(metricName: "orgsync_notification_pending", unitName: "events",
+                             helpText: "Notification events planned and not yet delivered nor dead-lettered, per target.")
+    }
     static var orgsyncDataFilesystemAvailBytes: MetricNameDescriptor {
         MetricNameDescriptor(metricName: "orgsync_data_filesystem_avail", unitName: "bytes",
                              helpText: "Bytes free for the broker on the filesystem of its data directory.")
@@ -133,6 +141,8 @@ enum MetricCatalog {
             orgsyncLinkApplyDurationSeconds,
             orgsyncLinkRejectedEntriesTotal,
             orgsyncLinkProbesTotal,
+            orgsyncNotificationDeliveriesTotal,
+            orgsyncNotificationPendingEvents,
             orgsyncDataFilesystemAvailBytes,
             orgsyncDataFilesystemSizeBytes,
             processCpuSecondsTotal,

@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import OrgSyncLog
+import OrgSyncNotifications
 import OrgSyncPluginAPI
 import OrgSyncAPI
 
@@ -72,6 +73,7 @@ public func buildRouter(
     router.get("/metrics") { request, context -> Response in
         if !config.auth.openMetrics { try await authenticator.authorize(request, context, .produce) }
         broker.metrics.recordProcessAndDisk(dataDirectory: broker.dataDirectory)
+        if let notifier = broker.notifier { broker.metrics.record(notificationStatuses: notifier.status()) }
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                         body: .init(byteBuffer: ByteBuffer(bytes: broker.metrics.render())))
     }

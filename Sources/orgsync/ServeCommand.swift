@@ -139,6 +139,9 @@ struct ServeCommand: AsyncParsableCommand {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: BrokerService(broker: broker)),
             .init(service: LinkService(host: broker.links, metrics: broker.metrics)),
+        ]
+        if let notifier = broker.notifier { services.append(.init(service: NotificationService(notifier: notifier))) }
+        services += [
             .init(service: app),
             .init(service: ReadinessService(readiness: readiness)),
         ]

@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import OrgSyncCore
+import OrgSyncNotifications
 import OrgSyncPluginAPI
 @testable import OrgSyncServer
 import Testing
@@ -71,6 +72,12 @@ import Testing
         t.broker.metrics.record(linkStatuses: await t.broker.links.statuses())
         t.broker.metrics.didProbe(link: "demo", stream: "events", answered: false)
         t.broker.metrics.didProbe(link: "demo", stream: "events", answered: true)
+        t.broker.metrics.didAttempt(notification: "ops", outcome: .retried)
+        t.broker.metrics.didAttempt(notification: "ops", outcome: .delivered)
+        t.broker.metrics.record(notificationStatuses: [
+            NotificationLaneStatus(notification: "ops", link: "demo", pending: 2),
+            NotificationLaneStatus(notification: "ops", link: "other", pending: 1),
+        ])
         let text = try await app.test(.router) { client in
             try await client.execute(uri: "/metrics", method: .get, headers: headers(TestBroker.produceToken, nil)) { response in
                 #expect(response.status == .ok)
@@ -95,6 +102,8 @@ import Testing
         #expect(value("orgsync_link_probes_total", #"{link="demo",stream="events",result="failed"}"#) == 1)
         #expect(value("orgsync_link_probes_total", #"{link="demo",stream="events",result="answered"}"#) == 1)
         #expect((value("orgsync_link_apply_duration_seconds_count", link) ?? 0) >= 1)
+        #expect(value("orgsync_notification_deliveries_total", #"{notification="ops",result="retried"}"#) == 1)
+        #expect(value("orgsync_notification_pending_events", #"{notification="ops"}"#) == 3, "summed over the target's links")
         #expect(families["orgsync_link_apply_duration_seconds"]?.type == "histogram")
         #expect((value("process_resident_memory_bytes", "") ?? 0) > 1_000_000, "a Swift process holds more than 1 MB")
         #expect((value("process_open_fds", "") ?? 0) >= 3)

@@ -1,3 +1,4 @@
+import OrgSyncTestHTTP
 import Foundation
 import Logging
 import NIOCore

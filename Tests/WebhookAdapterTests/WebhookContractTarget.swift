@@ -2,6 +2,7 @@
 // the webhook adapter and a receiver that stores records in memory. Compiled when the package
 // gives this target the contract module and defines ORGSYNC_ADAPTER_CONTRACT.
 #if ORGSYNC_ADAPTER_CONTRACT
+import OrgSyncTestHTTP
 import Foundation
 import NIOHTTP1
 import OrgSyncAdapterContract

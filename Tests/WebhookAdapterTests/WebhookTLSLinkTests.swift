@@ -1,3 +1,4 @@
+import OrgSyncTestHTTP
 import Logging
 import NIOHTTP1
 import OrgSyncCore

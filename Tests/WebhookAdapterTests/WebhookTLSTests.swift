@@ -1,3 +1,4 @@
+import OrgSyncTestHTTP
 import Foundation
 import NIOHTTP1
 import NIOSSL

@@ -6,30 +6,45 @@ import NIOSSL
 import Synchronization
 
 /// What the test server saw of one request.
-struct RecordedRequest: Sendable {
-    var method: HTTPMethod
-    var uri: String
-    var headers: HTTPHeaders
-    var body: [UInt8]
+public struct RecordedRequest: Sendable {
+    public var method: HTTPMethod
+    public var uri: String
+    public var headers: HTTPHeaders
+    public var body: [UInt8]
 }
 
 /// What the test server answers; nil from the responder means never answer (a hung receiver).
-struct Reply: Sendable {
-    var status: HTTPResponseStatus
-    var body: String = ""
+public struct Reply: Sendable {
+    public var status: HTTPResponseStatus
+    public var body: String = ""
     /// Answer only this long after the request ended, timed on the server's event loop (a slow
     /// receiver); nil answers at once.
-    var after: TimeAmount? = nil
+    public var after: TimeAmount? = nil
+    /// Extra response headers (e.g. `Retry-After`).
+    public var headers: [(String, String)] = []
+
+    public init(status: HTTPResponseStatus, body: String = "", after: TimeAmount? = nil, headers: [(String, String)] = []) {
+        self.status = status
+        self.body = body
+        self.after = after
+        self.headers = headers
+    }
 }
 
 /// The TLS of a test receiver: its certificate and key (PEM files), and the CA a client
 /// certificate must come from (nil: none is asked for).
-struct ServerTLS: Sendable {
-    var certificateFile: String
-    var keyFile: String
-    var clientCAFile: String? = nil
+public struct ServerTLS: Sendable {
+    public var certificateFile: String
+    public var keyFile: String
+    public var clientCAFile: String? = nil
 
-    func context() throws -> NIOSSLContext {
+    public init(certificateFile: String, keyFile: String, clientCAFile: String? = nil) {
+        self.certificateFile = certificateFile
+        self.keyFile = keyFile
+        self.clientCAFile = clientCAFile
+    }
+
+    public func context() throws -> NIOSSLContext {
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: try NIOSSLCertificate.fromPEMFile(certificateFile).map { .certificate($0) },
             privateKey: .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem)))
@@ -44,16 +59,16 @@ struct ServerTLS: Sendable {
 /// A small HTTP/1.1 server on 127.0.0.1 and a free port, answering from a closure and keeping
 /// every request it got; over TLS when started with a ``ServerTLS``. Stopped by the test (also
 /// when it fails) with ``stop()``.
-final class TestHTTPServer: Sendable {
-    let port: Int
+public final class TestHTTPServer: Sendable {
+    public let port: Int
     private let channel: any Channel
     private let box: ServerBox
     private let scheme: String
 
-    var requests: [RecordedRequest] { box.recorded.withLock { $0 } }
-    var url: String { "\(scheme)://127.0.0.1:\(port)/hook" }
+    public var requests: [RecordedRequest] { box.recorded.withLock { $0 } }
+    public var url: String { "\(scheme)://127.0.0.1:\(port)/hook" }
     /// TCP connections accepted so far.
-    var connectionCount: Int { box.children.withLock { $0.count } }
+    public var connectionCount: Int { box.children.withLock { $0.count } }
 
     private init(channel: any Channel, port: Int, box: ServerBox, scheme: String) {
         self.channel = channel
@@ -62,7 +77,7 @@ final class TestHTTPServer: Sendable {
         self.scheme = scheme
     }
 
-    static func start(tls: ServerTLS? = nil, _ respond: @escaping @Sendable (RecordedRequest) -> Reply?) async throws -> TestHTTPServer {
+    public static func start(tls: ServerTLS? = nil, _ respond: @escaping @Sendable (RecordedRequest) -> Reply?) async throws -> TestHTTPServer {
         let box = ServerBox()
         if let tls { try box.tls.withLock { $0 = try tls.context() } }
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -87,13 +102,13 @@ final class TestHTTPServer: Sendable {
 
     /// Connections accepted from now on use `tls` (a receiver whose certificate was replaced;
     /// same port, same URL).
-    func useTLS(_ tls: ServerTLS) throws {
+    public func useTLS(_ tls: ServerTLS) throws {
         let context = try tls.context()
         box.tls.withLock { $0 = context }
     }
 
     /// Closes the listening socket and every accepted connection (a hung one included).
-    func stop() async {
+    public func stop() async {
         try? await channel.close()
         for child in box.children.withLock({ $0 }) { try? await child.close() }
     }
@@ -144,41 +159,12 @@ final class TestHTTPServer: Sendable {
         private func answer(_ reply: Reply, to head: HTTPRequestHead, context: ChannelHandlerContext) {
                 var headers = HTTPHeaders()
                 headers.add(name: "Content-Length", value: String(reply.body.utf8.count))
+                for (name, value) in reply.headers { headers.add(name: name, value: value) }
                 context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: reply.status, headers: headers))), promise: nil)
                 if head.method != .HEAD {
                     context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: reply.body)))), promise: nil)
                 }
                 context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        }
-    }
-}
-
-/// Keeps every log record, to check that no secret reaches a log.
-final class CapturedLogs: Sendable {
-    private let lines = Mutex<[String]>([])
-    var all: [String] { lines.withLock { $0 } }
-    func append(_ line: String) { lines.withLock { $0.append(line) } }
-
-    func logger() -> Logger {
-        var logger = Logger(label: "test.webhook") { label in Handler(label: label, sink: self) }
-        logger.logLevel = .trace
-        return logger
-    }
-
-    struct Handler: LogHandler {
-        let label: String
-        let sink: CapturedLogs
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .trace
-
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-
-        func log(event: LogEvent) {
-            let merged = metadata.merging(event.metadata ?? [:]) { $1 }
-            sink.append("\(event.level) \(event.message) \(merged)")
         }
     }
 }

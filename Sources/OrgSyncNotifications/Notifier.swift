@@ -1,0 +1,282 @@
+import AsyncHTTPClient
+import Logging
+import NIOCore
+import NIOHTTP1
+import OrgSyncCore
+import OrgSyncLog
+import Synchronization
+
+/// Counts delivery attempts, for metrics.
+public protocol NotificationObserver: Sendable {
+    func didAttempt(notification: String, outcome: NotificationOutcome)
+}
+
+public enum NotificationOutcome: String, Sendable, Hashable, CaseIterable {
+    case delivered
+    case retried
+    case deadLettered = "dead_lettered"
+}
+
+/// A link whose sync log the notifier reads.
+public struct NotifiedLink: Sendable {
+    public var name: String
+    public var stream: String
+    public var syncLog: SyncLog
+    public init(name: String, stream: String, syncLog: SyncLog) {
+        self.name = name
+        self.stream = stream
+        self.syncLog = syncLog
+    }
+}
+
+/// Tells operators' webhooks what happens to the links (Standard Webhooks 1.0: signed, with a
+/// stable `webhook-id` per event).
+///
+/// The outbox is the links' sync logs: every transition and rejection is written there, fsynced,
+/// in the same step as it happens, so a crash between a transition and its delivery still
+/// delivers it. For each notification target and link, a lane plans events from the sync log
+/// (``NotificationPlanner``), saves them in its queue file before the first attempt, and
+/// delivers them one at a time, in order, retrying as ``DeliveryDecision`` says; an event is
+/// removed from the queue only after the receiver took it (2xx) or it went to the dead letters.
+/// So every event is delivered at least once; a crash after a 2xx and before the save sends it
+/// again with the same id, which the receiver uses to drop the repeat.
+///
+/// A target added to the configuration starts from the sync logs' current end (no backfill).
+public final class Notifier: Sendable {
+    let lanes: [NotificationLane]
+    let clock: any LinkClock
+    let logger: Logger
+    /// How often a lane looks at its link's sync log for new records.
+    let pollIntervalMs: UInt64
+
+    /// Loads (or creates, starting at each sync log's end) every target's queue for every link,
+    /// under `directory/<notification>/`. Call it before the links run, so that nothing they
+    /// record is before a new queue's start.
+    public init(
+        settings: [NotificationSettings], links: [NotifiedLink], directory: String,
+        clock: any LinkClock = SystemLinkClock(), wallClockMs: @escaping @Sendable () -> UInt64,
+        logger: Logger, observer: (any NotificationObserver)? = nil, pollIntervalMs: UInt64 = 250,
+        httpClient: HTTPClient = .shared
+    ) throws {
+        var lanes: [NotificationLane] = []
+        let storage = PosixStorage()
+        for target in settings {
+            let targetDirectory = directory + "/" + target.name
+            if !links.isEmpty {
+                do { try storage.createDirectory(directory); try storage.createDirectory(targetDirectory) } catch {
+                    throw NotificationQueueFile.Failure(path: targetDirectory, problem: "cannot be created: \(error)")
+                }
+            }
+            for link in links {
+                let file = NotificationQueueFile(directory: targetDirectory, link: link.name, storage: storage)
+                let queue: NotificationQueue
+                if let saved = try file.load() {
+                    queue = saved
+                } else {
+                    queue = NotificationQueue(planner: NotificationPlanner(
+                        afterSequence: link.syncLog.latestSequence, idPrefix: Self.randomIDPrefix()))
+                    try file.save(queue)
+                }
+                lanes.append(NotificationLane(target: target, link: link, file: file, queue: queue, clock: clock,
+                                              wallClockMs: wallClockMs, logger: logger, observer: observer,
+                                              pollIntervalMs: max(1, pollIntervalMs), httpClient: httpClient))
+            }
+        }
+        self.lanes = lanes
+        self.clock = clock
+        self.logger = logger
+        self.pollIntervalMs = pollIntervalMs
+    }
+
+    /// Delivers until cancelled.
+    public func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            for lane in lanes { group.addTask { await lane.run() } }
+        }
+    }
+
+    /// Every target's queue for every link, as they stand.
+    public func status() -> [NotificationLaneStatus] { lanes.map { $0.status() } }
+
+    static func randomIDPrefix() -> String {
+        "msg_" + String(UInt64.random(in: .min ... .max), radix: 36)
+    }
+}
+
+/// One target's queue for one link, for the API.
+public struct NotificationLaneStatus: Sendable, Hashable {
+    public var notification: String
+    public var link: String
+    public var pending: Int
+    public var headAttempts: Int
+    public var lastError: String?
+    public var deliveredCount: UInt64
+    public var deadLetteredCount: UInt64
+    public var deadLetters: [NotificationDeadLetter]
+
+    public init(
+        notification: String, link: String, pending: Int = 0, headAttempts: Int = 0, lastError: String? = nil,
+        deliveredCount: UInt64 = 0, deadLetteredCount: UInt64 = 0, deadLetters: [NotificationDeadLetter] = []
+    ) {
+        self.notification = notification
+        self.link = link
+        self.pending = pending
+        self.headAttempts = headAttempts
+        self.lastError = lastError
+        self.deliveredCount = deliveredCount
+        self.deadLetteredCount = deadLetteredCount
+        self.deadLetters = deadLetters
+    }
+}
+
+/// Delivers one target's events for one link, in order.
+final class NotificationLane: Sendable {
+    let target: NotificationSettings
+    let link: NotifiedLink
+    let file: NotificationQueueFile
+    let clock: any LinkClock
+    let wallClockMs: @Sendable () -> UInt64
+    let logger: Logger
+    let observer: (any NotificationObserver)?
+    let pollIntervalMs: UInt64
+    let httpClient: HTTPClient
+    private let state: Mutex<(queue: NotificationQueue, saved: NotificationQueue)>
+    private var rules: NotificationPlanner.Rules {
+        .init(stableAfterMs: target.stableAfterMs, rejectedSummaryMs: target.rejectedSummaryMs)
+    }
+
+    init(
+        target: NotificationSettings, link: NotifiedLink, file: NotificationQueueFile, queue: NotificationQueue,
+        clock: any LinkClock, wallClockMs: @escaping @Sendable () -> UInt64, logger: Logger,
+        observer: (any NotificationObserver)?, pollIntervalMs: UInt64, httpClient: HTTPClient
+    ) {
+        self.target = target
+        self.link = link
+        self.file = file
+        self.clock = clock
+        self.wallClockMs = wallClockMs
+        var logger = logger
+        logger[metadataKey: "notification"] = .string(target.name)
+        logger[metadataKey: "link"] = .string(link.name)
+        self.logger = logger
+        self.observer = observer
+        self.pollIntervalMs = pollIntervalMs
+        self.httpClient = httpClient
+        self.state = Mutex((queue, queue))
+    }
+
+    func status() -> NotificationLaneStatus {
+        state.withLock { state in
+            let q = state.queue
+            return NotificationLaneStatus(
+                notification: target.name, link: link.name, pending: q.pending.count, headAttempts: q.headAttempts,
+                lastError: q.lastError, deliveredCount: q.deliveredCount, deadLetteredCount: q.deadLetteredCount,
+                deadLetters: q.deadLetters)
+        }
+    }
+
+    func run() async {
+        var nextAttemptMs: UInt64 = 0  // link clock
+        while !Task.isCancelled {
+            plan()
+            let now = clock.nowMs()
+            if now >= nextAttemptMs, let event = state.withLock({ $0.queue.pending.first }) {
+                if let delayMs = await attempt(event) { nextAttemptMs = clock.nowMs().saturatingSum(delayMs) }
+                continue
+            }
+            // Look at the sync log again after a poll interval, or at the next attempt if sooner.
+            let poll = now.saturatingSum(pollIntervalMs)
+            do { try await clock.sleep(untilMs: nextAttemptMs > now ? min(poll, nextAttemptMs) : poll) } catch { return }
+        }
+    }
+
+    /// Plans what the sync log holds beyond the queue's position and saves the queue if that
+    /// changed it (before any attempt, so a planned event survives a crash).
+    private func plan() {
+        state.withLock { state in
+            let records = link.syncLog.records(afterSequence: state.queue.planner.afterSequence)
+            let now = wallClockMs()
+            if let first = records.first, first.sequence > state.queue.planner.afterSequence + 1, state.queue.planner.afterSequence > 0 {
+                logger.warning("\(first.sequence - state.queue.planner.afterSequence - 1) sync log records were dropped (the sync log keeps a bounded number) before they could be planned")
+            }
+            let events = state.queue.planner.plan(records, link: link.name, stream: link.stream, nowMs: now, rules: rules)
+            state.queue.enqueue(events, subscribed: target.events, nowMs: now)
+        }
+        save()
+    }
+
+    /// One attempt on the first pending event; returns the delay before the next attempt when it
+    /// is to be retried.
+    private func attempt(_ event: NotificationEvent) async -> UInt64? {
+        let (status, retryAfter, failure) = await send(event)
+        let decision = DeliveryDecision.after(
+            status: status, failure: failure, retryAfter: retryAfter,
+            attempt: state.withLock { $0.queue.headAttempts } + 1, eventTimeMs: event.timeMs, nowMs: wallClockMs(),
+            settings: target)
+        state.withLock { state in
+            // The event may have been dead-lettered meanwhile only by this lane: it is still the head.
+            guard state.queue.pending.first?.id == event.id else { return }
+            state.queue.settleHead(decision, nowMs: wallClockMs())
+        }
+        save()
+        switch decision {
+        case .delivered:
+            observer?.didAttempt(notification: target.name, outcome: .delivered)
+            return nil
+        case .retry(let afterMs, let reason):
+            observer?.didAttempt(notification: target.name, outcome: .retried)
+            logger.notice("event \(event.type.rawValue) not delivered (\(reason)); next attempt in \(afterMs) ms")
+            return afterMs
+        case .deadLetter(let reason):
+            observer?.didAttempt(notification: target.name, outcome: .deadLettered)
+            logger.warning("event \(event.type.rawValue) \(event.id) dead-lettered: \(reason)")
+            return nil
+        }
+    }
+
+    private func save() {
+        let toSave: NotificationQueue? = state.withLock { $0.queue == $0.saved ? nil : $0.queue }
+        guard let toSave else { return }
+        do {
+            try file.save(toSave)
+            state.withLock { $0.saved = toSave }
+        } catch {
+            // Kept in memory; saved again with the next change (a planned event is re-planned
+            // from the sync log after a restart in any case).
+            logger.error("cannot save the notification queue: \(error)")
+        }
+    }
+
+    /// POSTs the event, signed. Only the status and `Retry-After` are read: the answer's body
+    /// is never waited for, so a receiver that drips it cannot hold the lane.
+    private func send(_ event: NotificationEvent) async -> (status: Int?, retryAfter: String?, failure: String?) {
+        let body = event.body()
+        let timestamp = wallClockMs() / 1000
+        var request = HTTPClientRequest(url: target.url)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.headers.add(name: "User-Agent", value: "orgsync-notifications")
+        request.headers.add(name: "webhook-id", value: event.id)
+        request.headers.add(name: "webhook-timestamp", value: String(timestamp))
+        request.headers.add(name: "webhook-signature", value: StandardWebhookSignature.signature(
+            key: target.secret, id: event.id, timestampSeconds: timestamp, body: body))
+        request.body = .bytes(ByteBuffer(bytes: body))
+        do {
+            let response = try await httpClient.execute(request, timeout: .milliseconds(Int64(clamping: target.timeoutMs)))
+            return (Int(response.status.code), response.headers.first(name: "Retry-After"), nil)
+        } catch {
+            return (nil, nil, "no answer: \(Self.describe(error))")
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        switch error {
+        case let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout:
+            "timed out"
+        case let error as HTTPClientError where error == .connectTimeout:
+            "connect timed out"
+        default:
+            "\(error)"
+        }
+    }
+}
