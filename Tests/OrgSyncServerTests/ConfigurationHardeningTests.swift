@@ -1,4 +1,5 @@
 import Foundation
+import OrgSyncNotifications
 import Logging
 import OrgSyncCore
 import OrgSyncLog
@@ -80,6 +81,59 @@ import Testing
     @Test(arguments: outOfRange)
     func aValueOutOfRangeIsRefusedNamingItsField(yaml: String, field: String) {
         #expect(Self.fieldOfError("auth: { enabled: false }\n" + yaml + "\n") == field, "\(yaml)")
+    }
+
+    static let notifySecret = "whsec_" + Data((0..<32).map { UInt8($0) }).base64EncodedString()
+
+    /// (a `notifications[0]` entry's fields, the field the error must name).
+    static let badNotifications: [(String, String)] = [
+        ("name: ops, url: 'ftp://h/x', secret_env: S", "notifications[0].url"),
+        ("name: ops, url: 'http://', secret_env: S", "notifications[0].url"),
+        ("name: ops, url: 'http://h/x', secret_env: MISSING", "notifications[0].secret_env"),
+        ("name: ops, url: 'http://h/x', secret_env: NOT_WHSEC", "notifications[0].secret_env"),
+        ("name: ops, url: 'http://h/x', secret_env: SHORT", "notifications[0].secret_env"),
+        ("name: ops, url: 'http://h/x', secret_env: S, events: [link.exploded]", "notifications[0].events[0]"),
+        ("name: ops, url: 'http://h/x', secret_env: S, events: []", "notifications[0].events"),
+        ("name: ops, url: 'http://h/x', secret_env: S, timeout_ms: 99", "notifications[0].timeout_ms"),
+        ("name: ops, url: 'http://h/x', secret_env: S, backoff_base_ms: 0", "notifications[0].backoff_base_ms"),
+        ("name: ops, url: 'http://h/x', secret_env: S, backoff_base_ms: 5000, backoff_cap_ms: 4000", "notifications[0].backoff_cap_ms"),
+        ("name: ops, url: 'http://h/x', secret_env: S, give_up_after_ms: \(nearTwoTo64)", "notifications[0].give_up_after_ms"),
+        ("name: ops, url: 'http://h/x', secret_env: S, rejected_summary_ms: -1", "notifications[0].rejected_summary_ms"),
+        ("name: 'a/b', url: 'http://h/x', secret_env: S", "notifications[0].name"),
+        ("name: ops, url: 'http://h/x', secret_env: S, retries: 3", "notifications[0].retries"),
+    ]
+
+    @Test(arguments: badNotifications)
+    func aBadNotificationIsRefusedNamingItsFieldAndNeverItsSecret(fields: String, field: String) {
+        let environment = ["S": Self.notifySecret, "NOT_WHSEC": "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "SHORT": "whsec_YWJj"]
+        let yaml = "auth: { enabled: false }\nnotifications: [ { \(fields) } ]\n"
+        #expect(Self.fieldOfError(yaml, environment: environment) == field, "\(fields)")
+        do {
+            _ = try BrokerConfiguration.parse(yaml: yaml, environment: environment)
+        } catch {
+            #expect(!"\(error)".contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") && !"\(error)".contains(Self.notifySecret))
+        }
+    }
+
+    @Test func aGoodNotificationGivesItsSettingsAndTwoWithOneNameAreRefused() throws {
+        let environment = ["S": Self.notifySecret]
+        let config = try BrokerConfiguration.parse(yaml: """
+            auth: { enabled: false }
+            notifications:
+              - { name: ops, url: "https://hooks.example.com/x", secret_env: S, events: [link.suspended, entry.rejected], backoff_cap_ms: 2000, backoff_base_ms: 2000 }
+            """, environment: environment)
+        let settings = try config.notificationSettings(environment: environment)
+        #expect(settings.count == 1)
+        #expect(settings.first?.events == [.linkSuspended, .entryRejected])
+        #expect(settings.first?.secret == (0..<32).map { UInt8($0) })
+        #expect(settings.first?.backoffBaseMs == 2000 && settings.first?.backoffCapMs == 2000)
+        #expect(settings.first?.giveUpAfterMs == NotificationSettings.defaultGiveUpAfterMs)
+        #expect(Self.fieldOfError("""
+            auth: { enabled: false }
+            notifications:
+              - { name: ops, url: "http://h/x", secret_env: S }
+              - { name: ops, url: "http://h/y", secret_env: S }
+            """, environment: environment) == "notifications[1].name")
     }
 
     /// The edges that are allowed stay allowed (0 where a field allows it, each range's ends).
@@ -296,44 +350,54 @@ import Testing
         let server = BrokerConfiguration.Server()
         let plugins = BrokerConfiguration.PluginLimits()
         let codeDefaults: [String: String] = [
-            "probe_threshold": "\(supervisor.probeThreshold)",
-            "verify_interval_ms": "\(supervisor.verifyIntervalMs)",
-            "verify_window_ms": "\(supervisor.verifyWindowMs)",
-            "backoff_base_ms": "\(supervisor.backoffBaseMs)",
-            "backoff_cap_ms": "\(supervisor.backoffCapMs)",
-            "jitter_ratio": "\(supervisor.jitterRatio)",
-            "flap_limit": "\(supervisor.flapLimit)",
-            "flap_window_ms": "\(supervisor.flapWindowMs)",
-            "hold_down_ms": "\(supervisor.holdDownMs)",
-            "retryable_attempts_max": "\(supervisor.retryableAttemptsMax)",
-            "retryable_backoff_base_ms": "\(supervisor.retryableBackoffBaseMs)",
-            "batch_entries_max": "\(supervisor.batchEntriesMax)",
-            "sync_log_records_max": "\(supervisor.syncLogRecordsMax)",
-            "dead_letters_max": "\(supervisor.deadLettersMax)",
-            "segment_bytes_max": "\(log.segmentBytesMax)",
-            "segment_age_ms_max": "\(log.segmentAgeMsMax)",
-            "compression_level": "\(log.compressionLevel.map { Int($0) } ?? -1)",
-            "queued_appends_max": "\(log.queuedAppendsMax)",
-            "queued_bytes_max": "\(log.queuedBytesMax)",
-            "port": "\(server.port)",
-            "body_bytes_max": "\(server.bodyBytesMax)",
-            "entry_bytes_max": "\(server.entryBytesMax)",
-            "request_entries_max": "\(server.requestEntriesMax)",
-            "allow_unauthenticated_remote": "\(server.allowUnauthenticatedRemote)",
-            "header_timeout_ms": "\(server.headerTimeoutMs)",
-            "idle_timeout_ms": "\(server.idleTimeoutMs)",
-            "connections_max": "\(server.connectionsMax)",
-            "inflight_body_bytes_max": "\(server.inflightBodyBytesMax)",
-            "handshake_timeout_ms": "\(plugins.handshakeTimeoutMs)",
-            "request_timeout_ms": "\(plugins.requestTimeoutMs)",
-            "apply_timeout_ms": "\(plugins.applyTimeoutMs)",
+            "links.probe_threshold": "\(supervisor.probeThreshold)",
+            "links.verify_interval_ms": "\(supervisor.verifyIntervalMs)",
+            "links.verify_window_ms": "\(supervisor.verifyWindowMs)",
+            "links.backoff_base_ms": "\(supervisor.backoffBaseMs)",
+            "links.backoff_cap_ms": "\(supervisor.backoffCapMs)",
+            "links.jitter_ratio": "\(supervisor.jitterRatio)",
+            "links.flap_limit": "\(supervisor.flapLimit)",
+            "links.flap_window_ms": "\(supervisor.flapWindowMs)",
+            "links.hold_down_ms": "\(supervisor.holdDownMs)",
+            "links.retryable_attempts_max": "\(supervisor.retryableAttemptsMax)",
+            "links.retryable_backoff_base_ms": "\(supervisor.retryableBackoffBaseMs)",
+            "links.batch_entries_max": "\(supervisor.batchEntriesMax)",
+            "links.sync_log_records_max": "\(supervisor.syncLogRecordsMax)",
+            "links.dead_letters_max": "\(supervisor.deadLettersMax)",
+            "streams.segment_bytes_max": "\(log.segmentBytesMax)",
+            "streams.segment_age_ms_max": "\(log.segmentAgeMsMax)",
+            "streams.compression_level": "\(log.compressionLevel.map { Int($0) } ?? -1)",
+            "streams.queued_appends_max": "\(log.queuedAppendsMax)",
+            "streams.queued_bytes_max": "\(log.queuedBytesMax)",
+            "server.port": "\(server.port)",
+            "server.body_bytes_max": "\(server.bodyBytesMax)",
+            "server.entry_bytes_max": "\(server.entryBytesMax)",
+            "server.request_entries_max": "\(server.requestEntriesMax)",
+            "server.allow_unauthenticated_remote": "\(server.allowUnauthenticatedRemote)",
+            "server.header_timeout_ms": "\(server.headerTimeoutMs)",
+            "server.idle_timeout_ms": "\(server.idleTimeoutMs)",
+            "server.connections_max": "\(server.connectionsMax)",
+            "server.inflight_body_bytes_max": "\(server.inflightBodyBytesMax)",
+            "plugin_limits.handshake_timeout_ms": "\(plugins.handshakeTimeoutMs)",
+            "plugin_limits.request_timeout_ms": "\(plugins.requestTimeoutMs)",
+            "plugin_limits.apply_timeout_ms": "\(plugins.applyTimeoutMs)",
+            "notifications.timeout_ms": "\(NotificationSettings.defaultTimeoutMs)",
+            "notifications.backoff_base_ms": "\(NotificationSettings.defaultBackoffBaseMs)",
+            "notifications.backoff_cap_ms": "\(NotificationSettings.defaultBackoffCapMs)",
+            "notifications.give_up_after_ms": "\(NotificationSettings.defaultGiveUpAfterMs)",
+            "notifications.stable_after_ms": "\(NotificationSettings.defaultStableAfterMs)",
+            "notifications.rejected_summary_ms": "\(NotificationSettings.defaultRejectedSummaryMs)",
         ]
         // `name: value` lines, commented out or not (the supervisor block is commented out).
         let pattern = #/^[ \t#]*([a-z_]+):[ \t]+([-0-9.]+|true|false)[ \t]*(#.*)?$/#
+        // Under the top-level section each is in (`backoff_base_ms` is in two).
+        let section = #/^(?:# )?([a-z_]+):([ \t].*)?$/#
         var documented: [String: String] = [:]
+        var current = ""
         for line in text.split(separator: "\n") {
+            if let match = line.wholeMatch(of: section) { current = String(match.1) }
             guard let match = line.wholeMatch(of: pattern) else { continue }
-            documented[String(match.1)] = String(match.2)
+            documented[current + "." + String(match.1)] = String(match.2)
         }
         for (field, value) in codeDefaults.sorted(by: { $0.key < $1.key }) {
             let shown = try #require(documented[field], "data/orgsync.example.yaml does not document \(field)")

@@ -24,14 +24,16 @@ final class BrokerProcess: @unchecked Sendable {
     /// its "listening" line. `launcher` runs it through another program (e.g.
     /// `["/usr/bin/prlimit", "--nofile=256:256"]`).
     static func start(
-        arguments: [String], launcher: [String] = [], currentDirectory: String? = nil, timeoutSeconds: Double = 30
+        arguments: [String], launcher: [String] = [], currentDirectory: String? = nil, environment: [String: String] = [:],
+        timeoutSeconds: Double = 30
     ) async throws -> BrokerProcess {
         try await offThePool {
-            try BrokerProcess(arguments: arguments, launcher: launcher, currentDirectory: currentDirectory, timeoutSeconds: timeoutSeconds)
+            try BrokerProcess(arguments: arguments, launcher: launcher, currentDirectory: currentDirectory, environment: environment,
+                              timeoutSeconds: timeoutSeconds)
         }
     }
 
-    private init(arguments: [String], launcher: [String], currentDirectory: String?, timeoutSeconds: Double) throws {
+    private init(arguments: [String], launcher: [String], currentDirectory: String?, environment: [String: String], timeoutSeconds: Double) throws {
         if let program = launcher.first {
             process.executableURL = URL(fileURLWithPath: program)
             process.arguments = Array(launcher.dropFirst()) + [try orgsyncExecutable(), "serve"] + arguments
@@ -40,6 +42,7 @@ final class BrokerProcess: @unchecked Sendable {
             process.arguments = ["serve"] + arguments
         }
         if let currentDirectory { process.currentDirectoryURL = URL(fileURLWithPath: currentDirectory) }
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.standardOutput = output
         let requestedLog = ProcessInfo.processInfo.environment["ORGSYNC_TEST_BROKER_LOG"]
         errorLogPath = requestedLog ?? FileManager.default.temporaryDirectory.path + "/orgsync-stderr-" + UUID().uuidString
