@@ -3,7 +3,8 @@
 # `prometheus` package:
 #   1. the example alert rules (docs/prometheus/) load: `promtool check rules`;
 #   2. they fire as their unit tests say: `promtool test rules`;
-#   3. a live broker's /metrics, after its link applied entries and dead-lettered one, passes
+#   3. a live broker's /metrics, after its link applied entries and dead-lettered one (and a
+#      notification of it was attempted), passes
 #      `promtool check metrics` (HELP and TYPE on every family, counters named _total, ...);
 #   4. every metric the rules use is in that scrape (a renamed metric would silence an alert).
 #
@@ -30,10 +31,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A notification target that refuses connections (port 1): the rejected entry's event is
+# attempted and retried, so the notification families are in the scrape too.
+ORGSYNC_NOTIFY_SECRET="whsec_$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')"
+export ORGSYNC_NOTIFY_SECRET
 cat > "$work/orgsync.yaml" <<YAML
 data_dir: $work/state
 server: { host: 127.0.0.1, port: 0 }
-log: { level: warning }
+log: { level: error }
 auth: { enabled: false }
 streams: [ { name: events } ]
 links:
@@ -41,6 +46,8 @@ links:
     stream: events
     adapter: sqlite
     settings: { path: demo.sqlite, primary_key: org_key }
+notifications:
+  - { name: ops, url: "http://127.0.0.1:1/hook", secret_env: ORGSYNC_NOTIFY_SECRET, rejected_summary_ms: 0 }
 YAML
 "$ORGSYNC_BIN" serve --config "$work/orgsync.yaml" >"$work/broker.out" 2>"$work/broker.log" &
 broker_pid=$!
@@ -55,7 +62,7 @@ done
 
 # 20 entries, one of which the SQLite adapter rejects (a field named like its own `key`
 # column); then wait, bounded, until the link has taken all of them and the exporter (every
-# second) has recorded its status, and scrape.
+# second) has recorded its status and the notification of the rejection was attempted, and scrape.
 python3 - "http://127.0.0.1:$port" "$work/metrics.txt" <<'PY'
 import json, sys, time, urllib.request
 base, out = sys.argv[1], sys.argv[2]
@@ -71,7 +78,8 @@ deadline = time.monotonic() + 30
 while True:
     with urllib.request.urlopen(base + "/metrics", timeout=10) as answer:
         text = answer.read().decode()
-    if 'orgsync_link_cursor{link="demo",stream="events"} 20.0' in text and "orgsync_link_rejected_entries_total" in text:
+    if ('orgsync_link_cursor{link="demo",stream="events"} 20.0' in text and "orgsync_link_rejected_entries_total" in text
+            and 'orgsync_notification_deliveries_total{notification="ops",result="retried"}' in text):
         break
     if time.monotonic() > deadline:
         sys.exit("metrics-check: the link's metrics did not show 20 entries taken within 30 s:\n" + text)
