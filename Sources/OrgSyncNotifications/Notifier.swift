@@ -43,6 +43,8 @@ public struct NotifiedLink: Sendable {
 ///
 /// A target added to the configuration starts from the sync logs' current end (no backfill).
 public final class Notifier: Sendable {
+    /// The targets, as configured.
+    public let targets: [NotificationSettings]
     let lanes: [NotificationLane]
     let clock: any LinkClock
     let logger: Logger
@@ -83,6 +85,7 @@ public final class Notifier: Sendable {
             }
         }
         self.lanes = lanes
+        self.targets = settings
         self.clock = clock
         self.logger = logger
         self.pollIntervalMs = pollIntervalMs

@@ -60,6 +60,7 @@ public func buildRouter(
         return jsonResponse(StreamInfoBody(log))
     }
     addLinkRoutes(to: router, broker: broker, authenticator: authenticator)
+    addNotificationRoutes(to: router, broker: broker, authenticator: authenticator)
     addStatusPageRoutes(to: router, authenticator: authenticator)
     router.get("/health/live") { request, context -> Response in
         if !config.auth.openHealth { try await authenticator.authorize(request, context, .produce) }
@@ -99,6 +100,7 @@ let brokerRoutes: [(path: String, methods: [HTTPRequest.Method])] = [
     ("/v1/links/{link}/resume", [.post]), ("/v1/links/{link}/cursor", [.post]), ("/v1/links/{link}/reset", [.post]),
     ("/v1/links/{link}/adopt", [.post]), ("/v1/links/{link}/sync-log", [.get]),
     ("/v1/links/{link}/dead-letters", [.get]), ("/v1/links/{link}/dead-letters/{offset}/retry", [.post]),
+    ("/v1/notifications", [.get]),
 ]
 
 /// The methods of the route whose pattern `path` matches (`{name}` matches one segment), or

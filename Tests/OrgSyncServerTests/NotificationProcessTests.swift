@@ -75,6 +75,23 @@ import Glibc
                 list.contains { $0.id == firstID && $0.answered == 200 } && list.contains { $0.id != firstID && $0.answered == 200 }
             })
         }
+        // The API shows the queue emptied (the broker settles a 200 just after the receiver
+        // sent it: another process's state, polled with a bound); neither the URL nor the secret.
+        let deadline = Date().addingTimeInterval(30)
+        var lane: [String: Any] = [:]
+        var text = ""
+        while true {
+            let (code, listing) = try await get("http://127.0.0.1:\(restarted.port)/v1/notifications")
+            #expect(code == 200)
+            text = String(decoding: listing, as: UTF8.self)
+            let targets = try #require((try JSONSerialization.jsonObject(with: listing) as? [String: Any])?["notifications"] as? [[String: Any]])
+            #expect(targets.first?["name"] as? String == "ops" && targets.first?["events"] as? [String] == ["link.suspended"])
+            lane = try #require((targets.first?["links"] as? [[String: Any]])?.first)
+            if (lane["delivered"] as? Int ?? 0) >= 2 || Date() > deadline { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(!text.contains(secret) && !text.contains(receiver.url))
+        #expect(lane["link"] as? String == "demo" && (lane["delivered"] as? Int ?? 0) >= 2 && lane["pending"] as? Int == 0, "\(lane)")
         _ = await restarted.terminate()
         let forFirst = seen.filter { $0.id == firstID }
         #expect(forFirst.filter { $0.answered == 200 }.count == 1, "delivered once: \(forFirst.map(\.answered))")

@@ -52,6 +52,16 @@ import Yams
         try Self.check("DeadLetter", full: letter, minimal: DeadLetterBody(
             offset: 1, entry: "{}", error: "e", targetCode: nil, status: "failed", failedAtMs: 1, resolvedAtMs: nil, attempts: 1))
 
+        let deadLetter = NotificationDeadLetterBody(id: "msg_1.demo.3.link.suspended", type: "link.suspended", reason: "HTTP 400", attempts: 1, atMs: 5)
+        try Self.check("NotificationDeadLetter", full: deadLetter, minimal: deadLetter)
+        let lane = NotificationLinkBody(link: "demo", pending: 1, headAttempts: 2, lastError: "HTTP 500", delivered: 3, deadLettered: 1,
+                                        deadLetters: [deadLetter])
+        var laneMinimal = lane
+        laneMinimal.lastError = nil
+        try Self.check("NotificationLink", full: lane, minimal: laneMinimal)
+        let target = NotificationTargetBody(name: "ops", events: ["link.suspended"], links: [lane])
+        try Self.check("NotificationTarget", full: target, minimal: target)
+
         let error = ErrorBody(code: "c", message: "m")
         try Self.check("Error", full: error, minimal: error)
         let errorSchema = try #require(try Self.schemas()["Error"] as? [String: Any])
