@@ -57,8 +57,7 @@ public final class Notifier: Sendable {
     public init(
         settings: [NotificationSettings], links: [NotifiedLink], directory: String,
         clock: any LinkClock = SystemLinkClock(), wallClockMs: @escaping @Sendable () -> UInt64,
-        logger: Logger, observer: (any NotificationObserver)? = nil, pollIntervalMs: UInt64 = 250,
-        httpClient: HTTPClient = .shared
+        logger: Logger, observer: (any NotificationObserver)? = nil, pollIntervalMs: UInt64 = 250
     ) throws {
         var lanes: [NotificationLane] = []
         let storage = PosixStorage()
@@ -71,9 +70,18 @@ public final class Notifier: Sendable {
             }
             for link in links {
                 let file = NotificationQueueFile(directory: targetDirectory, link: link.name, storage: storage)
-                let queue: NotificationQueue
+                var queue: NotificationQueue
                 if let saved = try file.load() {
                     queue = saved
+                    let latest = link.syncLog.latestSequence
+                    if queue.planner.afterSequence > latest {
+                        // The sync log was replaced (a new data directory under an old queue):
+                        // its sequences start again, so the queue's position is moved back to
+                        // its end, or the new records would wait for the old numbers.
+                        logger.warning("the sync log of link \(link.name) is behind notification \(target.name)'s queue (\(latest) < \(queue.planner.afterSequence)); going on from its end")
+                        queue.planner.afterSequence = latest
+                        try file.save(queue)
+                    }
                 } else {
                     queue = NotificationQueue(planner: NotificationPlanner(
                         afterSequence: link.syncLog.latestSequence, idPrefix: Self.randomIDPrefix()))
@@ -81,7 +89,7 @@ public final class Notifier: Sendable {
                 }
                 lanes.append(NotificationLane(target: target, link: link, file: file, queue: queue, clock: clock,
                                               wallClockMs: wallClockMs, logger: logger, observer: observer,
-                                              pollIntervalMs: max(1, pollIntervalMs), httpClient: httpClient))
+                                              pollIntervalMs: max(1, pollIntervalMs)))
             }
         }
         self.lanes = lanes
@@ -91,11 +99,14 @@ public final class Notifier: Sendable {
         self.pollIntervalMs = pollIntervalMs
     }
 
-    /// Delivers until cancelled.
+    /// Delivers until cancelled. The HTTP client lives as long as this: it follows no redirect
+    /// (a 3xx is the receiver's answer, and the signed event must not go elsewhere).
     public func run() async {
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(redirectConfiguration: .disallow))
         await withTaskGroup(of: Void.self) { group in
-            for lane in lanes { group.addTask { await lane.run() } }
+            for lane in lanes { group.addTask { await lane.run(client: client) } }
         }
+        do { try await client.shutdown() } catch { logger.warning("notification HTTP client shutdown: \(error)") }
     }
 
     /// Every target's queue for every link, as they stand.
@@ -142,7 +153,6 @@ final class NotificationLane: Sendable {
     let logger: Logger
     let observer: (any NotificationObserver)?
     let pollIntervalMs: UInt64
-    let httpClient: HTTPClient
     private let state: Mutex<(queue: NotificationQueue, saved: NotificationQueue)>
     private var rules: NotificationPlanner.Rules {
         .init(stableAfterMs: target.stableAfterMs, rejectedSummaryMs: target.rejectedSummaryMs)
@@ -151,7 +161,7 @@ final class NotificationLane: Sendable {
     init(
         target: NotificationSettings, link: NotifiedLink, file: NotificationQueueFile, queue: NotificationQueue,
         clock: any LinkClock, wallClockMs: @escaping @Sendable () -> UInt64, logger: Logger,
-        observer: (any NotificationObserver)?, pollIntervalMs: UInt64, httpClient: HTTPClient
+        observer: (any NotificationObserver)?, pollIntervalMs: UInt64
     ) {
         self.target = target
         self.link = link
@@ -164,7 +174,6 @@ final class NotificationLane: Sendable {
         self.logger = logger
         self.observer = observer
         self.pollIntervalMs = pollIntervalMs
-        self.httpClient = httpClient
         self.state = Mutex((queue, queue))
     }
 
@@ -178,13 +187,13 @@ final class NotificationLane: Sendable {
         }
     }
 
-    func run() async {
+    func run(client: HTTPClient) async {
         var nextAttemptMs: UInt64 = 0  // link clock
         while !Task.isCancelled {
             plan()
             let now = clock.nowMs()
             if now >= nextAttemptMs, let event = state.withLock({ $0.queue.pending.first }) {
-                if let delayMs = await attempt(event) { nextAttemptMs = clock.nowMs().saturatingSum(delayMs) }
+                if let delayMs = await attempt(event, client: client) { nextAttemptMs = clock.nowMs().saturatingSum(delayMs) }
                 continue
             }
             // Look at the sync log again after a poll interval, or at the next attempt if sooner.
@@ -210,8 +219,8 @@ final class NotificationLane: Sendable {
 
     /// One attempt on the first pending event; returns the delay before the next attempt when it
     /// is to be retried.
-    private func attempt(_ event: NotificationEvent) async -> UInt64? {
-        let (status, retryAfter, failure) = await send(event)
+    private func attempt(_ event: NotificationEvent, client: HTTPClient) async -> UInt64? {
+        let (status, retryAfter, failure) = await send(event, client: client)
         let decision = DeliveryDecision.after(
             status: status, failure: failure, retryAfter: retryAfter,
             attempt: state.withLock { $0.queue.headAttempts } + 1, eventTimeMs: event.timeMs, nowMs: wallClockMs(),
@@ -252,7 +261,7 @@ final class NotificationLane: Sendable {
 
     /// POSTs the event, signed. Only the status and `Retry-After` are read: the answer's body
     /// is never waited for, so a receiver that drips it cannot hold the lane.
-    private func send(_ event: NotificationEvent) async -> (status: Int?, retryAfter: String?, failure: String?) {
+    private func send(_ event: NotificationEvent, client: HTTPClient) async -> (status: Int?, retryAfter: String?, failure: String?) {
         let body = event.body()
         let timestamp = wallClockMs() / 1000
         var request = HTTPClientRequest(url: target.url)
@@ -265,7 +274,7 @@ final class NotificationLane: Sendable {
             key: target.secret, id: event.id, timestampSeconds: timestamp, body: body))
         request.body = .bytes(ByteBuffer(bytes: body))
         do {
-            let response = try await httpClient.execute(request, timeout: .milliseconds(Int64(clamping: target.timeoutMs)))
+            let response = try await client.execute(request, timeout: .milliseconds(Int64(clamping: target.timeoutMs)))
             return (Int(response.status.code), response.headers.first(name: "Retry-After"), nil)
         } catch {
             return (nil, nil, "no answer: \(Self.describe(error))")

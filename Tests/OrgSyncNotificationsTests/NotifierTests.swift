@@ -163,4 +163,40 @@ import Testing
         #expect(receiver.seen.value.count == 2, "a 400 is not retried")
         await receiver.server.stop()
     }
+
+    @Test func aRedirectIsTheReceiversAnswerNotAPlaceToSendTheSignedEvent() async throws {
+        let clock = ManualClock()
+        let receiver = try await Receiver(clock: clock, answers: [], then: Reply(status: .found, headers: [("Location", "/elsewhere")]))
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let syncLog = SyncLog.inMemory(recordsMax: 100)
+        let notifier = try Self.notifier(url: receiver.server.url, syncLog: syncLog, directory: directory, clock: clock)
+        let run = Task { await notifier.run() }
+        defer { run.cancel() }
+        try await withTimeout("the notifier polling") { try await clock.waitForSleepers() }
+        try syncLog.append(event: .suspended, state: .suspended, reason: "down", timeMs: Self.wallOriginMs, linkClockMs: 0)
+        try await Self.advance(clock, until: "the dead letter") { notifier.status().first?.deadLetteredCount == 1 }
+        #expect(receiver.seen.value.count == 1, "not followed")
+        #expect(notifier.status().first?.deadLetters.first?.reason == "the receiver refused the event: HTTP 302")
+        await receiver.server.stop()
+    }
+
+    @Test func aQueueAheadOfAReplacedSyncLogGoesOnFromTheNewLogsEnd() async throws {
+        let clock = ManualClock()
+        let receiver = try await Receiver(clock: clock, answers: [])
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let old = SyncLog.inMemory(recordsMax: 100)
+        for _ in 0..<3 { try old.append(event: .verifying, state: .verifying, reason: "probe", timeMs: Self.wallOriginMs, linkClockMs: 0) }
+        _ = try Self.notifier(url: receiver.server.url, syncLog: old, directory: directory, clock: clock)  // its queue starts at 3
+        let replaced = SyncLog.inMemory(recordsMax: 100)  // a new data directory: sequences start again
+        let notifier = try Self.notifier(url: receiver.server.url, syncLog: replaced, directory: directory, clock: clock)
+        let run = Task { await notifier.run() }
+        defer { run.cancel() }
+        try await withTimeout("the notifier polling") { try await clock.waitForSleepers() }
+        try replaced.append(event: .suspended, state: .suspended, reason: "down", timeMs: Self.wallOriginMs, linkClockMs: 0)
+        try await Self.advance(clock, until: "the new log's first event delivered") { notifier.status().first?.deliveredCount == 1 }
+        #expect(receiver.seen.value.count == 1)
+        await receiver.server.stop()
+    }
 }
