@@ -222,12 +222,12 @@ let package = Package(
         // MARK: Test support
         .target(
             name: "OrgSyncTestSupport",
-            dependencies: ["OrgSyncCore", "OrgSyncLog", "OrgSyncPluginAPI"],
+            dependencies: ["OrgSyncCore", "OrgSyncLog", "OrgSyncPluginAPI", .product(name: "Logging", package: "swift-log")],
             path: "Tests/OrgSyncTestSupport",
             swiftSettings: strict
         ),
         // A small HTTP/1.1 (and HTTPS) receiver on 127.0.0.1 that records requests and answers
-        // from a closure, and a log capture: for the webhook adapter's and the notifier's tests.
+        // from a closure: for the webhook adapter's and the notifier's tests.
         .target(
             name: "OrgSyncTestHTTP",
             dependencies: [

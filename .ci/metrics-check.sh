@@ -20,13 +20,10 @@ promtool check rules docs/prometheus/orgsync-alerts.yaml
 (cd docs/prometheus && promtool test rules orgsync-alerts.test.yaml)
 
 work="$(mktemp -d /tmp/orgsync-metrics.XXXXXX)"
-broker_pid=""
+# shellcheck source=/dev/null
+source .ci/broker.sh
 cleanup() {
-  if [ -n "$broker_pid" ] && kill -0 "$broker_pid" 2>/dev/null; then
-    kill -TERM "$broker_pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$broker_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$broker_pid" 2>/dev/null || true
-  fi
+  orgsync_broker_stop
   if [ "${KEEP_TEMP:-}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -49,16 +46,8 @@ links:
 notifications:
   - { name: ops, url: "http://127.0.0.1:1/hook", secret_env: ORGSYNC_NOTIFY_SECRET, rejected_summary_ms: 0 }
 YAML
-"$ORGSYNC_BIN" serve --config "$work/orgsync.yaml" >"$work/broker.out" 2>"$work/broker.log" &
-broker_pid=$!
-port=""
-for _ in $(seq 1 300); do
-  port="$(sed -n 's#^orgsync: listening on http://127.0.0.1:\([0-9]*\)$#\1#p' "$work/broker.out")"
-  [ -n "$port" ] && break
-  kill -0 "$broker_pid" 2>/dev/null || { cat "$work/broker.log" >&2; say "the broker exited" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$port" ] || { say "the broker did not listen within 30 s" >&2; exit 1; }
+orgsync_broker_start "$ORGSYNC_BIN" "$work/orgsync.yaml" "$work" || { say "no broker" >&2; exit 1; }
+port="$broker_port"
 
 # 20 entries, one of which the SQLite adapter rejects (a field named like its own `key`
 # column); then wait, bounded, until the link has taken all of them and the exporter (every

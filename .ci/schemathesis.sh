@@ -35,13 +35,10 @@ fi
 ORGSYNC_BIN="$(cd "$(dirname "$ORGSYNC_BIN")" && pwd)/$(basename "$ORGSYNC_BIN")"
 
 work="$(mktemp -d /tmp/orgsync-schemathesis.XXXXXX)"
-broker_pid=""
+# shellcheck source=/dev/null
+source .ci/broker.sh
 cleanup() {
-  if [ -n "$broker_pid" ] && kill -0 "$broker_pid" 2>/dev/null; then
-    kill -TERM "$broker_pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$broker_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$broker_pid" 2>/dev/null || true
-  fi
+  orgsync_broker_stop
   if [ "${KEEP_TEMP:-}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -73,16 +70,8 @@ links:
     settings: { path: demo.sqlite, primary_key: org_key }
 EOF
 
-"$ORGSYNC_BIN" serve --config "$work/orgsync.yaml" >"$work/broker.out" 2>"$work/broker.log" &
-broker_pid=$!
-port=""
-for _ in $(seq 1 300); do
-  port="$(sed -n 's#^orgsync: listening on http://127.0.0.1:\([0-9]*\)$#\1#p' "$work/broker.out")"
-  [ -n "$port" ] && break
-  kill -0 "$broker_pid" 2>/dev/null || { cat "$work/broker.log" >&2; echo "schemathesis-check: the broker exited" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$port" ] || { echo "schemathesis-check: the broker did not listen within 30s" >&2; exit 1; }
+orgsync_broker_start "$ORGSYNC_BIN" "$work/orgsync.yaml" "$work" || { echo "schemathesis-check: no broker" >&2; exit 1; }
+port="$broker_port"
 base="http://127.0.0.1:$port"
 log "broker on $base (auth on)"
 

@@ -3,44 +3,18 @@ import Logging
 import OrgSyncCore
 import OrgSyncPluginAPI
 import OrgSyncTestSupport
-import Synchronization
 import Testing
-
-/// Collects log messages, so a test can count them.
-final class CapturedLog: Sendable {
-    let lines = Mutex<[(level: Logger.Level, message: String, event: String?)]>([])
-
-    var logger: Logger {
-        Logger(label: "captured") { _ in CapturingHandler(log: self) }
-    }
-
-    struct CapturingHandler: LogHandler {
-        let log: CapturedLog
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .trace
-
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-
-        func log(event: LogEvent) {
-            let eventName = event.metadata?["event"].map { "\($0)" }
-            log.lines.withLock { $0.append((event.level, "\(event.message)", eventName)) }
-        }
-    }
-}
 
 @Suite struct LinkLoggingTests {
     @Test func eachTransitionIsLoggedOnceNotEveryProbe() async throws {
-        let captured = CapturedLog()
+        let captured = CapturedLogs()
         let clock = ManualClock()
         let source = InMemoryEntrySource()
         let adapter = RecordingAdapter()
         let cursors = InMemoryCursorStore()
         let supervisor = try LinkSupervisor(
             name: "logged", source: source, adapter: adapter, cursorStore: cursors,
-            configuration: LinkHarness.configuration, clock: clock, logger: captured.logger, randomSeed: 1)
+            configuration: LinkHarness.configuration, clock: clock, logger: captured.logger(), randomSeed: 1)
         let run = Task { try await supervisor.run() }
         defer { run.cancel() }
         adapter.setDown(true)
@@ -53,9 +27,9 @@ final class CapturedLog: Sendable {
             try await withTimeout("a probe timer") { _ = try await clock.advanceToNextDeadline() }
         }
         try await withTimeout("the cursor") { try await cursors.waitForCursor(link: "logged", atLeast: 3) }
-        let events = captured.lines.withLock { $0.compactMap(\.event) }
+        let events = captured.all.compactMap(\.event)
         #expect(events == ["suspended", "verifying", "resumed"])
-        let warnings = captured.lines.withLock { $0.filter { $0.level == .warning }.map(\.message) }
+        let warnings = captured.all.filter { $0.level == .warning }.map(\.message)
         #expect(warnings.count == 1)
         #expect(warnings.first?.contains("target down") == true)
         #expect(adapter.target.value.probeCount == 3)

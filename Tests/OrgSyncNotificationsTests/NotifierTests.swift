@@ -73,18 +73,46 @@ import Testing
         }
     }
 
-    @Test func fiveHundredTwiceThenTwoHundredIsThreeAttemptsOfOneSignedEventAtTheBackoffsDelays() async throws {
+    /// A notifier running over an in-memory sync log, delivering to a scripted receiver, on a
+    /// manual clock; ``finish()`` stops it (``deinit`` cleans up after a failed test).
+    final class Rig: Sendable {
         let clock = ManualClock()
-        let receiver = try await Receiver(clock: clock, answers: [Reply(status: .internalServerError), Reply(status: .internalServerError)])
-        let directory = try Self.temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let receiver: Receiver
+        let directory: String
         let syncLog = SyncLog.inMemory(recordsMax: 100)
-        let notifier = try Self.notifier(url: receiver.server.url, syncLog: syncLog, directory: directory, clock: clock)
-        let run = Task { await notifier.run() }
-        defer { run.cancel() }
-        try await withTimeout("the notifier polling") { try await clock.waitForSleepers() }
-        try syncLog.append(event: .suspended, state: .suspended, reason: "connection: refused", timeMs: Self.wallOriginMs + clock.nowMs(),
-                           linkClockMs: clock.nowMs())
+        let notifier: Notifier
+        let run: Task<Void, Never>
+
+        init(answers: [Reply], then last: Reply = Reply(status: .ok)) async throws {
+            receiver = try await Receiver(clock: clock, answers: answers, then: last)
+            directory = try NotifierTests.temporaryDirectory()
+            let notifier = try NotifierTests.notifier(url: receiver.server.url, syncLog: syncLog, directory: directory, clock: clock)
+            self.notifier = notifier
+            run = Task { await notifier.run() }
+            try await withTimeout("the notifier polling") { [clock] in try await clock.waitForSleepers() }
+        }
+
+        func append(_ event: SyncLogEvent, _ state: LinkState, _ reason: String) throws {
+            try syncLog.append(event: event, state: state, reason: reason, timeMs: NotifierTests.wallOriginMs + clock.nowMs(),
+                               linkClockMs: clock.nowMs())
+        }
+
+        func finish() async {
+            run.cancel()
+            await run.value
+            await receiver.server.stop()
+        }
+
+        deinit {
+            run.cancel()
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+    }
+
+    @Test func fiveHundredTwiceThenTwoHundredIsThreeAttemptsOfOneSignedEventAtTheBackoffsDelays() async throws {
+        let rig = try await Rig(answers: [Reply(status: .internalServerError), Reply(status: .internalServerError)])
+        let (clock, receiver, notifier) = (rig.clock, rig.receiver, rig.notifier)
+        try rig.append(.suspended, .suspended, "connection: refused")
         let plannedAt = clock.nowMs() + 100  // the next poll
         try await Self.advance(clock, until: "three attempts") { receiver.seen.value.count >= 3 }
         try await withTimeout("the delivery settled") { _ = try await clock.waitForSleepers() }
@@ -102,7 +130,7 @@ import Testing
         // Delivered: nothing more goes out, however long the clock runs.
         for _ in 0..<20 { _ = try await withTimeout("a poll") { try await clock.advanceToNextDeadline() } }
         #expect(receiver.seen.value.count == 3)
-        await receiver.server.stop()
+        await rig.finish()
     }
 
     @Test func aQueuedEventSurvivesARestartAndGoesOutOnceWithItsOwnId() async throws {
@@ -143,17 +171,10 @@ import Testing
     }
 
     @Test func aRefusedEventIsDeadLetteredAndTheNextOneStillGoes() async throws {
-        let clock = ManualClock()
-        let receiver = try await Receiver(clock: clock, answers: [Reply(status: .badRequest)])
-        let directory = try Self.temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let syncLog = SyncLog.inMemory(recordsMax: 100)
-        let notifier = try Self.notifier(url: receiver.server.url, syncLog: syncLog, directory: directory, clock: clock)
-        let run = Task { await notifier.run() }
-        defer { run.cancel() }
-        try await withTimeout("the notifier polling") { try await clock.waitForSleepers() }
-        try syncLog.append(event: .suspended, state: .suspended, reason: "down", timeMs: Self.wallOriginMs, linkClockMs: 0)
-        try syncLog.append(event: .paused, state: .paused, reason: "paused by operator", timeMs: Self.wallOriginMs, linkClockMs: 0)
+        let rig = try await Rig(answers: [Reply(status: .badRequest)])
+        let (clock, receiver, notifier) = (rig.clock, rig.receiver, rig.notifier)
+        try rig.append(.suspended, .suspended, "down")
+        try rig.append(.paused, .paused, "paused by operator")
         try await Self.advance(clock, until: "two events sent") { receiver.seen.value.count >= 2 }
         try await withTimeout("the delivery settled") { _ = try await clock.waitForSleepers() }
         let status = try #require(notifier.status().first)
@@ -161,24 +182,17 @@ import Testing
         #expect(status.deadLetters.first?.reason == "the receiver refused the event: HTTP 400")
         #expect(status.deadLetters.first?.event.type == .linkSuspended)
         #expect(receiver.seen.value.count == 2, "a 400 is not retried")
-        await receiver.server.stop()
+        await rig.finish()
     }
 
     @Test func aRedirectIsTheReceiversAnswerNotAPlaceToSendTheSignedEvent() async throws {
-        let clock = ManualClock()
-        let receiver = try await Receiver(clock: clock, answers: [], then: Reply(status: .found, headers: [("Location", "/elsewhere")]))
-        let directory = try Self.temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let syncLog = SyncLog.inMemory(recordsMax: 100)
-        let notifier = try Self.notifier(url: receiver.server.url, syncLog: syncLog, directory: directory, clock: clock)
-        let run = Task { await notifier.run() }
-        defer { run.cancel() }
-        try await withTimeout("the notifier polling") { try await clock.waitForSleepers() }
-        try syncLog.append(event: .suspended, state: .suspended, reason: "down", timeMs: Self.wallOriginMs, linkClockMs: 0)
+        let rig = try await Rig(answers: [], then: Reply(status: .found, headers: [("Location", "/elsewhere")]))
+        let (clock, receiver, notifier) = (rig.clock, rig.receiver, rig.notifier)
+        try rig.append(.suspended, .suspended, "down")
         try await Self.advance(clock, until: "the dead letter") { notifier.status().first?.deadLetteredCount == 1 }
         #expect(receiver.seen.value.count == 1, "not followed")
         #expect(notifier.status().first?.deadLetters.first?.reason == "the receiver refused the event: HTTP 302")
-        await receiver.server.stop()
+        await rig.finish()
     }
 
     @Test func aQueueAheadOfAReplacedSyncLogGoesOnFromTheNewLogsEnd() async throws {

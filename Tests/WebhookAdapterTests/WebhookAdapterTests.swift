@@ -1,4 +1,5 @@
 import OrgSyncTestHTTP
+import OrgSyncTestSupport
 import Foundation
 import Logging
 import NIOCore
@@ -189,7 +190,7 @@ func adapterError(_ body: () async throws -> Void) async -> AdapterError? {
             #expect(server.requests.allSatisfy { $0.headers["Authorization"] == [secret] })
             #expect(failure.map { !$0.description.contains(secret) } == true)
             #expect(!adapter.settings.description.contains(secret))
-            #expect(!logs.all.contains { $0.contains(secret) || $0.contains("s3cret") })
+            #expect(!logs.lines.contains { $0.contains(secret) || $0.contains("s3cret") })
         }
     }
 

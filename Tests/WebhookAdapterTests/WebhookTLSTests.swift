@@ -1,4 +1,5 @@
 import OrgSyncTestHTTP
+import OrgSyncTestSupport
 import Foundation
 import NIOHTTP1
 import NIOSSL
@@ -63,7 +64,7 @@ let answerOK: @Sendable (RecordedRequest) -> Reply? = { _ in Reply(status: .ok) 
                 #expect(error?.message.contains("the system's trust roots") == true)
                 #expect(receiver.requests.isEmpty, "nothing was sent before the certificate was checked")
                 #expect(error.map { !$0.description.contains(secret) } == true)
-                #expect(!logs.all.contains { $0.contains("s3cret") })
+                #expect(!logs.lines.contains { $0.contains("s3cret") })
             }
         }
     }
@@ -139,17 +140,17 @@ let answerOK: @Sendable (RecordedRequest) -> Reply? = { _ in Reply(status: .ok) 
             try await withReceiver(
                 logs: logs, serverTLS: ServerTLS(receiverCertificate), tls: WebhookTLSSettings(insecureSkipVerify: true), respond: answerOK
             ) { adapter, receiver in
-                #expect(logs.all.isEmpty, "made, not started yet")
+                #expect(logs.lines.isEmpty, "made, not started yet")
                 try await adapter.open()
                 try await adapter.apply(oneEntryBatch)
                 #expect(receiver.requests.map(\.method) == [.HEAD, .POST])
                 #expect(receiver.requests.last?.headers["Idempotency-Key"] == ["events:test:1:1-1"])
-                let warnings = logs.all.filter { $0.hasPrefix("warning ") }
-                #expect(warnings.count == 1, "\(logs.all)")
+                let warnings = logs.lines.filter { $0.hasPrefix("warning ") }
+                #expect(warnings.count == 1, "\(logs.lines)")
                 #expect(warnings.first?.contains("webhook \(receiver.url): insecure_skip_verify is true") == true)
                 await adapter.close()
                 try await adapter.open()
-                #expect(logs.all.filter { $0.hasPrefix("warning ") }.count == 1, "once per adapter, not at every reopen")
+                #expect(logs.lines.filter { $0.hasPrefix("warning ") }.count == 1, "once per adapter, not at every reopen")
             }
         }
     }
