@@ -240,10 +240,10 @@ def append(base, entries):
 
 
 def entry(key, **fields):
-    entry = {"org": "acme", "object": "Contact", "op": "upsert", "key": key, "ts": "2026-11-25T00:00:00Z"}
+    value = {"org": "acme", "object": "Contact", "op": "upsert", "key": key, "ts": "2026-11-25T00:00:00Z"}
     if fields:
-        entry["fields"] = fields
-    return entry
+        value["fields"] = fields
+    return value
 
 
 # --- the browser -----------------------------------------------------------------------------
