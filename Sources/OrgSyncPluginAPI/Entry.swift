@@ -5,7 +5,7 @@ import Foundation
 #endif
 
 /// What an entry asks the target to do with the record `object`/`key`.
-public enum Operation: String, Sendable, Hashable, Codable, CaseIterable {
+public enum EntryOperation: String, Sendable, Hashable, Codable, CaseIterable {
     /// Create the record; the target may reject it if the key already exists.
     case insert
     /// Create the record or update the given fields of an existing one.
@@ -25,7 +25,7 @@ public struct Entry: Sendable, Hashable {
     public var org: String
     /// The kind of record, e.g. `Contact`. SQL adapters map it to a table.
     public var object: String
-    public var op: Operation
+    public var op: EntryOperation
     /// The record's primary key within `object`.
     public var key: String
     /// The producer's timestamp, as sent (ISO-8601 in the shared workload). Not interpreted.
@@ -38,7 +38,7 @@ public struct Entry: Sendable, Hashable {
     public var raw: [UInt8]
 
     public init(
-        offset: Offset, org: String, object: String, op: Operation, key: String, ts: String,
+        offset: Offset, org: String, object: String, op: EntryOperation, key: String, ts: String,
         fields: [String: JSONValue] = [:], extra: [String: JSONValue] = [:], raw: [UInt8]? = nil
     ) {
         self.offset = offset
@@ -87,7 +87,7 @@ public struct Entry: Sendable, Hashable {
         let org = try string("org")
         let objectName = try string("object")
         let opText = try string("op")
-        guard let op = Operation(rawValue: opText) else {
+        guard let op = EntryOperation(rawValue: opText) else {
             throw EntryValidationError(field: "op", problem: "must be one of insert, upsert, delete")
         }
         let key = try string("key")

@@ -4,18 +4,18 @@
 /// runs on the hot path: it allocates only for the values it returns, never throws for control
 /// flow, validates UTF-8 inside strings, and bounds nesting (`depthMax`) so hostile input cannot
 /// exhaust the stack.
-public struct JSONParser {
+package struct JSONParser {
     /// Why bytes are not one JSON value; `position` is the byte offset of the problem.
-    public struct Error: Swift.Error, Sendable, Hashable, CustomStringConvertible {
-        public var position: Int
-        public var problem: String
-        public var description: String { "\(problem) at byte \(position)" }
+    package struct Error: Swift.Error, Sendable, Hashable, CustomStringConvertible {
+        package var position: Int
+        package var problem: String
+        package var description: String { "\(problem) at byte \(position)" }
     }
 
-    public static let depthMaxDefault = 64
+    package static let depthMaxDefault = 64
 
     /// Parses exactly one JSON value (surrounding whitespace allowed).
-    public static func parse(_ bytes: some Collection<UInt8>, depthMax: Int = depthMaxDefault) throws(JSONParser.Error) -> JSONValue {
+    package static func parse(_ bytes: some Collection<UInt8>, depthMax: Int = depthMaxDefault) throws(JSONParser.Error) -> JSONValue {
         let array = Array(bytes)
         return try array.withUnsafeBufferPointer { (buffer) throws(JSONParser.Error) -> JSONValue in
             var parser = Cursor(bytes: buffer, depthMax: depthMax)

@@ -235,7 +235,7 @@ struct ContractSession {
         return adapter
     }
 
-    private func entry(_ offset: UInt64, _ op: Operation, _ object: String, _ key: String, _ fields: [String: JSONValue]) -> Entry {
+    private func entry(_ offset: UInt64, _ op: EntryOperation, _ object: String, _ key: String, _ fields: [String: JSONValue]) -> Entry {
         Entry(
             offset: Offset(offset), org: "contract", object: object, op: op, key: key,
             ts: "2026-11-25T00:00:00.\(String(format3: offset))Z", fields: fields)

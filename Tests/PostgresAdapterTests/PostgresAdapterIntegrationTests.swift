@@ -349,7 +349,7 @@ struct PostgresAdapterIntegrationTests {
         let adapter = PostgresAdapter(linkName: "orgkey", settings: settings)
         let db = try await TestPostgres.connect(settings)
         try await adapter.open()
-        func at(_ offset: UInt64, _ org: String, _ op: OrgSyncPluginAPI.Operation, _ fields: [String: JSONValue] = [:]) -> Entry {
+        func at(_ offset: UInt64, _ org: String, _ op: EntryOperation, _ fields: [String: JSONValue] = [:]) -> Entry {
             Entry(offset: Offset(offset), org: org, object: "Contact", op: op, key: "same", ts: "t\(offset)", fields: fields)
         }
         try await adapter.apply(batch([

@@ -158,7 +158,7 @@ extension PostgresConnection {
 }
 
 func entry(
-    _ offset: UInt64, _ op: OrgSyncPluginAPI.Operation, _ key: String, object: String = "Contact",
+    _ offset: UInt64, _ op: EntryOperation, _ key: String, object: String = "Contact",
     _ fields: [String: JSONValue] = [:]
 ) -> Entry {
     Entry(offset: Offset(offset), org: "acme", object: object, op: op, key: key, ts: "2026-11-18T11:06:40.\(offset)Z", fields: fields)

@@ -393,7 +393,7 @@ public final class SQLiteOrgAdapter: OrgAdapter {
     /// Entries with the same object, op and field names share one statement.
     fileprivate struct StatementShape: Hashable {
         var table: String
-        var op: OrgSyncPluginAPI.Operation
+        var op: EntryOperation
         var names: [String]
     }
 
