@@ -12,6 +12,8 @@ public final class Broker: Sendable {
     public let streams: [String: StreamLog]
     public let links: LinkHost
     public let metrics: BrokerMetrics
+    /// Recent readings of every link and stream, for the status page's charts.
+    let samples: RecentSamples
     let logger: Logger
 
     /// Checks every link's adapter settings, then opens every configured stream under
@@ -43,6 +45,7 @@ public final class Broker: Sendable {
         self.links = try LinkHost(
             configuration: configuration, dataDirectory: dataDirectory, streams: streams,
             registry: registry, environment: environment, logger: logger, observer: metrics)
+        self.samples = RecentSamples(links: configuration.links.map(\.name), streams: configuration.streams.map(\.name))
     }
 
     /// Appends validated entries to `stream`, recording latency metrics.

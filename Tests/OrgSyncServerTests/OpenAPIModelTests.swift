@@ -52,6 +52,17 @@ import Yams
         try Self.check("DeadLetter", full: letter, minimal: DeadLetterBody(
             offset: 1, entry: "{}", error: "e", targetCode: nil, status: "failed", failedAtMs: 1, resolvedAtMs: nil, attempts: 1))
 
+        let linkSample = LinkSampleBody(timeMs: 1, state: "active", heldDown: false, lag: 2, cursor: 3, appliedEntries: 4, appliedPerSecond: 1.5)
+        var linkSampleMinimal = linkSample
+        linkSampleMinimal.appliedPerSecond = nil
+        try Self.check("LinkSample", full: linkSample, minimal: linkSampleMinimal)
+        let linkSamples = LinkSamplesBody(link: "l", stream: "s", windowMs: 60_000, samplesMax: 900, samples: [linkSample])
+        try Self.check("LinkSamples", full: linkSamples, minimal: linkSamples)
+        let streamSample = StreamSampleBody(timeMs: 1, endOffset: 2, appendedPerSecond: 3)
+        try Self.check("StreamSample", full: streamSample, minimal: StreamSampleBody(timeMs: 1, endOffset: 2, appendedPerSecond: nil))
+        let streamSamples = StreamSamplesBody(stream: "s", windowMs: 60_000, samplesMax: 900, samples: [streamSample])
+        try Self.check("StreamSamples", full: streamSamples, minimal: streamSamples)
+
         let error = ErrorBody(code: "c", message: "m")
         try Self.check("Error", full: error, minimal: error)
         let errorSchema = try #require(try Self.schemas()["Error"] as? [String: Any])
