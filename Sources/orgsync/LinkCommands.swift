@@ -96,19 +96,93 @@ struct LinksCommand: AsyncParsableCommand {
 
     struct Resume: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Resume a link: it verifies the target with K probes first, unless --force. Needs an admin token.")
+            abstract: "Resume a link: it verifies the target with K probes first, unless --force. Needs an admin token.",
+            discussion: """
+                With --wait the command follows the link until it is active, printing its probe \
+                progress (verifying k/K) as it changes, and exits 0 once active. It exits 1 with the \
+                reason if the link goes back to suspended (a probe failed), is paused, diverges or \
+                stops, or is not active within the timeout: `--wait` alone waits 60 s; \
+                `--wait=90s`, `--wait=2m` or `--wait=1500ms` set it (a bare number is seconds; at most \
+                one day). Give the timeout with `=`, or after the link.
+                """)
+        /// How often `--wait` reads the link's status.
+        static let waitPollIntervalMs = 200
+
         @OptionGroup var broker: BrokerOptions
         @Argument(help: "The link.") var link: String
         @Flag(help: "Resume at once, without verifying the target.") var force = false
+        @Option(name: .long, defaultAsFlag: WaitTimeout(ms: ResumeWait.defaultTimeoutMs), parsing: .next,
+                help: ArgumentHelp("Wait until the link is active, at most this long.", valueName: "timeout"))
+        var wait: WaitTimeout? = nil
+
+        func validate() throws {
+            if let wait, wait.ms == nil {
+                throw ValidationError("--wait=\(wait.text): not a timeout; give seconds (60), or 90s, 2m, 1500ms, up to a day")
+            }
+        }
 
         func run() async throws {
             try await reportingFailures("links resume") {
-                let data = try await broker.client().send("POST", "/v1/links/\(link)/resume?force=\(force)")
-                let status = try broker.client().decode(data, as: LinkStatusBody.self)
-                printLine(broker.json ? String(decoding: data, as: UTF8.self) : "\(link): \(status.state) (probes \(status.probeProgress))")
+                let client = try broker.client()
+                let data = try await client.send("POST", "/v1/links/\(link)/resume?force=\(force)")
+                var status = try client.decode(data, as: LinkStatusBody.self)
+                guard let timeoutMs = wait?.ms else {
+                    printLine(broker.json ? String(decoding: data, as: UTF8.self) : "\(link): \(status.state) (probes \(status.probeProgress))")
+                    return
+                }
+                let start = ContinuousClock.now
+                var lastProgress: String?
+                while true {
+                    switch ResumeWait.decide(status, waitedMs: milliseconds(since: start), timeoutMs: timeoutMs) {
+                    case .done(let line):
+                        printLine(broker.json ? statusJSON(status) : line)
+                        return
+                    case .failed(let reason):
+                        if broker.json { printLine(statusJSON(status)) }
+                        printError("orgsync links resume: \(reason)")
+                        throw ExitCodes.problemFound
+                    case .waiting(let progress):
+                        if progress != lastProgress && !broker.json { printLine(progress) }
+                        lastProgress = progress
+                    }
+                    try await Task.sleep(for: .milliseconds(Self.waitPollIntervalMs))
+                    status = try await client.get("/v1/links/\(link)", as: LinkStatusBody.self)
+                }
             }
         }
+
+        func statusJSON(_ status: LinkStatusBody) -> String {
+            String(decoding: (try? APIJSON.encoder().encode(status)) ?? Data(), as: UTF8.self)
+        }
     }
+}
+
+/// The timeout of `links resume --wait[=TIMEOUT]`: seconds, or a number with ms, s or m. Any
+/// text is taken here and checked in `validate()`: ArgumentParser takes an option's value it
+/// cannot parse for the bare flag, which would turn `--wait=soon` into a silent 60 s.
+struct WaitTimeout: ExpressibleByArgument, CustomStringConvertible, Sendable {
+    let text: String
+    /// Nil when `text` is not a timeout.
+    let ms: UInt64?
+
+    init(ms: UInt64) {
+        self.ms = ms
+        text = ms % 1_000 == 0 ? "\(ms / 1_000)s" : "\(ms)ms"
+    }
+
+    init?(argument: String) {
+        text = argument
+        ms = ResumeWait.parseTimeoutMs(argument)
+    }
+
+    var description: String { text }
+}
+
+/// Milliseconds from `start` to now (0 if the clock has not moved).
+func milliseconds(since start: ContinuousClock.Instant) -> UInt64 {
+    let elapsed = start.duration(to: .now).components
+    guard elapsed.seconds >= 0, elapsed.attoseconds >= 0 else { return 0 }
+    return UInt64(elapsed.seconds) &* 1_000 &+ UInt64(elapsed.attoseconds / 1_000_000_000_000_000)
 }
 
 extension LinksCommand {
