@@ -1,6 +1,10 @@
 import ArgumentParser
 import Foundation
 import OrgSyncAPI
+import UnixSignals
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Runs `body`, printing a broker error as `orgsync <command>: message` and exiting 1.
 func reportingFailures(_ command: String, _ body: () async throws -> Void) async throws {
@@ -23,52 +27,121 @@ struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
         abstract: "Show the links of a running broker: state, lag, cursor, last event.",
-        discussion: "Talks to the broker over HTTP (--url, ORGSYNC_URL; token in ORGSYNC_TOKEN). Exit 1 if a link is not active."
+        discussion: """
+            Talks to the broker over HTTP (--url, ORGSYNC_URL; token in ORGSYNC_TOKEN). Exit 1 if a \
+            link is not active. With --watch the table is drawn again every --interval-ms (on a \
+            terminal in place, in a pipe one table after the other) until Ctrl-C or SIGTERM, which \
+            end it with exit 0; a broker that cannot be read is said in the table's place and read \
+            again at the next interval.
+            """
     )
+
+    /// The shortest and longest `--interval-ms`.
+    static let intervalMsRange = 100...3_600_000
+    static let intervalMsDefault = 1_000
 
     @OptionGroup var broker: BrokerOptions
     @Argument(help: "Only this link.") var link: String?
+    @Flag(help: "Redraw the table every --interval-ms until Ctrl-C.") var watch = false
+    @Option(help: ArgumentHelp("With --watch: milliseconds between redraws, 100 to 3600000 (default 1000).", valueName: "ms"))
+    var intervalMs: Int?
+
+    func validate() throws {
+        if let intervalMs {
+            guard watch else { throw ValidationError("--interval-ms goes with --watch") }
+            guard Self.intervalMsRange.contains(intervalMs) else {
+                throw ValidationError("--interval-ms must be \(Self.intervalMsRange.lowerBound) to \(Self.intervalMsRange.upperBound)")
+            }
+        }
+        if watch && broker.json { throw ValidationError("--watch draws a table; --json reads the status once") }
+    }
 
     func run() async throws {
+        if watch { return try await runWatching() }
         var allActive = true
         try await reportingFailures("status") {
             let client = try broker.client()
-            let links: [LinkStatusBody]
-            if let link {
-                links = [try await client.get("/v1/links/\(link)", as: LinkStatusBody.self)]
-            } else {
-                links = try await client.get("/v1/links", as: LinkList.self).links
-            }
+            let links = try await statuses(client)
             allActive = links.allSatisfy { $0.state == "active" && $0.running }
             if broker.json {
                 printLine(String(decoding: (try? APIJSON.encoder().encode(links)) ?? Data(), as: UTF8.self))
                 return
             }
-            var rows = [["LINK", "STREAM", "STATE", "LAG", "CURSOR", "END", "IN STATE", "LAST EVENT"]]
-            for status in links {
-                let last = try? await client.get("/v1/links/\(status.name)/sync-log?limit=1", as: SyncLogPage.self).records.first
-                var state = status.state + (status.heldDown ? " (held down)" : "")
-                if status.state == "verifying" { state += " \(status.probeProgress)" }
-                if !status.running { state = "stopped" }
-                rows.append([status.name, status.stream, state, String(status.lag), String(status.cursor), String(status.endOffset),
-                             formatDuration(status.timeInStateMs), last.map { "\($0.event): \($0.reason)" } ?? status.lastError ?? "-"])
-            }
-            printTable(rows)
+            printLine(tableLines(await rows(links, client)).joined(separator: "\n"))
         }
         if !allActive { throw ExitCodes.problemFound }
     }
+
+    func statuses(_ client: BrokerClient) async throws -> [LinkStatusBody] {
+        if let link { return [try await client.get("/v1/links/\(link)", as: LinkStatusBody.self)] }
+        return try await client.get("/v1/links", as: LinkList.self).links
+    }
+
+    func rows(_ links: [LinkStatusBody], _ client: BrokerClient) async -> [[String]] {
+        var rows = [["LINK", "STREAM", "STATE", "LAG", "CURSOR", "END", "IN STATE", "LAST EVENT"]]
+        for status in links {
+            let last = try? await client.get("/v1/links/\(status.name)/sync-log?limit=1", as: SyncLogPage.self).records.first
+            var state = status.state + (status.heldDown ? " (held down)" : "")
+            if status.state == "verifying" { state += " \(status.probeProgress)" }
+            if !status.running { state = "stopped" }
+            rows.append([status.name, status.stream, state, String(status.lag), String(status.cursor), String(status.endOffset),
+                         formatDuration(status.timeInStateMs), last.map { "\($0.event): \($0.reason)" } ?? status.lastError ?? "-"])
+        }
+        return rows
+    }
+
+    /// Draws the table every interval until SIGINT or SIGTERM (then exit 0).
+    func runWatching() async throws {
+        let client = try broker.client()
+        let intervalMs = intervalMs ?? Self.intervalMsDefault
+        let terminal = isatty(1) == 1
+        let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await _ in signals { return }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    let table: String
+                    do {
+                        table = tableLines(await rows(try await statuses(client), client)).joined(separator: "\n")
+                    } catch {
+                        table = "cannot read the status: \(error)"
+                    }
+                    guard !Task.isCancelled else { return }
+                    let header = "orgsync status of \(broker.url) at \(utcTime()) UTC, every \(intervalMs) ms (Ctrl-C ends)"
+                    // One write a frame: on a terminal the screen is cleared first, in a pipe a
+                    // blank line separates the frames.
+                    writeAll(1, (terminal ? "\u{1B}[H\u{1B}[2J" : "") + header + "\n" + table + "\n" + (terminal ? "" : "\n"))
+                    try? await Task.sleep(for: .milliseconds(intervalMs))
+                }
+            }
+            await group.next()
+            group.cancelAll()
+        }
+    }
 }
 
-func printTable(_ rows: [[String]]) {
-    guard let columns = rows.first?.count else { return }
+/// The time of day in UTC, `HH:MM:SS`.
+func utcTime() -> String {
+    let formatter = DateFormatter()
+    formatter.locale = Locale(identifier: "en_US_POSIX")
+    formatter.timeZone = TimeZone(identifier: "UTC")
+    formatter.dateFormat = "HH:mm:ss"
+    return formatter.string(from: Date())
+}
+
+/// The rows as lines of left-aligned columns two spaces apart (the last column unpadded).
+func tableLines(_ rows: [[String]]) -> [String] {
+    guard let columns = rows.first?.count else { return [] }
     var widths = [Int](repeating: 0, count: columns)
     for row in rows { for (i, cell) in row.enumerated() where i < columns - 1 { widths[i] = max(widths[i], cell.count) } }
-    for row in rows {
+    return rows.map { row in
         var line = ""
         for (i, cell) in row.enumerated() {
             line += i < columns - 1 ? cell.padding(toLength: widths[i] + 2, withPad: " ", startingAt: 0) : cell
         }
-        printLine(line)
+        return line
     }
 }
 

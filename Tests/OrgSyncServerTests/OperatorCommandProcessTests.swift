@@ -6,7 +6,7 @@ import Glibc
 import OrgSyncTestSupport
 #endif
 
-/// `orgsync links resume --wait` against a real `orgsync serve`.
+/// `orgsync links resume --wait` and `orgsync status --watch` against a real `orgsync serve`.
 @Suite(.serialized) struct OperatorCommandProcessTests {
     /// A broker with three links on `events`: `good` (SQLite, verifies with 2 probes 300 ms apart),
     /// `slow` (SQLite, its second probe 10 minutes after the first) and `down` (a webhook whose
@@ -71,6 +71,46 @@ import OrgSyncTestSupport
         #expect(help.status == 0)
         #expect(help.standardOutput.contains("--wait"), "\(help.standardOutput)")
         #expect(help.standardOutput.contains("default as flag: 60s"), "the default timeout is said: \(help.standardOutput)")
+        #expect(await broker.terminate() == 0)
+    }
+
+    /// `status --watch` draws the table again every interval and ends with exit 0 on SIGINT.
+    @Test func statusWatchRedrawsUntilInterrupted() async throws {
+        let directory = try CommandLineTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let broker = try await Self.startBroker(directory)
+        let outputPath = directory + "/watch.out"
+        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
+        let watcher = Process()
+        watcher.executableURL = URL(fileURLWithPath: try orgsyncExecutable())
+        watcher.arguments = ["status", "--watch", "--interval-ms", "100", "--url", "http://127.0.0.1:\(broker.port)"]
+        watcher.standardOutput = FileHandle(forWritingAtPath: outputPath)
+        watcher.standardError = FileHandle(forWritingAtPath: directory + "/watch.err") ?? FileHandle.nullDevice
+        let exited = DispatchSemaphore(value: 0)
+        watcher.terminationHandler = { _ in exited.signal() }
+        try watcher.run()
+        defer { if watcher.isRunning { kill(watcher.processIdentifier, SIGKILL) } }
+        func frames() -> Int {
+            let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+            return text.components(separatedBy: "\nLINK ").count - 1
+        }
+        // The frames are another process's output: a bounded poll of the file.
+        let deadline = Date().addingTimeInterval(30)
+        while frames() < 3, Date() < deadline, watcher.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(frames() >= 3, "three tables drawn")
+        kill(watcher.processIdentifier, SIGINT)
+        let stopped = await offThePool { exited.wait(timeout: .now() + .seconds(10)) == .success }
+        #expect(stopped, "Ctrl-C ends the watch")
+        #expect(watcher.terminationStatus == 0, "and cleanly")
+        let text = try String(contentsOfFile: outputPath, encoding: .utf8)
+        #expect(text.contains("orgsync status of http://127.0.0.1:\(broker.port) at "), "\(text)")
+        #expect(!text.contains("\u{1B}["), "no terminal escapes in a pipe")
+        for link in ["good", "slow", "down"] { #expect(text.contains("\n\(link) "), "\(link) in the table") }
+
+        let misuse = try await CommandLineTests.run(["status", "--interval-ms", "100"])
+        #expect(misuse.status == 2, "--interval-ms without --watch: \(misuse.standardError)")
+        let tooFast = try await CommandLineTests.run(["status", "--watch", "--interval-ms", "1"])
+        #expect(tooFast.status == 2, "\(tooFast.standardError)")
         #expect(await broker.terminate() == 0)
     }
 }
