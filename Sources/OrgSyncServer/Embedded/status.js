@@ -321,15 +321,16 @@
     return { start: end - WINDOW_MS, end: end };
   }
 
-  function xOf(time, range) {
-    const inner = CHART.width - CHART.left - CHART.right;
+  // x of a time in a chart `width` units wide.
+  function xOf(time, range, width) {
+    const inner = width - CHART.left - CHART.right;
     return CHART.left + Math.max(0, Math.min(1, (time - range.start) / WINDOW_MS)) * inner;
   }
 
-  function timeAxis(height) {
+  function timeAxis(width, height) {
     const nodes = [];
     for (const minutes of [15, 10, 5, 0]) {
-      const x = CHART.left + (1 - minutes / 15) * (CHART.width - CHART.left - CHART.right);
+      const x = CHART.left + (1 - minutes / 15) * (width - CHART.left - CHART.right);
       nodes.push(svg("text", { x: x, y: height - 6, class: "tick", "text-anchor": minutes === 0 ? "end" : minutes === 15 ? "start" : "middle" },
         minutes === 0 ? "now" : "−" + minutes + " min"));
     }
@@ -348,7 +349,8 @@
     for (const p of points) {
       if (p.v === null || !Number.isFinite(p.v)) { previous = null; continue; }
       const joined = previous !== null && p.t - previous.t <= GAP_MS;
-      path += (joined ? "L" : "M") + xOf(p.t, range).toFixed(1) + " " + yOf(p.v).toFixed(1);
+      // A new piece starts with a half-unit stroke, so that a reading alone shows as a dot.
+      path += (joined ? "L" : "M") + xOf(p.t, range, CHART.width).toFixed(1) + " " + yOf(p.v).toFixed(1) + (joined ? "" : "h0.5");
       previous = p;
     }
     const last = values.length > 0 ? values[values.length - 1] : null;
@@ -362,12 +364,13 @@
       svg("line", { class: "axis", x1: CHART.left, x2: CHART.width - CHART.right, y1: CHART.top, y2: CHART.top }),
       svg("text", { x: CHART.left - 6, y: bottom + 4, class: "tick", "text-anchor": "end" }, "0"),
       svg("text", { x: CHART.left - 6, y: CHART.top + 4, class: "tick", "text-anchor": "end" }, formatNumber(top)),
-      ...timeAxis(CHART.height));
+      ...timeAxis(CHART.width, CHART.height));
     if (path) { chart.appendChild(svg("path", { class: "series", d: path })); }
     return chart;
   }
 
-  const TIMELINE = { height: 64, barTop: 14, barBottom: 40 };
+  // The timeline spans the page's width: twice a chart's units, so its text is not drawn larger.
+  const TIMELINE = { width: 1200, height: 64, barTop: 14, barBottom: 40 };
 
   // Runs of one state (and held-down) from readings [{t, state, held}]: [{from, to, state, held}].
   // A reading stands for the second after it; readings further apart than GAP_MS are not joined.
@@ -396,12 +399,13 @@
       : "State over the last 15 minutes: " + parts.join(", ") + "; now " + readings[readings.length - 1].state +
         "; " + events.length + " sync log event" + (events.length === 1 ? "" : "s");
     const chart = svg("svg", {
-      viewBox: "0 0 " + CHART.width + " " + TIMELINE.height, role: "img", "aria-label": summary,
+      viewBox: "0 0 " + TIMELINE.width + " " + TIMELINE.height, role: "img", "aria-label": summary,
       "data-testid": "state-timeline", "data-runs": runs.length, "data-events": events.length,
       "data-state": readings.length > 0 ? readings[readings.length - 1].state : "" },
       svg("title", {}, summary));
     for (const run of runs) {
-      const x1 = xOf(Math.max(run.from, range.start), range), x2 = xOf(Math.min(run.to, range.end), range);
+      const x1 = xOf(Math.max(run.from, range.start), range, TIMELINE.width);
+      const x2 = xOf(Math.min(run.to, range.end), range, TIMELINE.width);
       if (x2 <= x1) { continue; }
       chart.appendChild(svg("rect", { class: "state-" + run.state, "data-testid": "timeline-run", "data-state": run.state,
         x: x1.toFixed(1), y: TIMELINE.barTop, width: Math.max(0.5, x2 - x1).toFixed(1), height: TIMELINE.barBottom - TIMELINE.barTop },
@@ -415,13 +419,13 @@
     const isEntryEvent = (record) => String(record.event).startsWith("entry_");
     const ordered = events.filter(isEntryEvent).concat(events.filter((r) => !isEntryEvent(r)));
     for (const record of ordered) {
-      const x = xOf(record.time_ms, range).toFixed(1);
+      const x = xOf(record.time_ms, range, TIMELINE.width).toFixed(1);
       chart.appendChild(svg("g", { class: isEntryEvent(record) ? "event entry" : "event", "data-testid": "timeline-event", "data-event": record.event },
         svg("title", {}, formatTime(record.time_ms) + " UTC " + record.event + ": " + record.reason),
         svg("line", { x1: x, x2: x, y1: TIMELINE.barTop - 4, y2: TIMELINE.barBottom + 4 }),
         svg("circle", { cx: x, cy: TIMELINE.barTop - 7, r: 3 })));
     }
-    for (const node of timeAxis(TIMELINE.height)) { chart.appendChild(node); }
+    for (const node of timeAxis(TIMELINE.width, TIMELINE.height)) { chart.appendChild(node); }
     return chart;
   }
 
