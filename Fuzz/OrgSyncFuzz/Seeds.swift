@@ -147,6 +147,7 @@ enum Seeds {
             "POST /v1/streams/s/entries\nContent-Type: application/x-ndjson\nIdempotency-Key: k-1\n\n" + entries.prefix(3).joined(separator: "\n"),
             "POST /v1/streams/s/entries\nContent-Type: application/json\nAuthorization: Bearer nope\n\n{}",
             "GET /v1/streams/s\n\n", "GET /v1/streams\n\n", "POST /v1/streams/nope/entries\nContent-Type: application/json\n\n{}",
+            "GET /v1/streams/s/samples?window_ms=60000\n\n", "GET /v1/streams/s/samples?window_ms=0\n\n",
         ]
         for (i, request) in requests.enumerated() { try put("http", "\(i)", Array(request.utf8)) }
         if let gzip = try? Zlib.compress(Array(entries[0].utf8), format: .gzip) {

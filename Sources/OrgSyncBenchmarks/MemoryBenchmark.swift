@@ -58,7 +58,7 @@ struct MemoryBenchmark: AsyncParsableCommand {
         let startKiB = try residentKiB("VmRSS")
 
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: LinkService(host: broker.links, metrics: broker.metrics))], logger: logger))
+            services: [.init(service: LinkService(broker: broker))], logger: logger))
         let running = Task { try await group.run() }
         let started = nowNs()
         for start in stride(from: 0, to: entries.count, by: appendBatch) {

@@ -15,6 +15,8 @@ public final class Broker: Sendable {
     public let metrics: BrokerMetrics
     /// Operators' webhooks; nil when the configuration has none.
     public let notifier: Notifier?
+    /// Recent readings of every link and stream, for the status page's charts.
+    let samples: RecentSamples
     let logger: Logger
 
     /// Checks every link's adapter settings, then opens every configured stream under
@@ -59,6 +61,7 @@ public final class Broker: Sendable {
                 settings: targets, links: links, directory: dataDirectory + "/notifications",
                 wallClockMs: { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) }, logger: logger, observer: metrics)
         }
+        self.samples = RecentSamples(links: configuration.links.map(\.name), streams: configuration.streams.map(\.name))
     }
 
     /// Appends validated entries to `stream`, recording latency metrics.

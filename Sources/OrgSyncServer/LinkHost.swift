@@ -94,17 +94,16 @@ public final class LinkHost: Sendable {
 /// A link whose supervisor stops on an error stays stopped (its status says why); the others
 /// go on.
 public struct LinkService: Service {
-    let host: LinkHost
-    let metrics: BrokerMetrics
+    let broker: Broker
     let metricsIntervalMs: Int
 
-    public init(host: LinkHost, metrics: BrokerMetrics, metricsIntervalMs: Int = 1_000) {
-        self.host = host
-        self.metrics = metrics
+    public init(broker: Broker, metricsIntervalMs: Int = 1_000) {
+        self.broker = broker
         self.metricsIntervalMs = metricsIntervalMs
     }
 
     public func run() async throws {
+        let host = broker.links
         await withTaskGroup(of: Void.self) { group in
             for name in host.names {
                 guard let supervisor = host.supervisors[name] else { continue }
@@ -123,15 +122,17 @@ public struct LinkService: Service {
         host.logger.info("links stopped")
     }
 
-    /// Per-link gauges and counters for /metrics, refreshed every `metricsIntervalMs`; and
-    /// freed memory given back once the links have stood still for two intervals after working
-    /// (a backlog caught up leaves its batches' pages with the allocator).
+    /// Per-link gauges and counters for /metrics and a reading of every link and stream for the
+    /// status page's charts (``RecentSamples``), refreshed every `metricsIntervalMs`; and freed
+    /// memory given back once the links have stood still for two intervals after working (a
+    /// backlog caught up leaves its batches' pages with the allocator).
     func exportMetrics() async {
         var trim = IdleTrimDecision(quietTicksBeforeTrim: 2)
         while !Task.isCancelled {
-            let statuses = await host.statuses()
+            let statuses = await broker.links.statuses()
             if trim.observe(appliedTotal: statuses.reduce(0) { $0 &+ $1.appliedCount }) { FreedMemory.giveBack() }
-            metrics.record(linkStatuses: statuses)
+            broker.metrics.record(linkStatuses: statuses)
+            broker.samples.record(links: statuses, streamEnds: broker.streams.mapValues(\.endOffset), timeMs: wallClockMs())
             try? await Task.sleep(for: .milliseconds(metricsIntervalMs))
         }
     }

@@ -61,6 +61,7 @@ public func buildRouter(
     }
     addLinkRoutes(to: router, broker: broker, authenticator: authenticator)
     addNotificationRoutes(to: router, broker: broker, authenticator: authenticator)
+    addSampleRoutes(to: router, broker: broker, authenticator: authenticator)
     addStatusPageRoutes(to: router, authenticator: authenticator)
     router.get("/health/live") { request, context -> Response in
         if !config.auth.openHealth { try await authenticator.authorize(request, context, .produce) }
@@ -96,6 +97,7 @@ let brokerRoutes: [(path: String, methods: [HTTPRequest.Method])] = [
     ("/", [.get]), ("/ui/app.js", [.get]), ("/ui/app.css", [.get]), ("/openapi.yaml", [.get]),
     ("/health/live", [.get]), ("/health/ready", [.get]), ("/metrics", [.get]), ("/v1/whoami", [.get]),
     ("/v1/streams", [.get]), ("/v1/streams/{stream}", [.get]), ("/v1/streams/{stream}/entries", [.post]),
+    ("/v1/streams/{stream}/samples", [.get]), ("/v1/links/{link}/samples", [.get]),
     ("/v1/links", [.get]), ("/v1/links/{link}", [.get]), ("/v1/links/{link}/suspend", [.post]),
     ("/v1/links/{link}/resume", [.post]), ("/v1/links/{link}/cursor", [.post]), ("/v1/links/{link}/reset", [.post]),
     ("/v1/links/{link}/adopt", [.post]), ("/v1/links/{link}/sync-log", [.get]),

@@ -138,7 +138,7 @@ struct ServeCommand: AsyncParsableCommand {
         // and plugin processes closed), then the streams are flushed and closed.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: BrokerService(broker: broker)),
-            .init(service: LinkService(host: broker.links, metrics: broker.metrics)),
+            .init(service: LinkService(broker: broker)),
         ]
         if let notifier = broker.notifier { services.append(.init(service: NotificationService(notifier: notifier))) }
         services += [

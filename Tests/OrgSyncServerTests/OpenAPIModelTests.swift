@@ -61,6 +61,16 @@ import Yams
         try Self.check("NotificationLink", full: lane, minimal: laneMinimal)
         let target = NotificationTargetBody(name: "ops", events: ["link.suspended"], links: [lane])
         try Self.check("NotificationTarget", full: target, minimal: target)
+        let linkSample = LinkSampleBody(timeMs: 1, state: "active", heldDown: false, lag: 2, cursor: 3, appliedEntries: 4, appliedPerSecond: 1.5)
+        var linkSampleMinimal = linkSample
+        linkSampleMinimal.appliedPerSecond = nil
+        try Self.check("LinkSample", full: linkSample, minimal: linkSampleMinimal)
+        let linkSamples = LinkSamplesBody(link: "l", stream: "s", windowMs: 60_000, samplesMax: 900, samples: [linkSample])
+        try Self.check("LinkSamples", full: linkSamples, minimal: linkSamples)
+        let streamSample = StreamSampleBody(timeMs: 1, endOffset: 2, appendedPerSecond: 3)
+        try Self.check("StreamSample", full: streamSample, minimal: StreamSampleBody(timeMs: 1, endOffset: 2, appendedPerSecond: nil))
+        let streamSamples = StreamSamplesBody(stream: "s", windowMs: 60_000, samplesMax: 900, samples: [streamSample])
+        try Self.check("StreamSamples", full: streamSamples, minimal: streamSamples)
 
         let error = ErrorBody(code: "c", message: "m")
         try Self.check("Error", full: error, minimal: error)

@@ -3,6 +3,11 @@
   const POLL_MS = 2000;
   const PAGE_LIMIT = 20;
   const TOKEN_KEY = "orgsync.token";
+  const WINDOW_MS = 15 * 60 * 1000;      // the charts' span: the broker keeps 15 minutes of readings
+  const READING_MS = 1000;               // the broker reads every link and stream once a second
+  const GAP_MS = 3 * READING_MS;         // readings further apart than this are not joined (a restart)
+  const TIMELINE_EVENTS_MAX = 100;       // sync log records marked on the state timeline (the newest)
+  const SVG_NS = "http://www.w3.org/2000/svg";  // a namespace name, not a resource: nothing is loaded
 
   const view = {
     role: null,          // "admin", "produce", "none", or null before the first answer
@@ -159,7 +164,10 @@
     const tr = el("tr", { "data-testid": "link-row", "data-link": name },
       el("td", { "data-testid": "link-name" }, anchor),
       cell("stream"), cell("state"), cell("lag", "num"), cell("cursor", "num"), cell("end", "num"),
-      cell("probe"), cell("time-in-state"), cell("last-error", "error"), cell("actions"));
+      cell("probe"), cell("time-in-state"),
+      (cells.rejected = el("td", { className: "num", "data-testid": "overview-rejected" })),
+      (cells.deadLetters = el("td", { className: "num", "data-testid": "overview-dead-letters" })),
+      cell("last-error", "error"), cell("actions"));
     cells.badge = el("span", { className: "badge", "data-testid": "link-state-label" });
     cells.held = el("span", { className: "held", "data-testid": "link-held-down", hidden: "" }, "held down");
     cells.state.append(cells.badge, cells.held);
@@ -223,6 +231,11 @@
       setText(c.end, link.end_offset);
       setText(c.probe, probeText(link));
       setText(c["time-in-state"], formatDuration(link.time_in_state_ms));
+      setText(c.rejected, link.rejected_entries);
+      setText(c.deadLetters, link.dead_letters_failed);
+      c.deadLetters.className = Number(link.dead_letters_failed) > 0 ? "num attention" : "num";
+      c.deadLetters.setAttribute("title", link.dead_letters_failed + " dead letters still failed (open the link to see and retry them)");
+      c.rejected.setAttribute("title", link.rejected_entries + " entries rejected by the target");
       setText(c["last-error"], link.last_error || "");
       if (link.last_error) { c["last-error"].setAttribute("title", link.last_error); } else { c["last-error"].removeAttribute("title"); }
       const actionsKey = view.role + "|" + link.state;
@@ -260,8 +273,186 @@
 
   async function refreshOverview() {
     const [links, streams] = await Promise.all([api("GET", "/v1/links"), api("GET", "/v1/streams")]);
+    const streamList = Array.isArray(streams.streams) ? streams.streams : [];
+    const samples = await Promise.all(streamList.map((s) =>
+      api("GET", "/v1/streams/" + encodeURIComponent(s.name) + "/samples?window_ms=" + WINDOW_MS)));
     renderLinks(Array.isArray(links.links) ? links.links : []);
-    renderStreams(Array.isArray(streams.streams) ? streams.streams : []);
+    renderStreams(streamList);
+    renderStreamCharts(samples);
+  }
+
+
+  // --- charts: plain inline SVG ---------------------------------------------------------
+
+  // Builds an SVG element, as el() builds HTML ones (attributes set as text, never parsed).
+  function svg(tag, attributes, ...children) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [name, value] of Object.entries(attributes || {})) {
+      if (value === null || value === undefined || value === false) { continue; }
+      node.setAttribute(name, String(value));
+    }
+    for (const child of children) {
+      if (child === null || child === undefined) { continue; }
+      node.appendChild(typeof child === "object" ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  const CHART = { width: 600, height: 150, left: 56, right: 10, top: 10, bottom: 22 };
+
+  // The smallest 1, 2 or 5 × 10^k at or above value (at least 1): the top of a y axis.
+  function niceMax(value) {
+    if (!(value > 1)) { return 1; }
+    const power = Math.pow(10, Math.floor(Math.log10(value)));
+    for (const step of [1, 2, 5, 10]) { if (step * power >= value) { return step * power; } }
+    return 10 * power;
+  }
+
+  function formatNumber(value) {
+    if (value === null || value === undefined || !Number.isFinite(value)) { return "—"; }
+    if (Math.abs(value) >= 1e6) { return (value / 1e6).toFixed(1) + "M"; }
+    if (Math.abs(value) >= 1e4) { return (value / 1e3).toFixed(1) + "k"; }
+    return Number.isInteger(value) ? String(value) : value.toFixed(1);
+  }
+
+  // The chart's time span: the window ending at the newest reading (the broker's clock), or now.
+  function span(times) {
+    const end = times.length > 0 ? Math.max(...times) : Date.now();
+    return { start: end - WINDOW_MS, end: end };
+  }
+
+  // x of a time in a chart `width` units wide.
+  function xOf(time, range, width) {
+    const inner = width - CHART.left - CHART.right;
+    return CHART.left + Math.max(0, Math.min(1, (time - range.start) / WINDOW_MS)) * inner;
+  }
+
+  function timeAxis(width, height) {
+    const nodes = [];
+    for (const minutes of [15, 10, 5, 0]) {
+      const x = CHART.left + (1 - minutes / 15) * (width - CHART.left - CHART.right);
+      nodes.push(svg("text", { x: x, y: height - 6, class: "tick", "text-anchor": minutes === 0 ? "end" : minutes === 15 ? "start" : "middle" },
+        minutes === 0 ? "now" : "−" + minutes + " min"));
+    }
+    return nodes;
+  }
+
+  // A line chart of points [{t, v}] (v null: no value), oldest first. label names it for
+  // assistive technology; the summary (now, highest) is part of that name.
+  function lineChart(testid, label, unit, points) {
+    const range = span(points.map((p) => p.t));
+    const values = points.map((p) => p.v).filter((v) => v !== null && Number.isFinite(v));
+    const top = niceMax(values.length > 0 ? Math.max(...values) : 0);
+    const bottom = CHART.height - CHART.bottom;
+    const yOf = (v) => bottom - (v / top) * (bottom - CHART.top);
+    let path = "", previous = null;
+    for (const p of points) {
+      if (p.v === null || !Number.isFinite(p.v)) { previous = null; continue; }
+      const joined = previous !== null && p.t - previous.t <= GAP_MS;
+      // A new piece starts with a half-unit stroke, so that a reading alone shows as a dot.
+      path += (joined ? "L" : "M") + xOf(p.t, range, CHART.width).toFixed(1) + " " + yOf(p.v).toFixed(1) + (joined ? "" : "h0.5");
+      previous = p;
+    }
+    const last = values.length > 0 ? values[values.length - 1] : null;
+    const summary = values.length === 0 ? label + ", last 15 minutes: no readings yet"
+      : label + ", last 15 minutes: now " + formatNumber(last) + " " + unit + ", highest " + formatNumber(Math.max(...values)) + " " + unit;
+    const chart = svg("svg", {
+      viewBox: "0 0 " + CHART.width + " " + CHART.height, role: "img", "aria-label": summary,
+      "data-testid": testid, "data-points": values.length, "data-last": last === null ? "" : last },
+      svg("title", {}, summary),
+      svg("line", { class: "axis", x1: CHART.left, x2: CHART.width - CHART.right, y1: bottom, y2: bottom }),
+      svg("line", { class: "axis", x1: CHART.left, x2: CHART.width - CHART.right, y1: CHART.top, y2: CHART.top }),
+      svg("text", { x: CHART.left - 6, y: bottom + 4, class: "tick", "text-anchor": "end" }, "0"),
+      svg("text", { x: CHART.left - 6, y: CHART.top + 4, class: "tick", "text-anchor": "end" }, formatNumber(top)),
+      ...timeAxis(CHART.width, CHART.height));
+    if (path) { chart.appendChild(svg("path", { class: "series", d: path })); }
+    return chart;
+  }
+
+  // The timeline spans the page's width: twice a chart's units, so its text is not drawn larger.
+  const TIMELINE = { width: 1200, height: 64, barTop: 14, barBottom: 40 };
+
+  // Runs of one state (and held-down) from readings [{t, state, held}]: [{from, to, state, held}].
+  // A reading stands for the second after it; readings further apart than GAP_MS are not joined.
+  function stateRuns(readings) {
+    const runs = [];
+    for (const r of readings) {
+      const run = runs.length > 0 ? runs[runs.length - 1] : null;
+      if (run && run.state === r.state && run.held === r.held && r.t - run.to <= GAP_MS - READING_MS) {
+        run.to = r.t + READING_MS;
+      } else {
+        if (run && r.t - run.to <= GAP_MS - READING_MS) { run.to = r.t; }
+        runs.push({ from: r.t, to: r.t + READING_MS, state: r.state, held: r.held });
+      }
+    }
+    return runs;
+  }
+
+  function stateTimeline(readings, records) {
+    const range = span(readings.map((r) => r.t));
+    const runs = stateRuns(readings);
+    const events = records.filter((r) => r.time_ms >= range.start && r.time_ms <= range.end);
+    const totals = {};
+    for (const run of runs) { totals[run.state] = (totals[run.state] || 0) + Math.min(run.to, range.end) - Math.max(run.from, range.start); }
+    const parts = Object.entries(totals).map(([state, ms]) => state + " " + formatDuration(ms));
+    const summary = readings.length === 0 ? "State over the last 15 minutes: no readings yet"
+      : "State over the last 15 minutes: " + parts.join(", ") + "; now " + readings[readings.length - 1].state +
+        "; " + events.length + " sync log event" + (events.length === 1 ? "" : "s");
+    const chart = svg("svg", {
+      viewBox: "0 0 " + TIMELINE.width + " " + TIMELINE.height, role: "img", "aria-label": summary,
+      "data-testid": "state-timeline", "data-runs": runs.length, "data-events": events.length,
+      "data-state": readings.length > 0 ? readings[readings.length - 1].state : "" },
+      svg("title", {}, summary));
+    for (const run of runs) {
+      const x1 = xOf(Math.max(run.from, range.start), range, TIMELINE.width);
+      const x2 = xOf(Math.min(run.to, range.end), range, TIMELINE.width);
+      if (x2 <= x1) { continue; }
+      chart.appendChild(svg("rect", { class: "state-" + run.state, "data-testid": "timeline-run", "data-state": run.state,
+        x: x1.toFixed(1), y: TIMELINE.barTop, width: Math.max(0.5, x2 - x1).toFixed(1), height: TIMELINE.barBottom - TIMELINE.barTop },
+        svg("title", {}, run.state + (run.held ? " (held down)" : "") + " from " + formatTime(run.from) + " to " + formatTime(run.to) + " UTC")));
+      if (run.held) {
+        chart.appendChild(svg("rect", { class: "held-down", "data-testid": "timeline-held-down",
+          x: x1.toFixed(1), y: TIMELINE.barTop - 6, width: Math.max(0.5, x2 - x1).toFixed(1), height: 4 }));
+      }
+    }
+    // Entries failed or resolved first, so that the link's own state events are drawn on top.
+    const isEntryEvent = (record) => String(record.event).startsWith("entry_");
+    const ordered = events.filter(isEntryEvent).concat(events.filter((r) => !isEntryEvent(r)));
+    for (const record of ordered) {
+      const x = xOf(record.time_ms, range, TIMELINE.width).toFixed(1);
+      chart.appendChild(svg("g", { class: isEntryEvent(record) ? "event entry" : "event", "data-testid": "timeline-event", "data-event": record.event },
+        svg("title", {}, formatTime(record.time_ms) + " UTC " + record.event + ": " + record.reason),
+        svg("line", { x1: x, x2: x, y1: TIMELINE.barTop - 4, y2: TIMELINE.barBottom + 4 }),
+        svg("circle", { cx: x, cy: TIMELINE.barTop - 7, r: 3 })));
+    }
+    for (const node of timeAxis(TIMELINE.width, TIMELINE.height)) { chart.appendChild(node); }
+    return chart;
+  }
+
+  function renderLinkCharts(samples, syncLog) {
+    const readings = Array.isArray(samples.samples) ? samples.samples : [];
+    const records = Array.isArray(syncLog.records) ? syncLog.records : [];
+    renderIfChanged("link-charts", [readings, records], () => {
+      $("state-timeline-box").replaceChildren(stateTimeline(
+        readings.map((r) => ({ t: Number(r.time_ms), state: String(r.state), held: Boolean(r.held_down) })), records));
+      $("chart-lag-box").replaceChildren(lineChart("chart-lag", "Lag", "entries",
+        readings.map((r) => ({ t: Number(r.time_ms), v: Number(r.lag) }))));
+      $("chart-applied-box").replaceChildren(lineChart("chart-applied", "Applied entries per second", "entries/s",
+        readings.map((r) => ({ t: Number(r.time_ms), v: r.applied_per_second === undefined ? null : Number(r.applied_per_second) }))));
+    });
+  }
+
+  function renderStreamCharts(samplesByStream) {
+    renderIfChanged("stream-charts", samplesByStream, () => {
+      $("stream-charts").replaceChildren(...samplesByStream.map((body) => {
+        const readings = Array.isArray(body.samples) ? body.samples : [];
+        const chart = lineChart("chart-appended", "Entries appended to " + body.stream + " per second", "entries/s",
+          readings.map((r) => ({ t: Number(r.time_ms), v: r.appended_per_second === undefined ? null : Number(r.appended_per_second) })));
+        chart.setAttribute("data-stream", body.stream);
+        return el("figure", { className: "chart", "data-testid": "stream-chart", "data-stream": body.stream },
+          el("figcaption", {}, body.stream), chart);
+      }));
+    });
   }
 
   // --- one link -----------------------------------------------------------------------
@@ -341,11 +532,13 @@
     const status = $("dead-status").value;
     const deadQuery = "?limit=" + PAGE_LIMIT + (view.deadBefore === null ? "" : "&before=" + view.deadBefore) +
       (status ? "&status=" + encodeURIComponent(status) : "");
-    const [link, syncLog, deadLetters] = await Promise.all([
-      api("GET", base), api("GET", base + "/sync-log" + syncQuery), api("GET", base + "/dead-letters" + deadQuery)]);
+    const [link, syncLog, deadLetters, samples, events] = await Promise.all([
+      api("GET", base), api("GET", base + "/sync-log" + syncQuery), api("GET", base + "/dead-letters" + deadQuery),
+      api("GET", base + "/samples?window_ms=" + WINDOW_MS), api("GET", base + "/sync-log?limit=" + TIMELINE_EVENTS_MAX)]);
     renderDetail(link);
     renderSyncLog(syncLog);
     renderDeadLetters(deadLetters, name);
+    renderLinkCharts(samples, events);
   }
 
   // --- polling and navigation -----------------------------------------------------------
@@ -393,6 +586,7 @@
     view.syncPages = []; view.syncBefore = null; view.syncNext = null;
     view.deadPages = []; view.deadBefore = null; view.deadNext = null;
     view.signatures = {};
+    for (const id of ["state-timeline-box", "chart-lag-box", "chart-applied-box"]) { $(id).replaceChildren(); }
     $("overview").hidden = link !== null;
     $("detail").hidden = link === null;
     $("detail").setAttribute("data-link", link === null ? "" : link);
