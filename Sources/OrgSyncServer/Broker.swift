@@ -59,7 +59,7 @@ public final class Broker: Sendable {
             }
             notifier = try Notifier(
                 settings: targets, links: links, directory: dataDirectory + "/notifications",
-                wallClockMs: { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) }, logger: logger, observer: metrics)
+                wallClockMs: wallClockMs, logger: logger, observer: metrics)
         }
         self.samples = RecentSamples(links: configuration.links.map(\.name), streams: configuration.streams.map(\.name))
     }

@@ -24,6 +24,7 @@ public final class BrokerMetrics: Sendable {
     let flushedBytes: Counter
     let groupCommits: Counter
     private let readings = Mutex(CumulativeReadings())
+    private let appendedByStream = Mutex<[String: Counter]>([:])
 
     /// Latency buckets for appends, fsyncs and applies: 100 µs to 10 s.
     static let durationBuckets: [Duration] = [
@@ -43,10 +44,17 @@ public final class BrokerMetrics: Sendable {
     }
 
     /// One request's entries appended to `stream`, acknowledged `duration` after they reached the log.
+    /// On every append: the stream's counter is looked up once, then kept (the registry would
+    /// check the name and labels and build the family's name again on each call).
     func appended(stream: String, entryCount: Int, duration: Duration) {
         appendLatency.record(duration)
-        registry.makeCounter(descriptor: MetricCatalog.orgsyncAppendedEntriesTotal, labels: [("stream", stream)])
-            .increment(by: Int64(entryCount))
+        let counter = appendedByStream.withLock { counters in
+            if let counter = counters[stream] { return counter }
+            let counter = registry.makeCounter(descriptor: MetricCatalog.orgsyncAppendedEntriesTotal, labels: [("stream", stream)])
+            counters[stream] = counter
+            return counter
+        }
+        counter.increment(by: Int64(entryCount))
     }
 
     /// One append request answered with an error.
