@@ -95,6 +95,26 @@ public func lossOfOpenFile(_ open: FileIdentity, path: FileIdentity?) -> FileLos
     return nil
 }
 
+extension LogStorage {
+    /// Replaces the file at `path` crash-atomically: the bytes go to `<path>.tmp`, are synced, and
+    /// the temporary file is renamed over `path`. The new name is durable only once the caller
+    /// syncs the directory (some callers sync it once after several steps).
+    public func replaceFile(_ path: String, with bytes: [UInt8]) throws {
+        let temporary = path + ".tmp"
+        let file = try openFile(temporary, create: true)
+        do {
+            try file.truncate(to: 0)
+            try file.write(bytes, at: 0)
+            try file.sync()
+        } catch {
+            file.close()
+            throw error
+        }
+        file.close()
+        try rename(temporary, to: path)
+    }
+}
+
 extension LogFile {
     public func write(_ bytes: [UInt8], at offset: Int64) throws {
         try bytes.withUnsafeBytes { try write($0, at: offset) }

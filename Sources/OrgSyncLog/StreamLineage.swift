@@ -147,14 +147,8 @@ extension StreamLineage {
     /// Writes the identity crash-atomically (temporary file, flush, rename, flush directory).
     func store(directory: String, storage: any LogStorage) throws {
         let path = directory + "/" + StreamLineage.fileName
-        let temporary = path + ".tmp"
         try wrapStorage {
-            let file = try storage.openFile(temporary, create: true)
-            try file.truncate(to: 0)
-            try file.write(encoded(), at: 0)
-            try file.sync()
-            file.close()
-            try storage.rename(temporary, to: path)
+            try storage.replaceFile(path, with: encoded())
             try storage.syncDirectory(directory)
         }
     }

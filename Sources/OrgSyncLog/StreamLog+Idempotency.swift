@@ -108,13 +108,7 @@ extension StreamLog {
     /// Writes a `.keys` file durably: a temporary file, fdatasync, then rename over the old one
     /// (the caller syncs the directory).
     func writeKeysFile(_ keys: KeysFile) throws {
-        let path = directory + "/" + Segment.fileName(keys.segmentBaseOffset, ".keys")
-        let file = try storage.openFile(path + ".tmp", create: true)
-        defer { file.close() }
-        try file.truncate(to: 0)
-        try file.write(keys.encoded(), at: 0)
-        try file.sync()
-        try storage.rename(path + ".tmp", to: path)
+        try storage.replaceFile(directory + "/" + Segment.fileName(keys.segmentBaseOffset, ".keys"), with: keys.encoded())
     }
 
     /// Removes every file of the segment at `base` (`.log`, `.index`, `.keys`); missing ones

@@ -51,18 +51,8 @@ public struct NotificationQueueFile: Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         guard let data = try? encoder.encode(queue) else { throw Failure(path: path, problem: "cannot be encoded") }
-        let temporary = path + ".tmp"
         do {
-            let file = try storage.openFile(temporary, create: true)
-            defer { file.close() }
-            try file.truncate(to: 0)
-            try file.write(Array(data), at: 0)
-            try file.sync()
-        } catch {
-            throw Failure(path: temporary, problem: "\(error)")
-        }
-        do {
-            try storage.rename(temporary, to: path)
+            try storage.replaceFile(path, with: Array(data))
             try storage.syncDirectory(directory)
         } catch {
             throw Failure(path: path, problem: "\(error)")
