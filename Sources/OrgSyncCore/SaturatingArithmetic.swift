@@ -3,13 +3,13 @@
 /// failure (configuration validation bounds the fields too; this is the second line).
 extension UInt64 {
     /// `self + other`, or `UInt64.max` when the sum does not fit.
-    func saturatingAdd(_ other: UInt64) -> UInt64 {
+    package func saturatingAdd(_ other: UInt64) -> UInt64 {
         let (sum, overflow) = addingReportingOverflow(other)
         return overflow ? .max : sum
     }
 
     /// `self × other`, or `UInt64.max` when the product does not fit.
-    func saturatingMultiply(_ other: UInt64) -> UInt64 {
+    package func saturatingMultiply(_ other: UInt64) -> UInt64 {
         let (product, overflow) = multipliedReportingOverflow(by: other)
         return overflow ? .max : product
     }

@@ -1,4 +1,5 @@
 import Foundation
+import OrgSyncCore
 
 /// What to do after one delivery attempt: pure, so every rule is tested without a network.
 ///
@@ -35,11 +36,10 @@ public enum DeliveryDecision: Sendable, Hashable {
             what = failure ?? "no answer"
         }
         let shift = UInt64(min(max(attempt - 1, 0), 40))
-        let (scaled, overflow) = settings.backoffBaseMs.multipliedReportingOverflow(by: 1 << shift)
-        var delayMs = min(settings.backoffCapMs, overflow ? .max : scaled)
+        var delayMs = min(settings.backoffCapMs, settings.backoffBaseMs.saturatingMultiply(1 << shift))
         if let asked = retryAfterMs(retryAfter, nowMs: nowMs) { delayMs = max(delayMs, asked) }
         let age = nowMs >= eventTimeMs ? nowMs - eventTimeMs : 0
-        if age.saturatingSum(delayMs) > settings.giveUpAfterMs {
+        if age.saturatingAdd(delayMs) > settings.giveUpAfterMs {
             return .deadLetter(reason: "gave up after \(attempt) attempt\(attempt == 1 ? "" : "s") (\(giveUpText(settings.giveUpAfterMs))); the last: \(what)")
         }
         return .retry(afterMs: delayMs, reason: what)

@@ -59,7 +59,7 @@ public struct NotificationPlanner: Sendable, Hashable, Codable {
         }
         for record in records where record.sequence > afterSequence {
             if let open = openRejections,
-               record.event != .entryFailed || record.timeMs >= open.firstTimeMs.saturatingSum(rules.rejectedSummaryMs) {
+               record.event != .entryFailed || record.timeMs >= open.firstTimeMs.saturatingAdd(rules.rejectedSummaryMs) {
                 events.append(closeRejections(open, link: link, stream: stream))
             }
             switch record.event {
@@ -99,10 +99,10 @@ public struct NotificationPlanner: Sendable, Hashable, Codable {
             }
             afterSequence = record.sequence
         }
-        if let open = openRejections, nowMs >= open.firstTimeMs.saturatingSum(rules.rejectedSummaryMs) {
+        if let open = openRejections, nowMs >= open.firstTimeMs.saturatingAdd(rules.rejectedSummaryMs) {
             events.append(closeRejections(open, link: link, stream: stream))
         }
-        if flapping, lastState == .active, nowMs >= lastTransitionMs.saturatingSum(rules.stableAfterMs) {
+        if flapping, lastState == .active, nowMs >= lastTransitionMs.saturatingAdd(rules.stableAfterMs) {
             flapping = false
             events.append(NotificationEvent(
                 id: "\(idPrefix).\(link).\(afterSequence).\(NotificationEventType.linkStable.rawValue)", type: .linkStable,
@@ -116,8 +116,8 @@ public struct NotificationPlanner: Sendable, Hashable, Codable {
     /// When ``plan(_:link:stream:nowMs:rules:)`` next has something to say without a new record
     /// (a summary window ending, a flapping link becoming stable), or nil.
     public func nextDueMs(rules: Rules) -> UInt64? {
-        let summary = openRejections.map { $0.firstTimeMs.saturatingSum(rules.rejectedSummaryMs) }
-        let stable = flapping && lastState == .active ? lastTransitionMs.saturatingSum(rules.stableAfterMs) : nil
+        let summary = openRejections.map { $0.firstTimeMs.saturatingAdd(rules.rejectedSummaryMs) }
+        let stable = flapping && lastState == .active ? lastTransitionMs.saturatingAdd(rules.stableAfterMs) : nil
         return [summary, stable].compactMap { $0 }.min()
     }
 
@@ -129,14 +129,5 @@ public struct NotificationPlanner: Sendable, Hashable, Codable {
             link: link, stream: stream, timeMs: open.firstTimeMs, state: open.state, reason: reason,
             firstSequence: open.firstSequence, lastSequence: open.lastSequence, count: open.count,
             firstOffset: open.firstOffset, lastOffset: open.lastOffset)
-    }
-}
-
-extension UInt64 {
-    /// `self + other`, or `UInt64.max` when it does not fit (a configured duration near 2^64
-    /// means "never").
-    func saturatingSum(_ other: UInt64) -> UInt64 {
-        let (sum, overflow) = addingReportingOverflow(other)
-        return overflow ? .max : sum
     }
 }

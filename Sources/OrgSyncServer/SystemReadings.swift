@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import OrgSyncCore
 
 /// What Linux says of this process, for the conventional `process_*` metrics: read from
 /// `/proc/self` (I/O in ``read()``, the parsing pure in ``parse(stat:bootTimeSeconds:...)``).
@@ -48,7 +49,7 @@ struct ProcessReading: Sendable, Equatable {
         let ticks = Double(ticksPerSecond)
         return ProcessReading(
             cpuSeconds: (Double(utime) + Double(stime)) / ticks,
-            residentMemoryBytes: rss.multipliedReportingOverflow(by: pageBytes).overflow ? .max : rss * pageBytes,
+            residentMemoryBytes: rss.saturatingMultiply(pageBytes),
             virtualMemoryBytes: vsize,
             startTimeSeconds: Double(bootTimeSeconds) + Double(start) / ticks,
             openFileDescriptors: openFileDescriptors,
