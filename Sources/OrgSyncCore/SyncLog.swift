@@ -141,10 +141,11 @@ public final class SyncLog: Sendable {
 
     /// Every record kept with a sequence above `sequence`, oldest first (what a reader that has
     /// seen everything up to `sequence` has not seen yet).
+    /// Readers poll it and usually have seen all but a few, so it looks from the newest back.
     public func records(afterSequence sequence: UInt64) -> [SyncLogRecord] {
         state.withLock { state in
-            guard let index = state.records.firstIndex(where: { $0.sequence > sequence }) else { return [] }
-            return Array(state.records[index...])
+            let start = state.records.lastIndex(where: { $0.sequence <= sequence }).map { $0 + 1 } ?? state.records.startIndex
+            return Array(state.records[start...])
         }
     }
 

@@ -46,10 +46,7 @@ public final class Notifier: Sendable {
     /// The targets, as configured.
     public let targets: [NotificationSettings]
     let lanes: [NotificationLane]
-    let clock: any LinkClock
     let logger: Logger
-    /// How often a lane looks at its link's sync log for new records.
-    let pollIntervalMs: UInt64
 
     /// Loads (or creates, starting at each sync log's end) every target's queue for every link,
     /// under `directory/<notification>/`. Call it before the links run, so that nothing they
@@ -94,9 +91,7 @@ public final class Notifier: Sendable {
         }
         self.lanes = lanes
         self.targets = settings
-        self.clock = clock
         self.logger = logger
-        self.pollIntervalMs = pollIntervalMs
     }
 
     /// Delivers until cancelled. The HTTP client lives as long as this: it follows no redirect
@@ -193,11 +188,11 @@ final class NotificationLane: Sendable {
             plan()
             let now = clock.nowMs()
             if now >= nextAttemptMs, let event = state.withLock({ $0.queue.pending.first }) {
-                if let delayMs = await attempt(event, client: client) { nextAttemptMs = clock.nowMs().saturatingSum(delayMs) }
+                if let delayMs = await attempt(event, client: client) { nextAttemptMs = clock.nowMs().saturatingAdd(delayMs) }
                 continue
             }
             // Look at the sync log again after a poll interval, or at the next attempt if sooner.
-            let poll = now.saturatingSum(pollIntervalMs)
+            let poll = now.saturatingAdd(pollIntervalMs)
             do { try await clock.sleep(untilMs: nextAttemptMs > now ? min(poll, nextAttemptMs) : poll) } catch { return }
         }
     }
