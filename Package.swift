@@ -315,6 +315,7 @@ let package = Package(
             name: "PostgresAdapterTests",
             dependencies: [
                 "PostgresAdapter",
+                "OrgSyncCore",
                 "OrgSyncPluginAPI",
                 "OrgSyncAdapterContract",
                 "OrgSyncTestCertificates",
