@@ -82,18 +82,10 @@ struct ApplyBenchmark: AsyncParsableCommand {
     }
 
     private func runPostgres(_ entries: [Entry], header: String) async throws {
-        let environment = ProcessInfo.processInfo.environment
-        guard let host = environment["ORGSYNC_TEST_PG_HOST"], let portText = environment["ORGSYNC_TEST_PG_PORT"],
-            let port = Int(portText), let user = environment["ORGSYNC_TEST_PG_USER"], let database = environment["ORGSYNC_TEST_PG_DB"]
-        else {
-            print("apply --adapter postgres skipped: ORGSYNC_TEST_PG_HOST/PORT/USER/DB not set (run: source .ci/postgres.sh)")
+        guard let settings = PostgresBenchmarkServer.settings() else {
+            print("apply --adapter postgres skipped: \(PostgresBenchmarkServer.missingMessage)")
             return
         }
-        // Plain on both sides (the straight side connects without TLS): the adapter's default,
-        // prefer, would encrypt against a server with ssl on and make the ratio about TLS.
-        let settings = PostgresAdapterSettings(
-            host: host, port: port, user: user, password: environment["ORGSYNC_TEST_PG_PASSWORD"], database: database,
-            primaryKey: .orgKey, tls: PostgresTLSSettings(mode: .disable))
         var results = [try await ApplyBenchmarkPostgres(settings: settings, batchSize: batch, roundCount: rounds).run(entries)]
         if let pgTLSRootCert {
             var verifyFull = settings
