@@ -8,11 +8,12 @@ import Synchronization
 
 /// `OrgSyncBenchmarks e2e`: the whole path — durable append to the segment log, a link
 /// (``LinkSupervisor``) reading it, the `sqlite` or `postgres` adapter applying it — and the
-/// link's recovery time after a target outage.
+/// link's recovery time after a target outage; or (`--paced`) append→applied latency and lag
+/// with a producer at fixed shares of the measured apply capacity (E2EPacedRun.swift).
 struct E2EBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "e2e",
-        abstract: "Append + apply through a link into SQLite or PostgreSQL: entries/s end to end, lag; recovery time after an outage.",
+        abstract: "Append + apply through a link into SQLite or PostgreSQL: entries/s end to end, lag; recovery time after an outage; --paced: latency and lag at 50 % and 90 % of capacity.",
         discussion: """
             Target: --target sqlite (a fresh file per measurement) or postgres (the server of \
             ORGSYNC_TEST_PG_HOST/PORT/USER/PASSWORD/DB, `source .ci/postgres.sh`; a fresh schema per \
@@ -24,7 +25,14 @@ struct E2EBenchmark: AsyncParsableCommand {
             adapter whose calls fail while a flag is set), stays down --outage-ms, comes back; \
             measured from the target coming back to the first applied batch, split into the wait for \
             the next probe (the backoff in progress), the verification (K probes --verify-interval-ms \
-            apart) and the apply. Target: K × verify interval + 100 ms.
+            apart) and the apply. Target: K × verify interval + 100 ms. \
+            Paced (--paced, instead of the two above): first the apply capacity (the link catches up \
+            a backlog of --count entries, at most --capacity-seconds); then for each --pace-percent \
+            an open-loop producer appends at that share of it for --pace-seconds (entries due on a \
+            fixed timetable, appended together when they fall due during an append); every entry's \
+            latency from its due time to the link's commit covering it, and the lag every second. \
+            Targets: p99 ≤ 100 ms at 50 %; at every pace the lag's least-squares slope over the last \
+            half ≤ 1 % of the offered rate (no growth trend).
             """
     )
 
@@ -45,6 +53,16 @@ struct E2EBenchmark: AsyncParsableCommand {
     var recoveryAppendBatch: Int = 20
     @Option(help: "Pace of the producer during the recovery measurement, ms between appends.")
     var recoveryAppendIntervalMs: Int = 5
+    @Flag(help: "Measure the apply capacity, then latency and lag with a producer paced at --pace-percent of it (instead of throughput and recovery).")
+    var paced = false
+    @Option(help: "Paced: shares of the measured capacity to run at, percent, comma-separated.")
+    var pacePercent = "50,90"
+    @Option(help: "Paced: how long each pace runs, s.") var paceSeconds: Double = 60
+    @Option(help: "Paced: longest the capacity measurement (catching up --count entries) may run, s.")
+    var capacitySeconds: Double = 15
+    @Option(help: "Paced: shortest time between two appends, ms; the entries due meanwhile go in one append (at most --append-batch).")
+    var paceAppendIntervalMs: Double = 1
+    @Option(help: "Paced: lag sampling interval, ms.") var paceLagSampleMs: Int = 1_000
     @Flag(help: "Print RESULT lines instead of the Markdown tables.") var json = false
 
     func validate() throws {
@@ -52,6 +70,25 @@ struct E2EBenchmark: AsyncParsableCommand {
             verifyIntervalMs >= 1, backoffBaseMs >= 1, backoffCapMs >= backoffBaseMs, recoveryAppendBatch >= 1,
             recoveryAppendIntervalMs >= 0
         else { throw ValidationError("counts and intervals must be positive, and the backoff cap at least its base") }
+        guard paceSeconds.isFinite, paceSeconds >= 1, paceSeconds <= 86_400, capacitySeconds.isFinite, capacitySeconds >= 1,
+            capacitySeconds <= 86_400, paceAppendIntervalMs.isFinite, paceAppendIntervalMs >= 0, paceAppendIntervalMs <= 60_000,
+            paceLagSampleMs >= 1, paceLagSampleMs <= 3_600_000
+        else { throw ValidationError("--pace-seconds and --capacity-seconds must be 1…86400, --pace-append-interval-ms 0…60000, --pace-lag-sample-ms 1…3600000") }
+        _ = try pacePercents()
+    }
+
+    /// `--pace-percent` as numbers: each above 0 and at most 1000.
+    func pacePercents() throws -> [Double] {
+        let parts = pacePercent.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        var percents: [Double] = []
+        for part in parts {
+            guard let value = Double(part), value.isFinite, value > 0, value <= 1_000 else {
+                throw ValidationError("--pace-percent: '\(part)' is not a share of capacity in percent (above 0, at most 1000)")
+            }
+            percents.append(value)
+        }
+        guard !percents.isEmpty else { throw ValidationError("--pace-percent: give at least one share, e.g. 50,90") }
+        return percents
     }
 
     func run() async throws {
@@ -75,6 +112,11 @@ struct E2EBenchmark: AsyncParsableCommand {
     }
 
     private func measure(_ workload: [[UInt8]], header: String, target: E2ETarget, scratch: String) async throws {
+        if paced {
+            let report = try await measurePaced(workload, target: target, directory: scratch + "/paced")
+            print(json ? report.resultLines(options: self) : report.markdown(header: header, options: self))
+            return
+        }
         let throughput = try await measureThroughput(workload, target: target, directory: scratch + "/throughput")
         var recovery: [Recovery] = []
         if outages > 0 {
