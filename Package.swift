@@ -359,6 +359,13 @@ let package = Package(
             ],
             swiftSettings: strict + [.define("ORGSYNC_ADAPTER_CONTRACT")]
         ),
+        // The benchmarks' pure parts (pacing timetable, latency join, lag trend, verdicts): the
+        // executable's module, imported @testable.
+        .testTarget(
+            name: "OrgSyncBenchmarksTests",
+            dependencies: ["OrgSyncBenchmarks"],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "OrgSyncServerTests",
             dependencies: [

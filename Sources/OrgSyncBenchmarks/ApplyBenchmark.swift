@@ -108,25 +108,17 @@ struct ApplyBenchmark: AsyncParsableCommand {
     }
 
     private func runPostgres(_ entries: [Entry], lines: [[UInt8]], header: String) async throws {
-        let environment = ProcessInfo.processInfo.environment
-        guard let host = environment["ORGSYNC_TEST_PG_HOST"], let portText = environment["ORGSYNC_TEST_PG_PORT"],
-            let port = Int(portText), let user = environment["ORGSYNC_TEST_PG_USER"], let database = environment["ORGSYNC_TEST_PG_DB"]
-        else {
-            print("apply --adapter postgres skipped: ORGSYNC_TEST_PG_HOST/PORT/USER/DB not set (run: source .ci/postgres.sh)")
+        guard let settings = PostgresBenchmarkServer.settings() else {
+            print("apply --adapter postgres skipped: \(PostgresBenchmarkServer.missingMessage)")
             return
         }
-        // Plain on both sides (the straight side connects without TLS): the adapter's default,
-        // prefer, would encrypt against a server with ssl on and make the ratio about TLS.
-        let settings = PostgresAdapterSettings(
-            host: host, port: port, user: user, password: environment["ORGSYNC_TEST_PG_PASSWORD"], database: database,
-            primaryKey: .orgKey, tls: PostgresTLSSettings(mode: .disable))
         var ceiling = self.ceiling
         if let reason = ceiling?.postgresUnavailableReason() {
             print("ceilings skipped: \(reason)")
             ceiling = nil
         }
-        let libpq = ["PGHOST": host, "PGPORT": portText, "PGUSER": user, "PGDATABASE": database, "PGSSLMODE": "disable"]
-            .merging(environment["ORGSYNC_TEST_PG_PASSWORD"].map { ["PGPASSWORD": $0] } ?? [:]) { a, _ in a }
+        let libpq = ["PGHOST": settings.host, "PGPORT": String(settings.port), "PGUSER": settings.user, "PGDATABASE": settings.database, "PGSSLMODE": "disable"]
+            .merging(settings.password.map { ["PGPASSWORD": $0] } ?? [:]) { a, _ in a }
         // Round by round, the adapter (with the straight side interleaved) and then the ceilings,
         // so that load from elsewhere on the machine falls on all of them alike.
         var plain: ApplyBenchmarkPostgres.Result?
