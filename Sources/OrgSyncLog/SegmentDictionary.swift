@@ -99,8 +99,13 @@ public struct DictionaryFileError: Error, Sendable, Hashable, CustomStringConver
 /// The newest entries a stream wrote, framed as in a batch payload (`u32 length` + bytes),
 /// oldest first: what a new preset dictionary is cut from. A pure value; the flusher feeds it.
 struct DictionarySample {
-    /// Size of the dictionaries cut from the sample.
+    /// Size of the dictionaries cut from the sample once it is full.
     let dictionaryBytesMax: Int
+    /// A new stream's first dictionary is cut once the sample holds this many bytes (or
+    /// `dictionaryBytesMax` if smaller), then dictionaries twice as big as the sample grows: a
+    /// 4 KiB dictionary already stores single entries at ~1.7×, and waiting for 32 KiB would
+    /// leave ~120 entries of every new stream without one.
+    static let firstDictionaryBytes = 4096
     private(set) var bytes: [UInt8] = []
 
     init(dictionaryBytesMax: Int) {
@@ -124,10 +129,25 @@ struct DictionarySample {
         if bytes.count > 2 * dictionaryBytesMax { bytes.removeFirst(bytes.count - dictionaryBytesMax) }
     }
 
-    /// A dictionary once the sample holds `dictionaryBytesMax` bytes: its newest bytes, most
-    /// recent last (zlib reaches the end of a dictionary with the shortest distances).
+    /// The size of the dictionary the sample can cut now: `firstDictionaryBytes` doubled as
+    /// often as the sample allows, at most `dictionaryBytesMax`; nil before the first.
+    var dictionaryBytes: Int? {
+        let first = min(Self.firstDictionaryBytes, dictionaryBytesMax)
+        guard first > 0, bytes.count >= first else { return nil }
+        if bytes.count >= dictionaryBytesMax { return dictionaryBytesMax }
+        var size = first
+        while size * 2 <= bytes.count { size *= 2 }
+        return size
+    }
+
+    /// The sample's newest `dictionaryBytes`, most recent last (zlib reaches the end of a
+    /// dictionary with the shortest distances).
     func dictionary() -> Zlib.PresetDictionary? {
-        guard dictionaryBytesMax > 0, bytes.count >= dictionaryBytesMax else { return nil }
-        return Zlib.PresetDictionary(Array(bytes.suffix(dictionaryBytesMax)))
+        dictionaryBytes.map { Zlib.PresetDictionary(Array(bytes.suffix($0))) }
+    }
+
+    /// Whether the sample can cut a bigger dictionary than `current` (a young stream's).
+    func outgrows(_ current: Zlib.PresetDictionary) -> Bool {
+        (dictionaryBytes ?? 0) > current.bytes.count
     }
 }

@@ -193,7 +193,8 @@ extension StreamLog {
                                           dictionary: deflater(for: segment, writer: &writer))
             let tail = segment.snapshot
             let tooOld = tail.firstTimestampMs.map { now - $0 >= configuration.segmentAgeMsMax } ?? false
-            if tail.dataEnd > 0 && (tail.dataEnd + Int64(encoded.bytes.count) > Int64(configuration.segmentBytesMax) || tooOld) {
+            let full = tail.dataEnd + Int64(encoded.bytes.count) > Int64(configuration.segmentBytesMax)
+            if tail.dataEnd > 0 && (full || tooOld || dictionaryOutgrown(segment, writer: writer)) {
                 segment = try roll(segment, nextBase: firstOffset)
                 if encoded.usesDictionary {
                     encoded = try encodeGroup(group, firstOffset: firstOffset, results: results, timestampMs: now,

@@ -17,6 +17,15 @@ struct DictionaryWriter {
 }
 
 extension StreamLog {
+    /// Whether `segment` should be sealed so that the next one gets a bigger dictionary: a
+    /// young stream's first dictionaries are small (see ``DictionarySample/firstDictionaryBytes``),
+    /// and a segment keeps its dictionary for life. At most log2(32768 / 4096) = 3 such rolls
+    /// after the stream is created or reopened.
+    func dictionaryOutgrown(_ segment: Segment, writer: DictionaryWriter) -> Bool {
+        guard configuration.dictionaryBytesMax > 0, let current = segment.dictionary().dictionary else { return false }
+        return writer.sample.outgrows(current)
+    }
+
     /// The deflater for small batches written to `segment`, or nil for plain zlib.
     ///
     /// A segment without a `.zdict` gets one, cut from the sample, once the sample is full:

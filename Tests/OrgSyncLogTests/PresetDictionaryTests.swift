@@ -197,6 +197,36 @@ import Testing
         #expect(DictionarySample(dictionaryBytesMax: 0).dictionary() == nil)
     }
 
+    @Test func aYoungStreamsDictionariesDoubleUpToTheMaximum() {
+        var sample = DictionarySample(dictionaryBytesMax: 32_768)
+        var sizes: [Int?] = []
+        for i in 0..<200 {
+            sample.note([Self.event(i)])
+            if sizes.last != sample.dictionaryBytes { sizes.append(sample.dictionaryBytes) }
+        }
+        #expect(sizes == [nil, 4096, 8192, 16_384, 32_768])
+        #expect(sample.outgrows(Zlib.PresetDictionary([UInt8](repeating: 1, count: 16_384))))
+        #expect(!sample.outgrows(Zlib.PresetDictionary([UInt8](repeating: 1, count: 32_768))))
+    }
+
+    @Test func aNewStreamRollsToBiggerDictionariesThenKeepsItsSegment() async throws {
+        let dir = try TemporaryDirectory()
+        var config = LogConfiguration()
+        config.preallocateBytes = 8 * 1024
+        let log = try openLog(dataDirectory: dir.path, name: "s", configuration: config)
+        let written = try await Self.appendOneByOne(log, 0..<600)
+        try expectContents(log, written)
+        // 4 KiB in the first segment, then a segment each for 8, 16 and 32 KiB; no more.
+        #expect(log.info().segmentCount == 4)
+        let directory = StreamLog.streamDirectory(dataDirectory: dir.path, name: "s")
+        let sizes = try Self.dictionaryFiles(dir.path).map { name in
+            try DictionaryFile.decode(Array(Data(contentsOf: URL(fileURLWithPath: directory + "/" + name)))).get().bytes.count
+        }
+        #expect(sizes == [4096, 8192, 16_384, 32_768])
+        await log.close()
+        #expect(try StreamLog.verify(dataDirectory: dir.path, stream: "s").problem == nil)
+    }
+
     /// An event shaped like the broker's (~250–350 bytes of JSON with varied ids, names and
     /// numbers): one alone barely compresses; many share their keys and vocabulary.
     static func event(_ i: Int) -> [UInt8] {
@@ -403,14 +433,27 @@ import Testing
     @Test func recoveryRefusesRatherThanCutsTheTailWhenTheActiveDictionaryIsGone() async throws {
         let dir = try TemporaryDirectory()
         let directory = StreamLog.streamDirectory(dataDirectory: dir.path, name: "s")
+        let dictionaryPath = directory + "/00000000000000000000.zdict"
         do {
             let log = try openLog(dataDirectory: dir.path, name: "s", configuration: Self.dictionaryConfig())
-            _ = try await Self.appendOneByOne(log, 0..<100)
+            // Up to the append that made the dictionary: its batch, the last, is the only codec-2
+            // one, so recovery sees a bad last batch with nothing valid after it (a torn tail's
+            // look). Acknowledged all the same: it must not be cut.
+            var i = 0
+            while !FileManager.default.fileExists(atPath: dictionaryPath) && i < 100 {
+                _ = try await Self.appendOneByOne(log, i..<(i + 1))
+                i += 1
+            }
             // Killed: no close.
         }
+        #expect(try Self.codecs(dataDirectory: dir.path)[.zlibDictionary] == 1)
         let logPath = directory + "/00000000000000000000.log"
         let before = try Data(contentsOf: URL(fileURLWithPath: logPath))
-        try FileManager.default.removeItem(atPath: directory + "/00000000000000000000.zdict")
+        try FileManager.default.removeItem(atPath: dictionaryPath)
+        // `log verify` too: a problem, not a torn tail.
+        let summary = try LogScanner(dataDirectory: dir.path, stream: "s").scan()
+        #expect(summary.tornTailBytes == 0)
+        #expect(summary.problem?.reason.contains("no dictionary file") == true, "\(String(describing: summary.problem))")
         let error = #expect(throws: LogError.self) {
             _ = try openLog(dataDirectory: dir.path, name: "s", configuration: Self.dictionaryConfig())
         }
