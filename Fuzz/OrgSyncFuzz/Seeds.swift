@@ -44,6 +44,11 @@ enum Seeds {
                                         into: &bytes, scratch: &scratch, flags: flags)
             try put("batch", name, [1] + bytes)
         }
+        // A codec-2 batch: one entry with the target's preset dictionary.
+        var zdict: [UInt8] = []
+        try RecordBatchCodec.encode(entries: [payloads[0]], baseOffset: 7, timestampMs: 1_700_000_000_000, compressionLevel: 1,
+                                    into: &zdict, scratch: &scratch, dictionary: Zlib.PresetDeflater(dictionary: fuzzDictionary, level: 6))
+        try put("batch", "zdict", [1] + zdict)
         let record = IdempotencyRecord(key: "req-42", fingerprint: EntriesFingerprint(entries: Array(payloads.prefix(2))),
                                        result: AppendResult(firstOffset: 7, lastOffset: 8), timestampMs: 1_700_000_000_000)
         var control: [UInt8] = []
@@ -76,6 +81,7 @@ enum Seeds {
                 case ".log": kind = 0
                 case ".index": kind = 1
                 case ".keys": kind = 2
+                case ".zdict": kind = 8
                 default: continue
                 }
                 base = offset
