@@ -243,6 +243,19 @@ import Testing
         return Array(text.utf8)
     }
 
+    @Test func dictionaryLimitsAreValidated() throws {
+        for (bytes, level, payload) in [(100, Int32(6), 16_384), (40_000, 6, 16_384), (4096, 0, 16_384), (4096, 6, -1)] {
+            var config = LogConfiguration()
+            config.dictionaryBytesMax = bytes
+            config.dictionaryCompressionLevel = level
+            config.dictionaryPayloadBytesMax = payload
+            #expect(throws: LogError.self, "\(bytes) bytes, level \(level), payload \(payload)") { try config.validate() }
+        }
+        var off = LogConfiguration()
+        off.dictionaryBytesMax = 0
+        try off.validate()
+    }
+
     // MARK: The log
 
     @Test func singleEntryAppendsUseTheDictionaryAndReadBackAfterReopen() async throws {
