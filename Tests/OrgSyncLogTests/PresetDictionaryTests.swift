@@ -431,6 +431,39 @@ import Testing
         _ = written
     }
 
+    @Test func anUnknownCodecInTheLogIsAClearErrorInVerifyAndReads() async throws {
+        let dir = try TemporaryDirectory()
+        let logPath = StreamLog.streamDirectory(dataDirectory: dir.path, name: "s") + "/00000000000000000000.log"
+        do {
+            let log = try openLog(dataDirectory: dir.path, name: "s", configuration: Self.dictionaryConfig())
+            _ = try await Self.appendOneByOne(log, 0..<20)
+            await log.close()
+        }
+        // The 10th batch (codec 2) gets codec 3, with a CRC that matches: a newer writer's batch.
+        var bytes = Array(try Data(contentsOf: URL(fileURLWithPath: logPath)))
+        var position = 0
+        for _ in 0..<9 { position += Int(bytes.withUnsafeBytes { $0.loadLE(at: position + 4) as UInt32 }) }
+        #expect(bytes[position + 13] == 2)
+        bytes[position + 13] = 3
+        let length = Int(bytes.withUnsafeBytes { $0.loadLE(at: position + 4) as UInt32 })
+        let crc = Zlib.crc32(Array(bytes[(position + 12)..<(position + length)]))
+        bytes.withUnsafeMutableBytes { $0.storeLE(crc, at: position + 8) }
+        try Data(bytes).write(to: URL(fileURLWithPath: logPath))
+
+        let summary = try LogScanner(dataDirectory: dir.path, stream: "s").scan()
+        #expect(summary.problem?.reason == "unknown codec 3", "\(String(describing: summary.problem))")
+        #expect(summary.problem?.firstOffset == 9)
+        // Recovery scans from the last index point only (past this batch); a read meets it.
+        let log = try openLog(dataDirectory: dir.path, name: "s", configuration: Self.dictionaryConfig())
+        #expect(try log.read(from: 0, maxEntries: 100).count == 9, "the entries before it are served")
+        let error = #expect(throws: LogError.self) { _ = try log.read(from: 9, maxEntries: 100) }
+        guard case .corrupt(let report) = error else {
+            Issue.record("expected a corruption report, got \(String(describing: error))")
+            return
+        }
+        #expect(report.reason.contains("unknown codec 3"), "\(report.reason)")
+    }
+
     @Test func aMismatchedDictionaryIdIsDetected() async throws {
         let dir = try TemporaryDirectory()
         let (_, path) = try await streamWithASealedDictionarySegment(dir)
