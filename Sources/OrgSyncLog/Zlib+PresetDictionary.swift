@@ -36,6 +36,11 @@ extension Zlib {
     ///
     /// Not thread-safe: one owner (a stream's flusher, behind its lock) uses it at a time.
     public final class PresetDeflater {
+        /// zlib's memLevel for the primed stream. `deflateCopy` copies the window (64 KiB), the
+        /// chain links (64 KiB), the hash table and the pending buffer (64 KiB each at the default
+        /// 8, 16 KiB each at 6) for every batch; for one small entry the smaller table stores the
+        /// same (2.16× either way on the workload) and the copy is 37 % shorter.
+        public static let memoryLevel: Int32 = 6
         public let level: Int32
         /// Adler-32 of the dictionary, as zlib writes it into every stream's header (DICTID).
         public let dictionaryID: UInt32
@@ -49,7 +54,7 @@ extension Zlib {
             primed.initialize(to: z_stream())
             let working = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
             working.initialize(to: z_stream())
-            var status = orgsync_deflateInit2(primed, level, Format.zlib.windowBits)
+            var status = orgsync_deflateInit2Memory(primed, level, Format.zlib.windowBits, Self.memoryLevel)
             guard status == Z_OK else {
                 primed.deallocate()
                 working.deallocate()
