@@ -55,13 +55,15 @@ enum Seeds {
         RecordBatchCodec.encodeControl(records: [record], baseOffset: 9, timestampMs: 1_700_000_000_000, into: &control)
         try put("batch", "control", [1] + control)
 
-        // A stream written by the log: three segments, keyed appends, a cursor.
+        // A stream written by the log: three segments, keyed appends, a cursor, codec-2 batches and
+        // their .zdict files (110 rounds: dictionaries shrink the batches, and the segments must
+        // still roll; base offsets stay under 256, as the input format names them in a byte).
         let storage = MemoryStorage()
         var configuration = fuzzLogConfiguration()
         configuration.segmentBytesMax = 4_096
         let log = try StreamLog.open(dataDirectory: LogDirectoryInput.dataDirectory, name: LogDirectoryInput.stream,
                                      configuration: configuration, storage: storage, logger: quietLogger)
-        for round in 0..<40 {
+        for round in 0..<110 {
             let batch = Array(payloads.prefix(1 + round % 3))
             _ = blocking { try? await log.append(batch, idempotencyKey: round % 5 == 0 ? "key-\(round)" : nil) }
         }
