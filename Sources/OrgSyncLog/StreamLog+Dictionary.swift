@@ -1,0 +1,75 @@
+import Logging
+
+/// The flusher's part of preset dictionaries: the sample new dictionaries are cut from, and a
+/// deflater primed with the active segment's dictionary. Lives behind the stream's
+/// `dictionaryWriter` lock, which only the flusher takes.
+struct DictionaryWriter {
+    var sample: DictionarySample
+    /// Primed with the dictionary of the segment whose base offset it names.
+    var deflater: (segmentBase: UInt64, deflater: Zlib.PresetDeflater)?
+    /// A segment whose dictionary could not be written or read: plain zlib there, no retry
+    /// on every flush (the next segment tries again).
+    var givenUpSegmentBase: UInt64?
+
+    init(dictionaryBytesMax: Int) {
+        sample = DictionarySample(dictionaryBytesMax: dictionaryBytesMax)
+    }
+}
+
+extension StreamLog {
+    /// Whether `segment` should be sealed so that the next one gets a bigger dictionary: a
+    /// young stream's first dictionaries are small (see ``DictionarySample/firstDictionaryBytes``),
+    /// and a segment keeps its dictionary for life. At most log2(32768 / 4096) = 3 such rolls
+    /// after the stream is created or reopened.
+    func dictionaryOutgrown(_ segment: Segment, writer: DictionaryWriter) -> Bool {
+        guard configuration.dictionaryBytesMax > 0, let current = segment.dictionary().dictionary else { return false }
+        return writer.sample.outgrows(current)
+    }
+
+    /// The deflater for small batches written to `segment`, or nil for plain zlib.
+    ///
+    /// A segment without a `.zdict` gets one, cut from the sample, once the sample is full:
+    /// written crash-atomically and the directory synced **before** this returns, so no batch
+    /// that uses it can be durable without it. A crash while writing it leaves no `.zdict`
+    /// (or a `.zdict.tmp`, rewritten next time) and no batch that needs it. A `.zdict` that
+    /// is there is used as it is and never replaced; one that fails its checks is left alone
+    /// for the operator (`log verify` reports the batches that need it) and the segment's
+    /// further batches use plain zlib.
+    func deflater(for segment: Segment, writer: inout DictionaryWriter) -> Zlib.PresetDeflater? {
+        guard configuration.dictionaryBytesMax > 0, configuration.compressionLevel != nil else { return nil }
+        if let primed = writer.deflater, primed.segmentBase == segment.baseOffset { return primed.deflater }
+        writer.deflater = nil
+        guard writer.givenUpSegmentBase != segment.baseOffset else { return nil }
+        let dictionary: Zlib.PresetDictionary
+        switch segment.dictionary() {
+        case .present(let present):
+            dictionary = present
+        case .unreadable(let reason):
+            logger.error("the segment's preset dictionary is unreadable; its codec-2 batches cannot be read, new batches use plain zlib",
+                         metadata: ["segment": "\(segment.logPath)", "reason": "\(reason)"])
+            writer.givenUpSegmentBase = segment.baseOffset
+            return nil
+        case .absent:
+            guard let cut = writer.sample.dictionary() else { return nil }
+            do {
+                try segment.installDictionary(cut)
+                try storage.syncDirectory(directory)
+            } catch {
+                logger.warning("could not write a preset dictionary; the segment uses plain zlib",
+                               metadata: ["segment": "\(segment.logPath)", "error": "\(error)"])
+                writer.givenUpSegmentBase = segment.baseOffset
+                return nil
+            }
+            dictionary = cut
+        }
+        do {
+            let deflater = try Zlib.PresetDeflater(dictionary: dictionary, level: configuration.dictionaryCompressionLevel)
+            writer.deflater = (segment.baseOffset, deflater)
+            return deflater
+        } catch {
+            logger.warning("could not prime a deflater with the preset dictionary", metadata: ["error": "\(error)"])
+            writer.givenUpSegmentBase = segment.baseOffset
+            return nil
+        }
+    }
+}
