@@ -157,7 +157,7 @@ import Testing
     }
 
     @Test func doublesAreWrittenSoThatFloat8InputReadsThemBackExactly() {
-        for value in [0.1, 1e300, -5e-324, 1.0 / 3.0, 123_456_789.0, 2.5e-10] {
+        for value in [0.1, 1e300, -Double.leastNonzeroMagnitude, 1.0 / 3.0, 123_456_789.0, 2.5e-10] {
             let text = SetStatement.doubleText(value)
             #expect(Double(text) == value, "\(text)")
         }
