@@ -86,19 +86,14 @@ public struct LogScanner: Sendable {
             }
             let file = try wrapStorage { try storage.openFile(segment.path, create: false) }
             var position: Int64 = 0
-            // Read when the segment's first codec-2 batch needs it.
-            var dictionary: SegmentDictionary?
             while position < segment.size {
                 do {
                     let header = try readBatch(file, at: position, limit: segment.size, buffer: &buffer)
                     guard header.baseOffset == expected else {
                         throw BatchDecodeError.badLength("base offset \(header.baseOffset), expected \(expected)")
                     }
-                    if header.codec == .zlibDictionary && dictionary == nil {
-                        dictionary = DictionaryFile.load(path: directory + "/" + Segment.fileName(segment.base, DictionaryFile.suffix), storage: storage)
-                    }
                     try buffer.withUnsafeBytes { raw in
-                        try RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges, dictionary: dictionary ?? .absent)
+                        try RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges)
                     }
                     summary.batches += 1
                     if header.isControl { summary.controlBatches += 1 }
@@ -120,8 +115,7 @@ public struct LogScanner: Sendable {
                 } catch BatchDecodeError.endOfData where isLast {
                     break
                 } catch let error as BatchDecodeError {
-                    // A dictionary error is never a torn tail: the batch passed its CRC.
-                    if isLast, !error.isDictionaryError, let garbage = try wrapStorage({ try StreamLog.lastNonZeroByte(file, from: position, to: segment.size) }),
+                    if isLast, let garbage = try wrapStorage({ try StreamLog.lastNonZeroByte(file, from: position, to: segment.size) }),
                        (try? StreamLog.validBatchPosition(in: file, after: position, size: segment.size)) ?? nil == nil {
                         // Torn tail of the active segment: never acknowledged, cut on next open.
                         summary.tornTailBytes = garbage + 1 - position

@@ -22,11 +22,6 @@ final class Segment: Sendable {
     let indexPath: String
     /// Idempotency records of the segment, written when it is sealed (see ``KeysFile``).
     let keysPath: String
-    /// The preset dictionary of its codec-2 batches, if it has any (see ``DictionaryFile``).
-    let dictionaryPath: String
-    /// The `.zdict` as last read or written; nil until first needed. Never changes once a
-    /// file is there: a dictionary is written once, before any batch that uses it.
-    private let loadedDictionary: Mutex<SegmentDictionary?>
     /// The active segment's open `.log`; nil once sealed (reads then go through `sealedFiles`).
     private let activeFile: Mutex<(any LogFile)?>
     private let sealedFiles: SealedSegmentFiles
@@ -66,8 +61,6 @@ final class Segment: Sendable {
         self.logPath = directory + "/" + Segment.fileName(baseOffset, ".log")
         self.indexPath = directory + "/" + Segment.fileName(baseOffset, ".index")
         self.keysPath = directory + "/" + Segment.fileName(baseOffset, ".keys")
-        self.dictionaryPath = directory + "/" + Segment.fileName(baseOffset, DictionaryFile.suffix)
-        self.loadedDictionary = Mutex(nil)
         self.storage = storage
         self.indexIntervalBytes = indexIntervalBytes
         self.sealedFiles = sealedFiles
@@ -102,28 +95,6 @@ final class Segment: Sendable {
             return file
         }
         _ = file  // dropped outside the lock
-    }
-
-    // MARK: Dictionary
-
-    /// The segment's preset dictionary: read from its `.zdict` the first time, then kept.
-    func dictionary() -> SegmentDictionary {
-        if let known = loadedDictionary.withLock({ $0 }) { return known }
-        let loaded = DictionaryFile.load(path: dictionaryPath, storage: storage)
-        return loadedDictionary.withLock { known in
-            if let known { return known }
-            known = loaded
-            return loaded
-        }
-    }
-
-    /// Writes `dictionary` as the segment's `.zdict` (temporary file, fsync, rename). The
-    /// caller syncs the directory before writing any batch that uses it. Only for a segment
-    /// that has none: a dictionary file is never replaced.
-    func installDictionary(_ dictionary: Zlib.PresetDictionary) throws {
-        precondition(self.dictionary() == .absent, "a segment's dictionary is written once")
-        try storage.replaceFile(dictionaryPath, with: DictionaryFile.encode(dictionary))
-        loadedDictionary.withLock { $0 = .present(dictionary) }
     }
 
     // MARK: Index

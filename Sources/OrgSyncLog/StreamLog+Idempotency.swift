@@ -111,12 +111,11 @@ extension StreamLog {
         try storage.replaceFile(directory + "/" + Segment.fileName(keys.segmentBaseOffset, ".keys"), with: keys.encoded())
     }
 
-    /// Removes every file of the segment at `base` (`.log`, `.index`, `.keys`, `.zdict`); missing
-    /// ones are fine. For retention and repair: a removed segment must not leave its keys behind.
-    /// The `.log` goes first, so a crash in between leaves at most files no `.log` refers to.
+    /// Removes every file of the segment at `base` (`.log`, `.index`, `.keys`); missing ones
+    /// are fine. For retention and repair: a removed segment must not leave its keys behind.
     /// The caller syncs the directory.
     public static func removeSegmentFiles(directory: String, base: UInt64, storage: any LogStorage = PosixStorage()) throws {
-        for suffix in [".log", ".index", ".keys", ".keys.tmp", DictionaryFile.suffix, DictionaryFile.suffix + ".tmp"] {
+        for suffix in [".log", ".index", ".keys", ".keys.tmp"] {
             let path = directory + "/" + Segment.fileName(base, suffix)
             if storage.fileExists(path) { try storage.removeFile(path) }
         }

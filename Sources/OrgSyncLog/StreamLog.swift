@@ -78,8 +78,6 @@ public final class StreamLog: Sendable {
     let gatherSignal = DispatchSemaphore(value: 0)
     /// Held while the log is open (released by `close()`): one writer process per stream.
     let lock: Mutex<(any LogLock)?>
-    /// Preset dictionaries being made and used by the flusher (only it takes this lock).
-    let dictionaryWriter: Mutex<DictionaryWriter>
 
     struct PendingAppend {
         var entries: [[UInt8]]
@@ -171,7 +169,6 @@ public final class StreamLog: Sendable {
         logger[metadataKey: "stream"] = "\(name)"
         self.logger = logger
         self.flushQueue = DispatchQueue(label: "orgsync.flush.\(name)", qos: .userInitiated)
-        self.dictionaryWriter = Mutex(DictionaryWriter(dictionaryBytesMax: configuration.dictionaryBytesMax))
         try storage.createDirectory(directory)
         self.lock = Mutex(try storage.lockFile(directory + "/LOCK"))
         if let report = try StreamLog.readCorruptMarker(directory: directory, storage: storage) {
@@ -234,11 +231,11 @@ public final class StreamLog: Sendable {
             if (try? segment.readBatch(at: Int64(last.position), limit: size, expectedBase: base, buffer: &buffer)) != nil { break }
             points.removeLast()
         }
-        var tail = try scanTail(segment, from: points, size: size, storage: storage)
+        var tail = try scanTail(segment, from: points, size: size)
         if tail.incompleteGroup != nil && tail.groupStartKnown == false {
             // The scan began inside a group that never finished: its first batch lies before the
             // index point. Rare (an index written ahead of data lost in a machine crash); rescan all.
-            tail = try scanTail(segment, from: [], size: size, storage: storage)
+            tail = try scanTail(segment, from: [], size: size)
         }
         let position = tail.stopPosition
         var report = RecoveryReport(
@@ -292,7 +289,7 @@ public final class StreamLog: Sendable {
 
     /// Resets the segment's state to the index point `points.last` (or the start), then reads
     /// batch after batch, noting only the batches of complete groups.
-    private static func scanTail(_ segment: Segment, from points: [IndexPoint], size: Int64, storage: any LogStorage) throws -> TailScan {
+    private static func scanTail(_ segment: Segment, from points: [IndexPoint], size: Int64) throws -> TailScan {
         let start = points.last
         segment.state.withLock { s in
             s.index = points
@@ -320,8 +317,7 @@ public final class StreamLog: Sendable {
             do {
                 let header = try segment.readBatch(at: position, limit: size, expectedBase: expected, buffer: &buffer)
                 try buffer.withUnsafeBytes { raw in
-                    try RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges,
-                                                       dictionary: header.codec == .zlibDictionary ? segment.dictionary() : .absent)
+                    try RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges)
                 }
                 if group.isEmpty && position > startPosition { groupStartKnown = true }
                 group.append((header, position))
@@ -334,14 +330,6 @@ public final class StreamLog: Sendable {
                 }
             } catch BatchDecodeError.endOfData {
                 break
-            } catch let error as BatchDecodeError where error.isDictionaryError {
-                // The batch passed its CRC, so it is not torn: it was written, and maybe
-                // acknowledged, after its dictionary was durable. Cutting it could lose it.
-                let report = CorruptionReport(
-                    segment: Segment.fileName(segment.baseOffset, ".log"), bytePosition: position,
-                    firstOffset: expected, endOffset: expected, reason: error.description)
-                try writeCorruptMarker(report, directory: directoryOf(segment), storage: storage)
-                throw LogError.corrupt(report)
             } catch let error as BatchDecodeError {
                 stopReason = error.description
                 break
@@ -445,8 +433,7 @@ public final class StreamLog: Sendable {
             do {
                 header = try segment.readBatch(at: position, limit: limit, expectedBase: expected, buffer: &buffer)
                 try buffer.withUnsafeBytes { raw in
-                    try RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges,
-                                                       dictionary: header.codec == .zlibDictionary ? segment.dictionary() : .absent)
+                    try RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges)
                 }
             } catch let error as BatchDecodeError {
                 let next = index + 1 < segments.count ? segments[index + 1].baseOffset : end
