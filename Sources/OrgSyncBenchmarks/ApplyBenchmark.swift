@@ -121,11 +121,17 @@ struct ApplyBenchmark: AsyncParsableCommand {
             .merging(settings.password.map { ["PGPASSWORD": $0] } ?? [:]) { a, _ in a }
         // Round by round, the adapter (with the straight side interleaved) and then the ceilings,
         // so that load from elsewhere on the machine falls on all of them alike.
+        // Both ways a batch may write (batch_writes: per_entry, the default, and per_record).
+        var perRecordSettings = settings
+        perRecordSettings.batchWrites = .perRecord
         var plain: ApplyBenchmarkPostgres.Result?
+        var perRecord: ApplyBenchmarkPostgres.Result?
         var ceilings: [SQLApplyCeiling.Measurement] = []
         for _ in 0..<rounds {
             let round = try await ApplyBenchmarkPostgres(settings: settings, batchSize: batch, roundCount: 1).run(entries)
-            if plain == nil || round.adapterEntriesPerSecond > plain?.adapterEntriesPerSecond ?? 0 { plain = round }
+            if round.adapterEntriesPerSecond > plain?.adapterEntriesPerSecond ?? -1 { plain = round }
+            let folded = try await ApplyBenchmarkPostgres(settings: perRecordSettings, batchSize: batch, roundCount: 1).run(entries)
+            if folded.adapterEntriesPerSecond > perRecord?.adapterEntriesPerSecond ?? -1 { perRecord = folded }
             if let ceiling {
                 let measured = try ceiling.measure(lines, modes: ["pg-rows", "pg-json"], environment: libpq)
                 for measurement in measured where measurement.rowCount != round.rowCount {
@@ -135,8 +141,8 @@ struct ApplyBenchmark: AsyncParsableCommand {
                 ceilings += measured
             }
         }
-        guard let plain else { return }
-        var results = [plain]
+        guard let plain, let perRecord else { return }
+        var results = [plain, perRecord]
         if let pgTLSRootCert {
             var verifyFull = settings
             verifyFull.host = pgTLSHost
@@ -159,20 +165,21 @@ struct ApplyBenchmark: AsyncParsableCommand {
             print("| --- | ---: | ---: | ---: | ---: | ---: |")
             for result in results { print(result.markdownRow) }
             print("")
-            if results.count == 2, results[0].adapterEntriesPerSecond > 0 {
-                let ratio = results[1].adapterEntriesPerSecond / results[0].adapterEntriesPerSecond
+            if results.count == 3, results[0].adapterEntriesPerSecond > 0 {
+                let ratio = results[2].adapterEntriesPerSecond / results[0].adapterEntriesPerSecond
                 print(String(format: "adapter with verify-full / plain: %.0f%%", ratio * 100))
             }
             print("rejected entries (inserts of existing keys, dead-lettered as the link would): \(results[0].rejectedCount)")
             if !best.isEmpty {
                 print("")
-                print("| ceiling (psycopg 3, pipeline mode, same entries, best of \(rounds)) | entries/s | orgsync ÷ ceiling |")
-                print("| --- | ---: | ---: |")
+                print("| ceiling (psycopg 3, pipeline mode, same entries, best of \(rounds)) | entries/s | per_entry ÷ ceiling | per_record ÷ ceiling |")
+                print("| --- | ---: | ---: | ---: |")
                 for mode in best.keys.sorted() {
                     guard let measurement = best[mode] else { continue }
+                    let ceilingRate = max(measurement.entriesPerSecond, 1)
                     print(String(
-                        format: "| %@ | %.0f | %.0f%% |", mode, measurement.entriesPerSecond,
-                        plain.adapterEntriesPerSecond / max(measurement.entriesPerSecond, 1) * 100))
+                        format: "| %@ | %.0f | %.0f%% | %.0f%% |", mode, measurement.entriesPerSecond,
+                        plain.adapterEntriesPerSecond / ceilingRate * 100, perRecord.adapterEntriesPerSecond / ceilingRate * 100))
                 }
             }
         }

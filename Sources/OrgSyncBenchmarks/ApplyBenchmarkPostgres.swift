@@ -98,7 +98,7 @@ struct ApplyBenchmarkPostgres {
         }
         try? await admin.close()
         return Result(
-            label: settings.tls.mode == .disable ? "postgres" : "postgres \(settings.tls.mode.rawValue)", entryCount: entries.count, batchSize: batchSize, adapterEntriesPerSecond: bestAdapter,
+            label: "postgres \(settings.batchWrites.rawValue)" + (settings.tls.mode == .disable ? "" : " \(settings.tls.mode.rawValue)"), entryCount: entries.count, batchSize: batchSize, adapterEntriesPerSecond: bestAdapter,
             straightEntriesPerSecond: bestStraight, rejectedCount: rejected, rowCount: rows)
     }
 

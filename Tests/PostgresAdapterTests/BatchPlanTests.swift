@@ -38,6 +38,32 @@ import Testing
         #expect(try folded([at(0, .upsert, "a"), at(1, .insert, "a", org: "globex")], primaryKey: .orgKey).count == 2)
     }
 
+    @Test func runsEndWhereARecordComesAgain() throws {
+        let planned = try plan([
+            at(0, .upsert, "a"), at(1, .upsert, "b"), at(2, .upsert, "a", object: "Account"), at(3, .delete, "b"),
+            at(4, .upsert, "c"), at(5, .upsert, "a"), at(6, .insert, "b", org: "globex"),
+        ])
+        // By key: "b" again at 3 and at 6 (the run from 3 has no "a" until 5); the Account "a"
+        // is another record.
+        #expect(planned.runs(primaryKey: .key) == [0..<3, 3..<6, 6..<7])
+        // By org and key, globex's "b" is a record of its own.
+        #expect(planned.runs(primaryKey: .orgKey) == [0..<3, 3..<7])
+        #expect(try plan([]).runs(primaryKey: .key).isEmpty)
+        // A run folds to one write per row: every entry writes its own row.
+        let run = try BatchPlan.fold(planned.rows[3..<6], primaryKey: .key)
+        #expect(run.map(\.lastOffset) == [3, 4, 5] && run.map(\.write) == [.delete, .upsert, .upsert])
+    }
+
+    @Test func batchWritesIsPerEntryUnlessSetOtherwise() throws {
+        func settings(_ extra: [String: String]) throws -> PostgresAdapterSettings {
+            try PostgresAdapterSettings(
+                AdapterConfiguration(linkName: "l", streamName: "s", settings: ["user": "u", "database": "d"].merging(extra) { $1 }), environment: [:])
+        }
+        #expect(try settings([:]).batchWrites == .perEntry)
+        #expect(try settings(["batch_writes": "per_record"]).batchWrites == .perRecord)
+        #expect(throws: AdapterConfigurationError.self) { try settings(["batch_writes": "sometimes"]) }
+    }
+
     @Test func anInsertOfARecordTheBatchHasJustWrittenIsRejectedAtOnce() throws {
         for entries in [
             [at(0, .upsert, "a"), at(1, .upsert, "b"), at(2, .insert, "a")],

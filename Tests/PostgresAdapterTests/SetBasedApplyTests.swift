@@ -13,13 +13,16 @@ import Testing
 /// rejection: the entries before it, then on after it). Same dead letters, same tables.
 @Suite(.serialized, .enabled(if: TestPostgres.shouldRun, TestPostgres.skipMessage))
 struct SetBasedApplyTests {
-    @Test(arguments: [(PostgresAdapterSettings.PrimaryKey.key, UInt64(7)), (.orgKey, 11), (.orgKey, 12)])
-    func setsAndEntryByEntryLeaveTheSameTablesAndRejectTheSameEntries(primaryKey: PostgresAdapterSettings.PrimaryKey, seed: UInt64)
-        async throws
-    {
+    @Test(arguments: [
+        (PostgresAdapterSettings.PrimaryKey.key, UInt64(7), PostgresAdapterSettings.BatchWrites.perEntry), (.orgKey, 11, .perRecord),
+        (.orgKey, 12, .perEntry), (.key, 13, .perRecord),
+    ])
+    func setsAndEntryByEntryLeaveTheSameTablesAndRejectTheSameEntries(
+        primaryKey: PostgresAdapterSettings.PrimaryKey, seed: UInt64, writes: PostgresAdapterSettings.BatchWrites
+    ) async throws {
         let entries = Self.entries(count: 1_500, seed: seed)
-        let sets = try await run(entries, grouping: .sets, primaryKey: primaryKey)
-        let single = try await run(entries, grouping: .entryByEntry, primaryKey: primaryKey)
+        let sets = try await run(entries, grouping: .sets, primaryKey: primaryKey, writes: writes)
+        let single = try await run(entries, grouping: .entryByEntry, primaryKey: primaryKey, writes: .perEntry)
         #expect(sets.tables == single.tables)
         #expect(sets.rejected == single.rejected)
         #expect(sets.tables.count == 3)
@@ -30,7 +33,7 @@ struct SetBasedApplyTests {
         #expect(sets.counts.sets > 50)
         #expect(sets.counts.singles < entries.count / 4)
         #expect(single.counts.sets == 0)
-        print("set-based apply, seed \(seed): \(sets.counts), entry by entry: \(single.counts), \(sets.rejected.count) rejected")
+        print("set-based apply (\(writes.rawValue)), seed \(seed): \(sets.counts), entry by entry: \(single.counts), \(sets.rejected.count) rejected")
     }
 
     @Test func aServerRefusalInsideASetStatementNamesTheOneEntry() async throws {
@@ -78,12 +81,14 @@ struct SetBasedApplyTests {
         var code: String?
     }
 
-    func run(_ entries: [Entry], grouping: PostgresAdapter.StatementGrouping, primaryKey: PostgresAdapterSettings.PrimaryKey)
-        async throws -> Outcome
-    {
+    func run(
+        _ entries: [Entry], grouping: PostgresAdapter.StatementGrouping, primaryKey: PostgresAdapterSettings.PrimaryKey,
+        writes: PostgresAdapterSettings.BatchWrites
+    ) async throws -> Outcome {
         let schema = TestPostgres.uniqueSchema("sets")
         var settings = try TestPostgres.settings(schema: schema)
         settings.primaryKey = primaryKey
+        settings.batchWrites = writes
         let adapter = PostgresAdapter(linkName: "sets", settings: settings, grouping: grouping)
         let db = try await TestPostgres.connect(settings)
         var outcome = Outcome()

@@ -76,6 +76,11 @@ struct BatchPlan: Sendable {
     /// (an insert of a record that exists); the link then applies the entries before it, where
     /// the earlier one is found, so the outcome is the same, only reached in one more step.
     func folded(primaryKey: PostgresAdapterSettings.PrimaryKey) throws(AdapterError) -> [FoldedRecord] {
+        try Self.fold(rows[...], primaryKey: primaryKey)
+    }
+
+    /// ``folded(primaryKey:)`` of some of the rows.
+    static func fold(_ rows: ArraySlice<PlannedRow>, primaryKey: PostgresAdapterSettings.PrimaryKey) throws(AdapterError) -> [FoldedRecord] {
         var records: [FoldedRecord] = []
         var indexByRecord: [RecordKey: Int] = [:]
         var values: [[String: PlannedValue]] = []
@@ -115,6 +120,24 @@ struct BatchPlan: Sendable {
             records[index].values = values[index].values.sorted { $0.column < $1.column }
         }
         return records
+    }
+
+    /// Runs of `rows` (index ranges, in order, covering them all) in which no record comes
+    /// twice: each run folds to one write per row, so every entry still writes its own row.
+    func runs(primaryKey: PostgresAdapterSettings.PrimaryKey) -> [Range<Int>] {
+        var runs: [Range<Int>] = []
+        var start = 0
+        var inRun = Set<RecordKey>()
+        for (index, row) in rows.enumerated() {
+            let record = RecordKey(table: row.table, org: primaryKey == .orgKey ? row.org : "", key: row.key)
+            if !inRun.insert(record).inserted {
+                runs.append(start..<index)
+                start = index
+                inRun = [record]
+            }
+        }
+        if start < rows.count { runs.append(start..<rows.count) }
+        return runs
     }
 
     private struct RecordKey: Hashable {

@@ -293,13 +293,34 @@ public actor PostgresAdapter: OrgAdapter {
         try await connection.query("COMMIT", logger: logger)
     }
 
-    /// The batch's net writes as set statements (``SetStatement/batch(_:shapes:target:)``).
+    /// The batch as set statements (``SetStatement/batch(_:shapes:target:)``): with
+    /// `batch_writes: per_record` one for the batch's net writes; with `per_entry` one per run of
+    /// entries in which no record comes twice, so every entry writes its own row.
     private func sendSets(
         _ plan: BatchPlan, target: SetStatement.Target, on connection: PostgresConnection, phase: inout PostgresErrorClassifier.Phase
     ) async throws {
-        let records = try plan.folded(primaryKey: settings.primaryKey)
+        switch settings.batchWrites {
+        case .perRecord:
+            try await sendSet(of: plan.folded(primaryKey: settings.primaryKey), plan, target: target, on: connection, phase: &phase)
+        case .perEntry:
+            for run in plan.runs(primaryKey: settings.primaryKey) {
+                if run.count == 1 {
+                    try await sendSingle(plan.rows[run.lowerBound], target: target, on: connection, phase: &phase)
+                    continue
+                }
+                try await sendSet(
+                    of: BatchPlan.fold(plan.rows[run], primaryKey: settings.primaryKey), plan, target: target, on: connection, phase: &phase)
+            }
+        }
+    }
+
+    /// `records` as set statements; the first insert of a record that exists is rejected.
+    private func sendSet(
+        of records: [FoldedRecord], _ plan: BatchPlan, target: SetStatement.Target, on connection: PostgresConnection,
+        phase: inout PostgresErrorClassifier.Phase
+    ) async throws {
         let statements = SetStatement.batch(records, shapes: plan.shapes, target: target)
-        guard let first = plan.rows.first?.offset else { return }
+        guard let first = records.map(\.lastOffset).min() else { return }
         if let main = statements.main {
             let reported = try await sendSet(main, firstOffset: first, reportsRows: true, on: connection, phase: &phase)
             if let existing = statements.firstExisting(reported), let row = plan.rows.first(where: { $0.offset == existing }) {
@@ -309,8 +330,8 @@ public actor PostgresAdapter: OrgAdapter {
                     targetCode: Self.uniqueViolation)
             }
         }
-        // A folded row stands for several entries: a data error in it cannot name the entry, so
-        // it sends the batch entry by entry too.
+        // A folded row may stand for several entries: a data error in it cannot name the entry,
+        // so it sends the batch entry by entry too.
         for row in statements.alone {
             _ = try await sendSet(SetStatement.single(row, target: target), firstOffset: first, on: connection, phase: &phase)
         }

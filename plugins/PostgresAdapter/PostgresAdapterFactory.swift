@@ -15,7 +15,7 @@ public struct PostgresAdapterFactory: OrgAdapterFactory {
     public let settings = AdapterSettingsDeclaration([
         .optional("host"), .optional("port"), .required("user"), .optional("password"), .required("database"),
         .optional("schema"), .optional("table_prefix"), .optional("primary_key"), .optional("connect_timeout_ms"),
-        .optional("query_timeout_ms"), .optional("liveness_interval_ms"), .optional("liveness_timeout_ms"),
+        .optional("query_timeout_ms"), .optional("liveness_interval_ms"), .optional("liveness_timeout_ms"), .optional("batch_writes"),
         .optional("sslmode"), .optional("sslrootcert"), .optional("sslcert"), .optional("sslkey"),
     ])
     /// Where `password_env` is looked up; the process environment unless a test gives its own.
@@ -67,6 +67,9 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
     public var schema: String
     public var tablePrefix: String
     public var primaryKey: PrimaryKey
+    /// Whether a batch writes every entry's row (what triggers on the target see) or one net
+    /// write per record.
+    public var batchWrites: BatchWrites = .perEntry
     public var connectTimeoutMs: Int
     public var queryTimeoutMs: Int
     /// While a call is in flight, how often a second connection checks the server; 0: never.
@@ -107,6 +110,11 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
             throw AdapterConfigurationError(setting: "primary_key", problem: "must be key or org_key, not \(primaryKeyText)")
         }
         self.primaryKey = primaryKey
+        let batchWritesText = configuration.string("batch_writes", default: BatchWrites.perEntry.rawValue)
+        guard let batchWrites = BatchWrites(rawValue: batchWritesText) else {
+            throw AdapterConfigurationError(setting: "batch_writes", problem: "must be per_entry or per_record, not \(batchWritesText)")
+        }
+        self.batchWrites = batchWrites
         connectTimeoutMs = try configuration.int("connect_timeout_ms", default: 10_000, in: 1...3_600_000)
         queryTimeoutMs = try configuration.int("query_timeout_ms", default: 30_000, in: 1...86_400_000)
         livenessIntervalMs = try configuration.int("liveness_interval_ms", default: 500, in: 0...3_600_000)
@@ -128,6 +136,17 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
         }
     }
 
+    /// How the writes of a batch reach the tables (both in one transaction, same end state).
+    public enum BatchWrites: String, Sendable, Hashable {
+        /// Every entry writes its row: a record written by three entries of a batch is changed
+        /// three times, and row-level triggers on the target see each change.
+        case perEntry = "per_entry"
+        /// One net write per record per batch (upserts merged, a delete and a later write as a
+        /// delete and an insert): fewer row changes, faster for records written often; triggers
+        /// see only the net change.
+        case perRecord = "per_record"
+    }
+
     /// What identifies a record in a table.
     public enum PrimaryKey: String, Sendable, Hashable {
         /// `key TEXT PRIMARY KEY`: keys are unique across orgs.
@@ -138,7 +157,7 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
 
     public var description: String {
         "postgres://\(user)@\(host):\(port)/\(database) schema=\(schema) password=\(password == nil ? "none" : "<redacted>")"
-            + " primary_key=\(primaryKey.rawValue) connect_timeout_ms=\(connectTimeoutMs) query_timeout_ms=\(queryTimeoutMs)"
+            + " primary_key=\(primaryKey.rawValue) batch_writes=\(batchWrites.rawValue) connect_timeout_ms=\(connectTimeoutMs) query_timeout_ms=\(queryTimeoutMs)"
             + " liveness_interval_ms=\(livenessIntervalMs) liveness_timeout_ms=\(livenessTimeoutMs) \(tls)"
     }
 }
