@@ -10,6 +10,11 @@ struct DictionaryWriter {
     /// A segment whose dictionary could not be written or read: plain zlib there, no retry
     /// on every flush (the next segment tries again).
     var givenUpSegmentBase: UInt64?
+    /// Whether this process has synced the stream's directory since it opened it. A `.zdict`
+    /// found on disk may have been renamed into place by a process killed (or whose directory
+    /// sync failed) before the rename was durable: the file is visible, but a power cut can
+    /// still take it, and with it every codec-2 batch written with it.
+    var directorySynced = false
 
     init(dictionaryBytesMax: Int) {
         sample = DictionarySample(dictionaryBytesMax: dictionaryBytesMax)
@@ -32,7 +37,8 @@ extension StreamLog {
     /// written crash-atomically and the directory synced **before** this returns, so no batch
     /// that uses it can be durable without it. A crash while writing it leaves no `.zdict`
     /// (or a `.zdict.tmp`, rewritten next time) and no batch that needs it. A `.zdict` that
-    /// is there is used as it is and never replaced; one that fails its checks is left alone
+    /// is there is used as it is and never replaced, once the directory has been synced in
+    /// this process (its rename may not be durable yet); one that fails its checks is left alone
     /// for the operator (`log verify` reports the batches that need it) and the segment's
     /// further batches use plain zlib.
     func deflater(for segment: Segment, writer: inout DictionaryWriter) -> Zlib.PresetDeflater? {
@@ -43,6 +49,17 @@ extension StreamLog {
         let dictionary: Zlib.PresetDictionary
         switch segment.dictionary() {
         case .present(let present):
+            if !writer.directorySynced {
+                do {
+                    try storage.syncDirectory(directory)
+                } catch {
+                    logger.warning("could not sync the stream directory before using a preset dictionary found on disk; the segment uses plain zlib",
+                                   metadata: ["segment": "\(segment.logPath)", "error": "\(error)"])
+                    writer.givenUpSegmentBase = segment.baseOffset
+                    return nil
+                }
+                writer.directorySynced = true
+            }
             dictionary = present
         case .unreadable(let reason):
             logger.error("the segment's preset dictionary is unreadable; its codec-2 batches cannot be read, new batches use plain zlib",
@@ -54,6 +71,7 @@ extension StreamLog {
             do {
                 try segment.installDictionary(cut)
                 try storage.syncDirectory(directory)
+                writer.directorySynced = true
             } catch {
                 logger.warning("could not write a preset dictionary; the segment uses plain zlib",
                                metadata: ["segment": "\(segment.logPath)", "error": "\(error)"])
