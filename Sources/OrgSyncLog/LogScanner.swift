@@ -95,7 +95,9 @@ public struct LogScanner: Sendable {
                         throw BatchDecodeError.badLength("base offset \(header.baseOffset), expected \(expected)")
                     }
                     if header.codec == .zlibDictionary && dictionary == nil {
-                        dictionary = DictionaryFile.load(path: directory + "/" + Segment.fileName(segment.base, DictionaryFile.suffix), storage: storage)
+                        dictionary = try wrapStorage {
+                            try DictionaryFile.load(path: directory + "/" + Segment.fileName(segment.base, DictionaryFile.suffix), storage: storage)
+                        }
                     }
                     try buffer.withUnsafeBytes { raw in
                         try RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges, dictionary: dictionary ?? .absent)

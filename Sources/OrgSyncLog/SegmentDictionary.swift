@@ -1,12 +1,21 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A segment's preset zlib dictionary, as its `<base>.zdict` file holds it (see
 /// ``DictionaryFile``). Batches of codec 2 (``RecordBatchHeader/Codec/zlibDictionary``) in the
 /// segment's `.log` inflate with it; no other segment's batches do.
 public enum SegmentDictionary: Sendable, Hashable {
-    /// No `.zdict` file: the segment has no codec-2 batches.
+    /// No `.zdict` file (`ENOENT`): the segment has no codec-2 batches.
     case absent
     case present(Zlib.PresetDictionary)
-    /// The file is there but fails its checks (or cannot be read): codec-2 batches of the
-    /// segment cannot be inflated; the reason is for the operator.
+    /// The file is there but its content fails its checks: codec-2 batches of the segment
+    /// cannot be inflated; the reason is for the operator. Never an I/O error (`EMFILE`,
+    /// `EIO`, …): those are thrown, as they may pass.
     case unreadable(String)
 
     var dictionary: Zlib.PresetDictionary? {
@@ -72,17 +81,21 @@ public enum DictionaryFile {
         }
     }
 
-    /// Reads the `.zdict` file at `path`: absent, present, or unreadable (and why).
-    static func load(path: String, storage: any LogStorage) -> SegmentDictionary {
-        guard storage.fileExists(path) else { return .absent }
-        let bytes: [UInt8]
+    /// Reads the `.zdict` file at `path`: absent (the open found no file), present, or
+    /// unreadable (its content fails a check, and why).
+    ///
+    /// - Throws: ``StorageError`` when the file could not be opened or read for another reason
+    ///   than its absence: that says nothing about the dictionary, and must not be taken for a
+    ///   missing or damaged one (the caller must not remember it either).
+    static func load(path: String, storage: any LogStorage) throws -> SegmentDictionary {
+        let file: any LogFile
         do {
-            let file = try storage.openFile(path, create: false)
-            defer { file.close() }
-            bytes = try file.readAll()
-        } catch {
-            return .unreadable("\(path): \(error)")
+            file = try storage.openFile(path, create: false)
+        } catch let error as StorageError where error.errno == ENOENT {
+            return .absent
         }
+        defer { file.close() }
+        let bytes = try file.readAll()
         switch decode(bytes) {
         case .success(let dictionary): return .present(dictionary)
         case .failure(let error): return .unreadable("\(path): \(error.reason)")

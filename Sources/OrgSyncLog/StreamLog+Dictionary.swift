@@ -1,3 +1,10 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Logging
 
 /// The flusher's part of preset dictionaries: the sample new dictionaries are cut from, and a
@@ -27,7 +34,7 @@ extension StreamLog {
     /// and a segment keeps its dictionary for life. At most log2(32768 / 4096) = 3 such rolls
     /// after the stream is created or reopened.
     func dictionaryOutgrown(_ segment: Segment, writer: DictionaryWriter) -> Bool {
-        guard configuration.dictionaryBytesMax > 0, let current = segment.dictionary().dictionary else { return false }
+        guard configuration.dictionaryBytesMax > 0, let current = (try? segment.dictionary())?.dictionary else { return false }
         return writer.sample.outgrows(current)
     }
 
@@ -47,7 +54,16 @@ extension StreamLog {
         writer.deflater = nil
         guard writer.givenUpSegmentBase != segment.baseOffset else { return nil }
         let dictionary: Zlib.PresetDictionary
-        switch segment.dictionary() {
+        let found: SegmentDictionary
+        do {
+            found = try segment.dictionary()
+        } catch {
+            // Says nothing about the file: plain zlib for this group, read again next flush.
+            logger.warning("could not read the segment's preset dictionary; this group uses plain zlib",
+                           metadata: ["segment": "\(segment.logPath)", "error": "\(error)"])
+            return nil
+        }
+        switch found {
         case .present(let present):
             if !writer.directorySynced {
                 do {
@@ -72,6 +88,11 @@ extension StreamLog {
                 try segment.installDictionary(cut)
                 try storage.syncDirectory(directory)
                 writer.directorySynced = true
+            } catch let error as StorageError where error.errno == EEXIST {
+                // Another `.zdict` is there after all: never replaced; read next flush.
+                logger.warning("the segment has a preset dictionary file already; it is read, not replaced",
+                               metadata: ["segment": "\(segment.logPath)"])
+                return nil
             } catch {
                 logger.warning("could not write a preset dictionary; the segment uses plain zlib",
                                metadata: ["segment": "\(segment.logPath)", "error": "\(error)"])

@@ -321,7 +321,7 @@ public final class StreamLog: Sendable {
                 let header = try segment.readBatch(at: position, limit: size, expectedBase: expected, buffer: &buffer)
                 try buffer.withUnsafeBytes { raw in
                     try RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges,
-                                                       dictionary: header.codec == .zlibDictionary ? segment.dictionary() : .absent)
+                                                       dictionary: header.codec == .zlibDictionary ? try segment.dictionary() : .absent)
                 }
                 if group.isEmpty && position > startPosition { groupStartKnown = true }
                 group.append((header, position))
@@ -446,7 +446,7 @@ public final class StreamLog: Sendable {
                 header = try segment.readBatch(at: position, limit: limit, expectedBase: expected, buffer: &buffer)
                 try buffer.withUnsafeBytes { raw in
                     try RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges,
-                                                       dictionary: header.codec == .zlibDictionary ? segment.dictionary() : .absent)
+                                                       dictionary: header.codec == .zlibDictionary ? try segment.dictionary() : .absent)
                 }
             } catch let error as BatchDecodeError {
                 let next = index + 1 < segments.count ? segments[index + 1].baseOffset : end

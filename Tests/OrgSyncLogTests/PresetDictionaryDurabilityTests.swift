@@ -1,5 +1,6 @@
 import Foundation
 @testable import OrgSyncLog
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -49,5 +50,85 @@ import Glibc
         let log = try openLog(dataDirectory: Self.root, name: "s", configuration: Self.config(), storage: storage)
         try expectContents(log, written)
         await log.close()
+    }
+
+    // MARK: I/O errors are not damage
+
+    /// A stream of one segment whose tail is codec-2 batches, written on `storage`.
+    static func streamWithDictionaryBatches(_ storage: FaultInjectingStorage, count: Int = 300) async throws -> [[UInt8]] {
+        let log = try openLog(dataDirectory: root, name: "s", configuration: config(), storage: storage)
+        let written = try await PresetDictionaryTests.appendOneByOne(log, 0..<count)
+        await log.close()
+        #expect(try codec2Batches(storage) > count / 2)
+        return written
+    }
+
+    static func corruptMarkerExists(_ storage: FaultInjectingStorage) -> Bool {
+        storage.fileExists(directory + "/" + StreamLog.corruptMarkerName)
+    }
+
+    @Test(arguments: [EMFILE, EIO])
+    func aFailedReadOfTheDictionaryIsAStorageErrorAndTheNextReadSucceeds(errno code: Int32) async throws {
+        let storage = FaultInjectingStorage()
+        let written = try await Self.streamWithDictionaryBatches(storage)
+        let log = try openLog(dataDirectory: Self.root, name: "s", configuration: Self.config(), storage: storage)
+        // Reopened, the dictionary was read by recovery: a new segment object for reads would
+        // read it again. Forget it, as a sealed segment not yet read would have.
+        let segment = log.state.withLock { $0.segments[0] }
+        segment.forgetDictionaryForTesting()
+        storage.failNext(1, pathSuffix: DictionaryFile.suffix, errno: code)
+        let error = #expect(throws: LogError.self) { _ = try log.read(from: 0, maxEntries: 1_000) }
+        guard case .storage(let storageError) = error else {
+            Issue.record("expected a storage error, got \(String(describing: error))")
+            return
+        }
+        #expect(storageError.errno == code)
+        #expect(!Self.corruptMarkerExists(storage), "a transient I/O error marked the stream corrupt")
+        try expectContents(log, written)
+        await log.close()
+    }
+
+    @Test func aFailedReadOfTheDictionaryAtOpenIsAStorageErrorNotCorruption() async throws {
+        let storage = FaultInjectingStorage()
+        let written = try await Self.streamWithDictionaryBatches(storage)
+        storage.failNext(1, pathSuffix: DictionaryFile.suffix, errno: EIO)
+        let error = #expect(throws: LogError.self) {
+            _ = try openLog(dataDirectory: Self.root, name: "s", configuration: Self.config(), storage: storage)
+        }
+        guard case .storage(let storageError) = error else {
+            Issue.record("expected a storage error, got \(String(describing: error))")
+            return
+        }
+        #expect(storageError.errno == EIO)
+        #expect(!Self.corruptMarkerExists(storage), "a transient I/O error marked the stream corrupt")
+        let log = try openLog(dataDirectory: Self.root, name: "s", configuration: Self.config(), storage: storage)
+        try expectContents(log, written)
+        await log.close()
+    }
+
+    @Test func aWriterThatCannotReadTheDictionaryUsesPlainZlibAndNeverReplacesIt() async throws {
+        let storage = FaultInjectingStorage()
+        var written = try await Self.streamWithDictionaryBatches(storage)
+        let before = storage.fileBytes(Self.firstDictionaryPath)
+        let log = try openLog(dataDirectory: Self.root, name: "s", configuration: Self.config(), storage: storage)
+        let segment = log.state.withLock { $0.segments[0] }
+        segment.forgetDictionaryForTesting()
+        storage.failNext(3, pathSuffix: DictionaryFile.suffix, errno: EIO)
+        written += try await PresetDictionaryTests.appendOneByOne(log, 300..<320)
+        try expectContents(log, written)
+        // Even told "absent" (as a stat that failed once said), the writer never renames a new
+        // dictionary over the one there: earlier codec-2 batches need it.
+        segment.forgetDictionaryForTesting(as: .absent)
+        let error = #expect(throws: StorageError.self) { try segment.installDictionary(Zlib.PresetDictionary(Array("another".utf8))) }
+        #expect(error?.errno == EEXIST)
+        #expect(storage.fileBytes(Self.firstDictionaryPath) == before)
+        #expect(try segment.dictionary() == .present(PresetDictionaryTests.dictionaryFromFile(before)))
+        written += try await PresetDictionaryTests.appendOneByOne(log, 320..<330)
+        await log.close()
+        #expect(storage.fileBytes(Self.firstDictionaryPath) == before)
+        #expect(try StreamLog.verify(dataDirectory: Self.root, stream: "s", storage: storage).problem == nil)
+        let reopened = try openLog(dataDirectory: Self.root, name: "s", configuration: Self.config(), storage: storage)
+        try expectContents(reopened, written)
+        await reopened.close()
     }
 }

@@ -25,6 +25,10 @@ import Testing
         return seen
     }
 
+    static func dictionaryFromFile(_ bytes: [UInt8]) throws -> Zlib.PresetDictionary {
+        try DictionaryFile.decode(bytes).get()
+    }
+
     static func dictionaryFiles(_ dataDirectory: String, stream: String = "s") throws -> [String] {
         try FileManager.default.contentsOfDirectory(atPath: StreamLog.streamDirectory(dataDirectory: dataDirectory, name: stream))
             .filter { $0.hasSuffix(DictionaryFile.suffix) }.sorted()
