@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Reads a stream's segments from the first byte to the last, checking every batch: CRC,
 /// lengths, base offsets (dense across batches and segments), and the decompressed payload.
 /// Used by `orgsync log verify|dump|stats` and by repair. Read-only: it never changes a file,
@@ -122,6 +130,13 @@ public struct LogScanner: Sendable {
                 } catch BatchDecodeError.endOfData where isLast {
                     break
                 } catch let error as BatchDecodeError {
+                    // The broker's retention may have deleted the segment, `.zdict` and all, since
+                    // the scan opened its `.log`: as when it is deleted before the open, a storage
+                    // error (the scan runs next to a broker), not damage.
+                    if error.isDictionaryError,
+                       let loss = lossOfOpenFile(try wrapStorage({ try file.identity() }), path: try wrapStorage({ try storage.identity(ofPath: segment.path) })) {
+                        throw LogError.storage(StorageError(operation: "read (the segment \(loss) while it was scanned)", path: segment.path, errno: ENOENT))
+                    }
                     // A dictionary error is never a torn tail: the batch passed its CRC.
                     if isLast, !error.isDictionaryError, let garbage = try wrapStorage({ try StreamLog.lastNonZeroByte(file, from: position, to: segment.size) }),
                        (try? StreamLog.validBatchPosition(in: file, after: position, size: segment.size)) ?? nil == nil {

@@ -449,6 +449,13 @@ public final class StreamLog: Sendable {
                                                        dictionary: header.codec == .zlibDictionary ? try segment.dictionary() : .absent)
                 }
             } catch let error as BatchDecodeError {
+                // Retention may have deleted the segment, `.zdict` and all, between this read of
+                // a batch and of its dictionary: as for any segment deleted under a reader, the
+                // offsets are gone, and the stream is not damaged.
+                if error.isDictionaryError, let start = retiredStart(of: segment) {
+                    if !records.isEmpty { return records }
+                    throw LogError.offsetOutOfRange(requested: offset, start: start, end: end)
+                }
                 let next = index + 1 < segments.count ? segments[index + 1].baseOffset : end
                 // Serve what was good before the damage; the next read starts at it and throws.
                 // Not when the damage follows the last entry of a sealed segment: the next read
@@ -474,6 +481,13 @@ public final class StreamLog: Sendable {
             expected = header.nextOffset
         }
         return records
+    }
+
+    /// The stream's start offset when retention has deleted `segment` (the start moved past
+    /// its first offset); nil while it is held.
+    func retiredStart(of segment: Segment) -> UInt64? {
+        let start = state.withLock { $0.startOffset }
+        return start > segment.baseOffset ? start : nil
     }
 
     /// Returns once the end offset is beyond `offset` (an entry at `offset` is readable).

@@ -131,4 +131,61 @@ import Glibc
         try expectContents(reopened, written)
         await reopened.close()
     }
+
+    // MARK: Retention under a reader
+
+    /// A stream whose first segment is sealed and holds codec-2 batches (not yet read by the
+    /// log opened on it); returns the entries and the first offset of such a batch in it.
+    static func streamWithASealedDictionarySegment(_ storage: FaultInjectingStorage) async throws -> ([[UInt8]], UInt64) {
+        var config = config()
+        config.segmentBytesMax = 16 * 1024
+        let log = try openLog(dataDirectory: root, name: "s", configuration: config, storage: storage)
+        let written = try await PresetDictionaryTests.appendOneByOne(log, 0..<400)
+        #expect(log.info().segmentCount >= 2)
+        await log.close()
+        var first: UInt64?
+        try LogScanner(dataDirectory: root, stream: "s", storage: storage).scan(visit: { batch in
+            if batch.segment == Segment.fileName(0, ".log") && batch.header.codec == .zlibDictionary { first = batch.header.baseOffset }
+            return first == nil
+        })
+        return (written, try #require(first))
+    }
+
+    @Test func aReaderRacingRetentionGetsOffsetOutOfRangeNotCorruption() async throws {
+        let storage = FaultInjectingStorage()
+        let (_, codec2Offset) = try await Self.streamWithASealedDictionarySegment(storage)
+        var config = Self.config()
+        config.segmentBytesMax = 16 * 1024
+        config.retentionBytesMax = 1
+        config.retentionDropsUnconsumed = true
+        let log = try openLog(dataDirectory: Self.root, name: "s", configuration: config, storage: storage)
+        // Between the reader's read of the batch and of its dictionary, retention deletes the
+        // segment (`.log`, `.zdict` and all).
+        storage.onNextOpen(pathSuffix: Self.firstDictionaryPath) { _ = try? log.applyRetention() }
+        let error = #expect(throws: LogError.self) { _ = try log.read(from: codec2Offset, maxEntries: 10) }
+        guard case .offsetOutOfRange(let requested, let start, _) = error else {
+            Issue.record("expected offset out of range, got \(String(describing: error))")
+            return
+        }
+        #expect(requested == codec2Offset && start > codec2Offset)
+        #expect(!storage.fileExists(Self.firstDictionaryPath), "retention did not run")
+        #expect(!Self.corruptMarkerExists(storage), "a segment retired under a reader marked the stream corrupt")
+        await log.close()
+    }
+
+    @Test func verifyRacingRetentionIsAStorageErrorNotCorruption() async throws {
+        let storage = FaultInjectingStorage()
+        _ = try await Self.streamWithASealedDictionarySegment(storage)
+        // `log verify` next to a broker whose retention deletes the segment it is scanning.
+        storage.onNextOpen(pathSuffix: Self.firstDictionaryPath) {
+            try? StreamLog.removeSegmentFiles(directory: Self.directory, base: 0, storage: storage)
+        }
+        let error = #expect(throws: LogError.self) { _ = try StreamLog.verify(dataDirectory: Self.root, stream: "s", storage: storage) }
+        guard case .storage(let storageError) = error else {
+            Issue.record("expected a storage error, got \(String(describing: error))")
+            return
+        }
+        #expect(storageError.errno == ENOENT)
+        #expect(!Self.corruptMarkerExists(storage), "a segment deleted under verify marked the stream corrupt")
+    }
 }
