@@ -23,8 +23,13 @@ struct DictionaryWriter {
     /// still take it, and with it every codec-2 batch written with it.
     var directorySynced = false
 
-    init(dictionaryBytesMax: Int) {
+    /// Whether the stream's `IDENTITY` says it uses preset dictionaries (see
+    /// ``StreamLineage/usesPresetDictionaries``): made so, durably, before the first codec-2 batch.
+    var identityAllowsDictionaries: Bool
+
+    init(dictionaryBytesMax: Int, identityAllowsDictionaries: Bool) {
         sample = DictionarySample(dictionaryBytesMax: dictionaryBytesMax)
+        self.identityAllowsDictionaries = identityAllowsDictionaries
     }
 }
 
@@ -101,6 +106,18 @@ extension StreamLog {
             }
             dictionary = cut
         }
+        if !writer.identityAllowsDictionaries {
+            do {
+                try markIdentityUsesPresetDictionaries()
+            } catch {
+                logger.warning("could not mark the stream's identity as using preset dictionaries; the segment uses plain zlib",
+                               metadata: ["error": "\(error)"])
+                writer.givenUpSegmentBase = segment.baseOffset
+                return nil
+            }
+            writer.identityAllowsDictionaries = true
+            writer.directorySynced = true
+        }
         do {
             let deflater = try Zlib.PresetDeflater(dictionary: dictionary, level: configuration.dictionaryCompressionLevel)
             writer.deflater = (segment.baseOffset, deflater)
@@ -110,5 +127,14 @@ extension StreamLog {
             writer.givenUpSegmentBase = segment.baseOffset
             return nil
         }
+    }
+
+    /// Stores the stream's identity as version 2 (crash-atomically, directory synced): from
+    /// now on a release without codec 2 refuses the stream instead of reading it. One way.
+    func markIdentityUsesPresetDictionaries() throws {
+        var upgraded = lineage
+        upgraded.usesPresetDictionaries = true
+        try upgraded.store(directory: directory, storage: storage)
+        logger.notice("the stream now uses preset dictionaries; releases without them refuse it", metadata: ["stream_id": "\(lineage.streamID)"])
     }
 }

@@ -171,15 +171,23 @@ public final class StreamLog: Sendable {
         logger[metadataKey: "stream"] = "\(name)"
         self.logger = logger
         self.flushQueue = DispatchQueue(label: "orgsync.flush.\(name)", qos: .userInitiated)
-        self.dictionaryWriter = Mutex(DictionaryWriter(dictionaryBytesMax: configuration.dictionaryBytesMax))
         try storage.createDirectory(directory)
         self.lock = Mutex(try storage.lockFile(directory + "/LOCK"))
         if let report = try StreamLog.readCorruptMarker(directory: directory, storage: storage) {
             throw LogError.corrupt(report)
         }
         var bases = try StreamLog.segmentBaseOffsets(directory: directory, storage: storage)
-        let (lineage, madeIdentity) = try StreamLineage.loadOrCreate(directory: directory, storage: storage)
+        var (lineage, madeIdentity) = try StreamLineage.loadOrCreate(directory: directory, storage: storage)
+        if !lineage.usesPresetDictionaries,
+           try storage.listDirectory(directory).contains(where: { $0.hasSuffix(DictionaryFile.suffix) }) {
+            // Written by a build that made dictionaries without marking the identity: marked
+            // now, so that an older release refuses the stream rather than cut its codec-2 batches.
+            lineage.usesPresetDictionaries = true
+            try lineage.store(directory: directory, storage: storage)
+        }
         self.lineage = lineage
+        self.dictionaryWriter = Mutex(DictionaryWriter(dictionaryBytesMax: configuration.dictionaryBytesMax,
+                                                       identityAllowsDictionaries: lineage.usesPresetDictionaries))
         if madeIdentity {
             logger.notice("stream has a new identity", metadata: ["stream_id": "\(lineage.streamID)", "had_segments": "\(!bases.isEmpty)"])
         }

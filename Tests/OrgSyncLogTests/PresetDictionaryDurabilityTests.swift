@@ -37,6 +37,9 @@ import Glibc
         }
         // A process that already used dictionaries (its identity says so) renamed the active
         // segment's `.zdict` into place and was killed before it synced the directory.
+        var lineage = try #require(try StreamLineage.load(directory: Self.directory, storage: storage))
+        lineage.usesPresetDictionaries = true
+        try lineage.store(directory: Self.directory, storage: storage)
         try storage.replaceFile(Self.firstDictionaryPath, with: DictionaryFile.encode(PresetDictionaryTests.dictionary))
         // Restarted: the file is visible (page cache); batches written with it are acknowledged.
         do {
@@ -187,5 +190,73 @@ import Glibc
         }
         #expect(storageError.errno == ENOENT)
         #expect(!Self.corruptMarkerExists(storage), "a segment deleted under verify marked the stream corrupt")
+    }
+
+    // MARK: Downgrades
+
+    static func identityFirstLine(_ storage: FaultInjectingStorage) -> String {
+        String(decoding: storage.fileBytes(directory + "/IDENTITY"), as: UTF8.self).split(separator: "\n").first.map(String.init) ?? ""
+    }
+
+    @Test func theIdentityIsVersion2DurablyBeforeTheFirstCodec2BatchAndOnlyThen() async throws {
+        let storage = FaultInjectingStorage()
+        let log = try openLog(dataDirectory: Self.root, name: "s", configuration: Self.config(), storage: storage)
+        var written: [[UInt8]] = []
+        // No dictionary yet: the identity stays the one every release reads.
+        while !storage.fileExists(Self.firstDictionaryPath) && written.count < 200 {
+            #expect(Self.identityFirstLine(storage) == "orgsync stream identity v1")
+            written += try await PresetDictionaryTests.appendOneByOne(log, written.count..<(written.count + 1))
+        }
+        #expect(try Self.codec2Batches(storage) == 1, "the append that made the dictionary is the first codec-2 batch")
+        // A power cut right after that acknowledgement: the identity that survives refuses
+        // releases without codec 2 (they know only v1, and say "unknown format").
+        storage.crash()
+        #expect(Self.identityFirstLine(storage) == "orgsync stream identity v2")
+        let lineage = try #require(try StreamLineage.load(directory: Self.directory, storage: storage))
+        #expect(lineage.usesPresetDictionaries && lineage.streamID == log.lineage.streamID)
+        let reopened = try openLog(dataDirectory: Self.root, name: "s", configuration: Self.config(), storage: storage)
+        try expectContents(reopened, written)
+        await reopened.close()
+    }
+
+    @Test func aStreamWithoutCodec2BatchesKeepsTheVersion1Identity() async throws {
+        let storage = FaultInjectingStorage()
+        var config = Self.config()
+        config.dictionaryBytesMax = 0
+        let log = try openLog(dataDirectory: Self.root, name: "s", configuration: config, storage: storage)
+        _ = try await PresetDictionaryTests.appendOneByOne(log, 0..<200)
+        await log.close()
+        #expect(try Self.codec2Batches(storage) == 0)
+        #expect(Self.identityFirstLine(storage) == "orgsync stream identity v1")
+        #expect(try StreamLineage.load(directory: Self.directory, storage: storage)?.usesPresetDictionaries == false)
+    }
+
+    @Test func aStreamWithDictionariesAndAVersion1IdentityIsMarkedWhenOpened() async throws {
+        let storage = FaultInjectingStorage()
+        _ = try await Self.streamWithDictionaryBatches(storage)
+        // As the build before this fix left it: codec-2 batches, a v1 identity.
+        var lineage = try #require(try StreamLineage.load(directory: Self.directory, storage: storage))
+        lineage.usesPresetDictionaries = false
+        try lineage.store(directory: Self.directory, storage: storage)
+        #expect(Self.identityFirstLine(storage) == "orgsync stream identity v1")
+        let log = try openLog(dataDirectory: Self.root, name: "s", configuration: Self.config(), storage: storage)
+        #expect(Self.identityFirstLine(storage) == "orgsync stream identity v2")
+        #expect(log.lineage.usesPresetDictionaries)
+        await log.close()
+    }
+
+    @Test func theIdentityRoundTripsItsVersion() throws {
+        var lineage = StreamLineage.random()
+        lineage.beginEpoch(at: 7)
+        #expect(try StreamLineage.decode(lineage.encoded()).get() == lineage)
+        lineage.usesPresetDictionaries = true
+        #expect(try StreamLineage.decode(lineage.encoded()).get() == lineage)
+        var unknown = Array("orgsync stream identity v3\nid ab\nepoch 1 0\n".utf8)
+        unknown += Array("crc32 \(String(Zlib.crc32(unknown), radix: 16))\n".utf8)
+        guard case .failure(let problem) = StreamLineage.decode(unknown) else {
+            Issue.record("a v3 identity was accepted")
+            return
+        }
+        #expect(problem.text == "unknown format")
     }
 }
