@@ -40,6 +40,8 @@ public enum DictionaryFile {
     public static let magic: UInt32 = 0x3144_534F  // "OSD1" read as little-endian u32
     public static let headerBytes = 16
     public static let suffix = ".zdict"
+    /// The largest valid file: the header and a dictionary of zlib's 32 KiB window.
+    public static let fileBytesMax = headerBytes + Zlib.dictionaryBytesLimit
 
     public static func encode(_ dictionary: Zlib.PresetDictionary) -> [UInt8] {
         var bytes: [UInt8] = []
@@ -95,7 +97,13 @@ public enum DictionaryFile {
             return .absent
         }
         defer { file.close() }
-        let bytes = try file.readAll()
+        let size = try file.size()
+        // Checked before reading: a damaged or foreign file of any size is not read whole.
+        guard size <= Int64(fileBytesMax) else {
+            return .unreadable("\(path): \(size) bytes, more than the \(fileBytesMax) a dictionary file can hold")
+        }
+        var bytes: [UInt8] = []
+        try file.read(at: 0, count: Int(size), into: &bytes)
         switch decode(bytes) {
         case .success(let dictionary): return .present(dictionary)
         case .failure(let error): return .unreadable("\(path): \(error.reason)")

@@ -259,4 +259,23 @@ import Glibc
         }
         #expect(problem.text == "unknown format")
     }
+
+    // MARK: Smaller points
+
+    @Test func anOversizedDictionaryFileIsUnreadableWithoutBeingReadWhole() throws {
+        let storage = FaultInjectingStorage()
+        let path = Self.directory + "/big.zdict"
+        var bytes = DictionaryFile.encode(Zlib.PresetDictionary([UInt8](repeating: 7, count: Zlib.dictionaryBytesLimit)))
+        #expect(try DictionaryFile.load(path: path, storage: storage) == .absent)
+        let file = try storage.openFile(path, create: true)
+        try file.write(bytes, at: 0)
+        #expect(try DictionaryFile.load(path: path, storage: storage).dictionary != nil, "the largest valid file")
+        bytes.append(0)
+        try file.write(bytes, at: 0)
+        guard case .unreadable(let reason) = try DictionaryFile.load(path: path, storage: storage) else {
+            Issue.record("an oversized file was accepted")
+            return
+        }
+        #expect(reason.contains("\(DictionaryFile.headerBytes + Zlib.dictionaryBytesLimit + 1) bytes, more than"), "\(reason)")
+    }
 }
