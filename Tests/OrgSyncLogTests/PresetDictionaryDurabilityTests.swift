@@ -278,4 +278,25 @@ import Glibc
         }
         #expect(reason.contains("\(DictionaryFile.headerBytes + Zlib.dictionaryBytesLimit + 1) bytes, more than"), "\(reason)")
     }
+
+    @Test func retentionSyncsTheDirectoryBetweenASegmentsLogAndItsDictionary() async throws {
+        let storage = FaultInjectingStorage()
+        _ = try await Self.streamWithASealedDictionarySegment(storage)
+        var config = Self.config()
+        config.segmentBytesMax = 16 * 1024
+        config.retentionBytesMax = 1
+        config.retentionDropsUnconsumed = true
+        let log = try openLog(dataDirectory: Self.root, name: "s", configuration: config, storage: storage)
+        storage.clearOperations()
+        let report = try log.applyRetention()
+        #expect(!report.deletedSegments.isEmpty)
+        let operations = storage.operations()
+        for name in report.deletedSegments {
+            let base = name.dropLast(4)
+            let log = try #require(operations.firstIndex(of: "remove \(base).log"))
+            let dictionary = try #require(operations.firstIndex(of: "remove \(base).zdict"))
+            #expect(operations[log..<dictionary].contains("syncdir s"), "\(operations)")
+        }
+        await log.close()
+    }
 }
