@@ -54,7 +54,10 @@ extension StreamLog {
     /// for the operator (`log verify` reports the batches that need it) and the segment's
     /// further batches use plain zlib.
     func deflater(for segment: Segment, writer: inout DictionaryWriter) -> Zlib.PresetDeflater? {
-        guard configuration.dictionaryBytesMax > 0, configuration.compressionLevel != nil else { return nil }
+        // With dictionaryPayloadBytesMax 0 no batch would use one: none is written, and the
+        // identity stays one that older releases read.
+        guard configuration.dictionaryBytesMax > 0, configuration.dictionaryPayloadBytesMax > 0,
+              configuration.compressionLevel != nil else { return nil }
         if let primed = writer.deflater, primed.segmentBase == segment.baseOffset { return primed.deflater }
         writer.deflater = nil
         guard writer.givenUpSegmentBase != segment.baseOffset else { return nil }

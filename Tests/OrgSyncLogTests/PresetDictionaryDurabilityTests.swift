@@ -299,4 +299,16 @@ import Glibc
         }
         await log.close()
     }
+
+    @Test func noDictionaryIsWrittenWhenNoBatchMayUseOne() async throws {
+        let storage = FaultInjectingStorage()
+        var config = Self.config()
+        config.dictionaryPayloadBytesMax = 0
+        let log = try openLog(dataDirectory: Self.root, name: "s", configuration: config, storage: storage)
+        let written = try await PresetDictionaryTests.appendOneByOne(log, 0..<200)
+        try expectContents(log, written)
+        await log.close()
+        #expect(!storage.filePaths().contains(where: { $0.hasSuffix(DictionaryFile.suffix) }), "\(storage.filePaths())")
+        #expect(Self.identityFirstLine(storage) == "orgsync stream identity v1")
+    }
 }
