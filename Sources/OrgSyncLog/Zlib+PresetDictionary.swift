@@ -152,6 +152,7 @@ extension Zlib {
             guard status == Z_OK else { return status }
             return inflate(stream, Z_FINISH)
         }
+        let zlibMessage = stream.pointee.msg.map { String(cString: $0) }
         let produced = Int(stream.pointee.total_out)
         let consumedAll = stream.pointee.avail_in == 0
         output.removeLast(room - min(produced, room))
@@ -161,8 +162,15 @@ extension Zlib {
         }
         guard status == Z_STREAM_END, namedDictionary else {
             output.removeLast(output.count - start)
-            let message = namedDictionary ? (status == Z_BUF_ERROR ? "truncated or longer than announced" : "status \(status)")
-                : "the stream names no preset dictionary"
+            let message: String
+            if namedDictionary {
+                message = status == Z_BUF_ERROR ? "truncated or longer than announced" : "status \(status)\(zlibMessage.map { " (\($0))" } ?? "")"
+            } else if status == Z_DATA_ERROR || status == Z_STREAM_ERROR {
+                // Before any DICTID: the two-byte zlib header itself is bad (or the data right after).
+                message = "corrupt zlib stream before its preset dictionary id: \(zlibMessage ?? "status \(status)")"
+            } else {
+                message = "the stream names no preset dictionary"
+            }
             throw Zlib.Error(operation: "inflate", code: status == Z_BUF_ERROR || status == Z_STREAM_END ? Z_DATA_ERROR : status, message: message)
         }
         guard produced == expectedCount, consumedAll else {

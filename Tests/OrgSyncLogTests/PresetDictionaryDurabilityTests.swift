@@ -311,4 +311,17 @@ import Glibc
         #expect(!storage.filePaths().contains(where: { $0.hasSuffix(DictionaryFile.suffix) }), "\(storage.filePaths())")
         #expect(Self.identityFirstLine(storage) == "orgsync stream identity v1")
     }
+
+    @Test func aCodec2StreamWithACorruptZlibHeaderSaysSo() throws {
+        let deflater = try Zlib.PresetDeflater(dictionary: PresetDictionaryTests.dictionary, level: 6)
+        let input = entry(5, size: 200)
+        var packed = try deflater.compress(input)
+        packed[0] ^= 0x0F  // CMF: no longer deflate, and the header check fails
+        let error = #expect(throws: Zlib.Error.self) {
+            var out: [UInt8] = []
+            try packed.withUnsafeBytes { try Zlib.decompress($0, expectedCount: input.count, dictionary: PresetDictionaryTests.dictionary, into: &out) }
+        }
+        let text = error.map { "\($0)" } ?? ""
+        #expect(text.contains("corrupt zlib stream") && !text.contains("names no preset dictionary"), "\(text)")
+    }
 }
