@@ -164,6 +164,8 @@ let package = Package(
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            // The apply ceilings' script, run by `apply` from the source tree.
+            exclude: ["ceilings"],
             swiftSettings: strict
         ),
 
@@ -315,6 +317,7 @@ let package = Package(
             name: "PostgresAdapterTests",
             dependencies: [
                 "PostgresAdapter",
+                "OrgSyncCore",
                 "OrgSyncPluginAPI",
                 "OrgSyncAdapterContract",
                 "OrgSyncTestCertificates",
@@ -355,6 +358,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict + [.define("ORGSYNC_ADAPTER_CONTRACT")]
+        ),
+        // The benchmarks' pure parts (pacing timetable, latency join, lag trend, verdicts): the
+        // executable's module, imported @testable.
+        .testTarget(
+            name: "OrgSyncBenchmarksTests",
+            dependencies: ["OrgSyncBenchmarks"],
+            swiftSettings: strict
         ),
         .testTarget(
             name: "OrgSyncServerTests",

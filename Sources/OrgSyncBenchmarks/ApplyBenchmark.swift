@@ -23,7 +23,13 @@ struct ApplyBenchmark: AsyncParsableCommand {
             `primary_key: org_key` (the workload's keys are unique per org only). With \
             --pg-tls-root-cert, the adapter is measured a second time in the same run with \
             `sslmode: verify-full` (the server must have ssl on, with a certificate for \
-            --pg-tls-host signed by that CA); the straight side stays plain in both.
+            --pg-tls-host signed by that CA); the straight side stays plain in both. \
+            Ceilings: in each round, after the adapter, ceilings/sql_apply_ceiling.py (next to the \
+            benchmark's sources) applies the same entries the way a good client does — Python's \
+            sqlite3 executemany; psycopg 3 in pipeline mode, entry by entry and set-based — and \
+            the adapter's rate is quoted as a share of the best (target ≥ 80 %). The PostgreSQL \
+            modes need psycopg 3 in --ceiling-python (python3 -m pip install 'psycopg[binary]'); \
+            without it they are skipped with a message.
             """
     )
 
@@ -42,6 +48,8 @@ struct ApplyBenchmark: AsyncParsableCommand {
     var pgTLSRootCert: String?
     @Option(help: "postgres: host name for the verify-full run; the server's certificate must be issued for it.")
     var pgTLSHost = "localhost"
+    @Option(help: "Python 3 for the ceilings (psycopg 3 for PostgreSQL's); 'none' skips them.")
+    var ceilingPython = "python3"
     @Flag(help: "Print RESULT lines instead of the Markdown table.") var json = false
 
     func validate() throws {
@@ -58,12 +66,16 @@ struct ApplyBenchmark: AsyncParsableCommand {
         let entries = try ApplyBenchmarkWorkload.parse(lines)
         let header = "<!-- apply \(adapter.rawValue): \(entries.count) entries (\(source)); \(ProcessInfo.processInfo.activeProcessorCount) cores; load \(loadAverage()) -->"
         switch adapter {
-        case .sqlite: try await runSQLite(entries, header: header)
-        case .postgres: try await runPostgres(entries, header: header)
+        case .sqlite: try await runSQLite(entries, lines: lines, header: header)
+        case .postgres: try await runPostgres(entries, lines: lines, header: header)
         }
     }
 
-    private func runSQLite(_ entries: [Entry], header: String) async throws {
+    private var ceiling: SQLApplyCeiling? {
+        ceilingPython == "none" ? nil : SQLApplyCeiling(python: ceilingPython, batchSize: batch)
+    }
+
+    private func runSQLite(_ entries: [Entry], lines: [[UInt8]], header: String) async throws {
         let directory = try workDir ?? makeTempDir()
         defer { if workDir == nil { try? FileManager.default.removeItem(atPath: directory) } }
         var options = ApplyBenchmarkSQLiteOptions(entries: entries, workDirectory: directory)
@@ -71,41 +83,75 @@ struct ApplyBenchmark: AsyncParsableCommand {
         options.roundCount = rounds
         options.pythonPluginsDirectory = pluginsDir
         let result = try await runApplyBenchmarkSQLite(options)
+        var ceilings: [SQLApplyCeiling.Measurement] = []
+        if let ceiling {
+            for _ in 0..<rounds { ceilings += try ceiling.measure(lines, modes: ["sqlite"]) }
+        }
+        let best = SQLApplyCeiling.best(ceilings)["sqlite"]
         if json {
-            print(resultLine(ApplyResultRow(
+            var row = ApplyResultRow(
                 adapter: "sqlite", batch: batch, entries: result.entryCount, entries_per_s: result.adapterEntriesPerSecond,
-                straight_entries_per_s: result.straightEntriesPerSecond, rejected: result.rejectedCount)))
+                straight_entries_per_s: result.straightEntriesPerSecond, rejected: result.rejectedCount)
+            row.ceiling_entries_per_s = best?.entriesPerSecond
+            print(resultLine(row))
         } else {
             print(header)
             print(result.markdown())
+            if let best {
+                print(String(
+                    format: "ceiling (Python sqlite3 executemany, WAL, synchronous=FULL, same entries, best of %d): %.0f entries/s; adapter %.0f%% of it",
+                    rounds, best.entriesPerSecond, result.adapterEntriesPerSecond / max(best.entriesPerSecond, 1) * 100))
+            } else if ceiling != nil {
+                print("ceiling: the script gave no sqlite result")
+            }
         }
     }
 
-    private func runPostgres(_ entries: [Entry], header: String) async throws {
-        let environment = ProcessInfo.processInfo.environment
-        guard let host = environment["ORGSYNC_TEST_PG_HOST"], let portText = environment["ORGSYNC_TEST_PG_PORT"],
-            let port = Int(portText), let user = environment["ORGSYNC_TEST_PG_USER"], let database = environment["ORGSYNC_TEST_PG_DB"]
-        else {
-            print("apply --adapter postgres skipped: ORGSYNC_TEST_PG_HOST/PORT/USER/DB not set (run: source .ci/postgres.sh)")
+    private func runPostgres(_ entries: [Entry], lines: [[UInt8]], header: String) async throws {
+        guard let settings = PostgresBenchmarkServer.settings() else {
+            print("apply --adapter postgres skipped: \(PostgresBenchmarkServer.missingMessage)")
             return
         }
-        // Plain on both sides (the straight side connects without TLS): the adapter's default,
-        // prefer, would encrypt against a server with ssl on and make the ratio about TLS.
-        let settings = PostgresAdapterSettings(
-            host: host, port: port, user: user, password: environment["ORGSYNC_TEST_PG_PASSWORD"], database: database,
-            primaryKey: .orgKey, tls: PostgresTLSSettings(mode: .disable))
-        var results = [try await ApplyBenchmarkPostgres(settings: settings, batchSize: batch, roundCount: rounds).run(entries)]
+        var ceiling = self.ceiling
+        if let reason = ceiling?.postgresUnavailableReason() {
+            print("ceilings skipped: \(reason)")
+            ceiling = nil
+        }
+        let libpq = ["PGHOST": settings.host, "PGPORT": String(settings.port), "PGUSER": settings.user, "PGDATABASE": settings.database, "PGSSLMODE": "disable"]
+            .merging(settings.password.map { ["PGPASSWORD": $0] } ?? [:]) { a, _ in a }
+        // Round by round, the adapter (with the straight side interleaved) and then the ceilings,
+        // so that load from elsewhere on the machine falls on all of them alike.
+        var plain: ApplyBenchmarkPostgres.Result?
+        var ceilings: [SQLApplyCeiling.Measurement] = []
+        for _ in 0..<rounds {
+            let round = try await ApplyBenchmarkPostgres(settings: settings, batchSize: batch, roundCount: 1).run(entries)
+            if plain == nil || round.adapterEntriesPerSecond > plain?.adapterEntriesPerSecond ?? 0 { plain = round }
+            if let ceiling {
+                let measured = try ceiling.measure(lines, modes: ["pg-rows", "pg-json"], environment: libpq)
+                for measurement in measured where measurement.rowCount != round.rowCount {
+                    throw ApplyBenchmarkPostgres.Failure(
+                        description: "ceiling \(measurement.mode) left \(measurement.rowCount) rows, the adapter \(round.rowCount)")
+                }
+                ceilings += measured
+            }
+        }
+        guard let plain else { return }
+        var results = [plain]
         if let pgTLSRootCert {
             var verifyFull = settings
             verifyFull.host = pgTLSHost
             verifyFull.tls = PostgresTLSSettings(mode: .verifyFull, rootCertificateFile: pgTLSRootCert)
             results.append(try await ApplyBenchmarkPostgres(settings: verifyFull, batchSize: batch, roundCount: rounds).run(entries))
         }
+        let best = SQLApplyCeiling.best(ceilings)
+        let bestRate = best.values.map(\.entriesPerSecond).max()
         if json {
             for result in results {
-                print(resultLine(ApplyResultRow(
+                var row = ApplyResultRow(
                     adapter: result.label, batch: batch, entries: result.entryCount, entries_per_s: result.adapterEntriesPerSecond,
-                    straight_entries_per_s: result.straightEntriesPerSecond, rejected: result.rejectedCount)))
+                    straight_entries_per_s: result.straightEntriesPerSecond, rejected: result.rejectedCount)
+                row.ceiling_entries_per_s = bestRate
+                print(resultLine(row))
             }
         } else {
             print(header)
@@ -118,6 +164,17 @@ struct ApplyBenchmark: AsyncParsableCommand {
                 print(String(format: "adapter with verify-full / plain: %.0f%%", ratio * 100))
             }
             print("rejected entries (inserts of existing keys, dead-lettered as the link would): \(results[0].rejectedCount)")
+            if !best.isEmpty {
+                print("")
+                print("| ceiling (psycopg 3, pipeline mode, same entries, best of \(rounds)) | entries/s | orgsync ÷ ceiling |")
+                print("| --- | ---: | ---: |")
+                for mode in best.keys.sorted() {
+                    guard let measurement = best[mode] else { continue }
+                    print(String(
+                        format: "| %@ | %.0f | %.0f%% |", mode, measurement.entriesPerSecond,
+                        plain.adapterEntriesPerSecond / max(measurement.entriesPerSecond, 1) * 100))
+                }
+            }
         }
     }
 }
@@ -133,6 +190,8 @@ struct ApplyResultRow: Encodable {
     var straight_entries_per_s: Double
     var ratio: Double
     var rejected: Int
+    /// The best ceiling of the same run (``SQLApplyCeiling``), when measured.
+    var ceiling_entries_per_s: Double?
     var p50_ms = 0.0
     var p99_ms = 0.0
     var producers = 1

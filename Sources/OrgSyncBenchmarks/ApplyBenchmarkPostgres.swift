@@ -27,6 +27,8 @@ struct ApplyBenchmarkPostgres {
         var straightEntriesPerSecond: Double
         /// Entries the adapter rejected (and the benchmark skipped, as the link would).
         var rejectedCount: Int
+        /// Rows in the adapter's tables afterwards.
+        var rowCount: Int64 = 0
 
         var ratio: Double { straightEntriesPerSecond > 0 ? adapterEntriesPerSecond / straightEntriesPerSecond : 0 }
 
@@ -63,6 +65,7 @@ struct ApplyBenchmarkPostgres {
         var bestAdapter = 0.0
         var bestStraight = 0.0
         var rejected = 0
+        var rows: Int64 = 0
         let admin = try await connect()
         for _ in 0..<roundCount {
             let tag = "\(UInt32.random(in: 0...UInt32.max))"
@@ -85,6 +88,7 @@ struct ApplyBenchmarkPostgres {
                     // The same rows must end up in both, or the comparison means nothing.
                     throw Failure(description: "row counts differ: orgsync \(adapterRows), straight \(straightRows)")
                 }
+                rows = adapterRows
             } catch {
                 await drop([adapterSchema, straightSchema, shapesSchema], on: admin)
                 try? await admin.close()
@@ -95,7 +99,7 @@ struct ApplyBenchmarkPostgres {
         try? await admin.close()
         return Result(
             label: settings.tls.mode == .disable ? "postgres" : "postgres \(settings.tls.mode.rawValue)", entryCount: entries.count, batchSize: batchSize, adapterEntriesPerSecond: bestAdapter,
-            straightEntriesPerSecond: bestStraight, rejectedCount: rejected)
+            straightEntriesPerSecond: bestStraight, rejectedCount: rejected, rowCount: rows)
     }
 
     /// Both sides batch by batch, alternating which goes first, each timed on its own: on a

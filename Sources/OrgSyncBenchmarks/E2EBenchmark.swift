@@ -4,32 +4,44 @@ import Logging
 import OrgSyncCore
 import OrgSyncLog
 import OrgSyncPluginAPI
-import SQLiteAdapter
 import Synchronization
 
 /// `OrgSyncBenchmarks e2e`: the whole path — durable append to the segment log, a link
-/// (``LinkSupervisor``) reading it, the `sqlite` adapter applying it — and the link's recovery
-/// time after a target outage.
+/// (``LinkSupervisor``) reading it, the `sqlite` or `postgres` adapter applying it — and the
+/// link's recovery time after a target outage; or (`--paced`) append→applied latency and lag
+/// with a producer at fixed shares of the measured apply capacity (E2EPacedRun.swift).
 struct E2EBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "e2e",
-        abstract: "Append + apply through a link into SQLite: entries/s end to end, lag; recovery time after an outage.",
+        abstract: "Append + apply through a link into SQLite or PostgreSQL: entries/s end to end, lag; recovery time after an outage; --paced: latency and lag at 50 % and 90 % of capacity.",
         discussion: """
+            Target: --target sqlite (a fresh file per measurement) or postgres (the server of \
+            ORGSYNC_TEST_PG_HOST/PORT/USER/PASSWORD/DB, `source .ci/postgres.sh`; a fresh schema per \
+            measurement, all dropped at the end); both with `primary_key: org_key`. \
             Throughput: one producer appends the workload (fsync policy always) while a link applies \
-            it into a fresh SQLite file (`primary_key: org_key`); entries/s from the first append to \
+            it into the target; entries/s from the first append to \
             lag 0, append-to-applied latency of each append, and the link's lag sampled every \
             --lag-sample-ms. Recovery: with a steady stream going, the target fails (a wrapper \
             adapter whose calls fail while a flag is set), stays down --outage-ms, comes back; \
             measured from the target coming back to the first applied batch, split into the wait for \
             the next probe (the backoff in progress), the verification (K probes --verify-interval-ms \
-            apart) and the apply. Target: K × verify interval + 100 ms.
+            apart) and the apply. Target: K × verify interval + 100 ms. \
+            Paced (--paced, instead of the two above): first the apply capacity (the link catches up \
+            a backlog of --count entries, at most --capacity-seconds); then for each --pace-percent \
+            an open-loop producer appends at that share of it for --pace-seconds (entries due on a \
+            fixed timetable, appended together when they fall due during an append); every entry's \
+            latency from its due time to the link's commit covering it, and the lag every second. \
+            Targets: p99 ≤ 100 ms at 50 %; at every pace the lag's least-squares slope over the last \
+            half ≤ 1 % of the offered rate (no growth trend).
             """
     )
 
     @OptionGroup var workload: WorkloadOptions
+    @Option(help: "Where the link applies: sqlite or postgres (ORGSYNC_TEST_PG_* from .ci/postgres.sh).")
+    var target: E2ETarget.Name = .sqlite
     @Option(help: "Scratch directory (default: a new temp dir, removed at the end).") var dataDir: String?
     @Option(help: "Entries per append call of the producer.") var appendBatch: Int = 100
-    @Option(help: "Most entries the link applies in one batch (one SQLite transaction).") var linkBatch: Int = 500
+    @Option(help: "Most entries the link applies in one batch (one transaction in the target).") var linkBatch: Int = 500
     @Option(help: "Lag sampling interval, ms.") var lagSampleMs: Int = 10
     @Option(help: "Outages in the recovery measurement (0 skips it).") var outages: Int = 5
     @Option(help: "How long each outage lasts, ms.") var outageMs: Int = 500
@@ -41,6 +53,16 @@ struct E2EBenchmark: AsyncParsableCommand {
     var recoveryAppendBatch: Int = 20
     @Option(help: "Pace of the producer during the recovery measurement, ms between appends.")
     var recoveryAppendIntervalMs: Int = 5
+    @Flag(help: "Measure the apply capacity, then latency and lag with a producer paced at --pace-percent of it (instead of throughput and recovery).")
+    var paced = false
+    @Option(help: "Paced: shares of the measured capacity to run at, percent, comma-separated.")
+    var pacePercent = "50,90"
+    @Option(help: "Paced: how long each pace runs, s.") var paceSeconds: Double = 60
+    @Option(help: "Paced: longest the capacity measurement (catching up --count entries) may run, s.")
+    var capacitySeconds: Double = 15
+    @Option(help: "Paced: shortest time between two appends, ms; the entries due meanwhile go in one append (at most --append-batch).")
+    var paceAppendIntervalMs: Double = 1
+    @Option(help: "Paced: lag sampling interval, ms.") var paceLagSampleMs: Int = 1_000
     @Flag(help: "Print RESULT lines instead of the Markdown tables.") var json = false
 
     func validate() throws {
@@ -48,6 +70,25 @@ struct E2EBenchmark: AsyncParsableCommand {
             verifyIntervalMs >= 1, backoffBaseMs >= 1, backoffCapMs >= backoffBaseMs, recoveryAppendBatch >= 1,
             recoveryAppendIntervalMs >= 0
         else { throw ValidationError("counts and intervals must be positive, and the backoff cap at least its base") }
+        guard paceSeconds.isFinite, paceSeconds >= 1, paceSeconds <= 86_400, capacitySeconds.isFinite, capacitySeconds >= 1,
+            capacitySeconds <= 86_400, paceAppendIntervalMs.isFinite, paceAppendIntervalMs >= 0, paceAppendIntervalMs <= 60_000,
+            paceLagSampleMs >= 1, paceLagSampleMs <= 3_600_000
+        else { throw ValidationError("--pace-seconds and --capacity-seconds must be 1…86400, --pace-append-interval-ms 0…60000, --pace-lag-sample-ms 1…3600000") }
+        _ = try pacePercents()
+    }
+
+    /// `--pace-percent` as numbers: each above 0 and at most 1000.
+    func pacePercents() throws -> [Double] {
+        let parts = pacePercent.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        var percents: [Double] = []
+        for part in parts {
+            guard let value = Double(part), value.isFinite, value > 0, value <= 1_000 else {
+                throw ValidationError("--pace-percent: '\(part)' is not a share of capacity in percent (above 0, at most 1000)")
+            }
+            percents.append(value)
+        }
+        guard !percents.isEmpty else { throw ValidationError("--pace-percent: give at least one share, e.g. 50,90") }
+        return percents
     }
 
     func run() async throws {
@@ -56,21 +97,36 @@ struct E2EBenchmark: AsyncParsableCommand {
             handler.logLevel = .warning
             return handler
         }
-        let (workload, _) = try self.workload.entries()
+        let (workload, source) = try self.workload.entries()
         let scratch = try dataDir ?? makeTempDir()
         defer { if dataDir == nil { try? FileManager.default.removeItem(atPath: scratch) } }
-        let header = "workload: \(workload.count) entries; \(ProcessInfo.processInfo.activeProcessorCount) cores; load \(loadAverage())"
+        let header = "workload: \(workload.count) entries (\(source)); target \(self.target.rawValue); \(ProcessInfo.processInfo.activeProcessorCount) cores; load \(loadAverage())"
+        let target = try E2ETarget(self.target)
+        do {
+            try await measure(workload, header: header, target: target, scratch: scratch)
+        } catch {
+            try? await target.cleanUp()
+            throw error
+        }
+        try await target.cleanUp()
+    }
 
-        let throughput = try await measureThroughput(workload, directory: scratch + "/throughput")
+    private func measure(_ workload: [[UInt8]], header: String, target: E2ETarget, scratch: String) async throws {
+        if paced {
+            let report = try await measurePaced(workload, target: target, directory: scratch + "/paced")
+            print(json ? report.resultLines(options: self) : report.markdown(header: header, options: self))
+            return
+        }
+        let throughput = try await measureThroughput(workload, target: target, directory: scratch + "/throughput")
         var recovery: [Recovery] = []
         if outages > 0 {
-            recovery = try await measureRecovery(workload, directory: scratch + "/recovery")
+            recovery = try await measureRecovery(workload, target: target, directory: scratch + "/recovery")
         }
         if json {
             print(resultLine(throughput.row))
-            if !recovery.isEmpty { print(resultLine(RecoveryRow(recovery, targetMs: targetMs, options: self))) }
+            if !recovery.isEmpty { print(resultLine(RecoveryRow(recovery, targetMs: targetMs, target: target, options: self))) }
         } else {
-            print(markdown(header: header, throughput: throughput, recovery: recovery))
+            print(markdown(header: header, target: target, throughput: throughput, recovery: recovery))
         }
     }
 
@@ -92,25 +148,24 @@ struct E2EBenchmark: AsyncParsableCommand {
         var bytes: Int
         var appendBatch: Int
         var linkBatch: Int
+        var target: E2ETarget.Name
 
         var row: E2EResultRow {
             E2EResultRow(
-                mode: "e2e sqlite", batch: appendBatch, durable: true, entries_per_s: Double(entryCount) / endToEndSeconds,
+                mode: "e2e \(target.rawValue)", batch: appendBatch, durable: true, entries_per_s: Double(entryCount) / endToEndSeconds,
                 p50_ms: percentileMs(latenciesNs, 50), p99_ms: percentileMs(latenciesNs, 99), producers: 1,
                 mb_per_s: Double(bytes) / endToEndSeconds / 1e6, append_entries_per_s: Double(entryCount) / appendSeconds,
                 link_batch: linkBatch, lag_max: lagMax, lag_mean: lagMean, rejected: rejectedCount, entries: entryCount)
         }
     }
 
-    func measureThroughput(_ workload: [[UInt8]], directory: String) async throws -> Throughput {
+    func measureThroughput(_ workload: [[UInt8]], target: E2ETarget, directory: String) async throws -> Throughput {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let log = try StreamLog.open(dataDirectory: directory, name: "bench")
         let cursors = TimedCursorStore(log: log)
         var configuration = LinkSupervisorConfiguration()
         configuration.batchEntriesMax = linkBatch
-        let adapter = try SQLiteAdapterFactory().makeAdapter(AdapterConfiguration(
-            linkName: "e2e", streamName: "bench", settings: ["path": directory + "/target.sqlite", "primary_key": "org_key"],
-            dataDirectory: directory))
+        let adapter = try target.makeAdapter(phase: "throughput", directory: directory)
         let supervisor = try LinkSupervisor(
             name: "e2e", source: StreamLogLinkSource(log: log), adapter: adapter, cursorStore: cursors, configuration: configuration,
             logger: Self.quietLogger)
@@ -146,7 +201,7 @@ struct E2EBenchmark: AsyncParsableCommand {
             entryCount: total, appendSeconds: Double(appendEnd - start) / 1e9, endToEndSeconds: Double(done.ns - start) / 1e9,
             latenciesNs: Self.latencies(acknowledgements, stores), lagMax: lag.max, lagMean: lag.mean,
             rejectedCount: status.rejectedCount, bytes: workload.reduce(0) { $0 + $1.count }, appendBatch: appendBatch,
-            linkBatch: linkBatch)
+            linkBatch: linkBatch, target: target.name)
     }
 
     /// For each append: from its acknowledgement to the first cursor store that covers its last
@@ -177,7 +232,7 @@ struct E2EBenchmark: AsyncParsableCommand {
         var lagAtRecovery: UInt64
     }
 
-    func measureRecovery(_ workload: [[UInt8]], directory: String) async throws -> [Recovery] {
+    func measureRecovery(_ workload: [[UInt8]], target: E2ETarget, directory: String) async throws -> [Recovery] {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let log = try StreamLog.open(dataDirectory: directory, name: "bench")
         let clock = SystemLinkClock()
@@ -189,12 +244,9 @@ struct E2EBenchmark: AsyncParsableCommand {
         configuration.backoffBaseMs = backoffBaseMs
         configuration.backoffCapMs = backoffCapMs
         configuration.flapLimit = outages + 1  // these outages are the benchmark, not a flapping link
-        let sqlite = try SQLiteAdapterFactory().makeAdapter(AdapterConfiguration(
-            linkName: "e2e", streamName: "bench", settings: ["path": directory + "/target.sqlite", "primary_key": "org_key"],
-            dataDirectory: directory))
-        let target = FaultInjectingAdapter(sqlite, clock: clock)
+        let faulty = FaultInjectingAdapter(try target.makeAdapter(phase: "recovery", directory: directory), clock: clock)
         let supervisor = try LinkSupervisor(
-            name: "e2e", source: StreamLogLinkSource(log: log), adapter: target, cursorStore: StreamLogCursorStore(log: log),
+            name: "e2e", source: StreamLogLinkSource(log: log), adapter: faulty, cursorStore: StreamLogCursorStore(log: log),
             configuration: configuration, clock: clock, logger: Self.quietLogger)
         let transitions = TransitionLog()
         let stream = await supervisor.transitions()
@@ -215,17 +267,17 @@ struct E2EBenchmark: AsyncParsableCommand {
             try await waitUntil("lag below \(recoveryAppendBatch * 4) before outage \(outage)", boundSeconds: 30) {
                 await supervisor.status().lagCount <= UInt64(recoveryAppendBatch * 4)
             }
-            target.startOutage()
+            faulty.startOutage()
             try await waitUntil("suspension \(outage)", boundSeconds: 10) { transitions.count(.suspended) >= outage }
             // The outage itself: a scenario length, not a wait for an event.
             try await Task.sleep(for: .milliseconds(outageMs))
-            let backMs = target.endOutage()
+            let backMs = faulty.endOutage()
             let lagAtRecovery = await supervisor.status().lagCount
             try await waitUntil("resume \(outage) and its first batch", boundSeconds: 30) {
-                transitions.count(.resumed) >= outage && target.firstApplyAfterOutageMs != nil
+                transitions.count(.resumed) >= outage && faulty.firstApplyAfterOutageMs != nil
             }
             guard let verifying = transitions.nth(.verifying, outage), let resumed = transitions.nth(.resumed, outage),
-                let applied = target.firstApplyAfterOutageMs
+                let applied = faulty.firstApplyAfterOutageMs
             else { throw ValidationErrorText("outage \(outage): transitions missing") }
             results.append(Recovery(
                 backoffWaitMs: Double(Int64(verifying.atMs) - Int64(backMs)), verificationMs: Double(resumed.atMs - verifying.atMs),
@@ -251,12 +303,12 @@ struct E2EBenchmark: AsyncParsableCommand {
 
     // MARK: - Report
 
-    func markdown(header: String, throughput t: Throughput, recovery: [Recovery]) -> String {
+    func markdown(header: String, target: E2ETarget, throughput t: Throughput, recovery: [Recovery]) -> String {
         var lines = ["<!-- \(header) -->"]
-        lines.append("| e2e: append → log → link → SQLite | entries | append batch | link batch | append-only entries/s | end-to-end entries/s | append→applied p50 ms | p99 ms | lag max | lag mean | rejected |")
+        lines.append("| e2e: append → log → link → \(target.name.rawValue) | entries | append batch | link batch | append-only entries/s | end-to-end entries/s | append→applied p50 ms | p99 ms | lag max | lag mean | rejected |")
         lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         let row = t.row
-        lines.append("| sqlite, `primary_key: org_key`, fsync always | \(t.entryCount) | \(t.appendBatch) | \(t.linkBatch) | \(fmt(row.append_entries_per_s, 0)) | \(fmt(row.entries_per_s, 0)) | \(fmt(row.p50_ms, 1)) | \(fmt(row.p99_ms, 1)) | \(t.lagMax) | \(fmt(t.lagMean, 0)) | \(t.rejectedCount) |")
+        lines.append("| \(target.label), fsync always | \(t.entryCount) | \(t.appendBatch) | \(t.linkBatch) | \(fmt(row.append_entries_per_s, 0)) | \(fmt(row.entries_per_s, 0)) | \(fmt(row.p50_ms, 1)) | \(fmt(row.p99_ms, 1)) | \(t.lagMax) | \(fmt(t.lagMean, 0)) | \(t.rejectedCount) |")
         guard !recovery.isEmpty else { return lines.joined(separator: "\n") }
         lines.append("")
         lines.append("Recovery: K = \(probeThreshold), verify interval \(verifyIntervalMs) ms, backoff \(backoffBaseMs)…\(backoffCapMs) ms, outage \(outageMs) ms, stream \(recoveryAppendBatch) entries every \(recoveryAppendIntervalMs) ms; target ≤ K × interval + 100 ms = \(fmt(targetMs, 0)) ms")
@@ -301,7 +353,7 @@ struct E2EResultRow: Encodable {
 /// from the target coming back to the first applied batch (entries_per_s is not measured: 0).
 struct RecoveryRow: Encodable {
     var system = "orgsync"
-    var mode = "e2e recovery sqlite"
+    var mode: String
     var batch: Int
     var durable = true
     var entries_per_s = 0.0
@@ -317,8 +369,9 @@ struct RecoveryRow: Encodable {
     var backoff_cap_ms: UInt64
     var outages: Int
 
-    init(_ recovery: [E2EBenchmark.Recovery], targetMs: Double, options: E2EBenchmark) {
+    init(_ recovery: [E2EBenchmark.Recovery], targetMs: Double, target: E2ETarget, options: E2EBenchmark) {
         let totals = recovery.map(\.totalMs).sorted()
+        mode = "e2e recovery \(target.name.rawValue)"
         batch = options.recoveryAppendBatch
         p50_ms = median(totals)
         p99_ms = totals.last ?? 0

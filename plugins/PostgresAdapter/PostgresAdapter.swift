@@ -34,10 +34,36 @@ public actor PostgresAdapter: OrgAdapter {
     /// connection's authentication costs far more than a query, and a loaded machine must not
     /// make a live server look dead).
     private let livenessConnection = LivenessConnection()
+    /// How rows are sent; `.entryByEntry` is what a failed set statement falls back to, kept
+    /// selectable so that tests and the apply benchmark can hold the two paths side by side.
+    nonisolated let grouping: StatementGrouping
+    /// Statements sent since open, by path (for tests and the apply benchmark).
+    private(set) var statementCounts = StatementCounts()
+
+    enum StatementGrouping: Sendable {
+        /// One statement per run of rows with no record twice (``SetStatement``).
+        case sets
+        /// One statement per entry.
+        case entryByEntry
+    }
+
+    struct StatementCounts: Sendable, Hashable {
+        /// Set statements sent (one per run that has more than one row).
+        var sets = 0
+        /// Rows sent as single statements.
+        var singles = 0
+        /// Batches sent again entry by entry after a set statement failed.
+        var fallbacks = 0
+    }
 
     public init(linkName: String, settings: PostgresAdapterSettings) {
+        self.init(linkName: linkName, settings: settings, grouping: .sets)
+    }
+
+    init(linkName: String, settings: PostgresAdapterSettings, grouping: StatementGrouping) {
         self.linkName = linkName
         self.settings = settings
+        self.grouping = grouping
         var logger = Logger(label: "orgsync.adapter.postgres")
         logger[metadataKey: "link"] = "\(linkName)"
         self.logger = logger
@@ -190,8 +216,42 @@ public actor PostgresAdapter: OrgAdapter {
         try await applyInTransaction(batch, lastOffset: lastOffset, on: connection, phase: &phase, shapes: &working)
     }
 
+    /// The batch in one transaction, set-based (``BatchPlan``, ``SetStatement``). When a set
+    /// statement fails on a row (a key that exists, a value the server refuses), the batch is
+    /// rolled back and sent again entry by entry, whose failing statement names the one entry.
     private func applyInTransaction(
         _ batch: EntryBatch, lastOffset: Offset, on connection: PostgresConnection,
+        phase: inout PostgresErrorClassifier.Phase, shapes: inout [String: TableShape]
+    ) async throws {
+        let committedShapes = shapes
+        do {
+            try await applyOnce(
+                batch, lastOffset: lastOffset, on: connection, setBased: grouping == .sets, phase: &phase, shapes: &shapes)
+        } catch let failure as SetStatementFailure {
+            statementCounts.fallbacks += 1
+            logger.debug(
+                "a set statement failed, applying entry by entry to name the entry",
+                metadata: ["offset": "\(failure.firstOffset)", "sqlstate": "\(failure.sqlState ?? "-")"])
+            phase = .session
+            try await connection.query("ROLLBACK", logger: logger)
+            shapes = committedShapes
+            try await applyOnce(batch, lastOffset: lastOffset, on: connection, setBased: false, phase: &phase, shapes: &shapes)
+        }
+    }
+
+    /// SQLSTATE unique_violation, what the single INSERT of an existing record fails with.
+    static let uniqueViolation = "23505"
+    /// How much of a key (and org) a rejection's message quotes, in characters.
+    static let keyInMessageCharactersMax = 200
+
+    /// A set statement of the run starting at `firstOffset` failed with a data error.
+    private struct SetStatementFailure: Error {
+        var firstOffset: Offset
+        var sqlState: String?
+    }
+
+    private func applyOnce(
+        _ batch: EntryBatch, lastOffset: Offset, on connection: PostgresConnection, setBased: Bool,
         phase: inout PostgresErrorClassifier.Phase, shapes: inout [String: TableShape]
     ) async throws {
         try await connection.query("BEGIN", logger: logger)
@@ -205,12 +265,23 @@ public actor PostgresAdapter: OrgAdapter {
             try await connection.query("COMMIT", logger: logger)
             return
         }
-        for entry in batch.entries {
-            if let skipThrough, entry.offset <= skipThrough { continue }
-            phase = .schema(entry.offset)
-            let statement = try await prepare(entry, on: connection, shapes: &shapes)
-            phase = .entry(entry.offset)
-            if let statement { try await connection.query(statement, logger: logger) }
+        let pending = batch.entries.filter { entry in skipThrough.map { entry.offset > $0 } ?? true }
+        for (table, offset) in BatchPlan.unknownTables(pending, prefix: settings.tablePrefix, known: shapes) {
+            phase = .schema(offset)
+            if let shape = try await loadShape(table, on: connection) { shapes[table] = shape }
+        }
+        let plan = try BatchPlan.make(pending, shapes: shapes, prefix: settings.tablePrefix)
+        for change in plan.schemaChanges {
+            phase = .schema(change.offset)
+            try await makeSchemaChange(change, on: connection)
+        }
+        shapes = plan.shapes
+        let target = SetStatement.Target(schema: settings.schema, primaryKey: settings.primaryKey)
+        // One row is one statement either way, and the single one names its entry.
+        if setBased, plan.rows.count > 1 {
+            try await sendSets(plan, target: target, on: connection, phase: &phase)
+        } else {
+            for row in plan.rows { try await sendSingle(row, target: target, on: connection, phase: &phase) }
         }
         phase = .session
         guard Int64(exactly: lastOffset.rawValue) != nil else {
@@ -222,106 +293,81 @@ public actor PostgresAdapter: OrgAdapter {
         try await connection.query("COMMIT", logger: logger)
     }
 
-    /// Makes sure the entry's table and columns exist (DDL inside the batch's transaction) and
-    /// returns its statement; nil when there is nothing to do (delete from a table never made).
-    private func prepare(
-        _ entry: Entry, on connection: PostgresConnection, shapes: inout [String: TableShape]
-    ) async throws -> PostgresQuery? {
-        let table: String
-        switch TableMapping.tableName(object: entry.object, prefix: settings.tablePrefix) {
-        case .success(let name): table = name
-        case .failure(let problem): throw AdapterError.rejected(offset: entry.offset, problem.message)
-        }
-        var shape: TableShape
-        if let known = shapes[table] {
-            shape = known
-        } else if let existing = try await loadShape(table, on: connection) {
-            let missing = existing.missingOwnColumns
-            if !missing.isEmpty {
+    /// The batch's net writes as set statements (``SetStatement/batch(_:shapes:target:)``).
+    private func sendSets(
+        _ plan: BatchPlan, target: SetStatement.Target, on connection: PostgresConnection, phase: inout PostgresErrorClassifier.Phase
+    ) async throws {
+        let records = try plan.folded(primaryKey: settings.primaryKey)
+        let statements = SetStatement.batch(records, shapes: plan.shapes, target: target)
+        guard let first = plan.rows.first?.offset else { return }
+        if let main = statements.main {
+            let reported = try await sendSet(main, firstOffset: first, reportsRows: true, on: connection, phase: &phase)
+            if let existing = statements.firstExisting(reported), let row = plan.rows.first(where: { $0.offset == existing }) {
                 throw AdapterError.rejected(
-                    offset: entry.offset, "table \(table) exists without the column(s) \(missing.joined(separator: ", ")) the adapter needs")
+                    offset: existing,
+                    "\(endpoint): duplicate key: an insert of a record that exists (table \(row.table), key \(row.key.prefix(Self.keyInMessageCharactersMax))\(settings.primaryKey == .orgKey ? ", org \(row.org.prefix(Self.keyInMessageCharactersMax))" : ""))",
+                    targetCode: Self.uniqueViolation)
             }
-            shape = existing
-            shapes[table] = shape
-        } else if entry.op == .delete {
-            return nil
-        } else {
+        }
+        // A folded row stands for several entries: a data error in it cannot name the entry, so
+        // it sends the batch entry by entry too.
+        for row in statements.alone {
+            _ = try await sendSet(SetStatement.single(row, target: target), firstOffset: first, on: connection, phase: &phase)
+        }
+        if let replacements = statements.replacements {
+            _ = try await sendSet(replacements, firstOffset: first, on: connection, phase: &phase)
+        }
+        for row in statements.replacementsAlone {
+            _ = try await sendSet(SetStatement.single(row, target: target), firstOffset: first, on: connection, phase: &phase)
+        }
+    }
+
+    /// Sends a set statement and returns the rows it reports; a data error in it becomes a
+    /// ``SetStatementFailure`` (the batch is then sent entry by entry to name the entry).
+    private func sendSet(
+        _ query: PostgresQuery, firstOffset: Offset, reportsRows: Bool = false, on connection: PostgresConnection,
+        phase: inout PostgresErrorClassifier.Phase
+    ) async throws -> [(Int64, Int64)] {
+        phase = .entry(firstOffset)
+        statementCounts.sets += 1
+        var reported: [(Int64, Int64)] = []
+        do {
+            let rows = try await connection.query(query, logger: logger)
+            if reportsRows {
+                for try await row in rows.decode((Int64, Int64).self) { reported.append(row) }
+            } else {
+                for try await _ in rows {}
+            }
+        } catch let error as PSQLError {
+            let failure = PostgresErrorClassifier.classify(error, phase: phase, context: endpoint)
+            guard case .rejected = failure.kind else { throw error }
+            throw SetStatementFailure(firstOffset: firstOffset, sqlState: failure.targetCode)
+        }
+        return reported
+    }
+
+    private func sendSingle(
+        _ row: PlannedRow, target: SetStatement.Target, on connection: PostgresConnection, phase: inout PostgresErrorClassifier.Phase
+    ) async throws {
+        phase = .entry(row.offset)
+        statementCounts.singles += 1
+        try await connection.query(SetStatement.single(row, target: target), logger: logger)
+    }
+
+    /// CREATE TABLE and/or ADD COLUMN, inside the batch's transaction.
+    private func makeSchemaChange(_ change: BatchPlan.SchemaChange, on connection: PostgresConnection) async throws {
+        if change.createsTable {
             try await connection.query(
                 PostgresQuery(
                     unsafeSQL: """
-                        CREATE TABLE \(qualified(table)) (\"key\" TEXT NOT NULL, \"org\" TEXT NOT NULL, \"ts\" TEXT NOT NULL, \
+                        CREATE TABLE \(qualified(change.table)) (\"key\" TEXT NOT NULL, \"org\" TEXT NOT NULL, \"ts\" TEXT NOT NULL, \
                         PRIMARY KEY (\(conflictColumns)))
                         """), logger: logger)
-            shape = TableShape(columns: ["key": .text, "org": .text, "ts": .text])
-            shapes[table] = shape
         }
-        if entry.op == .delete {
-            var binds = Self.binds(entry.key)
-            guard settings.primaryKey == .orgKey else {
-                return PostgresQuery(unsafeSQL: "DELETE FROM \(qualified(table)) WHERE \"key\" = $1", binds: binds)
-            }
-            binds.append(entry.org)
-            return PostgresQuery(unsafeSQL: "DELETE FROM \(qualified(table)) WHERE \"key\" = $1 AND \"org\" = $2", binds: binds)
-        }
-        let fieldNames = entry.fields.keys.sorted()
-        var newColumns: [(String, ColumnKind)] = []
-        for name in fieldNames {
-            // A known column was checked when it was made; an own column is never a field.
-            if shape.columns[name] == nil || TableMapping.ownColumns.contains(name), let problem = TableMapping.columnProblem(name) {
-                throw AdapterError.rejected(offset: entry.offset, "\(entry.object): \(problem.message)")
-            }
-            guard shape.columns[name] == nil, let value = entry.fields[name], let kind = ColumnKind(firstValue: value) else {
-                continue
-            }
-            newColumns.append((name, kind))
-        }
-        if !newColumns.isEmpty {
-            let additions = newColumns.map { "ADD COLUMN \(TableMapping.quoted($0.0)) \($0.1.sqlType)" }
-            try await connection.query(
-                PostgresQuery(unsafeSQL: "ALTER TABLE \(qualified(table)) \(additions.joined(separator: ", "))"),
-                logger: logger)
-            for (name, kind) in newColumns { shape.columns[name] = kind }
-            shapes[table] = shape
-        }
-        return try writeStatement(entry, table: table, shape: shape, fieldNames: fieldNames)
-    }
-
-    private func writeStatement(_ entry: Entry, table: String, shape: TableShape, fieldNames: [String]) throws -> PostgresQuery {
-        var binds = PostgresBindings(capacity: 3 + fieldNames.count)
-        binds.append(entry.key)
-        binds.append(entry.org)
-        binds.append(entry.ts)
-        var columns = "\"key\", \"org\", \"ts\""
-        var values = "$1, $2, $3"
-        var updates = settings.primaryKey == .key ? "\"org\" = EXCLUDED.\"org\", \"ts\" = EXCLUDED.\"ts\"" : "\"ts\" = EXCLUDED.\"ts\""
-        for name in fieldNames {
-            guard let value = entry.fields[name] else { continue }
-            // A null for a column that was never made: nothing to store.
-            guard let kind = shape.columns[name] else { continue }
-            guard let bound = BoundValue.fit(value, into: kind) else {
-                throw AdapterError.rejected(
-                    offset: entry.offset,
-                    "\(entry.object).\(name): a \(value.typeName) does not fit column type \(kind.sqlType)")
-            }
-            let column = TableMapping.quoted(name)
-            var placeholder = "$\(binds.count + 1)"
-            switch bound {
-            case .null: binds.appendNull()
-            case .text(let text): binds.append(text)
-            case .int(let number): binds.append(number)
-            case .double(let number): binds.append(number)
-            case .bool(let flag): binds.append(flag)
-            case .json(let text):
-                binds.append(text)
-                placeholder += "::jsonb"
-            }
-            columns += ", " + column
-            values += ", " + placeholder
-            updates += ", \(column) = EXCLUDED.\(column)"
-        }
-        var sql = "INSERT INTO \(qualified(table)) (\(columns)) VALUES (\(values))"
-        if entry.op == .upsert { sql += " ON CONFLICT (\(conflictColumns)) DO UPDATE SET \(updates)" }
-        return PostgresQuery(unsafeSQL: sql, binds: binds)
+        guard !change.newColumns.isEmpty else { return }
+        let additions = change.newColumns.map { "ADD COLUMN \(TableMapping.quoted($0.name)) \($0.kind.sqlType)" }
+        try await connection.query(
+            PostgresQuery(unsafeSQL: "ALTER TABLE \(qualified(change.table)) \(additions.joined(separator: ", "))"), logger: logger)
     }
 
     /// The table's columns as the target has them, or nil when there is no such table.
@@ -331,14 +377,16 @@ public actor PostgresAdapter: OrgAdapter {
         let rows = try await connection.query(
             PostgresQuery(
                 unsafeSQL: """
-                    SELECT column_name::text, udt_name::text FROM information_schema.columns
-                    WHERE table_schema = $1 AND table_name = $2
+                    SELECT column_name::text, udt_name::text,
+                           column_default IS NOT NULL OR is_identity = 'YES' OR is_generated = 'ALWAYS'
+                    FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2
                     """, binds: binds), logger: logger)
-        var columns: [String: ColumnKind] = [:]
-        for try await (name, udtName) in rows.decode((String, String).self) {
-            columns[name] = ColumnKind(udtName: udtName)
+        var shape = TableShape(columns: [:])
+        for try await (name, udtName, filled) in rows.decode((String, String, Bool).self) {
+            shape.columns[name] = ColumnKind(udtName: udtName)
+            if filled { shape.defaulted.insert(name) }
         }
-        return columns.isEmpty ? nil : TableShape(columns: columns)
+        return shape.columns.isEmpty ? nil : shape
     }
 
     /// This link's stored position; with `lock`, inside a transaction, the row is locked for

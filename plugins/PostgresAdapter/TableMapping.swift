@@ -181,6 +181,9 @@ enum BoundValue: Hashable, Sendable {
 /// The columns of one table as the adapter knows them.
 struct TableShape: Hashable, Sendable {
     var columns: [String: ColumnKind]
+    /// Columns the server fills when an INSERT leaves them out (a default, an identity, a
+    /// generated column): all made by someone else, since the adapter's columns have none.
+    var defaulted: Set<String> = []
 
     /// Own columns the table lacks (a table made by someone else).
     var missingOwnColumns: [String] {

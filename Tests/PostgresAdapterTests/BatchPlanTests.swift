@@ -1,0 +1,176 @@
+import Foundation
+import OrgSyncPluginAPI
+@testable import PostgresAdapter
+import PostgresNIO
+import Testing
+
+@Suite struct BatchPlanTests {
+    func at(_ offset: UInt64, _ op: EntryOperation, _ key: String, org: String = "acme", object: String = "Contact",
+            _ fields: [String: JSONValue] = [:]) -> Entry {
+        Entry(offset: Offset(offset), org: org, object: object, op: op, key: key, ts: "t\(offset)", fields: fields)
+    }
+
+    func plan(_ entries: [Entry], shapes: [String: TableShape] = [:]) throws -> BatchPlan {
+        try BatchPlan.make(entries, shapes: shapes, prefix: "")
+    }
+
+    func folded(_ entries: [Entry], primaryKey: PostgresAdapterSettings.PrimaryKey = .key) throws -> [FoldedRecord] {
+        try plan(entries).folded(primaryKey: primaryKey)
+    }
+
+    @Test func eachRecordFoldsToItsNetWriteWithTheLastValuesWinning() throws {
+        let records = try folded([
+            at(0, .upsert, "a", ["N": 1, "M": "x"]), at(1, .upsert, "b", ["N": 2]), at(2, .upsert, "a", ["N": 3]),
+            at(3, .delete, "b"), at(4, .upsert, "b", ["M": "fresh"]), at(5, .insert, "c", ["N": 5]), at(6, .upsert, "c", ["M": "y"]),
+            at(7, .insert, "d"), at(8, .delete, "d"), at(9, .delete, "e"), at(10, .upsert, "a", org: "globex", ["M": "z"]),
+        ])
+        #expect(records.map(\.key) == ["a", "b", "c", "d", "e"])
+        #expect(records.map(\.write) == [.upsert, .replace, .insert, .delete, .delete])
+        // "a": both upserts merged, the later N winning, org and ts from the last entry.
+        #expect(records[0].values.map(\.column) == ["M", "N"])
+        #expect(records[0].values.map(\.value) == [.text("z"), .int(3)])
+        #expect(records[0].org == "globex" && records[0].ts == "t10" && records[0].lastOffset == 10)
+        // "b": written afresh after the delete: only what came after it.
+        #expect(records[1].values.map(\.column) == ["M"])
+        // "c" and "d": their first entry is an insert, which needs them absent at the start.
+        #expect(records.map(\.mustBeAbsentFor) == [nil, nil, 5, 7, nil])
+        // By org and key, globex's "a" is a record of its own.
+        #expect(try folded([at(0, .upsert, "a"), at(1, .insert, "a", org: "globex")], primaryKey: .orgKey).count == 2)
+    }
+
+    @Test func anInsertOfARecordTheBatchHasJustWrittenIsRejectedAtOnce() throws {
+        for entries in [
+            [at(0, .upsert, "a"), at(1, .upsert, "b"), at(2, .insert, "a")],
+            [at(0, .insert, "x"), at(1, .insert, "a"), at(2, .insert, "a")],
+            [at(0, .delete, "a"), at(1, .upsert, "a"), at(2, .insert, "a")],
+        ] {
+            let error = #expect(throws: AdapterError.self) { try folded(entries) }
+            #expect(error?.kind == .rejected(offset: 2))
+            #expect(error?.targetCode == "23505")
+        }
+        // After a delete, an insert is fine.
+        #expect(try folded([at(0, .upsert, "a"), at(1, .delete, "a"), at(2, .insert, "a")]).map(\.write) == [.replace])
+    }
+
+    @Test func schemaChangesFollowTheEntriesInOrderWithTheFirstNonNullValuesType() throws {
+        let planned = try plan([
+            at(0, .upsert, "a", ["N": .null, "Name": "x"]),
+            at(1, .upsert, "b", ["N": 2.5]),
+            at(2, .upsert, "c", ["N": 7, "Name": .null]),
+            at(3, .delete, "x", object: "Never"),
+        ])
+        #expect(planned.schemaChanges == [
+            .init(offset: 0, table: "Contact", createsTable: true, newColumns: [.init(name: "Name", kind: .text)]),
+            .init(offset: 1, table: "Contact", createsTable: false, newColumns: [.init(name: "N", kind: .double)]),
+        ])
+        #expect(planned.shapes["Contact"]?.columns["N"] == .double)
+        // The null of offset 0 has no column to go to; the int of offset 2 is widened.
+        #expect(planned.rows.map(\.values.count) == [1, 1, 2])
+        #expect(planned.rows[2].values.first { $0.column == "N" }?.value == .double(7))
+        // A delete from a table that was never made writes nothing.
+        #expect(planned.rows.map(\.offset) == [0, 1, 2])
+    }
+
+    @Test func theFirstEntryThatCannotApplyIsRejectedBeforeAnythingIsSent() throws {
+        let shapes = ["Contact": TableShape.ownColumnsOnly.adding("N", .int)]
+        for (entries, offset) in [
+            ([at(0, .upsert, "a", ["N": 1]), at(1, .upsert, "b", ["N": "one"]), at(2, .upsert, "c", ["key": 1])], 1),
+            ([at(0, .upsert, "a", ["org": 1]), at(1, .upsert, "b", ["N": "one"])], 0),
+            ([at(0, .upsert, "a"), at(1, .upsert, "b", object: "orgsync_x")], 1),
+            ([at(0, .upsert, "a", ["M": 1]), at(1, .upsert, "b", ["M": "text"])], 1),
+        ] as [([Entry], UInt64)] {
+            let error = #expect(throws: AdapterError.self) { try plan(entries, shapes: shapes) }
+            #expect(error?.kind == .rejected(offset: Offset(offset)))
+        }
+        // A table made by someone else without the adapter's columns.
+        #expect(throws: AdapterError.self) { try plan([at(4, .upsert, "a")], shapes: ["Contact": TableShape(columns: ["id": .int])]) }
+    }
+
+    @Test func rowsWithAColumnTheAdapterDoesNotWriteOrAGapOverADefaultGoAlone() throws {
+        var legacy = TableShape.ownColumnsOnly.adding("Seen", .other("timestamptz")).adding("Flag", .text).adding("N", .int)
+        legacy.defaulted = ["Flag"]
+        let planned = try plan(
+            [
+                at(0, .insert, "a", object: "Legacy", ["Flag": "set", "N": 1]),
+                at(1, .insert, "b", object: "Legacy", ["N": 2]),  // leaves Flag to its default
+                at(2, .insert, "c", object: "Legacy", ["Flag": "x"]),
+                at(3, .upsert, "d", object: "Legacy", ["Seen": .null]),
+                at(4, .upsert, "e", object: "Legacy", ["N": 5]),
+                at(5, .delete, "f", object: "Legacy"),
+            ], shapes: ["Legacy": legacy])
+        let statements = SetStatement.batch(
+            try planned.folded(primaryKey: .key), shapes: planned.shapes, target: .init(schema: "s", primaryKey: .key))
+        #expect(statements.alone.map(\.offset) == [1, 3])
+        #expect(statements.checks == [[0, 1, 2]])
+        let sql = try #require(statements.main?.sql)
+        #expect(sql.contains("DELETE FROM \"s\".\"Legacy\""))
+        #expect(sql.contains("INSERT INTO \"s\".\"Legacy\""))
+        #expect(sql.contains("UPDATE \"s\".\"Legacy\""))
+        #expect(sql.contains("WHERE EXISTS"))
+        #expect(statements.replacements == nil)
+        // Upsert rows carrying only N: their INSERT leaves Flag out, so it gets its default.
+        #expect(SetStatement.splitOffDefaultGaps(planned.rows.filter { $0.offset == 4 }, defaulted: ["Flag"]).alone.isEmpty)
+    }
+
+    @Test func recordsWrittenAfreshAreDeletedFirstAndInsertedByASecondStatement() throws {
+        let planned = try plan(
+            [at(0, .delete, "a"), at(1, .upsert, "a", ["N": 1]), at(2, .upsert, "b", ["N": 2])],
+            shapes: ["Contact": TableShape.ownColumnsOnly.adding("N", .int)])
+        let statements = SetStatement.batch(
+            try planned.folded(primaryKey: .key), shapes: planned.shapes, target: .init(schema: "s", primaryKey: .key))
+        let main = try #require(statements.main?.sql)
+        #expect(main.contains("DELETE FROM") && main.contains("UPDATE"))
+        let second = try #require(statements.replacements?.sql)
+        #expect(second.contains("INSERT INTO \"s\".\"Contact\"") && !second.contains("DELETE"))
+    }
+
+    @Test func theFirstReportedExistingRecordIsTheEarliestInsertAndNonsenseIsIgnored() throws {
+        let planned = try plan([
+            at(0, .insert, "a"), at(1, .insert, "b", object: "Account"), at(2, .insert, "c"), at(3, .insert, "d", object: "Account"),
+        ])
+        let statements = SetStatement.batch(
+            try planned.folded(primaryKey: .key), shapes: planned.shapes, target: .init(schema: "s", primaryKey: .key))
+        #expect(statements.checks == [[0, 2], [1, 3]])
+        #expect(statements.firstExisting([(1, 1), (0, 1)]) == 2)
+        #expect(statements.firstExisting([(2, 0), (0, 5), (-1, 0)]) == nil)
+        #expect(statements.firstExisting([]) == nil)
+    }
+
+    @Test func theJSONDocumentEscapesWhatJSONRequires() throws {
+        let nasty = "q\"b\\s/\n\r\t\u{1}\u{1F}é😀\u{7F}"
+        var writer = JSONDocumentWriter()
+        writer.beginArray()
+        writer.beginObject()
+        writer.member(nasty, string: nasty)
+        writer.member("raw", raw: "[1,{\"x\":null}]")
+        writer.memberName("nested")
+        writer.beginObject()
+        writer.endObject()
+        writer.endObject()
+        writer.beginObject()
+        writer.endObject()
+        writer.endArray()
+        let parsed = try JSONSerialization.jsonObject(with: Data(writer.text.utf8)) as? [[String: Any]]
+        #expect(parsed?.count == 2)
+        #expect(parsed?.first?[nasty] as? String == nasty)
+        #expect((parsed?.first?["raw"] as? [Any])?.count == 2)
+    }
+
+    @Test func doublesAreWrittenSoThatFloat8InputReadsThemBackExactly() {
+        for value in [0.1, 1e300, -Double.leastNonzeroMagnitude, 1.0 / 3.0, 123_456_789.0, 2.5e-10] {
+            let text = SetStatement.doubleText(value)
+            #expect(Double(text) == value, "\(text)")
+        }
+        #expect(SetStatement.doubleText(.infinity) == "Infinity")
+        #expect(SetStatement.doubleText(-.infinity) == "-Infinity")
+        #expect(SetStatement.doubleText(.nan) == "NaN")
+    }
+}
+
+extension TableShape {
+    func adding(_ column: String, _ kind: ColumnKind) -> TableShape {
+        var shape = self
+        shape.columns[column] = kind
+        return shape
+    }
+}

@@ -1,0 +1,187 @@
+import Foundation
+import Logging
+import OrgSyncCore
+import OrgSyncPluginAPI
+@testable import PostgresAdapter
+import PostgresNIO
+import Testing
+
+/// The set-based path against the entry-by-entry one, on the real server: the same seeded
+/// entries (repeated records, every value type, new columns mid-batch, inserts of records that
+/// exist, values that do not fit, a table made by someone else with a default and a column of a
+/// type the adapter does not write) through both, driven as a link drives an adapter (on a
+/// rejection: the entries before it, then on after it). Same dead letters, same tables.
+@Suite(.serialized, .enabled(if: TestPostgres.shouldRun, TestPostgres.skipMessage))
+struct SetBasedApplyTests {
+    @Test(arguments: [(PostgresAdapterSettings.PrimaryKey.key, UInt64(7)), (.orgKey, 11), (.orgKey, 12)])
+    func setsAndEntryByEntryLeaveTheSameTablesAndRejectTheSameEntries(primaryKey: PostgresAdapterSettings.PrimaryKey, seed: UInt64)
+        async throws
+    {
+        let entries = Self.entries(count: 1_500, seed: seed)
+        let sets = try await run(entries, grouping: .sets, primaryKey: primaryKey)
+        let single = try await run(entries, grouping: .entryByEntry, primaryKey: primaryKey)
+        #expect(sets.tables == single.tables)
+        #expect(sets.rejected == single.rejected)
+        #expect(sets.tables.count == 3)
+        #expect(sets.tables.values.allSatisfy { $0.count > 10 }, "every table holds rows")
+        // The workload has both kinds of rejection, and the set path did its work in sets.
+        #expect(sets.rejected.contains { $0.code == "23505" })
+        #expect(sets.rejected.contains { $0.code == nil })
+        #expect(sets.counts.sets > 50)
+        #expect(sets.counts.singles < entries.count / 4)
+        #expect(single.counts.sets == 0)
+        print("set-based apply, seed \(seed): \(sets.counts), entry by entry: \(single.counts), \(sets.rejected.count) rejected")
+    }
+
+    @Test func aServerRefusalInsideASetStatementNamesTheOneEntry() async throws {
+        let schema = TestPostgres.uniqueSchema("setrefusal")
+        let settings = try TestPostgres.settings(schema: schema)
+        let adapter = PostgresAdapter(linkName: "setrefusal", settings: settings)
+        let db = try await TestPostgres.connect(settings)
+        do {
+            try await adapter.open()
+            try await adapter.apply(batch([entry(0, .upsert, "a", ["Code": "abc"])]))
+            // A constraint the adapter cannot know of: the server refuses one row of the set.
+            try await db.query(
+                PostgresQuery(unsafeSQL: "ALTER TABLE \"\(schema)\".\"Contact\" ADD CONSTRAINT short CHECK (length(\"Code\") <= 3)"),
+                logger: Logger(label: "test"))
+            let refused = await adapterError {
+                try await adapter.apply(batch((1...6).map { entry($0, .upsert, "k\($0)", ["Code": $0 == 4 ? "toolong" : "ok"]) }))
+            }
+            #expect(refused?.kind == .rejected(offset: 4))
+            #expect(refused?.targetCode == "23514")
+            #expect(await adapter.statementCounts.fallbacks == 1)
+            #expect(try await db.count(schema: schema, table: "Contact") == 1)
+            // What the link does next: the entries before it go through as a set.
+            try await adapter.apply(batch((1...3).map { entry($0, .upsert, "k\($0)", ["Code": "ok"]) }))
+            #expect(try await db.count(schema: schema, table: "Contact") == 4)
+            #expect(try await adapter.appliedPosition()?.offset == 3)
+        } catch {
+            Issue.record(error)
+        }
+        await adapter.close()
+        await db.dropSchema(schema)
+        try await db.close()
+    }
+
+    // MARK: - Rig
+
+    struct Outcome {
+        /// Per table: its rows as JSON text, ordered by org and key.
+        var tables: [String: [String]] = [:]
+        var rejected: [Rejection] = []
+        var counts = PostgresAdapter.StatementCounts()
+    }
+
+    struct Rejection: Hashable {
+        var offset: Offset
+        var code: String?
+    }
+
+    func run(_ entries: [Entry], grouping: PostgresAdapter.StatementGrouping, primaryKey: PostgresAdapterSettings.PrimaryKey)
+        async throws -> Outcome
+    {
+        let schema = TestPostgres.uniqueSchema("sets")
+        var settings = try TestPostgres.settings(schema: schema)
+        settings.primaryKey = primaryKey
+        let adapter = PostgresAdapter(linkName: "sets", settings: settings, grouping: grouping)
+        let db = try await TestPostgres.connect(settings)
+        var outcome = Outcome()
+        do {
+            try await adapter.open()
+            let pk = primaryKey == .key ? "\"key\"" : "\"org\", \"key\""
+            try await db.query(
+                PostgresQuery(
+                    unsafeSQL: """
+                        CREATE TABLE "\(schema)"."Legacy" ("key" TEXT NOT NULL, "org" TEXT NOT NULL, "ts" TEXT NOT NULL,
+                            "Flag" TEXT DEFAULT 'unset', "Seen" TIMESTAMPTZ, "N" BIGINT, PRIMARY KEY (\(pk)))
+                        """), logger: Logger(label: "test"))
+            outcome.rejected = try await drive(adapter, entries, batchSize: 100)
+            outcome.counts = await adapter.statementCounts
+            for table in ["Contact", "Account", "Legacy"] {
+                var rows: [String] = []
+                let result = try await db.query(
+                    PostgresQuery(unsafeSQL: "SELECT to_jsonb(t)::text FROM \"\(schema)\".\"\(table)\" t ORDER BY t.\"org\", t.\"key\""),
+                    logger: Logger(label: "test"))
+                for try await text in result.decode(String.self) { rows.append(text) }
+                outcome.tables[table] = rows
+            }
+        } catch {
+            await adapter.close()
+            await db.dropSchema(schema)
+            try? await db.close()
+            throw error
+        }
+        await adapter.close()
+        await db.dropSchema(schema)
+        try await db.close()
+        return outcome
+    }
+
+    /// As ``LinkSupervisor`` does: a batch; on a rejection the entries before it, the rejected
+    /// entry dead-lettered, and on from the entry after it.
+    func drive(_ adapter: PostgresAdapter, _ entries: [Entry], batchSize: Int) async throws -> [Rejection] {
+        var rejected: [Rejection] = []
+        var start = 0
+        while start < entries.count {
+            var pending = Array(entries[start..<min(start + batchSize, entries.count)])
+            var next = start + pending.count
+            while !pending.isEmpty {
+                do {
+                    try await adapter.apply(batch(pending))
+                    pending = []
+                } catch let error as AdapterError {
+                    guard case .rejected(let offset) = error.kind, let index = pending.firstIndex(where: { $0.offset == offset }) else {
+                        throw error
+                    }
+                    if let last = rejected.last, last.offset > offset { rejected.removeLast() }
+                    rejected.append(Rejection(offset: offset, code: error.targetCode))
+                    next = start + index + 1
+                    pending = Array(pending[..<index])
+                }
+            }
+            start = next
+        }
+        return rejected
+    }
+
+    /// Entries over few records (so they repeat within a batch), every value type, and a few
+    /// that cannot apply.
+    static func entries(count: Int, seed: UInt64) -> [Entry] {
+        var random = SplitMix64(seed: seed)
+        let texts: [JSONValue] = ["plain", "q\"u'o`te", "back\\slash", "line\nbreak\ttab", "é😀", "", "{\"not\": \"json\"}"]
+        func value(_ field: String) -> JSONValue {
+            switch field {
+            case "Name", "Note": return random.nextUnit() < 0.1 ? .null : texts[Int(random.next() % UInt64(texts.count))]
+            case "N": return random.nextUnit() < 0.5 ? .int(Int64(bitPattern: random.next()) >> 8) : .double(Double(random.next() % 1000))
+            case "Score": return random.nextUnit() < 0.5 ? .int(Int64(random.next() % 100)) : .double(random.nextUnit() * 1e6 - 5e5)
+            case "Active": return random.nextUnit() < 0.2 ? .null : .bool(random.next() % 2 == 0)
+            case "Tags": return random.nextUnit() < 0.3 ? .null : .array([.string("a"), .int(1), .object(["n": .double(0.5)])])
+            case "Flag": return .string("flag\(random.next() % 5)")
+            case "Seen": return .null
+            default: return .int(Int64(random.next() % 10))
+            }
+        }
+        let objects = ["Contact", "Contact", "Account", "Legacy"]
+        let fields = ["Name", "Note", "N", "Score", "Active", "Tags", "Flag", "Seen"]
+        return (0..<count).map { index in
+            let object = objects[Int(random.next() % UInt64(objects.count))]
+            let roll = random.nextUnit()
+            let op: EntryOperation = roll < 0.7 ? .upsert : roll < 0.85 ? .insert : .delete
+            var carried: [String: JSONValue] = [:]
+            if op != .delete {
+                for field in fields where random.nextUnit() < 0.45 {
+                    guard object == "Legacy" || (field != "Flag" && field != "Seen") else { continue }
+                    carried[field] = value(field)
+                }
+                // New columns mid-run, and now and then a value that cannot fit.
+                if random.nextUnit() < 0.03 { carried["Extra\(random.next() % 4)"] = .string("x") }
+                if random.nextUnit() < 0.01 { carried["N"] = .string("not a number") }
+                if object == "Legacy", random.nextUnit() < 0.02 { carried["Seen"] = .string("2026-11-27") }
+            }
+            return Entry(
+                offset: Offset(UInt64(index)), org: random.next() % 3 == 0 ? "globex" : "acme", object: object, op: op,
+                key: "k\(random.next() % 40)", ts: "t\(index)", fields: carried)
+        }
+    }
+}

@@ -1,0 +1,404 @@
+import OrgSyncPluginAPI
+import PostgresNIO
+
+/// The SQL for a planned batch (``BatchPlan``). Pure: text and bind values, nothing sent.
+///
+/// The set-based path sends a batch's net writes (``BatchPlan/folded(primaryKey:)``, one per
+/// record) as one statement: per table, data-modifying CTEs over `jsonb_to_recordset` of one JSON
+/// document per kind of write — the deletes (`DELETE … USING`, also of the records a batch
+/// deletes and writes again), the inserts (`INSERT … SELECT`), the upserts (an `UPDATE` of the
+/// rows that exist, setting only the fields carried, then an `INSERT` of the rest) — and the
+/// checks of the records that an insert needs absent, which the statement's own query reports
+/// (all CTEs see the state from before the statement, so a check cannot see the batch's own
+/// writes, and no record is written by two CTEs). The records written afresh after a delete
+/// follow in a second statement. Values travel as JSON strings and are cast to the column's type
+/// in the statement (a JSON column's value as JSON), with the same result as the typed binds of
+/// the single statement.
+///
+/// Some rows go alone, as the single statement: a row that writes a column of a type the adapter
+/// does not write (only a null fits, and it is bound untyped); and an inserted row that leaves
+/// out a column which the server fills (a default, an identity or a generated column) while
+/// another row of its set carries it — a set INSERT lists one set of columns for all its rows
+/// and would store NULL where the single INSERT gets the default.
+enum SetStatement {
+    struct Target: Sendable {
+        var schema: String
+        var primaryKey: PostgresAdapterSettings.PrimaryKey
+
+        func qualified(_ table: String) -> String { TableMapping.quoted(schema) + "." + TableMapping.quoted(table) }
+
+        var conflictColumns: String { primaryKey == .key ? "\"key\"" : "\"org\", \"key\"" }
+    }
+
+    /// A batch's statements, in the order they are sent.
+    struct Batch: Sendable {
+        /// Deletes, inserts, upserts and checks; returns one row `(group, index)` per record
+        /// that an insert needs absent and that is there (``checks``). Nil: nothing in a set.
+        var main: PostgresQuery?
+        /// The inserts' offsets that need their record absent, by group and index as `main`
+        /// reports them.
+        var checks: [[Offset]]
+        /// Rows that go as single statements after `main`, in offset order.
+        var alone: [PlannedRow]
+        /// The inserts of records deleted and written again, after `main`'s deletes.
+        var replacements: PostgresQuery?
+        /// Such inserts that go alone.
+        var replacementsAlone: [PlannedRow]
+
+        /// The first insert whose record `main` reported there (`(group, index)` rows).
+        func firstExisting(_ reported: [(Int64, Int64)]) -> Offset? {
+            reported.compactMap { group, index -> Offset? in
+                guard let group = Int(exactly: group), let index = Int(exactly: index),
+                    checks.indices.contains(group), checks[group].indices.contains(index)
+                else { return nil }
+                return checks[group][index]
+            }.min()
+        }
+    }
+
+    /// The statements for `records` (a batch's net writes).
+    static func batch(_ records: [FoldedRecord], shapes: [String: TableShape], target: Target) -> Batch {
+        var tables: [String] = []
+        var byTable: [String: [FoldedRecord]] = [:]
+        for record in records {
+            if byTable[record.table] == nil { tables.append(record.table) }
+            byTable[record.table, default: []].append(record)
+        }
+        var main = Builder(target: target)
+        var second = Builder(target: target)
+        var alone: [PlannedRow] = []
+        var replacementsAlone: [PlannedRow] = []
+        for table in tables {
+            let tableRecords = byTable[table] ?? []
+            let defaulted = shapes[table]?.defaulted ?? []
+            var deletes: [PlannedRow] = []
+            var inserts: [PlannedRow] = []
+            var upserts: [PlannedRow] = []
+            var replacements: [PlannedRow] = []
+            for record in tableRecords {
+                let row = record.row
+                let goesAlone = row.values.contains { if case .other = $0.kind { true } else { false } }
+                switch record.write {
+                case .delete: deletes.append(row)
+                case .insert: if goesAlone { alone.append(row) } else { inserts.append(row) }
+                case .upsert: if goesAlone { alone.append(row) } else { upserts.append(row) }
+                case .replace:
+                    deletes.append(PlannedRow(offset: row.offset, table: table, op: .delete, key: row.key, org: row.org, ts: row.ts, values: []))
+                    if goesAlone { replacementsAlone.append(row) } else { replacements.append(row) }
+                }
+            }
+            let (insertSet, insertAlone) = splitOffDefaultGaps(inserts, defaulted: defaulted)
+            let (upsertSet, upsertAlone) = splitOffDefaultGaps(upserts, defaulted: defaulted)
+            let (replacementSet, replacementAlone) = splitOffDefaultGaps(replacements, defaulted: defaulted)
+            alone += insertAlone + upsertAlone
+            replacementsAlone += replacementAlone
+            main.addDeletes(deletes, table: table)
+            main.addInserts(insertSet, table: table)
+            main.addUpserts(upsertSet, table: table)
+            main.addAbsenceChecks(tableRecords.filter { $0.mustBeAbsentFor != nil }, table: table)
+            second.addInserts(replacementSet, table: table)
+        }
+        alone.sort { $0.offset < $1.offset }
+        replacementsAlone.sort { $0.offset < $1.offset }
+        return Batch(
+            main: main.query(), checks: main.checks, alone: alone, replacements: second.query(), replacementsAlone: replacementsAlone)
+    }
+
+    /// Rows that can share one INSERT column list, and those that must go alone because a
+    /// column the server fills would get NULL instead.
+    static func splitOffDefaultGaps(_ rows: [PlannedRow], defaulted: Set<String>) -> (set: [PlannedRow], alone: [PlannedRow]) {
+        guard !defaulted.isEmpty, rows.count > 1 else { return (rows, []) }
+        let union = Set(rows.flatMap { $0.values.map(\.column) })
+        let filled = union.intersection(defaulted)
+        guard !filled.isEmpty else { return (rows, []) }
+        var set: [PlannedRow] = []
+        var alone: [PlannedRow] = []
+        for row in rows {
+            let carried = Set(row.values.map(\.column))
+            if filled.isSubset(of: carried) { set.append(row) } else { alone.append(row) }
+        }
+        return (set, alone)
+    }
+
+    /// The statement for one row, as the entry-by-entry path sends it.
+    static func single(_ row: PlannedRow, target: Target) -> PostgresQuery {
+        let table = target.qualified(row.table)
+        var binds = PostgresBindings(capacity: 3 + row.values.count)
+        binds.append(row.key)
+        if row.op == .delete {
+            guard target.primaryKey == .orgKey else {
+                return PostgresQuery(unsafeSQL: "DELETE FROM \(table) WHERE \"key\" = $1", binds: binds)
+            }
+            binds.append(row.org)
+            return PostgresQuery(unsafeSQL: "DELETE FROM \(table) WHERE \"key\" = $1 AND \"org\" = $2", binds: binds)
+        }
+        binds.append(row.org)
+        binds.append(row.ts)
+        var columns = "\"key\", \"org\", \"ts\""
+        var values = "$1, $2, $3"
+        var updates = target.primaryKey == .key ? "\"org\" = EXCLUDED.\"org\", \"ts\" = EXCLUDED.\"ts\"" : "\"ts\" = EXCLUDED.\"ts\""
+        for planned in row.values {
+            let column = TableMapping.quoted(planned.column)
+            var placeholder = "$\(binds.count + 1)"
+            switch planned.value {
+            case .null: binds.appendNull()
+            case .text(let text): binds.append(text)
+            case .int(let number): binds.append(number)
+            case .double(let number): binds.append(number)
+            case .bool(let flag): binds.append(flag)
+            case .json(let text):
+                binds.append(text)
+                placeholder += "::jsonb"
+            }
+            columns += ", " + column
+            values += ", " + placeholder
+            updates += ", \(column) = EXCLUDED.\(column)"
+        }
+        var sql = "INSERT INTO \(table) (\(columns)) VALUES (\(values))"
+        if row.op == .upsert { sql += " ON CONFLICT (\(target.conflictColumns)) DO UPDATE SET \(updates)" }
+        return PostgresQuery(unsafeSQL: sql, binds: binds)
+    }
+
+    /// A double as PostgreSQL's float8 input reads it back exactly (the shortest text that
+    /// round-trips; the non-finite values by their SQL names).
+    static func doubleText(_ number: Double) -> String {
+        if number.isNaN { return "NaN" }
+        if number.isInfinite { return number < 0 ? "-Infinity" : "Infinity" }
+        return "\(number)"
+    }
+
+    /// Builds the CTEs of one run and their binds.
+    private struct Builder {
+        let target: Target
+        var binds = PostgresBindings()
+        var ctes: [String] = []
+        private var columnParameters: [String: String] = [:]
+
+        init(target: Target) { self.target = target }
+
+        private var matchOrg: Bool { target.primaryKey == .orgKey }
+
+        /// A bind of `text`, as `$n`.
+        private mutating func parameter(_ text: String) -> String {
+            binds.append(text)
+            return "$\(binds.count)"
+        }
+
+        /// A column's name as a bind (used as the JSON member's name), one per name.
+        private mutating func columnParameter(_ name: String) -> String {
+            if let known = columnParameters[name] { return known }
+            let made = parameter(name)
+            columnParameters[name] = made
+            return made
+        }
+
+        private mutating func valueExpression(_ column: String, kind: ColumnKind) -> String {
+            let name = columnParameter(column)
+            switch kind {
+            case .text: return "(x.f->>\(name))"
+            case .int: return "CAST(x.f->>\(name) AS BIGINT)"
+            case .double: return "CAST(x.f->>\(name) AS DOUBLE PRECISION)"
+            case .bool: return "CAST(x.f->>\(name) AS BOOLEAN)"
+            case .json: return "NULLIF(x.f->\(name), 'null'::jsonb)"
+            // Never in a set (such rows go alone); a NULL of the column's type would be right.
+            case .other: return "NULL"
+            }
+        }
+
+        mutating func addDeletes(_ rows: [PlannedRow], table: String) {
+            guard !rows.isEmpty else { return }
+            var document = JSONDocumentWriter()
+            document.beginArray()
+            for row in rows {
+                document.beginObject()
+                document.member("k", string: row.key)
+                document.member("o", string: row.org)
+                document.endObject()
+            }
+            document.endArray()
+            let rowsParameter = parameter(document.text)
+            let name = "d\(ctes.count)"
+            ctes.append(
+                "\(name) AS (DELETE FROM \(target.qualified(table)) AS t USING jsonb_to_recordset(\(rowsParameter)::jsonb) AS x(k text, o text) "
+                    + "WHERE t.\"key\" = x.k\(matchOrg ? " AND t.\"org\" = x.o" : ""))")
+        }
+
+        /// Inserts of records that are not there (checked by ``addAbsenceChecks(_:table:)``, or
+        /// deleted by the statement before): a record that is there fails the statement.
+        mutating func addInserts(_ rows: [PlannedRow], table: String) {
+            guard !rows.isEmpty else { return }
+            let source = "jsonb_to_recordset(\(parameter(Self.rowDocument(rows)))::jsonb) AS x(k text, o text, t text, f jsonb)"
+            ctes.append("n\(ctes.count) AS (\(insertSelect(rows, table: table, from: source, where: "")) ON CONFLICT DO NOTHING)")
+        }
+
+        /// The offsets of the checked inserts, by group (one per table) and index.
+        private(set) var checks: [[Offset]] = []
+        private var checkNames: [String] = []
+
+        /// Records an insert needs absent: the statement's query reports those that are there
+        /// (as the statement found them, before its own writes).
+        mutating func addAbsenceChecks(_ records: [FoldedRecord], table: String) {
+            let checked = records.compactMap { record in record.mustBeAbsentFor.map { (record, $0) } }
+            guard !checked.isEmpty else { return }
+            var document = JSONDocumentWriter()
+            document.beginArray()
+            for (index, (record, _)) in checked.enumerated() {
+                document.beginObject()
+                document.member("i", raw: String(index))
+                document.member("k", string: record.key)
+                document.member("o", string: record.org)
+                document.endObject()
+            }
+            document.endArray()
+            let name = "c\(ctes.count)"
+            ctes.append(
+                "\(name) AS (SELECT x.i FROM jsonb_to_recordset(\(parameter(document.text))::jsonb) AS x(i bigint, k text, o text) "
+                    + "WHERE EXISTS (SELECT 1 FROM \(target.qualified(table)) AS t WHERE t.\"key\" = x.k\(matchOrg ? " AND t.\"org\" = x.o" : "")))")
+            checkNames.append(name)
+            checks.append(checked.map(\.1))
+        }
+
+        /// The whole statement; nil when there is nothing in it.
+        func query() -> PostgresQuery? {
+            guard !ctes.isEmpty else { return nil }
+            let reports =
+                checkNames.isEmpty
+                ? "SELECT 0::bigint, 0::bigint WHERE false"
+                : checkNames.enumerated().map { "SELECT \($0.offset)::bigint, i FROM \($0.element)" }.joined(separator: " UNION ALL ")
+            return PostgresQuery(unsafeSQL: "WITH " + ctes.joined(separator: ",\n") + "\n" + reports, binds: binds)
+        }
+
+        mutating func addUpserts(_ rows: [PlannedRow], table: String) {
+            guard !rows.isEmpty else { return }
+            let index = ctes.count
+            let rowsName = "x\(index)"
+            let updatedName = "u\(index)"
+            ctes.append("\(rowsName) AS (SELECT * FROM jsonb_to_recordset(\(parameter(Self.rowDocument(rows)))::jsonb) AS r(k text, o text, t text, f jsonb))")
+            var sets = matchOrg ? "\"ts\" = x.t" : "\"org\" = x.o, \"ts\" = x.t"
+            for (column, kind) in Self.columns(of: rows) {
+                let quoted = TableMapping.quoted(column)
+                sets += ", \(quoted) = CASE WHEN x.f ? \(columnParameter(column)) THEN \(valueExpression(column, kind: kind)) ELSE t.\(quoted) END"
+            }
+            ctes.append(
+                "\(updatedName) AS (UPDATE \(target.qualified(table)) AS t SET \(sets) FROM \(rowsName) AS x "
+                    + "WHERE t.\"key\" = x.k\(matchOrg ? " AND t.\"org\" = x.o" : "") RETURNING t.\"key\" AS k, t.\"org\" AS o)")
+            let missing = "WHERE NOT EXISTS (SELECT 1 FROM \(updatedName) AS u WHERE u.k = x.k\(matchOrg ? " AND u.o = x.o" : ""))"
+            ctes.append("v\(ctes.count) AS (\(insertSelect(rows, table: table, from: "\(rowsName) AS x", where: missing)))")
+        }
+
+        private mutating func insertSelect(_ rows: [PlannedRow], table: String, from source: String, where condition: String) -> String {
+            var columns = "\"key\", \"org\", \"ts\""
+            var values = "x.k, x.o, x.t"
+            for (column, kind) in Self.columns(of: rows) {
+                columns += ", " + TableMapping.quoted(column)
+                values += ", " + valueExpression(column, kind: kind)
+            }
+            return "INSERT INTO \(target.qualified(table)) (\(columns)) SELECT \(values) FROM \(source) \(condition)"
+        }
+
+        /// Every column some row carries, in the order first carried.
+        private static func columns(of rows: [PlannedRow]) -> [(String, ColumnKind)] {
+            var seen = Set<String>()
+            var columns: [(String, ColumnKind)] = []
+            for row in rows {
+                for value in row.values where seen.insert(value.column).inserted { columns.append((value.column, value.kind)) }
+            }
+            return columns
+        }
+
+        /// `[{"k":key,"o":org,"t":ts,"f":{column: value as a JSON string, or JSON, or null}}, …]`
+        private static func rowDocument(_ rows: [PlannedRow]) -> String {
+            var document = JSONDocumentWriter()
+            document.beginArray()
+            for row in rows {
+                document.beginObject()
+                document.member("k", string: row.key)
+                document.member("o", string: row.org)
+                document.member("t", string: row.ts)
+                document.memberName("f")
+                document.beginObject()
+                for planned in row.values {
+                    switch planned.value {
+                    case .null: document.member(planned.column, raw: "null")
+                    case .text(let text): document.member(planned.column, string: text)
+                    case .int(let number): document.member(planned.column, string: String(number))
+                    case .double(let number): document.member(planned.column, string: SetStatement.doubleText(number))
+                    case .bool(let flag): document.member(planned.column, string: flag ? "true" : "false")
+                    case .json(let text): document.member(planned.column, raw: text)
+                    }
+                }
+                document.endObject()
+                document.endObject()
+            }
+            document.endArray()
+            return document.text
+        }
+    }
+}
+
+/// Writes compact JSON text: strings escaped as RFC 8259 asks, members separated as needed.
+struct JSONDocumentWriter {
+    private(set) var text = ""
+    private var needsComma = false
+
+    mutating func beginArray() { separate(); text += "["; needsComma = false }
+    mutating func endArray() { text += "]"; needsComma = true }
+    mutating func beginObject() { separate(); text += "{"; needsComma = false }
+    mutating func endObject() { text += "}"; needsComma = true }
+
+    mutating func memberName(_ name: String) {
+        separate()
+        appendString(name)
+        text += ":"
+        needsComma = false
+    }
+
+    mutating func member(_ name: String, string value: String) {
+        memberName(name)
+        appendString(value)
+        needsComma = true
+    }
+
+    /// A member whose value is already JSON text.
+    mutating func member(_ name: String, raw value: String) {
+        memberName(name)
+        text += value
+        needsComma = true
+    }
+
+    private mutating func separate() {
+        if needsComma { text += "," }
+    }
+
+    private mutating func appendString(_ value: String) {
+        text += "\""
+        var plainStart = value.unicodeScalars.startIndex
+        var index = plainStart
+        let scalars = value.unicodeScalars
+        while index < scalars.endIndex {
+            let scalar = scalars[index]
+            let escape: String? =
+                switch scalar {
+                case "\"": "\\\""
+                case "\\": "\\\\"
+                case "\n": "\\n"
+                case "\r": "\\r"
+                case "\t": "\\t"
+                default: scalar.value < 0x20 ? "\\u" + Self.hex4(scalar.value) : nil
+                }
+            if let escape {
+                text.unicodeScalars.append(contentsOf: scalars[plainStart..<index])
+                text += escape
+                plainStart = scalars.index(after: index)
+            }
+            index = scalars.index(after: index)
+        }
+        text.unicodeScalars.append(contentsOf: scalars[plainStart..<scalars.endIndex])
+        text += "\""
+    }
+
+    private static func hex4(_ value: UInt32) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
+    }
+}
