@@ -508,9 +508,11 @@ public actor PostgresAdapter: OrgAdapter {
         try? await connection.close()
     }
 
+    /// Ends a batch whose entry was rejected, within `query_timeout_ms` like every call (a
+    /// ROLLBACK on a connection that died meanwhile may never be answered).
     private func rollback(_ connection: PostgresConnection) async {
         do {
-            try await connection.query("ROLLBACK", logger: logger)
+            _ = try await withDeadline(connection) { try await connection.query("ROLLBACK", logger: self.logger) }
         } catch {
             // The session is in doubt; the next call reconnects.
             await dropConnection()
