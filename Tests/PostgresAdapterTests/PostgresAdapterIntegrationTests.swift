@@ -3,6 +3,10 @@ import Logging
 import OrgSyncPluginAPI
 @testable import PostgresAdapter
 import PostgresNIO
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 
 /// Against the real server of `.ci/postgres.sh` (the stop test starts a cluster of its own).
@@ -150,6 +154,24 @@ struct PostgresAdapterIntegrationTests {
         #expect(probe?.kind == .connection)
         let open = await adapterError { try await adapter.open() }
         #expect(open?.kind == .connection)
+        await adapter.close()
+    }
+
+    @Test func aServerThatAcceptsAndSaysNothingFailsWithinConnectTimeout() async throws {
+        // A socket that listens and never accepts: the kernel completes the TCP handshake, the
+        // startup message goes unanswered.
+        let listener = try SilentListener()
+        defer { listener.close() }
+        var settings = try TestPostgres.settings(schema: "public")
+        settings.port = listener.port
+        settings.connectTimeoutMs = 300
+        settings.tls = PostgresTLSSettings(mode: .disable)
+        let adapter = PostgresAdapter(linkName: "silent", settings: settings)
+        let started = ContinuousClock.now
+        let probe = await adapterError { try await adapter.probe() }
+        #expect(probe?.kind == .connection)
+        #expect(probe?.message.contains("connect_timeout_ms=300") == true)
+        #expect(ContinuousClock.now - started < .seconds(10), "bounded by connect_timeout_ms, not by the server")
         await adapter.close()
     }
 
@@ -364,6 +386,42 @@ struct PostgresAdapterIntegrationTests {
         await adapter.close()
         await db.dropSchema(schema)
         try await db.close()
+    }
+}
+
+/// A TCP socket on 127.0.0.1 that listens and never accepts; closed exactly once by `close()`.
+final class SilentListener: Sendable {
+    let port: Int
+    private let fd: Mutex<Int32>
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw POSIXError(.EMFILE) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
+                guard bind(fd, pointer, length) == 0, listen(fd, 8) == 0 else { return -1 }
+                return getsockname(fd, pointer, &length)
+            }
+        }
+        guard bound == 0 else {
+            Glibc.close(fd)
+            throw POSIXError(.EADDRINUSE)
+        }
+        self.port = Int(UInt16(bigEndian: address.sin_port))
+        self.fd = Mutex(fd)
+    }
+
+    func close() {
+        let fd = self.fd.withLock { fd -> Int32 in
+            defer { fd = -1 }
+            return fd
+        }
+        if fd >= 0 { Glibc.close(fd) }
     }
 }
 

@@ -50,7 +50,7 @@ public struct PostgresAdapterFactory: OrgAdapterFactory {
 /// | `schema` | `public` | schema of the tables and of `orgsync_offsets` (created if missing) |
 /// | `table_prefix` | empty | put before every object's name to make its table name |
 /// | `primary_key` | `key` | `key`: `key TEXT PRIMARY KEY`, keys are unique across orgs; `org_key`: `PRIMARY KEY (org, key)`, for a stream that carries several orgs whose keys may collide (the shared workload does) |
-/// | `connect_timeout_ms` | `10000` | bound on establishing a connection (TCP + auth) |
+/// | `connect_timeout_ms` | `10000` | bound on establishing a session (TCP connect, TLS, startup, authentication) |
 /// | `query_timeout_ms` | `30000` | bound on one adapter call (a whole batch, a probe); also the server's `statement_timeout` |
 /// | `liveness_interval_ms` | `500` | while a call is in flight, how often a second connection checks the server answers (`SELECT 1`); 0 turns the check off |
 /// | `liveness_timeout_ms` | `1000` | how long that check may take: a server that does not answer it is dead (the call fails as a connection error), so a frozen or unreachable server is noticed within about interval + timeout whatever `query_timeout_ms` is |

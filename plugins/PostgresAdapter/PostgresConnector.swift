@@ -20,8 +20,10 @@ enum PostgresConnector {
         var description: String { message }
     }
 
-    /// Connects as `settings` says, named `applicationName` in the server's activity view,
-    /// bounded by `connectTimeoutMs`.
+    /// Connects as `settings` says, named `applicationName` in the server's activity view; the
+    /// whole of it — TCP connect, TLS, startup and authentication — bounded by `connectTimeoutMs`
+    /// (postgres-nio's deadline covers the session's start, not only the TCP connect: a server
+    /// that accepts and then says nothing fails it).
     static func connect(
         settings: PostgresAdapterSettings, applicationName: String, startupParameters: [(String, String)] = [],
         connectTimeoutMs: Int, id: Int, logger: Logger
@@ -41,6 +43,9 @@ enum PostgresConnector {
         do {
             return try await PostgresConnection.connect(configuration: configuration, id: id, logger: logger)
         } catch {
+            if let error = error as? PSQLError, let underlying = error.underlying as? ChannelError, case .connectTimeout = underlying {
+                throw Failure(message: "no session within connect_timeout_ms=\(connectTimeoutMs) (TCP connect, TLS, startup and authentication)")
+            }
             guard let failure = PostgresTLSFailure(error) else { throw error }
             let certificate =
                 failure.needsServerCertificate
