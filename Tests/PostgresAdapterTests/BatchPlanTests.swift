@@ -1,4 +1,5 @@
 import Foundation
+import OrgSyncCore
 import OrgSyncPluginAPI
 @testable import PostgresAdapter
 import PostgresNIO
@@ -38,20 +39,46 @@ import Testing
         #expect(try folded([at(0, .upsert, "a"), at(1, .insert, "a", org: "globex")], primaryKey: .orgKey).count == 2)
     }
 
-    @Test func runsEndWhereARecordComesAgain() throws {
+    @Test func layerNHoldsTheNthEntryOfEveryRecord() throws {
         let planned = try plan([
             at(0, .upsert, "a"), at(1, .upsert, "b"), at(2, .upsert, "a", object: "Account"), at(3, .delete, "b"),
             at(4, .upsert, "c"), at(5, .upsert, "a"), at(6, .insert, "b", org: "globex"),
         ])
-        // By key: "b" again at 3 and at 6 (the run from 3 has no "a" until 5); the Account "a"
-        // is another record.
-        #expect(planned.runs(primaryKey: .key) == [0..<3, 3..<6, 6..<7])
+        // By key: Contact "a" at 0 and 5, "b" at 1, 3 and 6; the Account "a" is another record.
+        #expect(planned.layers(primaryKey: .key).map { $0.map(\.offset) } == [[0, 1, 2, 4], [3, 5], [6]])
         // By org and key, globex's "b" is a record of its own.
-        #expect(planned.runs(primaryKey: .orgKey) == [0..<3, 3..<7])
-        #expect(try plan([]).runs(primaryKey: .key).isEmpty)
-        // A run folds to one write per row: every entry writes its own row.
-        let run = try BatchPlan.fold(planned.rows[3..<6], primaryKey: .key)
-        #expect(run.map(\.lastOffset) == [3, 4, 5] && run.map(\.write) == [.delete, .upsert, .upsert])
+        #expect(planned.layers(primaryKey: .orgKey).map { $0.map(\.offset) } == [[0, 1, 2, 4, 6], [3, 5]])
+        #expect(try plan([]).layers(primaryKey: .key).isEmpty)
+        // A layer folds to one write per row: every entry writes its own row.
+        let layer = try BatchPlan.fold(planned.layers(primaryKey: .key)[1], primaryKey: .key)
+        #expect(layer.map(\.lastOffset) == [3, 5] && layer.map(\.write) == [.delete, .upsert])
+    }
+
+    @Test func layersKeepEachRecordsEntriesInOrderAndLoseNone() throws {
+        var random = SplitMix64(seed: 5)
+        let entries = (0..<400).map { offset in
+            at(UInt64(offset), [.upsert, .insert, .delete][Int(random.next() % 3)], "k\(random.next() % 30)",
+               org: ["acme", "globex"][Int(random.next() % 2)], object: ["Contact", "Account"][Int(random.next() % 2)])
+        }
+        let planned = try plan(entries)
+        for primaryKey in [PostgresAdapterSettings.PrimaryKey.key, .orgKey] {
+            let layers = planned.layers(primaryKey: primaryKey)
+            #expect(layers.flatMap { $0 }.map(\.offset).sorted() == planned.rows.map(\.offset))
+            func record(_ row: PlannedRow) -> String { "\(row.table)/\(primaryKey == .orgKey ? row.org : "")/\(row.key)" }
+            var lastLayerOf: [String: (layer: Int, offset: Offset)] = [:]
+            for (index, layer) in layers.enumerated() {
+                #expect(Set(layer.map(record)).count == layer.count, "no record twice in layer \(index)")
+                #expect(layer.map(\.offset) == layer.map(\.offset).sorted())
+                for row in layer {
+                    if let before = lastLayerOf[record(row)] {
+                        #expect(before.layer == index - 1 && before.offset < row.offset, "\(record(row)) in order, layer after layer")
+                    } else {
+                        #expect(index == 0)
+                    }
+                    lastLayerOf[record(row)] = (index, row.offset)
+                }
+            }
+        }
     }
 
     @Test func batchWritesIsPerEntryUnlessSetOtherwise() throws {

@@ -25,6 +25,13 @@ struct SetBasedApplyTests {
         let single = try await run(entries, grouping: .entryByEntry, primaryKey: primaryKey, writes: .perEntry)
         #expect(sets.tables == single.tables)
         #expect(sets.rejected == single.rejected)
+        if writes == .perEntry {
+            // As the link runs it: small layers as single statements.
+            let standard = try await run(
+                entries, grouping: .sets, primaryKey: primaryKey, writes: writes, singlyMax: PostgresAdapter.layerRowsSentSinglyMax)
+            #expect(standard.tables == single.tables && standard.rejected == single.rejected)
+            #expect(standard.counts.sets > 0 && standard.counts.sets < sets.counts.sets)
+        }
         #expect(sets.tables.count == 3)
         #expect(sets.tables.values.allSatisfy { $0.count > 10 }, "every table holds rows")
         // The workload has both kinds of rejection, and the set path did its work in sets.
@@ -36,10 +43,25 @@ struct SetBasedApplyTests {
         print("set-based apply (\(writes.rawValue)), seed \(seed): \(sets.counts), entry by entry: \(single.counts), \(sets.rejected.count) rejected")
     }
 
+    /// `per_entry` keeps every entry's own row change (what row-level triggers, and the fault
+    /// harness's audit, see); `per_record` folds them, so it shows fewer.
+    @Test(arguments: [PostgresAdapterSettings.PrimaryKey.key, .orgKey])
+    func perEntrySetsMakeTheSameRowChangesAsEntryByEntry(primaryKey: PostgresAdapterSettings.PrimaryKey) async throws {
+        let entries = Self.entries(count: 1_200, seed: 21)
+        let single = try await run(entries, grouping: .entryByEntry, primaryKey: primaryKey, writes: .perEntry, audited: true)
+        let perEntry = try await run(entries, grouping: .sets, primaryKey: primaryKey, writes: .perEntry, audited: true)
+        let perRecord = try await run(entries, grouping: .sets, primaryKey: primaryKey, writes: .perRecord, audited: true)
+        #expect(single.effects.values.reduce(0, +) > entries.count / 2, "the audit trigger fired")
+        #expect(perEntry.effects == single.effects)
+        #expect(perEntry.tables == single.tables && perRecord.tables == single.tables)
+        #expect(perRecord.effects.values.reduce(0, +) < single.effects.values.reduce(0, +))
+        #expect(perEntry.counts.sets > 20)
+    }
+
     @Test func aServerRefusalInsideASetStatementNamesTheOneEntry() async throws {
         let schema = TestPostgres.uniqueSchema("setrefusal")
         let settings = try TestPostgres.settings(schema: schema)
-        let adapter = PostgresAdapter(linkName: "setrefusal", settings: settings)
+        let adapter = PostgresAdapter(linkName: "setrefusal", settings: settings, grouping: .sets, layerRowsSentSinglyMax: 1)
         let db = try await TestPostgres.connect(settings)
         do {
             try await adapter.open()
@@ -74,6 +96,8 @@ struct SetBasedApplyTests {
         var tables: [String: [String]] = [:]
         var rejected: [Rejection] = []
         var counts = PostgresAdapter.StatementCounts()
+        /// With `audited`: each row change the tables' triggers saw, `op table org key ts`, counted.
+        var effects: [String: Int] = [:]
     }
 
     struct Rejection: Hashable {
@@ -83,13 +107,13 @@ struct SetBasedApplyTests {
 
     func run(
         _ entries: [Entry], grouping: PostgresAdapter.StatementGrouping, primaryKey: PostgresAdapterSettings.PrimaryKey,
-        writes: PostgresAdapterSettings.BatchWrites
+        writes: PostgresAdapterSettings.BatchWrites, audited: Bool = false, singlyMax: Int = 1
     ) async throws -> Outcome {
         let schema = TestPostgres.uniqueSchema("sets")
         var settings = try TestPostgres.settings(schema: schema)
         settings.primaryKey = primaryKey
         settings.batchWrites = writes
-        let adapter = PostgresAdapter(linkName: "sets", settings: settings, grouping: grouping)
+        let adapter = PostgresAdapter(linkName: "sets", settings: settings, grouping: grouping, layerRowsSentSinglyMax: singlyMax)
         let db = try await TestPostgres.connect(settings)
         var outcome = Outcome()
         do {
@@ -101,7 +125,14 @@ struct SetBasedApplyTests {
                         CREATE TABLE "\(schema)"."Legacy" ("key" TEXT NOT NULL, "org" TEXT NOT NULL, "ts" TEXT NOT NULL,
                             "Flag" TEXT DEFAULT 'unset', "Seen" TIMESTAMPTZ, "N" BIGINT, PRIMARY KEY (\(pk)))
                         """), logger: Logger(label: "test"))
+            if audited { try await installAudit(schema: schema, primaryKey: pk, on: db) }
             outcome.rejected = try await drive(adapter, entries, batchSize: 100)
+            if audited {
+                let result = try await db.query(
+                    PostgresQuery(unsafeSQL: "SELECT op || ' ' || tbl || ' ' || org || ' ' || key || ' ' || ts FROM \"\(schema)\".effects"),
+                    logger: Logger(label: "test"))
+                for try await effect in result.decode(String.self) { outcome.effects[effect, default: 0] += 1 }
+            }
             outcome.counts = await adapter.statementCounts
             for table in ["Contact", "Account", "Legacy"] {
                 var rows: [String] = []
@@ -121,6 +152,33 @@ struct SetBasedApplyTests {
         await db.dropSchema(schema)
         try await db.close()
         return outcome
+    }
+
+    /// The tables made beforehand (the adapter adds their columns), each with a row-level
+    /// trigger that records every change it makes in `effects`.
+    func installAudit(schema: String, primaryKey pk: String, on db: PostgresConnection) async throws {
+        var sql = [
+            "CREATE TABLE \"\(schema)\".effects (op TEXT, tbl TEXT, org TEXT, key TEXT, ts TEXT)",
+            """
+            CREATE FUNCTION "\(schema)".record_effect() RETURNS trigger LANGUAGE plpgsql AS $fn$
+            BEGIN
+              IF TG_OP = 'DELETE' THEN
+                INSERT INTO "\(schema)".effects VALUES (TG_OP, TG_TABLE_NAME, OLD.org, OLD.key, OLD.ts);
+              ELSE
+                INSERT INTO "\(schema)".effects VALUES (TG_OP, TG_TABLE_NAME, NEW.org, NEW.key, NEW.ts);
+              END IF;
+              RETURN NULL;
+            END $fn$
+            """,
+        ]
+        for table in ["Contact", "Account"] {
+            sql.append("CREATE TABLE \"\(schema)\".\"\(table)\" (\"key\" TEXT NOT NULL, \"org\" TEXT NOT NULL, \"ts\" TEXT NOT NULL, PRIMARY KEY (\(pk)))")
+        }
+        for table in ["Contact", "Account", "Legacy"] {
+            sql.append(
+                "CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON \"\(schema)\".\"\(table)\" FOR EACH ROW EXECUTE FUNCTION \"\(schema)\".record_effect()")
+        }
+        for statement in sql { try await db.query(PostgresQuery(unsafeSQL: statement), logger: Logger(label: "test")) }
     }
 
     /// As ``LinkSupervisor`` does: a batch; on a rejection the entries before it, the rejected

@@ -8,7 +8,8 @@ import OrgSyncPluginAPI
 /// went one by one, and a problem that can be seen without the server (a name that cannot map, a
 /// value that does not fit its column) rejects the first entry that has it before any statement
 /// is sent. For the set-based path, ``folded(primaryKey:)`` reduces the rows to one net write
-/// per record (table and primary key), which ``SetStatement`` sends in one statement.
+/// per record (table and primary key), which ``SetStatement`` sends in one statement, and
+/// ``layers(primaryKey:)`` splits them into sets in which every entry keeps its own write.
 struct BatchPlan: Sendable {
     /// DDL to run first, in order: each change made for the entry at `offset`.
     var schemaChanges: [SchemaChange] = []
@@ -76,11 +77,11 @@ struct BatchPlan: Sendable {
     /// (an insert of a record that exists); the link then applies the entries before it, where
     /// the earlier one is found, so the outcome is the same, only reached in one more step.
     func folded(primaryKey: PostgresAdapterSettings.PrimaryKey) throws(AdapterError) -> [FoldedRecord] {
-        try Self.fold(rows[...], primaryKey: primaryKey)
+        try Self.fold(rows, primaryKey: primaryKey)
     }
 
     /// ``folded(primaryKey:)`` of some of the rows.
-    static func fold(_ rows: ArraySlice<PlannedRow>, primaryKey: PostgresAdapterSettings.PrimaryKey) throws(AdapterError) -> [FoldedRecord] {
+    static func fold(_ rows: some Sequence<PlannedRow>, primaryKey: PostgresAdapterSettings.PrimaryKey) throws(AdapterError) -> [FoldedRecord] {
         var records: [FoldedRecord] = []
         var indexByRecord: [RecordKey: Int] = [:]
         var values: [[String: PlannedValue]] = []
@@ -122,22 +123,25 @@ struct BatchPlan: Sendable {
         return records
     }
 
-    /// Runs of `rows` (index ranges, in order, covering them all) in which no record comes
-    /// twice: each run folds to one write per row, so every entry still writes its own row.
-    func runs(primaryKey: PostgresAdapterSettings.PrimaryKey) -> [Range<Int>] {
-        var runs: [Range<Int>] = []
-        var start = 0
-        var inRun = Set<RecordKey>()
-        for (index, row) in rows.enumerated() {
+    /// The rows in layers for `batch_writes: per_entry`: layer n holds the n-th entry of every
+    /// record that has n entries in the batch, in offset order. No record comes twice in a layer,
+    /// so a layer folds to one write per entry and every entry writes its own row; a record's
+    /// entries go in order, one layer after the other. Entries of different records may go in
+    /// another order than their offsets inside the batch's transaction (seen only by triggers
+    /// and by constraints across records; a statement the server refuses sends the batch again
+    /// entry by entry). The workload's hot records make ~9 layers of a 500-entry batch, where
+    /// runs in offset order with no record twice made ~24.
+    func layers(primaryKey: PostgresAdapterSettings.PrimaryKey) -> [[PlannedRow]] {
+        var layers: [[PlannedRow]] = []
+        var entriesSoFar: [RecordKey: Int] = [:]
+        for row in rows {
             let record = RecordKey(table: row.table, org: primaryKey == .orgKey ? row.org : "", key: row.key)
-            if !inRun.insert(record).inserted {
-                runs.append(start..<index)
-                start = index
-                inRun = [record]
-            }
+            let layer = entriesSoFar[record, default: 0]
+            entriesSoFar[record] = layer + 1
+            if layer == layers.count { layers.append([]) }
+            layers[layer].append(row)
         }
-        if start < rows.count { runs.append(start..<rows.count) }
-        return runs
+        return layers
     }
 
     private struct RecordKey: Hashable {

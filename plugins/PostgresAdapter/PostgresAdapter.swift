@@ -37,18 +37,21 @@ public actor PostgresAdapter: OrgAdapter {
     /// How rows are sent; `.entryByEntry` is what a failed set statement falls back to, kept
     /// selectable so that tests and the apply benchmark can hold the two paths side by side.
     nonisolated let grouping: StatementGrouping
+    /// With `batch_writes: per_entry`, a layer of at most this many rows goes as single
+    /// statements (``layerRowsSentSinglyMax``; tests set 1 to send every layer they can as a set).
+    nonisolated let layerRowsSentSinglyMax: Int
     /// Statements sent since open, by path (for tests and the apply benchmark).
     private(set) var statementCounts = StatementCounts()
 
     enum StatementGrouping: Sendable {
-        /// One statement per run of rows with no record twice (``SetStatement``).
+        /// Set statements (``SetStatement``), as `batch_writes` says.
         case sets
         /// One statement per entry.
         case entryByEntry
     }
 
     struct StatementCounts: Sendable, Hashable {
-        /// Set statements sent (one per run that has more than one row).
+        /// Set statements sent (a set of one row goes as a single statement).
         var sets = 0
         /// Rows sent as single statements.
         var singles = 0
@@ -60,10 +63,14 @@ public actor PostgresAdapter: OrgAdapter {
         self.init(linkName: linkName, settings: settings, grouping: .sets)
     }
 
-    init(linkName: String, settings: PostgresAdapterSettings, grouping: StatementGrouping) {
+    init(
+        linkName: String, settings: PostgresAdapterSettings, grouping: StatementGrouping,
+        layerRowsSentSinglyMax: Int = PostgresAdapter.layerRowsSentSinglyMax
+    ) {
         self.linkName = linkName
         self.settings = settings
         self.grouping = grouping
+        self.layerRowsSentSinglyMax = layerRowsSentSinglyMax
         var logger = Logger(label: "orgsync.adapter.postgres")
         logger[metadataKey: "link"] = "\(linkName)"
         self.logger = logger
@@ -241,10 +248,16 @@ public actor PostgresAdapter: OrgAdapter {
 
     /// SQLSTATE unique_violation, what the single INSERT of an existing record fails with.
     static let uniqueViolation = "23505"
+    /// A layer of at most this many rows goes as single statements: parsing and planning a set
+    /// statement costs the server about as much as this many plain ones (measured: ~1.5 ms
+    /// against ~0.15 ms with its round trip), and the workload's hot records make long tails of
+    /// small layers. 4 and 8 measured alike (95 % and 92 % of the best ceiling in their runs).
+    static let layerRowsSentSinglyMax = 8
+
     /// How much of a key (and org) a rejection's message quotes, in characters.
     static let keyInMessageCharactersMax = 200
 
-    /// A set statement of the run starting at `firstOffset` failed with a data error.
+    /// A set statement whose first entry is `firstOffset` failed with a data error.
     private struct SetStatementFailure: Error {
         var firstOffset: Offset
         var sqlState: String?
@@ -294,8 +307,8 @@ public actor PostgresAdapter: OrgAdapter {
     }
 
     /// The batch as set statements (``SetStatement/batch(_:shapes:target:)``): with
-    /// `batch_writes: per_record` one for the batch's net writes; with `per_entry` one per run of
-    /// entries in which no record comes twice, so every entry writes its own row.
+    /// `batch_writes: per_record` one for the batch's net writes; with `per_entry` one per layer
+    /// (``BatchPlan/layers(primaryKey:)``), so every entry writes its own row.
     private func sendSets(
         _ plan: BatchPlan, target: SetStatement.Target, on connection: PostgresConnection, phase: inout PostgresErrorClassifier.Phase
     ) async throws {
@@ -303,13 +316,13 @@ public actor PostgresAdapter: OrgAdapter {
         case .perRecord:
             try await sendSet(of: plan.folded(primaryKey: settings.primaryKey), plan, target: target, on: connection, phase: &phase)
         case .perEntry:
-            for run in plan.runs(primaryKey: settings.primaryKey) {
-                if run.count == 1 {
-                    try await sendSingle(plan.rows[run.lowerBound], target: target, on: connection, phase: &phase)
+            for layer in plan.layers(primaryKey: settings.primaryKey) {
+                if layer.count <= layerRowsSentSinglyMax {
+                    for row in layer { try await sendSingle(row, target: target, on: connection, phase: &phase) }
                     continue
                 }
                 try await sendSet(
-                    of: BatchPlan.fold(plan.rows[run], primaryKey: settings.primaryKey), plan, target: target, on: connection, phase: &phase)
+                    of: BatchPlan.fold(layer, primaryKey: settings.primaryKey), plan, target: target, on: connection, phase: &phase)
             }
         }
     }
