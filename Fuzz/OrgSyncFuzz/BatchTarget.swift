@@ -18,7 +18,12 @@ func fixBatchChecksums(_ bytes: inout [UInt8], from start: Int = 0) {
     }
 }
 
-/// Input: one mode byte (bit 0: fix the CRC first), then a record batch. Decoding answers a
+/// The preset dictionary codec-2 batches of the `batch` target are decoded with (and its seed
+/// `seed-zdict` encoded with): the seed entries, joined.
+let fuzzDictionary = Zlib.PresetDictionary(Array(Seeds.entries.joined().utf8))
+
+/// Input: one mode byte (bit 0: fix the CRC first), then a record batch (codec 2 batches are
+/// read with ``fuzzDictionary``). Decoding answers a
 /// batch or an error; a batch that decodes encodes back to the same entries (the same bytes
 /// when stored uncompressed with one timestamp), and a control batch to the same records.
 @Sendable func fuzzBatch(_ data: [UInt8]) {
@@ -31,11 +36,12 @@ func fixBatchChecksums(_ bytes: inout [UInt8], from start: Int = 0) {
         else { return }
         var payload: [UInt8] = []
         var ranges: [Range<Int>] = []
-        guard (try? RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges)) != nil else { return }
+        guard (try? RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges,
+                                                   dictionary: .present(fuzzDictionary))) != nil else { return }
         let batch = UnsafeRawBufferPointer(rebasing: raw[0..<Int(header.batchLength)])
         if header.isControl {
             fuzzCheck(ranges.isEmpty, "a control batch yielded entries")
-            guard let records = try? RecordBatchCodec.decodeControlRecords(raw, header: header) else {
+            guard let records = try? RecordBatchCodec.decodeControlRecords(raw, header: header, dictionary: .present(fuzzDictionary)) else {
                 fuzzCheck(false, "control records that decodePayload accepted do not decode")
                 return
             }
@@ -53,10 +59,11 @@ func fixBatchChecksums(_ bytes: inout [UInt8], from start: Int = 0) {
         var output: [UInt8] = []
         var scratch: [UInt8] = []
         do {
+            let deflater = header.codec == .zlibDictionary ? try Zlib.PresetDeflater(dictionary: fuzzDictionary, level: 6) : nil
             try RecordBatchCodec.encode(
                 entries: entries, baseOffset: header.baseOffset, timestampMs: header.firstTimestampMs,
                 compressionLevel: header.codec == .zlib ? 1 : nil, into: &output, scratch: &scratch,
-                flags: header.flags & RecordBatchHeader.flagGroupContinues)
+                flags: header.flags & RecordBatchHeader.flagGroupContinues, dictionary: deflater)
         } catch {
             fuzzCheck(false, "re-encoding decoded entries failed: \(error)")
         }
@@ -72,7 +79,8 @@ func fixBatchChecksums(_ bytes: inout [UInt8], from start: Int = 0) {
             }
             var payload2: [UInt8] = []
             var ranges2: [Range<Int>] = []
-            guard (try? RecordBatchCodec.decodePayload(again, header: header2, payload: &payload2, ranges: &ranges2)) != nil else {
+            guard (try? RecordBatchCodec.decodePayload(again, header: header2, payload: &payload2, ranges: &ranges2,
+                                                       dictionary: .present(fuzzDictionary))) != nil else {
                 fuzzCheck(false, "re-encoded batch does not decode")
                 return
             }

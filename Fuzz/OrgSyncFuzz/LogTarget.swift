@@ -8,7 +8,8 @@ let quietLogger = Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler()
 /// files; bit 2: append after recovery, which costs thread hand-offs), then files, each `kind u8 | base u8 | length u16 LE | bytes`. `kind % 8` picks the
 /// file: 0 `.log`, 1 `.index`, 2 `.keys` of the segment with base offset `base`, 3 IDENTITY,
 /// 4 a cursor (named by `base % 4`), 5 CORRUPT, 6 a `.log` with base `base * 256`, 7 an odd
-/// name (`base` bytes of junk names).
+/// name (`base` bytes of junk names); but a kind byte of 8 modulo 16 is the `.zdict` (preset
+/// dictionary) of the segment at `base` (its length, id and CRC fixed with mode bit 1).
 enum LogDirectoryInput {
     static let dataDirectory = "/d"
     static let stream = "s"
@@ -19,7 +20,7 @@ enum LogDirectoryInput {
         var files: [(String, [UInt8])] = []
         var at = 1
         while data.count - at >= 4 {
-            let kind = data[at] % 8
+            let kind = data[at] % 16 == 8 ? 8 : data[at] % 8
             let base = data[at + 1]
             let length = Int(data[at + 2]) | Int(data[at + 3]) << 8
             at += 4
@@ -45,6 +46,9 @@ enum LogDirectoryInput {
             case 6:
                 name = Segment.fileName(UInt64(base) * 256, ".log")
                 if mode & 1 != 0 { fixBatchChecksums(&bytes) }
+            case 8:
+                name = Segment.fileName(UInt64(base), DictionaryFile.suffix)
+                if mode & 2 != 0 { fixDictionaryFile(&bytes) }
             default: name = ["LOCK", "x.log", "00000000000000000001.log.tmp", "IDENTITY.tmp", "cursors", "junk.index"][Int(base) % 6]
             }
             files.append((name, bytes))
@@ -58,6 +62,13 @@ func fixKeysChecksum(_ bytes: inout [UInt8]) {
     bytes.withUnsafeMutableBytes { raw in
         raw.storeLE(Zlib.crc32(UnsafeRawBufferPointer(rebasing: raw[8...])), at: 4)
     }
+}
+
+/// Sets a `.zdict`'s length, dictionary id and CRC from the bytes after its header.
+func fixDictionaryFile(_ bytes: inout [UInt8]) {
+    guard bytes.count > DictionaryFile.headerBytes, bytes.count - DictionaryFile.headerBytes <= Zlib.dictionaryBytesLimit else { return }
+    let dictionary = Zlib.PresetDictionary(Array(bytes[DictionaryFile.headerBytes...]))
+    bytes = DictionaryFile.encode(dictionary)
 }
 
 func identityWithChecksum(_ body: [UInt8]) -> [UInt8] {
@@ -81,6 +92,8 @@ func fuzzLogConfiguration() -> LogConfiguration {
     configuration.segmentBytesMax = 1 << 20
     configuration.indexIntervalBytes = 64
     configuration.groupCommitWaitMicros = 0
+    // Small, so that a few appends make a dictionary and codec-2 batches.
+    configuration.dictionaryBytesMax = 256
     return configuration
 }
 

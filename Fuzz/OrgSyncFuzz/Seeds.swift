@@ -44,19 +44,26 @@ enum Seeds {
                                         into: &bytes, scratch: &scratch, flags: flags)
             try put("batch", name, [1] + bytes)
         }
+        // A codec-2 batch: one entry with the target's preset dictionary.
+        var zdict: [UInt8] = []
+        try RecordBatchCodec.encode(entries: [payloads[0]], baseOffset: 7, timestampMs: 1_700_000_000_000, compressionLevel: 1,
+                                    into: &zdict, scratch: &scratch, dictionary: Zlib.PresetDeflater(dictionary: fuzzDictionary, level: 6))
+        try put("batch", "zdict", [1] + zdict)
         let record = IdempotencyRecord(key: "req-42", fingerprint: EntriesFingerprint(entries: Array(payloads.prefix(2))),
                                        result: AppendResult(firstOffset: 7, lastOffset: 8), timestampMs: 1_700_000_000_000)
         var control: [UInt8] = []
         RecordBatchCodec.encodeControl(records: [record], baseOffset: 9, timestampMs: 1_700_000_000_000, into: &control)
         try put("batch", "control", [1] + control)
 
-        // A stream written by the log: three segments, keyed appends, a cursor.
+        // A stream written by the log: three segments, keyed appends, a cursor, codec-2 batches and
+        // their .zdict files (110 rounds: dictionaries shrink the batches, and the segments must
+        // still roll; base offsets stay under 256, as the input format names them in a byte).
         let storage = MemoryStorage()
         var configuration = fuzzLogConfiguration()
         configuration.segmentBytesMax = 4_096
         let log = try StreamLog.open(dataDirectory: LogDirectoryInput.dataDirectory, name: LogDirectoryInput.stream,
                                      configuration: configuration, storage: storage, logger: quietLogger)
-        for round in 0..<40 {
+        for round in 0..<110 {
             let batch = Array(payloads.prefix(1 + round % 3))
             _ = blocking { try? await log.append(batch, idempotencyKey: round % 5 == 0 ? "key-\(round)" : nil) }
         }
@@ -76,6 +83,7 @@ enum Seeds {
                 case ".log": kind = 0
                 case ".index": kind = 1
                 case ".keys": kind = 2
+                case ".zdict": kind = 8
                 default: continue
                 }
                 base = offset

@@ -16,4 +16,8 @@ static inline int orgsync_inflateInit2(z_streamp strm, int windowBits) {
 static inline int orgsync_deflateInit2(z_streamp strm, int level, int windowBits) {
     return deflateInit2(strm, level, Z_DEFLATED, windowBits, 8, Z_DEFAULT_STRATEGY);
 }
+// memLevel 1...9 sizes the hash table and the pending buffer (8 is zlib's default).
+static inline int orgsync_deflateInit2Memory(z_streamp strm, int level, int windowBits, int memLevel) {
+    return deflateInit2(strm, level, Z_DEFLATED, windowBits, memLevel, Z_DEFAULT_STRATEGY);
+}
 #endif

@@ -16,8 +16,9 @@ struct AppendBenchmark: AsyncParsableCommand {
             directory's filesystem, (2) zlib level-1 compress and inflate rates of the workload on one \
             core (batches of 128 entries), (3) orgsync durable appends (fsync policy always) for every \
             producers × batch combination: entries/s, MB/s, ack p50/p99, compression ratio, (4) open \
-            (recovery) time after an unclean stop for a small and a large log, (5) `log verify` rate. \
-            Prints a Markdown table; --json prints RESULT lines only.
+            (recovery) time after an unclean stop for a small and a large log, (5) `log verify` rate, \
+            (6) 1 producer × 1 entry per append without and with preset dictionaries (stored ratio \
+            and rate, alternated A-B-B-A). Prints a Markdown table; --json prints RESULT lines only.
             """
     )
 
@@ -31,6 +32,7 @@ struct AppendBenchmark: AsyncParsableCommand {
     @Flag(help: "Skip the restart and verify measurements (they write ~2 GiB).") var skipRestart = false
     @Flag(help: "Print RESULT lines (one JSON object each) instead of the Markdown table.") var json = false
     @Flag(help: "Only the 1-producer rows (to set beside peers measured with one producer).") var compare = false
+    @Flag(help: "Only the preset-dictionary comparison (1 producer × 1 entry, without and with).") var dictionaryOnly = false
 
     func run() async throws {
         LoggingSystem.bootstrap { label in
@@ -47,6 +49,11 @@ struct AppendBenchmark: AsyncParsableCommand {
         let meanBytes = Double(workload.reduce(0) { $0 + $1.count }) / Double(workload.count)
         out.header.append("workload: \(workload.count) entries (\(source)), mean \(fmt(meanBytes)) B; zlib \(Zlib.version); \(ProcessInfo.processInfo.activeProcessorCount) cores; load \(loadAverage())")
 
+        if dictionaryOnly {
+            out.dictionary = try await measureDictionary(workload, directory: scratch)
+            print(out.markdown())
+            return
+        }
         if !compare {
             let disk = try measureDisk(directory: scratch)
             out.limits.append("| disk: append 4 KiB + fdatasync | \(fmt(disk.rate, 0))/s | p50 \(fmt(disk.p50, 3)) ms, p99 \(fmt(disk.p99, 3)) ms |")
@@ -73,6 +80,9 @@ struct AppendBenchmark: AsyncParsableCommand {
                 out.keyRows.append((plain, keyed))
                 if json { print(resultLine(plain)); print(resultLine(keyed)) }
             }
+        }
+        if !compare {
+            out.dictionary = try await measureDictionary(workload, directory: scratch)
         }
         if !skipRestart && !compare {
             let sizes = restartMiB.split(separator: ",").compactMap { Int($0) }
@@ -149,10 +159,15 @@ struct AppendBenchmark: AsyncParsableCommand {
     // MARK: Append
 
     /// - Parameter keyed: every append carries a unique idempotency key.
-    func measureAppend(_ workload: [[UInt8]], directory: String, producers: Int, batch: Int, keyed: Bool = false) async throws -> ResultRow {
-        let dataDir = directory + "/append-p\(producers)-b\(batch)" + (keyed ? "-keys" : "")
+    /// - Parameter dictionaries: segments get preset dictionaries (the default); false turns them off.
+    func measureAppend(
+        _ workload: [[UInt8]], directory: String, producers: Int, batch: Int, keyed: Bool = false, dictionaries: Bool = true
+    ) async throws -> ResultRow {
+        let dataDir = directory + "/append-p\(producers)-b\(batch)" + (keyed ? "-keys" : "") + (dictionaries ? "" : "-nodict")
         defer { try? FileManager.default.removeItem(atPath: dataDir) }
-        let log = try StreamLog.open(dataDirectory: dataDir, name: "bench")
+        var configuration = LogConfiguration()
+        if !dictionaries { configuration.dictionaryBytesMax = 0 }
+        let log = try StreamLog.open(dataDirectory: dataDir, name: "bench", configuration: configuration)
         let next = Counter()
         let keys = Counter()
         let deadline = nowNs() + UInt64(seconds * 1e9)
@@ -190,12 +205,81 @@ struct AppendBenchmark: AsyncParsableCommand {
         let entries = perProducer.reduce(0) { $0 + $1.1 }
         let bytes = perProducer.reduce(0) { $0 + $1.2 }
         let info = log.info()
-        let summary = try LogScanner(dataDirectory: dataDir, stream: "bench").scan()
+        var codedRaw: Int64 = 0
+        var codedStored: Int64 = 0
+        let summary = try LogScanner(dataDirectory: dataDir, stream: "bench").scan(visit: { batch in
+            if batch.header.codec == .zlibDictionary {
+                codedRaw += batch.header.entryBytes
+                codedStored += Int64(batch.header.batchLength)
+            }
+            return true
+        })
         _ = info
         return ResultRow(
-            mode: "append p\(producers) b\(batch)" + (keyed ? " keys" : ""), batch: batch, durable: true,
+            mode: "append p\(producers) b\(batch)" + (keyed ? " keys" : "") + (dictionaries ? "" : " no-dictionary"), batch: batch, durable: true,
             entries_per_s: Double(entries) / elapsed, p50_ms: percentileMs(latencies, 50), p99_ms: percentileMs(latencies, 99),
-            producers: producers, mb_per_s: Double(bytes) / elapsed / 1e6, compression_ratio: summary.compressionRatio)
+            producers: producers, mb_per_s: Double(bytes) / elapsed / 1e6, compression_ratio: summary.compressionRatio,
+            dictionary_coded_ratio: codedStored > 0 ? Double(codedRaw) / Double(codedStored) : nil)
+    }
+
+    // MARK: Preset dictionary
+
+    /// What preset dictionaries do for 1 producer × 1 entry per append: stored ratio (entry
+    /// bytes / bytes on disk, headers included) and rate, without and with, measured A-B-B-A so
+    /// that a drift in the machine's load (other builds) falls on both alike.
+    struct DictionaryComparison {
+        var without: [ResultRow] = []
+        var with: [ResultRow] = []
+        /// Thread CPU to encode one single-entry batch, µs: plain zlib level 1 (as the log
+        /// configures it) and codec 2 (primed deflater copied per batch).
+        var encodePlainMicros = 0.0
+        var encodeDictionaryMicros = 0.0
+
+        static func mean(_ rows: [ResultRow], _ value: (ResultRow) -> Double) -> Double {
+            rows.isEmpty ? 0 : rows.map(value).reduce(0, +) / Double(rows.count)
+        }
+    }
+
+    func measureDictionary(_ workload: [[UInt8]], directory: String) async throws -> DictionaryComparison {
+        var comparison = DictionaryComparison()
+        (comparison.encodePlainMicros, comparison.encodeDictionaryMicros) = try measureSingleEntryEncode(workload)
+        for dictionaries in [false, true, true, false] {
+            let row = try await measureAppend(workload, directory: directory, producers: 1, batch: 1, dictionaries: dictionaries)
+            if dictionaries { comparison.with.append(row) } else { comparison.without.append(row) }
+            if json { print(resultLine(row)) }
+        }
+        return comparison
+    }
+
+    /// CPU per single-entry batch encoded by the flusher, without and with a dictionary cut as
+    /// the log cuts one (the 32 KiB of framed entries before those encoded, most recent last).
+    func measureSingleEntryEncode(_ workload: [[UInt8]]) throws -> (plain: Double, dictionary: Double) {
+        let defaults = LogConfiguration()
+        let trainCount = 1_000
+        var sample: [UInt8] = []
+        for entry in workload.prefix(trainCount) {
+            sample.append(contentsOf: withUnsafeBytes(of: UInt32(entry.count).littleEndian, Array.init))
+            sample.append(contentsOf: entry)
+        }
+        let deflater = try Zlib.PresetDeflater(
+            dictionary: Zlib.PresetDictionary(Array(sample.suffix(defaults.dictionaryBytesMax))), level: defaults.dictionaryCompressionLevel)
+        let entries = Array(workload.dropFirst(trainCount).prefix(20_000))
+        var output: [UInt8] = []
+        var scratch: [UInt8] = []
+        func run(_ dictionary: Zlib.PresetDeflater?) throws -> Double {
+            let start = threadCPUNs()
+            for entry in entries {
+                output.removeAll(keepingCapacity: true)
+                try RecordBatchCodec.encode(entries: CollectionOfOne(entry), baseOffset: 0, timestampMs: 0,
+                                            compressionLevel: defaults.compressionLevel, into: &output, scratch: &scratch,
+                                            dictionary: dictionary)
+            }
+            return Double(threadCPUNs() - start) / 1e3 / Double(max(entries.count, 1))
+        }
+        _ = try run(nil)  // warm up
+        let plain = try run(nil)
+        let coded = try run(deflater)
+        return (plain, coded)
     }
 
     // MARK: Restart
@@ -278,6 +362,7 @@ struct AppendBenchmark: AsyncParsableCommand {
         var keyRows: [(plain: ResultRow, keyed: ResultRow)] = []
         var restarts: [Restart] = []
         var verifyMBs: Double?
+        var dictionary: DictionaryComparison?
         var diskP99: Double?
         var zlibCompressMBs: Double?
         var zlibInflateMBs: Double?
@@ -306,6 +391,27 @@ struct AppendBenchmark: AsyncParsableCommand {
                     let ratio = plain.entries_per_s > 0 ? keyed.entries_per_s / plain.entries_per_s : 0
                     lines.append("| append | \(plain.producers) | \(plain.batch) | \(fmt(plain.entries_per_s, 0)) | \(fmt(keyed.entries_per_s, 0)) | \(fmt(ratio, 2))× | \(fmt(plain.p99_ms, 3)) / \(fmt(keyed.p99_ms, 3)) |")
                 }
+            }
+            if let dictionary {
+                typealias Comparison = DictionaryComparison
+                let ratioWithout = Comparison.mean(dictionary.without) { $0.compression_ratio ?? 0 }
+                let ratioWith = Comparison.mean(dictionary.with) { $0.compression_ratio ?? 0 }
+                let rateWithout = Comparison.mean(dictionary.without) { $0.entries_per_s }
+                let rateWith = Comparison.mean(dictionary.with) { $0.entries_per_s }
+                lines.append("")
+                let codedRatio = Comparison.mean(dictionary.with) { $0.dictionary_coded_ratio ?? 0 }
+                lines.append("| preset dictionary, 1 producer × 1 entry/append (same run, A-B-B-A, mean of 2 each) | stored ratio, whole stream | stored ratio, codec-2 batches | entries/s | ack p50 ms | ack p99 ms |")
+                lines.append("| --- | --- | --- | --- | --- | --- |")
+                lines.append("| without (plain zlib, level 1) | \(fmt(ratioWithout, 2))× | - | \(fmt(rateWithout, 0)) | \(fmt(Comparison.mean(dictionary.without) { $0.p50_ms }, 3)) | \(fmt(Comparison.mean(dictionary.without) { $0.p99_ms }, 3)) |")
+                let defaults = LogConfiguration()
+                lines.append("| with (codec 2, \(defaults.dictionaryBytesMax / 1024) KiB dictionary, level \(defaults.dictionaryCompressionLevel)) | \(fmt(ratioWith, 2))× | \(fmt(codedRatio, 2))× | \(fmt(rateWith, 0)) | \(fmt(Comparison.mean(dictionary.with) { $0.p50_ms }, 3)) | \(fmt(Comparison.mean(dictionary.with) { $0.p99_ms }, 3)) |")
+                let rateChange = rateWithout > 0 ? (rateWith / rateWithout - 1) * 100 : 0
+                let ratioGain = ratioWithout > 0 ? ratioWith / ratioWithout : 0
+                lines.append("| with / without | \(fmt(ratioGain, 2))× | | \(rateChange >= 0 ? "+" : "")\(fmt(rateChange, 1)) % | | |")
+                lines.append("")
+                lines.append("Encoding one single-entry batch, thread CPU: plain zlib \(fmt(dictionary.encodePlainMicros, 1)) µs, codec 2 \(fmt(dictionary.encodeDictionaryMicros, 1)) µs.")
+                lines.append("")
+                lines.append("A new stream stores its first 4 KiB of entries without a dictionary (the sample the first is cut from), and its first dictionaries are smaller (4, 8, 16 KiB, a segment each); the codec-2 column is the ratio of the batches that had one.")
             }
             if !restarts.isEmpty {
                 lines.append("")

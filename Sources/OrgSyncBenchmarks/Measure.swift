@@ -54,6 +54,9 @@ struct ResultRow: Encodable {
     var producers: Int
     var mb_per_s: Double
     var compression_ratio: Double?
+    /// The ratio of the batches coded with a preset dictionary alone (codec 2): the stream's
+    /// ratio once its first dictionary exists. Nil when none were written.
+    var dictionary_coded_ratio: Double? = nil
 }
 
 func resultLine(_ row: some Encodable) -> String {

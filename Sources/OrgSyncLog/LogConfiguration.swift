@@ -35,6 +35,18 @@ public struct LogConfiguration: Sendable, Hashable {
     public var appendEntriesMax: Int = 100_000
     /// zlib level for batch payloads (0...9; 1 is fastest), or nil for no compression.
     public var compressionLevel: Int32? = 1
+    /// Size of the preset zlib dictionary each segment gets, cut from the stream's newest
+    /// entries (see ``DictionaryFile``); 0 turns dictionaries off. At most 32768 (zlib's window).
+    /// One entry alone gives zlib nothing to learn from; with the stream's recent entries as a
+    /// dictionary a single ~270-byte event stores at about 2.2× instead of 0.95×.
+    public var dictionaryBytesMax: Int = 32_768
+    /// Batches whose payload (entries + 4-byte lengths) is at most this many bytes compress with
+    /// the segment's dictionary (codec 2); larger ones with plain zlib at `compressionLevel`,
+    /// since a batch that big has its own context and the level costs more than it saves.
+    public var dictionaryPayloadBytesMax: Int = 16_384
+    /// zlib level of dictionary-coded batches (1...9). They are small, and the primed stream is
+    /// copied rather than rebuilt, so level 6 costs little more than level 1 and stores ~15 % less.
+    public var dictionaryCompressionLevel: Int32 = 6
     /// A sparse-index point is written every time this many log bytes have passed.
     public var indexIntervalBytes: Int = 4096
     /// Segments are pre-written with zeros this far ahead of the tail, so that flushes
@@ -93,6 +105,10 @@ public struct LogConfiguration: Sendable, Hashable {
         try check(queuedBytesMax <= Self.queuedBytesMaxLimit, "queuedBytesMax", "must be at most \(Self.queuedBytesMaxLimit)")
         try check(appendEntriesMax >= 1, "appendEntriesMax", "must be positive")
         if let level = compressionLevel { try check((0...9).contains(level), "compressionLevel", "must be 0...9") }
+        try check(dictionaryBytesMax == 0 || (256...Zlib.dictionaryBytesLimit).contains(dictionaryBytesMax), "dictionaryBytesMax",
+                  "must be 0 (off) or 256...\(Zlib.dictionaryBytesLimit)")
+        try check(dictionaryPayloadBytesMax >= 0, "dictionaryPayloadBytesMax", "must not be negative")
+        try check((1...9).contains(dictionaryCompressionLevel), "dictionaryCompressionLevel", "must be 1...9")
         try check(indexIntervalBytes >= 64, "indexIntervalBytes", "must be at least 64")
         try check(preallocateBytes >= 0, "preallocateBytes", "must not be negative")
         try check((0...100_000).contains(groupCommitWaitMicros), "groupCommitWaitMicros", "must be 0...100000")

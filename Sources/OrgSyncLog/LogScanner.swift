@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Reads a stream's segments from the first byte to the last, checking every batch: CRC,
 /// lengths, base offsets (dense across batches and segments), and the decompressed payload.
 /// Used by `orgsync log verify|dump|stats` and by repair. Read-only: it never changes a file,
@@ -86,14 +94,21 @@ public struct LogScanner: Sendable {
             }
             let file = try wrapStorage { try storage.openFile(segment.path, create: false) }
             var position: Int64 = 0
+            // Read when the segment's first codec-2 batch needs it.
+            var dictionary: SegmentDictionary?
             while position < segment.size {
                 do {
                     let header = try readBatch(file, at: position, limit: segment.size, buffer: &buffer)
                     guard header.baseOffset == expected else {
                         throw BatchDecodeError.badLength("base offset \(header.baseOffset), expected \(expected)")
                     }
+                    if header.codec == .zlibDictionary && dictionary == nil {
+                        dictionary = try wrapStorage {
+                            try DictionaryFile.load(path: directory + "/" + Segment.fileName(segment.base, DictionaryFile.suffix), storage: storage)
+                        }
+                    }
                     try buffer.withUnsafeBytes { raw in
-                        try RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges)
+                        try RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges, dictionary: dictionary ?? .absent)
                     }
                     summary.batches += 1
                     if header.isControl { summary.controlBatches += 1 }
@@ -115,7 +130,15 @@ public struct LogScanner: Sendable {
                 } catch BatchDecodeError.endOfData where isLast {
                     break
                 } catch let error as BatchDecodeError {
-                    if isLast, let garbage = try wrapStorage({ try StreamLog.lastNonZeroByte(file, from: position, to: segment.size) }),
+                    // The broker's retention may have deleted the segment, `.zdict` and all, since
+                    // the scan opened its `.log`: as when it is deleted before the open, a storage
+                    // error (the scan runs next to a broker), not damage.
+                    if error.isDictionaryError,
+                       let loss = lossOfOpenFile(try wrapStorage({ try file.identity() }), path: try wrapStorage({ try storage.identity(ofPath: segment.path) })) {
+                        throw LogError.storage(StorageError(operation: "read (the segment \(loss) while it was scanned)", path: segment.path, errno: ENOENT))
+                    }
+                    // A dictionary error is never a torn tail: the batch passed its CRC.
+                    if isLast, !error.isDictionaryError, let garbage = try wrapStorage({ try StreamLog.lastNonZeroByte(file, from: position, to: segment.size) }),
                        (try? StreamLog.validBatchPosition(in: file, after: position, size: segment.size)) ?? nil == nil {
                         // Torn tail of the active segment: never acknowledged, cut on next open.
                         summary.tornTailBytes = garbage + 1 - position

@@ -8,7 +8,8 @@
 ///      4    4 batchLength          bytes of the whole batch, header included
 ///      8    4 crc                  CRC-32 (zlib) of bytes [12, batchLength)
 ///     12    1 formatVersion        1
-///     13    1 codec                0 = none, 1 = zlib
+///     13    1 codec                0 = none, 1 = zlib, 2 = zlib with the segment's preset
+///                                  dictionary
 ///     14    2 flags                bit 0 (0x0001) group continues, bit 1 (0x0002) control;
 ///                                  other bits 0
 ///     16    8 baseOffset           offset of the first entry
@@ -18,8 +19,14 @@
 ///     36    8 firstTimestampMs     broker append time of the batch, ms since the Unix epoch
 ///     44    8 maxTimestampMs       ≥ firstTimestampMs
 ///     52    … payload              entries, each `u32 length` + `length` bytes; with codec
-///                                  zlib the whole payload is one zlib stream (RFC 1950)
+///                                  zlib the whole payload is one zlib stream (RFC 1950); with
+///                                  codec 2 one zlib stream with FDICT set, whose DICTID (the
+///                                  Adler-32 of the dictionary) must be the segment's `.zdict`
 /// ```
+///
+/// Codec 2 is decided per batch by the writer (small payloads, once the segment has a
+/// dictionary); codecs 0 and 1 read as before, and the version stays 1: a reader without
+/// codec 2 reports `unknown codec 2` rather than misreading the batch.
 ///
 /// Invariants checked on every read: magic, version, codec, known flags, `batchLength = 52 +
 /// storedLength`, the CRC, entry count ≥ 1 (0 for a control batch), and after decompression
@@ -61,6 +68,8 @@ public struct RecordBatchHeader: Sendable, Hashable {
     public enum Codec: UInt8, Sendable {
         case none = 0
         case zlib = 1
+        /// zlib with the segment's preset dictionary (its `.zdict` file, ``DictionaryFile``).
+        case zlibDictionary = 2
     }
 
     /// Flag bits (header byte 14): see the format above.
@@ -102,6 +111,10 @@ public enum BatchDecodeError: Error, Sendable, Hashable, CustomStringConvertible
     case badLength(String)
     case checksumMismatch(stored: UInt32, computed: UInt32)
     case badPayload(String)
+    /// A codec-2 batch whose segment has no readable dictionary (`reason` says why).
+    case dictionaryUnavailable(id: UInt32, reason: String)
+    /// A codec-2 batch that names another dictionary than its segment's.
+    case dictionaryMismatch(batch: UInt32, segment: UInt32)
 
     public var description: String {
         switch self {
@@ -115,6 +128,10 @@ public enum BatchDecodeError: Error, Sendable, Hashable, CustomStringConvertible
         case .checksumMismatch(let stored, let computed):
             "CRC mismatch (stored 0x\(String(stored, radix: 16)), computed 0x\(String(computed, radix: 16)))"
         case .badPayload(let why): "bad payload: \(why)"
+        case .dictionaryUnavailable(let id, let reason):
+            "the batch needs preset dictionary 0x\(String(id, radix: 16)), but \(reason)"
+        case .dictionaryMismatch(let batch, let segment):
+            "the batch needs preset dictionary 0x\(String(batch, radix: 16)), the segment's is 0x\(String(segment, radix: 16))"
         }
     }
 }
@@ -131,9 +148,13 @@ public enum RecordBatchCodec {
     /// - Parameter scratch: reused between calls to avoid an allocation per batch.
     /// - Parameter flags: header flags; only ``RecordBatchHeader/flagGroupContinues`` applies
     ///   to a data batch (control batches come from ``encodeControl(records:baseOffset:timestampMs:into:)``).
+    /// - Parameter dictionary: when given, the payload is compressed with it (codec 2, at the
+    ///   deflater's level, whatever its size) instead of plain zlib at `compressionLevel`; the
+    ///   batch must then be written to the segment whose `.zdict` holds that dictionary.
     public static func encode(
         entries: some Collection<[UInt8]>, baseOffset: UInt64, timestampMs: Int64,
-        compressionLevel: Int32?, into output: inout [UInt8], scratch: inout [UInt8], flags: UInt16 = 0
+        compressionLevel: Int32?, into output: inout [UInt8], scratch: inout [UInt8], flags: UInt16 = 0,
+        dictionary: Zlib.PresetDeflater? = nil
     ) throws {
         precondition(flags & ~RecordBatchHeader.flagGroupContinues == 0, "a data batch only takes the group flag")
         precondition(!entries.isEmpty, "a batch holds at least one entry")
@@ -145,7 +166,15 @@ public enum RecordBatchCodec {
         let start = output.count
         output.append(contentsOf: repeatElement(0, count: RecordBatchHeader.size))
         var codec = RecordBatchHeader.Codec.none
-        if let level = compressionLevel, scratch.count >= compressThresholdBytes {
+        if let dictionary {
+            // Even a small payload gains: the dictionary holds what it repeats.
+            codec = .zlibDictionary
+            try scratch.withUnsafeBytes { try dictionary.compress($0, into: &output) }
+            if output.count - start - RecordBatchHeader.size >= scratch.count {
+                output.removeLast(output.count - start - RecordBatchHeader.size)
+                codec = .none
+            }
+        } else if let level = compressionLevel, scratch.count >= compressThresholdBytes {
             codec = .zlib
             try scratch.withUnsafeBytes { try Zlib.compress($0, level: level, into: &output) }
             // Keep the smaller form: incompressible data is stored as it is.
@@ -261,7 +290,7 @@ public enum RecordBatchCodec {
         }
         // Deflate expands at most 1032:1. Inflating reserves the announced length up front, so a
         // header announcing more (up to 4 GiB for a few stored bytes) must not get that far.
-        if codec == .zlib && UInt64(header.uncompressedLength) > UInt64(header.storedLength) * RecordBatchHeader.zlibExpansionMax {
+        if codec != .none && UInt64(header.uncompressedLength) > UInt64(header.storedLength) * RecordBatchHeader.zlibExpansionMax {
             throw BatchDecodeError.badLength("\(header.storedLength) zlib bytes cannot inflate to \(header.uncompressedLength)")
         }
         guard header.maxTimestampMs >= header.firstTimestampMs else { throw BatchDecodeError.badLength("timestamps out of order") }
@@ -281,23 +310,14 @@ public enum RecordBatchCodec {
     /// `payload` receives the uncompressed payload; `ranges` the entries' ranges in it. A
     /// control batch yields no ranges (its records are checked; read them with
     /// ``decodeControlRecords(_:header:)``), so every loop over entries skips it.
+    /// `dictionary` is the batch's segment's (needed by codec-2 batches only).
     public static func decodePayload(
         _ bytes: UnsafeRawBufferPointer, header: RecordBatchHeader,
-        payload: inout [UInt8], ranges: inout [Range<Int>]
+        payload: inout [UInt8], ranges: inout [Range<Int>], dictionary: SegmentDictionary = .absent
     ) throws {
         payload.removeAll(keepingCapacity: true)
         ranges.removeAll(keepingCapacity: true)
-        let stored = UnsafeRawBufferPointer(rebasing: bytes[RecordBatchHeader.size..<Int(header.batchLength)])
-        switch header.codec {
-        case .none:
-            payload.append(contentsOf: stored)
-        case .zlib:
-            do {
-                try Zlib.decompress(stored, expectedCount: Int(header.uncompressedLength), into: &payload)
-            } catch {
-                throw BatchDecodeError.badPayload("\(error)")
-            }
-        }
+        try inflatePayload(bytes, header: header, dictionary: dictionary, into: &payload)
         var position = 0
         let end = payload.count
         try payload.withUnsafeBytes { raw in
@@ -324,23 +344,49 @@ public enum RecordBatchCodec {
     }
 
     /// The idempotency-key records of a verified control batch (none for a data batch).
-    public static func decodeControlRecords(_ bytes: UnsafeRawBufferPointer, header: RecordBatchHeader) throws -> [IdempotencyRecord] {
+    public static func decodeControlRecords(
+        _ bytes: UnsafeRawBufferPointer, header: RecordBatchHeader, dictionary: SegmentDictionary = .absent
+    ) throws -> [IdempotencyRecord] {
         guard header.isControl else { return [] }
         var payload: [UInt8] = []
         var ranges: [Range<Int>] = []
-        let stored = UnsafeRawBufferPointer(rebasing: bytes[RecordBatchHeader.size..<Int(header.batchLength)])
-        switch header.codec {
-        case .none: payload.append(contentsOf: stored)
-        case .zlib:
-            do {
-                try Zlib.decompress(stored, expectedCount: Int(header.uncompressedLength), into: &payload)
-            } catch {
-                throw BatchDecodeError.badPayload("\(error)")
-            }
-        }
+        try inflatePayload(bytes, header: header, dictionary: dictionary, into: &payload)
         return try payload.withUnsafeBytes { raw in
             try splitFrames(raw, into: &ranges)
             return try ranges.map { try IdempotencyRecord(decoding: UnsafeRawBufferPointer(rebasing: raw[$0])) }
+        }
+    }
+
+    /// Appends the uncompressed payload of a verified batch to `payload`.
+    private static func inflatePayload(
+        _ bytes: UnsafeRawBufferPointer, header: RecordBatchHeader, dictionary: SegmentDictionary, into payload: inout [UInt8]
+    ) throws {
+        let stored = UnsafeRawBufferPointer(rebasing: bytes[RecordBatchHeader.size..<Int(header.batchLength)])
+        let expectedCount = Int(header.uncompressedLength)
+        switch header.codec {
+        case .none:
+            payload.append(contentsOf: stored)
+        case .zlib:
+            do {
+                try Zlib.decompress(stored, expectedCount: expectedCount, into: &payload)
+            } catch {
+                throw BatchDecodeError.badPayload("\(error)")
+            }
+        case .zlibDictionary:
+            do {
+                try Zlib.decompress(stored, expectedCount: expectedCount, dictionary: dictionary.dictionary, into: &payload)
+            } catch let mismatch as Zlib.DictionaryMismatch {
+                switch dictionary {
+                case .present(let segment):
+                    throw BatchDecodeError.dictionaryMismatch(batch: mismatch.streamDictionaryID, segment: segment.id)
+                case .absent:
+                    throw BatchDecodeError.dictionaryUnavailable(id: mismatch.streamDictionaryID, reason: "the segment has no dictionary file")
+                case .unreadable(let reason):
+                    throw BatchDecodeError.dictionaryUnavailable(id: mismatch.streamDictionaryID, reason: "its file is unreadable (\(reason))")
+                }
+            } catch {
+                throw BatchDecodeError.badPayload("\(error)")
+            }
         }
     }
 
@@ -380,5 +426,16 @@ extension UnsafeRawBufferPointer {
     @inline(__always)
     func loadLE<T: FixedWidthInteger>(at offset: Int) -> T {
         T(littleEndian: loadUnaligned(fromByteOffset: offset, as: T.self))
+    }
+}
+
+extension BatchDecodeError {
+    /// A codec-2 batch whose segment's dictionary is missing, unreadable or another one: the
+    /// batch itself passed its CRC (it is not a torn write).
+    public var isDictionaryError: Bool {
+        switch self {
+        case .dictionaryUnavailable, .dictionaryMismatch: true
+        default: false
+        }
     }
 }

@@ -1,3 +1,10 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Synchronization
 
 /// One point of a segment's sparse index: the entry at `baseOffset + relativeOffset` starts a
@@ -22,6 +29,12 @@ final class Segment: Sendable {
     let indexPath: String
     /// Idempotency records of the segment, written when it is sealed (see ``KeysFile``).
     let keysPath: String
+    /// The preset dictionary of its codec-2 batches, if it has any (see ``DictionaryFile``).
+    let dictionaryPath: String
+    /// The `.zdict` as last read or written; nil until first needed, and after a read that
+    /// failed with an I/O error (retried next time). Never changes once a file is there: a
+    /// dictionary is written once, before any batch that uses it.
+    private let loadedDictionary: Mutex<SegmentDictionary?>
     /// The active segment's open `.log`; nil once sealed (reads then go through `sealedFiles`).
     private let activeFile: Mutex<(any LogFile)?>
     private let sealedFiles: SealedSegmentFiles
@@ -61,6 +74,8 @@ final class Segment: Sendable {
         self.logPath = directory + "/" + Segment.fileName(baseOffset, ".log")
         self.indexPath = directory + "/" + Segment.fileName(baseOffset, ".index")
         self.keysPath = directory + "/" + Segment.fileName(baseOffset, ".keys")
+        self.dictionaryPath = directory + "/" + Segment.fileName(baseOffset, DictionaryFile.suffix)
+        self.loadedDictionary = Mutex(nil)
         self.storage = storage
         self.indexIntervalBytes = indexIntervalBytes
         self.sealedFiles = sealedFiles
@@ -95,6 +110,46 @@ final class Segment: Sendable {
             return file
         }
         _ = file  // dropped outside the lock
+    }
+
+    // MARK: Dictionary
+
+    /// The segment's preset dictionary: read from its `.zdict` the first time, then kept.
+    ///
+    /// - Throws: ``StorageError`` when the file could not be read (not remembered).
+    func dictionary() throws -> SegmentDictionary {
+        if let known = loadedDictionary.withLock({ $0 }) { return known }
+        let loaded = try DictionaryFile.load(path: dictionaryPath, storage: storage)
+        return loadedDictionary.withLock { known in
+            if let known { return known }
+            known = loaded
+            return loaded
+        }
+    }
+
+    /// Sets what the segment remembers of its `.zdict` (nil: nothing, read it next time).
+    /// For tests: a segment as a sealed one is before its first read, or as a stat error
+    /// would have left it.
+    func forgetDictionaryForTesting(as remembered: SegmentDictionary? = nil) {
+        loadedDictionary.withLock { $0 = remembered }
+    }
+
+    /// Writes `dictionary` as the segment's `.zdict` (temporary file, fsync, rename). The
+    /// caller syncs the directory before writing any batch that uses it. Only for a segment
+    /// that has none: a dictionary file is never replaced, as earlier codec-2 batches may need
+    /// the one there. Checked on disk, whatever was remembered: only the flusher (of the one
+    /// process holding the stream's lock) installs dictionaries, so nothing creates the file
+    /// between the check and the rename.
+    ///
+    /// - Throws: ``StorageError`` with `EEXIST` when the segment has a `.zdict` on disk (and
+    ///   then forgets what it remembered, so that the next call reads that file).
+    func installDictionary(_ dictionary: Zlib.PresetDictionary) throws {
+        if try storage.identity(ofPath: dictionaryPath) != nil {
+            loadedDictionary.withLock { $0 = nil }
+            throw StorageError(operation: "install dictionary", path: dictionaryPath, errno: EEXIST)
+        }
+        try storage.replaceFile(dictionaryPath, with: DictionaryFile.encode(dictionary))
+        loadedDictionary.withLock { $0 = .present(dictionary) }
     }
 
     // MARK: Index

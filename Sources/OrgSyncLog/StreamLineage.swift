@@ -25,6 +25,15 @@ public struct StreamLineage: Sendable, Hashable, Codable, CustomStringConvertibl
     public var streamID: String
     /// Increasing epoch numbers with non-decreasing start offsets; never empty.
     public private(set) var epochs: [Epoch]
+    /// Whether the stream may hold record batches of codec 2 (preset dictionaries): then its
+    /// `IDENTITY` is of version 2, which a release without codec 2 refuses ("unknown format")
+    /// rather than read the stream and cut it at its first codec-2 batch as a torn tail. Set
+    /// once, before the first such batch is written; never cleared (a one-way upgrade).
+    public var usesPresetDictionaries = false
+
+    private enum CodingKeys: String, CodingKey {
+        case streamID, epochs
+    }
 
     public init(streamID: String, epochs: [Epoch]) {
         self.streamID = streamID
@@ -75,13 +84,17 @@ public struct StreamLineage: Sendable, Hashable, Codable, CustomStringConvertibl
 extension StreamLineage {
     static let fileName = "IDENTITY"
     static let firstLine = "orgsync stream identity v1"
+    /// The first line of a stream that uses preset dictionaries (``usesPresetDictionaries``):
+    /// releases that know only v1 refuse it, naming the format unknown.
+    static let firstLineWithPresetDictionaries = "orgsync stream identity v2"
     /// An identity file is a few lines; anything larger is not one.
     static let fileBytesMax = 64 << 10
 
-    /// `orgsync stream identity v1`, `id HEX`, one `epoch N START` per epoch, then
-    /// `crc32 HEX` over every byte before that line.
+    /// `orgsync stream identity v1` (`v2` once it uses preset dictionaries), `id HEX`, one
+    /// `epoch N START` per epoch, then `crc32 HEX` over every byte before that line.
     func encoded() -> [UInt8] {
-        var text = StreamLineage.firstLine + "\nid \(streamID)\n"
+        let first = usesPresetDictionaries ? StreamLineage.firstLineWithPresetDictionaries : StreamLineage.firstLine
+        var text = first + "\nid \(streamID)\n"
         for epoch in epochs { text += "epoch \(epoch.epoch) \(epoch.startOffset)\n" }
         var bytes = Array(text.utf8)
         let crc = Zlib.crc32(bytes)
@@ -102,7 +115,12 @@ extension StreamLineage {
             return .failure(IdentityProblem("checksum mismatch"))
         }
         let lines = String(decoding: body, as: UTF8.self).split(separator: "\n")
-        guard lines.first.map(String.init) == firstLine else { return .failure(IdentityProblem("unknown format")) }
+        let usesPresetDictionaries: Bool
+        switch lines.first.map(String.init) {
+        case firstLine: usesPresetDictionaries = false
+        case firstLineWithPresetDictionaries: usesPresetDictionaries = true
+        default: return .failure(IdentityProblem("unknown format"))
+        }
         var id: String?
         var epochs: [Epoch] = []
         for line in lines.dropFirst() {
@@ -123,7 +141,9 @@ extension StreamLineage {
         }
         guard let id else { return .failure(IdentityProblem("no id")) }
         guard !epochs.isEmpty else { return .failure(IdentityProblem("no epoch")) }
-        return .success(StreamLineage(streamID: id, epochs: epochs))
+        var lineage = StreamLineage(streamID: id, epochs: epochs)
+        lineage.usesPresetDictionaries = usesPresetDictionaries
+        return .success(lineage)
     }
 
     /// 1–64 of `0-9 a-z A-Z - _`.

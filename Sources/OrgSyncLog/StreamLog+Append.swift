@@ -178,39 +178,81 @@ extension StreamLog {
     /// first if needed), flushes per policy, and only then records the batches as part of the
     /// log. Every batch but the last is marked "group continues", so that recovery can drop a
     /// group cut short. On failure the tail is put back as it was. Returns the batches' timestamp.
+    ///
+    /// Small batches compress with the segment's preset dictionary (codec 2), which is durable
+    /// before the first batch that uses it; after a roll the group is encoded again for the
+    /// new segment's dictionary, as a batch inflates only with its own segment's.
     private func writeAndSync(_ group: [PendingAppend], firstOffset: UInt64, results: [AppendResult]) throws -> Int64 {
         // Appends queued before the log failed are refused like later ones.
         if let failure = state.withLock({ $0.failure }) { throw failure }
         let now = clock()
-        var buffer: [UInt8] = []
-        var scratch: [UInt8] = []
+        var segment = state.withLock { $0.segments[$0.segments.count - 1] }
+        // Only the flusher takes this lock: it is never contended.
+        return try dictionaryWriter.withLock { writer -> Int64 in
+            var encoded = try encodeGroup(group, firstOffset: firstOffset, results: results, timestampMs: now,
+                                          dictionary: deflater(for: segment, writer: &writer))
+            let tail = segment.snapshot
+            let tooOld = tail.firstTimestampMs.map { now - $0 >= configuration.segmentAgeMsMax } ?? false
+            let full = tail.dataEnd + Int64(encoded.bytes.count) > Int64(configuration.segmentBytesMax)
+            if tail.dataEnd > 0 && (full || tooOld || dictionaryOutgrown(segment, writer: writer)) {
+                segment = try roll(segment, nextBase: firstOffset)
+                if encoded.usesDictionary {
+                    encoded = try encodeGroup(group, firstOffset: firstOffset, results: results, timestampMs: now,
+                                              dictionary: deflater(for: segment, writer: &writer))
+                }
+            }
+            try write(encoded, to: segment, firstOffset: firstOffset)
+            for append in group { writer.sample.note(append.entries) }
+            return now
+        }
+    }
+
+    /// A group's batches, encoded in one buffer.
+    private struct EncodedGroup {
+        var bytes: [UInt8] = []
         var batches: [(header: RecordBatchHeader, position: Int)] = []
+        /// The offset after the group's last entry.
+        var nextOffset: UInt64
+        /// Some batch is codec 2: the buffer belongs to the segment whose dictionary it used.
+        var usesDictionary = false
+    }
+
+    /// Encodes the group: its entries in batches of at most `batchBytesMax` (appends encoded
+    /// ahead keep theirs), then the control batch of its keys if any. Batches whose payload is
+    /// at most `dictionaryPayloadBytesMax` use `dictionary` when one is given.
+    private func encodeGroup(
+        _ group: [PendingAppend], firstOffset: UInt64, results: [AppendResult], timestampMs now: Int64,
+        dictionary: Zlib.PresetDeflater?
+    ) throws -> EncodedGroup {
+        var encoded = EncodedGroup(nextOffset: firstOffset)
+        var scratch: [UInt8] = []
         var current: [[UInt8]] = []
         var currentBytes = 0
-        var base = firstOffset
         func emit() throws {
             guard !current.isEmpty else { return }
-            let position = buffer.count
+            let position = encoded.bytes.count
+            let useDictionary = currentBytes <= configuration.dictionaryPayloadBytesMax ? dictionary : nil
             try RecordBatchCodec.encode(
-                entries: current, baseOffset: base, timestampMs: now,
-                compressionLevel: configuration.compressionLevel, into: &buffer, scratch: &scratch,
-                flags: RecordBatchHeader.flagGroupContinues)
-            let header = try buffer[position...].withUnsafeBytes { raw in try RecordBatchCodec.decodeHeader(raw) }
-            batches.append((header, position))
-            base += UInt64(current.count)
+                entries: current, baseOffset: encoded.nextOffset, timestampMs: now,
+                compressionLevel: configuration.compressionLevel, into: &encoded.bytes, scratch: &scratch,
+                flags: RecordBatchHeader.flagGroupContinues, dictionary: useDictionary)
+            let header = try encoded.bytes[position...].withUnsafeBytes { raw in try RecordBatchCodec.decodeHeader(raw) }
+            if header.codec == .zlibDictionary { encoded.usesDictionary = true }
+            encoded.batches.append((header, position))
+            encoded.nextOffset += UInt64(current.count)
             current.removeAll(keepingCapacity: true)
             currentBytes = 0
         }
         for append in group {
-            if let encoded = append.encoded {
+            if let ahead = append.encoded {
                 try emit()
-                let start = buffer.count
-                buffer.append(contentsOf: encoded.bytes)
-                for batch in encoded.batches {
+                let start = encoded.bytes.count
+                encoded.bytes.append(contentsOf: ahead.bytes)
+                for batch in ahead.batches {
                     let header = try RecordBatchCodec.patchBaseOffset(
-                        &buffer, at: start + batch.position, baseOffset: base, flags: RecordBatchHeader.flagGroupContinues)
-                    batches.append((header, start + batch.position))
-                    base += UInt64(batch.entryCount)
+                        &encoded.bytes, at: start + batch.position, baseOffset: encoded.nextOffset, flags: RecordBatchHeader.flagGroupContinues)
+                    encoded.batches.append((header, start + batch.position))
+                    encoded.nextOffset += UInt64(batch.entryCount)
                 }
                 continue
             }
@@ -226,41 +268,39 @@ extension StreamLog {
         }
         if records.isEmpty {
             // The last data batch ends the group.
-            if let last = batches.last {
-                let header = try RecordBatchCodec.patchBaseOffset(&buffer, at: last.position, baseOffset: last.header.baseOffset, flags: 0)
-                batches[batches.count - 1].header = header
+            if let last = encoded.batches.last {
+                let header = try RecordBatchCodec.patchBaseOffset(&encoded.bytes, at: last.position, baseOffset: last.header.baseOffset, flags: 0)
+                encoded.batches[encoded.batches.count - 1].header = header
             }
         } else {
-            let position = buffer.count
-            RecordBatchCodec.encodeControl(records: records, baseOffset: base, timestampMs: now, into: &buffer)
-            let header = try buffer[position...].withUnsafeBytes { raw in try RecordBatchCodec.decodeHeader(raw) }
-            batches.append((header, position))
+            let position = encoded.bytes.count
+            RecordBatchCodec.encodeControl(records: records, baseOffset: encoded.nextOffset, timestampMs: now, into: &encoded.bytes)
+            let header = try encoded.bytes[position...].withUnsafeBytes { raw in try RecordBatchCodec.decodeHeader(raw) }
+            encoded.batches.append((header, position))
         }
+        return encoded
+    }
 
-        var segment = state.withLock { $0.segments[$0.segments.count - 1] }
-        let tail = segment.snapshot
-        let tooOld = tail.firstTimestampMs.map { now - $0 >= configuration.segmentAgeMsMax } ?? false
-        if tail.dataEnd > 0 && (tail.dataEnd + Int64(buffer.count) > Int64(configuration.segmentBytesMax) || tooOld) {
-            segment = try roll(segment, nextBase: firstOffset)
-        }
+    /// Writes an encoded group at the tail of `segment`, flushes per policy, and notes its
+    /// batches; on failure puts the tail back.
+    private func write(_ encoded: EncodedGroup, to segment: Segment, firstOffset: UInt64) throws {
         let start = segment.snapshot.dataEnd
         do {
-            try preallocate(segment, through: start + Int64(buffer.count))
+            try preallocate(segment, through: start + Int64(encoded.bytes.count))
             let file = try segment.file()
-            try buffer.withUnsafeBytes { try file.write($0, at: start) }
+            try encoded.bytes.withUnsafeBytes { try file.write($0, at: start) }
             let syncStart = DispatchTime.now().uptimeNanoseconds
             try syncPerPolicy(segment)
             let syncNanoseconds = DispatchTime.now().uptimeNanoseconds - syncStart
-            observer?.didFlush(stream: name, entryCount: Int(base - firstOffset), byteCount: buffer.count,
+            observer?.didFlush(stream: name, entryCount: Int(encoded.nextOffset - firstOffset), byteCount: encoded.bytes.count,
                                syncNanoseconds: syncNanoseconds)
         } catch {
             restoreTail(segment, to: start)
             throw error
         }
         try checkStillLinked(segment, acknowledgedEnd: firstOffset)
-        for (header, position) in batches { segment.noteBatch(header, at: start + Int64(position)) }
+        for (header, position) in encoded.batches { segment.noteBatch(header, at: start + Int64(position)) }
         try? segment.flushIndexPoints()
-        return now
     }
 
     /// Encodes an append's entries into record batches with placeholder base offsets.

@@ -111,12 +111,17 @@ extension StreamLog {
         try storage.replaceFile(directory + "/" + Segment.fileName(keys.segmentBaseOffset, ".keys"), with: keys.encoded())
     }
 
-    /// Removes every file of the segment at `base` (`.log`, `.index`, `.keys`); missing ones
-    /// are fine. For retention and repair: a removed segment must not leave its keys behind.
-    /// The caller syncs the directory.
+    /// Removes every file of the segment at `base` (`.log`, `.index`, `.keys`, `.zdict`); missing
+    /// ones are fine. For retention and repair: a removed segment must not leave its keys behind.
+    /// The `.log` goes first, so a crash in between leaves at most files no `.log` refers to; and
+    /// when there is a `.zdict`, the directory is synced between the two: unsynced removals may
+    /// reach the disk in any order, and a power cut must not bring back a `.log` whose codec-2
+    /// batches lost their dictionary. The caller syncs the directory after.
     public static func removeSegmentFiles(directory: String, base: UInt64, storage: any LogStorage = PosixStorage()) throws {
-        for suffix in [".log", ".index", ".keys", ".keys.tmp"] {
+        let dictionary = directory + "/" + Segment.fileName(base, DictionaryFile.suffix)
+        for suffix in [".log", ".index", ".keys", ".keys.tmp", DictionaryFile.suffix, DictionaryFile.suffix + ".tmp"] {
             let path = directory + "/" + Segment.fileName(base, suffix)
+            if suffix == DictionaryFile.suffix && storage.fileExists(dictionary) { try storage.syncDirectory(directory) }
             if storage.fileExists(path) { try storage.removeFile(path) }
         }
     }

@@ -78,6 +78,8 @@ public final class StreamLog: Sendable {
     let gatherSignal = DispatchSemaphore(value: 0)
     /// Held while the log is open (released by `close()`): one writer process per stream.
     let lock: Mutex<(any LogLock)?>
+    /// Preset dictionaries being made and used by the flusher (only it takes this lock).
+    let dictionaryWriter: Mutex<DictionaryWriter>
 
     struct PendingAppend {
         var entries: [[UInt8]]
@@ -175,8 +177,17 @@ public final class StreamLog: Sendable {
             throw LogError.corrupt(report)
         }
         var bases = try StreamLog.segmentBaseOffsets(directory: directory, storage: storage)
-        let (lineage, madeIdentity) = try StreamLineage.loadOrCreate(directory: directory, storage: storage)
+        var (lineage, madeIdentity) = try StreamLineage.loadOrCreate(directory: directory, storage: storage)
+        if !lineage.usesPresetDictionaries,
+           try storage.listDirectory(directory).contains(where: { $0.hasSuffix(DictionaryFile.suffix) }) {
+            // Written by a build that made dictionaries without marking the identity: marked
+            // now, so that an older release refuses the stream rather than cut its codec-2 batches.
+            lineage.usesPresetDictionaries = true
+            try lineage.store(directory: directory, storage: storage)
+        }
         self.lineage = lineage
+        self.dictionaryWriter = Mutex(DictionaryWriter(dictionaryBytesMax: configuration.dictionaryBytesMax,
+                                                       identityAllowsDictionaries: lineage.usesPresetDictionaries))
         if madeIdentity {
             logger.notice("stream has a new identity", metadata: ["stream_id": "\(lineage.streamID)", "had_segments": "\(!bases.isEmpty)"])
         }
@@ -231,11 +242,11 @@ public final class StreamLog: Sendable {
             if (try? segment.readBatch(at: Int64(last.position), limit: size, expectedBase: base, buffer: &buffer)) != nil { break }
             points.removeLast()
         }
-        var tail = try scanTail(segment, from: points, size: size)
+        var tail = try scanTail(segment, from: points, size: size, storage: storage)
         if tail.incompleteGroup != nil && tail.groupStartKnown == false {
             // The scan began inside a group that never finished: its first batch lies before the
             // index point. Rare (an index written ahead of data lost in a machine crash); rescan all.
-            tail = try scanTail(segment, from: [], size: size)
+            tail = try scanTail(segment, from: [], size: size, storage: storage)
         }
         let position = tail.stopPosition
         var report = RecoveryReport(
@@ -289,7 +300,7 @@ public final class StreamLog: Sendable {
 
     /// Resets the segment's state to the index point `points.last` (or the start), then reads
     /// batch after batch, noting only the batches of complete groups.
-    private static func scanTail(_ segment: Segment, from points: [IndexPoint], size: Int64) throws -> TailScan {
+    private static func scanTail(_ segment: Segment, from points: [IndexPoint], size: Int64, storage: any LogStorage) throws -> TailScan {
         let start = points.last
         segment.state.withLock { s in
             s.index = points
@@ -317,7 +328,8 @@ public final class StreamLog: Sendable {
             do {
                 let header = try segment.readBatch(at: position, limit: size, expectedBase: expected, buffer: &buffer)
                 try buffer.withUnsafeBytes { raw in
-                    try RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges)
+                    try RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges,
+                                                       dictionary: header.codec == .zlibDictionary ? try segment.dictionary() : .absent)
                 }
                 if group.isEmpty && position > startPosition { groupStartKnown = true }
                 group.append((header, position))
@@ -330,6 +342,14 @@ public final class StreamLog: Sendable {
                 }
             } catch BatchDecodeError.endOfData {
                 break
+            } catch let error as BatchDecodeError where error.isDictionaryError {
+                // The batch passed its CRC, so it is not torn: it was written, and maybe
+                // acknowledged, after its dictionary was durable. Cutting it could lose it.
+                let report = CorruptionReport(
+                    segment: Segment.fileName(segment.baseOffset, ".log"), bytePosition: position,
+                    firstOffset: expected, endOffset: expected, reason: error.description)
+                try writeCorruptMarker(report, directory: directoryOf(segment), storage: storage)
+                throw LogError.corrupt(report)
             } catch let error as BatchDecodeError {
                 stopReason = error.description
                 break
@@ -433,9 +453,17 @@ public final class StreamLog: Sendable {
             do {
                 header = try segment.readBatch(at: position, limit: limit, expectedBase: expected, buffer: &buffer)
                 try buffer.withUnsafeBytes { raw in
-                    try RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges)
+                    try RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges,
+                                                       dictionary: header.codec == .zlibDictionary ? try segment.dictionary() : .absent)
                 }
             } catch let error as BatchDecodeError {
+                // Retention may have deleted the segment, `.zdict` and all, between this read of
+                // a batch and of its dictionary: as for any segment deleted under a reader, the
+                // offsets are gone, and the stream is not damaged.
+                if error.isDictionaryError, let start = retiredStart(of: segment) {
+                    if !records.isEmpty { return records }
+                    throw LogError.offsetOutOfRange(requested: offset, start: start, end: end)
+                }
                 let next = index + 1 < segments.count ? segments[index + 1].baseOffset : end
                 // Serve what was good before the damage; the next read starts at it and throws.
                 // Not when the damage follows the last entry of a sealed segment: the next read
@@ -461,6 +489,13 @@ public final class StreamLog: Sendable {
             expected = header.nextOffset
         }
         return records
+    }
+
+    /// The stream's start offset when retention has deleted `segment` (the start moved past
+    /// its first offset); nil while it is held.
+    func retiredStart(of segment: Segment) -> UInt64? {
+        let start = state.withLock { $0.startOffset }
+        return start > segment.baseOffset ? start : nil
     }
 
     /// Returns once the end offset is beyond `offset` (an entry at `offset` is readable).

@@ -103,12 +103,32 @@ final class FaultInjectingStorage: LogStorage, Sendable {
         /// Bytes that may still be written before writes fail with ENOSPC (nil: unlimited).
         var writeBytesBudget: Int?
         var syncCount = 0
+        /// Operations on paths ending in `suffix` fail with `errno`, `count` more times.
+        var failures: [(suffix: String, errno: Int32, count: Int)] = []
+        /// Directory entry changes and directory syncs, in order: `remove NAME`, `rename NAME`,
+        /// and `syncdir NAME` (names without their directory).
+        var operations: [String] = []
     }
 
     let state = Mutex(State())
+    /// Run (outside the storage's lock) when a file whose path ends in the key is opened, then
+    /// forgotten: lets a test act at one exact point of another operation (a retention pass
+    /// between a reader's read of a batch and of its dictionary), without sleeps.
+    let openHooks = Mutex<[String: @Sendable () -> Void]>([:])
 
     func check(_ path: String) throws {
-        if state.withLock({ $0.crashed }) { throw StorageError(operation: "io after crash", path: path, errno: EIO) }
+        try state.withLock { s in
+            if s.crashed { throw StorageError(operation: "io after crash", path: path, errno: EIO) }
+            if let i = s.failures.firstIndex(where: { path.hasSuffix($0.suffix) && $0.count > 0 }) {
+                s.failures[i].count -= 1
+                throw StorageError(operation: "injected", path: path, errno: s.failures[i].errno)
+            }
+        }
+    }
+
+    func record(_ operation: String, _ path: String) {
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        state.withLock { $0.operations.append(operation + " " + name) }
     }
 
     func apply(_ s: inout State, path: String, _ write: Write) {
@@ -133,6 +153,11 @@ final class FaultInjectingStorage: LogStorage, Sendable {
     // MARK: LogStorage
 
     func openFile(_ path: String, create: Bool) throws -> any LogFile {
+        let hook = openHooks.withLock { hooks -> (@Sendable () -> Void)? in
+            guard let key = hooks.keys.first(where: { path.hasSuffix($0) }) else { return nil }
+            return hooks.removeValue(forKey: key)
+        }
+        hook?()
         try check(path)
         try state.withLock { s in
             if s.files[path] == nil {
@@ -176,11 +201,13 @@ final class FaultInjectingStorage: LogStorage, Sendable {
 
     func removeFile(_ path: String) throws {
         try check(path)
+        record("remove", path)
         _ = state.withLock { $0.files.removeValue(forKey: path) }
     }
 
     func rename(_ from: String, to: String) throws {
         try check(from)
+        record("rename", to)
         state.withLock { s in
             if let file = s.files.removeValue(forKey: from) { s.files[to] = file }
         }
@@ -188,6 +215,7 @@ final class FaultInjectingStorage: LogStorage, Sendable {
 
     func syncDirectory(_ path: String) throws {
         try check(path)
+        record("syncdir", path)
         let prefix = path.hasSuffix("/") ? path : path + "/"
         state.withLock { s in
             for key in s.files.keys where key.hasPrefix(prefix) { s.files[key]?.durableName = true }
@@ -249,6 +277,19 @@ final class FaultInjectingStorage: LogStorage, Sendable {
     func unsyncedBytes(_ path: String) -> Int {
         state.withLock { s in s.files[path]?.unsynced.reduce(0) { $0 + $1.bytes.count } ?? 0 }
     }
+
+    /// The next `count` operations on paths ending in `suffix` fail with `errno`.
+    func failNext(_ count: Int, pathSuffix suffix: String, errno: Int32) {
+        state.withLock { $0.failures.append((suffix, errno, count)) }
+    }
+
+    /// Runs `hook` once, when a file whose path ends in `suffix` is next opened.
+    func onNextOpen(pathSuffix suffix: String, _ hook: @escaping @Sendable () -> Void) {
+        openHooks.withLock { $0[suffix] = hook }
+    }
+
+    func operations() -> [String] { state.withLock { $0.operations } }
+    func clearOperations() { state.withLock { $0.operations = [] } }
 
     func setCrashAtNextSync() { state.withLock { $0.crashAtNextSync = true } }
     func setFailSyncs(_ on: Bool) { state.withLock { $0.failSyncs = on } }
