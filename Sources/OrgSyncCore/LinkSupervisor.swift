@@ -42,6 +42,8 @@ public actor LinkSupervisor {
     private var running = false
     private var consuming = false
     private var adapterOpen = false
+    /// A batch went to the adapter since it last gave back its caches (``OrgAdapter/releaseMemory()``).
+    private var appliedSinceMemoryRelease = false
     private var closeRequested = false
     /// After every (re)start of consuming, the adapter's applied offset is consulted once.
     private var cursorSyncNeeded = false
@@ -155,7 +157,19 @@ public actor LinkSupervisor {
         }
         if consuming {
             if try await consumeOnce() { return }
-            return await waitForWakeUp(entriesAfter: cursor, timerDueMs: nil)
+            guard appliedSinceMemoryRelease, let releaseAfterMs = configuration.idleMemoryReleaseAfterMs else {
+                return await waitForWakeUp(entriesAfter: cursor, timerDueMs: nil)
+            }
+            // Caught up after working: wait for entries, and once the link has stood still for a
+            // while let the adapter give back its caches (a backlog caught up leaves them full).
+            let dueMs = clock.nowMs().addingReportingOverflow(releaseAfterMs)
+            let releaseDueMs = dueMs.overflow ? UInt64.max : dueMs.partialValue
+            await waitForWakeUp(entriesAfter: cursor, timerDueMs: releaseDueMs)
+            if consuming, !closeRequested, clock.nowMs() >= releaseDueMs {
+                appliedSinceMemoryRelease = false
+                await adapter.releaseMemory()
+            }
+            return
         }
         if fireTimerIfDue() { return }
         await waitForWakeUp(entriesAfter: nil, timerDueMs: machine.timerDueMs)
@@ -189,6 +203,7 @@ public actor LinkSupervisor {
             throw LinkSupervisorError.sourceOutOfOrder(link: name, expected: Offset(start.rawValue + UInt64(index)), got: entry.offset)
         }
         try await applyEntries(entries)
+        appliedSinceMemoryRelease = true
         return true
     }
 
@@ -403,7 +418,15 @@ public actor LinkSupervisor {
         let source = self.source
         let clock = self.clock
         let task = Task<Void, Never> {
-            if let offset {
+            if let offset, let timerDueMs {
+                // Whichever comes first.
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { try? await source.waitForEntries(after: offset) }
+                    group.addTask { try? await clock.sleep(untilMs: timerDueMs) }
+                    await group.next()
+                    group.cancelAll()
+                }
+            } else if let offset {
                 try? await source.waitForEntries(after: offset)
             } else if let timerDueMs {
                 try? await clock.sleep(untilMs: timerDueMs)

@@ -40,6 +40,11 @@ public struct LinkSupervisorConfiguration: Sendable, Hashable {
     public var syncLogRecordsMax: Int = 10_000
     /// Most entries kept in a link's dead letters; the oldest are dropped first.
     public var deadLettersMax: Int = 10_000
+    /// How long a caught-up link stands still before its adapter gives back its caches
+    /// (``OrgAdapter/releaseMemory()``); nil: never. Not a setting of the configuration file:
+    /// shorter than the broker's idle trim of freed memory (two metrics intervals), so that the
+    /// trim returns those pages to the system; tests that walk a link's own timers turn it off.
+    public var idleMemoryReleaseAfterMs: UInt64? = 1_000
 
     public init() {}
 
@@ -73,6 +78,7 @@ public struct LinkSupervisorConfiguration: Sendable, Hashable {
         try require(batchEntriesMax >= 1 && batchEntriesMax <= 1_000_000, "batchEntriesMax", "must be in 1...1000000")
         try require(syncLogRecordsMax >= 1 && syncLogRecordsMax <= Self.recordsMax, "syncLogRecordsMax", "must be in 1...\(Self.recordsMax)")
         try require(deadLettersMax >= 1 && deadLettersMax <= Self.recordsMax, "deadLettersMax", "must be in 1...\(Self.recordsMax)")
+        try require(idleMemoryReleaseAfterMs.map(durations.contains) ?? true, "idleMemoryReleaseAfterMs", durationRange)
     }
 
     private func require(_ condition: Bool, _ field: String, _ problem: String) throws(LinkConfigurationError) {

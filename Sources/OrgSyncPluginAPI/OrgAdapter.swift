@@ -51,6 +51,16 @@ public protocol OrgAdapter: Sendable {
 
     /// Releases connections and processes. Must not throw; may be called more than once.
     func close() async
+
+    /// The link has caught up and applied nothing for a while: give back memory that only
+    /// speeds up the next batch (a page cache, prepared statements), keeping the connection.
+    /// Called at most once per quiet spell, like every other call never overlapping one.
+    /// Default: nothing.
+    func releaseMemory() async
+}
+
+extension OrgAdapter {
+    public func releaseMemory() async {}
 }
 
 /// Makes adapters of one kind. Registered with the broker under ``name``.

@@ -125,9 +125,10 @@ public struct LinkService: Service {
     /// Per-link gauges and counters for /metrics and a reading of every link and stream for the
     /// status page's charts (``RecentSamples``), refreshed every `metricsIntervalMs`; and freed
     /// memory given back once the links have stood still for two intervals after working (a
-    /// backlog caught up leaves its batches' pages with the allocator).
+    /// backlog caught up leaves its batches' pages with the allocator), and every ten intervals
+    /// while they work (``IdleTrimDecision``).
     func exportMetrics() async {
-        var trim = IdleTrimDecision(quietTicksBeforeTrim: 2)
+        var trim = IdleTrimDecision(quietTicksBeforeTrim: 2, busyTicksBetweenTrims: 10)
         while !Task.isCancelled {
             let statuses = await broker.links.statuses()
             if trim.observe(appliedTotal: statuses.reduce(0) { $0 &+ $1.appliedCount }) { FreedMemory.giveBack() }

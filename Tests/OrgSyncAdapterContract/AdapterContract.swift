@@ -24,7 +24,8 @@ public struct AdapterContract: Sendable {
     public enum Check: String, Sendable, CaseIterable, CustomStringConvertible {
         /// Batches apply in order: inserts, upserts (partial updates) and deletes of the same key
         /// within and across batches end in the state a sequential reading gives; one table/
-        /// collection per object; `appliedOffset` is the last offset of the last batch.
+        /// collection per object; `appliedOffset` is the last offset of the last batch;
+        /// `releaseMemory()` between batches changes nothing.
         case orderedApply
         /// Re-applying batches already applied (as after a crash between the target commit and
         /// the broker's cursor write) neither fails, nor duplicates rows, nor moves a record back

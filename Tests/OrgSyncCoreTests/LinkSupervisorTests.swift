@@ -42,6 +42,7 @@ final class LinkHarness: Sendable {
         c.jitterRatio = 0
         c.retryableAttemptsMax = 3
         c.retryableBackoffBaseMs = 100
+        c.idleMemoryReleaseAfterMs = nil  // its timer would be one more sleeper on the clock
         return c
     }
 
@@ -288,6 +289,43 @@ final class CountingLinkObserver: LinkObserver {
         status = await link.supervisor.status()
         #expect(status.cursor == 3)
         #expect(status.lastError?.hasPrefix("gave up after 3 attempts") == true)
+    }
+
+    @Test func aCaughtUpLinkLetsItsAdapterGiveBackMemoryOncePerQuietSpell() async throws {
+        var configuration = LinkHarness.configuration
+        configuration.idleMemoryReleaseAfterMs = 1_000
+        let link = try LinkHarness(configuration: configuration)
+        let run = await link.start()
+        defer { run.cancel() }
+        // Nothing applied yet: nothing to give back, and no timer for it.
+        try await withTimeout("the link waiting for entries") { [adapter = link.adapter] in
+            _ = try await adapter.target.wait { $0.isOpen }
+        }
+        #expect(link.clock.sleeperCount == 0)
+
+        link.source.append(count: 5)
+        try await link.waitForCursor(5)
+        try await withTimeout("the release timer") { [clock = link.clock] in try await clock.waitForSleepers(count: 1) }
+        #expect(link.adapter.target.value.releaseMemoryCount == 0)
+        link.clock.advance(byMs: 999)
+        link.source.append(count: 1)  // entries before the deadline: no release, the timer starts again
+        try await link.waitForCursor(6)
+        try await link.advanceToNextDeadline()
+        try await withTimeout("a release") { [adapter = link.adapter] in
+            _ = try await adapter.target.wait { $0.releaseMemoryCount == 1 }
+        }
+        // Once per quiet spell: standing still longer gives nothing more, and sets no timer.
+        try await withTimeout("no sleepers") { [clock = link.clock] in try await clock.waitUntilNoSleepers() }
+        link.clock.advance(byMs: 60_000)
+        #expect(link.adapter.target.value.releaseMemoryCount == 1)
+        // Work again, then stand still again: released again.
+        link.source.append(count: 2)
+        try await link.waitForCursor(8)
+        try await link.advanceToNextDeadline()
+        try await withTimeout("a second release") { [adapter = link.adapter] in
+            _ = try await adapter.target.wait { $0.releaseMemoryCount == 2 }
+        }
+        #expect(link.appliedOffsets() == Array(0..<8))
     }
 
     @Test func pausedLinkNeverProbesAndResumesThroughVerification() async throws {

@@ -43,6 +43,7 @@ public final class RecordingAdapter: OrgAdapter {
         public var closeCount = 0
         public var applyCallCount = 0
         public var callsWhileClosedCount = 0
+        public var releaseMemoryCount = 0
     }
 
     private struct Behavior {
@@ -139,6 +140,8 @@ public final class RecordingAdapter: OrgAdapter {
             $0.closeCount += 1
         }
     }
+
+    public func releaseMemory() async { target.update { $0.releaseMemoryCount += 1 } }
 
     // MARK: - Helpers
 
