@@ -4,6 +4,7 @@ import Logging
 import OrgSyncCore
 import OrgSyncLog
 import OrgSyncPluginAPI
+import OrgSyncServer
 import Synchronization
 
 /// `OrgSyncBenchmarks e2e`: the whole path — durable append to the segment log, a link
@@ -92,6 +93,7 @@ struct E2EBenchmark: AsyncParsableCommand {
     }
 
     func run() async throws {
+        FreedMemory.limitArenas()  // as `orgsync serve` does
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = .warning

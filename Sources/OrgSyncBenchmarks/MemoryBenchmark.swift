@@ -56,6 +56,7 @@ struct MemoryBenchmark: AsyncParsableCommand {
     }
 
     func run() async throws {
+        FreedMemory.limitArenas()  // as `orgsync serve` does
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = .error  // the workload's inserts of existing keys are rejected entries

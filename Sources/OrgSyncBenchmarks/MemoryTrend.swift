@@ -10,9 +10,10 @@ struct MemorySample: Sendable, Equatable {
 struct MemoryTargets: Sendable, Equatable {
     var residentMiBMax = 100.0
     /// "No upward trend": over the last half of the run, the least-squares slope of the
-    /// resident memory is at most this many MiB per 10 minutes (0.5: 1.5 MiB over the last
-    /// half of 30 minutes, well inside the noise of freed pages going back to the system).
-    var trendMiBPer10MinutesMax = 0.5
+    /// resident memory is at most this many MiB per 10 minutes (2: 3 MiB over the last half of
+    /// 30 minutes, the size of the swings as freed pages go back to the system; the growth this
+    /// mode found, malloc arenas keeping freed memory, was 13 MiB per 10 minutes).
+    var trendMiBPer10MinutesMax = 2.0
 }
 
 struct MemoryTrend: Sendable, Equatable {

@@ -30,6 +30,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Listen address; overrides server.host.") var host: String?
 
     func run() async throws {
+        FreedMemory.limitArenas()
         var configuration: BrokerConfiguration
         do {
             if let config {

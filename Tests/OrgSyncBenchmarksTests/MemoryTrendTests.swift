@@ -17,11 +17,11 @@ import Testing
     }
 
     @Test func aSlowClimbFailsEvenUnderTheCeiling() throws {
-        // 70 MiB growing 1 MiB per 10 minutes: never above 100 MiB, still a leak.
-        let climbing = samples(minutes: 30) { 70 * 1024 + $0 / 600 * 1024 }
+        // 70 MiB growing 3 MiB per 10 minutes: never above 100 MiB, still a leak.
+        let climbing = samples(minutes: 30) { 70 * 1024 + $0 / 600 * 3 * 1024 }
         let trend = try #require(MemoryTrend(climbing, durationSeconds: 1800, targets: MemoryTargets()))
         #expect(trend.maxPassed)
-        #expect(abs((trend.trendMiBPer10Minutes ?? 0) - 1) < 0.01)
+        #expect(abs((trend.trendMiBPer10Minutes ?? 0) - 3) < 0.01)
         #expect(!trend.trendPassed && !trend.passed)
     }
 
