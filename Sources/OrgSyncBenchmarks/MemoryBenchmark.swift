@@ -86,12 +86,7 @@ struct MemoryBenchmark: AsyncParsableCommand {
         for start in stride(from: 0, to: entries.count, by: appendBatch) {
             _ = try await broker.append(stream: "events", entries: Array(entries[start..<min(entries.count, start + appendBatch)]))
         }
-        let end = UInt64(entries.count)
-        let deadline = Date().addingTimeInterval(timeoutSeconds)
-        while await broker.links.statuses().contains(where: { $0.cursor.rawValue < end }) {
-            guard Date() < deadline else { throw ValidationErrorText("the links did not catch up within \(timeoutSeconds) s") }
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        try await waitForCatchUp(broker, to: UInt64(entries.count))
         let caughtUpSeconds = Double(nowNs() - started) / 1e9
         let peakKiB = try residentKiB("VmHWM")
         try await Task.sleep(for: .seconds(idleSeconds))
@@ -110,6 +105,15 @@ struct MemoryBenchmark: AsyncParsableCommand {
         print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         print("| \(links) | \(entryCount) | \(startKiB / 1024) MiB | \(peakKiB / 1024) MiB | \(afterKiB / 1024) MiB | \((peakKiB - startKiB) / 1024) MiB | \(fmt(caughtUpSeconds, 2)) s | \(fmt(linkEntriesPerSecond, 0)) |")
         if let paced { printPaced(paced) }
+    }
+
+    /// Waits until every link's cursor reached `end`, at most `timeoutSeconds`.
+    func waitForCatchUp(_ broker: Broker, to end: UInt64) async throws {
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        while await broker.links.statuses().contains(where: { $0.cursor.rawValue < end }) {
+            guard Date() < deadline else { throw ValidationErrorText("the links did not catch up within \(timeoutSeconds) s") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
     }
 
     struct PacedRun {
@@ -150,12 +154,7 @@ struct MemoryBenchmark: AsyncParsableCommand {
             }
             switch schedule.nextStep(appendedCount: appended, lastAppendStartNs: lastAppendStartNs, nowNs: now) {
             case .finished:
-                let end = broker.streams["events"]?.endOffset ?? 0
-                let deadline = Date().addingTimeInterval(timeoutSeconds)
-                while await broker.links.statuses().contains(where: { $0.cursor.rawValue < end }) {
-                    guard Date() < deadline else { throw ValidationErrorText("the links did not catch up within \(timeoutSeconds) s") }
-                    try await Task.sleep(for: .milliseconds(50))
-                }
+                try await waitForCatchUp(broker, to: broker.streams["events"]?.endOffset ?? 0)
                 return PacedRun(
                     samples: samples, durationSeconds: durationSeconds, appended: appended,
                     caughtUpSeconds: Double(nowNs() - startNs) / 1e9 - durationSeconds)

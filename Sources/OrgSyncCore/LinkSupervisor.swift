@@ -162,8 +162,7 @@ public actor LinkSupervisor {
             }
             // Caught up after working: wait for entries, and once the link has stood still for a
             // while let the adapter give back its caches (a backlog caught up leaves them full).
-            let dueMs = clock.nowMs().addingReportingOverflow(releaseAfterMs)
-            let releaseDueMs = dueMs.overflow ? UInt64.max : dueMs.partialValue
+            let releaseDueMs = clock.nowMs().saturatingAdd(releaseAfterMs)
             await waitForWakeUp(entriesAfter: cursor, timerDueMs: releaseDueMs)
             if consuming, !closeRequested, clock.nowMs() >= releaseDueMs {
                 appliedSinceMemoryRelease = false

@@ -181,9 +181,16 @@ func adapterError(_ body: () async throws -> Void) async -> AdapterError? {
 
 /// A TCP port on 127.0.0.1 that nothing listens on (bound and released just now).
 func unusedLoopbackPort() throws -> Int {
+    let socket = try loopbackSocket(listening: false)
+    close(socket.fd)
+    return socket.port
+}
+
+/// A TCP socket bound to 127.0.0.1 on a port the kernel picks, listening when asked; the caller
+/// closes `fd`.
+func loopbackSocket(listening: Bool) throws -> (fd: Int32, port: Int) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw POSIXError(.EMFILE) }
-    defer { close(fd) }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_port = 0
@@ -191,12 +198,15 @@ func unusedLoopbackPort() throws -> Int {
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
     let bound = withUnsafeMutablePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
-            guard bind(fd, pointer, length) == 0 else { return -1 }
+            guard bind(fd, pointer, length) == 0, !listening || listen(fd, 8) == 0 else { return -1 }
             return getsockname(fd, pointer, &length)
         }
     }
-    guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
-    return Int(UInt16(bigEndian: address.sin_port))
+    guard bound == 0 else {
+        close(fd)
+        throw POSIXError(.EADDRINUSE)
+    }
+    return (fd, Int(UInt16(bigEndian: address.sin_port)))
 }
 
 // Literals for readable test entries (the API module does not offer them).
