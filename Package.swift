@@ -97,10 +97,32 @@ let package = Package(
             ],
             swiftSettings: ours
         ),
+        // The broker without HTTP: its configuration, streams (behind `StreamStore`), links,
+        // metrics and background services. Throws its own errors (`BrokerError`, `LogError`,
+        // `LinkSupervisorError`); the server maps them to HTTP answers in one place.
+        .target(
+            name: "OrgSyncBroker",
+            dependencies: [
+                "OrgSyncLog",
+                "OrgSyncPluginAPI",
+                "OrgSyncCore",
+                "OrgSyncNotifications",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            // The default configuration: a real file, compiled in by the plugin.
+            exclude: ["Embedded"],
+            swiftSettings: ours,
+            plugins: ["EmbedFilesPlugin"]
+        ),
+        // The HTTP API over the broker (Hummingbird): routes, auth, TLS, connection limits.
         .target(
             name: "OrgSyncServer",
             dependencies: [
                 "OrgSyncAPI",
+                "OrgSyncBroker",
                 "OrgSyncLog",
                 "OrgSyncPluginAPI",
                 "OrgSyncCore",
@@ -112,12 +134,10 @@ let package = Package(
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Yams", package: "Yams"),
             ],
-            // The OpenAPI document, the status page and the default configuration: real files,
-            // compiled in as `EmbeddedFiles` constants by the plugin.
+            // The OpenAPI document and the status page: real files, compiled in as
+            // `EmbeddedFiles` constants by the plugin.
             exclude: ["Embedded"],
             swiftSettings: ours,
             plugins: ["EmbedFilesPlugin"]
@@ -130,6 +150,7 @@ let package = Package(
                 "OrgSyncPluginAPI",
                 "OrgSyncCore",
                 "OrgSyncServer",
+                "OrgSyncBroker",
                 "SQLiteAdapter",
                 "PostgresAdapter",
                 "WebhookAdapter",
@@ -153,6 +174,7 @@ let package = Package(
                 "SQLiteAdapter",
                 "PostgresAdapter",
                 "OrgSyncServer",
+                "OrgSyncBroker",
                 "OrgSyncTestCertificates",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -373,6 +395,7 @@ let package = Package(
                 "OrgSyncTestHTTP",
                 "OrgSyncAPI",
                 "OrgSyncServer",
+                "OrgSyncBroker",
                 "OrgSyncLog",
                 "OrgSyncCore",
                 "OrgSyncPluginAPI",
@@ -406,6 +429,7 @@ if fuzzing {
                 "OrgSyncPluginAPI",
                 "OrgSyncCore",
                 "OrgSyncServer",
+                "OrgSyncBroker",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -1,3 +1,4 @@
+import OrgSyncBroker
 import OrgSyncServer
 
 /// Any text as the configuration file: a configuration or a ``ConfigurationError``; never a

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOEmbedded
 import OrgSyncLog
+import OrgSyncBroker
 import OrgSyncServer
 
 /// One broker and its router for the whole run, over a data directory in /dev/shm (or the

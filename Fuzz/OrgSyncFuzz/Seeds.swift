@@ -2,6 +2,7 @@ import Foundation
 @testable import OrgSyncCore
 @testable import OrgSyncLog
 import OrgSyncPluginAPI
+import OrgSyncBroker
 import OrgSyncServer
 import Synchronization
 

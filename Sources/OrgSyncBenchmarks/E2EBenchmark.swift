@@ -4,6 +4,7 @@ import Logging
 import OrgSyncCore
 import OrgSyncLog
 import OrgSyncPluginAPI
+import OrgSyncBroker
 import OrgSyncServer
 import Synchronization
 

@@ -7,6 +7,7 @@ import NIOCore
 import NIOHTTP1
 import NIOSSL
 import OrgSyncLog
+import OrgSyncBroker
 import OrgSyncServer
 import OrgSyncTestCertificates
 import Synchronization

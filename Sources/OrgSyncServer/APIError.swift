@@ -2,8 +2,11 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
-import OrgSyncLog
 import OrgSyncAPI
+import OrgSyncBroker
+import OrgSyncCore
+import OrgSyncLog
+import OrgSyncPluginAPI
 
 /// An error answered as `{"error":{"code","message"}}` with its HTTP status.
 public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConvertible {
@@ -36,8 +39,49 @@ public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConverti
     public static func forbidden(_ message: String) -> APIError { APIError(.forbidden, code: "forbidden", message) }
     public static func conflict(_ message: String) -> APIError { APIError(.conflict, code: "conflict", message) }
 
+    /// The HTTP answer to an error the broker, its streams or its links threw, or nil for one
+    /// that is not theirs (Hummingbird's own errors; anything else is a 500). The one place where
+    /// the core's errors become API errors: ``BrokerErrorMiddleware`` applies it to every route.
+    public static func from(_ error: any Error) -> APIError? {
+        switch error {
+        case let error as APIError: error
+        case let error as BrokerError: from(error)
+        case let error as LogError: from(error)
+        case let error as LinkSupervisorError: from(error)
+        default: nil
+        }
+    }
+
+    static func from(_ error: BrokerError) -> APIError {
+        switch error {
+        case .noSuchStream, .noSuchLink:
+            return APIError.notFound("\(error)")
+        case .linkDiverged(let name):
+            return APIError(.conflict, code: "link_diverged",
+                            "\(error) (POST /v1/links/\(name)/reset?from=N or POST /v1/links/\(name)/adopt)")
+        }
+    }
+
+    /// An operator's request a link refused: 404 for a dead letter it does not have, 502 when
+    /// its target could not be reached, 409 (the link's state does not allow it, or the target
+    /// answered "no" again to a retried entry: an outcome, not a gateway failure).
+    static func from(_ error: LinkSupervisorError) -> APIError {
+        switch error {
+        case .deadLetterNotFound:
+            return APIError.notFound("\(error)")
+        case .retryFailed(_, _, let adapterError):
+            if case .rejected = adapterError.kind { return APIError(.conflict, code: "retry_rejected", "\(error)") }
+            return APIError(.badGateway, code: "target_unavailable", "\(error)")
+        case .targetFailed:
+            return APIError(.badGateway, code: "target_unavailable", "\(error)")
+        case .alreadyRunning, .notRunning, .cursorBeyondEnd, .sourceOutOfOrder, .deadLetterAlreadyResolved,
+             .deadLetterUnreadable, .cursorChangeRefused:
+            return APIError.conflict("\(error)")
+        }
+    }
+
     /// Maps a log error to its HTTP answer: a full disk is 507, a closed log 503, …
-    public static func from(_ error: LogError) -> APIError {
+    static func from(_ error: LogError) -> APIError {
         switch error {
         case .storage(let storage) where storage.isNoSpace:
             return APIError(.init(code: 507, reasonPhrase: "Insufficient Storage"), code: "insufficient_storage",
@@ -78,6 +122,20 @@ public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConverti
         headers[.contentType] = "application/json"
         let body = jsonBytes(ErrorBody(code: code, message: message))
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+/// Answers every error a route throws that is the broker's (``APIError/from(_:)-(any Error)``) in
+/// the API's error shape; Hummingbird's own errors and unknown ones pass on unchanged.
+struct BrokerErrorMiddleware: RouterMiddleware {
+    typealias Context = BrokerRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch {
+            throw APIError.from(error) ?? error
+        }
     }
 }
 

@@ -1,3 +1,4 @@
+import OrgSyncBroker
 import HTTPTypes
 import Hummingbird
 
@@ -89,5 +90,19 @@ public struct Authenticator: Sendable {
             difference |= x ^ y
         }
         return difference == 0
+    }
+}
+
+/// Lets a request through to the routes of its group only with credentials of `role` or
+/// more (``Authenticator/authorize(_:_:_:)``): the API's routes are grouped by the role they
+/// need, so no handler checks credentials itself.
+struct RequireRole: RouterMiddleware {
+    typealias Context = BrokerRequestContext
+    let authenticator: Authenticator
+    let role: Authenticator.Role
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        try await authenticator.authorize(request, context, role)
+        return try await next(request, context)
     }
 }

@@ -1,3 +1,4 @@
+import OrgSyncBroker
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS

@@ -1,3 +1,4 @@
+import OrgSyncBroker
 /// The broker-wide budget of request-body bytes held in memory (`server.inflight_body_bytes_max`):
 /// which reservations are granted now, which wait, and which waiters a release lets in. A value
 /// with no I/O and no clock; ``InflightBodyBudget`` performs its decisions.

@@ -1,74 +1,62 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import OrgSyncBroker
 import OrgSyncCore
 import OrgSyncPluginAPI
 import OrgSyncAPI
 
 /// `/v1/links…`: status, operator suspend/resume, cursor, sync log and dead letters.
-func addLinkRoutes(to router: Router<BrokerRequestContext>, broker: Broker, authenticator: Authenticator) {
+func addLinkRoutes(to routes: RouteGroups, broker: Broker) {
     let links = broker.links
-    router.get("/v1/links") { request, context -> Response in
-        try await authenticator.authorize(request, context, .produce)
+    routes.produce.get(APIRoutes.links) { request, context -> Response in
         return jsonResponse(LinkList(links: await links.statuses().map(LinkStatusBody.init)))
     }
-    router.get("/v1/links/{link}") { request, context -> Response in
-        try await authenticator.authorize(request, context, .produce)
+    routes.produce.get(APIRoutes.link) { request, context -> Response in
         let supervisor = try links.supervisor(try context.parameters.require("link"))
         return jsonResponse(LinkStatusBody(await supervisor.status()))
     }
-    router.post("/v1/links/{link}/suspend") { request, context -> Response in
-        try await authenticator.authorize(request, context, .admin)
+    routes.admin.post(APIRoutes.linkSuspend) { request, context -> Response in
         let name = try context.parameters.require("link")
-        _ = try await links.suspend(name)
+        try await links.suspend(name)
         return jsonResponse(LinkStatusBody(await (try links.supervisor(name)).status()))
     }
-    router.post("/v1/links/{link}/resume") { request, context -> Response in
-        try await authenticator.authorize(request, context, .admin)
+    routes.admin.post(APIRoutes.linkResume) { request, context -> Response in
         let name = try context.parameters.require("link")
         let force = try parseBool(request.uri.queryParameters.get("force"), name: "force")
-        if try await links.resume(name, force: force) == .diverged {
-            throw APIError(.conflict, code: "link_diverged",
-                           "link \(name) is diverged: its target holds a position that does not belong to this stream as it is now; "
-                           + "reset it to an offset (POST /v1/links/\(name)/reset?from=N) or adopt the target's position (POST /v1/links/\(name)/adopt)")
-        }
+        try await links.resume(name, force: force)
         return jsonResponse(LinkStatusBody(await (try links.supervisor(name)).status()))
     }
-    router.post("/v1/links/{link}/reset") { request, context -> Response in
-        try await authenticator.authorize(request, context, .admin)
+    routes.admin.post(APIRoutes.linkReset) { request, context -> Response in
         let supervisor = try links.supervisor(try context.parameters.require("link"))
         guard let from = try parseUInt(request.uri.queryParameters.get("from"), name: "from") else {
             throw APIError.badRequest("query parameter from (a non-negative integer) is required")
         }
-        try await changePosition(supervisor, .reset(from: Offset(rawValue: from)))
+        _ = try await supervisor.changePosition(.reset(from: Offset(rawValue: from)))
         return jsonResponse(LinkStatusBody(await supervisor.status()))
     }
-    router.post("/v1/links/{link}/adopt") { request, context -> Response in
-        try await authenticator.authorize(request, context, .admin)
+    routes.admin.post(APIRoutes.linkAdopt) { request, context -> Response in
         let supervisor = try links.supervisor(try context.parameters.require("link"))
-        try await changePosition(supervisor, .adopt)
+        _ = try await supervisor.changePosition(.adopt)
         return jsonResponse(LinkStatusBody(await supervisor.status()))
     }
-    router.post("/v1/links/{link}/cursor") { request, context -> Response in
-        try await authenticator.authorize(request, context, .admin)
+    routes.admin.post(APIRoutes.linkCursor) { request, context -> Response in
         let name = try context.parameters.require("link")
         let supervisor = try links.supervisor(name)
         guard let offset = try parseUInt(request.uri.queryParameters.get("offset"), name: "offset") else {
             throw APIError.badRequest("query parameter offset (a non-negative integer) is required")
         }
-        try await changePosition(supervisor, .reset(from: Offset(rawValue: offset)))
+        _ = try await supervisor.changePosition(.reset(from: Offset(rawValue: offset)))
         return jsonResponse(LinkStatusBody(await supervisor.status()))
     }
-    router.get("/v1/links/{link}/sync-log") { request, context -> Response in
-        try await authenticator.authorize(request, context, .produce)
+    routes.produce.get(APIRoutes.linkSyncLog) { request, context -> Response in
         let supervisor = try links.supervisor(try context.parameters.require("link"))
         let limit = try pageLimit(request)
         let before = try parseUInt(request.uri.queryParameters.get("before"), name: "before")
         let records = supervisor.syncLog.page(beforeSequence: before, limit: limit)
         return jsonResponse(SyncLogPage(records: records.map(SyncLogRecordBody.init), nextBefore: records.count == limit ? records.last?.sequence : nil))
     }
-    router.get("/v1/links/{link}/dead-letters") { request, context -> Response in
-        try await authenticator.authorize(request, context, .produce)
+    routes.produce.get(APIRoutes.linkDeadLetters) { request, context -> Response in
         let supervisor = try links.supervisor(try context.parameters.require("link"))
         let limit = try pageLimit(request)
         let before = try parseUInt(request.uri.queryParameters.get("before"), name: "before").map { Offset($0) }
@@ -83,39 +71,12 @@ func addLinkRoutes(to router: Router<BrokerRequestContext>, broker: Broker, auth
         return jsonResponse(DeadLetterPage(
             deadLetters: letters.map(DeadLetterBody.init), nextBefore: letters.count == limit ? letters.last?.offset.rawValue : nil))
     }
-    router.post("/v1/links/{link}/dead-letters/{offset}/retry") { request, context -> Response in
-        try await authenticator.authorize(request, context, .admin)
+    routes.admin.post(APIRoutes.linkDeadLetterRetry) { request, context -> Response in
         let supervisor = try links.supervisor(try context.parameters.require("link"))
         guard let offset = try parseUInt(try context.parameters.require("offset"), name: "offset") else {
             throw APIError.badRequest("the offset must be a non-negative integer")
         }
-        do {
-            let letter = try await supervisor.retryDeadLetter(Offset(rawValue: offset))
-            return jsonResponse(DeadLetterBody(letter))
-        } catch let error as LinkSupervisorError {
-            switch error {
-            case .deadLetterNotFound: throw APIError.notFound("\(error)")
-            case .retryFailed(_, _, let adapterError):
-                // The target answering "no" again is an outcome, not a gateway failure: the
-                // dead letter stays failed (409). Only an unreachable target is a 502.
-                if case .rejected = adapterError.kind {
-                    throw APIError(.conflict, code: "retry_rejected", "\(error)")
-                }
-                throw APIError(.badGateway, code: "target_unavailable", "\(error)")
-            default: throw APIError.conflict("\(error)")
-            }
-        }
-    }
-}
-
-/// An operator's reset or adoption: refused (409) unless paused or diverged, 502 when the target
-/// could not be reached to rewrite its position.
-private func changePosition(_ supervisor: LinkSupervisor, _ change: PositionChange) async throws {
-    do {
-        _ = try await supervisor.changePosition(change)
-    } catch let error as LinkSupervisorError {
-        if case .targetFailed = error { throw APIError(.badGateway, code: "target_unavailable", "\(error)") }
-        throw APIError.conflict("\(error)")
+        return jsonResponse(DeadLetterBody(try await supervisor.retryDeadLetter(Offset(rawValue: offset))))
     }
 }
 

@@ -1,11 +1,11 @@
 import Hummingbird
 import OrgSyncAPI
+import OrgSyncBroker
 import OrgSyncNotifications
 
 /// `GET /v1/notifications`: the targets and their queues (an empty list without any).
-func addNotificationRoutes(to router: Router<BrokerRequestContext>, broker: Broker, authenticator: Authenticator) {
-    router.get("/v1/notifications") { request, context -> Response in
-        try await authenticator.authorize(request, context, .produce)
+func addNotificationRoutes(to routes: RouteGroups, broker: Broker) {
+    routes.produce.get(APIRoutes.notifications) { _, _ -> Response in
         guard let notifier = broker.notifier else { return jsonResponse(NotificationList(notifications: [])) }
         let lanes = notifier.status()
         return jsonResponse(NotificationList(notifications: notifier.targets.map { target in

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import OrgSyncBroker
 import OrgSyncLog
 import OrgSyncNotifications
 import OrgSyncPluginAPI
@@ -35,51 +36,52 @@ public func buildRouter(
                          bodyBudget: bodyBudget ?? InflightBodyBudget(bytesMax: config.server.inflightBodyBytesMax))
     // Added first, so it wraps every route and the answers for unmatched ones.
     router.add(middleware: HTTPSemanticsMiddleware())
+    // Inside it (a HEAD's error answer is built from the API error): the broker's errors answered.
+    router.add(middleware: BrokerErrorMiddleware())
+    // The routes by the role they need; the status page's own files and whoami need none.
+    let routes = RouteGroups(
+        open: router.group(),
+        produce: router.group().add(middleware: RequireRole(authenticator: authenticator, role: .produce)),
+        admin: router.group().add(middleware: RequireRole(authenticator: authenticator, role: .admin)))
 
-    router.post("/v1/streams/{stream}/entries") { request, context -> Response in
-        try await authenticator.authorize(request, context, .produce)
+    routes.produce.post(APIRoutes.entries) { request, context -> Response in
         let stream = try context.parameters.require("stream")
         do {
             let (result, replayed) = try await api.append(request: request, stream: stream)
             var response = jsonResponse(result, status: .created)
             if replayed { response.headers[idempotentReplayedField] = "true" }
             return response
-        } catch let error as APIError {
+        } catch {
             broker.metrics.appendRefused()
             throw error
         }
     }
-    router.get("/v1/streams") { request, context -> Response in
-        try await authenticator.authorize(request, context, .produce)
-        return jsonResponse(StreamList(streams: broker.streams.keys.sorted().compactMap { broker.streams[$0].map(StreamInfoBody.init) }))
+    routes.produce.get(APIRoutes.streams) { _, _ -> Response in
+        jsonResponse(StreamList(streams: broker.streams.keys.sorted().compactMap { broker.streams[$0].map(StreamInfoBody.init) }))
     }
-    router.get("/v1/streams/{stream}") { request, context -> Response in
-        try await authenticator.authorize(request, context, .produce)
-        let name = try context.parameters.require("stream")
-        guard let log = broker.streams[name] else { throw APIError.notFound("no stream named \(name)") }
-        return jsonResponse(StreamInfoBody(log))
+    routes.produce.get(APIRoutes.stream) { _, context -> Response in
+        jsonResponse(StreamInfoBody(try broker.stream(try context.parameters.require("stream"))))
     }
-    addLinkRoutes(to: router, broker: broker, authenticator: authenticator)
-    addNotificationRoutes(to: router, broker: broker, authenticator: authenticator)
-    addSampleRoutes(to: router, broker: broker, authenticator: authenticator)
-    addStatusPageRoutes(to: router, authenticator: authenticator)
-    router.get("/health/live") { request, context -> Response in
-        if !config.auth.openHealth { try await authenticator.authorize(request, context, .produce) }
-        return jsonResponse(["status": "ok"])
+    addLinkRoutes(to: routes, broker: broker)
+    addNotificationRoutes(to: routes, broker: broker)
+    addSampleRoutes(to: routes, broker: broker)
+    addStatusPageRoutes(to: routes, authenticator: authenticator)
+    let health = config.auth.openHealth ? routes.open : routes.produce
+    health.get(APIRoutes.healthLive) { _, _ -> Response in
+        jsonResponse(["status": "ok"])
     }
-    router.get("/health/ready") { request, context -> Response in
-        if !config.auth.openHealth { try await authenticator.authorize(request, context, .produce) }
+    health.get(APIRoutes.healthReady) { _, _ -> Response in
         guard ready() else { throw APIError(.serviceUnavailable, code: "not_ready", "the broker is starting or stopping") }
         return jsonResponse(["status": "ready"])
     }
-    router.get("/metrics") { request, context -> Response in
-        if !config.auth.openMetrics { try await authenticator.authorize(request, context, .produce) }
+    let metrics = config.auth.openMetrics ? routes.open : routes.produce
+    metrics.get(APIRoutes.metrics) { _, _ -> Response in
         broker.metrics.recordProcessAndDisk(dataDirectory: broker.dataDirectory)
         if let notifier = broker.notifier { broker.metrics.record(notificationStatuses: notifier.status()) }
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                         body: .init(byteBuffer: ByteBuffer(bytes: broker.metrics.render())))
     }
-    router.get("/openapi.yaml") { _, _ -> Response in
+    routes.open.get(APIRoutes.openAPIDocument) { _, _ -> Response in
         Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: ByteBuffer(string: openAPIDocument)))
     }
     // Added after every route, so it runs only for requests no route took.
@@ -87,39 +89,40 @@ public func buildRouter(
     return router
 }
 
+/// The router's routes by the credentials they need (``RequireRole``).
+struct RouteGroups {
+    /// No credentials: the status page's files, `whoami`, the OpenAPI document (and health and
+    /// metrics when `auth.open_health`/`auth.open_metrics` say so).
+    let open: RouterGroup<BrokerRequestContext>
+    /// Reading, and appending.
+    let produce: RouterGroup<BrokerRequestContext>
+    /// Changing a link: suspend, resume, reset, adopt, cursor, dead-letter retry.
+    let admin: RouterGroup<BrokerRequestContext>
+}
+
 let idempotencyKeyField = HTTPField.Name("Idempotency-Key")!
 let idempotentReplayedField = HTTPField.Name("Idempotent-Replayed")!
 
-/// Every route of the broker and the methods it answers. The `Allow` header of a 405 comes
-/// from here; tests check that the router answers each and that the OpenAPI document names
-/// exactly these.
-let brokerRoutes: [(path: String, methods: [HTTPRequest.Method])] = [
-    ("/", [.get]), ("/ui/app.js", [.get]), ("/ui/app.css", [.get]), ("/openapi.yaml", [.get]),
-    ("/health/live", [.get]), ("/health/ready", [.get]), ("/metrics", [.get]), ("/v1/whoami", [.get]),
-    ("/v1/streams", [.get]), ("/v1/streams/{stream}", [.get]), ("/v1/streams/{stream}/entries", [.post]),
-    ("/v1/streams/{stream}/samples", [.get]), ("/v1/links/{link}/samples", [.get]),
-    ("/v1/links", [.get]), ("/v1/links/{link}", [.get]), ("/v1/links/{link}/suspend", [.post]),
-    ("/v1/links/{link}/resume", [.post]), ("/v1/links/{link}/cursor", [.post]), ("/v1/links/{link}/reset", [.post]),
-    ("/v1/links/{link}/adopt", [.post]), ("/v1/links/{link}/sync-log", [.get]),
-    ("/v1/links/{link}/dead-letters", [.get]), ("/v1/links/{link}/dead-letters/{offset}/retry", [.post]),
-    ("/v1/notifications", [.get]),
-]
-
-/// The methods of the route whose pattern `path` matches (`{name}` matches one segment), or
-/// nil when no route has this path.
-func allowedMethods(path: String) -> [HTTPRequest.Method]? {
-    let segments = path.split(separator: "/")
-    for route in brokerRoutes {
-        let pattern = route.path.split(separator: "/")
-        guard pattern.count == segments.count else { continue }
-        if zip(pattern, segments).allSatisfy({ $0.hasPrefix("{") || $0 == $1 }) { return route.methods }
-    }
-    return nil
+/// The methods answered on `route`: its table's methods, and HEAD where it answers GET.
+func answeredMethods(_ route: APIRoute) -> [HTTPRequest.Method] {
+    let methods = route.methods.compactMap { HTTPRequest.Method($0) }
+    return methods.contains(.get) && !methods.contains(.head) ? methods + [.head] : methods
 }
 
-/// The methods answered on a route with `methods`: a GET route answers HEAD too.
-func answeredMethods(_ methods: [HTTPRequest.Method]) -> [HTTPRequest.Method] {
-    methods.contains(.get) && !methods.contains(.head) ? methods + [.head] : methods
+extension RouterGroup<BrokerRequestContext> {
+    /// Registers `handler` for GET (and so HEAD) on `route` of the API's table.
+    @discardableResult
+    func get(_ route: APIRoute, use handler: @escaping @Sendable (Request, BrokerRequestContext) async throws -> Response) -> Self {
+        assert(route.methods.contains("GET"), "\(route.pattern) does not list GET in APIRoutes")
+        return get(RouterPath(route.pattern), use: handler)
+    }
+
+    /// Registers `handler` for POST on `route` of the API's table.
+    @discardableResult
+    func post(_ route: APIRoute, use handler: @escaping @Sendable (Request, BrokerRequestContext) async throws -> Response) -> Self {
+        assert(route.methods.contains("POST"), "\(route.pattern) does not list POST in APIRoutes")
+        return post(RouterPath(route.pattern), use: handler)
+    }
 }
 
 /// What every request gets from HTTP itself, before and around the routes: a transfer coding
@@ -160,10 +163,10 @@ struct UnmatchedRouteMiddleware: RouterMiddleware {
             return try await next(request, context)
         } catch let error as HTTPError where error.status == .notFound {
             let path = request.uri.path
-            guard let methods = allowedMethods(path: path) else {
+            guard let route = APIRoutes.route(matching: path) else {
                 throw APIError.notFound("no route for \(path)")
             }
-            let allow = answeredMethods(methods).map(\.rawValue).joined(separator: ", ")
+            let allow = answeredMethods(route).map(\.rawValue).joined(separator: ", ")
             var notAllowed = APIError(.methodNotAllowed, code: "method_not_allowed", "\(path) answers \(allow), not \(request.method.rawValue)")
             notAllowed.headers[.allow] = allow
             throw notAllowed
@@ -172,7 +175,7 @@ struct UnmatchedRouteMiddleware: RouterMiddleware {
 }
 
 extension StreamInfoBody {
-    init(_ log: StreamLog) {
+    init(_ log: any StreamStore) {
         let info = log.info()
         self.init(
             name: info.name, startOffset: info.startOffset, endOffset: info.endOffset, segments: info.segmentCount,
@@ -190,7 +193,7 @@ struct EntriesAPI: Sendable {
     /// The body to answer with, and whether it replays an earlier answer (an idempotency key
     /// seen before: nothing was appended).
     func append(request: Request, stream: String) async throws -> (AppendBody, replayed: Bool) {
-        guard broker.streams[stream] != nil else { throw APIError.notFound("no stream named \(stream)") }
+        _ = try broker.stream(stream)
         let keys = request.headers[values: idempotencyKeyField]
         guard keys.count <= 1 else { throw APIError.badRequest("more than one Idempotency-Key header") }
         let key = keys.first
@@ -252,15 +255,11 @@ struct EntriesAPI: Sendable {
     }
 
     private func append(entries: [[UInt8]], stream: String, key: String?) async throws -> (AppendBody, replayed: Bool) {
-        do {
-            let outcome = try await broker.append(stream: stream, entries: entries, idempotencyKey: key)
-            let result = outcome.result
-            let body = AppendBody(firstOffset: result.firstOffset, lastOffset: result.lastOffset, count: result.count)
-            if case .replayed = outcome { return (body, true) }
-            return (body, false)
-        } catch let error as LogError {
-            throw APIError.from(error)
-        }
+        let outcome = try await broker.append(stream: stream, entries: entries, idempotencyKey: key)
+        let result = outcome.result
+        let body = AppendBody(firstOffset: result.firstOffset, lastOffset: result.lastOffset, count: result.count)
+        if case .replayed = outcome { return (body, true) }
+        return (body, false)
     }
 
     /// The body's content coding (RFC 9110 §8.4): nil for none or `identity`, else gzip or

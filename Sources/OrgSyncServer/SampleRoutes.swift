@@ -1,21 +1,22 @@
 import Foundation
 import Hummingbird
 import OrgSyncAPI
+import OrgSyncBroker
 import OrgSyncCore
+import OrgSyncLog
 
 /// `GET /v1/links/{link}/samples` and `GET /v1/streams/{stream}/samples`: the recent readings
 /// the status page draws its charts from (``RecentSamples``). Two routes, one per resource, like
 /// the rest of the API: a link's body and a stream's are different shapes, an unknown name is the
 /// 404 of its resource, and the page asks only for what its view shows.
-func addSampleRoutes(to router: Router<BrokerRequestContext>, broker: Broker, authenticator: Authenticator) {
-    router.get("/v1/links/{link}/samples") { request, context -> Response in
-        try await authenticator.authorize(request, context, .produce)
+func addSampleRoutes(to routes: RouteGroups, broker: Broker) {
+    routes.produce.get(APIRoutes.linkSamples) { request, context -> Response in
         let name = try context.parameters.require("link")
         guard let link = broker.configuration.links.first(where: { $0.name == name }) else {
-            throw APIError.notFound("no link named \(name)")
+            throw BrokerError.noSuchLink(name)
         }
         let windowMs = try sampleWindowMs(request.uri.queryParameters.get("window_ms"))
-        let readings = broker.samples.link(name, windowMs: windowMs, nowMs: wallClockMs()) ?? []
+        let readings = broker.samples.link(name, windowMs: windowMs, nowMs: UInt64(clamping: wallClockMs())) ?? []
         return jsonResponse(LinkSamplesBody(
             link: name, stream: link.stream, windowMs: windowMs, samplesMax: RecentSamples.samplesMax,
             samples: readings.map {
@@ -24,12 +25,11 @@ func addSampleRoutes(to router: Router<BrokerRequestContext>, broker: Broker, au
                                appliedPerSecond: $0.appliedPerSecond)
             }))
     }
-    router.get("/v1/streams/{stream}/samples") { request, context -> Response in
-        try await authenticator.authorize(request, context, .produce)
+    routes.produce.get(APIRoutes.streamSamples) { request, context -> Response in
         let name = try context.parameters.require("stream")
-        guard broker.streams[name] != nil else { throw APIError.notFound("no stream named \(name)") }
+        _ = try broker.stream(name)
         let windowMs = try sampleWindowMs(request.uri.queryParameters.get("window_ms"))
-        let readings = broker.samples.stream(name, windowMs: windowMs, nowMs: wallClockMs()) ?? []
+        let readings = broker.samples.stream(name, windowMs: windowMs, nowMs: UInt64(clamping: wallClockMs())) ?? []
         return jsonResponse(StreamSamplesBody(
             stream: name, windowMs: windowMs, samplesMax: RecentSamples.samplesMax,
             samples: readings.map {
@@ -45,9 +45,4 @@ func sampleWindowMs(_ text: String?) throws -> UInt64 {
         throw APIError.badRequest("window_ms must be an integer in 1...\(RecentSamples.windowMsMax) (milliseconds)")
     }
     return value
-}
-
-/// Milliseconds since 1970 (UTC): the time of readings and of the sync log's records.
-func wallClockMs() -> UInt64 {
-    UInt64(max(0, Date().timeIntervalSince1970 * 1000))
 }

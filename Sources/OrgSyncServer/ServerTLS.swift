@@ -1,3 +1,4 @@
+import OrgSyncBroker
 import Foundation
 import NIOCore
 import NIOSSL

@@ -2,6 +2,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import OrgSyncAPI
+import OrgSyncBroker
 
 /// The operator's status page: `GET /` with its script and style sheet under `/ui/`.
 ///
@@ -9,17 +10,17 @@ import OrgSyncAPI
 /// `/v1/streams`) with the token the operator typed, so the page itself is served without
 /// auth. A strict Content-Security-Policy (scripts and styles from this origin only, no inline
 /// code) backs up the script's own rule of rendering every value as text, never as HTML.
-func addStatusPageRoutes(to router: Router<BrokerRequestContext>, authenticator: Authenticator) {
-    router.get("/") { _, _ -> Response in
+func addStatusPageRoutes(to routes: RouteGroups, authenticator: Authenticator) {
+    routes.open.get(APIRoutes.statusPage) { _, _ -> Response in
         staticResponse(statusPageHTML, contentType: "text/html; charset=utf-8")
     }
-    router.get("/ui/app.js") { _, _ -> Response in
+    routes.open.get(APIRoutes.statusPageScript) { _, _ -> Response in
         staticResponse(statusPageScript, contentType: "text/javascript; charset=utf-8")
     }
-    router.get("/ui/app.css") { _, _ -> Response in
+    routes.open.get(APIRoutes.statusPageStyle) { _, _ -> Response in
         staticResponse(statusPageStyle, contentType: "text/css; charset=utf-8")
     }
-    router.get("/v1/whoami") { request, context -> Response in
+    routes.open.get(APIRoutes.whoami) { request, context -> Response in
         let role = try await authenticator.role(of: request, context)
         return jsonResponse(WhoAmIBody(authEnabled: authenticator.isEnabled, role: role?.rawValue ?? "none"))
     }

@@ -73,14 +73,14 @@ struct StatusCommand: AsyncParsableCommand {
     }
 
     func statuses(_ client: BrokerClient) async throws -> [LinkStatusBody] {
-        if let link { return [try await client.get("/v1/links/\(link)", as: LinkStatusBody.self)] }
-        return try await client.get("/v1/links", as: LinkList.self).links
+        if let link { return [try await client.get(APIRoutes.link.path(["link": link]), as: LinkStatusBody.self)] }
+        return try await client.get(APIRoutes.links.path(), as: LinkList.self).links
     }
 
     func rows(_ links: [LinkStatusBody], _ client: BrokerClient) async -> [[String]] {
         var rows = [["LINK", "STREAM", "STATE", "LAG", "CURSOR", "END", "IN STATE", "LAST EVENT"]]
         for status in links {
-            let last = try? await client.get("/v1/links/\(status.name)/sync-log?limit=1", as: SyncLogPage.self).records.first
+            let last = try? await client.get(APIRoutes.linkSyncLog.path(["link": status.name]) + "?limit=1", as: SyncLogPage.self).records.first
             var state = status.state + (status.heldDown ? " (held down)" : "")
             if status.state == "verifying" { state += " \(status.probeProgress)" }
             if !status.running { state = "stopped" }
@@ -160,7 +160,7 @@ struct LinksCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await reportingFailures("links suspend") {
-                let data = try await broker.client().send("POST", "/v1/links/\(link)/suspend")
+                let data = try await broker.client().send("POST", APIRoutes.linkSuspend.path(["link": link]))
                 let status = try broker.client().decode(data, as: LinkStatusBody.self)
                 printLine(broker.json ? String(decoding: data, as: UTF8.self) : "\(link): \(status.state) at cursor \(status.cursor)")
             }
@@ -197,7 +197,7 @@ struct LinksCommand: AsyncParsableCommand {
         func run() async throws {
             try await reportingFailures("links resume") {
                 let client = try broker.client()
-                let data = try await client.send("POST", "/v1/links/\(link)/resume?force=\(force)")
+                let data = try await client.send("POST", APIRoutes.linkResume.path(["link": link]) + "?force=\(force)")
                 var status = try client.decode(data, as: LinkStatusBody.self)
                 guard let timeoutMs = wait?.ms else {
                     printLine(broker.json ? String(decoding: data, as: UTF8.self) : "\(link): \(status.state) (probes \(status.probeProgress))")
@@ -219,7 +219,7 @@ struct LinksCommand: AsyncParsableCommand {
                         lastProgress = progress
                     }
                     try await Task.sleep(for: .milliseconds(Self.waitPollIntervalMs))
-                    status = try await client.get("/v1/links/\(link)", as: LinkStatusBody.self)
+                    status = try await client.get(APIRoutes.link.path(["link": link]), as: LinkStatusBody.self)
                 }
             }
         }
@@ -275,7 +275,7 @@ extension LinksCommand {
 
         func run() async throws {
             try await reportingFailures("links reset") {
-                let data = try await broker.client().send("POST", "/v1/links/\(link)/reset?from=\(offset)")
+                let data = try await broker.client().send("POST", APIRoutes.linkReset.path(["link": link]) + "?from=\(offset)")
                 let status = try broker.client().decode(data, as: LinkStatusBody.self)
                 printLine(broker.json ? String(decoding: data, as: UTF8.self)
                     : "\(link): \(status.state) from offset \(status.cursor) (stream end \(status.endOffset))")
@@ -297,7 +297,7 @@ extension LinksCommand {
 
         func run() async throws {
             try await reportingFailures("links adopt") {
-                let data = try await broker.client().send("POST", "/v1/links/\(link)/adopt")
+                let data = try await broker.client().send("POST", APIRoutes.linkAdopt.path(["link": link]))
                 let status = try broker.client().decode(data, as: LinkStatusBody.self)
                 printLine(broker.json ? String(decoding: data, as: UTF8.self)
                     : "\(link): \(status.state) from offset \(status.cursor) (stream end \(status.endOffset))")
@@ -320,7 +320,7 @@ struct CursorCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await reportingFailures("cursor show") {
-                let status = try await broker.client().get("/v1/links/\(link)", as: LinkStatusBody.self)
+                let status = try await broker.client().get(APIRoutes.link.path(["link": link]), as: LinkStatusBody.self)
                 printLine(broker.json ? #"{"link":"\#(link)","cursor":\#(status.cursor),"end_offset":\#(status.endOffset)}"#
                     : "\(link): cursor \(status.cursor), stream end \(status.endOffset), lag \(status.lag)")
             }
@@ -337,7 +337,7 @@ struct CursorCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await reportingFailures("cursor set") {
-                let data = try await broker.client().send("POST", "/v1/links/\(link)/cursor?offset=\(offset)")
+                let data = try await broker.client().send("POST", APIRoutes.linkCursor.path(["link": link]) + "?offset=\(offset)")
                 let status = try broker.client().decode(data, as: LinkStatusBody.self)
                 printLine(broker.json ? String(decoding: data, as: UTF8.self) : "\(link): cursor \(status.cursor) (\(status.state))")
             }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NIOHTTP1
+import OrgSyncAPI
 import OrgSyncLog
 import OrgSyncPluginAPI
 
@@ -201,7 +202,7 @@ struct HTTPEntrySink: EntrySink {
             body.append(0x0A)
         }
         let key = HTTPEntrySink.idempotencyKey(sourcePath: sourcePath, lines: lines, entries: entries)
-        let path = "/v1/streams/\(stream)/entries"
+        let path = APIRoutes.entries.path(["stream": stream])
         let headers = [("Content-Type", "application/x-ndjson"), ("Idempotency-Key", key)]
         var attempt = 0
         while true {

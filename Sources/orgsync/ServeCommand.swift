@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import OrgSyncBroker
 import OrgSyncCore
 import OrgSyncServer
 import ServiceLifecycle
@@ -97,10 +98,15 @@ struct ServeCommand: AsyncParsableCommand {
             builtins: BuiltinAdapters.factories, pluginsDirectory: configuration.pluginsDir.map(absolutePath),
             processLimits: configuration.pluginProcessLimits, logger: logger)
         for problem in registry.problems { logger.warning("plugin not loaded: \(problem)") }
-        let broker: Broker
+        let application: BrokerApplication
         do {
-            broker = try Broker(configuration: configuration, dataDirectory: dataDirectory, metrics: BrokerMetrics(),
-                                logger: logger, registry: registry)
+            application = try buildApplication(
+                configuration: configuration, dataDirectory: dataDirectory, registry: registry, certificate: certificate,
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger,
+                onListening: { url in
+                    // One line a script can wait for (tests read it to learn the port).
+                    printLine("orgsync: listening on \(url)")
+                })
         } catch let error as ConfigurationError {
             printError("orgsync serve: \(error)")
             throw ExitCodes.usage
@@ -108,53 +114,11 @@ struct ServeCommand: AsyncParsableCommand {
             printError("orgsync serve: cannot open the data directory \(dataDirectory): \(error)")
             throw ExitCodes.cannotOpen
         }
-        let environment = ProcessInfo.processInfo.environment
-        let listenHost = configuration.server.host
-        let listenPort = configuration.server.port
-        let readiness = Readiness()
-        let router = buildRouter(
-            broker: broker, authenticator: Authenticator(configuration: configuration, environment: environment),
-            ready: { readiness.isReady })
-        let server: HTTPServerBuilder
         do {
-            server = try brokerHTTPServer(configuration.server, certificate: certificate, logger: logger)
-        } catch {
-            printError("orgsync serve: server.tls: \(error)")
-            throw ExitCodes.usage
-        }
-        let scheme = certificate == nil ? "http" : "https"
-        let app = Application(
-            router: router,
-            server: server,
-            configuration: .init(address: .hostname(listenHost, port: listenPort), serverName: "orgsync"),
-            onServerRunning: { channel in
-                let port = channel.localAddress?.port ?? listenPort
-                readiness.markReady()
-                // One line a script can wait for (tests read it to learn the port).
-                printLine("orgsync: listening on \(scheme)://\(listenHost):\(port)")
-            },
-            logger: logger)
-        // Services stop in reverse order: on SIGTERM readiness turns 503, the HTTP server stops
-        // accepting and finishes its requests, then the links stop (cursors stored, adapters
-        // and plugin processes closed), then the streams are flushed and closed.
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: BrokerService(broker: broker)),
-            .init(service: LinkService(broker: broker)),
-        ]
-        if let notifier = broker.notifier { services.append(.init(service: NotificationService(notifier: notifier))) }
-        services += [
-            .init(service: app),
-            .init(service: ReadinessService(readiness: readiness)),
-        ]
-        if let certificate { services.append(.init(service: CertificateReloadService(certificate: certificate, logger: logger))) }
-        let group = ServiceGroup(configuration: .init(
-            services: services,
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        do {
-            try await group.run()
+            try await application.run()
         } catch let error as IOError where error.errnoCode == EADDRINUSE || error.errnoCode == EADDRNOTAVAIL || error.errnoCode == EACCES {
             // The port was taken between the check above and the server's bind.
-            printError("orgsync serve: \(ListenAddressProblem(host: listenHost, port: listenPort, errno: error.errnoCode))")
+            printError("orgsync serve: \(ListenAddressProblem(host: configuration.server.host, port: configuration.server.port, errno: error.errnoCode))")
             throw ExitCodes.usage
         }
         logger.info("stopped")

@@ -4,6 +4,7 @@ import Logging
 import OrgSyncCore
 import OrgSyncLog
 import OrgSyncPluginAPI
+@testable import OrgSyncBroker
 @testable import OrgSyncServer
 import SQLiteAdapter
 import Testing
@@ -336,7 +337,7 @@ import Testing
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let documented = try String(contentsOfFile: root.appendingPathComponent("data/orgsync.example.yaml").path, encoding: .utf8)
         #expect(BrokerConfiguration.embeddedDefaultYAML == documented,
-                "data/orgsync.example.yaml and Sources/OrgSyncServer/Embedded/orgsync.example.yaml differ")
+                "data/orgsync.example.yaml and Sources/OrgSyncBroker/Embedded/orgsync.example.yaml differ")
         let configuration = try BrokerConfiguration.parse(yaml: BrokerConfiguration.embeddedDefaultYAML)
         #expect(configuration.streams.map(\.name) == ["events"])
         #expect(configuration.links.map(\.name) == ["demo"])

@@ -1,3 +1,4 @@
+import OrgSyncBroker
 import OrgSyncServer
 import Testing
 

@@ -1,9 +1,11 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import OrgSyncAPI
 import HummingbirdTesting
 import NIOCore
 import OrgSyncLog
+@testable import OrgSyncBroker
 @testable import OrgSyncServer
 import Testing
 import OrgSyncTestSupport
@@ -305,9 +307,8 @@ func boundedWait(_ timeout: Duration, _ event: @escaping @Sendable () async -> V
         let t = try TestBroker()
         let app = Application(router: t.router)
         try await app.test(.router) { client in
-            for route in brokerRoutes where route.methods.contains(.get) {
-                let uri = route.path.replacingOccurrences(of: "{stream}", with: "events")
-                    .replacingOccurrences(of: "{link}", with: "nolink")
+            for route in APIRoutes.all where route.methods.contains("GET") {
+                let uri = route.path(["stream": "events", "link": "nolink"])
                 let get = try await client.execute(uri: uri, method: .get, headers: headers(TestBroker.adminToken)) { $0 }
                 let head = try await client.execute(uri: uri, method: .head, headers: headers(TestBroker.adminToken)) { $0 }
                 #expect(head.status == get.status, "HEAD \(uri)")

@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import OrgSyncLog
+@testable import OrgSyncBroker
 @testable import OrgSyncServer
 import Testing
 

@@ -1,3 +1,4 @@
+@testable import OrgSyncBroker
 @testable import OrgSyncServer
 import Testing
 

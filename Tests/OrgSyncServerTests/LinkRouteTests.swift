@@ -7,6 +7,7 @@ import NIOCore
 import OrgSyncCore
 import OrgSyncLog
 import OrgSyncPluginAPI
+@testable import OrgSyncBroker
 @testable import OrgSyncServer
 import SQLiteAdapter
 import Testing

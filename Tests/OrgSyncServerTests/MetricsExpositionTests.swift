@@ -6,6 +6,7 @@ import NIOCore
 import OrgSyncCore
 import OrgSyncNotifications
 import OrgSyncPluginAPI
+@testable import OrgSyncBroker
 @testable import OrgSyncServer
 import Testing
 

@@ -1,5 +1,6 @@
 import Foundation
 import OrgSyncAPI
+import OrgSyncBroker
 import OrgSyncServer
 import Testing
 import Yams

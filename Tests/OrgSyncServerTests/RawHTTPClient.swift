@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+@testable import OrgSyncBroker
 @testable import OrgSyncServer
 import ServiceLifecycle
 import Synchronization

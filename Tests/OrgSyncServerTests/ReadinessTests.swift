@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import HummingbirdTesting
 import Logging
+@testable import OrgSyncBroker
 @testable import OrgSyncServer
 import OrgSyncTestSupport
 import ServiceLifecycle

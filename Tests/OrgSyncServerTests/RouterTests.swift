@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import OrgSyncAPI
 import OrgSyncLog
+@testable import OrgSyncBroker
 @testable import OrgSyncServer
 import Testing
 

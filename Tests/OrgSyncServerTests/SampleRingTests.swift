@@ -1,6 +1,7 @@
 @testable import OrgSyncCore
 import OrgSyncLog
 import OrgSyncPluginAPI
+@testable import OrgSyncBroker
 @testable import OrgSyncServer
 import Testing
 

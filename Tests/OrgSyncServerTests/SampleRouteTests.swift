@@ -7,6 +7,7 @@ import OrgSyncAPI
 import OrgSyncCore
 import OrgSyncLog
 import OrgSyncPluginAPI
+@testable import OrgSyncBroker
 @testable import OrgSyncServer
 import Testing
 

@@ -1,8 +1,10 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import OrgSyncAPI
 import HummingbirdTesting
 import NIOCore
+@testable import OrgSyncBroker
 @testable import OrgSyncServer
 import Testing
 
@@ -107,11 +109,11 @@ import Testing
     /// methods it answers, and nothing else is.
     @Test func theOpenAPIDocumentDescribesEveryRoute() {
         let paths = openAPIPaths(openAPIDocument)
-        for route in brokerRoutes {
-            let methods = Set(route.methods.map { $0.rawValue.lowercased() })
-            #expect(paths[route.path] == methods, "\(route.path): the document says \(paths[route.path] ?? []), the router \(methods)")
+        for route in APIRoutes.all {
+            let methods = Set(route.methods.map { $0.lowercased() })
+            #expect(paths[route.pattern] == methods, "\(route.pattern): the document says \(paths[route.pattern] ?? []), the router \(methods)")
         }
-        #expect(Set(paths.keys) == Set(brokerRoutes.map(\.path)), "the document names a path the router does not answer")
+        #expect(Set(paths.keys) == Set(APIRoutes.all.map(\.pattern)), "the document names a path the router does not answer")
     }
 
     /// The route table is the router's: each route answers its methods, HEAD too where GET is
@@ -120,10 +122,9 @@ import Testing
         let t = try TestBroker()
         let app = Application(router: t.router)
         try await app.test(.router) { client in
-            for route in brokerRoutes {
-                let uri = route.path.replacingOccurrences(of: "{stream}", with: "events")
-                    .replacingOccurrences(of: "{link}", with: "nolink").replacingOccurrences(of: "{offset}", with: "1")
-                for method in answeredMethods(route.methods) {
+            for route in APIRoutes.all {
+                let uri = route.path(["stream": "events", "link": "nolink", "offset": "1"])
+                for method in answeredMethods(route) {
                     try await client.execute(uri: uri, method: method, headers: headers(TestBroker.adminToken)) { response in
                         #expect(response.status != .methodNotAllowed, "\(method) \(uri)")
                         #expect(!String(buffer: response.body).contains("no route"), "\(method) \(uri) is not routed")
@@ -132,7 +133,7 @@ import Testing
                 for method in [HTTPRequest.Method.delete, .put, .patch] {
                     try await client.execute(uri: uri, method: method, headers: headers(TestBroker.adminToken)) { response in
                         #expect(response.status == .methodNotAllowed, "\(method) \(uri)")
-                        #expect(response.headers[.allow] == answeredMethods(route.methods).map(\.rawValue).joined(separator: ", "))
+                        #expect(response.headers[.allow] == answeredMethods(route).map(\.rawValue).joined(separator: ", "))
                         #expect(errorCode(response) == "method_not_allowed")
                     }
                 }

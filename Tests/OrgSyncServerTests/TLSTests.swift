@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOSSL
+@testable import OrgSyncBroker
 @testable import OrgSyncServer
 import OrgSyncTestCertificates
 import Testing

@@ -3,21 +3,21 @@ import OrgSyncCore
 import OrgSyncPluginAPI
 
 /// One reading of a link, taken by ``LinkService`` every metrics interval (1 s).
-struct LinkSample: Sendable, Hashable {
+public struct LinkSample: Sendable, Hashable {
     /// Milliseconds since 1970 (UTC), as the sync log's times.
-    var timeMs: UInt64
-    var state: LinkState
-    var heldDown: Bool
-    var lag: UInt64
-    var cursor: UInt64
+    public var timeMs: UInt64
+    public var state: LinkState
+    public var heldDown: Bool
+    public var lag: UInt64
+    public var cursor: UInt64
     /// Entries applied since the link's supervisor started (cumulative).
-    var appliedCount: UInt64
+    public var appliedCount: UInt64
 }
 
 /// One reading of a stream: its end offset, which grows by one per appended entry.
-struct StreamSample: Sendable, Hashable {
-    var timeMs: UInt64
-    var endOffset: UInt64
+public struct StreamSample: Sendable, Hashable {
+    public var timeMs: UInt64
+    public var endOffset: UInt64
 }
 
 /// The broker's recent readings of every link and stream, for the status page's charts
@@ -25,12 +25,12 @@ struct StreamSample: Sendable, Hashable {
 /// ``SampleRing`` of at most ``samplesMax`` readings per link and per stream, so its size is
 /// fixed by the configuration (links + streams) and never by traffic or requests. A restart
 /// starts empty.
-final class RecentSamples: Sendable {
+public final class RecentSamples: Sendable {
     /// Readings kept per link and per stream: 15 minutes at one reading a second.
-    static let samplesMax = 900
+    public static let samplesMax = 900
     /// The longest window a request may ask for: 15 minutes (``samplesMax`` readings at the
     /// 1-second metrics interval).
-    static let windowMsMax: UInt64 = 900_000
+    public static let windowMsMax: UInt64 = 900_000
 
     private struct Rings {
         var links: [String: SampleRing<LinkSample>] = [:]
@@ -65,7 +65,7 @@ final class RecentSamples: Sendable {
     /// The link's readings of the last `windowMs` before `nowMs`, oldest first, each with the
     /// applied entries per second since the reading before it (the one just outside the window
     /// too, so the first rate shown is not lost). Nil for a link this store has no ring for.
-    func link(_ name: String, windowMs: UInt64, nowMs: UInt64) -> [(sample: LinkSample, appliedPerSecond: Double?)]? {
+    public func link(_ name: String, windowMs: UInt64, nowMs: UInt64) -> [(sample: LinkSample, appliedPerSecond: Double?)]? {
         guard let samples = rings.withLock({ $0.links[name]?.elements }) else { return nil }
         let rates = CounterRate.perSecond(samples.map { ($0.timeMs, $0.appliedCount) })
         return Self.window(Array(zip(samples, rates)), windowMs: windowMs, nowMs: nowMs) { $0.0.timeMs }
@@ -74,7 +74,7 @@ final class RecentSamples: Sendable {
 
     /// The stream's readings of the last `windowMs` before `nowMs`, oldest first, each with the
     /// entries appended per second since the reading before it. Nil for an unknown stream.
-    func stream(_ name: String, windowMs: UInt64, nowMs: UInt64) -> [(sample: StreamSample, appendedPerSecond: Double?)]? {
+    public func stream(_ name: String, windowMs: UInt64, nowMs: UInt64) -> [(sample: StreamSample, appendedPerSecond: Double?)]? {
         guard let samples = rings.withLock({ $0.streams[name]?.elements }) else { return nil }
         let rates = CounterRate.perSecond(samples.map { ($0.timeMs, $0.endOffset) })
         return Self.window(Array(zip(samples, rates)), windowMs: windowMs, nowMs: nowMs) { $0.0.timeMs }

@@ -17,7 +17,7 @@ public final class LinkHost: Sendable {
 
     /// Creates every link (adapters are created, not yet connected: that is the supervisor's
     /// first `open`). Throws naming the link when its adapter is unknown or misconfigured.
-    public init(configuration: BrokerConfiguration, dataDirectory: String, streams: [String: StreamLog],
+    public init(configuration: BrokerConfiguration, dataDirectory: String, streams: [String: any StreamStore],
                 registry: PluginRegistry, environment: [String: String], logger: Logger,
                 observer: (any LinkObserver)? = nil) throws {
         var supervisors: [String: LinkSupervisor] = [:]
@@ -45,8 +45,8 @@ public final class LinkHost: Sendable {
             var linkLogger = logger
             linkLogger[metadataKey: "link"] = .string(link.name)
             supervisors[link.name] = try LinkSupervisor(
-                name: link.name, source: StreamLogLinkSource(log: log), adapter: adapter,
-                cursorStore: StreamLogCursorStore(log: log), configuration: supervisorConfiguration,
+                name: link.name, source: log.linkSource(), adapter: adapter,
+                cursorStore: log.linkCursorStore(), configuration: supervisorConfiguration,
                 syncLog: try SyncLog.open(directory: directory, link: link.name, recordsMax: supervisorConfiguration.syncLogRecordsMax),
                 deadLetters: try DeadLetters.open(directory: directory, link: link.name, lettersMax: supervisorConfiguration.deadLettersMax),
                 logger: linkLogger,
@@ -60,12 +60,16 @@ public final class LinkHost: Sendable {
         self.logger = logger
     }
 
+    /// The supervisor of the link named `name`.
+    ///
+    /// - Throws: ``BrokerError/noSuchLink(_:)``.
     public func supervisor(_ name: String) throws -> LinkSupervisor {
-        guard let supervisor = supervisors[name] else { throw APIError.notFound("no link named \(name)") }
+        guard let supervisor = supervisors[name] else { throw BrokerError.noSuchLink(name) }
         return supervisor
     }
 
     /// Pauses a link and remembers it across restarts (an operator's pause outlives the process).
+    @discardableResult
     public func suspend(_ name: String) async throws -> LinkState {
         let supervisor = try supervisor(name)
         let directory = directories[name] ?? ""
@@ -74,12 +78,19 @@ public final class LinkHost: Sendable {
         return await supervisor.suspend()
     }
 
+    /// Resumes a link an operator paused (forgetting the pause), or one held down with `force`.
+    ///
+    /// - Throws: ``BrokerError/linkDiverged(_:)`` when the link stays diverged: its target's
+    ///   position does not belong to the stream as it is now (reset or adopt it first).
+    @discardableResult
     public func resume(_ name: String, force: Bool) async throws -> LinkState {
         let supervisor = try supervisor(name)
         let directory = directories[name] ?? ""
         try? FileManager.default.removeItem(atPath: directory + "/PAUSED")
         try? PosixStorage().syncDirectory(directory)
-        return await supervisor.resume(force: force)
+        let state = await supervisor.resume(force: force)
+        if state == .diverged { throw BrokerError.linkDiverged(name) }
+        return state
     }
 
     public func statuses() async -> [LinkStatus] {
@@ -133,7 +144,7 @@ public struct LinkService: Service {
             let statuses = await broker.links.statuses()
             if trim.observe(appliedTotal: statuses.reduce(0) { $0 &+ $1.appliedCount }) { FreedMemory.giveBack() }
             broker.metrics.record(linkStatuses: statuses)
-            broker.samples.record(links: statuses, streamEnds: broker.streams.mapValues(\.endOffset), timeMs: wallClockMs())
+            broker.samples.record(links: statuses, streamEnds: broker.streams.mapValues(\.endOffset), timeMs: UInt64(clamping: wallClockMs()))
             try? await Task.sleep(for: .milliseconds(metricsIntervalMs))
         }
     }

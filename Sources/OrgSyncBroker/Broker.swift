@@ -10,23 +10,26 @@ import ServiceLifecycle
 public final class Broker: Sendable {
     public let configuration: BrokerConfiguration
     public let dataDirectory: String
-    public let streams: [String: StreamLog]
+    public let streams: [String: any StreamStore]
     public let links: LinkHost
     public let metrics: BrokerMetrics
     /// Operators' webhooks; nil when the configuration has none.
     public let notifier: Notifier?
     /// Recent readings of every link and stream, for the status page's charts.
-    let samples: RecentSamples
-    let logger: Logger
+    public let samples: RecentSamples
+    public let logger: Logger
 
-    /// Checks every link's adapter settings, then opens every configured stream under
-    /// `dataDirectory` (recovering its tail) and creates the links.
+    /// Checks every link's adapter settings, then opens every configured stream (by default its
+    /// segment log under `dataDirectory`, recovering its tail: ``openSegmentLog(_:configuration:dataDirectory:logger:observer:)``;
+    /// `openStream` puts another ``StreamStore`` in its place) and creates the links.
     ///
     /// - Throws: ``ConfigurationError`` naming the field (an unknown adapter or setting, a bad
-    ///   setting value); ``LogError`` naming the stream (locked by another process, corrupt, I/O).
+    ///   setting value); the store's error naming the stream (``LogError``: locked by another
+    ///   process, corrupt, I/O).
     public init(
         configuration: BrokerConfiguration, dataDirectory: String, metrics: BrokerMetrics, logger: Logger,
-        registry: PluginRegistry? = nil, environment: [String: String] = ProcessInfo.processInfo.environment
+        registry: PluginRegistry? = nil, environment: [String: String] = ProcessInfo.processInfo.environment,
+        openStream: ((BrokerConfiguration.Stream) throws -> any StreamStore)? = nil
     ) throws {
         self.configuration = configuration
         self.dataDirectory = dataDirectory
@@ -34,15 +37,12 @@ public final class Broker: Sendable {
         self.logger = logger
         let registry = registry ?? PluginRegistry(builtins: [], logger: logger)
         try configuration.validateAdapterSettings(registry: registry)
-        var streams: [String: StreamLog] = [:]
+        let open = openStream ?? { stream in
+            try Broker.openSegmentLog(stream, configuration: configuration, dataDirectory: dataDirectory, logger: logger, observer: metrics)
+        }
+        var streams: [String: any StreamStore] = [:]
         for stream in configuration.streams {
-            let log = try StreamLog.open(
-                dataDirectory: dataDirectory, name: stream.name,
-                configuration: configuration.logConfiguration(for: stream), logger: logger, observer: metrics)
-            if log.recovery.truncatedAtPosition != nil {
-                logger.warning("recovered stream with a cut tail", metadata: ["stream": "\(stream.name)", "recovery": "\(log.recovery)"])
-            }
-            streams[stream.name] = log
+            streams[stream.name] = try open(stream)
         }
         self.streams = streams
         let links = try LinkHost(
@@ -59,9 +59,17 @@ public final class Broker: Sendable {
             }
             notifier = try Notifier(
                 settings: targets, links: links, directory: dataDirectory + "/notifications",
-                wallClockMs: wallClockMs, logger: logger, observer: metrics)
+                wallClockMs: { UInt64(clamping: wallClockMs()) }, logger: logger, observer: metrics)
         }
         self.samples = RecentSamples(links: configuration.links.map(\.name), streams: configuration.streams.map(\.name))
+    }
+
+    /// The stream named `name`.
+    ///
+    /// - Throws: ``BrokerError/noSuchStream(_:)``.
+    public func stream(_ name: String) throws -> any StreamStore {
+        guard let stream = streams[name] else { throw BrokerError.noSuchStream(name) }
+        return stream
     }
 
     /// Appends validated entries to `stream`, recording latency metrics.
@@ -72,7 +80,7 @@ public final class Broker: Sendable {
     /// Appends, or with a key already in the stream's window, answers the original offsets and
     /// appends nothing (``AppendOutcome/replayed(_:)``).
     public func append(stream: String, entries: [[UInt8]], idempotencyKey: String?) async throws -> AppendOutcome {
-        guard let log = streams[stream] else { throw APIError.notFound("no stream named \(stream)") }
+        let log = try self.stream(stream)
         let start = ContinuousClock.now
         let outcome = try await log.append(entries, idempotencyKey: idempotencyKey)
         if case .appended = outcome {

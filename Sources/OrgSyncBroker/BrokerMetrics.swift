@@ -58,7 +58,7 @@ public final class BrokerMetrics: Sendable {
     }
 
     /// One append request answered with an error.
-    func appendRefused() { rejectedRequests.increment() }
+    public func appendRefused() { rejectedRequests.increment() }
 
     /// Records every link's status: gauges as they are, the state machine's counts as counters.
     func record(linkStatuses statuses: [LinkStatus]) {
@@ -92,7 +92,7 @@ public final class BrokerMetrics: Sendable {
 
     /// Reads the process and the data directory's filesystem into their gauges and counters;
     /// called on each scrape, so they are as fresh as the scrape.
-    func recordProcessAndDisk(dataDirectory: String) {
+    public func recordProcessAndDisk(dataDirectory: String) {
         if let process = ProcessReading.read() {
             let increment = readings.withLock { $0.increment(.processCPU, reading: process.cpuSeconds) }
             registry.makeCounter(descriptor: MetricCatalog.processCpuSecondsTotal)
@@ -136,7 +136,7 @@ extension BrokerMetrics: NotificationObserver {
     }
 
     /// Events waiting for each notification target, summed over its links.
-    func record(notificationStatuses statuses: [NotificationLaneStatus]) {
+    public func record(notificationStatuses statuses: [NotificationLaneStatus]) {
         var pending: [String: Int] = [:]
         for status in statuses { pending[status.notification, default: 0] += status.pending }
         for (notification, count) in pending {

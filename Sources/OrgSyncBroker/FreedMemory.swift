@@ -8,7 +8,7 @@ import Glibc
 public enum FreedMemory {
     /// Returns free heap pages to the system (every arena). Costs about a millisecond on an
     /// idle heap; call it when a burst is over, not per request.
-    static func giveBack() {
+    public static func giveBack() {
         #if os(Linux)
         _ = glibcMallocTrim(0)
         #endif

@@ -1,0 +1,19 @@
+/// What the broker refuses by itself (its streams and links throw their own errors:
+/// `LogError`, `LinkSupervisorError`). The HTTP server maps each to its answer in one place.
+public enum BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
+    case noSuchStream(String)
+    case noSuchLink(String)
+    /// An operator resumed a link whose target holds a position that does not belong to its
+    /// stream as it is now: it stays diverged until reset or adopted.
+    case linkDiverged(String)
+
+    public var description: String {
+        switch self {
+        case .noSuchStream(let name): "no stream named \(name)"
+        case .noSuchLink(let name): "no link named \(name)"
+        case .linkDiverged(let name):
+            "link \(name) is diverged: its target holds a position that does not belong to this stream as it is now; "
+                + "reset it to an offset or adopt the target's position"
+        }
+    }
+}
