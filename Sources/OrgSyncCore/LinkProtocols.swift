@@ -27,7 +27,8 @@ public protocol LinkCursorStore: Sendable {
     /// The stored cursor of `link`, or nil if it has none yet (the link then starts at 0).
     func load(link: String) async throws -> Offset?
     /// Stores `offset` durably before returning. The link calls it only with increasing offsets,
-    /// after the adapter has applied every entry below `offset`.
+    /// after the adapter has applied every entry below `offset`. An implementation that blocks
+    /// (a write and an fsync) does so off the cooperative pool (``BlockingFileQueue``).
     func store(link: String, offset: Offset) async throws
 }
 

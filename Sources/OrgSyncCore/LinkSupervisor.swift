@@ -35,6 +35,8 @@ public actor LinkSupervisor {
     private let wallClockMs: @Sendable () -> UInt64
     private let observer: (any LinkObserver)?
     private var logger: Logger
+    /// Where dead letters are written and fsynced: off the cooperative pool.
+    private let files: BlockingFileQueue
 
     private var machine: LinkStateMachine
     private var random: SplitMix64
@@ -114,6 +116,7 @@ public actor LinkSupervisor {
         self.logger[metadataKey: "link"] = .string(name)
         self.machine = LinkStateMachine(configuration: configuration, nowMs: clock.nowMs(), startPaused: startPaused)
         self.random = SplitMix64(seed: randomSeed)
+        self.files = BlockingFileQueue(label: "orgsync.link.\(name)")
     }
 
     // MARK: - Running
@@ -356,11 +359,18 @@ public actor LinkSupervisor {
             return
         }
         let json = String(decoding: entry.raw.isEmpty ? Array(entry.jsonData()) : entry.raw, as: UTF8.self)
-        try deadLetters.put(DeadLetter(offset: entry.offset, entryJSON: json, error: error.message,
-                                       targetCode: error.targetCode, failedAtMs: wallClockMs()))
+        let letter = DeadLetter(offset: entry.offset, entryJSON: json, error: error.message,
+                                targetCode: error.targetCode, failedAtMs: wallClockMs())
+        try await putDeadLetter(letter)
         writeSyncLog(.entryFailed, reason: error.message, offset: entry.offset, status: .failed, targetCode: error.targetCode)
         logger.warning("entry \(entry.offset) rejected and dead-lettered: \(error)")
         try await storeCursor(entry.offset.next)
+    }
+
+    /// Stores a dead letter durably (written and fsynced on ``files``).
+    private func putDeadLetter(_ letter: DeadLetter) async throws {
+        let deadLetters = deadLetters
+        try await files.run { try deadLetters.put(letter) }
     }
 
     private func adapterFailed(_ error: any Error) {
@@ -673,7 +683,7 @@ extension LinkSupervisor {
             if case .rejected = error.kind {
                 letter.error = error.message
                 letter.targetCode = error.targetCode
-                try deadLetters.put(letter)
+                try await putDeadLetter(letter)
                 writeSyncLog(.entryFailed, reason: "retry \(letter.attemptCount) rejected: \(error.message)",
                              offset: offset, status: .failed, targetCode: error.targetCode)
             }
@@ -681,7 +691,7 @@ extension LinkSupervisor {
         }
         letter.status = .resolved
         letter.resolvedAtMs = wallClockMs()
-        try deadLetters.put(letter)
+        try await putDeadLetter(letter)
         writeSyncLog(.entryResolved, reason: "applied on attempt \(letter.attemptCount)", offset: offset, status: .resolved)
         return letter
     }

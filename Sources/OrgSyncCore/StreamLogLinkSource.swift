@@ -41,17 +41,24 @@ public struct StoredEntryError: Error, Sendable, CustomStringConvertible {
 }
 
 /// Link cursors kept in the stream's crash-safe cursor files (`streams/<s>/cursors/<link>.cursor`).
-/// A cursor can never be stored past the stream's end.
+/// A cursor can never be stored past the stream's end. Each store writes and fsyncs on this
+/// store's own ``BlockingFileQueue`` (make one store per link: their fsyncs then run side by
+/// side, none of them on the cooperative pool).
 public struct StreamLogCursorStore: LinkCursorStore {
     public let log: StreamLog
+    private let files: BlockingFileQueue
 
-    public init(log: StreamLog) { self.log = log }
+    public init(log: StreamLog) {
+        self.log = log
+        files = BlockingFileQueue(label: "orgsync.cursor-store.\(log.name)")
+    }
 
     public func load(link: String) async throws -> Offset? {
         try log.cursors.load(link).map { Offset(rawValue: $0) }
     }
 
     public func store(link: String, offset: Offset) async throws {
-        try log.storeCursor(link, offset: offset.rawValue)
+        let log = log
+        try await files.run { try log.storeCursor(link, offset: offset.rawValue) }
     }
 }
