@@ -98,9 +98,8 @@ public struct LogScanner: Sendable {
             var dictionary: SegmentDictionary?
             while position < segment.size {
                 do {
-                    let header = try readBatch(file, at: position, limit: segment.size, buffer: &buffer)
-                    guard header.baseOffset == expected else {
-                        throw BatchDecodeError.badLength("base offset \(header.baseOffset), expected \(expected)")
+                    let header = try wrapStorage {
+                        try RecordBatchReader.read(file, at: position, limit: segment.size, expectedBase: expected, buffer: &buffer)
                     }
                     if header.codec == .zlibDictionary && dictionary == nil {
                         dictionary = try wrapStorage {
@@ -162,19 +161,6 @@ public struct LogScanner: Sendable {
         }
         summary.endOffset = expected
         return summary
-    }
-
-    private func readBatch(_ file: any LogFile, at position: Int64, limit: Int64, buffer: inout [UInt8]) throws -> RecordBatchHeader {
-        buffer.removeAll(keepingCapacity: true)
-        try wrapStorage { _ = try file.read(at: position, count: Int(min(Int64(RecordBatchHeader.size), limit - position)), into: &buffer) }
-        let header = try buffer.withUnsafeBytes { raw in try RecordBatchCodec.decodeHeader(raw) }
-        let length = Int64(header.batchLength)
-        guard position + length <= limit else {
-            throw BatchDecodeError.truncated(needed: Int(length), available: Int(limit - position))
-        }
-        try wrapStorage { _ = try file.read(at: position + Int64(buffer.count), count: Int(length) - buffer.count, into: &buffer) }
-        try buffer.withUnsafeBytes { raw in try RecordBatchCodec.verifyChecksum(raw, header: header) }
-        return header
     }
 
 }

@@ -270,28 +270,6 @@ final class Segment: Sendable {
 
     // MARK: Reading batches
 
-    /// Reads and fully checks the batch at `position`. `expectedBase` (if given) must match.
-    func readBatch(at position: Int64, limit: Int64, expectedBase: UInt64?, buffer: inout [UInt8]) throws -> RecordBatchHeader {
-        buffer.removeAll(keepingCapacity: true)
-        let file = try file()
-        let headerBytes = Int(min(Int64(RecordBatchHeader.size), max(0, limit - position)))
-        try file.read(at: position, count: headerBytes, into: &buffer)
-        let header = try buffer.withUnsafeBytes { raw in try RecordBatchCodec.decodeHeader(raw) }
-        if let expectedBase, header.baseOffset != expectedBase {
-            throw BatchDecodeError.badLength("base offset \(header.baseOffset), expected \(expectedBase)")
-        }
-        let length = Int64(header.batchLength)
-        guard position + length <= limit else {
-            throw BatchDecodeError.truncated(needed: Int(length), available: Int(limit - position))
-        }
-        try file.read(at: position + Int64(buffer.count), count: Int(length) - buffer.count, into: &buffer)
-        guard buffer.count == Int(length) else {
-            throw BatchDecodeError.truncated(needed: Int(length), available: buffer.count)
-        }
-        try buffer.withUnsafeBytes { raw in try RecordBatchCodec.verifyChecksum(raw, header: header) }
-        return header
-    }
-
     /// The index point to start reading at for `offset` (the greatest point at or below it).
     func startPoint(for offset: UInt64) throws -> (position: Int64, base: UInt64) {
         try ensureIndex()

@@ -326,11 +326,8 @@ public final class StreamLog: Sendable {
         var groupStartKnown = startPosition == 0
         while position < size {
             do {
-                let header = try segment.readBatch(at: position, limit: size, expectedBase: expected, buffer: &buffer)
-                try buffer.withUnsafeBytes { raw in
-                    try RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges,
-                                                       dictionary: header.codec == .zlibDictionary ? try segment.dictionary() : .absent)
-                }
+                let header = try segment.readAndDecodeBatch(
+                    at: position, limit: size, expectedBase: expected, buffer: &buffer, payload: &payload, ranges: &ranges)
                 if group.isEmpty && position > startPosition { groupStartKnown = true }
                 group.append((header, position))
                 position += Int64(header.batchLength)
@@ -451,11 +448,8 @@ public final class StreamLog: Sendable {
             }
             let header: RecordBatchHeader
             do {
-                header = try segment.readBatch(at: position, limit: limit, expectedBase: expected, buffer: &buffer)
-                try buffer.withUnsafeBytes { raw in
-                    try RecordBatchCodec.decodePayload(raw, header: header, payload: &payload, ranges: &ranges,
-                                                       dictionary: header.codec == .zlibDictionary ? try segment.dictionary() : .absent)
-                }
+                header = try segment.readAndDecodeBatch(
+                    at: position, limit: limit, expectedBase: expected, buffer: &buffer, payload: &payload, ranges: &ranges)
             } catch let error as BatchDecodeError {
                 // Retention may have deleted the segment, `.zdict` and all, between this read of
                 // a batch and of its dictionary: as for any segment deleted under a reader, the
