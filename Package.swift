@@ -304,7 +304,7 @@ let package = Package(
         // MARK: Tests
         .testTarget(
             name: "OrgSyncLogTests",
-            dependencies: ["OrgSyncLog", "OrgSyncTestSupport", "CZlib", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["OrgSyncLog", "OrgSyncCore", "OrgSyncTestSupport", "CZlib", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(
@@ -385,7 +385,7 @@ let package = Package(
         // executable's module, imported @testable.
         .testTarget(
             name: "OrgSyncBenchmarksTests",
-            dependencies: ["OrgSyncBenchmarks"],
+            dependencies: ["OrgSyncBenchmarks", "OrgSyncCore"],
             swiftSettings: strict
         ),
         .testTarget(

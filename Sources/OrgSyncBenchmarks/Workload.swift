@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import OrgSyncCore
 
 /// The benchmarks' workload: "data update events" shaped like the ones orgsync carries, made
 /// by a seeded generator with no other source of randomness, so a run is repeatable from a
@@ -33,7 +34,7 @@ struct WorkloadGenerator {
         while orgs.count < Self.orgCount {
             var slug = ""
             for _ in 0..<random.int(in: 2..<4) { slug += random.pick(Words.syllables) }
-            if random.unit() < 0.25 { slug += "-" + random.pick(["eu", "us", "prod", "apac", "corp", "uk"]) }
+            if random.nextUnit() < 0.25 { slug += "-" + random.pick(["eu", "us", "prod", "apac", "corp", "uk"]) }
             if seen.insert(slug).inserted { orgs.append(slug) }
         }
         self.orgs = orgs
@@ -45,9 +46,9 @@ struct WorkloadGenerator {
 
     /// The next entry as one line of compact JSON (no newline).
     mutating func next() -> [UInt8] {
-        let org = orgs[orgWeights.pick(random.unit())]
-        let object = ObjectType.all[objectWeights.pick(random.unit())]
-        let x = random.unit()
+        let org = orgs[orgWeights.pick(random.nextUnit())]
+        let object = ObjectType.all[objectWeights.pick(random.nextUnit())]
+        let x = random.nextUnit()
         let op = x < 0.78 ? "upsert" : (x < 0.95 ? "insert" : "delete")
         let key = recordKey(org: org, prefix: object.prefix, new: op == "insert")
         var json = JSONLine()
@@ -59,14 +60,14 @@ struct WorkloadGenerator {
         if op != "delete" {
             var record = RecordContext()
             var fields: [(String, JSONLine.Value)] = []
-            for field in object.fields where op == "insert" || random.unit() < field.upsertProbability * 1.6 {
+            for field in object.fields where op == "insert" || random.nextUnit() < field.upsertProbability * 1.6 {
                 fields.append((field.name, value(field.kind, org: org, record: &record)))
             }
             if fields.isEmpty {  // an upsert changes at least one field
                 let field = object.fields[random.int(in: 0..<object.fields.count)]
                 fields.append((field.name, value(field.kind, org: org, record: &record)))
             }
-            if op == "upsert" && random.unit() < 0.3 {
+            if op == "upsert" && random.nextUnit() < 0.3 {
                 fields.append(("LastModifiedById", value(.userID, org: org, record: &record)))
             }
             json.object("fields", fields)
@@ -88,8 +89,8 @@ struct WorkloadGenerator {
         case .company: return .string(company())
         case .industry: return .string(random.pick(Words.industries))
         case .accountType: return .string(random.pick(Words.accountTypes))
-        case .revenue: return random.unit() < 0.05 ? .null : .int(random.int(in: 50..<500_000) * 1000)
-        case .employees: return .int(Int(pow(10, 1 + random.unit() * 4.5)))
+        case .revenue: return random.nextUnit() < 0.05 ? .null : .int(random.int(in: 50..<500_000) * 1000)
+        case .employees: return .int(Int(pow(10, 1 + random.nextUnit() * 4.5)))
         case .city: return .string(random.pick(Words.cities).city)
         case .country: return .string(random.pick(Words.cities).country)
         case .phone:
@@ -114,7 +115,7 @@ struct WorkloadGenerator {
         case .accountID: return .string(reference(org: org, prefix: "001"))
         case .contactID: return .string(reference(org: org, prefix: "003"))
         case .leadSource: return .string(random.pick(Words.leadSources))
-        case .bool: return .bool(random.unit() < 0.4)
+        case .bool: return .bool(random.nextUnit() < 0.4)
         case .opportunityName:
             let kind = random.pick(["Renewal", "Expansion", "New Business", "Upsell", "Pilot"])
             return .string("\(company()) - \(kind) \(random.int(in: 2024..<2028))")
@@ -144,7 +145,7 @@ struct WorkloadGenerator {
     }
 
     private mutating func company() -> String {
-        if random.unit() < 0.5 {
+        if random.nextUnit() < 0.5 {
             return "\(random.pick(Words.companyWords)) \(random.pick(Words.companyWords)) \(random.pick(Words.companySuffixes))"
         }
         return "\(syllables().capitalized) \(random.pick(Words.companySuffixes))"
@@ -181,7 +182,7 @@ struct WorkloadGenerator {
             recordCounts[slot] = count + 1
             return salesforceID(org: org, prefix: prefix, number: 100_000 + count)
         }
-        let r = random.unit()
+        let r = random.nextUnit()
         let index = count - 1 - Int(Double(count) * r * r * r)
         return salesforceID(org: org, prefix: prefix, number: 100_000 + max(0, index))
     }
@@ -192,7 +193,7 @@ struct WorkloadGenerator {
     }
 
     private mutating func nextTimestamp() -> String {
-        timestampMs += 1 + Int64(random.unit() * 40)
+        timestampMs += 1 + Int64(random.nextUnit() * 40)
         let (seconds, milli) = timestampMs.quotientAndRemainder(dividingBy: 1000)
         let (days, secondOfDay) = seconds.quotientAndRemainder(dividingBy: 86_400)
         // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm; days are positive here).
@@ -266,22 +267,9 @@ struct WorkloadCommand: ParsableCommand {
 
 // MARK: - Building blocks
 
-/// SplitMix64 (Steele, Lea, Flood 2014): small, fast, and the same sequence everywhere.
-struct SplitMix64 {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1), from the top 53 bits.
-    mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
-
+/// The workload's draws from the broker's seeded generator (``SplitMix64``, Steele, Lea, Flood
+/// 2014): the same sequence everywhere, so a seed replays the same workload.
+extension SplitMix64 {
     /// Uniform in `range` (not empty).
     mutating func int(in range: Range<Int>) -> Int {
         range.lowerBound + Int(next() % UInt64(range.count))

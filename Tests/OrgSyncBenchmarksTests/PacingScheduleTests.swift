@@ -1,6 +1,7 @@
 import Testing
 
 @testable import OrgSyncBenchmarks
+import OrgSyncCore
 
 @Suite struct PacingScheduleTests {
     private func schedule(

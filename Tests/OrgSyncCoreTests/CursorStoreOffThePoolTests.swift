@@ -9,7 +9,7 @@ import Testing
 /// threads can be inside fsync(2) at once, and other tasks still run meanwhile.
 @Suite struct CursorStoreOffThePoolTests {
     @Test func moreStoresThanPoolThreadsBlockInFsyncAtOnceAndTasksStillRun() async throws {
-        let directory = FileManager.default.temporaryDirectory.path + "/orgsync-cursor-pool-" + UUID().uuidString
+        let directory = try makeTemporaryDirectory("orgsync-cursor-pool")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let storage = GatedSyncStorage(pathContaining: "/cursors/")
         let log = try StreamLog.open(dataDirectory: directory, name: "events", storage: storage)

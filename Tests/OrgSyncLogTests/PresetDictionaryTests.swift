@@ -1,4 +1,5 @@
 import Foundation
+import OrgSyncCore
 @testable import OrgSyncLog
 import Testing
 

@@ -1,3 +1,4 @@
+import OrgSyncCore
 @testable import OrgSyncLog
 import Testing
 

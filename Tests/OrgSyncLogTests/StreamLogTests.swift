@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import OrgSyncCore
 @testable import OrgSyncLog
 import Testing
 

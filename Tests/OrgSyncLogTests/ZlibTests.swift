@@ -1,3 +1,4 @@
+import OrgSyncCore
 import OrgSyncLog
 import Testing
 
@@ -39,18 +40,5 @@ import Testing
         var flipped = packed
         flipped[flipped.count / 2] ^= 0x10
         #expect(throws: Zlib.Error.self) { try Zlib.decompress(flipped, expectedCount: bytes.count) }
-    }
-}
-
-/// A small, fast, seedable generator so every random test replays from its seed.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

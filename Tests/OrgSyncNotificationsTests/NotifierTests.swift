@@ -60,11 +60,7 @@ import Testing
                      logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }, pollIntervalMs: 100)
     }
 
-    static func temporaryDirectory() throws -> String {
-        let path = FileManager.default.temporaryDirectory.path + "/orgsync-notify-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        return path
-    }
+    static func temporaryDirectory() throws -> String { try makeTemporaryDirectory("orgsync-notify") }
 
     /// Moves the manual clock from sleeper to sleeper until `condition` holds (bounded).
     static func advance(_ clock: ManualClock, until what: String, _ condition: @escaping @Sendable () -> Bool) async throws {

@@ -21,7 +21,7 @@ import Testing
     static let token = "produce-token-0123456789"
 
     @Test func gracefulShutdownUnderLoadLosesNoAcknowledgedAppendAndStoresTheCursor() async throws {
-        let directory = FileManager.default.temporaryDirectory.path + "/orgsync-app-" + UUID().uuidString
+        let directory = try makeTemporaryDirectory("orgsync-app")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let configuration = try BrokerConfiguration.parse(yaml: """
             server: { host: 127.0.0.1, port: 0 }

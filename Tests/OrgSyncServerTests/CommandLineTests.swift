@@ -48,11 +48,7 @@ import OrgSyncTestSupport
                        standardOutput: String(decoding: output, as: UTF8.self))
     }
 
-    static func temporaryDirectory() throws -> String {
-        let path = FileManager.default.temporaryDirectory.path + "/orgsync-cli-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        return path
-    }
+    static func temporaryDirectory() throws -> String { try makeTemporaryDirectory("orgsync-cli") }
 
     /// The README says usage errors exit 2; ArgumentParser's default was 64.
     @Test(arguments: [["produce", "--batch-size", "0", "-"], ["serve", "--no-such-option"], ["no-such-command"],
