@@ -196,8 +196,9 @@ public struct BrokerConfiguration: Sendable, Codable, Hashable {
         /// Adapter settings. A key ending in `_env` names an environment variable whose value
         /// becomes the setting without the suffix (`password_env: PGPASSWORD` → `password`).
         public var settings: [String: String] = [:]
-        /// Supervisor parameters by their snake_case names (see `data/orgsync.example.yaml`).
-        public var supervisor: [String: String] = [:]
+        /// The link's supervisor settings (see `data/orgsync.example.yaml`); unset ones keep
+        /// the defaults of `LinkSupervisorConfiguration`.
+        public var supervisor = Supervisor()
         public var stopOnReject: Bool?
 
         public init(name: String, stream: String, adapter: String, settings: [String: String] = [:]) {
@@ -205,6 +206,35 @@ public struct BrokerConfiguration: Sendable, Codable, Hashable {
             self.stream = stream
             self.adapter = adapter
             self.settings = settings
+        }
+    }
+}
+
+extension BrokerConfiguration {
+    /// `links[].supervisor`: a link's supervisor settings, each optional (unset: the default of
+    /// `LinkSupervisorConfiguration`, whose `validate()` checks the ranges). Durations in ms.
+    public struct Supervisor: Sendable, Codable, Hashable {
+        public var probeThreshold: Int?
+        public var verifyIntervalMs: UInt64?
+        public var verifyWindowMs: UInt64?
+        public var backoffBaseMs: UInt64?
+        public var backoffCapMs: UInt64?
+        public var jitterRatio: Double?
+        public var flapLimit: Int?
+        public var flapWindowMs: UInt64?
+        public var holdDownMs: UInt64?
+        public var retryableAttemptsMax: Int?
+        public var retryableBackoffBaseMs: UInt64?
+        public var batchEntriesMax: Int?
+        public var syncLogRecordsMax: Int?
+        public var deadLettersMax: Int?
+
+        public init() {}
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case probeThreshold, verifyIntervalMs, verifyWindowMs, backoffBaseMs, backoffCapMs, jitterRatio, flapLimit,
+                 flapWindowMs, holdDownMs, retryableAttemptsMax, retryableBackoffBaseMs, batchEntriesMax,
+                 syncLogRecordsMax, deadLettersMax
         }
     }
 }
@@ -442,6 +472,7 @@ private func rejectUnknownKeys(_ yaml: String) throws {
         "auth.client_certificates[]": fields(C.ClientCertificate.CodingKeys.self),
         "streams[]": fields(C.Stream.CodingKeys.self),
         "links[]": fields(C.Link.CodingKeys.self),
+        "links[].supervisor": fields(C.Supervisor.CodingKeys.self),
         "notifications[]": fields(C.Notification.CodingKeys.self),
     ]
     func check(_ node: Node, allowed: Set<String>, path: String, template: String) throws {
@@ -613,7 +644,7 @@ extension BrokerConfiguration.Link {
         // Settings are strings for the adapter; accept YAML numbers and booleans too.
         let raw = try c.decodeIfPresent([String: SettingValue].self, forKey: .settings) ?? [:]
         settings = raw.mapValues(\.text)
-        supervisor = (try c.decodeIfPresent([String: SettingValue].self, forKey: .supervisor) ?? [:]).mapValues(\.text)
+        supervisor = try c.decodeIfPresent(BrokerConfiguration.Supervisor.self, forKey: .supervisor) ?? BrokerConfiguration.Supervisor()
         stopOnReject = try c.decodeIfPresent(Bool.self, forKey: .stopOnReject)
     }
 }

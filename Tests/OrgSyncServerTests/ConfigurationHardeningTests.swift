@@ -104,6 +104,27 @@ import Testing
         ("name: ops, url: 'http://h/x', secret_env: S, retries: 3", "notifications[0].retries"),
     ]
 
+    /// The supervisor's settings are typed fields: a typo is an unknown field, a string where a
+    /// number belongs is a type error, both named with their path.
+    @Test func supervisorSettingsAreTypedFieldsNamedInErrors() throws {
+        func link(_ supervisor: String) -> String {
+            """
+            auth: { enabled: false }
+            streams: [ { name: e } ]
+            links: [ { name: l, stream: e, adapter: sqlite, settings: { path: l.sqlite }, supervisor: { \(supervisor) } } ]
+            """
+        }
+        #expect(Self.fieldOfError(link("probe_treshold: 3")) == "links[0].supervisor.probe_treshold")
+        #expect(Self.fieldOfError(link("hold_down_ms: soon")) == "links[0].supervisor.hold_down_ms")
+        #expect(Self.fieldOfError(link("jitter_ratio: [1]")) == "links[0].supervisor.jitter_ratio")
+        let config = try BrokerConfiguration.parse(yaml: link("probe_threshold: 7, hold_down_ms: 5000, jitter_ratio: 0.5"), environment: [:])
+        let supervisor = try config.supervisorConfiguration(for: config.links[0])
+        #expect(supervisor.probeThreshold == 7)
+        #expect(supervisor.holdDownMs == 5000)
+        #expect(supervisor.jitterRatio == 0.5)
+        #expect(supervisor.flapLimit == LinkSupervisorConfiguration().flapLimit, "an unset setting keeps its default")
+    }
+
     @Test(arguments: badNotifications)
     func aBadNotificationIsRefusedNamingItsFieldAndNeverItsSecret(fields: String, field: String) {
         let environment = ["S": Self.notifySecret, "NOT_WHSEC": "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "SHORT": "whsec_YWJj"]
