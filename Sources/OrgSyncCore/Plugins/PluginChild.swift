@@ -107,7 +107,7 @@ final class PluginChild: Sendable {
         let stdoutFD = stdoutPipe[0]
         let stderrFD = stderrPipe[0]
         Thread.detachNewThread {
-            LineReader.run(fd: stdoutFD, lineBytesMax: lineBytesMax, truncate: false) { event in
+            FileDescriptorLines.run(fd: stdoutFD, lineBytesMax: lineBytesMax, truncate: false) { event in
                 switch event {
                 case .line(let bytes): inbox.deliver(.line(bytes))
                 case .overlong: inbox.deliver(.overlong)
@@ -117,7 +117,7 @@ final class PluginChild: Sendable {
         }
         let childPID = pid
         Thread.detachNewThread {
-            LineReader.run(fd: stderrFD, lineBytesMax: stderrLineBytesMax, truncate: true) { event in
+            FileDescriptorLines.run(fd: stderrFD, lineBytesMax: stderrLineBytesMax, truncate: true) { event in
                 if case .line(let bytes) = event { stderrLine(childPID, String(decoding: bytes, as: UTF8.self)) }
             }
         }
@@ -301,199 +301,5 @@ struct PluginSpawnError: Error, Sendable, CustomStringConvertible {
 
     var description: String {
         "cannot start plugin command \(command.first ?? "(none)"): \(problem) (errno \(errorNumber))"
-    }
-}
-
-/// Splits what a file descriptor delivers into lines, on the calling (dedicated) thread.
-enum LineReader {
-    enum Event {
-        case line([UInt8])
-        case overlong
-        case end
-    }
-
-    /// Reads `fd` to its end and closes it. A line longer than `lineBytesMax` is cut to that
-    /// length when `truncate` is set (the rest up to its newline is dropped); otherwise it ends
-    /// reading with `.overlong`.
-    static func run(fd: Int32, lineBytesMax: Int, truncate: Bool, deliver: (Event) -> Void) {
-        defer { close(fd) }
-        var pending: [UInt8] = []
-        var discarding = false
-        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count < 0, errno == EINTR { continue }
-            guard count > 0 else {
-                if !pending.isEmpty, !discarding { deliver(.line(pending)) }
-                deliver(.end)
-                return
-            }
-            var start = 0
-            while start < count {
-                let newline = buffer[start..<count].firstIndex(of: UInt8(ascii: "\n"))
-                let end = newline ?? count
-                if !discarding { pending.append(contentsOf: buffer[start..<end]) }
-                if pending.count > lineBytesMax {
-                    guard truncate else {
-                        deliver(.overlong)
-                        return
-                    }
-                    pending.removeLast(pending.count - lineBytesMax)
-                    if !discarding { deliver(.line(pending + Array(" …(cut)".utf8))) }
-                    pending.removeAll(keepingCapacity: true)
-                    discarding = true
-                }
-                guard newline != nil else { break }
-                if !discarding {
-                    if pending.last == UInt8(ascii: "\r") { pending.removeLast() }
-                    deliver(.line(pending))
-                }
-                pending.removeAll(keepingCapacity: true)
-                discarding = false
-                start = end + 1
-            }
-        }
-    }
-}
-
-/// What the stdout reader thread hands to the task waiting for an answer.
-final class PluginInbox: Sendable {
-    enum Event: Sendable, Equatable {
-        case line([UInt8])
-        /// A line went past the limit; nothing more is read.
-        case overlong
-        /// Stdout closed: the plugin exited or was killed.
-        case end
-        /// More unread lines than ``PluginInbox/queuedLinesMax``: the plugin writes lines nobody
-        /// asked for. Nothing more is delivered.
-        case flood
-    }
-
-    /// Lines queued before the broker reads them; a plugin answers one request at a time, so
-    /// anything near this is a plugin printing on its own.
-    static let queuedLinesMax = 64
-
-    private struct State {
-        var queued: [Event] = []
-        var waiter: (id: UInt64, continuation: CheckedContinuation<Event?, Never>)?
-        var nextWaiterID: UInt64 = 0
-        /// A waiter whose timer fired before it was installed.
-        var expiredWaiterID: UInt64?
-        var ended = false
-    }
-
-    private let state = Mutex(State())
-
-    func deliver(_ event: Event) {
-        let waiter = state.withLock { state -> CheckedContinuation<Event?, Never>? in
-            if state.ended { return nil }
-            switch event {
-            case .end, .overlong, .flood: state.ended = true
-            case .line: break
-            }
-            if let waiter = state.waiter {
-                state.waiter = nil
-                return waiter.continuation
-            }
-            if state.queued.count >= Self.queuedLinesMax {
-                state.queued = [.flood]
-                state.ended = true
-                return nil
-            }
-            state.queued.append(event)
-            return nil
-        }
-        waiter?.resume(returning: event)
-    }
-
-    /// The next event, or nil if none came within `timeoutMs`. One waiter at a time: a second
-    /// concurrent waiter gets nil at once.
-    func next(timeoutMs: Int) async -> Event? {
-        let id = state.withLock { state -> UInt64 in
-            state.nextWaiterID += 1
-            return state.nextWaiterID
-        }
-        let timer = Task {
-            try? await Task.sleep(for: .milliseconds(timeoutMs))
-            self.timeOut(waiter: id)
-        }
-        defer { timer.cancel() }
-        return await withCheckedContinuation { continuation in
-            let event = state.withLock { state -> Event?? in
-                if !state.queued.isEmpty { return .some(state.queued.removeFirst()) }
-                if state.ended { return .some(.end) }
-                if state.expiredWaiterID == id || state.waiter != nil { return .some(nil) }
-                state.waiter = (id, continuation)
-                return .none
-            }
-            if let event { continuation.resume(returning: event) }
-        }
-    }
-
-    private func timeOut(waiter id: UInt64) {
-        let continuation = state.withLock { state -> CheckedContinuation<Event?, Never>? in
-            guard let waiter = state.waiter, waiter.id == id else {
-                state.expiredWaiterID = id
-                return nil
-            }
-            state.waiter = nil
-            return waiter.continuation
-        }
-        continuation?.resume(returning: nil)
-    }
-}
-
-/// A value set once, awaited with a bound by any number of tasks.
-final class OneShot<Value: Sendable>: Sendable {
-    private struct State {
-        var value: Value?
-        var waiters: [UInt64: CheckedContinuation<Value?, Never>] = [:]
-        var nextID: UInt64 = 0
-        /// Waiters whose timer fired before they were installed.
-        var expired: Set<UInt64> = []
-    }
-
-    private let state = Mutex(State())
-
-    var value: Value? { state.withLock { $0.value } }
-
-    func fulfil(_ value: Value) {
-        let waiters = state.withLock { state -> [CheckedContinuation<Value?, Never>] in
-            guard state.value == nil else { return [] }
-            state.value = value
-            defer { state.waiters = [:] }
-            return Array(state.waiters.values)
-        }
-        for waiter in waiters { waiter.resume(returning: value) }
-    }
-
-    /// The value, waiting at most `timeoutMs` for it; nil on timeout.
-    func wait(timeoutMs: Int) async -> Value? {
-        let id = state.withLock { state -> UInt64 in
-            state.nextID += 1
-            return state.nextID
-        }
-        let timer = Task {
-            try? await Task.sleep(for: .milliseconds(timeoutMs))
-            let waiter = self.state.withLock { state -> CheckedContinuation<Value?, Never>? in
-                guard let waiter = state.waiters.removeValue(forKey: id) else {
-                    if state.value == nil { state.expired.insert(id) }
-                    return nil
-                }
-                return waiter
-            }
-            waiter?.resume(returning: nil)
-        }
-        defer { timer.cancel() }
-        return await withCheckedContinuation { continuation in
-            // .some(x): resume now with x (the value, or nil for an expired wait); .none: wait.
-            let now = state.withLock { state -> Value?? in
-                if let value = state.value { return .some(value) }
-                if state.expired.remove(id) != nil { return .some(nil) }
-                state.waiters[id] = continuation
-                return .none
-            }
-            if let now { continuation.resume(returning: now) }
-        }
     }
 }

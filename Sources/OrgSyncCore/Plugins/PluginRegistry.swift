@@ -14,7 +14,7 @@ import OrgSyncPluginAPI
 /// ```
 ///
 /// Discovery reads each subdirectory of the plugins directory (dot-directories are skipped);
-/// one with a valid `plugin.json` becomes an ``ExternalPluginFactory``, one without becomes an
+/// one with a valid `plugin.json` becomes a ``ProcessAdapterFactory``, one without becomes an
 /// entry of ``problems``; a broken plugin never stops the others from loading. A plugin cannot
 /// take the name of a builtin; of two plugins with one name, the first in directory order wins.
 public struct PluginRegistry: Sendable {
@@ -59,7 +59,7 @@ public struct PluginRegistry: Sendable {
                         .duplicateName, directory: directory, field: "name", "\"\(manifest.name)\" is already taken by \(owner)"))
                     continue
                 }
-                factories[manifest.name] = ExternalPluginFactory(
+                factories[manifest.name] = ProcessAdapterFactory(
                     manifest: manifest, directory: directory, limits: processLimits, logger: logger)
                 listings.append(PluginListing(
                     name: manifest.name, version: manifest.version, origin: .external(directory: directory),
@@ -179,7 +179,7 @@ public struct PluginProcessLimits: Sendable, Hashable {
 }
 
 /// Makes ``ProcessAdapter``s for one plugin found in the plugins directory.
-public struct ExternalPluginFactory: OrgAdapterFactory {
+public struct ProcessAdapterFactory: OrgAdapterFactory {
     public let manifest: PluginManifest
     public let directory: String
     public let limits: PluginProcessLimits
