@@ -38,7 +38,7 @@ final class Segment: Sendable {
     /// The active segment's open `.log`; nil once sealed (reads then go through `sealedFiles`).
     private let activeFile: Mutex<(any LogFile)?>
     private let sealedFiles: SealedSegmentFiles
-    private let storage: any LogStorage
+    let storage: any LogStorage
     private let indexIntervalBytes: Int
 
     struct State: Sendable {
