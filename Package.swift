@@ -251,6 +251,17 @@ let package = Package(
             path: "Tests/OrgSyncTestSupport",
             swiftSettings: strict
         ),
+        // The throwaway PostgreSQL server of .ci/postgres.sh, as the PostgreSQL adapter's tests and
+        // the link tests find, reach and stop it.
+        .target(
+            name: "OrgSyncTestPostgres",
+            dependencies: [
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/OrgSyncTestPostgres",
+            swiftSettings: strict
+        ),
         // A small HTTP/1.1 (and HTTPS) receiver on 127.0.0.1 that records requests and answers
         // from a closure: for the webhook adapter's and the notifier's tests.
         .target(
@@ -343,6 +354,7 @@ let package = Package(
                 "OrgSyncPluginAPI",
                 "OrgSyncAdapterContract",
                 "OrgSyncTestCertificates",
+                "OrgSyncTestPostgres",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
             swiftSettings: strict + [.define("ORGSYNC_ADAPTER_CONTRACT")]
@@ -357,6 +369,7 @@ let package = Package(
                 "OrgSyncPluginAPI",
                 "OrgSyncTestSupport",
                 "OrgSyncTestCertificates",
+                "OrgSyncTestPostgres",
                 "PostgresAdapter",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -5,6 +5,7 @@ import OrgSyncLog
 import OrgSyncPluginAPI
 import OrgSyncTestSupport
 import PostgresAdapter
+import OrgSyncTestPostgres
 import PostgresNIO
 import Synchronization
 import Testing
@@ -246,8 +247,8 @@ final class PostgresLinkRig: Sendable {
         let db = try await LinkTestPostgres.connect(server)
         let table = "\"\(schema)\".\"Item\""
         do {
-            #expect(try await db.scalar("SELECT count(*) FROM \(table)") == Int64(endOffset))
-            #expect(try await db.scalar("SELECT count(DISTINCT \"Seq\") FROM \(table)") == Int64(endOffset))
+            #expect(try await db.scalar(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(table)")) == Int64(endOffset))
+            #expect(try await db.scalar(PostgresQuery(unsafeSQL: "SELECT count(DISTINCT \"Seq\") FROM \(table)")) == Int64(endOffset))
         } catch {
             try? await db.close()
             throw error

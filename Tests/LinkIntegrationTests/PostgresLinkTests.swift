@@ -5,6 +5,7 @@ import OrgSyncLog
 import OrgSyncPluginAPI
 import OrgSyncTestSupport
 import PostgresAdapter
+import OrgSyncTestPostgres
 import PostgresNIO
 import Testing
 
@@ -95,14 +96,14 @@ struct PostgresLinkTests {
             let db = try await LinkTestPostgres.connect(server)
             do {
                 let table = "\"\(schema)\".\"Item\""
-                let applied = try await db.scalar(
-                    "SELECT applied_offset FROM \"\(schema)\".orgsync_offsets WHERE link = '\(Self.linkName)'")
+                let applied = try await db.scalar(PostgresQuery(unsafeSQL:
+                    "SELECT applied_offset FROM \"\(schema)\".orgsync_offsets WHERE link = '\(Self.linkName)'"))
                 #expect(applied == Int64(endOffset) - 1)
-                #expect(try await db.scalar("SELECT count(*) FROM \(table)") == Int64(endOffset))
-                #expect(try await db.scalar("SELECT count(DISTINCT \"Seq\") FROM \(table)") == Int64(endOffset))
-                #expect(try await db.scalar("SELECT min(\"Seq\") FROM \(table)") == 0)
-                #expect(try await db.scalar("SELECT max(\"Seq\") FROM \(table)") == Int64(endOffset) - 1)
-                #expect(try await db.scalar("SELECT count(*) FROM \(table) WHERE \"key\" <> 'k' || \"Seq\"") == 0)
+                #expect(try await db.scalar(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(table)")) == Int64(endOffset))
+                #expect(try await db.scalar(PostgresQuery(unsafeSQL: "SELECT count(DISTINCT \"Seq\") FROM \(table)")) == Int64(endOffset))
+                #expect(try await db.scalar(PostgresQuery(unsafeSQL: "SELECT min(\"Seq\") FROM \(table)")) == 0)
+                #expect(try await db.scalar(PostgresQuery(unsafeSQL: "SELECT max(\"Seq\") FROM \(table)")) == Int64(endOffset) - 1)
+                #expect(try await db.scalar(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(table) WHERE \"key\" <> 'k' || \"Seq\"")) == 0)
                 _ = try? await db.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \"\(schema)\" CASCADE"), logger: Logger(label: "test"))
                 try? await db.close()
             } catch {

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import OrgSyncPluginAPI
 @testable import PostgresAdapter
+import OrgSyncTestPostgres
 import PostgresNIO
 import Synchronization
 #if canImport(Glibc)

@@ -7,6 +7,7 @@ import Logging
 import OrgSyncAdapterContract
 import OrgSyncPluginAPI
 import PostgresAdapter
+import OrgSyncTestPostgres
 import PostgresNIO
 import Testing
 

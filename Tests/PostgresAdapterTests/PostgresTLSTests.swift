@@ -3,6 +3,7 @@ import Logging
 import OrgSyncPluginAPI
 import OrgSyncTestCertificates
 import PostgresAdapter
+import OrgSyncTestPostgres
 import PostgresNIO
 import Testing
 

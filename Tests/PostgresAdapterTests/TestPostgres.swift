@@ -1,26 +1,20 @@
 import Foundation
 import Logging
 import OrgSyncPluginAPI
+import OrgSyncTestPostgres
 import PostgresAdapter
 import PostgresNIO
 import Testing
 
-/// The throwaway server `.ci/postgres.sh` starts, found through its environment variables.
+/// The throwaway server `.ci/postgres.sh` starts (``TestPostgresServer``), as the adapter's
+/// tests use it: adapter settings on a schema of their own, private clusters to stop.
 ///
 /// Outside CI a missing server skips the integration suite with a visible message; in CI
 /// (`CI` set) a missing server fails every test of it, so CI cannot pass without running them.
 enum TestPostgres {
-    static let environment = ProcessInfo.processInfo.environment
-
-    static var isConfigured: Bool {
-        ["ORGSYNC_TEST_PG_HOST", "ORGSYNC_TEST_PG_PORT", "ORGSYNC_TEST_PG_USER", "ORGSYNC_TEST_PG_DB"]
-            .allSatisfy { environment[$0]?.isEmpty == false }
-    }
-
-    static var inCI: Bool {
-        guard let value = environment["CI"] else { return false }
-        return !value.isEmpty && value != "0" && value.lowercased() != "false"
-    }
+    static let environment = TestPostgresServer.environment
+    static var isConfigured: Bool { TestPostgresServer.isConfigured() }
+    static var inCI: Bool { TestPostgresServer.inCI }
 
     /// Run the suite when a server is configured, and in CI always (where absence must fail).
     static var shouldRun: Bool { isConfigured || inCI }
@@ -28,18 +22,12 @@ enum TestPostgres {
     static let skipMessage: Comment =
         "PostgreSQL integration tests skipped: ORGSYNC_TEST_PG_* not set (run: source .ci/postgres.sh)"
 
-    struct NotConfigured: Error, CustomStringConvertible {
-        var description: String {
-            "CI is set but ORGSYNC_TEST_PG_HOST/PORT/USER/DB are not: .ci/run must start PostgreSQL (.ci/postgres.sh)"
-        }
-    }
+    typealias NotConfigured = TestPostgresServer.NotConfigured
 
     static func settings(schema: String, queryTimeoutMs: Int = 30_000) throws -> PostgresAdapterSettings {
-        guard isConfigured, let host = environment["ORGSYNC_TEST_PG_HOST"], let portText = environment["ORGSYNC_TEST_PG_PORT"],
-            let port = Int(portText), let user = environment["ORGSYNC_TEST_PG_USER"], let database = environment["ORGSYNC_TEST_PG_DB"]
-        else { throw NotConfigured() }
+        let server = try TestPostgresServer.connection()
         return PostgresAdapterSettings(
-            host: host, port: port, user: user, password: environment["ORGSYNC_TEST_PG_PASSWORD"], database: database,
+            host: server.host, port: server.port, user: server.user, password: server.password, database: server.database,
             schema: schema, connectTimeoutMs: 5_000, queryTimeoutMs: queryTimeoutMs)
     }
 
@@ -50,10 +38,8 @@ enum TestPostgres {
 
     /// A plain connection of the test's own, to look at the target behind the adapter's back.
     static func connect(_ settings: PostgresAdapterSettings) async throws -> PostgresConnection {
-        let configuration = PostgresConnection.Configuration(
-            host: settings.host, port: settings.port, username: settings.user, password: settings.password,
-            database: settings.database, tls: .disable)
-        return try await PostgresConnection.connect(configuration: configuration, id: 1, logger: Logger(label: "test"))
+        try await TestPostgresServer.connect(.init(
+            host: settings.host, port: settings.port, user: settings.user, password: settings.password, database: settings.database))
     }
 
     /// A cluster of one test's own, from `.ci/postgres.sh start`: tests that stop their server
@@ -64,13 +50,7 @@ enum TestPostgres {
 
         /// Runs the cluster's pg_ctl (as its owner) and returns its exit status.
         func pgCtl(_ arguments: [String]) async throws -> Int32 {
-            guard let ctl = variables["ORGSYNC_TEST_PG_CTL"], let data = variables["ORGSYNC_TEST_PG_DATA"] else {
-                throw NotConfigured()
-            }
-            var full = [arguments[0], "-s", "-D", data, "-w", "-t", "60"]
-            if arguments[0] == "start", let log = variables["ORGSYNC_TEST_PG_LOG"] { full += ["-l", log] }
-            full += arguments.dropFirst()
-            return try await TestPostgres.run([ctl] + full)
+            try await TestPostgresServer.pgCtl(arguments, variables: variables)
         }
 
         /// Stops the cluster and removes its directory; safe after a failure and when stopped.
@@ -98,14 +78,12 @@ enum TestPostgres {
             guard let equals = assignment.firstIndex(of: "=") else { continue }
             variables[String(assignment[..<equals])] = String(assignment[assignment.index(after: equals)...])
         }
-        guard status == 0, let host = variables["ORGSYNC_TEST_PG_HOST"], let port = variables["ORGSYNC_TEST_PG_PORT"].flatMap(Int.init),
-            let user = variables["ORGSYNC_TEST_PG_USER"], let database = variables["ORGSYNC_TEST_PG_DB"]
-        else {
+        guard status == 0, let server = TestPostgresServer.Connection(variables: variables) else {
             if let dir = variables["ORGSYNC_TEST_PG_DIR"] { _ = try? await run(["/bin/bash", script, "stop", dir]) }
             throw PrivateClusterFailed(status: status)
         }
         let settings = PostgresAdapterSettings(
-            host: host, port: port, user: user, password: variables["ORGSYNC_TEST_PG_PASSWORD"], database: database,
+            host: server.host, port: server.port, user: server.user, password: server.password, database: server.database,
             schema: schema, connectTimeoutMs: 5_000)
         return PrivateCluster(variables: variables, settings: settings)
     }
@@ -115,39 +93,10 @@ enum TestPostgres {
         var description: String { "\(TestPostgres.script) start exited with \(status)" }
     }
 
-    /// Runs a program and returns its exit status (128 + signal when killed, as a shell says).
-    ///
-    /// posix_spawn + waitpid on a Dispatch thread: Foundation's Process did not always report
-    /// the exit of `pg_ctl start` (whose server child outlives it), and waiting must not block a
-    /// thread of Swift's small cooperative pool.
-    static func run(_ argv: [String]) async throws -> Int32 {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
-                var pid: pid_t = 0
-                var cArguments = argv.map { strdup($0) } + [nil]
-                defer { cArguments.forEach { free($0) } }
-                let spawned = posix_spawn(&pid, argv[0], nil, nil, &cArguments, environ)
-                guard spawned == 0 else {
-                    continuation.resume(throwing: POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EINVAL))
-                    return
-                }
-                var status: Int32 = 0
-                while waitpid(pid, &status, 0) == -1, errno == EINTR {}
-                let exitCode = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-                continuation.resume(returning: exitCode)
-            }
-        }
-    }
+    static func run(_ argv: [String]) async throws -> Int32 { try await TestPostgresServer.run(argv) }
 }
 
 extension PostgresConnection {
-    /// One Int64 from a one-row, one-column query.
-    func scalar(_ query: PostgresQuery) async throws -> Int64? {
-        var value: Int64?
-        for try await row in try await self.query(query, logger: Logger(label: "test")).decode(Int64?.self) { value = row }
-        return value
-    }
-
     func count(schema: String, table: String) async throws -> Int64 {
         try await scalar(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \"\(schema)\".\"\(table)\"")) ?? -1
     }

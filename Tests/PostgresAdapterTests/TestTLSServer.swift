@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import OrgSyncTestCertificates
 import PostgresAdapter
+import OrgSyncTestPostgres
 import PostgresNIO
 import Testing
 
