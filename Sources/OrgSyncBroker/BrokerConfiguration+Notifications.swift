@@ -22,9 +22,7 @@ extension BrokerConfiguration {
             guard let url = URL(string: target.url), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https",
                   let host = url.host, !host.isEmpty
             else { throw fail("\(field).url", "must be an http:// or https:// URL with a host") }
-            guard let secret = environment[target.secretEnv], !secret.isEmpty else {
-                throw fail("\(field).secret_env", "environment variable \(target.secretEnv) is not set")
-            }
+            let secret = try Self.environmentValue(of: target.secretEnv, field: "\(field).secret_env", environment: environment)
             let key: [UInt8]
             do { key = try StandardWebhookSignature.key(fromSecret: secret) } catch {
                 throw fail("\(field).secret_env", "the secret in \(target.secretEnv) \(error)")

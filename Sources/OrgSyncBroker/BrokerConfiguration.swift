@@ -344,10 +344,8 @@ extension BrokerConfiguration {
             do { _ = try supervisorConfiguration(for: link) } catch let error as ConfigurationError {
                 throw fail("links[\(i)].supervisor.\(error.field)", error.problem)
             }
-            for key in link.settings.keys where key.hasSuffix("_env") {
-                guard let variable = link.settings[key], environment[variable] != nil else {
-                    throw fail("links[\(i)].settings.\(key)", "environment variable \(link.settings[key] ?? "") is not set")
-                }
+            for (key, variable) in link.settings where key.hasSuffix("_env") {
+                _ = try Self.environmentValue(of: variable, field: "links[\(i)].settings.\(key)", environment: environment)
             }
         }
         _ = try notificationSettings(environment: environment)
@@ -360,9 +358,7 @@ extension BrokerConfiguration {
                 case (let inline?, nil):
                     guard inline.utf8.count >= 16 else { throw fail("auth.tokens[\(i)].token", "must be at least 16 characters") }
                 case (nil, let variable?):
-                    guard let value = environment[variable], !value.isEmpty else {
-                        throw fail("auth.tokens[\(i)].token_env", "environment variable \(variable) is not set")
-                    }
+                    let value = try Self.environmentValue(of: variable, field: "auth.tokens[\(i)].token_env", environment: environment)
                     guard value.utf8.count >= 16 else { throw fail("auth.tokens[\(i)].token_env", "the token in \(variable) must be at least 16 characters") }
                 default:
                     throw fail("auth.tokens[\(i)]", "set exactly one of token and token_env")
@@ -394,7 +390,18 @@ extension BrokerConfiguration {
         return config
     }
 
-    /// Resolves `*_env` settings of a link from the environment.
+    /// The one `_env` rule of the configuration: a field `x_env: VAR` (`password_env`,
+    /// `token_env`, `secret_env`, any adapter setting ending in `_env`) takes its value from the
+    /// environment variable `VAR`, which must be set and not empty. The error names the field and
+    /// the variable, never a value.
+    static func environmentValue(of variable: String, field: String, environment: [String: String]) throws -> String {
+        guard let value = environment[variable], !value.isEmpty else {
+            throw ConfigurationError(field: field, problem: "environment variable \(variable) is not set (or is empty)")
+        }
+        return value
+    }
+
+    /// Resolves `*_env` settings of a link from the environment (checked by `validate`).
     public func resolvedSettings(_ link: Link, environment: [String: String]) -> [String: String] {
         var settings: [String: String] = [:]
         for (key, value) in link.settings {

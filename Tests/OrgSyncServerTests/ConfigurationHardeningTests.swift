@@ -104,6 +104,30 @@ import Testing
         ("name: ops, url: 'http://h/x', secret_env: S, retries: 3", "notifications[0].retries"),
     ]
 
+    /// One `_env` rule for every field that reads the environment: the variable must be set and
+    /// not empty, and the error names the field.
+    @Test func everyEnvFieldNeedsItsVariableSetAndNotEmpty() {
+        let link = """
+            auth: { enabled: false }
+            streams: [ { name: e } ]
+            links: [ { name: l, stream: e, adapter: sqlite, settings: { path: l.sqlite, path_env: V } } ]
+            """
+        let token = """
+            auth: { enabled: true, tokens: [ { name: t, role: admin, token_env: V } ] }
+            streams: [ { name: e } ]
+            """
+        let notification = """
+            auth: { enabled: false }
+            streams: [ { name: e } ]
+            notifications: [ { name: ops, url: 'http://h/x', secret_env: V } ]
+            """
+        for (yaml, field) in [(link, "links[0].settings.path_env"), (token, "auth.tokens[0].token_env"),
+                              (notification, "notifications[0].secret_env")] {
+            #expect(Self.fieldOfError(yaml, environment: [:]) == field, "unset: \(field)")
+            #expect(Self.fieldOfError(yaml, environment: ["V": ""]) == field, "empty: \(field)")
+        }
+    }
+
     /// The supervisor's settings are typed fields: a typo is an unknown field, a string where a
     /// number belongs is a type error, both named with their path.
     @Test func supervisorSettingsAreTypedFieldsNamedInErrors() throws {
