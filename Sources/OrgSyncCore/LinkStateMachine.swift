@@ -19,6 +19,11 @@ public enum LinkState: String, Sendable, Hashable, Codable, CaseIterable {
 public enum LinkEvent: Sendable, Hashable {
     /// Applying a batch failed with a connection error (or retryable errors ran out).
     case applyFailed(reason: String)
+    /// Applying the batch in flight failed with an error worth retrying as it is (a deadlock, a
+    /// serialization failure): it is applied again after a backoff, until
+    /// ``LinkSupervisorConfiguration/retryableAttemptsMax`` attempts in a row have failed; then
+    /// it counts as a connection failure and the link suspends.
+    case applyRetryable(reason: String)
     /// A batch was applied and its cursor stored.
     case applySucceeded
     /// The probe the machine asked for with ``LinkAction/sendProbe(probeID:)`` was answered.
@@ -52,6 +57,9 @@ public enum LinkAction: Sendable, Hashable {
     case scheduleTimer(atMs: UInt64)
     /// Forget the pending timer.
     case cancelTimer
+    /// Apply the batch in flight again at `atMs` (``LinkEvent/applyRetryable(reason:)``); the
+    /// link stays active. Not the state timer: an active link has none.
+    case retryApply(atMs: UInt64)
     /// Call the adapter's `probe()` (opening it first if needed) and report the outcome with
     /// this id.
     case sendProbe(probeID: UInt64)
@@ -105,7 +113,8 @@ public struct LinkTransition: Sendable, Hashable {
 /// - The machine enters `active` from `suspended`/`verifying` only after `probeThreshold`
 ///   consecutive answered probes within `verifyWindowMs`, or on an operator's forced resume.
 /// - In `paused` and `diverged` it never asks for a probe and has no timer; in `active` it has
-///   no timer. It leaves `diverged` only for `paused` or, on an operator's reset, `active`.
+///   no timer (a retry of the batch in flight, ``applyRetryDueMs``, is not one), and only
+///   `active` has a retry pending. It leaves `diverged` only for `paused` or, on an operator's reset, `active`.
 /// - At most one probe is in flight; an answer with another id is stale and ignored.
 /// - Time arithmetic saturates: a deadline past `UInt64.max` is `UInt64.max` (never), so no
 ///   configuration, however extreme, traps (see `LinkStateMachinePropertyTests`).
@@ -118,6 +127,9 @@ public struct LinkStateMachine: Sendable {
     /// When the supervisor must deliver ``LinkEvent/timerFired``; nil when no timer is armed.
     public private(set) var timerDueMs: UInt64?
     public private(set) var probeInFlight: UInt64?
+    /// When the batch in flight is to be applied again after a retryable failure; nil when no
+    /// retry is pending (always nil outside `active`).
+    public private(set) var applyRetryDueMs: UInt64?
     /// Set while a flapping link is held down: no probe before this time.
     public private(set) var heldDownUntilMs: UInt64?
     /// The last failure's reason, for status.
@@ -128,6 +140,8 @@ public struct LinkStateMachine: Sendable {
 
     private var lastNowMs: UInt64
     private var verifyWindowStartMs: UInt64 = 0
+    /// Retryable failures of the batch in flight in a row (reset by a commit or a state change).
+    private var retryableFailureCount = 0
     /// Failed probes since the last answered one: the backoff exponent.
     private var failedProbeCount = 0
     /// True while active after a resume: a failure now is a flap.
@@ -158,7 +172,11 @@ public struct LinkStateMachine: Sendable {
         switch event {
         case .applyFailed(let reason):
             return state == .active ? suspendFromActive(reason: reason, now: now, jitterUnit: jitterUnit) : []
+        case .applyRetryable(let reason):
+            return state == .active ? applyRetryable(reason: reason, now: now, jitterUnit: jitterUnit) : []
         case .applySucceeded:
+            retryableFailureCount = 0
+            applyRetryDueMs = nil
             return []
         case .probeAnswered(let probeID):
             return takeProbe(probeID) ? probeAnswered(now: now) : []
@@ -195,7 +213,24 @@ public struct LinkStateMachine: Sendable {
         return max(1, min(cap, delayMs))
     }
 
+    /// Delay before applying a batch again after its `failedAttempts`-th retryable failure in a
+    /// row: `retryableBackoffBaseMs` × 2^(failedAttempts − 1), never above `backoffCapMs`.
+    public func retryDelayMs(failedAttempts: Int) -> UInt64 {
+        let shift = UInt64(min(max(failedAttempts - 1, 0), 30))
+        return min(configuration.backoffCapMs, configuration.retryableBackoffBaseMs.saturatingMultiply(1 << shift))
+    }
+
     // MARK: - Transitions
+
+    private mutating func applyRetryable(reason: String, now: UInt64, jitterUnit: Double) -> [LinkAction] {
+        retryableFailureCount += 1
+        guard retryableFailureCount < configuration.retryableAttemptsMax else {
+            return suspendFromActive(reason: "gave up after \(retryableFailureCount) attempts: \(reason)", now: now, jitterUnit: jitterUnit)
+        }
+        let dueMs = now.saturatingAdd(retryDelayMs(failedAttempts: retryableFailureCount))
+        applyRetryDueMs = dueMs
+        return [.retryApply(atMs: dueMs)]
+    }
 
     private mutating func suspendFromActive(reason: String, now: UInt64, jitterUnit: Double) -> [LinkAction] {
         suspensionCount += 1
@@ -349,6 +384,9 @@ public struct LinkStateMachine: Sendable {
         state = newState
         stateEnteredAtMs = now
         probeSuccessCount = 0
+        // A pending retry belongs to the batch in flight of the state left behind.
+        retryableFailureCount = 0
+        applyRetryDueMs = nil
         switch newState {
         case .active, .paused, .diverged:
             // No timer, no probe and no hold-down outside suspended/verifying.

@@ -294,9 +294,10 @@ public actor LinkSupervisor {
         case abandoned
     }
 
+    /// Applies `entries`, again after each retryable failure when the machine says so
+    /// (``LinkAction/retryApply(atMs:)``); the machine gives up after its attempts and suspends.
     private func applyWithRetries(_ entries: [Entry]) async -> ApplyOutcome {
         let batch = EntryBatch(stream: source.streamName, identity: await currentIdentity(), entries: entries)
-        var attempt = 1
         while true {
             do {
                 let started = ContinuousClock.now
@@ -310,12 +311,14 @@ public actor LinkSupervisor {
                 case .positionConflict: return .diverged(error.message)
                 case .rejected(let offset): return .rejected(offset, error)
                 case .retryable:
-                    guard attempt < configuration.retryableAttemptsMax else {
-                        return .failed("gave up after \(attempt) attempts: \(error)")
-                    }
                     lastError = error.description
-                    guard await sleepBeforeRetry(attempt: attempt), consuming else { return .abandoned }
-                    attempt += 1
+                    handle(.applyRetryable(reason: error.description))
+                    guard consuming, let dueMs = machine.applyRetryDueMs else {
+                        // The machine gave up and suspended the link (or it is no longer active).
+                        if let reason = machine.lastFailureReason, machine.state == .suspended { lastError = reason }
+                        return .abandoned
+                    }
+                    guard await sleepUntilRetry(dueMs: dueMs), consuming else { return .abandoned }
                 }
             } catch {
                 return Task.isCancelled ? .abandoned : .failed("\(error)")
@@ -323,12 +326,9 @@ public actor LinkSupervisor {
         }
     }
 
-    /// Waits before retrying a batch; false if the link was cancelled or stopped consuming
+    /// Waits until the retry is due; false if the link was cancelled or stopped consuming
     /// meanwhile (an operator's pause does not wait for the retries to run out).
-    private func sleepBeforeRetry(attempt: Int) async -> Bool {
-        let shift = UInt64(min(max(attempt - 1, 0), 30))
-        let delayMs = min(configuration.backoffCapMs, configuration.retryableBackoffBaseMs.saturatingMultiply(1 << shift))
-        let dueMs = clock.nowMs().saturatingAdd(delayMs)
+    private func sleepUntilRetry(dueMs: UInt64) async -> Bool {
         while clock.nowMs() < dueMs, consuming, !Task.isCancelled {
             await waitForWakeUp(entriesAfter: nil, timerDueMs: dueMs)
         }
@@ -474,8 +474,8 @@ public actor LinkSupervisor {
                 consuming = false
             case .closeAdapter:
                 closeRequested = true
-            case .scheduleTimer, .cancelTimer:
-                break  // `machine.timerDueMs` is the one timer; the next wait reads it
+            case .scheduleTimer, .cancelTimer, .retryApply:
+                break  // `machine.timerDueMs` and `applyRetryDueMs` are read by the next wait
             case .sendProbe(let probeID):
                 pendingProbeID = probeID
             case .record(let transition):

@@ -57,7 +57,8 @@ import Testing
             return .timerFired
         case 25..<50: return .probeAnswered(probeID: random.next() % 10 == 0 ? inFlight &+ 7 : inFlight)
         case 50..<62: return .probeFailed(probeID: inFlight, reason: "refused")
-        case 62..<75: return .applyFailed(reason: "reset")
+        case 62..<70: return .applyFailed(reason: "reset")
+        case 70..<75: return .applyRetryable(reason: "deadlock")
         case 75..<85: return .applySucceeded
         case 85..<90: return .operatorSuspend(reason: "op")
         case 90..<97: return .operatorResume(force: false)
@@ -78,6 +79,8 @@ import Testing
             model.pendingProbe = nil
         case .applyFailed where before == .active:
             model.answerTimesMs = []
+        case .applyRetryable where before == .active && machine.state == .suspended:
+            model.answerTimesMs = []  // gave up: a suspension like any other
         case .operatorSuspend:
             model.answerTimesMs = []
         case .operatorResume(force: false) where before == .paused || before == .suspended:
@@ -118,6 +121,9 @@ import Testing
         if machine.state == .paused || before == .paused && machine.state == .paused {
             check(!actions.contains { if case .sendProbe = $0 { true } else { false } }, "paused must never probe")
             check(machine.timerDueMs == nil && machine.probeInFlight == nil, "paused has no timer nor probe")
+        }
+        if machine.applyRetryDueMs != nil {
+            check(machine.state == .active, "a retry is pending only while active")
         }
         if machine.timerDueMs != nil {
             check(machine.state == .suspended || machine.state == .verifying, "a timer only while suspended/verifying")

@@ -18,7 +18,7 @@ import Testing
     }
 
     enum EventKind: String, CaseIterable, Sendable {
-        case applyFailed, applySucceeded, probeAnswered, probeFailed, timerFired, operatorSuspend, resume, forceResume, diverge, resolve
+        case applyFailed, applyRetryable, applySucceeded, probeAnswered, probeFailed, timerFired, operatorSuspend, resume, forceResume, diverge, resolve
     }
 
     /// A machine in `state`. For the probe events of suspended/verifying, with a probe in flight.
@@ -52,6 +52,7 @@ import Testing
         let probeID = machine.probeInFlight ?? 999  // 999: a stale id where none is in flight
         switch kind {
         case .applyFailed: return .applyFailed(reason: "connection refused")
+        case .applyRetryable: return .applyRetryable(reason: "deadlock")
         case .applySucceeded: return .applySucceeded
         case .probeAnswered: return .probeAnswered(probeID: probeID)
         case .probeFailed: return .probeFailed(probeID: probeID, reason: "timeout")
@@ -72,6 +73,7 @@ import Testing
             case .closeAdapter: "close"
             case .scheduleTimer: "timer"
             case .cancelTimer: "cancelTimer"
+            case .retryApply: "retry"
             case .sendProbe: "probe"
             case .record(let transition): "record:\(transition.event.rawValue)"
             }
@@ -81,6 +83,11 @@ import Testing
     /// Expected next state and action shape, for every (state, event).
     static let table: [String: (LinkState, [String])] = [
         "active/applyFailed": (.suspended, ["stop", "close", "record:suspended", "timer"]),
+        "active/applyRetryable": (.active, ["retry"]),
+        "suspended/applyRetryable": (.suspended, []),
+        "verifying/applyRetryable": (.verifying, []),
+        "paused/applyRetryable": (.paused, []),
+        "diverged/applyRetryable": (.diverged, []),
         "active/applySucceeded": (.active, []),
         "active/probeAnswered": (.active, []),
         "active/probeFailed": (.active, []),
@@ -147,6 +154,7 @@ import Testing
             #expect(machine.timerDueMs == nil)
             #expect(machine.probeInFlight == nil)
         }
+        if machine.state != .active { #expect(machine.applyRetryDueMs == nil, "a retry is pending only while active") }
         #expect(actions.contains(.startConsuming) == (state != .active && machine.state == .active))
         #expect(actions.contains(.stopConsuming) == (state == .active && machine.state != .active))
     }
@@ -190,6 +198,41 @@ import Testing
         if case .sendProbe(let id)? = machine.handle(.timerFired, nowMs: now, jitterUnit: 0.5).first { return id }
         Issue.record("no probe at \(now), timer due \(String(describing: machine.timerDueMs))")
         return 0
+    }
+
+    /// Retryable failures of the batch in flight: applied again after base × 2^(n−1) (capped),
+    /// the attempt that makes `retryableAttemptsMax` gives up and suspends with the reason, and a
+    /// commit or a state change starts the count again.
+    @Test func retryableFailuresBackOffThenGiveUpAndACommitResetsTheCount() {
+        var configuration = Self.configuration
+        configuration.retryableAttemptsMax = 4
+        configuration.retryableBackoffBaseMs = 100
+        configuration.backoffCapMs = 300
+        var machine = LinkStateMachine(configuration: configuration, nowMs: 1_000)
+        #expect(machine.handle(.applyRetryable(reason: "deadlock"), nowMs: 1_000, jitterUnit: 0.5) == [.retryApply(atMs: 1_100)])
+        #expect(machine.handle(.applyRetryable(reason: "deadlock"), nowMs: 1_100, jitterUnit: 0.5) == [.retryApply(atMs: 1_300)])
+        #expect(machine.handle(.applyRetryable(reason: "deadlock"), nowMs: 1_300, jitterUnit: 0.5) == [.retryApply(atMs: 1_600)], "capped at 300")
+        #expect(machine.state == .active)
+        #expect(machine.timerDueMs == nil, "a retry is not the state timer")
+        let gaveUp = machine.handle(.applyRetryable(reason: "deadlock"), nowMs: 1_600, jitterUnit: 0.5)
+        #expect(machine.state == .suspended)
+        #expect(Self.shape(gaveUp) == ["stop", "close", "record:suspended", "timer"])
+        #expect(machine.lastFailureReason == "gave up after 4 attempts: deadlock")
+        #expect(machine.applyRetryDueMs == nil)
+
+        var fresh = LinkStateMachine(configuration: configuration, nowMs: 0)
+        for _ in 0..<3 { _ = fresh.handle(.applyRetryable(reason: "x"), nowMs: 0, jitterUnit: 0.5) }
+        _ = fresh.handle(.applySucceeded, nowMs: 0, jitterUnit: 0.5)
+        #expect(fresh.applyRetryDueMs == nil)
+        #expect(fresh.handle(.applyRetryable(reason: "x"), nowMs: 0, jitterUnit: 0.5) == [.retryApply(atMs: 100)], "the count starts again after a commit")
+        _ = fresh.handle(.operatorSuspend(reason: "op"), nowMs: 0, jitterUnit: 0.5)
+        #expect(fresh.applyRetryDueMs == nil, "a pause drops the pending retry")
+        _ = fresh.handle(.operatorResume(force: true), nowMs: 0, jitterUnit: 0.5)
+        #expect(fresh.handle(.applyRetryable(reason: "x"), nowMs: 0, jitterUnit: 0.5) == [.retryApply(atMs: 100)], "and the count")
+
+        var once = LinkStateMachine(configuration: { var c = configuration; c.retryableAttemptsMax = 1; return c }(), nowMs: 0)
+        _ = once.handle(.applyRetryable(reason: "x"), nowMs: 0, jitterUnit: 0.5)
+        #expect(once.state == .suspended, "one attempt allowed: the first retryable failure gives up")
     }
 
     @Test func backoffDoublesUpToTheCap() {
