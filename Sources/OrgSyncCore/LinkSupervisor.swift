@@ -7,8 +7,9 @@ import Logging
 import OrgSyncLog
 import OrgSyncPluginAPI
 
-/// Runs one link: consumes its stream from the cursor into its adapter, and drives its
-/// ``LinkStateMachine`` with an injected clock, performing the machine's actions.
+/// Supervises one link: drives its ``LinkStateMachine`` with an injected clock and performs the
+/// machine's actions in the order returned, while its ``Link`` does the work (read, apply,
+/// commit, dead-letter, retry a dead letter, rewrite a position) and reports what happened.
 ///
 /// One task — the one in ``run()`` — makes every call to the adapter, so calls never overlap
 /// (as ``OrgAdapter`` promises adapters). Operator requests (``suspend(reason:)``,
@@ -28,22 +29,16 @@ public actor LinkSupervisor {
     public nonisolated let syncLog: SyncLog
     public nonisolated let deadLetters: DeadLetters
 
-    private let source: any LinkEntrySource
-    private let adapter: any OrgAdapter
-    private let cursorStore: any LinkCursorStore
+    /// The link's work: its stream, adapter, cursor and dead letters.
+    private let link: Link
     private let clock: any LinkClock
     private let wallClockMs: @Sendable () -> UInt64
-    private let observer: (any LinkObserver)?
     private var logger: Logger
-    /// Where dead letters are written and fsynced: off the cooperative pool.
-    private let files: BlockingFileQueue
 
     private var machine: LinkStateMachine
     private var random: SplitMix64
-    private var cursor: Offset = 0
     private var running = false
     private var consuming = false
-    private var adapterOpen = false
     /// A batch went to the adapter since it last gave back its caches (``OrgAdapter/releaseMemory()``).
     private var appliedSinceMemoryRelease = false
     private var closeRequested = false
@@ -62,7 +57,6 @@ public actor LinkSupervisor {
     private var nextObserverID = 0
 
     private var lastError: String?
-    private var appliedCount: UInt64 = 0
     /// Rejections that paused the link (`stopOnReject`) since it started: those entries are not
     /// dead-lettered. Every other rejection is counted by the dead letters, which persist.
     private var stoppedOnRejectCount = 0
@@ -104,19 +98,18 @@ public actor LinkSupervisor {
         try configuration.validate()
         self.name = name
         self.configuration = configuration
-        self.source = source
-        self.adapter = adapter
-        self.cursorStore = cursorStore
         self.clock = clock
         self.syncLog = syncLog ?? SyncLog.inMemory(recordsMax: configuration.syncLogRecordsMax)
-        self.deadLetters = deadLetters ?? DeadLetters.inMemory(lettersMax: configuration.deadLettersMax)
+        let deadLetters = deadLetters ?? DeadLetters.inMemory(lettersMax: configuration.deadLettersMax)
+        self.deadLetters = deadLetters
+        self.link = Link(
+            name: name, source: source, adapter: adapter, cursorStore: cursorStore, deadLetters: deadLetters,
+            observer: observer, wallClockMs: wallClockMs)
         self.wallClockMs = wallClockMs
-        self.observer = observer
         self.logger = logger
         self.logger[metadataKey: "link"] = .string(name)
         self.machine = LinkStateMachine(configuration: configuration, nowMs: clock.nowMs(), startPaused: startPaused)
         self.random = SplitMix64(seed: randomSeed)
-        self.files = BlockingFileQueue(label: "orgsync.link.\(name)")
     }
 
     // MARK: - Running
@@ -129,7 +122,7 @@ public actor LinkSupervisor {
         running = true
         var failure: (any Error)?
         do {
-            try await loadCursor()
+            try await link.loadCursor()
             perform(machine.initialActions())
             while !Task.isCancelled { try await step() }
         } catch where !(error is CancellationError) {
@@ -138,13 +131,6 @@ public actor LinkSupervisor {
         } catch {}
         await finish()
         if let failure { throw failure }
-    }
-
-    private func loadCursor() async throws {
-        let stored = try await cursorStore.load(link: name) ?? 0
-        let end = await source.endOffset()
-        guard stored <= end else { throw LinkSupervisorError.cursorBeyondEnd(link: name, cursor: stored, endOffset: end) }
-        cursor = stored
     }
 
     /// One unit of work: close, retry a dead letter, probe, apply a batch, or wait for a reason
@@ -161,15 +147,15 @@ public actor LinkSupervisor {
         if consuming {
             if try await consumeOnce() { return }
             guard appliedSinceMemoryRelease, let releaseAfterMs = configuration.idleMemoryReleaseAfterMs else {
-                return await waitForWakeUp(entriesAfter: cursor, timerDueMs: nil)
+                return await waitForWakeUp(entriesAfter: link.cursor, timerDueMs: nil)
             }
             // Caught up after working: wait for entries, and once the link has stood still for a
             // while let the adapter give back its caches (a backlog caught up leaves them full).
             let releaseDueMs = clock.nowMs().saturatingAdd(releaseAfterMs)
-            await waitForWakeUp(entriesAfter: cursor, timerDueMs: releaseDueMs)
+            await waitForWakeUp(entriesAfter: link.cursor, timerDueMs: releaseDueMs)
             if consuming, !closeRequested, clock.nowMs() >= releaseDueMs {
                 appliedSinceMemoryRelease = false
-                await adapter.releaseMemory()
+                await link.releaseMemory()
             }
             return
         }
@@ -181,7 +167,7 @@ public actor LinkSupervisor {
     private func finish() async {
         consuming = false
         wakeTask = nil
-        if adapterOpen || closeRequested { await closeAdapter() }
+        if link.adapterOpen || closeRequested { await closeAdapter() }
         for request in pendingRetries { request.continuation.resume(throwing: LinkSupervisorError.notRunning(link: name)) }
         pendingRetries = []
         for request in pendingPositionChanges { request.continuation.resume(throwing: LinkSupervisorError.notRunning(link: name)) }
@@ -193,18 +179,27 @@ public actor LinkSupervisor {
 
     /// Applies one batch; false when there was nothing to read.
     private func consumeOnce() async throws -> Bool {
-        // From here until the commit, the cursor belongs to this batch (see `setCursor`).
+        // From here until the commit, the cursor belongs to this batch (see `changePosition`).
         batchInFlight = true
         defer { batchInFlight = false }
         guard try await prepareAdapterForConsuming() else { return true }
-        let start = cursor
-        let entries = try await source.read(from: start, maxCount: configuration.batchEntriesMax)
+        let entries = try await link.readBatch(maxCount: configuration.batchEntriesMax)
         guard !entries.isEmpty else { return false }
         guard consuming else { return true }  // paused or stopped while reading: apply nothing
-        for (index, entry) in entries.enumerated() where entry.offset != Offset(start.rawValue + UInt64(index)) {
-            throw LinkSupervisorError.sourceOutOfOrder(link: name, expected: Offset(start.rawValue + UInt64(index)), got: entry.offset)
+        let outcome = try await link.applyAndCommit(entries) { reason in await self.retryAfterRetryable(reason) }
+        switch outcome {
+        case .committed:
+            handle(.applySucceeded)
+        case .rejected(let entry, let error, let committedBefore):
+            if committedBefore > 0 { handle(.applySucceeded) }
+            try await reject(entry, error)
+        case .failed(let reason):
+            connectionFailed(reason)
+        case .diverged(let reason):
+            diverged(reason)
+        case .abandoned:
+            break
         }
-        try await applyEntries(entries)
         appliedSinceMemoryRelease = true
         return true
     }
@@ -214,31 +209,17 @@ public actor LinkSupervisor {
     private func prepareAdapterForConsuming() async throws -> Bool {
         let stored: AppliedPosition?
         do {
-            if !adapterOpen {
-                try await adapter.open()
-                adapterOpen = true
-            }
+            try await link.openAdapter()
             guard cursorSyncNeeded else { return true }
-            stored = try await adapter.appliedPosition()
+            stored = try await link.storedPosition()
         } catch {
             adapterFailed(error)
             return false
         }
         cursorSyncNeeded = false
-        return try await startFromStoredPosition(stored)
-    }
-
-    /// Exactly-once: a target that committed a batch whose acknowledgement was lost says so
-    /// through its stored position, and the link starts after it — but only when that position
-    /// belongs to this stream as it is now. Anything else diverges; nothing is skipped.
-    private func startFromStoredPosition(_ stored: AppliedPosition?) async throws -> Bool {
-        let lineage = await source.lineage()
-        let end = await source.endOffset()
-        switch LinkStartPosition.decide(stored: stored, cursor: cursor, endOffset: end, lineage: lineage,
-                                        deadLetterOffsets: deadLetters.offsets) {
+        switch try await link.decideStart(stored: stored) {
         case .startAt(let offset, let note):
             if let note { logger.notice("starting at \(offset): \(note)") }
-            try await storeCursor(offset)
             return true
         case .diverged(let reason):
             diverged(reason)
@@ -252,130 +233,42 @@ public actor LinkSupervisor {
         handle(.positionDiverged(reason: reason))
     }
 
-    private func currentIdentity() async -> StreamIdentity {
-        let lineage = await source.lineage()
-        return StreamIdentity(streamID: lineage.streamID, epoch: lineage.currentEpoch)
-    }
-
-    /// Applies `entries`; on a rejection, applies the entries before the rejected one, then
-    /// dead-letters it. Any other failure suspends the link with the cursor where it was.
-    private func applyEntries(_ entries: [Entry]) async throws {
-        var batch = entries
-        var rejection: (entry: Entry, error: AdapterError)?
-        while let first = batch.first, let last = batch.last {
-            switch await applyWithRetries(batch) {
-            case .applied:
-                try await commit(batch)
-                batch = []
-            case .rejected(let offset, let error):
-                guard let index = batch.firstIndex(where: { $0.offset == offset }) else {
-                    return connectionFailed("adapter rejected offset \(offset), outside batch \(first.offset)...\(last.offset): \(error)")
-                }
-                rejection = (batch[index], error)
-                batch = Array(batch[..<index])
-            case .failed(let reason):
-                return connectionFailed(reason)
-            case .diverged(let reason):
-                return diverged(reason)
-            case .abandoned:
-                return
-            }
+    /// A retryable failure of the batch in flight, as the machine decides it: wait for its
+    /// ``LinkAction/retryApply(atMs:)`` and try again (true), or stop (it gave up and suspended
+    /// the link, or the link stopped consuming meanwhile).
+    private func retryAfterRetryable(_ reason: String) async -> Bool {
+        lastError = reason
+        handle(.applyRetryable(reason: reason))
+        guard consuming, let dueMs = machine.applyRetryDueMs else {
+            if let failure = machine.lastFailureReason, machine.state == .suspended { lastError = failure }
+            return false
         }
-        if let rejection { try await reject(rejection.entry, rejection.error) }
-    }
-
-    private enum ApplyOutcome {
-        case applied
-        case rejected(Offset, AdapterError)
-        case failed(String)
-        /// The adapter found a stored position from another stream or a later epoch.
-        case diverged(String)
-        /// Cancelled, or the link stopped consuming while waiting to retry.
-        case abandoned
-    }
-
-    /// Applies `entries`, again after each retryable failure when the machine says so
-    /// (``LinkAction/retryApply(atMs:)``); the machine gives up after its attempts and suspends.
-    private func applyWithRetries(_ entries: [Entry]) async -> ApplyOutcome {
-        let batch = EntryBatch(stream: source.streamName, identity: await currentIdentity(), entries: entries)
-        while true {
-            do {
-                let started = ContinuousClock.now
-                try await adapter.apply(batch)
-                observer?.didApply(link: name, stream: source.streamName, entryCount: entries.count,
-                                   duration: ContinuousClock.now - started)
-                return .applied
-            } catch let error as AdapterError {
-                switch error.kind {
-                case .connection: return .failed(error.description)
-                case .positionConflict: return .diverged(error.message)
-                case .rejected(let offset): return .rejected(offset, error)
-                case .retryable:
-                    lastError = error.description
-                    handle(.applyRetryable(reason: error.description))
-                    guard consuming, let dueMs = machine.applyRetryDueMs else {
-                        // The machine gave up and suspended the link (or it is no longer active).
-                        if let reason = machine.lastFailureReason, machine.state == .suspended { lastError = reason }
-                        return .abandoned
-                    }
-                    guard await sleepUntilRetry(dueMs: dueMs), consuming else { return .abandoned }
-                }
-            } catch {
-                return Task.isCancelled ? .abandoned : .failed("\(error)")
-            }
-        }
-    }
-
-    /// Waits until the retry is due; false if the link was cancelled or stopped consuming
-    /// meanwhile (an operator's pause does not wait for the retries to run out).
-    private func sleepUntilRetry(dueMs: UInt64) async -> Bool {
         while clock.nowMs() < dueMs, consuming, !Task.isCancelled {
             await waitForWakeUp(entriesAfter: nil, timerDueMs: dueMs)
         }
         return consuming && !Task.isCancelled
     }
 
-    private func commit(_ entries: [Entry]) async throws {
-        guard let last = entries.last else { return }
-        try await storeCursor(last.offset.next)
-        appliedCount += UInt64(entries.count)
-        handle(.applySucceeded)
-    }
-
-    /// The only place the cursor moves; it only grows.
-    private func storeCursor(_ next: Offset) async throws {
-        guard next > cursor else { return }
-        try await cursorStore.store(link: name, offset: next)
-        cursor = next
-    }
-
+    /// A rejected entry: dead-lettered and skipped, or — with `stopOnReject` — the link pauses
+    /// on it (the cursor stays at it).
     private func reject(_ entry: Entry, _ error: AdapterError) async throws {
-        observer?.didReject(link: name, stream: source.streamName)
         if configuration.stopOnReject {
+            link.observer?.didReject(link: name, stream: link.streamName)
             stoppedOnRejectCount += 1
             writeSyncLog(.entryFailed, reason: "rejected, link stopped (stopOnReject): \(error.message)",
                          offset: entry.offset, status: .failed, targetCode: error.targetCode)
             handle(.operatorSuspend(reason: "stopped on rejected entry \(entry.offset)"))
             return
         }
-        let json = String(decoding: entry.raw.isEmpty ? Array(entry.jsonData()) : entry.raw, as: UTF8.self)
-        let letter = DeadLetter(offset: entry.offset, entryJSON: json, error: error.message,
-                                targetCode: error.targetCode, failedAtMs: wallClockMs())
-        try await putDeadLetter(letter)
-        writeSyncLog(.entryFailed, reason: error.message, offset: entry.offset, status: .failed, targetCode: error.targetCode)
+        try await link.deadLetter(entry, error) {
+            writeSyncLog(.entryFailed, reason: error.message, offset: entry.offset, status: .failed, targetCode: error.targetCode)
+        }
         logger.warning("entry \(entry.offset) rejected and dead-lettered: \(error)")
-        try await storeCursor(entry.offset.next)
-    }
-
-    /// Stores a dead letter durably (written and fsynced on ``files``).
-    private func putDeadLetter(_ letter: DeadLetter) async throws {
-        let deadLetters = deadLetters
-        try await files.run { try deadLetters.put(letter) }
     }
 
     private func adapterFailed(_ error: any Error) {
         if error is CancellationError, Task.isCancelled { return }
-        connectionFailed(Self.describe(error))
+        connectionFailed(Link.describe(error))
     }
 
     private func connectionFailed(_ reason: String) {
@@ -388,26 +281,19 @@ public actor LinkSupervisor {
 
     private func probe(_ probeID: UInt64) async {
         do {
-            if !adapterOpen {
-                try await adapter.open()
-                adapterOpen = true
-            }
-            try await adapter.probe()
-            observer?.didProbe(link: name, stream: source.streamName, answered: true)
+            try await link.probe()
             handle(.probeAnswered(probeID: probeID))
         } catch {
             if Task.isCancelled { return }
-            observer?.didProbe(link: name, stream: source.streamName, answered: false)
             closeRequested = true
-            lastError = Self.describe(error)
-            handle(.probeFailed(probeID: probeID, reason: Self.describe(error)))
+            lastError = Link.describe(error)
+            handle(.probeFailed(probeID: probeID, reason: Link.describe(error)))
         }
     }
 
     private func closeAdapter() async {
         closeRequested = false
-        await adapter.close()
-        adapterOpen = false
+        await link.closeAdapter()
     }
 
     /// True if the timer was due and the machine acted on it.
@@ -424,7 +310,7 @@ public actor LinkSupervisor {
             wakeRequested = false
             return
         }
-        let source = self.source
+        let source = link.source
         let clock = self.clock
         let task = Task<Void, Never> {
             if let offset, let timerDueMs {
@@ -506,10 +392,6 @@ public actor LinkSupervisor {
             logger.error("cannot write the sync log: \(error)")
         }
     }
-
-    private static func describe(_ error: any Error) -> String {
-        (error as? AdapterError)?.description ?? "connection: \(error)"
-    }
 }
 
 // MARK: - Operator requests and status
@@ -531,17 +413,18 @@ extension LinkSupervisor {
     }
 
     public func status() async -> LinkStatus {
-        let end = await source.endOffset()
-        let lineage = await source.lineage()
+        let end = await link.source.endOffset()
+        let lineage = await link.source.lineage()
         let now = clock.nowMs()
+        let cursor = link.cursor
         return LinkStatus(
-            link: name, stream: source.streamName, state: machine.state,
+            link: name, stream: link.streamName, state: machine.state,
             heldDown: machine.heldDownUntilMs != nil, heldDownUntilMs: machine.heldDownUntilMs,
             cursor: cursor, endOffset: end, lagCount: end > cursor ? end.rawValue - cursor.rawValue : 0,
             lastError: lastError, probeSuccessCount: machine.probeSuccessCount,
             probeThreshold: configuration.probeThreshold, timeInStateMs: machine.timeInStateMs(nowMs: now),
             suspensionCount: machine.suspensionCount, flapCount: machine.flapCount,
-            holdDownCount: machine.holdDownCount, rejectedCount: deadLetters.count + stoppedOnRejectCount, appliedCount: appliedCount,
+            holdDownCount: machine.holdDownCount, rejectedCount: deadLetters.count + stoppedOnRejectCount, appliedCount: link.appliedCount,
             deadLetterFailedCount: deadLetters.failedCount, isRunning: running,
             streamID: lineage.streamID, epoch: lineage.currentEpoch)
     }
@@ -576,12 +459,19 @@ extension LinkSupervisor {
     fileprivate func performNextRetry() async {
         let request = pendingRetries.removeFirst()
         do {
-            request.continuation.resume(returning: try await retry(request.offset))
+            let letter = try await link.retryDeadLetter(request.offset) { event, reason, status, targetCode in
+                writeSyncLog(event, reason: reason, offset: request.offset, status: status, targetCode: targetCode)
+            }
+            request.continuation.resume(returning: letter)
         } catch {
+            // A target that could not be reached (not one that answered "no") is closed.
+            if case LinkSupervisorError.retryFailed(_, _, let adapterError) = error {
+                if case .rejected = adapterError.kind {} else { closeRequested = true }
+            }
             request.continuation.resume(throwing: error)
         }
         // A paused or suspended link keeps no connection open for a one-off retry.
-        if !consuming, adapterOpen { closeRequested = true }
+        if !consuming, link.adapterOpen { closeRequested = true }
     }
 
     /// Sets the cursor, for an operator who wants to replay or skip entries (`orgsync cursor
@@ -613,108 +503,24 @@ extension LinkSupervisor {
         } catch {
             request.continuation.resume(throwing: error)
         }
-        if !consuming, adapterOpen { closeRequested = true }
+        if !consuming, link.adapterOpen { closeRequested = true }
     }
 
     private func perform(_ change: PositionChange) async throws -> PositionChangeResult {
         guard machine.state == .paused || machine.state == .diverged, !batchInFlight else {
             throw LinkSupervisorError.cursorChangeRefused(link: name, reason: "the link must be paused or diverged (it is \(machine.state.rawValue))")
         }
-        let end = await source.endOffset()
-        let identity = await currentIdentity()
-        let position: AppliedPosition?
-        let next: Offset
-        let reason: String
-        switch change {
-        case .reset(let from):
-            guard from <= end else {
-                throw LinkSupervisorError.cursorChangeRefused(link: name, reason: "offset \(from) is beyond the stream's end \(end)")
-            }
-            position = from.rawValue == 0 ? nil : AppliedPosition(identity: identity, offset: Offset(from.rawValue - 1))
-            next = from
-            reason = "reset by operator to consume from offset \(from) (cursor was \(cursor)); the target's position is now "
-                + (position?.description ?? "none")
-        case .adopt:
-            let stored = try await onTarget { try await self.adapter.appliedPosition() }
-            guard let stored else {
-                throw LinkSupervisorError.cursorChangeRefused(link: name, reason: "the target holds no position to adopt; reset the link to an offset instead")
-            }
-            guard stored.offset < end else {
-                throw LinkSupervisorError.cursorChangeRefused(link: name, reason:
-                    "the target's position (\(stored)) is at or past the stream's end \(end): adopting it would skip entries not yet appended; reset the link to an offset instead")
-            }
-            position = AppliedPosition(identity: identity, offset: stored.offset)
-            next = stored.offset.next
-            reason = "the target's position (\(stored)) adopted by operator for \(identity); consuming from \(next)"
+        let rewritten: (cursor: Offset, position: AppliedPosition?, reason: String)
+        do {
+            rewritten = try await link.rewritePosition(change)
+        } catch {
+            if case LinkSupervisorError.targetFailed = error { closeRequested = true }
+            throw error
         }
-        try await onTarget { try await self.adapter.setAppliedPosition(position) }
-        try await cursorStore.store(link: name, offset: next)
-        cursor = next
+        let (next, position, reason) = rewritten
         lastError = nil
         handle(.positionResolved(reason: reason))
         return PositionChangeResult(cursor: next, targetPosition: position, state: machine.state)
-    }
-
-    /// Runs an adapter call for an operator's request, opening the adapter first.
-    private func onTarget<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
-        do {
-            if !adapterOpen {
-                try await adapter.open()
-                adapterOpen = true
-            }
-            return try await body()
-        } catch {
-            closeRequested = true
-            throw LinkSupervisorError.targetFailed(link: name, reason: Self.describe(error))
-        }
-    }
-
-    private func retry(_ offset: Offset) async throws -> DeadLetter {
-        guard var letter = deadLetters.letter(at: offset) else { throw LinkSupervisorError.deadLetterNotFound(link: name, offset: offset) }
-        guard letter.status == .failed else { throw LinkSupervisorError.deadLetterAlreadyResolved(link: name, offset: offset) }
-        let entry: Entry
-        do {
-            entry = try Entry.parse(Array(letter.entryJSON.utf8), offset: offset)
-        } catch {
-            throw LinkSupervisorError.deadLetterUnreadable(link: name, offset: offset, problem: error.description)
-        }
-        letter.attemptCount += 1
-        if let error = await applyAlone(entry) {
-            if case .rejected = error.kind {
-                letter.error = error.message
-                letter.targetCode = error.targetCode
-                try await putDeadLetter(letter)
-                writeSyncLog(.entryFailed, reason: "retry \(letter.attemptCount) rejected: \(error.message)",
-                             offset: offset, status: .failed, targetCode: error.targetCode)
-            }
-            throw LinkSupervisorError.retryFailed(link: name, offset: offset, error: error)
-        }
-        letter.status = .resolved
-        letter.resolvedAtMs = wallClockMs()
-        try await putDeadLetter(letter)
-        writeSyncLog(.entryResolved, reason: "applied on attempt \(letter.attemptCount)", offset: offset, status: .resolved)
-        return letter
-    }
-
-    /// nil on success.
-    private func applyAlone(_ entry: Entry) async -> AdapterError? {
-        do {
-            if !adapterOpen {
-                try await adapter.open()
-                adapterOpen = true
-            }
-            let started = ContinuousClock.now
-            try await adapter.apply(EntryBatch(
-                stream: source.streamName, identity: await currentIdentity(), entries: [entry], isDeadLetterRetry: true))
-            observer?.didApply(link: name, stream: source.streamName, entryCount: 1, duration: ContinuousClock.now - started)
-            return nil
-        } catch let error as AdapterError {
-            if case .rejected = error.kind {} else { closeRequested = true }
-            return error
-        } catch {
-            closeRequested = true
-            return AdapterError.connection("\(error)")
-        }
     }
 }
 
