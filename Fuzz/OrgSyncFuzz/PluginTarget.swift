@@ -34,7 +34,7 @@ private func readPluginOutput(_ bytes: [UInt8], truncate: Bool) {
     let lineBytesMax = 1_024
     var lines: [[UInt8]] = []
     var ended = false
-    LineReader.run(fd: fds[0], lineBytesMax: lineBytesMax, truncate: truncate) { event in
+    FileDescriptorLines.run(fd: fds[0], lineBytesMax: lineBytesMax, truncate: truncate) { event in
         fuzzCheck(!ended, "an event after the end")
         switch event {
         case .line(let line):
