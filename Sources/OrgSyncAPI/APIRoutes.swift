@@ -31,6 +31,7 @@ public struct APIRoute: Sendable, Hashable {
 
     /// RFC 3986 `pchar` minus `:` and `@` kept as is; every other byte as `%XX`.
     static func percentEncodedSegment(_ value: String) -> String {
+        let hex = Array("0123456789ABCDEF".unicodeScalars)
         var encoded = ""
         for byte in value.utf8 {
             switch byte {
@@ -38,7 +39,6 @@ public struct APIRoute: Sendable, Hashable {
                  UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
                 encoded.unicodeScalars.append(Unicode.Scalar(byte))
             default:
-                let hex = Array("0123456789ABCDEF".unicodeScalars)
                 encoded += "%" + String(hex[Int(byte >> 4)]) + String(hex[Int(byte & 0x0F)])
             }
         }

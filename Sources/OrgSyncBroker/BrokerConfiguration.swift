@@ -406,7 +406,9 @@ extension BrokerConfiguration {
         var settings: [String: String] = [:]
         for (key, value) in link.settings {
             if key.hasSuffix("_env") {
-                if let resolved = environment[value] { settings[String(key.dropLast(4))] = resolved }
+                if let resolved = try? Self.environmentValue(of: value, field: key, environment: environment) {
+                    settings[String(key.dropLast(4))] = resolved
+                }
             } else {
                 settings[key] = value
             }
@@ -417,7 +419,9 @@ extension BrokerConfiguration {
     /// Tokens with their secrets resolved.
     public func resolvedTokens(environment: [String: String]) -> [(name: String, role: Role, secret: [UInt8])] {
         auth.tokens.compactMap { token in
-            guard let secret = token.token ?? token.tokenEnv.flatMap({ environment[$0] }) else { return nil }
+            guard let secret = token.token
+                ?? token.tokenEnv.flatMap({ try? Self.environmentValue(of: $0, field: "token_env", environment: environment) })
+            else { return nil }
             return (token.name, token.role, Array(secret.utf8))
         }
     }

@@ -31,16 +31,16 @@ public protocol StreamStore: AnyObject, Sendable {
 }
 
 extension StreamStore {
-    /// Up to `maxEntries` stored entries from `offset`, at most 4 MiB of them.
+    /// Up to `maxEntries` stored entries from `offset`, at most ``StreamLog/readBytesMaxDefault``
+    /// bytes of them.
     public func read(from offset: UInt64, maxEntries: Int) throws -> [LogRecord] {
-        try read(from: offset, maxEntries: maxEntries, maxBytes: 4 << 20)
+        try read(from: offset, maxEntries: maxEntries, maxBytes: StreamLog.readBytesMaxDefault)
     }
 }
 
 extension StreamLog: StreamStore {
     public func linkSource() -> any LinkEntrySource { StreamLogLinkSource(log: self) }
     public func linkCursorStore() -> any LinkCursorStore { StreamLogCursorStore(log: self) }
-    public func applyRetention() throws -> RetentionReport { try applyRetention(nowMs: wallClockMs()) }
 }
 
 extension Broker {

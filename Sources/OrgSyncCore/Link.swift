@@ -223,7 +223,6 @@ final class Link {
     /// Stores a rejected entry in the dead letters (durably), then moves the cursor past it.
     /// `recorded` runs between the two (the sync log's line for it).
     nonisolated(nonsending) func deadLetter(_ entry: Entry, _ error: AdapterError, recorded: () -> Void) async throws {
-        observer?.didReject(link: name, stream: streamName)
         let json = String(decoding: entry.raw.isEmpty ? Array(entry.jsonData()) : entry.raw, as: UTF8.self)
         try await putDeadLetter(DeadLetter(offset: entry.offset, entryJSON: json, error: error.message,
                                            targetCode: error.targetCode, failedAtMs: wallClockMs()))

@@ -252,8 +252,8 @@ public actor LinkSupervisor {
     /// A rejected entry: dead-lettered and skipped, or — with `stopOnReject` — the link pauses
     /// on it (the cursor stays at it).
     private func reject(_ entry: Entry, _ error: AdapterError) async throws {
+        link.observer?.didReject(link: name, stream: link.streamName)
         if configuration.stopOnReject {
-            link.observer?.didReject(link: name, stream: link.streamName)
             stoppedOnRejectCount += 1
             writeSyncLog(.entryFailed, reason: "rejected, link stopped (stopOnReject): \(error.message)",
                          offset: entry.offset, status: .failed, targetCode: error.targetCode)

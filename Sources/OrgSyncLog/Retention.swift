@@ -18,7 +18,13 @@ extension StreamLog {
     /// are older than `retentionAgeMsMax`. A segment is deleted only when every cursor has
     /// passed it, unless `retentionDropsUnconsumed` is set. The active segment is never deleted.
     @discardableResult
-    public func applyRetention(nowMs: Int64 = wallClockMs()) throws -> RetentionReport {
+    public func applyRetention() throws -> RetentionReport {
+        try applyRetention(nowMs: wallClockMs())
+    }
+
+    /// ``applyRetention()`` as of `nowMs` (milliseconds since 1970): the age limit's clock.
+    @discardableResult
+    public func applyRetention(nowMs: Int64) throws -> RetentionReport {
         var report = RetentionReport()
         report.newStartOffset = startOffset
         guard configuration.retentionBytesMax != nil || configuration.retentionAgeMsMax != nil else { return report }

@@ -268,13 +268,16 @@ public final class StreamLog: Sendable {
 
     // MARK: Reading
 
+    /// Payload bytes one read returns at most unless asked otherwise: 4 MiB.
+    public static let readBytesMaxDefault = 4 << 20
+
     /// Up to `maxEntries` acknowledged entries from `offset` on (and about `maxBytes` of payload;
     /// at least one entry when any is there). Empty when `offset` is the end.
     ///
     /// - Throws: ``LogError/offsetOutOfRange(requested:start:end:)``; ``LogError/corrupt(_:)``
     ///   when a batch fails its checks (the stream is then marked corrupt and refused on the
     ///   next open until repaired).
-    public func read(from offset: UInt64, maxEntries: Int, maxBytes: Int = 4 << 20) throws -> [LogRecord] {
+    public func read(from offset: UInt64, maxEntries: Int, maxBytes: Int = StreamLog.readBytesMaxDefault) throws -> [LogRecord] {
         let (segments, start, end) = state.withLock { ($0.segments, $0.startOffset, $0.endOffset) }
         guard offset >= start, offset <= end else {
             throw LogError.offsetOutOfRange(requested: offset, start: start, end: end)
