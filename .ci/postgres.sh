@@ -88,6 +88,10 @@ listen_addresses = '127.0.0.1'
 unix_socket_directories = '$dir'
 max_connections = 50
 log_min_messages = warning
+# Logical decoding for the PostgreSQL source's tests (a slot per test; pgoutput is built in).
+wal_level = logical
+max_replication_slots = 20
+max_wal_senders = 10
 EOF
     # pg_ctl for the tests, running as the owner (they stop and restart the server).
     cat >"$dir/pg_ctl" <<EOF

@@ -1,0 +1,376 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Logging
+import OrgSyncLog
+import OrgSyncPluginAPI
+import Synchronization
+
+/// Supervises one capture source: runs its capture rounds into the stream, and — with the same
+/// ``LinkStateMachine`` as a link — suspends it when its database fails, probes it with backoff
+/// and resumes only after `probeThreshold` answered probes (or an operator's forced resume).
+///
+/// Exactly once into the stream: the source's position is recorded inside the entries it
+/// appends (``ChangeSource/position(of:)``), so it is durable exactly when they are. On start
+/// the supervisor reads the stream's tail (from a hint, ``CaptureStream/loadHint(source:)``) to
+/// find the last position; the source then skips every change at or before it and acknowledges
+/// changes to its database only after their append returned. A crash anywhere — between the
+/// append and the acknowledgement included — re-reads at most what was not acknowledged, and
+/// appends none of it twice.
+public actor SourceSupervisor {
+    public nonisolated let name: String
+    public nonisolated let configuration: LinkSupervisorConfiguration
+    public nonisolated let syncLog: SyncLog
+    public nonisolated let streamName: String
+
+    private let source: any ChangeSource
+    private let stream: any CaptureStream
+    private let clock: any LinkClock
+    private let wallClockMs: @Sendable () -> UInt64
+    private var logger: Logger
+    private var machine: LinkStateMachine
+    private var random: SplitMix64
+
+    private var running = false
+    private var consuming = false
+    private var sourceOpen = false
+    private var closeRequested = false
+    private var pendingProbeID: UInt64?
+    private var wakeTask: Task<Void, Never>?
+    private var wakeRequested = false
+
+    /// The last change in the stream (nil: none yet).
+    private var position: SourcePosition?
+    private var hintStored: Offset?
+    private var appendedEntries: UInt64 = 0
+    private var skippedChanges: UInt64 = 0
+    private var transactions: UInt64 = 0
+    private var rounds: UInt64 = 0
+    private var lastError: String?
+    private var lastAppendWallMs: UInt64?
+
+    /// Entries read per page while looking for the position in the stream's tail.
+    static let tailReadEntriesMax = 1_000
+
+    /// - Parameters:
+    ///   - startPaused: start in `paused` (an operator paused the source before a restart).
+    /// - Throws: ``LinkConfigurationError`` naming the invalid field.
+    public init(
+        name: String, source: any ChangeSource, stream: any CaptureStream,
+        configuration: LinkSupervisorConfiguration = LinkSupervisorConfiguration(),
+        clock: any LinkClock = SystemLinkClock(), syncLog: SyncLog? = nil,
+        logger: Logger = Logger(label: "orgsync.source"), randomSeed: UInt64 = UInt64.random(in: UInt64.min...UInt64.max),
+        startPaused: Bool = false,
+        wallClockMs: @escaping @Sendable () -> UInt64 = { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) }
+    ) throws(LinkConfigurationError) {
+        try configuration.validate()
+        self.name = name
+        self.source = source
+        self.stream = stream
+        self.streamName = stream.streamName
+        self.configuration = configuration
+        self.clock = clock
+        self.syncLog = syncLog ?? SyncLog.inMemory(recordsMax: configuration.syncLogRecordsMax)
+        self.logger = logger
+        self.logger[metadataKey: "source"] = .string(name)
+        self.machine = LinkStateMachine(configuration: configuration, nowMs: clock.nowMs(), startPaused: startPaused)
+        self.random = SplitMix64(seed: randomSeed)
+        self.wallClockMs = wallClockMs
+    }
+
+    // MARK: - Running
+
+    /// Captures and supervises until cancelled. Throws only when capture cannot go on safely:
+    /// the stream cannot be read or refuses an append (skipping would lose changes).
+    public func run() async throws {
+        guard running == false else { throw SourceSupervisorError.alreadyRunning(source: name) }
+        running = true
+        var failure: (any Error)?
+        do {
+            position = try await recoverPosition()
+            logger.info("capture starts after \(position.map { "\($0)" } ?? "nothing (no entry of this source in the stream)")")
+            perform(machine.initialActions())
+            while !Task.isCancelled { try await step() }
+        } catch where !(error is CancellationError) {
+            failure = error
+            lastError = "\(error)"
+            logger.error("source stopped: \(error)")
+        } catch {}
+        consuming = false
+        if sourceOpen || closeRequested { await closeSource() }
+        running = false
+        if let failure { throw failure }
+    }
+
+    /// The last position recorded in the stream by this source: the largest one in the entries
+    /// from the hint (or the stream's start) to the end.
+    func recoverPosition() async throws -> SourcePosition? {
+        let (start, end) = await stream.bounds()
+        var offset = max(try await stream.loadHint(source: name) ?? start, start)
+        var found: SourcePosition?
+        while offset < end {
+            let entries = try await stream.read(from: offset, maxCount: Self.tailReadEntriesMax)
+            guard let last = entries.last else { break }
+            for entry in entries {
+                if let position = source.position(of: entry), found.map({ position > $0 }) ?? true { found = position }
+            }
+            offset = Offset(last.offset.rawValue + 1)
+        }
+        return found
+    }
+
+    private func step() async throws {
+        wakeRequested = false
+        if closeRequested { return await closeSource() }
+        if let probeID = pendingProbeID {
+            pendingProbeID = nil
+            return await probe(probeID)
+        }
+        if consuming {
+            guard let round = try await captureRound() else { return }
+            if round.caughtUp { await waitForWakeUp(untilMs: clock.nowMs().saturatingAdd(source.pollIntervalMs)) }
+            return
+        }
+        if fireTimerIfDue() { return }
+        await waitForWakeUp(untilMs: machine.timerDueMs)
+        _ = fireTimerIfDue()
+    }
+
+    /// One round; nil when it failed (the source is then suspended). Rethrows what the stream
+    /// threw: that stops the supervisor.
+    private func captureRound() async throws -> CaptureRound? {
+        let sink = SupervisedSink(stream: stream)
+        let outcome: Result<CaptureRound, any Error>
+        do {
+            try await source.open()
+            sourceOpen = true
+            outcome = .success(try await source.capture(after: position, into: sink))
+        } catch {
+            outcome = .failure(error)
+        }
+        // What the sink made durable counts whatever the round's outcome.
+        let appended = sink.appended()
+        if let last = appended.last {
+            position = last.through
+            appendedEntries &+= appended.reduce(0) { $0 &+ UInt64($1.count) }
+            lastAppendWallMs = wallClockMs()
+        }
+        if let failure = sink.failure() { throw SourceSupervisorError.streamFailed(source: name, reason: "\(failure)") }
+        if let first = appended.last?.firstOffset, first != hintStored {
+            try await stream.storeHint(source: name, offset: first)
+            hintStored = first
+        }
+        switch outcome {
+        case .success(let round):
+            rounds &+= 1
+            skippedChanges &+= UInt64(round.skippedChanges)
+            transactions &+= UInt64(round.transactions)
+            lastError = nil
+            handle(.applySucceeded)
+            return round
+        case .failure(let error):
+            if error is CancellationError, Task.isCancelled { return nil }
+            closeRequested = true
+            lastError = Self.describe(error)
+            handle(.applyFailed(reason: Self.describe(error)))
+            return nil
+        }
+    }
+
+    private func probe(_ probeID: UInt64) async {
+        do {
+            try await source.probe()
+            sourceOpen = true
+            handle(.probeAnswered(probeID: probeID))
+        } catch {
+            if Task.isCancelled { return }
+            closeRequested = true
+            lastError = Self.describe(error)
+            handle(.probeFailed(probeID: probeID, reason: Self.describe(error)))
+        }
+    }
+
+    private func closeSource() async {
+        closeRequested = false
+        sourceOpen = false
+        await source.close()
+    }
+
+    static func describe(_ error: any Error) -> String { Link.describe(error) }
+
+    // MARK: - Timers and waiting
+
+    private func fireTimerIfDue() -> Bool {
+        guard let dueMs = machine.timerDueMs, clock.nowMs() >= dueMs else { return false }
+        return handle(.timerFired) > 0
+    }
+
+    /// Sleeps until `untilMs` (nil: until woken) or ``kick()``.
+    private func waitForWakeUp(untilMs: UInt64?) async {
+        if wakeRequested {
+            wakeRequested = false
+            return
+        }
+        let clock = self.clock
+        let task = Task<Void, Never> {
+            if let untilMs { try? await clock.sleep(untilMs: untilMs) } else { await waitUntilCancelled() }
+        }
+        wakeTask = task
+        await withTaskCancellationHandler { await task.value } onCancel: { task.cancel() }
+        wakeTask = nil
+        wakeRequested = false
+    }
+
+    private func kick() {
+        wakeRequested = true
+        wakeTask?.cancel()
+    }
+
+    // MARK: - The state machine
+
+    @discardableResult
+    private func handle(_ event: LinkEvent) -> Int {
+        let actions = machine.handle(event, nowMs: clock.nowMs(), jitterUnit: random.nextUnit())
+        perform(actions)
+        return actions.count
+    }
+
+    private func perform(_ actions: [LinkAction]) {
+        for action in actions {
+            switch action {
+            case .startConsuming: consuming = true
+            case .stopConsuming: consuming = false
+            case .closeAdapter: closeRequested = true
+            case .scheduleTimer, .cancelTimer, .retryApply: break  // read from the machine by the next wait
+            case .sendProbe(let probeID): pendingProbeID = probeID
+            case .record(let transition): record(transition)
+            }
+        }
+        if !actions.isEmpty { kick() }
+    }
+
+    private func record(_ transition: LinkTransition) {
+        let message: Logger.Message = "\(transition.from.rawValue) → \(transition.to.rawValue): \(transition.reason)"
+        switch transition.event {
+        case .suspended, .heldDown, .verificationFailed: logger.warning(message, metadata: ["event": "\(transition.event.rawValue)"])
+        default: logger.notice(message, metadata: ["event": "\(transition.event.rawValue)"])
+        }
+        do {
+            try syncLog.append(event: transition.event, state: machine.state, reason: transition.reason, timeMs: wallClockMs(),
+                               linkClockMs: transition.atMs, offset: nil, status: nil, targetCode: nil)
+        } catch {
+            logger.error("cannot write the sync log: \(error)")
+        }
+    }
+}
+
+// MARK: - Operator requests and status
+
+extension SourceSupervisor {
+    /// Pauses capture: nothing is read, the connection is closed, the slot keeps the position.
+    @discardableResult
+    public func suspend(reason: String = "paused by operator") -> LinkState {
+        handle(.operatorSuspend(reason: reason))
+        return machine.state
+    }
+
+    /// Resumes through verification (K probes), or at once with `force`.
+    @discardableResult
+    public func resume(force: Bool = false) -> LinkState {
+        handle(.operatorResume(force: force))
+        return machine.state
+    }
+
+    public func status() async -> SourceStatus {
+        SourceStatus(
+            source: name, stream: streamName, state: machine.state, heldDown: machine.heldDownUntilMs != nil,
+            position: position.map(SourceStatus.Position.init), lagBytes: await source.lagBytes(),
+            lastAppendTimeMs: lastAppendWallMs, lastError: lastError,
+            probeSuccessCount: machine.probeSuccessCount, probeThreshold: configuration.probeThreshold,
+            timeInStateMs: machine.timeInStateMs(nowMs: clock.nowMs()), suspensionCount: machine.suspensionCount,
+            appendedEntries: appendedEntries, skippedChanges: skippedChanges, transactions: transactions, rounds: rounds,
+            isRunning: running)
+    }
+}
+
+/// The sink a round appends through: records what became durable, and a failure of the stream
+/// (which must stop the supervisor, not suspend the source).
+final class SupervisedSink: CaptureSink {
+    struct Appended {
+        var firstOffset: Offset
+        var through: SourcePosition
+        var count: Int
+    }
+
+    private let stream: any CaptureStream
+    private let state = Mutex<(appended: [Appended], failure: (any Error)?)>(([], nil))
+
+    init(stream: any CaptureStream) { self.stream = stream }
+
+    func append(_ entries: [[UInt8]], through: SourcePosition) async throws {
+        do {
+            let result = try await stream.append(entries)
+            state.withLock {
+                $0.appended.append(Appended(firstOffset: Offset(result.firstOffset), through: through, count: entries.count))
+            }
+        } catch {
+            state.withLock { $0.failure = error }
+            throw error
+        }
+    }
+
+    /// The appends made durable, in order (one per call; `count` entries each).
+    func appended() -> [Appended] { state.withLock { $0.appended } }
+    func failure() -> (any Error)? { state.withLock { $0.failure } }
+}
+
+/// A snapshot of one capture source, for status, metrics and the API.
+public struct SourceStatus: Sendable, Hashable, Codable {
+    public var source: String
+    public var stream: String
+    public var state: LinkState
+    public var heldDown: Bool
+    /// The last change in the stream.
+    public var position: Position?
+    /// WAL between the database's current position and the slot's confirmed one, as last read.
+    public var lagBytes: UInt64?
+    /// Wall-clock time of the last append, ms since 1970.
+    public var lastAppendTimeMs: UInt64?
+    public var lastError: String?
+    public var probeSuccessCount: Int
+    public var probeThreshold: Int
+    public var timeInStateMs: UInt64
+    public var suspensionCount: Int
+    /// Entries appended since the supervisor started (a change that moved a row's key is two).
+    public var appendedEntries: UInt64
+    /// Changes read again that the stream already held (after a restart).
+    public var skippedChanges: UInt64
+    public var transactions: UInt64
+    public var rounds: UInt64
+    public var isRunning: Bool
+
+    public struct Position: Sendable, Hashable, Codable {
+        public var commit: UInt64
+        public var change: UInt32
+        init(_ position: SourcePosition) {
+            commit = position.commit
+            change = position.change
+        }
+    }
+}
+
+/// Why a source supervisor stopped or refused.
+public enum SourceSupervisorError: Error, Sendable, Hashable, CustomStringConvertible {
+    case alreadyRunning(source: String)
+    /// The stream refused an append or could not be read: capture stops rather than skip.
+    case streamFailed(source: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .alreadyRunning(let source): "source \(source) is already running"
+        case .streamFailed(let source, let reason): "source \(source): the stream failed: \(reason)"
+        }
+    }
+}

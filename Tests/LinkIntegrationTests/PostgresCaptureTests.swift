@@ -1,0 +1,282 @@
+import Foundation
+import Logging
+import OrgSyncCore
+import OrgSyncLog
+import OrgSyncPluginAPI
+import OrgSyncTestPostgres
+import OrgSyncTestSupport
+import PostgresAdapter
+import PostgresNIO
+import Synchronization
+import Testing
+
+/// Capture from the real PostgreSQL of `.ci/postgres.sh` (started with `wal_level = logical`)
+/// into the real segment log, through the source supervisor: what reaches the stream, in which
+/// order, and that a crash between an append and the slot's advance appends nothing twice.
+@Suite(.serialized, .enabled(if: TestPostgresServer.isConfigured() || TestPostgresServer.inCI,
+                             "PostgreSQL capture tests skipped: ORGSYNC_TEST_PG_* not set (run: source .ci/postgres.sh)"))
+struct PostgresCaptureTests {
+    @Test func capturesCommittedChangesInCommitOrderAndNothingTwiceAfterACrashBeforeTheSlotAdvanced() async throws {
+        try await CaptureRig.with(table: """
+            id int PRIMARY KEY, name text, price numeric(10,2), tags text[], doc jsonb, data bytea,
+            at timestamptz, big text, flag boolean, ratio double precision, small smallint
+            """) { rig in try await Self.crashBeforeAdvance(rig) }
+    }
+
+    static func crashBeforeAdvance(_ rig: CaptureRig) async throws {
+        let t = rig.qualifiedTable
+
+        // The crash: the first append reaches the log, then the stream "fails" before the source
+        // could advance its slot — the supervisor stops, as it must when its stream fails.
+        let failing = FailAfterAppendStream(inner: StreamLogCaptureStream(log: rig.log))
+        failing.failAfterNextAppend.store(true, ordering: .relaxed)
+        let first = try rig.supervisor(stream: failing)
+        let firstRun = Task { try await first.run() }
+        // Changes count from the slot's creation (what came before is the snapshot's job).
+        try await rig.waitForARound(first)
+
+        try await rig.execute("""
+            INSERT INTO \(t) VALUES (1, 'one', 12.50, '{a,b}', '{"k": [1, true, null]}', '\\x0102', '2026-11-28 10:00:00+00',
+                (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 2000) i), true, 0.25, 7)
+            """)
+        let firstOutcome = await firstRun.result
+        #expect(throws: SourceSupervisorError.self) { try firstOutcome.get() }
+        #expect(rig.log.endOffset == 1, "the append before the crash is durable")
+
+        // More changes while the source is down: an update that leaves the TOASTed column alone,
+        // a rolled-back transaction, an insert and a delete, a key change, one larger transaction.
+        try await rig.execute("UPDATE \(t) SET name = 'uno' WHERE id = 1")
+        try await rig.execute("BEGIN; INSERT INTO \(t) (id, name) VALUES (3, 'never'); ROLLBACK;")
+        try await rig.execute("INSERT INTO \(t) (id, name) VALUES (2, 'two')")
+        try await rig.execute("DELETE FROM \(t) WHERE id = 2")
+        try await rig.execute("UPDATE \(t) SET id = 10 WHERE id = 1")
+        try await rig.execute("INSERT INTO \(t) (id, name) SELECT i, 'n' || i FROM generate_series(100, 349) i")
+
+        // Restart on the healthy stream: it finds its position in the stream's tail and skips
+        // the change the slot sends again.
+        let second = try rig.supervisor(stream: StreamLogCaptureStream(log: rig.log))
+        let secondRun = Task { try await second.run() }
+        defer { secondRun.cancel() }
+        // 1 + update + insert + delete + (delete, upsert) of the key change + 250.
+        let expected = 1 + 1 + 1 + 1 + 2 + 250
+        try await rig.waitForEntries(expected)
+        // The round that appended them counts what it skipped when it ends.
+        let status = try await rig.waitForStatus(second, "the round's end") { $0.appendedEntries == UInt64(expected - 1) }
+        #expect(status.skippedChanges >= 1, "the first insert came again from the slot and was skipped")
+        #expect(status.state == .active)
+
+        let entries = try rig.entries()
+        #expect(entries.count == expected)
+        // Nothing twice: every (lsn, change) once, in increasing order.
+        let positions = entries.map { ChangeMapperView.position($0, source: rig.sourceName) }
+        #expect(positions.allSatisfy { $0 != nil })
+        let ordered = positions.compactMap { $0 }
+        #expect(zip(ordered, ordered.dropFirst()).allSatisfy { pair in
+            pair.0 < pair.1 || (pair.0 == pair.1)  // a key change's two entries share a position
+        })
+        #expect(Set(ordered).count == expected - 1, "only the key change's two entries share a position")
+
+        let insert = entries[0]
+        #expect(insert.op == .insert && insert.key == "1" && insert.object == "\(rig.schema).items" && insert.org == rig.sourceName)
+        #expect(insert.fields["name"] == .string("one"))
+        #expect(insert.fields["price"] == .string("12.50"))
+        #expect(insert.fields["tags"] == .string("{a,b}"))
+        #expect(insert.fields["doc"] == .object(["k": .array([.int(1), .bool(true), .null])]))
+        #expect(insert.fields["data"] == .string("\\x0102"))
+        #expect(insert.fields["at"] == .string("2026-11-28 10:00:00+00"))
+        #expect(insert.fields["flag"] == .bool(true))
+        #expect(insert.fields["ratio"] == .double(0.25))
+        #expect(insert.fields["small"] == .int(7))
+        if case .string(let big)? = insert.fields["big"] { #expect(big.count == 64_000) } else { Issue.record("no big field") }
+        #expect(insert.ts.hasSuffix("Z") && insert.ts.count == "2026-11-28T10:00:00.000000Z".count)
+
+        let update = entries[1]
+        #expect(update.op == .upsert && update.key == "1" && update.fields["name"] == .string("uno"))
+        #expect(update.fields["big"] == nil, "an unchanged TOASTed value is left out, not nulled")
+        #expect(entries[2].op == .insert && entries[2].key == "2")
+        #expect(entries[3].op == .delete && entries[3].key == "2" && entries[3].fields.isEmpty)
+        #expect(entries[4].op == .delete && entries[4].key == "1")
+        #expect(entries[5].op == .upsert && entries[5].key == "10")
+        #expect(entries[6...].map(\.key) == (100...349).map(String.init))
+        #expect(!entries.contains { $0.key == "3" }, "a rolled-back transaction never appears")
+        // One transaction, one LSN and xid; changes numbered from 0.
+        let bulk = entries[6...]
+        #expect(Set(bulk.map { $0.extra["lsn"] }).count == 1)
+        #expect(bulk.map { $0.extra["change"] } == (0..<250).map { .int(Int64($0)) })
+
+        // The slot was advanced past everything: a third supervisor appends nothing and skips nothing.
+        secondRun.cancel()
+        _ = await secondRun.result
+        let third = try rig.supervisor(stream: StreamLogCaptureStream(log: rig.log))
+        let thirdRun = Task { try await third.run() }
+        defer { thirdRun.cancel() }
+        try await rig.execute("INSERT INTO \(t) (id, name) VALUES (500, 'last')")
+        try await rig.waitForEntries(expected + 1)
+        let last = try rig.entries()
+        #expect(last.count == expected + 1 && last.last?.key == "500")
+        let thirdStatus = await third.status()
+        #expect(thirdStatus.skippedChanges == 0, "the slot had let go of everything the stream held")
+    }
+
+    @Test func aTableWithoutAKeySuspendsTheSourceNamingItAndReplicaIdentityFullKeysByEveryColumn() async throws {
+        try await CaptureRig.with(table: "a int, b text") { rig in try await Self.keyless(rig) }
+    }
+
+    static func keyless(_ rig: CaptureRig) async throws {
+        let supervisor = try rig.supervisor(stream: StreamLogCaptureStream(log: rig.log))
+        let run = Task { try await supervisor.run() }
+        defer { run.cancel() }
+        let suspended = try await rig.waitForStatus(supervisor, "suspended") { $0.state == .suspended }
+        #expect(suspended.lastError?.contains("\(rig.schema).items has no primary key") == true, "\(suspended.lastError ?? "")")
+        #expect(suspended.lastError?.contains("REPLICA IDENTITY FULL") == true)
+
+        // Fixed by the operator: the probes pass, the source resumes on its own and captures.
+        try await rig.execute("ALTER TABLE \(rig.qualifiedTable) REPLICA IDENTITY FULL")
+        try await rig.waitForStatus(supervisor, "resumed and capturing", ms: 20_000) { $0.state == .active && $0.rounds > 0 }
+        try await rig.execute("INSERT INTO \(rig.qualifiedTable) VALUES (1, 'x')")
+        try await rig.execute("UPDATE \(rig.qualifiedTable) SET b = 'y' WHERE a = 1")
+        try await rig.waitForEntries(3, ms: 20_000)
+        let entries = try rig.entries()
+        #expect(entries.map(\.op) == [.insert, .delete, .upsert])
+        #expect(entries.map(\.key) == [#"["1","x"]"#, #"["1","x"]"#, #"["1","y"]"#])
+    }
+}
+
+/// A view of the mapper's rule for tests (the mapper is internal to the adapter module).
+enum ChangeMapperView {
+    static func position(_ entry: Entry, source: String) -> SourcePosition? {
+        guard entry.org == source, case .string(let lsn)? = entry.extra["lsn"], case .int(let change)? = entry.extra["change"] else { return nil }
+        let parts = lsn.split(separator: "/")
+        guard parts.count == 2, let high = UInt64(parts[0], radix: 16), let low = UInt64(parts[1], radix: 16) else { return nil }
+        return SourcePosition(commit: high << 32 | low, change: UInt32(change))
+    }
+}
+
+/// A capture stream whose append, once armed, succeeds and then fails: the crash between an
+/// append made durable and the slot's advance, at the stream's protocol.
+final class FailAfterAppendStream: CaptureStream {
+    let inner: any CaptureStream
+    let failAfterNextAppend = Atomic<Bool>(false)
+
+    init(inner: any CaptureStream) { self.inner = inner }
+
+    struct PowerCut: Error, CustomStringConvertible { var description: String { "cut after a durable append" } }
+
+    var streamName: String { inner.streamName }
+    func append(_ entries: [[UInt8]]) async throws -> AppendResult {
+        let result = try await inner.append(entries)
+        if failAfterNextAppend.exchange(false, ordering: .relaxed) { throw PowerCut() }
+        return result
+    }
+    func bounds() async -> (start: Offset, end: Offset) { await inner.bounds() }
+    func read(from offset: Offset, maxCount: Int) async throws -> [Entry] { try await inner.read(from: offset, maxCount: maxCount) }
+    func loadHint(source: String) async throws -> Offset? { try await inner.loadHint(source: source) }
+    func storeHint(source: String, offset: Offset) async throws { try await inner.storeHint(source: source, offset: offset) }
+}
+
+/// A table of its own in a schema of its own on the shared server, a slot and publication of
+/// their own, a segment log in a temp dir; `cleanUp` drops the slot (it would hold WAL).
+final class CaptureRig: Sendable {
+    let server: TestPostgresServer.Connection
+    let db: PostgresConnection
+    let schema: String
+    let sourceName: String
+    let directory: String
+    let log: StreamLog
+
+    var qualifiedTable: String { "\(schema).items" }
+
+    init(table columns: String) async throws {
+        server = try TestPostgresServer.connection()
+        let suffix = UInt32.random(in: 0...UInt32.max)
+        schema = "cap_\(suffix)"
+        sourceName = "cap_\(suffix)"
+        directory = try makeTemporaryDirectory("orgsync-capture")
+        log = try StreamLog.open(dataDirectory: directory, name: "captured", logger: testLogger("orgsync.log"))
+        db = try await TestPostgresServer.connect(server)
+        do {
+            try await execute("CREATE SCHEMA \(schema); CREATE TABLE \(schema).items (\(columns))")
+        } catch {
+            try? await db.close()
+            throw error
+        }
+    }
+
+    /// Runs statements separated by `;` one by one on the rig's connection (none of the tests'
+    /// statements has a `;` inside a literal).
+    func execute(_ sql: String) async throws {
+        for statement in sql.split(separator: ";") where !statement.allSatisfy(\.isWhitespace) {
+            _ = try await db.query(PostgresQuery(unsafeSQL: String(statement)), logger: Logger(label: "test")).collect()
+        }
+    }
+
+    func supervisor(stream: any CaptureStream) throws -> SourceSupervisor {
+        var settings = [
+            "host": server.host, "port": String(server.port), "user": server.user, "database": server.database,
+            "tables": qualifiedTable, "poll_ms": "20", "connect_timeout_ms": "2000",
+        ]
+        if let password = server.password { settings["password"] = password }
+        let source = try PostgresSourceFactory().makeSource(AdapterConfiguration(
+            linkName: sourceName, streamName: "captured", settings: settings, dataDirectory: directory))
+        return try SourceSupervisor(
+            name: sourceName, source: source, stream: stream, configuration: fastLinkConfiguration(),
+            logger: testLogger("orgsync.source"), randomSeed: 11)
+    }
+
+    /// Waits until `supervisor` has finished a capture round: its slot exists.
+    func waitForARound(_ supervisor: SourceSupervisor) async throws {
+        try await waitForStatus(supervisor, "a capture round") { $0.rounds > 0 }
+    }
+
+    /// Asks for the status (every 5 ms) until `predicate` holds, within `ms`.
+    @discardableResult
+    func waitForStatus(
+        _ supervisor: SourceSupervisor, _ what: String, ms: UInt64 = 10_000, where predicate: @escaping @Sendable (SourceStatus) -> Bool
+    ) async throws -> SourceStatus {
+        try await withTimeout(ms: ms, "source \(supervisor.name): \(what)") {
+            while true {
+                let status = await supervisor.status()
+                if predicate(status) { return status }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+        }
+    }
+
+    func waitForEntries(_ count: Int, ms: UInt64 = 10_000) async throws {
+        let log = log
+        try await withTimeout(ms: ms, "\(count) captured entries (have \(log.endOffset))") {
+            try await log.waitForEntries(after: UInt64(count - 1))
+        }
+    }
+
+    func entries() throws -> [Entry] {
+        try log.read(from: 0, maxEntries: 100_000).map { try Entry.parse($0.payload, offset: Offset($0.offset)) }
+    }
+
+    /// Runs `body` on a new rig, then drops what it made, whether `body` threw or not.
+    static func with(table columns: String, _ body: (CaptureRig) async throws -> Void) async throws {
+        let rig = try await CaptureRig(table: columns)
+        let outcome = await Result(catching: { try await body(rig) })
+        await rig.cleanUp()
+        try outcome.get()
+    }
+
+    func cleanUp() async {
+        let slot = "orgsync_" + sourceName
+        // The supervisors' connections may still be closing: a slot in use cannot be dropped yet.
+        for _ in 0..<50 {
+            try? await execute("SELECT pg_drop_replication_slot('\(slot)') FROM pg_replication_slots WHERE slot_name = '\(slot)'")
+            if (try? await db.scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = \(slot)")) == 0 { break }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        try? await execute("DROP PUBLICATION IF EXISTS \(slot); DROP SCHEMA \(schema) CASCADE")
+        try? await db.close()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+extension Result where Failure == any Error {
+    init(catching body: () async throws -> Success) async {
+        do { self = .success(try await body()) } catch { self = .failure(error) }
+    }
+}
