@@ -73,12 +73,17 @@ public enum APIRoutes {
     public static let linkSyncLog = APIRoute("/v1/links/{link}/sync-log", ["GET"])
     public static let linkDeadLetters = APIRoute("/v1/links/{link}/dead-letters", ["GET"])
     public static let linkDeadLetterRetry = APIRoute("/v1/links/{link}/dead-letters/{offset}/retry", ["POST"])
+    public static let sources = APIRoute("/v1/sources", ["GET"])
+    public static let source = APIRoute("/v1/sources/{source}", ["GET"])
+    public static let sourceSuspend = APIRoute("/v1/sources/{source}/suspend", ["POST"])
+    public static let sourceResume = APIRoute("/v1/sources/{source}/resume", ["POST"])
     public static let notifications = APIRoute("/v1/notifications", ["GET"])
 
     public static let all: [APIRoute] = [
         statusPage, statusPageScript, statusPageStyle, openAPIDocument, healthLive, healthReady, metrics, whoami,
         streams, stream, entries, streamSamples, linkSamples, links, link, linkSuspend, linkResume, linkCursor,
-        linkReset, linkAdopt, linkSyncLog, linkDeadLetters, linkDeadLetterRetry, notifications,
+        linkReset, linkAdopt, linkSyncLog, linkDeadLetters, linkDeadLetterRetry, sources, source, sourceSuspend, sourceResume,
+        notifications,
     ]
 
     /// The route whose pattern `path` matches, or nil when no route has this path.

@@ -12,6 +12,8 @@ public final class Broker: Sendable {
     public let dataDirectory: String
     public let streams: [String: any StreamStore]
     public let links: LinkHost
+    /// Databases captured into streams.
+    public let sources: SourceHost
     public let metrics: BrokerMetrics
     /// Operators' webhooks; nil when the configuration has none.
     public let notifier: Notifier?
@@ -49,6 +51,9 @@ public final class Broker: Sendable {
             configuration: configuration, dataDirectory: dataDirectory, streams: streams,
             registry: registry, environment: environment, logger: logger, observer: metrics)
         self.links = links
+        sources = try SourceHost(
+            configuration: configuration, dataDirectory: dataDirectory, streams: streams,
+            registry: registry, environment: environment, logger: logger)
         // After the links exist and before they run: a new target's queue starts at each sync log's end.
         let targets = try configuration.notificationSettings(environment: environment)
         if targets.isEmpty {

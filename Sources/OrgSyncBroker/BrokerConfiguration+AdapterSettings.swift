@@ -2,7 +2,7 @@ import OrgSyncCore
 import OrgSyncPluginAPI
 
 extension BrokerConfiguration {
-    /// Checks every link's adapter and `settings` names against what the adapter declares
+    /// Checks every link's adapter (and every source's kind) and `settings` names against what the adapter declares
     /// (``OrgAdapterFactory/settings``): an unknown adapter, a setting it does not declare
     /// (`links[0].settings.primary_kye`) or a required one left out stops start-up, before any
     /// stream or link is opened. `password_env` counts as `password`.
@@ -16,6 +16,15 @@ extension BrokerConfiguration {
             }
             if let problem = factory.settings.problem(names: link.settings.keys) {
                 throw ConfigurationError(field: "links[\(i)].settings.\(problem.setting)", problem: "\(problem) [adapter \(link.adapter)]")
+            }
+        }
+        for (i, source) in sources.enumerated() {
+            guard let factory = registry.sourceFactory(kind: source.kind) else {
+                let known = registry.sourceKinds.isEmpty ? "none" : registry.sourceKinds.joined(separator: ", ")
+                throw ConfigurationError(field: "sources[\(i)].kind", problem: "unknown source kind \(source.kind) (known: \(known))")
+            }
+            if let problem = factory.settings.problem(names: source.settings.keys) {
+                throw ConfigurationError(field: "sources[\(i)].settings.\(problem.setting)", problem: "\(problem) [source kind \(source.kind)]")
             }
         }
     }

@@ -14,6 +14,8 @@ public struct BrokerConfiguration: Sendable, Codable, Hashable {
     public var auth = Auth()
     public var streams: [Stream] = [Stream()]
     public var links: [Link] = []
+    /// Databases whose committed changes are captured into a stream (`kind: postgres`).
+    public var sources: [Source] = []
     /// Directory of out-of-process adapter plugins (one subdirectory with a plugin.json each).
     public var pluginsDir: String? = nil
     /// How long out-of-process plugins may take to answer (every plugin process of the broker).
@@ -211,6 +213,27 @@ public struct BrokerConfiguration: Sendable, Codable, Hashable {
 }
 
 extension BrokerConfiguration {
+    /// `sources[]`: a database captured into a stream, supervised like a link's target.
+    public struct Source: Sendable, Codable, Hashable {
+        public var name: String
+        /// The source's kind: `postgres` (logical decoding).
+        public var kind: String
+        /// The stream its changes are appended to.
+        public var stream: String
+        /// The kind's settings; `x_env` as for links.
+        public var settings: [String: String] = [:]
+        /// Suspension and probing, as `links[].supervisor` (`batch_entries_max`,
+        /// `retryable_*` and `dead_letters_max` do not apply to a source).
+        public var supervisor = Supervisor()
+
+        public init(name: String, kind: String, stream: String, settings: [String: String] = [:]) {
+            self.name = name
+            self.kind = kind
+            self.stream = stream
+            self.settings = settings
+        }
+    }
+
     /// `links[].supervisor`: a link's supervisor settings, each optional (unset: the default of
     /// `LinkSupervisorConfiguration`, whose `validate()` checks the ranges). Durations in ms.
     public struct Supervisor: Sendable, Codable, Hashable {
@@ -348,6 +371,22 @@ extension BrokerConfiguration {
                 _ = try Self.environmentValue(of: variable, field: "links[\(i)].settings.\(key)", environment: environment)
             }
         }
+        var sourceNames = Set<String>()
+        for (i, source) in sources.enumerated() {
+            guard isValidStreamName(source.name) else { throw fail("sources[\(i)].name", "use letters, digits, '.', '_', '-' (at most 128)") }
+            guard sourceNames.insert(source.name).inserted else { throw fail("sources[\(i)].name", "duplicate source \(source.name)") }
+            guard streamNames.contains(source.stream) else { throw fail("sources[\(i)].stream", "no stream named \(source.stream)") }
+            // A source keeps its position hint as a cursor of its stream named `source.<name>`.
+            if let link = links.first(where: { $0.stream == source.stream && $0.name == "source." + source.name }) {
+                throw fail("sources[\(i)].name", "link \(link.name) on stream \(source.stream) has the name this source's position cursor takes: rename one")
+            }
+            do { _ = try supervisorConfiguration(source.supervisor, stopOnReject: nil) } catch let error as ConfigurationError {
+                throw fail("sources[\(i)].supervisor.\(error.field)", error.problem)
+            }
+            for (key, variable) in source.settings where key.hasSuffix("_env") {
+                _ = try Self.environmentValue(of: variable, field: "sources[\(i)].settings.\(key)", environment: environment)
+            }
+        }
         _ = try notificationSettings(environment: environment)
         if auth.enabled {
             guard !auth.tokens.isEmpty || !auth.clientCertificates.isEmpty else {
@@ -403,8 +442,13 @@ extension BrokerConfiguration {
 
     /// Resolves `*_env` settings of a link from the environment (checked by `validate`).
     public func resolvedSettings(_ link: Link, environment: [String: String]) -> [String: String] {
+        resolvedSettings(link.settings, environment: environment)
+    }
+
+    /// Resolves `*_env` settings (of a link or a source) from the environment.
+    public func resolvedSettings(_ written: [String: String], environment: [String: String]) -> [String: String] {
         var settings: [String: String] = [:]
-        for (key, value) in link.settings {
+        for (key, value) in written {
             if key.hasSuffix("_env") {
                 if let resolved = try? Self.environmentValue(of: value, field: key, environment: environment) {
                     settings[String(key.dropLast(4))] = resolved
@@ -484,6 +528,8 @@ private func rejectUnknownKeys(_ yaml: String) throws {
         "streams[]": fields(C.Stream.CodingKeys.self),
         "links[]": fields(C.Link.CodingKeys.self),
         "links[].supervisor": fields(C.Supervisor.CodingKeys.self),
+        "sources[]": fields(C.Source.CodingKeys.self),
+        "sources[].supervisor": fields(C.Supervisor.CodingKeys.self),
         "notifications[]": fields(C.Notification.CodingKeys.self),
     ]
     func check(_ node: Node, allowed: Set<String>, path: String, template: String) throws {
@@ -535,7 +581,7 @@ extension KeyedDecodingContainer {
 }
 
 extension BrokerConfiguration {
-    enum CodingKeys: String, CodingKey, CaseIterable { case dataDir, server, log, auth, streams, links, pluginsDir, pluginLimits, notifications }
+    enum CodingKeys: String, CodingKey, CaseIterable { case dataDir, server, log, auth, streams, links, sources, pluginsDir, pluginLimits, notifications }
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = BrokerConfiguration()
@@ -545,6 +591,7 @@ extension BrokerConfiguration {
         auth = try c.value(.auth, d.auth)
         streams = try c.value(.streams, d.streams)
         links = try c.value(.links, d.links)
+        sources = try c.value(.sources, d.sources)
         pluginsDir = try c.decodeIfPresent(String.self, forKey: .pluginsDir)
         pluginLimits = try c.value(.pluginLimits, d.pluginLimits)
         notifications = try c.value(.notifications, d.notifications)
@@ -657,6 +704,18 @@ extension BrokerConfiguration.Link {
         settings = raw.mapValues(\.text)
         supervisor = try c.decodeIfPresent(BrokerConfiguration.Supervisor.self, forKey: .supervisor) ?? BrokerConfiguration.Supervisor()
         stopOnReject = try c.decodeIfPresent(Bool.self, forKey: .stopOnReject)
+    }
+}
+
+extension BrokerConfiguration.Source {
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, kind, stream, settings, supervisor }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        kind = try c.decode(String.self, forKey: .kind)
+        stream = try c.decode(String.self, forKey: .stream)
+        settings = (try c.decodeIfPresent([String: SettingValue].self, forKey: .settings) ?? [:]).mapValues(\.text)
+        supervisor = try c.decodeIfPresent(BrokerConfiguration.Supervisor.self, forKey: .supervisor) ?? BrokerConfiguration.Supervisor()
     }
 }
 

@@ -3,6 +3,7 @@
 public enum BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
     case noSuchStream(String)
     case noSuchLink(String)
+    case noSuchSource(String)
     /// An operator resumed a link whose target holds a position that does not belong to its
     /// stream as it is now: it stays diverged until reset or adopted.
     case linkDiverged(String)
@@ -11,6 +12,7 @@ public enum BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
         switch self {
         case .noSuchStream(let name): "no stream named \(name)"
         case .noSuchLink(let name): "no link named \(name)"
+        case .noSuchSource(let name): "no source named \(name)"
         case .linkDiverged(let name):
             "link \(name) is diverged: its target holds a position that does not belong to this stream as it is now; "
                 + "reset it to an offset or adopt the target's position"

@@ -90,6 +90,25 @@ public final class BrokerMetrics: Sendable {
         }
     }
 
+    /// Per-source gauges and counters (``SourceService`` refreshes them every second).
+    public func record(sourceStatuses statuses: [SourceStatus]) {
+        for status in statuses {
+            let labels = [("source", status.source), ("stream", status.stream)]
+            if let lag = status.lagBytes {
+                registry.makeGauge(descriptor: MetricCatalog.orgsyncSourceLagBytes, labels: labels).set(Double(lag))
+            }
+            for state in LinkState.allCases where state != .diverged {
+                registry.makeGauge(descriptor: MetricCatalog.orgsyncSourceState, labels: labels + [("state", state.rawValue)])
+                    .set(to: state == status.state ? 1.0 : 0.0)
+            }
+            let family = MetricCatalog.orgsyncSourceAppendedEntriesTotal
+            let increment = readings.withLock {
+                $0.increment(.source(family: family.name, source: status.source), reading: Double(status.appendedEntries))
+            }
+            registry.makeCounter(descriptor: family, labels: labels).increment(by: increment)
+        }
+    }
+
     /// Reads the process and the data directory's filesystem into their gauges and counters;
     /// called on each scrape, so they are as fresh as the scrape.
     public func recordProcessAndDisk(dataDirectory: String) {
@@ -174,6 +193,7 @@ extension BrokerMetrics: LinkObserver {
 struct CumulativeReadings: Sendable {
     enum Key: Hashable, Sendable {
         case link(family: String, link: String)
+        case source(family: String, source: String)
         case processCPU
     }
 

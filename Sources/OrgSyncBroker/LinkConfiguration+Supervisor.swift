@@ -5,9 +5,13 @@ extension BrokerConfiguration {
     /// the link's `supervisor:` settings applied. Throws ``ConfigurationError`` naming the field
     /// whose value is out of range.
     public func supervisorConfiguration(for link: Link) throws -> LinkSupervisorConfiguration {
+        try supervisorConfiguration(link.supervisor, stopOnReject: link.stopOnReject)
+    }
+
+    /// The defaults with `settings` (a link's or a source's `supervisor:`) applied.
+    public func supervisorConfiguration(_ settings: Supervisor, stopOnReject: Bool?) throws -> LinkSupervisorConfiguration {
         var config = LinkSupervisorConfiguration()
-        if let stop = link.stopOnReject { config.stopOnReject = stop }
-        let settings = link.supervisor
+        if let stop = stopOnReject { config.stopOnReject = stop }
         func set<Value>(_ value: Value?, _ field: WritableKeyPath<LinkSupervisorConfiguration, Value>) {
             if let value { config[keyPath: field] = value }
         }

@@ -28,6 +28,18 @@ enum MetricCatalog {
         MetricNameDescriptor(metricName: "orgsync_group_commits", unitName: "total",
                              helpText: "Group commits (one fsync each) of the segment logs.")
     }
+    static var orgsyncSourceLagBytes: MetricNameDescriptor {
+        MetricNameDescriptor(metricName: "orgsync_source_lag", unitName: "bytes",
+                             helpText: "WAL the source's replication slot holds back on its database (current position minus confirmed).")
+    }
+    static var orgsyncSourceState: MetricNameDescriptor {
+        MetricNameDescriptor(metricName: "orgsync_source_state", unitName: "",
+                             helpText: "1 for the state the capture source is in, 0 for the others.")
+    }
+    static var orgsyncSourceAppendedEntriesTotal: MetricNameDescriptor {
+        MetricNameDescriptor(metricName: "orgsync_source_appended_entries", unitName: "total",
+                             helpText: "Entries a capture source appended to its stream.")
+    }
     static var orgsyncLinkLagEntries: MetricNameDescriptor {
         MetricNameDescriptor(metricName: "orgsync_link_lag", unitName: "entries",
                              helpText: "Entries appended to the link's stream and not yet applied to its target.")
@@ -131,6 +143,9 @@ enum MetricCatalog {
             orgsyncGroupCommitsTotal,
             orgsyncLinkLagEntries,
             orgsyncLinkCursor,
+            orgsyncSourceLagBytes,
+            orgsyncSourceState,
+            orgsyncSourceAppendedEntriesTotal,
             orgsyncLinkState,
             orgsyncLinkHeldDown,
             orgsyncLinkDeadLettersFailed,

@@ -22,6 +22,8 @@ public protocol StreamStore: AnyObject, Sendable {
     func linkSource() -> any LinkEntrySource
     /// Where a link of this stream keeps its cursor.
     func linkCursorStore() -> any LinkCursorStore
+    /// What a capture source appends to and reads its position back from.
+    func captureStream() -> any CaptureStream
     func info() -> StreamInfo
     /// Drops what the stream's retention limits no longer keep; a store that keeps its own
     /// retention answers an empty report.
@@ -41,6 +43,7 @@ extension StreamStore {
 extension StreamLog: StreamStore {
     public func linkSource() -> any LinkEntrySource { StreamLogLinkSource(log: self) }
     public func linkCursorStore() -> any LinkCursorStore { StreamLogCursorStore(log: self) }
+    public func captureStream() -> any CaptureStream { StreamLogCaptureStream(log: self) }
 }
 
 extension Broker {

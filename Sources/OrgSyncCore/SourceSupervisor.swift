@@ -354,10 +354,35 @@ public struct SourceStatus: Sendable, Hashable, Codable {
     public struct Position: Sendable, Hashable, Codable {
         public var commit: UInt64
         public var change: UInt32
-        init(_ position: SourcePosition) {
+        public init(_ position: SourcePosition) {
             commit = position.commit
             change = position.change
         }
+    }
+
+    public init(
+        source: String, stream: String, state: LinkState, heldDown: Bool = false, position: Position? = nil,
+        lagBytes: UInt64? = nil, lastAppendTimeMs: UInt64? = nil, lastError: String? = nil, probeSuccessCount: Int = 0,
+        probeThreshold: Int = 3, timeInStateMs: UInt64 = 0, suspensionCount: Int = 0, appendedEntries: UInt64 = 0,
+        skippedChanges: UInt64 = 0, transactions: UInt64 = 0, rounds: UInt64 = 0, isRunning: Bool = true
+    ) {
+        self.source = source
+        self.stream = stream
+        self.state = state
+        self.heldDown = heldDown
+        self.position = position
+        self.lagBytes = lagBytes
+        self.lastAppendTimeMs = lastAppendTimeMs
+        self.lastError = lastError
+        self.probeSuccessCount = probeSuccessCount
+        self.probeThreshold = probeThreshold
+        self.timeInStateMs = timeInStateMs
+        self.suspensionCount = suspensionCount
+        self.appendedEntries = appendedEntries
+        self.skippedChanges = skippedChanges
+        self.transactions = transactions
+        self.rounds = rounds
+        self.isRunning = isRunning
     }
 }
 

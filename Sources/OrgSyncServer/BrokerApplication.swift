@@ -83,6 +83,7 @@ public func buildApplication(
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
         .init(service: BrokerService(broker: broker)),
         .init(service: LinkService(broker: broker)),
+        .init(service: SourceService(broker: broker)),
     ]
     if let notifier = broker.notifier { services.append(.init(service: NotificationService(notifier: notifier))) }
     services += [

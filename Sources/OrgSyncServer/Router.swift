@@ -63,6 +63,7 @@ public func buildRouter(
         jsonResponse(StreamInfoBody(try broker.stream(try context.parameters.require("stream"))))
     }
     addLinkRoutes(to: routes, broker: broker)
+    addSourceRoutes(to: routes, broker: broker)
     addNotificationRoutes(to: routes, broker: broker)
     addSampleRoutes(to: routes, broker: broker)
     addStatusPageRoutes(to: routes, authenticator: authenticator)

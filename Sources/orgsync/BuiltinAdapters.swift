@@ -9,4 +9,7 @@ enum BuiltinAdapters {
     static var factories: [any OrgAdapterFactory] {
         [SQLiteAdapterFactory(), PostgresAdapterFactory(), WebhookAdapterFactory()]
     }
+
+    /// The capture sources compiled in, by kind.
+    static var sources: [any ChangeSourceFactory] { [PostgresSourceFactory()] }
 }

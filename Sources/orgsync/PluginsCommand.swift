@@ -31,7 +31,7 @@ struct PluginsCommand: AsyncParsableCommand {
 
         func run() async throws {
             let registry = PluginRegistry(
-                builtins: BuiltinAdapters.factories, pluginsDirectory: pluginsDirectory,
+                builtins: BuiltinAdapters.factories, sources: BuiltinAdapters.sources, pluginsDirectory: pluginsDirectory,
                 logger: Logger(label: "orgsync.plugins"))
             if json {
                 print(try Self.renderJSON(registry))

@@ -95,7 +95,7 @@ struct ServeCommand: AsyncParsableCommand {
             if summary.isExpired { logger.error("the TLS certificate has expired: clients will refuse it", metadata: ["certificate": "\(summary)"]) }
         }
         let registry = PluginRegistry(
-            builtins: BuiltinAdapters.factories, pluginsDirectory: configuration.pluginsDir.map(absolutePath),
+            builtins: BuiltinAdapters.factories, sources: BuiltinAdapters.sources, pluginsDirectory: configuration.pluginsDir.map(absolutePath),
             processLimits: configuration.pluginProcessLimits, logger: logger)
         for problem in registry.problems { logger.warning("plugin not loaded: \(problem)") }
         let application: BrokerApplication

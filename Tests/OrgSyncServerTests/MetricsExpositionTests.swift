@@ -79,6 +79,9 @@ import Testing
             NotificationLaneStatus(notification: "ops", link: "demo", pending: 2),
             NotificationLaneStatus(notification: "ops", link: "other", pending: 1),
         ])
+        t.broker.metrics.record(sourceStatuses: [
+            SourceStatus(source: "crm", stream: "events", state: .suspended, lagBytes: 4_096, appendedEntries: 9)
+        ])
         let text = try await app.test(.router) { client in
             try await client.execute(uri: "/metrics", method: .get, headers: headers(TestBroker.produceToken, nil)) { response in
                 #expect(response.status == .ok)
@@ -105,6 +108,11 @@ import Testing
         #expect((value("orgsync_link_apply_duration_seconds_count", link) ?? 0) >= 1)
         #expect(value("orgsync_notification_deliveries_total", #"{notification="ops",result="retried"}"#) == 1)
         #expect(value("orgsync_notification_pending_events", #"{notification="ops"}"#) == 3, "summed over the target's links")
+        let source = #"{source="crm",stream="events"}"#
+        #expect(value("orgsync_source_lag_bytes", source) == 4_096)
+        #expect(value("orgsync_source_appended_entries_total", source) == 9)
+        #expect(value("orgsync_source_state", #"{source="crm",stream="events",state="suspended"}"#) == 1)
+        #expect(value("orgsync_source_state", #"{source="crm",stream="events",state="active"}"#) == 0)
         #expect(families["orgsync_link_apply_duration_seconds"]?.type == "histogram")
         #expect((value("process_resident_memory_bytes", "") ?? 0) > 1_000_000, "a Swift process holds more than 1 MB")
         #expect((value("process_open_fds", "") ?? 0) >= 3)

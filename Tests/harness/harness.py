@@ -1210,7 +1210,7 @@ APPLY_TIMEOUT_MS = 3000
 
 
 def write_config(path, links, stream_extra="", auth="auth:\n  enabled: false\n", plugins_dir=None, server_extra="",
-                 plugin_limits=None):
+                 plugin_limits=None, sources=()):
     lines = ["server:", "  host: 127.0.0.1", "  port: 0"]
     lines += [f"  {l}" for l in server_extra.splitlines() if l.strip()]
     lines += ["log:", "  level: info", auth.rstrip("\n"), "streams:", f"  - name: {STREAM}"]
@@ -1226,6 +1226,19 @@ def write_config(path, links, stream_extra="", auth="auth:\n  enabled: false\n",
         if link.get("supervisor"):
             lines.append("    supervisor:")
             for k, v in link["supervisor"].items():
+                lines.append(f"      {k}: {v}")
+    if sources:
+        lines.append("sources:")
+    for source in sources:
+        lines.append(f"  - name: {source['name']}")
+        lines.append(f"    kind: {source['kind']}")
+        lines.append(f"    stream: {STREAM}")
+        lines.append("    settings:")
+        for k, v in source["settings"].items():
+            lines.append(f"      {k}: {yaml_quote(v)}")
+        if source.get("supervisor"):
+            lines.append("    supervisor:")
+            for k, v in source["supervisor"].items():
                 lines.append(f"      {k}: {v}")
     if plugins_dir:
         lines.append(f"plugins_dir: {yaml_quote(plugins_dir)}")
@@ -1383,6 +1396,103 @@ class Harness:
         res.notes.append(f"longest restart until listening: {getattr(res, 'max_restart_ms', 0):.0f} ms")
         check_producer_errors(res, producers, expected=())
         self.final_check(res, broker, producers, workload, schema)
+
+    # -- scenario 10 -------------------------------------------------------------------------
+    def s_capture(self, res: Result):
+        """A PostgreSQL source captured into the stream and applied by a link into another
+        schema, while transactions commit and roll back on the source: SIGKILL the broker at
+        seeded moments (one of them right after a capture round appended, before the slot could
+        advance, is as likely as any), restart the source server once, then check the target
+        equals the source (EXCEPT both ways) and no change is in the log twice."""
+        pg = self.pg
+        rounds = 30 if self.long else 4
+        rng = self.rng("capture")
+        data = self.fresh("capture")
+        src, tgt = self.schema("capsrc"), self.schema("captgt")
+        source_name = f"cap_{self.run_id}"
+        slot = f"orgsync_{source_name}".lower()
+        pg.query(f"CREATE SCHEMA {src}; CREATE TABLE {src}.items (id int PRIMARY KEY, name text NOT NULL, "
+                 f"qty int NOT NULL, note text NOT NULL); CREATE SCHEMA {tgt}")
+        _cleanups.append(lambda: pg.query(
+            f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{slot}' AND NOT active; "
+            f"DROP PUBLICATION IF EXISTS {slot}") if pg.is_up() else None)
+        link = pg_link(self, tgt)
+        source = {"name": source_name, "kind": "postgres",
+                  "settings": {"host": "127.0.0.1", "port": str(pg.port), "user": pg.user,
+                               "password_env": "ORGSYNC_HARNESS_PGPASSWORD", "database": pg.db,
+                               "tables": f"{src}.items", "poll_ms": "50", "connect_timeout_ms": "2000"},
+                  "supervisor": {"probe_threshold": 2, "verify_interval_ms": 200, "backoff_base_ms": 100,
+                                 "backoff_cap_ms": 1000}}
+        cfg = os.path.join(self.work, "capture.yaml")
+        write_config(cfg, [link], sources=[source])
+        broker = Broker(self, cfg, data, "capture")
+        broker.start()
+        # The slot exists once the source ran a round: changes before it are not captured.
+        if not wait_until(lambda: (get_json(broker.port, f"/v1/sources/{source_name}") or {}).get("rounds", 0) > 0, 30):
+            res.fail("the source ran no capture round within 30 s")
+            return
+        writer = SourceWriter(pg, f"{src}.items", random.Random(rng.random()))
+        writer.start()
+        skipped = 0  # changes a restarted broker read again and did not append: crash windows hit
+        try:
+            for i in range(rounds):
+                time.sleep(rng.uniform(0.3, 1.5))
+                try:
+                    skipped += (get_json(broker.port, f"/v1/sources/{source_name}", timeout_s=2) or {}).get("skipped_changes", 0)
+                    if i % 2 == 1:
+                        # Aim at the window between an append and the slot's advance: kill as
+                        # soon as the stream's end moves.
+                        end = get_json(broker.port, f"/v1/streams/{STREAM}")["end_offset"]
+                        wait_until(lambda: get_json(broker.port, f"/v1/streams/{STREAM}")["end_offset"] > end, 5, interval_s=0.0)
+                except (OSError, RuntimeError, http.client.HTTPException):
+                    pass
+                broker.kill()
+                res.rounds += 1
+                if i == rounds // 2:
+                    pg.ctl_run("stop")
+                    time.sleep(rng.uniform(0.2, 1.0))
+                    pg.ctl_run("start")
+                time.sleep(rng.uniform(0.0, 0.3))
+                broker.start()
+            time.sleep(1.0)
+        finally:
+            writer.stop()
+        res.acked = writer.committed
+        res.notes.append(f"source: {writer.committed} transactions committed, {writer.rolled_back} rolled back, "
+                         f"{writer.failed} failed (server restarting)")
+        compare = (f"(SELECT id::text, name, qty::text, note FROM {src}.items EXCEPT "
+                   f"SELECT key, name, qty::text, note FROM {tgt}.\"{src}.items\") UNION ALL "
+                   f"(SELECT key, name, qty::text, note FROM {tgt}.\"{src}.items\" EXCEPT "
+                   f"SELECT id::text, name, qty::text, note FROM {src}.items)")
+        def converged():
+            try:
+                return len(pg.query(compare)) == 0
+            except RuntimeError:
+                return False  # the target table may not exist yet
+        if not wait_until(converged, 180 if self.long else 90, interval_s=0.5):
+            diff = pg.query(compare) if pg.is_up() else []
+            res.fail(f"target differs from source in {len(diff)} rows, e.g. {diff[:3]}")
+        status = get_json(broker.port, f"/v1/sources/{source_name}") or {}
+        res.notes.append(f"source status: state {status.get('state')}, lag {status.get('lag_bytes')} bytes; "
+                         f"changes read again after a kill and skipped: {skipped + status.get('skipped_changes', 0)}")
+        check = Check()
+        stop_gracefully(check, broker)
+        dumped = verified_dump(self, check, broker.data_dir)
+        seen = {}
+        for record in dumped:
+            entry = record["entry"]
+            if entry.get("org") != source_name:
+                check.fail(f"entry {record['offset']} is not the source's: {entry}")
+                continue
+            position = (entry.get("lsn"), entry.get("change"))
+            if position in seen:
+                check.duplicated += 1
+                if check.duplicated <= 5:
+                    check.fail(f"change {position} appended twice: offsets {seen[position]} and {record['offset']}")
+            seen[position] = record["offset"]
+        rows = pg.query(f"SELECT count(*) FROM {src}.items")[0][0]
+        res.notes.append(f"log: {len(dumped)} entries, {len(seen)} distinct changes; source and target: {rows} rows")
+        res.absorb(check)
 
     # -- scenario 2 --------------------------------------------------------------------------
     def s_outage(self, res: Result):
@@ -2999,13 +3109,68 @@ for line in sys.stdin:
         answer(i, error={"class": "connection", "message": "unknown method"})
 '''
 
+class SourceWriter:
+    """Commits (and rolls back) small random transactions on a source table through psql, one
+    transaction per call, until stopped; counts what committed. Failures while the server
+    restarts are counted, not fatal: the source table itself is the truth the check uses."""
+
+    def __init__(self, pg: Postgres, table, rng: random.Random):
+        self.pg, self.table, self.rng = pg, table, rng
+        self.ids: list[int] = []
+        self.next_id = 1
+        self.committed = self.rolled_back = self.failed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _statement(self):
+        r = self.rng.random()
+        if r < 0.5 or len(self.ids) < 5:
+            i = self.next_id
+            self.next_id += 1
+            return f"INSERT INTO {self.table} VALUES ({i}, 'n{i}', {self.rng.randint(0, 999)}, 'first')", ("insert", i)
+        i = self.rng.choice(self.ids)
+        if r < 0.85:
+            return (f"UPDATE {self.table} SET qty = {self.rng.randint(0, 999)}, note = 'u{self.rng.randint(0, 99999)}' "
+                    f"WHERE id = {i}"), ("update", i)
+        return f"DELETE FROM {self.table} WHERE id = {i}", ("delete", i)
+
+    def _run(self):
+        while not self._stop.is_set():
+            statements = [self._statement() for _ in range(self.rng.randint(1, 5))]
+            rollback = self.rng.random() < 0.1
+            sql = "BEGIN; " + "; ".join(s for s, _ in statements) + ("; ROLLBACK;" if rollback else "; COMMIT;")
+            try:
+                self.pg.query(sql, timeout_s=20)
+            except Exception:
+                self.failed += 1
+                time.sleep(0.05)
+                continue
+            if rollback:
+                self.rolled_back += 1
+                continue
+            self.committed += 1
+            for _, (op, i) in statements:
+                if op == "insert":
+                    self.ids.append(i)
+                elif op == "delete" and i in self.ids:
+                    self.ids.remove(i)
+
+
 # ----------------------------------------------------------------------------------------------
 
 SCENARIOS = [("kill", "1 SIGKILL broker", "s_kill", True), ("outage", "2 target outage", "s_outage", True),
              ("flap", "3 flapping target", "s_flap", True), ("corrupt", "4 corruption", "s_corrupt", False),
              ("diskfull", "5 disk full", "s_diskfull", False), ("plugin", "6 plugin faults", "s_plugin", False),
              ("badinput", "7 bad input", "s_badinput", False), ("retry", "8 SIGKILL, retrying producers", "s_retry", True),
-             ("power", "9 power loss (powerfs)", "s_power", False)]
+             ("power", "9 power loss (powerfs)", "s_power", False),
+             ("capture", "10 capture, SIGKILL broker", "s_capture", True)]
 
 
 def print_table(results):

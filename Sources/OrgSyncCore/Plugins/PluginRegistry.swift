@@ -24,6 +24,8 @@ public struct PluginRegistry: Sendable {
     public let listings: [PluginListing]
     /// Plugin directories that could not be loaded, in directory order.
     public let problems: [PluginManifestError]
+    /// Capture source factories by kind (first-party only).
+    private let sourceFactories: [String: any ChangeSourceFactory]
 
     /// - Parameters:
     ///   - builtins: first-party factories; their names must be unique (a later one with the name
@@ -31,8 +33,9 @@ public struct PluginRegistry: Sendable {
     ///   - pluginsDirectory: where third-party plugins live, or nil for builtins only.
     ///   - processLimits: timeouts and line limits every out-of-process adapter gets.
     ///   - logger: gets plugin processes' stderr lines and lifecycle events.
+    ///   - sources: first-party capture source factories (``ChangeSourceFactory``), by their kind.
     public init(
-        builtins: [any OrgAdapterFactory], pluginsDirectory: String? = nil,
+        builtins: [any OrgAdapterFactory], sources: [any ChangeSourceFactory] = [], pluginsDirectory: String? = nil,
         processLimits: PluginProcessLimits = PluginProcessLimits(), logger: Logger
     ) {
         var factories: [String: any OrgAdapterFactory] = [:]
@@ -67,9 +70,16 @@ public struct PluginRegistry: Sendable {
             }
         }
         self.factories = factories
+        self.sourceFactories = Dictionary(sources.map { ($0.kind, $0) }, uniquingKeysWith: { first, _ in first })
         self.listings = listings.sorted { $0.name < $1.name }
         self.problems = problems
     }
+
+    /// The capture source factory of `kind`, or nil.
+    public func sourceFactory(kind: String) -> (any ChangeSourceFactory)? { sourceFactories[kind] }
+
+    /// The source kinds this broker can capture from.
+    public var sourceKinds: [String] { sourceFactories.keys.sorted() }
 
     /// The factory registered as `name`.
     public func factory(named name: String) throws(PluginRegistryError) -> any OrgAdapterFactory {

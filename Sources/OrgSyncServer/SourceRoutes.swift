@@ -1,0 +1,39 @@
+import Hummingbird
+import OrgSyncAPI
+import OrgSyncBroker
+import OrgSyncCore
+
+/// `/v1/sources…`: capture sources' status, operator suspend/resume.
+func addSourceRoutes(to routes: RouteGroups, broker: Broker) {
+    let sources = broker.sources
+    routes.produce.get(APIRoutes.sources) { request, context -> Response in
+        jsonResponse(SourceList(sources: await sources.statuses().map(SourceStatusBody.init)))
+    }
+    routes.produce.get(APIRoutes.source) { request, context -> Response in
+        let supervisor = try sources.supervisor(try context.parameters.require("source"))
+        return jsonResponse(SourceStatusBody(await supervisor.status()))
+    }
+    routes.admin.post(APIRoutes.sourceSuspend) { request, context -> Response in
+        let name = try context.parameters.require("source")
+        try await sources.suspend(name)
+        return jsonResponse(SourceStatusBody(await (try sources.supervisor(name)).status()))
+    }
+    routes.admin.post(APIRoutes.sourceResume) { request, context -> Response in
+        let name = try context.parameters.require("source")
+        let force = try parseBool(request.uri.queryParameters.get("force"), name: "force")
+        try await sources.resume(name, force: force)
+        return jsonResponse(SourceStatusBody(await (try sources.supervisor(name)).status()))
+    }
+}
+
+extension SourceStatusBody {
+    init(_ status: SourceStatus) {
+        self.init(
+            name: status.source, stream: status.stream, state: status.state.rawValue, heldDown: status.heldDown,
+            positionCommit: status.position?.commit, positionChange: status.position?.change, lagBytes: status.lagBytes,
+            lastAppendTimeMs: status.lastAppendTimeMs, lastError: status.lastError,
+            probeProgress: "\(status.probeSuccessCount)/\(status.probeThreshold)", timeInStateMs: status.timeInStateMs,
+            suspensions: status.suspensionCount, appendedEntries: status.appendedEntries, skippedChanges: status.skippedChanges,
+            transactions: status.transactions, rounds: status.rounds, running: status.isRunning)
+    }
+}
