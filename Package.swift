@@ -225,7 +225,8 @@ let package = Package(
             ],
             path: "plugins/PostgresAdapter",
             exclude: ["README.md"],
-            swiftSettings: strict
+            // Instrumented when fuzzing: the `pgoutput` target reads its capture decoder.
+            swiftSettings: ours
         ),
         .target(
             name: "WebhookAdapter",
@@ -443,6 +444,7 @@ if fuzzing {
                 "OrgSyncCore",
                 "OrgSyncServer",
                 "OrgSyncBroker",
+                "PostgresAdapter",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -23,6 +23,7 @@ enum FuzzTargets {
         FuzzTarget(name: "lines", summary: "checksummed-lines files (sync log, dead letters): decode, records, round trip", run: fuzzLines),
         FuzzTarget(name: "plugin", summary: "plugin wire protocol: lines a plugin prints (framing, responses, positions) and what the broker sends", run: fuzzPluginProtocol),
         FuzzTarget(name: "config", summary: "the YAML configuration loader", run: fuzzConfiguration),
+        FuzzTarget(name: "pgoutput", summary: "pgoutput messages a PostgreSQL server sends a capture source: read, mapped to entries", run: fuzzPgOutput),
         FuzzTarget(name: "http", summary: "HTTP requests through the broker's router, in process (no socket)", run: fuzzHTTP),
     ]
 
