@@ -43,6 +43,8 @@ public actor SourceSupervisor {
 
     /// The last change in the stream (nil: none yet).
     private var position: SourcePosition?
+    /// The stored bytes of the source's last entry in the stream (parsed when a round starts).
+    private var lastEntryBytes: [UInt8]?
     private var hintStored: Offset?
     private var appendedEntries: UInt64 = 0
     private var skippedChanges: UInt64 = 0
@@ -89,7 +91,7 @@ public actor SourceSupervisor {
         running = true
         var failure: (any Error)?
         do {
-            position = try await recoverPosition()
+            (position, lastEntryBytes) = try await recoverPosition()
             logger.info("capture starts after \(position.map { "\($0)" } ?? "nothing (no entry of this source in the stream)")")
             perform(machine.initialActions())
             while !Task.isCancelled { try await step() }
@@ -104,21 +106,23 @@ public actor SourceSupervisor {
         if let failure { throw failure }
     }
 
-    /// The last position recorded in the stream by this source: the largest one in the entries
-    /// from the hint (or the stream's start) to the end.
-    func recoverPosition() async throws -> SourcePosition? {
+    /// The last position recorded in the stream by this source — the largest one in the entries
+    /// from the hint (or the stream's start) to the end — and the last entry that records it.
+    func recoverPosition() async throws -> (SourcePosition?, [UInt8]?) {
         let (start, end) = await stream.bounds()
         var offset = max(try await stream.loadHint(source: name) ?? start, start)
-        var found: SourcePosition?
+        var found: (position: SourcePosition, entry: [UInt8])?
         while offset < end {
             let entries = try await stream.read(from: offset, maxCount: Self.tailReadEntriesMax)
             guard let last = entries.last else { break }
             for entry in entries {
-                if let position = source.position(of: entry), found.map({ position > $0 }) ?? true { found = position }
+                if let position = source.position(of: entry), found.map({ position >= $0.position }) ?? true {
+                    found = (position, entry.raw)
+                }
             }
             offset = Offset(last.offset.rawValue + 1)
         }
-        return found
+        return (found?.position, found?.entry)
     }
 
     private func step() async throws {
@@ -146,7 +150,8 @@ public actor SourceSupervisor {
         do {
             try await source.open()
             sourceOpen = true
-            outcome = .success(try await source.capture(after: position, into: sink))
+            let lastEntry = lastEntryBytes.flatMap { try? Entry.parse($0) }
+            outcome = .success(try await source.capture(after: position, lastEntry: lastEntry, into: sink))
         } catch {
             outcome = .failure(error)
         }
@@ -154,6 +159,7 @@ public actor SourceSupervisor {
         let appended = sink.appended()
         if let last = appended.last {
             position = last.through
+            lastEntryBytes = last.lastEntry
             appendedEntries &+= appended.reduce(0) { $0 &+ UInt64($1.count) }
             lastAppendWallMs = wallClockMs()
         }
@@ -302,6 +308,7 @@ final class SupervisedSink: CaptureSink {
         var firstOffset: Offset
         var through: SourcePosition
         var count: Int
+        var lastEntry: [UInt8]?
     }
 
     private let stream: any CaptureStream
@@ -313,7 +320,8 @@ final class SupervisedSink: CaptureSink {
         do {
             let result = try await stream.append(entries)
             state.withLock {
-                $0.appended.append(Appended(firstOffset: Offset(result.firstOffset), through: through, count: entries.count))
+                $0.appended.append(Appended(firstOffset: Offset(result.firstOffset), through: through, count: entries.count,
+                                            lastEntry: entries.last))
             }
         } catch {
             state.withLock { $0.failure = error }

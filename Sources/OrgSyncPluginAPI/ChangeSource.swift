@@ -70,7 +70,10 @@ public protocol ChangeSource: Sendable {
     /// `position` through `sink` (in commit order; each transaction's changes in order), and
     /// then acknowledges to the database what the sink made durable. Changes at or before
     /// `position` are in the stream already: they are skipped, never appended twice.
-    func capture(after position: SourcePosition?, into sink: any CaptureSink) async throws -> CaptureRound
+    /// `lastEntry` is the stream's last entry of this source (the one at `position`, the latest
+    /// of several there): a source that resumes work by more than the position (an initial
+    /// snapshot, by key) reads it.
+    func capture(after position: SourcePosition?, lastEntry: Entry?, into sink: any CaptureSink) async throws -> CaptureRound
     /// The position recorded in `entry` if this source appended it, else nil: the broker finds
     /// where the source stands by reading the stream's tail (``SourcePosition``), so the
     /// position is stored atomically with the entries themselves.

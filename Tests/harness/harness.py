@@ -1399,11 +1399,12 @@ class Harness:
 
     # -- scenario 10 -------------------------------------------------------------------------
     def s_capture(self, res: Result):
-        """A PostgreSQL source captured into the stream and applied by a link into another
-        schema, while transactions commit and roll back on the source: SIGKILL the broker at
-        seeded moments (one of them right after a capture round appended, before the slot could
-        advance, is as likely as any), restart the source server once, then check the target
-        equals the source (EXCEPT both ways) and no change is in the log twice."""
+        """A PostgreSQL source (20 000 rows before the broker first runs: the initial snapshot)
+        captured into the stream and applied by a link into another schema, while transactions
+        commit and roll back on the source: SIGKILL the broker at seeded moments (half of them
+        aimed at the moment an append lands), restart the source server once, then check the
+        target equals the source (EXCEPT both ways) and no change (and no snapshot row) is in
+        the log twice."""
         pg = self.pg
         rounds = 30 if self.long else 4
         rng = self.rng("capture")
@@ -1425,13 +1426,14 @@ class Harness:
                                  "backoff_cap_ms": 1000}}
         cfg = os.path.join(self.work, "capture.yaml")
         write_config(cfg, [link], sources=[source])
+        # Rows before the broker ever ran: the initial snapshot copies them (the first kill may
+        # cut it short: it resumes by key), and the writer starts at once, racing the slot's
+        # creation and the snapshot — what one misses, the other has.
+        prefilled = 20_000
+        pg.query(f"INSERT INTO {src}.items SELECT i, 'p' || i, i % 1000, 'prefilled' FROM generate_series(1, {prefilled}) i")
         broker = Broker(self, cfg, data, "capture")
         broker.start()
-        # The slot exists once the source ran a round: changes before it are not captured.
-        if not wait_until(lambda: (get_json(broker.port, f"/v1/sources/{source_name}") or {}).get("rounds", 0) > 0, 30):
-            res.fail("the source ran no capture round within 30 s")
-            return
-        writer = SourceWriter(pg, f"{src}.items", random.Random(rng.random()))
+        writer = SourceWriter(pg, f"{src}.items", random.Random(rng.random()), first_id=prefilled + 1)
         writer.start()
         skipped = 0  # changes a restarted broker read again and did not append: crash windows hit
         try:
@@ -1484,12 +1486,17 @@ class Harness:
             if entry.get("org") != source_name:
                 check.fail(f"entry {record['offset']} is not the source's: {entry}")
                 continue
-            position = (entry.get("lsn"), entry.get("change"))
+            # A snapshot row is identified by its key (its position is its table's); a change by
+            # its commit LSN and index.
+            position = ("snapshot", entry.get("key")) if entry.get("snapshot") else (entry.get("lsn"), entry.get("change"))
             if position in seen:
                 check.duplicated += 1
                 if check.duplicated <= 5:
                     check.fail(f"change {position} appended twice: offsets {seen[position]} and {record['offset']}")
             seen[position] = record["offset"]
+        with open(broker.log_path, "rb") as f:
+            resumed = f.read().decode(errors="replace").count("capture starts after 0#")
+        res.notes.append(f"initial snapshot ({prefilled} rows) cut by a kill and resumed by key: {resumed} times")
         rows = pg.query(f"SELECT count(*) FROM {src}.items")[0][0]
         res.notes.append(f"log: {len(dumped)} entries, {len(seen)} distinct changes; source and target: {rows} rows")
         res.absorb(check)
@@ -3114,10 +3121,10 @@ class SourceWriter:
     transaction per call, until stopped; counts what committed. Failures while the server
     restarts are counted, not fatal: the source table itself is the truth the check uses."""
 
-    def __init__(self, pg: Postgres, table, rng: random.Random):
+    def __init__(self, pg: Postgres, table, rng: random.Random, first_id=1):
         self.pg, self.table, self.rng = pg, table, rng
-        self.ids: list[int] = []
-        self.next_id = 1
+        self.ids: list[int] = list(range(max(1, first_id - 1000), first_id))
+        self.next_id = first_id
         self.committed = self.rolled_back = self.failed = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

@@ -97,20 +97,20 @@ struct ChangeMapper {
         case .insert(let relationID, let new):
             guard let (relation, current, position) = try nextChange(relationID) else { return .skippedChange(skippedPosition) }
             let upsert = insertsAsUpsertsThroughLSN.map { current.finalLSN <= $0 } ?? false
-            return .change(position, [try entry(relation, current, op: upsert ? .upsert : .insert, key: try key(relation, new), values: new)])
+            return .change(position, [try entry(relation, current, op: upsert ? .upsert : .insert, key: try Self.key(relation, new), values: new)])
         case .update(let relationID, let old, let new):
             guard let (relation, current, position) = try nextChange(relationID) else { return .skippedChange(skippedPosition) }
-            let newKey = try key(relation, new)
+            let newKey = try Self.key(relation, new)
             var entries: [Entry] = []
             if let old {
-                let oldKey = try key(relation, old)
+                let oldKey = try Self.key(relation, old)
                 if oldKey != newKey { entries.append(try entry(relation, current, op: .delete, key: oldKey, values: nil)) }
             }
             entries.append(try entry(relation, current, op: .upsert, key: newKey, values: new))
             return .change(position, entries)
         case .delete(let relationID, let old):
             guard let (relation, current, position) = try nextChange(relationID) else { return .skippedChange(skippedPosition) }
-            return .change(position, [try entry(relation, current, op: .delete, key: try key(relation, old), values: nil)])
+            return .change(position, [try entry(relation, current, op: .delete, key: try Self.key(relation, old), values: nil)])
         }
     }
 
@@ -136,6 +136,18 @@ struct ChangeMapper {
     private func entry(
         _ relation: PgOutputRelation, _ transaction: Transaction, op: EntryOperation, key: String, values: [PgOutputValue]?
     ) throws(ChangeMappingError) -> Entry {
+        try Self.entry(sourceName: sourceName, relation, op: op, key: key, values: values, ts: transaction.ts, extra: [
+            "lsn": .string(Self.lsnText(transaction.finalLSN)),
+            "xid": .int(Int64(transaction.xid)),
+            "change": .int(Int64(transaction.nextChange - 1)),
+        ])
+    }
+
+    /// An entry of `relation`'s row: `fields` from `values` (nil for a delete) as the type says.
+    static func entry(
+        sourceName: String, _ relation: PgOutputRelation, op: EntryOperation, key: String, values: [PgOutputValue]?, ts: String,
+        extra: [String: JSONValue]
+    ) throws(ChangeMappingError) -> Entry {
         var fields: [String: JSONValue] = [:]
         if let values {
             guard values.count == relation.columns.count else {
@@ -149,17 +161,11 @@ struct ChangeMapper {
                 }
             }
         }
-        let extra: [String: JSONValue] = [
-            "lsn": .string(Self.lsnText(transaction.finalLSN)),
-            "xid": .int(Int64(transaction.xid)),
-            "change": .int(Int64(transaction.nextChange - 1)),
-        ]
-        return Entry(offset: 0, org: sourceName, object: relation.qualifiedName, op: op, key: key, ts: transaction.ts,
-                     fields: fields, extra: extra)
+        return Entry(offset: 0, org: sourceName, object: relation.qualifiedName, op: op, key: key, ts: ts, fields: fields, extra: extra)
     }
 
     /// The key of a row: see the type's documentation.
-    private func key(_ relation: PgOutputRelation, _ values: [PgOutputValue]) throws(ChangeMappingError) -> String {
+    static func key(_ relation: PgOutputRelation, _ values: [PgOutputValue]) throws(ChangeMappingError) -> String {
         guard values.count == relation.columns.count else {
             throw ChangeMappingError("\(relation.qualifiedName): a row of \(values.count) values for \(relation.columns.count) columns")
         }

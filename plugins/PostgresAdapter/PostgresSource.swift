@@ -28,6 +28,11 @@ actor PostgresSource: ChangeSource {
     private var lastLagBytes: UInt64?
     private var lastHeartbeat: ContinuousClock.Instant?
     private var connectionID = 0
+    /// Inserts of transactions committed at or before this LSN may meet rows an initial snapshot
+    /// already wrote: they are captured as upserts (``ChangeMapper/insertsAsUpsertsThroughLSN``).
+    private var insertsAsUpsertsThroughLSN: UInt64?
+    /// The initial snapshot ran to its end in this process.
+    private var snapshotCompleted = false
 
     init(name: String, settings: PostgresSourceSettings, logger: Logger = Logger(label: "orgsync.source.postgres")) {
         self.name = name
@@ -130,13 +135,37 @@ actor PostgresSource: ChangeSource {
             _ = try await Self.text(connection, "SELECT lsn::text FROM pg_create_logical_replication_slot(\(settings.slot), 'pgoutput')", logger)
             logger.notice("created replication slot \(settings.slot)")
         }
+        if settings.snapshot == .initial, insertsAsUpsertsThroughLSN == nil {
+            // Transactions up to the snapshot's LSN may overlap it. The LSN is kept in a file
+            // beside the broker's data; without it (lost, unreadable), every transaction committed
+            // before now is taken to overlap — an upsert is always safe, it only cannot reject a
+            // duplicate insert.
+            if let kept = settings.snapshotLSNFile.flatMap(Self.readLSN) {
+                insertsAsUpsertsThroughLSN = kept
+            } else {
+                insertsAsUpsertsThroughLSN = try await Self.text(connection, "SELECT pg_current_wal_lsn()::text", logger).flatMap(ChangeMapper.lsn)
+            }
+        }
     }
 
     // MARK: - Capture
 
-    func capture(after position: SourcePosition?, into sink: any CaptureSink) async throws -> CaptureRound {
+    func capture(after position: SourcePosition?, lastEntry: Entry?, into sink: any CaptureSink) async throws -> CaptureRound {
         guard let connection else { throw PostgresSourceError("not connected") }
         do {
+            // The snapshot comes first: before anything of this source is in the stream, or
+            // when the stream's last entry of it is a snapshot row (a snapshot cut short).
+            if settings.snapshot == .initial, !snapshotCompleted, position.map({ $0.commit == PostgresSnapshot.commit }) ?? true {
+                let resume = position.map { PostgresSnapshot.Resume(table: Int($0.change), afterKey: lastEntry?.key) }
+                let snapshot = PostgresSnapshot(sourceName: name, publication: settings.publication, chunk: chunk(), logger: logger)
+                let (rows, lsn) = try await snapshot.run(connection, resume: resume, into: sink) { lsn in
+                    await self.keepSnapshotLSN(lsn)
+                }
+                snapshotCompleted = true
+                insertsAsUpsertsThroughLSN = max(insertsAsUpsertsThroughLSN ?? 0, lsn)
+                logger.notice("initial snapshot done: \(rows) rows; streaming from the slot")
+                return CaptureRound(appendedChanges: rows, caughtUp: false)
+            }
             return try await capture(connection, after: position, into: sink)
         } catch {
             await close()
@@ -150,8 +179,8 @@ actor PostgresSource: ChangeSource {
             SELECT data FROM pg_logical_slot_peek_binary_changes(\(settings.slot), NULL, \(settings.roundChangesMax)::int,
                 'proto_version', '1', 'publication_names', \(publicationList), 'messages', 'true')
             """, logger: logger)
-        var mapper = ChangeMapper(sourceName: name)
-        var chunk = CaptureChunk(entriesMax: settings.appendEntriesMax, bytesMax: settings.appendBytesMax)
+        var mapper = ChangeMapper(sourceName: name, insertsAsUpsertsThroughLSN: insertsAsUpsertsThroughLSN)
+        var chunk = chunk()
         var round = CaptureRound()
         var rowCount = 0
         var acknowledge: UInt64?
@@ -193,6 +222,28 @@ actor PostgresSource: ChangeSource {
         if rowCount == 0 { try await heartbeatIfDue(connection) }
         lastLagBytes = try await Self.lagBytes(connection, slot: settings.slot, logger: logger)
         return round
+    }
+
+    /// Called before the snapshot appends its first row: from now on, inserts up to `lsn` may
+    /// meet snapshot rows (also after a restart: the file).
+    private func keepSnapshotLSN(_ lsn: UInt64) {
+        insertsAsUpsertsThroughLSN = max(insertsAsUpsertsThroughLSN ?? 0, lsn)
+        guard let file = settings.snapshotLSNFile else { return }
+        let directory = String(file[..<(file.lastIndex(of: "/") ?? file.endIndex)])
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        if (try? Data((ChangeMapper.lsnText(insertsAsUpsertsThroughLSN ?? lsn) + "\n").utf8).write(to: URL(fileURLWithPath: file), options: .atomic)) == nil {
+            logger.warning("cannot keep the snapshot's LSN in \(file): after a restart, inserts committed before then are captured as upserts")
+        }
+    }
+
+    /// An LSN kept by ``keepSnapshotLSN(_:)``, or nil.
+    static func readLSN(_ file: String) -> UInt64? {
+        guard let data = FileManager.default.contents(atPath: file), data.count <= 64 else { return nil }
+        return ChangeMapper.lsn(String(decoding: data, as: UTF8.self).filter { !$0.isWhitespace })
+    }
+
+    private func chunk() -> CaptureChunk {
+        CaptureChunk(entriesMax: settings.appendEntriesMax, bytesMax: settings.appendBytesMax)
     }
 
     /// Writes a non-transactional message when the source has been idle for `heartbeat_ms`: the

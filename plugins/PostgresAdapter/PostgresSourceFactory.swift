@@ -12,7 +12,7 @@ public struct PostgresSourceFactory: ChangeSourceFactory {
     public let kind = "postgres"
     public let settings = AdapterSettingsDeclaration([
         .optional("host"), .optional("port"), .required("user"), .optional("password"), .required("database"),
-        .optional("publication"), .optional("slot"), .optional("tables"), .optional("poll_ms"), .optional("heartbeat_ms"),
+        .optional("publication"), .optional("slot"), .optional("tables"), .optional("snapshot"), .optional("poll_ms"), .optional("heartbeat_ms"),
         .optional("round_changes_max"), .optional("connect_timeout_ms"), .optional("query_timeout_ms"),
         .optional("sslmode"), .optional("sslrootcert"), .optional("sslcert"), .optional("sslkey"),
     ])
@@ -41,6 +41,7 @@ public struct PostgresSourceFactory: ChangeSourceFactory {
 /// | `publication` | `orgsync_<source>` | the publication to decode; created `FOR TABLE <tables>` (inserts, updates, deletes) when missing |
 /// | `slot` | `orgsync_<source>` | the logical replication slot (pgoutput); created when missing, it holds the position |
 /// | `tables` | none | comma-separated `schema.table` or `table` (in `public`): what a created publication holds, and what an existing one must hold |
+/// | `snapshot` | `initial` | `initial`: before streaming, copy the published tables' rows (one consistent snapshot, as upserts; resumed by key after a crash); `never`: only changes from the slot's creation on |
 /// | `poll_ms` | `200` | how long a caught-up source waits before asking again |
 /// | `heartbeat_ms` | `10000` | how often an idle source writes a heartbeat so its slot can advance |
 /// | `round_changes_max` | `10000` | changes one round reads (whole transactions: a larger one is read whole) |
@@ -49,6 +50,9 @@ struct PostgresSourceSettings: Sendable, Hashable {
     var publication: String
     var slot: String
     var tables: [Table]
+    var snapshot: SnapshotMode
+    /// Where the initial snapshot's LSN is kept (`<data dir>/sources/<source>/snapshot.lsn`).
+    var snapshotLSNFile: String?
     var pollMs: Int
     var heartbeatMs: Int
     var roundChangesMax: Int
@@ -58,6 +62,10 @@ struct PostgresSourceSettings: Sendable, Hashable {
 
     /// PostgreSQL's limit on a slot name, in bytes (NAMEDATALEN - 1).
     static let slotNameBytesMax = 63
+
+    enum SnapshotMode: String, Sendable, Hashable {
+        case initial, never
+    }
 
     struct Table: Sendable, Hashable, CustomStringConvertible {
         var schema: String
@@ -92,6 +100,12 @@ struct PostgresSourceSettings: Sendable, Hashable {
             }
             tables.append(table)
         }
+        let snapshotText = configuration.string("snapshot", default: SnapshotMode.initial.rawValue)
+        guard let snapshot = SnapshotMode(rawValue: snapshotText) else {
+            throw AdapterConfigurationError(setting: "snapshot", problem: "must be initial or never, not \(snapshotText)")
+        }
+        self.snapshot = snapshot
+        snapshotLSNFile = configuration.dataDirectory + "/sources/" + configuration.linkName + "/snapshot.lsn"
         pollMs = try configuration.int("poll_ms", default: 200, in: 1...3_600_000)
         heartbeatMs = try configuration.int("heartbeat_ms", default: 10_000, in: 100...86_400_000)
         roundChangesMax = try configuration.int("round_changes_max", default: 10_000, in: 1...10_000_000)
