@@ -209,6 +209,54 @@ struct PostgresCaptureTests {
         #expect(!entries.contains { $0.op == .insert && $0.key == "9000" }, "an insert the snapshot may hold is an upsert")
         #expect(entries.last?.key == "9001" && entries.last?.op == .insert, "committed after the snapshot: a plain insert")
     }
+
+    @Test func aLinksTransactionsCarryItsOriginAndACaptureOfTheSameDatabaseSkipsThem() async throws {
+        try await CaptureRig.with(table: "id int PRIMARY KEY") { rig in try await Self.noEcho(rig) }
+    }
+
+    /// B is the target of a link (from stream `ab`) and the source of a capture (into the rig's
+    /// stream): what the link applies must not come back; what someone else writes in B must.
+    static func noEcho(_ rig: CaptureRig) async throws {
+        let ab = try StreamLog.open(dataDirectory: rig.directory, name: "ab", logger: testLogger("orgsync.log"))
+        let linkName = "ab_" + rig.sourceName
+        var settings = LinkTestPostgres.adapterSettings(rig.server, schema: rig.schema)
+        settings["primary_key"] = "key"
+        settings["replication_origin"] = "true"
+        let adapter = try PostgresAdapterFactory().makeAdapter(AdapterConfiguration(
+            linkName: linkName, streamName: "ab", settings: settings, dataDirectory: rig.directory))
+        let link = try LinkSupervisor(
+            name: linkName, source: StreamLogLinkSource(log: ab), adapter: adapter, cursorStore: InMemoryCursorStore(),
+            configuration: fastLinkConfiguration(), logger: testLogger("orgsync.link"), randomSeed: 5)
+        let linkRun = Task { try await link.run() }
+        func entry(_ key: String) -> [UInt8] {
+            Array(#"{"org":"a","object":"applied","op":"upsert","key":"\#(key)","ts":"t","fields":{"name":"from-a"}}"#.utf8)
+        }
+        // The link makes its table; then the capture of that table starts (no snapshot).
+        _ = try await ab.append([entry("k0")])
+        try await waitForStatus(link, "applied k0") { $0.cursor == 1 }
+        let applied = "\(rig.schema).applied"
+        let source = try rig.supervisor(stream: StreamLogCaptureStream(log: rig.log), tables: [applied], extra: ["snapshot": "never"])
+        let sourceRun = Task { try await source.run() }
+        try await rig.waitForARound(source)
+
+        _ = try await ab.append([entry("k1"), entry("k2")])
+        _ = try await ab.append([entry("k3")])
+        try await waitForStatus(link, "applied k1...k3") { $0.cursor == 4 }
+        try await rig.execute("INSERT INTO \(applied) (key, org, ts, name) VALUES ('direct', 'b', 't', 'written in b')")
+        try await rig.waitForEntries(1)
+        try await rig.waitForStatus(source, "the link's changes read and skipped") { $0.skippedChanges >= 3 }
+        let captured = try rig.entries()
+        #expect(captured.map(\.key) == ["direct"], "only B's own write comes back")
+        #expect(captured.first?.fields["name"] == .string("written in b"))
+        let origin = "orgsync_ab_" + rig.sourceName
+        #expect(try await rig.db.scalar("SELECT count(*) FROM pg_replication_origin WHERE roname = \(origin)") == 1)
+
+        sourceRun.cancel()
+        linkRun.cancel()
+        _ = await (sourceRun.result, linkRun.result)
+        await ab.close()
+        try? await rig.execute("SELECT pg_replication_origin_drop('\(origin)')")
+    }
 }
 
 /// A view of the mapper's rule for tests (the mapper is internal to the adapter module).
@@ -279,11 +327,11 @@ final class CaptureRig: Sendable {
         }
     }
 
-    func supervisor(stream: any CaptureStream, tables: [String]? = nil) throws -> SourceSupervisor {
+    func supervisor(stream: any CaptureStream, tables: [String]? = nil, extra: [String: String] = [:]) throws -> SourceSupervisor {
         var settings = [
             "host": server.host, "port": String(server.port), "user": server.user, "database": server.database,
             "tables": (tables ?? [qualifiedTable]).joined(separator: ","), "poll_ms": "20", "connect_timeout_ms": "2000",
-        ]
+        ].merging(extra) { $1 }
         if let password = server.password { settings["password"] = password }
         let source = try PostgresSourceFactory().makeSource(AdapterConfiguration(
             linkName: sourceName, streamName: "captured", settings: settings, dataDirectory: directory))

@@ -1429,7 +1429,7 @@ class Harness:
         # Rows before the broker ever ran: the initial snapshot copies them (the first kill may
         # cut it short: it resumes by key), and the writer starts at once, racing the slot's
         # creation and the snapshot — what one misses, the other has.
-        prefilled = 20_000
+        prefilled = 20_000 if self.long else 3_000
         pg.query(f"INSERT INTO {src}.items SELECT i, 'p' || i, i % 1000, 'prefilled' FROM generate_series(1, {prefilled}) i")
         broker = Broker(self, cfg, data, "capture")
         broker.start()

@@ -492,6 +492,7 @@ public actor PostgresAdapter: OrgAdapter {
                 startupParameters: [("statement_timeout", String(settings.queryTimeoutMs))],
                 connectTimeoutMs: settings.connectTimeoutMs, id: connectionCount, logger: logger)
             self.connection = connection
+            if let origin = settings.replicationOrigin { try await Self.tagSession(connection, origin: origin, logger: logger) }
             try await openLivenessConnection()
             return connection
         } catch {
@@ -503,6 +504,18 @@ public actor PostgresAdapter: OrgAdapter {
     /// while a batch is in flight then only asks `SELECT 1` (a new connection's authentication
     /// on a loaded machine can take longer than `liveness_timeout_ms`, and a live server must
     /// not look dead). Each link holds two connections while the check is on.
+    /// Marks every transaction of this connection with the replication origin `origin`
+    /// (created if missing), so that a capture source reading this database skips what the link
+    /// applied: no echo when two databases are each other's source. Needs superuser (or the
+    /// `pg_replication_origin_*` functions granted).
+    static func tagSession(_ connection: PostgresConnection, origin: String, logger: Logger) async throws {
+        _ = try await connection.query(
+            "SELECT pg_replication_origin_create(\(origin)) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = \(origin))",
+            logger: logger
+        ).collect()
+        _ = try await connection.query("SELECT pg_replication_origin_session_setup(\(origin))", logger: logger).collect()
+    }
+
     private func openLivenessConnection() async throws {
         guard settings.livenessIntervalMs > 0, livenessConnection.get() == nil else { return }
         do {

@@ -16,7 +16,7 @@ public struct PostgresAdapterFactory: OrgAdapterFactory {
         .optional("host"), .optional("port"), .required("user"), .optional("password"), .required("database"),
         .optional("schema"), .optional("table_prefix"), .optional("primary_key"), .optional("connect_timeout_ms"),
         .optional("query_timeout_ms"), .optional("liveness_interval_ms"), .optional("liveness_timeout_ms"), .optional("batch_writes"),
-        .optional("sslmode"), .optional("sslrootcert"), .optional("sslcert"), .optional("sslkey"),
+        .optional("sslmode"), .optional("sslrootcert"), .optional("sslcert"), .optional("sslkey"), .optional("replication_origin"),
     ])
     /// Where `password_env` is looked up; the process environment unless a test gives its own.
     let environment: @Sendable () -> [String: String]
@@ -57,6 +57,7 @@ public struct PostgresAdapterFactory: OrgAdapterFactory {
 /// | `sslmode` | `prefer` | `disable`, `prefer`, `require`, `verify-ca`, `verify-full`, as libpq: see ``PostgresTLSSettings`` |
 /// | `sslrootcert` | none | PEM file of the CAs the server's certificate must chain to (verify-ca, verify-full) |
 /// | `sslcert`, `sslkey` | none | PEM files of a client certificate and its key, both or neither |
+/// | `replication_origin` | `false` | `true`: tag the transactions the link applies with the replication origin `orgsync_<link>`, which a `postgres` capture source on this database skips (two-way sync without echo); needs superuser or the origin functions granted |
 public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertible {
     public var host: String
     public var port: Int
@@ -78,6 +79,8 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
     public var livenessTimeoutMs: Int = 1_000
     /// `sslmode`, `sslrootcert`, `sslcert`, `sslkey`.
     public var tls: PostgresTLSSettings
+    /// The replication origin the link's transactions carry (`replication_origin: true`), or nil.
+    public var replicationOrigin: String?
 
     public init(
         host: String = "127.0.0.1", port: Int = 5432, user: String, password: String?, database: String,
@@ -120,6 +123,11 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
         livenessIntervalMs = try configuration.int("liveness_interval_ms", default: 500, in: 0...3_600_000)
         livenessTimeoutMs = try configuration.int("liveness_timeout_ms", default: 1_000, in: 1...3_600_000)
         tls = try PostgresTLSSettings(configuration)
+        switch configuration.string("replication_origin", default: "false") {
+        case "true": replicationOrigin = ChangeMapper.skippedOriginPrefix + "_" + String(PostgresSourceSettings.derivedName(configuration.linkName).dropFirst("orgsync_".count))
+        case "false": replicationOrigin = nil
+        case let other: throw AdapterConfigurationError(setting: "replication_origin", problem: "must be true or false, not \(other)")
+        }
         password = configuration.settings["password"].flatMap { $0.isEmpty ? nil : $0 }
         if let variable = configuration.settings["password_env"], !variable.isEmpty {
             guard let value = environment[variable] else {
