@@ -21,6 +21,8 @@ import OrgSyncPluginAPI
                 fuzzCheck(false, "a captured entry is not a valid entry: \(String(decoding: entry.raw, as: UTF8.self).prefix(200))")
                 return
             }
+            fuzzCheck(stored.fields == entry.fields && stored.extra == entry.extra && stored.key == entry.key,
+                      "a captured entry reads back different: \(String(decoding: entry.raw, as: UTF8.self).prefix(200))")
             fuzzCheck(ChangeMapper.position(of: stored, sourceName: "fuzz") == position,
                       "entry records \(String(describing: ChangeMapper.position(of: stored, sourceName: "fuzz"))), change was at \(position)")
         }

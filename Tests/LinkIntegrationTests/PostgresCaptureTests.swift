@@ -110,10 +110,12 @@ struct PostgresCaptureTests {
         let third = try rig.supervisor(stream: StreamLogCaptureStream(log: rig.log))
         let thirdRun = Task { try await third.run() }
         defer { thirdRun.cancel() }
-        try await rig.execute("INSERT INTO \(t) (id, name) VALUES (500, 'last')")
+        // A column added on the source flows through: the next change describes the table anew.
+        try await rig.execute("ALTER TABLE \(t) ADD COLUMN added text; INSERT INTO \(t) (id, name, added) VALUES (500, 'last', 'new column')")
         try await rig.waitForEntries(expected + 1)
         let last = try rig.entries()
         #expect(last.count == expected + 1 && last.last?.key == "500")
+        #expect(last.last?.fields["added"] == .string("new column"))
         let thirdStatus = await third.status()
         #expect(thirdStatus.skippedChanges == 0, "the slot had let go of everything the stream held")
     }
@@ -150,24 +152,24 @@ struct PostgresCaptureTests {
         let lines = "\(rig.schema).lines"
         try await rig.execute("""
             CREATE TABLE \(lines) (k1 text, k2 int, note text, PRIMARY KEY (k1, k2));
-            INSERT INTO \(t) SELECT i, 'n' || i, i FROM generate_series(1, 2500) i;
+            INSERT INTO \(t) SELECT i, 'n' || i, i FROM generate_series(1, 7500) i;
             INSERT INTO \(lines) SELECT 'a' || (i % 7), i, 'x' FROM generate_series(1, 300) i
             """)
-        // The first append of the snapshot (1000 rows of `items`, in key order) lands, then the
-        // stream fails: the snapshot is cut short.
+        // The first append of the snapshot (5 000 rows of `items` — the source's rows per append —
+        // in key order) lands, then the stream fails: the snapshot is cut short.
         let failing = FailAfterAppendStream(inner: StreamLogCaptureStream(log: rig.log))
         failing.failAfterNextAppend.store(true, ordering: .relaxed)
         let first = try rig.supervisor(stream: failing, tables: [t, lines])
         let outcome = await Task { try await first.run() }.result
         #expect(throws: SourceSupervisorError.self) { try outcome.get() }
-        #expect(rig.log.endOffset == 1_000)
-        #expect(try rig.entries().map(\.key) == (1...1_000).map(String.init), "rows in key order (the key's, not its text's)")
+        #expect(rig.log.endOffset == 5_000)
+        #expect(try rig.entries().map(\.key) == (1...5_000).map(String.init), "rows in key order (the key's, not its text's)")
 
         // Changes while it is down, on both sides of the cut: they are in the slot, and some of
         // them in the next snapshot too.
         try await rig.execute("""
-            UPDATE \(t) SET qty = -1 WHERE id IN (5, 1500);
-            DELETE FROM \(t) WHERE id IN (6, 1600);
+            UPDATE \(t) SET qty = -1 WHERE id IN (5, 6000);
+            DELETE FROM \(t) WHERE id IN (6, 6100);
             INSERT INTO \(t) VALUES (9000, 'new', 1);
             UPDATE \(lines) SET note = 'y' WHERE k2 = 10
             """)
@@ -176,12 +178,12 @@ struct PostgresCaptureTests {
         defer { run.cancel() }
         try await rig.waitForARound(second)  // the resumed snapshot is done
         try await rig.execute("INSERT INTO \(t) VALUES (9001, 'after', 2)")
-        // 2500 - 1 deleted before the resumed part was read + 1 new = 1500 more rows of items,
-        // 300 of lines, then the 7 changes from the slot (4 statements, 6 rows; 1 insert after).
-        try await rig.waitForEntries(1_000 + 1_500 + 300 + 6 + 1, ms: 20_000)
+        // 2 500 - 1 deleted before the resumed part was read + 1 new = 2 500 more rows of items,
+        // 300 of lines, then the changes from the slot (4 statements, 6 rows; 1 insert after).
+        try await rig.waitForEntries(5_000 + 2_500 + 300 + 6 + 1, ms: 20_000)
         let entries = try rig.entries()
         let snapshotRows = entries.filter { $0.extra["snapshot"] == .bool(true) }
-        #expect(snapshotRows.count == 2_800)
+        #expect(snapshotRows.count == 7_800)
         #expect(Set(snapshotRows.map { "\($0.object)/\($0.key)" }).count == snapshotRows.count, "no row twice in the snapshot")
         #expect(snapshotRows.allSatisfy { $0.op == .upsert })
         #expect(snapshotRows.first { $0.object.hasSuffix("lines") }?.key == #"["a0","7"]"#, "rows in key order")

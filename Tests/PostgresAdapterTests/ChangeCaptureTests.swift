@@ -91,7 +91,12 @@ import Testing
         #expect(outputs[6] == .outsideMessage(lsn: 0x1926b48))
         #expect(ChangeMapper.position(of: inserted[0], sourceName: "crm") == first)
         #expect(ChangeMapper.position(of: inserted[0], sourceName: "other") == nil)
-        // The entry as stored reads back to the same position.
+        // The entry as stored reads back to the same entry and position.
+        for entry in inserted + updated + deleted {
+            let stored = try Entry.parse(entry.raw)
+            #expect(stored.fields == entry.fields && stored.extra == entry.extra && stored.key == entry.key && stored.op == entry.op)
+            #expect(stored.org == entry.org && stored.object == entry.object && stored.ts == entry.ts)
+        }
         #expect(ChangeMapper.position(of: try Entry.parse(inserted[0].raw), sourceName: "crm") == first)
     }
 
@@ -144,6 +149,22 @@ import Testing
         _ = try mapper.map(.relation(PgOutputRelation(id: 16385, namespace: "public", name: "t", replicaIdentity: UInt8(ascii: "n"),
                                                       columns: [.init(name: "id", typeOID: 23, isKey: false), .init(name: "name", typeOID: 25, isKey: false)])))
         #expect(throws: ChangeMappingError.noKey("t")) { try mapper.map(try PgOutputMessage.parse(Self.insert)) }
+    }
+
+    @Test func entriesAreWrittenAsJSONThatReadsBackEqual() throws {
+        let relation = PgOutputRelation(id: 1, namespace: "public", name: "t\"q", replicaIdentity: UInt8(ascii: "d"), columns: [
+            .init(name: "id", typeOID: 23, isKey: true), .init(name: "doc", typeOID: 3802, isKey: false),
+            .init(name: "ratio", typeOID: 701, isKey: false), .init(name: "text\n\u{1}é", typeOID: 25, isKey: false),
+        ])
+        let values: [PgOutputValue] = [
+            .text("-7"), .text(#"{"b": [1.5, -0.0, 1e300, "x\"y", null, {"a": false}], "a": 12345678901234}"#), .text("5e-324"),
+            .text("line\nbreak \\ \u{7}🙂"),
+        ]
+        let entry = try ChangeMapper.entry(sourceName: "s\"o", relation, op: .upsert, key: "-7", values: values, ts: "t",
+                                           extra: ["lsn": .string("0/1"), "change": .int(0)])
+        let stored = try Entry.parse(entry.raw)
+        #expect(stored.fields == entry.fields)
+        #expect(stored.org == "s\"o" && stored.object == "t\"q" && stored.extra == entry.extra)
     }
 
     @Test func valuesByType() {

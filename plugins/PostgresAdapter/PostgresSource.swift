@@ -184,31 +184,38 @@ actor PostgresSource: ChangeSource {
         var round = CaptureRound()
         var rowCount = 0
         var acknowledge: UInt64?
-        for try await data in rows.decode(ByteBuffer.self) {
-            rowCount += 1
-            let message = try PgOutputMessage.parse(Array(data.readableBytesView))
-            switch try mapper.map(message) {
-            case .none:
-                break
-            case .change(let changePosition, let entries):
-                if let position, changePosition <= position {
+        do {
+            for try await data in rows.decode(ByteBuffer.self) {
+                rowCount += 1
+                let message = try PgOutputMessage.parse(Array(data.readableBytesView))
+                switch try mapper.map(message) {
+                case .none:
+                    break
+                case .change(let changePosition, let entries):
+                    if let position, changePosition <= position {
+                        round.skippedChanges += 1
+                        continue
+                    }
+                    let raws = entries.map(\.raw)
+                    if !chunk.fits(raws) { try await chunk.flushBehind(into: sink) }
+                    chunk.add(raws, through: changePosition)
+                    round.appendedChanges += 1
+                case .skippedChange:
                     round.skippedChanges += 1
-                    continue
+                case .committed(let endLSN):
+                    round.transactions += 1
+                    acknowledge = max(acknowledge ?? 0, endLSN)
+                case .outsideMessage(let lsn):
+                    acknowledge = max(acknowledge ?? 0, lsn)
+                case .truncate(let tables):
+                    logger.warning("TRUNCATE of \(tables.joined(separator: ", ")) is not captured: truncate the targets yourself")
                 }
-                let raws = entries.map(\.raw)
-                if !chunk.fits(raws) { try await chunk.flush(into: sink) }
-                chunk.add(raws, through: changePosition)
-                round.appendedChanges += 1
-            case .skippedChange:
-                round.skippedChanges += 1
-            case .committed(let endLSN):
-                round.transactions += 1
-                acknowledge = max(acknowledge ?? 0, endLSN)
-            case .outsideMessage(let lsn):
-                acknowledge = max(acknowledge ?? 0, lsn)
-            case .truncate(let tables):
-                logger.warning("TRUNCATE of \(tables.joined(separator: ", ")) is not captured: truncate the targets yourself")
             }
+        } catch {
+            // An append still in flight must end before the round does: the supervisor counts
+            // what the sink made durable when the round returns, and must not miss it.
+            try? await chunk.waitForAppend()
+            throw error
         }
         try await chunk.flush(into: sink)
         // Everything read is durable in the stream: the slot may let it go.
@@ -298,13 +305,35 @@ struct CaptureChunk {
         through = position
     }
 
+    /// Appends what the chunk holds (after the append started by the last ``flushBehind(into:)``
+    /// finished) and waits for it.
     mutating func flush(into sink: any CaptureSink) async throws {
+        try await flushBehind(into: sink)
+        try await waitForAppend()
+    }
+
+    /// Starts appending what the chunk holds and returns at once, so the next chunk fills while
+    /// this one is written and synced; one append at a time, in order (it first waits for the
+    /// previous one).
+    mutating func flushBehind(into sink: any CaptureSink) async throws {
+        try await waitForAppend()
         guard let through, !entries.isEmpty else { return }
-        try await sink.append(entries, through: through)
+        let taken = entries
+        inFlight = Task { try await sink.append(taken, through: through) }
         entries.removeAll(keepingCapacity: true)
         bytes = 0
         self.through = nil
     }
+
+    /// Waits for the append in flight; rethrows its error.
+    mutating func waitForAppend() async throws {
+        guard let task = inFlight else { return }
+        inFlight = nil
+        try await task.value
+    }
+
+    /// The append started by ``flushBehind(into:)``, if it has not been waited for.
+    private var inFlight: Task<Void, any Error>?
 }
 
 /// A problem of the source database, in an operator's words.

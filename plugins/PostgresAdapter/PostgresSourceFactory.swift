@@ -57,7 +57,7 @@ struct PostgresSourceSettings: Sendable, Hashable {
     var heartbeatMs: Int
     var roundChangesMax: Int
     /// Most entries and bytes of one append (below the stream's own limits per append).
-    var appendEntriesMax = 1_000
+    var appendEntriesMax = 5_000
     var appendBytesMax = 4 << 20
 
     /// PostgreSQL's limit on a slot name, in bytes (NAMEDATALEN - 1).

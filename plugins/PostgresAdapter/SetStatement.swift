@@ -366,6 +366,36 @@ struct JSONDocumentWriter {
         needsComma = true
     }
 
+    /// A member whose value is `value`, written as JSON (object members in name order).
+    mutating func member(_ name: String, value: JSONValue) {
+        memberName(name)
+        self.value(value)
+    }
+
+    mutating func value(_ value: JSONValue) {
+        separate()
+        switch value {
+        case .null: text += "null"
+        case .bool(let flag): text += flag ? "true" : "false"
+        case .int(let number): text += String(number)
+        // Finite only (the mapper turns NaN and infinities into strings); Swift's shortest
+        // round-trip form is valid JSON ("0.25", "1e+300", "-0.0").
+        case .double(let number): text += number.isFinite ? "\(number)" : "null"
+        case .string(let string): appendString(string)
+        case .array(let items):
+            text += "["
+            needsComma = false
+            for item in items { self.value(item) }
+            text += "]"
+        case .object(let members):
+            text += "{"
+            needsComma = false
+            for name in members.keys.sorted() { member(name, value: members[name] ?? .null) }
+            text += "}"
+        }
+        needsComma = true
+    }
+
     private mutating func separate() {
         if needsComma { text += "," }
     }
