@@ -174,7 +174,7 @@ struct ChangeMapper {
         for name in extra.keys.sorted() { writer.member(name, value: extra[name] ?? .null) }
         writer.endObject()
         return Entry(offset: 0, org: sourceName, object: relation.qualifiedName, op: op, key: key, ts: ts, fields: fields, extra: extra,
-                     raw: Array(writer.text.utf8))
+                     raw: writer.bytes)
     }
 
     /// The key of a row: see the type's documentation.

@@ -337,19 +337,22 @@ enum SetStatement {
 }
 
 /// Writes compact JSON text: strings escaped as RFC 8259 asks, members separated as needed.
+/// Works on UTF-8 bytes (a String's scalar views cost several times more per character).
 struct JSONDocumentWriter {
-    private(set) var text = ""
+    private(set) var bytes: [UInt8] = []
     private var needsComma = false
 
-    mutating func beginArray() { separate(); text += "["; needsComma = false }
-    mutating func endArray() { text += "]"; needsComma = true }
-    mutating func beginObject() { separate(); text += "{"; needsComma = false }
-    mutating func endObject() { text += "}"; needsComma = true }
+    var text: String { String(decoding: bytes, as: UTF8.self) }
+
+    mutating func beginArray() { separate(); bytes.append(UInt8(ascii: "[")); needsComma = false }
+    mutating func endArray() { bytes.append(UInt8(ascii: "]")); needsComma = true }
+    mutating func beginObject() { separate(); bytes.append(UInt8(ascii: "{")); needsComma = false }
+    mutating func endObject() { bytes.append(UInt8(ascii: "}")); needsComma = true }
 
     mutating func memberName(_ name: String) {
         separate()
         appendString(name)
-        text += ":"
+        bytes.append(UInt8(ascii: ":"))
         needsComma = false
     }
 
@@ -362,7 +365,7 @@ struct JSONDocumentWriter {
     /// A member whose value is already JSON text.
     mutating func member(_ name: String, raw value: String) {
         memberName(name)
-        text += value
+        bytes.append(contentsOf: value.utf8)
         needsComma = true
     }
 
@@ -375,60 +378,54 @@ struct JSONDocumentWriter {
     mutating func value(_ value: JSONValue) {
         separate()
         switch value {
-        case .null: text += "null"
-        case .bool(let flag): text += flag ? "true" : "false"
-        case .int(let number): text += String(number)
+        case .null: bytes.append(contentsOf: "null".utf8)
+        case .bool(let flag): bytes.append(contentsOf: (flag ? "true" : "false").utf8)
+        case .int(let number): bytes.append(contentsOf: String(number).utf8)
         // Finite only (the mapper turns NaN and infinities into strings); Swift's shortest
         // round-trip form is valid JSON ("0.25", "1e+300", "-0.0").
-        case .double(let number): text += number.isFinite ? "\(number)" : "null"
+        case .double(let number): bytes.append(contentsOf: (number.isFinite ? "\(number)" : "null").utf8)
         case .string(let string): appendString(string)
         case .array(let items):
-            text += "["
+            bytes.append(UInt8(ascii: "["))
             needsComma = false
             for item in items { self.value(item) }
-            text += "]"
+            bytes.append(UInt8(ascii: "]"))
         case .object(let members):
-            text += "{"
+            bytes.append(UInt8(ascii: "{"))
             needsComma = false
             for name in members.keys.sorted() { member(name, value: members[name] ?? .null) }
-            text += "}"
+            bytes.append(UInt8(ascii: "}"))
         }
         needsComma = true
     }
 
     private mutating func separate() {
-        if needsComma { text += "," }
+        if needsComma { bytes.append(UInt8(ascii: ",")) }
     }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
 
     private mutating func appendString(_ value: String) {
-        text += "\""
-        var plainStart = value.unicodeScalars.startIndex
-        var index = plainStart
-        let scalars = value.unicodeScalars
-        while index < scalars.endIndex {
-            let scalar = scalars[index]
-            let escape: String? =
-                switch scalar {
-                case "\"": "\\\""
-                case "\\": "\\\\"
-                case "\n": "\\n"
-                case "\r": "\\r"
-                case "\t": "\\t"
-                default: scalar.value < 0x20 ? "\\u" + Self.hex4(scalar.value) : nil
+        bytes.append(UInt8(ascii: "\""))
+        var value = value
+        value.withUTF8 { utf8 in
+            var plainStart = 0
+            for (index, byte) in utf8.enumerated() where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
+                bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[plainStart..<index]))
+                switch byte {
+                case UInt8(ascii: "\""): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
+                case UInt8(ascii: "\\"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
+                case UInt8(ascii: "\n"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
+                case UInt8(ascii: "\r"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
+                case UInt8(ascii: "\t"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
+                default:
+                    bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
+                                              Self.hexDigits[Int(byte >> 4)], Self.hexDigits[Int(byte & 0xF)]])
                 }
-            if let escape {
-                text.unicodeScalars.append(contentsOf: scalars[plainStart..<index])
-                text += escape
-                plainStart = scalars.index(after: index)
+                plainStart = index + 1
             }
-            index = scalars.index(after: index)
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[plainStart..<utf8.count]))
         }
-        text.unicodeScalars.append(contentsOf: scalars[plainStart..<scalars.endIndex])
-        text += "\""
-    }
-
-    private static func hex4(_ value: UInt32) -> String {
-        let digits = String(value, radix: 16)
-        return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
+        bytes.append(UInt8(ascii: "\""))
     }
 }
