@@ -27,6 +27,16 @@ struct CaptureBenchmark: AsyncParsableCommand {
     @Option(help: "Rows per source transaction.") var batch = 500
     @Option(help: "Rounds; the best of each side counts.") var rounds = 2
     @Option(help: "pg_recvlogical to run.") var pgRecvlogical = "/usr/lib/postgresql/15/bin/pg_recvlogical"
+    @Option(help: "Latency run: single-row transactions per second committed on the source (0: no latency run).")
+    var latencyRate = 200
+    @Option(help: "Latency run: how long the source is written, in seconds.") var latencySeconds = 20
+    @Option(help: "Latency run: the source's poll_ms.") var pollMs = 200
+
+    func validate() throws {
+        guard count >= 1, batch >= 1, rounds >= 1, latencyRate >= 0, latencySeconds >= 1, pollMs >= 1 else {
+            throw ValidationError("--count, --batch, --rounds, --latency-seconds and --poll-ms must be positive; --latency-rate not negative")
+        }
+    }
 
     func run() async throws {
         LoggingSystem.bootstrap { label in
@@ -50,6 +60,89 @@ struct CaptureBenchmark: AsyncParsableCommand {
         print("| --- | ---: | ---: |")
         print("| `postgres` source → segment log (fsync always) | \(Int(best.source)) | \(Int(100 * best.source / max(best.server, 1))) % |")
         print("| pg_recvlogical (pgoutput, to /dev/null) | \(Int(best.server)) | — |")
+        guard latencyRate > 0 else { return }
+        let latency = try await measureLatency(settings, logger: logger)
+        print("")
+        print("<!-- commit → applied: \(latency.rows) single-row transactions at \(latencyRate)/s for \(latencySeconds) s; source poll_ms \(pollMs); a postgres link into another schema -->")
+        print("| commit → applied in the target | p50 | p99 | max |")
+        print("| --- | ---: | ---: | ---: |")
+        print("| source (poll_ms \(pollMs)) → log → link | \(latency.p50) ms | \(latency.p99) ms | \(latency.max) ms |")
+    }
+
+    /// Commits single-row transactions at `latencyRate` per second on a source table while a
+    /// source captures them and a `postgres` link applies them into another schema; the target
+    /// table stamps each row when it arrives (`clock_timestamp()`, same server clock as the
+    /// source's stamp at commit), and the percentiles of the difference are the answer.
+    private func measureLatency(_ settings: PostgresAdapterSettings, logger: Logger) async throws -> (rows: Int, p50: Int, p99: Int, max: Int) {
+        let tag = "bench_lat_\(UInt32.random(in: 0...UInt32.max))"
+        let connection = try await PostgresConnection.connect(
+            configuration: .init(host: settings.host, port: settings.port, username: settings.user, password: settings.password,
+                                 database: settings.database, tls: .disable),
+            id: 1, logger: logger)
+        func execute(_ sql: String) async throws {
+            _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
+        }
+        let directory = try makeTempDir()
+        let target = tag + "_b"
+        let rows = latencyRate * latencySeconds
+        var result = (rows: rows, p50: 0, p99: 0, max: 0)
+        do {
+            try await execute("CREATE SCHEMA \(tag)")
+            try await execute("CREATE TABLE \(tag).items (id bigint PRIMARY KEY, name text, written_at text NOT NULL DEFAULT clock_timestamp()::text)")
+            try await execute("CREATE SCHEMA \(target)")
+            // The link's table, made ahead with a column the adapter does not write: arrival time.
+            try await execute("""
+                CREATE TABLE \(target)."\(tag).items" (key text PRIMARY KEY, org text NOT NULL, ts text NOT NULL, id bigint, name text,
+                    written_at text, applied_at timestamptz NOT NULL DEFAULT clock_timestamp())
+                """)
+            let log = try StreamLog.open(dataDirectory: directory, name: "captured", logger: logger)
+            var connectionSettings = ["host": settings.host, "port": String(settings.port), "user": settings.user, "database": settings.database,
+                                      "sslmode": "disable"]
+            if let password = settings.password { connectionSettings["password"] = password }
+            let source = try PostgresSourceFactory().makeSource(AdapterConfiguration(
+                linkName: tag, streamName: "captured",
+                settings: connectionSettings.merging(["tables": "\(tag).items", "snapshot": "never", "poll_ms": String(pollMs)]) { $1 },
+                dataDirectory: directory))
+            let sourceSupervisor = try SourceSupervisor(name: tag, source: source, stream: StreamLogCaptureStream(log: log), logger: logger)
+            let adapter = try PostgresAdapterFactory().makeAdapter(AdapterConfiguration(
+                linkName: tag, streamName: "captured", settings: connectionSettings.merging(["schema": target]) { $1 }, dataDirectory: directory))
+            let link = try LinkSupervisor(
+                name: tag, source: StreamLogLinkSource(log: log), adapter: adapter, cursorStore: StreamLogCursorStore(log: log), logger: logger)
+            let sourceRun = Task { try await sourceSupervisor.run() }
+            let linkRun = Task { try await link.run() }
+            // Wait for the slot: the source's first round.
+            while await sourceSupervisor.status().rounds == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            let start = ContinuousClock.now
+            for i in 0..<rows {
+                try await Task.sleep(until: start + .microseconds(Int64(i) * 1_000_000 / Int64(latencyRate)), clock: .continuous)
+                try await execute("INSERT INTO \(tag).items (id, name) VALUES (\(i), 'row \(i)')")
+            }
+            let deadline = ContinuousClock.now + .seconds(60)
+            var applied: Int64 = 0
+            while applied < Int64(rows), ContinuousClock.now < deadline {
+                for try await count in try await connection.query(
+                    PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(target).\"\(tag).items\""), logger: logger).decode(Int64.self) { applied = count }
+                if applied < Int64(rows) { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            guard applied == Int64(rows) else { throw CaptureBenchmarkError("only \(applied) of \(rows) rows applied within 60 s") }
+            let sql = """
+                SELECT (percentile_cont(0.5) WITHIN GROUP (ORDER BY ms))::bigint, (percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::bigint,
+                       max(ms)::bigint
+                FROM (SELECT extract(epoch FROM applied_at - written_at::timestamptz) * 1000 AS ms FROM \(target)."\(tag).items") AS l
+                """
+            for try await (p50, p99, max) in try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).decode((Int64, Int64, Int64).self) {
+                result = (rows, Int(p50), Int(p99), Int(max))
+            }
+            sourceRun.cancel()
+            linkRun.cancel()
+            _ = await (sourceRun.result, linkRun.result)
+            await log.close()
+        } catch {
+            await cleanUp(connection, tag: tag, directory: directory, logger: logger, schemas: [target])
+            throw error
+        }
+        await cleanUp(connection, tag: tag, directory: directory, logger: logger, schemas: [target])
+        return result
     }
 
     private func measure(_ settings: PostgresAdapterSettings, round: Int, logger: Logger) async throws -> (Double, Double) {
@@ -140,7 +233,7 @@ struct CaptureBenchmark: AsyncParsableCommand {
         return seconds
     }
 
-    private func cleanUp(_ connection: PostgresConnection, tag: String, directory: String, logger: Logger) async {
+    private func cleanUp(_ connection: PostgresConnection, tag: String, directory: String, logger: Logger, schemas: [String] = []) async {
         for slot in [tag, tag + "_server"] {
             _ = try? await connection.query(
                 PostgresQuery(unsafeSQL: "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '\(slot)'"),
@@ -148,7 +241,14 @@ struct CaptureBenchmark: AsyncParsableCommand {
             ).collect()
         }
         _ = try? await connection.query(PostgresQuery(unsafeSQL: "DROP PUBLICATION IF EXISTS \(tag)"), logger: logger).collect()
-        _ = try? await connection.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \(tag) CASCADE"), logger: logger).collect()
+        for schema in [tag] + schemas {
+            _ = try? await connection.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \(schema) CASCADE"), logger: logger).collect()
+        }
+        _ = try? await connection.query(
+            PostgresQuery(unsafeSQL: "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'orgsync_\(tag)'"),
+            logger: logger
+        ).collect()
+        _ = try? await connection.query(PostgresQuery(unsafeSQL: "DROP PUBLICATION IF EXISTS orgsync_\(tag)"), logger: logger).collect()
         try? await connection.close()
         try? FileManager.default.removeItem(atPath: directory)
     }
