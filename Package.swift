@@ -416,6 +416,7 @@ let package = Package(
                 "OrgSyncTestSupport",
                 "OrgSyncTestCertificates",
                 "SQLiteAdapter",
+                "PostgresAdapter",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -155,13 +155,19 @@ public actor SourceSupervisor {
         } catch {
             outcome = .failure(error)
         }
-        // What the sink made durable counts whatever the round's outcome.
+        // What the sink made durable counts whatever the round's outcome. Every figure of the
+        // round is taken before the next await, so a status read meanwhile sees all or none.
         let appended = sink.appended()
         if let last = appended.last {
             position = last.through
             lastEntryBytes = last.lastEntry
             appendedEntries &+= appended.reduce(0) { $0 &+ UInt64($1.count) }
             lastAppendWallMs = wallClockMs()
+        }
+        if case .success(let round) = outcome {
+            rounds &+= 1
+            skippedChanges &+= UInt64(round.skippedChanges)
+            transactions &+= UInt64(round.transactions)
         }
         if let failure = sink.failure() { throw SourceSupervisorError.streamFailed(source: name, reason: "\(failure)") }
         if let first = appended.last?.firstOffset, first != hintStored {
@@ -170,9 +176,6 @@ public actor SourceSupervisor {
         }
         switch outcome {
         case .success(let round):
-            rounds &+= 1
-            skippedChanges &+= UInt64(round.skippedChanges)
-            transactions &+= UInt64(round.transactions)
             lastError = nil
             handle(.applySucceeded)
             return round

@@ -259,6 +259,27 @@ struct PostgresCaptureTests {
         await ab.close()
         try? await rig.execute("SELECT pg_replication_origin_drop('\(origin)')")
     }
+
+    @Test func aTransactionLargerThanARoundArrivesWholeOnceAndInOrder() async throws {
+        try await CaptureRig.with(table: "id int PRIMARY KEY, name text") { rig in
+            // A round reads 1 000 changes at most: the 100 000-row transaction is read whole
+            // anyway (decoding returns whole transactions), streamed row by row, appended in chunks.
+            let supervisor = try rig.supervisor(
+                stream: StreamLogCaptureStream(log: rig.log), extra: ["snapshot": "never", "round_changes_max": "1000"])
+            let run = Task { try await supervisor.run() }
+            defer { run.cancel() }
+            try await rig.waitForARound(supervisor)
+            try await rig.execute("INSERT INTO \(rig.qualifiedTable) SELECT i, 'n' || i FROM generate_series(1, 100000) i")
+            try await rig.waitForEntries(100_000, ms: 120_000)
+            let entries = try rig.entries()
+            #expect(entries.count == 100_000)
+            #expect(entries.map(\.key) == (1...100_000).map(String.init))
+            #expect(Set(entries.map { $0.extra["lsn"] }).count == 1, "one transaction, one commit LSN")
+            #expect(entries.map { $0.extra["change"] } == (0..<100_000).map { .int(Int64($0)) })
+            let status = try await rig.waitForStatus(supervisor, "the round's end") { $0.appendedEntries == 100_000 }
+            #expect(status.transactions == 1)
+        }
+    }
 }
 
 /// A view of the mapper's rule for tests (the mapper is internal to the adapter module).
@@ -368,8 +389,15 @@ final class CaptureRig: Sendable {
         }
     }
 
+    /// Every entry of the rig's stream, in order (read page by page: a read stops at 4 MiB).
     func entries() throws -> [Entry] {
-        try log.read(from: 0, maxEntries: 100_000).map { try Entry.parse($0.payload, offset: Offset($0.offset)) }
+        var entries: [Entry] = []
+        while UInt64(entries.count) < log.endOffset {
+            let page = try log.read(from: UInt64(entries.count), maxEntries: 10_000)
+            guard !page.isEmpty else { break }
+            entries += try page.map { try Entry.parse($0.payload, offset: Offset($0.offset)) }
+        }
+        return entries
     }
 
     /// Runs `body` on a new rig, then drops what it made, whether `body` threw or not.

@@ -6,6 +6,7 @@ import OrgSyncLog
 import OrgSyncPluginAPI
 @testable import OrgSyncBroker
 @testable import OrgSyncServer
+import PostgresAdapter
 import SQLiteAdapter
 import Testing
 
@@ -147,6 +148,38 @@ import Testing
         #expect(supervisor.holdDownMs == 5000)
         #expect(supervisor.jitterRatio == 0.5)
         #expect(supervisor.flapLimit == LinkSupervisorConfiguration().flapLimit, "an unset setting keeps its default")
+    }
+
+    /// `sources[]`: fields checked like a link's, its kind and settings against the registry's
+    /// source factories, and the stream cursor its position hint takes kept free.
+    @Test func sourcesAreCheckedNamingTheField() throws {
+        func yaml(_ source: String, links: String = "[]") -> String {
+            "auth: { enabled: false }\nstreams: [ { name: e } ]\nlinks: \(links)\nsources: [ { \(source) } ]\n"
+        }
+        let good = "name: crm, kind: postgres, stream: e, settings: { user: u, database: d, password_env: PW }"
+        #expect(Self.fieldOfError(yaml(good + ", colour: blue")) == "sources[0].colour")
+        #expect(Self.fieldOfError(yaml("name: crm, kind: postgres, stream: nope")) == "sources[0].stream")
+        #expect(Self.fieldOfError(yaml(good + ", supervisor: { probe_treshold: 3 }"), environment: ["PW": "x"]) == "sources[0].supervisor.probe_treshold")
+        #expect(Self.fieldOfError(yaml(good), environment: [:]) == "sources[0].settings.password_env", "the variable must be set")
+        #expect(Self.fieldOfError(yaml(good, links: "[ { name: source.crm, stream: e, adapter: sqlite, settings: { path: x } } ]"),
+                                  environment: ["PW": "x"]) == "sources[0].name")
+        let config = try BrokerConfiguration.parse(yaml: yaml(good + ", supervisor: { probe_threshold: 5 }"), environment: ["PW": "x"])
+        #expect(config.sources.first?.kind == "postgres")
+        #expect(try config.supervisorConfiguration(config.sources[0].supervisor, stopOnReject: nil).probeThreshold == 5)
+        // Kind and settings are the factory's to judge.
+        let registry = PluginRegistry(builtins: [], sources: [PostgresSourceFactory()], logger: Logger(label: "test"))
+        #expect(throws: Never.self) { try config.validateAdapterSettings(registry: registry) }
+        for (source, field) in [("name: crm, kind: mysql, stream: e", "sources[0].kind"),
+                                ("name: crm, kind: postgres, stream: e, settings: { user: u, database: d, slto: x }", "sources[0].settings.slto"),
+                                ("name: crm, kind: postgres, stream: e, settings: { user: u }", "sources[0].settings.database")] {
+            let bad = try BrokerConfiguration.parse(yaml: yaml(source), environment: [:])
+            do {
+                try bad.validateAdapterSettings(registry: registry)
+                Issue.record("accepted: \(source)")
+            } catch {
+                #expect(error.field == field, "\(source): \(error)")
+            }
+        }
     }
 
     @Test(arguments: badNotifications)

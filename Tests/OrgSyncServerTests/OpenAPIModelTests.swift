@@ -40,6 +40,16 @@ import Yams
         linkMinimal.lastError = nil
         try Self.check("LinkStatus", full: link, minimal: linkMinimal)
 
+        let source = SourceStatusBody(
+            name: "crm", stream: "s", state: "active", heldDown: false, positionCommit: 0x1_0000_00AB, positionChange: 2, lagBytes: 10,
+            lastAppendTimeMs: 5, lastError: "e", probeProgress: "0/3", timeInStateMs: 1, suspensions: 0, appendedEntries: 3,
+            skippedChanges: 0, transactions: 1, rounds: 1, running: true)
+        #expect(source.positionLsn == "1/AB")
+        try Self.check("SourceStatus", full: source, minimal: SourceStatusBody(
+            name: "crm", stream: "s", state: "suspended", heldDown: false, positionCommit: nil, positionChange: nil, lagBytes: nil,
+            lastAppendTimeMs: nil, lastError: nil, probeProgress: "0/3", timeInStateMs: 1, suspensions: 1, appendedEntries: 0,
+            skippedChanges: 0, transactions: 0, rounds: 0, running: true))
+
         let stream = StreamInfoBody(name: "s", startOffset: 0, endOffset: 1, segments: 1, storedBytes: 10, rawBytes: 20, compressionRatio: 2)
         try Self.check("StreamInfo", full: stream, minimal: stream)
 
