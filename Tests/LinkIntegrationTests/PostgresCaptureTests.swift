@@ -280,6 +280,79 @@ struct PostgresCaptureTests {
             #expect(status.transactions == 1)
         }
     }
+
+    static let typedColumns = """
+        amount numeric(30,3), price numeric, at timestamptz, day date, data bytea, tags int[], names text[], doc jsonb,
+        flag boolean, ratio double precision, big text, note varchar(20), n smallint, l bigint
+        """
+
+    @Test func everyCommonTypeArrivesInATypedTargetTableEqualBothWays() async throws {
+        try await CaptureRig.with(table: "id int PRIMARY KEY, " + Self.typedColumns) { rig in try await Self.typedRoundTrip(rig) }
+    }
+
+    /// A → stream → B, B's tables made ahead with A's column types: after snapshot rows,
+    /// inserts, updates (one leaving a TOASTed value alone), a key-less delete and NULLs, B holds
+    /// exactly A's rows (EXCEPT both ways), through single statements (typed columns other than
+    /// numeric) and set statements (a numeric-and-text table) alike.
+    static func typedRoundTrip(_ rig: CaptureRig) async throws {
+        let items = rig.qualifiedTable
+        let amounts = "\(rig.schema).amounts"
+        let target = rig.schema + "_b"
+        try await rig.execute("""
+            CREATE TABLE \(amounts) (id int PRIMARY KEY, amount numeric(30,3), label text);
+            CREATE SCHEMA \(target);
+            CREATE TABLE \(target)."\(items)" (key text PRIMARY KEY, org text NOT NULL, ts text NOT NULL, id int, \(typedColumns));
+            CREATE TABLE \(target)."\(amounts)" (key text PRIMARY KEY, org text NOT NULL, ts text NOT NULL, id int, amount numeric(30,3), label text);
+            INSERT INTO \(items) VALUES (1, 12345678901234567.125, 0.1, '2026-11-28 10:00:00.123456+00', '2026-02-28', '\\x00ff10',
+                '{1,NULL,3}', '{"a b","c,d","\\"q\\""}', '{"k": [1.5, null, {"x": "y"}]}', true, 1e-300, 'x', 'v', -32768, 9223372036854775807);
+            INSERT INTO \(items) (id) VALUES (2);
+            INSERT INTO \(amounts) SELECT i, i * 1.001, 'l' || i FROM generate_series(1, 40) i
+            """)
+        var settings = LinkTestPostgres.adapterSettings(rig.server, schema: target)
+        settings["primary_key"] = "key"
+        let linkName = "typed_" + rig.sourceName
+        let adapter = try PostgresAdapterFactory().makeAdapter(AdapterConfiguration(
+            linkName: linkName, streamName: "captured", settings: settings, dataDirectory: rig.directory))
+        let link = try LinkSupervisor(
+            name: linkName, source: StreamLogLinkSource(log: rig.log), adapter: adapter, cursorStore: InMemoryCursorStore(),
+            configuration: fastLinkConfiguration(), logger: testLogger("orgsync.link"), randomSeed: 9)
+        let linkRun = Task { try await link.run() }
+        let source = try rig.supervisor(stream: StreamLogCaptureStream(log: rig.log), tables: [items, amounts])
+        let sourceRun = Task { try await source.run() }
+        try await rig.waitForARound(source)  // the snapshot is in
+        try await rig.execute("""
+            INSERT INTO \(items) VALUES (3, -0.5, 1e20, '1999-12-31 23:59:59-05', '0001-01-01', '\\x', '{}', '{}', '[]', false,
+                -0.0, (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 2000) i), '', 0, -1);
+            UPDATE \(items) SET note = 'changed', amount = amount + 1 WHERE id = 3;
+            UPDATE \(items) SET tags = '{7}', doc = '{"z": null}', at = NULL WHERE id = 1;
+            DELETE FROM \(items) WHERE id = 2;
+            INSERT INTO \(amounts) SELECT i, i / 7.0, NULL FROM generate_series(41, 80) i;
+            UPDATE \(amounts) SET amount = amount * 3 WHERE id % 2 = 0
+            """)
+        let columns = "amount, price, at, day, data, tags, names, doc, flag, ratio, big, note, n, l"
+        let difference = """
+            SELECT (SELECT count(*) FROM (SELECT id::text, \(columns) FROM \(items) EXCEPT SELECT key, \(columns) FROM \(target)."\(items)") AS a)
+                 + (SELECT count(*) FROM (SELECT key, \(columns) FROM \(target)."\(items)" EXCEPT SELECT id::text, \(columns) FROM \(items)) AS b)
+                 + (SELECT count(*) FROM (SELECT id::text, amount, label FROM \(amounts) EXCEPT SELECT key, amount, label FROM \(target)."\(amounts)") AS c)
+                 + (SELECT count(*) FROM (SELECT key, amount, label FROM \(target)."\(amounts)" EXCEPT SELECT id::text, amount, label FROM \(amounts)) AS d)
+            """
+        let db = rig.db
+        do {
+            try await withTimeout(ms: 20_000, "the target to equal the source") {
+                while try await db.scalar(PostgresQuery(unsafeSQL: difference)) != 0 { try await Task.sleep(for: .milliseconds(20)) }
+            }
+        } catch let error as PSQLError {
+            throw CaptureRig.StatementFailed(statement: difference, server: error.serverInfo?[.message] ?? "\(error.code)")
+        }
+        #expect(try await db.scalar(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(target).\"\(items)\"")) == 2)
+        #expect(try await db.scalar(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(target).\"\(amounts)\"")) == 80)
+        let status = await link.status()
+        #expect(status.rejectedCount == 0, "no entry was refused by a typed column: \(link.deadLetters.page(beforeOffset: nil, status: nil, limit: 3).map(\.error))")
+        sourceRun.cancel()
+        linkRun.cancel()
+        _ = await (sourceRun.result, linkRun.result)
+        try? await rig.execute("DROP SCHEMA \(target) CASCADE")
+    }
 }
 
 /// A view of the mapper's rule for tests (the mapper is internal to the adapter module).
@@ -346,7 +419,11 @@ final class CaptureRig: Sendable {
     /// statements has a `;` inside a literal).
     func execute(_ sql: String) async throws {
         for statement in sql.split(separator: ";") where !statement.allSatisfy(\.isWhitespace) {
-            _ = try await db.query(PostgresQuery(unsafeSQL: String(statement)), logger: Logger(label: "test")).collect()
+            do {
+                _ = try await db.query(PostgresQuery(unsafeSQL: String(statement)), logger: Logger(label: "test")).collect()
+            } catch let error as PSQLError {
+                throw StatementFailed(statement: String(statement.prefix(200)), server: error.serverInfo?[.message] ?? "\(error.code)")
+            }
         }
     }
 
@@ -398,6 +475,12 @@ final class CaptureRig: Sendable {
             entries += try page.map { try Entry.parse($0.payload, offset: Offset($0.offset)) }
         }
         return entries
+    }
+
+    struct StatementFailed: Error, CustomStringConvertible {
+        var statement: String
+        var server: String
+        var description: String { "\(server) in: \(statement)" }
     }
 
     /// Runs `body` on a new rig, then drops what it made, whether `body` threw or not.

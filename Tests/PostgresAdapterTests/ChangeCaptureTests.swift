@@ -169,6 +169,7 @@ import Testing
 
     @Test func valuesByType() {
         #expect(ChangeMapper.json("t", typeOID: 16) == .bool(true))
+        #expect(ChangeMapper.json("false", typeOID: 16) == .bool(false), "the snapshot's ::text of a boolean")
         #expect(ChangeMapper.json("-9223372036854775808", typeOID: 20) == .int(Int64.min))
         #expect(ChangeMapper.json("NaN", typeOID: 701) == .string("NaN"))
         #expect(ChangeMapper.json("1e+300", typeOID: 701) == .double(1e300))

@@ -216,7 +216,12 @@ struct ChangeMapper {
     static func json(_ text: String, typeOID: UInt32) -> JSONValue {
         switch typeOID {
         case TypeOID.bool:
-            return text == "t" ? .bool(true) : text == "f" ? .bool(false) : .string(text)
+            // "t"/"f" from the type's output (pgoutput); "true"/"false" from `::text` (the snapshot).
+            switch text {
+            case "t", "true": return .bool(true)
+            case "f", "false": return .bool(false)
+            default: return .string(text)
+            }
         case TypeOID.int2, TypeOID.int4, TypeOID.int8, TypeOID.oid:
             return Int64(text).map(JSONValue.int) ?? .string(text)
         case TypeOID.float4, TypeOID.float8:

@@ -149,6 +149,9 @@ enum SetStatement {
             case .json(let text):
                 binds.append(text)
                 placeholder += "::jsonb"
+            case .typedText(let text, let type):
+                binds.append(text)
+                placeholder = "CAST(\(placeholder) AS \(TableMapping.quoted(type)))"
             }
             columns += ", " + column
             values += ", " + placeholder
@@ -198,6 +201,7 @@ enum SetStatement {
             case .text: return "(x.f->>\(name))"
             case .int: return "CAST(x.f->>\(name) AS BIGINT)"
             case .double: return "CAST(x.f->>\(name) AS DOUBLE PRECISION)"
+            case .numeric: return "CAST(x.f->>\(name) AS NUMERIC)"
             case .bool: return "CAST(x.f->>\(name) AS BOOLEAN)"
             case .json: return "NULLIF(x.f->\(name), 'null'::jsonb)"
             // Never in a set (such rows go alone); a NULL of the column's type would be right.
@@ -325,6 +329,7 @@ enum SetStatement {
                     case .double(let number): document.member(planned.column, string: SetStatement.doubleText(number))
                     case .bool(let flag): document.member(planned.column, string: flag ? "true" : "false")
                     case .json(let text): document.member(planned.column, raw: text)
+                    case .typedText(let text, _): document.member(planned.column, string: text)
                     }
                 }
                 document.endObject()

@@ -22,8 +22,11 @@ import Foundation
 ///   | null | no column is created and no type changes; an existing column is set to NULL |
 ///
 /// - A value must fit its column: an integer fits `DOUBLE PRECISION`/`NUMERIC`/`REAL`, a number
-///   with an integral value fits `BIGINT`/`INTEGER`/`SMALLINT`; otherwise the entry is rejected
-///   (never converted silently). Columns of other types (made by someone else) are not written.
+///   with an integral value fits `BIGINT`/`INTEGER`/`SMALLINT`; a number or a string fits
+///   `NUMERIC` (written exactly, as text the column reads); a string fits a column of any other
+///   type made by someone else (timestamps, `bytea` as `\x…`, arrays as `{…}`: read by the type's
+///   own input, so a captured PostgreSQL value lands unchanged); otherwise the entry is rejected
+///   (never converted silently).
 /// - Names are quoted identifiers, kept exactly (case included). A name that cannot be mapped
 ///   safely is rejected: empty, longer than 63 bytes (PostgreSQL would truncate it and two names
 ///   could meet), control characters, a field named like an own column, a table named `orgsync_…`.
@@ -98,9 +101,13 @@ enum ColumnKind: Hashable, Sendable {
     case text
     case int
     case double
+    /// `numeric`: numbers and numeric text go in exactly (as text, read by the column's type).
+    case numeric
     case bool
     case json
-    /// A type the adapter does not write (made by someone else), by its PostgreSQL name.
+    /// A type the adapter does not create (made by someone else), by its PostgreSQL name: it
+    /// takes strings, read by the type's own input (a timestamp, `\x…` bytea, `{…}` arrays):
+    /// what a capture source writes for such values.
     case other(String)
 
     /// From `information_schema.columns.udt_name`.
@@ -108,7 +115,8 @@ enum ColumnKind: Hashable, Sendable {
         switch udtName {
         case "text", "varchar", "bpchar", "name", "citext": self = .text
         case "int8", "int4", "int2": self = .int
-        case "float8", "float4", "numeric": self = .double
+        case "float8", "float4": self = .double
+        case "numeric": self = .numeric
         case "bool": self = .bool
         case "jsonb", "json": self = .json
         default: self = .other(udtName)
@@ -132,6 +140,7 @@ enum ColumnKind: Hashable, Sendable {
         case .text: "TEXT"
         case .int: "BIGINT"
         case .double: "DOUBLE PRECISION"
+        case .numeric: "NUMERIC"
         case .bool: "BOOLEAN"
         case .json: "JSONB"
         case .other(let name): name
@@ -148,6 +157,9 @@ enum BoundValue: Hashable, Sendable {
     case bool(Bool)
     /// JSON text, bound as text and cast to JSONB in the statement.
     case json(String)
+    /// Text read by the column's own type (`numeric`, or a type of ``ColumnKind/other(_:)``),
+    /// bound as text and cast to `type` in the statement.
+    case typedText(String, type: String)
 
     /// `value` for a column of `kind`, or nil when it does not fit.
     static func fit(_ value: JSONValue, into kind: ColumnKind) -> BoundValue? {
@@ -165,6 +177,10 @@ enum BoundValue: Hashable, Sendable {
             return .int(Int64(number))
         case (.bool(let flag), .bool): return .bool(flag)
         case (.array, .json), (.object, .json): return .json(jsonText(value))
+        case (.int(let number), .numeric): return .typedText(String(number), type: "numeric")
+        case (.double(let number), .numeric): return number.isFinite ? .typedText("\(number)", type: "numeric") : nil
+        case (.string(let text), .numeric): return .typedText(text, type: "numeric")
+        case (.string(let text), .other(let type)): return .typedText(text, type: type)
         default: return nil
         }
     }
