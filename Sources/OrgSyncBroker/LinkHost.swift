@@ -50,7 +50,7 @@ public final class LinkHost: Sendable {
                 syncLog: try SyncLog.open(directory: directory, link: link.name, recordsMax: supervisorConfiguration.syncLogRecordsMax),
                 deadLetters: try DeadLetters.open(directory: directory, link: link.name, lettersMax: supervisorConfiguration.deadLettersMax),
                 logger: linkLogger,
-                startPaused: FileManager.default.fileExists(atPath: directory + "/PAUSED"),
+                startPaused: OperatorPauseMarker(directory: directory).isSet,
                 observer: observer)
             directories[link.name] = directory
         }
@@ -72,9 +72,7 @@ public final class LinkHost: Sendable {
     @discardableResult
     public func suspend(_ name: String) async throws -> LinkState {
         let supervisor = try supervisor(name)
-        let directory = directories[name] ?? ""
-        _ = FileManager.default.createFile(atPath: directory + "/PAUSED", contents: Data("paused by operator\n".utf8))
-        try? PosixStorage().syncDirectory(directory)  // the marker's name must outlive a power cut too
+        OperatorPauseMarker(directory: directories[name] ?? "").set()
         return await supervisor.suspend()
     }
 
@@ -85,9 +83,7 @@ public final class LinkHost: Sendable {
     @discardableResult
     public func resume(_ name: String, force: Bool) async throws -> LinkState {
         let supervisor = try supervisor(name)
-        let directory = directories[name] ?? ""
-        try? FileManager.default.removeItem(atPath: directory + "/PAUSED")
-        try? PosixStorage().syncDirectory(directory)
+        OperatorPauseMarker(directory: directories[name] ?? "").clear()
         let state = await supervisor.resume(force: force)
         if state == .diverged { throw BrokerError.linkDiverged(name) }
         return state

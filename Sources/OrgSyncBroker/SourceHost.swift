@@ -46,7 +46,7 @@ public final class SourceHost: Sendable {
             supervisors[source.name] = try SourceSupervisor(
                 name: source.name, source: changeSource, stream: stream.captureStream(), configuration: supervisorConfiguration,
                 syncLog: try SyncLog.open(directory: directory, link: source.name, recordsMax: supervisorConfiguration.syncLogRecordsMax),
-                logger: sourceLogger, startPaused: FileManager.default.fileExists(atPath: directory + "/PAUSED"))
+                logger: sourceLogger, startPaused: OperatorPauseMarker(directory: directory).isSet)
             directories[source.name] = directory
         }
         self.supervisors = supervisors
@@ -67,9 +67,7 @@ public final class SourceHost: Sendable {
     @discardableResult
     public func suspend(_ name: String) async throws -> LinkState {
         let supervisor = try supervisor(name)
-        let directory = directories[name] ?? ""
-        _ = FileManager.default.createFile(atPath: directory + "/PAUSED", contents: Data("paused by operator\n".utf8))
-        try? PosixStorage().syncDirectory(directory)
+        OperatorPauseMarker(directory: directories[name] ?? "").set()
         return await supervisor.suspend()
     }
 
@@ -77,9 +75,7 @@ public final class SourceHost: Sendable {
     @discardableResult
     public func resume(_ name: String, force: Bool) async throws -> LinkState {
         let supervisor = try supervisor(name)
-        let directory = directories[name] ?? ""
-        try? FileManager.default.removeItem(atPath: directory + "/PAUSED")
-        try? PosixStorage().syncDirectory(directory)
+        OperatorPauseMarker(directory: directories[name] ?? "").clear()
         return await supervisor.resume(force: force)
     }
 

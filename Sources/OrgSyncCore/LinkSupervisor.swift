@@ -372,11 +372,7 @@ public actor LinkSupervisor {
     }
 
     private func record(_ transition: LinkTransition) {
-        let message: Logger.Message = "\(transition.from.rawValue) → \(transition.to.rawValue): \(transition.reason)"
-        switch transition.event {
-        case .suspended, .heldDown, .verificationFailed: logger.warning(message, metadata: ["event": "\(transition.event.rawValue)"])
-        default: logger.notice(message, metadata: ["event": "\(transition.event.rawValue)"])
-        }
+        transition.log(to: logger)
         writeSyncLog(transition.event, reason: transition.reason, linkClockMs: transition.atMs)
         for continuation in observers.values { continuation.yield(transition) }
     }
@@ -521,6 +517,17 @@ extension LinkSupervisor {
         lastError = nil
         handle(.positionResolved(reason: reason))
         return PositionChangeResult(cursor: next, targetPosition: position, state: machine.state)
+    }
+}
+
+extension LinkTransition {
+    /// The process log's line for a transition (a link's or a source's): failures as warnings.
+    func log(to logger: Logger) {
+        let message: Logger.Message = "\(from.rawValue) → \(to.rawValue): \(reason)"
+        switch event {
+        case .suspended, .heldDown, .verificationFailed: logger.warning(message, metadata: ["event": "\(event.rawValue)"])
+        default: logger.notice(message, metadata: ["event": "\(event.rawValue)"])
+        }
     }
 }
 

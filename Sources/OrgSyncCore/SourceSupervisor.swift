@@ -261,11 +261,7 @@ public actor SourceSupervisor {
     }
 
     private func record(_ transition: LinkTransition) {
-        let message: Logger.Message = "\(transition.from.rawValue) → \(transition.to.rawValue): \(transition.reason)"
-        switch transition.event {
-        case .suspended, .heldDown, .verificationFailed: logger.warning(message, metadata: ["event": "\(transition.event.rawValue)"])
-        default: logger.notice(message, metadata: ["event": "\(transition.event.rawValue)"])
-        }
+        transition.log(to: logger)
         do {
             try syncLog.append(event: transition.event, state: machine.state, reason: transition.reason, timeMs: wallClockMs(),
                                linkClockMs: transition.atMs, offset: nil, status: nil, targetCode: nil)
