@@ -240,10 +240,7 @@ struct ApplyBenchmarkPostgres {
     // MARK: Helpers
 
     private func connect() async throws -> PostgresConnection {
-        let configuration = PostgresConnection.Configuration(
-            host: settings.host, port: settings.port, username: settings.user, password: settings.password,
-            database: settings.database, tls: .disable)
-        return try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
+        try await PostgresBenchmarkServer.connect(settings, logger: logger)
     }
 
     /// Copies every table of `source` (structure only) into a new schema; returns their columns.

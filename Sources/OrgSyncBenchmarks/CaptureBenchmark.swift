@@ -75,13 +75,8 @@ struct CaptureBenchmark: AsyncParsableCommand {
     /// source's stamp at commit), and the percentiles of the difference are the answer.
     private func measureLatency(_ settings: PostgresAdapterSettings, logger: Logger) async throws -> (rows: Int, p50: Int, p99: Int, max: Int) {
         let tag = "bench_lat_\(UInt32.random(in: 0...UInt32.max))"
-        let connection = try await PostgresConnection.connect(
-            configuration: .init(host: settings.host, port: settings.port, username: settings.user, password: settings.password,
-                                 database: settings.database, tls: .disable),
-            id: 1, logger: logger)
-        func execute(_ sql: String) async throws {
-            _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
-        }
+        let connection = try await PostgresBenchmarkServer.connect(settings, logger: logger)
+        func execute(_ sql: String) async throws { try await connection.run(sql, logger: logger) }
         let directory = try makeTempDir()
         let target = tag + "_b"
         let rows = latencyRate * latencySeconds
@@ -147,13 +142,8 @@ struct CaptureBenchmark: AsyncParsableCommand {
 
     private func measure(_ settings: PostgresAdapterSettings, round: Int, logger: Logger) async throws -> (Double, Double) {
         let tag = "bench_cap_\(UInt32.random(in: 0...UInt32.max))"
-        let connection = try await PostgresConnection.connect(
-            configuration: .init(host: settings.host, port: settings.port, username: settings.user, password: settings.password,
-                                 database: settings.database, tls: .disable),
-            id: 1, logger: logger)
-        func execute(_ sql: String) async throws {
-            _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
-        }
+        let connection = try await PostgresBenchmarkServer.connect(settings, logger: logger)
+        func execute(_ sql: String) async throws { try await connection.run(sql, logger: logger) }
         let directory = try makeTempDir()
         var result: (Double, Double) = (0, 0)
         do {
@@ -251,6 +241,13 @@ struct CaptureBenchmark: AsyncParsableCommand {
         _ = try? await connection.query(PostgresQuery(unsafeSQL: "DROP PUBLICATION IF EXISTS orgsync_\(tag)"), logger: logger).collect()
         try? await connection.close()
         try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+extension PostgresConnection {
+    /// Runs one statement of SQL text, reading any rows to the end.
+    func run(_ sql: String, logger: Logger) async throws {
+        _ = try await query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
     }
 }
 

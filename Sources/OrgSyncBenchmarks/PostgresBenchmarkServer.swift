@@ -22,14 +22,19 @@ enum PostgresBenchmarkServer {
             primaryKey: .orgKey, tls: PostgresTLSSettings(mode: .disable))
     }
 
+    /// A plain connection (no TLS) to the server of `settings`.
+    static func connect(_ settings: PostgresAdapterSettings, logger: Logger) async throws -> PostgresConnection {
+        try await PostgresConnection.connect(
+            configuration: .init(host: settings.host, port: settings.port, username: settings.user, password: settings.password,
+                                 database: settings.database, tls: .disable),
+            id: 1, logger: logger)
+    }
+
     /// Drops `schemas` (with everything in them) on the server of `settings`.
     static func dropSchemas(_ schemas: [String], settings: PostgresAdapterSettings) async throws {
         guard !schemas.isEmpty else { return }
         let logger = Logger(label: "orgsync.bench.postgres")
-        let configuration = PostgresConnection.Configuration(
-            host: settings.host, port: settings.port, username: settings.user, password: settings.password,
-            database: settings.database, tls: .disable)
-        let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
+        let connection = try await connect(settings, logger: logger)
         var failure: (any Error)?
         for schema in schemas {
             do {

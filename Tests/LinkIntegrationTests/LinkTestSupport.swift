@@ -146,10 +146,18 @@ func fastLinkConfiguration() -> LinkSupervisorConfiguration {
 func waitForStatus(
     _ supervisor: LinkSupervisor, _ what: String, ms: UInt64 = 5_000, where predicate: @escaping @Sendable (LinkStatus) -> Bool
 ) async throws -> LinkStatus {
-    try await withTimeout(ms: ms, "status of \(supervisor.name): \(what)") {
+    try await waitForReading("status of \(supervisor.name): \(what)", ms: ms, read: { await supervisor.status() }, where: predicate)
+}
+
+/// Reads (every 2 ms) until `predicate` holds for the reading, for at most `ms`, and returns it:
+/// for statuses that are set just after the event a test can wait on.
+func waitForReading<Reading: Sendable>(
+    _ what: String, ms: UInt64, read: @escaping @Sendable () async -> Reading, where predicate: @escaping @Sendable (Reading) -> Bool
+) async throws -> Reading {
+    try await withTimeout(ms: ms, what) {
         while true {
-            let status = await supervisor.status()
-            if predicate(status) { return status }
+            let reading = await read()
+            if predicate(reading) { return reading }
             try await Task.sleep(for: .milliseconds(2))
         }
     }

@@ -68,7 +68,8 @@ struct PostgresCaptureTests {
         let entries = try rig.entries()
         #expect(entries.count == expected)
         // Nothing twice: every (lsn, change) once, in increasing order.
-        let positions = entries.map { ChangeMapperView.position($0, source: rig.sourceName) }
+        let source = try rig.source()
+        let positions = entries.map { source.position(of: $0) }
         #expect(positions.allSatisfy { $0 != nil })
         let ordered = positions.compactMap { $0 }
         #expect(zip(ordered, ordered.dropFirst()).allSatisfy { pair in
@@ -355,16 +356,6 @@ struct PostgresCaptureTests {
     }
 }
 
-/// A view of the mapper's rule for tests (the mapper is internal to the adapter module).
-enum ChangeMapperView {
-    static func position(_ entry: Entry, source: String) -> SourcePosition? {
-        guard entry.org == source, case .string(let lsn)? = entry.extra["lsn"], case .int(let change)? = entry.extra["change"] else { return nil }
-        let parts = lsn.split(separator: "/")
-        guard parts.count == 2, let high = UInt64(parts[0], radix: 16), let low = UInt64(parts[1], radix: 16) else { return nil }
-        return SourcePosition(commit: high << 32 | low, change: UInt32(change))
-    }
-}
-
 /// A capture stream whose append, once armed, succeeds and then fails: the crash between an
 /// append made durable and the slot's advance, at the stream's protocol.
 final class FailAfterAppendStream: CaptureStream {
@@ -428,16 +419,20 @@ final class CaptureRig: Sendable {
     }
 
     func supervisor(stream: any CaptureStream, tables: [String]? = nil, extra: [String: String] = [:]) throws -> SourceSupervisor {
+        try SourceSupervisor(
+            name: sourceName, source: try source(tables: tables, extra: extra), stream: stream, configuration: fastLinkConfiguration(),
+            logger: testLogger("orgsync.source"), randomSeed: 11)
+    }
+
+    /// The rig's `postgres` source (not connected until used).
+    func source(tables: [String]? = nil, extra: [String: String] = [:]) throws -> any ChangeSource {
         var settings = [
             "host": server.host, "port": String(server.port), "user": server.user, "database": server.database,
             "tables": (tables ?? [qualifiedTable]).joined(separator: ","), "poll_ms": "20", "connect_timeout_ms": "2000",
         ].merging(extra) { $1 }
         if let password = server.password { settings["password"] = password }
-        let source = try PostgresSourceFactory().makeSource(AdapterConfiguration(
+        return try PostgresSourceFactory().makeSource(AdapterConfiguration(
             linkName: sourceName, streamName: "captured", settings: settings, dataDirectory: directory))
-        return try SourceSupervisor(
-            name: sourceName, source: source, stream: stream, configuration: fastLinkConfiguration(),
-            logger: testLogger("orgsync.source"), randomSeed: 11)
     }
 
     /// Waits until `supervisor` has finished a capture round: its slot exists.
@@ -450,13 +445,7 @@ final class CaptureRig: Sendable {
     func waitForStatus(
         _ supervisor: SourceSupervisor, _ what: String, ms: UInt64 = 10_000, where predicate: @escaping @Sendable (SourceStatus) -> Bool
     ) async throws -> SourceStatus {
-        try await withTimeout(ms: ms, "source \(supervisor.name): \(what)") {
-            while true {
-                let status = await supervisor.status()
-                if predicate(status) { return status }
-                try await Task.sleep(for: .milliseconds(5))
-            }
-        }
+        try await waitForReading("source \(supervisor.name): \(what)", ms: ms, read: { await supervisor.status() }, where: predicate)
     }
 
     func waitForEntries(_ count: Int, ms: UInt64 = 10_000) async throws {

@@ -138,18 +138,8 @@ struct PostgresSnapshot {
 
     /// The publication's tables in name order, with their columns and key.
     func publishedTables(_ connection: PostgresConnection) async throws -> [Table] {
-        let rows = try await connection.query("""
-            SELECT c.oid::int8, n.nspname::text, c.relname::text, c.relreplident::text
-            FROM pg_publication_tables p
-            JOIN pg_namespace n ON n.nspname = p.schemaname
-            JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
-            WHERE p.pubname = \(publication)
-            ORDER BY n.nspname, c.relname
-            """, logger: logger)
-        var found: [(oid: Int64, schema: String, name: String, identity: String)] = []
-        for try await row in rows.decode((Int64, String, String, String).self) { found.append(row) }
         var tables: [Table] = []
-        for table in found {
+        for table in try await PostgresSource.publishedRelations(connection, publication: publication, logger: logger) {
             // Columns in table order, and which belong to the replica identity's index (the
             // primary key by default), in that index's order.
             let columnRows = try await connection.query("""

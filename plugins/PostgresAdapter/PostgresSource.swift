@@ -103,19 +103,11 @@ actor PostgresSource: ChangeSource {
             logger.notice("created publication \(publication) for \(settings.tables.map(\.description).joined(separator: ", "))")
         }
         // Every published table must give its rows a key.
-        let rows = try await connection.query("""
-            SELECT n.nspname::text, c.relname::text, c.relreplident::text,
-                   EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
-            FROM pg_publication_tables p
-            JOIN pg_namespace n ON n.nspname = p.schemaname
-            JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
-            WHERE p.pubname = \(publication)
-            """, logger: logger)
         var published: [PostgresSourceSettings.Table] = []
-        for try await (schema, table, identity, hasPrimaryKey) in rows.decode((String, String, String, Bool).self) {
-            let qualified = PostgresSourceSettings.Table(schema: schema, name: table)
+        for relation in try await Self.publishedRelations(connection, publication: publication, logger: logger) {
+            let qualified = PostgresSourceSettings.Table(schema: relation.schema, name: relation.name)
             published.append(qualified)
-            if identity == "n" || (identity == "d" && !hasPrimaryKey) {
+            if relation.identity == "n" || (relation.identity == "d" && !relation.hasPrimaryKey) {
                 throw PostgresSourceError(ChangeMappingError.noKey(qualified.description).description)
             }
         }
@@ -146,6 +138,25 @@ actor PostgresSource: ChangeSource {
                 insertsAsUpsertsThroughLSN = try await Self.text(connection, "SELECT pg_current_wal_lsn()::text", logger).flatMap(ChangeMapper.lsn)
             }
         }
+    }
+
+    /// The tables of `publication` in name order: oid, schema, name, replica identity
+    /// (`relreplident`: `d`efault, `n`othing, `f`ull, `i`ndex) and whether it has a primary key.
+    static func publishedRelations(
+        _ connection: PostgresConnection, publication: String, logger: Logger
+    ) async throws -> [(oid: Int64, schema: String, name: String, identity: String, hasPrimaryKey: Bool)] {
+        let rows = try await connection.query("""
+            SELECT c.oid::int8, n.nspname::text, c.relname::text, c.relreplident::text,
+                   EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+            FROM pg_publication_tables p
+            JOIN pg_namespace n ON n.nspname = p.schemaname
+            JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
+            WHERE p.pubname = \(publication)
+            ORDER BY n.nspname, c.relname
+            """, logger: logger)
+        var found: [(oid: Int64, schema: String, name: String, identity: String, hasPrimaryKey: Bool)] = []
+        for try await row in rows.decode((Int64, String, String, String, Bool).self) { found.append(row) }
+        return found
     }
 
     // MARK: - Capture
