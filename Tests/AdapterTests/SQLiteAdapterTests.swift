@@ -184,6 +184,51 @@ struct SQLiteAdapterTests {
         #expect(error.message.contains("primary key (org, key)"))
     }
 
+    @Test("renamed own columns keep fields called key, org and ts")
+    func renamedOwnColumns() async throws {
+        let target = try SQLiteContractTarget()
+        defer { target.directory.remove() }
+        var configuration = target.configuration(linkName: "captured", streamName: "s")
+        configuration.settings.merge(["key_column": "orgsync_key", "org_column": "orgsync_org", "ts_column": "orgsync_ts", "primary_key": "org_key"]) { $1 }
+        let adapter = try target.factory.makeAdapter(configuration)
+        try await adapter.open()
+        let fields: [String: JSONValue] = ["key": .int(7), "org": .string("theirs"), "ts": .string("2026-01-01")]
+        try await adapter.apply(EntryBatch(stream: "s", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [
+            Entry(offset: 0, org: "acme", object: "T", op: .insert, key: "k1", ts: "t0", fields: fields),
+            Entry(offset: 1, org: "acme", object: "T", op: .upsert, key: "k1", ts: "t1", fields: ["org": .string("changed")]),
+            Entry(offset: 2, org: "acme", object: "T", op: .insert, key: "k2", ts: "t2", fields: fields),
+            Entry(offset: 3, org: "acme", object: "T", op: .delete, key: "k2", ts: "t3"),
+        ]))
+        // A field named like a renamed own column is still refused, naming the entry.
+        let error = try await #require(throws: AdapterError.self) {
+            try await adapter.apply(EntryBatch(stream: "s", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [
+                Entry(offset: 4, org: "acme", object: "T", op: .upsert, key: "k3", ts: "t4", fields: ["ORGSYNC_TS": .string("x")])
+            ]))
+        }
+        await adapter.close()
+        #expect(error.kind == .rejected(offset: 4))
+        #expect(error.message.contains("orgsync_key/orgsync_org/orgsync_ts"))
+        let queue = try DatabaseQueue(path: target.databasePath)
+        defer { try? queue.close() }
+        let rows = try await queue.read { db in
+            try Row.fetchAll(db, sql: "SELECT orgsync_key, orgsync_org, orgsync_ts, key, org, ts FROM T ORDER BY orgsync_key")
+                .map { [$0[0] as String?, $0[1] as String?, $0[2] as String?, ($0[3] as Int64?).map(String.init), $0[4] as String?, $0[5] as String?] }
+        }
+        #expect(rows == [["k1", "acme", "t1", "7", "changed", "2026-01-01"]])
+        let primaryKey = try await queue.read { db in
+            try Row.fetchAll(db, sql: "SELECT name FROM pragma_table_info('T') WHERE pk > 0 ORDER BY pk").map { $0[0] as String? }
+        }
+        #expect(primaryKey == ["orgsync_org", "orgsync_key"])
+
+        // Two settings naming one column (SQLite ignores case) are refused at start-up, naming the setting.
+        var clash = target.configuration(linkName: "clash", streamName: "s")
+        clash.settings["org_column"] = "KEY"
+        let refused = #expect(throws: AdapterConfigurationError.self) { _ = try target.factory.makeAdapter(clash) }
+        #expect(refused?.setting == "org_column")
+        clash.settings["org_column"] = "has space"
+        #expect(throws: AdapterConfigurationError.self) { _ = try target.factory.makeAdapter(clash) }
+    }
+
     @Test("a column another writer added meanwhile is used, not added twice")
     func externalSchemaChange() async throws {
         let target = try SQLiteContractTarget()

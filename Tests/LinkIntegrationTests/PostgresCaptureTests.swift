@@ -294,23 +294,26 @@ struct PostgresCaptureTests {
     /// A → stream → B, B's tables made ahead with A's column types: after snapshot rows,
     /// inserts, updates (one leaving a TOASTed value alone), a key-less delete and NULLs, B holds
     /// exactly A's rows (EXCEPT both ways), through single statements (typed columns other than
-    /// numeric) and set statements (a numeric-and-text table) alike.
+    /// numeric) and set statements (a numeric-and-text table) alike. The source's columns named
+    /// `key`, `org` and `ts` round-trip: B's link names its own columns `orgsync_*`.
     static func typedRoundTrip(_ rig: CaptureRig) async throws {
         let items = rig.qualifiedTable
         let amounts = "\(rig.schema).amounts"
         let target = rig.schema + "_b"
         try await rig.execute("""
-            CREATE TABLE \(amounts) (id int PRIMARY KEY, amount numeric(30,3), label text);
+            CREATE TABLE \(amounts) (id int PRIMARY KEY, amount numeric(30,3), label text, key text, org int, ts text);
             CREATE SCHEMA \(target);
-            CREATE TABLE \(target)."\(items)" (key text PRIMARY KEY, org text NOT NULL, ts text NOT NULL, id int, \(typedColumns));
-            CREATE TABLE \(target)."\(amounts)" (key text PRIMARY KEY, org text NOT NULL, ts text NOT NULL, id int, amount numeric(30,3), label text);
+            CREATE TABLE \(target)."\(items)" (orgsync_key text PRIMARY KEY, orgsync_org text NOT NULL, orgsync_ts text NOT NULL, id int, \(typedColumns));
+            CREATE TABLE \(target)."\(amounts)" (orgsync_key text PRIMARY KEY, orgsync_org text NOT NULL, orgsync_ts text NOT NULL, id int,
+                amount numeric(30,3), label text, key text, org int, ts text);
             INSERT INTO \(items) VALUES (1, 12345678901234567.125, 0.1, '2026-11-28 10:00:00.123456+00', '2026-02-28', '\\x00ff10',
                 '{1,NULL,3}', '{"a b","c,d","\\"q\\""}', '{"k": [1.5, null, {"x": "y"}]}', true, 1e-300, 'x', 'v', -32768, 9223372036854775807);
             INSERT INTO \(items) (id) VALUES (2);
-            INSERT INTO \(amounts) SELECT i, i * 1.001, 'l' || i FROM generate_series(1, 40) i
+            INSERT INTO \(amounts) SELECT i, i * 1.001, 'l' || i, 'k' || i, i * 2, 'ts ' || i FROM generate_series(1, 40) i
             """)
         var settings = LinkTestPostgres.adapterSettings(rig.server, schema: target)
         settings["primary_key"] = "key"
+        settings.merge(["key_column": "orgsync_key", "org_column": "orgsync_org", "ts_column": "orgsync_ts"]) { $1 }
         let linkName = "typed_" + rig.sourceName
         let adapter = try PostgresAdapterFactory().makeAdapter(AdapterConfiguration(
             linkName: linkName, streamName: "captured", settings: settings, dataDirectory: rig.directory))
@@ -328,14 +331,16 @@ struct PostgresCaptureTests {
             UPDATE \(items) SET tags = '{7}', doc = '{"z": null}', at = NULL WHERE id = 1;
             DELETE FROM \(items) WHERE id = 2;
             INSERT INTO \(amounts) SELECT i, i / 7.0, NULL FROM generate_series(41, 80) i;
-            UPDATE \(amounts) SET amount = amount * 3 WHERE id % 2 = 0
+            UPDATE \(amounts) SET amount = amount * 3 WHERE id % 2 = 0;
+            UPDATE \(amounts) SET key = 'changed', org = -1, ts = NULL WHERE id % 5 = 0
             """)
         let columns = "amount, price, at, day, data, tags, names, doc, flag, ratio, big, note, n, l"
+        let amountColumns = "amount, label, key, org, ts"
         let difference = """
-            SELECT (SELECT count(*) FROM (SELECT id::text, \(columns) FROM \(items) EXCEPT SELECT key, \(columns) FROM \(target)."\(items)") AS a)
-                 + (SELECT count(*) FROM (SELECT key, \(columns) FROM \(target)."\(items)" EXCEPT SELECT id::text, \(columns) FROM \(items)) AS b)
-                 + (SELECT count(*) FROM (SELECT id::text, amount, label FROM \(amounts) EXCEPT SELECT key, amount, label FROM \(target)."\(amounts)") AS c)
-                 + (SELECT count(*) FROM (SELECT key, amount, label FROM \(target)."\(amounts)" EXCEPT SELECT id::text, amount, label FROM \(amounts)) AS d)
+            SELECT (SELECT count(*) FROM (SELECT id::text, \(columns) FROM \(items) EXCEPT SELECT orgsync_key, \(columns) FROM \(target)."\(items)") AS a)
+                 + (SELECT count(*) FROM (SELECT orgsync_key, \(columns) FROM \(target)."\(items)" EXCEPT SELECT id::text, \(columns) FROM \(items)) AS b)
+                 + (SELECT count(*) FROM (SELECT id::text, \(amountColumns) FROM \(amounts) EXCEPT SELECT orgsync_key, \(amountColumns) FROM \(target)."\(amounts)") AS c)
+                 + (SELECT count(*) FROM (SELECT orgsync_key, \(amountColumns) FROM \(target)."\(amounts)" EXCEPT SELECT id::text, \(amountColumns) FROM \(amounts)) AS d)
             """
         let db = rig.db
         do {

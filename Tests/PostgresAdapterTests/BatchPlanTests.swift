@@ -91,6 +91,41 @@ import Testing
         #expect(throws: AdapterConfigurationError.self) { try settings(["batch_writes": "sometimes"]) }
     }
 
+    @Test func renamedOwnColumnsLetFieldsCalledKeyOrgAndTsThrough() throws {
+        func settings(_ extra: [String: String]) throws -> PostgresAdapterSettings {
+            try PostgresAdapterSettings(
+                AdapterConfiguration(linkName: "l", streamName: "s", settings: ["user": "u", "database": "d"].merging(extra) { $1 }), environment: [:])
+        }
+        let renamed = try settings(["key_column": "orgsync_key", "org_column": "orgsync_org", "ts_column": "orgsync_ts"]).ownColumns
+        #expect(renamed == BookkeepingColumns(key: "orgsync_key", org: "orgsync_org", ts: "orgsync_ts"))
+        #expect(try settings([:]).ownColumns == .standard)
+        let duplicate = #expect(throws: AdapterConfigurationError.self) { try settings(["ts_column": "key"]) }
+        #expect(duplicate?.setting == "ts_column")
+        #expect(throws: AdapterConfigurationError.self) { try settings(["org_column": String(repeating: "o", count: 64)]) }
+
+        // The source's own key/org/ts columns are fields; the renamed ones are refused as fields.
+        let entry = at(0, .upsert, "a", ["key": 7, "org": "theirs", "ts": "2026-01-01"])
+        #expect(throws: AdapterError.self) { try BatchPlan.make([entry], shapes: [:], prefix: "") }
+        let planned = try BatchPlan.make([entry], shapes: [:], prefix: "", own: renamed)
+        #expect(planned.shapes["Contact"]?.columns.keys.sorted() == ["key", "org", "orgsync_key", "orgsync_org", "orgsync_ts", "ts"])
+        let clash = at(1, .upsert, "b", ["orgsync_ts": "x"])
+        #expect(throws: AdapterError.self) { try BatchPlan.make([clash], shapes: [:], prefix: "", own: renamed) }
+        // A table made ahead without the renamed columns is refused, naming them.
+        let missing = #expect(throws: AdapterError.self) {
+            try BatchPlan.make([entry], shapes: ["Contact": TableShape.ownColumnsOnly(.standard)], prefix: "", own: renamed)
+        }
+        #expect("\(missing.map { String(describing: $0) } ?? "")".contains("orgsync_key, orgsync_org, orgsync_ts"))
+
+        let target = SetStatement.Target(schema: "s", primaryKey: .orgKey, own: renamed)
+        let single = SetStatement.single(try #require(planned.rows.first), target: target).sql
+        #expect(single.hasPrefix("INSERT INTO \"s\".\"Contact\" (\"orgsync_key\", \"orgsync_org\", \"orgsync_ts\", \"key\", \"org\", \"ts\")"))
+        #expect(single.contains("ON CONFLICT (\"orgsync_org\", \"orgsync_key\")"))
+        let set = try #require(
+            SetStatement.batch(try planned.folded(primaryKey: .orgKey), shapes: planned.shapes, target: target).main?.sql)
+        #expect(set.contains("t.\"orgsync_key\" = x.k AND t.\"orgsync_org\" = x.o"))
+        #expect(!set.contains("t.\"key\" = x.k"))
+    }
+
     @Test func anInsertOfARecordTheBatchHasJustWrittenIsRejectedAtOnce() throws {
         for entries in [
             [at(0, .upsert, "a"), at(1, .upsert, "b"), at(2, .insert, "a")],
@@ -125,7 +160,7 @@ import Testing
     }
 
     @Test func theFirstEntryThatCannotApplyIsRejectedBeforeAnythingIsSent() throws {
-        let shapes = ["Contact": TableShape.ownColumnsOnly.adding("N", .int)]
+        let shapes = ["Contact": TableShape.ownColumnsOnly(.standard).adding("N", .int)]
         for (entries, offset) in [
             ([at(0, .upsert, "a", ["N": 1]), at(1, .upsert, "b", ["N": "one"]), at(2, .upsert, "c", ["key": 1])], 1),
             ([at(0, .upsert, "a", ["org": 1]), at(1, .upsert, "b", ["N": "one"])], 0),
@@ -140,7 +175,7 @@ import Testing
     }
 
     @Test func rowsWithAColumnTheAdapterDoesNotWriteOrAGapOverADefaultGoAlone() throws {
-        var legacy = TableShape.ownColumnsOnly.adding("Seen", .other("timestamptz")).adding("Flag", .text).adding("N", .int)
+        var legacy = TableShape.ownColumnsOnly(.standard).adding("Seen", .other("timestamptz")).adding("Flag", .text).adding("N", .int)
         legacy.defaulted = ["Flag"]
         let planned = try plan(
             [
@@ -152,7 +187,7 @@ import Testing
                 at(5, .delete, "f", object: "Legacy"),
             ], shapes: ["Legacy": legacy])
         let statements = SetStatement.batch(
-            try planned.folded(primaryKey: .key), shapes: planned.shapes, target: .init(schema: "s", primaryKey: .key))
+            try planned.folded(primaryKey: .key), shapes: planned.shapes, target: .init(schema: "s", primaryKey: .key, own: .standard))
         #expect(statements.alone.map(\.offset) == [1, 3])
         #expect(statements.checks == [[0, 1, 2]])
         let sql = try #require(statements.main?.sql)
@@ -168,9 +203,9 @@ import Testing
     @Test func recordsWrittenAfreshAreDeletedFirstAndInsertedByASecondStatement() throws {
         let planned = try plan(
             [at(0, .delete, "a"), at(1, .upsert, "a", ["N": 1]), at(2, .upsert, "b", ["N": 2])],
-            shapes: ["Contact": TableShape.ownColumnsOnly.adding("N", .int)])
+            shapes: ["Contact": TableShape.ownColumnsOnly(.standard).adding("N", .int)])
         let statements = SetStatement.batch(
-            try planned.folded(primaryKey: .key), shapes: planned.shapes, target: .init(schema: "s", primaryKey: .key))
+            try planned.folded(primaryKey: .key), shapes: planned.shapes, target: .init(schema: "s", primaryKey: .key, own: .standard))
         let main = try #require(statements.main?.sql)
         #expect(main.contains("DELETE FROM") && main.contains("UPDATE"))
         let second = try #require(statements.replacements?.sql)
@@ -182,7 +217,7 @@ import Testing
             at(0, .insert, "a"), at(1, .insert, "b", object: "Account"), at(2, .insert, "c"), at(3, .insert, "d", object: "Account"),
         ])
         let statements = SetStatement.batch(
-            try planned.folded(primaryKey: .key), shapes: planned.shapes, target: .init(schema: "s", primaryKey: .key))
+            try planned.folded(primaryKey: .key), shapes: planned.shapes, target: .init(schema: "s", primaryKey: .key, own: .standard))
         #expect(statements.checks == [[0, 2], [1, 3]])
         #expect(statements.firstExisting([(1, 1), (0, 1)]) == 2)
         #expect(statements.firstExisting([(2, 0), (0, 5), (-1, 0)]) == nil)

@@ -16,8 +16,8 @@ import Testing
         #expect(TableMapping.identifierProblem(String(repeating: "x", count: 63)) == nil)
         #expect(TableMapping.identifierProblem("a\u{0}b") != nil)
         #expect(TableMapping.identifierProblem("line\nbreak") != nil)
-        #expect(TableMapping.columnProblem("key") != nil)
-        #expect(TableMapping.columnProblem("Key") == nil, "quoted identifiers are case-sensitive")
+        #expect(TableMapping.columnProblem("key", own: .standard) != nil)
+        #expect(TableMapping.columnProblem("Key", own: .standard) == nil, "quoted identifiers are case-sensitive")
         #expect((try? TableMapping.tableName(object: "ORGSYNC_offsets", prefix: "").get()) == nil)
         #expect((try? TableMapping.tableName(object: "Contact", prefix: "sf_").get()) == "sf_Contact")
     }

@@ -11,6 +11,8 @@ import OrgSyncPluginAPI
 /// per record (table and primary key), which ``SetStatement`` sends in one statement, and
 /// ``layers(primaryKey:)`` splits them into sets in which every entry keeps its own write.
 struct BatchPlan: Sendable {
+    /// The adapter's own columns.
+    let own: BookkeepingColumns
     /// DDL to run first, in order: each change made for the entry at `offset`.
     var schemaChanges: [SchemaChange] = []
     /// One per entry that writes something, in offset order (a delete from a table that was
@@ -51,9 +53,9 @@ struct BatchPlan: Sendable {
     /// `shapes` does not exist. Throws ``AdapterError/rejected(offset:_:targetCode:)`` for the first entry that cannot
     /// apply whatever the server says.
     static func make(
-        _ entries: some Sequence<Entry>, shapes: [String: TableShape], prefix: String
+        _ entries: some Sequence<Entry>, shapes: [String: TableShape], prefix: String, own: BookkeepingColumns = .standard
     ) throws(AdapterError) -> BatchPlan {
-        var plan = BatchPlan(shapes: shapes)
+        var plan = BatchPlan(own: own, shapes: shapes)
         for entry in entries {
             guard let row = try plan.add(entry, prefix: prefix) else { continue }
             plan.rows.append(row)
@@ -160,7 +162,7 @@ struct BatchPlan: Sendable {
         var createsTable = false
         var shape: TableShape
         if let known = shapes[table] {
-            let missing = known.missingOwnColumns
+            let missing = known.missingOwnColumns(own)
             if !missing.isEmpty {
                 throw AdapterError.rejected(
                     offset: entry.offset, "table \(table) exists without the column(s) \(missing.joined(separator: ", ")) the adapter needs")
@@ -170,7 +172,7 @@ struct BatchPlan: Sendable {
             return nil  // no such table: nothing to delete
         } else {
             createsTable = true
-            shape = TableShape.ownColumnsOnly
+            shape = TableShape.ownColumnsOnly(own)
         }
         guard entry.op != .delete else {
             return PlannedRow(offset: entry.offset, table: table, op: .delete, key: entry.key, org: entry.org, ts: entry.ts, values: [])
@@ -180,7 +182,7 @@ struct BatchPlan: Sendable {
         for name in entry.fields.keys.sorted() {
             guard let value = entry.fields[name] else { continue }
             // A known column was checked when it was made; an own column is never a field.
-            if shape.columns[name] == nil || TableMapping.ownColumns.contains(name), let problem = TableMapping.columnProblem(name) {
+            if shape.columns[name] == nil || own.contains(name, ignoringCase: false), let problem = TableMapping.columnProblem(name, own: own) {
                 throw AdapterError.rejected(offset: entry.offset, "\(entry.object): \(problem.message)")
             }
             if shape.columns[name] == nil, let kind = ColumnKind(firstValue: value) {
@@ -257,11 +259,4 @@ struct PlannedValue: Sendable, Hashable {
     var column: String
     var kind: ColumnKind
     var value: BoundValue
-}
-
-extension TableShape {
-    /// A table as the adapter makes it.
-    static var ownColumnsOnly: TableShape {
-        TableShape(columns: [TableMapping.keyColumn: .text, TableMapping.orgColumn: .text, TableMapping.tsColumn: .text])
-    }
 }

@@ -283,13 +283,13 @@ public actor PostgresAdapter: OrgAdapter {
             phase = .schema(offset)
             if let shape = try await loadShape(table, on: connection) { shapes[table] = shape }
         }
-        let plan = try BatchPlan.make(pending, shapes: shapes, prefix: settings.tablePrefix)
+        let plan = try BatchPlan.make(pending, shapes: shapes, prefix: settings.tablePrefix, own: settings.ownColumns)
         for change in plan.schemaChanges {
             phase = .schema(change.offset)
             try await makeSchemaChange(change, on: connection)
         }
         shapes = plan.shapes
-        let target = SetStatement.Target(schema: settings.schema, primaryKey: settings.primaryKey)
+        let target = statementTarget
         // One row is one statement either way, and the single one names its entry.
         if setBased, plan.rows.count > 1 {
             try await sendSets(plan, target: target, on: connection, phase: &phase)
@@ -391,11 +391,12 @@ public actor PostgresAdapter: OrgAdapter {
     /// CREATE TABLE and/or ADD COLUMN, inside the batch's transaction.
     private func makeSchemaChange(_ change: BatchPlan.SchemaChange, on connection: PostgresConnection) async throws {
         if change.createsTable {
+            let target = statementTarget
             try await connection.query(
                 PostgresQuery(
                     unsafeSQL: """
-                        CREATE TABLE \(qualified(change.table)) (\"key\" TEXT NOT NULL, \"org\" TEXT NOT NULL, \"ts\" TEXT NOT NULL, \
-                        PRIMARY KEY (\(conflictColumns)))
+                        CREATE TABLE \(qualified(change.table)) (\(target.key) TEXT NOT NULL, \(target.org) TEXT NOT NULL, \
+                        \(target.ts) TEXT NOT NULL, PRIMARY KEY (\(target.conflictColumns)))
                         """), logger: logger)
         }
         guard !change.newColumns.isEmpty else { return }
@@ -466,7 +467,9 @@ public actor PostgresAdapter: OrgAdapter {
 
     // MARK: Connection
 
-    private var conflictColumns: String { settings.primaryKey == .key ? "\"key\"" : "\"org\", \"key\"" }
+    private var statementTarget: SetStatement.Target {
+        SetStatement.Target(schema: settings.schema, primaryKey: settings.primaryKey, own: settings.ownColumns)
+    }
 
     private func qualified(_ table: String) -> String {
         TableMapping.quoted(settings.schema) + "." + TableMapping.quoted(table)

@@ -17,6 +17,7 @@ public struct PostgresAdapterFactory: OrgAdapterFactory {
         .optional("schema"), .optional("table_prefix"), .optional("primary_key"), .optional("connect_timeout_ms"),
         .optional("query_timeout_ms"), .optional("liveness_interval_ms"), .optional("liveness_timeout_ms"), .optional("batch_writes"),
         .optional("sslmode"), .optional("sslrootcert"), .optional("sslcert"), .optional("sslkey"), .optional("replication_origin"),
+        .optional("key_column"), .optional("org_column"), .optional("ts_column"),
     ])
     /// Where `password_env` is looked up; the process environment unless a test gives its own.
     let environment: @Sendable () -> [String: String]
@@ -57,6 +58,7 @@ public struct PostgresAdapterFactory: OrgAdapterFactory {
 /// | `sslmode` | `prefer` | `disable`, `prefer`, `require`, `verify-ca`, `verify-full`, as libpq: see ``PostgresTLSSettings`` |
 /// | `sslrootcert` | none | PEM file of the CAs the server's certificate must chain to (verify-ca, verify-full) |
 /// | `sslcert`, `sslkey` | none | PEM files of a client certificate and its key, both or neither |
+/// | `key_column`, `org_column`, `ts_column` | `key`, `org`, `ts` | the names of the adapter's own columns (``BookkeepingColumns``): rename them when the entries carry fields with those names (a captured table's own `key` column, say), which are refused otherwise |
 /// | `replication_origin` | `false` | `true`: tag the transactions the link applies with the replication origin `orgsync_<link>`, which a `postgres` capture source on this database skips (two-way sync without echo); needs superuser or the origin functions granted |
 public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertible {
     public var host: String
@@ -81,6 +83,8 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
     public var tls: PostgresTLSSettings
     /// The replication origin the link's transactions carry (`replication_origin: true`), or nil.
     public var replicationOrigin: String?
+    /// The names of the columns the adapter keeps beside the fields.
+    public var ownColumns: BookkeepingColumns = .standard
 
     public init(
         host: String = "127.0.0.1", port: Int = 5432, user: String, password: String?, database: String,
@@ -142,6 +146,7 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
         if !tablePrefix.isEmpty, let problem = TableMapping.identifierProblem(tablePrefix) {
             throw AdapterConfigurationError(setting: "table_prefix", problem: problem)
         }
+        ownColumns = try BookkeepingColumns(configuration, ignoringCase: false, nameProblem: TableMapping.identifierProblem)
     }
 
     /// How the writes of a batch reach the tables (both in one transaction, same end state).
@@ -165,7 +170,7 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
 
     public var description: String {
         "postgres://\(user)@\(host):\(port)/\(database) schema=\(schema) password=\(password == nil ? "none" : "<redacted>")"
-            + " primary_key=\(primaryKey.rawValue) batch_writes=\(batchWrites.rawValue) connect_timeout_ms=\(connectTimeoutMs) query_timeout_ms=\(queryTimeoutMs)"
+            + " primary_key=\(primaryKey.rawValue) \(ownColumns.summary) batch_writes=\(batchWrites.rawValue) connect_timeout_ms=\(connectTimeoutMs) query_timeout_ms=\(queryTimeoutMs)"
             + " liveness_interval_ms=\(livenessIntervalMs) liveness_timeout_ms=\(livenessTimeoutMs) \(tls)"
     }
 }

@@ -27,7 +27,16 @@ enum SetStatement {
 
         func qualified(_ table: String) -> String { TableMapping.quoted(schema) + "." + TableMapping.quoted(table) }
 
-        var conflictColumns: String { primaryKey == .key ? "\"key\"" : "\"org\", \"key\"" }
+        /// The adapter's own columns (``BookkeepingColumns``).
+        var own: BookkeepingColumns
+
+        /// The own columns, quoted.
+        var key: String { TableMapping.quoted(own.key) }
+        var org: String { TableMapping.quoted(own.org) }
+        var ts: String { TableMapping.quoted(own.ts) }
+        /// `key, org, ts`, quoted: the first columns of every INSERT.
+        var ownColumnList: String { "\(key), \(org), \(ts)" }
+        var conflictColumns: String { primaryKey == .key ? key : "\(org), \(key)" }
     }
 
     /// A batch's statements, in the order they are sent.
@@ -127,16 +136,17 @@ enum SetStatement {
         binds.append(row.key)
         if row.op == .delete {
             guard target.primaryKey == .orgKey else {
-                return PostgresQuery(unsafeSQL: "DELETE FROM \(table) WHERE \"key\" = $1", binds: binds)
+                return PostgresQuery(unsafeSQL: "DELETE FROM \(table) WHERE \(target.key) = $1", binds: binds)
             }
             binds.append(row.org)
-            return PostgresQuery(unsafeSQL: "DELETE FROM \(table) WHERE \"key\" = $1 AND \"org\" = $2", binds: binds)
+            return PostgresQuery(unsafeSQL: "DELETE FROM \(table) WHERE \(target.key) = $1 AND \(target.org) = $2", binds: binds)
         }
         binds.append(row.org)
         binds.append(row.ts)
-        var columns = "\"key\", \"org\", \"ts\""
+        var columns = target.ownColumnList
         var values = "$1, $2, $3"
-        var updates = target.primaryKey == .key ? "\"org\" = EXCLUDED.\"org\", \"ts\" = EXCLUDED.\"ts\"" : "\"ts\" = EXCLUDED.\"ts\""
+        var updates = "\(target.ts) = EXCLUDED.\(target.ts)"
+        if target.primaryKey == .key { updates = "\(target.org) = EXCLUDED.\(target.org), " + updates }
         for planned in row.values {
             let column = TableMapping.quoted(planned.column)
             var placeholder = "$\(binds.count + 1)"
@@ -224,7 +234,7 @@ enum SetStatement {
             let name = "d\(ctes.count)"
             ctes.append(
                 "\(name) AS (DELETE FROM \(target.qualified(table)) AS t USING jsonb_to_recordset(\(rowsParameter)::jsonb) AS x(k text, o text) "
-                    + "WHERE t.\"key\" = x.k\(matchOrg ? " AND t.\"org\" = x.o" : ""))")
+                    + "WHERE t.\(target.key) = x.k\(matchOrg ? " AND t.\(target.org) = x.o" : ""))")
         }
 
         /// Inserts of records that are not there (checked by ``addAbsenceChecks(_:table:)``, or
@@ -257,7 +267,7 @@ enum SetStatement {
             let name = "c\(ctes.count)"
             ctes.append(
                 "\(name) AS (SELECT x.i FROM jsonb_to_recordset(\(parameter(document.text))::jsonb) AS x(i bigint, k text, o text) "
-                    + "WHERE EXISTS (SELECT 1 FROM \(target.qualified(table)) AS t WHERE t.\"key\" = x.k\(matchOrg ? " AND t.\"org\" = x.o" : "")))")
+                    + "WHERE EXISTS (SELECT 1 FROM \(target.qualified(table)) AS t WHERE t.\(target.key) = x.k\(matchOrg ? " AND t.\(target.org) = x.o" : "")))")
             checkNames.append(name)
             checks.append(checked.map(\.1))
         }
@@ -278,20 +288,20 @@ enum SetStatement {
             let rowsName = "x\(index)"
             let updatedName = "u\(index)"
             ctes.append("\(rowsName) AS (SELECT * FROM jsonb_to_recordset(\(parameter(Self.rowDocument(rows)))::jsonb) AS r(k text, o text, t text, f jsonb))")
-            var sets = matchOrg ? "\"ts\" = x.t" : "\"org\" = x.o, \"ts\" = x.t"
+            var sets = matchOrg ? "\(target.ts) = x.t" : "\(target.org) = x.o, \(target.ts) = x.t"
             for (column, kind) in Self.columns(of: rows) {
                 let quoted = TableMapping.quoted(column)
                 sets += ", \(quoted) = CASE WHEN x.f ? \(columnParameter(column)) THEN \(valueExpression(column, kind: kind)) ELSE t.\(quoted) END"
             }
             ctes.append(
                 "\(updatedName) AS (UPDATE \(target.qualified(table)) AS t SET \(sets) FROM \(rowsName) AS x "
-                    + "WHERE t.\"key\" = x.k\(matchOrg ? " AND t.\"org\" = x.o" : "") RETURNING t.\"key\" AS k, t.\"org\" AS o)")
+                    + "WHERE t.\(target.key) = x.k\(matchOrg ? " AND t.\(target.org) = x.o" : "") RETURNING t.\(target.key) AS k, t.\(target.org) AS o)")
             let missing = "WHERE NOT EXISTS (SELECT 1 FROM \(updatedName) AS u WHERE u.k = x.k\(matchOrg ? " AND u.o = x.o" : ""))"
             ctes.append("v\(ctes.count) AS (\(insertSelect(rows, table: table, from: "\(rowsName) AS x", where: missing)))")
         }
 
         private mutating func insertSelect(_ rows: [PlannedRow], table: String, from source: String, where condition: String) -> String {
-            var columns = "\"key\", \"org\", \"ts\""
+            var columns = target.ownColumnList
             var values = "x.k, x.o, x.t"
             for (column, kind) in Self.columns(of: rows) {
                 columns += ", " + TableMapping.quoted(column)

@@ -9,7 +9,8 @@ import Foundation
 /// How entries map onto PostgreSQL tables. Pure: no I/O, so the rules are tested without a server.
 ///
 /// - One table per entry `object` (prefixed with `table_prefix`), in the configured schema.
-/// - Three columns of its own: `key TEXT PRIMARY KEY`, `org TEXT NOT NULL`, `ts TEXT NOT NULL`.
+/// - Three columns of its own: `key TEXT PRIMARY KEY`, `org TEXT NOT NULL`, `ts TEXT NOT NULL`,
+///   named by the settings `key_column`, `org_column`, `ts_column` (``BookkeepingColumns``).
 /// - One column per field, created on first sight with the type of the first non-null value:
 ///
 ///   | JSON value | column type |
@@ -34,10 +35,6 @@ import Foundation
 enum TableMapping {
     /// PostgreSQL's identifier limit (NAMEDATALEN - 1), in bytes.
     static let identifierBytesMax = 63
-    static let keyColumn = "key"
-    static let orgColumn = "org"
-    static let tsColumn = "ts"
-    static let ownColumns: Set<String> = [keyColumn, orgColumn, tsColumn]
     static let reservedTablePrefix = "orgsync_"
 
     /// Why `name` cannot be a PostgreSQL identifier, or nil when it can.
@@ -78,13 +75,14 @@ enum TableMapping {
         return .success(name)
     }
 
-    /// Checks a field name as a column name.
-    static func columnProblem(_ field: String) -> MappingProblem? {
+    /// Checks a field name as a column name, given the adapter's own columns.
+    static func columnProblem(_ field: String, own: BookkeepingColumns) -> MappingProblem? {
         if let problem = identifierProblem(field) {
             return MappingProblem("field \"\(field.prefix(80))\" \(problem)")
         }
-        if ownColumns.contains(field) {
-            return MappingProblem("field \"\(field)\" has the name of a column the adapter keeps (key, org, ts)")
+        if own.contains(field, ignoringCase: false) {
+            return MappingProblem(
+                "field \"\(field)\" has the name of a column the adapter keeps (\(own.names.joined(separator: ", "))); rename those with key_column, org_column, ts_column")
         }
         return nil
     }
@@ -202,7 +200,12 @@ struct TableShape: Hashable, Sendable {
     var defaulted: Set<String> = []
 
     /// Own columns the table lacks (a table made by someone else).
-    var missingOwnColumns: [String] {
-        TableMapping.ownColumns.filter { columns[$0] == nil }.sorted()
+    func missingOwnColumns(_ own: BookkeepingColumns) -> [String] {
+        own.names.filter { columns[$0] == nil }
+    }
+
+    /// A table as the adapter makes it.
+    static func ownColumnsOnly(_ own: BookkeepingColumns) -> TableShape {
+        TableShape(columns: [own.key: .text, own.org: .text, own.ts: .text])
     }
 }

@@ -18,6 +18,7 @@ import Synchronization
 /// | `busy_timeout_ms` | `5000` | how long a write waits for another connection's lock before the batch fails as *retryable* |
 /// | `journal_mode` | `wal` | `wal` or `delete` (SQLite's rollback journal) |
 /// | `primary_key` | `key` | `key`: the entry's key alone identifies a record; `org_key`: the pair (org, key) does, for streams that carry several tenant orgs whose keys may collide |
+/// | `key_column`, `org_column`, `ts_column` | `key`, `org`, `ts` | the names of the adapter's own columns (``BookkeepingColumns``): rename them when the entries carry fields with those names (a captured table's own `key` column, say), which are refused otherwise |
 /// | `cache_kib` | `512` | SQLite's page cache for the link's connection, KiB (SQLite's own default is 2000): what a link holds while it works; given back when it stands still |
 public struct SQLiteAdapterFactory: OrgAdapterFactory {
     public let name = "sqlite"
@@ -25,6 +26,7 @@ public struct SQLiteAdapterFactory: OrgAdapterFactory {
     /// The settings in the table above; anything else in a link's `settings` stops start-up.
     public let settings = AdapterSettingsDeclaration([
         .required("path"), .optional("busy_timeout_ms"), .optional("journal_mode"), .optional("primary_key"), .optional("cache_kib"),
+        .optional("key_column"), .optional("org_column"), .optional("ts_column"),
     ])
 
     public init() {}
@@ -43,6 +45,8 @@ public struct SQLiteAdapterSettings: Sendable, Hashable {
     public var primaryKey: SQLitePrimaryKey
     /// SQLite's page cache for the connection, KiB (`PRAGMA cache_size = -cacheKiB`).
     public var cacheKiB: Int
+    /// The names of the columns the adapter keeps beside the fields.
+    public var ownColumns: BookkeepingColumns = .standard
 
     /// The default `cache_kib`: ten working links hold 5 MiB of pages, not SQLite's 20, at no
     /// measured cost to the apply rate (the leaves an upsert touches are spread over the file
@@ -75,6 +79,9 @@ public struct SQLiteAdapterSettings: Sendable, Hashable {
         }
         self.primaryKey = primaryKey
         cacheKiB = try configuration.int("cache_kib", default: Self.cacheKiBDefault, in: 64...1_048_576)
+        ownColumns = try BookkeepingColumns(configuration, ignoringCase: true) { name in
+            SQLiteNames.isValidColumn(name) ? nil : "is not 1-63 ASCII letters, digits or _ starting with a letter or _"
+        }
     }
 }
 
@@ -85,10 +92,8 @@ public enum SQLitePrimaryKey: String, Sendable, Hashable {
     /// `PRIMARY KEY (org, key)`: one stream carries several orgs whose keys may collide.
     case orgKey = "org_key"
 
-    /// The quoted primary-key columns, for `ON CONFLICT(…)` and `PRIMARY KEY (…)`.
-    var columnList: String { self == .key ? "\"key\"" : "\"org\", \"key\"" }
-    /// Lowercased primary-key column names, in order.
-    var columns: [String] { self == .key ? ["key"] : ["org", "key"] }
+    /// The primary-key columns among `own`, in order.
+    func columns(_ own: BookkeepingColumns) -> [String] { self == .key ? [own.key] : [own.org, own.key] }
 }
 
 /// Applies entries to one SQLite database file, with GRDB.
@@ -101,7 +106,8 @@ public enum SQLitePrimaryKey: String, Sendable, Hashable {
 /// - Columns `key TEXT PRIMARY KEY` (or `PRIMARY KEY (org, key)` with `primary_key = org_key`),
 ///   `org TEXT`, `ts TEXT`, then one column per field name ever
 ///   seen, added with `ALTER TABLE … ADD COLUMN` when first seen. A field name must be 1–63 ASCII
-///   letters, digits or `_`, not start with a digit, not be `key`, `org` or `ts`, and not differ
+///   letters, digits or `_`, not start with a digit, not be `key`, `org` or `ts` (or the names
+///   `key_column`, `org_column`, `ts_column` give those columns), and not differ
 ///   from another field of the same entry only by case (SQLite column names ignore case);
 ///   otherwise the entry is rejected.
 /// - A new column's declared type comes from the first value seen: JSON string → `TEXT`,
@@ -388,16 +394,18 @@ public final class SQLiteOrgAdapter: OrgAdapter {
         let quotedTable = SQLiteNames.quote(table)
         if entry.op == .delete {
             guard try knownColumns(of: table, db, create: false) != nil else { return nil }
+            let own = settings.ownColumns
             return settings.primaryKey == .key
-                ? "DELETE FROM \(quotedTable) WHERE \"key\" = ?"
-                : "DELETE FROM \(quotedTable) WHERE \"org\" = ? AND \"key\" = ?"
+                ? "DELETE FROM \(quotedTable) WHERE \(SQLiteNames.quote(own.key)) = ?"
+                : "DELETE FROM \(quotedTable) WHERE \(SQLiteNames.quote(own.org)) = ? AND \(SQLiteNames.quote(own.key)) = ?"
         }
         var folded = Set<String>()
         for name in names {
-            guard SQLiteNames.isValidColumn(name) else {
+            guard SQLiteNames.isValidColumn(name), !settings.ownColumns.contains(name, ignoringCase: true) else {
+                let own = settings.ownColumns.names.joined(separator: "/")
                 throw AdapterError.rejected(
                     offset: entry.offset,
-                    "field \"\(name)\" cannot be mapped to a SQLite column (1-63 ASCII letters, digits or _, not starting with a digit, not key/org/ts)"
+                    "field \"\(name.prefix(80))\" cannot be mapped to a SQLite column (1-63 ASCII letters, digits or _, not starting with a digit, not \(own): rename those with key_column, org_column, ts_column)"
                 )
             }
             guard folded.insert(name.lowercased()).inserted else {
@@ -406,13 +414,15 @@ public final class SQLiteOrgAdapter: OrgAdapter {
             }
         }
         try ensureColumns(table, entry.fields, names, db)
-        let columnList = (["key", "org", "ts"] + names).map(SQLiteNames.quote).joined(separator: ", ")
+        let own = settings.ownColumns
+        let columnList = (own.names + names).map(SQLiteNames.quote).joined(separator: ", ")
         let placeholders = Array(repeating: "?", count: 3 + names.count).joined(separator: ", ")
         var sql = "INSERT INTO \(quotedTable) (\(columnList)) VALUES (\(placeholders))"
         if entry.op == .upsert {
-            let updated = (settings.primaryKey == .key ? ["org", "ts"] : ["ts"]) + names
+            let updated = (settings.primaryKey == .key ? [own.org, own.ts] : [own.ts]) + names
             let updates = updated.map { "\(SQLiteNames.quote($0)) = excluded.\(SQLiteNames.quote($0))" }
-            sql += " ON CONFLICT(\(settings.primaryKey.columnList)) DO UPDATE SET " + updates.joined(separator: ", ")
+            let conflict = settings.primaryKey.columns(own).map(SQLiteNames.quote).joined(separator: ", ")
+            sql += " ON CONFLICT(\(conflict)) DO UPDATE SET " + updates.joined(separator: ", ")
         }
         return sql
     }
@@ -437,16 +447,18 @@ public final class SQLiteOrgAdapter: OrgAdapter {
         var columns = Set(info.compactMap { ($0["name"] as String?)?.lowercased() })
         if columns.isEmpty {
             guard create else { return nil }
-            let key = settings.primaryKey == .key ? "\"key\" TEXT PRIMARY KEY NOT NULL" : "\"key\" TEXT NOT NULL"
-            let tableKey = settings.primaryKey == .key ? "" : ", PRIMARY KEY (\"org\", \"key\")"
+            let own = settings.ownColumns
+            let (key, org, ts) = (SQLiteNames.quote(own.key), SQLiteNames.quote(own.org), SQLiteNames.quote(own.ts))
+            let keyColumn = settings.primaryKey == .key ? "\(key) TEXT PRIMARY KEY NOT NULL" : "\(key) TEXT NOT NULL"
+            let tableKey = settings.primaryKey == .key ? "" : ", PRIMARY KEY (\(org), \(key))"
             try db.execute(
-                sql: "CREATE TABLE \(SQLiteNames.quote(table)) (\(key), \"org\" TEXT NOT NULL, \"ts\" TEXT NOT NULL\(tableKey))")
-            columns = ["key", "org", "ts"]
+                sql: "CREATE TABLE \(SQLiteNames.quote(table)) (\(keyColumn), \(org) TEXT NOT NULL, \(ts) TEXT NOT NULL\(tableKey))")
+            columns = Set(own.names.map { $0.lowercased() })
         } else {
             // A table made under the other primary_key setting would silently merge or split records.
             let primaryKey = info.filter { ($0["pk"] as Int? ?? 0) > 0 }.sorted { ($0["pk"] as Int? ?? 0) < ($1["pk"] as Int? ?? 0) }
                 .compactMap { ($0["name"] as String?)?.lowercased() }
-            guard primaryKey == settings.primaryKey.columns else {
+            guard primaryKey == settings.primaryKey.columns(settings.ownColumns).map({ $0.lowercased() }) else {
                 throw AdapterError.connection(
                     "table \(table) has primary key (\(primaryKey.joined(separator: ", "))), but the link's primary_key setting is \(settings.primaryKey.rawValue)")
             }
@@ -531,8 +543,6 @@ public final class SQLiteOrgAdapter: OrgAdapter {
 
 /// Which names map safely to SQLite identifiers, and how to quote them.
 enum SQLiteNames {
-    static let reservedColumns: Set<String> = ["key", "org", "ts"]
-
     static func isValidTable(_ name: String) -> Bool {
         guard isIdentifier(name), let first = name.utf8.first, isLetter(first) else { return false }
         let lower = name.lowercased()
@@ -540,8 +550,8 @@ enum SQLiteNames {
     }
 
     static func isValidColumn(_ name: String) -> Bool {
-        guard isIdentifier(name), let first = name.utf8.first, !isDigit(first) else { return false }
-        return !reservedColumns.contains(name.lowercased())
+        guard isIdentifier(name), let first = name.utf8.first else { return false }
+        return !isDigit(first)
     }
 
     /// 1–63 ASCII letters, digits and underscores.
