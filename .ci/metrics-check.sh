@@ -91,7 +91,8 @@ while True:
         text = answer.read().decode()
     if ('orgsync_link_cursor{link="demo",stream="events"} 20.0' in text and "orgsync_link_rejected_entries_total" in text
             and 'orgsync_notification_deliveries_total{notification="ops",result="retried"}' in text
-            and 'orgsync_source_lag_bytes{source="crm",stream="events"}' in text):
+            and 'orgsync_source_lag_bytes{source="crm",stream="events"}' in text
+            and 'orgsync_source_lag_seconds{source="crm",stream="events"}' in text):
         break
     if time.monotonic() > deadline:
         sys.exit("metrics-check: the link's metrics did not show 20 entries taken (and the source its lag) within 30 s:\n" + text)

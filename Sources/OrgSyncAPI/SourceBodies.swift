@@ -20,6 +20,9 @@ public struct SourceStatusBody: Codable, Sendable, Hashable {
     public var positionLsn: String?
     /// WAL the source's slot holds back (bytes), as last measured; absent until measured.
     public var lagBytes: UInt64?
+    /// How far behind the source the stream may be, in ms: since the moment up to which every
+    /// commit is known to be in the stream. Absent before the first round.
+    public var lagMs: UInt64?
     public var lastAppendTimeMs: UInt64?
     public var lastError: String?
     /// `successes/threshold` of the probes while verifying.
@@ -34,7 +37,7 @@ public struct SourceStatusBody: Codable, Sendable, Hashable {
 
     public init(
         name: String, stream: String, state: String, heldDown: Bool, positionCommit: UInt64?, positionChange: UInt32?,
-        lagBytes: UInt64?, lastAppendTimeMs: UInt64?, lastError: String?, probeProgress: String, timeInStateMs: UInt64,
+        lagBytes: UInt64?, lagMs: UInt64?, lastAppendTimeMs: UInt64?, lastError: String?, probeProgress: String, timeInStateMs: UInt64,
         suspensions: Int, appendedEntries: UInt64, skippedChanges: UInt64, transactions: UInt64, rounds: UInt64, running: Bool
     ) {
         self.name = name
@@ -45,6 +48,7 @@ public struct SourceStatusBody: Codable, Sendable, Hashable {
         self.positionChange = positionChange
         self.positionLsn = positionCommit.map { String($0 >> 32, radix: 16, uppercase: true) + "/" + String($0 & 0xFFFF_FFFF, radix: 16, uppercase: true) }
         self.lagBytes = lagBytes
+        self.lagMs = lagMs
         self.lastAppendTimeMs = lastAppendTimeMs
         self.lastError = lastError
         self.probeProgress = probeProgress

@@ -97,6 +97,9 @@ public final class BrokerMetrics: Sendable {
             if let lag = status.lagBytes {
                 registry.makeGauge(descriptor: MetricCatalog.orgsyncSourceLagBytes, labels: labels).set(Double(lag))
             }
+            if let lagMs = status.lagMs {
+                registry.makeGauge(descriptor: MetricCatalog.orgsyncSourceLagSeconds, labels: labels).set(Double(lagMs) / 1000)
+            }
             for state in LinkState.allCases where state != .diverged {
                 registry.makeGauge(descriptor: MetricCatalog.orgsyncSourceState, labels: labels + [("state", state.rawValue)])
                     .set(to: state == status.state ? 1.0 : 0.0)

@@ -32,6 +32,10 @@ enum MetricCatalog {
         MetricNameDescriptor(metricName: "orgsync_source_lag", unitName: "bytes",
                              helpText: "WAL the source's replication slot holds back on its database (current position minus confirmed).")
     }
+    static var orgsyncSourceLagSeconds: MetricNameDescriptor {
+        MetricNameDescriptor(metricName: "orgsync_source_lag", unitName: "seconds",
+                             helpText: "Time since the moment up to which every commit of the source is known to be in the stream.")
+    }
     static var orgsyncSourceState: MetricNameDescriptor {
         MetricNameDescriptor(metricName: "orgsync_source_state", unitName: "",
                              helpText: "1 for the state the capture source is in, 0 for the others.")
@@ -144,6 +148,7 @@ enum MetricCatalog {
             orgsyncLinkLagEntries,
             orgsyncLinkCursor,
             orgsyncSourceLagBytes,
+            orgsyncSourceLagSeconds,
             orgsyncSourceState,
             orgsyncSourceAppendedEntriesTotal,
             orgsyncLinkState,

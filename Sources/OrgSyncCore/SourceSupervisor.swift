@@ -52,6 +52,11 @@ public actor SourceSupervisor {
     private var rounds: UInt64 = 0
     private var lastError: String?
     private var lastAppendWallMs: UInt64?
+    /// Wall-clock time (ms since 1970) up to which every commit of the source is known to be in
+    /// the stream: the start of the last round that read everything the source had, or the
+    /// commit time of the newest transaction read, whichever is later. The lag in time counts
+    /// from it.
+    private var completeThroughWallMs: UInt64?
 
     /// Entries read per page while looking for the position in the stream's tail.
     static let tailReadEntriesMax = 1_000
@@ -146,6 +151,7 @@ public actor SourceSupervisor {
     /// threw: that stops the supervisor.
     private func captureRound() async throws -> CaptureRound? {
         let sink = SupervisedSink(stream: stream)
+        let startedWallMs = wallClockMs()
         let outcome: Result<CaptureRound, any Error>
         do {
             try await source.open()
@@ -168,6 +174,8 @@ public actor SourceSupervisor {
             rounds &+= 1
             skippedChanges &+= UInt64(round.skippedChanges)
             transactions &+= UInt64(round.transactions)
+            let through = round.caughtUp ? max(round.newestCommitTimeMs ?? 0, startedWallMs) : round.newestCommitTimeMs
+            if let through { completeThroughWallMs = max(completeThroughWallMs ?? 0, through) }
         }
         if let failure = sink.failure() { throw SourceSupervisorError.streamFailed(source: name, reason: "\(failure)") }
         if let first = appended.last?.firstOffset, first != hintStored {
@@ -289,9 +297,11 @@ extension SourceSupervisor {
     }
 
     public func status() async -> SourceStatus {
-        SourceStatus(
+        let nowWallMs = wallClockMs()
+        return SourceStatus(
             source: name, stream: streamName, state: machine.state, heldDown: machine.heldDownUntilMs != nil,
             position: position.map(SourceStatus.Position.init), lagBytes: await source.lagBytes(),
+            lagMs: completeThroughWallMs.map { nowWallMs >= $0 ? nowWallMs - $0 : 0 },
             lastAppendTimeMs: lastAppendWallMs, lastError: lastError,
             probeSuccessCount: machine.probeSuccessCount, probeThreshold: configuration.probeThreshold,
             timeInStateMs: machine.timeInStateMs(nowMs: clock.nowMs()), suspensionCount: machine.suspensionCount,
@@ -343,6 +353,11 @@ public struct SourceStatus: Sendable, Hashable, Codable {
     public var position: Position?
     /// WAL between the database's current position and the slot's confirmed one, as last read.
     public var lagBytes: UInt64?
+    /// How far behind the source the stream may be, in time: ms since the moment up to which
+    /// every commit is known to be in the stream (the start of the last round that read
+    /// everything, or the newest commit read). Grows while the source is suspended or behind;
+    /// stays under the poll interval plus a round while it keeps up. Nil before the first round.
+    public var lagMs: UInt64?
     /// Wall-clock time of the last append, ms since 1970.
     public var lastAppendTimeMs: UInt64?
     public var lastError: String?
@@ -369,7 +384,7 @@ public struct SourceStatus: Sendable, Hashable, Codable {
 
     public init(
         source: String, stream: String, state: LinkState, heldDown: Bool = false, position: Position? = nil,
-        lagBytes: UInt64? = nil, lastAppendTimeMs: UInt64? = nil, lastError: String? = nil, probeSuccessCount: Int = 0,
+        lagBytes: UInt64? = nil, lagMs: UInt64? = nil, lastAppendTimeMs: UInt64? = nil, lastError: String? = nil, probeSuccessCount: Int = 0,
         probeThreshold: Int = 3, timeInStateMs: UInt64 = 0, suspensionCount: Int = 0, appendedEntries: UInt64 = 0,
         skippedChanges: UInt64 = 0, transactions: UInt64 = 0, rounds: UInt64 = 0, isRunning: Bool = true
     ) {
@@ -379,6 +394,7 @@ public struct SourceStatus: Sendable, Hashable, Codable {
         self.heldDown = heldDown
         self.position = position
         self.lagBytes = lagBytes
+        self.lagMs = lagMs
         self.lastAppendTimeMs = lastAppendTimeMs
         self.lastError = lastError
         self.probeSuccessCount = probeSuccessCount

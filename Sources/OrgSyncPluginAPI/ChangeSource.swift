@@ -40,12 +40,19 @@ public struct CaptureRound: Sendable, Hashable {
     /// True when the round read everything the source had: the next round can wait for the
     /// poll interval. False when it stopped at its size limit and more is waiting.
     public var caughtUp: Bool
+    /// The commit time (ms since 1970, the source's clock) of the newest transaction the round
+    /// read whole, appended or skipped; nil when it read none. Everything committed up to then
+    /// is in the stream (changes come in commit order): the status's lag in time.
+    public var newestCommitTimeMs: UInt64?
 
-    public init(appendedChanges: Int = 0, skippedChanges: Int = 0, transactions: Int = 0, caughtUp: Bool = true) {
+    public init(
+        appendedChanges: Int = 0, skippedChanges: Int = 0, transactions: Int = 0, caughtUp: Bool = true, newestCommitTimeMs: UInt64? = nil
+    ) {
         self.appendedChanges = appendedChanges
         self.skippedChanges = skippedChanges
         self.transactions = transactions
         self.caughtUp = caughtUp
+        self.newestCommitTimeMs = newestCommitTimeMs
     }
 }
 

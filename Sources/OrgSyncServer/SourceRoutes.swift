@@ -30,7 +30,7 @@ extension SourceStatusBody {
     init(_ status: SourceStatus) {
         self.init(
             name: status.source, stream: status.stream, state: status.state.rawValue, heldDown: status.heldDown,
-            positionCommit: status.position?.commit, positionChange: status.position?.change, lagBytes: status.lagBytes,
+            positionCommit: status.position?.commit, positionChange: status.position?.change, lagBytes: status.lagBytes, lagMs: status.lagMs,
             lastAppendTimeMs: status.lastAppendTimeMs, lastError: status.lastError,
             probeProgress: "\(status.probeSuccessCount)/\(status.probeThreshold)", timeInStateMs: status.timeInStateMs,
             suspensions: status.suspensionCount, appendedEntries: status.appendedEntries, skippedChanges: status.skippedChanges,

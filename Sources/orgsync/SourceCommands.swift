@@ -33,11 +33,13 @@ struct SourcesCommand: AsyncParsableCommand {
                     printLine(String(decoding: (try? APIJSON.encoder().encode(sources)) ?? Data(), as: UTF8.self))
                     return
                 }
-                let header = ["SOURCE", "STREAM", "STATE", "POSITION", "LAG", "APPENDED", "LAST ERROR"]
-                let rows = sources.map { source in
-                    [source.name, source.stream, source.running ? source.state : "stopped",
-                     source.positionLsn.map { "\($0)#\(source.positionChange ?? 0)" } ?? "-",
-                     source.lagBytes.map(Self.bytes) ?? "-", String(source.appendedEntries), source.lastError ?? ""]
+                let header = ["SOURCE", "STREAM", "STATE", "POSITION", "LAG", "LAG TIME", "APPENDED", "LAST ERROR"]
+                let rows = sources.map { source -> [String] in
+                    let state: String = source.running ? source.state : "stopped"
+                    let position: String = source.positionLsn.map { "\($0)#\(source.positionChange ?? 0)" } ?? "-"
+                    let lagBytes: String = source.lagBytes.map(Self.bytes) ?? "-"
+                    let lagTime: String = source.lagMs.map { "\($0) ms" } ?? "-"
+                    return [source.name, source.stream, state, position, lagBytes, lagTime, String(source.appendedEntries), source.lastError ?? ""]
                 }
                 printLine(tableLines([header] + rows).joined(separator: "\n"))
             }

@@ -80,7 +80,7 @@ import Testing
             NotificationLaneStatus(notification: "ops", link: "other", pending: 1),
         ])
         t.broker.metrics.record(sourceStatuses: [
-            SourceStatus(source: "crm", stream: "events", state: .suspended, lagBytes: 4_096, appendedEntries: 9)
+            SourceStatus(source: "crm", stream: "events", state: .suspended, lagBytes: 4_096, lagMs: 2_500, appendedEntries: 9)
         ])
         let text = try await app.test(.router) { client in
             try await client.execute(uri: "/metrics", method: .get, headers: headers(TestBroker.produceToken, nil)) { response in
@@ -110,6 +110,7 @@ import Testing
         #expect(value("orgsync_notification_pending_events", #"{notification="ops"}"#) == 3, "summed over the target's links")
         let source = #"{source="crm",stream="events"}"#
         #expect(value("orgsync_source_lag_bytes", source) == 4_096)
+        #expect(value("orgsync_source_lag_seconds", source) == 2.5)
         #expect(value("orgsync_source_appended_entries_total", source) == 9)
         #expect(value("orgsync_source_state", #"{source="crm",stream="events",state="suspended"}"#) == 1)
         #expect(value("orgsync_source_state", #"{source="crm",stream="events",state="active"}"#) == 0)

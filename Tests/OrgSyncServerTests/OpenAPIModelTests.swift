@@ -41,12 +41,12 @@ import Yams
         try Self.check("LinkStatus", full: link, minimal: linkMinimal)
 
         let source = SourceStatusBody(
-            name: "crm", stream: "s", state: "active", heldDown: false, positionCommit: 0x1_0000_00AB, positionChange: 2, lagBytes: 10,
+            name: "crm", stream: "s", state: "active", heldDown: false, positionCommit: 0x1_0000_00AB, positionChange: 2, lagBytes: 10, lagMs: 150,
             lastAppendTimeMs: 5, lastError: "e", probeProgress: "0/3", timeInStateMs: 1, suspensions: 0, appendedEntries: 3,
             skippedChanges: 0, transactions: 1, rounds: 1, running: true)
         #expect(source.positionLsn == "1/AB")
         try Self.check("SourceStatus", full: source, minimal: SourceStatusBody(
-            name: "crm", stream: "s", state: "suspended", heldDown: false, positionCommit: nil, positionChange: nil, lagBytes: nil,
+            name: "crm", stream: "s", state: "suspended", heldDown: false, positionCommit: nil, positionChange: nil, lagBytes: nil, lagMs: nil,
             lastAppendTimeMs: nil, lastError: nil, probeProgress: "0/3", timeInStateMs: 1, suspensions: 1, appendedEntries: 0,
             skippedChanges: 0, transactions: 0, rounds: 0, running: true))
 

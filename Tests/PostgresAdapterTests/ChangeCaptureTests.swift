@@ -87,7 +87,7 @@ import Testing
         #expect(inserted[0].ts == "2026-11-28T07:00:03.499220Z")
         #expect(updated[0].op == .upsert && updated[0].fields == ["id": .int(1)], "the unchanged TOASTed name is left out")
         #expect(deleted[0].op == .delete && deleted[0].fields.isEmpty)
-        #expect(outputs[5] == .committed(endLSN: 0x19264a0))
+        #expect(outputs[5] == .committed(endLSN: 0x19264a0, commitTimeMs: 1_795_849_203_499))
         #expect(outputs[6] == .outsideMessage(lsn: 0x1926b48))
         #expect(ChangeMapper.position(of: inserted[0], sourceName: "crm") == first)
         #expect(ChangeMapper.position(of: inserted[0], sourceName: "other") == nil)
@@ -106,7 +106,7 @@ import Testing
         _ = try mapper.map(.origin(lsn: 0x1926470, name: "orgsync_b_to_a"))
         _ = try mapper.map(try PgOutputMessage.parse(Self.relation))
         #expect(try mapper.map(try PgOutputMessage.parse(Self.insert)) == .skippedChange(SourcePosition(commit: 0x1926470, change: 0)))
-        #expect(try mapper.map(try PgOutputMessage.parse(Self.commit)) == .committed(endLSN: 0x19264a0))
+        #expect(try mapper.map(try PgOutputMessage.parse(Self.commit)) == .committed(endLSN: 0x19264a0, commitTimeMs: 1_795_849_203_499))
         // Another origin (PostgreSQL's own subscriptions) is captured.
         _ = try mapper.map(try PgOutputMessage.parse(Self.begin))
         _ = try mapper.map(.origin(lsn: 0x1926470, name: "pg_16390"))

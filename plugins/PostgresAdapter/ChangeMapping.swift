@@ -57,7 +57,8 @@ struct ChangeMapper {
         /// A change of a skipped transaction (origin-tagged): counted, not appended.
         case skippedChange(SourcePosition)
         /// The transaction ended; acknowledging `endLSN` means it is never sent again.
-        case committed(endLSN: UInt64)
+        /// `commitTimeMs`: its commit time, ms since 1970 (nil when out of range).
+        case committed(endLSN: UInt64, commitTimeMs: UInt64?)
         /// A heartbeat or other message outside any transaction at `lsn`.
         case outsideMessage(lsn: UInt64)
         /// TRUNCATE of these tables: not captured.
@@ -86,10 +87,10 @@ struct ChangeMapper {
             return .none
         case .type:
             return .none
-        case .commit(_, let endLSN, _):
+        case .commit(_, let endLSN, let commitTimeMicros):
             guard transaction != nil else { throw ChangeMappingError("a commit outside any transaction") }
             transaction = nil
-            return .committed(endLSN: endLSN)
+            return .committed(endLSN: endLSN, commitTimeMs: Self.unixMs(postgresMicros: commitTimeMicros))
         case .message(let transactional, let lsn, _):
             return transactional ? .none : .outsideMessage(lsn: lsn)
         case .truncate(let ids):
@@ -257,6 +258,14 @@ struct ChangeMapper {
               let high = UInt64(parts[0], radix: 16), let low = UInt64(parts[1], radix: 16)
         else { return nil }
         return high << 32 | low
+    }
+
+    /// Microseconds since 2000-01-01 UTC (PostgreSQL's epoch) as milliseconds since 1970; nil
+    /// before 1970 or beyond Int64.
+    static func unixMs(postgresMicros: Int64) -> UInt64? {
+        let (unixMicros, overflow) = postgresMicros.addingReportingOverflow(PgOutputMessage.postgresEpochOffsetMicros)
+        guard !overflow, unixMicros >= 0 else { return nil }
+        return UInt64(unixMicros / 1000)
     }
 
     /// Microseconds since 2000-01-01 UTC (PostgreSQL's epoch) as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.

@@ -213,9 +213,10 @@ actor PostgresSource: ChangeSource {
                     round.appendedChanges += 1
                 case .skippedChange:
                     round.skippedChanges += 1
-                case .committed(let endLSN):
+                case .committed(let endLSN, let commitTimeMs):
                     round.transactions += 1
                     acknowledge = max(acknowledge ?? 0, endLSN)
+                    if let commitTimeMs { round.newestCommitTimeMs = max(round.newestCommitTimeMs ?? 0, commitTimeMs) }
                 case .outsideMessage(let lsn):
                     acknowledge = max(acknowledge ?? 0, lsn)
                 case .truncate(let tables):
