@@ -21,7 +21,12 @@ own controls: links clicked, buttons pressed, a token typed.
 8. An entry the receiver rejects, then accepts: its dead letter's Retry button first fails
    (the page says so, the letter stays failed), then, once the receiver accepts it, resolves
    it; the sync log shows the resolution and the receiver has the entry.
-9. A second broker with auth on: without a token the page shows no data and no operator
+9. A PostgreSQL capture source `crm` (on the throwaway server of .ci/postgres.sh, whose
+   ORGSYNC_TEST_PG_* must be set): after a row is inserted its overview row shows it active
+   with a position, its lag in bytes and in time and one appended entry; its Suspend button
+   (confirmed) pauses it (last event `paused`, a Resume button); Resume brings it back to
+   active (last event `resumed`).
+10. A second broker with auth on: without a token the page shows no data and no operator
    button, says a token is needed and offers the token field; typing the admin token there
    shows the links with their operator buttons. The token is made for this run, passed through
    the environment and never printed.
@@ -169,7 +174,46 @@ def received_keys():
 
 # --- the broker ------------------------------------------------------------------------------
 
-def start_broker(directory, hook_port, auth="{ enabled: false }"):
+# --- the capture source's database: the throwaway PostgreSQL of .ci/postgres.sh ---------------
+
+SOURCE_TAG = f"browser_crm_{os.getpid()}"  # its table, slot and publication
+
+
+def pg_env():
+    names = ("ORGSYNC_TEST_PG_HOST", "ORGSYNC_TEST_PG_PORT", "ORGSYNC_TEST_PG_USER", "ORGSYNC_TEST_PG_DB")
+    missing = [n for n in names if not os.environ.get(n)]
+    if missing:
+        raise Failure(f"the capture source needs the throwaway PostgreSQL (source .ci/postgres.sh first): {missing} not set")
+    return {n: os.environ[n] for n in names}
+
+
+def psql(sql):
+    env = pg_env()
+    psql_bin = os.path.join(os.environ.get("ORGSYNC_PG_BIN", "/usr/lib/postgresql/15/bin"), "psql")
+    result = subprocess.run(
+        [psql_bin, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", env["ORGSYNC_TEST_PG_HOST"], "-p", env["ORGSYNC_TEST_PG_PORT"],
+         "-U", env["ORGSYNC_TEST_PG_USER"], "-d", env["ORGSYNC_TEST_PG_DB"], "-c", sql],
+        env={**os.environ, "PGPASSWORD": os.environ.get("ORGSYNC_TEST_PG_PASSWORD", "")},
+        capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise Failure(f"psql failed ({result.returncode}): {result.stderr.strip()}")
+
+
+def source_config():
+    env = pg_env()
+    return f"""
+sources:
+  - name: crm
+    kind: postgres
+    stream: events
+    settings: {{ host: "{env['ORGSYNC_TEST_PG_HOST']}", port: {env['ORGSYNC_TEST_PG_PORT']}, user: "{env['ORGSYNC_TEST_PG_USER']}",
+                password_env: ORGSYNC_TEST_PG_PASSWORD, database: "{env['ORGSYNC_TEST_PG_DB']}", tables: "{SOURCE_TAG}",
+                slot: "{SOURCE_TAG}", publication: "{SOURCE_TAG}", sslmode: disable, poll_ms: "100" }}
+    supervisor: {{ probe_threshold: 2, verify_interval_ms: 500, verify_window_ms: 60000 }}
+"""
+
+
+def start_broker(directory, hook_port, auth="{ enabled: false }", sources=""):
     config = os.path.join(directory, "orgsync.yaml")
     os.makedirs(directory, exist_ok=True)
     with open(config, "w") as f:
@@ -196,7 +240,7 @@ links:
       backoff_base_ms: 200
       backoff_cap_ms: 1000
       retryable_attempts_max: 1
-""")
+""" + sources)
     stderr = open(os.path.join(directory, "broker.log"), "w")
     process = subprocess.Popen([ORGSYNC_BIN, "serve", "--config", config], stdout=subprocess.PIPE, stderr=stderr,
                                text=True, start_new_session=True)
@@ -289,6 +333,19 @@ class Page:
         return { view: "overview", shown: !document.getElementById("overview").hidden, rows: rows, streams: streams };
     """
 
+    SOURCES = """
+        const rows = {};
+        for (const tr of document.querySelectorAll('[data-testid="source-row"]')) {
+          const cell = (id) => { const n = tr.querySelector('[data-testid="' + id + '"]'); return n ? n.textContent.trim() : ""; };
+          rows[tr.dataset.source] = {
+            state: tr.dataset.state, label: cell("source-state-label"), stream: cell("source-stream"), position: cell("source-position"),
+            lag_bytes: cell("source-lag-bytes"), lag_time: cell("source-lag-time"), appended: cell("source-appended"),
+            last_error: cell("source-last-error"), last_event: tr.querySelector('[data-testid="source-last-event"]').dataset.event,
+            buttons: Array.from(tr.querySelectorAll('[data-testid="source-actions"] button')).map((b) => b.dataset.testid)};
+        }
+        return { shown: !document.getElementById("overview").hidden, rows: rows };
+    """
+
     DETAIL = """
         const detail = document.querySelector('[data-testid="link-detail"]');
         const facts = {};
@@ -342,6 +399,13 @@ class Page:
     def wait_overview(self, what, want):
         """Waits until the overview shows `want(rows)`; returns its state."""
         return wait_for(what, lambda: (lambda s: s if s is not None and want(s["rows"]) else None)(self.overview()))
+
+    def wait_sources(self, what, want):
+        """Waits until the overview's sources table shows `want(rows)`; returns the rows."""
+        def check():
+            state = self.driver.execute_script(self.SOURCES)
+            return state["rows"] if self.common()["connection"] == "ok" and state["shown"] and want(state["rows"]) else None
+        return wait_for(what, check)
 
     def wait_detail(self, what, want):
         return wait_for(what, lambda: (lambda s: s if s is not None and want(s) else None)(self.detail()))
@@ -442,7 +506,8 @@ def main():
     driver = None
     try:
         hook_port = free_port()
-        port = start_broker(os.path.join(directory, "open"), hook_port)
+        psql(f"CREATE TABLE {SOURCE_TAG} (id int PRIMARY KEY, name text)")
+        port = start_broker(os.path.join(directory, "open"), hook_port, sources=source_config())
         base = f"http://127.0.0.1:{port}"
         log(f"broker on {base}, webhook receiver (down) on 127.0.0.1:{hook_port}")
         driver = start_browser(directory)
@@ -597,6 +662,29 @@ def main():
         axe_check(page, "detail-after-retry")
         log("retry: the dead letter is resolved and the receiver has the entry")
 
+        # --- the capture source: its row, paused and resumed with its buttons --------------------
+        page.back_to_overview()
+        psql(f"INSERT INTO {SOURCE_TAG} VALUES (1, 'captured')")
+        source = page.wait_sources("crm active with one appended entry", lambda rows: rows.get("crm", {}).get("state") == "active"
+                                   and rows["crm"]["appended"] == "1" and rows["crm"]["position"] != "—")["crm"]
+        if not source["lag_time"].endswith(" ms") or source["lag_bytes"] == "—" or source["stream"] != "events":
+            raise Failure(f"the source's row shows {source}")
+        page.screenshot("12-source-active.png")
+        page.click('[data-testid="source-row"][data-source="crm"] [data-testid="source-suspend"]', "crm's Suspend button")
+        accept_confirmation(driver, "suspending crm")
+        source = page.wait_sources("crm paused", lambda rows: rows.get("crm", {}).get("state") == "paused"
+                                   and rows["crm"]["last_event"] == "paused")["crm"]
+        if "source-resume" not in source["buttons"] or "source-suspend" in source["buttons"]:
+            raise Failure(f"paused crm shows the buttons {source['buttons']}")
+        axe_check(page, "overview-source-paused")
+        page.click('[data-testid="source-row"][data-source="crm"] [data-testid="source-resume"]', "crm's Resume button")
+        source = page.wait_sources("crm active again", lambda rows: rows.get("crm", {}).get("state") == "active"
+                                   and rows["crm"]["last_event"] == "resumed")["crm"]
+        if "source-suspend" not in source["buttons"]:
+            raise Failure(f"active crm shows the buttons {source['buttons']}")
+        page.screenshot("13-source-resumed.png")
+        log(f"source: crm at {source['position']}, lag {source['lag_bytes']} / {source['lag_time']}; paused and resumed with its buttons")
+
         # --- auth on: no token, then the admin token typed into the page ---------------------
         token = secrets.token_hex(16)
         os.environ["BROWSER_TEST_ADMIN_TOKEN"] = token  # the broker reads it; never printed
@@ -612,7 +700,7 @@ def main():
         if state["rows"] or driver.find_elements(By.CSS_SELECTOR, '[data-testid="link-suspend"]'):
             raise Failure("with auth on and no token the page shows links or operator buttons")
         field = page.element('[data-testid="token-input"]', "the token field")
-        page.screenshot("12-auth-no-token.png")
+        page.screenshot("14-auth-no-token.png")
         axe_check(page, "token")
         log("auth on, no token: the page asks for one and shows nothing else")
 
@@ -628,7 +716,7 @@ def main():
             raise Failure("the token field still holds the token after Use")
         if token in driver.page_source:
             raise Failure("the token appears in the page")
-        page.screenshot("13-auth-admin.png")
+        page.screenshot("15-auth-admin.png")
         log(f"auth on, admin token typed: links {sorted(state['rows'])} with their operator buttons")
         log("passed")
     except WebDriverException as error:
@@ -643,6 +731,11 @@ def main():
             receiver.shutdown()
             receiver.server_close()
         stop_all()
+        try:
+            psql(f"SELECT pg_drop_replication_slot('{SOURCE_TAG}') FROM pg_replication_slots WHERE slot_name = '{SOURCE_TAG}'; "
+                 f"DROP PUBLICATION IF EXISTS {SOURCE_TAG}; DROP TABLE IF EXISTS {SOURCE_TAG}")
+        except Failure as error:
+            log(f"cleaning up the source's database: {error}")
         if os.environ.get("KEEP_TEMP") != "1":
             shutil.rmtree(directory, ignore_errors=True)
 

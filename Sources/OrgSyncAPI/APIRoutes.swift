@@ -77,12 +77,13 @@ public enum APIRoutes {
     public static let source = APIRoute("/v1/sources/{source}", ["GET"])
     public static let sourceSuspend = APIRoute("/v1/sources/{source}/suspend", ["POST"])
     public static let sourceResume = APIRoute("/v1/sources/{source}/resume", ["POST"])
+    public static let sourceSyncLog = APIRoute("/v1/sources/{source}/sync-log", ["GET"])
     public static let notifications = APIRoute("/v1/notifications", ["GET"])
 
     public static let all: [APIRoute] = [
         statusPage, statusPageScript, statusPageStyle, openAPIDocument, healthLive, healthReady, metrics, whoami,
         streams, stream, entries, streamSamples, linkSamples, links, link, linkSuspend, linkResume, linkCursor,
-        linkReset, linkAdopt, linkSyncLog, linkDeadLetters, linkDeadLetterRetry, sources, source, sourceSuspend, sourceResume,
+        linkReset, linkAdopt, linkSyncLog, linkDeadLetters, linkDeadLetterRetry, sources, source, sourceSuspend, sourceResume, sourceSyncLog,
         notifications,
     ]
 

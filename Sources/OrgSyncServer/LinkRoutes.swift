@@ -50,11 +50,7 @@ func addLinkRoutes(to routes: RouteGroups, broker: Broker) {
         return jsonResponse(LinkStatusBody(await supervisor.status()))
     }
     routes.produce.get(APIRoutes.linkSyncLog) { request, context -> Response in
-        let supervisor = try links.supervisor(try context.parameters.require("link"))
-        let limit = try pageLimit(request)
-        let before = try parseUInt(request.uri.queryParameters.get("before"), name: "before")
-        let records = supervisor.syncLog.page(beforeSequence: before, limit: limit)
-        return jsonResponse(SyncLogPage(records: records.map(SyncLogRecordBody.init), nextBefore: records.count == limit ? records.last?.sequence : nil))
+        try syncLogPage(try links.supervisor(try context.parameters.require("link")).syncLog, request)
     }
     routes.produce.get(APIRoutes.linkDeadLetters) { request, context -> Response in
         let supervisor = try links.supervisor(try context.parameters.require("link"))
@@ -78,6 +74,14 @@ func addLinkRoutes(to routes: RouteGroups, broker: Broker) {
         }
         return jsonResponse(DeadLetterBody(try await supervisor.retryDeadLetter(Offset(rawValue: offset))))
     }
+}
+
+/// One page of a link's or a source's sync log (`before`, `limit`), newest first.
+func syncLogPage(_ syncLog: SyncLog, _ request: Request) throws -> Response {
+    let limit = try pageLimit(request)
+    let before = try parseUInt(request.uri.queryParameters.get("before"), name: "before")
+    let records = syncLog.page(beforeSequence: before, limit: limit)
+    return jsonResponse(SyncLogPage(records: records.map(SyncLogRecordBody.init), nextBefore: records.count == limit ? records.last?.sequence : nil))
 }
 
 func pageLimit(_ request: Request) throws -> Int {

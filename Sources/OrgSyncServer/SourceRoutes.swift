@@ -3,7 +3,7 @@ import OrgSyncAPI
 import OrgSyncBroker
 import OrgSyncCore
 
-/// `/v1/sources…`: capture sources' status, operator suspend/resume.
+/// `/v1/sources…`: capture sources' status, operator suspend/resume, sync log.
 func addSourceRoutes(to routes: RouteGroups, broker: Broker) {
     let sources = broker.sources
     routes.produce.get(APIRoutes.sources) { request, context -> Response in
@@ -23,6 +23,9 @@ func addSourceRoutes(to routes: RouteGroups, broker: Broker) {
         let force = try parseBool(request.uri.queryParameters.get("force"), name: "force")
         try await sources.resume(name, force: force)
         return jsonResponse(SourceStatusBody(await (try sources.supervisor(name)).status()))
+    }
+    routes.produce.get(APIRoutes.sourceSyncLog) { request, context -> Response in
+        try syncLogPage(try sources.supervisor(try context.parameters.require("source")).syncLog, request)
     }
 }
 

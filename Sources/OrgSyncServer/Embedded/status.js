@@ -22,6 +22,7 @@
     busy: false,
     again: false,
     rows: new Map(),     // link name -> overview row
+    sourceRows: new Map(),  // source name -> overview row
     signatures: {},      // table id -> JSON of what it shows (skip re-rendering unchanged data)
   };
 
@@ -150,6 +151,7 @@
     }
     $("token-form").hidden = !view.authEnabled;
     view.rows.forEach((row) => { row.actionsKey = null; });
+    view.sourceRows.forEach((row) => { row.actionsKey = null; });
     view.signatures = {};
   }
 
@@ -176,12 +178,15 @@
     return row;
   }
 
-  function actionButtons(link, testPrefix) {
+  // The operator buttons of a link or (collection "sources") a capture source.
+  function actionButtons(link, testPrefix, collection) {
     const buttons = [];
     if (!isAdmin()) { return buttons; }
-    const path = "/v1/links/" + encodeURIComponent(link.name);
+    const isSource = collection === "sources";
+    const path = "/v1/" + (isSource ? "sources" : "links") + "/" + encodeURIComponent(link.name);
     if (link.state !== "paused") {
-      buttons.push(actionButton("Suspend", testPrefix + "suspend", "POST", path + "/suspend", "Suspend link " + link.name + "?"));
+      buttons.push(actionButton("Suspend", testPrefix + "suspend", "POST", path + "/suspend",
+        "Suspend " + (isSource ? "source " : "link ") + link.name + "?"));
     }
     if (link.state === "diverged") {
       buttons.push(actionButton("Adopt target position", testPrefix + "adopt", "POST", path + "/adopt",
@@ -191,7 +196,8 @@
     if (link.state !== "active") {
       buttons.push(actionButton("Resume", testPrefix + "resume", "POST", path + "/resume", null));
       buttons.push(actionButton("Force resume", testPrefix + "force-resume", "POST", path + "/resume?force=true",
-        "Resume link " + link.name + " without verifying the target?"));
+        isSource ? "Resume source " + link.name + " without verifying its database?"
+                 : "Resume link " + link.name + " without verifying the target?"));
     }
     return buttons;
   }
@@ -251,6 +257,71 @@
     $("links-empty").hidden = links.length > 0;
   }
 
+  function sourceRow(name) {
+    let row = view.sourceRows.get(name);
+    if (row) { return row; }
+    const cells = {};
+    const cell = (key, className) => (cells[key] = el("td", { className: className, "data-testid": "source-" + key }));
+    const tr = el("tr", { "data-testid": "source-row", "data-source": name },
+      el("td", { "data-testid": "source-name" }, name),
+      cell("stream"), cell("state"), cell("position"), cell("lag-bytes", "num"), cell("lag-time", "num"),
+      cell("appended", "num"), cell("probe"), cell("time-in-state"), cell("last-event"), cell("last-error", "error"),
+      cell("actions"));
+    cells.badge = el("span", { className: "badge", "data-testid": "source-state-label" });
+    cells.held = el("span", { className: "held", "data-testid": "source-held-down", hidden: "" }, "held down");
+    cells.state.append(cells.badge, cells.held);
+    row = { tr: tr, cells: cells, actionsKey: null };
+    view.sourceRows.set(name, row);
+    return row;
+  }
+
+  // A lag in ms: in ms below 10 s (a source that keeps up stays under a second), else as a duration.
+  function formatLagMs(ms) {
+    if (ms === null || ms === undefined) { return "—"; }
+    const value = Number(ms);
+    return value < 10000 ? value + " ms" : formatDuration(value);
+  }
+
+  // sources: the API's statuses; lastEvents: each one's newest sync log record (or undefined).
+  function renderSources(sources, lastEvents) {
+    const tbody = $("sources");
+    const seen = new Set();
+    sources.forEach((source, index) => {
+      const row = sourceRow(source.name);
+      seen.add(source.name);
+      const c = row.cells;
+      const state = source.running ? source.state : "stopped";
+      row.tr.setAttribute("data-state", state);
+      c.badge.setAttribute("data-state", state);
+      setText(c.badge, stateLabel(state));
+      c.held.hidden = !source.held_down;
+      setText(c.stream, source.stream);
+      setText(c.position, source.position_lsn === undefined ? "—" : source.position_lsn + " #" + source.position_change);
+      c["lag-bytes"].setAttribute("title", source.lag_bytes === undefined ? "not measured yet" : source.lag_bytes + " bytes of WAL the slot holds back");
+      setText(c["lag-bytes"], source.lag_bytes === undefined ? "—" : formatBytes(source.lag_bytes));
+      setText(c["lag-time"], formatLagMs(source.lag_ms));
+      setText(c.appended, source.appended_entries);
+      setText(c.probe, source.state === "verifying" ? source.probe_progress : "—");
+      setText(c["time-in-state"], formatDuration(source.time_in_state_ms));
+      const last = lastEvents[index];
+      setText(c["last-event"], last ? last.event + " " + formatTime(last.time_ms) : "—");
+      c["last-event"].setAttribute("data-event", last ? last.event : "");
+      if (last) { c["last-event"].setAttribute("title", last.reason); } else { c["last-event"].removeAttribute("title"); }
+      setText(c["last-error"], source.last_error || "");
+      if (source.last_error) { c["last-error"].setAttribute("title", source.last_error); } else { c["last-error"].removeAttribute("title"); }
+      const actionsKey = view.role + "|" + source.state;
+      if (row.actionsKey !== actionsKey) {
+        c.actions.replaceChildren(...actionButtons(source, "source-", "sources"));
+        row.actionsKey = actionsKey;
+      }
+      if (tbody.children[index] !== row.tr) { tbody.insertBefore(row.tr, tbody.children[index] || null); }
+    });
+    for (const [name, row] of view.sourceRows) {
+      if (!seen.has(name)) { row.tr.remove(); view.sourceRows.delete(name); }
+    }
+    $("sources-empty").hidden = sources.length > 0;
+  }
+
   function renderIfChanged(id, data, render) {
     const signature = JSON.stringify(data);
     if (view.signatures[id] === signature) { return; }
@@ -272,11 +343,14 @@
   }
 
   async function refreshOverview() {
-    const [links, streams] = await Promise.all([api("GET", "/v1/links"), api("GET", "/v1/streams")]);
+    const [links, streams, sources] = await Promise.all([api("GET", "/v1/links"), api("GET", "/v1/streams"), api("GET", "/v1/sources")]);
     const streamList = Array.isArray(streams.streams) ? streams.streams : [];
-    const samples = await Promise.all(streamList.map((s) =>
-      api("GET", "/v1/streams/" + encodeURIComponent(s.name) + "/samples?window_ms=" + WINDOW_MS)));
+    const sourceList = Array.isArray(sources.sources) ? sources.sources : [];
+    const [samples, sourceEvents] = await Promise.all([
+      Promise.all(streamList.map((s) => api("GET", "/v1/streams/" + encodeURIComponent(s.name) + "/samples?window_ms=" + WINDOW_MS))),
+      Promise.all(sourceList.map((s) => api("GET", "/v1/sources/" + encodeURIComponent(s.name) + "/sync-log?limit=1")))]);
     renderLinks(Array.isArray(links.links) ? links.links : []);
+    renderSources(sourceList, sourceEvents.map((page) => (Array.isArray(page.records) ? page.records[0] : undefined)));
     renderStreams(streamList);
     renderStreamCharts(samples);
   }
