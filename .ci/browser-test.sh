@@ -3,12 +3,14 @@
 # Selenium drives Debian's chromium through Debian's chromedriver; the test clicks the page's
 # links and buttons and types into its token field, follows a link through suspended,
 # verifying and active, pauses and resumes it, pages through its sync log, retries a dead
-# letter, and runs axe-core on the overview and the detail view (any critical or serious
+# letter, pauses and resumes a PostgreSQL capture source, and runs axe-core on the overview and the detail view (any critical or serious
 # violation fails). See the docstring of .ci/browser_test.py for every step. Full-height
 # screenshots of each state and axe's results go to $ARTIFACTS_DIR (default
 # /tmp/orgsync-artifacts).
 #
 # Usage: ORGSYNC_BIN=.build/debug/orgsync bash .ci/browser-test.sh
+# Needs the throwaway PostgreSQL of .ci/postgres.sh (its ORGSYNC_TEST_PG_* exported, as .ci/run
+# has them): the page's capture source reads a table of its own there.
 # Builds nothing: ORGSYNC_BIN is the built executable. Installs Debian's chromium and
 # chromium-driver when missing (needs root); selenium and axe-selenium-python (pinned) go in a
 # temporary virtualenv. Selenium uses the local chromedriver and chromium only (Selenium
