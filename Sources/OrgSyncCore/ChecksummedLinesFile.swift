@@ -1,15 +1,13 @@
 #if canImport(Glibc)
 import Glibc
-private let systemRead = Glibc.read
-private let systemWrite = Glibc.write
 #elseif canImport(Darwin)
 import Darwin
-private let systemRead = Darwin.read
-private let systemWrite = Darwin.write
 #endif
 import OrgSyncLog
 
-/// An append-only file of records, one a line: `<CRC-32 of the payload, 8 hex digits> <payload>\n`.
+/// An append-only file of records, one a line: `<CRC-32 of the payload, 8 hex digits> <payload>\n`,
+/// kept through a ``LogStorage`` (the segment log's: POSIX files, or a fault-injecting storage in
+/// tests).
 ///
 /// Why this shape: a crash can leave a torn last line, and a disk can flip bits. Reading skips
 /// any line that is incomplete, does not match its checksum or does not parse, so bad bytes are
@@ -17,22 +15,43 @@ import OrgSyncLog
 /// (JSON from `JSONEncoder` never does). Not thread-safe: its owner serializes access.
 final class ChecksummedLinesFile {
     let path: String
+    private let storage: any LogStorage
     private let fsyncEachAppend: Bool
-    private var descriptor: Int32
+    private var file: any LogFile
+    /// Where the next line goes: the end of what this file wrote. A write that failed part-way
+    /// is written over by the next append (a torn line is never followed by a good one).
+    private var size: Int64
 
-    /// Opens (creating) the file at `path` for appending.
-    init(path: String, fsyncEachAppend: Bool) throws(RecordFileError) {
+    /// Opens (creating) the file at `path` for appending. A new file's name is made durable
+    /// (its directory synced) before anything is appended to it.
+    init(path: String, storage: any LogStorage, fsyncEachAppend: Bool) throws(RecordFileError) {
         self.path = path
+        self.storage = storage
         self.fsyncEachAppend = fsyncEachAppend
-        self.descriptor = try Self.openForAppend(path)
+        (file, size) = try Self.openForAppend(path, storage)
     }
 
-    deinit { _ = close(descriptor) }
-
-    /// The valid payloads of the file at `path` in file order, and how many lines were skipped.
-    static func read(path: String) throws(RecordFileError) -> (payloads: [[UInt8]], damagedLineCount: Int) {
-        decode(try readAll(path))
+    /// The valid payloads of the file at `path` in file order, and how many lines were skipped
+    /// (none for a file that does not exist).
+    static func read(path: String, storage: any LogStorage) throws(RecordFileError) -> (payloads: [[UInt8]], damagedLineCount: Int) {
+        guard storage.fileExists(path) else { return ([], 0) }
+        let bytes = try Self.storageCall("read", path) { () throws -> [UInt8] in
+            let file = try storage.openFile(path, create: false)
+            let size = try file.size()
+            var bytes: [UInt8] = []
+            guard let count = Int(exactly: size) else { return bytes }
+            bytes.reserveCapacity(count)
+            while bytes.count < count {
+                let read = try file.read(at: Int64(bytes.count), count: min(Self.readChunkBytes, count - bytes.count), into: &bytes)
+                if read == 0 { break }  // shorter than its size said: what is there is what counts
+            }
+            return bytes
+        }
+        return decode(bytes)
     }
+
+    /// Bytes read per call when reading a whole file.
+    static let readChunkBytes = 1 << 20
 
     /// The valid payloads of a file's bytes in file order, and how many lines were skipped
     /// (separate from the reading so that tests and the fuzzer reach it without a file).
@@ -50,31 +69,31 @@ final class ChecksummedLinesFile {
 
     /// Appends one record (and fsyncs it when configured to).
     func append(_ payload: [UInt8]) throws(RecordFileError) {
-        try Self.writeAll(descriptor, Self.encodeLine(payload), path: path)
-        if fsyncEachAppend, fsync(descriptor) != 0 { throw RecordFileError(path: path, operation: "fsync", code: errno) }
+        let line = Self.encodeLine(payload)
+        let (file, offset, fsyncEachAppend) = (self.file, size, self.fsyncEachAppend)
+        try Self.storageCall("write", path) {
+            try line.withUnsafeBytes { try file.write($0, at: offset) }
+            if fsyncEachAppend { try file.sync() }
+        }
+        size = offset + Int64(line.count)
     }
 
     /// Replaces the file's content with `payloads`, atomically: a temporary file is written and
-    /// fsynced, renamed over the file, and the directory fsynced. A crash leaves old or new.
+    /// synced, renamed over the file, and the directory synced. A crash leaves old or new.
     func rewrite(_ payloads: [[UInt8]]) throws(RecordFileError) {
-        let temporary = path + ".tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw RecordFileError(path: temporary, operation: "open", code: errno) }
         var content: [UInt8] = []
         for payload in payloads { content += Self.encodeLine(payload) }
-        do throws(RecordFileError) {
-            try Self.writeAll(fd, content, path: temporary)
-            if fsync(fd) != 0 { throw RecordFileError(path: temporary, operation: "fsync", code: errno) }
-        } catch {
-            _ = close(fd)
-            throw error
+        let (path, storage) = (self.path, self.storage)
+        let temporary = path + ".tmp"
+        try Self.storageCall("rewrite", temporary) {
+            let replacement = try storage.openFile(temporary, create: true)
+            try replacement.truncate(to: 0)
+            try content.withUnsafeBytes { try replacement.write($0, at: 0) }
+            try replacement.sync()
+            try storage.rename(temporary, to: path)
+            try storage.syncDirectory(Self.directory(of: path))
         }
-        _ = close(fd)
-        guard rename(temporary, path) == 0 else { throw RecordFileError(path: path, operation: "rename", code: errno) }
-        Self.fsyncDirectory(of: path)
-        let reopened = try Self.openForAppend(path)
-        _ = close(descriptor)
-        descriptor = reopened
+        (file, size) = try Self.openForAppend(path, storage)
     }
 
     // MARK: - Encoding
@@ -94,70 +113,34 @@ final class ChecksummedLinesFile {
         return Zlib.crc32(payload) == crc ? payload : nil
     }
 
-    // MARK: - POSIX
+    // MARK: - Storage
 
-    private static func openForAppend(_ path: String) throws(RecordFileError) -> Int32 {
-        let existing = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
-        if existing >= 0 { return existing }
-        guard errno == ENOENT else { throw RecordFileError(path: path, operation: "open", code: errno) }
-        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw RecordFileError(path: path, operation: "open", code: errno) }
-        // A new file's name is durable only once its directory is synced: without this, a power
-        // cut took the whole sync log (or dead-letter file) with records fsynced into it.
+    private static func openForAppend(_ path: String, _ storage: any LogStorage) throws(RecordFileError) -> (any LogFile, Int64) {
+        try storageCall("open", path) {
+            let existed = storage.fileExists(path)
+            let file = try storage.openFile(path, create: true)
+            // A new file's name is durable only once its directory is synced: without this, a
+            // power cut took the whole sync log (or dead-letter file) with records synced into it.
+            if !existed { try storage.syncDirectory(directory(of: path)) }
+            return (file, try file.size())
+        }
+    }
+
+    private static func directory(of path: String) -> String {
         let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-        let directoryPath = directory.isEmpty ? (path.hasPrefix("/") ? "/" : ".") : directory
-        let dirFd = open(directoryPath, O_RDONLY | O_CLOEXEC)
-        if dirFd < 0 || fsync(dirFd) != 0 {
-            let code = errno
-            if dirFd >= 0 { _ = close(dirFd) }
-            _ = close(fd)
-            throw RecordFileError(path: directoryPath, operation: "fsync directory", code: code)
-        }
-        _ = close(dirFd)
-        return fd
+        return directory.isEmpty ? (path.hasPrefix("/") ? "/" : ".") : directory
     }
 
-    private static func readAll(_ path: String) throws(RecordFileError) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 {
-            if errno == ENOENT { return [] }
-            throw RecordFileError(path: path, operation: "open", code: errno)
+    /// Runs storage calls, reporting a failure as a ``RecordFileError`` (the storage's errno;
+    /// `EIO` for an error without one).
+    private static func storageCall<T>(_ operation: String, _ path: String, _ body: () throws -> T) throws(RecordFileError) -> T {
+        do {
+            return try body()
+        } catch let error as StorageError {
+            throw RecordFileError(path: error.path, operation: "\(operation): \(error.operation)", code: error.errno)
+        } catch {
+            throw RecordFileError(path: path, operation: "\(operation): \(error)", code: EIO)
         }
-        defer { _ = close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { systemRead(fd, $0.baseAddress, $0.count) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw RecordFileError(path: path, operation: "read", code: errno)
-            }
-            if count == 0 { return bytes }
-            bytes += chunk[0..<count]
-        }
-    }
-
-    private static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(RecordFileError) {
-        var written = 0
-        while written < bytes.count {
-            let count = bytes.withUnsafeBytes { buffer -> Int in
-                guard let base = buffer.baseAddress else { return 0 }
-                return systemWrite(fd, base + written, buffer.count - written)
-            }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw RecordFileError(path: path, operation: "write", code: errno)
-            }
-            written += count
-        }
-    }
-
-    private static func fsyncDirectory(of path: String) {
-        let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-        let fd = open(directory.isEmpty ? "." : directory, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        _ = fsync(fd)
-        _ = close(fd)
     }
 }
 

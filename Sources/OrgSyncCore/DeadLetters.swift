@@ -3,6 +3,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import OrgSyncLog
 import OrgSyncPluginAPI
 import Synchronization
 
@@ -50,10 +51,14 @@ public final class DeadLetters: Sendable {
     public let damagedLineCount: Int
     private let state: Mutex<State>
 
-    public static func open(directory: String, link: String, lettersMax: Int, fsync: Bool = true) throws(RecordFileError) -> DeadLetters {
+    /// Opens (or creates) the dead letters of `link` in `directory`, which must exist, through
+    /// `storage` (the segment log's; POSIX files unless a test gives another).
+    public static func open(
+        directory: String, link: String, lettersMax: Int, fsync: Bool = true, storage: any LogStorage = PosixStorage()
+    ) throws(RecordFileError) -> DeadLetters {
         try validateLinkFileName(link)
         let path = directory + "/" + link + ".deadletters.jsonl"
-        let (payloads, damaged) = try ChecksummedLinesFile.read(path: path)
+        let (payloads, damaged) = try ChecksummedLinesFile.read(path: path, storage: storage)
         let decoder = JSONDecoder()
         var letters: [Offset: DeadLetter] = [:]
         var unparsable = 0
@@ -65,7 +70,7 @@ public final class DeadLetters: Sendable {
             }
         }
         Self.trim(&letters, to: lettersMax)
-        let file = try ChecksummedLinesFile(path: path, fsyncEachAppend: fsync)
+        let file = try ChecksummedLinesFile(path: path, storage: storage, fsyncEachAppend: fsync)
         if damaged + unparsable > 0 || payloads.count > letters.count {
             try file.rewrite(Self.sorted(letters).map(encode))
         }

@@ -3,6 +3,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import OrgSyncLog
 import OrgSyncPluginAPI
 import Synchronization
 
@@ -66,16 +67,19 @@ public final class SyncLog: Sendable {
     public let damagedLineCount: Int
     private let state: Mutex<State>
 
-    /// Opens (or creates) the sync log of `link` in `directory`, which must exist.
-    public static func open(directory: String, link: String, recordsMax: Int, fsync: Bool = true) throws(RecordFileError) -> SyncLog {
+    /// Opens (or creates) the sync log of `link` in `directory`, which must exist, through
+    /// `storage` (the segment log's; POSIX files unless a test gives another).
+    public static func open(
+        directory: String, link: String, recordsMax: Int, fsync: Bool = true, storage: any LogStorage = PosixStorage()
+    ) throws(RecordFileError) -> SyncLog {
         try validateLinkFileName(link)
         let path = directory + "/" + link + ".synclog.jsonl"
-        let (payloads, damaged) = try ChecksummedLinesFile.read(path: path)
+        let (payloads, damaged) = try ChecksummedLinesFile.read(path: path, storage: storage)
         let decoder = JSONDecoder()
         var records = payloads.compactMap { try? decoder.decode(SyncLogRecord.self, from: Data($0)) }
         let unparsable = payloads.count - records.count
         if records.count > recordsMax { records.removeFirst(records.count - recordsMax) }
-        let file = try ChecksummedLinesFile(path: path, fsyncEachAppend: fsync)
+        let file = try ChecksummedLinesFile(path: path, storage: storage, fsyncEachAppend: fsync)
         if damaged + unparsable > 0 || payloads.count > recordsMax {
             // Rewrite so that new lines never follow a torn one and the file stays bounded.
             try file.rewrite(records.map(encode))

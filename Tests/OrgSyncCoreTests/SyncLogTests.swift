@@ -1,6 +1,8 @@
 import Foundation
 import OrgSyncCore
+import OrgSyncLog
 import OrgSyncPluginAPI
+import OrgSyncTestSupport
 import Testing
 
 /// A fresh directory under the system's temporary directory, removed by `cleanUp()`.
@@ -124,5 +126,61 @@ struct TemporaryDirectory {
         #expect(reopened.failedCount == 2)
         #expect(reopened.damagedLineCount == 1)
         #expect(reopened.page(beforeOffset: 20, status: .failed).map(\.offset) == [9])
+    }
+
+    // Through a storage that fails and crashes (the segment log's fault-injecting storage): what a
+    // power cut keeps of a sync log is what was synced, and nothing after a torn line.
+
+    @Test func aPowerCutKeepsWhatWasSyncedAndTheNewFilesName() throws {
+        let storage = FaultInjectingStorage()
+        try storage.createDirectory("/data/links")
+        try appendSome(try SyncLog.open(directory: "/data/links", link: "demo", recordsMax: 100, storage: storage), count: 1)
+        #expect(storage.operations().contains("syncdir links"), "a new file's name is made durable before it holds anything")
+        storage.crash()
+        let log = try SyncLog.open(directory: "/data/links", link: "demo", recordsMax: 100, storage: storage)
+        #expect(log.page().map(\.reason) == ["outage 0"], "the file and its synced line survive")
+        try appendSome(log, count: 2, from: 1)
+
+        storage.setFailSyncs(true)
+        let failed = #expect(throws: RecordFileError.self) { try appendSome(log, count: 1, from: 3) }
+        #expect(failed?.path == "/data/links/demo.synclog.jsonl" && failed?.code == EIO)
+        #expect(log.count == 4, "a record whose write failed stays in memory, for the status")
+        storage.crash()
+        let reopened = try SyncLog.open(directory: "/data/links", link: "demo", recordsMax: 100, storage: storage)
+        #expect(reopened.page().map(\.reason) == ["outage 2", "outage 1", "outage 0"])
+        #expect(reopened.damagedLineCount == 0)
+    }
+
+    @Test func aTornWriteIsSkippedAndNeverFollowedByAGoodLine() throws {
+        let storage = FaultInjectingStorage()
+        try storage.createDirectory("/data/links")
+        let log = try SyncLog.open(directory: "/data/links", link: "demo", recordsMax: 100, fsync: false, storage: storage)
+        try appendSome(log, count: 3)
+        storage.crash(tornWriteBytes: 12)  // the last line cut after 12 bytes
+        let reopened = try SyncLog.open(directory: "/data/links", link: "demo", recordsMax: 100, storage: storage)
+        #expect(reopened.page().map(\.reason) == ["outage 1", "outage 0"])
+        #expect(reopened.damagedLineCount == 1)
+        try appendSome(reopened, count: 1, from: 7)
+        let again = try SyncLog.open(directory: "/data/links", link: "demo", recordsMax: 100, storage: storage)
+        #expect(again.page().map(\.reason) == ["outage 7", "outage 1", "outage 0"])
+        #expect(again.damagedLineCount == 0, "the torn line was rewritten away before the next append")
+    }
+
+    @Test func aFullDiskFailsTheWriteAndTheNextAppendWritesOverTheTornLine() throws {
+        let storage = FaultInjectingStorage()
+        try storage.createDirectory("/data/links")
+        let letters = try DeadLetters.open(directory: "/data/links", link: "demo", lettersMax: 10, storage: storage)
+        try letters.put(DeadLetter(offset: 1, entryJSON: "{}", error: "bad 1", targetCode: nil, failedAtMs: 1))
+        storage.setWriteBudget(20)  // part of the next line fits, then ENOSPC
+        let full = #expect(throws: RecordFileError.self) {
+            try letters.put(DeadLetter(offset: 2, entryJSON: "{}", error: "bad 2", targetCode: nil, failedAtMs: 2))
+        }
+        #expect(full?.code == ENOSPC)
+        storage.setWriteBudget(nil)
+        try letters.put(DeadLetter(offset: 3, entryJSON: "{}", error: "bad 3", targetCode: nil, failedAtMs: 3))
+        storage.crash()
+        let reopened = try DeadLetters.open(directory: "/data/links", link: "demo", lettersMax: 10, storage: storage)
+        #expect(reopened.page().map(\.offset) == [3, 1], "offset 2 was never written whole; 3 was written over its torn line")
+        #expect(reopened.damagedLineCount == 0)
     }
 }

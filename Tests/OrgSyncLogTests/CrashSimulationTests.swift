@@ -1,6 +1,7 @@
 import Foundation
 import OrgSyncCore
 @testable import OrgSyncLog
+import OrgSyncTestSupport
 import Testing
 
 #if canImport(Glibc)

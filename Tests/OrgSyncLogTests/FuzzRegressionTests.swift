@@ -1,5 +1,6 @@
 import Foundation
 @testable import OrgSyncLog
+import OrgSyncTestSupport
 import Testing
 
 /// Inputs the fuzzer (`.ci/fuzz.sh`, Fuzz/README.md) found, as plain tests: each names its

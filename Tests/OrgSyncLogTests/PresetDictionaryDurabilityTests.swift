@@ -1,5 +1,6 @@
 import Foundation
 @testable import OrgSyncLog
+import OrgSyncTestSupport
 import Synchronization
 import Testing
 

@@ -10,7 +10,9 @@ import Glibc
 /// the last sync are remembered in order, so a simulated crash can keep any prefix of them, cut
 /// at any byte: a torn write. Faults (failed writes, failed syncs, a crash at the next sync) are
 /// switched on through the storage, not by mocking the log.
-final class FaultInjectingStorage: LogStorage, Sendable {
+public final class FaultInjectingStorage: LogStorage, Sendable {
+    public init() {}
+
     struct Write {
         var offset: Int64
         var bytes: [UInt8]
@@ -152,7 +154,7 @@ final class FaultInjectingStorage: LogStorage, Sendable {
 
     // MARK: LogStorage
 
-    func openFile(_ path: String, create: Bool) throws -> any LogFile {
+    public func openFile(_ path: String, create: Bool) throws -> any LogFile {
         let hook = openHooks.withLock { hooks -> (@Sendable () -> Void)? in
             guard let key = hooks.keys.first(where: { path.hasSuffix($0) }) else { return nil }
             return hooks.removeValue(forKey: key)
@@ -168,7 +170,7 @@ final class FaultInjectingStorage: LogStorage, Sendable {
         return File(path: path, owner: self)
     }
 
-    func fileSize(_ path: String) throws -> Int64 {
+    public func fileSize(_ path: String) throws -> Int64 {
         try check(path)
         guard let count = state.withLock({ $0.files[path]?.data.count }) else {
             throw StorageError(operation: "stat", path: path, errno: ENOENT)
@@ -176,21 +178,21 @@ final class FaultInjectingStorage: LogStorage, Sendable {
         return Int64(count)
     }
 
-    func identity(ofPath path: String) throws -> FileIdentity? {
+    public func identity(ofPath path: String) throws -> FileIdentity? {
         try check(path)
         return state.withLock { $0.files[path] != nil } ? FileIdentity(device: 0, inode: 0, linkCount: 1) : nil
     }
 
-    func fileExists(_ path: String) -> Bool {
+    public func fileExists(_ path: String) -> Bool {
         state.withLock { $0.files[path] != nil || $0.directories.contains(path) }
     }
 
-    func createDirectory(_ path: String) throws {
+    public func createDirectory(_ path: String) throws {
         try check(path)
         _ = state.withLock { $0.directories.insert(path) }
     }
 
-    func listDirectory(_ path: String) throws -> [String] {
+    public func listDirectory(_ path: String) throws -> [String] {
         try check(path)
         let prefix = path.hasSuffix("/") ? path : path + "/"
         return state.withLock { s in
@@ -199,13 +201,13 @@ final class FaultInjectingStorage: LogStorage, Sendable {
         }
     }
 
-    func removeFile(_ path: String) throws {
+    public func removeFile(_ path: String) throws {
         try check(path)
         record("remove", path)
         _ = state.withLock { $0.files.removeValue(forKey: path) }
     }
 
-    func rename(_ from: String, to: String) throws {
+    public func rename(_ from: String, to: String) throws {
         try check(from)
         record("rename", to)
         state.withLock { s in
@@ -213,7 +215,7 @@ final class FaultInjectingStorage: LogStorage, Sendable {
         }
     }
 
-    func syncDirectory(_ path: String) throws {
+    public func syncDirectory(_ path: String) throws {
         try check(path)
         record("syncdir", path)
         let prefix = path.hasSuffix("/") ? path : path + "/"
@@ -224,7 +226,7 @@ final class FaultInjectingStorage: LogStorage, Sendable {
 
     final class NoLock: LogLock {}
 
-    func lockFile(_ path: String) throws -> any LogLock {
+    public func lockFile(_ path: String) throws -> any LogLock {
         try check(path)
         return NoLock()
     }
@@ -235,7 +237,7 @@ final class FaultInjectingStorage: LogStorage, Sendable {
     /// every write since its last sync is lost, otherwise the earlier unsynced writes survive and
     /// the last one is cut after `tornWriteBytes` bytes (a torn write). Files whose directory
     /// entry was never synced vanish. Clears all faults.
-    func crash(tornWriteBytes: Int? = nil) {
+    public func crash(tornWriteBytes: Int? = nil) {
         state.withLock { s in
             for (path, var file) in s.files {
                 guard file.durableName else {
@@ -269,34 +271,34 @@ final class FaultInjectingStorage: LogStorage, Sendable {
     }
 
     /// Bytes of the last unsynced write to `path`.
-    func lastUnsyncedWriteBytes(_ path: String) -> Int {
+    public func lastUnsyncedWriteBytes(_ path: String) -> Int {
         state.withLock { $0.files[path]?.unsynced.last(where: { $0.truncate == nil })?.bytes.count ?? 0 }
     }
 
     /// Bytes written since the last sync of `path` (data writes only).
-    func unsyncedBytes(_ path: String) -> Int {
+    public func unsyncedBytes(_ path: String) -> Int {
         state.withLock { s in s.files[path]?.unsynced.reduce(0) { $0 + $1.bytes.count } ?? 0 }
     }
 
     /// The next `count` operations on paths ending in `suffix` fail with `errno`.
-    func failNext(_ count: Int, pathSuffix suffix: String, errno: Int32) {
+    public func failNext(_ count: Int, pathSuffix suffix: String, errno: Int32) {
         state.withLock { $0.failures.append((suffix, errno, count)) }
     }
 
     /// Runs `hook` once, when a file whose path ends in `suffix` is next opened.
-    func onNextOpen(pathSuffix suffix: String, _ hook: @escaping @Sendable () -> Void) {
+    public func onNextOpen(pathSuffix suffix: String, _ hook: @escaping @Sendable () -> Void) {
         openHooks.withLock { $0[suffix] = hook }
     }
 
-    func operations() -> [String] { state.withLock { $0.operations } }
-    func clearOperations() { state.withLock { $0.operations = [] } }
+    public func operations() -> [String] { state.withLock { $0.operations } }
+    public func clearOperations() { state.withLock { $0.operations = [] } }
 
-    func setCrashAtNextSync() { state.withLock { $0.crashAtNextSync = true } }
-    func setFailSyncs(_ on: Bool) { state.withLock { $0.failSyncs = on } }
-    func setWriteBudget(_ bytes: Int?) { state.withLock { $0.writeBytesBudget = bytes } }
+    public func setCrashAtNextSync() { state.withLock { $0.crashAtNextSync = true } }
+    public func setFailSyncs(_ on: Bool) { state.withLock { $0.failSyncs = on } }
+    public func setWriteBudget(_ bytes: Int?) { state.withLock { $0.writeBytesBudget = bytes } }
 
     /// Flips one bit of the durable and visible bytes of `path`.
-    func flipBit(_ path: String, byte: Int, bit: Int) {
+    public func flipBit(_ path: String, byte: Int, bit: Int) {
         state.withLock { s in
             guard var file = s.files[path], byte < file.data.count else { return }
             file.data[byte] ^= UInt8(1 << bit)
@@ -305,6 +307,6 @@ final class FaultInjectingStorage: LogStorage, Sendable {
         }
     }
 
-    func fileBytes(_ path: String) -> [UInt8] { state.withLock { $0.files[path]?.data ?? [] } }
-    func filePaths() -> [String] { state.withLock { Array($0.files.keys).sorted() } }
+    public func fileBytes(_ path: String) -> [UInt8] { state.withLock { $0.files[path]?.data ?? [] } }
+    public func filePaths() -> [String] { state.withLock { Array($0.files.keys).sorted() } }
 }
