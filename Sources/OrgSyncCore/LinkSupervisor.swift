@@ -35,22 +35,17 @@ public actor LinkSupervisor {
     private let wallClockMs: @Sendable () -> UInt64
     private var logger: Logger
 
-    private var machine: LinkStateMachine
-    private var random: SplitMix64
+    /// The state machine and the flags its actions set.
+    private var driver: SupervisorDriver
     private var running = false
-    private var consuming = false
     /// A batch went to the adapter since it last gave back its caches (``OrgAdapter/releaseMemory()``).
     private var appliedSinceMemoryRelease = false
-    private var closeRequested = false
     /// After every (re)start of consuming, the adapter's applied offset is consulted once.
     private var cursorSyncNeeded = false
-    private var pendingProbeID: UInt64?
     private var pendingRetries: [PendingRetry] = []
     private var pendingPositionChanges: [PendingPositionChange] = []
-    private var wakeTask: Task<Void, Never>?
-    /// Set by ``kick()``: something changed while `run()` was busy, so it must look again
-    /// before it waits (otherwise a request made during an await would be missed).
-    private var wakeRequested = false
+    /// Ends the loop's wait when something changed (see ``LoopWakeUp``).
+    private let wake = LoopWakeUp()
     /// True while `run()` applies a batch: its commit may still move the cursor.
     private var batchInFlight = false
     private var observers: [Int: AsyncStream<LinkTransition>.Continuation] = [:]
@@ -108,8 +103,7 @@ public actor LinkSupervisor {
         self.wallClockMs = wallClockMs
         self.logger = logger
         self.logger[metadataKey: "link"] = .string(name)
-        self.machine = LinkStateMachine(configuration: configuration, nowMs: clock.nowMs(), startPaused: startPaused)
-        self.random = SplitMix64(seed: randomSeed)
+        self.driver = SupervisorDriver(configuration: configuration, nowMs: clock.nowMs(), startPaused: startPaused, randomSeed: randomSeed)
     }
 
     // MARK: - Running
@@ -123,7 +117,7 @@ public actor LinkSupervisor {
         var failure: (any Error)?
         do {
             try await link.loadCursor()
-            perform(machine.initialActions())
+            take(driver.start())
             while !Task.isCancelled { try await step() }
         } catch where !(error is CancellationError) {
             failure = error
@@ -136,15 +130,15 @@ public actor LinkSupervisor {
     /// One unit of work: close, retry a dead letter, probe, apply a batch, or wait for a reason
     /// to do one of those.
     private func step() async throws {
-        wakeRequested = false  // this step looks at everything afresh
-        if closeRequested { return await closeAdapter() }
+        wake.reset()  // this step looks at everything afresh
+        if driver.closeRequested { return await closeAdapter() }
         if !pendingRetries.isEmpty { return await performNextRetry() }
         if !pendingPositionChanges.isEmpty { return await performNextPositionChange() }
-        if let probeID = pendingProbeID {
-            pendingProbeID = nil
+        if let probeID = driver.pendingProbeID {
+            driver.pendingProbeID = nil
             return await probe(probeID)
         }
-        if consuming {
+        if driver.consuming {
             if try await consumeOnce() { return }
             guard appliedSinceMemoryRelease, let releaseAfterMs = configuration.idleMemoryReleaseAfterMs else {
                 return await waitForWakeUp(entriesAfter: link.cursor, timerDueMs: nil)
@@ -153,21 +147,21 @@ public actor LinkSupervisor {
             // while let the adapter give back its caches (a backlog caught up leaves them full).
             let releaseDueMs = clock.nowMs().saturatingAdd(releaseAfterMs)
             await waitForWakeUp(entriesAfter: link.cursor, timerDueMs: releaseDueMs)
-            if consuming, !closeRequested, clock.nowMs() >= releaseDueMs {
+            if driver.consuming, !driver.closeRequested, clock.nowMs() >= releaseDueMs {
                 appliedSinceMemoryRelease = false
                 await link.releaseMemory()
             }
             return
         }
         if fireTimerIfDue() { return }
-        await waitForWakeUp(entriesAfter: nil, timerDueMs: machine.timerDueMs)
+        await waitForWakeUp(entriesAfter: nil, timerDueMs: driver.machine.timerDueMs)
         _ = fireTimerIfDue()
     }
 
     private func finish() async {
-        consuming = false
-        wakeTask = nil
-        if link.adapterOpen || closeRequested { await closeAdapter() }
+        driver.consuming = false
+        wake.cancel()
+        if link.adapterOpen || driver.closeRequested { await closeAdapter() }
         for request in pendingRetries { request.continuation.resume(throwing: LinkSupervisorError.notRunning(link: name)) }
         pendingRetries = []
         for request in pendingPositionChanges { request.continuation.resume(throwing: LinkSupervisorError.notRunning(link: name)) }
@@ -185,7 +179,7 @@ public actor LinkSupervisor {
         guard try await prepareAdapterForConsuming() else { return true }
         let entries = try await link.readBatch(maxCount: configuration.batchEntriesMax)
         guard !entries.isEmpty else { return false }
-        guard consuming else { return true }  // paused or stopped while reading: apply nothing
+        guard driver.consuming else { return true }  // paused or stopped while reading: apply nothing
         let outcome = try await link.applyAndCommit(entries) { reason in await self.retryAfterRetryable(reason) }
         switch outcome {
         case .committed:
@@ -228,7 +222,7 @@ public actor LinkSupervisor {
     }
 
     private func diverged(_ reason: String) {
-        closeRequested = true
+        driver.closeRequested = true
         lastError = reason
         handle(.positionDiverged(reason: reason))
     }
@@ -239,14 +233,14 @@ public actor LinkSupervisor {
     private func retryAfterRetryable(_ reason: String) async -> Bool {
         lastError = reason
         handle(.applyRetryable(reason: reason))
-        guard consuming, let dueMs = machine.applyRetryDueMs else {
-            if let failure = machine.lastFailureReason, machine.state == .suspended { lastError = failure }
+        guard driver.consuming, let dueMs = driver.machine.applyRetryDueMs else {
+            if let failure = driver.machine.lastFailureReason, driver.machine.state == .suspended { lastError = failure }
             return false
         }
-        while clock.nowMs() < dueMs, consuming, !Task.isCancelled {
+        while clock.nowMs() < dueMs, driver.consuming, !Task.isCancelled {
             await waitForWakeUp(entriesAfter: nil, timerDueMs: dueMs)
         }
-        return consuming && !Task.isCancelled
+        return driver.consuming && !Task.isCancelled
     }
 
     /// A rejected entry: dead-lettered and skipped, or — with `stopOnReject` — the link pauses
@@ -272,7 +266,7 @@ public actor LinkSupervisor {
     }
 
     private func connectionFailed(_ reason: String) {
-        closeRequested = true
+        driver.closeRequested = true
         lastError = reason
         handle(.applyFailed(reason: reason))
     }
@@ -285,34 +279,29 @@ public actor LinkSupervisor {
             handle(.probeAnswered(probeID: probeID))
         } catch {
             if Task.isCancelled { return }
-            closeRequested = true
+            driver.closeRequested = true
             lastError = Link.describe(error)
             handle(.probeFailed(probeID: probeID, reason: Link.describe(error)))
         }
     }
 
     private func closeAdapter() async {
-        closeRequested = false
+        driver.closeRequested = false
         await link.closeAdapter()
     }
 
     /// True if the timer was due and the machine acted on it.
     private func fireTimerIfDue() -> Bool {
-        guard let dueMs = machine.timerDueMs, clock.nowMs() >= dueMs else { return false }
-        return handle(.timerFired) > 0
+        driver.timerIsDue(nowMs: clock.nowMs()) && handle(.timerFired)
     }
 
     /// Sleeps until entries arrive after `entriesAfter`, the timer is due, or ``kick()``.
     /// Consuming links wait for entries and have no timer; the others wait for their timer (or
     /// for nothing, when paused): one condition at a time, so one child task suffices.
     private func waitForWakeUp(entriesAfter offset: Offset?, timerDueMs: UInt64?) async {
-        if wakeRequested {
-            wakeRequested = false
-            return
-        }
         let source = link.source
         let clock = self.clock
-        let task = Task<Void, Never> {
+        await wake.wait {
             if let offset, let timerDueMs {
                 // Whichever comes first.
                 await withTaskGroup(of: Void.self) { group in
@@ -329,61 +318,38 @@ public actor LinkSupervisor {
                 await waitUntilCancelled()
             }
         }
-        wakeTask = task
-        await withTaskCancellationHandler { await task.value } onCancel: { task.cancel() }
-        wakeTask = nil
-        wakeRequested = false
     }
 
     /// Ends the current wait so that `run()` looks at the state again.
-    private func kick() {
-        wakeRequested = true
-        wakeTask?.cancel()
-    }
+    private func kick() { wake.kick() }
 
     // MARK: - The state machine
 
+    /// Feeds an event to the machine; records its transitions and wakes the loop if it acted.
     @discardableResult
-    private func handle(_ event: LinkEvent) -> Int {
-        let actions = machine.handle(event, nowMs: clock.nowMs(), jitterUnit: random.nextUnit())
-        perform(actions)
-        return actions.count
+    private func handle(_ event: LinkEvent) -> Bool {
+        take(driver.handle(event, nowMs: clock.nowMs()))
     }
 
-    private func perform(_ actions: [LinkAction]) {
-        for action in actions {
-            switch action {
-            case .startConsuming:
-                consuming = true
-                cursorSyncNeeded = true
-            case .stopConsuming:
-                consuming = false
-            case .closeAdapter:
-                closeRequested = true
-            case .scheduleTimer, .cancelTimer, .retryApply:
-                break  // `machine.timerDueMs` and `applyRetryDueMs` are read by the next wait
-            case .sendProbe(let probeID):
-                pendingProbeID = probeID
-            case .record(let transition):
-                record(transition)
-            }
-        }
-        if !actions.isEmpty { kick() }
+    @discardableResult
+    private func take(_ outcome: SupervisorDriver.Outcome) -> Bool {
+        if outcome.startedConsuming { cursorSyncNeeded = true }
+        for transition in outcome.transitions { record(transition) }
+        if outcome.acted { kick() }
+        return outcome.acted
     }
 
     private func record(_ transition: LinkTransition) {
-        transition.log(to: logger)
-        writeSyncLog(transition.event, reason: transition.reason, linkClockMs: transition.atMs)
+        syncLog.record(transition, state: driver.machine.state, timeMs: wallClockMs(), logger: logger)
         for continuation in observers.values { continuation.yield(transition) }
     }
 
     private func writeSyncLog(
-        _ event: SyncLogEvent, reason: String, linkClockMs: UInt64? = nil, offset: Offset? = nil,
-        status: EntryStatus? = nil, targetCode: String? = nil
+        _ event: SyncLogEvent, reason: String, offset: Offset? = nil, status: EntryStatus? = nil, targetCode: String? = nil
     ) {
         do {
-            try syncLog.append(event: event, state: machine.state, reason: reason, timeMs: wallClockMs(),
-                               linkClockMs: linkClockMs ?? clock.nowMs(), offset: offset, status: status, targetCode: targetCode)
+            try syncLog.append(event: event, state: driver.machine.state, reason: reason, timeMs: wallClockMs(),
+                               linkClockMs: clock.nowMs(), offset: offset, status: status, targetCode: targetCode)
         } catch {
             logger.error("cannot write the sync log: \(error)")
         }
@@ -397,7 +363,7 @@ extension LinkSupervisor {
     @discardableResult
     public func suspend(reason: String = "paused by operator") -> LinkState {
         handle(.operatorSuspend(reason: reason))
-        return machine.state
+        return driver.machine.state
     }
 
     /// Resumes a paused or suspended link through verification (K probes), or at once with
@@ -405,7 +371,7 @@ extension LinkSupervisor {
     @discardableResult
     public func resume(force: Bool = false) -> LinkState {
         handle(.operatorResume(force: force))
-        return machine.state
+        return driver.machine.state
     }
 
     public func status() async -> LinkStatus {
@@ -414,13 +380,13 @@ extension LinkSupervisor {
         let now = clock.nowMs()
         let cursor = link.cursor
         return LinkStatus(
-            link: name, stream: link.streamName, state: machine.state,
-            heldDown: machine.heldDownUntilMs != nil, heldDownUntilMs: machine.heldDownUntilMs,
+            link: name, stream: link.streamName, state: driver.machine.state,
+            heldDown: driver.machine.heldDownUntilMs != nil, heldDownUntilMs: driver.machine.heldDownUntilMs,
             cursor: cursor, endOffset: end, lagCount: end > cursor ? end.rawValue - cursor.rawValue : 0,
-            lastError: lastError, probeSuccessCount: machine.probeSuccessCount,
-            probeThreshold: configuration.probeThreshold, timeInStateMs: machine.timeInStateMs(nowMs: now),
-            suspensionCount: machine.suspensionCount, flapCount: machine.flapCount,
-            holdDownCount: machine.holdDownCount, rejectedCount: deadLetters.count + stoppedOnRejectCount, appliedCount: link.appliedCount,
+            lastError: lastError, probeSuccessCount: driver.machine.probeSuccessCount,
+            probeThreshold: configuration.probeThreshold, timeInStateMs: driver.machine.timeInStateMs(nowMs: now),
+            suspensionCount: driver.machine.suspensionCount, flapCount: driver.machine.flapCount,
+            holdDownCount: driver.machine.holdDownCount, rejectedCount: deadLetters.count + stoppedOnRejectCount, appliedCount: link.appliedCount,
             deadLetterFailedCount: deadLetters.failedCount, isRunning: running,
             streamID: lineage.streamID, epoch: lineage.currentEpoch)
     }
@@ -462,12 +428,12 @@ extension LinkSupervisor {
         } catch {
             // A target that could not be reached (not one that answered "no") is closed.
             if case LinkSupervisorError.retryFailed(_, _, let adapterError) = error {
-                if case .rejected = adapterError.kind {} else { closeRequested = true }
+                if case .rejected = adapterError.kind {} else { driver.closeRequested = true }
             }
             request.continuation.resume(throwing: error)
         }
         // A paused or suspended link keeps no connection open for a one-off retry.
-        if !consuming, link.adapterOpen { closeRequested = true }
+        if !driver.consuming, link.adapterOpen { driver.closeRequested = true }
     }
 
     /// Sets the cursor, for an operator who wants to replay or skip entries (`orgsync cursor
@@ -483,8 +449,8 @@ extension LinkSupervisor {
     /// consumes again, a paused one stays paused. Runs on the link's task, between batches.
     public func changePosition(_ change: PositionChange) async throws -> PositionChangeResult {
         guard running else { throw LinkSupervisorError.notRunning(link: name) }
-        guard machine.state == .paused || machine.state == .diverged else {
-            throw LinkSupervisorError.cursorChangeRefused(link: name, reason: "the link must be paused or diverged (it is \(machine.state.rawValue))")
+        guard driver.machine.state == .paused || driver.machine.state == .diverged else {
+            throw LinkSupervisorError.cursorChangeRefused(link: name, reason: "the link must be paused or diverged (it is \(driver.machine.state.rawValue))")
         }
         return try await withCheckedThrowingContinuation { continuation in
             pendingPositionChanges.append(PendingPositionChange(change: change, continuation: continuation))
@@ -499,41 +465,23 @@ extension LinkSupervisor {
         } catch {
             request.continuation.resume(throwing: error)
         }
-        if !consuming, link.adapterOpen { closeRequested = true }
+        if !driver.consuming, link.adapterOpen { driver.closeRequested = true }
     }
 
     private func perform(_ change: PositionChange) async throws -> PositionChangeResult {
-        guard machine.state == .paused || machine.state == .diverged, !batchInFlight else {
-            throw LinkSupervisorError.cursorChangeRefused(link: name, reason: "the link must be paused or diverged (it is \(machine.state.rawValue))")
+        guard driver.machine.state == .paused || driver.machine.state == .diverged, !batchInFlight else {
+            throw LinkSupervisorError.cursorChangeRefused(link: name, reason: "the link must be paused or diverged (it is \(driver.machine.state.rawValue))")
         }
         let rewritten: (cursor: Offset, position: AppliedPosition?, reason: String)
         do {
             rewritten = try await link.rewritePosition(change)
         } catch {
-            if case LinkSupervisorError.targetFailed = error { closeRequested = true }
+            if case LinkSupervisorError.targetFailed = error { driver.closeRequested = true }
             throw error
         }
         let (next, position, reason) = rewritten
         lastError = nil
         handle(.positionResolved(reason: reason))
-        return PositionChangeResult(cursor: next, targetPosition: position, state: machine.state)
+        return PositionChangeResult(cursor: next, targetPosition: position, state: driver.machine.state)
     }
-}
-
-extension LinkTransition {
-    /// The process log's line for a transition (a link's or a source's): failures as warnings.
-    func log(to logger: Logger) {
-        let message: Logger.Message = "\(from.rawValue) → \(to.rawValue): \(reason)"
-        switch event {
-        case .suspended, .heldDown, .verificationFailed: logger.warning(message, metadata: ["event": "\(event.rawValue)"])
-        default: logger.notice(message, metadata: ["event": "\(event.rawValue)"])
-        }
-    }
-}
-
-/// Returns when the task is cancelled: the wait of last resort in a race of waits.
-func waitUntilCancelled() async {
-    let (stream, continuation) = AsyncStream<Never>.makeStream()
-    for await _ in stream {}
-    withExtendedLifetime(continuation) {}
 }

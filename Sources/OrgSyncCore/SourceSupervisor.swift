@@ -30,16 +30,13 @@ public actor SourceSupervisor {
     private let clock: any LinkClock
     private let wallClockMs: @Sendable () -> UInt64
     private var logger: Logger
-    private var machine: LinkStateMachine
-    private var random: SplitMix64
+    /// The state machine and the flags its actions set.
+    private var driver: SupervisorDriver
 
     private var running = false
-    private var consuming = false
     private var sourceOpen = false
-    private var closeRequested = false
-    private var pendingProbeID: UInt64?
-    private var wakeTask: Task<Void, Never>?
-    private var wakeRequested = false
+    /// Ends the loop's wait when something changed (see ``LoopWakeUp``).
+    private let wake = LoopWakeUp()
 
     /// The last change in the stream (nil: none yet).
     private var position: SourcePosition?
@@ -82,8 +79,7 @@ public actor SourceSupervisor {
         self.syncLog = syncLog ?? SyncLog.inMemory(recordsMax: configuration.syncLogRecordsMax)
         self.logger = logger
         self.logger[metadataKey: "source"] = .string(name)
-        self.machine = LinkStateMachine(configuration: configuration, nowMs: clock.nowMs(), startPaused: startPaused)
-        self.random = SplitMix64(seed: randomSeed)
+        self.driver = SupervisorDriver(configuration: configuration, nowMs: clock.nowMs(), startPaused: startPaused, randomSeed: randomSeed)
         self.wallClockMs = wallClockMs
     }
 
@@ -98,15 +94,16 @@ public actor SourceSupervisor {
         do {
             (position, lastEntryBytes) = try await recoverPosition()
             logger.info("capture starts after \(position.map { "\($0)" } ?? "nothing (no entry of this source in the stream)")")
-            perform(machine.initialActions())
+            take(driver.start())
             while !Task.isCancelled { try await step() }
         } catch where !(error is CancellationError) {
             failure = error
             lastError = "\(error)"
             logger.error("source stopped: \(error)")
         } catch {}
-        consuming = false
-        if sourceOpen || closeRequested { await closeSource() }
+        driver.consuming = false
+        wake.cancel()
+        if sourceOpen || driver.closeRequested { await closeSource() }
         running = false
         if let failure { throw failure }
     }
@@ -131,19 +128,19 @@ public actor SourceSupervisor {
     }
 
     private func step() async throws {
-        wakeRequested = false
-        if closeRequested { return await closeSource() }
-        if let probeID = pendingProbeID {
-            pendingProbeID = nil
+        wake.reset()  // this step looks at everything afresh
+        if driver.closeRequested { return await closeSource() }
+        if let probeID = driver.pendingProbeID {
+            driver.pendingProbeID = nil
             return await probe(probeID)
         }
-        if consuming {
+        if driver.consuming {
             guard let round = try await captureRound() else { return }
             if round.caughtUp { await waitForWakeUp(untilMs: clock.nowMs().saturatingAdd(source.pollIntervalMs)) }
             return
         }
         if fireTimerIfDue() { return }
-        await waitForWakeUp(untilMs: machine.timerDueMs)
+        await waitForWakeUp(untilMs: driver.machine.timerDueMs)
         _ = fireTimerIfDue()
     }
 
@@ -189,7 +186,7 @@ public actor SourceSupervisor {
             return round
         case .failure(let error):
             if error is CancellationError, Task.isCancelled { return nil }
-            closeRequested = true
+            driver.closeRequested = true
             lastError = Self.describe(error)
             handle(.applyFailed(reason: Self.describe(error)))
             return nil
@@ -203,14 +200,14 @@ public actor SourceSupervisor {
             handle(.probeAnswered(probeID: probeID))
         } catch {
             if Task.isCancelled { return }
-            closeRequested = true
+            driver.closeRequested = true
             lastError = Self.describe(error)
             handle(.probeFailed(probeID: probeID, reason: Self.describe(error)))
         }
     }
 
     private func closeSource() async {
-        closeRequested = false
+        driver.closeRequested = false
         sourceOpen = false
         await source.close()
     }
@@ -220,62 +217,34 @@ public actor SourceSupervisor {
     // MARK: - Timers and waiting
 
     private func fireTimerIfDue() -> Bool {
-        guard let dueMs = machine.timerDueMs, clock.nowMs() >= dueMs else { return false }
-        return handle(.timerFired) > 0
+        driver.timerIsDue(nowMs: clock.nowMs()) && handle(.timerFired)
     }
 
-    /// Sleeps until `untilMs` (nil: until woken) or ``kick()``.
+    /// Sleeps until `untilMs` (nil: until woken) or a kick.
     private func waitForWakeUp(untilMs: UInt64?) async {
-        if wakeRequested {
-            wakeRequested = false
-            return
-        }
         let clock = self.clock
-        let task = Task<Void, Never> {
+        await wake.wait {
             if let untilMs { try? await clock.sleep(untilMs: untilMs) } else { await waitUntilCancelled() }
         }
-        wakeTask = task
-        await withTaskCancellationHandler { await task.value } onCancel: { task.cancel() }
-        wakeTask = nil
-        wakeRequested = false
-    }
-
-    private func kick() {
-        wakeRequested = true
-        wakeTask?.cancel()
     }
 
     // MARK: - The state machine
 
+    /// Feeds an event to the machine; records its transitions and wakes the loop if it acted.
     @discardableResult
-    private func handle(_ event: LinkEvent) -> Int {
-        let actions = machine.handle(event, nowMs: clock.nowMs(), jitterUnit: random.nextUnit())
-        perform(actions)
-        return actions.count
+    private func handle(_ event: LinkEvent) -> Bool {
+        take(driver.handle(event, nowMs: clock.nowMs()))
     }
 
-    private func perform(_ actions: [LinkAction]) {
-        for action in actions {
-            switch action {
-            case .startConsuming: consuming = true
-            case .stopConsuming: consuming = false
-            case .closeAdapter: closeRequested = true
-            case .scheduleTimer, .cancelTimer, .retryApply: break  // read from the machine by the next wait
-            case .sendProbe(let probeID): pendingProbeID = probeID
-            case .record(let transition): record(transition)
-            }
-        }
-        if !actions.isEmpty { kick() }
+    @discardableResult
+    private func take(_ outcome: SupervisorDriver.Outcome) -> Bool {
+        for transition in outcome.transitions { record(transition) }
+        if outcome.acted { wake.kick() }
+        return outcome.acted
     }
 
     private func record(_ transition: LinkTransition) {
-        transition.log(to: logger)
-        do {
-            try syncLog.append(event: transition.event, state: machine.state, reason: transition.reason, timeMs: wallClockMs(),
-                               linkClockMs: transition.atMs, offset: nil, status: nil, targetCode: nil)
-        } catch {
-            logger.error("cannot write the sync log: \(error)")
-        }
+        syncLog.record(transition, state: driver.machine.state, timeMs: wallClockMs(), logger: logger)
     }
 }
 
@@ -286,25 +255,25 @@ extension SourceSupervisor {
     @discardableResult
     public func suspend(reason: String = "paused by operator") -> LinkState {
         handle(.operatorSuspend(reason: reason))
-        return machine.state
+        return driver.machine.state
     }
 
     /// Resumes through verification (K probes), or at once with `force`.
     @discardableResult
     public func resume(force: Bool = false) -> LinkState {
         handle(.operatorResume(force: force))
-        return machine.state
+        return driver.machine.state
     }
 
     public func status() async -> SourceStatus {
         let nowWallMs = wallClockMs()
         return SourceStatus(
-            source: name, stream: streamName, state: machine.state, heldDown: machine.heldDownUntilMs != nil,
+            source: name, stream: streamName, state: driver.machine.state, heldDown: driver.machine.heldDownUntilMs != nil,
             position: position.map(SourceStatus.Position.init), lagBytes: await source.lagBytes(),
             lagMs: completeThroughWallMs.map { nowWallMs >= $0 ? nowWallMs - $0 : 0 },
             lastAppendTimeMs: lastAppendWallMs, lastError: lastError,
-            probeSuccessCount: machine.probeSuccessCount, probeThreshold: configuration.probeThreshold,
-            timeInStateMs: machine.timeInStateMs(nowMs: clock.nowMs()), suspensionCount: machine.suspensionCount,
+            probeSuccessCount: driver.machine.probeSuccessCount, probeThreshold: configuration.probeThreshold,
+            timeInStateMs: driver.machine.timeInStateMs(nowMs: clock.nowMs()), suspensionCount: driver.machine.suspensionCount,
             appendedEntries: appendedEntries, skippedChanges: skippedChanges, transactions: transactions, rounds: rounds,
             isRunning: running)
     }
