@@ -9,11 +9,12 @@ import ServiceLifecycle
 /// the plugin registry, its cursor in the stream's cursor files, and its sync log and dead
 /// letters under `<data dir>/links/<link>/`.
 public final class LinkHost: Sendable {
-    public let supervisors: [String: LinkSupervisor]
-    /// Link names in configuration order.
-    public let names: [String]
-    let directories: [String: String]
+    let roster: SupervisorRoster<LinkSupervisor>
     let logger: Logger
+
+    public var supervisors: [String: LinkSupervisor] { roster.supervisors }
+    /// Link names in configuration order.
+    public var names: [String] { roster.names }
 
     /// Creates every link (adapters are created, not yet connected: that is the supervisor's
     /// first `open`). Throws naming the link when its adapter is unknown or misconfigured.
@@ -54,27 +55,19 @@ public final class LinkHost: Sendable {
                 observer: observer)
             directories[link.name] = directory
         }
-        self.supervisors = supervisors
-        self.names = configuration.links.map(\.name)
-        self.directories = directories
+        self.roster = SupervisorRoster(
+            supervisors: supervisors, names: configuration.links.map(\.name), directories: directories, missing: BrokerError.noSuchLink)
         self.logger = logger
     }
 
     /// The supervisor of the link named `name`.
     ///
     /// - Throws: ``BrokerError/noSuchLink(_:)``.
-    public func supervisor(_ name: String) throws -> LinkSupervisor {
-        guard let supervisor = supervisors[name] else { throw BrokerError.noSuchLink(name) }
-        return supervisor
-    }
+    public func supervisor(_ name: String) throws -> LinkSupervisor { try roster.supervisor(name) }
 
     /// Pauses a link and remembers it across restarts (an operator's pause outlives the process).
     @discardableResult
-    public func suspend(_ name: String) async throws -> LinkState {
-        let supervisor = try supervisor(name)
-        OperatorPauseMarker(directory: directories[name] ?? "").set()
-        return await supervisor.suspend()
-    }
+    public func suspend(_ name: String) async throws -> LinkState { try await roster.suspend(name) }
 
     /// Resumes a link an operator paused (forgetting the pause), or one held down with `force`.
     ///
@@ -82,18 +75,12 @@ public final class LinkHost: Sendable {
     ///   position does not belong to the stream as it is now (reset or adopt it first).
     @discardableResult
     public func resume(_ name: String, force: Bool) async throws -> LinkState {
-        let supervisor = try supervisor(name)
-        OperatorPauseMarker(directory: directories[name] ?? "").clear()
-        let state = await supervisor.resume(force: force)
+        let state = try await roster.resume(name, force: force)
         if state == .diverged { throw BrokerError.linkDiverged(name) }
         return state
     }
 
-    public func statuses() async -> [LinkStatus] {
-        var result: [LinkStatus] = []
-        for name in names { if let supervisor = supervisors[name] { result.append(await supervisor.status()) } }
-        return result
-    }
+    public func statuses() async -> [LinkStatus] { await roster.statuses() }
 }
 
 /// Runs every link's supervisor until graceful shutdown; then each stops consuming, stores
@@ -112,16 +99,7 @@ public struct LinkService: Service {
     public func run() async throws {
         let host = broker.links
         await withTaskGroup(of: Void.self) { group in
-            for name in host.names {
-                guard let supervisor = host.supervisors[name] else { continue }
-                group.addTask {
-                    do {
-                        try await supervisor.run()
-                    } catch {
-                        host.logger.error("link stopped", metadata: ["link": "\(name)", "error": "\(error)"])
-                    }
-                }
-            }
+            host.roster.addRuns(to: &group, logger: host.logger, kind: "link")
             group.addTask { await exportMetrics() }
             try? await gracefulShutdown()
             group.cancelAll()

@@ -9,11 +9,12 @@ import ServiceLifecycle
 /// ``ChangeSource`` from the registry's source factories, appending to its stream, with its sync
 /// log (and an operator's PAUSED marker) under `<data dir>/sources/<source>/`.
 public final class SourceHost: Sendable {
-    public let supervisors: [String: SourceSupervisor]
-    /// Source names in configuration order.
-    public let names: [String]
-    let directories: [String: String]
+    let roster: SupervisorRoster<SourceSupervisor>
     let logger: Logger
+
+    public var supervisors: [String: SourceSupervisor] { roster.supervisors }
+    /// Source names in configuration order.
+    public var names: [String] { roster.names }
 
     /// Creates every source (nothing connects before the supervisor runs). Throws naming the
     /// source when its kind is unknown or its settings are bad.
@@ -49,41 +50,25 @@ public final class SourceHost: Sendable {
                 logger: sourceLogger, startPaused: OperatorPauseMarker(directory: directory).isSet)
             directories[source.name] = directory
         }
-        self.supervisors = supervisors
-        self.names = configuration.sources.map(\.name)
-        self.directories = directories
+        self.roster = SupervisorRoster(
+            supervisors: supervisors, names: configuration.sources.map(\.name), directories: directories, missing: BrokerError.noSuchSource)
         self.logger = logger
     }
 
     /// The supervisor of the source named `name`.
     ///
     /// - Throws: ``BrokerError/noSuchSource(_:)``.
-    public func supervisor(_ name: String) throws -> SourceSupervisor {
-        guard let supervisor = supervisors[name] else { throw BrokerError.noSuchSource(name) }
-        return supervisor
-    }
+    public func supervisor(_ name: String) throws -> SourceSupervisor { try roster.supervisor(name) }
 
     /// Pauses a source and remembers it across restarts.
     @discardableResult
-    public func suspend(_ name: String) async throws -> LinkState {
-        let supervisor = try supervisor(name)
-        OperatorPauseMarker(directory: directories[name] ?? "").set()
-        return await supervisor.suspend()
-    }
+    public func suspend(_ name: String) async throws -> LinkState { try await roster.suspend(name) }
 
     /// Resumes a paused source (forgetting the pause) through verification, or at once with `force`.
     @discardableResult
-    public func resume(_ name: String, force: Bool) async throws -> LinkState {
-        let supervisor = try supervisor(name)
-        OperatorPauseMarker(directory: directories[name] ?? "").clear()
-        return await supervisor.resume(force: force)
-    }
+    public func resume(_ name: String, force: Bool) async throws -> LinkState { try await roster.resume(name, force: force) }
 
-    public func statuses() async -> [SourceStatus] {
-        var result: [SourceStatus] = []
-        for name in names { if let supervisor = supervisors[name] { result.append(await supervisor.status()) } }
-        return result
-    }
+    public func statuses() async -> [SourceStatus] { await roster.statuses() }
 }
 
 /// Runs every source's supervisor until graceful shutdown (it starts after the streams and stops
@@ -101,16 +86,7 @@ public struct SourceService: Service {
     public func run() async throws {
         let host = broker.sources
         await withTaskGroup(of: Void.self) { group in
-            for name in host.names {
-                guard let supervisor = host.supervisors[name] else { continue }
-                group.addTask {
-                    do {
-                        try await supervisor.run()
-                    } catch {
-                        host.logger.error("source stopped", metadata: ["source": "\(name)", "error": "\(error)"])
-                    }
-                }
-            }
+            host.roster.addRuns(to: &group, logger: host.logger, kind: "source")
             if !host.names.isEmpty {
                 group.addTask {
                     while !Task.isCancelled {

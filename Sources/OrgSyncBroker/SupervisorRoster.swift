@@ -1,0 +1,66 @@
+import Logging
+import OrgSyncCore
+
+/// A supervisor a host runs and an operator pauses and resumes: a link's or a capture source's.
+public protocol HostedSupervisor: Actor {
+    associatedtype Status: Sendable
+    /// Works until cancelled; throws when it cannot go on safely.
+    func run() async throws
+    func suspend(reason: String) -> LinkState
+    func resume(force: Bool) -> LinkState
+    func status() async -> Status
+}
+
+extension LinkSupervisor: HostedSupervisor {}
+extension SourceSupervisor: HostedSupervisor {}
+
+/// The supervisors a host runs, by name, each with the directory its `PAUSED` marker lives in:
+/// lookup, an operator's pause (remembered across restarts) and resume, and the statuses.
+struct SupervisorRoster<Supervisor: HostedSupervisor>: Sendable {
+    let supervisors: [String: Supervisor]
+    /// In configuration order.
+    let names: [String]
+    let directories: [String: String]
+    /// The error for a name that is not here.
+    let missing: @Sendable (String) -> BrokerError
+
+    func supervisor(_ name: String) throws(BrokerError) -> Supervisor {
+        guard let supervisor = supervisors[name] else { throw missing(name) }
+        return supervisor
+    }
+
+    /// Pauses `name` and remembers it across restarts (an operator's pause outlives the process).
+    func suspend(_ name: String) async throws(BrokerError) -> LinkState {
+        let supervisor = try supervisor(name)
+        OperatorPauseMarker(directory: directories[name] ?? "").set()
+        return await supervisor.suspend(reason: "paused by operator")
+    }
+
+    /// Resumes `name` (forgetting an operator's pause) through verification, or at once with `force`.
+    func resume(_ name: String, force: Bool) async throws(BrokerError) -> LinkState {
+        let supervisor = try supervisor(name)
+        OperatorPauseMarker(directory: directories[name] ?? "").clear()
+        return await supervisor.resume(force: force)
+    }
+
+    /// Adds a task per supervisor to `group` that runs it; one that stops on an error is logged
+    /// (as a stopped `kind`: link, source) and stays stopped, the others go on.
+    func addRuns(to group: inout TaskGroup<Void>, logger: Logger, kind: String) {
+        for name in names {
+            guard let supervisor = supervisors[name] else { continue }
+            group.addTask {
+                do {
+                    try await supervisor.run()
+                } catch {
+                    logger.error("\(kind) stopped", metadata: [kind: "\(name)", "error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    func statuses() async -> [Supervisor.Status] {
+        var result: [Supervisor.Status] = []
+        for name in names { if let supervisor = supervisors[name] { result.append(await supervisor.status()) } }
+        return result
+    }
+}
