@@ -157,25 +157,41 @@
 
   // --- overview -----------------------------------------------------------------------
 
-  function linkRow(name) {
-    let row = view.rows.get(name);
+  // A row of the links' or the sources' table (kind "link" or "source"), kept across polls so
+  // that its buttons are not rebuilt under the pointer: its name cell, then a cell per column
+  // [key, class, testid (default kind-key)]; the "state" cell holds a badge and a held-down mark.
+  function keptRow(rows, kind, name, nameCell, columns) {
+    let row = rows.get(name);
     if (row) { return row; }
     const cells = {};
-    const cell = (key, className) => (cells[key] = el("td", { className: className, "data-testid": "link-" + key }));
-    const anchor = el("a", { href: "#/links/" + encodeURIComponent(name), "data-testid": "link-open" }, name);
-    const tr = el("tr", { "data-testid": "link-row", "data-link": name },
-      el("td", { "data-testid": "link-name" }, anchor),
-      cell("stream"), cell("state"), cell("lag", "num"), cell("cursor", "num"), cell("end", "num"),
-      cell("probe"), cell("time-in-state"),
-      (cells.rejected = el("td", { className: "num", "data-testid": "overview-rejected" })),
-      (cells.deadLetters = el("td", { className: "num", "data-testid": "overview-dead-letters" })),
-      cell("last-error", "error"), cell("actions"));
-    cells.badge = el("span", { className: "badge", "data-testid": "link-state-label" });
-    cells.held = el("span", { className: "held", "data-testid": "link-held-down", hidden: "" }, "held down");
+    const tds = columns.map(([key, className, testid]) =>
+      (cells[key] = el("td", { className: className, "data-testid": testid || kind + "-" + key })));
+    const tr = el("tr", { "data-testid": kind + "-row", ["data-" + kind]: name }, nameCell, ...tds);
+    cells.badge = el("span", { className: "badge", "data-testid": kind + "-state-label" });
+    cells.held = el("span", { className: "held", "data-testid": kind + "-held-down", hidden: "" }, "held down");
     cells.state.append(cells.badge, cells.held);
     row = { tr: tr, cells: cells, actionsKey: null };
-    view.rows.set(name, row);
+    rows.set(name, row);
     return row;
+  }
+
+  // Puts `shown` (rows, in order) into tbody and drops the rows of `rows` not among them.
+  function placeRows(tbody, rows, shown) {
+    shown.forEach((row, index) => {
+      if (tbody.children[index] !== row.tr) { tbody.insertBefore(row.tr, tbody.children[index] || null); }
+    });
+    const kept = new Set(shown);
+    for (const [name, row] of rows) {
+      if (!kept.has(row)) { row.tr.remove(); rows.delete(name); }
+    }
+  }
+
+  function linkRow(name) {
+    const anchor = el("a", { href: "#/links/" + encodeURIComponent(name), "data-testid": "link-open" }, name);
+    return keptRow(view.rows, "link", name, el("td", { "data-testid": "link-name" }, anchor), [
+      ["stream"], ["state"], ["lag", "num"], ["cursor", "num"], ["end", "num"], ["probe"], ["time-in-state"],
+      ["rejected", "num", "overview-rejected"], ["deadLetters", "num", "overview-dead-letters"],
+      ["last-error", "error"], ["actions"]]);
   }
 
   // The operator buttons of a link or (collection "sources") a capture source.
@@ -220,11 +236,8 @@
   }
 
   function renderLinks(links) {
-    const tbody = $("links");
-    const seen = new Set();
-    links.forEach((link, index) => {
+    placeRows($("links"), view.rows, links.map((link) => {
       const row = linkRow(link.name);
-      seen.add(link.name);
       const c = row.cells;
       row.tr.setAttribute("data-state", link.state);
       row.tr.setAttribute("data-lag", String(link.lag));
@@ -249,30 +262,15 @@
         c.actions.replaceChildren(...actionButtons(link, "link-"));
         row.actionsKey = actionsKey;
       }
-      if (tbody.children[index] !== row.tr) { tbody.insertBefore(row.tr, tbody.children[index] || null); }
-    });
-    for (const [name, row] of view.rows) {
-      if (!seen.has(name)) { row.tr.remove(); view.rows.delete(name); }
-    }
+      return row;
+    }));
     $("links-empty").hidden = links.length > 0;
   }
 
   function sourceRow(name) {
-    let row = view.sourceRows.get(name);
-    if (row) { return row; }
-    const cells = {};
-    const cell = (key, className) => (cells[key] = el("td", { className: className, "data-testid": "source-" + key }));
-    const tr = el("tr", { "data-testid": "source-row", "data-source": name },
-      el("td", { "data-testid": "source-name" }, name),
-      cell("stream"), cell("state"), cell("position"), cell("lag-bytes", "num"), cell("lag-time", "num"),
-      cell("appended", "num"), cell("probe"), cell("time-in-state"), cell("last-event"), cell("last-error", "error"),
-      cell("actions"));
-    cells.badge = el("span", { className: "badge", "data-testid": "source-state-label" });
-    cells.held = el("span", { className: "held", "data-testid": "source-held-down", hidden: "" }, "held down");
-    cells.state.append(cells.badge, cells.held);
-    row = { tr: tr, cells: cells, actionsKey: null };
-    view.sourceRows.set(name, row);
-    return row;
+    return keptRow(view.sourceRows, "source", name, el("td", { "data-testid": "source-name" }, name), [
+      ["stream"], ["state"], ["position"], ["lag-bytes", "num"], ["lag-time", "num"], ["appended", "num"], ["probe"],
+      ["time-in-state"], ["last-event"], ["last-error", "error"], ["actions"]]);
   }
 
   // A lag in ms: in ms below 10 s (a source that keeps up stays under a second), else as a duration.
@@ -284,11 +282,8 @@
 
   // sources: the API's statuses; lastEvents: each one's newest sync log record (or undefined).
   function renderSources(sources, lastEvents) {
-    const tbody = $("sources");
-    const seen = new Set();
-    sources.forEach((source, index) => {
+    placeRows($("sources"), view.sourceRows, sources.map((source, index) => {
       const row = sourceRow(source.name);
-      seen.add(source.name);
       const c = row.cells;
       const state = source.running ? source.state : "stopped";
       row.tr.setAttribute("data-state", state);
@@ -314,11 +309,8 @@
         c.actions.replaceChildren(...actionButtons(source, "source-", "sources"));
         row.actionsKey = actionsKey;
       }
-      if (tbody.children[index] !== row.tr) { tbody.insertBefore(row.tr, tbody.children[index] || null); }
-    });
-    for (const [name, row] of view.sourceRows) {
-      if (!seen.has(name)) { row.tr.remove(); view.sourceRows.delete(name); }
-    }
+      return row;
+    }));
     $("sources-empty").hidden = sources.length > 0;
   }
 
