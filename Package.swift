@@ -97,6 +97,17 @@ let package = Package(
             ],
             swiftSettings: ours
         ),
+        // A NATS client on SwiftNIO (no Swift NATS client among the packages we use): the core
+        // protocol (pure parser and encoder), request/reply, and JetStream streams, publish with
+        // acknowledgement and reads. The seam of the cluster work (issue 18); no broker code yet.
+        .target(
+            name: "OrgSyncNATS",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: ours
+        ),
         // The broker without HTTP: its configuration, streams (behind `StreamStore`), links,
         // metrics and background services. Throws its own errors (`BrokerError`, `LogError`,
         // `LinkSupervisorError`); the server maps them to HTTP answers in one place.
@@ -278,6 +289,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "OrgSyncNATSTests",
+            dependencies: ["OrgSyncNATS", "OrgSyncCore", "OrgSyncTestSupport", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "OrgSyncNotificationsTests",
             dependencies: [
                 "OrgSyncNotifications",
@@ -446,6 +462,7 @@ if fuzzing {
                 "OrgSyncServer",
                 "OrgSyncBroker",
                 "PostgresAdapter",
+                "OrgSyncNATS",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

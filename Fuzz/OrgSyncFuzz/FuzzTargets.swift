@@ -24,6 +24,7 @@ enum FuzzTargets {
         FuzzTarget(name: "plugin", summary: "plugin wire protocol: lines a plugin prints (framing, responses, positions) and what the broker sends", run: fuzzPluginProtocol),
         FuzzTarget(name: "config", summary: "the YAML configuration loader", run: fuzzConfiguration),
         FuzzTarget(name: "pgoutput", summary: "pgoutput messages a PostgreSQL server sends a capture source: read, mapped to entries", run: fuzzPgOutput),
+        FuzzTarget(name: "nats", summary: "what a NATS server sends a client (INFO, MSG, HMSG with headers, PING, -ERR): read whole and in chunks alike", run: fuzzNATS),
         FuzzTarget(name: "http", summary: "HTTP requests through the broker's router, in process (no socket)", run: fuzzHTTP),
     ]
 

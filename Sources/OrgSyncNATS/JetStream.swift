@@ -1,0 +1,217 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// A stream's configuration, as JetStream (nats-server 2.9) takes it. Only the fields orgsync
+/// sets; the server fills the rest with its defaults.
+public struct JetStreamStreamConfig: Sendable, Hashable, Codable {
+    public var name: String
+    public var subjects: [String]
+    /// `file` or `memory`.
+    public var storage: String
+    public var replicas: Int
+    /// Messages kept per subject (-1: no limit); a KV bucket's history.
+    public var maxMessagesPerSubject: Int64
+    /// How long a `Nats-Msg-Id` is remembered for deduplication, ns.
+    public var duplicateWindowNs: Int64?
+    public var allowDirect: Bool
+    public var denyDelete: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case name, subjects, storage, replicas = "num_replicas", maxMessagesPerSubject = "max_msgs_per_subject"
+        case duplicateWindowNs = "duplicate_window", allowDirect = "allow_direct", denyDelete = "deny_delete"
+    }
+
+    public init(name: String, subjects: [String], storage: String = "file", replicas: Int = 1, maxMessagesPerSubject: Int64 = -1,
+                duplicateWindowNs: Int64? = nil, allowDirect: Bool = false, denyDelete: Bool = false) {
+        self.name = name
+        self.subjects = subjects
+        self.storage = storage
+        self.replicas = replicas
+        self.maxMessagesPerSubject = maxMessagesPerSubject
+        self.duplicateWindowNs = duplicateWindowNs
+        self.allowDirect = allowDirect
+        self.denyDelete = denyDelete
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        subjects = try c.decodeIfPresent([String].self, forKey: .subjects) ?? []
+        storage = try c.decodeIfPresent(String.self, forKey: .storage) ?? "file"
+        replicas = try c.decodeIfPresent(Int.self, forKey: .replicas) ?? 1
+        maxMessagesPerSubject = try c.decodeIfPresent(Int64.self, forKey: .maxMessagesPerSubject) ?? -1
+        duplicateWindowNs = try c.decodeIfPresent(Int64.self, forKey: .duplicateWindowNs)
+        allowDirect = try c.decodeIfPresent(Bool.self, forKey: .allowDirect) ?? false
+        denyDelete = try c.decodeIfPresent(Bool.self, forKey: .denyDelete) ?? false
+    }
+}
+
+/// A stream as the server describes it.
+public struct JetStreamStreamInfo: Sendable, Hashable, Decodable {
+    public var config: JetStreamStreamConfig
+    public var state: State
+
+    public struct State: Sendable, Hashable, Decodable {
+        public var messages: UInt64
+        public var bytes: UInt64
+        public var firstSequence: UInt64
+        public var lastSequence: UInt64
+
+        enum CodingKeys: String, CodingKey {
+            case messages, bytes, firstSequence = "first_seq", lastSequence = "last_seq"
+        }
+    }
+}
+
+/// JetStream's acknowledgement of a stored message.
+public struct JetStreamPubAck: Sendable, Hashable, Decodable {
+    public var stream: String
+    public var sequence: UInt64
+    /// The message id was seen within the duplicate window: nothing was stored, `sequence` is
+    /// the first copy's.
+    public var duplicate: Bool
+
+    enum CodingKeys: String, CodingKey { case stream, sequence = "seq", duplicate }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        stream = try c.decode(String.self, forKey: .stream)
+        sequence = try c.decode(UInt64.self, forKey: .sequence)
+        duplicate = try c.decodeIfPresent(Bool.self, forKey: .duplicate) ?? false
+    }
+}
+
+/// A message read back from a stream.
+public struct JetStreamStoredMessage: Sendable, Hashable {
+    public var subject: String
+    public var sequence: UInt64
+    public var headers: NATSHeaders?
+    public var payload: [UInt8]
+}
+
+/// JetStream refused a call: its `err_code` is the stable reason (10071 wrong last sequence,
+/// 10059 stream not found, 10037 no message found, 10058 stream name in use ...).
+public struct JetStreamAPIError: Error, Sendable, Hashable, CustomStringConvertible, Decodable {
+    public var code: Int
+    public var errorCode: Int
+    public var text: String
+
+    enum CodingKeys: String, CodingKey { case code, errorCode = "err_code", text = "description" }
+
+    public static let wrongLastSequence = 10071
+    public static let streamNotFound = 10059
+    public static let messageNotFound = 10037
+
+    public var description: String { "JetStream error \(errorCode) (\(code)): \(text)" }
+}
+
+/// The answer to a JetStream call that was not JSON of the expected shape.
+public struct JetStreamResponseError: Error, Sendable, Hashable, CustomStringConvertible {
+    public var call: String
+    public var problem: String
+    public var description: String { "JetStream \(call): \(problem)" }
+}
+
+/// JetStream over a ``NATSConnection``: streams, publishing with an acknowledgement, reading a
+/// stored message. Every call is a request to `$JS.API.…` with a bound.
+public struct JetStream: Sendable {
+    public let connection: NATSConnection
+    public let timeoutMs: Int
+
+    public init(connection: NATSConnection, timeoutMs: Int = 5_000) {
+        self.connection = connection
+        self.timeoutMs = timeoutMs
+    }
+
+    /// Creates the stream, or returns it when one with the same configuration exists.
+    public func createStream(_ config: JetStreamStreamConfig) async throws -> JetStreamStreamInfo {
+        try checkName(config.name)
+        return try await call("STREAM.CREATE.\(config.name)", body: Array(JSONEncoder().encode(config)))
+    }
+
+    public func streamInfo(_ name: String) async throws -> JetStreamStreamInfo {
+        try checkName(name)
+        return try await call("STREAM.INFO.\(name)", body: [])
+    }
+
+    public func deleteStream(_ name: String) async throws {
+        try checkName(name)
+        let _: Success = try await call("STREAM.DELETE.\(name)", body: [])
+    }
+
+    /// Publishes and waits for the stream's acknowledgement. `messageID` makes a retry safe
+    /// (a repeat within the duplicate window is acknowledged, not stored); the expectations fail
+    /// the publish with error 10071 when the stream (or the subject) has moved on.
+    public func publish(
+        _ subject: String, payload: [UInt8], messageID: String? = nil, expectedLastSequence: UInt64? = nil,
+        expectedLastSubjectSequence: UInt64? = nil
+    ) async throws -> JetStreamPubAck {
+        var fields: [NATSHeaders.Field] = []
+        if let messageID { fields.append(.init("Nats-Msg-Id", messageID)) }
+        if let expectedLastSequence { fields.append(.init("Nats-Expected-Last-Sequence", String(expectedLastSequence))) }
+        if let expectedLastSubjectSequence { fields.append(.init("Nats-Expected-Last-Subject-Sequence", String(expectedLastSubjectSequence))) }
+        let reply = try await connection.request(
+            subject, payload: payload, headers: fields.isEmpty ? nil : NATSHeaders(fields), timeoutMs: timeoutMs)
+        return try Self.decode(reply.payload, call: "publish to \(subject)")
+    }
+
+    /// The message stored at `sequence` in `stream`.
+    public func message(stream: String, sequence: UInt64) async throws -> JetStreamStoredMessage {
+        try checkName(stream)
+        let response: MessageResponse = try await call(
+            "STREAM.MSG.GET.\(stream)", body: Array(JSONEncoder().encode(["seq": sequence])))
+        let stored = response.message
+        guard let payload = Self.base64(stored.data ?? ""), let headerBytes = Self.base64(stored.hdrs ?? "") else {
+            throw JetStreamResponseError(call: "message \(sequence) of \(stream)", problem: "data or headers are not base64")
+        }
+        return JetStreamStoredMessage(
+            subject: stored.subject, sequence: stored.seq,
+            headers: headerBytes.isEmpty ? nil : try NATSHeaders.parse(headerBytes[...]), payload: payload)
+    }
+
+    // MARK: - Calls
+
+    private struct Success: Decodable { var success: Bool }
+
+    private struct MessageResponse: Decodable {
+        var message: Stored
+        struct Stored: Decodable {
+            var subject: String
+            var seq: UInt64
+            var hdrs: String?
+            var data: String?
+        }
+    }
+
+    private func call<Response: Decodable>(_ api: String, body: [UInt8]) async throws -> Response {
+        let reply = try await connection.request("$JS.API." + api, payload: body, timeoutMs: timeoutMs)
+        return try Self.decode(reply.payload, call: api)
+    }
+
+    private struct ErrorEnvelope: Decodable { var error: JetStreamAPIError? }
+
+    static func decode<Response: Decodable>(_ payload: [UInt8], call: String) throws -> Response {
+        let decoder = JSONDecoder()
+        let data = Data(payload)
+        if let envelope = try? decoder.decode(ErrorEnvelope.self, from: data), let error = envelope.error { throw error }
+        do {
+            return try decoder.decode(Response.self, from: data)
+        } catch {
+            throw JetStreamResponseError(call: call, problem: "the answer is not what JetStream sends (\(payload.count) bytes)")
+        }
+    }
+
+    static func base64(_ text: String) -> [UInt8]? {
+        text.isEmpty ? [] : Data(base64Encoded: text).map(Array.init)
+    }
+
+    /// Stream names: non-empty, at most 255 bytes, none of `. * >`, whitespace or path separators.
+    private func checkName(_ name: String) throws {
+        guard !name.isEmpty, name.utf8.count <= 255,
+              !name.utf8.contains(where: { $0 <= 32 || $0 == 127 || ".*>/\\".utf8.contains($0) })
+        else { throw NATSError.invalidSubject(name) }
+    }
+}

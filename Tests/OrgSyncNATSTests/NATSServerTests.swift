@@ -1,0 +1,241 @@
+import Foundation
+import OrgSyncNATS
+import OrgSyncTestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A throwaway nats-server with JetStream on 127.0.0.1 (Debian's `nats-server`, 2.9; `.ci/run`
+/// installs it; `NATS_SERVER_BIN` names another). A missing server fails the test that needs it.
+final class NATSTestServer: Sendable {
+    let process: Process
+    let port: Int
+    let directory: String
+
+    static func binary() throws -> String {
+        let candidates = [ProcessInfo.processInfo.environment["NATS_SERVER_BIN"], "/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        guard let found = candidates.compactMap({ $0 }).first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw TestServerMissing()
+        }
+        return found
+    }
+
+    struct TestServerMissing: Error, CustomStringConvertible {
+        var description: String { "nats-server is not installed (Debian: apt-get install nats-server; or set NATS_SERVER_BIN)" }
+    }
+
+    init() async throws {
+        directory = try makeTemporaryDirectory("orgsync-nats")
+        port = try Self.freePort()
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: try Self.binary())
+        process.arguments = ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", directory + "/js"]
+        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try process.run()
+        // Up when it answers a handshake: bounded, no sleep in between but the connect attempt's.
+        try await withTimeout(ms: 20_000, "nats-server on port \(port) to answer") { [port] in
+            while true {
+                if let connection = try? await NATSConnection.connect(NATSConnectionOptions(port: port)) {
+                    await connection.close()
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+    }
+
+    func options() -> NATSConnectionOptions { NATSConnectionOptions(port: port) }
+
+    /// SIGKILL: the server vanishes mid-conversation.
+    func kill() {
+        Glibc.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else { throw TestServerMissing() }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+/// The client against a real nats-server 2.9: handshake, publish/subscribe with headers,
+/// request/reply (and no responders), JetStream streams, acknowledged and deduplicated
+/// publishes, expectations, reads — and what a caller sees when the server dies.
+@Suite(.serialized) struct NATSServerTests {
+    func withServer(_ body: (NATSTestServer, NATSConnection) async throws -> Void) async throws {
+        let server = try await NATSTestServer()
+        defer { server.stop() }
+        let connection = try await NATSConnection.connect(server.options())
+        do {
+            try await body(server, connection)
+        } catch {
+            await connection.close()
+            throw error
+        }
+        await connection.close()
+    }
+
+    @Test func publishSubscribeAndRequestReplyWithHeaders() async throws {
+        try await withServer { _, connection in
+            let info = try #require(await connection.serverInfo)
+            #expect(info.headers && info.jetStream && info.maxPayloadBytes == 1 << 20)
+            let subscription = try await connection.subscribe("orders.*")
+            try await connection.flush(timeoutMs: 5_000)  // the server has the SUB before the PUB
+            try await connection.publish("orders.new", payload: Array("one".utf8), headers: NATSHeaders([.init("Trace", "7")]))
+            try await connection.publish("other", payload: Array("not for us".utf8))
+            try await connection.publish("orders.old", payload: [0, 13, 10, 255])
+            var iterator = subscription.makeAsyncIterator()
+            let first = try #require(try await iterator.next())
+            #expect(first.subject == "orders.new" && first.payload == Array("one".utf8) && first.headers?["Trace"] == "7")
+            let second = try #require(try await iterator.next())
+            #expect(second.subject == "orders.old" && second.payload == [0, 13, 10, 255] && second.headers == nil)
+
+            // A responder: answers each request with its payload reversed.
+            let service = try await connection.subscribe("svc.reverse")
+            let responder = Task {
+                for try await request in service {
+                    guard let replyTo = request.replyTo else { continue }
+                    try await connection.publish(replyTo, payload: request.payload.reversed())
+                }
+            }
+            defer { responder.cancel() }
+            try await connection.flush(timeoutMs: 5_000)
+            let reply = try await connection.request("svc.reverse", payload: Array("abc".utf8), timeoutMs: 5_000)
+            #expect(reply.payload == Array("cba".utf8))
+            let answers = try await withThrowingTaskGroup(of: [UInt8].self) { group in
+                for i in 0..<50 { group.addTask { try await connection.request("svc.reverse", payload: [UInt8(i), 1], timeoutMs: 5_000).payload } }
+                return try await group.reduce(into: Set<[UInt8]>()) { $0.insert($1) }
+            }
+            #expect(answers == Set((0..<50).map { [1, UInt8($0)] }), "50 requests at once each got its own reply")
+
+            let started = ContinuousClock.now
+            await #expect(throws: NATSError.noResponders(subject: "nobody.home")) {
+                _ = try await connection.request("nobody.home", timeoutMs: 5_000)
+            }
+            #expect(ContinuousClock.now - started < .seconds(2), "no responders is an answer, not a timeout")
+            let silent = try await connection.subscribe("svc.silent")
+            try await connection.flush(timeoutMs: 5_000)
+            await #expect(throws: NATSError.timedOut("a reply on svc.silent")) {
+                _ = try await connection.request("svc.silent", timeoutMs: 200)
+            }
+            await connection.unsubscribe(silent)
+        }
+    }
+
+    @Test func whatCannotBeSentIsRefusedBeforeItIsWritten() async throws {
+        try await withServer { _, connection in
+            await #expect(throws: NATSError.payloadTooLarge(bytes: (1 << 20) + 1, maxBytes: 1 << 20)) {
+                try await connection.publish("big", payload: [UInt8](repeating: 1, count: (1 << 20) + 1))
+            }
+            await #expect(throws: NATSError.invalidSubject("a b")) { try await connection.publish("a b") }
+            await #expect(throws: NATSError.invalidHeaders) {
+                try await connection.publish("a", headers: NATSHeaders([.init("X", "1\r\nPUB evil 1")]))
+            }
+            try await connection.flush(timeoutMs: 5_000)
+            let connected = await connection.isConnected
+            let serverError = await connection.lastServerError
+            #expect(connected && serverError == nil, "nothing reached the server")
+        }
+    }
+
+    @Test func aSubscriberThatFallsBehindEndsWithSlowConsumerNotUnboundedMemory() async throws {
+        let server = try await NATSTestServer()
+        defer { server.stop() }
+        var options = server.options()
+        options.subscriptionMessagesMax = 10
+        let connection = try await NATSConnection.connect(options)
+        let subscription = try await connection.subscribe("flood")
+        try await connection.flush(timeoutMs: 5_000)
+        for i in 0..<50 { try await connection.publish("flood", payload: [UInt8(i)]) }
+        try await connection.flush(timeoutMs: 5_000)
+        var received = 0
+        await #expect(throws: NATSError.slowConsumer(subject: "flood")) {
+            for try await _ in subscription { received += 1 }
+        }
+        #expect(received == 10, "the buffer held its bound, then the subscription ended")
+        #expect(await connection.isConnected, "the connection goes on")
+        await connection.close()
+    }
+
+    @Test func jetStreamStoresAcknowledgesDeduplicatesAndChecksExpectations() async throws {
+        try await withServer { _, connection in
+            let js = JetStream(connection: connection)
+            let config = JetStreamStreamConfig(name: "EVENTS", subjects: ["events.>"], duplicateWindowNs: 60_000_000_000, allowDirect: true)
+            let created = try await js.createStream(config)
+            #expect(created.config.name == "EVENTS" && created.state.messages == 0)
+            #expect(try await js.createStream(config).config.subjects == ["events.>"], "the same config again is the same stream")
+
+            let first = try await js.publish("events.a", payload: Array("one".utf8), messageID: "m1", expectedLastSequence: 0)
+            #expect(first.stream == "EVENTS" && first.sequence == 1 && !first.duplicate)
+            let again = try await js.publish("events.a", payload: Array("one".utf8), messageID: "m1", expectedLastSequence: 0)
+            #expect(again.sequence == 1 && again.duplicate, "a retry of an acknowledged publish is not stored twice")
+            let wrong = await #expect(throws: JetStreamAPIError.self) {
+                _ = try await js.publish("events.b", payload: Array("two".utf8), messageID: "m2", expectedLastSequence: 0)
+            }
+            #expect(wrong?.errorCode == JetStreamAPIError.wrongLastSequence)
+            let second = try await js.publish("events.b", payload: Array("two".utf8), messageID: "m2", expectedLastSequence: 1)
+            #expect(second.sequence == 2)
+            let bySubject = try await js.publish("events.a", payload: [], expectedLastSubjectSequence: 1)
+            #expect(bySubject.sequence == 3)
+
+            let stored = try await js.message(stream: "EVENTS", sequence: 2)
+            #expect(stored.subject == "events.b" && stored.payload == Array("two".utf8) && stored.headers?["Nats-Msg-Id"] == "m2")
+            let missing = await #expect(throws: JetStreamAPIError.self) { _ = try await js.message(stream: "EVENTS", sequence: 99) }
+            #expect(missing?.errorCode == JetStreamAPIError.messageNotFound)
+            #expect(try await js.streamInfo("EVENTS").state.lastSequence == 3)
+            await #expect(throws: NATSError.noResponders(subject: "nostream.x")) {
+                _ = try await js.publish("nostream.x", payload: [1])
+            }
+            try await js.deleteStream("EVENTS")
+            let gone = await #expect(throws: JetStreamAPIError.self) { _ = try await js.streamInfo("EVENTS") }
+            #expect(gone?.errorCode == JetStreamAPIError.streamNotFound)
+        }
+    }
+
+    @Test func aServerThatDiesEndsEveryCallWithClosed() async throws {
+        let server = try await NATSTestServer()
+        defer { server.stop() }
+        let connection = try await NATSConnection.connect(server.options())
+        let subscription = try await connection.subscribe("svc.never")
+        try await connection.flush(timeoutMs: 5_000)
+        let pending = Task { try await connection.request("svc.never", timeoutMs: 30_000) }
+        let reader = Task { for try await _ in subscription {} }
+        // The request reached the server (its subscriber got nothing to answer); then the server dies.
+        try await connection.flush(timeoutMs: 5_000)
+        server.kill()
+        await #expect(throws: NATSError.self) { _ = try await pending.value }
+        await #expect(throws: NATSError.self) { try await reader.value }
+        try await withTimeout(ms: 5_000, "the connection to notice") {
+            while await connection.isConnected { await Task.yield() }
+        }
+        await #expect(throws: NATSError.self) { try await connection.publish("x", payload: [1]) }
+        await connection.close()
+    }
+
+    @Test func nothingListeningFailsTheConnectWithTheAddress() async throws {
+        let port = try NATSTestServer.freePort()
+        let error = await #expect(throws: NATSError.self) { _ = try await NATSConnection.connect(NATSConnectionOptions(port: port)) }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("127.0.0.1:\(port)"))
+    }
+}
