@@ -18,14 +18,20 @@ public struct JetStreamStreamConfig: Sendable, Hashable, Codable {
     public var duplicateWindowNs: Int64?
     public var allowDirect: Bool
     public var denyDelete: Bool
+    /// `old` (drop the oldest at a limit) or `new` (refuse the publish).
+    public var discard: String
+    /// Whether a `Nats-Rollup` header may purge a subject's history (KV purge).
+    public var allowRollupHeaders: Bool
 
     enum CodingKeys: String, CodingKey {
         case name, subjects, storage, replicas = "num_replicas", maxMessagesPerSubject = "max_msgs_per_subject"
-        case duplicateWindowNs = "duplicate_window", allowDirect = "allow_direct", denyDelete = "deny_delete"
+        case duplicateWindowNs = "duplicate_window", allowDirect = "allow_direct", denyDelete = "deny_delete", discard
+        case allowRollupHeaders = "allow_rollup_hdrs"
     }
 
     public init(name: String, subjects: [String], storage: String = "file", replicas: Int = 1, maxMessagesPerSubject: Int64 = -1,
-                duplicateWindowNs: Int64? = nil, allowDirect: Bool = false, denyDelete: Bool = false) {
+                duplicateWindowNs: Int64? = nil, allowDirect: Bool = false, denyDelete: Bool = false, discard: String = "old",
+                allowRollupHeaders: Bool = false) {
         self.name = name
         self.subjects = subjects
         self.storage = storage
@@ -34,6 +40,8 @@ public struct JetStreamStreamConfig: Sendable, Hashable, Codable {
         self.duplicateWindowNs = duplicateWindowNs
         self.allowDirect = allowDirect
         self.denyDelete = denyDelete
+        self.discard = discard
+        self.allowRollupHeaders = allowRollupHeaders
     }
 
     public init(from decoder: any Decoder) throws {
@@ -46,6 +54,8 @@ public struct JetStreamStreamConfig: Sendable, Hashable, Codable {
         duplicateWindowNs = try c.decodeIfPresent(Int64.self, forKey: .duplicateWindowNs)
         allowDirect = try c.decodeIfPresent(Bool.self, forKey: .allowDirect) ?? false
         denyDelete = try c.decodeIfPresent(Bool.self, forKey: .denyDelete) ?? false
+        discard = try c.decodeIfPresent(String.self, forKey: .discard) ?? "old"
+        allowRollupHeaders = try c.decodeIfPresent(Bool.self, forKey: .allowRollupHeaders) ?? false
     }
 }
 
@@ -147,9 +157,9 @@ public struct JetStream: Sendable {
     /// the publish with error 10071 when the stream (or the subject) has moved on.
     public func publish(
         _ subject: String, payload: [UInt8], messageID: String? = nil, expectedLastSequence: UInt64? = nil,
-        expectedLastSubjectSequence: UInt64? = nil
+        expectedLastSubjectSequence: UInt64? = nil, headers extra: [NATSHeaders.Field] = []
     ) async throws -> JetStreamPubAck {
-        var fields: [NATSHeaders.Field] = []
+        var fields = extra
         if let messageID { fields.append(.init("Nats-Msg-Id", messageID)) }
         if let expectedLastSequence { fields.append(.init("Nats-Expected-Last-Sequence", String(expectedLastSequence))) }
         if let expectedLastSubjectSequence { fields.append(.init("Nats-Expected-Last-Subject-Sequence", String(expectedLastSubjectSequence))) }
@@ -170,6 +180,23 @@ public struct JetStream: Sendable {
         return JetStreamStoredMessage(
             subject: stored.subject, sequence: stored.seq,
             headers: headerBytes.isEmpty ? nil : try NATSHeaders.parse(headerBytes[...]), payload: payload)
+    }
+
+    /// The last message on `subject` in `stream`, read by direct get (the stream needs
+    /// `allow_direct`); nil when there is none.
+    public func lastMessage(stream: String, subject: String) async throws -> JetStreamStoredMessage? {
+        try checkName(stream)
+        let reply = try await connection.request("$JS.API.DIRECT.GET.\(stream).\(subject)", timeoutMs: timeoutMs)
+        if reply.status == 404 { return nil }
+        if let status = reply.status {
+            throw JetStreamResponseError(call: "direct get of \(subject)", problem: "status \(status) \(reply.headers?.statusDescription ?? "")")
+        }
+        guard let headers = reply.headers, let sequence = headers["Nats-Sequence"].flatMap(UInt64.init),
+              let storedSubject = headers["Nats-Subject"]
+        else {
+            throw JetStreamResponseError(call: "direct get of \(subject)", problem: "the answer lacks Nats-Sequence or Nats-Subject")
+        }
+        return JetStreamStoredMessage(subject: storedSubject, sequence: sequence, headers: headers, payload: reply.payload)
     }
 
     // MARK: - Calls
@@ -209,7 +236,7 @@ public struct JetStream: Sendable {
     }
 
     /// Stream names: non-empty, at most 255 bytes, none of `. * >`, whitespace or path separators.
-    private func checkName(_ name: String) throws {
+    func checkName(_ name: String) throws {
         guard !name.isEmpty, name.utf8.count <= 255,
               !name.utf8.contains(where: { $0 <= 32 || $0 == 127 || ".*>/\\".utf8.contains($0) })
         else { throw NATSError.invalidSubject(name) }

@@ -24,10 +24,39 @@ public struct NATSConnectionOptions: Sendable {
     /// Messages a subscription holds for its reader; one more ends it with
     /// ``NATSError/slowConsumer(subject:)`` instead of growing without bound.
     public var subscriptionMessagesMax = 65_536
+    /// What to do when an established connection is lost: nil, end every call with
+    /// ``NATSError/closed(_:)``; a policy, connect again with backoff, subscribe again and send
+    /// what was published meanwhile.
+    public var reconnect: NATSReconnectPolicy?
 
     public init(host: String = "127.0.0.1", port: Int = 4222) {
         self.host = host
         self.port = port
+    }
+}
+
+/// How a lost connection is made again: waits of `waitBaseMs` doubling up to `waitMaxMs`, each
+/// plus up to `jitterMs`, for at most `attemptsMax` attempts (nil: until closed).
+public struct NATSReconnectPolicy: Sendable, Hashable {
+    public var waitBaseMs = 100
+    public var waitMaxMs = 5_000
+    public var jitterMs = 100
+    public var attemptsMax: Int?
+    /// Bytes of publishes held while disconnected; one more publish fails with
+    /// ``NATSError/reconnectBufferFull(bytesMax:)``.
+    public var pendingBytesMax = 8 << 20
+
+    public init(waitBaseMs: Int = 100, waitMaxMs: Int = 5_000, jitterMs: Int = 100, attemptsMax: Int? = nil) {
+        self.waitBaseMs = waitBaseMs
+        self.waitMaxMs = waitMaxMs
+        self.jitterMs = jitterMs
+        self.attemptsMax = attemptsMax
+    }
+
+    /// The wait before attempt `attempt` (0-based), without jitter.
+    public func waitMs(attempt: Int) -> Int {
+        let shift = min(attempt, 30)
+        return min(waitMaxMs, waitBaseMs.multipliedReportingOverflow(by: 1 << shift).overflow ? waitMaxMs : waitBaseMs << shift)
     }
 }
 
@@ -47,6 +76,10 @@ public enum NATSError: Error, Sendable, Hashable, CustomStringConvertible {
     case payloadTooLarge(bytes: Int, maxBytes: Int)
     /// A subscription's reader fell more than `subscriptionMessagesMax` messages behind.
     case slowConsumer(subject: String)
+    /// Disconnected and reconnecting: a flush cannot be answered now.
+    case disconnected
+    /// Disconnected, and the publishes held meanwhile reached the policy's bound.
+    case reconnectBufferFull(bytesMax: Int)
 
     public var description: String {
         switch self {
@@ -59,6 +92,8 @@ public enum NATSError: Error, Sendable, Hashable, CustomStringConvertible {
         case .invalidHeaders: "NATS: a header name or value cannot be sent"
         case .payloadTooLarge(let bytes, let maxBytes): "NATS: a message of \(bytes) bytes is larger than the server's \(maxBytes)"
         case .slowConsumer(let subject): "NATS: the subscription to \(subject) fell too far behind"
+        case .disconnected: "NATS: disconnected (reconnecting)"
+        case .reconnectBufferFull(let bytesMax): "NATS: disconnected, and \(bytesMax) bytes of publishes are already waiting"
         }
     }
 }
@@ -81,8 +116,12 @@ public struct NATSSubscription: AsyncSequence, Sendable {
 /// (``NATSConnectionOptions/subscriptionMessagesMax``). Call ``close()`` when done: the reading
 /// task holds the connection until then.
 ///
-/// Not yet: reconnecting (a lost connection ends every call with ``NATSError/closed(_:)``; the
-/// owner connects again), TLS, server pools.
+/// A lost connection is made again when ``NATSConnectionOptions/reconnect`` says so: meanwhile
+/// publishes are held (bounded), flushes fail with ``NATSError/disconnected``, requests wait out
+/// their timeout; then every subscription is made again (same sid) before the held publishes go.
+/// Without a policy a lost connection ends every call with ``NATSError/closed(_:)``.
+///
+/// Not yet: TLS, server pools.
 public actor NATSConnection {
     public nonisolated let options: NATSConnectionOptions
     /// The server's INFO (the latest, when it sent a new one).
@@ -93,6 +132,7 @@ public actor NATSConnection {
     private enum State: Equatable {
         case connecting
         case connected
+        case reconnecting
         case closed(String)
     }
 
@@ -117,6 +157,17 @@ public actor NATSConnection {
     }
 
     private var state = State.connecting
+    /// True from TCP connect until the handshake's PONG (a -ERR then fails the handshake).
+    private var handshaking = false
+    private var closeRequested = false
+    private var group: (any EventLoopGroup)?
+    /// Publishes made while reconnecting, sent once subscriptions are made again.
+    private var held: [UInt8] = []
+    /// The INFO of the channel being set up (the last connection's stays in `serverInfo`).
+    private var receivedInfo: NATSServerInfo?
+    private var reconnectTask: Task<Void, Never>?
+    /// Which connection the reading task serves: a lost old one must not touch a new one.
+    private var generation: UInt64 = 0
     private var parser: NATSParser
     private var outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>?
     private var channel: (any Channel)?
@@ -153,6 +204,19 @@ public actor NATSConnection {
     }
 
     private func start(group: any EventLoopGroup) async throws {
+        self.group = group
+        do {
+            try await establish(group: group)
+            state = .connected
+        } catch {
+            await close()
+            if let error = error as? NATSError, case .closed(let why) = error { throw NATSError.handshakeFailed(why) }
+            throw error
+        }
+    }
+
+    /// Opens a channel and runs the handshake on it (INFO, CONNECT+PING, PONG).
+    private func establish(group: any EventLoopGroup) async throws {
         let asyncChannel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
         do {
             asyncChannel = try await ClientBootstrap(group: group)
@@ -166,26 +230,35 @@ public actor NATSConnection {
         } catch {
             throw NATSError.connectFailed("\(options.host):\(options.port): \(error)")
         }
+        generation += 1
+        let generation = self.generation
         channel = asyncChannel.channel
-        readTask = Task { await self.run(asyncChannel) }
-        do {
-            let info: NATSServerInfo = try await wait(for: "the server's INFO", timeoutMs: options.connectTimeoutMs) { id, continuation in
+        parser = NATSParser(messageBytesMax: options.inboundMessageBytesMax)
+        receivedInfo = nil
+        handshaking = true
+        defer { handshaking = false }
+        readTask = Task { await self.run(asyncChannel, generation: generation) }
+        // The INFO may be in before this task looks (the reading task runs on its own).
+        let info: NATSServerInfo
+        if let early = receivedInfo {
+            info = early
+        } else {
+            info = try await wait(for: "the server's INFO", timeoutMs: options.connectTimeoutMs) { id, continuation in
                 infoWaiterID = id
                 return .info(continuation)
             }
-            guard !info.tlsRequired else { throw NATSError.handshakeFailed("the server requires TLS, which this client does not speak yet") }
-            serverInfo = info
-            try await send(NATSWire.connect(try connectJSON(info)))
-            // The PING went with CONNECT: its PONG says the server took it.
-            let _: Void = try await wait(for: "the server to accept CONNECT", timeoutMs: options.connectTimeoutMs) { id, continuation in
-                pongQueue.append(id)
-                return .pong(continuation)
+        }
+        guard !info.tlsRequired else { throw NATSError.handshakeFailed("the server requires TLS, which this client does not speak yet") }
+        serverInfo = info
+        let connect = NATSWire.connect(try connectJSON(info))
+        // A PING goes with CONNECT: its PONG says the server took it. The waiter is in place
+        // before the bytes go, so a PONG that comes back at once finds it.
+        let _: Void = try await wait(for: "the server to accept CONNECT", timeoutMs: options.connectTimeoutMs) { id, continuation in
+            pongQueue.append(id)
+            Task {
+                do { try await self.write(connect) } catch { self.fail(id, error) }
             }
-            if case .connecting = state { state = .connected }
-        } catch {
-            await close()
-            if let error = error as? NATSError, case .closed(let why) = error { throw NATSError.handshakeFailed(why) }
-            throw error
+            return .pong(continuation)
         }
     }
 
@@ -214,36 +287,116 @@ public actor NATSConnection {
 
     // MARK: - Reading
 
-    private func run(_ channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
+    private func run(_ channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>, generation: UInt64) async {
         var reason = "the server closed the connection"
         do {
             try await channel.executeThenClose { inbound, outbound in
-                self.attach(outbound)
-                for try await buffer in inbound { try await self.receive(buffer) }
+                self.attach(outbound, generation: generation)
+                for try await buffer in inbound {
+                    guard generation == self.generation else { return }
+                    try await self.receive(buffer)
+                }
             }
-        } catch let error as NATSProtocolError {
-            reason = "\(error)"
         } catch {
             reason = "\(error)"
         }
-        finish(lastServerError.map { "\(reason) (the server said: \($0))" } ?? reason)
+        guard generation == self.generation else { return }
+        connectionLost(lastServerError.map { "\(reason) (the server said: \($0))" } ?? reason)
     }
 
-    private func attach(_ writer: NIOAsyncChannelOutboundWriter<ByteBuffer>) { outbound = writer }
+    /// The channel ended: reconnect when the policy says so (and the connection was up), else close.
+    private func connectionLost(_ reason: String) {
+        outbound = nil
+        channel = nil
+        if handshaking {
+            // The handshake under way learns it at once; its caller decides what follows.
+            if let id = infoWaiterID {
+                infoWaiterID = nil
+                fail(id, NATSError.closed(reason))
+            }
+            let queued = pongQueue
+            pongQueue = []
+            for id in queued { fail(id, NATSError.closed(reason)) }
+            return
+        }
+        if state == .reconnecting { return }  // the reconnect loop sees its write fail and goes on
+        guard state == .connected, !closeRequested, let policy = options.reconnect, let group else {
+            finish(reason)
+            return
+        }
+        state = .reconnecting
+        // Flushes cannot be answered by the old connection, nor the handshake's waiters.
+        let queued = pongQueue
+        pongQueue = []
+        for id in queued { fail(id, NATSError.disconnected) }
+        reconnectTask = Task { await self.reconnect(policy: policy, group: group, reason: reason) }
+    }
+
+    private func reconnect(policy: NATSReconnectPolicy, group: any EventLoopGroup, reason: String) async {
+        var attempt = 0
+        var lastFailure = reason
+        var generator = SystemRandomNumberGenerator()
+        while state == .reconnecting, !closeRequested {
+            if let attemptsMax = policy.attemptsMax, attempt >= attemptsMax {
+                return finish("gave up reconnecting after \(attempt) attempts: \(lastFailure)")
+            }
+            let jitter = policy.jitterMs > 0 ? Int(generator.next() % UInt64(policy.jitterMs + 1)) : 0
+            try? await Task.sleep(for: .milliseconds(policy.waitMs(attempt: attempt) + jitter))
+            attempt += 1
+            guard state == .reconnecting, !closeRequested, !Task.isCancelled else { return }
+            do {
+                try await establish(group: group)
+                // Subscriptions again (same sids, so their readers go on), then the publishes that
+                // waited, in order; what is added meanwhile goes in the next round. Connected
+                // once a round finds nothing left, with no suspension in between.
+                var subscribed = Set<UInt64>()
+                while true {
+                    var bytes: [UInt8] = []
+                    for (sid, subscription) in subscriptions.sorted(by: { $0.key < $1.key }) where subscribed.insert(sid).inserted {
+                        bytes += NATSWire.subscribe(subject: subscription.subject, sid: sid)
+                    }
+                    if let inboxSID, subscribed.insert(inboxSID).inserted {
+                        bytes += NATSWire.subscribe(subject: inboxPrefix + "*", sid: inboxSID)
+                    }
+                    let waiting = held
+                    bytes += waiting
+                    held = []
+                    if bytes.isEmpty { break }
+                    do {
+                        try await write(bytes)
+                    } catch {
+                        held = waiting + held  // not sent: they wait for the next connection
+                        throw error
+                    }
+                }
+                state = .connected
+                return
+            } catch {
+                lastFailure = "\(error)"
+                if let channel { try? await channel.close() }
+                channel = nil
+                outbound = nil
+            }
+        }
+    }
+
+    private func attach(_ writer: NIOAsyncChannelOutboundWriter<ByteBuffer>, generation: UInt64) {
+        if generation == self.generation { outbound = writer }
+    }
 
     private func receive(_ buffer: ByteBuffer) async throws {
         parser.append(buffer.readableBytesView)
         while let op = try parser.next() {
             switch op {
             case .info(let info):
+                serverInfo = info  // the first, or a later one: the server's limits may have changed
+                receivedInfo = info
                 if let id = infoWaiterID {
                     infoWaiterID = nil
                     if case .info(let continuation) = take(id) { continuation.resume(returning: info) }
-                } else {
-                    serverInfo = info  // an INFO later on: the server's limits may have changed
                 }
             case .ping:
-                try? await send(NATSWire.pong)
+                try? await write(NATSWire.pong)  // on the current channel, also mid-handshake
             case .pong:
                 guard !pongQueue.isEmpty else { continue }
                 if case .pong(let continuation) = take(pongQueue.removeFirst()) { continuation.resume() }
@@ -251,7 +404,7 @@ public actor NATSConnection {
                 continue
             case .error(let text):
                 lastServerError = text
-                if case .connecting = state, !pongQueue.isEmpty {
+                if handshaking, !pongQueue.isEmpty {
                     take(pongQueue.removeFirst())?.fail(NATSError.handshakeFailed(text))
                 }
             case .message(let message):
@@ -295,6 +448,8 @@ public actor NATSConnection {
         if case .closed = state { return }
         state = .closed(reason)
         outbound = nil
+        held = []
+        reconnectTask?.cancel()
         let error = NATSError.closed(reason)
         for id in Array(waiters.keys) { take(id)?.fail(error) }
         infoWaiterID = nil
@@ -306,14 +461,45 @@ public actor NATSConnection {
 
     // MARK: - Writing
 
-    private func send(_ bytes: [UInt8]) async throws {
+    /// Writes to the current channel. A channel that is gone is ``NATSError/disconnected``
+    /// when a reconnect will follow, else ``NATSError/closed(_:)``.
+    private func write(_ bytes: [UInt8]) async throws {
         if case .closed(let why) = state { throw NATSError.closed(why) }
-        guard let outbound else { throw NATSError.closed("not connected yet") }
+        guard let outbound else { throw NATSError.disconnected }
         do {
             try await outbound.write(ByteBuffer(bytes: bytes))
         } catch {
+            if options.reconnect != nil, !closeRequested { throw NATSError.disconnected }
             throw NATSError.closed("\(error)")
         }
+    }
+
+    /// Writes a control operation (SUB, UNSUB, PONG). While disconnected (and reconnecting) there
+    /// is nothing to write to: subscriptions are made again from the table once connected.
+    private func send(_ bytes: [UInt8]) async throws {
+        if state == .reconnecting { return }
+        do {
+            try await write(bytes)
+        } catch NATSError.disconnected where options.reconnect != nil {
+            return
+        }
+    }
+
+    /// Writes a publish; while disconnected (and reconnecting), holds it, bounded, for the new
+    /// connection, in order.
+    private func sendPublish(_ bytes: [UInt8]) async throws {
+        if state == .reconnecting { return try hold(bytes) }
+        do {
+            try await write(bytes)
+        } catch NATSError.disconnected where options.reconnect != nil {
+            try hold(bytes)  // the channel went before its loss is handled: the reconnect sends it
+        }
+    }
+
+    private func hold(_ bytes: [UInt8]) throws {
+        let bytesMax = options.reconnect?.pendingBytesMax ?? 0
+        guard held.count + bytes.count <= bytesMax else { throw NATSError.reconnectBufferFull(bytesMax: bytesMax) }
+        held += bytes
     }
 
     /// Publishes a message (with `headers`, an `HPUB`). Returns once the bytes are handed to the
@@ -330,7 +516,7 @@ public actor NATSConnection {
         let size = payload.count + (block?.count ?? 0)
         let maxBytes = serverInfo?.maxPayloadBytes ?? 0
         guard size <= maxBytes else { throw NATSError.payloadTooLarge(bytes: size, maxBytes: maxBytes) }
-        try await send(NATSWire.publish(subject: subject, replyTo: replyTo, headerBlock: block, payload: payload))
+        try await sendPublish(NATSWire.publish(subject: subject, replyTo: replyTo, headerBlock: block, payload: payload))
     }
 
     /// Subscribes to `subject` (wildcards allowed).
@@ -390,10 +576,11 @@ public actor NATSConnection {
 
     /// Waits until the server has taken everything sent before (PING → PONG).
     public func flush(timeoutMs: Int) async throws {
+        if state == .reconnecting { throw NATSError.disconnected }
         let _: Void = try await wait(for: "the server's PONG", timeoutMs: timeoutMs) { id, continuation in
             pongQueue.append(id)
             Task {
-                do { try await self.send(NATSWire.ping) } catch { self.fail(id, error) }
+                do { try await self.write(NATSWire.ping) } catch { self.fail(id, error) }
             }
             return .pong(continuation)
         }
@@ -401,6 +588,8 @@ public actor NATSConnection {
 
     /// Closes the connection; calls in flight end with ``NATSError/closed(_:)``.
     public func close() async {
+        closeRequested = true
+        reconnectTask?.cancel()
         if let channel { try? await channel.close() }
         await readTask?.value
         finish("closed by the client")

@@ -159,15 +159,20 @@ public enum NATSServerOp: Sendable, Hashable {
 /// Reads the server's byte stream into operations, incrementally: feed it what the socket
 /// gave, then take operations until it needs more bytes. Bounded: a control line longer than
 /// ``controlLineBytesMax`` or a message larger than `messageBytesMax` is an error before
-/// anything is allocated for it.
+/// anything is allocated for it, and no byte is scanned twice while a line is incomplete.
 public struct NATSParser: Sendable {
-    /// The server's own bound on a control line (nats-server's `max_control_line` default).
-    public static let controlLineBytesMax = 4096
+    /// The longest control line taken from the server. Its own lines stay far below (a MSG line
+    /// is two subjects and three numbers); an INFO grows with a cluster's `connect_urls`.
+    public static let controlLineBytesMax = 65_536
+    /// The range an INFO's `max_payload` must be in.
+    public static let serverMaxPayloadBytes = 1...(64 << 20)
     /// The largest message (headers and payload) taken from the server, bytes.
     public let messageBytesMax: Int
 
     private var buffer: [UInt8] = []
     private var readIndex = 0
+    /// Where the search for the current line's CRLF goes on (bytes before it hold none).
+    private var scanIndex = 0
     /// A message whose control line was read, waiting for its bytes.
     private var pending: PendingMessage?
 
@@ -187,6 +192,7 @@ public struct NATSParser: Sendable {
     public mutating func append(_ bytes: some Sequence<UInt8>) {
         if readIndex > 0, readIndex >= buffer.count / 2 {
             buffer.removeFirst(readIndex)
+            scanIndex = max(0, scanIndex - readIndex)
             readIndex = 0
         }
         buffer.append(contentsOf: bytes)
@@ -209,11 +215,16 @@ public struct NATSParser: Sendable {
         let (operation, rest) = NATSWire.splitOperation(line)
         switch operation {
         case "INFO":
+            let info: NATSServerInfo
             do {
-                return .info(try JSONDecoder().decode(NATSServerInfo.self, from: Data(rest)))
+                info = try JSONDecoder().decode(NATSServerInfo.self, from: Data(rest))
             } catch {
                 throw NATSProtocolError("an INFO does not hold the server's information (\(error))")
             }
+            guard Self.serverMaxPayloadBytes.contains(info.maxPayloadBytes) else {
+                throw NATSProtocolError("an INFO's max_payload \(info.maxPayloadBytes) is outside \(Self.serverMaxPayloadBytes)")
+            }
+            return .info(info)
         case "MSG", "HMSG":
             let message = try Self.messageLine(arguments: NATSWire.arguments(rest), withHeaders: operation == "HMSG", bytesMax: messageBytesMax)
             pending = message
@@ -276,14 +287,18 @@ public struct NATSParser: Sendable {
     }
 
     /// The index of the next `\r\n` from the read position, looking no further than a control
-    /// line may be long.
-    private func findLineEnd() -> Int? {
+    /// line may be long, and not again at bytes an earlier call looked at.
+    private mutating func findLineEnd() -> Int? {
         let limit = min(buffer.count - 1, readIndex + Self.controlLineBytesMax + 2)
-        var index = readIndex
+        var index = max(readIndex, scanIndex)
         while index < limit {
-            if buffer[index] == 13, buffer[index + 1] == 10 { return index }
+            if buffer[index] == 13, buffer[index + 1] == 10 {
+                scanIndex = index + 2
+                return index
+            }
             index += 1
         }
+        scanIndex = max(readIndex, index)
         return nil
     }
 }

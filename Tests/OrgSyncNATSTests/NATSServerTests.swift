@@ -26,17 +26,19 @@ final class NATSTestServer: Sendable {
         var description: String { "nats-server is not installed (Debian: apt-get install nats-server; or set NATS_SERVER_BIN)" }
     }
 
-    init() async throws {
-        directory = try makeTemporaryDirectory("orgsync-nats")
-        port = try Self.freePort()
+    /// A new server; with `port` and `directory`, one in the place of an earlier one (same
+    /// address, same JetStream store).
+    init(port: Int? = nil, directory: String? = nil) async throws {
+        self.directory = try directory ?? makeTemporaryDirectory("orgsync-nats")
+        self.port = try port ?? Self.freePort()
         process = Process()
         process.executableURL = URL(fileURLWithPath: try Self.binary())
-        process.arguments = ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", directory + "/js"]
+        process.arguments = ["-a", "127.0.0.1", "-p", String(self.port), "-js", "-sd", self.directory + "/js"]
         process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try process.run()
         // Up when it answers a handshake: bounded, no sleep in between but the connect attempt's.
-        try await withTimeout(ms: 20_000, "nats-server on port \(port) to answer") { [port] in
+        try await withTimeout(ms: 20_000, "nats-server on port \(self.port) to answer") { [port = self.port] in
             while true {
                 if let connection = try? await NATSConnection.connect(NATSConnectionOptions(port: port)) {
                     await connection.close()
@@ -211,6 +213,120 @@ final class NATSTestServer: Sendable {
             let gone = await #expect(throws: JetStreamAPIError.self) { _ = try await js.streamInfo("EVENTS") }
             #expect(gone?.errorCode == JetStreamAPIError.streamNotFound)
         }
+    }
+
+    @Test func keyValueWritesByRevisionAndExactlyOneOfRacingCreatorsWins() async throws {
+        try await withServer { _, connection in
+            let js = JetStream(connection: connection)
+            let bucket = try await KeyValueBucket.create(js, name: "leases", history: 5)
+            #expect(try await bucket.get("node.a") == nil)
+            let first = try await bucket.create("node.a", Array("v1".utf8))
+            await #expect(throws: KeyValueError.keyExists("node.a")) { try await bucket.create("node.a", Array("v2".utf8)) }
+            #expect(try await bucket.get("node.a") == KeyValueEntry(key: "node.a", value: Array("v1".utf8), revision: first))
+            let second = try await bucket.update("node.a", Array("v2".utf8), revision: first)
+            await #expect(throws: KeyValueError.wrongRevision(key: "node.a", expected: first)) {
+                try await bucket.update("node.a", Array("stale".utf8), revision: first)
+            }
+            #expect(try await bucket.get("node.a")?.revision == second)
+            await #expect(throws: KeyValueError.wrongRevision(key: "node.a", expected: first)) { try await bucket.delete("node.a", revision: first) }
+            try await bucket.delete("node.a", revision: second)
+            #expect(try await bucket.get("node.a") == nil, "deleted")
+            let again = try await bucket.create("node.a", Array("v3".utf8))
+            #expect(again > second)
+            #expect(try await bucket.get("node.a")?.value == Array("v3".utf8), "a deleted key can be created again")
+            try await bucket.put("other", [1])
+            #expect(try await KeyValueBucket.bind(js, name: "leases").get("other")?.value == [1])
+            let missing = await #expect(throws: JetStreamAPIError.self) { _ = try await KeyValueBucket.bind(js, name: "nobucket") }
+            #expect(missing?.errorCode == JetStreamAPIError.streamNotFound)
+            await #expect(throws: KeyValueError.invalidKey("bad key")) { _ = try await bucket.get("bad key") }
+            await #expect(throws: KeyValueError.invalidKey(".hidden")) { try await bucket.put(".hidden", []) }
+
+            // Eight creators race for one key: exactly one wins, the others learn it exists.
+            let winners = try await withThrowingTaskGroup(of: Int.self) { group in
+                for i in 0..<8 {
+                    group.addTask {
+                        do {
+                            _ = try await bucket.create("owner", [UInt8(i)])
+                            return 1
+                        } catch KeyValueError.keyExists {
+                            return 0
+                        }
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+            #expect(winners == 1)
+        }
+    }
+
+    @Test func aLostConnectionIsMadeAgainWithItsSubscriptionsAndTheHeldPublishesInOrder() async throws {
+        let first = try await NATSTestServer()
+        var options = first.options()
+        options.reconnect = NATSReconnectPolicy(waitBaseMs: 20, waitMaxMs: 200, jitterMs: 10)
+        let connection = try await NATSConnection.connect(options)
+        let js = JetStream(connection: connection)
+        _ = try await js.createStream(JetStreamStreamConfig(name: "KEEP", subjects: ["keep.>"]))
+        #expect(try await js.publish("keep.a", payload: [1]).sequence == 1)
+        let subscription = try await connection.subscribe("live")
+        try await connection.flush(timeoutMs: 5_000)
+        var iterator = subscription.makeAsyncIterator()
+        try await connection.publish("live", payload: [0])
+        #expect(try await iterator.next()?.payload == [0])
+
+        first.kill()
+        try await withTimeout(ms: 5_000, "the loss to be noticed") {
+            while await connection.isConnected { try await Task.sleep(for: .milliseconds(5)) }
+        }
+        try await connection.publish("live", payload: [1])  // held while disconnected
+        try await connection.publish("live", payload: [2])
+        await #expect(throws: NATSError.disconnected) { try await connection.flush(timeoutMs: 1_000) }
+
+        let second = try await NATSTestServer(port: first.port, directory: first.directory)  // same address, same store
+        defer { second.stop() }
+        try await withTimeout(ms: 10_000, "the reconnect") {
+            while !(await connection.isConnected) { try await Task.sleep(for: .milliseconds(5)) }
+        }
+        #expect(try await iterator.next()?.payload == [1])
+        #expect(try await iterator.next()?.payload == [2], "held publishes went out in order, after the subscription was made again")
+        let ack = try await js.publish("keep.b", payload: [2])
+        #expect(ack.stream == "KEEP" && ack.sequence == 2, "requests work again, and the stream survived on disk")
+        await connection.close()
+        await #expect(throws: NATSError.self) { try await connection.publish("live", payload: [3]) }
+    }
+
+    @Test func publishesHeldWhileDisconnectedAreBoundedAndAttemptsTooWhenAsked() async throws {
+        let server = try await NATSTestServer()
+        defer { server.stop() }
+        var patient = server.options()
+        patient.reconnect = NATSReconnectPolicy(waitBaseMs: 10, waitMaxMs: 50, jitterMs: 0)
+        patient.reconnect?.pendingBytesMax = 64
+        var brief = server.options()
+        brief.reconnect = NATSReconnectPolicy(waitBaseMs: 10, waitMaxMs: 20, jitterMs: 0, attemptsMax: 3)
+        let holding = try await NATSConnection.connect(patient)
+        let givingUp = try await NATSConnection.connect(brief)
+        server.kill()
+        try await withTimeout(ms: 5_000, "the loss to be noticed") {
+            while await holding.isConnected { try await Task.sleep(for: .milliseconds(5)) }
+        }
+        // 64 bytes may wait: one publish of 52 (PUB a 40, the payload, CRLF) fits, a second does not.
+        try await holding.publish("a", payload: [UInt8](repeating: 7, count: 40))
+        await #expect(throws: NATSError.reconnectBufferFull(bytesMax: 64)) {
+            try await holding.publish("a", payload: [UInt8](repeating: 7, count: 40))
+        }
+        await holding.close()
+        // Nobody listens on the port any more: three attempts, then closed for good.
+        try await withTimeout(ms: 10_000, "the attempts to run out") {
+            while true {
+                do {
+                    try await givingUp.publish("a", payload: [1])
+                } catch NATSError.closed(let why) {
+                    #expect(why.contains("gave up reconnecting after 3 attempts"))
+                    return
+                } catch {}
+                try await Task.sleep(for: .milliseconds(5))
+            }
+        }
+        await givingUp.close()
     }
 
     @Test func aServerThatDiesEndsEveryCallWithClosed() async throws {

@@ -59,6 +59,8 @@ import Testing
             ("HMSG a 1 16 16\r\nNATS/1.0 5x3\r\n\r\n\r\n", "a status that is not a number"),
             ("MSG a 1 3\r\nabcXY", "a payload not followed by CRLF"),
             ("INFO {\"server_id\": 5}\r\n", "an INFO of the wrong shape"),
+            ("INFO {\"server_id\":\"x\",\"max_payload\":0}\r\n", "an INFO allowing no payload"),
+            ("INFO {\"server_id\":\"x\",\"max_payload\":99999999999}\r\n", "an INFO allowing more than any bound"),
             ("HELLO\r\n", "an operation that does not exist"),
         ]
         for (bytes, what) in cases {
@@ -97,6 +99,13 @@ import Testing
         #expect(NATSHeaders([.init("X", "a\r\nPUB evil 1")]).encoded() == nil, "a value cannot smuggle a line")
         #expect(NATSHeaders([.init("Bad Name", "v")]).encoded() == nil)
         #expect(try NATSHeaders.parse(block[...]) == NATSHeaders([.init("Bar", "Baz")]))
+    }
+
+    @Test func reconnectWaitsDoubleUpToTheirCapWithoutOverflow() {
+        let policy = NATSReconnectPolicy(waitBaseMs: 100, waitMaxMs: 5_000)
+        #expect((0..<8).map { policy.waitMs(attempt: $0) } == [100, 200, 400, 800, 1_600, 3_200, 5_000, 5_000])
+        #expect(policy.waitMs(attempt: 1_000_000) == 5_000)
+        #expect(NATSReconnectPolicy(waitBaseMs: Int.max / 2, waitMaxMs: Int.max).waitMs(attempt: 40) == Int.max)
     }
 
     @Test func subjectsAreCheckedBeforeTheyReachALine() {
