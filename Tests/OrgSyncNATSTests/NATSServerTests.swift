@@ -1,5 +1,5 @@
 import Foundation
-import OrgSyncNATS
+@testable import OrgSyncNATS
 import OrgSyncTestSupport
 import Testing
 
@@ -327,6 +327,43 @@ final class NATSTestServer: Sendable {
             }
         }
         await givingUp.close()
+    }
+
+    @Test func aReaderReadsAStreamInOrderFromASequenceAndGoesOnWhenItsConsumerIsGone() async throws {
+        try await withServer { _, connection in
+            let js = JetStream(connection: connection)
+            _ = try await js.createStream(JetStreamStreamConfig(name: "LOG", subjects: ["log.>"]))
+            for i in 1...1_000 { _ = try await js.publish("log.\(i % 3)", payload: Array(String(i).utf8)) }
+            let reader = JetStreamReader(jetStream: js, stream: "LOG", from: 500)
+            var read: [UInt64] = []
+            for _ in 0..<10 where read.count < 501 {
+                let batch = try await reader.next(batch: 100, waitMs: 500)
+                #expect(batch.count <= 100)
+                #expect(batch.allSatisfy { $0.payload == Array(String($0.sequence).utf8) && $0.subject == "log.\($0.sequence % 3)" })
+                read += batch.map(\.sequence)
+            }
+            #expect(read == Array(500...1_000), "every message once, in order, from 500")
+            let started = ContinuousClock.now
+            #expect(try await reader.next(batch: 10, waitMs: 300).isEmpty, "nothing new: empty after the wait")
+            #expect(ContinuousClock.now - started >= .milliseconds(250))
+
+            // Its consumer deleted behind its back: the reader makes one again from where it stands.
+            struct Names: Decodable { var consumers: [String]? }
+            let names = try JSONDecoder().decode(
+                Names.self, from: Data(try await connection.request("$JS.API.CONSUMER.NAMES.LOG", timeoutMs: 5_000).payload))
+            #expect(names.consumers?.count == 1)
+            for name in names.consumers ?? [] {
+                _ = try await connection.request("$JS.API.CONSUMER.DELETE.LOG.\(name)", timeoutMs: 5_000)
+            }
+            _ = try await js.publish("log.x", payload: Array("1001".utf8))
+            #expect(try await reader.next(batch: 10, waitMs: 500).map(\.sequence) == [1_001])
+            #expect(await reader.nextSequence == 1_002)
+            let v1 = JetStreamReader.ackMetadata("$JS.ACK.LOG.c.1.77.3.1700000000000000000.0")
+            #expect(v1?.streamSequence == 77 && v1?.consumerSequence == 3)
+            let v2 = JetStreamReader.ackMetadata("$JS.ACK.hub.H.LOG.c.1.78.4.1700000000000000000.0.r")
+            #expect(v2?.streamSequence == 78 && v2?.consumerSequence == 4, "the 12-token form of newer servers")
+            #expect(JetStreamReader.ackMetadata("$JS.ACK.LOG.c.1.x.3.1.0") == nil && JetStreamReader.ackMetadata("_INBOX.a") == nil)
+        }
     }
 
     @Test func aServerThatDiesEndsEveryCallWithClosed() async throws {
