@@ -70,12 +70,11 @@ final class ChecksummedLinesFile {
     /// Appends one record (and fsyncs it when configured to).
     func append(_ payload: [UInt8]) throws(RecordFileError) {
         let line = Self.encodeLine(payload)
-        let (file, offset, fsyncEachAppend) = (self.file, size, self.fsyncEachAppend)
         try Self.storageCall("write", path) {
-            try line.withUnsafeBytes { try file.write($0, at: offset) }
+            try line.withUnsafeBytes { try file.write($0, at: size) }
             if fsyncEachAppend { try file.sync() }
         }
-        size = offset + Int64(line.count)
+        size += Int64(line.count)
     }
 
     /// Replaces the file's content with `payloads`, atomically: a temporary file is written and
@@ -83,7 +82,6 @@ final class ChecksummedLinesFile {
     func rewrite(_ payloads: [[UInt8]]) throws(RecordFileError) {
         var content: [UInt8] = []
         for payload in payloads { content += Self.encodeLine(payload) }
-        let (path, storage) = (self.path, self.storage)
         let temporary = path + ".tmp"
         try Self.storageCall("rewrite", temporary) {
             let replacement = try storage.openFile(temporary, create: true)

@@ -218,17 +218,30 @@ public struct JetStream: Sendable {
         return try Self.decode(reply.payload, call: api)
     }
 
-    private struct ErrorEnvelope: Decodable { var error: JetStreamAPIError? }
+    /// A JetStream answer, read in one pass: its `error` when it has one (a failed publish also
+    /// carries `stream` and `seq`, so the error goes first), else the response itself.
+    private struct Envelope<Response: Decodable>: Decodable {
+        var result: Result<Response, JetStreamAPIError>
+
+        enum CodingKeys: String, CodingKey { case error }
+
+        init(from decoder: any Decoder) throws {
+            if let error = try decoder.container(keyedBy: CodingKeys.self).decodeIfPresent(JetStreamAPIError.self, forKey: .error) {
+                result = .failure(error)
+            } else {
+                result = .success(try Response(from: decoder))
+            }
+        }
+    }
 
     static func decode<Response: Decodable>(_ payload: [UInt8], call: String) throws -> Response {
-        let decoder = JSONDecoder()
-        let data = Data(payload)
-        if let envelope = try? decoder.decode(ErrorEnvelope.self, from: data), let error = envelope.error { throw error }
+        let envelope: Envelope<Response>
         do {
-            return try decoder.decode(Response.self, from: data)
+            envelope = try JSONDecoder().decode(Envelope<Response>.self, from: Data(payload))
         } catch {
             throw JetStreamResponseError(call: call, problem: "the answer is not what JetStream sends (\(payload.count) bytes)")
         }
+        return try envelope.result.get()
     }
 
     static func base64(_ text: String) -> [UInt8]? {

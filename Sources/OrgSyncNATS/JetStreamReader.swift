@@ -76,32 +76,28 @@ public actor JetStreamReader {
         try await connection.publish("$JS.API.CONSUMER.MSG.NEXT.\(stream).\(consumer)", payload: Array(body.utf8), replyTo: inbox)
         var messages: [JetStreamStoredMessage] = []
         var ended = false
-        do {
-            for try await message in subscription {
-                if let status = message.status {
-                    if status == 503 { await connection.unsubscribe(subscription); return .consumerGone }
-                    ended = true
-                    break  // 404/408/409: this fetch is over
-                }
-                guard let metadata = Self.ackMetadata(message.replyTo) else { continue }
-                if metadata.consumerSequence != nextConsumerSequence {
-                    // A gap: something was not delivered. Read again from where we stand.
-                    await connection.unsubscribe(subscription)
-                    self.consumer = nil
-                    return .messages(messages)
-                }
-                nextConsumerSequence += 1
-                guard metadata.streamSequence >= nextSequence else { continue }
-                nextSequence = metadata.streamSequence + 1
-                messages.append(JetStreamStoredMessage(
-                    subject: message.subject, sequence: metadata.streamSequence, headers: message.headers, payload: message.payload))
-                if messages.count == batch {
-                    ended = true
-                    break
-                }
+        for try await message in subscription {
+            if let status = message.status {
+                if status == 503 { await connection.unsubscribe(subscription); return .consumerGone }
+                ended = true
+                break  // 404/408/409: this fetch is over
             }
-        } catch NATSError.disconnected {
-            self.consumer = nil
+            guard let metadata = Self.ackMetadata(message.replyTo) else { continue }
+            if metadata.consumerSequence != nextConsumerSequence {
+                // A gap: something was not delivered. Read again from where we stand.
+                await connection.unsubscribe(subscription)
+                self.consumer = nil
+                return .messages(messages)
+            }
+            nextConsumerSequence += 1
+            guard metadata.streamSequence >= nextSequence else { continue }
+            nextSequence = metadata.streamSequence + 1
+            messages.append(JetStreamStoredMessage(
+                subject: message.subject, sequence: metadata.streamSequence, headers: message.headers, payload: message.payload))
+            if messages.count == batch {
+                ended = true
+                break
+            }
         }
         await connection.unsubscribe(subscription)
         // Neither full nor ended by the server: its consumer is gone (or the connection was lost).

@@ -183,6 +183,7 @@ public actor NATSConnection {
     private var nextSID: UInt64 = 1
     /// Replies to requests come on one subscription, `<prefix>*`; a request's token is the last token.
     private let inboxPrefix: String
+    private var inboxSubject: String { inboxPrefix + "*" }
     private var inboxSID: UInt64?
     private var requestWaiters: [String: UInt64] = [:]
     private var nextRequestToken: UInt64 = 0
@@ -314,9 +315,7 @@ public actor NATSConnection {
                 infoWaiterID = nil
                 fail(id, NATSError.closed(reason))
             }
-            let queued = pongQueue
-            pongQueue = []
-            for id in queued { fail(id, NATSError.closed(reason)) }
+            failPongWaiters(NATSError.closed(reason))
             return
         }
         if state == .reconnecting { return }  // the reconnect loop sees its write fail and goes on
@@ -325,10 +324,8 @@ public actor NATSConnection {
             return
         }
         state = .reconnecting
-        // Flushes cannot be answered by the old connection, nor the handshake's waiters.
-        let queued = pongQueue
-        pongQueue = []
-        for id in queued { fail(id, NATSError.disconnected) }
+        // Flushes cannot be answered by the old connection.
+        failPongWaiters(NATSError.disconnected)
         reconnectTask = Task { await self.reconnect(policy: policy, group: group, reason: reason) }
     }
 
@@ -356,7 +353,7 @@ public actor NATSConnection {
                         bytes += NATSWire.subscribe(subject: subscription.subject, sid: sid)
                     }
                     if let inboxSID, subscribed.insert(inboxSID).inserted {
-                        bytes += NATSWire.subscribe(subject: inboxPrefix + "*", sid: inboxSID)
+                        bytes += NATSWire.subscribe(subject: inboxSubject, sid: inboxSID)
                     }
                     let waiting = held
                     bytes += waiting
@@ -539,8 +536,8 @@ public actor NATSConnection {
 
     /// Ends a subscription: its sequence finishes; messages already on their way are dropped.
     public func unsubscribe(_ subscription: NATSSubscription) async {
-        guard let held = subscriptions.removeValue(forKey: subscription.sid) else { return }
-        held.continuation.finish()
+        guard let removed = subscriptions.removeValue(forKey: subscription.sid) else { return }
+        removed.continuation.finish()
         try? await send(NATSWire.unsubscribe(sid: subscription.sid))
     }
 
@@ -552,7 +549,7 @@ public actor NATSConnection {
             let sid = nextSID
             nextSID += 1
             inboxSID = sid
-            try await send(NATSWire.subscribe(subject: inboxPrefix + "*", sid: sid))
+            try await send(NATSWire.subscribe(subject: inboxSubject, sid: sid))
         }
         nextRequestToken += 1
         let token = String(nextRequestToken)
@@ -627,6 +624,13 @@ public actor NATSConnection {
     }
 
     private func fail(_ id: UInt64, _ error: any Error) { take(id)?.fail(error) }
+
+    /// Fails everyone waiting for a PONG: the channel their PINGs went on is gone.
+    private func failPongWaiters(_ error: NATSError) {
+        let queued = pongQueue
+        pongQueue = []
+        for id in queued { fail(id, error) }
+    }
 
     private func cancelRequest(_ token: String) {
         if let id = requestWaiters[token] { fail(id, CancellationError()) }
