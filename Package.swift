@@ -128,6 +128,20 @@ let package = Package(
             swiftSettings: ours,
             plugins: ["EmbedFilesPlugin"]
         ),
+        // A broker as a member of a cluster: its streams are JetStream streams (replicated by
+        // NATS), appended to by every member, fenced by JetStream's expected last sequence.
+        .target(
+            name: "OrgSyncCluster",
+            dependencies: [
+                "OrgSyncBroker",
+                "OrgSyncCore",
+                "OrgSyncLog",
+                "OrgSyncNATS",
+                "OrgSyncPluginAPI",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: ours
+        ),
         // The HTTP API over the broker (Hummingbird): routes, auth, TLS, connection limits.
         .target(
             name: "OrgSyncServer",
@@ -288,9 +302,24 @@ let package = Package(
             path: "Tests/OrgSyncTestHTTP",
             swiftSettings: strict
         ),
+        // A throwaway nats-server, or a cluster of three, for the tests that need real ones.
+        .target(
+            name: "OrgSyncTestNATS",
+            dependencies: ["OrgSyncNATS", "OrgSyncTestSupport"],
+            path: "Tests/OrgSyncTestNATS",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "OrgSyncNATSTests",
-            dependencies: ["OrgSyncNATS", "OrgSyncCore", "OrgSyncTestSupport", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["OrgSyncNATS", "OrgSyncCore", "OrgSyncTestSupport", "OrgSyncTestNATS", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "OrgSyncClusterTests",
+            dependencies: [
+                "OrgSyncCluster", "OrgSyncBroker", "OrgSyncCore", "OrgSyncLog", "OrgSyncNATS", "OrgSyncPluginAPI",
+                "OrgSyncTestSupport", "OrgSyncTestNATS", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

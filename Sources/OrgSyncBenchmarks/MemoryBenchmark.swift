@@ -155,7 +155,7 @@ struct MemoryBenchmark: AsyncParsableCommand {
             }
             switch schedule.nextStep(appendedCount: appended, lastAppendStartNs: lastAppendStartNs, nowNs: now) {
             case .finished:
-                try await waitForCatchUp(broker, to: broker.streams["events"]?.endOffset ?? 0)
+                try await waitForCatchUp(broker, to: try await broker.stream("events").currentInfo().endOffset)
                 return PacedRun(
                     samples: samples, durationSeconds: durationSeconds, appended: appended,
                     caughtUpSeconds: Double(nowNs() - startNs) / 1e9 - durationSeconds)

@@ -22,6 +22,8 @@ public struct BrokerConfiguration: Sendable, Codable, Hashable {
     public var pluginLimits = PluginLimits()
     /// Operators' webhooks told of link events (suspended, resumed, held down, ...).
     public var notifications: [Notification] = []
+    /// Present: this broker is a member of a cluster on NATS JetStream (``Cluster``).
+    public var cluster: Cluster? = nil
 
     /// `notifications[]`: one webhook target (Standard Webhooks 1.0: signed with the secret in
     /// `secret_env`). Durations in milliseconds; defaults in `NotificationSettings`.
@@ -388,6 +390,7 @@ extension BrokerConfiguration {
             }
         }
         _ = try notificationSettings(environment: environment)
+        if let cluster { try validateCluster(cluster) }
         if auth.enabled {
             guard !auth.tokens.isEmpty || !auth.clientCertificates.isEmpty else {
                 throw fail("auth.tokens", "auth is enabled but no token (nor client certificate) is configured (add tokens, or set auth.enabled: false on a trusted machine)")
@@ -531,6 +534,7 @@ private func rejectUnknownKeys(_ yaml: String) throws {
         "sources[]": fields(C.Source.CodingKeys.self),
         "sources[].supervisor": fields(C.Supervisor.CodingKeys.self),
         "notifications[]": fields(C.Notification.CodingKeys.self),
+        "cluster": fields(C.Cluster.CodingKeys.self),
     ]
     func check(_ node: Node, allowed: Set<String>, path: String, template: String) throws {
         guard let mapping = node.mapping else { return }
@@ -581,7 +585,7 @@ extension KeyedDecodingContainer {
 }
 
 extension BrokerConfiguration {
-    enum CodingKeys: String, CodingKey, CaseIterable { case dataDir, server, log, auth, streams, links, sources, pluginsDir, pluginLimits, notifications }
+    enum CodingKeys: String, CodingKey, CaseIterable { case dataDir, server, log, auth, streams, links, sources, pluginsDir, pluginLimits, notifications, cluster }
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = BrokerConfiguration()
@@ -595,6 +599,7 @@ extension BrokerConfiguration {
         pluginsDir = try c.decodeIfPresent(String.self, forKey: .pluginsDir)
         pluginLimits = try c.value(.pluginLimits, d.pluginLimits)
         notifications = try c.value(.notifications, d.notifications)
+        cluster = try c.decodeIfPresent(Cluster.self, forKey: .cluster)
     }
 }
 

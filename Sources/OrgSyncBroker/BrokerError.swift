@@ -7,6 +7,9 @@ public enum BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
     /// An operator resumed a link whose target holds a position that does not belong to its
     /// stream as it is now: it stays diverged until reset or adopted.
     case linkDiverged(String)
+    /// A stream kept elsewhere (a cluster's JetStream) could not be reached or answered what it
+    /// must not; `problem` says whether an append may have been stored.
+    case streamUnavailable(stream: String, problem: String)
 
     public var description: String {
         switch self {
@@ -16,6 +19,7 @@ public enum BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
         case .linkDiverged(let name):
             "link \(name) is diverged: its target holds a position that does not belong to this stream as it is now; "
                 + "reset it to an offset or adopt the target's position"
+        case .streamUnavailable(let stream, let problem): "stream \(stream) is unavailable: \(problem)"
         }
     }
 }

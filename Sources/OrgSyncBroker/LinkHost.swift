@@ -118,7 +118,12 @@ public struct LinkService: Service {
             let statuses = await broker.links.statuses()
             if trim.observe(appliedTotal: statuses.reduce(0) { $0 &+ $1.appliedCount }) { FreedMemory.giveBack() }
             broker.metrics.record(linkStatuses: statuses)
-            broker.samples.record(links: statuses, streamEnds: broker.streams.mapValues(\.endOffset), timeMs: UInt64(clamping: wallClockMs()))
+            var streamEnds: [String: UInt64] = [:]
+            for (name, store) in broker.streams {
+                // A stream that cannot answer now (a cluster's, NATS away) leaves a gap in its chart.
+                if let info = try? await store.currentInfo() { streamEnds[name] = info.endOffset }
+            }
+            broker.samples.record(links: statuses, streamEnds: streamEnds, timeMs: UInt64(clamping: wallClockMs()))
             try? await Task.sleep(for: .milliseconds(metricsIntervalMs))
         }
     }

@@ -10,21 +10,18 @@ import OrgSyncLog
 /// segment log); the HTTP server maps them to answers.
 public protocol StreamStore: AnyObject, Sendable {
     var name: String { get }
-    /// The offset the next appended entry will get.
-    var endOffset: UInt64 { get }
     /// Appends `entries` (each one validated JSON entry) durably before returning, or — with an
     /// idempotency key already in the stream's window — answers the first append's offsets and
     /// appends nothing.
     func append(_ entries: [[UInt8]], idempotencyKey: String?) async throws -> AppendOutcome
-    /// Up to `maxEntries` stored entries from `offset` (fewer at the end or past `maxBytes`).
-    func read(from offset: UInt64, maxEntries: Int, maxBytes: Int) throws -> [LogRecord]
     /// Where a link reads this stream.
     func linkSource() -> any LinkEntrySource
     /// Where a link of this stream keeps its cursor.
     func linkCursorStore() -> any LinkCursorStore
     /// What a capture source appends to and reads its position back from.
     func captureStream() -> any CaptureStream
-    func info() -> StreamInfo
+    /// The stream's bounds and size (a store kept elsewhere asks its server).
+    func currentInfo() async throws -> StreamInfo
     /// Drops what the stream's retention limits no longer keep; a store that keeps its own
     /// retention answers an empty report.
     func applyRetention() throws -> RetentionReport
@@ -32,15 +29,8 @@ public protocol StreamStore: AnyObject, Sendable {
     func close() async
 }
 
-extension StreamStore {
-    /// Up to `maxEntries` stored entries from `offset`, at most ``StreamLog/readBytesMaxDefault``
-    /// bytes of them.
-    public func read(from offset: UInt64, maxEntries: Int) throws -> [LogRecord] {
-        try read(from: offset, maxEntries: maxEntries, maxBytes: StreamLog.readBytesMaxDefault)
-    }
-}
-
 extension StreamLog: StreamStore {
+    public func currentInfo() async throws -> StreamInfo { info() }
     public func linkSource() -> any LinkEntrySource { StreamLogLinkSource(log: self) }
     public func linkCursorStore() -> any LinkCursorStore { StreamLogCursorStore(log: self) }
     public func captureStream() -> any CaptureStream { StreamLogCaptureStream(log: self) }

@@ -12,7 +12,7 @@ public protocol CaptureStream: Sendable {
     /// Appends entries (each a validated JSON entry) durably before returning.
     func append(_ entries: [[UInt8]]) async throws -> AppendResult
     /// The oldest offset still stored, and the offset the next appended entry will get.
-    func bounds() async -> (start: Offset, end: Offset)
+    func bounds() async throws -> (start: Offset, end: Offset)
     /// Up to `maxCount` entries from `offset`, in order.
     func read(from offset: Offset, maxCount: Int) async throws -> [Entry]
     /// The offset from which reading the tail finds the source's last append (nil: from the
@@ -45,7 +45,7 @@ public struct StreamLogCaptureStream: CaptureStream {
         try await log.append(entries)
     }
 
-    public func bounds() async -> (start: Offset, end: Offset) {
+    public func bounds() async throws -> (start: Offset, end: Offset) {
         (Offset(log.startOffset), Offset(log.endOffset))
     }
 

@@ -111,7 +111,7 @@ public actor SourceSupervisor {
     /// The last position recorded in the stream by this source — the largest one in the entries
     /// from the hint (or the stream's start) to the end — and the last entry that records it.
     func recoverPosition() async throws -> (SourcePosition?, [UInt8]?) {
-        let (start, end) = await stream.bounds()
+        let (start, end) = try await stream.bounds()
         var offset = max(try await stream.loadHint(source: name) ?? start, start)
         var found: (position: SourcePosition, entry: [UInt8])?
         while offset < end {

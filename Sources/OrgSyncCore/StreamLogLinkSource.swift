@@ -37,6 +37,13 @@ public struct StoredEntryError: Error, Sendable, CustomStringConvertible {
     public var stream: String
     public var offset: UInt64
     public var problem: String
+
+    public init(stream: String, offset: UInt64, problem: String) {
+        self.stream = stream
+        self.offset = offset
+        self.problem = problem
+    }
+
     public var description: String { "stream \(stream): stored entry \(offset) is not a valid entry: \(problem)" }
 }
 

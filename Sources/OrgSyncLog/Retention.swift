@@ -11,6 +11,8 @@ public struct RetentionReport: Sendable, Hashable {
     /// With `retentionDropsUnconsumed`: cursors whose unread entries were deleted, with the
     /// range lost ([from, to)). The consumer must report it.
     public var lostRanges: [String: Range<UInt64>] = [:]
+
+    public init() {}
 }
 
 extension StreamLog {

@@ -443,6 +443,15 @@ public struct StreamInfo: Sendable, Hashable, Codable {
     public var rawBytes: Int64
 
     public var compressionRatio: Double { storedBytes > 0 ? Double(rawBytes) / Double(storedBytes) : 0 }
+
+    public init(name: String, startOffset: UInt64, endOffset: UInt64, segmentCount: Int, storedBytes: Int64, rawBytes: Int64) {
+        self.name = name
+        self.startOffset = startOffset
+        self.endOffset = endOffset
+        self.segmentCount = segmentCount
+        self.storedBytes = storedBytes
+        self.rawBytes = rawBytes
+    }
 }
 
 /// Runs `body`, turning storage errors into ``LogError/storage(_:)``.

@@ -35,7 +35,8 @@ public actor JetStreamReader {
     }
 
     /// Up to `batch` messages from ``nextSequence`` on, in order: returns once `batch` have come
-    /// or `waitMs` has passed (JetStream's pull semantics), empty when none came. A consumer
+    /// or `waitMs` has passed (JetStream's pull semantics), empty when none came; with `waitMs`
+    /// 0, at once with what the stream holds now. A consumer
     /// found gone costs one more wait of `waitMs` plus a second.
     public func next(batch: Int, waitMs: Int) async throws -> [JetStreamStoredMessage] {
         let batch = min(max(batch, 1), Self.batchMax)
@@ -68,11 +69,14 @@ public actor JetStreamReader {
         // The fetch ends on its own (408 at `expires`). A consumer that is gone does not say so:
         // the server's API takes the request and nothing answers. This bound ends such a fetch.
         let guardTask = Task {
-            try? await Task.sleep(for: .milliseconds(waitMs + Self.endSlackMs))
+            try? await Task.sleep(for: .milliseconds(max(waitMs, 0) + Self.endSlackMs))
             await connection.unsubscribe(subscription)
         }
         defer { guardTask.cancel() }
-        let body = #"{"batch":\#(batch),"expires":\#(Int64(waitMs) * 1_000_000)}"#
+        // No wait: the server sends what it has and ends the fetch at once (404 or 408).
+        let body = waitMs <= 0
+            ? #"{"batch":\#(batch),"no_wait":true}"#
+            : #"{"batch":\#(batch),"expires":\#(Int64(waitMs) * 1_000_000)}"#
         try await connection.publish("$JS.API.CONSUMER.MSG.NEXT.\(stream).\(consumer)", payload: Array(body.utf8), replyTo: inbox)
         var messages: [JetStreamStoredMessage] = []
         var ended = false

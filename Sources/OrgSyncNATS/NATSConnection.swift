@@ -28,11 +28,17 @@ public struct NATSConnectionOptions: Sendable {
     /// ``NATSError/closed(_:)``; a policy, connect again with backoff, subscribe again and send
     /// what was published meanwhile.
     public var reconnect: NATSReconnectPolicy?
+    /// More servers of the same cluster (host, port): the first connect tries `host` then these
+    /// in order; each reconnect attempt tries the next one round the list.
+    public var alternates: [(host: String, port: Int)] = []
 
     public init(host: String = "127.0.0.1", port: Int = 4222) {
         self.host = host
         self.port = port
     }
+
+    /// `host` and every alternate, in order.
+    var servers: [(host: String, port: Int)] { [(host, port)] + alternates }
 }
 
 /// How a lost connection is made again: waits of `waitBaseMs` doubling up to `waitMaxMs`, each
@@ -166,6 +172,8 @@ public actor NATSConnection {
     /// The INFO of the channel being set up (the last connection's stays in `serverInfo`).
     private var receivedInfo: NATSServerInfo?
     private var reconnectTask: Task<Void, Never>?
+    /// Which of ``NATSConnectionOptions/servers`` the connection is (or was last) on.
+    private var serverIndex = 0
     /// Which connection the reading task serves: a lost old one must not touch a new one.
     private var generation: UInt64 = 0
     private var parser: NATSParser
@@ -207,7 +215,21 @@ public actor NATSConnection {
     private func start(group: any EventLoopGroup) async throws {
         self.group = group
         do {
-            try await establish(group: group)
+            var failures: [String] = []
+            for index in options.servers.indices {
+                do {
+                    serverIndex = index
+                    try await establish(group: group)
+                    break
+                } catch {
+                    failures.append("\(error)")
+                    if let channel { try? await channel.close() }
+                    channel = nil
+                    if index == options.servers.count - 1 {
+                        throw failures.count == 1 ? error : NATSError.connectFailed(failures.joined(separator: "; "))
+                    }
+                }
+            }
             state = .connected
         } catch {
             await close()
@@ -219,17 +241,18 @@ public actor NATSConnection {
     /// Opens a channel and runs the handshake on it (INFO, CONNECT+PING, PONG).
     private func establish(group: any EventLoopGroup) async throws {
         let asyncChannel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+        let server = options.servers[serverIndex % options.servers.count]
         do {
             asyncChannel = try await ClientBootstrap(group: group)
                 .connectTimeout(.milliseconds(Int64(options.connectTimeoutMs)))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                .connect(host: options.host, port: options.port) { channel in
+                .connect(host: server.host, port: server.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                     }
                 }
         } catch {
-            throw NATSError.connectFailed("\(options.host):\(options.port): \(error)")
+            throw NATSError.connectFailed("\(server.host):\(server.port): \(error)")
         }
         generation += 1
         let generation = self.generation
@@ -341,6 +364,7 @@ public actor NATSConnection {
             try? await Task.sleep(for: .milliseconds(policy.waitMs(attempt: attempt) + jitter))
             attempt += 1
             guard state == .reconnecting, !closeRequested, !Task.isCancelled else { return }
+            if options.servers.count > 1 { serverIndex = (serverIndex + 1) % options.servers.count }
             do {
                 try await establish(group: group)
                 // Subscriptions again (same sids, so their readers go on), then the publishes that

@@ -57,10 +57,14 @@ public func buildRouter(
         }
     }
     routes.produce.get(APIRoutes.streams) { _, _ -> Response in
-        jsonResponse(StreamList(streams: broker.streams.keys.sorted().compactMap { broker.streams[$0].map(StreamInfoBody.init) }))
+        var bodies: [StreamInfoBody] = []
+        for name in broker.streams.keys.sorted() {
+            if let store = broker.streams[name] { bodies.append(try await StreamInfoBody(store)) }
+        }
+        return jsonResponse(StreamList(streams: bodies))
     }
     routes.produce.get(APIRoutes.stream) { _, context -> Response in
-        jsonResponse(StreamInfoBody(try broker.stream(try context.parameters.require("stream"))))
+        jsonResponse(try await StreamInfoBody(try broker.stream(try context.parameters.require("stream"))))
     }
     addLinkRoutes(to: routes, broker: broker)
     addSourceRoutes(to: routes, broker: broker)
@@ -176,8 +180,8 @@ struct UnmatchedRouteMiddleware: RouterMiddleware {
 }
 
 extension StreamInfoBody {
-    init(_ log: any StreamStore) {
-        let info = log.info()
+    init(_ log: any StreamStore) async throws {
+        let info = try await log.currentInfo()
         self.init(
             name: info.name, startOffset: info.startOffset, endOffset: info.endOffset, segments: info.segmentCount,
             storedBytes: info.storedBytes, rawBytes: info.rawBytes, compressionRatio: info.compressionRatio)

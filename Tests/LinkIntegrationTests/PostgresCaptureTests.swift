@@ -377,7 +377,7 @@ final class FailAfterAppendStream: CaptureStream {
         if failAfterNextAppend.exchange(false, ordering: .relaxed) { throw PowerCut() }
         return result
     }
-    func bounds() async -> (start: Offset, end: Offset) { await inner.bounds() }
+    func bounds() async throws -> (start: Offset, end: Offset) { try await inner.bounds() }
     func read(from offset: Offset, maxCount: Int) async throws -> [Entry] { try await inner.read(from: offset, maxCount: maxCount) }
     func loadHint(source: String) async throws -> Offset? { try await inner.loadHint(source: source) }
     func storeHint(source: String, offset: Offset) async throws { try await inner.storeHint(source: source, offset: offset) }

@@ -1,85 +1,12 @@
 import Foundation
 @testable import OrgSyncNATS
+import OrgSyncTestNATS
 import OrgSyncTestSupport
 import Testing
 
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// A throwaway nats-server with JetStream on 127.0.0.1 (Debian's `nats-server`, 2.9; `.ci/run`
-/// installs it; `NATS_SERVER_BIN` names another). A missing server fails the test that needs it.
-final class NATSTestServer: Sendable {
-    let process: Process
-    let port: Int
-    let directory: String
-
-    static func binary() throws -> String {
-        let candidates = [ProcessInfo.processInfo.environment["NATS_SERVER_BIN"], "/usr/sbin/nats-server", "/usr/bin/nats-server"]
-        guard let found = candidates.compactMap({ $0 }).first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
-            throw TestServerMissing()
-        }
-        return found
-    }
-
-    struct TestServerMissing: Error, CustomStringConvertible {
-        var description: String { "nats-server is not installed (Debian: apt-get install nats-server; or set NATS_SERVER_BIN)" }
-    }
-
-    /// A new server; with `port` and `directory`, one in the place of an earlier one (same
-    /// address, same JetStream store).
-    init(port: Int? = nil, directory: String? = nil) async throws {
-        self.directory = try directory ?? makeTemporaryDirectory("orgsync-nats")
-        self.port = try port ?? Self.freePort()
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: try Self.binary())
-        process.arguments = ["-a", "127.0.0.1", "-p", String(self.port), "-js", "-sd", self.directory + "/js"]
-        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try process.run()
-        // Up when it answers a handshake: bounded, no sleep in between but the connect attempt's.
-        try await withTimeout(ms: 20_000, "nats-server on port \(self.port) to answer") { [port = self.port] in
-            while true {
-                if let connection = try? await NATSConnection.connect(NATSConnectionOptions(port: port)) {
-                    await connection.close()
-                    return
-                }
-                try await Task.sleep(for: .milliseconds(20))
-            }
-        }
-    }
-
-    func options() -> NATSConnectionOptions { NATSConnectionOptions(port: port) }
-
-    /// SIGKILL: the server vanishes mid-conversation.
-    func kill() {
-        Glibc.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-    }
-
-    func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
-        try? FileManager.default.removeItem(atPath: directory)
-    }
-
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        guard bound else { throw TestServerMissing() }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-}
 
 /// The client against a real nats-server 2.9: handshake, publish/subscribe with headers,
 /// request/reply (and no responders), JetStream streams, acknowledged and deduplicated
@@ -273,7 +200,7 @@ final class NATSTestServer: Sendable {
         try await connection.publish("live", payload: [0])
         #expect(try await iterator.next()?.payload == [0])
 
-        first.kill()
+        await first.kill()
         try await withTimeout(ms: 5_000, "the loss to be noticed") {
             while await connection.isConnected { try await Task.sleep(for: .milliseconds(5)) }
         }
@@ -304,7 +231,7 @@ final class NATSTestServer: Sendable {
         brief.reconnect = NATSReconnectPolicy(waitBaseMs: 10, waitMaxMs: 20, jitterMs: 0, attemptsMax: 3)
         let holding = try await NATSConnection.connect(patient)
         let givingUp = try await NATSConnection.connect(brief)
-        server.kill()
+        await server.kill()
         try await withTimeout(ms: 5_000, "the loss to be noticed") {
             while await holding.isConnected { try await Task.sleep(for: .milliseconds(5)) }
         }
@@ -346,7 +273,6 @@ final class NATSTestServer: Sendable {
             let started = ContinuousClock.now
             #expect(try await reader.next(batch: 10, waitMs: 300).isEmpty, "nothing new: empty after the wait")
             #expect(ContinuousClock.now - started >= .milliseconds(250))
-
             // Its consumer deleted behind its back: the reader makes one again from where it stands.
             struct Names: Decodable { var consumers: [String]? }
             let names = try JSONDecoder().decode(
@@ -358,6 +284,14 @@ final class NATSTestServer: Sendable {
             _ = try await js.publish("log.x", payload: Array("1001".utf8))
             #expect(try await reader.next(batch: 10, waitMs: 500).map(\.sequence) == [1_001])
             #expect(await reader.nextSequence == 1_002)
+            // No wait: what the stream holds, at once (the server ends the pull itself), and
+            // nothing at once when it holds nothing new.
+            let noWait = JetStreamReader(jetStream: js, stream: "LOG", from: 995)
+            let quick = ContinuousClock.now
+            #expect(try await noWait.next(batch: 100, waitMs: 0).map(\.sequence) == Array(995...1_001))
+            #expect(try await noWait.next(batch: 100, waitMs: 0).isEmpty)
+            #expect(ContinuousClock.now - quick < .milliseconds(900), "ended by the server, not by the reader's own bound")
+
             let v1 = JetStreamReader.ackMetadata("$JS.ACK.LOG.c.1.77.3.1700000000000000000.0")
             #expect(v1?.streamSequence == 77 && v1?.consumerSequence == 3)
             let v2 = JetStreamReader.ackMetadata("$JS.ACK.hub.H.LOG.c.1.78.4.1700000000000000000.0.r")
@@ -376,7 +310,7 @@ final class NATSTestServer: Sendable {
         let reader = Task { for try await _ in subscription {} }
         // The request reached the server (its subscriber got nothing to answer); then the server dies.
         try await connection.flush(timeoutMs: 5_000)
-        server.kill()
+        await server.kill()
         await #expect(throws: NATSError.self) { _ = try await pending.value }
         await #expect(throws: NATSError.self) { try await reader.value }
         try await withTimeout(ms: 5_000, "the connection to notice") {

@@ -343,12 +343,12 @@ func boundedWait(_ timeout: Duration, _ event: @escaping @Sendable () async -> V
         try await app.test(.router) { client in
             for (encoding, body) in [("gzip", try Zlib.compress(lines, format: .gzip)), ("deflate", try Zlib.compress(lines, format: .zlib)),
                                      ("identity", lines), ("GZIP", try Zlib.compress(lines, format: .gzip))] {
-                let before = broker.streams["events"]?.endOffset ?? 0
+                let before = (broker.streams["events"] as? StreamLog)?.endOffset ?? 0
                 let response = try await append(client, body: body, encoding: encoding)
                 #expect(response.status == .created, "Content-Encoding: \(encoding)")
-                #expect(broker.streams["events"]?.endOffset == before + 3, "Content-Encoding: \(encoding)")
+                #expect((broker.streams["events"] as? StreamLog)?.endOffset == before + 3, "Content-Encoding: \(encoding)")
             }
-            let stored = try broker.streams["events"]?.read(from: 0, maxEntries: 1).first.map { String(decoding: $0.payload, as: UTF8.self) }
+            let stored = try (broker.streams["events"] as? StreamLog)?.read(from: 0, maxEntries: 1).first.map { String(decoding: $0.payload, as: UTF8.self) }
             #expect(stored == entryJSON(0), "the inflated entry is what is stored")
         }
     }

@@ -21,7 +21,7 @@ import Testing
         let t = try TestBroker()
         let app = Application(router: t.router)
         let body = (0..<5).map(entryJSON).joined(separator: "\n")
-        let events = try #require(t.broker.streams["events"])
+        let events = try #require(t.broker.streams["events"] as? StreamLog)
         try await app.test(.router) { client in
             var first: [String: Int]?
             try await client.execute(uri: "/v1/streams/events/entries", method: .post, headers: keyed("batch-1"),

@@ -52,7 +52,7 @@ final class TestBroker {
         return try TestBroker(directory: directory)
     }
 
-    var end: UInt64 { broker.streams["events"]?.endOffset ?? 0 }
+    var end: UInt64 { (broker.streams["events"] as? StreamLog)?.endOffset ?? 0 }
 }
 
 func entryJSON(_ i: Int) -> String {
@@ -107,7 +107,7 @@ func errorCode(_ response: TestResponse) -> String? {
                 #expect(text.contains("orgsync_append_duration_seconds_bucket"))
             }
         }
-        let stored = try #require(t.broker.streams["events"]).read(from: 3, maxEntries: 1)
+        let stored = try #require(t.broker.streams["events"] as? StreamLog).read(from: 3, maxEntries: 1)
         #expect(stored.first?.payload == Array(entryJSON(3).utf8))
     }
 

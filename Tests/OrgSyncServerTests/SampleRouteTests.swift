@@ -88,6 +88,6 @@ import Testing
                 }
             }
         }
-        #expect(t.broker.streams["events"]?.endOffset == 0)
+        #expect((t.broker.streams["events"] as? StreamLog)?.endOffset == 0)
     }
 }

@@ -1,0 +1,101 @@
+import Foundation
+
+extension BrokerConfiguration {
+    /// `cluster:` — present, it makes the broker a member of a cluster whose streams live in NATS
+    /// JetStream (replicated file streams) instead of this machine's segment log.
+    public struct Cluster: Sendable, Codable, Hashable {
+        /// This member's name, unique in the cluster (letters, digits, `-`, `_`).
+        public var node: String
+        /// NATS servers of the cluster, `nats://host:port` or `host:port`; the first that
+        /// answers is used, the others when it fails.
+        public var natsUrls: [String]
+        /// JetStream replicas of every stream: 3 (an acknowledged append is on a quorum of 2)
+        /// unless the NATS cluster is smaller.
+        public var replicas: Int = 3
+        /// How long a member's lease on a link lasts unless renewed, ms.
+        public var leaseMs: Int = 10_000
+        /// How long one JetStream call may take before it fails, ms.
+        public var requestTimeoutMs: Int = 5_000
+
+        public init(node: String, natsUrls: [String]) {
+            self.node = node
+            self.natsUrls = natsUrls
+        }
+
+        enum CodingKeys: String, CodingKey, CaseIterable { case node, natsUrls, replicas, leaseMs, requestTimeoutMs }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            node = try c.decode(String.self, forKey: .node)
+            natsUrls = try c.decode([String].self, forKey: .natsUrls)
+            replicas = try c.value(.replicas, 3)
+            leaseMs = try c.value(.leaseMs, 10_000)
+            requestTimeoutMs = try c.value(.requestTimeoutMs, 5_000)
+        }
+
+        /// Bounds of the settings.
+        static let replicasRange = 1...5
+        static let leaseMsRange = 1_000...600_000
+        static let requestTimeoutMsRange = 100...600_000
+
+        /// One NATS server's address.
+        public struct Address: Sendable, Hashable {
+            public var host: String
+            public var port: Int
+        }
+
+        /// `nats://host:port`, `host:port` or `host` (port 4222).
+        public static func address(_ url: String) -> Address? {
+            var rest = Substring(url)
+            if rest.hasPrefix("nats://") { rest = rest.dropFirst("nats://".count) }
+            guard !rest.isEmpty, !rest.contains("/"), !rest.contains("@") else { return nil }
+            let parts = rest.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count <= 2, let host = parts.first, !host.isEmpty else { return nil }
+            guard parts.count == 2 else { return Address(host: String(host), port: 4222) }
+            guard let port = Int(parts[1]), (1...65535).contains(port) else { return nil }
+            return Address(host: String(host), port: port)
+        }
+
+        /// The servers' addresses, in the configured order.
+        public var addresses: [Address] { natsUrls.compactMap(Self.address) }
+
+        func validate() throws {
+            func fail(_ field: String, _ problem: String) -> ConfigurationError { ConfigurationError(field: "cluster.\(field)", problem: problem) }
+            guard !node.isEmpty, node.utf8.count <= 64,
+                  node.utf8.allSatisfy({ $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || (48...57).contains($0) || (65...90).contains($0) || (97...122).contains($0) })
+            else { throw fail("node", "use letters, digits, '-', '_' (at most 64)") }
+            guard !natsUrls.isEmpty else { throw fail("nats_urls", "needs at least one NATS server") }
+            for (i, url) in natsUrls.enumerated() where Self.address(url) == nil {
+                throw fail("nats_urls[\(i)]", "must be nats://host:port, host:port or host (no user or path)")
+            }
+            guard Self.replicasRange.contains(replicas) else { throw fail("replicas", "must be \(Self.replicasRange.lowerBound)...\(Self.replicasRange.upperBound)") }
+            guard Self.leaseMsRange.contains(leaseMs) else {
+                throw fail("lease_ms", "must be \(Self.leaseMsRange.lowerBound)...\(Self.leaseMsRange.upperBound) (1 s to 10 min)")
+            }
+            guard Self.requestTimeoutMsRange.contains(requestTimeoutMs) else {
+                throw fail("request_timeout_ms", "must be \(Self.requestTimeoutMsRange.lowerBound)...\(Self.requestTimeoutMsRange.upperBound)")
+            }
+        }
+    }
+}
+
+extension BrokerConfiguration {
+    /// The cluster's settings, and what its streams cannot do yet.
+    func validateCluster(_ cluster: Cluster) throws {
+        try cluster.validate()
+        var jetStreamNames: [String: String] = [:]
+        for (i, stream) in streams.enumerated() {
+            // JetStream names cannot hold '.': it becomes '_', and two names may then meet.
+            let mapped = stream.name.replacingOccurrences(of: ".", with: "_")
+            if let other = jetStreamNames[mapped] {
+                throw ConfigurationError(field: "streams[\(i)].name", problem: "\(stream.name) and \(other) are one JetStream stream in a cluster ('.' becomes '_'): rename one")
+            }
+            jetStreamNames[mapped] = stream.name
+            if stream.retentionBytesMax != nil || stream.retentionAgeMsMax != nil {
+                throw ConfigurationError(
+                    field: "streams[\(i)].retention_bytes_max",
+                    problem: "a cluster stream keeps every entry (retention of JetStream streams is not built yet): leave out retention_bytes_max and retention_age_ms_max")
+            }
+        }
+    }
+}

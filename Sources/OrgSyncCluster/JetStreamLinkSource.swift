@@ -1,0 +1,180 @@
+import OrgSyncBroker
+import OrgSyncCore
+import OrgSyncLog
+import OrgSyncNATS
+import OrgSyncPluginAPI
+
+/// A link's view of a cluster stream: a ``JetStreamReader`` from the message holding the link's
+/// offset, the appends it delivers decoded into entries and kept until the link has read them.
+/// A read at another offset than the next one finds its message again (a binary search over the
+/// stream). Waiting for entries is a pull that the server answers as soon as one append arrives.
+///
+/// One link reads it at a time (its supervisor reads, or waits, never both at once).
+public actor JetStreamLinkSource: LinkEntrySource {
+    public nonisolated let store: JetStreamStreamStore
+    private var reader: JetStreamReader?
+    /// Entries delivered and not yet passed, from `bufferStart`.
+    private var buffer: [Entry] = []
+    private var bufferStart: UInt64 = 0
+
+    /// The most appends one read asks the server for.
+    static let readAppendsMax = 64
+    /// How long one wait for a new append lasts before it asks again, ms.
+    static let waitRoundMs = 1_000
+
+    public init(store: JetStreamStreamStore) { self.store = store }
+
+    public nonisolated var streamName: String { store.name }
+
+    public func lineage() async -> StreamLineage { store.lineage }
+
+    public func read(from offset: Offset, maxCount: Int) async throws -> [Entry] {
+        guard maxCount > 0 else { return [] }
+        if let entries = buffered(from: offset.rawValue, maxCount: maxCount) { return entries }
+        try await fill(from: offset.rawValue, appendsMax: min(maxCount, Self.readAppendsMax), waitMs: 0)
+        return buffered(from: offset.rawValue, maxCount: maxCount) ?? []
+    }
+
+    public func endOffset() async -> Offset {
+        // What the server says; what this source has seen when the server cannot be asked.
+        let known = bufferStart + UInt64(buffer.count)
+        guard let tail = try? await store.loadTail() else { return Offset(known) }
+        return Offset(max(tail.endOffset, known))
+    }
+
+    public func waitForEntries(after offset: Offset) async throws {
+        while bufferStart + UInt64(buffer.count) <= offset.rawValue {
+            try Task.checkCancellation()
+            let end = bufferStart + UInt64(buffer.count)
+            // Wait for the append after what is known: the offset itself when nothing is buffered.
+            try await fill(from: buffer.isEmpty ? offset.rawValue : end, appendsMax: 1, waitMs: Self.waitRoundMs)
+        }
+    }
+
+    /// Entries from `offset` already delivered, nil when there are none.
+    private func buffered(from offset: UInt64, maxCount: Int) -> [Entry]? {
+        guard offset >= bufferStart, offset < bufferStart + UInt64(buffer.count) else { return nil }
+        let start = Int(offset - bufferStart)
+        buffer.removeFirst(start)
+        bufferStart = offset
+        let taken = Array(buffer.prefix(maxCount))
+        return taken
+    }
+
+    /// Reads up to `appendsMax` appends from the one holding `offset` (or the next one to come
+    /// when `offset` is the end), waiting up to `waitMs` for the first.
+    private func fill(from offset: UInt64, appendsMax: Int, waitMs: Int) async throws {
+        let end = bufferStart + UInt64(buffer.count)
+        if reader == nil || offset != end {
+            // Not where the reader stands: find the append that holds `offset`.
+            buffer = []
+            if let sequence = try await store.sequence(holding: offset) {
+                reader = JetStreamReader(jetStream: store.jetStream, stream: store.jetStreamName, from: sequence)
+                bufferStart = offset  // the holder's first offset once it is read
+            } else {
+                // At (or past) the end: read from the next message on.
+                let tail = try await store.loadTail()
+                guard offset == tail.endOffset else {
+                    throw LogError.offsetOutOfRange(requested: offset, start: 0, end: tail.endOffset)
+                }
+                reader = JetStreamReader(jetStream: store.jetStream, stream: store.jetStreamName, from: tail.lastSequence + 1)
+                bufferStart = offset
+            }
+        }
+        guard let reader else { return }
+        let messages: [JetStreamStoredMessage]
+        do {
+            messages = try await reader.next(batch: appendsMax, waitMs: waitMs)
+        } catch let error as NATSError {
+            throw BrokerError.streamUnavailable(stream: store.name, problem: "NATS: \(error)")
+        }
+        for message in messages {
+            let append: ClusterAppendMessage
+            do {
+                append = try ClusterAppendMessage.decode(headers: message.headers, payload: message.payload)
+            } catch {
+                throw StoredEntryError(stream: store.name, offset: bufferStart + UInt64(buffer.count), problem: "message \(message.sequence): \(error)")
+            }
+            let expected = bufferStart + UInt64(buffer.count)
+            if append.endOffset <= expected { continue }  // wholly before the offset asked for
+            if buffer.isEmpty && append.firstOffset <= expected {
+                bufferStart = append.firstOffset
+            } else if append.firstOffset != expected {
+                throw StoredEntryError(
+                    stream: store.name, offset: expected,
+                    problem: "message \(message.sequence) starts at offset \(append.firstOffset), not \(expected): the stream's offsets have a gap")
+            }
+            for (index, payload) in append.entries.enumerated() {
+                let entryOffset = append.firstOffset + UInt64(index)
+                do {
+                    buffer.append(try Entry.parse(payload, offset: Offset(entryOffset)))
+                } catch {
+                    throw StoredEntryError(stream: store.name, offset: entryOffset, problem: "\(error)")
+                }
+            }
+        }
+    }
+}
+
+/// Link cursors of a cluster stream in the `orgsync_cursors` key-value bucket, under
+/// `<stream>.<link>`: every broker sees the same cursor.
+public struct KeyValueCursorStore: LinkCursorStore {
+    public let bucket: KeyValueBucket
+    public let stream: String
+
+    public init(bucket: KeyValueBucket, stream: String) {
+        self.bucket = bucket
+        self.stream = stream
+    }
+
+    func key(_ link: String) -> String { stream + "." + link }
+
+    public func load(link: String) async throws -> Offset? {
+        guard let entry = try await bucket.get(key(link)) else { return nil }
+        guard let text = String(validating: entry.value, as: UTF8.self), let offset = UInt64(text) else {
+            throw BrokerError.streamUnavailable(stream: stream, problem: "the cursor of link \(link) in bucket \(bucket.name) is not an offset")
+        }
+        return Offset(offset)
+    }
+
+    public func store(link: String, offset: Offset) async throws {
+        try await bucket.put(key(link), Array(String(offset.rawValue).utf8))
+    }
+}
+
+/// A capture source's view of a cluster stream: appends through the store, its hint a cursor
+/// (``StreamLogCaptureStream/hintName(source:)``) in the cursor bucket.
+public struct JetStreamCaptureStream: CaptureStream {
+    public let store: JetStreamStreamStore
+    private let source: JetStreamLinkSource
+    private let cursors: KeyValueCursorStore
+
+    public init(store: JetStreamStreamStore) {
+        self.store = store
+        source = JetStreamLinkSource(store: store)
+        cursors = KeyValueCursorStore(bucket: store.cursors, stream: store.name)
+    }
+
+    public var streamName: String { store.name }
+
+    public func append(_ entries: [[UInt8]]) async throws -> AppendResult {
+        try await store.append(entries, idempotencyKey: nil).result
+    }
+
+    public func bounds() async throws -> (start: Offset, end: Offset) {
+        let info = try await store.currentInfo()
+        return (Offset(info.startOffset), Offset(info.endOffset))
+    }
+
+    public func read(from offset: Offset, maxCount: Int) async throws -> [Entry] {
+        try await source.read(from: offset, maxCount: maxCount)
+    }
+
+    public func loadHint(source: String) async throws -> Offset? {
+        try await cursors.load(link: StreamLogCaptureStream.hintName(source: source))
+    }
+
+    public func storeHint(source: String, offset: Offset) async throws {
+        try await cursors.store(link: StreamLogCaptureStream.hintName(source: source), offset: offset)
+    }
+}

@@ -1,0 +1,286 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Logging
+import OrgSyncBroker
+import OrgSyncCore
+import OrgSyncLog
+import OrgSyncNATS
+import OrgSyncPluginAPI
+import Synchronization
+
+/// A stream of a cluster: a JetStream stream (file storage, replicated), one message per
+/// append (``ClusterAppendMessage``), that every broker of the cluster appends to and reads.
+///
+/// **Appends are fenced, not forwarded.** Any broker appends to any stream: it publishes the
+/// append with the offsets that follow the stream's last message and `Nats-Expected-Last-Sequence`
+/// set to that message's sequence, so JetStream stores it only if nothing was stored in between.
+/// When another broker got there first the publish fails (10071), this store reads the new tail
+/// and tries again. Offsets therefore stay dense and increasing whichever brokers append, with
+/// no writer election of our own and no forwarding hop; a broker that is paused or cut off
+/// cannot store an append with stale offsets. The price is a retry when two brokers append to
+/// one stream at the same instant, and one publish in flight per stream and broker (a second
+/// one would be fenced on a sequence only, which another broker's message could also have).
+///
+/// **Idempotency keys** are JetStream's `Nats-Msg-Id`, deduplicated by the stream for the
+/// stream's idempotency window on every broker; the stored message carries the entries'
+/// fingerprint, so a replay with other entries is refused (``LogError/idempotencyKeyReused(key:)``).
+///
+/// **Lineage** (the stream id) is kept in the `orgsync_streams` key-value bucket, made once by
+/// whichever broker opens the stream first. **Cursors** are in the `orgsync_cursors` bucket.
+public final class JetStreamStreamStore: StreamStore {
+    public let name: String
+    public let jetStream: JetStream
+    /// The JetStream stream's name (``jetStreamName(for:)``).
+    public let jetStreamName: String
+    /// The subject appends are published on.
+    public let subject: String
+    public let lineage: StreamLineage
+    let compressionLevel: Int32?
+    let cursors: KeyValueBucket
+    let logger: Logger
+    private let chain: AppendChain
+    private let closed = Atomic<Bool>(false)
+
+    /// How many times an append is published again after another broker's append took its place.
+    public static let contendedAttemptsMax = 64
+
+    init(name: String, jetStream: JetStream, lineage: StreamLineage, compressionLevel: Int32?, cursors: KeyValueBucket,
+         logger: Logger, queuedAppendsMax: Int) {
+        self.name = name
+        self.jetStream = jetStream
+        self.jetStreamName = Self.jetStreamName(for: name)
+        self.subject = Self.subject(for: name)
+        self.lineage = lineage
+        self.compressionLevel = compressionLevel
+        self.cursors = cursors
+        self.logger = logger
+        self.chain = AppendChain(waitersMax: queuedAppendsMax)
+    }
+
+    /// `ORGSYNC_` and the stream's name with `.` (which JetStream names may not hold) as `_`.
+    public static func jetStreamName(for stream: String) -> String {
+        "ORGSYNC_" + String(stream.map { $0 == "." ? "_" : $0 })
+    }
+
+    public static func subject(for stream: String) -> String { "orgsync.streams." + stream }
+
+    // MARK: - Appending
+
+    public func append(_ entries: [[UInt8]], idempotencyKey: String?) async throws -> AppendOutcome {
+        guard !entries.isEmpty else { throw LogError.emptyAppend }
+        if let key = idempotencyKey, !IdempotencyKey.isValid(key) { throw LogError.invalidIdempotencyKey(key) }
+        guard !closed.load(ordering: .relaxed) else { throw LogError.closed }
+        let fingerprint = idempotencyKey.map { _ in EntriesFingerprint(entries: entries) }
+        try await chain.acquire(stream: name)
+        do {
+            let outcome = try await appendInTurn(entries, key: idempotencyKey, fingerprint: fingerprint)
+            await chain.release()
+            return outcome
+        } catch {
+            await chain.release()
+            throw error
+        }
+    }
+
+    /// One append, with this store's publish turn held: publish after the known tail; on a
+    /// fence failure read the tail and publish again.
+    private func appendInTurn(_ entries: [[UInt8]], key: String?, fingerprint: EntriesFingerprint?) async throws -> AppendOutcome {
+        for _ in 0..<Self.contendedAttemptsMax {
+            let tail = try await chain.knownTail { try await self.loadTail() }
+            let message = ClusterAppendMessage(
+                firstOffset: tail.endOffset, timestampMs: Int64(Date().timeIntervalSince1970 * 1000), entries: entries,
+                fingerprint: fingerprint)
+            let (headers, payload) = try message.encoded(compressionLevel: compressionLevel)
+            let ack: JetStreamPubAck
+            do {
+                ack = try await jetStream.publish(
+                    subject, payload: payload, messageID: key, expectedLastSequence: tail.lastSequence, headers: headers)
+            } catch let error as JetStreamAPIError where error.errorCode == JetStreamAPIError.wrongLastSequence {
+                await chain.forgetTail()  // another broker appended: read the tail again
+                continue
+            } catch let error as NATSError {
+                await chain.forgetTail()  // stored or not: unknown
+                throw BrokerError.streamUnavailable(stream: name, problem: Self.unknownOutcome(error, keyed: key != nil))
+            } catch let error as JetStreamAPIError {
+                throw BrokerError.streamUnavailable(stream: name, problem: "JetStream refused the append: \(error)")
+            }
+            guard ack.stream == jetStreamName else {
+                await chain.forgetTail()
+                throw BrokerError.streamUnavailable(stream: name, problem: "JetStream acknowledged into stream \(ack.stream), not \(jetStreamName)")
+            }
+            if ack.duplicate, let key, let fingerprint {
+                // Not stored: the key's first append is at `ack.sequence`. Its answer is ours.
+                return .replayed(try await replay(key: key, fingerprint: fingerprint, sequence: ack.sequence))
+            }
+            guard ack.sequence == tail.lastSequence + 1 else {
+                await chain.forgetTail()
+                throw BrokerError.streamUnavailable(
+                    stream: name, problem: "JetStream stored the append at sequence \(ack.sequence), expected \(tail.lastSequence + 1)")
+            }
+            await chain.advance(to: AppendTail(lastSequence: ack.sequence, endOffset: message.endOffset))
+            return .appended(AppendResult(firstOffset: message.firstOffset, lastOffset: message.endOffset - 1))
+        }
+        throw BrokerError.streamUnavailable(
+            stream: name, problem: "\(Self.contendedAttemptsMax) appends of other brokers came first; try again")
+    }
+
+    static func unknownOutcome(_ error: NATSError, keyed: Bool) -> String {
+        "NATS failed during the append (\(error)); it may or may not be stored"
+            + (keyed ? ": retry with the same Idempotency-Key" : ": an Idempotency-Key makes such a retry safe")
+    }
+
+    /// The answer of the key's first append, stored at `sequence`.
+    private func replay(key: String, fingerprint: EntriesFingerprint, sequence: UInt64) async throws -> AppendResult {
+        guard sequence > 0 else { throw LogError.idempotencyKeyInFlight(key: key) }
+        let stored = try await storedAppend(at: sequence, decodingEntries: false)
+        guard stored.fingerprint == fingerprint else { throw LogError.idempotencyKeyReused(key: key) }
+        return AppendResult(firstOffset: stored.first, lastOffset: stored.first + UInt64(stored.count) - 1)
+    }
+
+    /// The stream's last message and the offset after it, read from the server.
+    func loadTail() async throws -> AppendTail {
+        let info = try await streamInfo()
+        guard info.state.lastSequence > 0 else { return AppendTail(lastSequence: 0, endOffset: 0) }
+        guard info.state.messages > 0 else {
+            throw BrokerError.streamUnavailable(
+                stream: name, problem: "JetStream stream \(jetStreamName) was emptied outside orgsync (last sequence \(info.state.lastSequence), no messages): its next offset is unknown")
+        }
+        let last = try await storedAppend(at: info.state.lastSequence, decodingEntries: false)
+        return AppendTail(lastSequence: info.state.lastSequence, endOffset: last.first + UInt64(last.count))
+    }
+
+    // MARK: - Reading
+
+    /// A stored append's offsets (and fingerprint), from the message at `sequence`.
+    func storedAppend(at sequence: UInt64, decodingEntries: Bool) async throws -> (first: UInt64, count: Int, fingerprint: EntriesFingerprint?) {
+        let message = try await jetStream.message(stream: jetStreamName, sequence: sequence)
+        do {
+            if decodingEntries {
+                let decoded = try ClusterAppendMessage.decode(headers: message.headers, payload: message.payload)
+                return (decoded.firstOffset, decoded.entries.count, decoded.fingerprint)
+            }
+            let (first, count) = try ClusterAppendMessage.offsets(of: message.headers)
+            let fingerprint = message.headers?[ClusterAppendMessage.Header.fingerprint].flatMap(ClusterAppendMessage.fingerprint)
+            return (first, count, fingerprint)
+        } catch {
+            throw BrokerError.streamUnavailable(stream: name, problem: "message \(sequence) of \(jetStreamName): \(error)")
+        }
+    }
+
+    /// The sequence of the message holding `offset`: a binary search over the stream's
+    /// messages (offsets increase with sequences). Nil when `offset` is at or past the end.
+    ///
+    /// - Throws: ``LogError/offsetOutOfRange(requested:start:end:)`` for an offset before the
+    ///   stream's first message.
+    func sequence(holding offset: UInt64) async throws -> UInt64? {
+        let state = try await streamInfo().state
+        guard state.messages > 0, state.firstSequence <= state.lastSequence else { return nil }
+        var low = state.firstSequence
+        var high = state.lastSequence
+        let first = try await storedAppend(at: low, decodingEntries: false)
+        guard offset >= first.first else {
+            let last = try await storedAppend(at: high, decodingEntries: false)
+            throw LogError.offsetOutOfRange(requested: offset, start: first.first, end: last.first + UInt64(last.count))
+        }
+        while low < high {
+            let middle = low + (high - low + 1) / 2
+            if try await storedAppend(at: middle, decodingEntries: false).first <= offset { low = middle } else { high = middle - 1 }
+        }
+        let holder = try await storedAppend(at: low, decodingEntries: false)
+        return offset < holder.first + UInt64(holder.count) ? low : nil
+    }
+
+    func streamInfo() async throws -> JetStreamStreamInfo {
+        do {
+            return try await jetStream.streamInfo(jetStreamName)
+        } catch let error as NATSError {
+            throw BrokerError.streamUnavailable(stream: name, problem: "NATS: \(error)")
+        } catch let error as JetStreamAPIError {
+            throw BrokerError.streamUnavailable(stream: name, problem: "\(error)")
+        }
+    }
+
+    public func currentInfo() async throws -> StreamInfo {
+        let state = try await streamInfo().state
+        guard state.messages > 0 else {
+            let end = try await loadTail().endOffset
+            return StreamInfo(name: name, startOffset: end, endOffset: end, segmentCount: 0, storedBytes: 0, rawBytes: 0)
+        }
+        let first = try await storedAppend(at: state.firstSequence, decodingEntries: false)
+        let last = try await storedAppend(at: state.lastSequence, decodingEntries: false)
+        return StreamInfo(
+            name: name, startOffset: first.first, endOffset: last.first + UInt64(last.count), segmentCount: 0,
+            storedBytes: Int64(clamping: state.bytes), rawBytes: Int64(clamping: state.bytes))
+    }
+
+    public func linkSource() -> any LinkEntrySource { JetStreamLinkSource(store: self) }
+
+    public func linkCursorStore() -> any LinkCursorStore { KeyValueCursorStore(bucket: cursors, stream: name) }
+
+    public func captureStream() -> any CaptureStream { JetStreamCaptureStream(store: self) }
+
+    /// JetStream keeps a cluster stream whole: retention of cluster streams is not built yet.
+    public func applyRetention() throws -> RetentionReport { RetentionReport() }
+
+    public func close() async {
+        closed.store(true, ordering: .relaxed)
+        await chain.drain()
+    }
+}
+
+/// The last message of a stream and the offset after it.
+struct AppendTail: Sendable, Hashable {
+    var lastSequence: UInt64
+    var endOffset: UInt64
+}
+
+/// One store's publish turn (one append in flight per stream and broker, in arrival order) and
+/// the tail it knows.
+actor AppendChain {
+    private var busy = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+    private var tail: AppendTail?
+    private let waitersMax: Int
+
+    init(waitersMax: Int) { self.waitersMax = waitersMax }
+
+    /// Waits for this store's turn to publish.
+    ///
+    /// - Throws: ``BrokerError/streamUnavailable(stream:problem:)`` when `waitersMax` appends
+    ///   already wait.
+    func acquire(stream: String) async throws {
+        guard busy else {
+            busy = true
+            return
+        }
+        guard waiters.count < waitersMax else {
+            throw BrokerError.streamUnavailable(stream: stream, problem: "\(waitersMax) appends are already waiting for JetStream")
+        }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+
+    func release() {
+        if waiters.isEmpty { busy = false } else { waiters.removeFirst().resume() }
+    }
+
+    /// Returns once no append is in flight (the last one answered).
+    func drain() async {
+        guard busy else { return }
+        await withCheckedContinuation { waiters.append($0) }
+        release()
+    }
+
+    func knownTail(load: @Sendable () async throws -> AppendTail) async throws -> AppendTail {
+        if let tail { return tail }
+        let loaded = try await load()
+        tail = loaded
+        return loaded
+    }
+
+    func advance(to tail: AppendTail) { self.tail = tail }
+
+    func forgetTail() { tail = nil }
+}
