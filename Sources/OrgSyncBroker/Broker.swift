@@ -47,26 +47,28 @@ public final class Broker: Sendable {
             streams[stream.name] = try open(stream)
         }
         self.streams = streams
+        // In a cluster, the links and sources placed on this member; the streams are everyone's.
+        let hosted = configuration.hostedHere
         let links = try LinkHost(
-            configuration: configuration, dataDirectory: dataDirectory, streams: streams,
+            configuration: hosted, dataDirectory: dataDirectory, streams: streams,
             registry: registry, environment: environment, logger: logger, observer: metrics)
         self.links = links
         sources = try SourceHost(
-            configuration: configuration, dataDirectory: dataDirectory, streams: streams,
+            configuration: hosted, dataDirectory: dataDirectory, streams: streams,
             registry: registry, environment: environment, logger: logger)
         // After the links exist and before they run: a new target's queue starts at each sync log's end.
         let targets = try configuration.notificationSettings(environment: environment)
         if targets.isEmpty {
             notifier = nil
         } else {
-            let links = configuration.links.compactMap { link in
+            let links = hosted.links.compactMap { link in
                 links.supervisors[link.name].map { NotifiedLink(name: link.name, stream: link.stream, syncLog: $0.syncLog) }
             }
             notifier = try Notifier(
                 settings: targets, links: links, directory: dataDirectory + "/notifications",
                 wallClockMs: { UInt64(clamping: wallClockMs()) }, logger: logger, observer: metrics)
         }
-        self.samples = RecentSamples(links: configuration.links.map(\.name), streams: configuration.streams.map(\.name))
+        self.samples = RecentSamples(links: hosted.links.map(\.name), streams: configuration.streams.map(\.name))
     }
 
     /// The stream named `name`.

@@ -80,6 +80,34 @@ extension BrokerConfiguration {
 }
 
 extension BrokerConfiguration {
+    /// Where links and sources run: in a cluster each names its member (`node`); outside one
+    /// none may.
+    func validatePlacement() throws {
+        func fail(_ field: String, _ problem: String) -> ConfigurationError { ConfigurationError(field: field, problem: problem) }
+        let placed = links.enumerated().map { ("links[\($0.offset)]", $0.element.name, $0.element.node) }
+            + sources.enumerated().map { ("sources[\($0.offset)]", $0.element.name, $0.element.node) }
+        for (field, name, node) in placed {
+            switch (cluster, node) {
+            case (nil, let node?):
+                throw fail("\(field).node", "names member \(node), but this broker is not in a cluster (no cluster: section)")
+            case (_?, nil):
+                throw fail("\(field).node", "in a cluster, \(name) runs on one member: name it (cluster.node of that broker); links do not move between members yet")
+            default:
+                continue
+            }
+        }
+    }
+
+    /// What this broker runs: outside a cluster everything; in one, the links and sources
+    /// placed on its node (the streams are everyone's).
+    public var hostedHere: BrokerConfiguration {
+        guard let node = cluster?.node else { return self }
+        var hosted = self
+        hosted.links = links.filter { $0.node == node }
+        hosted.sources = sources.filter { $0.node == node }
+        return hosted
+    }
+
     /// The cluster's settings, and what its streams cannot do yet.
     func validateCluster(_ cluster: Cluster) throws {
         try cluster.validate()

@@ -204,6 +204,8 @@ public struct BrokerConfiguration: Sendable, Codable, Hashable {
         /// the defaults of `LinkSupervisorConfiguration`.
         public var supervisor = Supervisor()
         public var stopOnReject: Bool?
+        /// In a cluster: the member that runs this link (``Cluster/node``).
+        public var node: String?
 
         public init(name: String, stream: String, adapter: String, settings: [String: String] = [:]) {
             self.name = name
@@ -227,6 +229,8 @@ extension BrokerConfiguration {
         /// Suspension and probing, as `links[].supervisor` (`batch_entries_max`,
         /// `retryable_*` and `dead_letters_max` do not apply to a source).
         public var supervisor = Supervisor()
+        /// In a cluster: the member that runs this source (``Cluster/node``).
+        public var node: String?
 
         public init(name: String, kind: String, stream: String, settings: [String: String] = [:]) {
             self.name = name
@@ -391,6 +395,7 @@ extension BrokerConfiguration {
         }
         _ = try notificationSettings(environment: environment)
         if let cluster { try validateCluster(cluster) }
+        try validatePlacement()
         if auth.enabled {
             guard !auth.tokens.isEmpty || !auth.clientCertificates.isEmpty else {
                 throw fail("auth.tokens", "auth is enabled but no token (nor client certificate) is configured (add tokens, or set auth.enabled: false on a trusted machine)")
@@ -698,7 +703,7 @@ extension BrokerConfiguration.Stream {
 }
 
 extension BrokerConfiguration.Link {
-    enum CodingKeys: String, CodingKey, CaseIterable { case name, stream, adapter, settings, supervisor, stopOnReject }
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, stream, adapter, settings, supervisor, stopOnReject, node }
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         name = try c.decode(String.self, forKey: .name)
@@ -709,11 +714,12 @@ extension BrokerConfiguration.Link {
         settings = raw.mapValues(\.text)
         supervisor = try c.decodeIfPresent(BrokerConfiguration.Supervisor.self, forKey: .supervisor) ?? BrokerConfiguration.Supervisor()
         stopOnReject = try c.decodeIfPresent(Bool.self, forKey: .stopOnReject)
+        node = try c.decodeIfPresent(String.self, forKey: .node)
     }
 }
 
 extension BrokerConfiguration.Source {
-    enum CodingKeys: String, CodingKey, CaseIterable { case name, kind, stream, settings, supervisor }
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, kind, stream, settings, supervisor, node }
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         name = try c.decode(String.self, forKey: .name)
@@ -721,6 +727,7 @@ extension BrokerConfiguration.Source {
         stream = try c.decode(String.self, forKey: .stream)
         settings = (try c.decodeIfPresent([String: SettingValue].self, forKey: .settings) ?? [:]).mapValues(\.text)
         supervisor = try c.decodeIfPresent(BrokerConfiguration.Supervisor.self, forKey: .supervisor) ?? BrokerConfiguration.Supervisor()
+        node = try c.decodeIfPresent(String.self, forKey: .node)
     }
 }
 

@@ -10,6 +10,9 @@ public enum BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
     /// A stream kept elsewhere (a cluster's JetStream) could not be reached or answered what it
     /// must not; `problem` says whether an append may have been stored.
     case streamUnavailable(stream: String, problem: String)
+    /// A cluster stream stores an append as one NATS message: this one, as stored, is larger
+    /// than the NATS servers take (`max_payload`).
+    case appendTooLarge(stream: String, bytes: Int, maxBytes: Int)
 
     public var description: String {
         switch self {
@@ -20,6 +23,9 @@ public enum BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
             "link \(name) is diverged: its target holds a position that does not belong to this stream as it is now; "
                 + "reset it to an offset or adopt the target's position"
         case .streamUnavailable(let stream, let problem): "stream \(stream) is unavailable: \(problem)"
+        case .appendTooLarge(let stream, let bytes, let maxBytes):
+            "an append to stream \(stream) is \(bytes) bytes as stored, over the NATS servers' max_payload of \(maxBytes): "
+                + "send fewer entries per request, or raise max_payload on the servers (up to 64 MiB); nothing was appended"
         }
     }
 }

@@ -101,6 +101,9 @@ public final class JetStreamStreamStore: StreamStore {
             } catch let error as JetStreamAPIError where error.errorCode == JetStreamAPIError.wrongLastSequence {
                 await chain.forgetTail()  // another broker appended: read the tail again
                 continue
+            } catch NATSError.payloadTooLarge(let bytes, let maxBytes) {
+                // Refused before it was sent: nothing is stored.
+                throw BrokerError.appendTooLarge(stream: name, bytes: bytes, maxBytes: maxBytes)
             } catch let error as NATSError {
                 await chain.forgetTail()  // stored or not: unknown
                 throw BrokerError.streamUnavailable(stream: name, problem: Self.unknownOutcome(error, keyed: key != nil))

@@ -59,6 +59,8 @@ public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConverti
         case .linkDiverged(let name):
             return APIError(.conflict, code: "link_diverged",
                             "\(error) (POST /v1/links/\(name)/reset?from=N or POST /v1/links/\(name)/adopt)")
+        case .appendTooLarge:
+            return APIError.tooLarge("\(error)")
         case .streamUnavailable:
             var unavailable = APIError(.serviceUnavailable, code: "stream_unavailable", "\(error)")
             unavailable.headers[.retryAfter] = "1"

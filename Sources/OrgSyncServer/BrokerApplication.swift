@@ -44,7 +44,8 @@ public final class BrokerApplication: Sendable {
 /// Opens the broker of `configuration` under `dataDirectory` (its streams, links and notifier)
 /// and wires its HTTP API, readiness and background services into a ``BrokerApplication``.
 /// Nothing runs until its `run()`; `onListening` is called with the server's URL (the port it
-/// got, for port 0) once it listens and the broker is ready.
+/// got, for port 0) once it listens and the broker is ready. `openStream` puts another store
+/// in place of each stream's segment log (a cluster's JetStream streams).
 ///
 /// - Throws: ``ConfigurationError`` (an unknown adapter or setting, a bad setting value, a TLS
 ///   configuration the server cannot use); the stream store's error naming the stream
@@ -53,11 +54,12 @@ public func buildApplication(
     configuration: BrokerConfiguration, dataDirectory: String, registry: PluginRegistry,
     certificate: ServerCertificate? = nil, environment: [String: String] = ProcessInfo.processInfo.environment,
     gracefulShutdownSignals: [UnixSignal] = [], logger: Logger,
+    openStream: ((BrokerConfiguration.Stream) throws -> any StreamStore)? = nil,
     onListening: @escaping @Sendable (_ url: String) async -> Void = { _ in }
 ) throws -> BrokerApplication {
     let broker = try Broker(
         configuration: configuration, dataDirectory: dataDirectory, metrics: BrokerMetrics(), logger: logger,
-        registry: registry, environment: environment)
+        registry: registry, environment: environment, openStream: openStream)
     let readiness = Readiness()
     let router = buildRouter(
         broker: broker, authenticator: Authenticator(configuration: configuration, environment: environment),

@@ -12,7 +12,7 @@ import OrgSyncLog
 func addSampleRoutes(to routes: RouteGroups, broker: Broker) {
     routes.produce.get(APIRoutes.linkSamples) { request, context -> Response in
         let name = try context.parameters.require("link")
-        guard let link = broker.configuration.links.first(where: { $0.name == name }) else {
+        guard let link = broker.configuration.hostedHere.links.first(where: { $0.name == name }) else {
             throw BrokerError.noSuchLink(name)
         }
         let windowMs = try sampleWindowMs(request.uri.queryParameters.get("window_ms"))

@@ -5,6 +5,7 @@ import HummingbirdCore
 import Logging
 import NIOCore
 import OrgSyncBroker
+import OrgSyncCluster
 import OrgSyncCore
 import OrgSyncServer
 import ServiceLifecycle
@@ -98,19 +99,38 @@ struct ServeCommand: AsyncParsableCommand {
             builtins: BuiltinAdapters.factories, sources: BuiltinAdapters.sources, pluginsDirectory: configuration.pluginsDir.map(absolutePath),
             processLimits: configuration.pluginProcessLimits, logger: logger)
         for problem in registry.problems { logger.warning("plugin not loaded: \(problem)") }
+        // A cluster member's streams are the cluster's JetStream streams.
+        var clusterStreams: ClusterStreams?
+        if let cluster = configuration.cluster {
+            do {
+                clusterStreams = try await ClusterStreams.open(configuration: configuration, cluster: cluster, logger: logger)
+            } catch {
+                printError("orgsync serve: cannot open the cluster's streams on NATS (\(cluster.natsUrls.joined(separator: ", "))): \(error)")
+                throw ExitCodes.cannotOpen
+            }
+            logger.info("cluster member", metadata: ["node": "\(cluster.node)", "replicas": "\(cluster.replicas)"])
+        }
+        let openStream: ((BrokerConfiguration.Stream) throws -> any StreamStore)? = clusterStreams.map { cluster in
+            { stream in
+                guard let store = cluster.stores[stream.name] else { throw BrokerError.noSuchStream(stream.name) }
+                return store
+            }
+        }
         let application: BrokerApplication
         do {
             application = try buildApplication(
                 configuration: configuration, dataDirectory: dataDirectory, registry: registry, certificate: certificate,
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger,
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger, openStream: openStream,
                 onListening: { url in
                     // One line a script can wait for (tests read it to learn the port).
                     printLine("orgsync: listening on \(url)")
                 })
         } catch let error as ConfigurationError {
+            await clusterStreams?.close()
             printError("orgsync serve: \(error)")
             throw ExitCodes.usage
         } catch {
+            await clusterStreams?.close()
             printError("orgsync serve: cannot open the data directory \(dataDirectory): \(error)")
             throw ExitCodes.cannotOpen
         }
@@ -118,9 +138,11 @@ struct ServeCommand: AsyncParsableCommand {
             try await application.run()
         } catch let error as IOError where error.errnoCode == EADDRINUSE || error.errnoCode == EADDRNOTAVAIL || error.errnoCode == EACCES {
             // The port was taken between the check above and the server's bind.
+            await clusterStreams?.close()
             printError("orgsync serve: \(ListenAddressProblem(host: configuration.server.host, port: configuration.server.port, errno: error.errnoCode))")
             throw ExitCodes.usage
         }
+        await clusterStreams?.close()
         logger.info("stopped")
     }
 }

@@ -80,6 +80,47 @@ import Testing
         """, "links[0].supervisor.\(field)")
     }
 
+    static let cluster = "cluster: { node: a, nats_urls: [\"nats://127.0.0.1:4222\"] }"
+
+    /// (YAML, the field the error must name): the cluster section and what a cluster member's
+    /// links, sources and streams must say.
+    static let badClusters: [(String, String)] = [
+        ("cluster: { node: \"a b\", nats_urls: [\"127.0.0.1\"] }", "cluster.node"),
+        ("cluster: { node: a, nats_urls: [] }", "cluster.nats_urls"),
+        ("cluster: { node: a, nats_urls: [\"nats://u:p@127.0.0.1:4222\"] }", "cluster.nats_urls[0]"),
+        ("cluster: { node: a, nats_urls: [\"127.0.0.1:70000\"] }", "cluster.nats_urls[0]"),
+        ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], replicas: 0 }", "cluster.replicas"),
+        ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], lease_ms: 10 }", "cluster.lease_ms"),
+        ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], request_timeout_ms: \(int64Max) }", "cluster.request_timeout_ms"),
+        ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], leader: a }", "cluster.leader"),
+        ("\(cluster)\nstreams: [ { name: a.b }, { name: a_b } ]", "streams[1].name"),
+        ("\(cluster)\nstreams: [ { name: e, retention_bytes_max: 1000000 } ]", "streams[0].retention_bytes_max"),
+        ("\(cluster)\nstreams: [ { name: e } ]\nlinks: [ { name: l, stream: e, adapter: sqlite, settings: { path: x.sqlite } } ]", "links[0].node"),
+        ("streams: [ { name: e } ]\nlinks: [ { name: l, stream: e, adapter: sqlite, node: a, settings: { path: x.sqlite } } ]", "links[0].node"),
+        ("\(cluster)\nstreams: [ { name: e } ]\nsources: [ { name: s, kind: postgres, stream: e, settings: { host: h, database: d, user: u, tables: t } } ]", "sources[0].node"),
+    ]
+
+    @Test(arguments: badClusters)
+    func aClusterMistakeIsRefusedNamingItsField(yaml: String, field: String) {
+        #expect(Self.fieldOfError("auth: { enabled: false }\n" + yaml + "\n") == field, "\(yaml)")
+    }
+
+    @Test func aClusterMemberRunsTheLinksPlacedOnIt() throws {
+        let configuration = try BrokerConfiguration.parse(yaml: """
+            auth: { enabled: false }
+            cluster: { node: b, nats_urls: ["nats://10.0.0.1:4222", "10.0.0.2:4223", "n3"] }
+            streams: [ { name: e } ]
+            links:
+              - { name: one, stream: e, adapter: sqlite, node: a, settings: { path: one.sqlite } }
+              - { name: two, stream: e, adapter: sqlite, node: b, settings: { path: two.sqlite } }
+            """)
+        let cluster = try #require(configuration.cluster)
+        #expect(cluster.replicas == 3 && cluster.leaseMs == 10_000, "R3 by default")
+        #expect(cluster.addresses == [.init(host: "10.0.0.1", port: 4222), .init(host: "10.0.0.2", port: 4223), .init(host: "n3", port: 4222)])
+        #expect(configuration.hostedHere.links.map(\.name) == ["two"])
+        #expect(configuration.links.count == 2, "every member knows every link")
+    }
+
     @Test(arguments: outOfRange)
     func aValueOutOfRangeIsRefusedNamingItsField(yaml: String, field: String) {
         #expect(Self.fieldOfError("auth: { enabled: false }\n" + yaml + "\n") == field, "\(yaml)")
