@@ -201,6 +201,8 @@ let package = Package(
                 "PostgresAdapter",
                 "OrgSyncServer",
                 "OrgSyncBroker",
+                "OrgSyncCluster",
+                "OrgSyncNATS",
                 "OrgSyncTestCertificates",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRDB", package: "GRDB.swift"),

@@ -12,6 +12,6 @@ struct OrgSyncBenchmarks: AsyncParsableCommand {
             (--count, --seed) unless --input names a JSON-lines file; `OrgSyncBenchmarks workload` \
             writes the same entries to a file, so another system can be measured on them.
             """,
-        subcommands: [AppendBenchmark.self, HTTPBenchmark.self, ApplyBenchmark.self, E2EBenchmark.self, MemoryBenchmark.self, CaptureBenchmark.self, WorkloadCommand.self]
+        subcommands: [AppendBenchmark.self, HTTPBenchmark.self, ApplyBenchmark.self, E2EBenchmark.self, MemoryBenchmark.self, CaptureBenchmark.self, ClusterBenchmark.self, WorkloadCommand.self]
     )
 }
