@@ -496,6 +496,7 @@ if fuzzing {
                 "OrgSyncBroker",
                 "PostgresAdapter",
                 "OrgSyncNATS",
+                "OrgSyncCluster",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

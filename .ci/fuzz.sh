@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
 done
 if [ "$mode" = short ]; then seconds=${seconds:-20}; runs=${runs:--1}; else seconds=${seconds:-14400}; runs=${runs:-10000000}; fi
 
-all_targets=(json entry batch log smallfiles lines plugin config pgoutput nats http)
+all_targets=(json entry batch log smallfiles lines plugin config pgoutput nats clusterappend http)
 if [ -n "$only" ]; then IFS=, read -r -a targets <<<"$only"; else targets=("${all_targets[@]}"); fi
 
 scratch=.build-fuzz

@@ -25,6 +25,7 @@ enum FuzzTargets {
         FuzzTarget(name: "config", summary: "the YAML configuration loader", run: fuzzConfiguration),
         FuzzTarget(name: "pgoutput", summary: "pgoutput messages a PostgreSQL server sends a capture source: read, mapped to entries", run: fuzzPgOutput),
         FuzzTarget(name: "nats", summary: "what a NATS server sends a client (INFO, MSG, HMSG with headers, PING, -ERR): read whole and in chunks alike", run: fuzzNATS),
+        FuzzTarget(name: "clusterappend", summary: "a cluster stream's stored append as a NATS server returns it: headers, framing, zlib", run: fuzzClusterAppend),
         FuzzTarget(name: "http", summary: "HTTP requests through the broker's router, in process (no socket)", run: fuzzHTTP),
     ]
 

@@ -55,7 +55,7 @@ private struct HTTPFixture: Sendable {
 /// the broker's router and handlers in process. Properties: no 5xx other than 503 (body budget,
 /// stream not ready), and a 201 appended exactly the request's entries at the answered offsets.
 @Sendable func fuzzHTTP(_ data: [UInt8]) {
-    guard let fixture = HTTPFixture.shared, let stream = fixture.broker.streams["s"] else { return }
+    guard let fixture = HTTPFixture.shared, let stream = fixture.broker.streams["s"] as? StreamLog else { return }
     var lines = data.split(separator: UInt8(ascii: "\n"), maxSplits: 40, omittingEmptySubsequences: false)[...]
     guard let requestLine = lines.popFirst() else { return }
     let parts = String(decoding: requestLine, as: UTF8.self).trimmingCharacters(in: .whitespaces).split(separator: " ", maxSplits: 1)

@@ -81,20 +81,3 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: directory + "/state"))
     }
 }
-
-/// Runs `orgsync serve` that is expected to stop by itself; its exit status and standard error.
-func runServe(_ arguments: [String]) async throws -> (Int32, String) {
-    let executable = try orgsyncExecutable()
-    return try await offThePool {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["serve"] + arguments
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, message)
-    }
-}

@@ -262,7 +262,7 @@ func waitForLink(_ broker: BrokerProcess, _ what: String, timeoutSeconds: Double
 
     /// A port another process listens on stops `serve` with a message naming the address and the
     /// way out, exit 2, before any stream or link is opened (the data directory is not created).
-    @Test func aBusyPortStopsStartupBeforeAnythingIsOpened() throws {
+    @Test func aBusyPortStopsStartupBeforeAnythingIsOpened() async throws {
         let directory = FileManager.default.temporaryDirectory.path + "/orgsync-busy-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -270,40 +270,20 @@ func waitForLink(_ broker: BrokerProcess, _ what: String, timeoutSeconds: Double
         let (listener, port) = try listeningSocket()
         defer { close(listener) }
         let dataDirectory = directory + "/state"
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try orgsyncExecutable())
-        process.arguments = ["serve", "--config", config, "--data-dir", dataDirectory, "--port", String(port)]
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        // Bounded: readDataToEndOfFile returns when the process exits (or is killed below).
-        let watchdog = DispatchWorkItem { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
-        DispatchQueue.global().asyncAfter(deadline: .now() + 30, execute: watchdog)
-        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        watchdog.cancel()
-        #expect(process.terminationStatus == 2, "\(message)")
+        let (status, message) = try await runServe(["--config", config, "--data-dir", dataDirectory, "--port", String(port)])
+        #expect(status == 2, "\(message)")
         #expect(message.contains("orgsync serve: cannot listen on 127.0.0.1:\(port): address in use (another broker? --port)"), "\(message)")
         #expect(!FileManager.default.fileExists(atPath: dataDirectory), "no stream or link was opened")
     }
 
-    @Test func aBadConfigurationStopsStartupNamingTheField() throws {
+    @Test func aBadConfigurationStopsStartupNamingTheField() async throws {
         let directory = FileManager.default.temporaryDirectory.path + "/orgsync-badcfg-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let path = directory + "/bad.yaml"
         try "auth: { enabled: false }\nserver: { port: many }\n".write(toFile: path, atomically: true, encoding: .utf8)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try orgsyncExecutable())
-        process.arguments = ["serve", "--config", path, "--data-dir", directory]
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 2)
+        let (status, message) = try await runServe(["--config", path, "--data-dir", directory])
+        #expect(status == 2)
         #expect(message.contains("server.port"))
         #expect(!message.contains("Fatal error"))
     }
@@ -326,4 +306,26 @@ func listeningSocket() throws -> (fd: Int32, port: Int) {
         throw ProcessError("bind/listen: errno \(errno)")
     }
     return (fd, Int(UInt16(bigEndian: address.sin_port)))
+}
+
+/// Runs `orgsync serve` that is expected to stop by itself, on a thread of its own (not the
+/// cooperative pool); its exit status and standard error.
+func runServe(_ arguments: [String]) async throws -> (Int32, String) {
+    let executable = try orgsyncExecutable()
+    return try await offThePool {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = ["serve"] + arguments
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        // Bounded: reading ends when the process exits, or is killed after 30 s.
+        let watchdog = DispatchWorkItem { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 30, execute: watchdog)
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        watchdog.cancel()
+        return (process.terminationStatus, message)
+    }
 }
