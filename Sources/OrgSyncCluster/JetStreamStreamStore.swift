@@ -46,6 +46,9 @@ public final class JetStreamStreamStore: StreamStore {
 
     /// How many times an append is published again after another broker's append took its place.
     public static let contendedAttemptsMax = 64
+    /// The highest stream sequence taken from a server (2^63: no stream gets there; a larger
+    /// one is a server's mistake, and `+ 1` on it stays in range).
+    static let sequenceMax: UInt64 = 1 << 63
 
     init(name: String, jetStream: JetStream, lineage: StreamLineage, compressionLevel: Int32?, cursors: KeyValueBucket,
          logger: Logger, queuedAppendsMax: Int) {
@@ -147,6 +150,9 @@ public final class JetStreamStreamStore: StreamStore {
     func loadTail() async throws -> AppendTail {
         let info = try await streamInfo()
         guard info.state.lastSequence > 0 else { return AppendTail(lastSequence: 0, endOffset: 0) }
+        guard info.state.lastSequence < Self.sequenceMax else {
+            throw BrokerError.streamUnavailable(stream: name, problem: "JetStream reports last sequence \(info.state.lastSequence), past any stream's")
+        }
         guard info.state.messages > 0 else {
             throw BrokerError.streamUnavailable(
                 stream: name, problem: "JetStream stream \(jetStreamName) was emptied outside orgsync (last sequence \(info.state.lastSequence), no messages): its next offset is unknown")
@@ -181,6 +187,9 @@ public final class JetStreamStreamStore: StreamStore {
     func sequence(holding offset: UInt64) async throws -> UInt64? {
         let state = try await streamInfo().state
         guard state.messages > 0, state.firstSequence <= state.lastSequence else { return nil }
+        guard state.lastSequence < Self.sequenceMax else {
+            throw BrokerError.streamUnavailable(stream: name, problem: "JetStream reports last sequence \(state.lastSequence), past any stream's")
+        }
         var low = state.firstSequence
         var high = state.lastSequence
         let first = try await storedAppend(at: low, decodingEntries: false)

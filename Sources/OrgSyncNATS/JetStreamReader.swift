@@ -86,7 +86,9 @@ public actor JetStreamReader {
                 ended = true
                 break  // 404/408/409: this fetch is over
             }
-            guard let metadata = Self.ackMetadata(message.replyTo) else { continue }
+            // A sequence no stream reaches (2^63) is not one a server means: skipped like any
+            // message without metadata, so `+ 1` below stays in range.
+            guard let metadata = Self.ackMetadata(message.replyTo), metadata.streamSequence < 1 << 63 else { continue }
             if metadata.consumerSequence != nextConsumerSequence {
                 // A gap: something was not delivered. Read again from where we stand.
                 await connection.unsubscribe(subscription)

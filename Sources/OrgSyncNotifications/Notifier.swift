@@ -149,6 +149,9 @@ final class NotificationLane: Sendable {
     let observer: (any NotificationObserver)?
     let pollIntervalMs: UInt64
     private let state: Mutex<(queue: NotificationQueue, saved: NotificationQueue)>
+    /// The queue file's writes and fsyncs, on a thread of their own (not the cooperative pool,
+    /// where a slow disk would hold up every other task of the broker).
+    private let files: BlockingFileQueue
     private var rules: NotificationPlanner.Rules {
         .init(stableAfterMs: target.stableAfterMs, rejectedSummaryMs: target.rejectedSummaryMs)
     }
@@ -170,6 +173,7 @@ final class NotificationLane: Sendable {
         self.observer = observer
         self.pollIntervalMs = pollIntervalMs
         self.state = Mutex((queue, queue))
+        self.files = BlockingFileQueue(label: "orgsync.notifications.\(target.name).\(link.name)")
     }
 
     func status() -> NotificationLaneStatus {
@@ -185,7 +189,7 @@ final class NotificationLane: Sendable {
     func run(client: HTTPClient) async {
         var nextAttemptMs: UInt64 = 0  // link clock
         while !Task.isCancelled {
-            plan()
+            await plan()
             let now = clock.nowMs()
             if now >= nextAttemptMs, let event = state.withLock({ $0.queue.pending.first }) {
                 if let delayMs = await attempt(event, client: client) { nextAttemptMs = clock.nowMs().saturatingAdd(delayMs) }
@@ -199,7 +203,7 @@ final class NotificationLane: Sendable {
 
     /// Plans what the sync log holds beyond the queue's position and saves the queue if that
     /// changed it (before any attempt, so a planned event survives a crash).
-    private func plan() {
+    private func plan() async {
         state.withLock { state in
             let records = link.syncLog.records(afterSequence: state.queue.planner.afterSequence)
             let now = wallClockMs()
@@ -209,7 +213,7 @@ final class NotificationLane: Sendable {
             let events = state.queue.planner.plan(records, link: link.name, stream: link.stream, nowMs: now, rules: rules)
             state.queue.enqueue(events, subscribed: target.events, nowMs: now)
         }
-        save()
+        await save()
     }
 
     /// One attempt on the first pending event; returns the delay before the next attempt when it
@@ -225,7 +229,7 @@ final class NotificationLane: Sendable {
             guard state.queue.pending.first?.id == event.id else { return }
             state.queue.settleHead(decision, nowMs: wallClockMs())
         }
-        save()
+        await save()
         switch decision {
         case .delivered:
             observer?.didAttempt(notification: target.name, outcome: .delivered)
@@ -241,11 +245,12 @@ final class NotificationLane: Sendable {
         }
     }
 
-    private func save() {
+    private func save() async {
         let toSave: NotificationQueue? = state.withLock { $0.queue == $0.saved ? nil : $0.queue }
         guard let toSave else { return }
         do {
-            try file.save(toSave)
+            let file = file
+            try await files.run { try file.save(toSave) }
             state.withLock { $0.saved = toSave }
         } catch {
             // Kept in memory; saved again with the next change (a planned event is re-planned
