@@ -23,6 +23,9 @@ final class Link {
     let deadLetters: DeadLetters
     let observer: (any LinkObserver)?
     let wallClockMs: @Sendable () -> UInt64
+    /// The owner epoch every batch and stored position carries (``EntryBatch/ownerEpoch``): 0 on a
+    /// standalone broker.
+    let ownerEpoch: UInt64
     /// Where dead letters are written and fsynced: off the cooperative pool.
     private let files: BlockingFileQueue
 
@@ -34,8 +37,10 @@ final class Link {
 
     init(
         name: String, source: any LinkEntrySource, adapter: any OrgAdapter, cursorStore: any LinkCursorStore,
-        deadLetters: DeadLetters, observer: (any LinkObserver)?, wallClockMs: @escaping @Sendable () -> UInt64
+        deadLetters: DeadLetters, observer: (any LinkObserver)?, wallClockMs: @escaping @Sendable () -> UInt64,
+        ownerEpoch: UInt64 = 0
     ) {
+        self.ownerEpoch = ownerEpoch
         self.name = name
         self.source = source
         self.adapter = adapter
@@ -151,6 +156,8 @@ final class Link {
         case failed(String)
         /// The adapter found a stored position from another stream or a later epoch.
         case diverged(String)
+        /// The adapter found a stored position of a later owner: this member lost the link.
+        case fenced(String)
         /// Given up at a retryable failure (`retry` said no), or cancelled.
         case abandoned
     }
@@ -193,7 +200,7 @@ final class Link {
     private nonisolated(nonsending) func applyOnce(
         _ entries: [Entry], retry: (_ reason: String) async -> Bool
     ) async -> Attempt {
-        let batch = EntryBatch(stream: streamName, identity: await identity(), entries: entries)
+        let batch = EntryBatch(stream: streamName, identity: await identity(), entries: entries, ownerEpoch: ownerEpoch)
         while true {
             do {
                 let started = ContinuousClock.now
@@ -204,6 +211,7 @@ final class Link {
                 switch error.kind {
                 case .connection: return .ended(.failed(error.description))
                 case .positionConflict: return .ended(.diverged(error.message))
+                case .fenced: return .ended(.fenced(error.message))
                 case .rejected(let offset): return .rejected(offset, error)
                 case .retryable:
                     guard await retry(error.description) else { return .ended(.abandoned) }
@@ -275,7 +283,7 @@ final class Link {
         do {
             try await openAdapter()
             let started = ContinuousClock.now
-            try await adapter.apply(EntryBatch(stream: streamName, identity: await identity(), entries: [entry], isDeadLetterRetry: true))
+            try await adapter.apply(EntryBatch(stream: streamName, identity: await identity(), entries: [entry], isDeadLetterRetry: true, ownerEpoch: ownerEpoch))
             observer?.didApply(link: name, stream: streamName, entryCount: 1, duration: ContinuousClock.now - started)
             return nil
         } catch let error as AdapterError {
@@ -304,7 +312,7 @@ final class Link {
             guard from <= end else {
                 throw LinkSupervisorError.cursorChangeRefused(link: name, reason: "offset \(from) is beyond the stream's end \(end)")
             }
-            position = from.rawValue == 0 ? nil : AppliedPosition(identity: identity, offset: Offset(from.rawValue - 1))
+            position = from.rawValue == 0 ? nil : AppliedPosition(identity: identity, offset: Offset(from.rawValue - 1), ownerEpoch: ownerEpoch)
             next = from
             reason = "reset by operator to consume from offset \(from) (cursor was \(cursor)); the target's position is now "
                 + (position?.description ?? "none")
@@ -317,7 +325,7 @@ final class Link {
                 throw LinkSupervisorError.cursorChangeRefused(link: name, reason:
                     "the target's position (\(stored)) is at or past the stream's end \(end): adopting it would skip entries not yet appended; reset the link to an offset instead")
             }
-            position = AppliedPosition(identity: identity, offset: stored.offset)
+            position = AppliedPosition(identity: identity, offset: stored.offset, ownerEpoch: ownerEpoch)
             next = stored.offset.next
             reason = "the target's position (\(stored)) adopted by operator for \(identity); consuming from \(next)"
         }

@@ -74,6 +74,9 @@ public actor LinkSupervisor {
     ///   - startPaused: start in `paused` (an operator paused the link before a restart).
     ///   - wallClockMs: milliseconds since 1970, for the sync log's timestamps.
     ///   - observer: told of every apply, rejection and probe (metrics).
+    ///   - ownerEpoch: carried by every batch and position this link stores, so that the target
+    ///     refuses it once a later owner stored its own (``EntryBatch/ownerEpoch``); 0 on a
+    ///     standalone broker.
     /// - Throws: ``LinkConfigurationError`` naming the invalid field.
     public init(
         name: String,
@@ -88,7 +91,8 @@ public actor LinkSupervisor {
         randomSeed: UInt64 = UInt64.random(in: UInt64.min...UInt64.max),
         startPaused: Bool = false,
         wallClockMs: @escaping @Sendable () -> UInt64 = { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) },
-        observer: (any LinkObserver)? = nil
+        observer: (any LinkObserver)? = nil,
+        ownerEpoch: UInt64 = 0
     ) throws(LinkConfigurationError) {
         try configuration.validate()
         self.name = name
@@ -99,7 +103,7 @@ public actor LinkSupervisor {
         self.deadLetters = deadLetters
         self.link = Link(
             name: name, source: source, adapter: adapter, cursorStore: cursorStore, deadLetters: deadLetters,
-            observer: observer, wallClockMs: wallClockMs)
+            observer: observer, wallClockMs: wallClockMs, ownerEpoch: ownerEpoch)
         self.wallClockMs = wallClockMs
         self.logger = logger
         self.logger[metadataKey: "link"] = .string(name)
@@ -191,6 +195,10 @@ public actor LinkSupervisor {
             connectionFailed(reason)
         case .diverged(let reason):
             diverged(reason)
+        case .fenced(let reason):
+            // Another member owns the link now: apply nothing more. The member's lease keeper
+            // gives the link up; until then it stays stopped like a diverged one.
+            diverged("fenced: \(reason)")
         case .abandoned:
             break
         }

@@ -22,6 +22,10 @@ public struct AdapterError: Error, Sendable, Hashable, CustomStringConvertible {
         /// been committed. The link stops in `diverged` and applies nothing until an operator
         /// resets or adopts the target's position.
         case positionConflict
+        /// The target holds a position for this link stored by a later owner (a higher owner
+        /// epoch, see ``EntryBatch/ownerEpoch``): the member applying lost the link to another
+        /// member. Nothing of the batch may have been committed. The link stops applying.
+        case fenced
     }
 
     public var kind: Kind
@@ -52,6 +56,10 @@ public struct AdapterError: Error, Sendable, Hashable, CustomStringConvertible {
         AdapterError(.positionConflict, message)
     }
 
+    public static func fenced(_ message: String) -> AdapterError {
+        AdapterError(.fenced, message)
+    }
+
     public var description: String {
         let code = targetCode.map { " [\($0)]" } ?? ""
         switch kind {
@@ -59,6 +67,7 @@ public struct AdapterError: Error, Sendable, Hashable, CustomStringConvertible {
         case .rejected(let offset): return "rejected entry \(offset): \(message)\(code)"
         case .retryable: return "retryable: \(message)\(code)"
         case .positionConflict: return "position conflict: \(message)"
+        case .fenced: return "fenced: \(message)"
         }
     }
 }

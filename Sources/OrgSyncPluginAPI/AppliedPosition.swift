@@ -18,22 +18,38 @@ public struct StreamIdentity: Sendable, Hashable, Codable, CustomStringConvertib
     public var description: String { "stream id \(streamID) epoch \(epoch)" }
 }
 
-/// What a target stores for a link: the last offset applied, and the stream identity it was
-/// applied from. ``identity`` is nil for a position stored before adapters kept identities
-/// (an upgrade); the link then checks the offset against the stream's end alone.
+/// What a target stores for a link: the last offset applied, the stream identity it was
+/// applied from, and the owner epoch of the member that applied it. ``identity`` is nil for a
+/// position stored before adapters kept identities (an upgrade); the link then checks the offset
+/// against the stream's end alone.
 public struct AppliedPosition: Sendable, Hashable, Codable, CustomStringConvertible {
     public var identity: StreamIdentity?
     /// The last offset applied (not the next one).
     public var offset: Offset
+    /// The ``EntryBatch/ownerEpoch`` of the batch that stored this position: 0 on a standalone
+    /// broker, and for a position stored before adapters kept owner epochs.
+    public var ownerEpoch: UInt64
 
-    public init(identity: StreamIdentity?, offset: Offset) {
+    public init(identity: StreamIdentity?, offset: Offset, ownerEpoch: UInt64 = 0) {
         self.identity = identity
         self.offset = offset
+        self.ownerEpoch = ownerEpoch
+    }
+
+    private enum CodingKeys: String, CodingKey { case identity, offset, ownerEpoch }
+
+    /// A position encoded before owner epochs existed decodes with owner epoch 0.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        identity = try container.decodeIfPresent(StreamIdentity.self, forKey: .identity)
+        offset = try container.decode(Offset.self, forKey: .offset)
+        ownerEpoch = try container.decodeIfPresent(UInt64.self, forKey: .ownerEpoch) ?? 0
     }
 
     public var description: String {
-        if let identity { return "offset \(offset) of \(identity)" }
-        return "offset \(offset) (stored without a stream identity)"
+        let owner = ownerEpoch == 0 ? "" : ", owner epoch \(ownerEpoch)"
+        if let identity { return "offset \(offset) of \(identity)\(owner)" }
+        return "offset \(offset) (stored without a stream identity)\(owner)"
     }
 }
 
@@ -45,7 +61,12 @@ public enum StoredPositionVerdict: Sendable, Hashable {
     /// The target's position belongs to another stream, or to a later epoch of this one: apply
     /// nothing and throw ``AdapterError/Kind/positionConflict``.
     case conflict(String)
+    /// The target's position was stored by a later owner of the link (a higher owner epoch):
+    /// the member sending this batch lost the link. Apply nothing and throw
+    /// ``AdapterError/Kind/fenced``.
+    case fenced(String)
 
+    /// - A position stored under a higher owner epoch than the batch's: fenced, whatever else.
     /// - A position of the batch's own stream and epoch: skip what it already holds (a
     ///   re-sent batch), unless this is a dead-letter retry.
     /// - No position, one stored without an identity, or one of an earlier epoch of the same
@@ -53,6 +74,9 @@ public enum StoredPositionVerdict: Sendable, Hashable {
     ///   starts after it).
     /// - Another stream id, or a later epoch: a conflict.
     public static func decide(stored: AppliedPosition?, batch: EntryBatch) -> StoredPositionVerdict {
+        if let stored, stored.ownerEpoch > batch.ownerEpoch {
+            return .fenced("the target's position for this link (\(stored)) was stored by a later owner; this batch is from owner epoch \(batch.ownerEpoch)")
+        }
         guard let stored, let storedIdentity = stored.identity else { return .apply(skipThrough: nil) }
         if storedIdentity.streamID != batch.identity.streamID || storedIdentity.epoch > batch.identity.epoch {
             return .conflict("the target's position for this link is \(stored); this batch is from \(batch.identity)")
@@ -62,11 +86,13 @@ public enum StoredPositionVerdict: Sendable, Hashable {
     }
 
     /// The position to store after applying `batch` over `stored`: the batch's last offset
-    /// with its identity, except that a dead-letter retry never moves a position of the same
-    /// identity backwards.
+    /// with its identity and owner epoch, except that a dead-letter retry never moves a position
+    /// of the same identity backwards (it still records the batch's owner epoch).
     public static func positionAfter(_ batch: EntryBatch, stored: AppliedPosition?) -> AppliedPosition? {
         guard let last = batch.lastOffset else { return stored }
-        if batch.isDeadLetterRetry, let stored, stored.identity == batch.identity, stored.offset >= last { return stored }
-        return AppliedPosition(identity: batch.identity, offset: last)
+        if batch.isDeadLetterRetry, let stored, stored.identity == batch.identity, stored.offset >= last {
+            return AppliedPosition(identity: stored.identity, offset: stored.offset, ownerEpoch: max(stored.ownerEpoch, batch.ownerEpoch))
+        }
+        return AppliedPosition(identity: batch.identity, offset: last, ownerEpoch: batch.ownerEpoch)
     }
 }

@@ -157,12 +157,18 @@ public struct EntryBatch: Sendable, Hashable {
     /// Apply it even though its offset may be at or below the applied offset you store (it was
     /// skipped, not applied), and do not move that stored offset backwards.
     public var isDeadLetterRetry: Bool
+    /// Which ownership of the link sends this batch: 0 on a standalone broker; in a cluster, the
+    /// epoch of the lease under which this member owns the link, higher for every new owner.
+    /// Store it with the position; a batch whose owner epoch is below the stored one applies
+    /// nothing (``StoredPositionVerdict/fenced(_:)``): it comes from a member that lost the link.
+    public var ownerEpoch: UInt64
 
-    public init(stream: String, identity: StreamIdentity, entries: [Entry], isDeadLetterRetry: Bool = false) {
+    public init(stream: String, identity: StreamIdentity, entries: [Entry], isDeadLetterRetry: Bool = false, ownerEpoch: UInt64 = 0) {
         self.stream = stream
         self.identity = identity
         self.entries = entries
         self.isDeadLetterRetry = isDeadLetterRetry
+        self.ownerEpoch = ownerEpoch
     }
 
     public var firstOffset: Offset? { entries.first?.offset }

@@ -19,7 +19,7 @@ struct PythonExamplePluginTests {
         let registry = PluginRegistry(builtins: [], pluginsDirectory: PythonPlugin.examplesDirectory, logger: PythonPlugin.logger)
         #expect(registry.problems.isEmpty, "\(registry.problems)")
         let listing = try #require(registry.listings.first { $0.name == "python-sqlite" })
-        #expect(listing.protocolVersion == 2)
+        #expect(listing.protocolVersion == 3)
         #expect(listing.origin == .external(directory: PythonPlugin.examplesDirectory + "/python-sqlite"))
     }
 

@@ -47,6 +47,10 @@ public struct AdapterContract: Sendable {
         /// `setAppliedPosition` rewrites (or removes) the stored position: entries after it are
         /// applied again.
         case positionRewrite
+        /// The stored position carries the owner epoch of its batch; a batch of a lower owner
+        /// epoch (a broker that lost the link) is `fenced` and commits nothing, also from another
+        /// adapter instance on the same link; a higher owner epoch applies and takes over.
+        case ownerFencing
 
         public var description: String { rawValue }
     }
@@ -71,6 +75,7 @@ public struct AdapterContract: Sendable {
             case .appliedOffsetSurvivesReopen: try await session.appliedOffsetSurvivesReopen()
             case .positionIdentity: try await session.positionIdentity()
             case .positionRewrite: try await session.positionRewrite()
+            case .ownerFencing: try await session.ownerFencing()
             }
             do {
                 try await target.checkWhatTheAdapterSent()
@@ -132,7 +137,8 @@ extension AdapterContractTarget {
 
 /// What a target can do, where adapters legitimately differ.
 public struct AdapterContractCapabilities: Sendable, Hashable {
-    /// The adapter stores the applied offset in the target (SQL adapters). When false (an
+    /// The adapter stores the applied offset in the target (SQL adapters), with its stream
+    /// identity and owner epoch, and fences batches of an older owner. When false (an
     /// at-least-once target such as a webhook), `appliedOffset()` must return nil and
     /// re-application must still leave the same rows.
     public var storesAppliedOffset: Bool

@@ -187,6 +187,41 @@ struct ContractSession {
         }
     }
 
+    /// Owner epochs: a broker that lost the link (a lower owner epoch) applies nothing over a
+    /// position a later owner stored, through this adapter or another one on the same link.
+    mutating func ownerFencing() async throws {
+        let link = "contract-fencing"
+        let adapter = try await openAdapter(link: link)
+        try await apply(adapter, [0, 1].map { entry($0, .upsert, Self.accounts, "F\($0)", ["Name": .string("owner5")]) },
+                        "a batch of owner epoch 5", ownerEpoch: 5)
+        guard target.capabilities.storesAppliedOffset else { return }
+        try await expectPosition(adapter, AppliedPosition(identity: Self.identity, offset: 1, ownerEpoch: 5), "after a batch of owner epoch 5")
+        try await expectFenced("a batch of owner epoch 4 over a position of owner epoch 5") {
+            try await adapter.apply(EntryBatch(stream: stream, identity: Self.identity, entries: [
+                entry(2, .upsert, Self.accounts, "F2", ["Name": .string("owner4")])
+            ], ownerEpoch: 4))
+        }
+        try expect(try await rowsByKey(Self.accounts)["F2"] == nil, "nothing of a fenced batch is committed")
+        try await expectPosition(adapter, AppliedPosition(identity: Self.identity, offset: 1, ownerEpoch: 5), "a fenced batch does not move the position")
+        // A new owner (another broker: another adapter instance) takes over from the position.
+        let successor = try await openAdapter(link: link)
+        try await apply(successor, [2, 3].map { entry($0, .upsert, Self.accounts, "F\($0)", ["Name": .string("owner7")]) },
+                        "a batch of owner epoch 7 after owner epoch 5", ownerEpoch: 7)
+        try await apply(successor, [2, 3].map { entry($0, .upsert, Self.accounts, "F\($0)", ["Name": .string("owner7")]) },
+                        "the same batch of owner epoch 7 again", ownerEpoch: 7)
+        try await expectFenced("the old owner's next batch (owner epoch 5) after owner epoch 7") {
+            try await adapter.apply(EntryBatch(stream: stream, identity: Self.identity, entries: [
+                entry(4, .upsert, Self.accounts, "F4", ["Name": .string("owner5")])
+            ], ownerEpoch: 5))
+        }
+        let rows = try await rowsByKey(Self.accounts)
+        try expect(rows["F4"] == nil, "nothing of the old owner's batch is committed")
+        try expectField(rows, "F3", "Name", .string("owner7"), "the new owner's entries are applied")
+        await successor.close()
+        let reopened = try await openAdapter(link: link)
+        try await expectPosition(reopened, AppliedPosition(identity: Self.identity, offset: 3, ownerEpoch: 7), "after the new owner's batch, reopened")
+    }
+
     /// `setAppliedPosition` rewrites the stored position (an operator's reset): entries after it
     /// are applied again; `nil` removes it; the position survives a reopen.
     mutating func positionRewrite() async throws {
@@ -243,10 +278,11 @@ struct ContractSession {
     }
 
     private func apply(
-        _ adapter: any OrgAdapter, _ entries: [Entry], _ what: String = "a valid batch", identity: StreamIdentity = Self.identity
+        _ adapter: any OrgAdapter, _ entries: [Entry], _ what: String = "a valid batch", identity: StreamIdentity = Self.identity,
+        ownerEpoch: UInt64 = 0
     ) async throws {
         do {
-            try await adapter.apply(EntryBatch(stream: stream, identity: identity, entries: entries))
+            try await adapter.apply(EntryBatch(stream: stream, identity: identity, entries: entries, ownerEpoch: ownerEpoch))
         } catch {
             let range = "\(entries.first?.offset ?? 0)...\(entries.last?.offset ?? 0)"
             throw violation("\(what) (offsets \(range)) failed: \(error)")
@@ -279,6 +315,19 @@ struct ContractSession {
         }
         let wanted = target.capabilities.storesAppliedOffset ? expected : nil
         try expect(stored == wanted, "appliedPosition() \(when) is \(wanted.map(String.init(describing:)) ?? "nil"), not \(stored.map(String.init(describing:)) ?? "nil")")
+    }
+
+    private func expectFenced(_ what: String, _ body: () async throws -> Void) async throws {
+        do {
+            try await body()
+        } catch let error as AdapterError {
+            guard error.kind == .fenced else { throw violation("\(what): expected fenced, got \(error)") }
+            try expect(!error.message.isEmpty, "\(what): a fenced error carries a message")
+            return
+        } catch {
+            throw violation("\(what): expected AdapterError.fenced, got \(type(of: error)): \(error)")
+        }
+        throw violation("\(what) succeeded")
     }
 
     private func expectPositionConflict(_ what: String, _ body: () async throws -> Void) async throws {

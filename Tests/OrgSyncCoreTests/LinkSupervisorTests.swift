@@ -21,7 +21,7 @@ final class LinkHarness: Sendable {
         name: String = "demo", configuration: LinkSupervisorConfiguration = LinkHarness.configuration,
         clock: ManualClock = ManualClock(), source: InMemoryEntrySource = InMemoryEntrySource(),
         adapter: RecordingAdapter = RecordingAdapter(), cursors: InMemoryCursorStore = InMemoryCursorStore(),
-        deadLetters: DeadLetters? = nil
+        deadLetters: DeadLetters? = nil, ownerEpoch: UInt64 = 0
     ) throws {
         self.adapter = adapter
         self.clock = clock
@@ -30,7 +30,7 @@ final class LinkHarness: Sendable {
         self.supervisor = try LinkSupervisor(
             name: name, source: source, adapter: adapter, cursorStore: cursors, configuration: configuration,
             clock: clock, deadLetters: deadLetters, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }, randomSeed: 42,
-            wallClockMs: { clock.nowMs() }, observer: observer)
+            wallClockMs: { clock.nowMs() }, observer: observer, ownerEpoch: ownerEpoch)
     }
 
     static var configuration: LinkSupervisorConfiguration {
@@ -471,6 +471,30 @@ final class CountingLinkObserver: LinkObserver {
         #expect(link.appliedOffsets() == Array(0..<100))
         #expect(link.adapter.target.value.appliedPosition == AppliedPosition(identity: await identity(link), offset: 99))
         #expect(link.supervisor.syncLog.page().map(\.event).contains(.positionReset))
+    }
+
+    @Test func batchesCarryTheOwnerEpochAndALaterOwnersPositionStopsTheLink() async throws {
+        let adapter = RecordingAdapter()
+        let link = try LinkHarness(adapter: adapter, ownerEpoch: 4)
+        link.source.append(count: 10)
+        let run = await link.start()
+        defer { run.cancel() }
+        try await link.waitForCursor(10)
+        #expect(adapter.target.value.appliedPosition == AppliedPosition(identity: await identity(link), offset: 9, ownerEpoch: 4))
+        run.cancel()
+        _ = await run.result
+        // Another member took the link over (owner epoch 6) and applied on; this one, still
+        // believing it owns the link, starts again and must apply nothing.
+        adapter.storePosition(AppliedPosition(identity: await identity(link), offset: 14, ownerEpoch: 6))
+        link.source.append(count: 10)
+        let stale = try LinkHarness(source: link.source, adapter: adapter, cursors: link.cursors, ownerEpoch: 4)
+        let staleRun = await stale.start()
+        defer { staleRun.cancel() }
+        try await stale.waitForTransition(.diverged)
+        let status = await stale.supervisor.status()
+        #expect(status.lastError?.hasPrefix("fenced: ") == true, "\(status.lastError ?? "")")
+        #expect(link.appliedOffsets() == Array(0..<10), "nothing applied after the later owner's position")
+        #expect(adapter.target.value.appliedPosition?.ownerEpoch == 6)
     }
 
     @Test func aTargetThatLostAcknowledgedEntriesDivergesAndAdoptAppliesThemAgain() async throws {

@@ -67,6 +67,27 @@ public final class TestHTTPServer: Sendable {
 
     public var requests: [RecordedRequest] { box.recorded.withLock { $0 } }
     public var url: String { "\(scheme)://127.0.0.1:\(port)/hook" }
+    /// Waits until the server has recorded at least `count` requests, or `timeout` passed, and
+    /// returns what it recorded. A client's error can come before the server's event loop has
+    /// read what the client sent (a client that gave up waiting for the answer): assert on the
+    /// server's side after this, not right after the client's call.
+    public func requests(atLeast count: Int, within timeout: Duration = .seconds(10)) async -> [RecordedRequest] {
+        let id = box.nextWaiterID()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await withTaskCancellationHandler {
+                    await withCheckedContinuation { continuation in self.box.wait(id: id, count: count, continuation) }
+                } onCancel: {
+                    self.box.release(id: id)
+                }
+            }
+            group.addTask { try? await Task.sleep(for: timeout) }
+            await group.next()
+            group.cancelAll()
+        }
+        return requests
+    }
+
     /// TCP connections accepted so far.
     public var connectionCount: Int { box.children.withLock { $0.count } }
 
@@ -116,6 +137,48 @@ public final class TestHTTPServer: Sendable {
     /// Lets the handlers reach the server made after the bootstrap's closures.
     private final class ServerBox: Sendable {
         let recorded = Mutex<[RecordedRequest]>([])
+        private let waiters = Mutex<(nextID: Int, waiting: [Int: (count: Int, continuation: CheckedContinuation<Void, Never>)], released: Set<Int>)>(
+            (0, [:], []))
+
+        func nextWaiterID() -> Int {
+            waiters.withLock { state in
+                defer { state.nextID += 1 }
+                return state.nextID
+            }
+        }
+
+        /// Resumes `continuation` once `count` requests are recorded (at once if they are, or
+        /// if the wait was already released).
+        func wait(id: Int, count: Int, _ continuation: CheckedContinuation<Void, Never>) {
+            let now = waiters.withLock { state -> Bool in
+                if state.released.remove(id) != nil || recorded.withLock({ $0.count }) >= count { return true }
+                state.waiting[id] = (count, continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+
+        func release(id: Int) {
+            let waiter = waiters.withLock { state in
+                let waiter = state.waiting.removeValue(forKey: id)
+                if waiter == nil { state.released.insert(id) }
+                return waiter
+            }
+            waiter?.continuation.resume()
+        }
+
+        func record(_ request: RecordedRequest) {
+            let ready = waiters.withLock { state -> [CheckedContinuation<Void, Never>] in
+                let total = recorded.withLock { recorded in
+                    recorded.append(request)
+                    return recorded.count
+                }
+                let done = state.waiting.filter { $0.value.count <= total }
+                for id in done.keys { state.waiting.removeValue(forKey: id) }
+                return done.values.map(\.continuation)
+            }
+            for continuation in ready { continuation.resume() }
+        }
         let children = Mutex<[any Channel]>([])
         let tls = Mutex<NIOSSLContext?>(nil)
     }
@@ -143,7 +206,7 @@ public final class TestHTTPServer: Sendable {
             case .end:
                 guard let head else { return }
                 let request = RecordedRequest(method: head.method, uri: head.uri, headers: head.headers, body: body)
-                box.recorded.withLock { $0.append(request) }
+                box.record(request)
                 guard let reply = respond(request) else { return }
                 guard let delay = reply.after else {
                     answer(reply, to: head, context: context)

@@ -95,9 +95,12 @@ public final class RecordingAdapter: OrgAdapter {
             behavior.lostAcknowledgementCount -= 1
             return true
         }
-        if case .conflict(let reason) = StoredPositionVerdict.decide(stored: target.value.appliedPosition, batch: batch),
-           keepsAppliedOffset {
-            throw AdapterError.positionConflict(reason)
+        if keepsAppliedOffset {
+            switch StoredPositionVerdict.decide(stored: target.value.appliedPosition, batch: batch) {
+            case .conflict(let reason): throw AdapterError.positionConflict(reason)
+            case .fenced(let reason): throw AdapterError.fenced(reason)
+            case .apply: break
+            }
         }
         switch try scriptedOutcome(.apply(batch), needsOpen: true) {
         case .commitThenFail(let error):

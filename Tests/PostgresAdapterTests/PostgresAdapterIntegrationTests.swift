@@ -244,11 +244,55 @@ struct PostgresAdapterIntegrationTests {
         await adapter.close()
         let columns = try await db.scalar(PostgresQuery(unsafeSQL: """
             SELECT count(*) FROM information_schema.columns
-            WHERE table_schema = '\(schema)' AND table_name = 'orgsync_offsets' AND column_name IN ('stream_id', 'epoch')
+            WHERE table_schema = '\(schema)' AND table_name = 'orgsync_offsets' AND column_name IN ('stream_id', 'epoch', 'owner_epoch')
             """))
-        #expect(columns == 2)
+        #expect(columns == 3)
         await db.dropSchema(schema)
         try? await db.close()
+    }
+
+    /// Two brokers' first batches of a link, when neither finds a row yet: the later one must
+    /// wait for the first to commit and then see its owner epoch, not apply and overwrite it.
+    /// Another connection plays the new owner, holding its uncommitted row while the old owner's
+    /// batch arrives.
+    @Test func aFirstBatchWaitsForAnUncommittedFirstPositionAndIsFencedByIt() async throws {
+        let schema = TestPostgres.uniqueSchema("firstrace")
+        let settings = try TestPostgres.settings(schema: schema)
+        let oldOwner = PostgresAdapter(linkName: "firstrace", settings: settings)
+        try await oldOwner.open()  // creates the schema and orgsync_offsets
+        let newOwner = try await TestPostgres.connect(settings)
+        let logger = Logger(label: "test")
+        try await newOwner.query("BEGIN", logger: logger)
+        try await newOwner.query(PostgresQuery(unsafeSQL: """
+            INSERT INTO "\(schema)".orgsync_offsets (link, applied_offset, stream_id, epoch, owner_epoch) VALUES ('firstrace', 0, 'test', 1, 9)
+            """), logger: logger)
+        let old = EntryBatch(stream: "events", identity: StreamIdentity(streamID: "test", epoch: 1),
+                             entries: [entry(0, .upsert, "from-old-owner", ["N": 1])], ownerEpoch: 3)
+        let applying = Task { await adapterError { try await oldOwner.apply(old) } }
+        do {
+            let deadline = ContinuousClock.now + .seconds(20)
+            var waiting: Int64 = 0
+            while waiting == 0, ContinuousClock.now < deadline {
+                waiting = try await newOwner.scalar("""
+                    SELECT count(*) FROM pg_stat_activity WHERE application_name = 'orgsync:firstrace' AND wait_event_type = 'Lock'
+                    """) ?? 0
+                if waiting == 0 { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            #expect(waiting == 1, "the old owner's batch never waited for the new owner's uncommitted row")
+            try await newOwner.query("COMMIT", logger: logger)
+            let error = await applying.value
+            #expect(error?.kind == .fenced, "\(String(describing: error))")
+            #expect(try await oldOwner.appliedPosition() == AppliedPosition(identity: StreamIdentity(streamID: "test", epoch: 1), offset: 0, ownerEpoch: 9))
+            let tables = try await newOwner.scalar(PostgresQuery(unsafeSQL: "SELECT count(*) FROM pg_tables WHERE schemaname = '\(schema)' AND tablename = 'Contact'"))
+            #expect(tables == 0, "nothing of the fenced batch is committed")
+        } catch {
+            applying.cancel()
+            await oldOwner.close()
+            throw error
+        }
+        await oldOwner.close()
+        await newOwner.dropSchema(schema)
+        try? await newOwner.close()
     }
 
     @Test func appliedOffsetSurvivesReopen() async throws {

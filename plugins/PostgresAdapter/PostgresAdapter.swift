@@ -9,15 +9,17 @@ import Synchronization
 ///
 /// ```sql
 /// CREATE TABLE orgsync_offsets (link TEXT PRIMARY KEY, applied_offset BIGINT,
-///     updated_at TIMESTAMPTZ NOT NULL, stream_id TEXT, epoch BIGINT)
+///     updated_at TIMESTAMPTZ NOT NULL, stream_id TEXT, epoch BIGINT, owner_epoch BIGINT)
 /// ```
 ///
-/// A batch locks the link's offsets row first and decides with ``StoredPositionVerdict``: it
-/// skips entries at or below a stored position of the same stream identity (so re-sending a
-/// committed batch changes nothing), refuses a position of another stream or a later epoch
+/// A batch locks the link's offsets row first (creating it empty when absent, so that two
+/// brokers' first batches also wait for each other) and decides with ``StoredPositionVerdict``:
+/// it refuses a position stored by a later owner (`fenced`: the broker lost the link), skips
+/// entries at or below a stored position of the same stream identity (so re-sending a committed
+/// batch changes nothing), refuses a position of another stream or a later epoch
 /// (`positionConflict`: the link diverges), applies the rest in order and stores the batch's
-/// last offset with its identity before COMMIT. A table from before identities gains the two
-/// columns when the adapter opens (one ALTER TABLE). Every value is a bind parameter; only checked, quoted
+/// last offset with its identity and owner epoch before COMMIT. A table from before identities
+/// or owner epochs gains the columns when the adapter opens (one ALTER TABLE). Every value is a bind parameter; only checked, quoted
 /// identifiers are part of the SQL text.
 ///
 /// One connection per link; the broker never overlaps calls, the actor makes that a guarantee.
@@ -108,7 +110,7 @@ public actor PostgresAdapter: OrgAdapter {
                             unsafeSQL: """
                                 CREATE TABLE IF NOT EXISTS \(self.offsetsTable) (
                                     link TEXT PRIMARY KEY, applied_offset BIGINT, updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-                                    stream_id TEXT, epoch BIGINT)
+                                    stream_id TEXT, epoch BIGINT, owner_epoch BIGINT)
                                 """), logger: self.logger)
                 } else {
                     try await self.upgradeOffsetsTable(connection)
@@ -158,7 +160,7 @@ public actor PostgresAdapter: OrgAdapter {
     public func appliedPosition() async throws -> AppliedPosition? {
         let connection = try await connectedOrConnect()
         do {
-            return try await withDeadline(connection) { try await self.readAppliedPosition(connection, lock: false) }
+            return try await withDeadline(connection) { try await self.readAppliedPosition(connection) }
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == "42P01" {
             return nil  // no offsets table yet: nothing applied
         } catch {
@@ -192,22 +194,26 @@ public actor PostgresAdapter: OrgAdapter {
         livenessConnection.drop()
     }
 
-    /// A table from before stream identities gains `stream_id` and `epoch` (one statement, so
-    /// atomic); a table that has them is not touched (a role that may only write rows opens).
+    /// A table from before stream identities gains `stream_id` and `epoch`, one from before owner
+    /// epochs `owner_epoch` (one statement, so atomic); a table that has them all is not touched
+    /// (a role that may only write rows opens).
     private func upgradeOffsetsTable(_ connection: PostgresConnection) async throws {
         let rows = try await connection.query(
             PostgresQuery(
                 unsafeSQL: """
                     SELECT count(*) FROM information_schema.columns
-                    WHERE table_schema = $1 AND table_name = 'orgsync_offsets' AND column_name IN ('stream_id', 'epoch')
+                    WHERE table_schema = $1 AND table_name = 'orgsync_offsets' AND column_name IN ('stream_id', 'epoch', 'owner_epoch')
                     """, binds: Self.binds(settings.schema)), logger: logger)
         var present = 0
         for try await count in rows.decode(Int64.self) { present = Int(count) }
-        guard present < 2 else { return }
+        guard present < 3 else { return }
         try await connection.query(
-            PostgresQuery(unsafeSQL: "ALTER TABLE \(offsetsTable) ADD COLUMN IF NOT EXISTS stream_id TEXT, ADD COLUMN IF NOT EXISTS epoch BIGINT"),
+            PostgresQuery(unsafeSQL: """
+                ALTER TABLE \(offsetsTable) ADD COLUMN IF NOT EXISTS stream_id TEXT, ADD COLUMN IF NOT EXISTS epoch BIGINT,
+                    ADD COLUMN IF NOT EXISTS owner_epoch BIGINT
+                """),
             logger: logger)
-        logger.notice("orgsync_offsets upgraded: stream_id and epoch columns added")
+        logger.notice("orgsync_offsets upgraded: stream_id, epoch and owner_epoch columns present")
     }
 
     // MARK: Batch
@@ -268,10 +274,11 @@ public actor PostgresAdapter: OrgAdapter {
         phase: inout PostgresErrorClassifier.Phase, shapes: inout [String: TableShape]
     ) async throws {
         try await connection.query("BEGIN", logger: logger)
-        let stored = try await readAppliedPosition(connection, lock: true)
+        let stored = try await lockAppliedPosition(connection)
         let skipThrough: Offset?
         switch StoredPositionVerdict.decide(stored: stored, batch: batch) {
         case .conflict(let reason): throw AdapterError.positionConflict(reason)
+        case .fenced(let reason): throw AdapterError.fenced(reason)
         case .apply(let through): skipThrough = through
         }
         if let skipThrough, skipThrough >= lastOffset {
@@ -424,25 +431,56 @@ public actor PostgresAdapter: OrgAdapter {
         return shape.columns.isEmpty ? nil : shape
     }
 
-    /// This link's stored position; with `lock`, inside a transaction, the row is locked for
-    /// the rest of it (so two brokers never interleave batches of one link).
-    private func readAppliedPosition(_ connection: PostgresConnection, lock: Bool) async throws -> AppliedPosition? {
-        let rows = try await connection.query(
+    /// Inside a transaction: this link's stored position, its row locked for the rest of the
+    /// transaction (so two brokers never interleave batches of one link). A missing row is
+    /// inserted empty first: two first batches then wait for each other on it as well, instead
+    /// of both applying and the second overwriting the first's position.
+    private func lockAppliedPosition(_ connection: PostgresConnection) async throws -> AppliedPosition? {
+        if let row = try await readAppliedPositionRow(connection, lock: true) { return try position(of: row) }
+        try await connection.query(
             PostgresQuery(
-                unsafeSQL: "SELECT applied_offset, stream_id, epoch FROM \(offsetsTable) WHERE link = $1\(lock ? " FOR UPDATE" : "")",
+                unsafeSQL: "INSERT INTO \(offsetsTable) (link, updated_at) VALUES ($1, now()) ON CONFLICT (link) DO NOTHING",
                 binds: Self.binds(linkName)),
             logger: logger)
-        var row: (Int64?, String?, Int64?)?
-        for try await values in rows.decode((Int64?, String?, Int64?).self) { row = values }
-        guard let (offset, streamID, epoch) = row, let offset else { return nil }
+        return try await readAppliedPositionRow(connection, lock: true).flatMap { try position(of: $0) }
+    }
+
+    /// This link's stored position, read without a lock.
+    private func readAppliedPosition(_ connection: PostgresConnection) async throws -> AppliedPosition? {
+        try await readAppliedPositionRow(connection, lock: false).flatMap { try position(of: $0) }
+    }
+
+    private typealias PositionRow = (offset: Int64?, streamID: String?, epoch: Int64?, ownerEpoch: Int64?)
+
+    private func readAppliedPositionRow(_ connection: PostgresConnection, lock: Bool) async throws -> PositionRow? {
+        let rows = try await connection.query(
+            PostgresQuery(
+                unsafeSQL: "SELECT applied_offset, stream_id, epoch, owner_epoch FROM \(offsetsTable) WHERE link = $1\(lock ? " FOR UPDATE" : "")",
+                binds: Self.binds(linkName)),
+            logger: logger)
+        var row: PositionRow?
+        for try await values in rows.decode((Int64?, String?, Int64?, Int64?).self) { row = values }
+        return row
+    }
+
+    /// A row's position, checked: a value that cannot be a position is a connection failure (the
+    /// link suspends rather than guess). A row without an offset (inserted empty by a batch that
+    /// had not committed) holds no position.
+    private func position(of row: PositionRow) throws -> AppliedPosition? {
+        guard let offset = row.offset else { return nil }
+        let ownerEpoch = row.ownerEpoch ?? 0
+        guard ownerEpoch >= 0 else {
+            throw AdapterError.connection("orgsync_offsets holds a negative owner_epoch (\(ownerEpoch)) for link \(linkName)")
+        }
         guard offset >= 0 else {
             throw AdapterError.connection("orgsync_offsets holds a negative applied_offset (\(offset)) for link \(linkName)")
         }
-        switch (streamID, epoch) {
+        switch (row.streamID, row.epoch) {
         case (nil, nil):
-            return AppliedPosition(identity: nil, offset: Offset(UInt64(offset)))
+            return AppliedPosition(identity: nil, offset: Offset(UInt64(offset)), ownerEpoch: UInt64(ownerEpoch))
         case (let id?, let epoch?) where epoch >= 1 && !id.isEmpty:
-            return AppliedPosition(identity: StreamIdentity(streamID: id, epoch: UInt64(epoch)), offset: Offset(UInt64(offset)))
+            return AppliedPosition(
+                identity: StreamIdentity(streamID: id, epoch: UInt64(epoch)), offset: Offset(UInt64(offset)), ownerEpoch: UInt64(ownerEpoch))
         default:
             throw AdapterError.connection("orgsync_offsets holds an incomplete stream identity for link \(linkName)")
         }
@@ -456,12 +494,16 @@ public actor PostgresAdapter: OrgAdapter {
         binds.append(offset)
         binds.append(position.identity?.streamID)
         binds.append(position.identity.map { Int64(clamping: $0.epoch) })
+        guard let ownerEpoch = Int64(exactly: position.ownerEpoch) else {
+            throw AdapterError.connection("owner epoch \(position.ownerEpoch) does not fit a BIGINT")
+        }
+        binds.append(ownerEpoch)
         try await connection.query(
             PostgresQuery(
                 unsafeSQL: """
-                    INSERT INTO \(offsetsTable) (link, applied_offset, updated_at, stream_id, epoch) VALUES ($1, $2, now(), $3, $4)
+                    INSERT INTO \(offsetsTable) (link, applied_offset, updated_at, stream_id, epoch, owner_epoch) VALUES ($1, $2, now(), $3, $4, $5)
                     ON CONFLICT (link) DO UPDATE SET applied_offset = EXCLUDED.applied_offset, updated_at = EXCLUDED.updated_at,
-                        stream_id = EXCLUDED.stream_id, epoch = EXCLUDED.epoch
+                        stream_id = EXCLUDED.stream_id, epoch = EXCLUDED.epoch, owner_epoch = EXCLUDED.owner_epoch
                     """, binds: binds), logger: logger)
     }
 

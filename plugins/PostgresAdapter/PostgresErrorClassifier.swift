@@ -30,7 +30,7 @@ enum PostgresErrorClassifier {
         case .connection: return .connection(message, targetCode: sqlState)
         case .retryable: return .retryable(message, targetCode: sqlState)
         case .rejected(let offset): return .rejected(offset: offset, message, targetCode: sqlState)
-        case .positionConflict: return .connection(message, targetCode: sqlState)  // the rule table never says so
+        case .positionConflict, .fenced: return .connection(message, targetCode: sqlState)  // the rule table never says so
         }
     }
 

@@ -122,11 +122,12 @@ public enum SQLitePrimaryKey: String, Sendable, Hashable {
 /// ## Exactly-once
 ///
 /// A batch is one transaction that also writes `orgsync_offsets(link, stream, applied_offset,
-/// updated_at, stream_id, epoch)`: the position and the stream identity it belongs to. Entries
-/// at or below a stored position of the same identity are skipped, so re-applying a batch
-/// already committed changes nothing; a position of another stream (or a later epoch) is a
-/// `positionConflict` (the link diverges). A table written before identities is upgraded in
-/// place when the adapter opens (two columns added in one transaction).
+/// updated_at, stream_id, epoch, owner_epoch)`: the position, the stream identity it belongs to
+/// and the owner epoch of the broker that applied it. Entries at or below a stored position of
+/// the same identity are skipped, so re-applying a batch already committed changes nothing; a
+/// position of another stream (or a later epoch) is a `positionConflict` (the link diverges);
+/// one stored by a later owner is `fenced`. A table written before identities or owner epochs
+/// is upgraded in place when the adapter opens (columns added in one transaction).
 ///
 /// ## Errors
 ///
@@ -201,12 +202,14 @@ public final class SQLiteOrgAdapter: OrgAdapter {
                             applied_offset INTEGER NOT NULL,
                             updated_at TEXT NOT NULL,
                             stream_id TEXT,
-                            epoch INTEGER)
+                            epoch INTEGER,
+                            owner_epoch INTEGER)
                         """)
                 // A table from before stream identities: add the columns (same transaction).
                 let columns = Set(try Row.fetchAll(db, sql: "PRAGMA table_info(orgsync_offsets)").compactMap { ($0["name"] as String?)?.lowercased() })
                 if !columns.contains("stream_id") { try db.execute(sql: "ALTER TABLE orgsync_offsets ADD COLUMN stream_id TEXT") }
                 if !columns.contains("epoch") { try db.execute(sql: "ALTER TABLE orgsync_offsets ADD COLUMN epoch INTEGER") }
+                if !columns.contains("owner_epoch") { try db.execute(sql: "ALTER TABLE orgsync_offsets ADD COLUMN owner_epoch INTEGER") }
             }
         } catch {
             throw Self.classify(error, offset: nil, path: settings.path)
@@ -234,6 +237,7 @@ public final class SQLiteOrgAdapter: OrgAdapter {
                 let skipThrough: Offset?
                 switch StoredPositionVerdict.decide(stored: stored, batch: batch) {
                 case .conflict(let reason): throw AdapterError.positionConflict(reason)
+                case .fenced(let reason): throw AdapterError.fenced(reason)
                 case .apply(let through): skipThrough = through
                 }
                 for entry in batch.entries {
@@ -303,18 +307,23 @@ public final class SQLiteOrgAdapter: OrgAdapter {
     /// connection failure (the link suspends rather than guess).
     static func storedPosition(_ db: Database, link: String) throws -> AppliedPosition? {
         guard let row = try Row.fetchOne(
-            db, sql: "SELECT applied_offset, stream_id, epoch FROM orgsync_offsets WHERE link = ?", arguments: [link])
+            db, sql: "SELECT applied_offset, stream_id, epoch, owner_epoch FROM orgsync_offsets WHERE link = ?", arguments: [link])
         else { return nil }
         guard let offset = row["applied_offset"] as Int64?, offset >= 0 else {
             throw AdapterError.connection("orgsync_offsets holds an applied_offset that is not a non-negative integer for link \(link)")
         }
         let streamID = row["stream_id"] as String?
         let epoch = row["epoch"] as Int64?
+        let ownerEpoch = row["owner_epoch"] as Int64? ?? 0
+        guard ownerEpoch >= 0 else {
+            throw AdapterError.connection("orgsync_offsets holds a negative owner_epoch for link \(link)")
+        }
         switch (streamID, epoch) {
         case (nil, nil):
-            return AppliedPosition(identity: nil, offset: Offset(UInt64(offset)))
+            return AppliedPosition(identity: nil, offset: Offset(UInt64(offset)), ownerEpoch: UInt64(ownerEpoch))
         case (let id?, let epoch?) where epoch >= 1 && !id.isEmpty:
-            return AppliedPosition(identity: StreamIdentity(streamID: id, epoch: UInt64(epoch)), offset: Offset(UInt64(offset)))
+            return AppliedPosition(
+                identity: StreamIdentity(streamID: id, epoch: UInt64(epoch)), offset: Offset(UInt64(offset)), ownerEpoch: UInt64(ownerEpoch))
         default:
             throw AdapterError.connection("orgsync_offsets holds an incomplete stream identity for link \(link)")
         }
@@ -325,14 +334,18 @@ public final class SQLiteOrgAdapter: OrgAdapter {
             throw AdapterError.connection("position \(position) does not fit SQLite's INTEGER")
         }
         let epoch: Int64? = position.identity.map { Int64(clamping: $0.epoch) }
+        guard let ownerEpoch = Int64(exactly: position.ownerEpoch) else {
+            throw AdapterError.connection("owner epoch \(position.ownerEpoch) does not fit SQLite's INTEGER")
+        }
         try db.execute(
             sql: """
-                INSERT INTO orgsync_offsets (link, stream, applied_offset, updated_at, stream_id, epoch)
-                VALUES (?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?, ?)
+                INSERT INTO orgsync_offsets (link, stream, applied_offset, updated_at, stream_id, epoch, owner_epoch)
+                VALUES (?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?, ?, ?)
                 ON CONFLICT(link) DO UPDATE SET stream = excluded.stream, applied_offset = excluded.applied_offset,
-                    updated_at = excluded.updated_at, stream_id = excluded.stream_id, epoch = excluded.epoch
+                    updated_at = excluded.updated_at, stream_id = excluded.stream_id, epoch = excluded.epoch,
+                    owner_epoch = excluded.owner_epoch
                 """,
-            arguments: [link, stream, offset, position.identity?.streamID, epoch])
+            arguments: [link, stream, offset, position.identity?.streamID, epoch, ownerEpoch])
     }
 
     public func close() async {

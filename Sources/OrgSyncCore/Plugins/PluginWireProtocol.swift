@@ -6,9 +6,12 @@ import OrgSyncPluginAPI
 public enum PluginWireProtocol {
     /// Protocol versions this broker speaks, oldest first. A plugin names one of them in its
     /// manifest (`protocolVersion`) and answers the handshake with it.
-    public static let supportedVersions: [Int] = [1, 2]
+    public static let supportedVersions: [Int] = [1, 2, 3]
     /// From this version on a plugin stores stream identities (`appliedPosition`, `setAppliedPosition`).
     public static let positionVersion = 2
+    /// From this version on a plugin stores owner epochs with its position and fences batches of
+    /// an older owner (`fenced`): what a cluster needs to move a link between members safely.
+    public static let fencingVersion = 3
 
     /// Method names, as sent in `"method"`.
     enum Method: String {
@@ -48,6 +51,7 @@ public enum PluginWireProtocol {
         out.append(contentsOf: ",\"streamId\":".utf8)
         out.append(contentsOf: encode(.string(batch.identity.streamID)))
         out.append(contentsOf: ",\"epoch\":\(batch.identity.epoch)".utf8)
+        out.append(contentsOf: ",\"ownerEpoch\":\(batch.ownerEpoch)".utf8)
         out.append(contentsOf: ",\"entries\":[".utf8)
         for (index, entry) in batch.entries.enumerated() {
             if index > 0 { out.append(UInt8(ascii: ",")) }
@@ -66,12 +70,13 @@ public enum PluginWireProtocol {
         return out
     }
 
-    /// `{"position":null}` or `{"position":{"streamId":…,"epoch":N,"offset":N}}`.
+    /// `{"position":null}` or `{"position":{"streamId":…,"epoch":N,"offset":N,"ownerEpoch":N}}`.
     static func positionParams(_ position: AppliedPosition?) -> [UInt8] {
         guard let position else { return Array("{\"position\":null}".utf8) }
         var members: [String: JSONValue] = ["offset": .int(Int64(clamping: position.offset.rawValue))]
         members["streamId"] = position.identity.map { .string($0.streamID) } ?? .null
         members["epoch"] = position.identity.map { .int(Int64(clamping: $0.epoch)) } ?? .null
+        members["ownerEpoch"] = .int(Int64(clamping: position.ownerEpoch))
         return encode(.object(["position": .object(members)]))
     }
 
@@ -85,11 +90,18 @@ public enum PluginWireProtocol {
             guard case .int(let offset)? = position["offset"], offset >= 0 else {
                 return .failure(PositionDecodeProblem("a position without a non-negative integer offset"))
             }
+            let ownerEpoch: UInt64
+            switch position["ownerEpoch"] {
+            case nil, .null?: ownerEpoch = 0  // protocol 2, or a row stored before owner epochs
+            case .int(let epoch)? where epoch >= 0: ownerEpoch = UInt64(epoch)
+            default: return .failure(PositionDecodeProblem("a position whose ownerEpoch is not a non-negative integer"))
+            }
             switch (position["streamId"], position["epoch"]) {
             case (nil, nil), (.null?, .null?), (.null?, nil), (nil, .null?):
-                return .success(AppliedPosition(identity: nil, offset: Offset(UInt64(offset))))
+                return .success(AppliedPosition(identity: nil, offset: Offset(UInt64(offset)), ownerEpoch: ownerEpoch))
             case (.string(let id)?, .int(let epoch)?) where epoch >= 1 && id.utf8.count <= 64 && !id.isEmpty:
-                return .success(AppliedPosition(identity: StreamIdentity(streamID: id, epoch: UInt64(epoch)), offset: Offset(UInt64(offset))))
+                return .success(AppliedPosition(
+                    identity: StreamIdentity(streamID: id, epoch: UInt64(epoch)), offset: Offset(UInt64(offset)), ownerEpoch: ownerEpoch))
             default:
                 return .failure(PositionDecodeProblem("a position whose streamId is not a string of 1–64 characters or whose epoch is not an integer ≥ 1"))
             }

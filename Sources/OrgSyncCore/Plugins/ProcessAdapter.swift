@@ -105,6 +105,13 @@ public final class ProcessAdapter: OrgAdapter {
     public func apply(_ batch: EntryBatch) async throws {
         guard !batch.entries.isEmpty else { return }
         let child = try await runningChild()
+        // A plugin before version 3 ignores the owner epoch: it could not refuse a member that
+        // lost the link, so it never gets a batch that needs that.
+        if batch.ownerEpoch > 0, state.withLock({ $0.protocolVersion }) < PluginWireProtocol.fencingVersion {
+            throw AdapterError.connection(
+                "plugin \(configuration.pluginName) speaks protocol version \(state.withLock { $0.protocolVersion }), which does not store owner epochs; "
+                    + "a link that moves between cluster members needs version \(PluginWireProtocol.fencingVersion) (or pin the link to one node)")
+        }
         let params = PluginWireProtocol.applyParams(batch)
         do {
             _ = try await call(child, .apply, params: params, timeoutMs: configuration.applyTimeoutMs)
@@ -348,6 +355,8 @@ public final class ProcessAdapter: OrgAdapter {
             return AdapterError.retryable(prefix + message, targetCode: body.targetCode)
         case "position_conflict" where method == .apply:
             return AdapterError.positionConflict(prefix + message)
+        case "fenced" where method == .apply:
+            return AdapterError.fenced(prefix + message)
         case "rejected" where method != .apply:
             return AdapterError.connection(prefix + "reported a rejected entry outside apply (during \(method.rawValue)): \(message)")
         case "rejected":

@@ -5,7 +5,9 @@ Same mapping as the built-in `sqlite` adapter: one table per `object`, columns `
 key), `org`, `ts`, then one column per field (added when first seen); insert/upsert/delete as
 named; the whole batch and the link's applied position (table `orgsync_offsets`: the offset and
 the stream id and epoch it belongs to) in one transaction, entries at or below the stored offset
-skipped. Speaks plugin protocol 2, and 1 to a broker that offers only 1. Standard library only.
+skipped; the owner epoch of the broker that applied them is stored too, and a batch of an older
+owner is fenced. Speaks plugin protocol 3, and 2 or 1 to a broker that offers only those.
+Standard library only.
 
 Settings: `path` (required; relative to the broker's data directory; its directory must exist),
 `busy_timeout_ms` (default 5000), `primary_key` (`key`, the default, or `org_key` for streams
@@ -20,22 +22,24 @@ from orgsync_plugin import (ConnectionFailure, Position, RejectedEntry, Retryabl
                             position_after)
 
 NAME = "python-sqlite"
-VERSION = "1.1.0"
+VERSION = "1.2.0"
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_]{1,63}\Z")
 _RESERVED_COLUMNS = {"key", "org", "ts"}
 # SQLite primary result codes (extended code & 0xff).
 _BUSY, _LOCKED = 5, 6
 _ENTRY_ERRORS = {1, 18, 19, 20, 25}  # ERROR, TOOBIG, CONSTRAINT, MISMATCH, RANGE
-# Protocol 1 created the table without stream_id and epoch; `open` adds them to such a table.
+# Protocol 1 created the table without stream_id and epoch, protocol 2 without owner_epoch;
+# `open` adds them to such a table.
 _OFFSETS_TABLE = ("CREATE TABLE IF NOT EXISTS orgsync_offsets (link TEXT PRIMARY KEY NOT NULL, "
                   "stream TEXT NOT NULL, applied_offset INTEGER NOT NULL, updated_at TEXT NOT NULL, "
-                  "stream_id TEXT, epoch INTEGER)")
-_OFFSETS_ADDED_COLUMNS = (("stream_id", "TEXT"), ("epoch", "INTEGER"))
-_STORE_POSITION = ("INSERT INTO orgsync_offsets (link, stream, applied_offset, updated_at, stream_id, epoch) "
-                   "VALUES (?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?, ?) "
+                  "stream_id TEXT, epoch INTEGER, owner_epoch INTEGER)")
+_OFFSETS_ADDED_COLUMNS = (("stream_id", "TEXT"), ("epoch", "INTEGER"), ("owner_epoch", "INTEGER"))
+_STORE_POSITION = ("INSERT INTO orgsync_offsets (link, stream, applied_offset, updated_at, stream_id, epoch, owner_epoch) "
+                   "VALUES (?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?, ?, ?) "
                    "ON CONFLICT(link) DO UPDATE SET stream = excluded.stream, applied_offset = excluded.applied_offset, "
-                   "updated_at = excluded.updated_at, stream_id = excluded.stream_id, epoch = excluded.epoch")
+                   "updated_at = excluded.updated_at, stream_id = excluded.stream_id, epoch = excluded.epoch, "
+                   "owner_epoch = excluded.owner_epoch")
 
 
 def _valid_table(name):
@@ -120,9 +124,10 @@ class SQLiteAdapter:
         self.db = db
         self.columns = {}
 
-    def apply(self, stream, entries, retry=False, identity=None):
+    def apply(self, stream, entries, retry=False, identity=None, owner_epoch=0):
         """`identity` None: protocol 1 (skip at or below the stored offset, whoever wrote it, and
-        store the offset without identity); else protocol 2 (`plan_apply`, `position_after`)."""
+        store the offset without identity); else protocols 2 and 3 (`plan_apply`,
+        `position_after`; `owner_epoch` is 0 under protocol 2)."""
         db = self._checked()
         offset = None
         try:
@@ -131,7 +136,7 @@ class SQLiteAdapter:
             if identity is None:
                 skip_to = stored.offset if stored is not None else None
             else:
-                skip_to = plan_apply(stored, identity)  # raises PositionConflict: rolled back below
+                skip_to = plan_apply(stored, identity, owner_epoch)  # raises Fenced/PositionConflict: rolled back below
             for offset, entry in entries:
                 if skip_to is not None and offset <= skip_to and not retry:
                     continue
@@ -142,7 +147,7 @@ class SQLiteAdapter:
                 if stored is None or last > stored.offset:
                     self._store_position(db, stream, Position(None, None, last))
             else:
-                self._store_position(db, stream, position_after(stored, identity, last))
+                self._store_position(db, stream, position_after(stored, identity, last, owner_epoch))
             db.execute("COMMIT")
         except BaseException as error:
             self._rollback(db)
@@ -192,7 +197,7 @@ class SQLiteAdapter:
     # --- the offsets table -----------------------------------------------------------
 
     def _create_offsets_table(self, db):
-        """Creates the table, or adds the protocol-2 columns to one protocol 1 created. In one
+        """Creates the table, or adds the columns of later protocols to one an earlier created. In one
         transaction, looked at inside it, so two processes opening the file at once add each
         column once."""
         db.execute("BEGIN IMMEDIATE")
@@ -204,12 +209,13 @@ class SQLiteAdapter:
         db.execute("COMMIT")
 
     def _stored_position(self, db):
-        row = db.execute("SELECT stream_id, epoch, applied_offset FROM orgsync_offsets WHERE link = ?",
+        row = db.execute("SELECT stream_id, epoch, applied_offset, owner_epoch FROM orgsync_offsets WHERE link = ?",
                          (self.link,)).fetchone()
-        return Position(row[0], row[1], row[2]) if row else None
+        return Position(row[0], row[1], row[2], row[3] or 0) if row else None
 
     def _store_position(self, db, stream, position):
-        db.execute(_STORE_POSITION, (self.link, stream, position.offset, position.stream_id, position.epoch))
+        db.execute(_STORE_POSITION, (self.link, stream, position.offset, position.stream_id, position.epoch,
+                                     position.owner_epoch))
 
     # --- one entry -------------------------------------------------------------------
 

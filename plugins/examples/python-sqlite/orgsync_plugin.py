@@ -1,4 +1,4 @@
-"""Protocol side of an orgsync out-of-process adapter (protocol versions 1 and 2).
+"""Protocol side of an orgsync out-of-process adapter (protocol versions 1, 2 and 3).
 
 Copy this file next to your adapter and call ``main(YourAdapter(), name, version)``. It reads
 one JSON request per line on stdin, calls your adapter, and writes one JSON response per line
@@ -7,33 +7,36 @@ on stdout. Standard library only. See plugins/PROTOCOL.md for the protocol itsel
 Your adapter is any object with these methods:
 
     open(link, stream, settings, data_directory)  connect; create what you need
-    apply(stream, entries, retry=False, identity=None)
+    apply(stream, entries, retry=False, identity=None, owner_epoch=0)
                              entries: list of (offset, entry dict), in offset order; apply all
                              of them as one unit or none. `retry` marks a dead-letter retry.
-                             `identity` is the batch's StreamIdentity under protocol 2, None
-                             under protocol 1.
+                             `identity` is the batch's StreamIdentity from protocol 2 on, None
+                             under protocol 1; `owner_epoch` the batch's owner epoch (protocol 3;
+                             an adapter whose apply takes it speaks protocol 3).
     probe()                  one cheap round trip to the target
     applied_offset()         int or None: the last offset stored in the target for this link
     close()                  release everything
 
-and, to speak protocol 2 (offsets that carry the stream's id and epoch):
+and, to speak protocol 2 (offsets that carry the stream's id and epoch) or 3 (and the owner
+epoch of the broker that applied them):
 
     applied_position()       Position or None: what the target stores for this link
     set_applied_position(position)   Position or None: rewrite (None: delete) it, atomically
 
 An adapter without `applied_position` speaks protocol 1 only. `plan_apply` and
-`position_after` below hold the protocol-2 rules for the stored position; call them inside the
-apply's transaction so the adapter only reads and writes its row.
+`position_after` below hold the rules for the stored position; call them inside the apply's
+transaction so the adapter only reads and writes its row.
 
 To report a failure, raise one of the exceptions below. Any other exception is reported
 as a connection failure (the safe choice: the link suspends, nothing is skipped).
 """
+import inspect
 import json
 import logging
 import sys
 from typing import NamedTuple, Optional
 
-PROTOCOL_VERSIONS = (1, 2)  # what this file speaks; an adapter without applied_position: 1 only
+PROTOCOL_VERSIONS = (1, 2, 3)  # what this file speaks; an adapter without applied_position: 1 only
 STREAM_ID_CHARS_MAX = 64
 
 
@@ -45,19 +48,23 @@ class StreamIdentity(NamedTuple):
 
 
 class Position(NamedTuple):
-    """What a target stores for a link: its last applied offset and the identity that offset
-    belongs to. `stream_id` and `epoch` are both None for a row written before protocol 2."""
+    """What a target stores for a link: its last applied offset, the identity that offset
+    belongs to, and the owner epoch of the broker that applied it. `stream_id` and `epoch` are
+    both None for a row written before protocol 2; `owner_epoch` is 0 before protocol 3 and on a
+    standalone broker."""
     stream_id: Optional[str]
     epoch: Optional[int]
     offset: int
+    owner_epoch: int = 0
 
     def wire(self):
-        return {"streamId": self.stream_id, "epoch": self.epoch, "offset": self.offset}
+        return {"streamId": self.stream_id, "epoch": self.epoch, "offset": self.offset, "ownerEpoch": self.owner_epoch}
 
     def describe(self):
+        owner = f" owner epoch {self.owner_epoch}" if self.owner_epoch else ""
         if self.stream_id is None:
-            return f"an offset stored before protocol 2 (offset {self.offset})"
-        return f"stream {self.stream_id} epoch {self.epoch} offset {self.offset}"
+            return f"an offset stored before protocol 2 (offset {self.offset}){owner}"
+        return f"stream {self.stream_id} epoch {self.epoch} offset {self.offset}{owner}"
 
 
 class AdapterFailure(Exception):
@@ -91,6 +98,12 @@ class PositionConflict(AdapterFailure):
     error_class = "position_conflict"
 
 
+class Fenced(AdapterFailure):
+    """Protocol 3: the target's stored position was written by a later owner of the link (a
+    higher owner epoch): the broker sending this batch lost the link. Nothing was committed."""
+    error_class = "fenced"
+
+
 class RejectedEntry(AdapterFailure):
     """The entry at `offset` can never apply; nothing of the batch was committed."""
     error_class = "rejected"
@@ -107,10 +120,14 @@ class RejectedEntry(AdapterFailure):
 
 # --- protocol 2: the stored position -----------------------------------------------------------
 
-def plan_apply(stored, identity):
+def plan_apply(stored, identity, owner_epoch=0):
     """The offset at or below which a batch of `identity` skips entries, given the `stored`
-    Position (or None): None means apply every entry. Raises PositionConflict when the stored
-    position belongs to another stream or a newer epoch: the batch must commit nothing."""
+    Position (or None): None means apply every entry. Raises Fenced when a later owner stored
+    the position, PositionConflict when it belongs to another stream or a newer epoch: the
+    batch must commit nothing."""
+    if stored is not None and stored.owner_epoch > owner_epoch:
+        raise Fenced(f"target position ({stored.describe()}) was stored by a later owner; "
+                     f"this batch is from owner epoch {owner_epoch}")
     if stored is None or (stored.stream_id is None and stored.epoch is None):
         return None  # nothing stored, or a row from before protocol 2 the broker has checked
     if stored.stream_id is None or stored.epoch is None:
@@ -124,14 +141,14 @@ def plan_apply(stored, identity):
                            f"this batch is stream {identity.stream_id} epoch {identity.epoch}")
 
 
-def position_after(stored, identity, last_offset):
-    """The Position to store, in the apply's transaction, after a batch of `identity` ending at
-    `last_offset` was applied. Under the same identity the stored offset never moves back (a
-    dead-letter retry sits below it, a batch already applied ends at or below it); after a
-    legacy row or an older epoch it becomes the batch's last offset."""
+def position_after(stored, identity, last_offset, owner_epoch=0):
+    """The Position to store, in the apply's transaction, after a batch of `identity` and
+    `owner_epoch` ending at `last_offset` was applied. Under the same identity the stored offset
+    never moves back (a dead-letter retry sits below it, a batch already applied ends at or below
+    it); after a legacy row or an older epoch it becomes the batch's last offset."""
     same = stored is not None and (stored.stream_id, stored.epoch) == (identity.stream_id, identity.epoch)
     offset = max(stored.offset, last_offset) if same else last_offset
-    return Position(identity.stream_id, identity.epoch, offset)
+    return Position(identity.stream_id, identity.epoch, offset, owner_epoch)
 
 
 def _identity(params):
@@ -143,6 +160,14 @@ def _identity(params):
     return StreamIdentity(stream_id, epoch)
 
 
+def _owner_epoch(value):
+    if value is None:
+        return 0
+    if not _is_count(value) or value < 0:
+        raise ConnectionFailure(f"ownerEpoch must be an integer >= 0, not {value!r}")
+    return value
+
+
 def _position(value):
     """A Position from the wire (`setAppliedPosition`), or None for null."""
     if value is None:
@@ -152,13 +177,14 @@ def _position(value):
     stream_id, epoch, offset = value.get("streamId"), value.get("epoch"), value.get("offset")
     if not _is_count(offset) or offset < 0:
         raise ConnectionFailure(f"position offset must be an integer >= 0, not {offset!r}")
+    owner_epoch = _owner_epoch(value.get("ownerEpoch"))
     if stream_id is None and epoch is None:
-        return Position(None, None, offset)
+        return Position(None, None, offset, owner_epoch)
     if not isinstance(stream_id, str) or not 1 <= len(stream_id) <= STREAM_ID_CHARS_MAX:
         raise ConnectionFailure(f"position streamId must be 1-{STREAM_ID_CHARS_MAX} characters or null, not {stream_id!r}")
     if not _is_count(epoch) or epoch < 1:
         raise ConnectionFailure(f"position epoch must be an integer >= 1 (null only with a null streamId), not {epoch!r}")
-    return Position(stream_id, epoch, offset)
+    return Position(stream_id, epoch, offset, owner_epoch)
 
 
 def _is_count(value):
@@ -169,7 +195,12 @@ def _is_count(value):
 
 def _chosen_version(adapter, offered):
     """The highest version both sides speak, or None."""
-    ours = PROTOCOL_VERSIONS if hasattr(adapter, "applied_position") else (1,)
+    if not hasattr(adapter, "applied_position"):
+        ours = (1,)
+    elif "owner_epoch" in inspect.signature(adapter.apply).parameters:
+        ours = PROTOCOL_VERSIONS
+    else:
+        ours = (1, 2)
     common = [v for v in ours if isinstance(offered, list) and v in offered]
     return max(common) if common else None
 
@@ -209,7 +240,10 @@ def serve(adapter, name, version, stdin=None, stdout=None):
             elif method == "apply":
                 entries = [(item["offset"], item["entry"]) for item in params["entries"]]
                 retry = bool(params.get("dead_letter_retry", False))
-                if protocol >= 2:
+                if protocol >= 3:
+                    adapter.apply(params["stream"], entries, retry=retry, identity=_identity(params),
+                                  owner_epoch=_owner_epoch(params.get("ownerEpoch")))
+                elif protocol >= 2:
                     adapter.apply(params["stream"], entries, retry=retry, identity=_identity(params))
                 else:
                     adapter.apply(params["stream"], entries, retry=retry)

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import unittest
 
-from orgsync_plugin import Position, PositionConflict, StreamIdentity, plan_apply, position_after
+from orgsync_plugin import Fenced, Position, PositionConflict, StreamIdentity, plan_apply, position_after
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ANSWER_TIMEOUT_S = 20
@@ -27,7 +27,7 @@ def entry(key, op="insert", **fields):
 class Plugin:
     """One plugin process, as the broker runs it: requests on stdin, answers on stdout."""
 
-    def __init__(self, data_directory, versions=(1, 2), link="l1", stream="events"):
+    def __init__(self, data_directory, versions=(1, 2, 3), link="l1", stream="events"):
         self.process = subprocess.Popen([sys.executable, "-u", "adapter.py"], cwd=HERE, stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.next_id = 1
@@ -57,8 +57,8 @@ class Plugin:
             raise AssertionError(f"{method} failed: {answer['error']}")
         return answer["result"]
 
-    def apply(self, offsets_entries, stream_id=STREAM_ID, epoch=1, retry=False):
-        params = {"stream": "events", "streamId": stream_id, "epoch": epoch,
+    def apply(self, offsets_entries, stream_id=STREAM_ID, epoch=1, retry=False, owner_epoch=0):
+        params = {"stream": "events", "streamId": stream_id, "epoch": epoch, "ownerEpoch": owner_epoch,
                   "entries": [{"offset": o, "entry": e} for o, e in offsets_entries]}
         if retry:
             params["dead_letter_retry"] = True
@@ -103,22 +103,26 @@ class PluginTestCase(unittest.TestCase):
 
 
 class HandshakeTests(PluginTestCase):
+    def test_answers_3_when_the_broker_offers_1_2_and_3(self):
+        plugin = self.start(versions=(1, 2, 3))
+        self.assertEqual(plugin.handshake["result"]["protocolVersion"], 3)
+        self.assertEqual(plugin.opened, {"id": 2, "result": {}})
+
     def test_answers_2_when_the_broker_offers_1_and_2(self):
         plugin = self.start(versions=(1, 2))
         self.assertEqual(plugin.handshake["result"]["protocolVersion"], 2)
-        self.assertEqual(plugin.opened, {"id": 2, "result": {}})
 
     def test_answers_1_to_a_broker_that_speaks_only_1(self):
         plugin = self.start(versions=(1,))
         self.assertEqual(plugin.handshake["result"]["protocolVersion"], 1)
 
     def test_refuses_a_broker_that_speaks_neither(self):
-        plugin = self.start(versions=(3,))
+        plugin = self.start(versions=(4,))
         self.assertEqual(plugin.handshake["error"]["class"], "connection")
 
-    def test_manifest_names_protocol_2(self):
+    def test_manifest_names_protocol_3(self):
         with open(os.path.join(HERE, "plugin.json")) as f:
-            self.assertEqual(json.load(f)["protocolVersion"], 2)
+            self.assertEqual(json.load(f)["protocolVersion"], 3)
 
 
 class ApplyTests(PluginTestCase):
@@ -128,7 +132,7 @@ class ApplyTests(PluginTestCase):
         # A replay of the batch plus one more: inserts of a and b again would be rejected.
         self.assertIn("result", plugin.apply([(0, entry("a")), (1, entry("b")), (2, entry("c"))]))
         self.assertEqual(self.keys(), ["a", "b", "c"])
-        self.assertEqual(self.position(plugin), {"streamId": STREAM_ID, "epoch": 1, "offset": 2})
+        self.assertEqual(self.position(plugin), {"streamId": STREAM_ID, "epoch": 1, "offset": 2, "ownerEpoch": 0})
         self.assertEqual(plugin.result("appliedOffset"), {"appliedOffset": 2})
 
     def test_a_batch_wholly_below_the_stored_offset_changes_nothing(self):
@@ -150,7 +154,7 @@ class ApplyTests(PluginTestCase):
         plugin.result("setAppliedPosition", {"position": {"streamId": None, "epoch": None, "offset": 7}})
         self.assertIn("result", plugin.apply([(3, entry("a")), (4, entry("b"))]))
         self.assertEqual(self.keys(), ["a", "b"])
-        self.assertEqual(self.position(plugin), {"streamId": STREAM_ID, "epoch": 1, "offset": 4})
+        self.assertEqual(self.position(plugin), {"streamId": STREAM_ID, "epoch": 1, "offset": 4, "ownerEpoch": 0})
 
     def test_older_epoch_of_the_same_stream_applies_every_entry(self):
         plugin = self.start()
@@ -212,6 +216,33 @@ class ApplyTests(PluginTestCase):
         self.assertEqual(plugin.call("appliedPosition")["error"]["class"], "connection")
 
 
+class FencingTests(PluginTestCase):
+    def test_an_older_owner_epoch_is_fenced_and_commits_nothing(self):
+        old_owner = self.start()
+        self.assertIn("result", old_owner.apply([(0, entry("a"))], owner_epoch=5))
+        new_owner = self.start()
+        self.assertIn("result", new_owner.apply([(1, entry("b"))], owner_epoch=7))
+        for retry in (False, True):
+            answer = old_owner.apply([(2, entry("c"))], owner_epoch=5, retry=retry)
+            self.assertEqual(answer["error"]["class"], "fenced", answer)
+            self.assertIn("owner epoch 7", answer["error"]["message"])
+        self.assertEqual(self.keys(), ["a", "b"])
+        self.assertEqual(self.position(new_owner), {"streamId": STREAM_ID, "epoch": 1, "offset": 1, "ownerEpoch": 7})
+
+    def test_protocol_2_stores_owner_epoch_0_and_is_fenced_by_a_later_owner(self):
+        plugin = self.start(versions=(1, 2))
+        plugin.apply([(0, entry("a"))], owner_epoch=9)  # ignored under protocol 2
+        self.assertEqual(self.query("SELECT owner_epoch FROM orgsync_offsets"), [(0,)])
+        self.start().apply([(1, entry("b"))], owner_epoch=1)
+        self.assertEqual(plugin.apply([(2, entry("c"))])["error"]["class"], "fenced")
+
+    def test_a_malformed_owner_epoch_commits_nothing(self):
+        plugin = self.start()
+        for bad in (-1, "7", True, 1.5):
+            self.assertEqual(plugin.apply([(0, entry("a"))], owner_epoch=bad)["error"]["class"], "connection", bad)
+        self.assertIsNone(self.position(plugin))
+
+
 class PositionTests(PluginTestCase):
     def test_applied_position_is_null_without_a_row(self):
         plugin = self.start()
@@ -222,7 +253,7 @@ class PositionTests(PluginTestCase):
         plugin = self.start()
         other = self.start(link="l2")
         other.apply([(0, entry("a"))])
-        position = {"streamId": STREAM_ID, "epoch": 4, "offset": 120}
+        position = {"streamId": STREAM_ID, "epoch": 4, "offset": 120, "ownerEpoch": 0}
         self.assertEqual(plugin.result("setAppliedPosition", {"position": position}), {})
         self.assertEqual(self.position(plugin), position)
         # Reset backwards (`links reset --from 50`): the next batch applies from 50.
@@ -254,11 +285,11 @@ class UpgradeTests(PluginTestCase):
         db.close()
         plugin = self.start()
         columns = [row[1] for row in self.query("PRAGMA table_info(orgsync_offsets)")]
-        self.assertEqual(columns, ["link", "stream", "applied_offset", "updated_at", "stream_id", "epoch"])
-        self.assertEqual(self.position(plugin), {"streamId": None, "epoch": None, "offset": 41})
+        self.assertEqual(columns, ["link", "stream", "applied_offset", "updated_at", "stream_id", "epoch", "owner_epoch"])
+        self.assertEqual(self.position(plugin), {"streamId": None, "epoch": None, "offset": 41, "ownerEpoch": 0})
         # A second process opening the upgraded file changes nothing more.
         self.start(link="l2")
-        self.assertEqual(len(self.query("PRAGMA table_info(orgsync_offsets)")), 6)
+        self.assertEqual(len(self.query("PRAGMA table_info(orgsync_offsets)")), 7)
         # The legacy row: the broker has checked it, so everything in the batch applies.
         plugin.apply([(42, entry("a")), (43, entry("b"))])
         self.assertEqual(self.keys(), ["a", "b"])
@@ -278,7 +309,15 @@ class RuleTests(unittest.TestCase):
             with self.assertRaises(PositionConflict):
                 plan_apply(conflicting, self.same)
 
+    def test_plan_fences_a_later_owner_before_anything_else(self):
+        self.assertEqual(plan_apply(Position("s", 2, 9, 4), self.same, owner_epoch=4), 9)
+        self.assertEqual(plan_apply(Position("s", 2, 9, 4), self.same, owner_epoch=5), 9)
+        for stored in (Position("s", 2, 9, 5), Position("t", 2, 9, 5), Position(None, None, 9, 5)):
+            with self.assertRaises(Fenced):
+                plan_apply(stored, self.same, owner_epoch=4)
+
     def test_position_after(self):
+        self.assertEqual(position_after(Position("s", 2, 9, 3), self.same, 5, owner_epoch=4), Position("s", 2, 9, 4))
         self.assertEqual(position_after(None, self.same, 5), Position("s", 2, 5))
         self.assertEqual(position_after(Position("s", 2, 9), self.same, 5), Position("s", 2, 9))
         self.assertEqual(position_after(Position("s", 2, 3), self.same, 5), Position("s", 2, 5))
