@@ -43,6 +43,16 @@ public final class JetStreamStreamStore: StreamStore {
     let logger: Logger
     private let chain: AppendChain
     private let closed = Atomic<Bool>(false)
+    /// The start offset of the stream's first message and the end offset of its last one, each
+    /// with its sequence. A stored message never changes (cluster streams deny deletes and keep
+    /// everything), so ``currentInfo()`` — asked for every stream at every metrics tick — costs
+    /// one stream-info request while the stream's ends stay where they were, not three.
+    private let boundaries = Mutex<Boundaries>(Boundaries())
+
+    private struct Boundaries {
+        var start: (sequence: UInt64, offset: UInt64)?
+        var end: (sequence: UInt64, offset: UInt64)?
+    }
 
     /// How many times an append is published again after another broker's append took its place.
     public static let contendedAttemptsMax = 64
@@ -217,14 +227,31 @@ public final class JetStreamStreamStore: StreamStore {
 
     public func currentInfo() async throws -> StreamInfo {
         let state = try await streamInfo().state
-        guard state.messages > 0 else {
-            let end = try await loadTail().endOffset
-            return StreamInfo(name: name, startOffset: end, endOffset: end, segmentCount: 0, storedBytes: 0, rawBytes: 0)
+        guard state.lastSequence > 0 else {
+            return StreamInfo(name: name, startOffset: 0, endOffset: 0, segmentCount: 0, storedBytes: 0, rawBytes: 0)
         }
-        let first = try await storedAppend(at: state.firstSequence, decodingEntries: false)
-        let last = try await storedAppend(at: state.lastSequence, decodingEntries: false)
+        guard state.messages > 0, state.lastSequence < Self.sequenceMax, state.firstSequence <= state.lastSequence else {
+            _ = try await loadTail()  // throws what is wrong with the stream's state
+            throw BrokerError.streamUnavailable(stream: name, problem: "JetStream reports an inconsistent state for \(jetStreamName)")
+        }
+        let known = boundaries.withLock { $0 }
+        let start: UInt64
+        if let cached = known.start, cached.sequence == state.firstSequence {
+            start = cached.offset
+        } else {
+            start = try await storedAppend(at: state.firstSequence, decodingEntries: false).first
+            boundaries.withLock { $0.start = (state.firstSequence, start) }
+        }
+        let end: UInt64
+        if let cached = known.end, cached.sequence == state.lastSequence {
+            end = cached.offset
+        } else {
+            let last = try await storedAppend(at: state.lastSequence, decodingEntries: false)
+            end = last.first + UInt64(last.count)
+            boundaries.withLock { $0.end = (state.lastSequence, end) }
+        }
         return StreamInfo(
-            name: name, startOffset: first.first, endOffset: last.first + UInt64(last.count), segmentCount: 0,
+            name: name, startOffset: start, endOffset: end, segmentCount: 0,
             storedBytes: Int64(clamping: state.bytes), rawBytes: Int64(clamping: state.bytes))
     }
 

@@ -22,16 +22,20 @@ public struct JetStreamStreamConfig: Sendable, Hashable, Codable {
     public var discard: String
     /// Whether a `Nats-Rollup` header may purge a subject's history (KV purge).
     public var allowRollupHeaders: Bool
+    /// How long a message is kept, ns (nil or 0: for ever); the server removes older ones. A KV
+    /// bucket's TTL: a key not written again within it has no value any more.
+    public var maxAgeNs: Int64?
 
     enum CodingKeys: String, CodingKey {
         case name, subjects, storage, replicas = "num_replicas", maxMessagesPerSubject = "max_msgs_per_subject"
         case duplicateWindowNs = "duplicate_window", allowDirect = "allow_direct", denyDelete = "deny_delete", discard
-        case allowRollupHeaders = "allow_rollup_hdrs"
+        case allowRollupHeaders = "allow_rollup_hdrs", maxAgeNs = "max_age"
     }
 
     public init(name: String, subjects: [String], storage: String = "file", replicas: Int = 1, maxMessagesPerSubject: Int64 = -1,
                 duplicateWindowNs: Int64? = nil, allowDirect: Bool = false, denyDelete: Bool = false, discard: String = "old",
-                allowRollupHeaders: Bool = false) {
+                allowRollupHeaders: Bool = false, maxAgeNs: Int64? = nil) {
+        self.maxAgeNs = maxAgeNs
         self.name = name
         self.subjects = subjects
         self.storage = storage
@@ -56,6 +60,7 @@ public struct JetStreamStreamConfig: Sendable, Hashable, Codable {
         denyDelete = try c.decodeIfPresent(Bool.self, forKey: .denyDelete) ?? false
         discard = try c.decodeIfPresent(String.self, forKey: .discard) ?? "old"
         allowRollupHeaders = try c.decodeIfPresent(Bool.self, forKey: .allowRollupHeaders) ?? false
+        maxAgeNs = try c.decodeIfPresent(Int64.self, forKey: .maxAgeNs)
     }
 }
 
@@ -69,9 +74,11 @@ public struct JetStreamStreamInfo: Sendable, Hashable, Decodable {
         public var bytes: UInt64
         public var firstSequence: UInt64
         public var lastSequence: UInt64
+        /// Messages per subject, when the request asked with a subjects filter.
+        public var subjects: [String: UInt64]?
 
         enum CodingKeys: String, CodingKey {
-            case messages, bytes, firstSequence = "first_seq", lastSequence = "last_seq"
+            case messages, bytes, firstSequence = "first_seq", lastSequence = "last_seq", subjects
         }
     }
 }
@@ -145,6 +152,13 @@ public struct JetStream: Sendable {
     public func streamInfo(_ name: String) async throws -> JetStreamStreamInfo {
         try checkName(name)
         return try await call("STREAM.INFO.\(name)", body: [])
+    }
+
+    /// The stream's description with the subjects that hold messages and matching `filter`
+    /// (`state.subjects`).
+    public func streamInfo(_ name: String, subjectsFilter filter: String) async throws -> JetStreamStreamInfo {
+        try checkName(name)
+        return try await call("STREAM.INFO.\(name)", body: Array(JSONEncoder().encode(["subjects_filter": filter])))
     }
 
     public func deleteStream(_ name: String) async throws {

@@ -19,6 +19,8 @@ public enum KeyValueError: Error, Sendable, Hashable, CustomStringConvertible {
     case wrongRevision(key: String, expected: UInt64)
     case invalidKey(String)
     case invalidBucket(String)
+    /// ``KeyValueBucket/keys()`` of a bucket with more keys than it lists.
+    case tooManyKeys(bucket: String, count: Int)
 
     public var description: String {
         switch self {
@@ -26,6 +28,7 @@ public enum KeyValueError: Error, Sendable, Hashable, CustomStringConvertible {
         case .wrongRevision(let key, let expected): "key \(key) is not at revision \(expected) any more"
         case .invalidKey(let key): "invalid key \"\(key.prefix(80))\" (letters, digits, - / _ = . not at either end)"
         case .invalidBucket(let bucket): "invalid bucket name \"\(bucket.prefix(80))\" (letters, digits, - _)"
+        case .tooManyKeys(let bucket, let count): "bucket \(bucket) holds \(count) keys, more than \(KeyValueBucket.keysMax) listed at most"
         }
     }
 }
@@ -50,15 +53,43 @@ public struct KeyValueBucket: Sendable {
     }
 
     /// Creates the bucket (or returns it when it exists with the same settings). `history`:
-    /// values kept per key (1...64).
-    public static func create(_ jetStream: JetStream, name: String, history: Int = 1, replicas: Int = 1) async throws -> KeyValueBucket {
+    /// values kept per key (1...64). `ttlMs`: a key not written again within it loses its value
+    /// (the server's clock decides; nil: values stay).
+    public static func create(
+        _ jetStream: JetStream, name: String, history: Int = 1, replicas: Int = 1, ttlMs: Int? = nil
+    ) async throws -> KeyValueBucket {
         guard isValidBucketName(name) else { throw KeyValueError.invalidBucket(name) }
         let bucket = KeyValueBucket(jetStream: jetStream, name: name)
+        let ttlNs: Int64? = ttlMs.map { ms in
+            let (ns, overflow) = Int64(clamping: ms).multipliedReportingOverflow(by: 1_000_000)
+            return overflow ? .max : ns
+        }
+        // The duplicate window may not exceed the TTL.
+        let windowNs = min(120_000_000_000, ttlNs ?? .max)
         _ = try await jetStream.createStream(JetStreamStreamConfig(
             name: bucket.streamName, subjects: ["$KV.\(name).>"], replicas: replicas,
-            maxMessagesPerSubject: Int64(min(max(history, 1), historyMax)), duplicateWindowNs: 120_000_000_000, allowDirect: true,
-            denyDelete: true, discard: "new", allowRollupHeaders: true))
+            maxMessagesPerSubject: Int64(min(max(history, 1), historyMax)), duplicateWindowNs: windowNs, allowDirect: true,
+            denyDelete: true, discard: "new", allowRollupHeaders: true, maxAgeNs: ttlNs))
         return bucket
+    }
+
+    /// Keys listed at most by ``keys()``.
+    public static let keysMax = 10_000
+
+    /// The keys that have a value now (deleted and expired ones left out), sorted.
+    ///
+    /// - Throws: ``KeyValueError/tooManyKeys(bucket:count:)`` past ``keysMax``.
+    public func keys() async throws -> [String] {
+        let info = try await jetStream.streamInfo(streamName, subjectsFilter: subjectPrefix + ">")
+        let subjects = info.state.subjects ?? [:]
+        guard subjects.count <= Self.keysMax else { throw KeyValueError.tooManyKeys(bucket: name, count: subjects.count) }
+        var keys: [String] = []
+        for subject in subjects.keys.sorted() where subject.hasPrefix(subjectPrefix) {
+            let key = String(subject.dropFirst(subjectPrefix.count))
+            guard Self.isValidKey(key) else { continue }  // not written through this API
+            if try await get(key) != nil { keys.append(key) }
+        }
+        return keys
     }
 
     /// An existing bucket; throws JetStream's stream-not-found error when there is none.

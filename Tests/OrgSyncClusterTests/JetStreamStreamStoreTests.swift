@@ -69,11 +69,15 @@ import Testing
             defer { Task { await broker.close() } }
             let store = try #require(broker.stores["events"])
             var expected: [String] = []
+            #expect(try await store.currentInfo().endOffset == 0, "an empty stream")
             for (index, count) in [1, 5, 3, 40].enumerated() {
                 let ids = (0..<count).map { "a\(index)-\($0)" }
                 let result = try await store.append(ids.map(Self.entry), idempotencyKey: nil).result
                 #expect(result.firstOffset == UInt64(expected.count) && result.count == count)
                 expected += ids
+                // The ends are cached by sequence: each append moves the end, never the start.
+                let info = try await store.currentInfo()
+                #expect(info.startOffset == 0 && info.endOffset == UInt64(expected.count))
             }
             let info = try await store.currentInfo()
             #expect(info.startOffset == 0 && info.endOffset == 49)
