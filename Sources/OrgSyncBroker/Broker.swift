@@ -23,7 +23,8 @@ public final class Broker: Sendable {
 
     /// Checks every link's adapter settings, then opens every configured stream (by default its
     /// segment log under `dataDirectory`, recovering its tail: ``openSegmentLog(_:configuration:dataDirectory:logger:observer:)``;
-    /// `openStream` puts another ``StreamStore`` in its place) and creates the links.
+    /// `openStream` puts another ``StreamStore`` in its place) and creates the links; in a cluster,
+    /// `ownership` says which leased links run here.
     ///
     /// - Throws: ``ConfigurationError`` naming the field (an unknown adapter or setting, a bad
     ///   setting value); the store's error naming the stream (``LogError``: locked by another
@@ -31,7 +32,8 @@ public final class Broker: Sendable {
     public init(
         configuration: BrokerConfiguration, dataDirectory: String, metrics: BrokerMetrics, logger: Logger,
         registry: PluginRegistry? = nil, environment: [String: String] = ProcessInfo.processInfo.environment,
-        openStream: ((BrokerConfiguration.Stream) throws -> any StreamStore)? = nil
+        openStream: ((BrokerConfiguration.Stream) throws -> any StreamStore)? = nil,
+        ownership: (any LinkOwnership)? = nil
     ) throws {
         self.configuration = configuration
         self.dataDirectory = dataDirectory
@@ -51,7 +53,7 @@ public final class Broker: Sendable {
         let hosted = configuration.hostedHere
         let links = try LinkHost(
             configuration: hosted, dataDirectory: dataDirectory, streams: streams,
-            registry: registry, environment: environment, logger: logger, observer: metrics)
+            registry: registry, environment: environment, logger: logger, observer: metrics, ownership: ownership)
         self.links = links
         sources = try SourceHost(
             configuration: hosted, dataDirectory: dataDirectory, streams: streams,

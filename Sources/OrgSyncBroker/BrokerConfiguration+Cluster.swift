@@ -80,32 +80,41 @@ extension BrokerConfiguration {
 }
 
 extension BrokerConfiguration {
-    /// Where links and sources run: in a cluster each names its member (`node`); outside one
-    /// none may.
+    /// Where links and sources run. Outside a cluster none names a member (`node`). In one, a
+    /// link that names a member is pinned to it (a SQLite file on that machine); one that does
+    /// not is leased: the cluster places it on a live member and moves it when that one goes.
+    /// Sources are not leased yet: each names its member.
     func validatePlacement() throws {
         func fail(_ field: String, _ problem: String) -> ConfigurationError { ConfigurationError(field: field, problem: problem) }
-        let placed = links.enumerated().map { ("links[\($0.offset)]", $0.element.name, $0.element.node) }
-            + sources.enumerated().map { ("sources[\($0.offset)]", $0.element.name, $0.element.node) }
-        for (field, name, node) in placed {
+        let placed = links.enumerated().map { ("links[\($0.offset)]", $0.element.name, $0.element.node, true) }
+            + sources.enumerated().map { ("sources[\($0.offset)]", $0.element.name, $0.element.node, false) }
+        for (field, name, node, leasable) in placed {
             switch (cluster, node) {
             case (nil, let node?):
                 throw fail("\(field).node", "names member \(node), but this broker is not in a cluster (no cluster: section)")
-            case (_?, nil):
-                throw fail("\(field).node", "in a cluster, \(name) runs on one member: name it (cluster.node of that broker); links do not move between members yet")
+            case (_?, nil) where !leasable:
+                throw fail("\(field).node", "in a cluster, source \(name) runs on one member: name it (cluster.node of that broker); sources do not move between members yet")
             default:
                 continue
             }
         }
     }
 
-    /// What this broker runs: outside a cluster everything; in one, the links and sources
-    /// placed on its node (the streams are everyone's).
+    /// What this broker may run: outside a cluster everything; in one, the links and sources
+    /// pinned to its node and the leased links (which run here only while it holds their lease).
+    /// The streams are everyone's.
     public var hostedHere: BrokerConfiguration {
         guard let node = cluster?.node else { return self }
         var hosted = self
-        hosted.links = links.filter { $0.node == node }
+        hosted.links = links.filter { $0.node == node || $0.node == nil }
         hosted.sources = sources.filter { $0.node == node }
         return hosted
+    }
+
+    /// The links the cluster places by lease (none outside a cluster).
+    public var leasedLinks: [Link] {
+        guard cluster != nil else { return [] }
+        return links.filter { $0.node == nil }
     }
 
     /// The cluster's settings, and what its streams cannot do yet.

@@ -7,62 +7,58 @@ import ServiceLifecycle
 
 /// The broker's links: one ``LinkSupervisor`` per configured link, each with its adapter from
 /// the plugin registry, its cursor in the stream's cursor files, and its sync log and dead
-/// letters under `<data dir>/links/<link>/`.
+/// letters under `<data dir>/links/<link>/`. In a cluster, the links pinned to this member run
+/// all the time; the leased ones (``LeasedLinks``) only while this member holds their lease.
 public final class LinkHost: Sendable {
     let roster: SupervisorRoster<LinkSupervisor>
+    /// The links the cluster places by lease; nil outside a cluster or without any.
+    let leased: LeasedLinks?
     let logger: Logger
 
-    public var supervisors: [String: LinkSupervisor] { roster.supervisors }
-    /// Link names in configuration order.
+    /// The links running here now.
+    public var supervisors: [String: LinkSupervisor] { roster.running }
+    /// Link names in configuration order (leased ones too, wherever they run now).
     public var names: [String] { roster.names }
 
-    /// Creates every link (adapters are created, not yet connected: that is the supervisor's
-    /// first `open`). Throws naming the link when its adapter is unknown or misconfigured.
+    /// Creates every pinned link (adapters are created, not yet connected: that is the
+    /// supervisor's first `open`); leased links are created each time their lease is taken.
+    /// Throws naming the link when its adapter is unknown or misconfigured.
     public init(configuration: BrokerConfiguration, dataDirectory: String, streams: [String: any StreamStore],
                 registry: PluginRegistry, environment: [String: String], logger: Logger,
-                observer: (any LinkObserver)? = nil) throws {
+                observer: (any LinkObserver)? = nil, ownership: (any LinkOwnership)? = nil) throws {
+        let factory = LinkFactory(
+            configuration: configuration, dataDirectory: dataDirectory, streams: streams, registry: registry,
+            environment: environment, logger: logger, observer: observer)
+        let leasedNames = Set(configuration.leasedLinks.map(\.name))
         var supervisors: [String: LinkSupervisor] = [:]
         var directories: [String: String] = [:]
-        for (i, link) in configuration.links.enumerated() {
-            guard let log = streams[link.stream] else {
-                throw ConfigurationError(field: "links[\(i)].stream", problem: "no stream named \(link.stream)")
-            }
-            let adapterConfiguration = AdapterConfiguration(
-                linkName: link.name, streamName: link.stream,
-                settings: configuration.resolvedSettings(link, environment: environment), dataDirectory: dataDirectory)
-            let adapter: any OrgAdapter
-            do {
-                adapter = try registry.makeAdapter(named: link.adapter, configuration: adapterConfiguration)
-            } catch let error as AdapterConfigurationError {
-                throw ConfigurationError(field: "links[\(i)].settings.\(error.setting)", problem: "\(error.problem) [adapter \(link.adapter)]")
-            } catch {
-                throw ConfigurationError(field: "links[\(i)].adapter", problem: "\(error)")
-            }
-            let supervisorConfiguration = try configuration.supervisorConfiguration(for: link)
-            let directory = dataDirectory + "/links/" + link.name
-            // Durably (each new directory's parent synced): the sync log, dead letters and PAUSED
-            // marker in it must not vanish with a directory entry a power cut never saw.
-            try PosixStorage().createDirectory(directory)
-            var linkLogger = logger
-            linkLogger[metadataKey: "link"] = .string(link.name)
-            supervisors[link.name] = try LinkSupervisor(
-                name: link.name, source: log.linkSource(), adapter: adapter,
-                cursorStore: log.linkCursorStore(), configuration: supervisorConfiguration,
-                syncLog: try SyncLog.open(directory: directory, link: link.name, recordsMax: supervisorConfiguration.syncLogRecordsMax),
-                deadLetters: try DeadLetters.open(directory: directory, link: link.name, lettersMax: supervisorConfiguration.deadLettersMax),
-                logger: linkLogger,
-                startPaused: OperatorPauseMarker(directory: directory).isSet,
-                observer: observer)
-            directories[link.name] = directory
+        for link in configuration.links {
+            directories[link.name] = factory.directory(of: link.name)
+            guard !leasedNames.contains(link.name) else { continue }
+            supervisors[link.name] = try factory.make(link.name, ownerEpoch: 0)
         }
-        self.roster = SupervisorRoster(
-            supervisors: supervisors, names: configuration.links.map(\.name), directories: directories, missing: BrokerError.noSuchLink)
+        let leased: LeasedLinks?
+        if leasedNames.isEmpty {
+            leased = nil
+        } else {
+            guard let ownership else {
+                throw ConfigurationError(field: "cluster", problem: "leased links (links without node:) need the cluster's leases, which were not opened")
+            }
+            leased = LeasedLinks(factory: factory, ownership: ownership, logger: logger)
+        }
+        var roster = SupervisorRoster(
+            supervisors: supervisors, names: configuration.links.map(\.name), directories: directories,
+            missing: { name in leasedNames.contains(name) ? BrokerError.linkOnAnotherMember(name) : BrokerError.noSuchLink(name) })
+        if let leased { roster.transient = { leased.running } }
+        self.roster = roster
+        self.leased = leased
         self.logger = logger
     }
 
-    /// The supervisor of the link named `name`.
+    /// The supervisor of the link named `name`, if it runs here.
     ///
-    /// - Throws: ``BrokerError/noSuchLink(_:)``.
+    /// - Throws: ``BrokerError/noSuchLink(_:)``; ``BrokerError/linkOnAnotherMember(_:)`` for a
+    ///   leased link this member does not hold now.
     public func supervisor(_ name: String) throws -> LinkSupervisor { try roster.supervisor(name) }
 
     /// Pauses a link and remembers it across restarts (an operator's pause outlives the process).
@@ -80,7 +76,59 @@ public final class LinkHost: Sendable {
         return state
     }
 
+    /// The statuses of the links running here, in configuration order.
     public func statuses() async -> [LinkStatus] { await roster.statuses() }
+}
+
+/// Makes a link's supervisor from its configuration: its adapter from the registry, its cursor
+/// store and source from its stream, its sync log, dead letters and pause marker in its
+/// directory. Once per pinned link; once per lease taken for a leased one.
+struct LinkFactory: Sendable {
+    let configuration: BrokerConfiguration
+    let dataDirectory: String
+    let streams: [String: any StreamStore]
+    let registry: PluginRegistry
+    let environment: [String: String]
+    let logger: Logger
+    let observer: (any LinkObserver)?
+
+    func directory(of link: String) -> String { dataDirectory + "/links/" + link }
+
+    /// - Throws: ``ConfigurationError`` naming the field; the sync log's or dead letters' error.
+    func make(_ name: String, ownerEpoch: UInt64) throws -> LinkSupervisor {
+        guard let i = configuration.links.firstIndex(where: { $0.name == name }) else { throw BrokerError.noSuchLink(name) }
+        let link = configuration.links[i]
+        guard let log = streams[link.stream] else {
+            throw ConfigurationError(field: "links[\(i)].stream", problem: "no stream named \(link.stream)")
+        }
+        let adapterConfiguration = AdapterConfiguration(
+            linkName: link.name, streamName: link.stream,
+            settings: configuration.resolvedSettings(link, environment: environment), dataDirectory: dataDirectory)
+        let adapter: any OrgAdapter
+        do {
+            adapter = try registry.makeAdapter(named: link.adapter, configuration: adapterConfiguration)
+        } catch let error as AdapterConfigurationError {
+            throw ConfigurationError(field: "links[\(i)].settings.\(error.setting)", problem: "\(error.problem) [adapter \(link.adapter)]")
+        } catch {
+            throw ConfigurationError(field: "links[\(i)].adapter", problem: "\(error)")
+        }
+        let supervisorConfiguration = try configuration.supervisorConfiguration(for: link)
+        let directory = directory(of: link.name)
+        // Durably (each new directory's parent synced): the sync log, dead letters and PAUSED
+        // marker in it must not vanish with a directory entry a power cut never saw.
+        try PosixStorage().createDirectory(directory)
+        var linkLogger = logger
+        linkLogger[metadataKey: "link"] = .string(link.name)
+        if ownerEpoch > 0 { linkLogger[metadataKey: "owner_epoch"] = "\(ownerEpoch)" }
+        return try LinkSupervisor(
+            name: link.name, source: log.linkSource(), adapter: adapter,
+            cursorStore: log.linkCursorStore(), configuration: supervisorConfiguration,
+            syncLog: try SyncLog.open(directory: directory, link: link.name, recordsMax: supervisorConfiguration.syncLogRecordsMax),
+            deadLetters: try DeadLetters.open(directory: directory, link: link.name, lettersMax: supervisorConfiguration.deadLettersMax),
+            logger: linkLogger,
+            startPaused: OperatorPauseMarker(directory: directory).isSet,
+            observer: observer, ownerEpoch: ownerEpoch)
+    }
 }
 
 /// Runs every link's supervisor until graceful shutdown; then each stops consuming, stores
@@ -100,6 +148,7 @@ public struct LinkService: Service {
         let host = broker.links
         await withTaskGroup(of: Void.self) { group in
             host.roster.addRuns(to: &group, logger: host.logger, kind: "link")
+            if let leased = host.leased { group.addTask { await leased.keep() } }
             group.addTask { await exportMetrics() }
             try? await gracefulShutdown()
             group.cancelAll()

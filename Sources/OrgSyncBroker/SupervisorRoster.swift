@@ -17,15 +17,21 @@ extension SourceSupervisor: HostedSupervisor {}
 /// The supervisors a host runs, by name, each with the directory its `PAUSED` marker lives in:
 /// lookup, an operator's pause (remembered across restarts) and resume, and the statuses.
 struct SupervisorRoster<Supervisor: HostedSupervisor>: Sendable {
+    /// The ones that run all the time.
     let supervisors: [String: Supervisor]
     /// In configuration order.
     let names: [String]
     let directories: [String: String]
     /// The error for a name that is not here.
     let missing: @Sendable (String) -> BrokerError
+    /// The ones that run here only for a while (a cluster's leased links), by name.
+    var transient: @Sendable () -> [String: Supervisor] = { [:] }
+
+    /// Every supervisor running here now.
+    var running: [String: Supervisor] { supervisors.merging(transient()) { always, _ in always } }
 
     func supervisor(_ name: String) throws(BrokerError) -> Supervisor {
-        guard let supervisor = supervisors[name] else { throw missing(name) }
+        guard let supervisor = supervisors[name] ?? transient()[name] else { throw missing(name) }
         return supervisor
     }
 
@@ -58,9 +64,11 @@ struct SupervisorRoster<Supervisor: HostedSupervisor>: Sendable {
         }
     }
 
+    /// The statuses of the supervisors running here, in configuration order.
     func statuses() async -> [Supervisor.Status] {
+        let running = running
         var result: [Supervisor.Status] = []
-        for name in names { if let supervisor = supervisors[name] { result.append(await supervisor.status()) } }
+        for name in names { if let supervisor = running[name] { result.append(await supervisor.status()) } }
         return result
     }
 }

@@ -3,6 +3,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import OrgSyncBroker
 import OrgSyncNATS
 
 /// A link's lease as the `orgsync_leases` bucket holds it, under the link's name.
@@ -89,10 +90,11 @@ public enum LeaseStep: Sendable, Hashable {
 /// Run ``round()`` every renew interval (a third of `lease_ms`); stop running a link as soon as a
 /// round no longer returns it, and stop running every link when rounds fail for `lease_ms`
 /// (``owned(at:)``).
-public actor LinkLeases {
+public actor LinkLeases: LinkOwnership {
     public let node: String
     public let links: [String]
     public let leaseMs: Int
+    public nonisolated var renewIntervalMs: Int { max(1, leaseMs / 3) }
     let members: KeyValueBucket
     let leases: KeyValueBucket
     private let now: @Sendable () -> ContinuousClock.Instant

@@ -55,11 +55,12 @@ public func buildApplication(
     certificate: ServerCertificate? = nil, environment: [String: String] = ProcessInfo.processInfo.environment,
     gracefulShutdownSignals: [UnixSignal] = [], logger: Logger,
     openStream: ((BrokerConfiguration.Stream) throws -> any StreamStore)? = nil,
+    ownership: (any LinkOwnership)? = nil,
     onListening: @escaping @Sendable (_ url: String) async -> Void = { _ in }
 ) throws -> BrokerApplication {
     let broker = try Broker(
         configuration: configuration, dataDirectory: dataDirectory, metrics: BrokerMetrics(), logger: logger,
-        registry: registry, environment: environment, openStream: openStream)
+        registry: registry, environment: environment, openStream: openStream, ownership: ownership)
     let readiness = Readiness()
     let router = buildRouter(
         broker: broker, authenticator: Authenticator(configuration: configuration, environment: environment),

@@ -101,10 +101,17 @@ struct ServeCommand: AsyncParsableCommand {
         for problem in registry.problems { logger.warning("plugin not loaded: \(problem)") }
         // A cluster member's streams are the cluster's JetStream streams.
         var clusterStreams: ClusterStreams?
+        var leases: LinkLeases?
         if let cluster = configuration.cluster {
             do {
                 clusterStreams = try await ClusterStreams.open(configuration: configuration, cluster: cluster, logger: logger)
+                let leased = configuration.leasedLinks.map(\.name)
+                if let jetStream = clusterStreams?.jetStream, !leased.isEmpty {
+                    leases = try await LinkLeases.open(
+                        jetStream: jetStream, node: cluster.node, links: leased, leaseMs: cluster.leaseMs, replicas: cluster.replicas)
+                }
             } catch {
+                await clusterStreams?.close()
                 printError("orgsync serve: cannot open the cluster's streams on NATS (\(cluster.natsUrls.joined(separator: ", "))): \(error)")
                 throw ExitCodes.cannotOpen
             }
@@ -120,7 +127,7 @@ struct ServeCommand: AsyncParsableCommand {
         do {
             application = try buildApplication(
                 configuration: configuration, dataDirectory: dataDirectory, registry: registry, certificate: certificate,
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger, openStream: openStream,
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger, openStream: openStream, ownership: leases,
                 onListening: { url in
                     // One line a script can wait for (tests read it to learn the port).
                     printLine("orgsync: listening on \(url)")

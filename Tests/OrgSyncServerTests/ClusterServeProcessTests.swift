@@ -63,8 +63,99 @@ import Testing
         #expect(await b.terminate() == 0)
     }
 
+    /// Links without `node:` are leased: each runs on exactly one live member, placed by the
+    /// cluster; when that member is killed its links run on the other within the lease, under
+    /// higher owner epochs (stored in each target), and every entry is applied exactly once.
+    @Test func leasedLinksRunOnOneMemberAndMoveWhenItIsKilled() async throws {
+        let nats = try await NATSTestServer()
+        defer { nats.stop() }
+        let directory = FileManager.default.temporaryDirectory.path + "/orgsync-leases-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory + "/targets", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let links = (1...4).map { "l\($0)" }
+        func start(_ node: String) async throws -> BrokerProcess {
+            let path = directory + "/\(node).yaml"
+            try """
+            auth: { enabled: false }
+            cluster: { node: \(node), nats_urls: ["nats://127.0.0.1:\(nats.port)"], replicas: 1, lease_ms: 1500 }
+            streams: [ { name: events } ]
+            links:
+            \(links.map { "  - { name: \($0), stream: events, adapter: sqlite, settings: { path: \(directory)/targets/\($0).sqlite } }" }.joined(separator: "\n"))
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+            return try await BrokerProcess.start(arguments: ["--config", path, "--data-dir", directory + "/\(node)", "--port", "0"])
+        }
+        /// The target's stored position of `link`: its last applied offset and owner epoch.
+        func position(_ link: String) async -> (offset: Int, ownerEpoch: Int)? {
+            let path = "\(directory)/targets/\(link).sqlite"
+            guard let offset = try? await sqliteCount(path, "SELECT applied_offset FROM orgsync_offsets WHERE link = '\(link)'"),
+                  let epoch = try? await sqliteCount(path, "SELECT owner_epoch FROM orgsync_offsets WHERE link = '\(link)'")
+            else { return nil }
+            return (offset, epoch)
+        }
+        /// Waits (bounded; other processes' state, so asked again until it holds) for `done`.
+        func eventually(_ what: String, within seconds: Double = 30, _ done: () async throws -> Bool) async throws {
+            let deadline = Date().addingTimeInterval(seconds)
+            while try await !done() {
+                guard Date() < deadline else {
+                    Issue.record("not within \(seconds) s: \(what)")
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        func append(_ member: BrokerProcess, _ keys: Range<Int>) async throws {
+            let lines = keys.map { #"{"org":"o","object":"Lead","op":"insert","key":"k\#($0)","ts":"t","fields":{"n":\#($0)}}"# }
+            let (status, body) = try await post(
+                "http://127.0.0.1:\(member.port)/v1/streams/events/entries", body: Data(lines.joined(separator: "\n").utf8),
+                contentType: "application/x-ndjson")
+            #expect(status == 201, "\(String(decoding: body, as: UTF8.self))")
+        }
+        func runsOn(_ member: BrokerProcess) async throws -> Set<String> {
+            var running: Set<String> = []
+            for link in links where try await get("http://127.0.0.1:\(member.port)/v1/links/\(link)").0 == 200 { running.insert(link) }
+            return running
+        }
+
+        let a = try await start("a")
+        let b = try await start("b")
+        try await append(a, 0..<50)
+        try await eventually("every target applied offsets 0...49") {
+            for link in links { guard await position(link)?.offset == 49 else { return false } }
+            return true
+        }
+        // Settled: each link runs on exactly one member, and both members run some.
+        var onB: Set<String> = []
+        try await eventually("each link on exactly one member") {
+            let (onA, onBNow) = (try await runsOn(a), try await runsOn(b))
+            onB = onBNow
+            return onA.isDisjoint(with: onBNow) && onA.union(onBNow) == Set(links) && !onA.isEmpty && !onBNow.isEmpty
+        }
+        var epochs: [String: Int] = [:]
+        for link in links { epochs[link] = await position(link)?.ownerEpoch ?? 0 }
+        #expect(epochs.values.allSatisfy { $0 > 0 }, "every target stores its owner's epoch: \(epochs)")
+
+        // b dies: its links run on a within the lease, under higher epochs, and apply what
+        // a takes meanwhile exactly once.
+        #expect(await b.terminate(signal: SIGKILL) == SIGKILL)
+        try await append(a, 50..<100)
+        try await eventually("every target applied offsets 0...99 after b was killed") {
+            for link in links { guard await position(link)?.offset == 99 else { return false } }
+            return true
+        }
+        #expect(try await runsOn(a) == Set(links), "a runs every link")
+        for link in links {
+            let now = await position(link)?.ownerEpoch ?? 0
+            if onB.contains(link) {
+                #expect(now > epochs[link] ?? .max, "\(link) moved from b under a higher owner epoch (\(epochs[link] ?? 0) → \(now))")
+            }
+            #expect(try await sqliteCount("\(directory)/targets/\(link).sqlite", "SELECT count(*) FROM Lead") == 100,
+                    "\(link): 100 entries applied once each")
+        }
+        #expect(await a.terminate() == 0)
+    }
+
     /// Placement mistakes stop `serve` before anything opens, naming the field.
-    @Test func aLinkWithoutItsMemberIsRefused() async throws {
+    @Test func aSourceWithoutItsMemberIsRefused() async throws {
         let directory = FileManager.default.temporaryDirectory.path + "/orgsync-cluster-cfg-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -73,11 +164,11 @@ import Testing
         auth: { enabled: false }
         cluster: { node: a, nats_urls: ["127.0.0.1:1"] }
         streams: [ { name: events } ]
-        links: [ { name: crm, stream: events, adapter: sqlite, settings: { path: crm.sqlite } } ]
+        sources: [ { name: crm, kind: postgres, stream: events, settings: { host: 127.0.0.1, user: u, database: d, publication: p } } ]
         """.write(toFile: path, atomically: true, encoding: .utf8)
         let (status, message) = try await runServe(["--config", path, "--data-dir", directory + "/state", "--port", "0"])
         #expect(status == 2)
-        #expect(message.contains("links[0].node") && message.contains("runs on one member"), "\(message)")
+        #expect(message.contains("sources[0].node") && message.contains("runs on one member"), "\(message)")
         #expect(!FileManager.default.fileExists(atPath: directory + "/state"))
     }
 }

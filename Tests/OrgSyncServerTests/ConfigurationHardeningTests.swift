@@ -95,7 +95,6 @@ import Testing
         ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], leader: a }", "cluster.leader"),
         ("\(cluster)\nstreams: [ { name: a.b }, { name: a_b } ]", "streams[1].name"),
         ("\(cluster)\nstreams: [ { name: e, retention_bytes_max: 1000000 } ]", "streams[0].retention_bytes_max"),
-        ("\(cluster)\nstreams: [ { name: e } ]\nlinks: [ { name: l, stream: e, adapter: sqlite, settings: { path: x.sqlite } } ]", "links[0].node"),
         ("streams: [ { name: e } ]\nlinks: [ { name: l, stream: e, adapter: sqlite, node: a, settings: { path: x.sqlite } } ]", "links[0].node"),
         ("\(cluster)\nstreams: [ { name: e } ]\nsources: [ { name: s, kind: postgres, stream: e, settings: { host: h, database: d, user: u, tables: t } } ]", "sources[0].node"),
     ]
@@ -105,7 +104,7 @@ import Testing
         #expect(Self.fieldOfError("auth: { enabled: false }\n" + yaml + "\n") == field, "\(yaml)")
     }
 
-    @Test func aClusterMemberRunsTheLinksPlacedOnIt() throws {
+    @Test func aClusterMemberRunsItsPinnedLinksAndMayRunTheLeasedOnes() throws {
         let configuration = try BrokerConfiguration.parse(yaml: """
             auth: { enabled: false }
             cluster: { node: b, nats_urls: ["nats://10.0.0.1:4222", "10.0.0.2:4223", "n3"] }
@@ -113,12 +112,14 @@ import Testing
             links:
               - { name: one, stream: e, adapter: sqlite, node: a, settings: { path: one.sqlite } }
               - { name: two, stream: e, adapter: sqlite, node: b, settings: { path: two.sqlite } }
+              - { name: three, stream: e, adapter: sqlite, settings: { path: /srv/three.sqlite } }
             """)
         let cluster = try #require(configuration.cluster)
         #expect(cluster.replicas == 3 && cluster.leaseMs == 10_000, "R3 by default")
         #expect(cluster.addresses == [.init(host: "10.0.0.1", port: 4222), .init(host: "10.0.0.2", port: 4223), .init(host: "n3", port: 4222)])
-        #expect(configuration.hostedHere.links.map(\.name) == ["two"])
-        #expect(configuration.links.count == 2, "every member knows every link")
+        #expect(configuration.hostedHere.links.map(\.name) == ["two", "three"], "its pinned link and the leased one")
+        #expect(configuration.leasedLinks.map(\.name) == ["three"])
+        #expect(configuration.links.count == 3, "every member knows every link")
     }
 
     @Test(arguments: outOfRange)

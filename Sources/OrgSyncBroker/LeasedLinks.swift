@@ -1,0 +1,83 @@
+import Logging
+import OrgSyncCore
+import Synchronization
+
+/// The cluster's leased links on this member: every renew interval a round of the leases
+/// (``LinkOwnership``), then the links held under a new epoch get a new supervisor (carrying that
+/// epoch in every batch, so the target fences any older owner) and the links no longer held are
+/// stopped — before the lease goes to anyone else when this member hands them over, and in any
+/// case before its lease runs out on this member's clock. On shutdown it stops them all and
+/// gives the leases back, so the other members take them at once (SIGTERM's hand-over).
+final class LeasedLinks: Sendable {
+    let factory: LinkFactory
+    let ownership: any LinkOwnership
+    let logger: Logger
+    private let current = Mutex<[String: LinkSupervisor]>([:])
+
+    init(factory: LinkFactory, ownership: any LinkOwnership, logger: Logger) {
+        self.factory = factory
+        self.ownership = ownership
+        self.logger = logger
+    }
+
+    /// The leased links running here now.
+    var running: [String: LinkSupervisor] { current.withLock { $0 } }
+
+    private struct Running {
+        var epoch: UInt64
+        var supervisor: LinkSupervisor
+        var task: Task<Void, Never>
+    }
+
+    /// Keeps the leases and runs what they give until cancelled; then stops every leased link
+    /// and leaves.
+    func keep() async {
+        var runs: [String: Running] = [:]
+        while !Task.isCancelled {
+            let owned: [String: UInt64]
+            do {
+                owned = try await ownership.round()
+            } catch {
+                logger.warning("link leases could not be renewed", metadata: ["error": "\(error)"])
+                owned = await ownership.owned(at: .now)
+            }
+            for (name, run) in runs where owned[name] != run.epoch {
+                await stop(run)
+                runs[name] = nil
+                logger.notice("leased link stopped here", metadata: ["link": "\(name)", "owner_epoch": "\(run.epoch)"])
+            }
+            for (name, epoch) in owned.sorted(by: { $0.key < $1.key }) where runs[name] == nil {
+                do {
+                    let supervisor = try factory.make(name, ownerEpoch: epoch)
+                    let logger = self.logger
+                    let task = Task {
+                        do {
+                            try await supervisor.run()
+                        } catch {
+                            logger.error("link stopped", metadata: ["link": "\(name)", "error": "\(error)"])
+                        }
+                    }
+                    runs[name] = Running(epoch: epoch, supervisor: supervisor, task: task)
+                    logger.notice("leased link runs here", metadata: ["link": "\(name)", "owner_epoch": "\(epoch)"])
+                } catch {
+                    logger.error("leased link cannot start", metadata: ["link": "\(name)", "error": "\(error)"])
+                }
+            }
+            current.withLock { $0 = runs.mapValues(\.supervisor) }
+            do {
+                try await Task.sleep(for: .milliseconds(ownership.renewIntervalMs))
+            } catch {
+                break
+            }
+        }
+        for run in runs.values { await stop(run) }
+        current.withLock { $0 = [:] }
+        await ownership.leave()
+        logger.info("leased links handed back", metadata: ["links": "\(runs.count)"])
+    }
+
+    private func stop(_ run: Running) async {
+        run.task.cancel()
+        await run.task.value
+    }
+}

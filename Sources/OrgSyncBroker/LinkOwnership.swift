@@ -1,0 +1,14 @@
+/// Which of the cluster's leased links this member runs, and under which owner epochs: the
+/// cluster's leases (`LinkLeases` in OrgSyncCluster, on NATS JetStream key-value buckets).
+public protocol LinkOwnership: Sendable {
+    /// How often ``round()`` runs: a third of the lease, ms.
+    var renewIntervalMs: Int { get }
+    /// Announces this member, renews, takes, hands over and releases leases; returns the links
+    /// this member runs now with their owner epochs.
+    func round() async throws -> [String: UInt64]
+    /// The links held at `instant` as far as this member knows, for when a round failed: only
+    /// the leases renewed less than a lease ago.
+    func owned(at instant: ContinuousClock.Instant) async -> [String: UInt64]
+    /// Gives every lease back and leaves the members (stop the links first).
+    func leave() async
+}
