@@ -17,6 +17,14 @@ extension BrokerConfiguration {
             if let problem = factory.settings.problem(names: link.settings.keys) {
                 throw ConfigurationError(field: "links[\(i)].settings.\(problem.setting)", problem: "\(problem) [adapter \(link.adapter)]")
             }
+            // A leased link moves between members: its target must refuse a member that lost it.
+            if cluster != nil, link.node == nil, let plugin = factory as? ProcessAdapterFactory,
+               plugin.manifest.protocolVersion < PluginWireProtocol.fencingVersion {
+                throw ConfigurationError(
+                    field: "links[\(i)].adapter",
+                    problem: "plugin \(link.adapter) speaks protocol \(plugin.manifest.protocolVersion), which does not store owner epochs: "
+                        + "a link that moves between members needs protocol \(PluginWireProtocol.fencingVersion); pin the link to a member (node:) or upgrade the plugin")
+            }
         }
         for (i, source) in sources.enumerated() {
             guard let factory = registry.sourceFactory(kind: source.kind) else {

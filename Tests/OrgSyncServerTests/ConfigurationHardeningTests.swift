@@ -382,6 +382,30 @@ import Testing
         #expect(error.field == "links[0].settings.pasword_env")
     }
 
+    @Test func aLeasedLinkNeedsAPluginThatStoresOwnerEpochs() throws {
+        func error(protocolVersion: Int, node: String?) throws -> ConfigurationError? {
+            let config = try BrokerConfiguration.parse(yaml: """
+                auth: { enabled: false }
+                cluster: { node: a, nats_urls: ["127.0.0.1"] }
+                streams: [ { name: events } ]
+                links: [ { name: l, stream: events, adapter: old\(node.map { ", node: \($0)" } ?? ""), settings: {} } ]
+                """)
+            let plugin = ProcessAdapterFactory(
+                manifest: PluginManifest(name: "old", version: "1", protocolVersion: protocolVersion, command: ["/bin/true"]),
+                directory: "/tmp", logger: Self.logger)
+            do {
+                try config.validateAdapterSettings(registry: PluginRegistry(builtins: [plugin], logger: Self.logger))
+                return nil
+            } catch {
+                return error
+            }
+        }
+        let refused = try #require(try error(protocolVersion: 2, node: nil))
+        #expect(refused.field == "links[0].adapter" && refused.description.contains("needs protocol 3"), "\(refused)")
+        #expect(try error(protocolVersion: 2, node: "a") == nil, "a link pinned to a member may use it")
+        #expect(try error(protocolVersion: 3, node: nil) == nil)
+    }
+
     @Test func aFactoryThatDeclaresNothingAcceptsAnything() throws {
         #expect(try Self.settingsError(adapter: "legacy", settings: "{ anything: 1, at_all: two }") == nil)
         let unknown = try #require(try Self.settingsError(adapter: "nope", settings: "{}"))
