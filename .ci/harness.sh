@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end fault harness (issue 7): crash, outage, flap, corruption, disk-full, plugin-fault,
-# bad-input, crash-under-retrying-producers and power-loss (issue 13) scenarios against the
-# built `orgsync` and a throwaway PostgreSQL; first the power-loss filesystem's self-test.
+# bad-input, crash-under-retrying-producers, power-loss (issue 13), capture and cluster (issue 18)
+# scenarios against the built `orgsync`, a throwaway PostgreSQL and three throwaway nats-servers;
+# first the power-loss filesystem's self-test.
 # Usage: bash .ci/harness.sh [--short|--long] [--only kill,outage,...,retry] [--seed N] [--keep] [--allow-skip]
 #   ORGSYNC_BIN   the executable (default .build/debug/orgsync; build it first)
 #   ORGSYNC_TEST_PG_*  a running cluster from .ci/postgres.sh; when unset, this script starts
@@ -37,6 +38,13 @@ if [ -z "${ORGSYNC_POWERFS_PYTHON:-}" ]; then
   source .ci/venv.sh
   orgsync_make_venv "$powerfs_venv" "mfusepy==$MFUSEPY_VERSION"
   export ORGSYNC_POWERFS_PYTHON="$powerfs_venv/bin/python"
+fi
+# The cluster scenario runs three nats-servers (Debian's nats-server, JetStream clustering works
+# in its 2.9.10).
+if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
+  [ "$(id -u)" = 0 ] || { echo "harness.sh: install nats-server (or run as root)" >&2; exit 2; }
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
 fi
 echo "harness.sh: powerfs self-test (the power-loss scenario's filesystem)"
 python3 -B Tests/harness/test_powerfs.py

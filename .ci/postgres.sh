@@ -86,7 +86,7 @@ orgsync_pg_start() {
     cat >>"$dir/data/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$dir'
-max_connections = 50
+max_connections = 100
 log_min_messages = warning
 # Logical decoding for the PostgreSQL source's tests (a slot per test; pgoutput is built in).
 wal_level = logical

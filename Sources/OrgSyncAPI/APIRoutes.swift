@@ -79,12 +79,13 @@ public enum APIRoutes {
     public static let sourceResume = APIRoute("/v1/sources/{source}/resume", ["POST"])
     public static let sourceSyncLog = APIRoute("/v1/sources/{source}/sync-log", ["GET"])
     public static let notifications = APIRoute("/v1/notifications", ["GET"])
+    public static let cluster = APIRoute("/v1/cluster", ["GET"])
 
     public static let all: [APIRoute] = [
         statusPage, statusPageScript, statusPageStyle, openAPIDocument, healthLive, healthReady, metrics, whoami,
         streams, stream, entries, streamSamples, linkSamples, links, link, linkSuspend, linkResume, linkCursor,
         linkReset, linkAdopt, linkSyncLog, linkDeadLetters, linkDeadLetterRetry, sources, source, sourceSuspend, sourceResume, sourceSyncLog,
-        notifications,
+        notifications, cluster,
     ]
 
     /// The route whose pattern `path` matches, or nil when no route has this path.

@@ -8,6 +8,10 @@ import Synchronization
 /// stopped — before the lease goes to anyone else when this member hands them over, and in any
 /// case before its lease runs out on this member's clock. On shutdown it stops them all and
 /// gives the leases back, so the other members take them at once (SIGTERM's hand-over).
+///
+/// A supervisor that stops on an error while its lease is still held (a cursor write that NATS
+/// refused while its stream's leader moved) is made again at the next round, under the same epoch:
+/// a leased link is never left held and stopped.
 final class LeasedLinks: Sendable {
     let factory: LinkFactory
     let ownership: any LinkOwnership
@@ -27,6 +31,14 @@ final class LeasedLinks: Sendable {
         var epoch: UInt64
         var supervisor: LinkSupervisor
         var task: Task<Void, Never>
+        /// Set when `run()` returned (it stopped on an error).
+        var ended: EndFlag
+    }
+
+    final class EndFlag: Sendable {
+        private let flag = Atomic<Bool>(false)
+        func set() { flag.store(true, ordering: .releasing) }
+        var isSet: Bool { flag.load(ordering: .acquiring) }
     }
 
     /// Keeps the leases and runs what they give until cancelled; then stops every leased link
@@ -41,23 +53,18 @@ final class LeasedLinks: Sendable {
                 logger.warning("link leases could not be renewed", metadata: ["error": "\(error)"])
                 owned = await ownership.owned(at: .now)
             }
-            for (name, run) in runs where owned[name] != run.epoch {
+            for (name, run) in runs where owned[name] != run.epoch || run.ended.isSet {
                 await stop(run)
                 runs[name] = nil
-                logger.notice("leased link stopped here", metadata: ["link": "\(name)", "owner_epoch": "\(run.epoch)"])
+                if owned[name] == run.epoch {
+                    logger.warning("leased link stopped on an error; starting it again", metadata: ["link": "\(name)", "owner_epoch": "\(run.epoch)"])
+                } else {
+                    logger.notice("leased link stopped here", metadata: ["link": "\(name)", "owner_epoch": "\(run.epoch)"])
+                }
             }
             for (name, epoch) in owned.sorted(by: { $0.key < $1.key }) where runs[name] == nil {
                 do {
-                    let supervisor = try factory.make(name, ownerEpoch: epoch)
-                    let logger = self.logger
-                    let task = Task {
-                        do {
-                            try await supervisor.run()
-                        } catch {
-                            logger.error("link stopped", metadata: ["link": "\(name)", "error": "\(error)"])
-                        }
-                    }
-                    runs[name] = Running(epoch: epoch, supervisor: supervisor, task: task)
+                    runs[name] = try start(name, epoch: epoch)
                     logger.notice("leased link runs here", metadata: ["link": "\(name)", "owner_epoch": "\(epoch)"])
                 } catch {
                     logger.error("leased link cannot start", metadata: ["link": "\(name)", "error": "\(error)"])
@@ -74,6 +81,21 @@ final class LeasedLinks: Sendable {
         current.withLock { $0 = [:] }
         await ownership.leave()
         logger.info("leased links handed back", metadata: ["links": "\(runs.count)"])
+    }
+
+    private func start(_ name: String, epoch: UInt64) throws -> Running {
+        let supervisor = try factory.make(name, ownerEpoch: epoch)
+        let ended = EndFlag()
+        let logger = self.logger
+        let task = Task {
+            do {
+                try await supervisor.run()
+            } catch {
+                logger.error("link stopped", metadata: ["link": "\(name)", "error": "\(error)"])
+            }
+            ended.set()
+        }
+        return Running(epoch: epoch, supervisor: supervisor, task: task, ended: ended)
     }
 
     private func stop(_ run: Running) async {

@@ -17,6 +17,8 @@ public final class LinkHost: Sendable {
 
     /// The links running here now.
     public var supervisors: [String: LinkSupervisor] { roster.running }
+    /// The cluster's leases, when this member runs leased links.
+    public var ownership: (any LinkOwnership)? { leased?.ownership }
     /// Link names in configuration order (leased ones too, wherever they run now).
     public var names: [String] { roster.names }
 

@@ -11,4 +11,31 @@ public protocol LinkOwnership: Sendable {
     func owned(at instant: ContinuousClock.Instant) async -> [String: UInt64]
     /// Gives every lease back and leaves the members (stop the links first).
     func leave() async
+    /// The live members and who holds each leased link's lease, as the buckets say now.
+    func view() async throws -> LeaseView
+}
+
+/// The cluster's members and leases at one moment.
+public struct LeaseView: Sendable, Hashable {
+    /// Sorted.
+    public var members: [String]
+    /// By link; a link nobody holds is absent.
+    public var holders: [String: LeaseHolder]
+
+    public init(members: [String], holders: [String: LeaseHolder]) {
+        self.members = members
+        self.holders = holders
+    }
+}
+
+/// Who holds a link's lease, under which owner epoch (0 in the instant between taking it and
+/// writing the epoch).
+public struct LeaseHolder: Sendable, Hashable {
+    public var owner: String
+    public var epoch: UInt64
+
+    public init(owner: String, epoch: UInt64) {
+        self.owner = owner
+        self.epoch = epoch
+    }
 }

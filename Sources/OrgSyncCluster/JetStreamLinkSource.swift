@@ -42,6 +42,15 @@ public actor JetStreamLinkSource: LinkEntrySource {
         return Offset(max(tail.endOffset, known))
     }
 
+    public func checkedEndOffset() async throws -> Offset {
+        let known = bufferStart + UInt64(buffer.count)
+        do {
+            return Offset(max(try await store.loadTail().endOffset, known))
+        } catch {
+            throw LinkStoreUnavailable("\(error)")
+        }
+    }
+
     public func waitForEntries(after offset: Offset) async throws {
         while bufferStart + UInt64(buffer.count) <= offset.rawValue {
             try Task.checkCancellation()
@@ -130,7 +139,13 @@ public struct KeyValueCursorStore: LinkCursorStore {
     func key(_ link: String) -> String { stream + "." + link }
 
     public func load(link: String) async throws -> Offset? {
-        guard let entry = try await bucket.get(key(link)) else { return nil }
+        let found: KeyValueEntry?
+        do {
+            found = try await bucket.get(key(link))
+        } catch {
+            throw LinkStoreUnavailable("reading the cursor of link \(link): \(error)")
+        }
+        guard let entry = found else { return nil }
         guard let text = String(validating: entry.value, as: UTF8.self), let offset = UInt64(text) else {
             throw BrokerError.streamUnavailable(stream: stream, problem: "the cursor of link \(link) in bucket \(bucket.name) is not an offset")
         }

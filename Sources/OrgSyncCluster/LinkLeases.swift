@@ -167,6 +167,16 @@ public actor LinkLeases: LinkOwnership {
         _ = try? await members.delete(node)
     }
 
+    public func view() async throws -> LeaseView {
+        var holders: [String: LeaseHolder] = [:]
+        for link in links {
+            guard let entry = try await leases.get(link) else { continue }
+            let lease = try Self.decode(entry.value, link: link)
+            holders[link] = LeaseHolder(owner: lease.owner, epoch: lease.epoch)
+        }
+        return LeaseView(members: try await members.keys(), holders: holders)
+    }
+
     private func perform(_ step: LeaseStep, link: String) async throws {
         let sent = now()
         switch step {

@@ -64,10 +64,11 @@ final class Link {
     /// Loads the stored cursor (0 without one).
     ///
     /// - Throws: ``LinkSupervisorError/cursorBeyondEnd(link:cursor:endOffset:)`` when it is past
-    ///   the stream's end (the log lost data, or the cursor is not this stream's); the store's error.
+    ///   the stream's end (the log lost data, or the cursor is not this stream's);
+    ///   ``LinkStoreUnavailable`` when a store kept elsewhere cannot answer now; the store's error.
     nonisolated(nonsending) func loadCursor() async throws {
         let stored = try await cursorStore.load(link: name) ?? 0
-        let end = await source.endOffset()
+        let end = try await source.checkedEndOffset()
         guard stored <= end else { throw LinkSupervisorError.cursorBeyondEnd(link: name, cursor: stored, endOffset: end) }
         cursor = stored
     }

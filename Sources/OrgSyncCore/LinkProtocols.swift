@@ -14,11 +14,27 @@ public protocol LinkEntrySource: Sendable {
     /// Up to `maxCount` entries starting at `offset`, in order and dense; empty if none yet.
     /// Throws only for storage failures (the link then stops: it must not skip anything).
     func read(from offset: Offset, maxCount: Int) async throws -> [Entry]
-    /// The offset the next appended entry will get.
+    /// The offset the next appended entry will get (as far as the source knows).
     func endOffset() async -> Offset
+    /// The end as the stream says now, never an underestimate: throws ``LinkStoreUnavailable``
+    /// when a stream kept elsewhere cannot say. What the link checks its stored cursor against.
+    func checkedEndOffset() async throws -> Offset
     /// Returns once `endOffset() > offset`, or throws `CancellationError` when cancelled.
     /// It waits on appends (no polling loop).
     func waitForEntries(after offset: Offset) async throws
+}
+
+extension LinkEntrySource {
+    /// A source that always knows its end (the segment log): ``endOffset()``.
+    public func checkedEndOffset() async throws -> Offset { await endOffset() }
+}
+
+/// A stream or cursor store kept elsewhere (a cluster's NATS) that cannot answer now: a link
+/// starting waits and asks again rather than stop, or take "unknown" for an answer.
+public struct LinkStoreUnavailable: Error, Sendable, CustomStringConvertible {
+    public var reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { "the stream's store cannot answer now: \(reason)" }
 }
 
 /// Where a link keeps its cursor: the next offset to apply. The broker implements it over the

@@ -120,7 +120,7 @@ public actor LinkSupervisor {
         running = true
         var failure: (any Error)?
         do {
-            try await link.loadCursor()
+            try await loadCursorWhenTheStoreAnswers()
             take(driver.start())
             while !Task.isCancelled { try await step() }
         } catch where !(error is CancellationError) {
@@ -129,6 +129,30 @@ public actor LinkSupervisor {
         } catch {}
         await finish()
         if let failure { throw failure }
+    }
+
+    /// How long a link starting waits before it asks a store that could not answer again, at
+    /// most, ms (doubling from ``storeRetryFirstMs``).
+    static let storeRetryMaxMs: UInt64 = 5_000
+    static let storeRetryFirstMs: UInt64 = 100
+
+    /// Loads the cursor, asking again (with backoff, on the link's clock) while a store kept
+    /// elsewhere cannot answer (NATS electing a stream's leader): a link must neither stop for
+    /// that nor take an unknown end for 0.
+    private func loadCursorWhenTheStoreAnswers() async throws {
+        var delayMs = Self.storeRetryFirstMs
+        while true {
+            do {
+                try await link.loadCursor()
+                if delayMs > Self.storeRetryFirstMs { lastError = nil }
+                return
+            } catch let error as LinkStoreUnavailable {
+                lastError = "\(error)"
+                logger.warning("cannot load the cursor yet; asking again", metadata: ["error": "\(error)", "retry_ms": "\(delayMs)"])
+                try await clock.sleep(untilMs: clock.nowMs() &+ delayMs)
+                delayMs = min(delayMs * 2, Self.storeRetryMaxMs)
+            }
+        }
     }
 
     /// One unit of work: close, retry a dead letter, probe, apply a batch, or wait for a reason

@@ -187,9 +187,26 @@ public struct JetStream: Sendable {
         try checkName(stream)
         let response: MessageResponse = try await call(
             "STREAM.MSG.GET.\(stream)", body: Array(JSONEncoder().encode(["seq": sequence])))
+        return try Self.stored(response, call: "message \(sequence) of \(stream)")
+    }
+
+    /// The last message on `subject` in `stream` as the stream's leader has it (a direct get may
+    /// be answered by a replica that is behind); nil when there is none.
+    public func lastMessageFromLeader(stream: String, subject: String) async throws -> JetStreamStoredMessage? {
+        try checkName(stream)
+        do {
+            let response: MessageResponse = try await call(
+                "STREAM.MSG.GET.\(stream)", body: Array(JSONEncoder().encode(["last_by_subj": subject])))
+            return try Self.stored(response, call: "last message on \(subject) of \(stream)")
+        } catch let error as JetStreamAPIError where error.errorCode == JetStreamAPIError.messageNotFound {
+            return nil
+        }
+    }
+
+    private static func stored(_ response: MessageResponse, call: String) throws -> JetStreamStoredMessage {
         let stored = response.message
         guard let payload = Self.base64(stored.data ?? ""), let headerBytes = Self.base64(stored.hdrs ?? "") else {
-            throw JetStreamResponseError(call: "message \(sequence) of \(stream)", problem: "data or headers are not base64")
+            throw JetStreamResponseError(call: call, problem: "data or headers are not base64")
         }
         return JetStreamStoredMessage(
             subject: stored.subject, sequence: stored.seq,

@@ -157,7 +157,10 @@ public struct KeyValueBucket: Sendable {
     /// The key's latest message: its value or its delete marker.
     private func latest(_ key: String) async throws -> (entry: KeyValueEntry, deleted: Bool)? {
         try check(key)
-        guard let message = try await jetStream.lastMessage(stream: streamName, subject: subjectPrefix + key) else { return nil }
+        // From the leader: a lease read from a replica that is behind looked lost to its holder,
+        // which then took it again under a new epoch, over and over (the harness's cluster
+        // scenario); a cursor read there is older than the one stored.
+        guard let message = try await jetStream.lastMessageFromLeader(stream: streamName, subject: subjectPrefix + key) else { return nil }
         guard message.subject == subjectPrefix + key else {
             throw JetStreamResponseError(call: "get \(key)", problem: "the answer is for another subject")
         }

@@ -69,6 +69,7 @@ public func buildRouter(
     addLinkRoutes(to: routes, broker: broker)
     addSourceRoutes(to: routes, broker: broker)
     addNotificationRoutes(to: routes, broker: broker)
+    addClusterRoutes(to: routes, broker: broker)
     addSampleRoutes(to: routes, broker: broker)
     addStatusPageRoutes(to: routes, authenticator: authenticator)
     let health = config.auth.openHealth ? routes.open : routes.produce

@@ -12,7 +12,7 @@ struct OrgSync: AsyncParsableCommand {
             """,
         subcommands: [
             ServeCommand.self, ProduceCommand.self, StatusCommand.self, LinksCommand.self, CursorCommand.self,
-            SourcesCommand.self, LogCommand.self, PluginsCommand.self,
+            SourcesCommand.self, ClusterCommand.self, LogCommand.self, PluginsCommand.self,
         ]
     )
 

@@ -473,6 +473,23 @@ final class CountingLinkObserver: LinkObserver {
         #expect(link.supervisor.syncLog.page().map(\.event).contains(.positionReset))
     }
 
+    @Test func aStoreThatCannotAnswerYetIsAskedAgainNotTakenForAnEmptyStream() async throws {
+        let link = try LinkHarness()
+        link.source.append(count: 10)
+        try await link.cursors.store(link: "demo", offset: 5)
+        link.source.unavailableEndCount.withLock { $0 = 2 }
+        let run = await link.start()
+        defer { run.cancel() }
+        try await link.clock.waitForSleepers(count: 1)
+        #expect(await link.supervisor.status().lastError?.contains("no responders") == true)
+        link.clock.advance(byMs: 100)
+        try await link.clock.waitForSleepers(count: 1)
+        link.clock.advance(byMs: 200)
+        try await link.waitForCursor(10)
+        #expect(link.appliedOffsets() == Array(5..<10), "from the stored cursor, not stopped nor from 0")
+        #expect(await link.supervisor.status().lastError == nil)
+    }
+
     @Test func batchesCarryTheOwnerEpochAndALaterOwnersPositionStopsTheLink() async throws {
         let adapter = RecordingAdapter()
         let link = try LinkHarness(adapter: adapter, ownerEpoch: 4)

@@ -1,4 +1,5 @@
 import Foundation
+import OrgSyncAPI
 import OrgSyncTestNATS
 import OrgSyncTestSupport
 import Testing
@@ -110,6 +111,11 @@ import Testing
                 contentType: "application/x-ndjson")
             #expect(status == 201, "\(String(decoding: body, as: UTF8.self))")
         }
+        func clusterView(_ member: BrokerProcess) async throws -> ClusterBody {
+            let (status, body) = try await get("http://127.0.0.1:\(member.port)/v1/cluster")
+            try #require(status == 200, "\(String(decoding: body, as: UTF8.self))")
+            return try APIJSON.decoder().decode(ClusterBody.self, from: body)
+        }
         func runsOn(_ member: BrokerProcess) async throws -> Set<String> {
             var running: Set<String> = []
             for link in links where try await get("http://127.0.0.1:\(member.port)/v1/links/\(link)").0 == 200 { running.insert(link) }
@@ -133,6 +139,17 @@ import Testing
         var epochs: [String: Int] = [:]
         for link in links { epochs[link] = await position(link)?.ownerEpoch ?? 0 }
         #expect(epochs.values.allSatisfy { $0 > 0 }, "every target stores its owner's epoch: \(epochs)")
+        // Either member tells the same: both live, each link's owner, and a lease epoch at or above
+        // the one its target stores (a link handed over since its last batch has a newer one).
+        for member in [a, b] {
+            let cluster = try await clusterView(member)
+            #expect(cluster.members == ["a", "b"])
+            for link in cluster.links {
+                #expect(link.placement == "leased")
+                #expect(link.owner == (onB.contains(link.link) ? "b" : "a"), "\(link)")
+                #expect((link.ownerEpoch ?? 0) >= UInt64(epochs[link.link] ?? Int.max), "\(link)")
+            }
+        }
 
         // b dies: its links run on a within the lease, under higher epochs, and apply what
         // a takes meanwhile exactly once.
@@ -143,6 +160,9 @@ import Testing
             return true
         }
         #expect(try await runsOn(a) == Set(links), "a runs every link")
+        try await eventually("b's announcement expired") { try await clusterView(a).members == ["a"] }
+        let after = try await clusterView(a)
+        #expect(after.links.allSatisfy { $0.owner == "a" }, "\(after.links)")
         for link in links {
             let now = await position(link)?.ownerEpoch ?? 0
             if onB.contains(link) {

@@ -51,6 +51,20 @@ public final class InMemoryEntrySource: LinkEntrySource {
 
     public func endOffset() async -> Offset { Offset(UInt64(entries.value.count)) }
 
+    /// How many of the next ``checkedEndOffset()`` calls throw ``LinkStoreUnavailable``, as a
+    /// cluster's stream does while NATS elects its leader.
+    public let unavailableEndCount = Mutex(0)
+
+    public func checkedEndOffset() async throws -> Offset {
+        let unavailable = unavailableEndCount.withLock { count -> Bool in
+            guard count > 0 else { return false }
+            count -= 1
+            return true
+        }
+        if unavailable { throw LinkStoreUnavailable("no responders (scripted)") }
+        return await endOffset()
+    }
+
     public func waitForEntries(after offset: Offset) async throws {
         _ = try await entries.wait { UInt64($0.count) > offset.rawValue }
     }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """orgsync end-to-end harness: crash, outage, flap, corruption, disk-full, plugin-fault,
-bad-input, crash-under-retrying-producers and power-loss scenarios against the real `orgsync`
-executable and a real PostgreSQL target (the power-loss scenario: a SQLite target).
+bad-input, crash-under-retrying-producers, power-loss, capture and cluster scenarios against the
+real `orgsync` executable and a real PostgreSQL target (the power-loss scenario: a SQLite
+target; the cluster scenario: three nats-servers, `nats-server` on PATH or /usr/sbin).
 
 Python 3 standard library only. Everything binds to 127.0.0.1. Every loop is bounded in count
 and in time; every process the harness starts is stopped by its PID, also on failure
@@ -1210,8 +1211,11 @@ APPLY_TIMEOUT_MS = 3000
 
 
 def write_config(path, links, stream_extra="", auth="auth:\n  enabled: false\n", plugins_dir=None, server_extra="",
-                 plugin_limits=None, sources=()):
+                 plugin_limits=None, sources=(), cluster=None):
     lines = ["server:", "  host: 127.0.0.1", "  port: 0"]
+    if cluster:
+        lines.append("cluster:")
+        lines += [f"  {k}: {v}" for k, v in cluster.items()]
     lines += [f"  {l}" for l in server_extra.splitlines() if l.strip()]
     lines += ["log:", "  level: info", auth.rstrip("\n"), "streams:", f"  - name: {STREAM}"]
     lines += [f"    {l}" for l in stream_extra.splitlines() if l.strip()]
@@ -1298,6 +1302,109 @@ class Result:
 
 # ----------------------------------------------------------------------------------------------
 # The harness
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class NatsCluster:
+    """`n` nats-servers with JetStream in one NATS cluster on loopback, each with its own store."""
+
+    def __init__(self, h, n=3):
+        self.h = h
+        self.bin = shutil.which("nats-server") or "/usr/sbin/nats-server"
+        self.ports = [free_port() for _ in range(n)]
+        self.route_ports = [free_port() for _ in range(n)]
+        self.monitor_ports = [free_port() for _ in range(n)]
+        self.dirs = [os.path.join(h.work, f"nats-{i}") for i in range(n)]
+        self.logs = [os.path.join(h.work, f"nats-{i}.log") for i in range(n)]
+        self.procs: list[subprocess.Popen | None] = [None] * n
+
+    @property
+    def available(self):
+        return os.access(self.bin, os.X_OK)
+
+    def urls(self):
+        return "[" + ", ".join(f'"nats://127.0.0.1:{p}"' for p in self.ports) + "]"
+
+    def start(self, i):
+        routes = ",".join(f"nats://127.0.0.1:{p}" for p in self.route_ports)
+        start_at = os.path.getsize(self.logs[i]) if os.path.exists(self.logs[i]) else 0
+        log = open(self.logs[i], "ab")
+        self.procs[i] = spawn([self.bin, "-n", f"n{i + 1}", "-a", "127.0.0.1", "-p", str(self.ports[i]), "-m", str(self.monitor_ports[i]),
+                               "-js", "-sd", self.dirs[i],
+                               "--cluster_name", "orgsync", "--cluster", f"nats://127.0.0.1:{self.route_ports[i]}", "--routes", routes],
+                              stdout=log, stderr=log, start_new_session=True)
+        log.close()
+
+        def ready():
+            with open(self.logs[i], "rb") as f:
+                f.seek(start_at)
+                return b"Server is ready" in f.read()
+        if not wait_until(ready, 30):
+            raise RuntimeError(f"nats-server {i} not ready within 30 s; see {self.logs[i]}")
+
+    def healthy(self):
+        """Every server up, and every stream with a leader that sees both other replicas current
+        (caught up): what a fault must wait for, or two faults in a row would be one fault the
+        cluster is not built to survive (a quorum lost). A follower's view of the others is not
+        authoritative, so each stream is judged by its leader's."""
+        views = {}  # server name -> {stream: cluster}
+        for i, proc in enumerate(self.procs):
+            if proc is None or proc.poll() is not None:
+                return False
+            status, body = http_request(self.monitor_ports[i], "GET", "/jsz?accounts=true&streams=true", timeout_s=2)
+            if status != 200:
+                return False
+            views[f"n{i + 1}"] = {st["name"]: st.get("cluster") or {}
+                                  for account in json.loads(body).get("account_details") or []
+                                  for st in account.get("stream_detail") or []}
+        streams = {name for view in views.values() for name in view}
+        if not streams:
+            return False
+        for name in streams:
+            leader = next((c.get("leader") for view in views.values() for n, c in view.items() if n == name and c.get("leader")), None)
+            cluster = views.get(leader, {}).get(name) if leader else None
+            if not cluster:
+                return False
+            replicas = cluster.get("replicas") or []
+            if len(replicas) != 2 or not all(r.get("current") for r in replicas):
+                return False
+        return True
+
+    def kill(self, i, wipe=False):
+        if self.procs[i]:
+            reap(self.procs[i], signal.SIGKILL)
+            self.procs[i] = None
+        if wipe:
+            shutil.rmtree(self.dirs[i], ignore_errors=True)
+
+    def stop_all(self):
+        for i, proc in enumerate(self.procs):
+            if proc:
+                reap(proc, signal.SIGTERM, timeout_s=15)
+                self.procs[i] = None
+
+
+class BrokerPool:
+    """Several cluster members as one `broker` for RetryingProducers: each request goes to a
+    random member that runs and is not stopped, so a retry usually reaches another member."""
+
+    def __init__(self, brokers):
+        self.brokers = brokers
+        self.paused: set[str] = set()
+
+    @property
+    def port(self):
+        ports = [b.port for b in self.brokers if b.port and b.alive() and b.name not in self.paused]
+        return random.choice(ports) if ports else None
+
+    @property
+    def starts(self):
+        return sum(b.starts for b in self.brokers)
+
 
 class Harness:
     def __init__(self, args):
@@ -2244,6 +2351,171 @@ class Harness:
                          f"{producers.conflict_checks} changed bodies; answers while retrying {dict(sorted(producers.statuses.items()))}")
 
 
+    # -- scenario 11 -------------------------------------------------------------------------
+    def s_cluster(self, res: Result):
+        """Three nats-servers (R3 streams), three brokers and leased links into PostgreSQL, with
+        producers spread over the brokers retrying under idempotency keys. Faults, in turn: a
+        broker SIGKILLed (its links must be owned and applying again on the others within
+        lease + renew), a nats-server SIGKILLed with its store deleted, a broker SIGSTOPped past
+        its lease and SIGCONTed (its links move; after it wakes it must apply nothing: the target
+        fences its old epoch). Then every acknowledged entry must be in each target exactly once."""
+        nats = NatsCluster(self)
+        if not nats.available:
+            res.skipped = f"nats-server not found ({nats.bin}); apt-get install nats-server"
+            return
+        rng = self.rng("cluster")
+        lease_ms = 3000
+        renew_ms = lease_ms // 3
+        rounds = 21 if self.long else 3
+        link_count = 12 if self.long else 6
+        links = [f"l{i}" for i in range(link_count)]
+        schemas = {link: self.audited_schema(f"cluster_{link}") for link in links}
+        for i in range(3):
+            nats.start(i)
+        brokers = []
+        for node in "abc":
+            cfg = os.path.join(self.work, f"cluster-{node}.yaml")
+            write_config(cfg, [pg_link(self, schemas[link], name=link) for link in links],
+                         cluster={"node": node, "nats_urls": nats.urls(), "replicas": 3, "lease_ms": lease_ms,
+                                  "request_timeout_ms": 3000})
+            brokers.append(Broker(self, cfg, self.fresh(f"cluster-{node}"), f"cluster-{node}"))
+
+        def start(broker):
+            # JetStream may still be electing its leaders: a member that cannot open its streams
+            # exits, and is started again.
+            for _ in range(10):
+                if broker.start(expect_ready=False)[0] == "ready":
+                    return
+                time.sleep(1)
+            raise RuntimeError(f"{broker.name} did not start: {broker.log_tail()}")
+
+        def owners(among):
+            found = {}
+            for b in among:
+                for link in links:
+                    try:
+                        status, _ = http_request(b.port, "GET", f"/v1/links/{link}", timeout_s=2)
+                    except (OSError, http.client.HTTPException):
+                        continue
+                    if status == 200:
+                        found.setdefault(link, []).append(b.name)
+            return found
+
+        def all_owned_once(among):
+            found = owners(among)
+            return len(found) == len(links) and all(len(v) == 1 for v in found.values())
+
+        for b in brokers:
+            start(b)
+        pool = BrokerPool(brokers)
+        # Paced so that six (twelve) links of a debug build drain what was taken soon after.
+        producers = RetryingProducers(self, pool, self.seed, threads=3, batch_min=10, batch_max=40,
+                                      pause_s=0.3 if self.long else 0.4)
+        failovers = []
+        fenced_before = 0
+        try:
+            if not wait_until(lambda: all_owned_once(brokers), 60, interval_s=0.2):
+                res.fail(f"the links were not each owned by one broker within 60 s: {owners(brokers)}")
+            producers.start()
+            faults = ["kill-broker", "kill-nats", "stop-broker"]
+            for i in range(rounds):
+                time.sleep(rng.uniform(1.0, 3.0))
+                # One fault at a time: the previous one healed (streams caught up, links placed).
+                if not wait_until(nats.healthy, 120, interval_s=0.2):
+                    res.fail(f"round {i}: the NATS cluster did not become healthy within 120 s")
+                if not wait_until(lambda: all_owned_once(brokers), 60, interval_s=0.2):
+                    res.fail(f"round {i}: the links were not each owned by one broker within 60 s: {owners(brokers)}")
+                fault = faults[i % len(faults)]
+                if fault == "kill-nats":
+                    n = rng.randrange(3)
+                    nats.kill(n, wipe=True)
+                    time.sleep(rng.uniform(0.5, 1.5))
+                    nats.start(n)
+                else:
+                    # A broker that runs links now (one just restarted may not have its share back yet).
+                    victim = rng.choice([b for b in brokers if owners([b])] or brokers)
+                    others = [b for b in brokers if b is not victim]
+                    orphaned = [l for l, names in owners([victim]).items()]
+                    t0 = time.monotonic()
+                    if fault == "kill-broker":
+                        victim.kill()
+                    else:
+                        pool.paused.add(victim.name)
+                        os.kill(victim.proc.pid, signal.SIGSTOP)
+                    if orphaned and not wait_until(lambda: set(owners(others)) >= set(orphaned), 60, interval_s=0.1):
+                        res.fail(f"round {i}: {victim.name}'s links {orphaned} not owned by another broker within 60 s")
+                    took = time.monotonic() - t0
+                    if orphaned:
+                        failovers.append(took)
+                        if took * 1000 > lease_ms + renew_ms + 3000:
+                            res.fail(f"round {i}: {victim.name}'s links owned again after {took:.1f} s, "
+                                     f"more than lease + renew ({(lease_ms + renew_ms) / 1000:.0f} s) + 3 s of polling")
+                    if fault == "kill-broker":
+                        start(victim)
+                    else:
+                        time.sleep(0.5)
+                        os.kill(victim.proc.pid, signal.SIGCONT)
+                        pool.paused.discard(victim.name)
+                res.rounds += 1
+                res.notes.append(f"round {i}: {fault}")
+            if not wait_until(lambda: all_owned_once(brokers), 60, interval_s=0.2):
+                res.fail(f"after the faults the links were not each owned by one broker: {owners(brokers)}")
+        finally:
+            producers.stop(abort=not any(b.alive() for b in brokers))
+        check = Check()
+        for text in producers.problems:
+            check.fail(text)
+        batches = [b for bs in producers.batches.values() for b in bs]
+        sent = {}
+        for b in batches:
+            if not b.acks:
+                check.fail(f"{b.key}: never acknowledged ({b.attempts} tries)")
+                continue
+            if len({(a[0], a[1]) for a in b.acks}) != 1:
+                check.fail(f"{b.key}: acknowledged with different offsets {b.acks} (appended twice)")
+            for e in b.entries:
+                sent[e["key"]] = e
+        res.acked = producers.acked_entries()
+        alive = [b for b in brokers if b.alive()]
+        end = int(get_json(alive[0].port, f"/v1/streams/{STREAM}")["end_offset"])
+        if end != len(sent):
+            check.fail(f"the stream ends at {end}, but {len(sent)} entries were acknowledged (an append stored twice or lost)")
+
+        def applied(link):
+            got = self.pg.query(f'SELECT applied_offset FROM "{schemas[link]}".orgsync_offsets WHERE link = \'{link}\'')
+            return int(got[0][0]) if got and got[0][0] != "" else None
+        if not wait_until(lambda: all(applied(l) == end - 1 for l in links), 300 if self.long else 120, interval_s=0.5):
+            check.fail(f"not every link applied through {end - 1}: {[(l, applied(l)) for l in links]}")
+        epochs = {}
+        for link in links:
+            check_keyed_target(check, self.pg, schemas[link], link, sent, end)
+            got = self.pg.query(f'SELECT owner_epoch FROM "{schemas[link]}".orgsync_offsets WHERE link = \'{link}\'')
+            epochs[link] = int(got[0][0]) if got and got[0][0] != "" else 0
+            if epochs[link] <= 0:
+                check.fail(f"{link}: the target stores owner epoch {epochs[link]}, not a lease's")
+        logs = [b.log_tail(50_000_000) for b in brokers]
+        fenced = sum(text.count("fenced") for text in logs) - fenced_before
+        # Leases must not churn: each fault moves some links and their return moves them back.
+        # (Leases read from a replica that was behind once made holders drop and retake them
+        # every second, thousands of times.)
+        acquired = sum(text.count("leased link runs here") for text in logs)
+        if acquired > len(links) * (2 * rounds + 3):
+            check.fail(f"leases churn: {acquired} acquisitions for {len(links)} links over {rounds} faults")
+        for b in brokers:
+            if b.alive():
+                code = b.stop()
+                if code != 0:
+                    check.fail(f"{b.name} exited {code} on SIGTERM")
+        nats.stop_all()
+        res.absorb(check)
+        failovers.sort()
+        if failovers:
+            res.notes.append(f"failover (links owned again on other brokers): p50 {failovers[len(failovers) // 2]:.1f} s, "
+                             f"max {failovers[-1]:.1f} s over {len(failovers)} rounds (lease {lease_ms / 1000:.0f} s)")
+        res.notes.append(f"{len(links)} leased links, stream end {end}, {len(batches)} batches over 3 brokers, {acquired} lease acquisitions; "
+                         f"owner epochs in the targets {sorted(set(epochs.values()))}; 'fenced' in the brokers' logs: {fenced}; "
+                         f"answers while retrying {dict(sorted(producers.statuses.items()))}")
+
     # -- scenario 9 --------------------------------------------------------------------------
     def s_power(self, res: Result):
         """Power loss: the broker's data dir and a SQLite target on powerfs (see powerfs.py),
@@ -3177,7 +3449,8 @@ SCENARIOS = [("kill", "1 SIGKILL broker", "s_kill", True), ("outage", "2 target 
              ("diskfull", "5 disk full", "s_diskfull", False), ("plugin", "6 plugin faults", "s_plugin", False),
              ("badinput", "7 bad input", "s_badinput", False), ("retry", "8 SIGKILL, retrying producers", "s_retry", True),
              ("power", "9 power loss (powerfs)", "s_power", False),
-             ("capture", "10 capture, SIGKILL broker", "s_capture", True)]
+             ("capture", "10 capture, SIGKILL broker", "s_capture", True),
+             ("cluster", "11 cluster: brokers, NATS", "s_cluster", True)]
 
 
 def print_table(results):
