@@ -46,6 +46,7 @@ final class LeasedLinks: Sendable {
     func keep() async {
         var runs: [String: Running] = [:]
         while !Task.isCancelled {
+            let roundStarted = ContinuousClock.now
             let owned: [String: UInt64]
             do {
                 owned = try await ownership.round()
@@ -72,7 +73,8 @@ final class LeasedLinks: Sendable {
             }
             current.withLock { $0 = runs.mapValues(\.supervisor) }
             do {
-                try await Task.sleep(for: .milliseconds(ownership.renewIntervalMs))
+                // Rounds a renew interval apart, however long one took.
+                try await Task.sleep(until: roundStarted + .milliseconds(ownership.renewIntervalMs))
             } catch {
                 break
             }

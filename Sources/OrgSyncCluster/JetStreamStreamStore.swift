@@ -175,7 +175,15 @@ public final class JetStreamStreamStore: StreamStore {
 
     /// A stored append's offsets (and fingerprint), from the message at `sequence`.
     func storedAppend(at sequence: UInt64, decodingEntries: Bool) async throws -> (first: UInt64, count: Int, fingerprint: EntriesFingerprint?) {
-        let message = try await jetStream.message(stream: jetStreamName, sequence: sequence)
+        let message: JetStreamStoredMessage
+        do {
+            message = try await jetStream.message(stream: jetStreamName, sequence: sequence)
+        } catch where !(error is CancellationError) {
+            // Reading the tail or a replayed append (NATS away, JetStream refusing, an answer
+            // that is not one): 503, not 500 (the harness's cluster scenario saw ten 500s while a
+            // nats-server restarted).
+            throw BrokerError.streamUnavailable(stream: name, problem: "reading message \(sequence) of \(jetStreamName): \(error)")
+        }
         do {
             if decodingEntries {
                 let decoded = try ClusterAppendMessage.decode(headers: message.headers, payload: message.payload)

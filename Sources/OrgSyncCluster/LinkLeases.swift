@@ -138,13 +138,30 @@ public actor LinkLeases: LinkOwnership {
         try await members.put(node, Array(#"{"node":"\#(node)"}"#.utf8))
         var live = Set(try await members.keys())
         live.insert(node)
-        for link in links {
-            let record = try await leases.get(link).map { entry in (lease: try Self.decode(entry.value, link: link), revision: entry.revision) }
-            let desired = RendezvousPlacement.owner(of: link, among: live)
-            let step = LeaseStep.decide(me: node, desired: desired, record: record, held: held[link].map { ($0.revision, $0.handingOver) })
-            try await perform(step, link: link)
+        // The links' steps overlap (each is a read and a write of its own key): done one after
+        // another, a round of a hundred links took longer than the renew interval.
+        let placed = live
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var pending = links.makeIterator()
+            for _ in 0..<Self.stepsInFlightMax {
+                guard let link = pending.next() else { break }
+                group.addTask { try await self.step(link, live: placed) }
+            }
+            while try await group.next() != nil {
+                if let link = pending.next() { group.addTask { try await self.step(link, live: placed) } }
+            }
         }
         return owned(at: now())
+    }
+
+    /// Links whose lease steps a round runs at once.
+    static let stepsInFlightMax = 16
+
+    private func step(_ link: String, live: Set<String>) async throws {
+        let record = try await leases.get(link).map { entry in (lease: try Self.decode(entry.value, link: link), revision: entry.revision) }
+        let desired = RendezvousPlacement.owner(of: link, among: live)
+        let step = LeaseStep.decide(me: node, desired: desired, record: record, held: held[link].map { ($0.revision, $0.handingOver) })
+        try await perform(step, link: link)
     }
 
     /// The links this member may run at `instant`: held, not being handed over, and renewed

@@ -163,6 +163,13 @@ import Testing
         try await eventually("b's announcement expired") { try await clusterView(a).members == ["a"] }
         let after = try await clusterView(a)
         #expect(after.links.allSatisfy { $0.owner == "a" }, "\(after.links)")
+        let cli = try await CommandLineTests.run(["cluster", "--url", "http://127.0.0.1:\(a.port)"])
+        #expect(cli.status == 0, "\(cli.standardError)")
+        #expect(cli.standardOutput.contains("live members: a;"), "\(cli.standardOutput)")
+        for link in links {
+            #expect(cli.standardOutput.split(separator: "\n").contains { $0.hasPrefix(link + " ") && $0.contains("leased") && $0.contains(" a ") },
+                    "\(link) leased to a in: \(cli.standardOutput)")
+        }
         for link in links {
             let now = await position(link)?.ownerEpoch ?? 0
             if onB.contains(link) {

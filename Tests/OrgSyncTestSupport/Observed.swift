@@ -77,10 +77,13 @@ public struct TimeoutError: Error, CustomStringConvertible {
 }
 
 /// Runs `body`, failing with ``TimeoutError`` if it has not finished within `ms` of real time.
-/// For tests: every wait on an event has a bound, and none is a sleep.
+/// For tests: every wait on an event has a bound, and none is a sleep. The default bound guards
+/// against a hang, it measures nothing: 30 s, because in the main test run (some ninety suites
+/// in one process on two cooperative threads) a task that is ready can wait over 10 s for a
+/// thread (a TLS link test's wait for its suspension missed a 10 s bound that way).
 @discardableResult
 public func withTimeout<T: Sendable>(
-    ms: UInt64 = 10_000, _ what: String, _ body: @escaping @Sendable () async throws -> T
+    ms: UInt64 = 30_000, _ what: String, _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
     try await withThrowingTaskGroup(of: T.self) { group in
         group.addTask { try await body() }
