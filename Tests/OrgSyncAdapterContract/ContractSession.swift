@@ -318,27 +318,23 @@ struct ContractSession {
     }
 
     private func expectFenced(_ what: String, _ body: () async throws -> Void) async throws {
-        do {
-            try await body()
-        } catch let error as AdapterError {
-            guard error.kind == .fenced else { throw violation("\(what): expected fenced, got \(error)") }
-            try expect(!error.message.isEmpty, "\(what): a fenced error carries a message")
-            return
-        } catch {
-            throw violation("\(what): expected AdapterError.fenced, got \(type(of: error)): \(error)")
-        }
-        throw violation("\(what) succeeded")
+        try await expectRefusal(.fenced, named: "fenced", what, body)
     }
 
     private func expectPositionConflict(_ what: String, _ body: () async throws -> Void) async throws {
+        try await expectRefusal(.positionConflict, named: "a position conflict", what, body)
+    }
+
+    /// `body` throws an ``AdapterError`` of `kind`, with a message.
+    private func expectRefusal(_ kind: AdapterError.Kind, named name: String, _ what: String, _ body: () async throws -> Void) async throws {
         do {
             try await body()
         } catch let error as AdapterError {
-            guard error.kind == .positionConflict else { throw violation("\(what): expected a position conflict, got \(error)") }
-            try expect(!error.message.isEmpty, "\(what): a position conflict carries a message")
+            guard error.kind == kind else { throw violation("\(what): expected \(name), got \(error)") }
+            try expect(!error.message.isEmpty, "\(what): \(name) carries a message")
             return
         } catch {
-            throw violation("\(what): expected AdapterError.positionConflict, got \(type(of: error)): \(error)")
+            throw violation("\(what): expected AdapterError \(name), got \(type(of: error)): \(error)")
         }
         throw violation("\(what) succeeded")
     }

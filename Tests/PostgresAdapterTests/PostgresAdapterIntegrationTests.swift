@@ -270,14 +270,7 @@ struct PostgresAdapterIntegrationTests {
                              entries: [entry(0, .upsert, "from-old-owner", ["N": 1])], ownerEpoch: 3)
         let applying = Task { await adapterError { try await oldOwner.apply(old) } }
         do {
-            let deadline = ContinuousClock.now + .seconds(20)
-            var waiting: Int64 = 0
-            while waiting == 0, ContinuousClock.now < deadline {
-                waiting = try await newOwner.scalar("""
-                    SELECT count(*) FROM pg_stat_activity WHERE application_name = 'orgsync:firstrace' AND wait_event_type = 'Lock'
-                    """) ?? 0
-                if waiting == 0 { try await Task.sleep(for: .milliseconds(20)) }
-            }
+            let waiting = try await newOwner.linkWaitingForALock("firstrace")
             #expect(waiting == 1, "the old owner's batch never waited for the new owner's uncommitted row")
             try await newOwner.query("COMMIT", logger: logger)
             let error = await applying.value
@@ -375,14 +368,7 @@ struct PostgresAdapterIntegrationTests {
         let applying = Task { await adapterError { try await adapter.apply(big) } }
         do {
             // Wait (bounded) until the adapter's backend waits for our lock: it is mid-batch.
-            let deadline = ContinuousClock.now + .seconds(20)
-            var waiting: Int64 = 0
-            while waiting == 0, ContinuousClock.now < deadline {
-                waiting = try await locker.scalar("""
-                    SELECT count(*) FROM pg_stat_activity WHERE application_name = 'orgsync:midbatch' AND wait_event_type = 'Lock'
-                    """) ?? 0
-                if waiting == 0 { try await Task.sleep(for: .milliseconds(20)) }
-            }
+            let waiting = try await locker.linkWaitingForALock("midbatch")
             #expect(waiting == 1, "the batch never reached the locked row")
             #expect(try await cluster.pgCtl(["stop", "-m", "immediate"]) == 0)
             let error = await applying.value

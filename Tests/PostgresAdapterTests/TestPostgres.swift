@@ -101,6 +101,20 @@ extension PostgresConnection {
         try await scalar(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \"\(schema)\".\"\(table)\"")) ?? -1
     }
 
+    /// How many backends of `link`'s adapter wait for a lock, asked until one does or 20 s
+    /// passed (another backend's state: asking again is the only way to see it change).
+    func linkWaitingForALock(_ link: String) async throws -> Int64 {
+        let deadline = ContinuousClock.now + .seconds(20)
+        var waiting: Int64 = 0
+        while waiting == 0, ContinuousClock.now < deadline {
+            waiting = try await scalar(PostgresQuery(unsafeSQL: """
+                SELECT count(*) FROM pg_stat_activity WHERE application_name = 'orgsync:\(link)' AND wait_event_type = 'Lock'
+                """)) ?? 0
+            if waiting == 0 { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        return waiting
+    }
+
     func dropSchema(_ schema: String) async {
         _ = try? await query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \"\(schema)\" CASCADE"), logger: Logger(label: "test"))
     }
