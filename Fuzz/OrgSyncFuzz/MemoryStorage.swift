@@ -127,7 +127,7 @@ final class MemoryStorage: LogStorage, Sendable {
     func syncDirectory(_ path: String) throws {}
 
     func lockFile(_ path: String) throws -> any LogLock {
-        _ = state.withLock { s in if s.files[path] == nil { s.files[path] = [] } }
+        state.withLock { s in if s.files[path] == nil { s.files[path] = [] } }
         return NoLock()
     }
 }
