@@ -6,7 +6,7 @@ import Synchronization
 /// (``LinkOwnership``), then the links held under a new epoch get a new supervisor (carrying that
 /// epoch in every batch, so the target fences any older owner) and the links no longer held are
 /// stopped — before the lease goes to anyone else when this member hands them over, and in any
-/// case before its lease runs out on this member's clock. On shutdown it stops them all and
+/// case before its lease runs out on this member's clock (a round is given a renew interval). On shutdown it stops them all and
 /// gives the leases back, so the other members take them at once (SIGTERM's hand-over).
 ///
 /// A supervisor that stops on an error while its lease is still held (a cursor write that NATS
@@ -47,13 +47,7 @@ final class LeasedLinks: Sendable {
         var runs: [String: Running] = [:]
         while !Task.isCancelled {
             let roundStarted = ContinuousClock.now
-            let owned: [String: UInt64]
-            do {
-                owned = try await ownership.round()
-            } catch {
-                logger.warning("link leases could not be renewed", metadata: ["error": "\(error)"])
-                owned = await ownership.owned(at: .now)
-            }
+            let owned = await boundedRound()
             for (name, run) in runs where owned[name] != run.epoch || run.ended.isSet {
                 await stop(run)
                 runs[name] = nil
@@ -83,6 +77,36 @@ final class LeasedLinks: Sendable {
         current.withLock { $0 = [:] }
         await ownership.leave()
         logger.info("leased links handed back", metadata: ["links": "\(runs.count)"])
+    }
+
+    /// A round, given at most a renew interval: one still waiting on NATS then (a server that
+    /// stopped answering, a connection cut without a reset) is cancelled. When a round fails or is
+    /// late, the links kept are those whose leases still run at the next round's time on this
+    /// member's clock (``LinkOwnership/owned(at:)``), so a member cut off stops its links before
+    /// their leases can run out, however long NATS takes to answer.
+    private func boundedRound() async -> [String: UInt64] {
+        let intervalMs = ownership.renewIntervalMs
+        let ownership = self.ownership
+        do {
+            return try await withThrowingTaskGroup(of: [String: UInt64]?.self) { group in
+                group.addTask { try await ownership.round() }
+                group.addTask {
+                    try await Task.sleep(for: .milliseconds(intervalMs))
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let owned = first else { throw LeaseRoundLate(ms: intervalMs) }
+                return owned
+            }
+        } catch {
+            if !Task.isCancelled { logger.warning("link leases could not be renewed", metadata: ["error": "\(error)"]) }
+            return await ownership.owned(at: .now + .milliseconds(intervalMs))
+        }
+    }
+
+    struct LeaseRoundLate: Error, CustomStringConvertible {
+        let ms: Int
+        var description: String { "the round of the leases got no answer from NATS within the renew interval (\(ms) ms)" }
     }
 
     private func start(_ name: String, epoch: UInt64) throws -> Running {

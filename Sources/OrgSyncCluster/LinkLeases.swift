@@ -25,14 +25,23 @@ public struct LinkLease: Sendable, Hashable, Codable {
 public enum LinkLeaseError: Error, Sendable, Hashable, CustomStringConvertible {
     case unreadableLease(link: String)
     case revisionPastEpochs(link: String, revision: UInt64)
+    /// Some links' steps in a round failed (by link, the error); the others' were done.
+    case stepsFailed([String: String])
 
     public var description: String {
         switch self {
-        case .unreadableLease(let link): "the lease of link \(link) in \(LinkLeases.leasesBucket) is not {owner, epoch}"
+        case .stepsFailed(let failures):
+            let shown = failures.sorted { $0.key < $1.key }.prefix(Self.failuresShownMax).map { "\($0.key): \($0.value)" }
+            let more = failures.count > Self.failuresShownMax ? " and \(failures.count - Self.failuresShownMax) more" : ""
+            return "the leases of \(failures.count) link(s) could not be renewed or taken (\(shown.joined(separator: "; "))\(more))"
+        case .unreadableLease(let link): return "the lease of link \(link) in \(LinkLeases.leasesBucket) is not {owner, epoch}"
         case .revisionPastEpochs(let link, let revision):
-            "the lease of link \(link) got revision \(revision), past any owner epoch a target stores (\(Int64.max))"
+            return "the lease of link \(link) got revision \(revision), past any owner epoch a target stores (\(Int64.max))"
         }
     }
+
+    /// Links named in a ``stepsFailed(_:)`` description.
+    static let failuresShownMax = 5
 }
 
 /// What a member does with one link's lease in a round. Decided by ``decide(me:desired:record:held:)``
@@ -134,6 +143,10 @@ public actor LinkLeases: LinkOwnership {
 
     /// One round: announce this member, list the live ones, and act on every link's lease.
     /// Returns the links this member runs now, with their epochs.
+    ///
+    /// A link whose step fails (its lease unreadable, a request that timed out) does not stop the
+    /// others' steps: the round does them all, then throws ``LinkLeaseError/stepsFailed(_:)``;
+    /// ``owned(at:)`` then gives what the done steps left held.
     public func round() async throws -> [String: UInt64] {
         try await members.put(node, Array(#"{"node":"\#(node)"}"#.utf8))
         var live = Set(try await members.keys())
@@ -141,17 +154,31 @@ public actor LinkLeases: LinkOwnership {
         // The links' steps overlap (each is a read and a write of its own key): done one after
         // another, a round of a hundred links took longer than the renew interval.
         let placed = live
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        let failures = await withTaskGroup(of: (String, String?).self) { group in
             var pending = links.makeIterator()
             for _ in 0..<Self.stepsInFlightMax {
                 guard let link = pending.next() else { break }
-                group.addTask { try await self.step(link, live: placed) }
+                group.addTask { await self.stepReportingFailure(link, live: placed) }
             }
-            while try await group.next() != nil {
-                if let link = pending.next() { group.addTask { try await self.step(link, live: placed) } }
+            var failures: [String: String] = [:]
+            while let (link, failure) = await group.next() {
+                if let failure { failures[link] = failure }
+                if let link = pending.next() { group.addTask { await self.stepReportingFailure(link, live: placed) } }
             }
+            return failures
         }
+        try Task.checkCancellation()
+        guard failures.isEmpty else { throw LinkLeaseError.stepsFailed(failures) }
         return owned(at: now())
+    }
+
+    private func stepReportingFailure(_ link: String, live: Set<String>) async -> (String, String?) {
+        do {
+            try await step(link, live: live)
+            return (link, nil)
+        } catch {
+            return (link, "\(error)")
+        }
     }
 
     /// Links whose lease steps a round runs at once.

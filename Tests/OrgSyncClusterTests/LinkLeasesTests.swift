@@ -134,4 +134,23 @@ import Testing
         let taken = try await b.round()
         #expect(taken.count == Self.links.count, "b runs every link right after a left: \(taken.keys.sorted())")
     }
+
+    /// One link's lease that no member wrote (here: not JSON) fails that link's step only: the
+    /// round still takes every other link, then names the one it could not.
+    @Test func aLinkWhoseLeaseIsUnreadableDoesNotKeepTheOthersFromTheRound() async throws {
+        let server = try await NATSTestServer()
+        defer { server.stop() }
+        let (a, connection) = try await Self.member("a", server)
+        defer { Task { await connection.close() } }
+        let leases = try await KeyValueBucket.create(
+            JetStream(connection: connection), name: LinkLeases.leasesBucket, replicas: 1, ttlMs: Self.leaseMs)
+        _ = try await leases.create("link-3", Array("not a lease".utf8))
+
+        await #expect(throws: LinkLeaseError.stepsFailed(["link-3": "\(LinkLeaseError.unreadableLease(link: "link-3"))"])) {
+            _ = try await a.round()
+        }
+        let owned = await a.owned(at: .now)
+        #expect(Set(owned.keys) == Set(Self.links).subtracting(["link-3"]), "the round took the seven others")
+        #expect(owned.values.allSatisfy { $0 > 0 })
+    }
 }
