@@ -230,6 +230,11 @@ public final class JetStreamStreamStore: StreamStore {
             throw BrokerError.streamUnavailable(stream: name, problem: "NATS: \(error)")
         } catch let error as JetStreamAPIError {
             throw BrokerError.streamUnavailable(stream: name, problem: "\(error)")
+        } catch let error as JetStreamNoLeader {
+            // The harness's cluster scenario: a replica whose store was deleted answered an
+            // empty stream while the others elected a leader, and a link took its cursor for
+            // "beyond the end".
+            throw BrokerError.streamUnavailable(stream: name, problem: "\(error)")
         }
     }
 

@@ -68,6 +68,14 @@ public struct JetStreamStreamConfig: Sendable, Hashable, Codable {
 public struct JetStreamStreamInfo: Sendable, Hashable, Decodable {
     public var config: JetStreamStreamConfig
     public var state: State
+    /// Where the stream's replicas are; absent from servers that do not say.
+    public var cluster: Cluster?
+
+    public struct Cluster: Sendable, Hashable, Decodable {
+        /// The server leading the stream's replicas; empty or absent while they have none (an
+        /// election, or too few replicas up).
+        public var leader: String?
+    }
 
     public struct State: Sendable, Hashable, Decodable {
         public var messages: UInt64
@@ -125,6 +133,13 @@ public struct JetStreamAPIError: Error, Sendable, Hashable, CustomStringConverti
     public var description: String { "JetStream error \(errorCode) (\(code)): \(text)" }
 }
 
+/// A stream's description answered by a replica while the replicas had no leader (nats-server
+/// lets every replica answer then, each with its own, possibly stale, state): not used.
+public struct JetStreamNoLeader: Error, Sendable, Hashable, CustomStringConvertible {
+    public var stream: String
+    public var description: String { "JetStream stream \(stream) has no leader now (its replicas are electing one or too few are up)" }
+}
+
 /// The answer to a JetStream call that was not JSON of the expected shape.
 public struct JetStreamResponseError: Error, Sendable, Hashable, CustomStringConvertible {
     public var call: String
@@ -149,16 +164,27 @@ public struct JetStream: Sendable {
         return try await call("STREAM.CREATE.\(config.name)", body: Array(JSONEncoder().encode(config)))
     }
 
+    /// The stream's description, from its leader.
+    ///
+    /// - Throws: ``JetStreamNoLeader`` when the answer came from a replica while the replicas
+    ///   have no leader: then each of them answers with its own state, which may be behind (one
+    ///   whose store was lost answers an empty stream).
     public func streamInfo(_ name: String) async throws -> JetStreamStreamInfo {
         try checkName(name)
-        return try await call("STREAM.INFO.\(name)", body: [])
+        return try Self.fromLeader(try await call("STREAM.INFO.\(name)", body: []), stream: name)
     }
 
     /// The stream's description with the subjects that hold messages and matching `filter`
-    /// (`state.subjects`).
+    /// (`state.subjects`), from its leader (as ``streamInfo(_:)``).
     public func streamInfo(_ name: String, subjectsFilter filter: String) async throws -> JetStreamStreamInfo {
         try checkName(name)
-        return try await call("STREAM.INFO.\(name)", body: Array(JSONEncoder().encode(["subjects_filter": filter])))
+        return try Self.fromLeader(
+            try await call("STREAM.INFO.\(name)", body: Array(JSONEncoder().encode(["subjects_filter": filter]))), stream: name)
+    }
+
+    static func fromLeader(_ info: JetStreamStreamInfo, stream: String) throws -> JetStreamStreamInfo {
+        if let cluster = info.cluster, (cluster.leader ?? "").isEmpty { throw JetStreamNoLeader(stream: stream) }
+        return info
     }
 
     public func deleteStream(_ name: String) async throws {

@@ -229,4 +229,38 @@ import Testing
             #expect(acknowledged[entry.key]?.firstOffset == UInt64(offset), "the offset each append was given is where it is")
         }
     }
+
+    /// While an R3 stream's replicas have no leader, nats-server lets each replica answer for
+    /// the stream with its own state — one whose store was lost answers an empty stream, and a
+    /// link once took its cursor for "beyond the end". Such an answer is refused: the stream is
+    /// unavailable (503; a link waits), never shorter than it was.
+    @Test func aStreamWhoseReplicasHaveNoLeaderIsUnavailableNotWhatAReplicaSays() async throws {
+        let cluster = try await NATSTestCluster()
+        defer { cluster.stop() }
+        let broker = try await Self.member([cluster.urls[0]], node: "a", replicas: 3)  // on server 0 only
+        defer { Task { await broker.close() } }
+        let store = try #require(broker.stores["events"])
+        for i in 0..<5 { _ = try await store.append([Self.entry("q\(i)")], idempotencyKey: "q\(i)") }
+        #expect(try await store.currentInfo().endOffset == 5)
+
+        await cluster.server(1).kill()
+        await cluster.server(2).kill()
+        // Server 0 alone: once it sees no leader (a leader that lost its quorum steps down) it
+        // answers with its own state and no leader.
+        let refusal = try await withTimeout(ms: 30_000, "server 0 to answer without a leader") { () -> String in
+            while true {
+                do {
+                    let end = try await store.currentInfo().endOffset
+                    #expect(end == 5, "an answer taken is the stream as acknowledged")
+                } catch let error as BrokerError where "\(error)".contains("has no leader") {
+                    return "\(error)"
+                } catch is BrokerError {
+                    // no answer within the request timeout while the replicas notice: again
+                }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+        #expect(refusal.contains("JetStream stream"), "\(refusal)")
+        await #expect(throws: LinkStoreUnavailable.self) { _ = try await store.linkSource().checkedEndOffset() }
+    }
 }
