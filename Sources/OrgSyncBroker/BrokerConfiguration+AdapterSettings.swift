@@ -18,12 +18,16 @@ extension BrokerConfiguration {
                 throw ConfigurationError(field: "links[\(i)].settings.\(problem.setting)", problem: "\(problem) [adapter \(link.adapter)]")
             }
             // A leased link moves between members: its target must refuse a member that lost it.
-            if cluster != nil, link.node == nil, let plugin = factory as? ProcessAdapterFactory,
-               plugin.manifest.protocolVersion < PluginWireProtocol.fencingVersion {
-                throw ConfigurationError(
-                    field: "links[\(i)].adapter",
-                    problem: "plugin \(link.adapter) speaks protocol \(plugin.manifest.protocolVersion), which does not store owner epochs: "
-                        + "a link that moves between members needs protocol \(PluginWireProtocol.fencingVersion); pin the link to a member (node:) or upgrade the plugin")
+            if cluster != nil, link.node == nil, !factory.fencesOwnerEpochs {
+                let problem = if let plugin = factory as? ProcessAdapterFactory {
+                    "plugin \(link.adapter) speaks protocol \(plugin.manifest.protocolVersion), which does not store owner epochs: "
+                        + "a link that moves between members needs protocol \(PluginWireProtocol.fencingVersion); pin the link to a member (node:) or upgrade the plugin"
+                } else {
+                    "adapter \(link.adapter) does not store owner epochs with the target's position, so its target could not refuse "
+                        + "a member that lost the link: a link that moves between members needs one that does (sqlite, postgres, "
+                        + "a plugin of protocol \(PluginWireProtocol.fencingVersion)); pin the link to a member (node:)"
+                }
+                throw ConfigurationError(field: "links[\(i)].adapter", problem: problem)
             }
         }
         for (i, source) in sources.enumerated() {

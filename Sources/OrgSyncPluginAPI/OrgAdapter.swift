@@ -76,9 +76,15 @@ public protocol OrgAdapterFactory: Sendable {
     /// field, a link that gives a setting not declared here or leaves out a required one.
     /// Defaults to ``AdapterSettingsDeclaration/any`` (nothing checked); declare yours.
     var settings: AdapterSettingsDeclaration { get }
+    /// Whether the target stores ``EntryBatch/ownerEpoch`` with its applied position and refuses
+    /// a batch of a lower one (``StoredPositionVerdict/fenced``). Only such an adapter may serve
+    /// a cluster's leased link, which moves between members: the target must refuse a member
+    /// that lost the link. Defaults to false; a link pinned to one member (`node:`) needs none.
+    var fencesOwnerEpochs: Bool { get }
 }
 
 extension OrgAdapterFactory {
     /// Accepts any setting name: factories written before settings were declared keep working.
     public var settings: AdapterSettingsDeclaration { .any }
+    public var fencesOwnerEpochs: Bool { false }
 }

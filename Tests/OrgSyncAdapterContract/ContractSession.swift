@@ -190,6 +190,12 @@ struct ContractSession {
     /// Owner epochs: a broker that lost the link (a lower owner epoch) applies nothing over a
     /// position a later owner stored, through this adapter or another one on the same link.
     mutating func ownerFencing() async throws {
+        // The broker serves leased links only with factories that say they fence: that must be
+        // what the target does.
+        guard target.factory.fencesOwnerEpochs == target.capabilities.storesAppliedOffset else {
+            throw violation("the factory says fencesOwnerEpochs = \(target.factory.fencesOwnerEpochs), but the target "
+                + (target.capabilities.storesAppliedOffset ? "stores and fences owner epochs" : "keeps no position to fence with"))
+        }
         let link = "contract-fencing"
         let adapter = try await openAdapter(link: link)
         try await apply(adapter, [0, 1].map { entry($0, .upsert, Self.accounts, "F\($0)", ["Name": .string("owner5")]) },

@@ -406,6 +406,30 @@ import Testing
         #expect(try error(protocolVersion: 3, node: nil) == nil)
     }
 
+    /// The same for adapters compiled in: one that keeps no owner epoch at its target (the
+    /// webhook adapter; here one that declares nothing) serves only pinned links.
+    @Test func aLeasedLinkNeedsAnAdapterThatStoresOwnerEpochs() throws {
+        func error(adapter: String, node: String?) throws -> ConfigurationError? {
+            let config = try BrokerConfiguration.parse(yaml: """
+                auth: { enabled: false }
+                cluster: { node: a, nats_urls: ["127.0.0.1"] }
+                streams: [ { name: events } ]
+                links: [ { name: l, stream: events, adapter: \(adapter)\(node.map { ", node: \($0)" } ?? ""), settings: { path: l.sqlite } } ]
+                """)
+            let registry = PluginRegistry(builtins: [UndeclaredFactory(), SQLiteAdapterFactory()], logger: Self.logger)
+            do {
+                try config.validateAdapterSettings(registry: registry)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        let refused = try #require(try error(adapter: "legacy", node: nil))
+        #expect(refused.field == "links[0].adapter" && refused.description.contains("does not store owner epochs"), "\(refused)")
+        #expect(try error(adapter: "legacy", node: "a") == nil, "a link pinned to a member may use it")
+        #expect(try error(adapter: "sqlite", node: nil) == nil, "SQLite stores owner epochs")
+    }
+
     @Test func aFactoryThatDeclaresNothingAcceptsAnything() throws {
         #expect(try Self.settingsError(adapter: "legacy", settings: "{ anything: 1, at_all: two }") == nil)
         let unknown = try #require(try Self.settingsError(adapter: "nope", settings: "{}"))

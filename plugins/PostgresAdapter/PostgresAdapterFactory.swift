@@ -10,6 +10,8 @@ import Foundation
 public struct PostgresAdapterFactory: OrgAdapterFactory {
     public let name = "postgres"
     public let version = "0.1.0"
+    /// `owner_epoch` in `orgsync_offsets`, checked under the position row's lock in each batch's transaction.
+    public let fencesOwnerEpochs = true
     /// The settings of ``PostgresAdapterSettings``; anything else in a link's `settings` stops
     /// start-up (`password_env` counts as `password`).
     public let settings = AdapterSettingsDeclaration([

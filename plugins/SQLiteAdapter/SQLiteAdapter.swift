@@ -23,6 +23,8 @@ import Synchronization
 public struct SQLiteAdapterFactory: OrgAdapterFactory {
     public let name = "sqlite"
     public let version = "1.0.0"
+    /// `owner_epoch` in `orgsync_offsets`, checked in each batch's transaction.
+    public let fencesOwnerEpochs = true
     /// The settings in the table above; anything else in a link's `settings` stops start-up.
     public let settings = AdapterSettingsDeclaration([
         .required("path"), .optional("busy_timeout_ms"), .optional("journal_mode"), .optional("primary_key"), .optional("cache_kib"),

@@ -199,6 +199,8 @@ public struct ProcessAdapterFactory: OrgAdapterFactory {
     public var version: String { manifest.version }
     /// As the manifest declares them (`settings` in plugin.json), or any when it does not.
     public var settings: AdapterSettingsDeclaration { manifest.settings }
+    /// A plugin of protocol 3 or later stores owner epochs (the contract check `ownerFencing` tests it).
+    public var fencesOwnerEpochs: Bool { manifest.protocolVersion >= PluginWireProtocol.fencingVersion }
 
     public init(manifest: PluginManifest, directory: String, limits: PluginProcessLimits = PluginProcessLimits(), logger: Logger) {
         self.manifest = manifest
