@@ -4,7 +4,7 @@
 # links and buttons and types into its token field, follows a link through suspended,
 # verifying and active, pauses and resumes it, pages through its sync log, retries a dead
 # letter, pauses and resumes a PostgreSQL capture source, and runs axe-core on the overview and the detail view (any critical or serious
-# violation fails). See the docstring of .ci/browser_test.py for every step. Full-height
+# violation fails), and the Cluster section of a one-member cluster on a nats-server. See the docstring of .ci/browser_test.py for every step. Full-height
 # screenshots of each state and axe's results go to $ARTIFACTS_DIR (default
 # /tmp/orgsync-artifacts).
 #

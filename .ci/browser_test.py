@@ -26,7 +26,11 @@ own controls: links clicked, buttons pressed, a token typed.
    with a position, its lag in bytes and in time and one appended entry; its Suspend button
    (confirmed) pauses it (last event `paused`, a Resume button); Resume brings it back to
    active (last event `resumed`).
-10. A second broker with auth on: without a token the page shows no data and no operator
+10. A one-member cluster on a nats-server (the standalone broker's page has no Cluster
+   section): its page's Cluster section shows member `solo` live running one link and member
+   `b` absent with its pinned link; link `leased` owned by solo under an owner epoch ≥ 1, link
+   `pinned` on b without one; the links table lists only `leased`. axe-core checks it.
+11. A second broker with auth on: without a token the page shows no data and no operator
    button, says a token is needed and offers the token field; typing the admin token there
    shows the links with their operator buttons. The token is made for this run, passed through
    the environment and never printed.
@@ -214,10 +218,7 @@ sources:
 
 
 def start_broker(directory, hook_port, auth="{ enabled: false }", sources=""):
-    config = os.path.join(directory, "orgsync.yaml")
-    os.makedirs(directory, exist_ok=True)
-    with open(config, "w") as f:
-        f.write(f"""
+    return start_broker_with(directory, f"""
 data_dir: {directory}/state
 server: {{ host: 127.0.0.1, port: 0 }}
 log: {{ level: info }}
@@ -241,6 +242,14 @@ links:
       backoff_cap_ms: 1000
       retryable_attempts_max: 1
 """ + sources)
+
+
+def start_broker_with(directory, configuration):
+    """Starts `orgsync serve` on `configuration` (YAML) in `directory`; returns its port."""
+    config = os.path.join(directory, "orgsync.yaml")
+    os.makedirs(directory, exist_ok=True)
+    with open(config, "w") as f:
+        f.write(configuration)
     stderr = open(os.path.join(directory, "broker.log"), "w")
     process = subprocess.Popen([ORGSYNC_BIN, "serve", "--config", config], stdout=subprocess.PIPE, stderr=stderr,
                                text=True, start_new_session=True)
@@ -264,6 +273,51 @@ links:
         return None
 
     return wait_for("the broker to listen", port)
+
+
+def start_nats(directory):
+    """A nats-server with JetStream on a free port of 127.0.0.1; returns its port."""
+    binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    if not os.access(binary, os.X_OK):
+        raise Failure(f"nats-server not found ({binary}); apt-get install nats-server")
+    port = free_port()
+    os.makedirs(directory, exist_ok=True)
+    log_file = open(os.path.join(directory, "nats.log"), "w")
+    process = subprocess.Popen([binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", directory],
+                               stdout=log_file, stderr=log_file, start_new_session=True)
+    processes.append(process)
+
+    def ready():
+        if process.poll() is not None:
+            raise Failure(f"nats-server exited with {process.returncode}; see {directory}/nats.log")
+        with open(os.path.join(directory, "nats.log")) as f:
+            return "Server is ready" in f.read()
+    wait_for("nats-server to be ready", ready)
+    return port
+
+
+def start_cluster_member(directory, nats_port):
+    """A one-member cluster `solo` on that nats-server: link `leased` (SQLite, leased by solo)
+    and link `pinned` (pinned to member `b`, which never starts)."""
+    return start_broker_with(directory, f"""
+data_dir: {directory}/state
+server: {{ host: 127.0.0.1, port: 0 }}
+log: {{ level: info }}
+auth: {{ enabled: false }}
+cluster: {{ node: solo, nats_urls: ["nats://127.0.0.1:{nats_port}"], replicas: 1, lease_ms: 3000 }}
+streams:
+  - name: events
+links:
+  - name: leased
+    stream: events
+    adapter: sqlite
+    settings: {{ path: leased.sqlite, primary_key: org_key }}
+  - name: pinned
+    node: b
+    stream: events
+    adapter: sqlite
+    settings: {{ path: pinned.sqlite, primary_key: org_key }}
+""")
 
 
 def api(base, method, path, body=None, content_type="application/json"):
@@ -364,6 +418,19 @@ class Page:
               retry: r.querySelector('[data-testid="dead-letter-retry"]') !== null })),
           injected: document.querySelectorAll('[data-testid="injected"]').length,
           actions: Array.from(document.querySelectorAll('[data-testid="detail-actions"] button')).map((b) => b.dataset.testid)};
+    """
+
+    CLUSTER = """
+        const section = document.querySelector('[data-testid="cluster"]');
+        const cell = (tr, id) => tr.querySelector('[data-testid="' + id + '"]').textContent.trim();
+        return {
+          shown: !section.hidden, node: document.querySelector('[data-testid="cluster-node"]').textContent,
+          members: Object.fromEntries(Array.from(document.querySelectorAll('[data-testid="cluster-member-row"]')).map((tr) => [
+            tr.dataset.member, { health: tr.querySelector('[data-testid="cluster-member-health"]').dataset.health,
+                                 links: cell(tr, "cluster-member-links") }])),
+          links: Object.fromEntries(Array.from(document.querySelectorAll('[data-testid="cluster-link-row"]')).map((tr) => [
+            tr.dataset.link, { placement: cell(tr, "cluster-link-placement"), owner: cell(tr, "cluster-link-owner"),
+                               epoch: cell(tr, "cluster-link-epoch") }]))};
     """
 
     COMMON = """
@@ -685,6 +752,33 @@ def main():
         page.screenshot("13-source-resumed.png")
         log(f"source: crm at {source['position']}, lag {source['lag_bytes']} / {source['lag_time']}; paused and resumed with its buttons")
 
+        # --- a cluster member: members, placement, owners and owner epochs -------------------
+        if driver.execute_script(Page.CLUSTER)["shown"]:
+            raise Failure("a broker outside a cluster shows a Cluster section")
+        nats_port = start_nats(os.path.join(directory, "nats"))
+        member = start_cluster_member(os.path.join(directory, "solo"), nats_port)
+        page = Page(driver, f"http://127.0.0.1:{member}/").open()
+
+        def placed():
+            cluster = driver.execute_script(Page.CLUSTER)
+            leased = cluster["links"].get("leased", {})
+            return cluster if cluster["shown"] and leased.get("owner") == "solo" and leased.get("epoch", "").isdigit() else None
+        cluster = wait_for("the cluster section with link leased owned by solo", placed)
+        want_members = {"solo": {"health": "live", "links": "1"}, "b": {"health": "absent", "links": "1"}}
+        if cluster["node"] != "solo" or cluster["members"] != want_members:
+            raise Failure(f"the cluster section shows member {cluster['node']!r} and members {cluster['members']}, not {want_members}")
+        if cluster["links"]["leased"]["placement"] != "leased" or int(cluster["links"]["leased"]["epoch"]) < 1:
+            raise Failure(f"link leased shows {cluster['links']['leased']}")
+        if cluster["links"].get("pinned") != {"placement": "pinned", "owner": "b", "epoch": ""}:
+            raise Failure(f"link pinned shows {cluster['links'].get('pinned')}")
+        state = page.wait_overview("the leased link running here", lambda rows: rows.get("leased", {}).get("state") == "active")
+        if "pinned" in state["rows"]:
+            raise Failure("the links table of member solo lists link pinned, which is pinned to member b")
+        page.screenshot("14-cluster.png")
+        axe_check(page, "overview-cluster")
+        log(f"cluster: member solo live with link leased (owner epoch {cluster['links']['leased']['epoch']}), "
+            f"link pinned on absent member b")
+
         # --- auth on: no token, then the admin token typed into the page ---------------------
         token = secrets.token_hex(16)
         os.environ["BROWSER_TEST_ADMIN_TOKEN"] = token  # the broker reads it; never printed
@@ -700,7 +794,7 @@ def main():
         if state["rows"] or driver.find_elements(By.CSS_SELECTOR, '[data-testid="link-suspend"]'):
             raise Failure("with auth on and no token the page shows links or operator buttons")
         field = page.element('[data-testid="token-input"]', "the token field")
-        page.screenshot("14-auth-no-token.png")
+        page.screenshot("15-auth-no-token.png")
         axe_check(page, "token")
         log("auth on, no token: the page asks for one and shows nothing else")
 
@@ -716,7 +810,7 @@ def main():
             raise Failure("the token field still holds the token after Use")
         if token in driver.page_source:
             raise Failure("the token appears in the page")
-        page.screenshot("15-auth-admin.png")
+        page.screenshot("16-auth-admin.png")
         log(f"auth on, admin token typed: links {sorted(state['rows'])} with their operator buttons")
         log("passed")
     except WebDriverException as error:

@@ -334,8 +334,57 @@
     });
   }
 
+  // The cluster's members and the links' placement (GET /v1/cluster). Members are the live ones
+  // (their announcement has not expired) and any a link is pinned to or leased by that is not.
+  function renderCluster(cluster) {
+    renderIfChanged("cluster", cluster, () => {
+      const links = Array.isArray(cluster.links) ? cluster.links : [];
+      const live = new Set(Array.isArray(cluster.members) ? cluster.members.map(String) : []);
+      const counts = new Map([...live].map((m) => [m, 0]));
+      for (const link of links) {
+        if (link.owner !== undefined && link.owner !== null) { counts.set(String(link.owner), (counts.get(String(link.owner)) || 0) + 1); }
+      }
+      setText($("cluster-node"), String(cluster.node));
+      setText($("cluster-lease"), formatDuration(Number(cluster.lease_ms)));
+      $("cluster-members").replaceChildren(...[...counts.keys()].sort().map((member) => {
+        const health = live.has(member) ? "live" : "absent";
+        return el("tr", { "data-testid": "cluster-member-row", "data-member": member },
+          el("td", { "data-testid": "cluster-member" }, member, member === String(cluster.node) ? el("span", { className: "muted" }, " (this one)") : ""),
+          el("td", { "data-testid": "cluster-member-health", "data-health": health },
+            health === "live" ? "live" : "not live: no announcement within the lease"),
+          el("td", { className: "num", "data-testid": "cluster-member-links" }, String(counts.get(member))));
+      }));
+      $("cluster-links").replaceChildren(...links.map((link) => {
+        const owned = link.owner !== undefined && link.owner !== null;
+        return el("tr", { "data-testid": "cluster-link-row", "data-link": String(link.link) },
+          el("td", { "data-testid": "cluster-link" }, String(link.link)),
+          el("td", { "data-testid": "cluster-link-placement" }, String(link.placement)),
+          el("td", { "data-testid": "cluster-link-owner", className: owned ? "" : "unowned" }, owned ? String(link.owner) : "nobody holds its lease now"),
+          el("td", { className: "num", "data-testid": "cluster-link-epoch" }, link.owner_epoch === undefined ? "" : String(link.owner_epoch)));
+      }));
+    });
+  }
+
+  // null outside a cluster (404); a cluster whose leases cannot be read now says so in its section.
+  async function readCluster() {
+    try {
+      return { cluster: await api("GET", "/v1/cluster") };
+    } catch (error) {
+      if (error instanceof APIFailure && error.status === 404) { return null; }
+      if (error instanceof APIFailure && error.status === 503) { return { error: error.message }; }
+      throw error;
+    }
+  }
+
   async function refreshOverview() {
-    const [links, streams, sources] = await Promise.all([api("GET", "/v1/links"), api("GET", "/v1/streams"), api("GET", "/v1/sources")]);
+    const [links, streams, sources, cluster] = await Promise.all([
+      api("GET", "/v1/links"), api("GET", "/v1/streams"), api("GET", "/v1/sources"), readCluster()]);
+    $("cluster").hidden = cluster === null;
+    if (cluster !== null) {
+      $("cluster-error").hidden = cluster.error === undefined;
+      setText($("cluster-error"), cluster.error === undefined ? "" : "The cluster's leases cannot be read now: " + cluster.error);
+      if (cluster.cluster) { renderCluster(cluster.cluster); }
+    }
     const streamList = Array.isArray(streams.streams) ? streams.streams : [];
     const sourceList = Array.isArray(sources.sources) ? sources.sources : [];
     const [samples, sourceEvents] = await Promise.all([
