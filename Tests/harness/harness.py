@@ -1388,6 +1388,102 @@ class NatsCluster:
                 self.procs[i] = None
 
 
+class StallProxy:
+    """TCP proxy on 127.0.0.1 in front of one server, for a network cut: `cut()` stops moving
+    bytes either way and leaves new connections in the listen backlog, as a partition does (no
+    reset, no refusal: the peers see silence, and TCP delivers what was in flight once healed);
+    `heal()` moves them again. A side that closes closes the other."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        self.pairs: dict[socket.socket, socket.socket] = {}
+        self.stalled = threading.Event()
+        self.stop_event = threading.Event()
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.listener, selectors.EVENT_READ, "accept")
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+        _cleanups.append(self.close)
+
+    def cut(self):
+        self.stalled.set()
+
+    def heal(self):
+        self.stalled.clear()
+
+    def close(self):
+        self.stop_event.set()
+        self.thread.join(timeout=5)
+        for x in list(self.pairs) + [self.listener]:
+            try:
+                x.close()
+            except OSError:
+                pass
+        self.pairs.clear()
+
+    def _drop(self, s):
+        for x in (s, self.pairs.pop(s, None)):
+            if x is None:
+                continue
+            self.pairs.pop(x, None)
+            try:
+                self.sel.unregister(x)
+            except (KeyError, ValueError):
+                pass
+            try:
+                x.close()
+            except OSError:
+                pass
+
+    def _loop(self):
+        while not self.stop_event.is_set():
+            if self.stalled.is_set():
+                time.sleep(0.02)
+                continue
+            for key, _ in self.sel.select(timeout=0.02):
+                if key.data == "accept":
+                    try:
+                        client, _ = self.listener.accept()
+                    except OSError:
+                        continue
+                    try:
+                        server = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
+                    except OSError:
+                        client.close()  # the server is down (a nats-server fault): as if refused
+                        continue
+                    for x in (client, server):
+                        x.setblocking(False)
+                        self.sel.register(x, selectors.EVENT_READ, "data")
+                    self.pairs[client], self.pairs[server] = server, client
+                    continue
+                s = key.fileobj
+                peer = self.pairs.get(s)
+                if peer is None:
+                    continue
+                try:
+                    chunk = s.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    self._drop(s)
+                    continue
+                try:
+                    peer.setblocking(True)
+                    peer.settimeout(5)
+                    peer.sendall(chunk)
+                    peer.setblocking(False)
+                except OSError:
+                    self._drop(s)
+
+
 class BrokerPool:
     """Several cluster members as one `broker` for RetryingProducers: each request goes to a
     random member that runs and is not stopped, so a retry usually reaches another member."""
@@ -2366,17 +2462,20 @@ class Harness:
         rng = self.rng("cluster")
         lease_ms = 3000
         renew_ms = lease_ms // 3
-        rounds = 21 if self.long else 3
+        rounds = 24 if self.long else 4
         link_count = 12 if self.long else 6
         links = [f"l{i}" for i in range(link_count)]
         schemas = {link: self.audited_schema(f"cluster_{link}") for link in links}
         for i in range(3):
             nats.start(i)
         brokers = []
+        # Each broker reaches NATS through proxies of its own, so that one can be cut off.
+        proxies = {node: [StallProxy(port) for port in nats.ports] for node in "abc"}
         for node in "abc":
             cfg = os.path.join(self.work, f"cluster-{node}.yaml")
+            urls = "[" + ", ".join(f'"nats://127.0.0.1:{p.port}"' for p in proxies[node]) + "]"
             write_config(cfg, [pg_link(self, schemas[link], name=link) for link in links],
-                         cluster={"node": node, "nats_urls": nats.urls(), "replicas": 3, "lease_ms": lease_ms,
+                         cluster={"node": node, "nats_urls": urls, "replicas": 3, "lease_ms": lease_ms,
                                   "request_timeout_ms": 3000})
             brokers.append(Broker(self, cfg, self.fresh(f"cluster-{node}"), f"cluster-{node}"))
 
@@ -2390,15 +2489,18 @@ class Harness:
             raise RuntimeError(f"{broker.name} did not start: {broker.log_tail()}")
 
         def owners(among):
+            """link -> the brokers among `among` that run it now (GET /v1/links lists a member's
+            running links: one request per broker, so a poll is short)."""
             found = {}
             for b in among:
-                for link in links:
-                    try:
-                        status, _ = http_request(b.port, "GET", f"/v1/links/{link}", timeout_s=2)
-                    except (OSError, http.client.HTTPException):
-                        continue
-                    if status == 200:
-                        found.setdefault(link, []).append(b.name)
+                try:
+                    status, body = http_request(b.port, "GET", "/v1/links", timeout_s=2)
+                except (OSError, http.client.HTTPException):
+                    continue
+                if status == 200:
+                    for running in json.loads(body).get("links") or []:
+                        if running.get("name") in links:
+                            found.setdefault(running["name"], []).append(b.name)
             return found
 
         def all_owned_once(among):
@@ -2412,12 +2514,13 @@ class Harness:
         producers = RetryingProducers(self, pool, self.seed, threads=3, batch_min=10, batch_max=40,
                                       pause_s=0.3 if self.long else 0.4)
         failovers = []
+        cut_stops = []  # a broker cut off NATS: (s until it ran none of its links, s until others ran them)
         fenced_before = 0
         try:
             if not wait_until(lambda: all_owned_once(brokers), 60, interval_s=0.2):
                 res.fail(f"the links were not each owned by one broker within 60 s: {owners(brokers)}")
             producers.start()
-            faults = ["kill-broker", "kill-nats", "stop-broker"]
+            faults = ["kill-broker", "kill-nats", "stop-broker", "cut-broker"]
             for i in range(rounds):
                 time.sleep(rng.uniform(1.0, 3.0))
                 # One fault at a time: the previous one healed (streams caught up, links placed).
@@ -2439,12 +2542,40 @@ class Harness:
                     t0 = time.monotonic()
                     if fault == "kill-broker":
                         victim.kill()
-                    else:
+                    elif fault == "stop-broker":
                         pool.paused.add(victim.name)
                         os.kill(victim.proc.pid, signal.SIGSTOP)
-                    if orphaned and not wait_until(lambda: set(owners(others)) >= set(orphaned), 60, interval_s=0.1):
+                    else:
+                        for proxy in proxies[victim.name.removeprefix("cluster-")]:
+                            proxy.cut()
+                    overlap = []
+                    victim_stopped = []
+
+                    def moved():
+                        # The others first, then the victim: a link the others run that the
+                        # victim still runs after ran on two members at once.
+                        taken = set(owners(others))
+                        if fault == "cut-broker":
+                            kept = set(owners([victim]))
+                            overlap.extend(sorted(taken & kept))
+                            if not kept and not victim_stopped:
+                                victim_stopped.append(time.monotonic() - t0)
+                        return taken >= set(orphaned)
+                    if orphaned and not wait_until(moved, 60, interval_s=0.1):
                         res.fail(f"round {i}: {victim.name}'s links {orphaned} not owned by another broker within 60 s")
                     took = time.monotonic() - t0
+                    if overlap:
+                        res.fail(f"round {i}: {victim.name}, cut off NATS, still ran {sorted(set(overlap))} "
+                                 f"after another member took them (it must stop before its lease runs out)")
+                    if fault == "cut-broker":
+                        # Cut off for longer than its lease; it must run nothing by then.
+                        time.sleep(max(0.0, lease_ms / 1000 + 1 - (time.monotonic() - t0)))
+                        still = owners([victim])
+                        if victim_stopped:
+                            cut_stops.append((victim_stopped[0], took))
+                        if still:
+                            res.fail(f"round {i}: {victim.name}, cut off NATS for {time.monotonic() - t0:.1f} s, "
+                                     f"still runs {sorted(still)}")
                     if orphaned:
                         failovers.append(took)
                         if took * 1000 > lease_ms + renew_ms + 3000:
@@ -2452,6 +2583,9 @@ class Harness:
                                      f"more than lease + renew ({(lease_ms + renew_ms) / 1000:.0f} s) + 3 s of polling")
                     if fault == "kill-broker":
                         start(victim)
+                    elif fault == "cut-broker":
+                        for proxy in proxies[victim.name.removeprefix("cluster-")]:
+                            proxy.heal()
                     else:
                         time.sleep(0.5)
                         os.kill(victim.proc.pid, signal.SIGCONT)
@@ -2516,6 +2650,12 @@ class Harness:
         if failovers:
             res.notes.append(f"failover (links owned again on other brokers): p50 {failovers[len(failovers) // 2]:.1f} s, "
                              f"max {failovers[-1]:.1f} s over {len(failovers)} rounds (lease {lease_ms / 1000:.0f} s)")
+        if cut_stops:
+            cut_stops.sort()
+            middle = cut_stops[len(cut_stops) // 2]
+            res.notes.append(f"a broker cut off NATS ran none of its links {middle[0]:.1f} s after the cut (p50; max "
+                             f"{max(c[0] for c in cut_stops):.1f} s) and the others ran them {middle[1]:.1f} s after it, over "
+                             f"{len(cut_stops)} cuts; never seen on both")
         res.notes.append(f"{len(links)} leased links, stream end {end}, {len(batches)} batches over 3 brokers, {acquired} lease acquisitions; "
                          f"owner epochs in the targets {sorted(set(epochs.values()))}; 'fenced' in the brokers' logs: {fenced}; "
                          f"answers while retrying {dict(sorted(producers.statuses.items()))}")
