@@ -194,6 +194,7 @@ let package = Package(
         .executableTarget(
             name: "OrgSyncBenchmarks",
             dependencies: [
+                "OrgSyncAPI",
                 "OrgSyncLog",
                 "OrgSyncPluginAPI",
                 "OrgSyncCore",

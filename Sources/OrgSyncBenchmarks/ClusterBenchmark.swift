@@ -22,7 +22,10 @@ struct ClusterBenchmark: AsyncParsableCommand {
             framed entries to an R3 stream, each producer on its own connection; (2) orgsync cluster \
             appends through one member (`JetStreamStreamStore`, R3, fenced, zlib level 1); (3) the \
             standalone segment log (fsync always). Then the time a new member takes to open the \
-            stream and read its tail (what a link moved to it waits). nats-server: --nats-server, \
+            stream and read its tail (what a link moved to it waits), and --failovers times a \
+            leased link's failover on two real `orgsync serve` members (SIGKILL the one running \
+            it → the other has applied an entry appended after the kill; needs the orgsync \
+            executable: next to this one, or --orgsync). nats-server: --nats-server, \
             $NATS_SERVER_BIN, PATH or /usr/sbin/nats-server.
             """
     )
@@ -32,6 +35,9 @@ struct ClusterBenchmark: AsyncParsableCommand {
     @Option(help: "Comma-separated producer counts.") var producers: String = "1,8"
     @Option(help: "Comma-separated entries per append.") var batches: String = "1,100"
     @Option(help: "The nats-server binary.") var natsServer: String?
+    @Option(help: "Failovers to time (SIGKILL the member running a leased link); 0: none.") var failovers: Int = 5
+    @Option(help: "lease_ms of the failover members.") var leaseMs: Int = 3_000
+    @Option(help: "The orgsync executable the failover members run (default: next to this benchmark's).") var orgsync: String?
     @Flag(help: "Print RESULT lines (one JSON object each) instead of the Markdown table.") var json = false
 
     func run() async throws {
@@ -93,6 +99,15 @@ struct ClusterBenchmark: AsyncParsableCommand {
         openMs.sort()
         lines.append("")
         lines.append("A new member opening the cluster's stream and finding its tail: p50 \(fmt(percentileMs(openMs, 50), 1)) ms, max \(fmt(percentileMs(openMs, 100), 1)) ms (5 runs).")
+        if failovers > 0 {
+            let failover = ClusterFailover(
+                binary: orgsync ?? ClusterFailover.defaultBinary(), natsURLs: cluster.urls, directory: scratch + "/failover", leaseMs: leaseMs)
+            try FileManager.default.createDirectory(atPath: failover.directory, withIntermediateDirectories: true)
+            let times = try await failover.run(rounds: failovers).sorted()
+            lines.append("")
+            lines.append("Failover of a leased link (two `orgsync serve` members, lease_ms \(leaseMs), renewed every \(leaseMs / 3) ms; SIGKILL the member running it → the other member has applied an entry appended after the kill): p50 \(fmt(percentileMs(times, 50) / 1000, 2)) s, max \(fmt(percentileMs(times, 100) / 1000, 2)) s over \(times.count) kills (bound: lease + renew interval + the link's start = \(fmt(Double(leaseMs + leaseMs / 3) / 1000, 1)) s + start).")
+            if json { print(#"RESULT {"mode":"cluster failover","p50_ms":\#(percentileMs(times, 50)),"max_ms":\#(percentileMs(times, 100)),"kills":\#(times.count),"lease_ms":\#(leaseMs)}"#) }
+        }
         if !json { print(lines.joined(separator: "\n")) }
     }
 
