@@ -110,7 +110,9 @@ struct ClusterFailover {
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = ["serve", "--config", member.configPath]
         if !FileManager.default.fileExists(atPath: member.logPath) {
-            FileManager.default.createFile(atPath: member.logPath, contents: nil)
+            guard FileManager.default.createFile(atPath: member.logPath, contents: nil) else {
+                throw ValidationErrorText("cannot create \(member.logPath)")
+            }
         }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: member.logPath))
         try log.seekToEnd()
