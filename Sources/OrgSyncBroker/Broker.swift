@@ -63,8 +63,9 @@ public final class Broker: Sendable {
         if targets.isEmpty {
             notifier = nil
         } else {
+            // Leased links too: each member notifies the events of the times a link ran on it.
             let links = hosted.links.compactMap { link in
-                links.supervisors[link.name].map { NotifiedLink(name: link.name, stream: link.stream, syncLog: $0.syncLog) }
+                links.syncLogs[link.name].map { NotifiedLink(name: link.name, stream: link.stream, syncLog: $0) }
             }
             notifier = try Notifier(
                 settings: targets, links: links, directory: dataDirectory + "/notifications",

@@ -21,6 +21,9 @@ public final class LinkHost: Sendable {
     public var ownership: (any LinkOwnership)? { leased?.ownership }
     /// Link names in configuration order (leased ones too, wherever they run now).
     public var names: [String] { roster.names }
+    /// The sync log of every link hosted here, pinned or leased (a leased link's records are
+    /// those of the times it ran on this member).
+    public let syncLogs: [String: SyncLog]
 
     /// Creates every pinned link (adapters are created, not yet connected: that is the
     /// supervisor's first `open`); leased links are created each time their lease is taken.
@@ -28,7 +31,7 @@ public final class LinkHost: Sendable {
     public init(configuration: BrokerConfiguration, dataDirectory: String, streams: [String: any StreamStore],
                 registry: PluginRegistry, environment: [String: String], logger: Logger,
                 observer: (any LinkObserver)? = nil, ownership: (any LinkOwnership)? = nil) throws {
-        let factory = LinkFactory(
+        let factory = try LinkFactory(
             configuration: configuration, dataDirectory: dataDirectory, streams: streams, registry: registry,
             environment: environment, logger: logger, observer: observer)
         let leasedNames = Set(configuration.leasedLinks.map(\.name))
@@ -55,6 +58,7 @@ public final class LinkHost: Sendable {
         self.roster = roster
         self.leased = leased
         self.logger = logger
+        self.syncLogs = factory.syncLogs
     }
 
     /// The supervisor of the link named `name`, if it runs here.
@@ -93,6 +97,30 @@ struct LinkFactory: Sendable {
     let environment: [String: String]
     let logger: Logger
     let observer: (any LinkObserver)?
+    /// Each link's sync log, opened once: a leased link's supervisors, one per lease taken,
+    /// write to the same one, which the notifier reads all along.
+    let syncLogs: [String: SyncLog]
+
+    init(configuration: BrokerConfiguration, dataDirectory: String, streams: [String: any StreamStore], registry: PluginRegistry,
+         environment: [String: String], logger: Logger, observer: (any LinkObserver)?) throws {
+        self.configuration = configuration
+        self.dataDirectory = dataDirectory
+        self.streams = streams
+        self.registry = registry
+        self.environment = environment
+        self.logger = logger
+        self.observer = observer
+        var syncLogs: [String: SyncLog] = [:]
+        for link in configuration.links {
+            let directory = dataDirectory + "/links/" + link.name
+            // Durably (each new directory's parent synced): the sync log, dead letters and PAUSED
+            // marker in it must not vanish with a directory entry a power cut never saw.
+            try PosixStorage().createDirectory(directory)
+            let recordsMax = try configuration.supervisorConfiguration(for: link).syncLogRecordsMax
+            syncLogs[link.name] = try SyncLog.open(directory: directory, link: link.name, recordsMax: recordsMax)
+        }
+        self.syncLogs = syncLogs
+    }
 
     func directory(of link: String) -> String { dataDirectory + "/links/" + link }
 
@@ -116,16 +144,14 @@ struct LinkFactory: Sendable {
         }
         let supervisorConfiguration = try configuration.supervisorConfiguration(for: link)
         let directory = directory(of: link.name)
-        // Durably (each new directory's parent synced): the sync log, dead letters and PAUSED
-        // marker in it must not vanish with a directory entry a power cut never saw.
-        try PosixStorage().createDirectory(directory)
+        guard let syncLog = syncLogs[link.name] else { throw BrokerError.noSuchLink(name) }
         var linkLogger = logger
         linkLogger[metadataKey: "link"] = .string(link.name)
         if ownerEpoch > 0 { linkLogger[metadataKey: "owner_epoch"] = "\(ownerEpoch)" }
         return try LinkSupervisor(
             name: link.name, source: log.linkSource(), adapter: adapter,
             cursorStore: log.linkCursorStore(), configuration: supervisorConfiguration,
-            syncLog: try SyncLog.open(directory: directory, link: link.name, recordsMax: supervisorConfiguration.syncLogRecordsMax),
+            syncLog: syncLog,
             deadLetters: try DeadLetters.open(directory: directory, link: link.name, lettersMax: supervisorConfiguration.deadLettersMax),
             logger: linkLogger,
             startPaused: OperatorPauseMarker(directory: directory).isSet,

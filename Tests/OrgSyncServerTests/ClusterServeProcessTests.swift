@@ -1,5 +1,7 @@
 import Foundation
+import NIOHTTP1
 import OrgSyncAPI
+import OrgSyncTestHTTP
 import OrgSyncTestNATS
 import OrgSyncTestSupport
 import Testing
@@ -179,6 +181,49 @@ import Testing
                     "\(link): 100 entries applied once each")
         }
         #expect(await a.terminate() == 0)
+    }
+
+    /// A leased link's events go to the operators' webhooks from the member it runs on (the
+    /// notifier reads every hosted link's sync log, leased ones included).
+    @Test func aLeasedLinksEventsAreNotifiedByTheMemberItRunsOn() async throws {
+        let nats = try await NATSTestServer()
+        defer { nats.stop() }
+        let directory = FileManager.default.temporaryDirectory.path + "/orgsync-leased-notify-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let events = Observed<[String]>([])
+        let receiver = try await TestHTTPServer.start { request in
+            let body = (try? JSONSerialization.jsonObject(with: Data(request.body))) as? [String: Any]
+            let link = (body?["data"] as? [String: Any])?["link"] as? String ?? "?"
+            events.update { $0.append("\(body?["type"] as? String ?? "?") \(link)") }
+            return Reply(status: .ok)
+        }
+        let path = directory + "/a.yaml"
+        try """
+        auth: { enabled: false }
+        cluster: { node: a, nats_urls: ["nats://127.0.0.1:\(nats.port)"], replicas: 1, lease_ms: 1500 }
+        streams: [ { name: events } ]
+        links:
+          - { name: leased, stream: events, adapter: sqlite, settings: { path: \(directory)/leased.sqlite } }
+        notifications:
+          - { name: ops, url: "\(receiver.url)", secret_env: ORGSYNC_TEST_NOTIFY_SECRET, events: [link.paused] }
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        let secret = "whsec_" + Data((0..<32).map { UInt8($0 * 3 + 7) }).base64EncodedString()
+        let member = try await BrokerProcess.start(
+            arguments: ["--config", path, "--data-dir", directory + "/a", "--port", "0"], environment: ["ORGSYNC_TEST_NOTIFY_SECRET": secret])
+        // The lease is taken at the member's first round: until then the link is not here (404).
+        let deadline = Date().addingTimeInterval(30)
+        var status = 0
+        while status != 200, Date() < deadline {
+            status = try await post("http://127.0.0.1:\(member.port)/v1/links/leased/suspend", body: Data(), contentType: "application/json").0
+            if status != 200 { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(status == 200, "the leased link was paused on the member running it")
+        let seen = try await withTimeout(ms: 30_000, "link.paused of the leased link at the receiver") {
+            try await events.wait(until: { $0.contains("link.paused leased") })
+        }
+        #expect(seen.contains("link.paused leased"))
+        #expect(await member.terminate() == 0)
     }
 
     /// Placement mistakes stop `serve` before anything opens, naming the field.
