@@ -1868,6 +1868,27 @@ class Harness:
                 if st.get("held_down"):
                     saw_held_status = True
                 time.sleep(0.02)
+            # A full flap needs K probes inside one up phase; on a loaded machine the random
+            # phases above may leave too few to reach the flap limit. Then flap the link by its
+            # own states until it is held down: cut once it runs, restore once it noticed.
+            flap_deadline = time.monotonic() + 60
+
+            def state_is(want):
+                nonlocal saw_held_status
+                st = link_status(broker.port)
+                saw_held_status = saw_held_status or bool(st.get("held_down"))
+                return saw_held_status or want(st["state"])
+            while not saw_held_status and time.monotonic() < flap_deadline:
+                proxy.set_up(True)
+                if not wait_until(lambda: state_is(lambda state: state == "active"), 20, interval_s=0.02):
+                    res.fail(f"the link did not resume within 20 s of the target coming back: {link_status(broker.port)}")
+                    break
+                if saw_held_status:
+                    break
+                proxy.set_up(False)
+                if not wait_until(lambda: state_is(lambda state: state != "active"), 20, interval_s=0.02):
+                    res.fail(f"the link did not notice a cut target within 20 s: {link_status(broker.port)}")
+                    break
             proxy.set_up(True)
             res.rounds = proxy.cuts
             # wait out the hold-down, keep polling status for held_down
