@@ -1388,11 +1388,10 @@ class NatsCluster:
                 self.procs[i] = None
 
 
-class StallProxy:
-    """TCP proxy on 127.0.0.1 in front of one server, for a network cut: `cut()` stops moving
-    bytes either way and leaves new connections in the listen backlog, as a partition does (no
-    reset, no refusal: the peers see silence, and TCP delivers what was in flight once healed);
-    `heal()` moves them again. A side that closes closes the other."""
+class LoopbackProxy:
+    """The core of the harness's TCP proxies on 127.0.0.1: a listener, one thread moving bytes
+    between each accepted connection and its own connection to `target_port`, a side that closes
+    closing the other. Subclasses decide when to accept and what to do with the bytes."""
 
     def __init__(self, target_port):
         self.target_port = target_port
@@ -1403,19 +1402,13 @@ class StallProxy:
         self.listener.setblocking(False)
         self.port = self.listener.getsockname()[1]
         self.pairs: dict[socket.socket, socket.socket] = {}
-        self.stalled = threading.Event()
         self.stop_event = threading.Event()
         self.sel = selectors.DefaultSelector()
-        self.sel.register(self.listener, selectors.EVENT_READ, "accept")
         self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self):
+        self.sel.register(self.listener, selectors.EVENT_READ, "accept")
         self.thread.start()
-        _cleanups.append(self.close)
-
-    def cut(self):
-        self.stalled.set()
-
-    def heal(self):
-        self.stalled.clear()
 
     def close(self):
         self.stop_event.set()
@@ -1427,11 +1420,18 @@ class StallProxy:
                 pass
         self.pairs.clear()
 
+    def _forget(self, s):
+        """What a subclass keeps about a socket that is being dropped."""
+
+    def _inspect(self, s, chunk):
+        """Sees the bytes read from `s` before they go to its peer."""
+
     def _drop(self, s):
         for x in (s, self.pairs.pop(s, None)):
             if x is None:
                 continue
             self.pairs.pop(x, None)
+            self._forget(x)
             try:
                 self.sel.unregister(x)
             except (KeyError, ValueError):
@@ -1441,6 +1441,69 @@ class StallProxy:
             except OSError:
                 pass
 
+    def _accept(self):
+        """The next waiting connection, or None."""
+        try:
+            return self.listener.accept()[0]
+        except OSError:
+            return None
+
+    def _pair(self, client):
+        """Connects `client` to the target; the connection to the target, or None when the
+        target refused (the client is then closed)."""
+        try:
+            server = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
+        except OSError:
+            client.close()
+            return None
+        for x in (client, server):
+            x.setblocking(False)
+            self.sel.register(x, selectors.EVENT_READ, "data")
+        self.pairs[client], self.pairs[server] = server, client
+        return server
+
+    def _forward(self, s):
+        """Moves what `s` has to its peer; drops the pair when either side is gone."""
+        peer = self.pairs.get(s)
+        if peer is None:
+            return
+        try:
+            chunk = s.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._drop(s)
+            return
+        self._inspect(s, chunk)
+        try:
+            peer.setblocking(True)
+            peer.settimeout(5)
+            peer.sendall(chunk)
+            peer.setblocking(False)
+        except OSError:
+            self._drop(s)
+
+
+class StallProxy(LoopbackProxy):
+    """TCP proxy on 127.0.0.1 in front of one server, for a network cut: `cut()` stops moving
+    bytes either way and leaves new connections in the listen backlog, as a partition does (no
+    reset, no refusal: the peers see silence, and TCP delivers what was in flight once healed);
+    `heal()` moves them again. A side that closes closes the other."""
+
+    def __init__(self, target_port):
+        super().__init__(target_port)
+        self.stalled = threading.Event()
+        self.start()
+        _cleanups.append(self.close)
+
+    def cut(self):
+        self.stalled.set()
+
+    def heal(self):
+        self.stalled.clear()
+
     def _loop(self):
         while not self.stop_event.is_set():
             if self.stalled.is_set():
@@ -1448,40 +1511,11 @@ class StallProxy:
                 continue
             for key, _ in self.sel.select(timeout=0.02):
                 if key.data == "accept":
-                    try:
-                        client, _ = self.listener.accept()
-                    except OSError:
-                        continue
-                    try:
-                        server = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
-                    except OSError:
-                        client.close()  # the server is down (a nats-server fault): as if refused
-                        continue
-                    for x in (client, server):
-                        x.setblocking(False)
-                        self.sel.register(x, selectors.EVENT_READ, "data")
-                    self.pairs[client], self.pairs[server] = server, client
-                    continue
-                s = key.fileobj
-                peer = self.pairs.get(s)
-                if peer is None:
-                    continue
-                try:
-                    chunk = s.recv(65536)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    self._drop(s)
-                    continue
-                try:
-                    peer.setblocking(True)
-                    peer.settimeout(5)
-                    peer.sendall(chunk)
-                    peer.setblocking(False)
-                except OSError:
-                    self._drop(s)
+                    client = self._accept()
+                    if client is not None:
+                        self._pair(client)  # a server that is down (a nats-server fault): as if refused
+                else:
+                    self._forward(key.fileobj)
 
 
 class BrokerPool:
@@ -3298,35 +3332,21 @@ class PgWireTap:
                 self.error = False
 
 
-class FlapProxy:
+class FlapProxy(LoopbackProxy):
     """TCP proxy on 127.0.0.1 in front of PostgreSQL; `set_up(False)` closes every connection and
     refuses new ones (accept and close at once) until `set_up(True)`. Every connection's messages
     are read by a PgWireTap; `events` holds (wall time, kind, connection, application_name,
     query, ok) for connect, query, answer, refused and cut."""
 
     def __init__(self, target_port):
-        self.target_port = target_port
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.listener.setblocking(False)
-        self.port = self.listener.getsockname()[1]
+        super().__init__(target_port)
         self.up = True
         self.cuts = 0
         self.lock = threading.Lock()
-        self.pairs: dict[socket.socket, socket.socket] = {}
-        self.stop_event = threading.Event()
-        self.sel = selectors.DefaultSelector()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
         self.cut_requested = False
         self.events: list[tuple] = []
         self.taps: dict[socket.socket, tuple[str, PgWireTap]] = {}
         self.connections = 0
-
-    def start(self):
-        self.sel.register(self.listener, selectors.EVENT_READ, "accept")
-        self.thread.start()
 
     def set_up(self, up):
         with self.lock:
@@ -3335,35 +3355,17 @@ class FlapProxy:
                 self.cut_requested = True
             self.up = up
 
-    def close(self):
-        self.stop_event.set()
-        self.thread.join(timeout=5)
-        for s in list(self.pairs):
-            try:
-                s.close()
-            except OSError:
-                pass
-        self.pairs.clear()
-        try:
-            self.listener.close()
-        except OSError:
-            pass
+    def _forget(self, s):
+        self.taps.pop(s, None)
 
-    def _drop(self, s):
-        peer = self.pairs.pop(s, None)
-        for x in (s, peer):
-            if x is None:
-                continue
-            self.pairs.pop(x, None)
-            self.taps.pop(x, None)
+    def _inspect(self, s, chunk):
+        side = self.taps.get(s)
+        if side is not None:
             try:
-                self.sel.unregister(x)
-            except (KeyError, ValueError):
-                pass
-            try:
-                x.close()
-            except OSError:
-                pass
+                (side[1].client if side[0] == "client" else side[1].server)(chunk)
+            except (ValueError, IndexError):
+                self.events.append((time.time(), "unreadable", side[1].conn_id, side[1].app, None, None))
+                self.taps.pop(s, None)
 
     def _loop(self):
         deadline = time.monotonic() + 3600
@@ -3377,58 +3379,24 @@ class FlapProxy:
                 for s in list(self.pairs):
                     self._drop(s)
             for key, _ in self.sel.select(timeout=0.02):
-                if key.data == "accept":
-                    try:
-                        client, _ = self.listener.accept()
-                    except OSError:
-                        continue
-                    if not up:
-                        self.events.append((time.time(), "refused", None, None, None, None))
-                        client.close()
-                        continue
-                    try:
-                        server = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
-                    except OSError:
-                        # The server itself is down (the outage scenario): the attempt failed.
-                        self.events.append((time.time(), "refused", None, None, None, None))
-                        client.close()
-                        continue
-                    for s in (client, server):
-                        s.setblocking(False)
-                    self.pairs[client], self.pairs[server] = server, client
-                    self.connections += 1
-                    tap = PgWireTap(self.connections, self.events)
-                    self.taps[client], self.taps[server] = ("client", tap), ("server", tap)
-                    self.sel.register(client, selectors.EVENT_READ, "data")
-                    self.sel.register(server, selectors.EVENT_READ, "data")
-                else:
-                    s = key.fileobj
-                    peer = self.pairs.get(s)
-                    if peer is None:
-                        continue
-                    try:
-                        chunk = s.recv(65536)
-                    except (BlockingIOError, InterruptedError):
-                        continue
-                    except OSError:
-                        chunk = b""
-                    if not chunk:
-                        self._drop(s)
-                        continue
-                    side = self.taps.get(s)
-                    if side is not None:
-                        try:
-                            (side[1].client if side[0] == "client" else side[1].server)(chunk)
-                        except (ValueError, IndexError):
-                            self.events.append((time.time(), "unreadable", side[1].conn_id, side[1].app, None, None))
-                            self.taps.pop(s, None)
-                    try:
-                        peer.setblocking(True)
-                        peer.settimeout(5)
-                        peer.sendall(chunk)
-                        peer.setblocking(False)
-                    except OSError:
-                        self._drop(s)
+                if key.data != "accept":
+                    self._forward(key.fileobj)
+                    continue
+                client = self._accept()
+                if client is None:
+                    continue
+                if not up:
+                    self.events.append((time.time(), "refused", None, None, None, None))
+                    client.close()
+                    continue
+                server = self._pair(client)
+                if server is None:
+                    # The server itself is down (the outage scenario): the attempt failed.
+                    self.events.append((time.time(), "refused", None, None, None, None))
+                    continue
+                self.connections += 1
+                tap = PgWireTap(self.connections, self.events)
+                self.taps[client], self.taps[server] = ("client", tap), ("server", tap)
 
 
 FAULTY_PLUGIN = r'''#!/usr/bin/env python3
