@@ -112,7 +112,7 @@ struct LinkFactory: Sendable {
         self.observer = observer
         var syncLogs: [String: SyncLog] = [:]
         for link in configuration.links {
-            let directory = dataDirectory + "/links/" + link.name
+            let directory = Self.directory(of: link.name, in: dataDirectory)
             // Durably (each new directory's parent synced): the sync log, dead letters and PAUSED
             // marker in it must not vanish with a directory entry a power cut never saw.
             try PosixStorage().createDirectory(directory)
@@ -122,7 +122,8 @@ struct LinkFactory: Sendable {
         self.syncLogs = syncLogs
     }
 
-    func directory(of link: String) -> String { dataDirectory + "/links/" + link }
+    static func directory(of link: String, in dataDirectory: String) -> String { dataDirectory + "/links/" + link }
+    func directory(of link: String) -> String { Self.directory(of: link, in: dataDirectory) }
 
     /// - Throws: ``ConfigurationError`` naming the field; the sync log's or dead letters' error.
     func make(_ name: String, ownerEpoch: UInt64) throws -> LinkSupervisor {

@@ -382,23 +382,28 @@ import Testing
         #expect(error.field == "links[0].settings.pasword_env")
     }
 
+    /// What start-up says of a link `l` on `adapter`, leased or (with `node`) pinned, in a cluster.
+    static func leasedLinkError(adapter: String, node: String?, registry: PluginRegistry) throws -> ConfigurationError? {
+        let config = try BrokerConfiguration.parse(yaml: """
+            auth: { enabled: false }
+            cluster: { node: a, nats_urls: ["127.0.0.1"] }
+            streams: [ { name: events } ]
+            links: [ { name: l, stream: events, adapter: \(adapter)\(node.map { ", node: \($0)" } ?? ""), settings: { path: l.sqlite } } ]
+            """)
+        do {
+            try config.validateAdapterSettings(registry: registry)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
     @Test func aLeasedLinkNeedsAPluginThatStoresOwnerEpochs() throws {
         func error(protocolVersion: Int, node: String?) throws -> ConfigurationError? {
-            let config = try BrokerConfiguration.parse(yaml: """
-                auth: { enabled: false }
-                cluster: { node: a, nats_urls: ["127.0.0.1"] }
-                streams: [ { name: events } ]
-                links: [ { name: l, stream: events, adapter: old\(node.map { ", node: \($0)" } ?? ""), settings: {} } ]
-                """)
             let plugin = ProcessAdapterFactory(
                 manifest: PluginManifest(name: "old", version: "1", protocolVersion: protocolVersion, command: ["/bin/true"]),
                 directory: "/tmp", logger: Self.logger)
-            do {
-                try config.validateAdapterSettings(registry: PluginRegistry(builtins: [plugin], logger: Self.logger))
-                return nil
-            } catch {
-                return error
-            }
+            return try Self.leasedLinkError(adapter: "old", node: node, registry: PluginRegistry(builtins: [plugin], logger: Self.logger))
         }
         let refused = try #require(try error(protocolVersion: 2, node: nil))
         #expect(refused.field == "links[0].adapter" && refused.description.contains("needs protocol 3"), "\(refused)")
@@ -409,25 +414,11 @@ import Testing
     /// The same for adapters compiled in: one that keeps no owner epoch at its target (the
     /// webhook adapter; here one that declares nothing) serves only pinned links.
     @Test func aLeasedLinkNeedsAnAdapterThatStoresOwnerEpochs() throws {
-        func error(adapter: String, node: String?) throws -> ConfigurationError? {
-            let config = try BrokerConfiguration.parse(yaml: """
-                auth: { enabled: false }
-                cluster: { node: a, nats_urls: ["127.0.0.1"] }
-                streams: [ { name: events } ]
-                links: [ { name: l, stream: events, adapter: \(adapter)\(node.map { ", node: \($0)" } ?? ""), settings: { path: l.sqlite } } ]
-                """)
-            let registry = PluginRegistry(builtins: [UndeclaredFactory(), SQLiteAdapterFactory()], logger: Self.logger)
-            do {
-                try config.validateAdapterSettings(registry: registry)
-                return nil
-            } catch {
-                return error
-            }
-        }
-        let refused = try #require(try error(adapter: "legacy", node: nil))
+        let registry = PluginRegistry(builtins: [UndeclaredFactory(), SQLiteAdapterFactory()], logger: Self.logger)
+        let refused = try #require(try Self.leasedLinkError(adapter: "legacy", node: nil, registry: registry))
         #expect(refused.field == "links[0].adapter" && refused.description.contains("does not store owner epochs"), "\(refused)")
-        #expect(try error(adapter: "legacy", node: "a") == nil, "a link pinned to a member may use it")
-        #expect(try error(adapter: "sqlite", node: nil) == nil, "SQLite stores owner epochs")
+        #expect(try Self.leasedLinkError(adapter: "legacy", node: "a", registry: registry) == nil, "a link pinned to a member may use it")
+        #expect(try Self.leasedLinkError(adapter: "sqlite", node: nil, registry: registry) == nil, "SQLite stores owner epochs")
     }
 
     @Test func aFactoryThatDeclaresNothingAcceptsAnything() throws {
