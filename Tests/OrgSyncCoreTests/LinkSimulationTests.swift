@@ -49,6 +49,11 @@ import Testing
         return c
     }
 
+    /// Virtual time a link may take past the schedule's horizon to drain.
+    static let drainMarginMs: UInt64 = 3_600_000
+    /// Real time after which a run that neither drained nor moved virtual time is a deadlock.
+    static let deadlockBoundMs: UInt64 = 120_000
+
     static let quietLogger = Logger(label: "orgsync.simulation") { _ in SwiftLogNoOpLogHandler() }
 
     static func simulate(seed: UInt64) async throws -> Outcome {
@@ -73,8 +78,22 @@ import Testing
             randomSeed: random.next(), wallClockMs: { clock.nowMs() })
         let run = Task { try await supervisor.run() }
         var problems: [String] = []
+        // The link must drain within a bound of virtual time: the schedule's horizon plus an hour
+        // of its own timers (backoff, hold-down, verification are all far shorter). A link that
+        // livelocks moves virtual time past it; the bound depends on the seed alone, never on how
+        // busy the machine is (a 20 s wall-clock bound failed a replay that had drained, on a
+        // loaded CI run). The wall-clock bound only ends a deadlock, which moves no time.
+        let drainBoundMs = horizonMs + Self.drainMarginMs
         do {
-            _ = try await withTimeout(ms: 20_000, "the link to drain") { try await source.drained.wait { $0 } }
+            try await withTimeout(ms: Self.deadlockBoundMs, "the link to drain or virtual time to pass \(drainBoundMs) ms") {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { _ = try await source.drained.wait { $0 } }
+                    group.addTask { try await clock.waitForTime(atLeastMs: drainBoundMs) }
+                    defer { group.cancelAll() }
+                    try await group.next()
+                }
+            }
+            if !source.drained.value { problems.append("not drained after \(clock.nowMs()) ms of virtual time (bound \(drainBoundMs) ms)") }
         } catch {
             problems.append("\(error)")
         }

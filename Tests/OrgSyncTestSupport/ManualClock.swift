@@ -54,6 +54,12 @@ public final class ManualClock: LinkClock {
         _ = try await deadlines.wait { $0.values.count { $0 > now } >= count }
     }
 
+    /// Waits (bounded by the caller) until time reaches `ms`: in auto-advance mode, a bound in
+    /// virtual time, which holds whatever the machine's load.
+    public func waitForTime(atLeastMs ms: UInt64) async throws {
+        _ = try await time.wait { $0 >= ms }
+    }
+
     /// Waits (bounded by the caller) until nothing sleeps on this clock.
     public func waitUntilNoSleepers() async throws {
         _ = try await deadlines.wait { $0.isEmpty }
