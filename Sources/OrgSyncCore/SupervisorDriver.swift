@@ -64,13 +64,23 @@ struct SupervisorDriver: Sendable {
     }
 }
 
-/// Ends a supervisor loop's wait early: ``kick()`` cancels the wait under way, or — when the loop
+/// Ends a supervisor loop's wait early: ``kick()`` ends the wait under way, or — when the loop
 /// is busy — makes its next wait return at once, so a request made during an await is never
 /// missed.
+///
+/// The wait and the watch for a kick are child tasks of the loop's task (structured), so they run
+/// where the loop runs: on a task executor the loop's task prefers (the deterministic simulation
+/// runs a link on one thread that way) as much as on the shared pool.
 final class LoopWakeUp: Sendable {
     private struct State {
         var requested = false
-        var waiting: Task<Void, Never>?
+        /// The watch of the wait under way, resumed by a kick.
+        var watcher: CheckedContinuation<Void, Never>?
+
+        mutating func takeWatcher() -> CheckedContinuation<Void, Never>? {
+            defer { watcher = nil }
+            return watcher
+        }
     }
 
     private let state = Mutex(State())
@@ -81,32 +91,47 @@ final class LoopWakeUp: Sendable {
     func kick() {
         state.withLock { state in
             state.requested = true
-            state.waiting?.cancel()
-        }
+            return state.takeWatcher()
+        }?.resume()
     }
 
     /// Runs `wait` (which must end when cancelled) until it returns or a kick, or the caller's
     /// cancellation, ends it; returns at once when kicked since the last wait or reset.
     func wait(_ wait: @escaping @Sendable () async -> Void) async {
-        let task: Task<Void, Never>? = state.withLock { state in
-            if state.requested {
-                state.requested = false
-                return nil
-            }
-            let task = Task { await wait() }
-            state.waiting = task
-            return task
+        let kicked = state.withLock { state in
+            defer { state.requested = false }
+            return state.requested
         }
-        guard let task else { return }
-        await withTaskCancellationHandler { await task.value } onCancel: { task.cancel() }
-        state.withLock { state in
-            state.waiting = nil
-            state.requested = false
+        if kicked { return }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await wait() }
+            group.addTask { await self.watchForKick() }
+            await group.next()
+            group.cancelAll()
+        }
+        state.withLock { $0.requested = false }
+    }
+
+    /// Returns when kicked (or ``cancel()``led), or when cancelled because the wait ended.
+    private func watchForKick() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { state -> Bool in
+                    // A cancellation flags the task before its handler runs: if the handler found
+                    // no watcher yet, this sees the flag.
+                    if state.requested || Task.isCancelled { return true }
+                    state.watcher = continuation
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.takeWatcher() }?.resume()
         }
     }
 
-    /// Cancels a wait under way (the loop has stopped).
-    func cancel() { state.withLock { $0.waiting?.cancel() } }
+    /// Ends a wait under way (the loop has stopped).
+    func cancel() { state.withLock { $0.takeWatcher() }?.resume() }
 }
 
 extension SyncLog {

@@ -22,6 +22,8 @@ import Testing
         for _ in 0..<6 {  // six failed probes
             try await withTimeout("a probe timer") { _ = try await clock.advanceToNextDeadline() }
         }
+        // The sixth probe has failed once the link sleeps again: the target comes back after it.
+        try await withTimeout("the timer after the sixth probe") { try await clock.waitForSleepers() }
         adapter.setDown(false)
         for _ in 0..<3 {
             try await withTimeout("a probe timer") { _ = try await clock.advanceToNextDeadline() }
