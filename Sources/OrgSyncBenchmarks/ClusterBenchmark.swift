@@ -20,7 +20,8 @@ struct ClusterBenchmark: AsyncParsableCommand {
             under a temp directory, stopped at the end) and measures for each producers × entries \
             per append: (1) raw JetStream: one publish with acknowledgement per append of the same \
             framed entries to an R3 stream, each producer on its own connection; (2) orgsync cluster \
-            appends through one member (`JetStreamStreamStore`, R3, fenced, zlib level 1); (3) the \
+            appends through one member (`JetStreamStreamStore`, R3, fenced, zlib level 1), without \
+            and with an idempotency key per append; (3) the \
             standalone segment log (fsync always). Then the time a new member takes to open the \
             stream and read its tail (what a link moved to it waits), and --failovers times a \
             leased link's failover on two real `orgsync serve` members (SIGKILL the one running \
@@ -57,8 +58,8 @@ struct ClusterBenchmark: AsyncParsableCommand {
         let meanBytes = Double(entries.reduce(0) { $0 + $1.count }) / Double(entries.count)
         lines.append("workload: \(entries.count) entries (\(source)), mean \(fmt(meanBytes)) B; nats-server \(cluster.version), 3 nodes on 127.0.0.1, R3 file streams; \(ProcessInfo.processInfo.activeProcessorCount) cores; load \(loadAverage())")
         lines.append("")
-        lines.append("| producers × entries/append | raw JetStream publish (ceiling) | orgsync cluster append (R3) | ratio to raw | standalone log (fsync always) | cluster p50 / p99 ms | raw p50 / p99 ms |")
-        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        lines.append("| producers × entries/append | raw JetStream publish (ceiling) | orgsync cluster append (R3) | ratio to raw | keyed cluster append | keyed ratio | standalone log (fsync always) | cluster p50 / p99 ms | raw p50 / p99 ms |")
+        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 
         var configuration = BrokerConfiguration()
         configuration.streams = [BrokerConfiguration.Stream()]
@@ -75,14 +76,19 @@ struct ClusterBenchmark: AsyncParsableCommand {
                 let ours = try await measure(entries, producers: producerCount, batch: batch, mode: "cluster append R3") { slice in
                     _ = try await store.append(slice, idempotencyKey: nil)
                 }
+                // With an Idempotency-Key each append is a message of its own (the key is its
+                // Nats-Msg-Id): not grouped with others.
+                let keyed = try await measure(entries, producers: producerCount, batch: batch, mode: "keyed cluster append R3") { slice in
+                    _ = try await store.append(slice, idempotencyKey: UUID().uuidString)
+                }
                 await member.close()
                 let log = try StreamLog.open(dataDirectory: scratch + "/log-\(producerCount)-\(batch)", name: "bench")
                 let standalone = try await measure(entries, producers: producerCount, batch: batch, mode: "standalone append") { slice in
                     _ = try await log.append(slice)
                 }
                 await log.close()
-                if json { for row in [raw, ours, standalone] { print(resultLine(row)) } }
-                lines.append("| \(producerCount) × \(batch) | \(fmt(raw.entries_per_s, 0))/s | \(fmt(ours.entries_per_s, 0))/s | \(fmt(ours.entries_per_s / raw.entries_per_s, 2)) | \(fmt(standalone.entries_per_s, 0))/s | \(fmt(ours.p50_ms, 2)) / \(fmt(ours.p99_ms, 2)) | \(fmt(raw.p50_ms, 2)) / \(fmt(raw.p99_ms, 2)) |")
+                if json { for row in [raw, ours, keyed, standalone] { print(resultLine(row)) } }
+                lines.append("| \(producerCount) × \(batch) | \(fmt(raw.entries_per_s, 0))/s | \(fmt(ours.entries_per_s, 0))/s | \(fmt(ours.entries_per_s / raw.entries_per_s, 2)) | \(fmt(keyed.entries_per_s, 0))/s | \(fmt(keyed.entries_per_s / raw.entries_per_s, 2)) | \(fmt(standalone.entries_per_s, 0))/s | \(fmt(ours.p50_ms, 2)) / \(fmt(ours.p99_ms, 2)) | \(fmt(raw.p50_ms, 2)) / \(fmt(raw.p99_ms, 2)) |")
             }
         }
         // What a member that takes a link over waits before reading: opening the streams

@@ -23,6 +23,8 @@ import Synchronization
 /// cannot store an append with stale offsets. The price is a retry when two brokers append to
 /// one stream at the same instant, and one publish in flight per stream and broker (a second
 /// one would be fenced on a sequence only, which another broker's message could also have).
+/// Appends without a key that arrive while one is in flight are stored together, as one message
+/// (``AppendGroup``): the round trip is shared, not queued for.
 ///
 /// **Idempotency keys** are JetStream's `Nats-Msg-Id`, deduplicated by the stream for the
 /// stream's idempotency window on every broker; the stored message carries the entries'
@@ -42,6 +44,8 @@ public final class JetStreamStreamStore: StreamStore {
     let cursors: KeyValueBucket
     let logger: Logger
     private let chain: AppendChain
+    /// The group of unkeyed appends still taking members (``AppendGroup``), if any.
+    private let openGroup = Mutex<AppendGroup?>(nil)
     private let closed = Atomic<Bool>(false)
     /// The start offset of the stream's first message and the end offset of its last one, each
     /// with its sequence. A stored message never changes (cluster streams deny deletes and keep
@@ -86,6 +90,13 @@ public final class JetStreamStreamStore: StreamStore {
         guard !entries.isEmpty else { throw LogError.emptyAppend }
         if let key = idempotencyKey, !IdempotencyKey.isValid(key) { throw LogError.invalidIdempotencyKey(key) }
         guard !closed.load(ordering: .relaxed) else { throw LogError.closed }
+        if idempotencyKey == nil {
+            let framedBytes = AppendGroup.framedBytes(entries)
+            let bytesMax = await groupFramedBytesMax()
+            if entries.count <= AppendGroup.entriesMax, framedBytes <= bytesMax {
+                return .appended(try await appendGrouped(entries, framedBytes: framedBytes, framedBytesMax: bytesMax))
+            }
+        }
         let fingerprint = idempotencyKey.map { _ in EntriesFingerprint(entries: entries) }
         try await chain.acquire(stream: name)
         do {
@@ -95,6 +106,62 @@ public final class JetStreamStreamStore: StreamStore {
         } catch {
             await chain.release()
             throw error
+        }
+    }
+
+    /// The most framed bytes a group of appends holds: ``AppendGroup/framedBytesMax``, or half
+    /// the server's `max_payload` when that is less (a group must fit in one message with its
+    /// headers; an append too large for a group is sent alone, and refused alone if it does not
+    /// fit either).
+    private func groupFramedBytesMax() async -> Int {
+        let payloadMax = await jetStream.connection.serverInfo?.maxPayloadBytes ?? 0
+        return min(AppendGroup.framedBytesMax, payloadMax / 2)
+    }
+
+    /// An append without a key: joins the group waiting for the publish turn, or starts one —
+    /// which then takes the turn, is sealed, published as one message, and answers every member
+    /// with its offsets in it (or the group's error: a member is stored with the others or not at
+    /// all). The publish runs in a task of its own, so that no one member's cancellation (a
+    /// client gone) fails the others.
+    private func appendGrouped(_ entries: [[UInt8]], framedBytes: Int, framedBytesMax: Int) async throws -> AppendResult {
+        let (group, member) = openGroup.withLock { open -> (AppendGroup, Int?) in
+            if let group = open, let member = group.join(entries, framedBytes: framedBytes, framedBytesMax: framedBytesMax) {
+                return (group, member)
+            }
+            let group = AppendGroup(leader: entries, framedBytes: framedBytes)
+            open = group
+            return (group, nil)
+        }
+        guard let member else {
+            Task { await self.publish(group) }
+            return try await group.result(of: 0)
+        }
+        return try await group.result(of: member)
+    }
+
+    private func publish(_ group: AppendGroup) async {
+        do {
+            try await chain.acquire(stream: name)
+        } catch {
+            _ = seal(group)
+            group.finish(.failure(error))
+            return
+        }
+        do {
+            let outcome = try await appendInTurn(seal(group), key: nil, fingerprint: nil)
+            await chain.release()
+            group.finish(.success(outcome.result.firstOffset))
+        } catch {
+            await chain.release()
+            group.finish(.failure(error))
+        }
+    }
+
+    /// Closes `group` to new members (the next append starts a group of its own); its entries.
+    private func seal(_ group: AppendGroup) -> [[UInt8]] {
+        openGroup.withLock { open in
+            if open === group { open = nil }
+            return group.seal()
         }
     }
 

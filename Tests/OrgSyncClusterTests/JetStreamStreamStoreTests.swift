@@ -128,6 +128,65 @@ import Testing
         }
     }
 
+    @Test func unkeyedAppendsThatArriveTogetherShareAMessageEachWithItsOwnOffsets() async throws {
+        try await withServer { server in
+            let broker = try await Self.member(["127.0.0.1:\(server.port)"], node: "a")
+            defer { Task { await broker.close() } }
+            let store = try #require(broker.stores["events"])
+            let appendCount = 40
+            // All at once: while one message is in flight, the appends that arrive wait for the
+            // publish turn together and go as one message.
+            let results = try await withThrowingTaskGroup(of: ([String], AppendResult).self) { group in
+                for a in 0..<appendCount {
+                    group.addTask {
+                        let ids = (0..<(1 + a % 3)).map { "a\(a)-\($0)" }
+                        return (ids, try await store.append(ids.map(Self.entry), idempotencyKey: nil).result)
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            let sorted = results.sorted { $0.1.firstOffset < $1.1.firstOffset }
+            var next: UInt64 = 0
+            for (ids, result) in sorted {
+                #expect(result.firstOffset == next && result.count == ids.count, "each append its own dense range")
+                next = result.lastOffset + 1
+            }
+            #expect(try await Self.readAll(store).map(\.key) == sorted.flatMap(\.0), "each was told where its entries are")
+            let messages = try await store.jetStream.streamInfo(store.jetStreamName).state.messages
+            #expect(messages < UInt64(appendCount), "\(messages) messages for \(appendCount) appends: none were grouped")
+            // A keyed append is a message of its own (its key is the message's id).
+            let keyed = try await store.append([Self.entry("k")], idempotencyKey: "key-1").result
+            #expect(keyed.firstOffset == next)
+            #expect(try await store.jetStream.streamInfo(store.jetStreamName).state.messages == messages + 1)
+        }
+    }
+
+    @Test func whenAGroupCannotBeStoredEveryMemberIsToldAndNoneWaits() async throws {
+        try await withServer { server in
+            let broker = try await Self.member(["127.0.0.1:\(server.port)"], node: "a")
+            defer { Task { await broker.close() } }
+            let store = try #require(broker.stores["events"])
+            _ = try await store.append([Self.entry("before")], idempotencyKey: nil)
+            await server.kill()
+            let failures = try await withTimeout(ms: 60_000, "every append's answer") {
+                try await withThrowingTaskGroup(of: Bool.self) { group in
+                    for a in 0..<20 {
+                        group.addTask {
+                            do {
+                                _ = try await store.append([Self.entry("a\(a)")], idempotencyKey: nil)
+                                return false
+                            } catch {
+                                return true
+                            }
+                        }
+                    }
+                    return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+                }
+            }
+            #expect(failures == 20)
+        }
+    }
+
     @Test func anIdempotencyKeyIsHonouredByEveryBroker() async throws {
         try await withServer { server in
             let urls = ["127.0.0.1:\(server.port)"]
