@@ -75,6 +75,17 @@ public struct JetStreamStreamInfo: Sendable, Hashable, Decodable {
         /// The server leading the stream's replicas; empty or absent while they have none (an
         /// election, or too few replicas up).
         public var leader: String?
+        /// The other replicas as the leader sees them; absent from servers that do not say.
+        public var replicas: [Replica]?
+    }
+
+    /// A replica that is not the leader. Every field may be absent (an older or another server).
+    public struct Replica: Sendable, Hashable, Decodable {
+        public var name: String?
+        /// Caught up with the leader.
+        public var current: Bool?
+        /// Not reachable.
+        public var offline: Bool?
     }
 
     public struct State: Sendable, Hashable, Decodable {

@@ -276,6 +276,9 @@ import Testing
         await cluster.server(2).kill()  // not the one the broker is on
         for i in 20..<40 { try await appendSurely("r\(i)") }
         try await cluster.restart(2, keepStore: false)
+        // Server 2 rejoins with an empty store: until it caught up, killing another leaves one
+        // replica of three, no leader, and no append for as long (this test once timed out so).
+        try await cluster.waitForReplicasCaughtUp(stream: store.jetStreamName)
         await cluster.server(0).kill()  // the broker's server: it reconnects to another
         for i in 40..<60 { try await appendSurely("r\(i)") }
         try await cluster.restart(0)

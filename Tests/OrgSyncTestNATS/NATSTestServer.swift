@@ -161,6 +161,24 @@ public final class NATSTestCluster: Sendable {
         }
     }
 
+    /// Until `stream`'s leader sees every other replica caught up: what the next fault must wait
+    /// for, or two faults in a row are one that leaves the stream without a quorum (a server that
+    /// lost its store and one killed right after it rejoined).
+    public func waitForReplicasCaughtUp(stream: String) async throws {
+        let options = options()
+        let others = servers.withLock { $0.count } - 1
+        try await withTimeout(ms: 60_000, "the replicas of \(stream) to catch up") {
+            while true {
+                if let connection = try? await NATSConnection.connect(options) {
+                    let replicas = try? await JetStream(connection: connection, timeoutMs: 2_000).streamInfo(stream).cluster?.replicas
+                    await connection.close()
+                    if let replicas, replicas.count == others, replicas.allSatisfy({ $0.current == true && $0.offline != true }) { return }
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+
     public func stop() {
         for server in servers.withLock({ $0 }) { server.stop() }
     }
