@@ -31,7 +31,12 @@ public actor JetStreamLinkSource: LinkEntrySource {
     public func read(from offset: Offset, maxCount: Int) async throws -> [Entry] {
         guard maxCount > 0 else { return [] }
         if let entries = buffered(from: offset.rawValue, maxCount: maxCount) { return entries }
-        try await fill(from: offset.rawValue, appendsMax: min(maxCount, Self.readAppendsMax), waitMs: 0)
+        do {
+            try await fill(from: offset.rawValue, appendsMax: min(maxCount, Self.readAppendsMax), waitMs: 0)
+        } catch BrokerError.streamUnavailable(let stream, let problem) {
+            // NATS away or the stream electing a leader: the link waits and reads again.
+            throw LinkStoreUnavailable("stream \(stream) is unavailable: \(problem)")
+        }
         return buffered(from: offset.rawValue, maxCount: maxCount) ?? []
     }
 
@@ -96,6 +101,8 @@ public actor JetStreamLinkSource: LinkEntrySource {
             messages = try await reader.next(batch: appendsMax, waitMs: waitMs)
         } catch let error as NATSError {
             throw BrokerError.streamUnavailable(stream: store.name, problem: "NATS: \(error)")
+        } catch let error as JetStreamAPIError {
+            throw BrokerError.streamUnavailable(stream: store.name, problem: "\(error)")
         }
         for message in messages {
             let append: ClusterAppendMessage

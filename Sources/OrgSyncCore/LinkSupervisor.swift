@@ -52,6 +52,8 @@ public actor LinkSupervisor {
     private var nextObserverID = 0
 
     private var lastError: String?
+    /// While the stream cannot be read: the wait before the next read, ms.
+    private var readRetryDelayMs: UInt64?
     /// Rejections that paused the link (`stopOnReject`) since it started: those entries are not
     /// dead-lettered. Every other rejection is counted by the dead letters, which persist.
     private var stoppedOnRejectCount = 0
@@ -155,6 +157,18 @@ public actor LinkSupervisor {
         }
     }
 
+    /// A stream kept elsewhere could not be read (NATS electing the stream's leader, a server
+    /// restarting): the link stays where it is and reads again after a backoff on its clock (from
+    /// ``storeRetryFirstMs``, doubling to ``storeRetryMaxMs``), showing why meanwhile. It used to
+    /// stop the link — a pinned link stayed stopped after a nats-server restart.
+    private func waitForTheStore(_ error: LinkStoreUnavailable) async {
+        let delayMs = readRetryDelayMs ?? Self.storeRetryFirstMs
+        readRetryDelayMs = min(delayMs * 2, Self.storeRetryMaxMs)
+        lastError = "\(error)"
+        logger.warning("cannot read the stream now; reading again", metadata: ["error": "\(error)", "retry_ms": "\(delayMs)"])
+        await waitForWakeUp(entriesAfter: nil, timerDueMs: clock.nowMs() &+ delayMs)
+    }
+
     /// One unit of work: close, retry a dead letter, probe, apply a batch, or wait for a reason
     /// to do one of those.
     private func step() async throws {
@@ -205,7 +219,17 @@ public actor LinkSupervisor {
         batchInFlight = true
         defer { batchInFlight = false }
         guard try await prepareAdapterForConsuming() else { return true }
-        let entries = try await link.readBatch(maxCount: configuration.batchEntriesMax)
+        let entries: [Entry]
+        do {
+            entries = try await link.readBatch(maxCount: configuration.batchEntriesMax)
+        } catch let error as LinkStoreUnavailable {
+            await waitForTheStore(error)
+            return true
+        }
+        if readRetryDelayMs != nil {
+            readRetryDelayMs = nil
+            lastError = nil
+        }
         guard !entries.isEmpty else { return false }
         guard driver.consuming else { return true }  // paused or stopped while reading: apply nothing
         let outcome = try await link.applyAndCommit(entries) { reason in await self.retryAfterRetryable(reason) }

@@ -490,6 +490,25 @@ final class CountingLinkObserver: LinkObserver {
         #expect(await link.supervisor.status().lastError == nil)
     }
 
+    @Test func aStreamThatCannotBeReadForAWhileIsReadAgainAndTheLinkGoesOn() async throws {
+        let link = try LinkHarness()
+        link.source.append(count: 10)
+        link.source.unavailableReadCount.withLock { $0 = 2 }
+        let run = await link.start()
+        defer { run.cancel() }
+        try await link.clock.waitForSleepers(count: 1)
+        var status = await link.supervisor.status()
+        #expect(status.state == .active && status.lastError?.contains("timed out") == true, "\(status)")
+        link.clock.advance(byMs: 100)
+        try await link.clock.waitForSleepers(count: 1)
+        link.clock.advance(byMs: 200)  // the wait doubled
+        try await link.waitForCursor(10)
+        #expect(link.appliedOffsets() == Array(0..<10), "the link went on where it was")
+        status = await link.supervisor.status()
+        #expect(status.state == .active && status.lastError == nil)
+        #expect(!link.supervisor.syncLog.page().map(\.event).contains(.suspended), "the target is fine: not suspended")
+    }
+
     @Test func batchesCarryTheOwnerEpochAndALaterOwnersPositionStopsTheLink() async throws {
         let adapter = RecordingAdapter()
         let link = try LinkHarness(adapter: adapter, ownerEpoch: 4)

@@ -42,7 +42,17 @@ public final class InMemoryEntrySource: LinkEntrySource {
         }
     }
 
+    /// How many of the next ``read(from:maxCount:)`` calls throw ``LinkStoreUnavailable``, as a
+    /// cluster's stream does while a nats-server restarts.
+    public let unavailableReadCount = Mutex(0)
+
     public func read(from offset: Offset, maxCount: Int) async throws -> [Entry] {
+        let unavailable = unavailableReadCount.withLock { count -> Bool in
+            guard count > 0 else { return false }
+            count -= 1
+            return true
+        }
+        if unavailable { throw LinkStoreUnavailable("timed out waiting for a reply (scripted)") }
         let all = entries.value
         guard offset.rawValue < UInt64(all.count) else { return [] }
         let start = Int(offset.rawValue)
