@@ -42,8 +42,17 @@ import Testing
         var entries: [Entry] = []
         var offset = Offset(start)
         let end = await source.endOffset()
+        let unavailableUntil = ContinuousClock.now + .seconds(30)
         while offset < end {
-            let batch = try await source.read(from: offset, maxCount: 7)
+            let batch: [Entry]
+            do {
+                batch = try await source.read(from: offset, maxCount: 7)
+            } catch let error as LinkStoreUnavailable where ContinuousClock.now < unavailableUntil {
+                // A server restarting: read again, as a link does (bounded).
+                _ = error
+                try await Task.sleep(for: .milliseconds(100))
+                continue
+            }
             guard let last = batch.last else {
                 // Stored, yet not on the server that answers this reader (a replica catching
                 // up after a restart): it comes, as to a waiting link.
