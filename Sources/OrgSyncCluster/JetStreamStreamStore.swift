@@ -46,6 +46,10 @@ public final class JetStreamStreamStore: StreamStore {
     private let chain: AppendChain
     /// The group of unkeyed appends still taking members (``AppendGroup``), if any.
     private let openGroup = Mutex<AppendGroup?>(nil)
+    /// ``groupFramedBytesMax()`` as last asked (-1: not yet), so that an append does not wait for
+    /// the connection to say; asked again after each group's publish (a reconnect may have
+    /// reached a server with another `max_payload`).
+    private let knownGroupFramedBytesMax = Atomic<Int>(-1)
     private let closed = Atomic<Bool>(false)
     /// The start offset of the stream's first message and the end offset of its last one, each
     /// with its sequence. A stored message never changes (cluster streams deny deletes and keep
@@ -92,7 +96,11 @@ public final class JetStreamStreamStore: StreamStore {
         guard !closed.load(ordering: .relaxed) else { throw LogError.closed }
         if idempotencyKey == nil {
             let framedBytes = AppendGroup.framedBytes(entries)
-            let bytesMax = await groupFramedBytesMax()
+            var bytesMax = knownGroupFramedBytesMax.load(ordering: .relaxed)
+            if bytesMax < 0 {
+                bytesMax = await groupFramedBytesMax()
+                knownGroupFramedBytesMax.store(bytesMax, ordering: .relaxed)
+            }
             if entries.count <= AppendGroup.entriesMax, framedBytes <= bytesMax {
                 return .appended(try await appendGrouped(entries, framedBytes: framedBytes, framedBytesMax: bytesMax))
             }
@@ -155,6 +163,7 @@ public final class JetStreamStreamStore: StreamStore {
             await chain.release()
             group.finish(.failure(error))
         }
+        knownGroupFramedBytesMax.store(await groupFramedBytesMax(), ordering: .relaxed)
     }
 
     /// Closes `group` to new members (the next append starts a group of its own); its entries.
