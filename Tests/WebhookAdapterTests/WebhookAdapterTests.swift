@@ -122,19 +122,21 @@ func adapterError(_ body: () async throws -> Void) async -> AdapterError? {
     }
 
     @Test func aReceiverThatAnswersAfterTheTimeoutIsAConnectionFailure() async throws {
-        // The receiver answers 200 four seconds after the request, timed on its own event loop:
+        // The receiver answers 200 eight seconds after the request, timed on its own event loop:
         // an adapter that waited for it would report success, so the connection error proves the
         // adapter gave up before then — whenever this test's task gets to run again (on a loaded
         // machine the cooperative pool can take seconds to resume it; what is measured here does
-        // not depend on that).
-        try await withReceiver(timeoutMs: 300, respond: { _ in Reply(status: .ok, after: .seconds(4)) }) { adapter, server in
+        // not depend on that). The deadline is 2 s, not less: the request must reach the receiver
+        // before it (the receiver got none in a fresh-clone CI run with a 300 ms deadline, at a
+        // load where connecting and sending took longer than that).
+        try await withReceiver(timeoutMs: 2_000, respond: { _ in Reply(status: .ok, after: .seconds(8)) }) { adapter, server in
             let started = ContinuousClock.now
             let error = await adapterError { try await adapter.apply(EntryBatch(stream: "events", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [entry(1, "a")])) }
             #expect(error?.kind == .connection)
-            #expect(error?.message.contains("timeout_ms=300") == true)
+            #expect(error?.message.contains("timeout_ms=2000") == true)
             #expect(await server.requests(atLeast: 1).count == 1)
             // Not before the deadline (only a late answer can be slowed by load, not an early one).
-            #expect(ContinuousClock.now - started >= .milliseconds(300))
+            #expect(ContinuousClock.now - started >= .milliseconds(2_000))
         }
     }
 
