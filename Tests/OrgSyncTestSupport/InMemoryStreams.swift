@@ -47,12 +47,7 @@ public final class InMemoryEntrySource: LinkEntrySource {
     public let unavailableReadCount = Mutex(0)
 
     public func read(from offset: Offset, maxCount: Int) async throws -> [Entry] {
-        let unavailable = unavailableReadCount.withLock { count -> Bool in
-            guard count > 0 else { return false }
-            count -= 1
-            return true
-        }
-        if unavailable { throw LinkStoreUnavailable("timed out waiting for a reply (scripted)") }
+        if unavailableReadCount.takeOne() { throw LinkStoreUnavailable("timed out waiting for a reply (scripted)") }
         let all = entries.value
         guard offset.rawValue < UInt64(all.count) else { return [] }
         let start = Int(offset.rawValue)
@@ -66,12 +61,7 @@ public final class InMemoryEntrySource: LinkEntrySource {
     public let unavailableEndCount = Mutex(0)
 
     public func checkedEndOffset() async throws -> Offset {
-        let unavailable = unavailableEndCount.withLock { count -> Bool in
-            guard count > 0 else { return false }
-            count -= 1
-            return true
-        }
-        if unavailable { throw LinkStoreUnavailable("no responders (scripted)") }
+        if unavailableEndCount.takeOne() { throw LinkStoreUnavailable("no responders (scripted)") }
         return await endOffset()
     }
 
@@ -165,5 +155,16 @@ public final class InMemoryCursorStore: LinkCursorStore {
     /// Waits until `link`'s cursor reaches `offset`.
     public func waitForCursor(link: String, atLeast offset: Offset) async throws {
         _ = try await cursors.wait { ($0[link] ?? 0) >= offset }
+    }
+}
+
+extension Mutex where Value == Int {
+    /// Counts one down if it is above zero; whether it did (a scripted failure is due).
+    func takeOne() -> Bool {
+        withLock { count in
+            guard count > 0 else { return false }
+            count -= 1
+            return true
+        }
     }
 }
