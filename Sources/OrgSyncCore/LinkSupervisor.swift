@@ -52,8 +52,9 @@ public actor LinkSupervisor {
     private var nextObserverID = 0
 
     private var lastError: String?
-    /// While the stream cannot be read: the wait before the next read, ms.
-    private var readRetryDelayMs: UInt64?
+    /// While a store kept elsewhere cannot answer (``storeCannotAnswer(_:_:)``): the wait before
+    /// asking it again, ms.
+    private var storeRetryDelayMs: UInt64?
     /// Rejections that paused the link (`stopOnReject`) since it started: those entries are not
     /// dead-lettered. Every other rejection is counted by the dead letters, which persist.
     private var stoppedOnRejectCount = 0
@@ -133,8 +134,8 @@ public actor LinkSupervisor {
         if let failure { throw failure }
     }
 
-    /// How long a link starting waits before it asks a store that could not answer again, at
-    /// most, ms (doubling from ``storeRetryFirstMs``).
+    /// How long a link waits before it asks a store that could not answer again (loading its
+    /// cursor, reading), at most, ms (doubling from ``storeRetryFirstMs``).
     static let storeRetryMaxMs: UInt64 = 5_000
     static let storeRetryFirstMs: UInt64 = 100
 
@@ -142,31 +143,42 @@ public actor LinkSupervisor {
     /// elsewhere cannot answer (NATS electing a stream's leader): a link must neither stop for
     /// that nor take an unknown end for 0.
     private func loadCursorWhenTheStoreAnswers() async throws {
-        var delayMs = Self.storeRetryFirstMs
         while true {
             do {
                 try await link.loadCursor()
-                if delayMs > Self.storeRetryFirstMs { lastError = nil }
+                storeAnswered()
                 return
             } catch let error as LinkStoreUnavailable {
-                lastError = "\(error)"
-                logger.warning("cannot load the cursor yet; asking again", metadata: ["error": "\(error)", "retry_ms": "\(delayMs)"])
-                try await clock.sleep(untilMs: clock.nowMs() &+ delayMs)
-                delayMs = min(delayMs * 2, Self.storeRetryMaxMs)
+                try await clock.sleep(untilMs: clock.nowMs() &+ storeCannotAnswer(error, "cannot load the cursor yet; asking again"))
             }
         }
     }
 
     /// A stream kept elsewhere could not be read (NATS electing the stream's leader, a server
-    /// restarting): the link stays where it is and reads again after a backoff on its clock (from
-    /// ``storeRetryFirstMs``, doubling to ``storeRetryMaxMs``), showing why meanwhile. It used to
-    /// stop the link — a pinned link stayed stopped after a nats-server restart.
+    /// restarting): the link stays where it is and reads again after the backoff, showing why
+    /// meanwhile. It used to stop the link — a pinned link stayed stopped after a nats-server
+    /// restart.
     private func waitForTheStore(_ error: LinkStoreUnavailable) async {
-        let delayMs = readRetryDelayMs ?? Self.storeRetryFirstMs
-        readRetryDelayMs = min(delayMs * 2, Self.storeRetryMaxMs)
-        lastError = "\(error)"
-        logger.warning("cannot read the stream now; reading again", metadata: ["error": "\(error)", "retry_ms": "\(delayMs)"])
+        let delayMs = storeCannotAnswer(error, "cannot read the stream now; reading again")
         await waitForWakeUp(entriesAfter: nil, timerDueMs: clock.nowMs() &+ delayMs)
+    }
+
+    /// A store kept elsewhere could not answer: says why (log and `lastError`) and returns how
+    /// long to wait before asking again, ms — from ``storeRetryFirstMs``, doubling to
+    /// ``storeRetryMaxMs`` while it keeps failing.
+    private func storeCannotAnswer(_ error: LinkStoreUnavailable, _ message: Logger.Message) -> UInt64 {
+        let delayMs = storeRetryDelayMs ?? Self.storeRetryFirstMs
+        storeRetryDelayMs = min(delayMs * 2, Self.storeRetryMaxMs)
+        lastError = "\(error)"
+        logger.warning(message, metadata: ["error": "\(error)", "retry_ms": "\(delayMs)"])
+        return delayMs
+    }
+
+    /// The store answered: the backoff starts over, and the error it showed is gone.
+    private func storeAnswered() {
+        guard storeRetryDelayMs != nil else { return }
+        storeRetryDelayMs = nil
+        lastError = nil
     }
 
     /// One unit of work: close, retry a dead letter, probe, apply a batch, or wait for a reason
@@ -202,6 +214,7 @@ public actor LinkSupervisor {
 
     private func finish() async {
         driver.consuming = false
+        storeRetryDelayMs = nil  // a later run() starts its backoff over
         wake.cancel()
         if link.adapterOpen || driver.closeRequested { await closeAdapter() }
         for request in pendingRetries { request.continuation.resume(throwing: LinkSupervisorError.notRunning(link: name)) }
@@ -226,10 +239,7 @@ public actor LinkSupervisor {
             await waitForTheStore(error)
             return true
         }
-        if readRetryDelayMs != nil {
-            readRetryDelayMs = nil
-            lastError = nil
-        }
+        storeAnswered()
         guard !entries.isEmpty else { return false }
         guard driver.consuming else { return true }  // paused or stopped while reading: apply nothing
         let outcome = try await link.applyAndCommit(entries) { reason in await self.retryAfterRetryable(reason) }
