@@ -145,19 +145,11 @@ public final class NATSTestCluster: Sendable {
     /// servers is made (and deleted) through the first. A meta leader alone is not enough: until
     /// every peer has joined, an R3 stream finds "no suitable peers for placement".
     public func waitForJetStream() async throws {
-        let options = options()
         let replicas = servers.withLock { $0.count }
-        try await withTimeout(ms: 30_000, "the NATS cluster's JetStream to place an R\(replicas) stream") {
-            while true {
-                if let connection = try? await NATSConnection.connect(options) {
-                    let js = JetStream(connection: connection, timeoutMs: 2_000)
-                    let placed = (try? await js.createStream(JetStreamStreamConfig(name: "PROBE", subjects: ["probe.placement"], storage: "memory", replicas: replicas))) != nil
-                    if placed { try? await js.deleteStream("PROBE") }
-                    await connection.close()
-                    if placed { return }
-                }
-                try await Task.sleep(for: .milliseconds(100))
-            }
+        try await poll("the NATS cluster's JetStream to place an R\(replicas) stream") { js in
+            let placed = (try? await js.createStream(JetStreamStreamConfig(name: "PROBE", subjects: ["probe.placement"], storage: "memory", replicas: replicas))) != nil
+            if placed { try? await js.deleteStream("PROBE") }
+            return placed
         }
     }
 
@@ -165,14 +157,23 @@ public final class NATSTestCluster: Sendable {
     /// for, or two faults in a row are one that leaves the stream without a quorum (a server that
     /// lost its store and one killed right after it rejoined).
     public func waitForReplicasCaughtUp(stream: String) async throws {
-        let options = options()
         let others = servers.withLock { $0.count } - 1
-        try await withTimeout(ms: 60_000, "the replicas of \(stream) to catch up") {
+        try await poll("the replicas of \(stream) to catch up", boundMs: 60_000) { js in
+            guard let replicas = try? await js.streamInfo(stream).cluster?.replicas else { return false }
+            return replicas.count == others && replicas.allSatisfy { $0.current == true && $0.offline != true }
+        }
+    }
+
+    /// Asks the cluster (a new connection each time, since a server may be down) every 100 ms
+    /// until `holds` says yes, for at most `boundMs`.
+    private func poll(_ what: String, boundMs: UInt64 = 30_000, _ holds: @escaping @Sendable (JetStream) async -> Bool) async throws {
+        let options = options()
+        try await withTimeout(ms: boundMs, what) {
             while true {
                 if let connection = try? await NATSConnection.connect(options) {
-                    let replicas = try? await JetStream(connection: connection, timeoutMs: 2_000).streamInfo(stream).cluster?.replicas
+                    let held = await holds(JetStream(connection: connection, timeoutMs: 2_000))
                     await connection.close()
-                    if let replicas, replicas.count == others, replicas.allSatisfy({ $0.current == true && $0.offline != true }) { return }
+                    if held { return }
                 }
                 try await Task.sleep(for: .milliseconds(100))
             }
