@@ -259,6 +259,16 @@ public actor PostgresAdapter: OrgAdapter {
     /// against ~0.15 ms with its round trip), and the workload's hot records make long tails of
     /// small layers. 4 and 8 measured alike (95 % and 92 % of the best ceiling in their runs).
     static let layerRowsSentSinglyMax = 8
+    /// Session settings of the connection batches are applied on. Every statement it sends finds
+    /// its rows by key, and the key has an index; but for tables up to a few ten thousand rows
+    /// the server's default cost model (random reads four times a sequential one: disks, not a
+    /// table in memory) planned the UPDATE and DELETE of a set statement as a sequential scan of
+    /// the whole table with a hash join, so a batch took longer the larger the tables grew:
+    /// catching up 200 000 workload entries fell from 9 125 to 4 875 entries/s as the tables
+    /// filled, 7 243/s overall, against 12 335/s and no slowdown with this setting (same run).
+    /// `off` only makes a scan the last resort: a table without an index on its key is still
+    /// read, as before.
+    static let batchSessionParameters: [(String, String)] = [("enable_seqscan", "off")]
 
     /// How much of a key (and org) a rejection's message quotes, in characters.
     static let keyInMessageCharactersMax = 200
@@ -534,7 +544,7 @@ public actor PostgresAdapter: OrgAdapter {
         do {
             let connection = try await PostgresConnector.connect(
                 settings: settings, applicationName: "orgsync:" + String(linkName.prefix(50)),
-                startupParameters: [("statement_timeout", String(settings.queryTimeoutMs))],
+                startupParameters: [("statement_timeout", String(settings.queryTimeoutMs))] + Self.batchSessionParameters,
                 connectTimeoutMs: settings.connectTimeoutMs, id: connectionCount, logger: logger)
             self.connection = connection
             if let origin = settings.replicationOrigin { try await Self.tagSession(connection, origin: origin, logger: logger) }
