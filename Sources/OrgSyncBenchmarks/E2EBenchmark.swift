@@ -28,8 +28,11 @@ struct E2EBenchmark: AsyncParsableCommand {
             measured from the target coming back to the first applied batch, split into the wait for \
             the next probe (the backoff in progress), the verification (K probes --verify-interval-ms \
             apart) and the apply. Target: K × verify interval + 100 ms. \
-            Paced (--paced, instead of the two above): first the apply capacity (the link catches up \
-            a backlog of --count entries, at most --capacity-seconds); then for each --pace-percent \
+            Paced (--paced, instead of the two above): first the apply capacity — idle: the link \
+            catches up a backlog of --count entries, at most --capacity-seconds, nothing else running; \
+            loaded (the default basis): the link's rate while a producer on the paced cadence offers \
+            1.2 × the idle capacity for --capacity-seconds, so that the producer's appends and fsyncs \
+            share the cores and the disk as they do during a pace; then for each --pace-percent \
             an open-loop producer appends at that share of it for --pace-seconds (entries due on a \
             fixed timetable, appended together when they fall due during an append); every entry's \
             latency from its due time to the link's commit covering it, and the lag every second. \
@@ -60,7 +63,9 @@ struct E2EBenchmark: AsyncParsableCommand {
     @Option(help: "Paced: shares of the measured capacity to run at, percent, comma-separated.")
     var pacePercent = "50,90"
     @Option(help: "Paced: how long each pace runs, s.") var paceSeconds: Double = 60
-    @Option(help: "Paced: longest the capacity measurement (catching up --count entries) may run, s.")
+    @Option(help: "Paced: the capacity the paces are shares of: loaded (applying while a producer appends) or idle (catching up a backlog alone).")
+    var capacityBasis: CapacityBasis = .loaded
+    @Option(help: "Paced: longest each capacity measurement may run (catching up --count entries; the loaded one's producer), s.")
     var capacitySeconds: Double = 15
     @Option(help: "Paced: shortest time between two appends, ms; the entries due meanwhile go in one append (at most --append-batch).")
     var paceAppendIntervalMs: Double = 1
@@ -77,6 +82,11 @@ struct E2EBenchmark: AsyncParsableCommand {
             paceLagSampleMs >= 1, paceLagSampleMs <= 3_600_000
         else { throw ValidationError("--pace-seconds and --capacity-seconds must be 1…86400, --pace-append-interval-ms 0…60000, --pace-lag-sample-ms 1…3600000") }
         _ = try pacePercents()
+    }
+
+    /// What `--pace-percent` is a share of.
+    enum CapacityBasis: String, ExpressibleByArgument, CaseIterable, Sendable {
+        case loaded, idle
     }
 
     /// `--pace-percent` as numbers: each above 0 and at most 1000.

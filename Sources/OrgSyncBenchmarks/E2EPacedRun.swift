@@ -12,6 +12,12 @@ extension E2EBenchmark {
     static let paceWarmUpEntryCount = 1_000
     /// Entries per append while the capacity measurement writes its backlog.
     static let backlogAppendBatch = 1_000
+    /// What the producer offers while the loaded capacity is measured, as a share of the idle
+    /// capacity: more than the link can apply, so that it falls behind and reads full batches.
+    static let loadedCapacityOfferedShare = 1.2
+    /// The share of --capacity-seconds left out at the start of the loaded measurement (the link
+    /// is not yet behind by a full batch).
+    static let loadedCapacitySettleShare = 0.25
     /// Longest wait for the link to apply what a paced run appended after the producer stopped, s.
     static let paceDrainBoundSeconds = 300.0
     /// Longest wait for the warm-up entries to be applied, s.
@@ -26,20 +32,30 @@ extension E2EBenchmark {
 
     func measurePaced(_ workload: [[UInt8]], target: E2ETarget, directory: String) async throws -> PacedReport {
         let percents = try pacePercents()
-        let capacity = try await measureCapacity(workload, target: target, directory: directory + "/capacity")
-        let offeredMax = (percents.max() ?? 100) / 100 * capacity.entriesPerSecond
-        let neededDouble = (offeredMax * paceSeconds).rounded(.up) + Double(Self.paceWarmUpEntryCount)
+        let idle = try await measureCapacity(workload, target: target, directory: directory + "/capacity")
+        // The loaded measurement and the fastest pace both draw on one prepared workload.
+        let loadedOffered = idle.entriesPerSecond * Self.loadedCapacityOfferedShare
+        let offeredMax = max(loadedOffered * capacitySeconds, (percents.max() ?? 100) / 100 * idle.entriesPerSecond * paceSeconds)
+        let neededDouble = offeredMax.rounded(.up) + Double(Self.paceWarmUpEntryCount)
         guard neededDouble <= Double(PacingSchedule.entryCountMax) else {
-            throw ValidationErrorText("a pace of \(fmt(offeredMax, 0)) entries/s for \(fmt(paceSeconds, 0)) s needs more than \(PacingSchedule.entryCountMax) entries")
+            throw ValidationErrorText("the paced runs need more than \(PacingSchedule.entryCountMax) entries: lower --pace-seconds or --capacity-seconds")
         }
         let entries = try pacedEntries(workload, count: Int(neededDouble))
+        var loaded: Capacity?
+        if capacityBasis == .loaded {
+            loaded = try await measureLoadedCapacity(
+                entries, offeredEntriesPerSecond: loadedOffered, target: target, directory: directory + "/capacity-loaded")
+        }
+        let basis = loaded ?? idle
         var runs: [PacedRunSummary] = []
         for (index, percent) in percents.enumerated() {
             runs.append(try await measurePace(
-                entries, percent: percent, capacity: capacity, target: target, phase: "pace\(index + 1)",
+                entries, percent: percent, capacity: basis, target: target, phase: "pace\(index + 1)",
                 directory: directory + "/pace\(index + 1)"))
         }
-        return PacedReport(capacity: capacity, runs: runs, target: target.label, targetName: target.name)
+        return PacedReport(
+            capacity: basis, idleCapacity: idle, loadedCapacity: loaded, loadedOfferedEntriesPerSecond: loadedOffered, runs: runs,
+            target: target.label, targetName: target.name)
     }
 
     /// The workload, long enough for the fastest pace: every pace applies the same entries into a
@@ -93,11 +109,53 @@ extension E2EBenchmark {
             appliedCount: Int(last.offset - first.offset), seconds: Double(last.ns - first.ns) / 1e9, entriesPerSecond: rate)
     }
 
-    // MARK: - One pace
+    /// The link's apply rate while an open-loop producer on the paced cadence (an append at most
+    /// every --pace-append-interval-ms, fsync always) offers more than it can apply: the rate the
+    /// link and its target sustain with the producer's appends and fsyncs on the same cores and
+    /// disk, as they are during every pace. Taken from the link's commits between
+    /// ``loadedCapacitySettleShare`` of --capacity-seconds and the producer's end, when the link
+    /// is behind and reads full batches.
+    func measureLoadedCapacity(
+        _ entries: [[UInt8]], offeredEntriesPerSecond: Double, target: E2ETarget, directory: String
+    ) async throws -> Capacity {
+        let run = try await startPacedLink(entries, target: target, phase: "capacity_loaded", directory: directory)
+        defer { run.task.cancel() }
+        guard let schedule = PacingSchedule(
+            startNs: nowNs(), entriesPerSecond: offeredEntriesPerSecond, durationSeconds: capacitySeconds,
+            appendBatchMax: appendBatch, appendIntervalMinNs: UInt64(paceAppendIntervalMs * 1e6))
+        else { throw ValidationErrorText("loaded capacity: no timetable for \(fmt(offeredEntriesPerSecond, 1)) entries/s") }
+        guard run.warmUp + schedule.entryCount <= entries.count else {
+            throw ValidationErrorText("loaded capacity: \(schedule.entryCount) entries needed, \(entries.count - run.warmUp) prepared")
+        }
+        let production = try await Self.produce(
+            Array(entries[run.warmUp..<(run.warmUp + schedule.entryCount)]), schedule: schedule, log: run.log)
+        let status = await run.supervisor.status()
+        run.task.cancel()
+        _ = try? await run.task.value
+        await run.log.close()
+        let settleNs = schedule.startNs + UInt64(capacitySeconds * Self.loadedCapacitySettleShare * 1e9)
+        let window = run.cursors.stores().map { CursorCommit(ns: $0.ns, offset: $0.offset) }
+            .filter { $0.ns >= settleNs && $0.ns <= production.lastAppendEndNs }
+        guard let rate = PacedAnalysis.catchUpRate(window), let first = window.first, let last = window.last else {
+            throw ValidationErrorText(
+                "loaded capacity: the link committed fewer than two batches while the producer ran (link \(status.state), last error: \(status.lastError ?? "none"))")
+        }
+        return Capacity(appliedCount: Int(last.offset - first.offset), seconds: Double(last.ns - first.ns) / 1e9, entriesPerSecond: rate)
+    }
 
-    func measurePace(
-        _ entries: [[UInt8]], percent: Double, capacity: Capacity, target: E2ETarget, phase: String, directory: String
-    ) async throws -> PacedRunSummary {
+    /// A running link of a paced measurement, on a stream of its own.
+    struct PacedLink {
+        var log: StreamLog
+        var cursors: TimedCursorStore
+        var supervisor: LinkSupervisor
+        var task: Task<Void, any Error>
+        /// Entries appended and applied before the timed ones (the first of `entries`).
+        var warmUp: Int
+    }
+
+    /// A fresh stream and a link on it into a fresh target, the warm-up entries applied (the
+    /// target's tables exist and its connections are open).
+    private func startPacedLink(_ entries: [[UInt8]], target: E2ETarget, phase: String, directory: String) async throws -> PacedLink {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let log = try StreamLog.open(dataDirectory: directory, name: "bench")
         let cursors = TimedCursorStore(log: log)
@@ -106,12 +164,26 @@ extension E2EBenchmark {
         let supervisor = try LinkSupervisor(
             name: "e2e", source: StreamLogLinkSource(log: log), adapter: try target.makeAdapter(phase: phase, directory: directory),
             cursorStore: cursors, configuration: configuration, logger: Self.quietLogger)
-        let link = Task { try await supervisor.run() }
-        defer { link.cancel() }
-
+        let task = Task { try await supervisor.run() }
         let warmUp = min(Self.paceWarmUpEntryCount, entries.count)
-        _ = try await log.append(Array(entries[0..<warmUp]))
-        try await cursors.waitForCursor(UInt64(warmUp), boundSeconds: Self.paceWarmUpBoundSeconds)
+        do {
+            _ = try await log.append(Array(entries[0..<warmUp]))
+            try await cursors.waitForCursor(UInt64(warmUp), boundSeconds: Self.paceWarmUpBoundSeconds)
+        } catch {
+            task.cancel()
+            throw error
+        }
+        return PacedLink(log: log, cursors: cursors, supervisor: supervisor, task: task, warmUp: warmUp)
+    }
+
+    // MARK: - One pace
+
+    func measurePace(
+        _ entries: [[UInt8]], percent: Double, capacity: Capacity, target: E2ETarget, phase: String, directory: String
+    ) async throws -> PacedRunSummary {
+        let run = try await startPacedLink(entries, target: target, phase: phase, directory: directory)
+        let (log, cursors, supervisor, link, warmUp) = (run.log, run.cursors, run.supervisor, run.task, run.warmUp)
+        defer { link.cancel() }
 
         guard let schedule = PacingSchedule(
             startNs: nowNs(), entriesPerSecond: capacity.entriesPerSecond * percent / 100, durationSeconds: paceSeconds,
@@ -153,7 +225,9 @@ extension E2EBenchmark {
             appliedEntriesPerSecond: PacedAnalysis.appliedRate(
                 commits: commits, firstOffset: production.firstOffset, startNs: schedule.startNs, durationSeconds: paceSeconds),
             sortedLatenciesNs: latencies.sorted(), unappliedCount: unapplied, lagSamples: lagSamples,
-            producerLateMaxNs: production.lateMaxNs, rejectedCount: status.rejectedCount, targets: PacedTargets())
+            producerLateMaxNs: production.lateMaxNs, rejectedCount: status.rejectedCount,
+            batches: PacedAnalysis.batches(commits: commits, firstOffset: production.firstOffset, endOffset: endOffset),
+            targets: PacedTargets())
     }
 
     /// What the paced producer did.

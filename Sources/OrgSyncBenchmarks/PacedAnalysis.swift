@@ -97,6 +97,19 @@ enum PacedAnalysis {
         return Double(last.offset - firstOffset) / durationSeconds
     }
 
+    /// The commits that covered entries from `firstOffset` on (up to `endOffset`), and the mean
+    /// time between consecutive ones, ms (0 with fewer than two).
+    static func batches(commits: [CursorCommit], firstOffset: UInt64, endOffset: UInt64) -> (count: Int, intervalMeanMs: Double) {
+        var previousOffset = firstOffset
+        var times: [UInt64] = []
+        for commit in commits where commit.offset > previousOffset && previousOffset < endOffset {
+            times.append(commit.ns)
+            previousOffset = commit.offset
+        }
+        guard let first = times.first, let last = times.last, times.count > 1, last > first else { return (times.count, 0) }
+        return (times.count, Double(last - first) / 1e6 / Double(times.count - 1))
+    }
+
     /// Entries/s of a backlog catch-up: from the first commit to the last (the first batch, which
     /// also opens the target and creates its tables, is left out). Nil with fewer than two
     /// commits or no time between them.

@@ -24,12 +24,15 @@ struct PacedRunSummary: Sendable, Equatable {
     /// Entries no commit covered within the drain bound (their latency is a lower bound).
     var unappliedCount: Int
     var rejectedCount: Int
+    /// The link's commits that covered the run's entries, and the time between them.
+    var batchCount: Int
+    var batchIntervalMeanMs: Double
     var verdict: PacedVerdict
 
     init(
         pacePercent: Double, schedule: PacingSchedule, durationSeconds: Double, appendedCount: Int, lastAppendEndNs: UInt64,
         appliedEntriesPerSecond: Double, sortedLatenciesNs: [UInt64], unappliedCount: Int, lagSamples: [LagSample],
-        producerLateMaxNs: UInt64, rejectedCount: Int, targets: PacedTargets
+        producerLateMaxNs: UInt64, rejectedCount: Int, batches: (count: Int, intervalMeanMs: Double), targets: PacedTargets
     ) {
         self.pacePercent = pacePercent
         offeredEntriesPerSecond = schedule.entriesPerSecond
@@ -50,6 +53,8 @@ struct PacedRunSummary: Sendable, Equatable {
         producerLateMaxMs = Double(producerLateMaxNs) / 1e6
         self.unappliedCount = unappliedCount
         self.rejectedCount = rejectedCount
+        batchCount = batches.count
+        batchIntervalMeanMs = batches.intervalMeanMs
         // Entries never applied make the run fail whatever the percentiles say.
         var verdict = PacedVerdict(
             pacePercent: pacePercent, offeredEntriesPerSecond: schedule.entriesPerSecond, p99Ms: p99Ms, lagSlope: lagSlope,
@@ -62,7 +67,11 @@ struct PacedRunSummary: Sendable, Equatable {
 }
 
 struct PacedReport: Sendable {
+    /// What the paces are shares of: `loadedCapacity` when it was measured, else `idleCapacity`.
     var capacity: E2EBenchmark.Capacity
+    var idleCapacity: E2EBenchmark.Capacity
+    var loadedCapacity: E2EBenchmark.Capacity?
+    var loadedOfferedEntriesPerSecond: Double
     var runs: [PacedRunSummary]
     /// The target as the table names it, and its short name for RESULT lines.
     var target: String
@@ -71,8 +80,13 @@ struct PacedReport: Sendable {
     func markdown(header: String, options: E2EBenchmark) -> String {
         var lines = ["<!-- \(header) -->"]
         lines.append(
-            "Apply capacity (a link catching up a backlog into \(target), link batch \(options.linkBatch)): "
-                + "\(fmt(capacity.entriesPerSecond, 0)) entries/s (\(capacity.appliedCount) entries in \(fmt(capacity.seconds, 1)) s, first batch excluded)")
+            "Apply capacity into \(target), link batch \(options.linkBatch): idle (catching up a backlog, nothing else running) "
+                + "\(fmt(idleCapacity.entriesPerSecond, 0)) entries/s (\(idleCapacity.appliedCount) entries in \(fmt(idleCapacity.seconds, 1)) s, first batch excluded)"
+                + (loadedCapacity.map {
+                    "; loaded (behind a producer offering \(fmt(loadedOfferedEntriesPerSecond, 0))/s on the paced cadence) "
+                        + "\(fmt($0.entriesPerSecond, 0)) entries/s (\(fmt($0.entriesPerSecond / idleCapacity.entriesPerSecond * 100, 0)) % of idle; \($0.appliedCount) entries in \(fmt($0.seconds, 1)) s)"
+                } ?? "")
+                + ". The paces are shares of the \(loadedCapacity == nil ? "idle" : "loaded") capacity.")
         lines.append("")
         lines.append(
             "Paced: an open-loop producer, fsync always, \(fmt(options.paceSeconds, 0)) s per pace, an append at most every "
@@ -88,14 +102,14 @@ struct PacedReport: Sendable {
         lines.append("")
         for run in runs {
             lines.append(
-                "- \(fmt(run.pacePercent, 0)) %: \(run.entryCount) entries; producer behind its timetable at most \(fmt(run.producerLateMaxMs, 1)) ms; rejected \(run.rejectedCount); lag every \(options.paceLagSampleMs) ms: "
+                "- \(fmt(run.pacePercent, 0)) %: \(run.entryCount) entries; producer behind its timetable at most \(fmt(run.producerLateMaxMs, 1)) ms; rejected \(run.rejectedCount); \(run.batchCount) batches (mean \(fmt(run.batchCount > 0 ? Double(run.entryCount) / Double(run.batchCount) : 0, 1)) entries, one every \(fmt(run.batchIntervalMeanMs, 1)) ms); lag every \(options.paceLagSampleMs) ms: "
                     + run.lagSeries.map(String.init).joined(separator: " "))
         }
         return lines.joined(separator: "\n")
     }
 
     func resultLines(options: E2EBenchmark) -> String {
-        runs.map { resultLine(PacedResultRow($0, capacity: capacity, target: targetName, options: options)) }.joined(separator: "\n")
+        runs.map { resultLine(PacedResultRow($0, report: self, options: options)) }.joined(separator: "\n")
     }
 }
 
@@ -113,6 +127,8 @@ struct PacedResultRow: Encodable {
     var producers = 1
     var pace_percent: Double
     var capacity_entries_per_s: Double
+    var capacity_basis: String
+    var idle_capacity_entries_per_s: Double
     var offered_entries_per_s: Double
     var appended_entries_per_s: Double
     var seconds: Double
@@ -126,11 +142,15 @@ struct PacedResultRow: Encodable {
     var producer_late_max_ms: Double
     var unapplied: Int
     var rejected: Int
+    var batches: Int
+    var batch_interval_mean_ms: Double
     var link_batch: Int
     var passed: Bool
     var verdict: String
 
-    init(_ run: PacedRunSummary, capacity: E2EBenchmark.Capacity, target: E2ETarget.Name, options: E2EBenchmark) {
+    init(_ run: PacedRunSummary, report: PacedReport, options: E2EBenchmark) {
+        let capacity = report.capacity
+        let target = report.targetName
         mode = "e2e paced \(target.rawValue)"
         batch = options.appendBatch
         entries_per_s = run.appliedEntriesPerSecond
@@ -139,6 +159,8 @@ struct PacedResultRow: Encodable {
         max_ms = run.maxMs
         pace_percent = run.pacePercent
         capacity_entries_per_s = capacity.entriesPerSecond
+        capacity_basis = report.loadedCapacity == nil ? "idle" : "loaded"
+        idle_capacity_entries_per_s = report.idleCapacity.entriesPerSecond
         offered_entries_per_s = run.offeredEntriesPerSecond
         appended_entries_per_s = run.appendedEntriesPerSecond
         seconds = run.durationSeconds
@@ -152,6 +174,8 @@ struct PacedResultRow: Encodable {
         producer_late_max_ms = run.producerLateMaxMs
         unapplied = run.unappliedCount
         rejected = run.rejectedCount
+        batches = run.batchCount
+        batch_interval_mean_ms = run.batchIntervalMeanMs
         link_batch = options.linkBatch
         passed = run.verdict.passed
         verdict = run.verdict.summary

@@ -59,6 +59,13 @@ import Testing
         // Within 2 s of a start at 0.5 s: the commit at 3 s is outside the window.
         let applied = PacedAnalysis.appliedRate(commits: commits, firstOffset: 100, startNs: 500_000_000, durationSeconds: 2)
         #expect(abs(applied - 1_200) < 1e-9)
+        // Commits before the run's first entry and after its last do not count as its batches.
+        let batches = PacedAnalysis.batches(
+            commits: [CursorCommit(ns: 1, offset: 100)] + commits + [CursorCommit(ns: 9_000_000_000, offset: 4_500)],
+            firstOffset: 100, endOffset: 4_000)
+        #expect(batches.count == 3)
+        #expect(abs(batches.intervalMeanMs - 1_000) < 1e-9)
+        #expect(PacedAnalysis.batches(commits: [], firstOffset: 0, endOffset: 10) == (0, 0))
     }
 
     @Test func percentileIsTheNearestRank() {

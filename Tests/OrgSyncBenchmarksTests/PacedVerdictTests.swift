@@ -28,7 +28,7 @@ import Testing
             PacedRunSummary(
                 pacePercent: 50, schedule: schedule, durationSeconds: 10, appendedCount: 1_000, lastAppendEndNs: 10_000_000_000,
                 appliedEntriesPerSecond: 100, sortedLatenciesNs: Array(repeating: 5_000_000, count: 1_000), unappliedCount: unapplied,
-                lagSamples: samples, producerLateMaxNs: 0, rejectedCount: 0, targets: targets)
+                lagSamples: samples, producerLateMaxNs: 0, rejectedCount: 0, batches: (100, 100), targets: targets)
         }
         let clean = summary(unapplied: 0)
         #expect(clean.verdict.passed)
