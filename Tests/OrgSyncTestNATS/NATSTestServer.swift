@@ -42,15 +42,23 @@ public final class NATSTestServer: Sendable {
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try process.run()
         // Up when it answers a handshake: bounded, no sleep in between but the connect attempt's.
-        try await withTimeout(ms: 20_000, "nats-server on port \(self.port) to answer") { [port = self.port] in
+        // A server that exits (its port taken after all) fails at once, saying so.
+        try await withTimeout(ms: 20_000, "nats-server on port \(self.port) to answer") { [port = self.port, process] in
             while true {
                 if let connection = try? await NATSConnection.connect(NATSConnectionOptions(port: port)) {
                     await connection.close()
                     return
                 }
+                guard process.isRunning else { throw ServerExited(port: port, status: process.terminationStatus) }
                 try await Task.sleep(for: .milliseconds(20))
             }
         }
+    }
+
+    struct ServerExited: Error, CustomStringConvertible {
+        var port: Int
+        var status: Int32
+        var description: String { "nats-server for port \(port) exited with status \(status) before it answered (a port in use?)" }
     }
 
     public func options() -> NATSConnectionOptions { NATSConnectionOptions(port: port) }
@@ -74,7 +82,28 @@ public final class NATSTestServer: Sendable {
         }.start()
     }
 
+    /// Ports `freePort()` handed out in this process. None is handed out twice: the suites run
+    /// side by side in one process, and a port the kernel says is free now may be one another
+    /// test's server is about to bind (picked, not yet bound) or comes back on after a restart
+    /// (a killed server keeps its address) — a second server on it exits, and its test fails.
+    private static let handedOutPorts = Mutex<Set<Int>>([])
+    /// Kernel picks tried for a port not handed out before.
+    static let freePortAttemptsMax = 1_000
+
+    /// A loopback port free now and never handed out before in this process.
     public static func freePort() throws -> Int {
+        for _ in 0..<freePortAttemptsMax {
+            let port = try kernelFreePort()
+            if handedOutPorts.withLock({ $0.insert(port).inserted }) { return port }
+        }
+        throw NoFreePort()
+    }
+
+    struct NoFreePort: Error, CustomStringConvertible {
+        var description: String { "no loopback port that this process has not handed out already in \(freePortAttemptsMax) tries" }
+    }
+
+    private static func kernelFreePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
