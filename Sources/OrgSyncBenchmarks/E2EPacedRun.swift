@@ -84,23 +84,15 @@ extension E2EBenchmark {
             _ = try await log.append(Array(workload[index..<end]))
             index = end
         }
-        let cursors = TimedCursorStore(log: log)
-        var configuration = LinkSupervisorConfiguration()
-        configuration.batchEntriesMax = linkBatch
-        let supervisor = try LinkSupervisor(
-            name: "e2e", source: StreamLogLinkSource(log: log), adapter: try target.makeAdapter(phase: "capacity", directory: directory),
-            cursorStore: cursors, configuration: configuration, logger: Self.quietLogger)
-        let link = Task { try await supervisor.run() }
+        let link = try startLink(on: log, target: target, phase: "capacity", directory: directory)
+        defer { link.task.cancel() }
         let deadlineNs = nowNs() + UInt64(capacitySeconds * 1e9)
-        while cursors.latest < UInt64(workload.count), nowNs() < deadlineNs {
+        while link.cursors.latest < UInt64(workload.count), nowNs() < deadlineNs {
             // A benchmark's wait: the rate comes from the commits' own times.
             try await Task.sleep(for: .milliseconds(1))
         }
-        let status = await supervisor.status()
-        link.cancel()
-        _ = try? await link.value
-        await log.close()
-        let commits = cursors.stores().map { CursorCommit(ns: $0.ns, offset: $0.offset) }
+        let status = await link.stop()
+        let commits = link.cursors.stores().map { CursorCommit(ns: $0.ns, offset: $0.offset) }
         guard let rate = PacedAnalysis.catchUpRate(commits), let first = commits.first, let last = commits.last else {
             throw ValidationErrorText(
                 "capacity: the link committed fewer than two batches in \(fmt(capacitySeconds, 0)) s (link \(status.state), last error: \(status.lastError ?? "none"))")
@@ -129,10 +121,7 @@ extension E2EBenchmark {
         }
         let production = try await Self.produce(
             Array(entries[run.warmUp..<(run.warmUp + schedule.entryCount)]), schedule: schedule, log: run.log)
-        let status = await run.supervisor.status()
-        run.task.cancel()
-        _ = try? await run.task.value
-        await run.log.close()
+        let status = await run.stop()
         let settleNs = schedule.startNs + UInt64(capacitySeconds * Self.loadedCapacitySettleShare * 1e9)
         let window = run.cursors.stores().map { CursorCommit(ns: $0.ns, offset: $0.offset) }
             .filter { $0.ns >= settleNs && $0.ns <= production.lastAppendEndNs }
@@ -143,37 +132,51 @@ extension E2EBenchmark {
         return Capacity(appliedCount: Int(last.offset - first.offset), seconds: Double(last.ns - first.ns) / 1e9, entriesPerSecond: rate)
     }
 
-    /// A running link of a paced measurement, on a stream of its own.
-    struct PacedLink {
+    /// A running link of a measurement, on a stream of its own.
+    struct MeasuredLink {
         var log: StreamLog
         var cursors: TimedCursorStore
         var supervisor: LinkSupervisor
         var task: Task<Void, any Error>
-        /// Entries appended and applied before the timed ones (the first of `entries`).
-        var warmUp: Int
+        /// Entries appended and applied before the timed ones (the first of `entries`; paced runs).
+        var warmUp = 0
+
+        /// Stops the link and closes its stream; the link's status just before.
+        func stop() async -> LinkStatus {
+            let status = await supervisor.status()
+            task.cancel()
+            _ = try? await task.value
+            await log.close()
+            return status
+        }
     }
 
-    /// A fresh stream and a link on it into a fresh target, the warm-up entries applied (the
-    /// target's tables exist and its connections are open).
-    private func startPacedLink(_ entries: [[UInt8]], target: E2ETarget, phase: String, directory: String) async throws -> PacedLink {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let log = try StreamLog.open(dataDirectory: directory, name: "bench")
+    /// A link from the start of `log` into a fresh target, running.
+    private func startLink(on log: StreamLog, target: E2ETarget, phase: String, directory: String) throws -> MeasuredLink {
         let cursors = TimedCursorStore(log: log)
         var configuration = LinkSupervisorConfiguration()
         configuration.batchEntriesMax = linkBatch
         let supervisor = try LinkSupervisor(
             name: "e2e", source: StreamLogLinkSource(log: log), adapter: try target.makeAdapter(phase: phase, directory: directory),
             cursorStore: cursors, configuration: configuration, logger: Self.quietLogger)
-        let task = Task { try await supervisor.run() }
-        let warmUp = min(Self.paceWarmUpEntryCount, entries.count)
+        return MeasuredLink(log: log, cursors: cursors, supervisor: supervisor, task: Task { try await supervisor.run() })
+    }
+
+    /// A fresh stream and a link on it into a fresh target, the warm-up entries applied (the
+    /// target's tables exist and its connections are open).
+    private func startPacedLink(_ entries: [[UInt8]], target: E2ETarget, phase: String, directory: String) async throws -> MeasuredLink {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var link = try startLink(
+            on: try StreamLog.open(dataDirectory: directory, name: "bench"), target: target, phase: phase, directory: directory)
+        link.warmUp = min(Self.paceWarmUpEntryCount, entries.count)
         do {
-            _ = try await log.append(Array(entries[0..<warmUp]))
-            try await cursors.waitForCursor(UInt64(warmUp), boundSeconds: Self.paceWarmUpBoundSeconds)
+            _ = try await link.log.append(Array(entries[0..<link.warmUp]))
+            try await link.cursors.waitForCursor(UInt64(link.warmUp), boundSeconds: Self.paceWarmUpBoundSeconds)
         } catch {
-            task.cancel()
+            link.task.cancel()
             throw error
         }
-        return PacedLink(log: log, cursors: cursors, supervisor: supervisor, task: task, warmUp: warmUp)
+        return link
     }
 
     // MARK: - One pace
@@ -182,8 +185,8 @@ extension E2EBenchmark {
         _ entries: [[UInt8]], percent: Double, capacity: Capacity, target: E2ETarget, phase: String, directory: String
     ) async throws -> PacedRunSummary {
         let run = try await startPacedLink(entries, target: target, phase: phase, directory: directory)
-        let (log, cursors, supervisor, link, warmUp) = (run.log, run.cursors, run.supervisor, run.task, run.warmUp)
-        defer { link.cancel() }
+        let (log, cursors, supervisor, warmUp) = (run.log, run.cursors, run.supervisor, run.warmUp)
+        defer { run.task.cancel() }
 
         guard let schedule = PacingSchedule(
             startNs: nowNs(), entriesPerSecond: capacity.entriesPerSecond * percent / 100, durationSeconds: paceSeconds,
@@ -210,10 +213,7 @@ extension E2EBenchmark {
             try await Task.sleep(for: .milliseconds(1))
         }
         let endNs = nowNs()
-        let status = await supervisor.status()
-        link.cancel()
-        _ = try? await link.value
-        await log.close()
+        let status = await run.stop()
 
         let commits = cursors.stores().map { CursorCommit(ns: $0.ns, offset: $0.offset) }
         let (latencies, unapplied) = PacedAnalysis.entryLatenciesNs(
