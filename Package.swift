@@ -237,6 +237,8 @@ let package = Package(
             dependencies: [
                 "OrgSyncPluginAPI",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                // SQLite's C API, for the adapter's data statements (SQLiteStatement.swift).
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
             ],
             path: "plugins/SQLiteAdapter",
             exclude: ["README.md"],

@@ -248,6 +248,112 @@ struct SQLiteAdapterTests {
         #expect(try await target.rows(object: "T") == [ContractRow(key: "k", fields: ["A": .int(1), "B": .string("b")])])
     }
 
+    @Test("entries carrying ever new sets of fields merge into one row per key as if each named only its own fields")
+    func variedFieldSetsMerge() async throws {
+        let target = try SQLiteContractTarget()
+        defer { target.directory.remove() }
+        let adapter = try target.factory.makeAdapter(target.configuration(linkName: "varied", streamName: "s"))
+        try await adapter.open()
+        // 600 upserts over 12 keys, each carrying its own subset of 10 fields (more subsets than
+        // the adapter keeps statements), some as explicit nulls, some spelled in lower case;
+        // every 7th entry a delete, every 11th an insert of a new key.
+        var random = SplitMixForTests(seed: 15)
+        var expected: [String: [String: JSONValue]] = [:]
+        var entries: [Entry] = []
+        let names = (0..<10).map { "F\($0)" }
+        for offset in 0..<600 {
+            let key = "k\(random.next() % 12)"
+            if offset % 7 == 6 {
+                entries.append(Entry(offset: Offset(UInt64(offset)), org: "o", object: "T", op: .delete, key: key, ts: "t"))
+                expected[key] = nil
+                continue
+            }
+            var fields: [String: JSONValue] = [:]
+            for name in names where random.next() % 3 == 0 {
+                let value: JSONValue = random.next() % 5 == 0 ? .null : .int(Int64(offset))
+                fields[random.next() % 4 == 0 ? name.lowercased() : name] = value
+            }
+            if fields.isEmpty { fields["F0"] = .int(Int64(offset)) }
+            let insertKey = "new\(offset)"
+            let op: EntryOperation = offset % 11 == 10 ? .insert : .upsert
+            let recordKey = op == .insert ? insertKey : key
+            entries.append(Entry(offset: Offset(UInt64(offset)), org: "o", object: "T", op: op, key: recordKey, ts: "t", fields: fields))
+            var row = expected[recordKey] ?? [:]
+            for (name, value) in fields { row[name.uppercased()] = value }
+            expected[recordKey] = row
+        }
+        for start in stride(from: 0, to: entries.count, by: 50) {
+            try await adapter.apply(EntryBatch(
+                stream: "s", identity: StreamIdentity(streamID: "test", epoch: 1), entries: Array(entries[start..<(start + 50)])))
+        }
+        await adapter.close()
+        let rows = try await target.rows(object: "T")
+        #expect(rows.count == expected.count)
+        for row in rows {
+            let want = try #require(expected[row.key], "row \(row.key) should not be there")
+            // A column is named after the spelling that first carried it.
+            let got = Dictionary(uniqueKeysWithValues: row.fields.filter { $0.value != .null }.map { ($0.key.uppercased(), $0.value) })
+            #expect(got == want.filter { $0.value != .null }, "row \(row.key)")
+        }
+    }
+
+    @Test("a table made ahead keeps its columns' defaults on insert and its values where an upsert does not carry them")
+    func tableMadeAheadKeepsDefaults() async throws {
+        let target = try SQLiteContractTarget()
+        defer { target.directory.remove() }
+        let made = try DatabaseQueue(path: target.databasePath)
+        try await made.write {
+            try $0.execute(sql: """
+                CREATE TABLE T (key TEXT PRIMARY KEY NOT NULL, org TEXT NOT NULL, ts TEXT NOT NULL, A INTEGER,
+                    Status TEXT DEFAULT 'new', Made TEXT DEFAULT (upper('x')), "odd name" TEXT DEFAULT 'theirs')
+                """)
+        }
+        try made.close()
+        let adapter = try target.factory.makeAdapter(target.configuration(linkName: "ahead", streamName: "s"))
+        try await adapter.open()
+        let identity = StreamIdentity(streamID: "test", epoch: 1)
+        try await adapter.apply(EntryBatch(stream: "s", identity: identity, entries: [
+            Entry(offset: 0, org: "o", object: "T", op: .insert, key: "k1", ts: "t", fields: ["A": .int(1)]),
+            Entry(offset: 1, org: "o", object: "T", op: .upsert, key: "k2", ts: "t", fields: ["A": .int(2)]),
+            Entry(offset: 2, org: "o", object: "T", op: .upsert, key: "k1", ts: "t", fields: ["Status": .string("done")]),
+            Entry(offset: 3, org: "o", object: "T", op: .upsert, key: "k2", ts: "t", fields: ["A": .null, "Made": .string("mine")]),
+        ]))
+        let error = try await #require(throws: AdapterError.self) {
+            try await adapter.apply(EntryBatch(stream: "s", identity: identity, entries: [
+                Entry(offset: 4, org: "o", object: "T", op: .upsert, key: "k1", ts: "t", fields: ["odd name": .string("x")])
+            ]))
+        }
+        await adapter.close()
+        #expect(error.kind == .rejected(offset: 4), "a column the adapter cannot name is not written through an entry")
+        #expect(try await target.rows(object: "T").sorted { $0.key < $1.key } == [
+            ContractRow(key: "k1", fields: ["A": .int(1), "Status": .string("done"), "Made": .string("X"), "odd name": .string("theirs")]),
+            ContractRow(key: "k2", fields: ["A": .null, "Status": .string("new"), "Made": .string("mine"), "odd name": .string("theirs")]),
+        ])
+    }
+
+    @Test("a text with a NUL inside is stored whole")
+    func textWithNULIsStoredWhole() async throws {
+        let target = try SQLiteContractTarget()
+        defer { target.directory.remove() }
+        let adapter = try target.factory.makeAdapter(target.configuration(linkName: "nul", streamName: "s"))
+        try await adapter.open()
+        try await adapter.apply(EntryBatch(stream: "s", identity: StreamIdentity(streamID: "test", epoch: 1), entries: [
+            Entry(offset: 0, org: "o", object: "T", op: .upsert, key: "k", ts: "t", fields: ["A": .string("before\u{0}after"), "B": .string("")])
+        ]))
+        await adapter.close()
+        let queue = try DatabaseQueue(path: target.databasePath)
+        defer { try? queue.close() }
+        // Read as bytes: GRDB's own text reading stops at a NUL.
+        let stored = try queue.read { db in
+            try Row.fetchOne(db, sql: "SELECT hex(A) AS a, typeof(A) AS at, hex(B) AS b, typeof(B) AS bt FROM T WHERE key = 'k'")
+        }
+        let row = try #require(stored)
+        #expect(row["a"] as String? == "6265666F7265006166746572", "before, NUL, after")
+        #expect(row["at"] as String? == "text")
+        #expect(row["b"] as String? == "")
+        #expect(row["bt"] as String? == "text", "an empty text is a text, not NULL")
+    }
+
     @Test("the path setting is required")
     func pathRequired() throws {
         #expect(throws: AdapterConfigurationError.self) {
@@ -256,3 +362,15 @@ struct SQLiteAdapterTests {
     }
 }
 
+/// A small seeded generator for the tests' own varied input.
+struct SplitMixForTests {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

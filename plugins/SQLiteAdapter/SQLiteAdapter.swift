@@ -155,12 +155,11 @@ public final class SQLiteOrgAdapter: OrgAdapter {
         var inode: UInt64
     }
 
-    /// Column names (lowercased) per table (lowercased), as committed. Only touched from inside
-    /// the write transaction; cleared whenever a transaction fails (its DDL rolled back).
-    private let schema = Mutex<[String: Set<String>]>([:])
-    /// Prepared statements per shape whose names were validated and whose table and columns
-    /// exist, as committed; at most ``preparedStatementsMax``, the least recently used go.
-    /// Cleared with ``schema``.
+    /// The columns per table (lowercased), as committed. Only touched from inside the write
+    /// transaction; cleared whenever a transaction fails (its DDL rolled back).
+    private let schema = Mutex<[String: TableColumns]>([:])
+    /// Prepared statements per object and op, for tables that exist as committed; at most
+    /// ``preparedStatementsMax``, the least recently used go. Cleared with ``schema``.
     private let statements = PreparedStatements(capacity: SQLiteOrgAdapter.preparedStatementsMax)
 
     public init(linkName: String, streamName: String = "", settings: SQLiteAdapterSettings) {
@@ -380,42 +379,62 @@ public final class SQLiteOrgAdapter: OrgAdapter {
     // MARK: - Applying one entry
 
     private func applyEntry(_ entry: Entry, _ db: Database) throws {
-        let names = entry.op == .delete ? [] : entry.fields.keys.sorted()
-        let shape = StatementShape(table: entry.object, op: entry.op, names: names)
-        guard let statement = try statements.statement(for: shape, { () throws -> Statement? in
-            try prepareStatement(entry, names, db).map { try db.makeStatement(sql: $0) }
-        }) else { return }
-        var arguments: [(any DatabaseValueConvertible)?]
         if entry.op == .delete {
-            arguments = settings.primaryKey == .key ? [entry.key] : [entry.org, entry.key]
-        } else {
-            arguments = [entry.key, entry.org, entry.ts]
-            arguments.reserveCapacity(3 + names.count)
-            for name in names { arguments.append(SQLiteValues.databaseValue(entry.fields[name] ?? .null)) }
+            let key = StatementKey(table: entry.object, op: .delete)
+            guard let delete = try statements.statement(for: key, { try deleteStatement(entry, db) }) else { return }
+            return try delete.statement.execute(settings.primaryKey == .key ? [.text(entry.key)] : [.text(entry.org), .text(entry.key)])
         }
-        try statement.execute(arguments: StatementArguments(arguments))
+        let key = StatementKey(table: entry.object, op: entry.op)
+        if let write = try statements.statement(for: key, { try writeStatement(entry, db) }), let values = write.values(for: entry) {
+            return try write.statement.execute(values)
+        }
+        // A field the table's statement does not name (or names twice): check the names, add the
+        // columns, and make the statement again with them.
+        try validateFieldNames(entry)
+        try ensureColumns(entry.object, entry.fields, db)
+        statements.remove(key)
+        guard let write = try statements.statement(for: key, { try writeStatement(entry, db) }), let values = write.values(for: entry) else {
+            throw AdapterError.connection("table \(entry.object): its statement does not name the fields of entry \(entry.offset) after adding them")
+        }
+        try write.statement.execute(values)
     }
 
-    /// Validates the names of an entry of a shape not seen yet, creates its table and columns,
-    /// and returns its SQL; nil for a delete from a table that does not exist.
-    private func prepareStatement(_ entry: Entry, _ names: [String], _ db: Database) throws -> String? {
-        let table = entry.object
-        guard SQLiteNames.isValidTable(table) else {
+    /// The delete statement of an entry's table; nil when the table does not exist.
+    private func deleteStatement(_ entry: Entry, _ db: Database) throws -> TableStatement? {
+        try validateTableName(entry)
+        guard try knownColumns(of: entry.object, db, create: false) != nil else { return nil }
+        let own = settings.ownColumns
+        let table = SQLiteNames.quote(entry.object)
+        let sql = settings.primaryKey == .key
+            ? "DELETE FROM \(table) WHERE \(SQLiteNames.quote(own.key)) = ?"
+            : "DELETE FROM \(table) WHERE \(SQLiteNames.quote(own.org)) = ? AND \(SQLiteNames.quote(own.key)) = ?"
+        return TableStatement(statement: try SQLiteStatement(sql: sql, db), fields: [])
+    }
+
+    /// The insert or upsert statement of an entry's table, naming every field column the table
+    /// has (creating the table first if it does not exist).
+    private func writeStatement(_ entry: Entry, _ db: Database) throws -> TableStatement? {
+        try validateTableName(entry)
+        let columns = try knownColumns(of: entry.object, db, create: true) ?? TableColumns(names: [], fields: [])
+        let sql = TableStatement.writeSQL(
+            table: entry.object, upsert: entry.op == .upsert, fields: columns.fields, own: settings.ownColumns,
+            primaryKey: settings.primaryKey)
+        return TableStatement(statement: try SQLiteStatement(sql: sql, db), fields: columns.fields.map(\.name))
+    }
+
+    private func validateTableName(_ entry: Entry) throws {
+        guard SQLiteNames.isValidTable(entry.object) else {
             throw AdapterError.rejected(
                 offset: entry.offset,
-                "object \"\(table)\" cannot be mapped to a SQLite table (1-63 ASCII letters, digits or _, starting with a letter, not sqlite_* or orgsync_*)"
+                "object \"\(entry.object)\" cannot be mapped to a SQLite table (1-63 ASCII letters, digits or _, starting with a letter, not sqlite_* or orgsync_*)"
             )
         }
-        let quotedTable = SQLiteNames.quote(table)
-        if entry.op == .delete {
-            guard try knownColumns(of: table, db, create: false) != nil else { return nil }
-            let own = settings.ownColumns
-            return settings.primaryKey == .key
-                ? "DELETE FROM \(quotedTable) WHERE \(SQLiteNames.quote(own.key)) = ?"
-                : "DELETE FROM \(quotedTable) WHERE \(SQLiteNames.quote(own.org)) = ? AND \(SQLiteNames.quote(own.key)) = ?"
-        }
+    }
+
+    /// Rejects an entry whose field names cannot be columns of the table.
+    private func validateFieldNames(_ entry: Entry) throws {
         var folded = Set<String>()
-        for name in names {
+        for name in entry.fields.keys.sorted() {
             guard SQLiteNames.isValidColumn(name), !settings.ownColumns.contains(name, ignoringCase: true) else {
                 let own = settings.ownColumns.names.joined(separator: "/")
                 throw AdapterError.rejected(
@@ -428,39 +447,35 @@ public final class SQLiteOrgAdapter: OrgAdapter {
                     offset: entry.offset, "fields differ only by case near \"\(name)\"; SQLite column names ignore case")
             }
         }
-        try ensureColumns(table, entry.fields, names, db)
-        let own = settings.ownColumns
-        let columnList = (own.names + names).map(SQLiteNames.quote).joined(separator: ", ")
-        let placeholders = Array(repeating: "?", count: 3 + names.count).joined(separator: ", ")
-        var sql = "INSERT INTO \(quotedTable) (\(columnList)) VALUES (\(placeholders))"
-        if entry.op == .upsert {
-            let updated = (settings.primaryKey == .key ? [own.org, own.ts] : [own.ts]) + names
-            let updates = updated.map { "\(SQLiteNames.quote($0)) = excluded.\(SQLiteNames.quote($0))" }
-            let conflict = settings.primaryKey.columns(own).map(SQLiteNames.quote).joined(separator: ", ")
-            sql += " ON CONFLICT(\(conflict)) DO UPDATE SET " + updates.joined(separator: ", ")
-        }
-        return sql
     }
 
-    /// Entries with the same object, op and field names share one statement.
-    fileprivate struct StatementShape: Hashable {
+    /// Entries of one object and op share one statement.
+    fileprivate struct StatementKey: Hashable {
         var table: String
         var op: EntryOperation
-        var names: [String]
     }
 
-    /// Bound on ``statements``: a prepared upsert holds several KiB, and a varied workload has
-    /// thousands of column sets (kept without a bound, 10 links catching up 50 000 entries held
-    /// 546 MiB for good).
+    /// Bound on ``statements``, three per table (insert, upsert, delete): a prepared upsert of a
+    /// wide table holds several KiB.
     static let preparedStatementsMax = 128
 
-    /// The lowercased columns of `table`, creating the table when `create` is set.
-    private func knownColumns(of table: String, _ db: Database, create: Bool) throws -> Set<String>? {
+    /// The lowercased columns of `table` and its field columns, creating the table when `create`
+    /// is set; nil when it does not exist and `create` is not set.
+    private func knownColumns(of table: String, _ db: Database, create: Bool) throws -> TableColumns? {
         let tableKey = table.lowercased()
         if let columns = schema.withLock({ $0[tableKey] }) { return columns }
         let info = try Row.fetchAll(db, sql: "PRAGMA table_info(\(SQLiteNames.quote(table)))")
-        var columns = Set(info.compactMap { ($0["name"] as String?)?.lowercased() })
-        if columns.isEmpty {
+        var columns = TableColumns(names: [], fields: [])
+        for row in info {
+            guard let name = row["name"] as String? else { continue }
+            columns.names.insert(name.lowercased())
+            // A column the adapter could not have named (not a valid name, or its own) never
+            // carries a field: an entry naming it is rejected before any statement runs.
+            if SQLiteNames.isValidColumn(name), !settings.ownColumns.contains(name, ignoringCase: true) {
+                columns.fields.append(FieldColumn(name: name, defaultSQL: row["dflt_value"] as String?))
+            }
+        }
+        if columns.names.isEmpty {
             guard create else { return nil }
             let own = settings.ownColumns
             let (key, org, ts) = (SQLiteNames.quote(own.key), SQLiteNames.quote(own.org), SQLiteNames.quote(own.ts))
@@ -468,7 +483,7 @@ public final class SQLiteOrgAdapter: OrgAdapter {
             let tableKey = settings.primaryKey == .key ? "" : ", PRIMARY KEY (\(org), \(key))"
             try db.execute(
                 sql: "CREATE TABLE \(SQLiteNames.quote(table)) (\(keyColumn), \(org) TEXT NOT NULL, \(ts) TEXT NOT NULL\(tableKey))")
-            columns = Set(own.names.map { $0.lowercased() })
+            columns = TableColumns(names: Set(own.names.map { $0.lowercased() }), fields: [])
         } else {
             // A table made under the other primary_key setting would silently merge or split records.
             let primaryKey = info.filter { ($0["pk"] as Int? ?? 0) > 0 }.sorted { ($0["pk"] as Int? ?? 0) < ($1["pk"] as Int? ?? 0) }
@@ -482,20 +497,23 @@ public final class SQLiteOrgAdapter: OrgAdapter {
         return columns
     }
 
-    private func ensureColumns(_ table: String, _ fields: [String: JSONValue], _ names: [String], _ db: Database) throws {
-        var columns = try knownColumns(of: table, db, create: true) ?? []
-        if names.contains(where: { !columns.contains($0.lowercased()) }) {
+    /// Adds a column for each of `fields` the table does not have, typed by its value.
+    private func ensureColumns(_ table: String, _ fields: [String: JSONValue], _ db: Database) throws {
+        let names = fields.keys.sorted()
+        var columns = try knownColumns(of: table, db, create: true) ?? TableColumns(names: [], fields: [])
+        if names.contains(where: { !columns.names.contains($0.lowercased()) }) {
             // Before adding a column, look again: another writer may have added it since we cached
             // the table, and adding it twice would fail the entry for nothing.
             let tableKey = table.lowercased()
             schema.withLock { _ = $0.removeValue(forKey: tableKey) }
-            columns = try knownColumns(of: table, db, create: true) ?? []
+            columns = try knownColumns(of: table, db, create: true) ?? columns
         }
         var added = false
-        for name in names where !columns.contains(name.lowercased()) {
+        for name in names where !columns.names.contains(name.lowercased()) {
             let type = SQLiteValues.declaredType(fields[name] ?? .null)
             try db.execute(sql: "ALTER TABLE \(SQLiteNames.quote(table)) ADD COLUMN \(SQLiteNames.quote(name)) \(type)")
-            columns.insert(name.lowercased())
+            columns.names.insert(name.lowercased())
+            columns.fields.append(FieldColumn(name: name, defaultSQL: nil))
             added = true
         }
         if added {
@@ -601,14 +619,14 @@ enum SQLiteValues {
         }
     }
 
-    static func databaseValue(_ value: JSONValue) -> (any DatabaseValueConvertible)? {
+    static func binding(_ value: JSONValue) -> SQLiteBinding {
         switch value {
-        case .null: nil
-        case .bool(let flag): Int64(flag ? 1 : 0)
-        case .int(let number): number
-        case .double(let number): number
-        case .string(let text): text
-        case .array, .object: json(value)
+        case .null: .null
+        case .bool(let flag): .integer(flag ? 1 : 0)
+        case .int(let number): .integer(number)
+        case .double(let number): .real(number)
+        case .string(let text): .text(text)
+        case .array, .object: .text(json(value))
         }
     }
 
@@ -627,28 +645,34 @@ enum SQLiteValues {
 /// from anywhere: the statements are dropped at the next use, on the queue.
 private final class PreparedStatements: @unchecked Sendable {
     let capacity: Int
-    private var entries: [SQLiteOrgAdapter.StatementShape: (statement: Statement, lastUse: UInt64)] = [:]
+    private var entries: [SQLiteOrgAdapter.StatementKey: (statement: TableStatement, lastUse: UInt64)] = [:]
     private var uses: UInt64 = 0
     private let invalidated = Atomic<Bool>(false)
 
     init(capacity: Int) { self.capacity = max(1, capacity) }
 
-    /// The statement for `shape`, prepared by `prepare` when it is not kept (nil: nothing to run).
+    /// The statement for `key`, prepared by `prepare` when it is not kept (nil: nothing to run).
     func statement(
-        for shape: SQLiteOrgAdapter.StatementShape, _ prepare: () throws -> Statement?
-    ) throws -> Statement? {
+        for key: SQLiteOrgAdapter.StatementKey, _ prepare: () throws -> TableStatement?
+    ) throws -> TableStatement? {
         if invalidated.exchange(false, ordering: .acquiringAndReleasing) { entries.removeAll() }
         uses &+= 1
-        if let kept = entries[shape] {
-            entries[shape] = (kept.statement, uses)
+        if let kept = entries[key] {
+            entries[key] = (kept.statement, uses)
             return kept.statement
         }
         guard let statement = try prepare() else { return nil }
         if entries.count >= capacity, let oldest = entries.min(by: { $0.value.lastUse < $1.value.lastUse })?.key {
             entries[oldest] = nil
         }
-        entries[shape] = (statement, uses)
+        entries[key] = (statement, uses)
         return statement
+    }
+
+    /// Drops the statement of `key` (its table gained columns).
+    func remove(_ key: SQLiteOrgAdapter.StatementKey) {
+        if invalidated.exchange(false, ordering: .acquiringAndReleasing) { entries.removeAll() }
+        entries[key] = nil
     }
 
     /// Drops every statement at the next use (a rolled-back transaction may have taken the
