@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import OrgSyncAdapterContract
+import OrgSyncCore
 import OrgSyncPluginAPI
 import SQLiteAdapter
 import Testing
@@ -257,7 +258,7 @@ struct SQLiteAdapterTests {
         // 600 upserts over 12 keys, each carrying its own subset of 10 fields (more subsets than
         // the adapter keeps statements), some as explicit nulls, some spelled in lower case;
         // every 7th entry a delete, every 11th an insert of a new key.
-        var random = SplitMixForTests(seed: 15)
+        var random = SplitMix64(seed: 15)
         var expected: [String: [String: JSONValue]] = [:]
         var entries: [Entry] = []
         let names = (0..<10).map { "F\($0)" }
@@ -359,18 +360,5 @@ struct SQLiteAdapterTests {
         #expect(throws: AdapterConfigurationError.self) {
             _ = try SQLiteAdapterFactory().makeAdapter(AdapterConfiguration(linkName: "l", streamName: "s"))
         }
-    }
-}
-
-/// A small seeded generator for the tests' own varied input.
-struct SplitMixForTests {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
