@@ -30,9 +30,10 @@ struct E2EBenchmark: AsyncParsableCommand {
             apart) and the apply. Target: K × verify interval + 100 ms. \
             Paced (--paced, instead of the two above): first the apply capacity — idle: the link \
             catches up a backlog of --count entries, at most --capacity-seconds, nothing else running; \
-            loaded (the default basis): the link's rate while a producer on the paced cadence offers \
-            1.2 × the idle capacity for --capacity-seconds, so that the producer's appends and fsyncs \
-            share the cores and the disk as they do during a pace; then for each --pace-percent \
+            loaded (the default basis): the link's rate over the last half of a run as long as a pace \
+            (--pace-seconds) in which a producer on the paced cadence offers 1.2 × the idle capacity, \
+            so that the producer's appends and fsyncs share the cores and the disk as they do during \
+            a pace and the target is as large as a pace makes it; then for each --pace-percent \
             an open-loop producer appends at that share of it for --pace-seconds (entries due on a \
             fixed timetable, appended together when they fall due during an append); every entry's \
             latency from its due time to the link's commit covering it, and the lag every second. \
@@ -65,7 +66,7 @@ struct E2EBenchmark: AsyncParsableCommand {
     @Option(help: "Paced: how long each pace runs, s.") var paceSeconds: Double = 60
     @Option(help: "Paced: the capacity the paces are shares of: loaded (applying while a producer appends) or idle (catching up a backlog alone).")
     var capacityBasis: CapacityBasis = .loaded
-    @Option(help: "Paced: longest each capacity measurement may run (catching up --count entries; the loaded one's producer), s.")
+    @Option(help: "Paced: longest the idle capacity measurement may run (catching up --count entries), s.")
     var capacitySeconds: Double = 15
     @Option(help: "Paced: shortest time between two appends, ms; the entries due meanwhile go in one append (at most --append-batch).")
     var paceAppendIntervalMs: Double = 1

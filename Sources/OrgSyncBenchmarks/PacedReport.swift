@@ -83,8 +83,9 @@ struct PacedReport: Sendable {
             "Apply capacity into \(target), link batch \(options.linkBatch): idle (catching up a backlog, nothing else running) "
                 + "\(fmt(idleCapacity.entriesPerSecond, 0)) entries/s (\(idleCapacity.appliedCount) entries in \(fmt(idleCapacity.seconds, 1)) s, first batch excluded)"
                 + (loadedCapacity.map {
-                    "; loaded (behind a producer offering \(fmt(loadedOfferedEntriesPerSecond, 0))/s on the paced cadence) "
-                        + "\(fmt($0.entriesPerSecond, 0)) entries/s (\(fmt($0.entriesPerSecond / idleCapacity.entriesPerSecond * 100, 0)) % of idle; \($0.appliedCount) entries in \(fmt($0.seconds, 1)) s)"
+                    "; loaded (behind a producer offering \(fmt(loadedOfferedEntriesPerSecond, 0))/s on the paced cadence for \(fmt(options.paceSeconds, 0)) s) "
+                        + "\(fmt($0.entriesPerSecond, 0)) entries/s over its last half (\(fmt($0.entriesPerSecond / idleCapacity.entriesPerSecond * 100, 0)) % of idle; \($0.appliedCount) entries in \(fmt($0.seconds, 1)) s; "
+                        + "first half \($0.settlingEntriesPerSecond.map { fmt($0, 0) } ?? "–")/s)"
                 } ?? "")
                 + ". The paces are shares of the \(loadedCapacity == nil ? "idle" : "loaded") capacity.")
         lines.append("")
