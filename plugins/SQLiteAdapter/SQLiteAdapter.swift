@@ -415,7 +415,7 @@ public final class SQLiteOrgAdapter: OrgAdapter {
     /// has (creating the table first if it does not exist).
     private func writeStatement(_ entry: Entry, _ db: Database) throws -> TableStatement? {
         try validateTableName(entry)
-        let columns = try knownColumns(of: entry.object, db, create: true) ?? TableColumns(names: [], fields: [])
+        let columns = try knownColumns(of: entry.object, db, create: true) ?? .empty
         let sql = TableStatement.writeSQL(
             table: entry.object, upsert: entry.op == .upsert, fields: columns.fields, own: settings.ownColumns,
             primaryKey: settings.primaryKey)
@@ -465,7 +465,7 @@ public final class SQLiteOrgAdapter: OrgAdapter {
         let tableKey = table.lowercased()
         if let columns = schema.withLock({ $0[tableKey] }) { return columns }
         let info = try Row.fetchAll(db, sql: "PRAGMA table_info(\(SQLiteNames.quote(table)))")
-        var columns = TableColumns(names: [], fields: [])
+        var columns = TableColumns.empty
         for row in info {
             guard let name = row["name"] as String? else { continue }
             columns.names.insert(name.lowercased())
@@ -500,7 +500,7 @@ public final class SQLiteOrgAdapter: OrgAdapter {
     /// Adds a column for each of `fields` the table does not have, typed by its value.
     private func ensureColumns(_ table: String, _ fields: [String: JSONValue], _ db: Database) throws {
         let names = fields.keys.sorted()
-        var columns = try knownColumns(of: table, db, create: true) ?? TableColumns(names: [], fields: [])
+        var columns = try knownColumns(of: table, db, create: true) ?? .empty
         if names.contains(where: { !columns.names.contains($0.lowercased()) }) {
             // Before adding a column, look again: another writer may have added it since we cached
             // the table, and adding it twice would fail the entry for nothing.
@@ -655,7 +655,7 @@ private final class PreparedStatements: @unchecked Sendable {
     func statement(
         for key: SQLiteOrgAdapter.StatementKey, _ prepare: () throws -> TableStatement?
     ) throws -> TableStatement? {
-        if invalidated.exchange(false, ordering: .acquiringAndReleasing) { entries.removeAll() }
+        dropIfInvalidated()
         uses &+= 1
         if let kept = entries[key] {
             entries[key] = (kept.statement, uses)
@@ -671,8 +671,12 @@ private final class PreparedStatements: @unchecked Sendable {
 
     /// Drops the statement of `key` (its table gained columns).
     func remove(_ key: SQLiteOrgAdapter.StatementKey) {
-        if invalidated.exchange(false, ordering: .acquiringAndReleasing) { entries.removeAll() }
+        dropIfInvalidated()
         entries[key] = nil
+    }
+
+    private func dropIfInvalidated() {
+        if invalidated.exchange(false, ordering: .acquiringAndReleasing) { entries.removeAll() }
     }
 
     /// Drops every statement at the next use (a rolled-back transaction may have taken the

@@ -94,8 +94,8 @@ final class SQLiteStatement {
         let extended = sqlite3_extended_errcode(connection)
         // The connection's code belongs to this failure when their primary codes agree (a
         // binding error leaves the connection's last error as it was).
-        let resultCode = (extended & 0xFF) == (code & 0xFF) ? extended : code
-        let message = (extended & 0xFF) == (code & 0xFF) ? sqlite3_errmsg(connection).map { String(cString: $0) } : nil
-        return DatabaseError(resultCode: ResultCode(rawValue: resultCode), message: message, sql: sql)
+        guard (extended & 0xFF) == (code & 0xFF) else { return DatabaseError(resultCode: ResultCode(rawValue: code), sql: sql) }
+        return DatabaseError(
+            resultCode: ResultCode(rawValue: extended), message: sqlite3_errmsg(connection).map { String(cString: $0) }, sql: sql)
     }
 }

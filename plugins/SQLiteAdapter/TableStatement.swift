@@ -6,6 +6,9 @@ import OrgSyncPluginAPI
 struct TableColumns: Sendable, Equatable {
     var names: Set<String>
     var fields: [FieldColumn]
+
+    /// No columns known (a table not created yet).
+    static let empty = TableColumns(names: [], fields: [])
 }
 
 /// A column that carries a field: its declared name and its default's SQL (`PRAGMA
@@ -47,17 +50,26 @@ struct TableStatement {
     /// or two fields naming one column (differing only by case).
     func values(for entry: Entry) -> [SQLiteBinding]? {
         var values: [SQLiteBinding] = [.text(entry.key), .text(entry.org), .text(entry.ts)]
-        values.reserveCapacity(3 + 2 * fields.count)
-        for _ in fields { values += [.null, .integer(0)] }
+        values.reserveCapacity(Self.carriedParameter(fields.count))
+        for _ in fields {
+            values.append(.null)
+            values.append(.integer(0))
+        }
         for (name, value) in entry.fields {
             guard let position = index[name] ?? index[name.lowercased()] else { return nil }
-            let valueIndex = 3 + 2 * position
-            guard values[valueIndex + 1] == .integer(0) else { return nil }
+            // Parameters count from 1, the values from 0.
+            let (valueIndex, carriedIndex) = (Self.valueParameter(position) - 1, Self.carriedParameter(position) - 1)
+            guard values[carriedIndex] == .integer(0) else { return nil }
             values[valueIndex] = SQLiteValues.binding(value)
-            values[valueIndex + 1] = .integer(1)
+            values[carriedIndex] = .integer(1)
         }
         return values
     }
+
+    /// The parameters of field column `position` (from 0): its value, then whether it is carried,
+    /// after key, org and ts (?1–?3).
+    static func valueParameter(_ position: Int) -> Int { 4 + 2 * position }
+    static func carriedParameter(_ position: Int) -> Int { 5 + 2 * position }
 
     /// `INSERT INTO t (key, org, ts, c1, …) VALUES (?1, ?2, ?3, CASE WHEN ?5 THEN ?4 ELSE
     /// <default> END, …)`; an upsert adds `ON CONFLICT (<primary key>) DO UPDATE SET ts =
@@ -70,7 +82,7 @@ struct TableStatement {
         let columns = (own.names + fields.map(\.name)).map(quote).joined(separator: ", ")
         var values = ["?1", "?2", "?3"]
         for (position, field) in fields.enumerated() {
-            let (value, carried) = (4 + 2 * position, 5 + 2 * position)
+            let (value, carried) = (valueParameter(position), carriedParameter(position))
             let otherwise = field.defaultSQL.map { " ELSE (\($0))" } ?? ""
             values.append("CASE WHEN ?\(carried) THEN ?\(value)\(otherwise) END")
         }
@@ -79,7 +91,7 @@ struct TableStatement {
             var updates = (primaryKey == .key ? [own.org, own.ts] : [own.ts]).map { "\(quote($0)) = excluded.\(quote($0))" }
             for (position, field) in fields.enumerated() {
                 let column = quote(field.name)
-                updates.append("\(column) = CASE WHEN ?\(5 + 2 * position) THEN excluded.\(column) ELSE \(column) END")
+                updates.append("\(column) = CASE WHEN ?\(carriedParameter(position)) THEN excluded.\(column) ELSE \(column) END")
             }
             let conflict = primaryKey.columns(own).map(quote).joined(separator: ", ")
             sql += " ON CONFLICT(\(conflict)) DO UPDATE SET " + updates.joined(separator: ", ")
