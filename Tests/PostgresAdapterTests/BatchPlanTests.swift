@@ -212,13 +212,60 @@ import Testing
         #expect(second.contains("INSERT INTO \"s\".\"Contact\"") && !second.contains("DELETE"))
     }
 
+    /// The text must repeat for the statement to run prepared: it follows the tables written and
+    /// their columns, not the batch's fields, kinds of write, order or size.
+    @Test func theTextDependsOnlyOnTheTablesWrittenAndTheirColumns() throws {
+        let shapes = [
+            "Contact": TableShape.ownColumnsOnly(.standard).adding("N", .int).adding("Name", .text),
+            "Account": TableShape.ownColumnsOnly(.standard).adding("Tags", .json),
+        ]
+        let target = SetStatement.Target(schema: "s", primaryKey: .orgKey, own: .standard)
+        func statements(_ entries: [Entry], shapes: [String: TableShape] = shapes) throws -> SetStatement.Batch {
+            let planned = try plan(entries, shapes: shapes)
+            return SetStatement.batch(try planned.folded(primaryKey: .orgKey), shapes: planned.shapes, target: target)
+        }
+        let first = try statements([
+            at(0, .upsert, "a", ["N": 1]), at(1, .insert, "b", object: "Account", ["Tags": .array([.string("x")])]), at(2, .insert, "c", ["Name": "x"]),
+        ])
+        let second = try statements([
+            at(5, .upsert, "z", object: "Account"), at(6, .delete, "c"), at(7, .upsert, "d", ["Name": "y"]),
+            at(8, .upsert, "e", ["N": 2, "Name": "z"]), at(9, .upsert, "f", org: "globex", ["N": 3]),
+        ])
+        let firstSQL = try #require(first.main?.sql)
+        #expect(firstSQL == second.main?.sql)
+        #expect(first.main?.parameters != second.main?.parameters)
+        // Every column is named, the ones a row does not carry included.
+        #expect(firstSQL.contains("\"Name\" = CASE WHEN") && firstSQL.contains("\"N\" = CASE WHEN"))
+        // Another set of tables, or a new column, is another text.
+        #expect(try statements([at(0, .upsert, "a", ["N": 1]), at(1, .upsert, "b", ["N": 2])]).main?.sql != firstSQL)
+        var grown = shapes
+        grown["Contact"]?.columns["Extra"] = .text
+        #expect(try statements([at(0, .upsert, "a", ["N": 1]), at(1, .insert, "b", object: "Account")], shapes: grown).main?.sql != firstSQL)
+    }
+
+    /// A column the server fills is named only by the sets whose rows carry it; one of a type
+    /// the adapter does not write never (its rows go alone).
+    @Test func columnsTheServerFillsOrOfOtherTypesAreNamedOnlyWhenCarried() throws {
+        var legacy = TableShape.ownColumnsOnly(.standard).adding("Flag", .text).adding("N", .int).adding("Seen", .other("timestamptz"))
+        legacy.defaulted = ["Flag"]
+        let target = SetStatement.Target(schema: "s", primaryKey: .key, own: .standard)
+        func sql(_ entries: [Entry]) throws -> String {
+            let planned = try plan(entries, shapes: ["Legacy": legacy])
+            return try #require(SetStatement.batch(try planned.folded(primaryKey: .key), shapes: planned.shapes, target: target).main?.sql)
+        }
+        let without = try sql([at(0, .upsert, "a", object: "Legacy", ["N": 1]), at(1, .upsert, "b", object: "Legacy", ["N": 2])])
+        #expect(!without.contains("\"Flag\"") && !without.contains("\"Seen\"") && without.contains("\"N\""))
+        let with = try sql([at(0, .upsert, "a", object: "Legacy", ["Flag": "x"]), at(1, .upsert, "b", object: "Legacy", ["Flag": "y"])])
+        #expect(with.contains("\"Flag\" = CASE WHEN") && with.contains("\"N\" = CASE WHEN") && !with.contains("\"Seen\""))
+    }
+
     @Test func theFirstReportedExistingRecordIsTheEarliestInsertAndNonsenseIsIgnored() throws {
         let planned = try plan([
             at(0, .insert, "a"), at(1, .insert, "b", object: "Account"), at(2, .insert, "c"), at(3, .insert, "d", object: "Account"),
         ])
         let statements = SetStatement.batch(
             try planned.folded(primaryKey: .key), shapes: planned.shapes, target: .init(schema: "s", primaryKey: .key, own: .standard))
-        #expect(statements.checks == [[0, 2], [1, 3]])
+        #expect(statements.checks == [[1, 3], [0, 2]], "one group per table, in name order: Account, Contact")
         #expect(statements.firstExisting([(1, 1), (0, 1)]) == 2)
         #expect(statements.firstExisting([(2, 0), (0, 5), (-1, 0)]) == nil)
         #expect(statements.firstExisting([]) == nil)

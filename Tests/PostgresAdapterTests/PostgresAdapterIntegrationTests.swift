@@ -122,6 +122,36 @@ struct PostgresAdapterIntegrationTests {
         }
     }
 
+    /// A set statement runs prepared with one plan kept for every run, made when its table may
+    /// still be small. Made for 20 rows, the server's plan read the table's whole index and
+    /// hashed it; the same plan then read every row of the grown table for each batch. The
+    /// adapter's session leaves the planner only joins that find each record by its key.
+    @Test func aPreparedSetStatementFindsRowsByKeyAfterItsTableGrew() async throws {
+        try await withTarget("grown") { adapter, db, schema in
+            func upserts(_ offsets: Range<UInt64>, keys: Range<UInt64>) -> [Entry] {
+                zip(offsets, keys).map { entry($0, .upsert, "k\($1)", ["Title": .string("t\($0)")]) }
+            }
+            try await adapter.apply(batch(upserts(0..<20, keys: 0..<20)))
+            try await adapter.apply(batch(upserts(20..<40, keys: 0..<20)))
+            #expect(await adapter.statementCounts.preparedRuns == 1, "the second batch of the shape ran prepared")
+            // Grown behind the adapter's back: no DDL, no ANALYZE, nothing that makes the server plan again.
+            _ = try await db.query(
+                PostgresQuery(unsafeSQL: """
+                    INSERT INTO "\(schema)"."Contact" ("key", "org", "ts", "Title")
+                    SELECT 'g' || n, 'acme', 't', 'grown' FROM generate_series(1, 20000) AS n
+                    """), logger: Logger(label: "test"))
+            let before = try await db.tableCounters(schema: schema, table: "Contact") { $0.inserted >= 20_020 }
+            #expect(before.inserted >= 20_020, "the server reported the inserts within the bound")
+            try await adapter.apply(batch(upserts(40..<60, keys: 0..<20)))
+            #expect(await adapter.statementCounts.preparedRuns == 2)
+            let after = try await db.tableCounters(schema: schema, table: "Contact") { $0.updated >= before.updated + 20 }
+            #expect(after.updated >= before.updated + 20, "the server reported the updates within the bound")
+            #expect(after.sequentialScans == before.sequentialScans)
+            #expect(after.indexFetched - before.indexFetched < 1_000, "rows read through the index: \(after.indexFetched - before.indexFetched)")
+            #expect(try await db.scalar("SELECT count(*) FROM \"\(unescaped: schema)\".\"Contact\" WHERE \"Title\" = 't59'") == 1)
+        }
+    }
+
     @Test func reapplyingAnAppliedBatchAddsNothing() async throws {
         try await withTarget("idempotent") { adapter, db, schema in
             let first = batch((0..<10).map { entry($0, .insert, "k\($0)", ["N": .int(Int64($0))]) })

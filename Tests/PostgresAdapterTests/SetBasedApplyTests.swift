@@ -40,6 +40,9 @@ struct SetBasedApplyTests {
         #expect(sets.counts.sets > 50)
         #expect(sets.counts.singles < entries.count / 4)
         #expect(single.counts.sets == 0)
+        // The statements' texts repeat, so most sets ran prepared, each prepared once per shape.
+        #expect(sets.counts.preparedRuns > sets.counts.sets / 2, "\(sets.counts)")
+        #expect(sets.counts.prepared < sets.counts.preparedRuns / 4, "\(sets.counts)")
         print("set-based apply (\(writes.rawValue)), seed \(seed): \(sets.counts), entry by entry: \(single.counts), \(sets.rejected.count) rejected")
     }
 
@@ -59,17 +62,9 @@ struct SetBasedApplyTests {
     }
 
     @Test func aServerRefusalInsideASetStatementNamesTheOneEntry() async throws {
-        let schema = TestPostgres.uniqueSchema("setrefusal")
-        let settings = try TestPostgres.settings(schema: schema)
-        let adapter = PostgresAdapter(linkName: "setrefusal", settings: settings, grouping: .sets, layerRowsSentSinglyMax: 1)
-        let db = try await TestPostgres.connect(settings)
-        do {
-            try await adapter.open()
+        try await withCheckedContacts("setrefusal") { adapter, db, schema in
             try await adapter.apply(batch([entry(0, .upsert, "a", ["Code": "abc"])]))
-            // A constraint the adapter cannot know of: the server refuses one row of the set.
-            try await db.query(
-                PostgresQuery(unsafeSQL: "ALTER TABLE \"\(schema)\".\"Contact\" ADD CONSTRAINT short CHECK (length(\"Code\") <= 3)"),
-                logger: Logger(label: "test"))
+            try await Self.limitCodeLength(schema: schema, on: db)
             let refused = await adapterError {
                 try await adapter.apply(batch((1...6).map { entry($0, .upsert, "k\($0)", ["Code": $0 == 4 ? "toolong" : "ok"]) }))
             }
@@ -81,12 +76,61 @@ struct SetBasedApplyTests {
             try await adapter.apply(batch((1...3).map { entry($0, .upsert, "k\($0)", ["Code": "ok"]) }))
             #expect(try await db.count(schema: schema, table: "Contact") == 4)
             #expect(try await adapter.appliedPosition()?.offset == 3)
+        }
+    }
+
+    /// The same refusal when the set statement runs prepared: postgres-nio reports errors of
+    /// prepared statements as another type, which must still read as a data error of the batch.
+    @Test func aServerRefusalInsideAPreparedSetStatementNamesTheOneEntry() async throws {
+        try await withCheckedContacts("setrefusalprep") { adapter, db, schema in
+            // Two batches of one shape: the second runs the statement prepared.
+            try await adapter.apply(batch((0...2).map { entry($0, .upsert, "a\($0)", ["Code": "abc"]) }))
+            try await adapter.apply(batch((3...5).map { entry($0, .upsert, "b\($0)", ["Code": "abc"]) }))
+            #expect(await adapter.statementCounts.preparedRuns == 1)
+            try await Self.limitCodeLength(schema: schema, on: db)
+            let refused = await adapterError {
+                try await adapter.apply(batch((6...11).map { entry($0, .upsert, "k\($0)", ["Code": $0 == 9 ? "toolong" : "ok"]) }))
+            }
+            #expect(refused?.kind == .rejected(offset: 9))
+            #expect(refused?.targetCode == "23514")
+            #expect(await adapter.statementCounts.preparedRuns == 2, "the refused set ran prepared")
+            #expect(await adapter.statementCounts.fallbacks == 1)
+            #expect(try await db.count(schema: schema, table: "Contact") == 6)
+            // The statement is still prepared after the rollback, and a new column makes a new one.
+            try await adapter.apply(batch((6...8).map { entry($0, .upsert, "k\($0)", ["Code": "ok"]) }))
+            #expect(await adapter.statementCounts.preparedRuns == 3)
+            try await adapter.apply(batch((9...10).map { entry($0, .upsert, "k\($0)", ["Code": "ok", "Other": "x"]) }))
+            #expect(await adapter.statementCounts.preparedRuns == 3, "a new shape is sent unnamed first")
+            #expect(try await db.count(schema: schema, table: "Contact") == 11)
+            #expect(try await adapter.appliedPosition()?.offset == 10)
+        }
+    }
+
+    /// An adapter that sends every layer it can as a set, on a schema of its own, and a
+    /// connection of the test's; both closed and the schema dropped after `body`.
+    func withCheckedContacts(
+        _ name: String, _ body: (PostgresAdapter, PostgresConnection, String) async throws -> Void
+    ) async throws {
+        let schema = TestPostgres.uniqueSchema(name)
+        let settings = try TestPostgres.settings(schema: schema)
+        let adapter = PostgresAdapter(linkName: name, settings: settings, grouping: .sets, layerRowsSentSinglyMax: 1)
+        let db = try await TestPostgres.connect(settings)
+        do {
+            try await adapter.open()
+            try await body(adapter, db, schema)
         } catch {
             Issue.record(error)
         }
         await adapter.close()
         await db.dropSchema(schema)
         try await db.close()
+    }
+
+    /// A constraint the adapter cannot know of: the server refuses a row of a set.
+    static func limitCodeLength(schema: String, on db: PostgresConnection) async throws {
+        try await db.query(
+            PostgresQuery(unsafeSQL: "ALTER TABLE \"\(schema)\".\"Contact\" ADD CONSTRAINT short CHECK (length(\"Code\") <= 3)"),
+            logger: Logger(label: "test"))
     }
 
     // MARK: - Rig

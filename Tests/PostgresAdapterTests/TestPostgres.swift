@@ -121,6 +121,8 @@ extension PostgresConnection {
         var updated: Int64
         var deleted: Int64
         var sequentialScans: Int64
+        /// Rows fetched through an index (`idx_tup_fetch`).
+        var indexFetched: Int64
     }
 
     /// `table`'s counters once `until` holds for them, asked every 100 ms (another backend's
@@ -128,13 +130,15 @@ extension PostgresConnection {
     /// the last ones read when 30 s passed first.
     func tableCounters(schema: String, table: String, until: (TableCounters) -> Bool) async throws -> TableCounters {
         let sql = """
-            SELECT n_tup_ins, n_tup_upd, n_tup_del, seq_scan FROM pg_stat_user_tables WHERE schemaname = '\(schema)' AND relname = '\(table)'
+            SELECT n_tup_ins, n_tup_upd, n_tup_del, seq_scan, coalesce(idx_tup_fetch, 0)
+            FROM pg_stat_user_tables WHERE schemaname = '\(schema)' AND relname = '\(table)'
             """
         let deadline = ContinuousClock.now + .seconds(30)
-        var counters = TableCounters(inserted: 0, updated: 0, deleted: 0, sequentialScans: 0)
+        var counters = TableCounters(inserted: 0, updated: 0, deleted: 0, sequentialScans: 0, indexFetched: 0)
         while true {
-            for try await row in try await query(PostgresQuery(unsafeSQL: sql), logger: Logger(label: "test")).decode((Int64, Int64, Int64, Int64).self) {
-                counters = TableCounters(inserted: row.0, updated: row.1, deleted: row.2, sequentialScans: row.3)
+            let rows = try await query(PostgresQuery(unsafeSQL: sql), logger: Logger(label: "test"))
+            for try await row in rows.decode((Int64, Int64, Int64, Int64, Int64).self) {
+                counters = TableCounters(inserted: row.0, updated: row.1, deleted: row.2, sequentialScans: row.3, indexFetched: row.4)
             }
             if until(counters) || ContinuousClock.now >= deadline { return counters }
             try await Task.sleep(for: .milliseconds(100))

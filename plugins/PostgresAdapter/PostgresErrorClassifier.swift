@@ -19,13 +19,23 @@ enum PostgresErrorClassifier {
         if let error = error as? AdapterError { return error }
         if error is CancellationError { return .connection("\(context): cancelled") }
         if let error = error as? PostgresConnector.Failure { return .connection("\(context): \(error.message)") }
-        guard let error = error as? PSQLError else {
+        let server: ServerError
+        if let error = error as? PSQLError {
+            guard error.code == .server, let sqlState = error.serverInfo?[.sqlState] else {
+                return .connection("\(context): \(clientMessage(error))")
+            }
+            server = ServerError(sqlState: sqlState, message: error.serverInfo?[.message], detail: error.serverInfo?[.detail])
+        } else if let error = error as? PostgresError {
+            // What postgres-nio's prepared-statement API (PreparedQuery) throws.
+            guard case .server(let fields) = error, let sqlState = fields.fields[.sqlState] else {
+                return .connection("\(context): \(error.description)")
+            }
+            server = ServerError(sqlState: sqlState, message: fields.fields[.message], detail: fields.fields[.detail])
+        } else {
             return .connection("\(context): \(String(describing: error))")
         }
-        guard error.code == .server, let sqlState = error.serverInfo?[.sqlState] else {
-            return .connection("\(context): \(clientMessage(error))")
-        }
-        let message = "\(context): \(serverMessage(error))"
+        let sqlState = server.sqlState
+        let message = "\(context): \(server.text)"
         switch kind(sqlState: sqlState, phase: phase) {
         case .connection: return .connection(message, targetCode: sqlState)
         case .retryable: return .retryable(message, targetCode: sqlState)
@@ -68,10 +78,18 @@ enum PostgresErrorClassifier {
         }
     }
 
-    static func serverMessage(_ error: PSQLError) -> String {
-        var text = error.serverInfo?[.message] ?? "server error"
-        if let detail = error.serverInfo?[.detail], !detail.isEmpty { text += " (\(detail))" }
-        return text
+    /// An error the server sent, whichever of postgres-nio's error types carried it.
+    struct ServerError {
+        var sqlState: String
+        var message: String?
+        var detail: String?
+
+        /// The server's message, with its detail.
+        var text: String {
+            var text = message ?? "server error"
+            if let detail, !detail.isEmpty { text += " (\(detail))" }
+            return text
+        }
     }
 
     /// A client-side failure: refused, reset, closed, TLS, protocol. Never the configuration.

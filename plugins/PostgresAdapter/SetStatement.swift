@@ -15,6 +15,17 @@ import PostgresNIO
 /// in the statement (a JSON column's value as JSON), with the same result as the typed binds of
 /// the single statement.
 ///
+/// The text depends only on the tables a batch writes and their columns, never on which
+/// fields, kinds of write or how many rows the batch has: tables in name order, each with every
+/// kind of write (an empty document where it has none), every column of the table named (a row
+/// that does not carry one inserts NULL, as a column left out of the single INSERT gets, and
+/// keeps the value it has on update). So the text repeats from batch to batch and runs as a
+/// prepared statement (``PreparedStatementCache``). Columns the server fills and columns of a
+/// type the adapter does not write are named only when a row carries them (a set INSERT that
+/// named them would store NULL instead of the default; an UPDATE may not set a generated one).
+/// Every parameter is cast to `text` where it is used, so a statement prepared without
+/// parameter types reads its values as the unnamed one does.
+///
 /// Some rows go alone, as the single statement: a row that writes a column of a type the adapter
 /// does not write (only a null fits, and it is bound untyped); and an inserted row that leaves
 /// out a column which the server fills (a default, an identity or a generated column) while
@@ -39,20 +50,45 @@ enum SetStatement {
         var conflictColumns: String { primaryKey == .key ? key : "\(org), \(key)" }
     }
 
+    /// A set statement: its text and its parameters (all text).
+    struct Query: Sendable, Hashable {
+        var sql: String
+        var parameters: [String]
+
+        /// As an unnamed statement.
+        var unnamed: PostgresQuery {
+            var binds = PostgresBindings(capacity: parameters.count)
+            for parameter in parameters { binds.append(parameter) }
+            return PostgresQuery(unsafeSQL: sql, binds: binds)
+        }
+    }
+
     /// A batch's statements, in the order they are sent.
     struct Batch: Sendable {
         /// Deletes, inserts, upserts and checks; returns one row `(group, index)` per record
         /// that an insert needs absent and that is there (``checks``). Nil: nothing in a set.
-        var main: PostgresQuery?
+        var main: Query?
         /// The inserts' offsets that need their record absent, by group and index as `main`
         /// reports them.
         var checks: [[Offset]]
         /// Rows that go as single statements after `main`, in offset order.
         var alone: [PlannedRow]
         /// The inserts of records deleted and written again, after `main`'s deletes.
-        var replacements: PostgresQuery?
+        var replacements: Query?
         /// Such inserts that go alone.
         var replacementsAlone: [PlannedRow]
+
+        /// A row `main` reports, `(group, index)`. They travel as text: postgres-nio's
+        /// `PreparedQuery` labels its result columns with the format of the statement's
+        /// description (text) while asking the server for binary, so a `bigint` cannot be read
+        /// back from it; a text column's bytes are the same in both formats.
+        static func reported(_ row: PostgresRow) throws -> (Int64, Int64) {
+            let (group, index) = try row.decode((String, String).self)
+            guard let group = Int64(group), let index = Int64(index) else {
+                throw AdapterError.connection("the set statement reported (\(group.prefix(20)), \(index.prefix(20))), not two numbers")
+            }
+            return (group, index)
+        }
 
         /// The first insert whose record `main` reported there (`(group, index)` rows).
         func firstExisting(_ reported: [(Int64, Int64)]) -> Offset? {
@@ -67,19 +103,17 @@ enum SetStatement {
 
     /// The statements for `records` (a batch's net writes).
     static func batch(_ records: [FoldedRecord], shapes: [String: TableShape], target: Target) -> Batch {
-        var tables: [String] = []
         var byTable: [String: [FoldedRecord]] = [:]
-        for record in records {
-            if byTable[record.table] == nil { tables.append(record.table) }
-            byTable[record.table, default: []].append(record)
-        }
+        for record in records { byTable[record.table, default: []].append(record) }
+        let tables = byTable.keys.sorted()
         var main = Builder(target: target)
         var second = Builder(target: target)
         var alone: [PlannedRow] = []
         var replacementsAlone: [PlannedRow] = []
         for table in tables {
             let tableRecords = byTable[table] ?? []
-            let defaulted = shapes[table]?.defaulted ?? []
+            let shape = shapes[table] ?? TableShape(columns: [:])
+            let defaulted = shape.defaulted
             var deletes: [PlannedRow] = []
             var inserts: [PlannedRow] = []
             var upserts: [PlannedRow] = []
@@ -102,10 +136,10 @@ enum SetStatement {
             alone += insertAlone + upsertAlone
             replacementsAlone += replacementAlone
             main.addDeletes(deletes, table: table)
-            main.addInserts(insertSet, table: table)
-            main.addUpserts(upsertSet, table: table)
+            main.addInserts(insertSet, table: table, shape: shape)
+            main.addUpserts(upsertSet, table: table, shape: shape)
             main.addAbsenceChecks(tableRecords.filter { $0.mustBeAbsentFor != nil }, table: table)
-            second.addInserts(replacementSet, table: table)
+            if !replacementSet.isEmpty { second.addInserts(replacementSet, table: table, shape: shape) }
         }
         alone.sort { $0.offset < $1.offset }
         replacementsAlone.sort { $0.offset < $1.offset }
@@ -183,7 +217,7 @@ enum SetStatement {
     /// Builds the CTEs of one run and their binds.
     private struct Builder {
         let target: Target
-        var binds = PostgresBindings()
+        var parameters: [String] = []
         var ctes: [String] = []
         private var columnParameters: [String: String] = [:]
 
@@ -191,10 +225,10 @@ enum SetStatement {
 
         private var matchOrg: Bool { target.primaryKey == .orgKey }
 
-        /// A bind of `text`, as `$n`.
+        /// A parameter of `text`, as `$n::text`.
         private mutating func parameter(_ text: String) -> String {
-            binds.append(text)
-            return "$\(binds.count)"
+            parameters.append(text)
+            return "$\(parameters.count)::text"
         }
 
         /// A column's name as a bind (used as the JSON member's name), one per name.
@@ -220,7 +254,6 @@ enum SetStatement {
         }
 
         mutating func addDeletes(_ rows: [PlannedRow], table: String) {
-            guard !rows.isEmpty else { return }
             var document = JSONDocumentWriter()
             document.beginArray()
             for row in rows {
@@ -239,10 +272,10 @@ enum SetStatement {
 
         /// Inserts of records that are not there (checked by ``addAbsenceChecks(_:table:)``, or
         /// deleted by the statement before): a record that is there fails the statement.
-        mutating func addInserts(_ rows: [PlannedRow], table: String) {
-            guard !rows.isEmpty else { return }
+        mutating func addInserts(_ rows: [PlannedRow], table: String, shape: TableShape) {
             let source = "jsonb_to_recordset(\(parameter(Self.rowDocument(rows)))::jsonb) AS x(k text, o text, t text, f jsonb)"
-            ctes.append("n\(ctes.count) AS (\(insertSelect(rows, table: table, from: source, where: "")) ON CONFLICT DO NOTHING)")
+            let columns = Self.columns(of: rows, shape: shape, own: target.own)
+            ctes.append("n\(ctes.count) AS (\(insertSelect(columns, table: table, from: source, where: "")) ON CONFLICT DO NOTHING)")
         }
 
         /// The offsets of the checked inserts, by group (one per table) and index.
@@ -253,7 +286,6 @@ enum SetStatement {
         /// (as the statement found them, before its own writes).
         mutating func addAbsenceChecks(_ records: [FoldedRecord], table: String) {
             let checked = records.compactMap { record in record.mustBeAbsentFor.map { (record, $0) } }
-            guard !checked.isEmpty else { return }
             var document = JSONDocumentWriter()
             document.beginArray()
             for (index, (record, _)) in checked.enumerated() {
@@ -273,23 +305,23 @@ enum SetStatement {
         }
 
         /// The whole statement; nil when there is nothing in it.
-        func query() -> PostgresQuery? {
+        func query() -> Query? {
             guard !ctes.isEmpty else { return nil }
             let reports =
                 checkNames.isEmpty
-                ? "SELECT 0::bigint, 0::bigint WHERE false"
-                : checkNames.enumerated().map { "SELECT \($0.offset)::bigint, i FROM \($0.element)" }.joined(separator: " UNION ALL ")
-            return PostgresQuery(unsafeSQL: "WITH " + ctes.joined(separator: ",\n") + "\n" + reports, binds: binds)
+                ? "SELECT '0'::text, '0'::text WHERE false"
+                : checkNames.enumerated().map { "SELECT '\($0.offset)'::text, i::text FROM \($0.element)" }.joined(separator: " UNION ALL ")
+            return Query(sql: "WITH " + ctes.joined(separator: ",\n") + "\n" + reports, parameters: parameters)
         }
 
-        mutating func addUpserts(_ rows: [PlannedRow], table: String) {
-            guard !rows.isEmpty else { return }
+        mutating func addUpserts(_ rows: [PlannedRow], table: String, shape: TableShape) {
+            let columns = Self.columns(of: rows, shape: shape, own: target.own)
             let index = ctes.count
             let rowsName = "x\(index)"
             let updatedName = "u\(index)"
             ctes.append("\(rowsName) AS (SELECT * FROM jsonb_to_recordset(\(parameter(Self.rowDocument(rows)))::jsonb) AS r(k text, o text, t text, f jsonb))")
             var sets = matchOrg ? "\(target.ts) = x.t" : "\(target.org) = x.o, \(target.ts) = x.t"
-            for (column, kind) in Self.columns(of: rows) {
+            for (column, kind) in columns {
                 let quoted = TableMapping.quoted(column)
                 sets += ", \(quoted) = CASE WHEN x.f ? \(columnParameter(column)) THEN \(valueExpression(column, kind: kind)) ELSE t.\(quoted) END"
             }
@@ -297,27 +329,35 @@ enum SetStatement {
                 "\(updatedName) AS (UPDATE \(target.qualified(table)) AS t SET \(sets) FROM \(rowsName) AS x "
                     + "WHERE t.\(target.key) = x.k\(matchOrg ? " AND t.\(target.org) = x.o" : "") RETURNING t.\(target.key) AS k, t.\(target.org) AS o)")
             let missing = "WHERE NOT EXISTS (SELECT 1 FROM \(updatedName) AS u WHERE u.k = x.k\(matchOrg ? " AND u.o = x.o" : ""))"
-            ctes.append("v\(ctes.count) AS (\(insertSelect(rows, table: table, from: "\(rowsName) AS x", where: missing)))")
+            ctes.append("v\(ctes.count) AS (\(insertSelect(columns, table: table, from: "\(rowsName) AS x", where: missing)))")
         }
 
-        private mutating func insertSelect(_ rows: [PlannedRow], table: String, from source: String, where condition: String) -> String {
-            var columns = target.ownColumnList
+        private mutating func insertSelect(
+            _ columns: [(String, ColumnKind)], table: String, from source: String, where condition: String
+        ) -> String {
+            var names = target.ownColumnList
             var values = "x.k, x.o, x.t"
-            for (column, kind) in Self.columns(of: rows) {
-                columns += ", " + TableMapping.quoted(column)
+            for (column, kind) in columns {
+                names += ", " + TableMapping.quoted(column)
                 values += ", " + valueExpression(column, kind: kind)
             }
-            return "INSERT INTO \(target.qualified(table)) (\(columns)) SELECT \(values) FROM \(source) \(condition)"
+            return "INSERT INTO \(target.qualified(table)) (\(names)) SELECT \(values) FROM \(source) \(condition)"
         }
 
-        /// Every column some row carries, in the order first carried.
-        private static func columns(of rows: [PlannedRow]) -> [(String, ColumnKind)] {
-            var seen = Set<String>()
-            var columns: [(String, ColumnKind)] = []
-            for row in rows {
-                for value in row.values where seen.insert(value.column).inserted { columns.append((value.column, value.kind)) }
+        /// The columns a set statement names, in name order: every column of the table but the
+        /// adapter's own, except those the server fills and those of a type the adapter does
+        /// not write, which are named only when a row carries them.
+        static func columns(of rows: [PlannedRow], shape: TableShape, own: BookkeepingColumns) -> [(String, ColumnKind)] {
+            let ownNames = Set(own.names)
+            var kinds: [String: ColumnKind] = [:]
+            for (column, kind) in shape.columns where !ownNames.contains(column) && !shape.defaulted.contains(column) {
+                if case .other = kind { continue }
+                kinds[column] = kind
             }
-            return columns
+            for row in rows {
+                for value in row.values where kinds[value.column] == nil { kinds[value.column] = value.kind }
+            }
+            return kinds.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         }
 
         /// `[{"k":key,"o":org,"t":ts,"f":{column: value as a JSON string, or JSON, or null}}, …]`
