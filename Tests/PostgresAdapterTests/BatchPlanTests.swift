@@ -89,6 +89,10 @@ import Testing
         #expect(try settings([:]).batchWrites == .perEntry)
         #expect(try settings(["batch_writes": "per_record"]).batchWrites == .perRecord)
         #expect(throws: AdapterConfigurationError.self) { try settings(["batch_writes": "sometimes"]) }
+        #expect(try settings([:]).preparedStatements)
+        #expect(try !settings(["prepared_statements": "false"]).preparedStatements)
+        #expect(try settings(["prepared_statements": "false"]).description.contains("prepared_statements=false"))
+        #expect(throws: AdapterConfigurationError.self) { try settings(["prepared_statements": "no"]) }
     }
 
     @Test func renamedOwnColumnsLetFieldsCalledKeyOrgAndTsThrough() throws {

@@ -106,13 +106,26 @@ struct SetBasedApplyTests {
         }
     }
 
+    /// For a connection pooler that cannot keep them: the same sets, none prepared.
+    @Test func withoutPreparedStatementsEverySetGoesUnnamed() async throws {
+        try await withCheckedContacts("unprepared", preparedStatements: false) { adapter, db, schema in
+            for first in stride(from: UInt64(0), to: 12, by: 3) {
+                try await adapter.apply(batch((first..<first + 3).map { entry($0, .upsert, "k\($0 % 5)", ["Code": "abc"]) }))
+            }
+            let counts = await adapter.statementCounts
+            #expect(counts.sets == 4 && counts.preparedRuns == 0 && counts.prepared == 0, "\(counts)")
+            #expect(try await db.count(schema: schema, table: "Contact") == 5)
+        }
+    }
+
     /// An adapter that sends every layer it can as a set, on a schema of its own, and a
     /// connection of the test's; both closed and the schema dropped after `body`.
     func withCheckedContacts(
-        _ name: String, _ body: (PostgresAdapter, PostgresConnection, String) async throws -> Void
+        _ name: String, preparedStatements: Bool = true, _ body: (PostgresAdapter, PostgresConnection, String) async throws -> Void
     ) async throws {
         let schema = TestPostgres.uniqueSchema(name)
-        let settings = try TestPostgres.settings(schema: schema)
+        var settings = try TestPostgres.settings(schema: schema)
+        settings.preparedStatements = preparedStatements
         let adapter = PostgresAdapter(linkName: name, settings: settings, grouping: .sets, layerRowsSentSinglyMax: 1)
         let db = try await TestPostgres.connect(settings)
         do {

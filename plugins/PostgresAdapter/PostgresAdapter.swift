@@ -433,6 +433,9 @@ public actor PostgresAdapter: OrgAdapter {
     /// Runs a set statement, prepared when ``preparedSets`` says so; the `(Int64, Int64)` rows
     /// it returns when `reportsRows`.
     private func run(_ query: SetStatement.Query, reportsRows: Bool, on connection: PostgresConnection) async throws -> [(Int64, Int64)] {
+        guard settings.preparedStatements else {
+            return try await runUnnamed(query.unnamed, reportsRows: reportsRows, on: connection)
+        }
         let prepared: PreparedQuery
         switch preparedSets.use(query.sql) {
         case .run(let kept):

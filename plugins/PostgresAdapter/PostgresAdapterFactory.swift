@@ -19,7 +19,7 @@ public struct PostgresAdapterFactory: OrgAdapterFactory {
         .optional("schema"), .optional("table_prefix"), .optional("primary_key"), .optional("connect_timeout_ms"),
         .optional("query_timeout_ms"), .optional("liveness_interval_ms"), .optional("liveness_timeout_ms"), .optional("batch_writes"),
         .optional("sslmode"), .optional("sslrootcert"), .optional("sslcert"), .optional("sslkey"), .optional("replication_origin"),
-        .optional("key_column"), .optional("org_column"), .optional("ts_column"),
+        .optional("key_column"), .optional("org_column"), .optional("ts_column"), .optional("prepared_statements"),
     ])
     /// Where `password_env` is looked up; the process environment unless a test gives its own.
     let environment: @Sendable () -> [String: String]
@@ -61,6 +61,7 @@ public struct PostgresAdapterFactory: OrgAdapterFactory {
 /// | `sslrootcert` | none | PEM file of the CAs the server's certificate must chain to (verify-ca, verify-full) |
 /// | `sslcert`, `sslkey` | none | PEM files of a client certificate and its key, both or neither |
 /// | `key_column`, `org_column`, `ts_column` | `key`, `org`, `ts` | the names of the adapter's own columns (``BookkeepingColumns``): rename them when the entries carry fields with those names (a captured table's own `key` column, say), which are refused otherwise |
+/// | `prepared_statements` | `true` | `false`: send every set statement unnamed (parsed and planned for each batch), for a connection pooler that cannot keep named prepared statements (PgBouncer in transaction pooling before 1.21) |
 /// | `replication_origin` | `false` | `true`: tag the transactions the link applies with the replication origin `orgsync_<link>`, which a `postgres` capture source on this database skips (two-way sync without echo); needs superuser or the origin functions granted |
 public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertible {
     public var host: String
@@ -87,6 +88,9 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
     public var replicationOrigin: String?
     /// The names of the columns the adapter keeps beside the fields.
     public var ownColumns: BookkeepingColumns = .standard
+    /// Whether set statements whose text repeats run as named prepared statements
+    /// (``PreparedStatementCache``).
+    public var preparedStatements = true
 
     public init(
         host: String = "127.0.0.1", port: Int = 5432, user: String, password: String?, database: String,
@@ -134,6 +138,11 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
         case "false": replicationOrigin = nil
         case let other: throw AdapterConfigurationError(setting: "replication_origin", problem: "must be true or false, not \(other)")
         }
+        switch configuration.string("prepared_statements", default: "true") {
+        case "true": preparedStatements = true
+        case "false": preparedStatements = false
+        case let other: throw AdapterConfigurationError(setting: "prepared_statements", problem: "must be true or false, not \(other)")
+        }
         password = configuration.settings["password"].flatMap { $0.isEmpty ? nil : $0 }
         if let variable = configuration.settings["password_env"], !variable.isEmpty {
             guard let value = environment[variable] else {
@@ -172,7 +181,7 @@ public struct PostgresAdapterSettings: Sendable, Hashable, CustomStringConvertib
 
     public var description: String {
         "postgres://\(user)@\(host):\(port)/\(database) schema=\(schema) password=\(password == nil ? "none" : "<redacted>")"
-            + " primary_key=\(primaryKey.rawValue) \(ownColumns.summary) batch_writes=\(batchWrites.rawValue) connect_timeout_ms=\(connectTimeoutMs) query_timeout_ms=\(queryTimeoutMs)"
+            + " primary_key=\(primaryKey.rawValue) \(ownColumns.summary) batch_writes=\(batchWrites.rawValue) prepared_statements=\(preparedStatements) connect_timeout_ms=\(connectTimeoutMs) query_timeout_ms=\(queryTimeoutMs)"
             + " liveness_interval_ms=\(livenessIntervalMs) liveness_timeout_ms=\(livenessTimeoutMs) \(tls)"
     }
 }
