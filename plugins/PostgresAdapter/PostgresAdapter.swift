@@ -433,7 +433,9 @@ public actor PostgresAdapter: OrgAdapter {
     /// Runs a set statement, prepared when ``preparedSets`` says so; the `(Int64, Int64)` rows
     /// it returns when `reportsRows`.
     private func run(_ query: SetStatement.Query, reportsRows: Bool, on connection: PostgresConnection) async throws -> [(Int64, Int64)] {
-        guard settings.preparedStatements else {
+        // The cache holds statements of the current connection: a batch the deadline gave up on
+        // may still run here on the connection it started with, after a new one replaced it.
+        guard settings.preparedStatements, self.connection === connection else {
             return try await runUnnamed(query.unnamed, reportsRows: reportsRows, on: connection)
         }
         let prepared: PreparedQuery
@@ -443,7 +445,7 @@ public actor PostgresAdapter: OrgAdapter {
         case .prepare:
             prepared = try await connection.prepare(query: query.sql).get()
             statementCounts.prepared += 1
-            // The cache belongs to the current connection; one dropped meanwhile took its own.
+            // The connection may have been replaced while this one prepared.
             if self.connection === connection {
                 for closing in preparedSets.insert(prepared, for: query.sql) { try await closing.deallocate().get() }
             }
@@ -499,14 +501,18 @@ public actor PostgresAdapter: OrgAdapter {
         let rows = try await connection.query(
             PostgresQuery(
                 unsafeSQL: """
-                    SELECT column_name::text, udt_name::text,
-                           column_default IS NOT NULL OR is_identity = 'YES' OR is_generated = 'ALWAYS'
-                    FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2
+                    SELECT c.column_name::text, c.udt_name::text,
+                           c.column_default IS NOT NULL OR c.is_identity = 'YES' OR c.is_generated = 'ALWAYS'
+                           OR EXISTS (SELECT 1 FROM information_schema.domains d
+                                      WHERE d.domain_schema = c.domain_schema AND d.domain_name = c.domain_name
+                                        AND d.domain_default IS NOT NULL)
+                    FROM information_schema.columns c WHERE c.table_schema = $1 AND c.table_name = $2
                     """, binds: binds), logger: logger)
         var shape = TableShape(columns: [:])
         for try await (name, udtName, filled) in rows.decode((String, String, Bool).self) {
             shape.columns[name] = ColumnKind(udtName: udtName)
             if filled { shape.defaulted.insert(name) }
+            if udtName == "json" { shape.plainJSON.insert(name) }
         }
         return shape.columns.isEmpty ? nil : shape
     }

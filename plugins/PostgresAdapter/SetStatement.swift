@@ -239,7 +239,9 @@ enum SetStatement {
             return made
         }
 
-        private mutating func valueExpression(_ column: String, kind: ColumnKind) -> String {
+        /// `plainJSON`: the column is `json`, not `jsonb` (a table made by someone else): the
+        /// value is cast to it, or a `CASE` between it and the kept value cannot match the types.
+        private mutating func valueExpression(_ column: String, kind: ColumnKind, plainJSON: Bool) -> String {
             let name = columnParameter(column)
             switch kind {
             case .text: return "(x.f->>\(name))"
@@ -247,7 +249,7 @@ enum SetStatement {
             case .double: return "CAST(x.f->>\(name) AS DOUBLE PRECISION)"
             case .numeric: return "CAST(x.f->>\(name) AS NUMERIC)"
             case .bool: return "CAST(x.f->>\(name) AS BOOLEAN)"
-            case .json: return "NULLIF(x.f->\(name), 'null'::jsonb)"
+            case .json: return "NULLIF(x.f->\(name), 'null'::jsonb)" + (plainJSON ? "::json" : "")
             // Never in a set (such rows go alone); a NULL of the column's type would be right.
             case .other: return "NULL"
             }
@@ -275,7 +277,7 @@ enum SetStatement {
         mutating func addInserts(_ rows: [PlannedRow], table: String, shape: TableShape) {
             let source = "jsonb_to_recordset(\(parameter(Self.rowDocument(rows)))::jsonb) AS x(k text, o text, t text, f jsonb)"
             let columns = Self.columns(of: rows, shape: shape, own: target.own)
-            ctes.append("n\(ctes.count) AS (\(insertSelect(columns, table: table, from: source, where: "")) ON CONFLICT DO NOTHING)")
+            ctes.append("n\(ctes.count) AS (\(insertSelect(columns, shape: shape, table: table, from: source, where: "")) ON CONFLICT DO NOTHING)")
         }
 
         /// The offsets of the checked inserts, by group (one per table) and index.
@@ -323,23 +325,23 @@ enum SetStatement {
             var sets = matchOrg ? "\(target.ts) = x.t" : "\(target.org) = x.o, \(target.ts) = x.t"
             for (column, kind) in columns {
                 let quoted = TableMapping.quoted(column)
-                sets += ", \(quoted) = CASE WHEN x.f ? \(columnParameter(column)) THEN \(valueExpression(column, kind: kind)) ELSE t.\(quoted) END"
+                sets += ", \(quoted) = CASE WHEN x.f ? \(columnParameter(column)) THEN \(valueExpression(column, kind: kind, plainJSON: shape.plainJSON.contains(column))) ELSE t.\(quoted) END"
             }
             ctes.append(
                 "\(updatedName) AS (UPDATE \(target.qualified(table)) AS t SET \(sets) FROM \(rowsName) AS x "
                     + "WHERE t.\(target.key) = x.k\(matchOrg ? " AND t.\(target.org) = x.o" : "") RETURNING t.\(target.key) AS k, t.\(target.org) AS o)")
             let missing = "WHERE NOT EXISTS (SELECT 1 FROM \(updatedName) AS u WHERE u.k = x.k\(matchOrg ? " AND u.o = x.o" : ""))"
-            ctes.append("v\(ctes.count) AS (\(insertSelect(columns, table: table, from: "\(rowsName) AS x", where: missing)))")
+            ctes.append("v\(ctes.count) AS (\(insertSelect(columns, shape: shape, table: table, from: "\(rowsName) AS x", where: missing)))")
         }
 
         private mutating func insertSelect(
-            _ columns: [(String, ColumnKind)], table: String, from source: String, where condition: String
+            _ columns: [(String, ColumnKind)], shape: TableShape, table: String, from source: String, where condition: String
         ) -> String {
             var names = target.ownColumnList
             var values = "x.k, x.o, x.t"
             for (column, kind) in columns {
                 names += ", " + TableMapping.quoted(column)
-                values += ", " + valueExpression(column, kind: kind)
+                values += ", " + valueExpression(column, kind: kind, plainJSON: shape.plainJSON.contains(column))
             }
             return "INSERT INTO \(target.qualified(table)) (\(names)) SELECT \(values) FROM \(source) \(condition)"
         }

@@ -198,6 +198,9 @@ struct TableShape: Hashable, Sendable {
     /// Columns the server fills when an INSERT leaves them out (a default, an identity, a
     /// generated column): all made by someone else, since the adapter's columns have none.
     var defaulted: Set<String> = []
+    /// Columns of type `json` (``ColumnKind/json`` stands for `json` and `jsonb`): the set
+    /// statements cast their values to it.
+    var plainJSON: Set<String> = []
 
     /// Own columns the table lacks (a table made by someone else).
     func missingOwnColumns(_ own: BookkeepingColumns) -> [String] {
