@@ -7,12 +7,33 @@ public struct ClusterBody: Codable, Sendable, Hashable {
     public var members: [String]
     /// Every configured link, in configuration order.
     public var links: [ClusterLinkBody]
+    /// Every configured capture source, in configuration order.
+    public var sources: [ClusterSourceBody]
 
-    public init(node: String, leaseMs: Int, members: [String], links: [ClusterLinkBody]) {
+    public init(node: String, leaseMs: Int, members: [String], links: [ClusterLinkBody], sources: [ClusterSourceBody] = []) {
         self.node = node
         self.leaseMs = leaseMs
         self.members = members
         self.links = links
+        self.sources = sources
+    }
+}
+
+/// Where one capture source runs.
+public struct ClusterSourceBody: Codable, Sendable, Hashable {
+    public var source: String
+    /// `pinned` (it names its member, `node:`) or `leased` (the cluster places it).
+    public var placement: String
+    /// The member that runs it; absent while nobody holds the lease.
+    public var owner: String?
+    /// The lease's owner epoch; absent for a pinned source and while nobody holds the lease.
+    public var ownerEpoch: UInt64?
+
+    public init(source: String, placement: String, owner: String?, ownerEpoch: UInt64?) {
+        self.source = source
+        self.placement = placement
+        self.owner = owner
+        self.ownerEpoch = ownerEpoch
     }
 }
 

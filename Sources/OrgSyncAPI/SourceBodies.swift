@@ -31,6 +31,9 @@ public struct SourceStatusBody: Codable, Sendable, Hashable {
     public var suspensions: Int
     public var appendedEntries: UInt64
     public var skippedChanges: UInt64
+    /// Appends a cluster stream refused because another member appended for this source first
+    /// (around a move of its lease); each was read again, none stored twice.
+    public var fencedAppends: UInt64
     public var transactions: UInt64
     public var rounds: UInt64
     public var running: Bool
@@ -38,7 +41,8 @@ public struct SourceStatusBody: Codable, Sendable, Hashable {
     public init(
         name: String, stream: String, state: String, heldDown: Bool, positionCommit: UInt64?, positionChange: UInt32?,
         lagBytes: UInt64?, lagMs: UInt64?, lastAppendTimeMs: UInt64?, lastError: String?, probeProgress: String, timeInStateMs: UInt64,
-        suspensions: Int, appendedEntries: UInt64, skippedChanges: UInt64, transactions: UInt64, rounds: UInt64, running: Bool
+        suspensions: Int, appendedEntries: UInt64, skippedChanges: UInt64, fencedAppends: UInt64 = 0, transactions: UInt64, rounds: UInt64,
+        running: Bool
     ) {
         self.name = name
         self.stream = stream
@@ -56,6 +60,7 @@ public struct SourceStatusBody: Codable, Sendable, Hashable {
         self.suspensions = suspensions
         self.appendedEntries = appendedEntries
         self.skippedChanges = skippedChanges
+        self.fencedAppends = fencedAppends
         self.transactions = transactions
         self.rounds = rounds
         self.running = running

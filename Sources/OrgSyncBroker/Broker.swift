@@ -51,13 +51,16 @@ public final class Broker: Sendable {
         self.streams = streams
         // In a cluster, the links and sources placed on this member; the streams are everyone's.
         let hosted = configuration.hostedHere
+        let leasedRunning = LeasedRunning()
+        let sources = try SourceHost(
+            configuration: hosted, dataDirectory: dataDirectory, streams: streams,
+            registry: registry, environment: environment, logger: logger, leasedRunning: { leasedRunning.sources })
+        self.sources = sources
         let links = try LinkHost(
             configuration: hosted, dataDirectory: dataDirectory, streams: streams,
-            registry: registry, environment: environment, logger: logger, observer: metrics, ownership: ownership)
+            registry: registry, environment: environment, logger: logger, observer: metrics, ownership: ownership,
+            sources: sources, leasedRunning: leasedRunning)
         self.links = links
-        sources = try SourceHost(
-            configuration: hosted, dataDirectory: dataDirectory, streams: streams,
-            registry: registry, environment: environment, logger: logger)
         // After the links exist and before they run: a new target's queue starts at each sync log's end.
         let targets = try configuration.notificationSettings(environment: environment)
         if targets.isEmpty {

@@ -81,33 +81,39 @@ extension BrokerConfiguration {
 
 extension BrokerConfiguration {
     /// Where links and sources run. Outside a cluster none names a member (`node`). In one, a
-    /// link that names a member is pinned to it (a SQLite file on that machine); one that does
-    /// not is leased: the cluster places it on a live member and moves it when that one goes.
-    /// Sources are not leased yet: each names its member.
+    /// link or source that names a member is pinned to it (a SQLite file, a database reached
+    /// only from that machine); one that does not is leased: the cluster places it on a live
+    /// member and moves it when that one goes.
     func validatePlacement() throws {
         func fail(_ field: String, _ problem: String) -> ConfigurationError { ConfigurationError(field: field, problem: problem) }
-        let placed = links.enumerated().map { ("links[\($0.offset)]", $0.element.name, $0.element.node, true) }
-            + sources.enumerated().map { ("sources[\($0.offset)]", $0.element.name, $0.element.node, false) }
-        for (field, name, node, leasable) in placed {
-            switch (cluster, node) {
-            case (nil, let node?):
+        let placed = links.enumerated().map { ("links[\($0.offset)]", $0.element.node) }
+            + sources.enumerated().map { ("sources[\($0.offset)]", $0.element.node) }
+        for (field, node) in placed {
+            if cluster == nil, let node {
                 throw fail("\(field).node", "names member \(node), but this broker is not in a cluster (no cluster: section)")
-            case (_?, nil) where !leasable:
-                throw fail("\(field).node", "in a cluster, source \(name) runs on one member: name it (cluster.node of that broker); sources do not move between members yet")
-            default:
-                continue
             }
+        }
+        // Leases are keyed by link name, and by `source.<name>` for a source.
+        let sourceKeys = Set(leasedSources.map { leaseKey(source: $0.name) })
+        for (i, link) in links.enumerated() where link.node == nil && sourceKeys.contains(link.name) {
+            throw fail("links[\(i)].name", "\(link.name) is the lease key of the leased source of that name: rename one")
         }
     }
 
+    /// The key of a leased source's lease: `source.` and its name (a leased link's is its name).
+    public func leaseKey(source: String) -> String { LeasedLinks.sourceLeasePrefix + source }
+
+    /// The keys of every lease the cluster places: the leased links' and sources'.
+    public var leaseKeys: [String] { leasedLinks.map(\.name) + leasedSources.map { leaseKey(source: $0.name) } }
+
     /// What this broker may run: outside a cluster everything; in one, the links and sources
-    /// pinned to its node and the leased links (which run here only while it holds their lease).
+    /// pinned to its node and the leased ones (which run here only while it holds their lease).
     /// The streams are everyone's.
     public var hostedHere: BrokerConfiguration {
         guard let node = cluster?.node else { return self }
         var hosted = self
         hosted.links = links.filter { $0.node == node || $0.node == nil }
-        hosted.sources = sources.filter { $0.node == node }
+        hosted.sources = sources.filter { $0.node == node || $0.node == nil }
         return hosted
     }
 
@@ -115,6 +121,12 @@ extension BrokerConfiguration {
     public var leasedLinks: [Link] {
         guard cluster != nil else { return [] }
         return links.filter { $0.node == nil }
+    }
+
+    /// The capture sources the cluster places by lease (none outside a cluster).
+    public var leasedSources: [Source] {
+        guard cluster != nil else { return [] }
+        return sources.filter { $0.node == nil }
     }
 
     /// The cluster's settings, and what its streams cannot do yet.

@@ -9,6 +9,8 @@ public enum BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
     case linkDiverged(String)
     /// A link the cluster places by lease that another member runs now (or none, between two).
     case linkOnAnotherMember(String)
+    /// A capture source the cluster places by lease that another member runs now (or none).
+    case sourceOnAnotherMember(String)
     /// A stream kept elsewhere (a cluster's JetStream) could not be reached or answered what it
     /// must not; `problem` says whether an append may have been stored.
     case streamUnavailable(stream: String, problem: String)
@@ -22,6 +24,7 @@ public enum BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
         case .noSuchLink(let name): "no link named \(name)"
         case .noSuchSource(let name): "no source named \(name)"
         case .linkOnAnotherMember(let name): "link \(name) does not run on this member now: the cluster leases it to another member (ask that one)"
+        case .sourceOnAnotherMember(let name): "source \(name) does not run on this member now: the cluster leases it to another member (ask that one)"
         case .linkDiverged(let name):
             "link \(name) is diverged: its target holds a position that does not belong to this stream as it is now; "
                 + "reset it to an offset or adopt the target's position"

@@ -2,9 +2,11 @@ import Logging
 import OrgSyncCore
 import Synchronization
 
-/// The cluster's leased links on this member: every renew interval a round of the leases
-/// (``LinkOwnership``), then the links held under a new epoch get a new supervisor (carrying that
-/// epoch in every batch, so the target fences any older owner) and the links no longer held are
+/// The cluster's leased links and sources on this member: every renew interval a round of the
+/// leases (``LinkOwnership``; a source's lease is keyed ``BrokerConfiguration/leaseKey(source:)``), then the links
+/// held under a new epoch get a new supervisor (carrying that epoch in every batch, so the target
+/// fences any older owner; a source's appends are fenced at the stream instead,
+/// ``CaptureFenced``), and the links no longer held are
 /// stopped — before the lease goes to anyone else when this member hands them over, and in any
 /// case before its lease runs out on this member's clock (a round is given a renew interval). On shutdown it stops them all and
 /// gives the leases back, so the other members take them at once (SIGTERM's hand-over).
@@ -14,22 +16,38 @@ import Synchronization
 /// a leased link is never left held and stopped.
 final class LeasedLinks: Sendable {
     let factory: LinkFactory
+    let sources: SourceFactory?
     let ownership: any LinkOwnership
     let logger: Logger
-    private let current = Mutex<[String: LinkSupervisor]>([:])
+    private let current: LeasedRunning
 
-    init(factory: LinkFactory, ownership: any LinkOwnership, logger: Logger) {
+    init(factory: LinkFactory, sources: SourceFactory?, ownership: any LinkOwnership, running: LeasedRunning, logger: Logger) {
         self.factory = factory
+        self.sources = sources
         self.ownership = ownership
+        self.current = running
         self.logger = logger
     }
 
-    /// The leased links running here now.
-    var running: [String: LinkSupervisor] { current.withLock { $0 } }
+    /// What a source's lease key starts with (``BrokerConfiguration/leaseKey(source:)``).
+    static let sourceLeasePrefix = "source."
+
+    /// A leased link's or source's supervisor.
+    enum Supervisor: Sendable {
+        case link(LinkSupervisor)
+        case source(SourceSupervisor)
+
+        func run() async throws {
+            switch self {
+            case .link(let link): try await link.run()
+            case .source(let source): try await source.run()
+            }
+        }
+    }
 
     private struct Running {
         var epoch: UInt64
-        var supervisor: LinkSupervisor
+        var supervisor: Supervisor
         var task: Task<Void, Never>
         /// Set when `run()` returned (it stopped on an error).
         var ended: EndFlag
@@ -52,20 +70,20 @@ final class LeasedLinks: Sendable {
                 await stop(run)
                 runs[name] = nil
                 if owned[name] == run.epoch {
-                    logger.warning("leased link stopped on an error; starting it again", metadata: ["link": "\(name)", "owner_epoch": "\(run.epoch)"])
+                    logger.warning("leased \(Self.kind(name)) stopped on an error; starting it again", metadata: ["lease": "\(name)", "owner_epoch": "\(run.epoch)"])
                 } else {
-                    logger.notice("leased link stopped here", metadata: ["link": "\(name)", "owner_epoch": "\(run.epoch)"])
+                    logger.notice("leased \(Self.kind(name)) stopped here", metadata: ["lease": "\(name)", "owner_epoch": "\(run.epoch)"])
                 }
             }
             for (name, epoch) in owned.sorted(by: { $0.key < $1.key }) where runs[name] == nil {
                 do {
                     runs[name] = try start(name, epoch: epoch)
-                    logger.notice("leased link runs here", metadata: ["link": "\(name)", "owner_epoch": "\(epoch)"])
+                    logger.notice("leased \(Self.kind(name)) runs here", metadata: ["lease": "\(name)", "owner_epoch": "\(epoch)"])
                 } catch {
-                    logger.error("leased link cannot start", metadata: ["link": "\(name)", "error": "\(error)"])
+                    logger.error("leased \(Self.kind(name)) cannot start", metadata: ["lease": "\(name)", "error": "\(error)"])
                 }
             }
-            current.withLock { $0 = runs.mapValues(\.supervisor) }
+            current.set(runs.mapValues(\.supervisor))
             do {
                 // Rounds a renew interval apart, however long one took.
                 try await Task.sleep(until: roundStarted + .milliseconds(ownership.renewIntervalMs))
@@ -74,7 +92,7 @@ final class LeasedLinks: Sendable {
             }
         }
         for run in runs.values { await stop(run) }
-        current.withLock { $0 = [:] }
+        current.set([:])
         await ownership.leave()
         logger.info("leased links handed back", metadata: ["links": "\(runs.count)"])
     }
@@ -109,15 +127,23 @@ final class LeasedLinks: Sendable {
         var description: String { "the round of the leases got no answer from NATS within the renew interval (\(ms) ms)" }
     }
 
+    static func kind(_ lease: String) -> String { lease.hasPrefix(sourceLeasePrefix) ? "source" : "link" }
+
     private func start(_ name: String, epoch: UInt64) throws -> Running {
-        let supervisor = try factory.make(name, ownerEpoch: epoch)
+        let supervisor: Supervisor
+        if name.hasPrefix(Self.sourceLeasePrefix), let sources {
+            supervisor = .source(try sources.make(String(name.dropFirst(Self.sourceLeasePrefix.count)), ownerEpoch: epoch))
+        } else {
+            supervisor = .link(try factory.make(name, ownerEpoch: epoch))
+        }
         let ended = EndFlag()
         let logger = self.logger
+        let kind = Self.kind(name)
         let task = Task {
             do {
                 try await supervisor.run()
             } catch {
-                logger.error("link stopped", metadata: ["link": "\(name)", "error": "\(error)"])
+                logger.error("\(kind) stopped", metadata: ["lease": "\(name)", "error": "\(error)"])
             }
             ended.set()
         }
@@ -127,5 +153,29 @@ final class LeasedLinks: Sendable {
     private func stop(_ run: Running) async {
         run.task.cancel()
         await run.task.value
+    }
+}
+
+/// The leased links' and sources' supervisors running on this member now (by link and by source
+/// name), as ``LeasedLinks`` last set them: what the hosts look them up in.
+final class LeasedRunning: Sendable {
+    private let state = Mutex<[String: LeasedLinks.Supervisor]>([:])
+
+    func set(_ running: [String: LeasedLinks.Supervisor]) { state.withLock { $0 = running } }
+
+    var links: [String: LinkSupervisor] {
+        state.withLock { running in
+            running.compactMapValues { if case .link(let link) = $0 { link } else { nil } }
+        }
+    }
+
+    var sources: [String: SourceSupervisor] {
+        state.withLock { running in
+            var sources: [String: SourceSupervisor] = [:]
+            for (key, supervisor) in running {
+                if case .source(let source) = supervisor { sources[String(key.dropFirst(LeasedLinks.sourceLeasePrefix.count))] = source }
+            }
+            return sources
+        }
     }
 }

@@ -11,7 +11,7 @@ import ServiceLifecycle
 /// all the time; the leased ones (``LeasedLinks``) only while this member holds their lease.
 public final class LinkHost: Sendable {
     let roster: SupervisorRoster<LinkSupervisor>
-    /// The links the cluster places by lease; nil outside a cluster or without any.
+    /// The links and sources the cluster places by lease; nil outside a cluster or without any.
     let leased: LeasedLinks?
     let logger: Logger
 
@@ -26,11 +26,13 @@ public final class LinkHost: Sendable {
     public let syncLogs: [String: SyncLog]
 
     /// Creates every pinned link (adapters are created, not yet connected: that is the
-    /// supervisor's first `open`); leased links are created each time their lease is taken.
+    /// supervisor's first `open`); leased links are created each time their lease is taken, and
+    /// so are the leased sources of `sources` (run here beside the leased links).
     /// Throws naming the link when its adapter is unknown or misconfigured.
-    public init(configuration: BrokerConfiguration, dataDirectory: String, streams: [String: any StreamStore],
-                registry: PluginRegistry, environment: [String: String], logger: Logger,
-                observer: (any LinkObserver)? = nil, ownership: (any LinkOwnership)? = nil) throws {
+    init(configuration: BrokerConfiguration, dataDirectory: String, streams: [String: any StreamStore],
+         registry: PluginRegistry, environment: [String: String], logger: Logger,
+         observer: (any LinkObserver)? = nil, ownership: (any LinkOwnership)? = nil,
+         sources: SourceHost, leasedRunning: LeasedRunning) throws {
         let factory = try LinkFactory(
             configuration: configuration, dataDirectory: dataDirectory, streams: streams, registry: registry,
             environment: environment, logger: logger, observer: observer)
@@ -43,18 +45,21 @@ public final class LinkHost: Sendable {
             supervisors[link.name] = try factory.make(link.name, ownerEpoch: 0)
         }
         let leased: LeasedLinks?
-        if leasedNames.isEmpty {
+        if leasedNames.isEmpty && configuration.leasedSources.isEmpty {
             leased = nil
         } else {
             guard let ownership else {
-                throw ConfigurationError(field: "cluster", problem: "leased links (links without node:) need the cluster's leases, which were not opened")
+                throw ConfigurationError(
+                    field: "cluster", problem: "leased links and sources (without node:) need the cluster's leases, which were not opened")
             }
-            leased = LeasedLinks(factory: factory, ownership: ownership, logger: logger)
+            leased = LeasedLinks(
+                factory: factory, sources: configuration.leasedSources.isEmpty ? nil : sources.factory, ownership: ownership,
+                running: leasedRunning, logger: logger)
         }
         var roster = SupervisorRoster(
             supervisors: supervisors, names: configuration.links.map(\.name), directories: directories,
             missing: { name in leasedNames.contains(name) ? BrokerError.linkOnAnotherMember(name) : BrokerError.noSuchLink(name) })
-        if let leased { roster.transient = { leased.running } }
+        roster.transient = { leasedRunning.links }
         self.roster = roster
         self.leased = leased
         self.logger = logger

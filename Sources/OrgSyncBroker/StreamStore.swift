@@ -19,7 +19,7 @@ public protocol StreamStore: AnyObject, Sendable {
     /// Where a link of this stream keeps its cursor.
     func linkCursorStore() -> any LinkCursorStore
     /// What a capture source appends to and reads its position back from.
-    func captureStream() -> any CaptureStream
+    func captureStream(source: String) -> any CaptureStream
     /// The stream's bounds and size (a store kept elsewhere asks its server).
     func currentInfo() async throws -> StreamInfo
     /// Drops what the stream's retention limits no longer keep; a store that keeps its own
@@ -33,7 +33,7 @@ extension StreamLog: StreamStore {
     public func currentInfo() async throws -> StreamInfo { info() }
     public func linkSource() -> any LinkEntrySource { StreamLogLinkSource(log: self) }
     public func linkCursorStore() -> any LinkCursorStore { StreamLogCursorStore(log: self) }
-    public func captureStream() -> any CaptureStream { StreamLogCaptureStream(log: self) }
+    public func captureStream(source: String) -> any CaptureStream { StreamLogCaptureStream(log: self) }
 }
 
 extension Broker {

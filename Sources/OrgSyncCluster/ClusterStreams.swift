@@ -71,15 +71,23 @@ public struct ClusterStreams: Sendable {
 
     /// Makes the stream's JetStream stream unless it exists: file storage, `replicas`, no limits
     /// (orgsync decides what is kept), no deletes inside it, direct gets allowed, and
-    /// idempotency keys remembered for the stream's window.
+    /// idempotency keys remembered for the stream's window. Its subjects: the stream's, and the
+    /// capture sources' (``JetStreamStreamStore/captureSubjects(for:)``), added to a stream made
+    /// before sources had subjects of their own.
     static func ensureStream(_ jetStream: JetStream, _ stream: String, replicas: Int, duplicateWindowMs: Int64) async throws {
         let name = JetStreamStreamStore.jetStreamName(for: stream)
+        let subjects = [JetStreamStreamStore.subject(for: stream), JetStreamStreamStore.captureSubjects(for: stream)]
         do {
-            _ = try await jetStream.streamInfo(name)
+            var config = try await jetStream.streamInfo(name).config
+            let missing = subjects.filter { !config.subjects.contains($0) }
+            if !missing.isEmpty {
+                config.subjects += missing
+                _ = try await jetStream.updateStream(config)
+            }
         } catch let error as JetStreamAPIError where error.errorCode == JetStreamAPIError.streamNotFound {
             let (windowNs, overflow) = duplicateWindowMs.multipliedReportingOverflow(by: 1_000_000)
             _ = try await jetStream.createStream(JetStreamStreamConfig(
-                name: name, subjects: [JetStreamStreamStore.subject(for: stream)], storage: "file", replicas: replicas,
+                name: name, subjects: subjects, storage: "file", replicas: replicas,
                 duplicateWindowNs: overflow ? Int64.max : windowNs, allowDirect: true, denyDelete: true, discard: "old"))
         }
     }

@@ -3,6 +3,7 @@ import OrgSyncCore
 import OrgSyncLog
 import OrgSyncNATS
 import OrgSyncPluginAPI
+import Synchronization
 
 /// A link's view of a cluster stream: a ``JetStreamReader`` from the message holding the link's
 /// offset, the appends it delivers decoded into entries and kept until the link has read them.
@@ -164,23 +165,73 @@ public struct KeyValueCursorStore: LinkCursorStore {
     }
 }
 
-/// A capture source's view of a cluster stream: appends through the store, its hint a cursor
-/// (``StreamLogCaptureStream/hintName(source:)``) in the cursor bucket.
-public struct JetStreamCaptureStream: CaptureStream {
+/// A capture source's view of a cluster stream: its appends on a subject of its own, each fenced
+/// on the source's last one (``JetStreamStreamStore/appendFenced(_:source:fence:)``), so two
+/// members that run the source at once (around a move of its lease) never both store a change;
+/// its hint a cursor (``StreamLogCaptureStream/hintName(source:)``) in the cursor bucket.
+///
+/// The fence is armed by ``lastAppend(source:)`` (the supervisor reads its position through it)
+/// and moved by each append. Unarmed — before that read, or after an append that failed, whose
+/// entries may be stored — an append is refused as fenced: the position must be read again
+/// first, or a change could be appended twice.
+public final class JetStreamCaptureStream: CaptureStream {
     public let store: JetStreamStreamStore
-    private let source: JetStreamLinkSource
+    public let source: String
+    private let reader: JetStreamLinkSource
     private let cursors: KeyValueCursorStore
+    /// The source's last append in the stream as this member knows it (nil: not read yet).
+    private let fence = Mutex<CaptureFence?>(nil)
 
-    public init(store: JetStreamStreamStore) {
+    public init(store: JetStreamStreamStore, source: String) {
         self.store = store
-        source = JetStreamLinkSource(store: store)
+        self.source = source
+        reader = JetStreamLinkSource(store: store)
         cursors = KeyValueCursorStore(bucket: store.cursors, stream: store.name)
     }
 
     public var streamName: String { store.name }
 
     public func append(_ entries: [[UInt8]]) async throws -> AppendResult {
-        try await store.append(entries, idempotencyKey: nil).result
+        guard let known = fence.withLock({ $0 }) else {
+            throw CaptureFenced(stream: store.name, source: source, problem: "its last append is not known here since an append failed")
+        }
+        do {
+            let (result, next) = try await store.appendFenced(entries, source: source, fence: known)
+            fence.withLock { $0 = next }
+            return result
+        } catch {
+            fence.withLock { $0 = nil }
+            throw error
+        }
+    }
+
+    /// The entries of the last message on the source's subject; it arms the fence.
+    public func lastAppend(source: String) async throws -> [Entry]? {
+        guard let message = try await lastMessage() else {
+            fence.withLock { $0 = CaptureFence(lastSequence: 0, verifiedThrough: 0) }
+            return nil
+        }
+        let append: ClusterAppendMessage
+        do {
+            append = try ClusterAppendMessage.decode(headers: message.headers, payload: message.payload)
+        } catch {
+            throw StoredEntryError(stream: store.name, offset: 0, problem: "message \(message.sequence) (source \(self.source)'s last append): \(error)")
+        }
+        var entries: [Entry] = []
+        for (index, payload) in append.entries.enumerated() {
+            let offset = append.firstOffset + UInt64(index)
+            do {
+                entries.append(try Entry.parse(payload, offset: Offset(offset)))
+            } catch {
+                throw StoredEntryError(stream: store.name, offset: offset, problem: "\(error)")
+            }
+        }
+        fence.withLock { $0 = CaptureFence(lastSequence: message.sequence, verifiedThrough: 0) }
+        return entries
+    }
+
+    private func lastMessage() async throws -> JetStreamStoredMessage? {
+        try await store.lastMessage(on: JetStreamStreamStore.captureSubject(for: store.name, source: source))
     }
 
     public func bounds() async throws -> (start: Offset, end: Offset) {
@@ -189,7 +240,7 @@ public struct JetStreamCaptureStream: CaptureStream {
     }
 
     public func read(from offset: Offset, maxCount: Int) async throws -> [Entry] {
-        try await source.read(from: offset, maxCount: maxCount)
+        try await reader.read(from: offset, maxCount: maxCount)
     }
 
     public func loadHint(source: String) async throws -> Offset? {

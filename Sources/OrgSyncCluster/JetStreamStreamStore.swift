@@ -88,6 +88,26 @@ public final class JetStreamStreamStore: StreamStore {
 
     public static func subject(for stream: String) -> String { "orgsync.streams." + stream }
 
+    /// The subject a capture source's appends are published on: one of its own, so that the
+    /// stream names the source's last append (``appendFenced(_:source:fence:)``). The source's
+    /// name is one token: bytes other than letters, digits and `-` are written `_XX` (hex).
+    public static func captureSubject(for stream: String, source: String) -> String {
+        var token = ""
+        for byte in source.utf8 {
+            if (48...57).contains(byte) || (65...90).contains(byte) || (97...122).contains(byte) || byte == UInt8(ascii: "-") {
+                token.unicodeScalars.append(Unicode.Scalar(byte))
+            } else {
+                token += (byte < 16 ? "_0" : "_") + String(byte, radix: 16, uppercase: true)
+            }
+        }
+        return captureSubjectPrefix(for: stream) + token
+    }
+
+    /// Every capture source's subject of the stream, as the JetStream stream takes them.
+    public static func captureSubjects(for stream: String) -> String { captureSubjectPrefix(for: stream) + "*" }
+
+    static func captureSubjectPrefix(for stream: String) -> String { "orgsync.capture." + jetStreamName(for: stream) + "." }
+
     // MARK: - Appending
 
     public func append(_ entries: [[UInt8]], idempotencyKey: String?) async throws -> AppendOutcome {
@@ -171,6 +191,96 @@ public final class JetStreamStreamStore: StreamStore {
         openGroup.withLock { open in
             if open === group { open = nil }
             return group.seal()
+        }
+    }
+
+    // MARK: - A capture source's appends
+
+    /// Appends a capture source's entries on its own subject, only if the source's last append
+    /// in the stream is still `fence.lastSequence` (0: none): two members running one source
+    /// (around a move of its lease) cannot both store a change.
+    ///
+    /// The check rides on the stream-wide fence every append has: the publish carries
+    /// `Nats-Expected-Last-Sequence` (the stream's last message, known as of
+    /// `fence.verifiedThrough`), which JetStream checks as part of storing it (it orders a
+    /// replicated stream's writes). When the stream moved on since the fence was last verified,
+    /// the source subject's last message is asked of the stream's leader first: still
+    /// `fence.lastSequence`, and the publish — stored only if nothing came after the tail read
+    /// before that question — cannot follow another writer's append for the source. (JetStream's
+    /// own `Nats-Expected-Last-Subject-Sequence` is not used: nats-server 2.9 checks it before
+    /// replicating, not when storing, so concurrent publishes could both pass it.)
+    ///
+    /// - Returns: the offsets, and the fence for the source's next append.
+    /// - Throws: ``CaptureFenced`` when another writer appended for the source; the store's
+    ///   errors otherwise (``BrokerError/streamUnavailable(stream:problem:)``: stored or not
+    ///   unknown after a NATS failure).
+    public func appendFenced(_ entries: [[UInt8]], source: String, fence: CaptureFence) async throws -> (AppendResult, CaptureFence) {
+        guard !entries.isEmpty else { throw LogError.emptyAppend }
+        guard !closed.load(ordering: .relaxed) else { throw LogError.closed }
+        let subject = Self.captureSubject(for: name, source: source)
+        try await chain.acquire(stream: name)
+        do {
+            let outcome = try await appendFencedInTurn(entries, subject: subject, source: source, fence: fence)
+            await chain.release()
+            return outcome
+        } catch {
+            await chain.release()
+            throw error
+        }
+    }
+
+    private func appendFencedInTurn(_ entries: [[UInt8]], subject: String, source: String, fence: CaptureFence) async throws -> (AppendResult, CaptureFence) {
+        var fence = fence
+        for _ in 0..<Self.contendedAttemptsMax {
+            let tail = try await chain.knownTail { try await self.loadTail() }
+            if fence.verifiedThrough != tail.lastSequence {
+                let last = try await lastSequence(on: subject)
+                guard last == fence.lastSequence else {
+                    throw CaptureFenced(stream: name, source: source, problem: "its last append is message \(last), not \(fence.lastSequence)")
+                }
+                fence.verifiedThrough = tail.lastSequence
+            }
+            let message = ClusterAppendMessage(
+                firstOffset: tail.endOffset, timestampMs: Int64(Date().timeIntervalSince1970 * 1000), entries: entries, fingerprint: nil)
+            let (headers, payload) = try message.encoded(compressionLevel: compressionLevel)
+            let ack: JetStreamPubAck
+            do {
+                ack = try await jetStream.publish(subject, payload: payload, expectedLastSequence: tail.lastSequence, headers: headers)
+            } catch let error as JetStreamAPIError where error.errorCode == JetStreamAPIError.wrongLastSequence {
+                await chain.forgetTail()  // another append came first: read the tail, verify the fence again
+                continue
+            } catch NATSError.payloadTooLarge(let bytes, let maxBytes) {
+                throw BrokerError.appendTooLarge(stream: name, bytes: bytes, maxBytes: maxBytes)
+            } catch let error as NATSError {
+                await chain.forgetTail()
+                throw BrokerError.streamUnavailable(stream: name, problem: Self.unknownOutcome(error, keyed: false))
+            } catch let error as JetStreamAPIError {
+                throw BrokerError.streamUnavailable(stream: name, problem: "JetStream refused the append: \(error)")
+            }
+            guard ack.stream == jetStreamName, ack.sequence == tail.lastSequence + 1 else {
+                await chain.forgetTail()
+                throw BrokerError.streamUnavailable(
+                    stream: name, problem: "JetStream acknowledged the append as \(ack.stream) \(ack.sequence), expected \(jetStreamName) \(tail.lastSequence + 1)")
+            }
+            await chain.advance(to: AppendTail(lastSequence: ack.sequence, endOffset: message.endOffset))
+            return (AppendResult(firstOffset: message.firstOffset, lastOffset: message.endOffset - 1),
+                    CaptureFence(lastSequence: ack.sequence, verifiedThrough: ack.sequence))
+        }
+        throw BrokerError.streamUnavailable(
+            stream: name, problem: "\(Self.contendedAttemptsMax) appends of other brokers came first; try again")
+    }
+
+    /// The sequence of the last message on `subject` as the stream's leader has it (0: none).
+    func lastSequence(on subject: String) async throws -> UInt64 {
+        try await lastMessage(on: subject)?.sequence ?? 0
+    }
+
+    /// The last message on `subject`, from the stream's leader (a replica may be behind).
+    func lastMessage(on subject: String) async throws -> JetStreamStoredMessage? {
+        do {
+            return try await jetStream.lastMessageFromLeader(stream: jetStreamName, subject: subject)
+        } catch where !(error is CancellationError) {
+            throw BrokerError.streamUnavailable(stream: name, problem: "reading the last message on \(subject): \(error)")
         }
     }
 
@@ -348,7 +458,7 @@ public final class JetStreamStreamStore: StreamStore {
 
     public func linkCursorStore() -> any LinkCursorStore { KeyValueCursorStore(bucket: cursors, stream: name) }
 
-    public func captureStream() -> any CaptureStream { JetStreamCaptureStream(store: self) }
+    public func captureStream(source: String) -> any CaptureStream { JetStreamCaptureStream(store: self, source: source) }
 
     /// JetStream keeps a cluster stream whole: retention of cluster streams is not built yet.
     public func applyRetention() throws -> RetentionReport { RetentionReport() }
@@ -356,6 +466,19 @@ public final class JetStreamStreamStore: StreamStore {
     public func close() async {
         closed.store(true, ordering: .relaxed)
         await chain.drain()
+    }
+}
+
+/// What a capture source's next append is fenced on (``JetStreamStreamStore/appendFenced(_:source:fence:)``):
+/// the sequence of its last message on its subject (0: none), and the stream's last sequence at
+/// which that was last known true.
+public struct CaptureFence: Sendable, Hashable {
+    public var lastSequence: UInt64
+    public var verifiedThrough: UInt64
+
+    public init(lastSequence: UInt64, verifiedThrough: UInt64) {
+        self.lastSequence = lastSequence
+        self.verifiedThrough = verifiedThrough
     }
 }
 

@@ -10,6 +10,10 @@ import OrgSyncPluginAPI
 public protocol CaptureStream: Sendable {
     var streamName: String { get }
     /// Appends entries (each a validated JSON entry) durably before returning.
+    ///
+    /// - Throws: ``CaptureFenced`` when the stream fences the source's appends (a cluster
+    ///   stream) and another writer appended for the source since the last append or
+    ///   ``lastAppend(source:)`` here: nothing was appended; read the position again.
     func append(_ entries: [[UInt8]]) async throws -> AppendResult
     /// The oldest offset still stored, and the offset the next appended entry will get.
     func bounds() async throws -> (start: Offset, end: Offset)
@@ -20,6 +24,31 @@ public protocol CaptureStream: Sendable {
     func loadHint(source: String) async throws -> Offset?
     /// Stores that offset durably.
     func storeHint(source: String, offset: Offset) async throws
+    /// The entries of the source's last append, when the stream keeps a source's appends apart
+    /// (a cluster stream: the last message on the source's subject; nil there when it has none
+    /// yet), which also fences the source's next append on it. Nil from a stream that does not
+    /// (the segment log: one writer per source, its tail is read from the hint).
+    func lastAppend(source: String) async throws -> [Entry]?
+}
+
+/// The stream refused a capture source's append because another writer appended for the same
+/// source first (a member that still ran it after its lease moved, or the one it moved to):
+/// nothing of this append was stored. The source reads its position from the stream again and
+/// skips what the other writer appended.
+public struct CaptureFenced: Error, Sendable, Hashable, CustomStringConvertible {
+    public var stream: String
+    public var source: String
+    public var problem: String
+
+    public init(stream: String, source: String, problem: String) {
+        self.stream = stream
+        self.source = source
+        self.problem = problem
+    }
+
+    public var description: String {
+        "another writer appended for source \(source) to stream \(stream) first (\(problem)): nothing of this append was stored"
+    }
 }
 
 /// A capture source's view of a stream of the segment log. Its hint is a cursor of the stream
@@ -60,4 +89,7 @@ public struct StreamLogCaptureStream: CaptureStream {
     public func storeHint(source: String, offset: Offset) async throws {
         try await cursors.store(link: Self.hintName(source: source), offset: offset)
     }
+
+    /// Nil: one process writes a stream of the segment log, so a source has one writer.
+    public func lastAppend(source: String) async throws -> [Entry]? { nil }
 }

@@ -44,6 +44,8 @@ public actor SourceSupervisor {
     private var lastEntryBytes: [UInt8]?
     private var hintStored: Offset?
     private var appendedEntries: UInt64 = 0
+    /// Appends the stream refused because another writer appended for this source first.
+    private var fencedAppends: UInt64 = 0
     private var skippedChanges: UInt64 = 0
     private var transactions: UInt64 = 0
     private var rounds: UInt64 = 0
@@ -110,21 +112,32 @@ public actor SourceSupervisor {
 
     /// The last position recorded in the stream by this source — the largest one in the entries
     /// from the hint (or the stream's start) to the end — and the last entry that records it.
+    /// A stream that keeps the source's appends apart names the last one at once
+    /// (``CaptureStream/lastAppend(source:)``, which also fences the next append on it).
     func recoverPosition() async throws -> (SourcePosition?, [UInt8]?) {
+        var found: (position: SourcePosition, entry: [UInt8])?
+        if let lastAppend = try await stream.lastAppend(source: name) {
+            latest(in: lastAppend, after: &found)
+            return (found?.position, found?.entry)
+        }
         let (start, end) = try await stream.bounds()
         var offset = max(try await stream.loadHint(source: name) ?? start, start)
-        var found: (position: SourcePosition, entry: [UInt8])?
         while offset < end {
             let entries = try await stream.read(from: offset, maxCount: Self.tailReadEntriesMax)
             guard let last = entries.last else { break }
-            for entry in entries {
-                if let position = source.position(of: entry), found.map({ position >= $0.position }) ?? true {
-                    found = (position, entry.raw)
-                }
-            }
+            latest(in: entries, after: &found)
             offset = Offset(last.offset.rawValue + 1)
         }
         return (found?.position, found?.entry)
+    }
+
+    /// Moves `found` to the latest position recorded in `entries` (the last entry recording it).
+    private func latest(in entries: [Entry], after found: inout (position: SourcePosition, entry: [UInt8])?) {
+        for entry in entries {
+            if let position = source.position(of: entry), found.map({ position >= $0.position }) ?? true {
+                found = (position, entry.raw)
+            }
+        }
     }
 
     private func step() async throws {
@@ -174,7 +187,22 @@ public actor SourceSupervisor {
             let through = round.caughtUp ? max(round.newestCommitTimeMs ?? 0, startedWallMs) : round.newestCommitTimeMs
             if let through { completeThroughWallMs = max(completeThroughWallMs ?? 0, through) }
         }
-        if let failure = sink.failure() { throw SourceSupervisorError.streamFailed(source: name, reason: "\(failure)") }
+        if let fenced = sink.failure() as? CaptureFenced {
+            // Another writer (the member the source moved to, or the one it moved from) appended
+            // first: nothing of the refused append is stored. Read the position again, and start
+            // the next round afresh from what the database has not had acknowledged.
+            fencedAppends &+= 1
+            lastError = "\(fenced)"
+            logger.warning("append fenced; reading the source's position in the stream again", metadata: ["reason": "\(fenced.problem)"])
+            (position, lastEntryBytes) = try await recoverPosition()
+            hintStored = nil
+            driver.closeRequested = true
+            return nil
+        }
+        if let failure = sink.failure() {
+            if failure is CancellationError, Task.isCancelled { return nil }  // stopping, not failing
+            throw SourceSupervisorError.streamFailed(source: name, reason: "\(failure)")
+        }
         if let first = appended.last?.firstOffset, first != hintStored {
             try await stream.storeHint(source: name, offset: first)
             hintStored = first
@@ -274,8 +302,8 @@ extension SourceSupervisor {
             lastAppendTimeMs: lastAppendWallMs, lastError: lastError,
             probeSuccessCount: driver.machine.probeSuccessCount, probeThreshold: configuration.probeThreshold,
             timeInStateMs: driver.machine.timeInStateMs(nowMs: clock.nowMs()), suspensionCount: driver.machine.suspensionCount,
-            appendedEntries: appendedEntries, skippedChanges: skippedChanges, transactions: transactions, rounds: rounds,
-            isRunning: running)
+            appendedEntries: appendedEntries, skippedChanges: skippedChanges, fencedAppends: fencedAppends, transactions: transactions,
+            rounds: rounds, isRunning: running)
     }
 }
 
@@ -338,6 +366,9 @@ public struct SourceStatus: Sendable, Hashable, Codable {
     public var appendedEntries: UInt64
     /// Changes read again that the stream already held (after a restart).
     public var skippedChanges: UInt64
+    /// Appends the stream refused because another writer appended for this source first
+    /// (``CaptureFenced``): each was read again, none stored twice.
+    public var fencedAppends: UInt64
     public var transactions: UInt64
     public var rounds: UInt64
     public var isRunning: Bool
@@ -355,7 +386,7 @@ public struct SourceStatus: Sendable, Hashable, Codable {
         source: String, stream: String, state: LinkState, heldDown: Bool = false, position: Position? = nil,
         lagBytes: UInt64? = nil, lagMs: UInt64? = nil, lastAppendTimeMs: UInt64? = nil, lastError: String? = nil, probeSuccessCount: Int = 0,
         probeThreshold: Int = 3, timeInStateMs: UInt64 = 0, suspensionCount: Int = 0, appendedEntries: UInt64 = 0,
-        skippedChanges: UInt64 = 0, transactions: UInt64 = 0, rounds: UInt64 = 0, isRunning: Bool = true
+        skippedChanges: UInt64 = 0, fencedAppends: UInt64 = 0, transactions: UInt64 = 0, rounds: UInt64 = 0, isRunning: Bool = true
     ) {
         self.source = source
         self.stream = stream
@@ -372,6 +403,7 @@ public struct SourceStatus: Sendable, Hashable, Codable {
         self.suspensionCount = suspensionCount
         self.appendedEntries = appendedEntries
         self.skippedChanges = skippedChanges
+        self.fencedAppends = fencedAppends
         self.transactions = transactions
         self.rounds = rounds
         self.isRunning = isRunning

@@ -175,6 +175,13 @@ public struct JetStream: Sendable {
         return try await call("STREAM.CREATE.\(config.name)", body: Array(JSONEncoder().encode(config)))
     }
 
+    /// Changes an existing stream's configuration: the whole of it (what is left out takes the
+    /// server's default; JetStream refuses changes it cannot make, such as the storage).
+    public func updateStream(_ config: JetStreamStreamConfig) async throws -> JetStreamStreamInfo {
+        try checkName(config.name)
+        return try await call("STREAM.UPDATE.\(config.name)", body: Array(JSONEncoder().encode(config)))
+    }
+
     /// The stream's description, from its leader.
     ///
     /// - Throws: ``JetStreamNoLeader`` when the answer came from a replica while the replicas

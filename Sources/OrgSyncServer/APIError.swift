@@ -54,7 +54,7 @@ public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConverti
 
     static func from(_ error: BrokerError) -> APIError {
         switch error {
-        case .noSuchStream, .noSuchLink, .noSuchSource, .linkOnAnotherMember:
+        case .noSuchStream, .noSuchLink, .noSuchSource, .linkOnAnotherMember, .sourceOnAnotherMember:
             return APIError.notFound("\(error)")
         case .linkDiverged(let name):
             return APIError(.conflict, code: "link_diverged",

@@ -2,7 +2,7 @@ import Hummingbird
 import OrgSyncAPI
 import OrgSyncBroker
 
-/// `GET /v1/cluster`: the members alive now and where every link runs (404 outside a cluster;
+/// `GET /v1/cluster`: the members alive now and where every link and source runs (404 outside a cluster;
 /// 503 when the cluster's buckets cannot be read).
 func addClusterRoutes(to routes: RouteGroups, broker: Broker) {
     routes.produce.get(APIRoutes.cluster) { _, _ -> Response in
@@ -28,6 +28,12 @@ func addClusterRoutes(to routes: RouteGroups, broker: Broker) {
                 let holder = view.holders[link.name]
                 return ClusterLinkBody(
                     link: link.name, placement: "leased", owner: holder?.owner, ownerEpoch: holder.flatMap { $0.epoch == 0 ? nil : $0.epoch })
+            },
+            sources: broker.configuration.sources.map { source in
+                if let node = source.node { return ClusterSourceBody(source: source.name, placement: "pinned", owner: node, ownerEpoch: nil) }
+                let holder = view.holders[broker.configuration.leaseKey(source: source.name)]
+                return ClusterSourceBody(
+                    source: source.name, placement: "leased", owner: holder?.owner, ownerEpoch: holder.flatMap { $0.epoch == 0 ? nil : $0.epoch })
             }))
     }
 }

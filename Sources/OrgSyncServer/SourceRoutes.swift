@@ -37,6 +37,7 @@ extension SourceStatusBody {
             lastAppendTimeMs: status.lastAppendTimeMs, lastError: status.lastError,
             probeProgress: "\(status.probeSuccessCount)/\(status.probeThreshold)", timeInStateMs: status.timeInStateMs,
             suspensions: status.suspensionCount, appendedEntries: status.appendedEntries, skippedChanges: status.skippedChanges,
+            fencedAppends: status.fencedAppends,
             transactions: status.transactions, rounds: status.rounds, running: status.isRunning)
     }
 }

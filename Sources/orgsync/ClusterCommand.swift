@@ -6,15 +6,15 @@ import OrgSyncAPI
 struct ClusterCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cluster",
-        abstract: "Show a cluster's live members and, per link, the member that runs it and its owner epoch.",
-        discussion: "Ask any member. Exit 1 if a leased link has no owner now (between a member's loss and the next one's round).")
+        abstract: "Show a cluster's live members and, per link and capture source, the member that runs it and its owner epoch.",
+        discussion: "Ask any member. Exit 1 if a leased link or source has no owner now (between a member's loss and the next one's round).")
     @OptionGroup var broker: BrokerOptions
 
     func run() async throws {
         var allOwned = true
         try await reportingFailures("cluster") {
             let cluster = try await broker.client().get(APIRoutes.cluster.path(), as: ClusterBody.self)
-            allOwned = cluster.links.allSatisfy { $0.owner != nil }
+            allOwned = cluster.links.allSatisfy { $0.owner != nil } && cluster.sources.allSatisfy { $0.owner != nil }
             if broker.json {
                 printLine(String(decoding: (try? APIJSON.encoder().encode(cluster)) ?? Data(), as: UTF8.self))
                 return
@@ -25,6 +25,12 @@ struct ClusterCommand: AsyncParsableCommand {
                 [link.link, link.placement, link.owner ?? "(none now)", link.ownerEpoch.map(String.init) ?? "-"]
             }
             printLine(tableLines([header] + rows).joined(separator: "\n"))
+            if !cluster.sources.isEmpty {
+                let sourceRows = cluster.sources.map { source in
+                    [source.source, source.placement, source.owner ?? "(none now)", source.ownerEpoch.map(String.init) ?? "-"]
+                }
+                printLine(tableLines([["SOURCE", "PLACEMENT", "OWNER", "OWNER EPOCH"]] + sourceRows).joined(separator: "\n"))
+            }
         }
         if !allOwned { throw ExitCodes.problemFound }
     }

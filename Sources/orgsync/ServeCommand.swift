@@ -105,7 +105,7 @@ struct ServeCommand: AsyncParsableCommand {
         if let cluster = configuration.cluster {
             do {
                 clusterStreams = try await ClusterStreams.open(configuration: configuration, cluster: cluster, logger: logger)
-                let leased = configuration.leasedLinks.map(\.name)
+                let leased = configuration.leaseKeys
                 if let jetStream = clusterStreams?.jetStream, !leased.isEmpty {
                     leases = try await LinkLeases.open(
                         jetStream: jetStream, node: cluster.node, links: leased, leaseMs: cluster.leaseMs, replicas: cluster.replicas)

@@ -381,6 +381,7 @@ final class FailAfterAppendStream: CaptureStream {
     func read(from offset: Offset, maxCount: Int) async throws -> [Entry] { try await inner.read(from: offset, maxCount: maxCount) }
     func loadHint(source: String) async throws -> Offset? { try await inner.loadHint(source: source) }
     func storeHint(source: String, offset: Offset) async throws { try await inner.storeHint(source: source, offset: offset) }
+    func lastAppend(source: String) async throws -> [Entry]? { try await inner.lastAppend(source: source) }
 }
 
 /// A table of its own in a schema of its own on the shared server, a slot and publication of

@@ -227,7 +227,7 @@ import Testing
     }
 
     /// Placement mistakes stop `serve` before anything opens, naming the field.
-    @Test func aSourceWithoutItsMemberIsRefused() async throws {
+    @Test func aLinkNamedAsALeasedSourcesLeaseIsRefused() async throws {
         let directory = FileManager.default.temporaryDirectory.path + "/orgsync-cluster-cfg-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -235,12 +235,13 @@ import Testing
         try """
         auth: { enabled: false }
         cluster: { node: a, nats_urls: ["127.0.0.1:1"] }
-        streams: [ { name: events } ]
+        streams: [ { name: events }, { name: audit } ]
+        links: [ { name: source.crm, stream: audit, adapter: sqlite, settings: { path: x.sqlite } } ]
         sources: [ { name: crm, kind: postgres, stream: events, settings: { host: 127.0.0.1, user: u, database: d, publication: p } } ]
         """.write(toFile: path, atomically: true, encoding: .utf8)
         let (status, message) = try await runServe(["--config", path, "--data-dir", directory + "/state", "--port", "0"])
         #expect(status == 2)
-        #expect(message.contains("sources[0].node") && message.contains("runs on one member"), "\(message)")
+        #expect(message.contains("links[0].name") && message.contains("lease key"), "\(message)")
         #expect(!FileManager.default.fileExists(atPath: directory + "/state"))
     }
 }

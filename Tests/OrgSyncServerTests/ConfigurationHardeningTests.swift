@@ -96,7 +96,9 @@ import Testing
         ("\(cluster)\nstreams: [ { name: a.b }, { name: a_b } ]", "streams[1].name"),
         ("\(cluster)\nstreams: [ { name: e, retention_bytes_max: 1000000 } ]", "streams[0].retention_bytes_max"),
         ("streams: [ { name: e } ]\nlinks: [ { name: l, stream: e, adapter: sqlite, node: a, settings: { path: x.sqlite } } ]", "links[0].node"),
-        ("\(cluster)\nstreams: [ { name: e } ]\nsources: [ { name: s, kind: postgres, stream: e, settings: { host: h, database: d, user: u, tables: t } } ]", "sources[0].node"),
+        ("streams: [ { name: e } ]\nsources: [ { name: s, kind: postgres, stream: e, node: a, settings: { host: h, database: d, user: u, tables: t } } ]", "sources[0].node"),
+        // A leased source's lease is keyed `source.<name>`: a leased link may not take that name.
+        ("\(cluster)\nstreams: [ { name: e }, { name: f } ]\nlinks: [ { name: source.s, stream: f, adapter: sqlite, settings: { path: x.sqlite } } ]\nsources: [ { name: s, kind: postgres, stream: e, settings: { host: h, database: d, user: u, tables: t } } ]", "links[0].name"),
     ]
 
     @Test(arguments: badClusters)
@@ -113,13 +115,21 @@ import Testing
               - { name: one, stream: e, adapter: sqlite, node: a, settings: { path: one.sqlite } }
               - { name: two, stream: e, adapter: sqlite, node: b, settings: { path: two.sqlite } }
               - { name: three, stream: e, adapter: sqlite, settings: { path: /srv/three.sqlite } }
+              - { name: source.crm, stream: e, adapter: sqlite, node: a, settings: { path: four.sqlite } }
+            sources:
+              - { name: crm, kind: postgres, stream: e, settings: { host: h, database: d, user: u, tables: t } }
+              - { name: erp, kind: postgres, stream: e, node: a, settings: { host: h, database: d, user: u, tables: t } }
+              - { name: hr, kind: postgres, stream: e, node: b, settings: { host: h, database: d, user: u, tables: t } }
             """)
         let cluster = try #require(configuration.cluster)
         #expect(cluster.replicas == 3 && cluster.leaseMs == 10_000, "R3 by default")
         #expect(cluster.addresses == [.init(host: "10.0.0.1", port: 4222), .init(host: "10.0.0.2", port: 4223), .init(host: "n3", port: 4222)])
         #expect(configuration.hostedHere.links.map(\.name) == ["two", "three"], "its pinned link and the leased one")
         #expect(configuration.leasedLinks.map(\.name) == ["three"])
-        #expect(configuration.links.count == 3, "every member knows every link")
+        #expect(configuration.links.count == 4, "every member knows every link")
+        #expect(configuration.hostedHere.sources.map(\.name) == ["crm", "hr"], "its pinned source and the leased one")
+        #expect(configuration.leasedSources.map(\.name) == ["crm"])
+        #expect(configuration.leaseKeys == ["three", "source.crm"], "a pinned link may have a source's lease key: it holds no lease")
     }
 
     @Test(arguments: outOfRange)
