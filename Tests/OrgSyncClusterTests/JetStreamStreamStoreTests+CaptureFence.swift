@@ -128,6 +128,30 @@ extension JetStreamStreamStoreTests {
         }
     }
 
+    /// A stream made before sources had subjects of their own gains them when a member opens it,
+    /// keeping what it holds.
+    @Test func aStreamMadeBeforeCaptureSubjectsGainsThem() async throws {
+        try await withServer { server in
+            let connection = try await NATSConnection.connect(server.options())
+            let jetStream = JetStream(connection: connection)
+            let name = JetStreamStreamStore.jetStreamName(for: "events")
+            _ = try await jetStream.createStream(JetStreamStreamConfig(
+                name: name, subjects: [JetStreamStreamStore.subject(for: "events")], storage: "file", replicas: 1,
+                allowDirect: true, denyDelete: true))
+            let member = try await Self.member(["127.0.0.1:\(server.port)"], node: "a")
+            defer { Task { await member.close(); await connection.close() } }
+            let subjects = try await jetStream.streamInfo(name).config.subjects
+            #expect(subjects == [JetStreamStreamStore.subject(for: "events"), JetStreamStreamStore.captureSubjects(for: "events")])
+            let store = try #require(member.stores["events"])
+            _ = try await store.append([Self.entry("before")], idempotencyKey: nil)
+            let capture = store.captureStream(source: "crm")
+            #expect(try await capture.lastAppend(source: "crm") == nil)
+            #expect(try await capture.append([Self.entry("captured")]).firstOffset == 1)
+            #expect(try await capture.lastAppend(source: "crm")?.map(\.key) == ["captured"])
+            #expect(JetStreamStreamStore.captureSubject(for: "a.b", source: "crm_1.x") == "orgsync.capture.ORGSYNC_a_b.crm_5F1_2Ex")
+        }
+    }
+
     /// Two members run one source over one change feed at the same time, from the start to the
     /// end, beside another producer: the stream holds every change exactly once, in order. Their
     /// first rounds read the same changes (and one of them is refused); later ones race freely.

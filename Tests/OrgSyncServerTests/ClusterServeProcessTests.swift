@@ -183,6 +183,96 @@ import Testing
         #expect(await a.terminate() == 0)
     }
 
+    /// A capture source without `node:` is leased: it runs on one member, and when that member
+    /// is killed the other captures what was committed meanwhile from the same slot. Every row
+    /// inserted is in the stream exactly once (as many entries as rows, and every row applied by a
+    /// leased link into its SQLite target).
+    @Test func aLeasedSourceMovesWhenItsMemberIsKilledAndCapturesEveryChangeOnce() async throws {
+        guard PostgresForProcessTests.shouldRun else { return }
+        let pg = try PostgresForProcessTests.connection()
+        let nats = try await NATSTestServer()
+        defer { nats.stop() }
+        let directory = FileManager.default.temporaryDirectory.path + "/orgsync-leased-source-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let table = "leased_" + String(UUID().uuidString.lowercased().filter(\.isHexDigit).prefix(12))
+        try await PostgresForProcessTests.execute("CREATE TABLE \(table) (id int PRIMARY KEY, n int)")
+        defer {
+            let cleanUp = "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '\(table)' AND NOT active; DROP PUBLICATION IF EXISTS \(table); DROP TABLE IF EXISTS \(table)"
+            Task { try? await PostgresForProcessTests.execute(cleanUp) }
+        }
+        func start(_ node: String) async throws -> BrokerProcess {
+            let path = directory + "/\(node).yaml"
+            let password = pg.password == nil ? "" : ", password_env: ORGSYNC_TEST_PG_PASSWORD"
+            try """
+            auth: { enabled: false }
+            cluster: { node: \(node), nats_urls: ["nats://127.0.0.1:\(nats.port)"], replicas: 1, lease_ms: 1500 }
+            streams: [ { name: events } ]
+            sources:
+              - name: crm
+                kind: postgres
+                stream: events
+                settings: { host: \(pg.host), port: \(pg.port), user: \(pg.user), database: \(pg.database)\(password), tables: \(table), slot: \(table), publication: \(table), poll_ms: 50 }
+                supervisor: { backoff_base_ms: 100, backoff_cap_ms: 500, probe_threshold: 1 }
+            links:
+              - { name: audit, stream: events, adapter: sqlite, settings: { path: \(directory)/audit.sqlite } }
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+            return try await BrokerProcess.start(arguments: ["--config", path, "--data-dir", directory + "/\(node)", "--port", "0"])
+        }
+        func eventually(_ what: String, within seconds: Double = 40, _ done: () async throws -> Bool) async throws {
+            let deadline = Date().addingTimeInterval(seconds)
+            while try await !done() {
+                guard Date() < deadline else {
+                    Issue.record("not within \(seconds) s: \(what)")
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        func runsSource(_ member: BrokerProcess) async throws -> Bool {
+            try await get("http://127.0.0.1:\(member.port)/v1/sources/crm").0 == 200
+        }
+        func streamEnd(_ member: BrokerProcess) async throws -> UInt64? {
+            let (status, body) = try await get("http://127.0.0.1:\(member.port)/v1/streams/events")
+            guard status == 200 else { return nil }
+            return try APIJSON.decoder().decode(StreamInfoBody.self, from: body).endOffset
+        }
+        func insert(_ ids: ClosedRange<Int>) async throws {
+            try await PostgresForProcessTests.execute("INSERT INTO \(table) SELECT i, i * 10 FROM generate_series(\(ids.lowerBound), \(ids.upperBound)) i")
+        }
+        func applied() async -> Int? {
+            try? await sqliteCount("\(directory)/audit.sqlite", "SELECT count(DISTINCT id) FROM \(table)")
+        }
+
+        let a = try await start("a")
+        let b = try await start("b")
+        var owner: BrokerProcess = a
+        try await eventually("one member runs the source") {
+            let (onA, onB) = (try await runsSource(a), try await runsSource(b))
+            owner = onA ? a : b
+            return onA != onB
+        }
+        let survivor = owner === a ? b : a
+        let (status, body) = try await get("http://127.0.0.1:\(survivor.port)/v1/sources/crm")
+        #expect(status == 404 && String(decoding: body, as: UTF8.self).contains("another member"), "\(String(decoding: body, as: UTF8.self))")
+        try await insert(1...20)
+        try await eventually("rows 1...20 captured") { try await streamEnd(survivor) == 20 }
+
+        // The member that runs the source dies; rows committed meanwhile are captured by the other.
+        #expect(await owner.terminate(signal: SIGKILL) == SIGKILL)
+        try await insert(21...45)
+        try await eventually("the source runs on the other member") { try await runsSource(survivor) }
+        try await eventually("rows 21...45 captured") { (try await streamEnd(survivor) ?? 0) >= 45 }
+        try await eventually("every row applied") { await applied() == 45 }
+        #expect(try await streamEnd(survivor) == 45, "45 rows, 45 entries: none captured twice")
+        let (clusterStatus, clusterBody) = try await get("http://127.0.0.1:\(survivor.port)/v1/cluster")
+        #expect(clusterStatus == 200)
+        let cluster = try APIJSON.decoder().decode(ClusterBody.self, from: clusterBody)
+        #expect(cluster.sources.map(\.source) == ["crm"] && cluster.sources.first?.placement == "leased")
+        #expect(cluster.sources.first?.owner == (survivor === a ? "a" : "b"), "\(cluster.sources)")
+        #expect(await survivor.terminate() == 0)
+    }
+
     /// A leased link's events go to the operators' webhooks from the member it runs on (the
     /// notifier reads every hosted link's sync log, leased ones included).
     @Test func aLeasedLinksEventsAreNotifiedByTheMemberItRunsOn() async throws {

@@ -110,12 +110,12 @@ import Testing
         let configuration = try BrokerConfiguration.parse(yaml: """
             auth: { enabled: false }
             cluster: { node: b, nats_urls: ["nats://10.0.0.1:4222", "10.0.0.2:4223", "n3"] }
-            streams: [ { name: e } ]
+            streams: [ { name: e }, { name: f } ]
             links:
               - { name: one, stream: e, adapter: sqlite, node: a, settings: { path: one.sqlite } }
               - { name: two, stream: e, adapter: sqlite, node: b, settings: { path: two.sqlite } }
               - { name: three, stream: e, adapter: sqlite, settings: { path: /srv/three.sqlite } }
-              - { name: source.crm, stream: e, adapter: sqlite, node: a, settings: { path: four.sqlite } }
+              - { name: source.crm, stream: f, adapter: sqlite, node: a, settings: { path: four.sqlite } }
             sources:
               - { name: crm, kind: postgres, stream: e, settings: { host: h, database: d, user: u, tables: t } }
               - { name: erp, kind: postgres, stream: e, node: a, settings: { host: h, database: d, user: u, tables: t } }

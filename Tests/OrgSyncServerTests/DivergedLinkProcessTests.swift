@@ -254,12 +254,23 @@ enum PostgresForProcessTests {
         try await offThePool { try countNow(sql) }
     }
 
+    /// Runs statements with psql (one session); throws unless all succeed.
+    static func execute(_ sql: String) async throws {
+        _ = try await offThePool { try psql(sql) }
+    }
+
     private static func countNow(_ sql: String) throws -> Int {
+        let text = try psql(sql)
+        guard let value = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) else { throw ProcessError("psql answered \(text), not a number") }
+        return value
+    }
+
+    private static func psql(_ sql: String) throws -> String {
         let pg = try connection()
         let psql = ["/usr/bin/psql", "/usr/lib/postgresql/15/bin/psql"].first { FileManager.default.isExecutableFile(atPath: $0) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try psql ?? { throw ProcessError("psql not found") }())
-        process.arguments = ["-h", pg.host, "-p", String(pg.port), "-U", pg.user, "-d", pg.database, "-tAc", sql]
+        process.arguments = ["-h", pg.host, "-p", String(pg.port), "-U", pg.user, "-d", pg.database, "-v", "ON_ERROR_STOP=1", "-tAc", sql]
         var env = ProcessInfo.processInfo.environment
         if let password = pg.password { env["PGPASSWORD"] = password }
         process.environment = env
@@ -269,9 +280,7 @@ enum PostgresForProcessTests {
         try process.run()
         let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
-        guard process.terminationStatus == 0, let value = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            throw ProcessError("psql failed (\(process.terminationStatus)): \(text)")
-        }
-        return value
+        guard process.terminationStatus == 0 else { throw ProcessError("psql failed (\(process.terminationStatus)): \(text)") }
+        return text
     }
 }
