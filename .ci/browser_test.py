@@ -297,8 +297,9 @@ def start_nats(directory):
 
 
 def start_cluster_member(directory, nats_port):
-    """A one-member cluster `solo` on that nats-server: link `leased` (SQLite, leased by solo)
-    and link `pinned` (pinned to member `b`, which never starts)."""
+    """A one-member cluster `solo` on that nats-server: link `leased` (SQLite, leased by solo),
+    link `pinned` (pinned to member `b`, which never starts) and capture source `capture` (leased
+    by solo; its database does not answer, so it stays suspended — where it runs is what shows)."""
     return start_broker_with(directory, f"""
 data_dir: {directory}/state
 server: {{ host: 127.0.0.1, port: 0 }}
@@ -317,6 +318,11 @@ links:
     stream: events
     adapter: sqlite
     settings: {{ path: pinned.sqlite, primary_key: org_key }}
+sources:
+  - name: capture
+    kind: postgres
+    stream: events
+    settings: {{ host: 127.0.0.1, port: 1, user: u, database: d, tables: t }}
 """)
 
 
@@ -430,7 +436,11 @@ class Page:
                                  links: cell(tr, "cluster-member-links") }])),
           links: Object.fromEntries(Array.from(document.querySelectorAll('[data-testid="cluster-link-row"]')).map((tr) => [
             tr.dataset.link, { placement: cell(tr, "cluster-link-placement"), owner: cell(tr, "cluster-link-owner"),
-                               epoch: cell(tr, "cluster-link-epoch") }]))};
+                               epoch: cell(tr, "cluster-link-epoch") }])),
+          sourcesShown: !document.getElementById("cluster-sources-block").hidden,
+          sources: Object.fromEntries(Array.from(document.querySelectorAll('[data-testid="cluster-source-row"]')).map((tr) => [
+            tr.dataset.source, { placement: cell(tr, "cluster-source-placement"), owner: cell(tr, "cluster-source-owner"),
+                                 epoch: cell(tr, "cluster-source-epoch") }]))};
     """
 
     COMMON = """
@@ -762,8 +772,10 @@ def main():
         def placed():
             cluster = driver.execute_script(Page.CLUSTER)
             leased = cluster["links"].get("leased", {})
-            return cluster if cluster["shown"] and leased.get("owner") == "solo" and leased.get("epoch", "").isdigit() else None
-        cluster = wait_for("the cluster section with link leased owned by solo", placed)
+            capture = cluster["sources"].get("capture", {})
+            return cluster if (cluster["shown"] and leased.get("owner") == "solo" and leased.get("epoch", "").isdigit()
+                               and capture.get("owner") == "solo" and capture.get("epoch", "").isdigit()) else None
+        cluster = wait_for("the cluster section with link leased and source capture owned by solo", placed)
         want_members = {"solo": {"health": "live", "links": "1"}, "b": {"health": "absent", "links": "1"}}
         if cluster["node"] != "solo" or cluster["members"] != want_members:
             raise Failure(f"the cluster section shows member {cluster['node']!r} and members {cluster['members']}, not {want_members}")
@@ -771,13 +783,15 @@ def main():
             raise Failure(f"link leased shows {cluster['links']['leased']}")
         if cluster["links"].get("pinned") != {"placement": "pinned", "owner": "b", "epoch": ""}:
             raise Failure(f"link pinned shows {cluster['links'].get('pinned')}")
+        if not cluster["sourcesShown"] or cluster["sources"]["capture"]["placement"] != "leased":
+            raise Failure(f"source capture shows {cluster['sources']} (table shown: {cluster['sourcesShown']})")
         state = page.wait_overview("the leased link running here", lambda rows: rows.get("leased", {}).get("state") == "active")
         if "pinned" in state["rows"]:
             raise Failure("the links table of member solo lists link pinned, which is pinned to member b")
         page.screenshot("14-cluster.png")
         axe_check(page, "overview-cluster")
-        log(f"cluster: member solo live with link leased (owner epoch {cluster['links']['leased']['epoch']}), "
-            f"link pinned on absent member b")
+        log(f"cluster: member solo live with link leased (owner epoch {cluster['links']['leased']['epoch']}) and source "
+            f"capture (owner epoch {cluster['sources']['capture']['epoch']}), link pinned on absent member b")
 
         # --- auth on: no token, then the admin token typed into the page ---------------------
         token = secrets.token_hex(16)

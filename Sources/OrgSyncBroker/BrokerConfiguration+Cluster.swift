@@ -101,7 +101,7 @@ extension BrokerConfiguration {
     }
 
     /// The key of a leased source's lease: `source.` and its name (a leased link's is its name).
-    public func leaseKey(source: String) -> String { LeasedLinks.sourceLeasePrefix + source }
+    public func leaseKey(source: String) -> String { "source." + source }
 
     /// The keys of every lease the cluster places: the leased links' and sources'.
     public var leaseKeys: [String] { leasedLinks.map(\.name) + leasedSources.map { leaseKey(source: $0.name) } }

@@ -17,30 +17,32 @@ import Synchronization
 final class LeasedLinks: Sendable {
     let factory: LinkFactory
     let sources: SourceFactory?
+    /// The leased sources' lease keys, and each one's source.
+    let sourceKeys: [String: String]
     let ownership: any LinkOwnership
     let logger: Logger
     private let current: LeasedRunning
 
-    init(factory: LinkFactory, sources: SourceFactory?, ownership: any LinkOwnership, running: LeasedRunning, logger: Logger) {
+    init(factory: LinkFactory, sources: SourceFactory?, sourceKeys: [String: String], ownership: any LinkOwnership, running: LeasedRunning,
+         logger: Logger) {
         self.factory = factory
         self.sources = sources
+        self.sourceKeys = sourceKeys
         self.ownership = ownership
         self.current = running
         self.logger = logger
     }
 
-    /// What a source's lease key starts with (``BrokerConfiguration/leaseKey(source:)``).
-    static let sourceLeasePrefix = "source."
 
-    /// A leased link's or source's supervisor.
+    /// A leased link's or source's supervisor (with the source's name).
     enum Supervisor: Sendable {
         case link(LinkSupervisor)
-        case source(SourceSupervisor)
+        case source(String, SourceSupervisor)
 
         func run() async throws {
             switch self {
             case .link(let link): try await link.run()
-            case .source(let source): try await source.run()
+            case .source(_, let source): try await source.run()
             }
         }
     }
@@ -70,17 +72,17 @@ final class LeasedLinks: Sendable {
                 await stop(run)
                 runs[name] = nil
                 if owned[name] == run.epoch {
-                    logger.warning("leased \(Self.kind(name)) stopped on an error; starting it again", metadata: ["lease": "\(name)", "owner_epoch": "\(run.epoch)"])
+                    logger.warning("leased \(kind(name)) stopped on an error; starting it again", metadata: ["lease": "\(name)", "owner_epoch": "\(run.epoch)"])
                 } else {
-                    logger.notice("leased \(Self.kind(name)) stopped here", metadata: ["lease": "\(name)", "owner_epoch": "\(run.epoch)"])
+                    logger.notice("leased \(kind(name)) stopped here", metadata: ["lease": "\(name)", "owner_epoch": "\(run.epoch)"])
                 }
             }
             for (name, epoch) in owned.sorted(by: { $0.key < $1.key }) where runs[name] == nil {
                 do {
                     runs[name] = try start(name, epoch: epoch)
-                    logger.notice("leased \(Self.kind(name)) runs here", metadata: ["lease": "\(name)", "owner_epoch": "\(epoch)"])
+                    logger.notice("leased \(kind(name)) runs here", metadata: ["lease": "\(name)", "owner_epoch": "\(epoch)"])
                 } catch {
-                    logger.error("leased \(Self.kind(name)) cannot start", metadata: ["lease": "\(name)", "error": "\(error)"])
+                    logger.error("leased \(kind(name)) cannot start", metadata: ["lease": "\(name)", "error": "\(error)"])
                 }
             }
             current.set(runs.mapValues(\.supervisor))
@@ -127,18 +129,18 @@ final class LeasedLinks: Sendable {
         var description: String { "the round of the leases got no answer from NATS within the renew interval (\(ms) ms)" }
     }
 
-    static func kind(_ lease: String) -> String { lease.hasPrefix(sourceLeasePrefix) ? "source" : "link" }
+    func kind(_ lease: String) -> String { sourceKeys[lease] == nil ? "link" : "source" }
 
     private func start(_ name: String, epoch: UInt64) throws -> Running {
         let supervisor: Supervisor
-        if name.hasPrefix(Self.sourceLeasePrefix), let sources {
-            supervisor = .source(try sources.make(String(name.dropFirst(Self.sourceLeasePrefix.count)), ownerEpoch: epoch))
+        if let source = sourceKeys[name], let sources {
+            supervisor = .source(source, try sources.make(source, ownerEpoch: epoch))
         } else {
             supervisor = .link(try factory.make(name, ownerEpoch: epoch))
         }
         let ended = EndFlag()
         let logger = self.logger
-        let kind = Self.kind(name)
+        let kind = kind(name)
         let task = Task {
             do {
                 try await supervisor.run()
@@ -172,8 +174,8 @@ final class LeasedRunning: Sendable {
     var sources: [String: SourceSupervisor] {
         state.withLock { running in
             var sources: [String: SourceSupervisor] = [:]
-            for (key, supervisor) in running {
-                if case .source(let source) = supervisor { sources[String(key.dropFirst(LeasedLinks.sourceLeasePrefix.count))] = source }
+            for supervisor in running.values {
+                if case .source(let name, let source) = supervisor { sources[name] = source }
             }
             return sources
         }

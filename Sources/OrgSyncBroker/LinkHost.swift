@@ -53,8 +53,9 @@ public final class LinkHost: Sendable {
                     field: "cluster", problem: "leased links and sources (without node:) need the cluster's leases, which were not opened")
             }
             leased = LeasedLinks(
-                factory: factory, sources: configuration.leasedSources.isEmpty ? nil : sources.factory, ownership: ownership,
-                running: leasedRunning, logger: logger)
+                factory: factory, sources: configuration.leasedSources.isEmpty ? nil : sources.factory,
+                sourceKeys: Dictionary(uniqueKeysWithValues: configuration.leasedSources.map { (configuration.leaseKey(source: $0.name), $0.name) }),
+                ownership: ownership, running: leasedRunning, logger: logger)
         }
         var roster = SupervisorRoster(
             supervisors: supervisors, names: configuration.links.map(\.name), directories: directories,

@@ -191,6 +191,8 @@ public final class JetStreamCaptureStream: CaptureStream {
 
     public var streamName: String { store.name }
 
+    /// - Throws: ``CaptureFenced``; `LinkStoreUnavailable` when NATS failed (the append may be
+    /// stored: the position read again tells).
     public func append(_ entries: [[UInt8]]) async throws -> AppendResult {
         guard let known = fence.withLock({ $0 }) else {
             throw CaptureFenced(stream: store.name, source: source, problem: "its last append is not known here since an append failed")
@@ -201,13 +203,28 @@ public final class JetStreamCaptureStream: CaptureStream {
             return result
         } catch {
             fence.withLock { $0 = nil }
-            throw error
+            throw Self.waitable(error)
         }
+    }
+
+    /// NATS away or a stream electing its leader: the source waits and reads its position
+    /// again (`LinkStoreUnavailable`), rather than stop.
+    static func waitable(_ error: any Error) -> any Error {
+        if case BrokerError.streamUnavailable(let stream, let problem) = error {
+            return LinkStoreUnavailable("stream \(stream) is unavailable: \(problem)")
+        }
+        return error
     }
 
     /// The entries of the last message on the source's subject; it arms the fence.
     public func lastAppend(source: String) async throws -> [Entry]? {
-        guard let message = try await lastMessage() else {
+        let found: JetStreamStoredMessage?
+        do {
+            found = try await lastMessage()
+        } catch {
+            throw Self.waitable(error)
+        }
+        guard let message = found else {
             fence.withLock { $0 = CaptureFence(lastSequence: 0, verifiedThrough: 0) }
             return nil
         }
@@ -235,8 +252,12 @@ public final class JetStreamCaptureStream: CaptureStream {
     }
 
     public func bounds() async throws -> (start: Offset, end: Offset) {
-        let info = try await store.currentInfo()
-        return (Offset(info.startOffset), Offset(info.endOffset))
+        do {
+            let info = try await store.currentInfo()
+            return (Offset(info.startOffset), Offset(info.endOffset))
+        } catch {
+            throw Self.waitable(error)
+        }
     }
 
     public func read(from offset: Offset, maxCount: Int) async throws -> [Entry] {
@@ -248,6 +269,10 @@ public final class JetStreamCaptureStream: CaptureStream {
     }
 
     public func storeHint(source: String, offset: Offset) async throws {
-        try await cursors.store(link: StreamLogCaptureStream.hintName(source: source), offset: offset)
+        do {
+            try await cursors.store(link: StreamLogCaptureStream.hintName(source: source), offset: offset)
+        } catch where !(error is CancellationError) {
+            throw LinkStoreUnavailable("storing the position hint of source \(source): \(error)")
+        }
     }
 }

@@ -14,6 +14,8 @@ public protocol CaptureStream: Sendable {
     /// - Throws: ``CaptureFenced`` when the stream fences the source's appends (a cluster
     ///   stream) and another writer appended for the source since the last append or
     ///   ``lastAppend(source:)`` here: nothing was appended; read the position again.
+    ///   `LinkStoreUnavailable` when a stream kept elsewhere cannot answer now (the append may
+    ///   be stored: read the position again once it answers).
     func append(_ entries: [[UInt8]]) async throws -> AppendResult
     /// The oldest offset still stored, and the offset the next appended entry will get.
     func bounds() async throws -> (start: Offset, end: Offset)

@@ -37,6 +37,29 @@ public struct LinkStoreUnavailable: Error, Sendable, CustomStringConvertible {
     public var description: String { "the stream's store cannot answer now: \(reason)" }
 }
 
+/// How long a supervisor waits before it asks a store that could not answer
+/// (``LinkStoreUnavailable``) again: from ``firstMs``, doubling to ``maxMs`` while it keeps
+/// failing, from the start again once it answered.
+struct StoreRetryBackoff: Sendable {
+    static let firstMs: UInt64 = 100
+    static let maxMs: UInt64 = 5_000
+    /// The next wait, ms; nil while the store answers.
+    private(set) var nextMs: UInt64?
+
+    /// The store failed again: the wait before asking it again, ms.
+    mutating func failed() -> UInt64 {
+        let delayMs = nextMs ?? Self.firstMs
+        nextMs = min(delayMs * 2, Self.maxMs)
+        return delayMs
+    }
+
+    /// The store answered; whether it had failed before (the error shown for it can go).
+    mutating func answered() -> Bool {
+        defer { nextMs = nil }
+        return nextMs != nil
+    }
+}
+
 /// Where a link keeps its cursor: the next offset to apply. The broker implements it over the
 /// log's crash-safe cursor files.
 public protocol LinkCursorStore: Sendable {

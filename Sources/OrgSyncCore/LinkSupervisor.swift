@@ -53,8 +53,8 @@ public actor LinkSupervisor {
 
     private var lastError: String?
     /// While a store kept elsewhere cannot answer (``storeCannotAnswer(_:_:)``): the wait before
-    /// asking it again, ms.
-    private var storeRetryDelayMs: UInt64?
+    /// asking it again.
+    private var storeRetry = StoreRetryBackoff()
     /// Rejections that paused the link (`stopOnReject`) since it started: those entries are not
     /// dead-lettered. Every other rejection is counted by the dead letters, which persist.
     private var stoppedOnRejectCount = 0
@@ -134,10 +134,6 @@ public actor LinkSupervisor {
         if let failure { throw failure }
     }
 
-    /// How long a link waits before it asks a store that could not answer again (loading its
-    /// cursor, reading), at most, ms (doubling from ``storeRetryFirstMs``).
-    static let storeRetryMaxMs: UInt64 = 5_000
-    static let storeRetryFirstMs: UInt64 = 100
 
     /// Loads the cursor, asking again (with backoff, on the link's clock) while a store kept
     /// elsewhere cannot answer (NATS electing a stream's leader): a link must neither stop for
@@ -164,11 +160,9 @@ public actor LinkSupervisor {
     }
 
     /// A store kept elsewhere could not answer: says why (log and `lastError`) and returns how
-    /// long to wait before asking again, ms — from ``storeRetryFirstMs``, doubling to
-    /// ``storeRetryMaxMs`` while it keeps failing.
+    /// long to wait before asking again, ms (``StoreRetryBackoff``).
     private func storeCannotAnswer(_ error: LinkStoreUnavailable, _ message: Logger.Message) -> UInt64 {
-        let delayMs = storeRetryDelayMs ?? Self.storeRetryFirstMs
-        storeRetryDelayMs = min(delayMs * 2, Self.storeRetryMaxMs)
+        let delayMs = storeRetry.failed()
         lastError = "\(error)"
         logger.warning(message, metadata: ["error": "\(error)", "retry_ms": "\(delayMs)"])
         return delayMs
@@ -176,8 +170,7 @@ public actor LinkSupervisor {
 
     /// The store answered: the backoff starts over, and the error it showed is gone.
     private func storeAnswered() {
-        guard storeRetryDelayMs != nil else { return }
-        storeRetryDelayMs = nil
+        guard storeRetry.answered() else { return }
         lastError = nil
     }
 
@@ -214,7 +207,7 @@ public actor LinkSupervisor {
 
     private func finish() async {
         driver.consuming = false
-        storeRetryDelayMs = nil  // a later run() starts its backoff over
+        _ = storeRetry.answered()  // a later run() starts its backoff over
         wake.cancel()
         if link.adapterOpen || driver.closeRequested { await closeAdapter() }
         for request in pendingRetries { request.continuation.resume(throwing: LinkSupervisorError.notRunning(link: name)) }

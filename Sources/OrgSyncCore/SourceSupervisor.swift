@@ -43,6 +43,8 @@ public actor SourceSupervisor {
     /// The stored bytes of the source's last entry in the stream (parsed when a round starts).
     private var lastEntryBytes: [UInt8]?
     private var hintStored: Offset?
+    /// While the stream (kept elsewhere: a cluster's NATS) cannot answer: the wait before asking again.
+    private var storeRetry = StoreRetryBackoff()
     private var appendedEntries: UInt64 = 0
     /// Appends the stream refused because another writer appended for this source first.
     private var fencedAppends: UInt64 = 0
@@ -88,13 +90,15 @@ public actor SourceSupervisor {
     // MARK: - Running
 
     /// Captures and supervises until cancelled. Throws only when capture cannot go on safely:
-    /// the stream cannot be read or refuses an append (skipping would lose changes).
+    /// the stream cannot be read or refuses an append (skipping would lose changes). A stream
+    /// kept elsewhere that cannot answer now (``LinkStoreUnavailable``) is waited out, and
+    /// another writer's append for the source (``CaptureFenced``) is read back.
     public func run() async throws {
         guard running == false else { throw SourceSupervisorError.alreadyRunning(source: name) }
         running = true
         var failure: (any Error)?
         do {
-            (position, lastEntryBytes) = try await recoverPosition()
+            try await recoverPositionWhenTheStoreAnswers()
             logger.info("capture starts after \(position.map { "\($0)" } ?? "nothing (no entry of this source in the stream)")")
             take(driver.start())
             while !Task.isCancelled { try await step() }
@@ -129,6 +133,29 @@ public actor SourceSupervisor {
             offset = Offset(last.offset.rawValue + 1)
         }
         return (found?.position, found?.entry)
+    }
+
+    /// Reads the position (``recoverPosition()``), asking again with backoff while a stream kept
+    /// elsewhere cannot answer (``LinkStoreUnavailable``: NATS away, a stream electing its
+    /// leader): the source appends nothing until it knows where it stands, and does not stop.
+    private func recoverPositionWhenTheStoreAnswers() async throws {
+        while true {
+            do {
+                (position, lastEntryBytes) = try await recoverPosition()
+                if storeRetry.answered() { lastError = nil }
+                return
+            } catch let error as LinkStoreUnavailable {
+                try await clock.sleep(untilMs: clock.nowMs() &+ storeCannotAnswer(error, "cannot read the source's position in the stream yet; asking again"))
+            }
+        }
+    }
+
+    /// The stream could not answer: says why (log and `lastError`); the wait before asking again, ms.
+    private func storeCannotAnswer(_ error: LinkStoreUnavailable, _ message: Logger.Message) -> UInt64 {
+        let delayMs = storeRetry.failed()
+        lastError = "\(error)"
+        logger.warning(message, metadata: ["error": "\(error)", "retry_ms": "\(delayMs)"])
+        return delayMs
     }
 
     /// Moves `found` to the latest position recorded in `entries` (the last entry recording it).
@@ -194,7 +221,16 @@ public actor SourceSupervisor {
             fencedAppends &+= 1
             lastError = "\(fenced)"
             logger.warning("append fenced; reading the source's position in the stream again", metadata: ["reason": "\(fenced.problem)"])
-            (position, lastEntryBytes) = try await recoverPosition()
+            try await recoverPositionWhenTheStoreAnswers()
+            hintStored = nil
+            driver.closeRequested = true
+            return nil
+        }
+        if let unavailable = sink.failure() as? LinkStoreUnavailable {
+            // NATS failed during an append (stored or not: unknown) or before it: wait, read the
+            // position again — it tells which — and start the next round afresh.
+            try await clock.sleep(untilMs: clock.nowMs() &+ storeCannotAnswer(unavailable, "cannot append now; reading the position again"))
+            try await recoverPositionWhenTheStoreAnswers()
             hintStored = nil
             driver.closeRequested = true
             return nil
@@ -204,8 +240,13 @@ public actor SourceSupervisor {
             throw SourceSupervisorError.streamFailed(source: name, reason: "\(failure)")
         }
         if let first = appended.last?.firstOffset, first != hintStored {
-            try await stream.storeHint(source: name, offset: first)
-            hintStored = first
+            do {
+                try await stream.storeHint(source: name, offset: first)
+                hintStored = first
+            } catch let error as LinkStoreUnavailable {
+                // Only a hint (an older one is also right, only slower): stored after a later round.
+                logger.warning("cannot store the position hint now", metadata: ["error": "\(error)"])
+            }
         }
         switch outcome {
         case .success(let round):

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import OrgSyncBroker
 import OrgSyncCluster
@@ -126,6 +129,49 @@ extension JetStreamStreamStoreTests {
             #expect(all.map(\.key) == ["a1", "p1", "e1", "a2", "a3", "b1"], "nothing of a refused append is stored")
             #expect(all.map(\.offset.rawValue) == Array(0..<6))
         }
+    }
+
+    /// NATS going silent under a running source (its server stopped with SIGSTOP: requests time
+    /// out, and an append in flight may be stored once it wakes) neither stops the source nor
+    /// loses or doubles a change: it waits, reads its position again once NATS answers, and
+    /// captures on. (SIGSTOP rather than a restart: a restart on the same port could meet another
+    /// suite's server that took the port meanwhile.)
+    @Test func aSourceWaitsOutNATSAndCapturesOnOnceItIsBack() async throws {
+        let server = try await NATSTestServer()
+        defer {
+            Glibc.kill(server.process.processIdentifier, SIGCONT)
+            server.stop()
+        }
+        let member = try await Self.member(["127.0.0.1:\(server.port)"], node: "a")
+        defer { Task { await member.close() } }
+        let store = try #require(member.stores["events"])
+        let feed = ChangeFeed()
+        feed.commit(through: 20)
+        var configuration = LinkSupervisorConfiguration()
+        configuration.jitterRatio = 0
+        configuration.idleMemoryReleaseAfterMs = nil
+        let supervisor = try SourceSupervisor(
+            name: "crm", source: FeedSource(feed: feed), stream: store.captureStream(source: "crm"), configuration: configuration,
+            logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }, randomSeed: 1)
+        let run = Task { try await supervisor.run() }
+        defer { run.cancel() }
+        try await withTimeout(ms: 30_000, "commits 1...20 captured") { _ = try await feed.confirmed.wait { $0 >= 20 } }
+
+        Glibc.kill(server.process.processIdentifier, SIGSTOP)
+        feed.commit(through: 60)
+        try await withTimeout(ms: 30_000, "the source to find NATS away") {
+            while await supervisor.status().lastError?.contains("cannot answer") != true { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(feed.confirmed.value == 20, "nothing is acknowledged to the database while the stream cannot take it")
+        Glibc.kill(server.process.processIdentifier, SIGCONT)
+        try await withTimeout(ms: 60_000, "commits 21...60 captured once NATS is back") { _ = try await feed.confirmed.wait { $0 >= 60 } }
+        let status = await supervisor.status()
+        #expect(status.isRunning && status.lastError == nil, "\(status.lastError ?? "")")
+        let captured = try await Self.readAll(store).compactMap { entry -> UInt64? in
+            guard case .int(let commit)? = entry.extra["commit"] else { return nil }
+            return UInt64(exactly: commit)
+        }
+        #expect(captured == Array(1...60), "every change once, in order")
     }
 
     /// A stream made before sources had subjects of their own gains them when a member opens it,

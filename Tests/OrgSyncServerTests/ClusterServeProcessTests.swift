@@ -216,6 +216,8 @@ import Testing
                 supervisor: { backoff_base_ms: 100, backoff_cap_ms: 500, probe_threshold: 1 }
             links:
               - { name: audit, stream: events, adapter: sqlite, settings: { path: \(directory)/audit.sqlite } }
+              # A leased link whose name has the form of a source's lease key is still a link.
+              - { name: source.bar, stream: events, adapter: sqlite, settings: { path: \(directory)/bar.sqlite } }
             """.write(toFile: path, atomically: true, encoding: .utf8)
             return try await BrokerProcess.start(arguments: ["--config", path, "--data-dir", directory + "/\(node)", "--port", "0"])
         }
@@ -240,8 +242,8 @@ import Testing
         func insert(_ ids: ClosedRange<Int>) async throws {
             try await PostgresForProcessTests.execute("INSERT INTO \(table) SELECT i, i * 10 FROM generate_series(\(ids.lowerBound), \(ids.upperBound)) i")
         }
-        func applied() async -> Int? {
-            try? await sqliteCount("\(directory)/audit.sqlite", "SELECT count(DISTINCT id) FROM \(table)")
+        func applied(_ target: String = "audit") async -> Int? {
+            try? await sqliteCount("\(directory)/\(target).sqlite", "SELECT count(DISTINCT id) FROM \(table)")
         }
 
         let a = try await start("a")
@@ -264,6 +266,7 @@ import Testing
         try await eventually("the source runs on the other member") { try await runsSource(survivor) }
         try await eventually("rows 21...45 captured") { (try await streamEnd(survivor) ?? 0) >= 45 }
         try await eventually("every row applied") { await applied() == 45 }
+        try await eventually("every row applied by link source.bar") { await applied("bar") == 45 }
         #expect(try await streamEnd(survivor) == 45, "45 rows, 45 entries: none captured twice")
         let (clusterStatus, clusterBody) = try await get("http://127.0.0.1:\(survivor.port)/v1/cluster")
         #expect(clusterStatus == 200)

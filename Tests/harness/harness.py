@@ -30,6 +30,7 @@ POWERFS_TRACE=1 (powerfs logs every namespace change and sync to powerfs.log; wi
 from __future__ import annotations
 
 import argparse
+import base64
 import atexit
 import http.client
 import json
@@ -48,9 +49,11 @@ import tempfile
 import threading
 import time
 import traceback
+import zlib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STREAM = "events"
+CAPTURED = "captured"
 LINK = "pg"
 HID_FIELD = "hid"  # the field carrying each entry's harness id (see Workload)
 POWER_LINK = "sq"  # the power-loss scenario's SQLite link
@@ -1211,7 +1214,7 @@ APPLY_TIMEOUT_MS = 3000
 
 
 def write_config(path, links, stream_extra="", auth="auth:\n  enabled: false\n", plugins_dir=None, server_extra="",
-                 plugin_limits=None, sources=(), cluster=None):
+                 plugin_limits=None, sources=(), cluster=None, extra_streams=()):
     lines = ["server:", "  host: 127.0.0.1", "  port: 0"]
     if cluster:
         lines.append("cluster:")
@@ -1219,6 +1222,7 @@ def write_config(path, links, stream_extra="", auth="auth:\n  enabled: false\n",
     lines += [f"  {l}" for l in server_extra.splitlines() if l.strip()]
     lines += ["log:", "  level: info", auth.rstrip("\n"), "streams:", f"  - name: {STREAM}"]
     lines += [f"    {l}" for l in stream_extra.splitlines() if l.strip()]
+    lines += [f"  - name: {name}" for name in extra_streams]
     lines.append("links:" if links else "links: []")
     for link in links:
         lines.append(f"  - name: {link['name']}")
@@ -1236,7 +1240,7 @@ def write_config(path, links, stream_extra="", auth="auth:\n  enabled: false\n",
     for source in sources:
         lines.append(f"  - name: {source['name']}")
         lines.append(f"    kind: {source['kind']}")
-        lines.append(f"    stream: {STREAM}")
+        lines.append(f"    stream: {source.get('stream', STREAM)}")
         lines.append("    settings:")
         for k, v in source["settings"].items():
             lines.append(f"      {k}: {yaml_quote(v)}")
@@ -1307,6 +1311,96 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class JetStreamReader:
+    """Reads a cluster stream's appends straight from NATS (the core protocol over a socket, one
+    `STREAM.MSG.GET` request per message), so the harness checks what JetStream stored, not what
+    a broker says about it. Decodes orgsync's append messages: `Orgsync-Offset`/`-Count` headers,
+    entries framed as u32 big-endian length + bytes, zlib-compressed when `Orgsync-Raw-Bytes`."""
+
+    def __init__(self, port, timeout_s=5):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
+        self.buffer = b""
+        self.next_reply = 0
+        self._line()  # INFO
+        self.sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true}\r\n'
+                          b"SUB _INBOX.harness.* 1\r\nPING\r\n")
+        while self._line() != b"PONG":
+            pass
+
+    def close(self):
+        self.sock.close()
+
+    def _fill(self):
+        chunk = self.sock.recv(1 << 16)
+        if not chunk:
+            raise RuntimeError("NATS closed the connection")
+        self.buffer += chunk
+
+    def _line(self):
+        while b"\r\n" not in self.buffer:
+            self._fill()
+        line, self.buffer = self.buffer.split(b"\r\n", 1)
+        return line
+
+    def _bytes(self, n):
+        while len(self.buffer) < n + 2:
+            self._fill()
+        data, self.buffer = self.buffer[:n], self.buffer[n + 2:]
+        return data
+
+    def request(self, subject, body):
+        self.next_reply += 1
+        inbox = f"_INBOX.harness.{self.next_reply}"
+        self.sock.sendall(f"PUB {subject} {inbox} {len(body)}\r\n".encode() + body + b"\r\n")
+        while True:
+            line = self._line()
+            if line == b"PING":
+                self.sock.sendall(b"PONG\r\n")
+                continue
+            parts = line.split()
+            if not parts or parts[0] not in (b"MSG", b"HMSG"):
+                continue  # +OK, INFO, PONG
+            if parts[0] == b"MSG":
+                payload = self._bytes(int(parts[-1]))
+            else:
+                total = int(parts[-1])
+                raw = self._bytes(total)
+                payload = raw[int(parts[-2]):]
+            if parts[1].decode() == inbox:
+                return payload
+
+    def api(self, call, body):
+        answer = json.loads(self.request(f"$JS.API.{call}", json.dumps(body).encode()) or b"{}")
+        if "error" in answer:
+            raise RuntimeError(f"JetStream {call}: {answer['error']}")
+        return answer
+
+    def appends(self, stream):
+        """[(first offset, [entry dict])] of every message of the JetStream stream, in order."""
+        name = "ORGSYNC_" + stream.replace(".", "_")
+        state = self.api(f"STREAM.INFO.{name}", {})["state"]
+        found = []
+        for seq in range(state.get("first_seq", 1), state.get("last_seq", 0) + 1):
+            message = self.api(f"STREAM.MSG.GET.{name}", {"seq": seq})["message"]
+            headers = {}
+            for line in base64.b64decode(message.get("hdrs") or "").decode().split("\r\n")[1:]:
+                if ":" in line:
+                    key, value = line.split(":", 1)
+                    headers[key.strip()] = value.strip()
+            framed = base64.b64decode(message.get("data") or "")
+            if "Orgsync-Raw-Bytes" in headers:
+                framed = zlib.decompress(framed)
+            entries, i = [], 0
+            while i < len(framed):
+                length = int.from_bytes(framed[i:i + 4], "big")
+                entries.append(json.loads(framed[i + 4:i + 4 + length]))
+                i += 4 + length
+            if len(entries) != int(headers["Orgsync-Count"]):
+                raise RuntimeError(f"{name} message {seq}: {len(entries)} entries, header says {headers['Orgsync-Count']}")
+            found.append((int(headers["Orgsync-Offset"]), entries))
+        return found
 
 
 class NatsCluster:
@@ -2509,7 +2603,13 @@ class Harness:
         broker SIGKILLed (its links must be owned and applying again on the others within
         lease + renew), a nats-server SIGKILLed with its store deleted, a broker SIGSTOPped past
         its lease and SIGCONTed (its links move; after it wakes it must apply nothing: the target
-        fences its old epoch). Then every acknowledged entry must be in each target exactly once."""
+        fences its old epoch). Then every acknowledged entry must be in each target exactly once.
+
+        Beside them a leased PostgreSQL capture source appends a table's changes (transactions
+        committed all along) to a stream of its own; the broker that runs it is the victim of
+        half the broker faults. It must move like a link, and the stream — read straight from
+        NATS — must hold every committed change exactly once (the fence at the stream: a paused
+        or cut-off member's late append is refused), folding into the table as it is."""
         nats = NatsCluster(self)
         if not nats.available:
             res.skipped = f"nats-server not found ({nats.bin}); apt-get install nats-server"
@@ -2521,6 +2621,25 @@ class Harness:
         link_count = 12 if self.long else 6
         links = [f"l{i}" for i in range(link_count)]
         schemas = {link: self.audited_schema(f"cluster_{link}") for link in links}
+        # The leased capture source: a table of its own, captured into stream CAPTURED.
+        src = self.schema("cluster_src")
+        source_name = f"clcap_{self.run_id}"
+        slot = f"orgsync_{source_name}".lower()
+        self.pg.query(f"CREATE SCHEMA {src}; CREATE TABLE {src}.items (id int PRIMARY KEY, name text NOT NULL, "
+                      f"qty int NOT NULL, note text NOT NULL)")
+        pg = self.pg
+        _cleanups.append(lambda: pg.query(
+            f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{slot}' AND NOT active; "
+            f"DROP PUBLICATION IF EXISTS {slot}") if pg.is_up() else None)
+        source = {"name": source_name, "kind": "postgres", "stream": CAPTURED,
+                  "settings": {"host": "127.0.0.1", "port": str(pg.port), "user": pg.user,
+                               "password_env": "ORGSYNC_HARNESS_PGPASSWORD", "database": pg.db,
+                               "tables": f"{src}.items", "slot": slot, "publication": slot, "poll_ms": "50",
+                               "connect_timeout_ms": "2000"},
+                  "supervisor": {"probe_threshold": 1, "verify_interval_ms": 200, "backoff_base_ms": 100,
+                                 "backoff_cap_ms": 1000}}
+        source_key = f"source:{source_name}"
+        placed = links + [source_key]
         for i in range(3):
             nats.start(i)
         brokers = []
@@ -2531,7 +2650,7 @@ class Harness:
             urls = "[" + ", ".join(f'"nats://127.0.0.1:{p.port}"' for p in proxies[node]) + "]"
             write_config(cfg, [pg_link(self, schemas[link], name=link) for link in links],
                          cluster={"node": node, "nats_urls": urls, "replicas": 3, "lease_ms": lease_ms,
-                                  "request_timeout_ms": 3000})
+                                  "request_timeout_ms": 3000}, sources=[source], extra_streams=[CAPTURED])
             brokers.append(Broker(self, cfg, self.fresh(f"cluster-{node}"), f"cluster-{node}"))
 
         def start(broker):
@@ -2544,23 +2663,26 @@ class Harness:
             raise RuntimeError(f"{broker.name} did not start: {broker.log_tail()}")
 
         def owners(among):
-            """link -> the brokers among `among` that run it now (GET /v1/links lists a member's
-            running links: one request per broker, so a poll is short)."""
+            """link (or `source:<name>`) -> the brokers among `among` that run it now (GET
+            /v1/links and /v1/sources list a member's running links and sources: two requests per
+            broker, so a poll is short)."""
             found = {}
             for b in among:
-                try:
-                    status, body = http_request(b.port, "GET", "/v1/links", timeout_s=2)
-                except (OSError, http.client.HTTPException):
-                    continue
-                if status == 200:
-                    for running in json.loads(body).get("links") or []:
-                        if running.get("name") in links:
-                            found.setdefault(running["name"], []).append(b.name)
+                for path, prefix in (("/v1/links", ""), ("/v1/sources", "source:")):
+                    try:
+                        status, body = http_request(b.port, "GET", path, timeout_s=2)
+                    except (OSError, http.client.HTTPException):
+                        continue
+                    if status == 200:
+                        for running in json.loads(body).get(path.rsplit("/", 1)[1]) or []:
+                            name = prefix + str(running.get("name"))
+                            if name in placed:
+                                found.setdefault(name, []).append(b.name)
             return found
 
         def all_owned_once(among):
             found = owners(among)
-            return len(found) == len(links) and all(len(v) == 1 for v in found.values())
+            return len(found) == len(placed) and all(len(v) == 1 for v in found.values())
 
         for b in brokers:
             start(b)
@@ -2568,6 +2690,8 @@ class Harness:
         # Paced so that six (twelve) links of a debug build drain what was taken soon after.
         producers = RetryingProducers(self, pool, self.seed, threads=3, batch_min=10, batch_max=40,
                                       pause_s=0.3 if self.long else 0.4)
+        writer = SourceWriter(pg, f"{src}.items", random.Random(rng.random()))
+        source_faults = 0  # broker faults whose victim ran the capture source
         failovers = []
         cut_stops = []  # a broker cut off NATS: (s until it ran none of its links, s until others ran them)
         fenced_before = 0
@@ -2575,6 +2699,7 @@ class Harness:
             if not wait_until(lambda: all_owned_once(brokers), 60, interval_s=0.2):
                 res.fail(f"the links were not each owned by one broker within 60 s: {owners(brokers)}")
             producers.start()
+            writer.start()
             faults = ["kill-broker", "kill-nats", "stop-broker", "cut-broker"]
             for i in range(rounds):
                 time.sleep(rng.uniform(1.0, 3.0))
@@ -2590,8 +2715,15 @@ class Harness:
                     time.sleep(rng.uniform(0.5, 1.5))
                     nats.start(n)
                 else:
-                    # A broker that runs links now (one just restarted may not have its share back yet).
-                    victim = rng.choice([b for b in brokers if owners([b])] or brokers)
+                    # A broker that runs links now (one just restarted may not have its share back
+                    # yet); every other time the one that runs the capture source.
+                    runners = [b for b in brokers if source_key in owners([b])]
+                    if runners and rng.random() < 0.5:
+                        victim = runners[0]
+                    else:
+                        victim = rng.choice([b for b in brokers if owners([b])] or brokers)
+                    if source_key in owners([victim]):
+                        source_faults += 1
                     others = [b for b in brokers if b is not victim]
                     orphaned = [l for l, names in owners([victim]).items()]
                     t0 = time.monotonic()
@@ -2651,6 +2783,7 @@ class Harness:
                 res.fail(f"after the faults the links were not each owned by one broker: {owners(brokers)}")
         finally:
             producers.stop(abort=not any(b.alive() for b in brokers))
+            writer.stop()
         check = Check()
         for text in producers.problems:
             check.fail(text)
@@ -2686,8 +2819,10 @@ class Harness:
             epochs[link] = int(got[0][0]) if got and got[0][0] != "" else 0
             if epochs[link] <= 0:
                 check.fail(f"{link}: the target stores owner epoch {epochs[link]}, not a lease's")
+        captured_note = self._check_captured(check, nats, src, writer)
         logs = [b.log_tail(50_000_000) for b in brokers]
         fenced = sum(text.count("fenced") for text in logs) - fenced_before
+        fenced_appends = sum(text.count("append fenced") for text in logs)
         # Leases must not churn: each fault moves some links and their return moves them back.
         # (Leases read from a replica that was behind once made holders drop and retake them
         # every second, thousands of times.)
@@ -2711,9 +2846,62 @@ class Harness:
             res.notes.append(f"a broker cut off NATS ran none of its links {middle[0]:.1f} s after the cut (p50; max "
                              f"{max(c[0] for c in cut_stops):.1f} s) and the others ran them {middle[1]:.1f} s after it, over "
                              f"{len(cut_stops)} cuts; never seen on both")
+        res.notes.append(f"capture source: {writer.committed} transactions committed ({writer.rolled_back} rolled back); "
+                         f"{source_faults} broker faults hit the member running it; appends refused at the stream "
+                         f"(another member appended for the source first): {fenced_appends}; {captured_note}")
         res.notes.append(f"{len(links)} leased links, stream end {end}, {len(batches)} batches over 3 brokers, {acquired} lease acquisitions; "
                          f"owner epochs in the targets {sorted(set(epochs.values()))}; 'fenced' in the brokers' logs: {fenced}; "
                          f"answers while retrying {dict(sorted(producers.statuses.items()))}")
+
+    def _check_captured(self, check: Check, nats: NatsCluster, src, writer: SourceWriter):
+        """The capture source's stream, read from NATS, holds every change of the source table
+        exactly once: no (LSN, change) twice, offsets dense, and its entries folded in order give
+        the table as it is. Returns a note."""
+        pg = self.pg
+        table = {}
+        captured = {"entries": 0, "appends": 0}
+        problems = []
+
+        def converged():
+            rows = pg.query(f"SELECT id::text, name, qty::text, note FROM {src}.items")
+            table.clear()
+            table.update({r[0]: (r[1], r[2], r[3]) for r in rows})
+            try:
+                reader = JetStreamReader(nats.ports[0])
+                try:
+                    appends = reader.appends(CAPTURED)
+                finally:
+                    reader.close()
+            except (OSError, RuntimeError, KeyError, ValueError) as error:
+                problems[:] = [f"reading stream {CAPTURED} from NATS: {error}"]
+                return False
+            state, seen, expected = {}, {}, 0
+            problems.clear()
+            for first, entries in appends:
+                if first != expected:
+                    problems.append(f"stream {CAPTURED}: an append at offset {first}, expected {expected}")
+                for k, entry in enumerate(entries):
+                    offset = first + k
+                    position = ("snapshot", entry.get("key")) if entry.get("snapshot") else (entry.get("lsn"), entry.get("change"))
+                    if position in seen:
+                        problems.append(f"change {position} captured twice: offsets {seen[position]} and {offset}")
+                    seen[position] = offset
+                    fields = entry.get("fields") or {}
+                    if entry.get("op") == "delete":
+                        state.pop(entry.get("key"), None)
+                    else:
+                        state[entry.get("key")] = (str(fields.get("name")), str(fields.get("qty")), str(fields.get("note")))
+                expected = first + len(entries)
+            captured.update(entries=expected, appends=len(appends))
+            return not problems and state == table
+
+        if not wait_until(converged, 180 if self.long else 90, interval_s=1.0):
+            twice = [p for p in problems if "twice" in p]
+            check.duplicated += len(twice)
+            check.fail(f"stream {CAPTURED} does not fold into {src}.items ({len(table)} rows): "
+                       f"{problems[:5] or 'rows differ or missing'}")
+        return (f"stream {CAPTURED}: {captured['entries']} entries in {captured['appends']} appends, every change of "
+                f"{src}.items once ({len(table)} rows)")
 
     # -- scenario 9 --------------------------------------------------------------------------
     def s_power(self, res: Result):

@@ -354,15 +354,21 @@
             health === "live" ? "live" : "not live: no announcement within the lease"),
           el("td", { className: "num", "data-testid": "cluster-member-links" }, String(counts.get(member))));
       }));
-      $("cluster-links").replaceChildren(...links.map((link) => {
-        const owned = link.owner !== undefined && link.owner !== null;
-        return el("tr", { "data-testid": "cluster-link-row", "data-link": String(link.link) },
-          el("td", { "data-testid": "cluster-link" }, String(link.link)),
-          el("td", { "data-testid": "cluster-link-placement" }, String(link.placement)),
-          el("td", { "data-testid": "cluster-link-owner", className: owned ? "" : "unowned" }, owned ? String(link.owner) : "nobody holds its lease now"),
-          el("td", { className: "num", "data-testid": "cluster-link-epoch" }, link.owner_epoch === undefined ? "" : String(link.owner_epoch)));
-      }));
+      $("cluster-links").replaceChildren(...links.map((link) => placementRow("link", String(link.link), link)));
+      const sources = Array.isArray(cluster.sources) ? cluster.sources : [];
+      $("cluster-sources-block").hidden = sources.length === 0;
+      $("cluster-sources").replaceChildren(...sources.map((source) => placementRow("source", String(source.source), source)));
     });
+  }
+
+  // One row of where a link or a capture source runs: its placement, owner and owner epoch.
+  function placementRow(kind, name, placed) {
+    const owned = placed.owner !== undefined && placed.owner !== null;
+    return el("tr", { "data-testid": `cluster-${kind}-row`, [`data-${kind}`]: name },
+      el("td", { "data-testid": `cluster-${kind}` }, name),
+      el("td", { "data-testid": `cluster-${kind}-placement` }, String(placed.placement)),
+      el("td", { "data-testid": `cluster-${kind}-owner`, className: owned ? "" : "unowned" }, owned ? String(placed.owner) : "nobody holds its lease now"),
+      el("td", { className: "num", "data-testid": `cluster-${kind}-epoch` }, placed.owner_epoch === undefined ? "" : String(placed.owner_epoch)));
   }
 
   // null outside a cluster (404); a cluster whose leases cannot be read now says so in its section.
