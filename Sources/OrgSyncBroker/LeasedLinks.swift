@@ -68,8 +68,9 @@ final class LeasedLinks: Sendable {
         while !Task.isCancelled {
             let roundStarted = ContinuousClock.now
             let owned = await boundedRound()
-            for (name, run) in runs where owned[name] != run.epoch || run.ended.isSet {
-                await stop(run)
+            let ending = runs.filter { name, run in owned[name] != run.epoch || run.ended.isSet }
+            await Self.stop(Array(ending.values))
+            for (name, run) in ending.sorted(by: { $0.key < $1.key }) {
                 runs[name] = nil
                 if owned[name] == run.epoch {
                     logger.warning("leased \(kind(name)) stopped on an error; starting it again", metadata: ["lease": "\(name)", "owner_epoch": "\(run.epoch)"])
@@ -93,7 +94,7 @@ final class LeasedLinks: Sendable {
                 break
             }
         }
-        for run in runs.values { await stop(run) }
+        await Self.stop(Array(runs.values))
         current.set([:])
         await ownership.leave()
         logger.info("leased links handed back", metadata: ["links": "\(runs.count)"])
@@ -152,9 +153,12 @@ final class LeasedLinks: Sendable {
         return Running(epoch: epoch, supervisor: supervisor, task: task, ended: ended)
     }
 
-    private func stop(_ run: Running) async {
-        run.task.cancel()
-        await run.task.value
+    /// Stops supervisors all at once: each may be waiting for its target or for NATS (up to a
+    /// request's timeout), and one after another they held up the round's take-overs by seconds
+    /// (the harness's cluster scenario, with NATS slow to answer under load).
+    private static func stop(_ runs: [Running]) async {
+        for run in runs { run.task.cancel() }
+        for run in runs { await run.task.value }
     }
 }
 

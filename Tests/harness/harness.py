@@ -2737,11 +2737,14 @@ class Harness:
                             proxy.cut()
                     overlap = []
                     victim_stopped = []
+                    taken_at = {}  # link (or source) -> s after the fault it was first seen on another broker
 
                     def moved():
                         # The others first, then the victim: a link the others run that the
                         # victim still runs after ran on two members at once.
                         taken = set(owners(others))
+                        for name in taken:
+                            taken_at.setdefault(name, round(time.monotonic() - t0, 1))
                         if fault == "cut-broker":
                             kept = set(owners([victim]))
                             overlap.extend(sorted(taken & kept))
@@ -2766,8 +2769,10 @@ class Harness:
                     if orphaned:
                         failovers.append(took)
                         if took * 1000 > lease_ms + renew_ms + 3000:
+                            slowest = sorted(taken_at.items(), key=lambda item: -item[1])[:3]
                             res.fail(f"round {i}: {victim.name}'s links owned again after {took:.1f} s, "
-                                     f"more than lease + renew ({(lease_ms + renew_ms) / 1000:.0f} s) + 3 s of polling")
+                                     f"more than lease + renew ({(lease_ms + renew_ms) / 1000:.0f} s) + 3 s of polling "
+                                     f"(last taken: {slowest})")
                     if fault == "kill-broker":
                         start(victim)
                     elif fault == "cut-broker":
