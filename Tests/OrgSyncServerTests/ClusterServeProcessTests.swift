@@ -60,7 +60,7 @@ import Testing
             if cursor == 100 { break }
             try await Task.sleep(for: .milliseconds(100))  // another process's state: its answers are all there is
         }
-        #expect(cursor == 100, "b applied the 100 entries the two members took")
+        #expect(cursor == 100, "b applied the 100 entries the two members took; b's log ends: \(b.standardError.suffix(4_000))")
         #expect(try await sqliteCount(directory + "/b/crm.sqlite", "SELECT count(*) FROM Lead") == 100)
         #expect(await a.terminate() == 0)
         #expect(await b.terminate() == 0)
