@@ -116,16 +116,9 @@ struct LinkFactory: Sendable {
         self.environment = environment
         self.logger = logger
         self.observer = observer
-        var syncLogs: [String: SyncLog] = [:]
-        for link in configuration.links {
-            let directory = Self.directory(of: link.name, in: dataDirectory)
-            // Durably (each new directory's parent synced): the sync log, dead letters and PAUSED
-            // marker in it must not vanish with a directory entry a power cut never saw.
-            try PosixStorage().createDirectory(directory)
-            let recordsMax = try configuration.supervisorConfiguration(for: link).syncLogRecordsMax
-            syncLogs[link.name] = try SyncLog.open(directory: directory, link: link.name, recordsMax: recordsMax)
-        }
-        self.syncLogs = syncLogs
+        self.syncLogs = try openSyncLogs(configuration.links.map { link in
+            (link.name, Self.directory(of: link.name, in: dataDirectory), try configuration.supervisorConfiguration(for: link).syncLogRecordsMax)
+        })
     }
 
     static func directory(of link: String, in dataDirectory: String) -> String { dataDirectory + "/links/" + link }

@@ -88,14 +88,10 @@ struct SourceFactory: Sendable {
         self.registry = registry
         self.environment = environment
         self.logger = logger
-        var syncLogs: [String: SyncLog] = [:]
-        for source in configuration.sources {
-            let directory = Self.directory(of: source.name, in: dataDirectory)
-            try PosixStorage().createDirectory(directory)
-            let recordsMax = try configuration.supervisorConfiguration(source.supervisor, stopOnReject: nil).syncLogRecordsMax
-            syncLogs[source.name] = try SyncLog.open(directory: directory, link: source.name, recordsMax: recordsMax)
-        }
-        self.syncLogs = syncLogs
+        self.syncLogs = try openSyncLogs(configuration.sources.map { source in
+            (source.name, Self.directory(of: source.name, in: dataDirectory),
+             try configuration.supervisorConfiguration(source.supervisor, stopOnReject: nil).syncLogRecordsMax)
+        })
     }
 
     static func directory(of source: String, in dataDirectory: String) -> String { dataDirectory + "/sources/" + source }

@@ -1,5 +1,6 @@
 import Logging
 import OrgSyncCore
+import OrgSyncLog
 
 /// A supervisor a host runs and an operator pauses and resumes: a link's or a capture source's.
 public protocol HostedSupervisor: Actor {
@@ -71,4 +72,16 @@ struct SupervisorRoster<Supervisor: HostedSupervisor>: Sendable {
         for name in names { if let supervisor = running[name] { result.append(await supervisor.status()) } }
         return result
     }
+}
+
+/// Each supervisor's sync log, opened once in its directory, which is made durably first (its
+/// parent synced): the sync log, dead letters and PAUSED marker in it must not vanish with a
+/// directory entry a power cut never saw.
+func openSyncLogs(_ supervisors: [(name: String, directory: String, recordsMax: Int)]) throws -> [String: SyncLog] {
+    var syncLogs: [String: SyncLog] = [:]
+    for supervisor in supervisors {
+        try PosixStorage().createDirectory(supervisor.directory)
+        syncLogs[supervisor.name] = try SyncLog.open(directory: supervisor.directory, link: supervisor.name, recordsMax: supervisor.recordsMax)
+    }
+    return syncLogs
 }

@@ -76,6 +76,27 @@ public actor JetStreamLinkSource: LinkEntrySource {
         return taken
     }
 
+    /// The sequence to read from for `offset`: the message holding it, or the next one to come
+    /// when `offset` is the end. Another broker may append between the two questions (where is
+    /// `offset`? where is the end?): a link starting as the stream's first append landed took
+    /// offset 0 for "outside the stream [0, 20)" and stopped (`ClusterServeProcessTests`, 3 in
+    /// ~10 runs). Then it asks again; only an offset past the end is out of range.
+    private func firstSequence(for offset: UInt64) async throws -> UInt64 {
+        for _ in 0..<Self.locateAttemptsMax {
+            if let sequence = try await store.sequence(holding: offset) { return sequence }
+            let tail = try await store.loadTail()
+            if offset == tail.endOffset { return tail.lastSequence + 1 }
+            guard offset < tail.endOffset else {
+                throw LogError.offsetOutOfRange(requested: offset, start: 0, end: tail.endOffset)
+            }
+        }
+        throw BrokerError.streamUnavailable(
+            stream: store.name, problem: "offset \(offset) moved between reading where it is and where the stream ends, \(Self.locateAttemptsMax) times")
+    }
+
+    /// How many times ``firstSequence(for:)`` asks while appends keep landing in between.
+    static let locateAttemptsMax = 8
+
     /// Reads up to `appendsMax` appends from the one holding `offset` (or the next one to come
     /// when `offset` is the end), waiting up to `waitMs` for the first.
     private func fill(from offset: UInt64, appendsMax: Int, waitMs: Int) async throws {
@@ -83,18 +104,8 @@ public actor JetStreamLinkSource: LinkEntrySource {
         if reader == nil || offset != end {
             // Not where the reader stands: find the append that holds `offset`.
             buffer = []
-            if let sequence = try await store.sequence(holding: offset) {
-                reader = JetStreamReader(jetStream: store.jetStream, stream: store.jetStreamName, from: sequence)
-                bufferStart = offset  // the holder's first offset once it is read
-            } else {
-                // At (or past) the end: read from the next message on.
-                let tail = try await store.loadTail()
-                guard offset == tail.endOffset else {
-                    throw LogError.offsetOutOfRange(requested: offset, start: 0, end: tail.endOffset)
-                }
-                reader = JetStreamReader(jetStream: store.jetStream, stream: store.jetStreamName, from: tail.lastSequence + 1)
-                bufferStart = offset
-            }
+            reader = JetStreamReader(jetStream: store.jetStream, stream: store.jetStreamName, from: try await firstSequence(for: offset))
+            bufferStart = offset  // the holder's first offset once it is read
         }
         guard let reader else { return }
         let messages: [JetStreamStoredMessage]
@@ -121,14 +132,7 @@ public actor JetStreamLinkSource: LinkEntrySource {
                     stream: store.name, offset: expected,
                     problem: "message \(message.sequence) starts at offset \(append.firstOffset), not \(expected): the stream's offsets have a gap")
             }
-            for (index, payload) in append.entries.enumerated() {
-                let entryOffset = append.firstOffset + UInt64(index)
-                do {
-                    buffer.append(try Entry.parse(payload, offset: Offset(entryOffset)))
-                } catch {
-                    throw StoredEntryError(stream: store.name, offset: entryOffset, problem: "\(error)")
-                }
-            }
+            buffer += try append.parsedEntries(stream: store.name)
         }
     }
 }
@@ -234,15 +238,7 @@ public final class JetStreamCaptureStream: CaptureStream {
         } catch {
             throw StoredEntryError(stream: store.name, offset: 0, problem: "message \(message.sequence) (source \(self.source)'s last append): \(error)")
         }
-        var entries: [Entry] = []
-        for (index, payload) in append.entries.enumerated() {
-            let offset = append.firstOffset + UInt64(index)
-            do {
-                entries.append(try Entry.parse(payload, offset: Offset(offset)))
-            } catch {
-                throw StoredEntryError(stream: store.name, offset: offset, problem: "\(error)")
-            }
-        }
+        let entries = try append.parsedEntries(stream: store.name)
         fence.withLock { $0 = CaptureFence(lastSequence: message.sequence, verifiedThrough: 0) }
         return entries
     }
@@ -274,5 +270,23 @@ public final class JetStreamCaptureStream: CaptureStream {
         } catch where !(error is CancellationError) {
             throw LinkStoreUnavailable("storing the position hint of source \(source): \(error)")
         }
+    }
+}
+
+extension ClusterAppendMessage {
+    /// The append's entries, each parsed at its offset; one that is not an entry throws
+    /// `StoredEntryError` naming its offset in `stream`.
+    func parsedEntries(stream: String) throws -> [Entry] {
+        var parsed: [Entry] = []
+        parsed.reserveCapacity(entries.count)
+        for (index, payload) in entries.enumerated() {
+            let offset = firstOffset + UInt64(index)
+            do {
+                parsed.append(try Entry.parse(payload, offset: Offset(offset)))
+            } catch {
+                throw StoredEntryError(stream: stream, offset: offset, problem: "\(error)")
+            }
+        }
+        return parsed
     }
 }

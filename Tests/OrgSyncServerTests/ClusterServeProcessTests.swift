@@ -69,6 +69,18 @@ import Testing
     /// Links without `node:` are leased: each runs on exactly one live member, placed by the
     /// cluster; when that member is killed its links run on the other within the lease, under
     /// higher owner epochs (stored in each target), and every entry is applied exactly once.
+    /// Waits (bounded; other processes' state, so asked again until it holds) for `done`.
+    func eventually(_ what: String, within seconds: Double = 30, _ done: () async throws -> Bool) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while try await !done() {
+            guard Date() < deadline else {
+                Issue.record("not within \(seconds) s: \(what)")
+                return
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
     @Test func leasedLinksRunOnOneMemberAndMoveWhenItIsKilled() async throws {
         let nats = try await NATSTestServer()
         defer { nats.stop() }
@@ -94,17 +106,6 @@ import Testing
                   let epoch = try? await sqliteCount(path, "SELECT owner_epoch FROM orgsync_offsets WHERE link = '\(link)'")
             else { return nil }
             return (offset, epoch)
-        }
-        /// Waits (bounded; other processes' state, so asked again until it holds) for `done`.
-        func eventually(_ what: String, within seconds: Double = 30, _ done: () async throws -> Bool) async throws {
-            let deadline = Date().addingTimeInterval(seconds)
-            while try await !done() {
-                guard Date() < deadline else {
-                    Issue.record("not within \(seconds) s: \(what)")
-                    return
-                }
-                try await Task.sleep(for: .milliseconds(100))
-            }
         }
         func append(_ member: BrokerProcess, _ keys: Range<Int>) async throws {
             let lines = keys.map { #"{"org":"o","object":"Lead","op":"insert","key":"k\#($0)","ts":"t","fields":{"n":\#($0)}}"# }
@@ -220,16 +221,6 @@ import Testing
               - { name: source.bar, stream: events, adapter: sqlite, settings: { path: \(directory)/bar.sqlite } }
             """.write(toFile: path, atomically: true, encoding: .utf8)
             return try await BrokerProcess.start(arguments: ["--config", path, "--data-dir", directory + "/\(node)", "--port", "0"])
-        }
-        func eventually(_ what: String, within seconds: Double = 40, _ done: () async throws -> Bool) async throws {
-            let deadline = Date().addingTimeInterval(seconds)
-            while try await !done() {
-                guard Date() < deadline else {
-                    Issue.record("not within \(seconds) s: \(what)")
-                    return
-                }
-                try await Task.sleep(for: .milliseconds(100))
-            }
         }
         func runsSource(_ member: BrokerProcess) async throws -> Bool {
             try await get("http://127.0.0.1:\(member.port)/v1/sources/crm").0 == 200
