@@ -126,11 +126,16 @@ public final class JetStreamStreamStore: StreamStore {
             }
         }
         let fingerprint = idempotencyKey.map { _ in EntriesFingerprint(entries: entries) }
+        return try await inTurn { try await appendInTurn(entries, on: subject, key: idempotencyKey, fingerprint: fingerprint) }.outcome
+    }
+
+    /// Runs `body` with this store's publish turn (one append in flight per stream and broker).
+    private func inTurn<Result>(_ body: () async throws -> Result) async throws -> Result {
         try await chain.acquire(stream: name)
         do {
-            let outcome = try await appendInTurn(entries, key: idempotencyKey, fingerprint: fingerprint)
+            let result = try await body()
             await chain.release()
-            return outcome
+            return result
         } catch {
             await chain.release()
             throw error
@@ -169,18 +174,10 @@ public final class JetStreamStreamStore: StreamStore {
 
     private func publish(_ group: AppendGroup) async {
         do {
-            try await chain.acquire(stream: name)
+            let stored = try await inTurn { try await appendInTurn(seal(group), on: subject, key: nil, fingerprint: nil) }
+            group.finish(.success(stored.outcome.result.firstOffset))
         } catch {
-            _ = seal(group)
-            group.finish(.failure(error))
-            return
-        }
-        do {
-            let outcome = try await appendInTurn(seal(group), key: nil, fingerprint: nil)
-            await chain.release()
-            group.finish(.success(outcome.result.firstOffset))
-        } catch {
-            await chain.release()
+            _ = seal(group)  // already, unless the turn itself was refused
             group.finish(.failure(error))
         }
         knownGroupFramedBytesMax.store(await groupFramedBytesMax(), ordering: .relaxed)
@@ -217,62 +214,20 @@ public final class JetStreamStreamStore: StreamStore {
     public func appendFenced(_ entries: [[UInt8]], source: String, fence: CaptureFence) async throws -> (AppendResult, CaptureFence) {
         guard !entries.isEmpty else { throw LogError.emptyAppend }
         guard !closed.load(ordering: .relaxed) else { throw LogError.closed }
-        let subject = Self.captureSubject(for: name, source: source)
-        try await chain.acquire(stream: name)
-        do {
-            let outcome = try await appendFencedInTurn(entries, subject: subject, source: source, fence: fence)
-            await chain.release()
-            return outcome
-        } catch {
-            await chain.release()
-            throw error
-        }
-    }
-
-    private func appendFencedInTurn(_ entries: [[UInt8]], subject: String, source: String, fence: CaptureFence) async throws -> (AppendResult, CaptureFence) {
+        let captureSubject = Self.captureSubject(for: name, source: source)
         var fence = fence
-        for _ in 0..<Self.contendedAttemptsMax {
-            let tail = try await chain.knownTail { try await self.loadTail() }
-            if fence.verifiedThrough != tail.lastSequence {
-                let last = try await lastSequence(on: subject)
+        let stored = try await inTurn {
+            try await appendInTurn(entries, on: captureSubject, key: nil, fingerprint: nil) { tail in
+                // The stream moved since the fence was verified: is the source's last append still it?
+                guard fence.verifiedThrough != tail.lastSequence else { return }
+                let last = try await self.lastMessage(on: captureSubject)?.sequence ?? 0
                 guard last == fence.lastSequence else {
-                    throw CaptureFenced(stream: name, source: source, problem: "its last append is message \(last), not \(fence.lastSequence)")
+                    throw CaptureFenced(stream: self.name, source: source, problem: "its last append is message \(last), not \(fence.lastSequence)")
                 }
                 fence.verifiedThrough = tail.lastSequence
             }
-            let message = ClusterAppendMessage(
-                firstOffset: tail.endOffset, timestampMs: Int64(Date().timeIntervalSince1970 * 1000), entries: entries, fingerprint: nil)
-            let (headers, payload) = try message.encoded(compressionLevel: compressionLevel)
-            let ack: JetStreamPubAck
-            do {
-                ack = try await jetStream.publish(subject, payload: payload, expectedLastSequence: tail.lastSequence, headers: headers)
-            } catch let error as JetStreamAPIError where error.errorCode == JetStreamAPIError.wrongLastSequence {
-                await chain.forgetTail()  // another append came first: read the tail, verify the fence again
-                continue
-            } catch NATSError.payloadTooLarge(let bytes, let maxBytes) {
-                throw BrokerError.appendTooLarge(stream: name, bytes: bytes, maxBytes: maxBytes)
-            } catch let error as NATSError {
-                await chain.forgetTail()
-                throw BrokerError.streamUnavailable(stream: name, problem: Self.unknownOutcome(error, keyed: false))
-            } catch let error as JetStreamAPIError {
-                throw BrokerError.streamUnavailable(stream: name, problem: "JetStream refused the append: \(error)")
-            }
-            guard ack.stream == jetStreamName, ack.sequence == tail.lastSequence + 1 else {
-                await chain.forgetTail()
-                throw BrokerError.streamUnavailable(
-                    stream: name, problem: "JetStream acknowledged the append as \(ack.stream) \(ack.sequence), expected \(jetStreamName) \(tail.lastSequence + 1)")
-            }
-            await chain.advance(to: AppendTail(lastSequence: ack.sequence, endOffset: message.endOffset))
-            return (AppendResult(firstOffset: message.firstOffset, lastOffset: message.endOffset - 1),
-                    CaptureFence(lastSequence: ack.sequence, verifiedThrough: ack.sequence))
         }
-        throw BrokerError.streamUnavailable(
-            stream: name, problem: "\(Self.contendedAttemptsMax) appends of other brokers came first; try again")
-    }
-
-    /// The sequence of the last message on `subject` as the stream's leader has it (0: none).
-    func lastSequence(on subject: String) async throws -> UInt64 {
-        try await lastMessage(on: subject)?.sequence ?? 0
+        return (stored.outcome.result, CaptureFence(lastSequence: stored.sequence, verifiedThrough: stored.sequence))
     }
 
     /// The last message on `subject`, from the stream's leader (a replica may be behind).
@@ -284,11 +239,17 @@ public final class JetStreamStreamStore: StreamStore {
         }
     }
 
-    /// One append, with this store's publish turn held: publish after the known tail; on a
-    /// fence failure read the tail and publish again.
-    private func appendInTurn(_ entries: [[UInt8]], key: String?, fingerprint: EntriesFingerprint?) async throws -> AppendOutcome {
+    /// One append, with this store's publish turn held: publish on `subject` after the known tail;
+    /// on a fence failure read the tail and publish again. `beforePublish` is given each tail an
+    /// attempt publishes after (a capture source's fence is checked there). Returns the outcome
+    /// and the sequence of the message that holds it.
+    private func appendInTurn(
+        _ entries: [[UInt8]], on subject: String, key: String?, fingerprint: EntriesFingerprint?,
+        beforePublish: (AppendTail) async throws -> Void = { _ in }
+    ) async throws -> (outcome: AppendOutcome, sequence: UInt64) {
         for _ in 0..<Self.contendedAttemptsMax {
             let tail = try await chain.knownTail { try await self.loadTail() }
+            try await beforePublish(tail)
             let message = ClusterAppendMessage(
                 firstOffset: tail.endOffset, timestampMs: Int64(Date().timeIntervalSince1970 * 1000), entries: entries,
                 fingerprint: fingerprint)
@@ -315,7 +276,7 @@ public final class JetStreamStreamStore: StreamStore {
             }
             if ack.duplicate, let key, let fingerprint {
                 // Not stored: the key's first append is at `ack.sequence`. Its answer is ours.
-                return .replayed(try await replay(key: key, fingerprint: fingerprint, sequence: ack.sequence))
+                return (.replayed(try await replay(key: key, fingerprint: fingerprint, sequence: ack.sequence)), ack.sequence)
             }
             guard ack.sequence == tail.lastSequence + 1 else {
                 await chain.forgetTail()
@@ -323,7 +284,7 @@ public final class JetStreamStreamStore: StreamStore {
                     stream: name, problem: "JetStream stored the append at sequence \(ack.sequence), expected \(tail.lastSequence + 1)")
             }
             await chain.advance(to: AppendTail(lastSequence: ack.sequence, endOffset: message.endOffset))
-            return .appended(AppendResult(firstOffset: message.firstOffset, lastOffset: message.endOffset - 1))
+            return (.appended(AppendResult(firstOffset: message.firstOffset, lastOffset: message.endOffset - 1)), ack.sequence)
         }
         throw BrokerError.streamUnavailable(
             stream: name, problem: "\(Self.contendedAttemptsMax) appends of other brokers came first; try again")
