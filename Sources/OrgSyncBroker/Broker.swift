@@ -59,7 +59,7 @@ public final class Broker: Sendable {
         let links = try LinkHost(
             configuration: hosted, dataDirectory: dataDirectory, streams: streams,
             registry: registry, environment: environment, logger: logger, observer: metrics, ownership: ownership,
-            sources: sources, leasedRunning: leasedRunning)
+            sources: sources.factory, leasedRunning: leasedRunning)
         self.links = links
         // After the links exist and before they run: a new target's queue starts at each sync log's end.
         let targets = try configuration.notificationSettings(environment: environment)

@@ -16,23 +16,22 @@ import Synchronization
 /// a leased link is never left held and stopped.
 final class LeasedLinks: Sendable {
     let factory: LinkFactory
-    let sources: SourceFactory?
+    let sources: SourceFactory
     /// The leased sources' lease keys, and each one's source.
     let sourceKeys: [String: String]
     let ownership: any LinkOwnership
     let logger: Logger
     private let current: LeasedRunning
 
-    init(factory: LinkFactory, sources: SourceFactory?, sourceKeys: [String: String], ownership: any LinkOwnership, running: LeasedRunning,
-         logger: Logger) {
+    init(factory: LinkFactory, sources: SourceFactory, ownership: any LinkOwnership, running: LeasedRunning, logger: Logger) {
         self.factory = factory
         self.sources = sources
-        self.sourceKeys = sourceKeys
+        let configuration = sources.configuration
+        self.sourceKeys = Dictionary(uniqueKeysWithValues: configuration.leasedSources.map { (configuration.leaseKey(source: $0.name), $0.name) })
         self.ownership = ownership
         self.current = running
         self.logger = logger
     }
-
 
     /// A leased link's or source's supervisor (with the source's name).
     enum Supervisor: Sendable {
@@ -134,7 +133,7 @@ final class LeasedLinks: Sendable {
 
     private func start(_ name: String, epoch: UInt64) throws -> Running {
         let supervisor: Supervisor
-        if let source = sourceKeys[name], let sources {
+        if let source = sourceKeys[name] {
             supervisor = .source(source, try sources.make(source, ownerEpoch: epoch))
         } else {
             supervisor = .link(try factory.make(name, ownerEpoch: epoch))

@@ -27,12 +27,12 @@ public final class LinkHost: Sendable {
 
     /// Creates every pinned link (adapters are created, not yet connected: that is the
     /// supervisor's first `open`); leased links are created each time their lease is taken, and
-    /// so are the leased sources of `sources` (run here beside the leased links).
+    /// so are the leased sources, by `sources` (run here beside the leased links).
     /// Throws naming the link when its adapter is unknown or misconfigured.
     init(configuration: BrokerConfiguration, dataDirectory: String, streams: [String: any StreamStore],
          registry: PluginRegistry, environment: [String: String], logger: Logger,
          observer: (any LinkObserver)? = nil, ownership: (any LinkOwnership)? = nil,
-         sources: SourceHost, leasedRunning: LeasedRunning) throws {
+         sources: SourceFactory, leasedRunning: LeasedRunning) throws {
         let factory = try LinkFactory(
             configuration: configuration, dataDirectory: dataDirectory, streams: streams, registry: registry,
             environment: environment, logger: logger, observer: observer)
@@ -52,10 +52,7 @@ public final class LinkHost: Sendable {
                 throw ConfigurationError(
                     field: "cluster", problem: "leased links and sources (without node:) need the cluster's leases, which were not opened")
             }
-            leased = LeasedLinks(
-                factory: factory, sources: configuration.leasedSources.isEmpty ? nil : sources.factory,
-                sourceKeys: Dictionary(uniqueKeysWithValues: configuration.leasedSources.map { (configuration.leaseKey(source: $0.name), $0.name) }),
-                ownership: ownership, running: leasedRunning, logger: logger)
+            leased = LeasedLinks(factory: factory, sources: sources, ownership: ownership, running: leasedRunning, logger: logger)
         }
         var roster = SupervisorRoster(
             supervisors: supervisors, names: configuration.links.map(\.name), directories: directories,
