@@ -216,24 +216,16 @@ public actor SourceSupervisor {
         }
         if let fenced = sink.failure() as? CaptureFenced {
             // Another writer (the member the source moved to, or the one it moved from) appended
-            // first: nothing of the refused append is stored. Read the position again, and start
-            // the next round afresh from what the database has not had acknowledged.
+            // first: nothing of the refused append is stored.
             fencedAppends &+= 1
             lastError = "\(fenced)"
             logger.warning("append fenced; reading the source's position in the stream again", metadata: ["reason": "\(fenced.problem)"])
-            try await recoverPositionWhenTheStoreAnswers()
-            hintStored = nil
-            driver.closeRequested = true
-            return nil
+            return try await readThePositionAgain()
         }
         if let unavailable = sink.failure() as? LinkStoreUnavailable {
-            // NATS failed during an append (stored or not: unknown) or before it: wait, read the
-            // position again — it tells which — and start the next round afresh.
+            // NATS failed during an append (stored or not: unknown) or before it: wait first.
             try await clock.sleep(untilMs: clock.nowMs() &+ storeCannotAnswer(unavailable, "cannot append now; reading the position again"))
-            try await recoverPositionWhenTheStoreAnswers()
-            hintStored = nil
-            driver.closeRequested = true
-            return nil
+            return try await readThePositionAgain()
         }
         if let failure = sink.failure() {
             if failure is CancellationError, Task.isCancelled { return nil }  // stopping, not failing
@@ -260,6 +252,16 @@ public actor SourceSupervisor {
             handle(.applyFailed(reason: Self.describe(error)))
             return nil
         }
+    }
+
+    /// After an append that stored nothing (fenced) or whose outcome is unknown: reads the
+    /// position again — it tells what is stored — and makes the next round start afresh from what
+    /// the database has not had acknowledged. The round counts as not done (nil).
+    private func readThePositionAgain() async throws -> CaptureRound? {
+        try await recoverPositionWhenTheStoreAnswers()
+        hintStored = nil
+        driver.closeRequested = true
+        return nil
     }
 
     private func probe(_ probeID: UInt64) async {
