@@ -24,16 +24,28 @@ func addClusterRoutes(to routes: RouteGroups, broker: Broker) {
         return jsonResponse(ClusterBody(
             node: cluster.node, leaseMs: cluster.leaseMs, members: view.members,
             links: broker.configuration.links.map { link in
-                if let node = link.node { return ClusterLinkBody(link: link.name, placement: "pinned", owner: node, ownerEpoch: nil) }
-                let holder = view.holders[link.name]
-                return ClusterLinkBody(
-                    link: link.name, placement: "leased", owner: holder?.owner, ownerEpoch: holder.flatMap { $0.epoch == 0 ? nil : $0.epoch })
+                let placed = Placement(node: link.node, holder: view.holders[link.name])
+                return ClusterLinkBody(link: link.name, placement: placed.placement, owner: placed.owner, ownerEpoch: placed.ownerEpoch)
             },
             sources: broker.configuration.sources.map { source in
-                if let node = source.node { return ClusterSourceBody(source: source.name, placement: "pinned", owner: node, ownerEpoch: nil) }
-                let holder = view.holders[broker.configuration.leaseKey(source: source.name)]
-                return ClusterSourceBody(
-                    source: source.name, placement: "leased", owner: holder?.owner, ownerEpoch: holder.flatMap { $0.epoch == 0 ? nil : $0.epoch })
+                let placed = Placement(node: source.node, holder: view.holders[broker.configuration.leaseKey(source: source.name)])
+                return ClusterSourceBody(source: source.name, placement: placed.placement, owner: placed.owner, ownerEpoch: placed.ownerEpoch)
             }))
+    }
+}
+
+/// Where a link or source runs: pinned to the member it names, or leased to its lease's holder
+/// (none between two holders; no epoch in the instant the holder has not written it yet).
+private struct Placement {
+    var placement: String
+    var owner: String?
+    var ownerEpoch: UInt64?
+
+    init(node: String?, holder: LeaseHolder?) {
+        if let node {
+            (placement, owner, ownerEpoch) = ("pinned", node, nil)
+        } else {
+            (placement, owner, ownerEpoch) = ("leased", holder?.owner, holder.flatMap { $0.epoch == 0 ? nil : $0.epoch })
+        }
     }
 }
