@@ -98,13 +98,14 @@ let package = Package(
             swiftSettings: ours
         ),
         // A NATS client on SwiftNIO (no Swift NATS client among the packages we use): the core
-        // protocol (pure parser and encoder), request/reply, and JetStream streams, publish with
-        // acknowledgement and reads. The seam of the cluster work (issue 18); no broker code yet.
+        // protocol (pure parser and encoder), TLS and credentials, request/reply, and JetStream
+        // streams, publish with acknowledgement and reads. No broker code.
         .target(
             name: "OrgSyncNATS",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: ours
         ),
@@ -139,6 +140,7 @@ let package = Package(
                 "OrgSyncNATS",
                 "OrgSyncPluginAPI",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: ours
         ),
@@ -317,14 +319,17 @@ let package = Package(
         ),
         .testTarget(
             name: "OrgSyncNATSTests",
-            dependencies: ["OrgSyncNATS", "OrgSyncCore", "OrgSyncTestSupport", "OrgSyncTestNATS", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "OrgSyncNATS", "OrgSyncCore", "OrgSyncTestSupport", "OrgSyncTestNATS", "OrgSyncTestCertificates",
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(
             name: "OrgSyncClusterTests",
             dependencies: [
                 "OrgSyncCluster", "OrgSyncBroker", "OrgSyncCore", "OrgSyncLog", "OrgSyncNATS", "OrgSyncPluginAPI",
-                "OrgSyncTestSupport", "OrgSyncTestNATS", .product(name: "Logging", package: "swift-log"),
+                "OrgSyncTestSupport", "OrgSyncTestNATS", "OrgSyncTestCertificates", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

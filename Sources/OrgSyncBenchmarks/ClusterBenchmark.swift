@@ -71,7 +71,7 @@ struct ClusterBenchmark: AsyncParsableCommand {
             for batch in batchSizes {
                 let raw = try await measureRawPublish(entries, cluster: cluster, producers: producerCount, batch: batch)
                 configuration.streams[0].name = "c\(producerCount)x\(batch)"
-                let member = try await ClusterStreams.open(configuration: configuration, cluster: clusterSettings, logger: logger)
+                let member = try await ClusterStreams.open(configuration: configuration, cluster: clusterSettings, environment: [:], logger: logger)
                 let store = try member.stores[configuration.streams[0].name] ?? { throw ValidationErrorText("no store") }()
                 let ours = try await measure(entries, producers: producerCount, batch: batch, mode: "cluster append R3") { slice in
                     _ = try await store.append(slice, idempotencyKey: nil)
@@ -96,7 +96,7 @@ struct ClusterBenchmark: AsyncParsableCommand {
         var openMs: [UInt64] = []
         for _ in 0..<5 {
             let t0 = nowNs()
-            let member = try await ClusterStreams.open(configuration: configuration, cluster: clusterSettings, logger: logger)
+            let member = try await ClusterStreams.open(configuration: configuration, cluster: clusterSettings, environment: [:], logger: logger)
             let store = try member.stores[configuration.streams[0].name] ?? { throw ValidationErrorText("no store") }()
             _ = await store.linkSource().endOffset()
             openMs.append(nowNs() - t0)

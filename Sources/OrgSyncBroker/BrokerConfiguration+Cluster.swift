@@ -6,8 +6,8 @@ extension BrokerConfiguration {
     public struct Cluster: Sendable, Codable, Hashable {
         /// This member's name, unique in the cluster (letters, digits, `-`, `_`).
         public var node: String
-        /// NATS servers of the cluster, `nats://host:port` or `host:port`; the first that
-        /// answers is used, the others when it fails.
+        /// NATS servers of the cluster, `nats://host:port`, `tls://host:port` or `host:port`; the
+        /// first that answers is used, the others when it fails.
         public var natsUrls: [String]
         /// JetStream replicas of every stream: 3 (an acknowledged append is on a quorum of 2)
         /// unless the NATS cluster is smaller.
@@ -16,13 +16,31 @@ extension BrokerConfiguration {
         public var leaseMs: Int = 10_000
         /// How long one JetStream call may take before it fails, ms.
         public var requestTimeoutMs: Int = 5_000
+        /// TLS to the NATS servers (nats-server's `tls {}`); a `tls://` URL turns it on with
+        /// the system's roots. Nil and no `tls://`: plain TCP.
+        public var tls: ClusterTLS?
+        /// NATS user (nats-server's `authorization { user, password }`), with exactly one of
+        /// `password` and `password_env`.
+        public var user: String?
+        /// The user's password, inline. Prefer `password_env`.
+        public var password: String?
+        public var passwordEnv: String?
+        /// A NATS token (`authorization { token }`), instead of a user: inline, or (preferred)
+        /// `token_env`.
+        public var token: String?
+        public var tokenEnv: String?
+        /// Reach a NATS server that is not on this machine without TLS. Refused unless set: only
+        /// for a network that is private.
+        public var allowPlaintext: Bool = false
 
         public init(node: String, natsUrls: [String]) {
             self.node = node
             self.natsUrls = natsUrls
         }
 
-        enum CodingKeys: String, CodingKey, CaseIterable { case node, natsUrls, replicas, leaseMs, requestTimeoutMs }
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case node, natsUrls, replicas, leaseMs, requestTimeoutMs, tls, user, password, passwordEnv, token, tokenEnv, allowPlaintext
+        }
 
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -31,6 +49,74 @@ extension BrokerConfiguration {
             replicas = try c.value(.replicas, 3)
             leaseMs = try c.value(.leaseMs, 10_000)
             requestTimeoutMs = try c.value(.requestTimeoutMs, 5_000)
+            tls = try c.decodeIfPresent(ClusterTLS.self, forKey: .tls)
+            user = try c.decodeIfPresent(String.self, forKey: .user)
+            password = try c.decodeIfPresent(String.self, forKey: .password)
+            passwordEnv = try c.decodeIfPresent(String.self, forKey: .passwordEnv)
+            token = try c.decodeIfPresent(String.self, forKey: .token)
+            tokenEnv = try c.decodeIfPresent(String.self, forKey: .tokenEnv)
+            allowPlaintext = try c.value(.allowPlaintext, false)
+        }
+
+        /// `cluster.tls`: how a member checks the NATS servers and, when they check clients,
+        /// which certificate it shows. Paths are relative to where `orgsync serve` runs.
+        public struct ClusterTLS: Sendable, Codable, Hashable {
+            /// PEM CA certificates the servers' certificates must be signed by; nil: the system's.
+            public var caFile: String?
+            /// PEM client certificate chain, for servers that verify clients (`verify: true`).
+            public var certFile: String?
+            /// PEM private key of `cert_file`.
+            public var keyFile: String?
+
+            public init(caFile: String? = nil, certFile: String? = nil, keyFile: String? = nil) {
+                self.caFile = caFile
+                self.certFile = certFile
+                self.keyFile = keyFile
+            }
+
+            enum CodingKeys: String, CodingKey, CaseIterable { case caFile, certFile, keyFile }
+        }
+
+        /// Whether the connections to NATS are TLS: `tls:` is set, or a URL is `tls://`.
+        public var usesTLS: Bool { tls != nil || natsUrls.contains { $0.hasPrefix("tls://") } }
+
+        /// What the member authenticates to NATS with, secrets resolved from the environment.
+        public enum Credentials: Sendable, Hashable {
+            case none
+            case user(String, password: String)
+            case token(String)
+        }
+
+        /// The credentials, with `password_env`/`token_env` read from `environment` (the
+        /// configuration's one `_env` rule).
+        ///
+        /// - Throws: ``ConfigurationError`` naming the field: a user without a password, both a
+        ///   user and a token, a secret set twice or its variable unset.
+        public func credentials(environment: [String: String]) throws -> Credentials {
+            func fail(_ field: String, _ problem: String) -> ConfigurationError { ConfigurationError(field: "cluster.\(field)", problem: problem) }
+            func secret(_ inline: String?, _ variable: String?, _ name: String) throws -> String? {
+                switch (inline, variable) {
+                case (nil, nil): return nil
+                case (let value?, nil):
+                    guard !value.isEmpty else { throw fail(name, "must not be empty") }
+                    return value
+                case (nil, let variable?):
+                    return try BrokerConfiguration.environmentValue(of: variable, field: "cluster.\(name)_env", environment: environment)
+                default: throw fail(name, "set one of \(name) and \(name)_env, not both")
+                }
+            }
+            let password = try secret(self.password, passwordEnv, "password")
+            let token = try secret(self.token, tokenEnv, "token")
+            switch (user, password, token) {
+            case (nil, nil, nil): return .none
+            case (let user?, let password?, nil):
+                guard !user.isEmpty else { throw fail("user", "must not be empty") }
+                return .user(user, password: password)
+            case (nil, nil, let token?): return .token(token)
+            case (_, _, _?): throw fail("token", "a token is instead of a user and password: set one or the other")
+            case (_?, nil, nil): throw fail("user", "needs password or password_env")
+            case (nil, _?, nil): throw fail("password", "needs user")
+            }
         }
 
         /// Bounds of the settings.
@@ -44,10 +130,10 @@ extension BrokerConfiguration {
             public var port: Int
         }
 
-        /// `nats://host:port`, `host:port` or `host` (port 4222).
+        /// `nats://host:port`, `tls://host:port`, `host:port` or `host` (port 4222).
         public static func address(_ url: String) -> Address? {
             var rest = Substring(url)
-            if rest.hasPrefix("nats://") { rest = rest.dropFirst("nats://".count) }
+            for scheme in ["nats://", "tls://"] where rest.hasPrefix(scheme) { rest = rest.dropFirst(scheme.count) }
             guard !rest.isEmpty, !rest.contains("/"), !rest.contains("@") else { return nil }
             let parts = rest.split(separator: ":", omittingEmptySubsequences: false)
             guard parts.count <= 2, let host = parts.first, !host.isEmpty else { return nil }
@@ -59,14 +145,31 @@ extension BrokerConfiguration {
         /// The servers' addresses, in the configured order.
         public var addresses: [Address] { natsUrls.compactMap(Self.address) }
 
-        func validate() throws {
+        func validate(environment: [String: String]) throws {
             func fail(_ field: String, _ problem: String) -> ConfigurationError { ConfigurationError(field: "cluster.\(field)", problem: problem) }
             guard !node.isEmpty, node.utf8.count <= 64,
                   node.utf8.allSatisfy({ $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || (48...57).contains($0) || (65...90).contains($0) || (97...122).contains($0) })
             else { throw fail("node", "use letters, digits, '-', '_' (at most 64)") }
             guard !natsUrls.isEmpty else { throw fail("nats_urls", "needs at least one NATS server") }
             for (i, url) in natsUrls.enumerated() where Self.address(url) == nil {
-                throw fail("nats_urls[\(i)]", "must be nats://host:port, host:port or host (no user or path)")
+                throw fail("nats_urls[\(i)]", "must be nats://host:port, tls://host:port, host:port or host (no user or path: credentials go in cluster.user and cluster.password_env, or cluster.token_env)")
+            }
+            let credentials = try credentials(environment: environment)
+            if let tls {
+                for (field, path) in [("ca_file", tls.caFile), ("cert_file", tls.certFile), ("key_file", tls.keyFile)] where path?.isEmpty == true {
+                    throw fail("tls.\(field)", "must name a PEM file, or be left out")
+                }
+                if (tls.certFile == nil) != (tls.keyFile == nil) {
+                    throw fail(tls.certFile == nil ? "tls.cert_file" : "tls.key_file", "a client certificate needs both cert_file and key_file")
+                }
+            }
+            if !usesTLS, !allowPlaintext, let remote = addresses.first(where: { !BrokerConfiguration.isLoopback(host: $0.host) }) {
+                let what = credentials == .none ? "entries" : "entries and the NATS credentials"
+                throw fail("tls", """
+                    NATS server \(remote.host) is not on this machine and cluster.tls is not set: \(what) would \
+                    cross the network in clear text. Set cluster.tls (ca_file for a private CA) with TLS on the \
+                    nats-servers, or, on a network that is private, set cluster.allow_plaintext: true
+                    """)
             }
             guard Self.replicasRange.contains(replicas) else { throw fail("replicas", "must be \(Self.replicasRange.lowerBound)...\(Self.replicasRange.upperBound)") }
             guard Self.leaseMsRange.contains(leaseMs) else {
@@ -130,8 +233,8 @@ extension BrokerConfiguration {
     }
 
     /// The cluster's settings, and what its streams cannot do yet.
-    func validateCluster(_ cluster: Cluster) throws {
-        try cluster.validate()
+    func validateCluster(_ cluster: Cluster, environment: [String: String]) throws {
+        try cluster.validate(environment: environment)
         var jetStreamNames: [String: String] = [:]
         for (i, stream) in streams.enumerated() {
             // JetStream names cannot hold '.': it becomes '_', and two names may then meet.

@@ -394,7 +394,7 @@ extension BrokerConfiguration {
             }
         }
         _ = try notificationSettings(environment: environment)
-        if let cluster { try validateCluster(cluster) }
+        if let cluster { try validateCluster(cluster, environment: environment) }
         try validatePlacement()
         if auth.enabled {
             guard !auth.tokens.isEmpty || !auth.clientCertificates.isEmpty else {
@@ -540,6 +540,7 @@ private func rejectUnknownKeys(_ yaml: String) throws {
         "sources[].supervisor": fields(C.Supervisor.CodingKeys.self),
         "notifications[]": fields(C.Notification.CodingKeys.self),
         "cluster": fields(C.Cluster.CodingKeys.self),
+        "cluster.tls": fields(C.Cluster.ClusterTLS.CodingKeys.self),
     ]
     func check(_ node: Node, allowed: Set<String>, path: String, template: String) throws {
         guard let mapping = node.mapping else { return }

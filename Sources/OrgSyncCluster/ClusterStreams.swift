@@ -24,18 +24,14 @@ public struct ClusterStreams: Sendable {
     /// lost), makes what is missing of the buckets and of every configured stream's JetStream
     /// stream, and opens a store for each.
     ///
-    /// - Throws: `NATSError` when no server answers; `JetStreamAPIError` when JetStream refuses
-    ///   (a stream that exists with another configuration, too few servers for the replicas).
-    public static func open(configuration: BrokerConfiguration, cluster: BrokerConfiguration.Cluster, logger: Logger) async throws -> ClusterStreams {
-        let addresses = cluster.addresses
-        guard let first = addresses.first else {
-            throw ConfigurationError(field: "cluster.nats_urls", problem: "needs at least one NATS server")
-        }
-        var options = NATSConnectionOptions(host: first.host, port: first.port)
-        options.alternates = addresses.dropFirst().map { ($0.host, $0.port) }
-        options.name = "orgsync-" + cluster.node
-        options.reconnect = NATSReconnectPolicy()
-        options.connectTimeoutMs = cluster.requestTimeoutMs
+    /// - Throws: ``ConfigurationError`` for credentials or TLS files that do not do;
+    ///   `NATSError` when no server answers (or refuses the handshake: TLS, credentials);
+    ///   `JetStreamAPIError` when JetStream refuses (a stream that exists with another
+    ///   configuration, too few servers for the replicas).
+    public static func open(
+        configuration: BrokerConfiguration, cluster: BrokerConfiguration.Cluster, environment: [String: String], logger: Logger
+    ) async throws -> ClusterStreams {
+        let options = try cluster.connectionOptions(environment: environment)
         let connection = try await NATSConnection.connect(options)
         do {
             let jetStream = JetStream(connection: connection, timeoutMs: cluster.requestTimeoutMs)

@@ -5,6 +5,10 @@ import Foundation
 #endif
 import NIOCore
 import NIOPosix
+import NIOSSL
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Where and how to connect.
 public struct NATSConnectionOptions: Sendable {
@@ -15,7 +19,14 @@ public struct NATSConnectionOptions: Sendable {
     public var user: String?
     /// Kept out of every error and description.
     public var password: String?
+    /// Kept out of every error and description.
     public var token: String?
+    /// TLS to every server: nil, plain TCP (a server that requires TLS is refused, saying so);
+    /// set, the connection turns to TLS right after the server's INFO (nats-server's `tls {}`),
+    /// the server's certificate is verified against the configuration's roots and its host (a
+    /// DNS name, or an IP address in the certificate), and a server that offers no TLS is
+    /// refused — never a silent fall back to plain text.
+    public var tls: TLSConfiguration?
     /// Bound on TCP connect plus the handshake (INFO, CONNECT, PING → PONG).
     public var connectTimeoutMs = 5_000
     /// The largest message taken from the server, bytes. JetStream's answers are not held to the
@@ -127,7 +138,8 @@ public struct NATSSubscription: AsyncSequence, Sendable {
 /// their timeout; then every subscription is made again (same sid) before the held publishes go.
 /// Without a policy a lost connection ends every call with ``NATSError/closed(_:)``.
 ///
-/// Not yet: TLS, server pools.
+/// Not yet: server pools (the servers a server's INFO names beside the configured ones), NKEYs
+/// and credentials files.
 public actor NATSConnection {
     public nonisolated let options: NATSConnectionOptions
     /// The server's INFO (the latest, when it sent a new one).
@@ -177,6 +189,8 @@ public actor NATSConnection {
     /// Which connection the reading task serves: a lost old one must not touch a new one.
     private var generation: UInt64 = 0
     private var parser: NATSParser
+    /// Made from ``NATSConnectionOptions/tls`` at the first handshake that needs it.
+    private var tlsContext: NIOSSLContext?
     private var outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>?
     private var channel: (any Channel)?
     private var readTask: Task<Void, Never>?
@@ -272,18 +286,80 @@ public actor NATSConnection {
                 return .info(continuation)
             }
         }
-        guard !info.tlsRequired else { throw NATSError.handshakeFailed("the server requires TLS, which this client does not speak yet") }
+        if let tls = options.tls {
+            guard info.tlsRequired || info.tlsAvailable else {
+                throw NATSError.handshakeFailed("\(server.host):\(server.port) offers no TLS, and this client takes only TLS")
+            }
+            try await startTLS(tls, host: server.host)
+        } else if info.tlsRequired {
+            throw NATSError.handshakeFailed("\(server.host):\(server.port) requires TLS, and this client is not set up for it")
+        }
         serverInfo = info
         let connect = NATSWire.connect(try connectJSON(info))
         // A PING goes with CONNECT: its PONG says the server took it. The waiter is in place
         // before the bytes go, so a PONG that comes back at once finds it.
-        let _: Void = try await wait(for: "the server to accept CONNECT", timeoutMs: options.connectTimeoutMs) { id, continuation in
-            pongQueue.append(id)
-            Task {
-                do { try await self.write(connect) } catch { self.fail(id, error) }
+        do {
+            let _: Void = try await wait(for: "the server to accept CONNECT", timeoutMs: options.connectTimeoutMs) { id, continuation in
+                pongQueue.append(id)
+                Task {
+                    do {
+                        try await self.write(connect)
+                    } catch {
+                        // A channel that is closing (a TLS handshake refused, the server gone) fails
+                        // this wait with its own reason, which says more than the write's.
+                        if self.channel?.isActive == true { self.fail(id, error) }
+                    }
+                }
+                return .pong(continuation)
             }
-            return .pong(continuation)
+        } catch NATSError.closed(let why) where options.tls != nil {
+            throw NATSError.handshakeFailed("TLS with \(server.host):\(server.port): \(why)" + Self.tlsHint(why, host: server.host))
         }
+    }
+
+    /// What a TLS failure most likely means, for the two an operator meets first.
+    static func tlsHint(_ why: String, host: String) -> String {
+        if why.contains("failedToValidateHostname") { return " (the server's certificate does not name \(host))" }
+        if why.contains("CERTIFICATE_VERIFY_FAILED") { return " (the server's certificate is not signed by a root this client trusts, or is out of date)" }
+        if why.contains("BAD_CERTIFICATE") || why.contains("CERTIFICATE_REQUIRED") {
+            return " (the server did not accept this client's certificate, or wants one)"
+        }
+        return ""
+    }
+
+    /// Puts TLS between the socket and the protocol: the server waits for the client's hello
+    /// after its INFO, so nothing else is in flight. What is written next (CONNECT) waits for the
+    /// handshake; a handshake that fails ends the channel, and the CONNECT's wait with it.
+    private func startTLS(_ configuration: TLSConfiguration, host: String) async throws {
+        let context: NIOSSLContext
+        if let tlsContext {
+            context = tlsContext
+        } else {
+            do {
+                context = try NIOSSLContext(configuration: configuration)
+            } catch {
+                throw NATSError.handshakeFailed("TLS cannot be set up: \(error)")
+            }
+            tlsContext = context
+        }
+        // SNI and the name checked are the host's; an IP address is checked against the
+        // certificate's IP addresses instead (and cannot be sent as SNI).
+        let hostname: String? = Self.isIPAddress(host) ? nil : host
+        guard let channel else { throw NATSError.closed("the channel closed before TLS started") }
+        do {
+            try await channel.eventLoop.submit {
+                try channel.pipeline.syncOperations.addHandler(
+                    try NIOSSLClientHandler(context: context, serverHostname: hostname), position: .first)
+            }.get()
+        } catch {
+            throw NATSError.handshakeFailed("TLS cannot start: \(error)")
+        }
+    }
+
+    static func isIPAddress(_ host: String) -> Bool {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        return host.withCString { inet_pton(AF_INET, $0, &v4) == 1 || inet_pton(AF_INET6, $0, &v6) == 1 }
     }
 
     private struct ConnectOptions: Encodable {

@@ -26,15 +26,18 @@ public struct NATSServerInfo: Sendable, Hashable, Decodable {
     public var maxPayloadBytes: Int
     public var jetStream: Bool
     public var authRequired: Bool
+    /// The server takes only TLS: the client upgrades right after this INFO.
     public var tlsRequired: Bool
+    /// The server takes TLS and plain connections alike (its `allow_non_tls`).
+    public var tlsAvailable: Bool
 
     enum CodingKeys: String, CodingKey {
         case serverID = "server_id", version, headers, maxPayloadBytes = "max_payload", jetStream = "jetstream"
-        case authRequired = "auth_required", tlsRequired = "tls_required"
+        case authRequired = "auth_required", tlsRequired = "tls_required", tlsAvailable = "tls_available"
     }
 
     public init(serverID: String, version: String, headers: Bool, maxPayloadBytes: Int, jetStream: Bool = false,
-                authRequired: Bool = false, tlsRequired: Bool = false) {
+                authRequired: Bool = false, tlsRequired: Bool = false, tlsAvailable: Bool = false) {
         self.serverID = serverID
         self.version = version
         self.headers = headers
@@ -42,6 +45,7 @@ public struct NATSServerInfo: Sendable, Hashable, Decodable {
         self.jetStream = jetStream
         self.authRequired = authRequired
         self.tlsRequired = tlsRequired
+        self.tlsAvailable = tlsAvailable
     }
 
     public init(from decoder: any Decoder) throws {
@@ -53,6 +57,7 @@ public struct NATSServerInfo: Sendable, Hashable, Decodable {
         jetStream = try c.decodeIfPresent(Bool.self, forKey: .jetStream) ?? false
         authRequired = try c.decodeIfPresent(Bool.self, forKey: .authRequired) ?? false
         tlsRequired = try c.decodeIfPresent(Bool.self, forKey: .tlsRequired) ?? false
+        tlsAvailable = try c.decodeIfPresent(Bool.self, forKey: .tlsAvailable) ?? false
     }
 }
 

@@ -104,7 +104,8 @@ struct ServeCommand: AsyncParsableCommand {
         var leases: LinkLeases?
         if let cluster = configuration.cluster {
             do {
-                clusterStreams = try await ClusterStreams.open(configuration: configuration, cluster: cluster, logger: logger)
+                clusterStreams = try await ClusterStreams.open(
+                    configuration: configuration, cluster: cluster, environment: ProcessInfo.processInfo.environment, logger: logger)
                 let leased = configuration.leaseKeys
                 if let jetStream = clusterStreams?.jetStream, !leased.isEmpty {
                     leases = try await LinkLeases.open(

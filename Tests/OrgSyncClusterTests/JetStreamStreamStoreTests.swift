@@ -6,6 +6,7 @@ import OrgSyncCore
 import OrgSyncLog
 import OrgSyncNATS
 import OrgSyncPluginAPI
+import OrgSyncTestCertificates
 import OrgSyncTestNATS
 import OrgSyncTestSupport
 import Testing
@@ -29,7 +30,7 @@ import Testing
     /// A broker's streams on the cluster at `urls`.
     static func member(_ urls: [String], node: String, replicas: Int = 1) async throws -> ClusterStreams {
         let configuration = configuration(urls: urls, node: node, replicas: replicas)
-        return try await ClusterStreams.open(configuration: configuration, cluster: try #require(configuration.cluster), logger: logger)
+        return try await ClusterStreams.open(configuration: configuration, cluster: try #require(configuration.cluster), environment: [:], logger: logger)
     }
 
     static func entry(_ id: String) -> [UInt8] {
@@ -97,6 +98,42 @@ import Testing
             #expect(try await Self.readAll(store, from: 3).map(\.key) == Array(expected.dropFirst(3)))
             #expect(try await store.linkSource().read(from: 48, maxCount: 10).map(\.key) == [expected[48]])
             #expect(try await store.linkSource().read(from: 49, maxCount: 10).isEmpty)
+        }
+    }
+
+    /// `cluster.tls` and credentials as a member uses them: the member's own connection options
+    /// (``BrokerConfiguration/Cluster/connectionOptions(environment:)``), a DNS name checked
+    /// against the server's certificate, a password from the environment.
+    @Test func aMemberReachesNATSOverTLSWithAPasswordFromTheEnvironment() async throws {
+        let authority = try TestCertificates(directory: try makeTemporaryDirectory("orgsync-cluster-tls"))
+        let certificate = try authority.issue("nats", hosts: ["127.0.0.1", "localhost"])
+        let port = try NATSTestServer.freePort()
+        let environment = ["ORGSYNC_NATS_PASSWORD": "s3cret-pw"]
+        var configuration = Self.configuration(urls: ["tls://localhost:\(port)"], node: "a", replicas: 1)
+        configuration.cluster?.tls = .init(caFile: authority.caFile)
+        configuration.cluster?.user = "orgsync"
+        configuration.cluster?.passwordEnv = "ORGSYNC_NATS_PASSWORD"
+        let cluster = try #require(configuration.cluster)
+        let server = try await NATSTestServer(
+            port: port,
+            extraArguments: ["--tls", "--tlscert", certificate.certificateFile, "--tlskey", certificate.keyFile, "--user", "orgsync", "--pass", "s3cret-pw"],
+            client: try cluster.connectionOptions(environment: environment))
+        defer { server.stop() }
+
+        let member = try await ClusterStreams.open(configuration: configuration, cluster: cluster, environment: environment, logger: Self.logger)
+        let store = try #require(member.stores["events"])
+        let result = try await store.append(["t1", "t2", "t3"].map(Self.entry), idempotencyKey: "over-tls").result
+        #expect(result.firstOffset == 0 && result.count == 3)
+        #expect(try await Self.readAll(store).map(\.key) == ["t1", "t2", "t3"])
+        await member.close()
+
+        do {
+            let wrong = try await ClusterStreams.open(
+                configuration: configuration, cluster: cluster, environment: ["ORGSYNC_NATS_PASSWORD": "wrong-pw-9"], logger: Self.logger)
+            await wrong.close()
+            Issue.record("a wrong password was taken")
+        } catch {
+            #expect("\(error)".contains("Authorization Violation") && !"\(error)".contains("wrong-pw-9"), "\(error)")
         }
     }
 

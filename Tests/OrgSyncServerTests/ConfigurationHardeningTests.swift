@@ -93,6 +93,19 @@ import Testing
         ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], lease_ms: 10 }", "cluster.lease_ms"),
         ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], request_timeout_ms: \(int64Max) }", "cluster.request_timeout_ms"),
         ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], leader: a }", "cluster.leader"),
+        // NATS on another machine in clear text, unless said so; credentials and TLS files.
+        ("cluster: { node: a, nats_urls: [\"127.0.0.1\", \"nats://10.0.0.2:4222\"] }", "cluster.tls"),
+        ("cluster: { node: a, nats_urls: [\"nats-1.example.net\"], user: u, password: p }", "cluster.tls"),
+        ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], user: u }", "cluster.user"),
+        ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], user: \"\", password: p }", "cluster.user"),
+        ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], password: p }", "cluster.password"),
+        ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], user: u, password: p, password_env: P }", "cluster.password"),
+        ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], user: u, password: p, token: t }", "cluster.token"),
+        ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], token_env: ORGSYNC_TEST_UNSET_TOKEN }", "cluster.token_env"),
+        ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], tls: { cert_file: c.pem } }", "cluster.tls.key_file"),
+        ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], tls: { key_file: k.pem } }", "cluster.tls.cert_file"),
+        ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], tls: { ca_file: \"\" } }", "cluster.tls.ca_file"),
+        ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], tls: { verify: true } }", "cluster.tls.verify"),
         ("\(cluster)\nstreams: [ { name: a.b }, { name: a_b } ]", "streams[1].name"),
         ("\(cluster)\nstreams: [ { name: e, retention_bytes_max: 1000000 } ]", "streams[0].retention_bytes_max"),
         ("streams: [ { name: e } ]\nlinks: [ { name: l, stream: e, adapter: sqlite, node: a, settings: { path: x.sqlite } } ]", "links[0].node"),
@@ -109,7 +122,7 @@ import Testing
     @Test func aClusterMemberRunsItsPinnedLinksAndMayRunTheLeasedOnes() throws {
         let configuration = try BrokerConfiguration.parse(yaml: """
             auth: { enabled: false }
-            cluster: { node: b, nats_urls: ["nats://10.0.0.1:4222", "10.0.0.2:4223", "n3"] }
+            cluster: { node: b, nats_urls: ["nats://10.0.0.1:4222", "10.0.0.2:4223", "n3"], allow_plaintext: true }
             streams: [ { name: e }, { name: f } ]
             links:
               - { name: one, stream: e, adapter: sqlite, node: a, settings: { path: one.sqlite } }
@@ -130,6 +143,50 @@ import Testing
         #expect(configuration.hostedHere.sources.map(\.name) == ["crm", "hr"], "its pinned source and the leased one")
         #expect(configuration.leasedSources.map(\.name) == ["crm"])
         #expect(configuration.leaseKeys == ["three", "source.crm"], "a pinned link may have a source's lease key: it holds no lease")
+    }
+
+    @Test func aMemberReachesNATSOverTLSWithCredentialsFromTheEnvironment() throws {
+        let environment = ["ORGSYNC_NATS_PASSWORD": "s3cret-pw"]
+        let configuration = try BrokerConfiguration.parse(yaml: """
+            auth: { enabled: false }
+            cluster:
+              node: a
+              nats_urls: ["tls://nats-1.example.net:4222", "nats-2.example.net"]
+              tls: { ca_file: ca.pem, cert_file: member.pem, key_file: member-key.pem }
+              user: orgsync
+              password_env: ORGSYNC_NATS_PASSWORD
+            """, environment: environment)
+        let cluster = try #require(configuration.cluster)
+        #expect(cluster.usesTLS)
+        #expect(cluster.addresses == [.init(host: "nats-1.example.net", port: 4222), .init(host: "nats-2.example.net", port: 4222)])
+        #expect(try cluster.credentials(environment: environment) == .user("orgsync", password: "s3cret-pw"))
+        #expect(cluster.tls == .init(caFile: "ca.pem", certFile: "member.pem", keyFile: "member-key.pem"))
+
+        // A tls:// URL alone turns TLS on (the system's roots); a token instead of a user.
+        let token = try #require(try BrokerConfiguration.parse(yaml: """
+            auth: { enabled: false }
+            cluster: { node: a, nats_urls: ["tls://10.0.0.1:4222"], token: a-token-of-nats }
+            """).cluster)
+        #expect(token.usesTLS && token.tls == nil)
+        #expect(try token.credentials(environment: [:]) == .token("a-token-of-nats"))
+
+        // On this machine, plain TCP and no credentials are the default.
+        let local = try #require(try BrokerConfiguration.parse(yaml: "auth: { enabled: false }\n\(Self.cluster)\n").cluster)
+        #expect(!local.usesTLS)
+        #expect(try local.credentials(environment: [:]) == .none)
+    }
+
+    @Test func anUnsetPasswordVariableIsNamedAndNoSecretIsShown() {
+        do {
+            _ = try BrokerConfiguration.parse(yaml: """
+                auth: { enabled: false }
+                cluster: { node: a, nats_urls: ["127.0.0.1"], user: orgsync, password_env: ORGSYNC_NATS_PASSWORD }
+                """, environment: ["OTHER": "s3cret-pw"])
+            Issue.record("an unset password_env was taken")
+        } catch {
+            #expect("\(error)".contains("ORGSYNC_NATS_PASSWORD") && "\(error)".contains("cluster.password_env"), "\(error)")
+            #expect(!"\(error)".contains("s3cret-pw"))
+        }
     }
 
     @Test(arguments: outOfRange)

@@ -29,12 +29,22 @@ public final class NATSTestServer: Sendable {
     /// The command-line arguments it was started with (the same again restart it in place).
     public let extraArguments: [String]
 
+    /// How a client reaches it (``options()``): plain, or with the TLS and credentials its
+    /// `extraArguments` ask for.
+    private let client: NATSConnectionOptions
+
     /// A new server; with `port` and `directory`, one in the place of an earlier one (same
-    /// address, same JetStream store). `extraArguments` go on its command line (a cluster's).
-    public init(port: Int? = nil, directory: String? = nil, extraArguments: [String] = []) async throws {
+    /// address, same JetStream store). `extraArguments` go on its command line (a cluster's;
+    /// TLS, credentials). `client` is how a client reaches it (its host and port are set here):
+    /// up means it answered such a client's handshake.
+    public init(port: Int? = nil, directory: String? = nil, extraArguments: [String] = [], client: NATSConnectionOptions = NATSConnectionOptions()) async throws {
         self.extraArguments = extraArguments
         self.directory = try directory ?? makeTemporaryDirectory("orgsync-nats")
         self.port = try port ?? Self.freePort()
+        var client = client
+        client.host = "127.0.0.1"
+        client.port = self.port
+        self.client = client
         process = Process()
         process.executableURL = URL(fileURLWithPath: try Self.binary())
         process.arguments = ["-a", "127.0.0.1", "-p", String(self.port), "-js", "-sd", self.directory + "/js"] + extraArguments
@@ -43,9 +53,9 @@ public final class NATSTestServer: Sendable {
         try process.run()
         // Up when it answers a handshake: bounded, no sleep in between but the connect attempt's.
         // A server that exits (its port taken after all) fails at once, saying so.
-        try await withTimeout(ms: 20_000, "nats-server on port \(self.port) to answer") { [port = self.port, process] in
+        try await withTimeout(ms: 20_000, "nats-server on port \(self.port) to answer") { [port = self.port, process, client] in
             while true {
-                if let connection = try? await NATSConnection.connect(NATSConnectionOptions(port: port)) {
+                if let connection = try? await NATSConnection.connect(client) {
                     await connection.close()
                     return
                 }
@@ -61,7 +71,7 @@ public final class NATSTestServer: Sendable {
         var description: String { "nats-server for port \(port) exited with status \(status) before it answered (a port in use?)" }
     }
 
-    public func options() -> NATSConnectionOptions { NATSConnectionOptions(port: port) }
+    public func options() -> NATSConnectionOptions { client }
 
     /// SIGKILL: the server vanishes mid-conversation. Waited for on a thread of its own, not
     /// on the cooperative pool (which every other test of the process shares).
@@ -166,7 +176,7 @@ public final class NATSTestCluster: Sendable {
         let old = server(index)
         if old.process.isRunning { await old.kill() }
         if !keepStore { try? FileManager.default.removeItem(atPath: old.directory + "/js") }
-        let new = try await NATSTestServer(port: old.port, directory: old.directory, extraArguments: old.extraArguments)
+        let new = try await NATSTestServer(port: old.port, directory: old.directory, extraArguments: old.extraArguments, client: old.options())
         servers.withLock { $0[index] = new }
     }
 
