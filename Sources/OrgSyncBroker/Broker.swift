@@ -124,7 +124,7 @@ public struct BrokerService: Service {
         // server (which stops first) has answered its in-flight appends.
         try? await cancelWhenGracefulShutdown {
             while true {
-                applyRetention()
+                await applyRetention()
                 try await Task.sleep(for: .milliseconds(retentionIntervalMs))
             }
         }
@@ -132,13 +132,19 @@ public struct BrokerService: Service {
         broker.logger.info("streams closed")
     }
 
-    func applyRetention() {
+    func applyRetention() async {
         for (name, log) in broker.streams {
             do {
-                let report = try log.applyRetention()
+                let report = try await log.applyRetention()
                 if !report.deletedSegments.isEmpty {
                     broker.logger.info("retention deleted segments", metadata: [
                         "stream": "\(name)", "segments": "\(report.deletedSegments.count)", "bytes": "\(report.deletedBytes)",
+                    ])
+                }
+                if report.deletedMessages > 0 {
+                    broker.logger.info("retention deleted messages", metadata: [
+                        "stream": "\(name)", "messages": "\(report.deletedMessages)", "bytes": "\(report.deletedBytes)",
+                        "start_offset": "\(report.newStartOffset)",
                     ])
                 }
             } catch {

@@ -232,7 +232,7 @@ extension BrokerConfiguration {
         return sources.filter { $0.node == nil }
     }
 
-    /// The cluster's settings, and what its streams cannot do yet.
+    /// The cluster's settings, and its streams' names.
     func validateCluster(_ cluster: Cluster, environment: [String: String]) throws {
         try cluster.validate(environment: environment)
         var jetStreamNames: [String: String] = [:]
@@ -243,11 +243,6 @@ extension BrokerConfiguration {
                 throw ConfigurationError(field: "streams[\(i)].name", problem: "\(stream.name) and \(other) are one JetStream stream in a cluster ('.' becomes '_'): rename one")
             }
             jetStreamNames[mapped] = stream.name
-            if stream.retentionBytesMax != nil || stream.retentionAgeMsMax != nil {
-                throw ConfigurationError(
-                    field: "streams[\(i)].retention_bytes_max",
-                    problem: "a cluster stream keeps every entry (retention of JetStream streams is not built yet): leave out retention_bytes_max and retention_age_ms_max")
-            }
         }
     }
 }

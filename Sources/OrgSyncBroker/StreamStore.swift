@@ -22,9 +22,8 @@ public protocol StreamStore: AnyObject, Sendable {
     func captureStream(source: String) -> any CaptureStream
     /// The stream's bounds and size (a store kept elsewhere asks its server).
     func currentInfo() async throws -> StreamInfo
-    /// Drops what the stream's retention limits no longer keep; a store that keeps its own
-    /// retention answers an empty report.
-    func applyRetention() throws -> RetentionReport
+    /// Drops what the stream's retention limits no longer keep.
+    func applyRetention() async throws -> RetentionReport
     /// Answers the queued appends once they are durable, then refuses new ones.
     func close() async
 }

@@ -44,7 +44,10 @@ public struct ClusterStreams: Sendable {
                 let lineage = try await lineage(of: stream.name, in: lineages)
                 stores[stream.name] = JetStreamStreamStore(
                     name: stream.name, jetStream: jetStream, lineage: lineage, compressionLevel: log.compressionLevel,
-                    cursors: cursors, logger: logger, queuedAppendsMax: log.queuedAppendsMax)
+                    cursors: cursors, logger: logger, queuedAppendsMax: log.queuedAppendsMax,
+                    retention: ClusterRetention(
+                        bytesMax: log.retentionBytesMax, ageMsMax: log.retentionAgeMsMax, dropsUnconsumed: log.retentionDropsUnconsumed),
+                    otherStreams: configuration.streams.map(\.name).filter { $0 != stream.name })
                 logger.info("cluster stream open", metadata: [
                     "stream": "\(stream.name)", "jetstream": "\(JetStreamStreamStore.jetStreamName(for: stream.name))", "id": "\(lineage.streamID)",
                 ])
@@ -66,7 +69,7 @@ public struct ClusterStreams: Sendable {
     }
 
     /// Makes the stream's JetStream stream unless it exists: file storage, `replicas`, no limits
-    /// (orgsync decides what is kept), no deletes inside it, direct gets allowed, and
+    /// (orgsync decides what is kept: ``ClusterRetention``), no deletes inside it, direct gets allowed, and
     /// idempotency keys remembered for the stream's window. Its subjects: the stream's, and the
     /// capture sources' (``JetStreamStreamStore/captureSubjects(for:)``), added to a stream made
     /// before sources had subjects of their own.

@@ -43,6 +43,11 @@ public final class JetStreamStreamStore: StreamStore {
     let compressionLevel: Int32?
     let cursors: KeyValueBucket
     let logger: Logger
+    /// What the stream keeps (``applyRetention(nowMs:)``).
+    public let retention: ClusterRetention
+    /// The cluster's other streams: their cursors share the bucket (`<stream>.<link>`), and a
+    /// name may begin with this one's and a dot.
+    let otherStreams: [String]
     private let chain: AppendChain
     /// The group of unkeyed appends still taking members (``AppendGroup``), if any.
     private let openGroup = Mutex<AppendGroup?>(nil)
@@ -69,7 +74,7 @@ public final class JetStreamStreamStore: StreamStore {
     static let sequenceMax: UInt64 = 1 << 63
 
     init(name: String, jetStream: JetStream, lineage: StreamLineage, compressionLevel: Int32?, cursors: KeyValueBucket,
-         logger: Logger, queuedAppendsMax: Int) {
+         logger: Logger, queuedAppendsMax: Int, retention: ClusterRetention = ClusterRetention(), otherStreams: [String] = []) {
         self.name = name
         self.jetStream = jetStream
         self.jetStreamName = Self.jetStreamName(for: name)
@@ -79,6 +84,8 @@ public final class JetStreamStreamStore: StreamStore {
         self.cursors = cursors
         self.logger = logger
         self.chain = AppendChain(waitersMax: queuedAppendsMax)
+        self.retention = retention
+        self.otherStreams = otherStreams
     }
 
     /// `ORGSYNC_` and the stream's name with `.` (which JetStream names may not hold) as `_`.
@@ -298,6 +305,8 @@ public final class JetStreamStreamStore: StreamStore {
     /// The answer of the key's first append, stored at `sequence`.
     private func replay(key: String, fingerprint: EntriesFingerprint, sequence: UInt64) async throws -> AppendResult {
         guard sequence > 0 else { throw LogError.idempotencyKeyInFlight(key: key) }
+        // JetStream remembers a key for the idempotency window; retention may have removed its message.
+        if sequence < (try await streamInfo().state.firstSequence) { throw LogError.idempotencyKeyAppendRemoved(key: key) }
         let stored = try await storedAppend(at: sequence, decodingEntries: false)
         guard stored.fingerprint == fingerprint else { throw LogError.idempotencyKeyReused(key: key) }
         return AppendResult(firstOffset: stored.first, lastOffset: stored.first + UInt64(stored.count) - 1)
@@ -420,9 +429,6 @@ public final class JetStreamStreamStore: StreamStore {
     public func linkCursorStore() -> any LinkCursorStore { KeyValueCursorStore(bucket: cursors, stream: name) }
 
     public func captureStream(source: String) -> any CaptureStream { JetStreamCaptureStream(store: self, source: source) }
-
-    /// JetStream keeps a cluster stream whole: retention of cluster streams is not built yet.
-    public func applyRetention() throws -> RetentionReport { RetentionReport() }
 
     public func close() async {
         closed.store(true, ordering: .relaxed)

@@ -22,6 +22,9 @@ public enum LogError: Error, Sendable, Hashable, CustomStringConvertible {
     case idempotencyKeyReused(key: String)
     /// The first append with this key is still queued or being written; retry later.
     case idempotencyKeyInFlight(key: String)
+    /// A retry of a key whose append retention has removed since (a cluster stream remembers the
+    /// key, not the offsets): nothing is appended, and the first answer cannot be given again.
+    case idempotencyKeyAppendRemoved(key: String)
     /// The active segment's file was deleted or replaced while the log was open: writes went to
     /// a file no restart will read. The stream refuses appends and is marked for an operator.
     case activeSegmentLost(segment: String, loss: FileLoss)
@@ -44,6 +47,8 @@ public enum LogError: Error, Sendable, Hashable, CustomStringConvertible {
         case .invalidIdempotencyKey: "an idempotency key must be 1-255 visible ASCII characters"
         case .idempotencyKeyReused(let key): "idempotency key \"\(key)\" was already used for different entries"
         case .idempotencyKeyInFlight(let key): "the append with idempotency key \"\(key)\" is still in progress"
+        case .idempotencyKeyAppendRemoved(let key):
+            "the append with idempotency key \"\(key)\" was stored, and the stream's retention has removed it since: its offsets are no longer known"
         case .activeSegmentLost(let segment, let loss):
             "the active segment \(segment) \(loss) while the broker had it open; appends are refused (nothing since was acknowledged) and the stream is marked corrupt: entries acknowledged into that file are lost; stop the broker, restore the file if you can, then run `orgsync log repair`"
         }

@@ -4,9 +4,12 @@ import Synchronization
 /// What one retention pass did.
 public struct RetentionReport: Sendable, Hashable {
     public var deletedSegments: [String] = []
+    /// Messages removed from a stream kept as messages (a cluster's JetStream stream).
+    public var deletedMessages: UInt64 = 0
     public var deletedBytes: Int64 = 0
     public var newStartOffset: UInt64 = 0
-    /// Segments over a limit that were kept because a cursor has not passed them.
+    /// Segments (for a cluster stream: cursors) over a limit that were kept because a cursor
+    /// has not passed them.
     public var keptForCursors: [String] = []
     /// With `retentionDropsUnconsumed`: cursors whose unread entries were deleted, with the
     /// range lost ([from, to)). The consumer must report it.

@@ -226,6 +226,16 @@ public struct JetStream: Sendable {
         return try Self.decode(reply.payload, call: "publish to \(subject)")
     }
 
+    /// Removes every message of `stream` before `sequence` (`STREAM.PURGE` with `seq`); how many
+    /// went. Purging to a sequence already passed removes nothing.
+    public func purge(stream: String, before sequence: UInt64) async throws -> UInt64 {
+        try checkName(stream)
+        let response: Purged = try await call("STREAM.PURGE.\(stream)", body: Array(JSONEncoder().encode(["seq": sequence])))
+        return response.purged
+    }
+
+    private struct Purged: Decodable { var purged: UInt64 }
+
     /// The message stored at `sequence` in `stream`.
     public func message(stream: String, sequence: UInt64) async throws -> JetStreamStoredMessage {
         try checkName(stream)

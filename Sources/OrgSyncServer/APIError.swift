@@ -116,6 +116,8 @@ public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConverti
             return APIError(.unprocessableContent, code: "idempotency_key_reused", "\(error); nothing was appended")
         case .activeSegmentLost:
             return APIError(.serviceUnavailable, code: "stream_stopped", "\(error)")
+        case .idempotencyKeyAppendRemoved:
+            return APIError(.gone, code: "idempotency_key_append_removed", "\(error); nothing was appended")
         case .idempotencyKeyInFlight:
             var inFlight = APIError(.conflict, code: "idempotency_key_in_flight", "\(error); retry once it is answered")
             inFlight.headers[.retryAfter] = "1"

@@ -107,7 +107,6 @@ import Testing
         ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], tls: { ca_file: \"\" } }", "cluster.tls.ca_file"),
         ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], tls: { verify: true } }", "cluster.tls.verify"),
         ("\(cluster)\nstreams: [ { name: a.b }, { name: a_b } ]", "streams[1].name"),
-        ("\(cluster)\nstreams: [ { name: e, retention_bytes_max: 1000000 } ]", "streams[0].retention_bytes_max"),
         ("streams: [ { name: e } ]\nlinks: [ { name: l, stream: e, adapter: sqlite, node: a, settings: { path: x.sqlite } } ]", "links[0].node"),
         ("streams: [ { name: e } ]\nsources: [ { name: s, kind: postgres, stream: e, node: a, settings: { host: h, database: d, user: u, tables: t } } ]", "sources[0].node"),
         // A leased source's lease is keyed `source.<name>`: a leased link may not take that name.
