@@ -44,7 +44,19 @@ extension NATSServerTests {
         return options
     }
 
-    /// Publish → subscribe, request → reply and a JetStream publish with its acknowledgement, on `connection`.
+    /// Connects with `options` and converses (``converse(_:)``).
+    static func converse(with options: NATSConnectionOptions) async throws {
+        let connection = try await NATSConnection.connect(options)
+        do {
+            try await converse(connection)
+        } catch {
+            await connection.close()
+            throw error
+        }
+        await connection.close()
+    }
+
+    /// Publish → subscribe and a JetStream publish with its acknowledgement, on `connection`.
     static func converse(_ connection: NATSConnection) async throws {
         let subscription = try await connection.subscribe("greetings")
         try await connection.flush(timeoutMs: 5_000)
@@ -74,9 +86,7 @@ extension NATSServerTests {
         let server = try await NATSTestServer(
             extraArguments: Self.serverTLSArguments(files), client: try Self.tlsClient(trusting: files.authority.caFile))
         defer { server.stop() }
-        let connection = try await NATSConnection.connect(server.options())
-        try await Self.converse(connection)
-        await connection.close()
+        try await Self.converse(with: server.options())
 
         let plain = await Self.refusal(NATSConnectionOptions(port: server.port))
         #expect(plain.contains("requires TLS"), "\(plain)")
@@ -134,9 +144,7 @@ extension NATSServerTests {
         let server = try await NATSTestServer(
             extraArguments: Self.serverTLSArguments(files) + ["--tlsverify", "--tlscacert", files.authority.caFile], client: certified)
         defer { server.stop() }
-        let connection = try await NATSConnection.connect(server.options())
-        try await Self.converse(connection)
-        await connection.close()
+        try await Self.converse(with: server.options())
 
         var anonymous = try Self.tlsClient(trusting: files.authority.caFile)
         anonymous.port = server.port
@@ -150,9 +158,7 @@ extension NATSServerTests {
         user.password = "s3cret-pw"
         let server = try await NATSTestServer(extraArguments: ["--user", "orgsync", "--pass", "s3cret-pw"], client: user)
         defer { server.stop() }
-        let connection = try await NATSConnection.connect(server.options())
-        try await Self.converse(connection)
-        await connection.close()
+        try await Self.converse(with: server.options())
         var wrong = server.options()
         wrong.password = "wrong-pw-9"
         let refused = await Self.refusal(wrong)
@@ -165,9 +171,7 @@ extension NATSServerTests {
         token.token = "a-token-of-nats-01"
         let tokenServer = try await NATSTestServer(extraArguments: ["--auth", "a-token-of-nats-01"], client: token)
         defer { tokenServer.stop() }
-        let byToken = try await NATSConnection.connect(tokenServer.options())
-        try await Self.converse(byToken)
-        await byToken.close()
+        try await Self.converse(with: tokenServer.options())
         var wrongToken = tokenServer.options()
         wrongToken.token = "another-token-02"
         let refusedToken = await Self.refusal(wrongToken)
