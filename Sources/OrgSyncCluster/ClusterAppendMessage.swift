@@ -8,7 +8,8 @@ import OrgSyncNATS
 /// (append time), `Orgsync-Raw-Bytes` (the framed entries' size before compression, when the
 /// payload is zlib-compressed) and, for a keyed append, `Orgsync-Fingerprint` (the entries'
 /// ``EntriesFingerprint``, so a replay with other entries is told apart). The payload is the
-/// entries framed as `u32 big-endian length` + bytes, zlib-compressed when that is smaller.
+/// entries framed as `u32 big-endian length` + bytes, zlib-compressed when they take at least
+/// ``compressThresholdBytes`` and that is smaller.
 ///
 /// Decoding treats the message as untrusted (it comes from a server): every number is parsed
 /// and bounded, the framing must cover the payload exactly, and inflating stops at the
@@ -31,6 +32,11 @@ public struct ClusterAppendMessage: Sendable, Hashable {
         self.entries = entries
         self.fingerprint = fingerprint
     }
+
+    /// Messages whose framed entries are smaller than this are stored uncompressed: deflate sets
+    /// up a state of ~256 KiB for each message, which costs a small append more time than the
+    /// bytes it saves are worth.
+    public static let compressThresholdBytes = 1024
 
     /// The offset after this append's last entry.
     public var endOffset: UInt64 { firstOffset + UInt64(entries.count) }
@@ -59,7 +65,7 @@ public struct ClusterAppendMessage: Sendable, Hashable {
             .init(Header.timeMs, String(timestampMs)),
         ]
         if let fingerprint { headers.append(.init(Header.fingerprint, Self.text(fingerprint))) }
-        if let level = compressionLevel {
+        if let level = compressionLevel, framed.count >= Self.compressThresholdBytes {
             let compressed = try Zlib.compress(framed, level: level)
             if compressed.count < framed.count {
                 headers.append(.init(Header.rawBytes, String(framed.count)))

@@ -1,4 +1,4 @@
-import OrgSyncCluster
+@testable import OrgSyncCluster
 import OrgSyncLog
 import OrgSyncNATS
 import Testing
@@ -25,6 +25,13 @@ struct ClusterAppendMessageTests {
             #expect((headers["Orgsync-Raw-Bytes"] != nil) == (level != nil))
             if level != nil { #expect(payload.count < entries.reduce(0) { $0 + 4 + $1.count }) }
         }
+        // A message smaller than the threshold stays plain at any level: deflate's setup would
+        // cost a one-entry append more than it saves.
+        let small = ClusterAppendMessage(firstOffset: 0, timestampMs: 1, entries: Array(entries.prefix(3)))
+        #expect(AppendGroup.framedBytes(small.entries) < ClusterAppendMessage.compressThresholdBytes)
+        let (smallHeaders, smallPayload) = try stored(small, level: 6)
+        #expect(smallHeaders["Orgsync-Raw-Bytes"] == nil && smallPayload.count == AppendGroup.framedBytes(small.entries))
+        #expect(try ClusterAppendMessage.decode(headers: smallHeaders, payload: smallPayload) == small)
         // An empty entry and binary bytes survive the framing.
         let odd = ClusterAppendMessage(firstOffset: 0, timestampMs: 1, entries: [[], [0, 255, 10, 13]])
         let (headers, payload) = try stored(odd, level: nil)

@@ -328,4 +328,22 @@ import Testing
         #expect(message.contains("links[0].name") && message.contains("lease key"), "\(message)")
         #expect(!FileManager.default.fileExists(atPath: directory + "/state"))
     }
+
+    /// A member whose TLS to NATS cannot be set up stops at start, naming the setting and its
+    /// file — before it connects, and without showing its NATS password.
+    @Test func aMemberWhoseNATSAuthorityFileCannotBeReadSaysSo() async throws {
+        let directory = FileManager.default.temporaryDirectory.path + "/orgsync-cluster-tls-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/member.yaml"
+        try """
+        auth: { enabled: false }
+        cluster: { node: a, nats_urls: ["tls://127.0.0.1:1"], tls: { ca_file: \(directory)/missing-ca.pem }, user: orgsync, password: s3cret-pw }
+        streams: [ { name: events } ]
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        let (status, message) = try await runServe(["--config", path, "--data-dir", directory + "/state", "--port", "0"])
+        #expect(status == 3, "cannot open: \(message)")
+        #expect(message.contains("cluster.tls.ca_file") && message.contains("missing-ca.pem") && message.contains("cannot be read"), "\(message)")
+        #expect(!message.contains("s3cret-pw"))
+    }
 }
