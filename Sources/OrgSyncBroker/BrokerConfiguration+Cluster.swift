@@ -244,5 +244,27 @@ extension BrokerConfiguration {
             }
             jetStreamNames[mapped] = stream.name
         }
+        // Cursors share one bucket under `<stream>.<name>`: a link `x.crm` of stream `events` and a
+        // link `crm` of stream `events.x` would share one cursor.
+        var cursorKeys: [String: String] = [:]
+        for (field, stream, cursor) in cursorNames {
+            let key = stream + "." + cursor
+            if let other = cursorKeys[key] {
+                throw ConfigurationError(field: field, problem: "its cursor is kept as \(key) in the cluster, as \(other)'s is: rename one")
+            }
+            cursorKeys[key] = field
+        }
+    }
+
+    /// Every cursor a stream keeps, with the field that makes it: its links', and its capture
+    /// sources' position hints (`source.<name>`).
+    var cursorNames: [(field: String, stream: String, cursor: String)] {
+        links.enumerated().map { ("links[\($0.offset)].name", $0.element.stream, $0.element.name) }
+            + sources.enumerated().map { ("sources[\($0.offset)].name", $0.element.stream, "source." + $0.element.name) }
+    }
+
+    /// The cursors of `stream` this configuration makes (``cursorNames``).
+    public func cursorNames(of stream: String) -> Set<String> {
+        Set(cursorNames.filter { $0.stream == stream }.map(\.cursor))
     }
 }

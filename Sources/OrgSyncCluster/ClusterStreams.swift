@@ -47,7 +47,8 @@ public struct ClusterStreams: Sendable {
                     cursors: cursors, logger: logger, queuedAppendsMax: log.queuedAppendsMax,
                     retention: ClusterRetention(
                         bytesMax: log.retentionBytesMax, ageMsMax: log.retentionAgeMsMax, dropsUnconsumed: log.retentionDropsUnconsumed),
-                    otherStreams: configuration.streams.map(\.name).filter { $0 != stream.name })
+                    otherStreams: configuration.streams.map(\.name).filter { $0 != stream.name },
+                    configuredCursors: configuration.cursorNames(of: stream.name))
                 logger.info("cluster stream open", metadata: [
                     "stream": "\(stream.name)", "jetstream": "\(JetStreamStreamStore.jetStreamName(for: stream.name))", "id": "\(lineage.streamID)",
                 ])

@@ -91,8 +91,10 @@ extension JetStreamStreamStore {
     }
 
     /// This stream's cursors (links' and capture sources' position hints) by name, from the
-    /// bucket: the keys `<stream>.<name>`, less those of a stream whose name begins with this
-    /// one's and a dot.
+    /// bucket: the keys `<stream>.<name>` — a cursor no link has any more included, as the
+    /// segment log counts its cursor files — less those of a stream whose name begins with this
+    /// one's and a dot, unless the name is one this stream's configuration makes (the
+    /// configuration refuses two streams' cursors on one key).
     func streamCursors() async throws -> [String: UInt64] {
         let prefix = name + "."
         let longer = otherStreams.filter { $0.hasPrefix(prefix) }.map { $0 + "." }
@@ -104,8 +106,9 @@ extension JetStreamStreamStore {
         }
         let store = KeyValueCursorStore(bucket: cursors, stream: name)
         var offsets: [String: UInt64] = [:]
-        for key in keys where key.hasPrefix(prefix) && !longer.contains(where: { key.hasPrefix($0) }) {
+        for key in keys where key.hasPrefix(prefix) {
             let cursor = String(key.dropFirst(prefix.count))
+            guard configuredCursors.contains(cursor) || !longer.contains(where: { key.hasPrefix($0) }) else { continue }
             do {
                 if let offset = try await store.load(link: cursor) { offsets[cursor] = offset.rawValue }
             } catch let error as LinkStoreUnavailable {

@@ -48,6 +48,9 @@ public final class JetStreamStreamStore: StreamStore {
     /// The cluster's other streams: their cursors share the bucket (`<stream>.<link>`), and a
     /// name may begin with this one's and a dot.
     let otherStreams: [String]
+    /// The cursors the configuration makes for this stream (links, sources' hints): a key that
+    /// could be another stream's is this one's when it names one of these.
+    let configuredCursors: Set<String>
     private let chain: AppendChain
     /// The group of unkeyed appends still taking members (``AppendGroup``), if any.
     private let openGroup = Mutex<AppendGroup?>(nil)
@@ -74,7 +77,8 @@ public final class JetStreamStreamStore: StreamStore {
     static let sequenceMax: UInt64 = 1 << 63
 
     init(name: String, jetStream: JetStream, lineage: StreamLineage, compressionLevel: Int32?, cursors: KeyValueBucket,
-         logger: Logger, queuedAppendsMax: Int, retention: ClusterRetention = ClusterRetention(), otherStreams: [String] = []) {
+         logger: Logger, queuedAppendsMax: Int, retention: ClusterRetention = ClusterRetention(), otherStreams: [String] = [],
+         configuredCursors: Set<String> = []) {
         self.name = name
         self.jetStream = jetStream
         self.jetStreamName = Self.jetStreamName(for: name)
@@ -86,6 +90,7 @@ public final class JetStreamStreamStore: StreamStore {
         self.chain = AppendChain(waitersMax: queuedAppendsMax)
         self.retention = retention
         self.otherStreams = otherStreams
+        self.configuredCursors = configuredCursors
     }
 
     /// `ORGSYNC_` and the stream's name with `.` (which JetStream names may not hold) as `_`.

@@ -21,6 +21,8 @@ extension JetStreamStreamStoreTests {
         var sibling = BrokerConfiguration.Stream()
         sibling.name = "events.x"
         configuration.streams = [events, sibling]
+        // A link of `events` whose cursor key, `events.x.late`, reads like one of `events.x`.
+        configuration.links = [BrokerConfiguration.Link(name: "x.late", stream: "events", adapter: "sqlite")]
         return try await ClusterStreams.open(configuration: configuration, cluster: try #require(configuration.cluster), environment: [:], logger: logger)
     }
 
@@ -55,10 +57,16 @@ extension JetStreamStreamStoreTests {
             }
             #expect(try await store.currentInfo().endOffset == 30)
 
-            // Every cursor at the end: all but the last message go, and appends go on after it.
+            // The link `x.late` of this stream (key `events.x.late`) holds the cut in message 6 (15..<18).
             try await store.linkCursorStore().store(link: "crm", offset: 30)
+            try await store.linkCursorStore().store(link: "x.late", offset: 16)
+            let held = try await store.applyRetention()
+            #expect(held.deletedMessages == 1 && held.newStartOffset == 15 && held.keptForCursors == ["x.late"], "\(held)")
+
+            // Every cursor at the end: all but the last message go, and appends go on after it.
+            try await store.linkCursorStore().store(link: "x.late", offset: 30)
             let second = try await store.applyRetention()
-            #expect(second.deletedMessages == 5 && second.newStartOffset == 27 && second.keptForCursors.isEmpty, "\(second)")
+            #expect(second.deletedMessages == 4 && second.newStartOffset == 27 && second.keptForCursors.isEmpty, "\(second)")
             #expect(try await Self.appendMessage(store, "after", count: 1).firstOffset == 30)
             #expect(try await Self.readAll(store, from: 27).map(\.key) == ["e9-0", "e9-1", "e9-2", "after-0"])
             // Reading from before the start is out of range, as on the segment log.

@@ -106,6 +106,9 @@ import Testing
         ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], tls: { key_file: k.pem } }", "cluster.tls.cert_file"),
         ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], tls: { ca_file: \"\" } }", "cluster.tls.ca_file"),
         ("cluster: { node: a, nats_urls: [\"127.0.0.1\"], tls: { verify: true } }", "cluster.tls.verify"),
+        // Cursors share one bucket under `<stream>.<name>`: two streams' may not meet there.
+        ("\(cluster)\nstreams: [ { name: events }, { name: events.x } ]\nlinks: [ { name: x.crm, stream: events, adapter: sqlite, settings: { path: a.sqlite } }, { name: crm, stream: events.x, adapter: sqlite, settings: { path: b.sqlite } } ]", "links[1].name"),
+        ("\(cluster)\nstreams: [ { name: events }, { name: events.x } ]\nlinks: [ { name: x.source.crm, stream: events, adapter: sqlite, settings: { path: a.sqlite } } ]\nsources: [ { name: crm, kind: postgres, stream: events.x, settings: { host: h, database: d, user: u, tables: t } } ]", "sources[0].name"),
         ("\(cluster)\nstreams: [ { name: a.b }, { name: a_b } ]", "streams[1].name"),
         ("streams: [ { name: e } ]\nlinks: [ { name: l, stream: e, adapter: sqlite, node: a, settings: { path: x.sqlite } } ]", "links[0].node"),
         ("streams: [ { name: e } ]\nsources: [ { name: s, kind: postgres, stream: e, node: a, settings: { host: h, database: d, user: u, tables: t } } ]", "sources[0].node"),
