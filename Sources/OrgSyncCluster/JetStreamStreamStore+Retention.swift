@@ -78,12 +78,7 @@ extension JetStreamStreamStore {
 
     /// When the append at `sequence` was made (`Orgsync-Time-Ms`).
     func appendTimeMs(at sequence: UInt64) async throws -> Int64 {
-        let message: JetStreamStoredMessage
-        do {
-            message = try await jetStream.message(stream: jetStreamName, sequence: sequence)
-        } catch where !(error is CancellationError) {
-            throw BrokerError.streamUnavailable(stream: name, problem: "reading message \(sequence) of \(jetStreamName): \(error)")
-        }
+        let message = try await storedMessage(at: sequence)
         guard let time = message.headers?[ClusterAppendMessage.Header.timeMs].flatMap(Int64.init) else {
             throw BrokerError.streamUnavailable(stream: name, problem: "message \(sequence) of \(jetStreamName) has no append time")
         }

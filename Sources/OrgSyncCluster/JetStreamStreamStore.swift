@@ -336,15 +336,7 @@ public final class JetStreamStreamStore: StreamStore {
 
     /// A stored append's offsets (and fingerprint), from the message at `sequence`.
     func storedAppend(at sequence: UInt64, decodingEntries: Bool) async throws -> (first: UInt64, count: Int, fingerprint: EntriesFingerprint?) {
-        let message: JetStreamStoredMessage
-        do {
-            message = try await jetStream.message(stream: jetStreamName, sequence: sequence)
-        } catch where !(error is CancellationError) {
-            // Reading the tail or a replayed append (NATS away, JetStream refusing, an answer
-            // that is not one): 503, not 500 (the harness's cluster scenario saw ten 500s while a
-            // nats-server restarted).
-            throw BrokerError.streamUnavailable(stream: name, problem: "reading message \(sequence) of \(jetStreamName): \(error)")
-        }
+        let message = try await storedMessage(at: sequence)
         do {
             if decodingEntries {
                 let decoded = try ClusterAppendMessage.decode(headers: message.headers, payload: message.payload)
@@ -355,6 +347,19 @@ public final class JetStreamStreamStore: StreamStore {
             return (first, count, fingerprint)
         } catch {
             throw BrokerError.streamUnavailable(stream: name, problem: "message \(sequence) of \(jetStreamName): \(error)")
+        }
+    }
+
+    /// The message at `sequence`, as the server has it.
+    ///
+    /// - Throws: ``BrokerError/streamUnavailable(stream:problem:)`` when it cannot be read (NATS
+    ///   away, JetStream refusing, an answer that is not one): 503, not 500 (the harness's cluster
+    ///   scenario saw ten 500s while a nats-server restarted).
+    func storedMessage(at sequence: UInt64) async throws -> JetStreamStoredMessage {
+        do {
+            return try await jetStream.message(stream: jetStreamName, sequence: sequence)
+        } catch where !(error is CancellationError) {
+            throw BrokerError.streamUnavailable(stream: name, problem: "reading message \(sequence) of \(jetStreamName): \(error)")
         }
     }
 
