@@ -310,38 +310,45 @@ import Testing
         #expect(await member.terminate() == 0)
     }
 
-    /// Placement mistakes stop `serve` before anything opens, naming the field.
-    @Test func aLinkNamedAsALeasedSourcesLeaseIsRefused() async throws {
+    /// `orgsync serve` run once on the configuration `yaml` makes (given the temporary directory
+    /// it is written to): its exit status, its standard error, and whether it made its data
+    /// directory.
+    func serveOnce(_ yaml: (_ directory: String) -> String) async throws -> (status: Int32, message: String, madeDataDirectory: Bool) {
         let directory = FileManager.default.temporaryDirectory.path + "/orgsync-cluster-cfg-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let path = directory + "/bad.yaml"
-        try """
-        auth: { enabled: false }
-        cluster: { node: a, nats_urls: ["127.0.0.1:1"] }
-        streams: [ { name: events }, { name: audit } ]
-        links: [ { name: source.crm, stream: audit, adapter: sqlite, settings: { path: x.sqlite } } ]
-        sources: [ { name: crm, kind: postgres, stream: events, settings: { host: 127.0.0.1, user: u, database: d, publication: p } } ]
-        """.write(toFile: path, atomically: true, encoding: .utf8)
+        let path = directory + "/member.yaml"
+        try yaml(directory).write(toFile: path, atomically: true, encoding: .utf8)
         let (status, message) = try await runServe(["--config", path, "--data-dir", directory + "/state", "--port", "0"])
+        return (status, message, FileManager.default.fileExists(atPath: directory + "/state"))
+    }
+
+    /// Placement mistakes stop `serve` before anything opens, naming the field.
+    @Test func aLinkNamedAsALeasedSourcesLeaseIsRefused() async throws {
+        let (status, message, madeDataDirectory) = try await serveOnce { _ in
+            """
+            auth: { enabled: false }
+            cluster: { node: a, nats_urls: ["127.0.0.1:1"] }
+            streams: [ { name: events }, { name: audit } ]
+            links: [ { name: source.crm, stream: audit, adapter: sqlite, settings: { path: x.sqlite } } ]
+            sources: [ { name: crm, kind: postgres, stream: events, settings: { host: 127.0.0.1, user: u, database: d, publication: p } } ]
+            """
+        }
         #expect(status == 2)
         #expect(message.contains("links[0].name") && message.contains("lease key"), "\(message)")
-        #expect(!FileManager.default.fileExists(atPath: directory + "/state"))
+        #expect(!madeDataDirectory)
     }
 
     /// A member whose TLS to NATS cannot be set up stops at start, naming the setting and its
     /// file — before it connects, and without showing its NATS password.
     @Test func aMemberWhoseNATSAuthorityFileCannotBeReadSaysSo() async throws {
-        let directory = FileManager.default.temporaryDirectory.path + "/orgsync-cluster-tls-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let path = directory + "/member.yaml"
-        try """
-        auth: { enabled: false }
-        cluster: { node: a, nats_urls: ["tls://127.0.0.1:1"], tls: { ca_file: \(directory)/missing-ca.pem }, user: orgsync, password: s3cret-pw }
-        streams: [ { name: events } ]
-        """.write(toFile: path, atomically: true, encoding: .utf8)
-        let (status, message) = try await runServe(["--config", path, "--data-dir", directory + "/state", "--port", "0"])
+        let (status, message, _) = try await serveOnce { directory in
+            """
+            auth: { enabled: false }
+            cluster: { node: a, nats_urls: ["tls://127.0.0.1:1"], tls: { ca_file: \(directory)/missing-ca.pem }, user: orgsync, password: s3cret-pw }
+            streams: [ { name: events } ]
+            """
+        }
         #expect(status == 3, "cannot open: \(message)")
         #expect(message.contains("cluster.tls.ca_file") && message.contains("missing-ca.pem") && message.contains("cannot be read"), "\(message)")
         #expect(!message.contains("s3cret-pw"))
