@@ -1,3 +1,4 @@
+import Foundation
 import OrgSyncCore
 import OrgSyncPluginAPI
 @testable import PostgresAdapter
@@ -139,6 +140,58 @@ import Testing
         #expect(entries.map(\.key) == [#"["7","a\"b"]"#, #"["7",null]"#])
         #expect(entries[1].object == "sales.lines" && entries[1].fields["qty"] == .string("1.50"), "numeric keeps its exact text")
         #expect(entries[0].ts == "2000-01-01T00:00:00.000000Z")
+    }
+
+    /// Found by the `pgoutput` fuzz target (Fuzz/corpus/pgoutput/regression-empty-key): a row
+    /// whose one key column held the empty text became an entry with `"key":""`, which no entry
+    /// may have (a link refuses it). Such a value, and one starting with `[`, is written as a
+    /// one-element array: a valid key, and no other row's.
+    @Test func aKeyOfOneColumnThatIsEmptyOrStartsWithABracketIsAOneElementArray() throws {
+        let relation = PgOutputRelation(id: 3, namespace: "public", name: "tags", replicaIdentity: UInt8(ascii: "d"), columns: [
+            .init(name: "name", typeOID: 25, isKey: true), .init(name: "n", typeOID: 23, isKey: false),
+        ])
+        let expected: [(value: String, key: String)] = [
+            ("", #"[""]"#), ("[", #"["["]"#), (#"[""]"#, #"["[\"\"]"]"#), ("a[", "a["), ("x", "x"), (" ", " "),
+        ]
+        var keys: Set<String> = []
+        for (value, key) in expected {
+            var mapper = ChangeMapper(sourceName: "crm")
+            _ = try mapper.map(.begin(finalLSN: 5, commitTimeMicros: 0, xid: 1))
+            _ = try mapper.map(.relation(relation))
+            guard case .change(_, let entries) = try mapper.map(.insert(relationID: 3, new: [.text(value), .text("1")])) else {
+                Issue.record("no change for \(value)")
+                continue
+            }
+            #expect(entries.map(\.key) == [key], "the key of \(value)")
+            let stored = try Entry.parse(entries[0].raw)
+            #expect(stored.key == key && stored.fields["name"] == .string(value))
+            // The snapshot resumes after the last key it finds in the stream: it reads it back.
+            #expect(try PostgresSnapshot.keyParts(key, count: 1) == [value])
+            keys.insert(key)
+        }
+        #expect(keys.count == expected.count, "no two values share a key")
+        // A stream written before the rule holds `[abc` as it is: a resumed snapshot takes it so.
+        #expect(try PostgresSnapshot.keyParts("[abc", count: 1) == ["[abc"])
+
+        // The fuzzer's input itself, framed as the target reads it: every entry it makes parses.
+        let input = try #require(FileManager.default.contents(atPath: Self.corpusFile("regression-empty-key")))
+        var mapper = ChangeMapper(sourceName: "fuzz")
+        var at = input.startIndex
+        var made = 0
+        while at + 2 <= input.endIndex {
+            let length = Int(input[at]) << 8 | Int(input[at + 1])
+            let message = Array(input[(at + 2)..<min(input.endIndex, at + 2 + length)])
+            at += 2 + length
+            guard let parsed = try? PgOutputMessage.parse(message), case .change(_, let entries)? = try? mapper.map(parsed) else { continue }
+            for entry in entries { #expect(throws: Never.self) { try Entry.parse(entry.raw) } }
+            made += entries.count
+        }
+        #expect(made == 1)
+    }
+
+    static func corpusFile(_ name: String) -> String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fuzz/corpus/pgoutput/\(name)").path
     }
 
     @Test func aTableWithoutKeyColumnsAndAChangeWithoutItsTransactionAreErrors() throws {

@@ -14,7 +14,9 @@ import Foundation
 ///   `ts` = the commit time (UTC, ISO-8601 with microseconds);
 /// - `key` = the replica identity's columns (the primary key, or every column with `REPLICA
 ///   IDENTITY FULL`): one column's text value, or a JSON array of the text values (`null` for a
-///   NULL) when there are several — the same row always gives the same key;
+///   NULL) when there are several — the same row always gives the same key. One column's
+///   value is written as a one-element array too when it is empty (an entry's key may not be)
+///   or starts with `[` (so that no other value's key looks the same): two rows never share a key;
 /// - INSERT → `insert` (`upsert` for a transaction that may also be in the initial snapshot),
 ///   UPDATE → `upsert`, DELETE → `delete`; an UPDATE that changes the key is a `delete` of the
 ///   old key and an `upsert` of the new one, with the same position;
@@ -193,7 +195,7 @@ struct ChangeMapper {
             }
         }
         guard !parts.isEmpty else { throw ChangeMappingError.noKey(relation.qualifiedName) }
-        if parts.count == 1, let only = parts[0] { return only }
+        if parts.count == 1, let only = parts[0], let first = only.first, first != "[" { return only }
         let array = JSONValue.array(parts.map { $0.map(JSONValue.string) ?? .null })
         return String(decoding: (try? JSONEncoder().encode(array)) ?? Data("[]".utf8), as: UTF8.self)
     }

@@ -122,9 +122,16 @@ struct PostgresSnapshot {
         return count
     }
 
-    /// The text values of a key as the mapper wrote it: one value, or a JSON array of them.
+    /// The text values of a key as the mapper wrote it (``ChangeMapper/key(_:_:)``): one value,
+    /// or a JSON array of them — for one column too when its value is empty or starts with `[`
+    /// (a stream written before that rule holds such a value as it is: taken as it is).
     static func keyParts(_ key: String, count: Int) throws -> [String] {
-        guard count > 1 else { return [key] }
+        if count == 1 {
+            guard key.hasPrefix("["), case .array(let items)? = try? JSONDecoder().decode(JSONValue.self, from: Data(key.utf8)),
+                  items.count == 1, case .string(let only) = items[0]
+            else { return [key] }
+            return [only]
+        }
         guard case .array(let items)? = try? JSONDecoder().decode(JSONValue.self, from: Data(key.utf8)), items.count == count else {
             throw PostgresSourceError("the stream's last snapshot key \(key.prefix(80)) is not a key of \(count) columns")
         }
