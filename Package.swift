@@ -17,7 +17,7 @@ let strict: [SwiftSetting] = [
 ]
 /// The broker's own modules: instrumented when fuzzing (dependencies are not: their code is
 /// not what the fuzz targets test, and instrumenting them would double the build).
-/// `ORGSYNC_FUZZ_OPTIMIZE=1` (`.ci/fuzz.sh --long`) compiles them with `-O` as well: three to five
+/// `ORGSYNC_FUZZ_OPTIMIZE=1` (`.ci/fuzz.sh --long`) compiles them with `-O` as well: up to five
 /// times the executions a second (generic code specialised, as in a release build), at twice
 /// the build time; `-enable-testing` keeps the targets' `@testable import`s working.
 let fuzzOptimized = fuzzing && Context.environment["ORGSYNC_FUZZ_OPTIMIZE"] == "1"

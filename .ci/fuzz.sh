@@ -12,7 +12,7 @@
 #   --only       a comma-separated list of targets (default: all).
 #   --time/--runs override the bound per target; --jobs N runs N targets at once.
 #   --optimize   (default with --long) our modules compiled with -O as well as instrumented:
-#                3 to 5 times the executions a second, twice the build time. Built in
+#                up to 5 times the executions a second, twice the build time. Built in
 #                .build-fuzz-optimized unless --scratch-path says otherwise.
 #   --scratch-path  the build folder (default .build-fuzz, a build of its own). `.ci/run` passes
 #                .build: the dependencies, which are not instrumented, are then reused from the
