@@ -35,18 +35,14 @@ struct AppendBenchmark: AsyncParsableCommand {
     @Flag(help: "Only the preset-dictionary comparison (1 producer × 1 entry, without and with).") var dictionaryOnly = false
 
     func run() async throws {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .warning
-            return handler
-        }
+        bootstrapBenchmarkLogging()
         let (workload, source) = try self.workload.entries()
         let scratch = try dataDir ?? makeTempDir()
         defer { if dataDir == nil { try? FileManager.default.removeItem(atPath: scratch) } }
         let producerCounts = compare ? [1] : producers.split(separator: ",").compactMap { Int($0) }
         let batchSizes = batches.split(separator: ",").compactMap { Int($0) }
         var out = Report()
-        let meanBytes = Double(workload.reduce(0) { $0 + $1.count }) / Double(workload.count)
+        let meanBytes = Double(byteCount(workload)) / Double(workload.count)
         out.header.append("workload: \(workload.count) entries (\(source)), mean \(fmt(meanBytes)) B; zlib \(Zlib.version); \(ProcessInfo.processInfo.activeProcessorCount) cores; load \(loadAverage())")
 
         if dictionaryOnly {
@@ -170,40 +166,20 @@ struct AppendBenchmark: AsyncParsableCommand {
         let log = try StreamLog.open(dataDirectory: dataDir, name: "bench", configuration: configuration)
         let next = Counter()
         let keys = Counter()
-        let deadline = nowNs() + UInt64(seconds * 1e9)
         let batchCount = max(1, workload.count / batch)
-        let start = nowNs()
-        let perProducer = try await withThrowingTaskGroup(of: ([UInt64], Int, Int).self) { group in
-            for _ in 0..<producers {
-                group.addTask {
-                    var latencies: [UInt64] = []
-                    var entries = 0
-                    var bytes = 0
-                    while nowNs() < deadline {
-                        let index = next.value.wrappingAdd(1, ordering: .relaxed).oldValue % batchCount
-                        let slice = Array(workload[(index * batch)..<min(workload.count, index * batch + batch)])
-                        let t0 = nowNs()
-                        if keyed {
-                            _ = try await log.append(slice, idempotencyKey: "bench-\(keys.value.wrappingAdd(1, ordering: .relaxed).oldValue)")
-                        } else {
-                            _ = try await log.append(slice)
-                        }
-                        latencies.append(nowNs() - t0)
-                        entries += slice.count
-                        bytes += slice.reduce(0) { $0 + $1.count }
-                    }
-                    return (latencies, entries, bytes)
+        let run = try await runClosedLoop(producers: producers, seconds: seconds) { _ in
+            {
+                let index = next.value.wrappingAdd(1, ordering: .relaxed).oldValue % batchCount
+                let slice = Array(workload[(index * batch)..<min(workload.count, index * batch + batch)])
+                if keyed {
+                    _ = try await log.append(slice, idempotencyKey: "bench-\(keys.value.wrappingAdd(1, ordering: .relaxed).oldValue)")
+                } else {
+                    _ = try await log.append(slice)
                 }
+                return (slice.count, byteCount(slice))
             }
-            var all: [([UInt64], Int, Int)] = []
-            for try await result in group { all.append(result) }
-            return all
         }
-        let elapsed = Double(nowNs() - start) / 1e9
         await log.close()
-        let latencies = perProducer.flatMap(\.0).sorted()
-        let entries = perProducer.reduce(0) { $0 + $1.1 }
-        let bytes = perProducer.reduce(0) { $0 + $1.2 }
         let info = log.info()
         var codedRaw: Int64 = 0
         var codedStored: Int64 = 0
@@ -217,8 +193,8 @@ struct AppendBenchmark: AsyncParsableCommand {
         _ = info
         return ResultRow(
             mode: "append p\(producers) b\(batch)" + (keyed ? " keys" : "") + (dictionaries ? "" : " no-dictionary"), batch: batch, durable: true,
-            entries_per_s: Double(entries) / elapsed, p50_ms: percentileMs(latencies, 50), p99_ms: percentileMs(latencies, 99),
-            producers: producers, mb_per_s: Double(bytes) / elapsed / 1e6, compression_ratio: summary.compressionRatio,
+            entries_per_s: run.entriesPerSecond, p50_ms: run.latencyMs(percentile: 50), p99_ms: run.latencyMs(percentile: 99),
+            producers: producers, mb_per_s: run.megabytesPerSecond, compression_ratio: summary.compressionRatio,
             dictionary_coded_ratio: codedStored > 0 ? Double(codedRaw) / Double(codedStored) : nil)
     }
 

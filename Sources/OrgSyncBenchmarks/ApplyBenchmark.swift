@@ -57,11 +57,7 @@ struct ApplyBenchmark: AsyncParsableCommand {
     }
 
     func run() async throws {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .warning
-            return handler
-        }
+        bootstrapBenchmarkLogging()
         let (lines, source) = try workload.entries()
         let entries = try ApplyBenchmarkWorkload.parse(lines)
         let header = "<!-- apply \(adapter.rawValue): \(entries.count) entries (\(source)); \(ProcessInfo.processInfo.activeProcessorCount) cores; load \(loadAverage()) -->"

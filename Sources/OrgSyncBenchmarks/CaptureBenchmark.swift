@@ -39,11 +39,7 @@ struct CaptureBenchmark: AsyncParsableCommand {
     }
 
     func run() async throws {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .warning
-            return handler
-        }
+        bootstrapBenchmarkLogging()
         guard let settings = PostgresBenchmarkServer.settings() else {
             print("capture: skipped: \(PostgresBenchmarkServer.missingMessage)")
             return

@@ -42,11 +42,7 @@ struct ClusterBenchmark: AsyncParsableCommand {
     @Flag(help: "Print RESULT lines (one JSON object each) instead of the Markdown table.") var json = false
 
     func run() async throws {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .warning
-            return handler
-        }
+        bootstrapBenchmarkLogging()
         let (entries, source) = try workload.entries()
         let scratch = try makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: scratch) }
@@ -55,7 +51,7 @@ struct ClusterBenchmark: AsyncParsableCommand {
         let producerCounts = producers.split(separator: ",").compactMap { Int($0) }
         let batchSizes = batches.split(separator: ",").compactMap { Int($0) }
         var lines: [String] = []
-        let meanBytes = Double(entries.reduce(0) { $0 + $1.count }) / Double(entries.count)
+        let meanBytes = Double(byteCount(entries)) / Double(entries.count)
         lines.append("workload: \(entries.count) entries (\(source)), mean \(fmt(meanBytes)) B; nats-server \(cluster.version), 3 nodes on 127.0.0.1, R3 file streams; \(ProcessInfo.processInfo.activeProcessorCount) cores; load \(loadAverage())")
         lines.append("")
         lines.append("| producers × entries/append | raw JetStream publish (ceiling) | orgsync cluster append (R3) | ratio to raw | keyed cluster append | keyed ratio | standalone log (fsync always) | cluster p50 / p99 ms | raw p50 / p99 ms |")
@@ -161,39 +157,20 @@ struct ClusterBenchmark: AsyncParsableCommand {
         perProducer: (Int) -> @Sendable ([[UInt8]]) async throws -> Void
     ) async throws -> ResultRow {
         let next = Counter()
-        let deadline = nowNs() + UInt64(seconds * 1e9)
         let batchCount = max(1, entries.count / batch)
-        let start = nowNs()
-        let results = try await withThrowingTaskGroup(of: ([UInt64], Int, Int).self) { group in
-            for index in 0..<producers {
-                let append = perProducer(index)
-                group.addTask {
-                    var latencies: [UInt64] = []
-                    var count = 0
-                    var bytes = 0
-                    while nowNs() < deadline {
-                        let slot = next.value.wrappingAdd(1, ordering: .relaxed).oldValue % batchCount
-                        let slice = Array(entries[(slot * batch)..<min(entries.count, slot * batch + batch)])
-                        let t0 = nowNs()
-                        try await append(slice)
-                        latencies.append(nowNs() - t0)
-                        count += slice.count
-                        bytes += slice.reduce(0) { $0 + $1.count }
-                    }
-                    return (latencies, count, bytes)
-                }
+        let run = try await runClosedLoop(producers: producers, seconds: seconds) { index in
+            let append = perProducer(index)
+            return {
+                let slot = next.value.wrappingAdd(1, ordering: .relaxed).oldValue % batchCount
+                let slice = Array(entries[(slot * batch)..<min(entries.count, slot * batch + batch)])
+                try await append(slice)
+                return (slice.count, byteCount(slice))
             }
-            var all: [([UInt64], Int, Int)] = []
-            for try await result in group { all.append(result) }
-            return all
         }
-        let elapsed = Double(nowNs() - start) / 1e9
-        let latencies = results.flatMap(\.0).sorted()
         return ResultRow(
             system: mode.hasPrefix("raw") ? "nats" : "orgsync", mode: "\(mode) p\(producers) b\(batch)", batch: batch, durable: true,
-            entries_per_s: Double(results.reduce(0) { $0 + $1.1 }) / elapsed, p50_ms: percentileMs(latencies, 50),
-            p99_ms: percentileMs(latencies, 99), producers: producers, mb_per_s: Double(results.reduce(0) { $0 + $1.2 }) / elapsed / 1e6,
-            compression_ratio: nil)
+            entries_per_s: run.entriesPerSecond, p50_ms: run.latencyMs(percentile: 50), p99_ms: run.latencyMs(percentile: 99), producers: producers,
+            mb_per_s: run.megabytesPerSecond, compression_ratio: nil)
     }
 }
 

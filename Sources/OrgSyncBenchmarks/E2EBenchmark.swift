@@ -106,11 +106,7 @@ struct E2EBenchmark: AsyncParsableCommand {
 
     func run() async throws {
         FreedMemory.limitArenas()  // as `orgsync serve` does
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .warning
-            return handler
-        }
+        bootstrapBenchmarkLogging()
         let (workload, source) = try self.workload.entries()
         let scratch = try dataDir ?? makeTempDir()
         defer { if dataDir == nil { try? FileManager.default.removeItem(atPath: scratch) } }

@@ -33,11 +33,7 @@ struct HTTPBenchmark: AsyncParsableCommand {
     @Flag(help: "Print RESULT lines instead of the Markdown table.") var json = false
 
     func run() async throws {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .warning
-            return handler
-        }
+        bootstrapBenchmarkLogging()
         let (workload, _) = try self.workload.entries()
         let bodies = stride(from: 0, to: workload.count - batch + 1, by: batch).map { start -> (ByteBuffer, Int) in
             var buffer = ByteBuffer()
@@ -107,45 +103,26 @@ struct HTTPBenchmark: AsyncParsableCommand {
         defer { _ = client.shutdown() }
         let url = "\(tls ? "https" : "http")://127.0.0.1:\(port)/v1/streams/events/entries"
         let next = Counter()
-        let deadline = nowNs() + UInt64(seconds * 1e9)
-        let start = nowNs()
-        let results = try await withThrowingTaskGroup(of: ([UInt64], Int, Int).self) { group in
-            for _ in 0..<connections {
-                group.addTask {
-                    var latencies: [UInt64] = []
-                    var entries = 0
-                    var bytes = 0
-                    while nowNs() < deadline {
-                        let (body, size) = bodies[next.value.wrappingAdd(1, ordering: .relaxed).oldValue % bodies.count]
-                        var request = HTTPClientRequest(url: url)
-                        request.method = .POST
-                        request.headers.add(name: "Content-Type", value: "application/x-ndjson")
-                        request.body = .bytes(body)
-                        let t0 = nowNs()
-                        let response = try await client.execute(request, timeout: .seconds(30))
-                        _ = try await response.body.collect(upTo: 1 << 16)
-                        guard response.status == .created else { throw ValidationErrorText("HTTP \(response.status.code)") }
-                        latencies.append(nowNs() - t0)
-                        entries += batch
-                        bytes += size
-                    }
-                    return (latencies, entries, bytes)
-                }
+        let batch = self.batch
+        let run = try await runClosedLoop(producers: connections, seconds: seconds) { _ in
+            {
+                let (body, size) = bodies[next.value.wrappingAdd(1, ordering: .relaxed).oldValue % bodies.count]
+                var request = HTTPClientRequest(url: url)
+                request.method = .POST
+                request.headers.add(name: "Content-Type", value: "application/x-ndjson")
+                request.body = .bytes(body)
+                let response = try await client.execute(request, timeout: .seconds(30))
+                _ = try await response.body.collect(upTo: 1 << 16)
+                guard response.status == .created else { throw ValidationErrorText("HTTP \(response.status.code)") }
+                return (batch, size)
             }
-            var all: [([UInt64], Int, Int)] = []
-            for try await result in group { all.append(result) }
-            return all
         }
-        let elapsed = Double(nowNs() - start) / 1e9
         try await client.shutdown()
         server.cancel()
         await broker.close()
-        let latencies = results.flatMap(\.0).sorted()
-        let entries = results.reduce(0) { $0 + $1.1 }
-        let bytes = results.reduce(0) { $0 + $1.2 }
         return ResultRow(mode: "\(tls ? "https" : "http") ndjson c\(connections)", batch: batch, durable: true,
-                         entries_per_s: Double(entries) / elapsed, p50_ms: percentileMs(latencies, 50), p99_ms: percentileMs(latencies, 99),
-                         producers: connections, mb_per_s: Double(bytes) / elapsed / 1e6, compression_ratio: nil)
+                         entries_per_s: run.entriesPerSecond, p50_ms: run.latencyMs(percentile: 50), p99_ms: run.latencyMs(percentile: 99),
+                         producers: connections, mb_per_s: run.megabytesPerSecond, compression_ratio: nil)
     }
 
     func measureInProcess(workload: [[UInt8]], connections: Int) async throws -> ResultRow {
@@ -154,35 +131,16 @@ struct HTTPBenchmark: AsyncParsableCommand {
         let log = try StreamLog.open(dataDirectory: directory, name: "events")
         let batches = stride(from: 0, to: workload.count - batch + 1, by: batch).map { Array(workload[$0..<($0 + batch)]) }
         let next = Counter()
-        let deadline = nowNs() + UInt64(seconds * 1e9)
-        let start = nowNs()
-        let results = try await withThrowingTaskGroup(of: ([UInt64], Int, Int).self) { group in
-            for _ in 0..<connections {
-                group.addTask {
-                    var latencies: [UInt64] = []
-                    var entries = 0
-                    var bytes = 0
-                    while nowNs() < deadline {
-                        let slice = batches[next.value.wrappingAdd(1, ordering: .relaxed).oldValue % batches.count]
-                        let t0 = nowNs()
-                        _ = try await log.append(slice)
-                        latencies.append(nowNs() - t0)
-                        entries += slice.count
-                        bytes += slice.reduce(0) { $0 + $1.count }
-                    }
-                    return (latencies, entries, bytes)
-                }
+        let run = try await runClosedLoop(producers: connections, seconds: seconds) { _ in
+            {
+                let slice = batches[next.value.wrappingAdd(1, ordering: .relaxed).oldValue % batches.count]
+                _ = try await log.append(slice)
+                return (slice.count, byteCount(slice))
             }
-            var all: [([UInt64], Int, Int)] = []
-            for try await result in group { all.append(result) }
-            return all
         }
-        let elapsed = Double(nowNs() - start) / 1e9
         await log.close()
-        let latencies = results.flatMap(\.0).sorted()
         return ResultRow(mode: "in-process append c\(connections)", batch: batch, durable: true,
-                         entries_per_s: Double(results.reduce(0) { $0 + $1.1 }) / elapsed,
-                         p50_ms: percentileMs(latencies, 50), p99_ms: percentileMs(latencies, 99), producers: connections,
-                         mb_per_s: Double(results.reduce(0) { $0 + $1.2 }) / elapsed / 1e6, compression_ratio: nil)
+                         entries_per_s: run.entriesPerSecond, p50_ms: run.latencyMs(percentile: 50), p99_ms: run.latencyMs(percentile: 99),
+                         producers: connections, mb_per_s: run.megabytesPerSecond, compression_ratio: nil)
     }
 }

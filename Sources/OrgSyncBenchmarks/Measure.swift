@@ -2,6 +2,16 @@
 import Glibc
 #endif
 import Foundation
+import Logging
+
+/// Warnings and errors to standard error, nothing below: a benchmark's output is its table.
+func bootstrapBenchmarkLogging() {
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = .warning
+        return handler
+    }
+}
 
 /// Monotonic nanoseconds.
 func nowNs() -> UInt64 {
@@ -65,3 +75,55 @@ func resultLine(_ row: some Encodable) -> String {
     let json = (try? encoder.encode(row)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     return "RESULT " + json
 }
+
+/// What closed-loop producers did: every call's latency, the entries and bytes they carried,
+/// and the wall time from the first call to the last answer.
+struct ClosedLoopRun {
+    /// Latencies of every call, nanoseconds, sorted.
+    var latenciesNs: [UInt64]
+    var entries: Int
+    var bytes: Int
+    var elapsedSeconds: Double
+
+    var entriesPerSecond: Double { Double(entries) / elapsedSeconds }
+    var megabytesPerSecond: Double { Double(bytes) / elapsedSeconds / 1e6 }
+    func latencyMs(percentile p: Double) -> Double { percentileMs(latenciesNs, p) }
+}
+
+/// Runs `producers` tasks, each making calls back to back until `seconds` are over (a call
+/// under way then finishes). `makeProducer(i)` gives producer `i` its call, which returns the
+/// entries and bytes it carried; each call is timed whole.
+func runClosedLoop(
+    producers: Int, seconds: Double,
+    makeProducer: (Int) throws -> @Sendable () async throws -> (entries: Int, bytes: Int)
+) async throws -> ClosedLoopRun {
+    let calls = try (0..<producers).map(makeProducer)
+    let deadline = nowNs() + UInt64(seconds * 1e9)
+    let start = nowNs()
+    let results = try await withThrowingTaskGroup(of: ([UInt64], Int, Int).self) { group in
+        for call in calls {
+            group.addTask {
+                var latencies: [UInt64] = []
+                var entries = 0
+                var bytes = 0
+                while nowNs() < deadline {
+                    let t0 = nowNs()
+                    let carried = try await call()
+                    latencies.append(nowNs() - t0)
+                    entries += carried.entries
+                    bytes += carried.bytes
+                }
+                return (latencies, entries, bytes)
+            }
+        }
+        var all: [([UInt64], Int, Int)] = []
+        for try await result in group { all.append(result) }
+        return all
+    }
+    return ClosedLoopRun(
+        latenciesNs: results.flatMap(\.0).sorted(), entries: results.reduce(0) { $0 + $1.1 }, bytes: results.reduce(0) { $0 + $1.2 },
+        elapsedSeconds: Double(nowNs() - start) / 1e9)
+}
+
+/// The bytes of a batch of entries.
+func byteCount(_ entries: [[UInt8]]) -> Int { entries.reduce(0) { $0 + $1.count } }
