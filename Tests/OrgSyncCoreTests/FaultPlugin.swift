@@ -109,6 +109,27 @@ enum FaultPlugin {
             adapterConfiguration: AdapterConfiguration(linkName: "fault-link", streamName: "s"), logger: logger)
     }
 
+    /// Runs `body` with an adapter running the script in `mode`, in a directory of its own; the
+    /// adapter is closed and the directory removed afterwards, also when `body` throws. With
+    /// `logTo`, the adapter logs there (for tests that wait on what the plugin said).
+    static func withAdapter<T>(
+        _ mode: String, limits: PluginProcessLimits = testLimits, logTo handler: RecordingLogHandler? = nil,
+        _ body: (ProcessAdapter) async throws -> T
+    ) async throws -> T {
+        let directory = try PluginTestDirectory()
+        defer { directory.remove() }
+        let logger = handler.map { handler in Logger(label: "test") { _ in handler } } ?? Logger(label: "orgsync.test.fault-plugin")
+        let adapter = try adapter(mode, in: directory, limits: limits, logger: logger)
+        do {
+            let result = try await body(adapter)
+            await adapter.close()
+            return result
+        } catch {
+            await adapter.close()
+            throw error
+        }
+    }
+
     /// Timeouts long enough for a loaded CI machine; the tests about timeouts shorten them.
     static let testLimits = PluginProcessLimits(
         handshakeTimeoutMs: 10_000, requestTimeoutMs: 10_000, applyTimeoutMs: 10_000, exitGraceMs: 500,

@@ -13,20 +13,18 @@ struct ProcessAdapterFaultTests {
         _ mode: String, limits: PluginProcessLimits = FaultPlugin.testLimits, messageContains expected: String,
         _ failing: @escaping @Sendable (ProcessAdapter) async throws -> Void
     ) async throws {
-        let directory = try PluginTestDirectory()
-        defer { directory.remove() }
-        let adapter = try FaultPlugin.adapter(mode, in: directory, limits: limits)
-        try await withTimeout(ms: 15_000) { try await adapter.open() }
-        let pid = try #require(adapter.processID)
-        let error = try await #require(throws: AdapterError.self) {
-            try await withTimeout(ms: 15_000) { try await failing(adapter) }
+        try await FaultPlugin.withAdapter(mode, limits: limits) { adapter in
+            try await withTimeout(ms: 15_000) { try await adapter.open() }
+            let pid = try #require(adapter.processID)
+            let error = try await #require(throws: AdapterError.self) {
+                try await withTimeout(ms: 15_000) { try await failing(adapter) }
+            }
+            #expect(error.kind == .connection)
+            #expect(error.message.contains(expected), "message: \(error.message)")
+            #expect(error.message.contains("fault-\(mode)"), "the message names the plugin: \(error.message)")
+            #expect(FaultPlugin.isGone(pid), "plugin process \(pid) still exists (running or zombie)")
+            #expect(adapter.processID == nil)
         }
-        #expect(error.kind == .connection)
-        #expect(error.message.contains(expected), "message: \(error.message)")
-        #expect(error.message.contains("fault-\(mode)"), "the message names the plugin: \(error.message)")
-        #expect(FaultPlugin.isGone(pid), "plugin process \(pid) still exists (running or zombie)")
-        #expect(adapter.processID == nil)
-        await adapter.close()
     }
 
     @Test("a plugin that exits mid-request")
@@ -68,54 +66,51 @@ struct ProcessAdapterFaultTests {
 
     @Test("a plugin that floods stdout with lines nobody asked for")
     func flood() async throws {
-        let directory = try PluginTestDirectory()
-        defer { directory.remove() }
-        let adapter = try FaultPlugin.adapter("flood-on-probe", in: directory)
-        try await adapter.open()
-        let pid = try #require(adapter.processID)
-        // The first line answers the probe; the flood is caught on the next request at the latest.
-        var caught: AdapterError?
-        for _ in 0..<3 where caught == nil {
-            do {
-                try await withTimeout(ms: 15_000) { try await adapter.probe() }
-            } catch let error as AdapterError {
-                caught = error
+        try await FaultPlugin.withAdapter("flood-on-probe") { adapter in
+            try await adapter.open()
+            let pid = try #require(adapter.processID)
+            // The first line answers the probe; the flood is caught on the next request at the latest.
+            var caught: AdapterError?
+            for _ in 0..<3 where caught == nil {
+                do {
+                    try await withTimeout(ms: 15_000) { try await adapter.probe() }
+                } catch let error as AdapterError {
+                    caught = error
+                }
             }
+            let error = try #require(caught)
+            #expect(error.kind == .connection)
+            #expect(
+                error.message.contains("nobody asked for") || error.message.contains("while request"), "\(error.message)")
+            #expect(FaultPlugin.isGone(pid))
         }
-        let error = try #require(caught)
-        #expect(error.kind == .connection)
-        #expect(
-            error.message.contains("nobody asked for") || error.message.contains("while request"), "\(error.message)")
-        #expect(FaultPlugin.isGone(pid))
-        await adapter.close()
     }
 
     @Test("close() while a request hangs kills the plugin and ends the request")
     func closeDuringRequest() async throws {
         var limits = FaultPlugin.testLimits
         limits.requestTimeoutMs = 60_000
-        let directory = try PluginTestDirectory()
-        defer { directory.remove() }
         let handler = RecordingLogHandler()
-        let adapter = try FaultPlugin.adapter("hang-on-probe", in: directory, limits: limits, logger: Logger(label: "test") { _ in handler })
-        try await adapter.open()
-        let pid = try #require(adapter.processID)
-        let probing = Task { try await adapter.probe() }
-        let hanging = await handler.waitForMessage(containing: "hanging in probe", timeoutMs: 10_000)
-        #expect(hanging != nil, "the plugin received the probe")
-        try await withTimeout(ms: 10_000) { await adapter.close() }
-        #expect(FaultPlugin.isGone(pid))
-        let outcome = try await withTimeout(ms: 10_000) { () -> AdapterError? in
-            do {
-                try await probing.value
-                return nil
-            } catch let error as AdapterError {
-                return error
-            } catch {
-                return nil
+        try await FaultPlugin.withAdapter("hang-on-probe", limits: limits, logTo: handler) { adapter in
+            try await adapter.open()
+            let pid = try #require(adapter.processID)
+            let probing = Task { try await adapter.probe() }
+            let hanging = await handler.waitForMessage(containing: "hanging in probe", timeoutMs: 10_000)
+            #expect(hanging != nil, "the plugin received the probe")
+            try await withTimeout(ms: 10_000) { await adapter.close() }
+            #expect(FaultPlugin.isGone(pid))
+            let outcome = try await withTimeout(ms: 10_000) { () -> AdapterError? in
+                do {
+                    try await probing.value
+                    return nil
+                } catch let error as AdapterError {
+                    return error
+                } catch {
+                    return nil
+                }
             }
+            #expect(outcome?.kind == .connection, "the pending probe fails as a connection error")
         }
-        #expect(outcome?.kind == .connection, "the pending probe fails as a connection error")
     }
 
     @Test("a plugin that answers another request id")
@@ -127,14 +122,12 @@ struct ProcessAdapterFaultTests {
 
     @Test("a rejection naming an offset outside the batch is not trusted")
     func rejectionOutsideBatch() async throws {
-        let directory = try PluginTestDirectory()
-        defer { directory.remove() }
-        let adapter = try FaultPlugin.adapter("reject-outside-batch", in: directory)
-        try await adapter.open()
-        let error = try await #require(throws: AdapterError.self) { try await adapter.apply(FaultPlugin.batch([0, 1])) }
-        #expect(error.kind == .connection)
-        #expect(error.message.contains("not in the batch"))
-        await adapter.close()
+        try await FaultPlugin.withAdapter("reject-outside-batch") { adapter in
+            try await adapter.open()
+            let error = try await #require(throws: AdapterError.self) { try await adapter.apply(FaultPlugin.batch([0, 1])) }
+            #expect(error.kind == .connection)
+            #expect(error.message.contains("not in the batch"))
+        }
     }
 
     @Test("errors the plugin classifies pass through, and the process keeps running")
@@ -162,41 +155,38 @@ struct ProcessAdapterFaultTests {
 
     @Test("a plugin speaking an unknown protocol version")
     func unknownProtocolVersion() async throws {
-        let directory = try PluginTestDirectory()
-        defer { directory.remove() }
-        let adapter = try FaultPlugin.adapter("bad-version", in: directory)
-        let error = try await #require(throws: AdapterError.self) { try await withTimeout(ms: 15_000) { try await adapter.open() } }
-        #expect(error.kind == .connection)
-        #expect(error.message.contains("speaks protocol version 99; this broker speaks 1"), "\(error.message)")
-        #expect(adapter.processID == nil)
-        let pid = try #require(Self.pid(in: error.message))
-        #expect(FaultPlugin.isGone(pid))
+        try await FaultPlugin.withAdapter("bad-version") { adapter in
+            let error = try await #require(throws: AdapterError.self) { try await withTimeout(ms: 15_000) { try await adapter.open() } }
+            #expect(error.kind == .connection)
+            #expect(error.message.contains("speaks protocol version 99; this broker speaks 1"), "\(error.message)")
+            #expect(adapter.processID == nil)
+            let pid = try #require(Self.pid(in: error.message))
+            #expect(FaultPlugin.isGone(pid))
+        }
     }
 
     @Test("a plugin that exits before the handshake")
     func exitAtStart() async throws {
-        let directory = try PluginTestDirectory()
-        defer { directory.remove() }
-        let adapter = try FaultPlugin.adapter("exit-at-start", in: directory)
-        let error = try await #require(throws: AdapterError.self) { try await withTimeout(ms: 15_000) { try await adapter.open() } }
-        #expect(error.kind == .connection)
-        #expect(error.message.contains("exited with status 4 during handshake"), "\(error.message)")
-        let pid = try #require(Self.pid(in: error.message))
-        #expect(FaultPlugin.isGone(pid))
+        try await FaultPlugin.withAdapter("exit-at-start") { adapter in
+            let error = try await #require(throws: AdapterError.self) { try await withTimeout(ms: 15_000) { try await adapter.open() } }
+            #expect(error.kind == .connection)
+            #expect(error.message.contains("exited with status 4 during handshake"), "\(error.message)")
+            let pid = try #require(Self.pid(in: error.message))
+            #expect(FaultPlugin.isGone(pid))
+        }
     }
 
     @Test("a plugin that never answers the handshake")
     func handshakeTimeout() async throws {
         var limits = FaultPlugin.testLimits
         limits.handshakeTimeoutMs = 700
-        let directory = try PluginTestDirectory()
-        defer { directory.remove() }
-        let adapter = try FaultPlugin.adapter("hang-handshake", in: directory, limits: limits)
-        let error = try await #require(throws: AdapterError.self) { try await withTimeout(ms: 15_000) { try await adapter.open() } }
-        #expect(error.kind == .connection)
-        #expect(error.message.contains("did not answer handshake within 700 ms"), "\(error.message)")
-        let pid = try #require(Self.pid(in: error.message))
-        #expect(FaultPlugin.isGone(pid))
+        try await FaultPlugin.withAdapter("hang-handshake", limits: limits) { adapter in
+            let error = try await #require(throws: AdapterError.self) { try await withTimeout(ms: 15_000) { try await adapter.open() } }
+            #expect(error.kind == .connection)
+            #expect(error.message.contains("did not answer handshake within 700 ms"), "\(error.message)")
+            let pid = try #require(Self.pid(in: error.message))
+            #expect(FaultPlugin.isGone(pid))
+        }
     }
 
     @Test("a command that cannot be started")
@@ -213,40 +203,38 @@ struct ProcessAdapterFaultTests {
 
     @Test("after a crash the next call starts a new process, once")
     func restartAfterCrash() async throws {
-        let directory = try PluginTestDirectory()
-        defer { directory.remove() }
-        let adapter = try FaultPlugin.adapter("crash-once", in: directory)
-        try await adapter.open()
-        let first = try #require(adapter.processID)
-        let error = try await #require(throws: AdapterError.self) { try await adapter.probe() }
-        #expect(error.message.contains("exited with status 5"))
-        #expect(FaultPlugin.isGone(first))
-        try await adapter.open()
-        let second = try #require(adapter.processID)
-        #expect(second != first)
-        try await adapter.probe()
-        await adapter.close()
-        #expect(FaultPlugin.isGone(second))
+        try await FaultPlugin.withAdapter("crash-once") { adapter in
+            try await adapter.open()
+            let first = try #require(adapter.processID)
+            let error = try await #require(throws: AdapterError.self) { try await adapter.probe() }
+            #expect(error.message.contains("exited with status 5"))
+            #expect(FaultPlugin.isGone(first))
+            try await adapter.open()
+            let second = try #require(adapter.processID)
+            #expect(second != first)
+            try await adapter.probe()
+            await adapter.close()
+            #expect(FaultPlugin.isGone(second))
+        }
     }
 
     @Test("a plugin whose open fails is ended; the next call starts a new one that opens")
     func openFailure() async throws {
-        let directory = try PluginTestDirectory()
-        defer { directory.remove() }
         let handler = RecordingLogHandler()
-        let adapter = try FaultPlugin.adapter("open-fails-once", in: directory, logger: Logger(label: "test") { _ in handler })
-        let error = try await #require(throws: AdapterError.self) { try await adapter.open() }
-        #expect(error.kind == .connection)
-        #expect(error.message.contains("target not there yet"))
-        #expect(adapter.processID == nil, "the half-started process is not kept")
-        let started = await handler.waitForMessage(containing: "plugin process started", timeoutMs: 1_000)
-        let firstPID = try #require(started.flatMap { _ in Self.pid(inLog: handler) })
-        #expect(FaultPlugin.isGone(firstPID))
-        try await adapter.probe()
-        let second = try #require(adapter.processID)
-        #expect(second != firstPID)
-        await adapter.close()
-        #expect(FaultPlugin.isGone(second))
+        try await FaultPlugin.withAdapter("open-fails-once", logTo: handler) { adapter in
+            let error = try await #require(throws: AdapterError.self) { try await adapter.open() }
+            #expect(error.kind == .connection)
+            #expect(error.message.contains("target not there yet"))
+            #expect(adapter.processID == nil, "the half-started process is not kept")
+            let started = await handler.waitForMessage(containing: "plugin process started", timeoutMs: 1_000)
+            let firstPID = try #require(started.flatMap { _ in Self.pid(inLog: handler) })
+            #expect(FaultPlugin.isGone(firstPID))
+            try await adapter.probe()
+            let second = try #require(adapter.processID)
+            #expect(second != firstPID)
+            await adapter.close()
+            #expect(FaultPlugin.isGone(second))
+        }
     }
 
     @Test("close() ends a well-behaved plugin and kills one that will not exit")
@@ -265,67 +253,62 @@ struct ProcessAdapterFaultTests {
 
     @Test("a plugin's own child processes die with it")
     func grandchildren() async throws {
-        let directory = try PluginTestDirectory()
-        defer { directory.remove() }
         let handler = RecordingLogHandler()
-        let adapter = try FaultPlugin.adapter("spawn-grandchild", in: directory, logger: Logger(label: "test") { _ in handler })
-        try await adapter.open()
-        let pid = try #require(adapter.processID)
-        let line = try #require(await handler.waitForMessage(containing: "grandchild ", timeoutMs: 10_000))
-        let grandchild = try #require(line.split(separator: " ").last.flatMap { Int32($0) })
-        #expect(!FaultPlugin.isDead(grandchild), "the helper runs while the plugin does")
-        try await withTimeout(ms: 10_000) { await adapter.close() }
-        #expect(FaultPlugin.isGone(pid))
-        // SIGKILL was sent to the helper before close() returned; its death is asynchronous and
-        // nothing notifies us of it (it is not our child), so look a bounded number of times.
-        let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(5)
-        while !FaultPlugin.isDead(grandchild), clock.now < deadline {
-            try await Task.sleep(for: .milliseconds(5))
+        try await FaultPlugin.withAdapter("spawn-grandchild", logTo: handler) { adapter in
+            try await adapter.open()
+            let pid = try #require(adapter.processID)
+            let line = try #require(await handler.waitForMessage(containing: "grandchild ", timeoutMs: 10_000))
+            let grandchild = try #require(line.split(separator: " ").last.flatMap { Int32($0) })
+            #expect(!FaultPlugin.isDead(grandchild), "the helper runs while the plugin does")
+            try await withTimeout(ms: 10_000) { await adapter.close() }
+            #expect(FaultPlugin.isGone(pid))
+            // SIGKILL was sent to the helper before close() returned; its death is asynchronous and
+            // nothing notifies us of it (it is not our child), so look a bounded number of times.
+            let clock = ContinuousClock()
+            let deadline = clock.now + .seconds(5)
+            while !FaultPlugin.isDead(grandchild), clock.now < deadline {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            #expect(FaultPlugin.isDead(grandchild), "helper \(grandchild) of the plugin outlived it")
         }
-        #expect(FaultPlugin.isDead(grandchild), "helper \(grandchild) of the plugin outlived it")
     }
 
     @Test("a cancelled call kills the plugin and throws CancellationError")
     func cancellation() async throws {
         var limits = FaultPlugin.testLimits
         limits.requestTimeoutMs = 60_000
-        let directory = try PluginTestDirectory()
-        defer { directory.remove() }
         let handler = RecordingLogHandler()
-        let adapter = try FaultPlugin.adapter("hang-on-probe", in: directory, limits: limits, logger: Logger(label: "test") { _ in handler })
-        try await adapter.open()
-        let pid = try #require(adapter.processID)
-        let probing = Task { try await adapter.probe() }
-        // Cancel only once the plugin has the request (it says so on stderr): the call is then
-        // really in flight, and cancelling must kill the process.
-        #expect(await handler.waitForMessage(containing: "hanging in probe", timeoutMs: 10_000) != nil)
-        probing.cancel()
-        let outcome = try await withTimeout(ms: 10_000) { () -> String in
-            do {
-                try await probing.value
-                return "returned"
-            } catch is CancellationError {
-                return "cancelled"
-            } catch {
-                return "\(error)"
+        try await FaultPlugin.withAdapter("hang-on-probe", limits: limits, logTo: handler) { adapter in
+            try await adapter.open()
+            let pid = try #require(adapter.processID)
+            let probing = Task { try await adapter.probe() }
+            // Cancel only once the plugin has the request (it says so on stderr): the call is then
+            // really in flight, and cancelling must kill the process.
+            #expect(await handler.waitForMessage(containing: "hanging in probe", timeoutMs: 10_000) != nil)
+            probing.cancel()
+            let outcome = try await withTimeout(ms: 10_000) { () -> String in
+                do {
+                    try await probing.value
+                    return "returned"
+                } catch is CancellationError {
+                    return "cancelled"
+                } catch {
+                    return "\(error)"
+                }
             }
+            #expect(outcome == "cancelled")
+            #expect(FaultPlugin.isGone(pid))
         }
-        #expect(outcome == "cancelled")
-        #expect(FaultPlugin.isGone(pid))
-        await adapter.close()
     }
 
     @Test("stderr lines become log lines with their level")
     func stderrIsLogged() async throws {
-        let directory = try PluginTestDirectory()
-        defer { directory.remove() }
         let handler = RecordingLogHandler()
-        let adapter = try FaultPlugin.adapter("stderr", in: directory, logger: Logger(label: "test") { _ in handler })
-        try await adapter.open()
-        let line = await handler.waitForMessage(containing: "fault plugin opening in mode stderr", timeoutMs: 10_000)
-        #expect(line?.hasPrefix("warning:") == true, "\(line ?? "no log line")")
-        await adapter.close()
+        try await FaultPlugin.withAdapter("stderr", logTo: handler) { adapter in
+            try await adapter.open()
+            let line = await handler.waitForMessage(containing: "fault plugin opening in mode stderr", timeoutMs: 10_000)
+            #expect(line?.hasPrefix("warning:") == true, "\(line ?? "no log line")")
+        }
     }
 
     /// The PID of the first "plugin process started" log line.
