@@ -231,10 +231,13 @@ let package = Package(
             name: "EmbedFiles",
             swiftSettings: strict
         ),
+        // Under Sources/, not a top-level Plugins/: that would differ from plugins/ (the adapters)
+        // only by case, one folder on a case-insensitive file system.
         .plugin(
             name: "EmbedFilesPlugin",
             capability: .buildTool(),
-            dependencies: ["EmbedFiles"]
+            dependencies: ["EmbedFiles"],
+            path: "Sources/EmbedFilesPlugin"
         ),
 
         // MARK: First-party adapters: OrgSyncPluginAPI and their driver only.
