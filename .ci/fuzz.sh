@@ -5,7 +5,7 @@
 #
 # Usage: bash .ci/fuzz.sh [--short | --long] [--only T[,T...]] [--time SECONDS] [--runs N] [--jobs N]
 #                         [--optimize | --no-optimize] [--scratch-path DIR] [--seeds] [--totals]
-#   --short      (default; .ci/run) each target for 20 s, from the committed corpus.
+#   --short      (default; .ci/run) each target for 10 s (a smoke test: the corpus replayed, a few seconds of new inputs), from the committed corpus.
 #   --long       each target until 10 million executions (--runs) or 4 h (--time), whichever
 #                comes first, optimized (below); the working corpus in .build-fuzz/corpus/
 #                grows across runs, so repeated long runs add up.
@@ -46,7 +46,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-if [ "$mode" = short ]; then seconds=${seconds:-20}; runs=${runs:--1}; else seconds=${seconds:-14400}; runs=${runs:-10000000}; fi
+if [ "$mode" = short ]; then seconds=${seconds:-10}; runs=${runs:--1}; else seconds=${seconds:-14400}; runs=${runs:-10000000}; fi
 if [ -z "$optimize" ]; then if [ "$mode" = long ]; then optimize=true; else optimize=false; fi; fi
 if [ -z "$scratch" ]; then if $optimize; then scratch=.build-fuzz-optimized; else scratch=.build-fuzz; fi; fi
 
