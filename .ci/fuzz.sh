@@ -5,7 +5,8 @@
 #
 # Usage: bash .ci/fuzz.sh [--short | --long] [--only T[,T...]] [--time SECONDS] [--runs N] [--jobs N]
 #                         [--optimize | --no-optimize] [--scratch-path DIR] [--seeds] [--totals]
-#   --short      (default; .ci/run) each target for 10 s (a smoke test: the corpus replayed, a few seconds of new inputs), from the committed corpus.
+#   --short      (default; .ci/run) each target for 10 s from the committed corpus: a smoke test
+#                (every seed and regression input replayed, a few seconds of new inputs).
 #   --long       each target until 10 million executions (--runs) or 4 h (--time), whichever
 #                comes first, optimized (below); the working corpus in .build-fuzz/corpus/
 #                grows across runs, so repeated long runs add up.
