@@ -4,7 +4,8 @@
 # on a target that cannot run. Prints executions and coverage per target.
 #
 # Usage: bash .ci/fuzz.sh [--short | --long] [--only T[,T...]] [--time SECONDS] [--runs N] [--jobs N]
-#                         [--optimize | --no-optimize] [--scratch-path DIR] [--seeds] [--totals]
+#                         [--optimize | --no-optimize] [--leaks-per-input | --leaks-at-exit]
+#                         [--scratch-path DIR] [--seeds] [--totals]
 #   --short      (default; .ci/run) each target for 10 s from the committed corpus: a smoke test
 #                (every seed and regression input replayed, a few seconds of new inputs).
 #   --long       each target until 10 million executions (--runs) or 4 h (--time), whichever
@@ -12,6 +13,12 @@
 #                grows across runs, so repeated long runs add up.
 #   --only       a comma-separated list of targets (default: all).
 #   --time/--runs override the bound per target; --jobs N runs N targets at once.
+#   --leaks-per-input  (default with --short) libFuzzer checks for leaks after every input that
+#                allocated more than it freed, and stops at the first with that input. A target
+#                that keeps state between inputs (log, http) pays a heap scan for most of them (a
+#                quarter to a sixth of the executions), so --long checks once, at exit, instead:
+#                LeakSanitizer still reports every leak, with the stack that allocated it (find the
+#                input with a --short run on the corpus). --leaks-at-exit asks for that in short runs.
 #   --optimize   (default with --long) our modules compiled with -O as well as instrumented:
 #                up to 5 times the executions a second, twice the build time. Built in
 #                .build-fuzz-optimized unless --scratch-path says otherwise.
@@ -29,7 +36,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-mode=short only="" seconds="" runs="" jobs=1 seeds=false totals=false optimize="" scratch="" work=.build-fuzz
+mode=short only="" seconds="" runs="" jobs=1 seeds=false totals=false optimize="" leaks_per_input="" scratch="" work=.build-fuzz
 while [ $# -gt 0 ]; do
   case "$1" in
     --short) mode=short ;;
@@ -43,12 +50,15 @@ while [ $# -gt 0 ]; do
     --totals) totals=true ;;
     --optimize) optimize=true ;;
     --no-optimize) optimize=false ;;
+    --leaks-per-input) leaks_per_input=true ;;
+    --leaks-at-exit) leaks_per_input=false ;;
     *) echo "unknown argument $1 (see the head of $0)" >&2; exit 2 ;;
   esac
   shift
 done
 if [ "$mode" = short ]; then seconds=${seconds:-10}; runs=${runs:--1}; else seconds=${seconds:-14400}; runs=${runs:-10000000}; fi
 if [ -z "$optimize" ]; then if [ "$mode" = long ]; then optimize=true; else optimize=false; fi; fi
+if [ -z "$leaks_per_input" ]; then if [ "$mode" = long ]; then leaks_per_input=false; else leaks_per_input=true; fi; fi
 if [ -z "$scratch" ]; then if $optimize; then scratch=.build-fuzz-optimized; else scratch=.build-fuzz; fi; fi
 
 all_targets=(json entry batch log smallfiles lines plugin config pgoutput nats clusterappend http)
@@ -93,6 +103,7 @@ run_target() {
   # inputs are read, and replayed first, every run.
   ORGSYNC_FUZZ_TARGET=$target "$binary" "$corpus" "Fuzz/corpus/$target" \
     -max_total_time="$seconds" -runs="$runs" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048 \
+    -detect_leaks="$($leaks_per_input && echo 1 || echo 0)" \
     -max_len=65536 -print_final_stats=1 -artifact_prefix="$work/artifacts/$target-" >"$log" 2>&1
 }
 
