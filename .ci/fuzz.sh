@@ -16,7 +16,7 @@
 #   --leaks-per-input  (default with --short) libFuzzer checks for leaks after every input that
 #                allocated more than it freed, and stops at the first with that input. A target
 #                that keeps state between inputs (log, http) pays a heap scan for most of them (a
-#                quarter to a sixth of the executions), so --long checks once, at exit, instead:
+#                half to a sixth of the executions), so --long checks once, at exit, instead:
 #                LeakSanitizer still reports every leak, with the stack that allocated it (find the
 #                input with a --short run on the corpus). --leaks-at-exit asks for that in short runs.
 #   --optimize   (default with --long) our modules compiled with -O as well as instrumented:
