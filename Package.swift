@@ -22,6 +22,9 @@ let strict: [SwiftSetting] = [
 /// the build time; `-enable-testing` keeps the targets' `@testable import`s working.
 let fuzzOptimized = fuzzing && Context.environment["ORGSYNC_FUZZ_OPTIMIZE"] == "1"
 let ours: [SwiftSetting] = strict + (fuzzing ? [.unsafeFlags(["-sanitize=fuzzer,address"] + (fuzzOptimized ? ["-O", "-enable-testing"] : []))] : [])
+/// The test support the fuzz targets use (the in-memory storage): optimized with them, not
+/// instrumented.
+let testSupport: [SwiftSetting] = strict + (fuzzOptimized ? [.unsafeFlags(["-O"])] : [])
 
 let package = Package(
     name: "orgsync",
@@ -290,7 +293,7 @@ let package = Package(
             name: "OrgSyncTestSupport",
             dependencies: ["OrgSyncCore", "OrgSyncLog", "OrgSyncPluginAPI", .product(name: "Logging", package: "swift-log")],
             path: "Tests/OrgSyncTestSupport",
-            swiftSettings: strict
+            swiftSettings: testSupport
         ),
         // The throwaway PostgreSQL server of .ci/postgres.sh, as the PostgreSQL adapter's tests and
         // the link tests find, reach and stop it.
@@ -512,6 +515,9 @@ if fuzzing {
                 "PostgresAdapter",
                 "OrgSyncNATS",
                 "OrgSyncCluster",
+                // FaultInjectingStorage: the in-memory storage the log and small-file targets
+                // write their inputs to (not instrumented: a test double, not the broker).
+                "OrgSyncTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -1,5 +1,6 @@
 import Logging
 @testable import OrgSyncLog
+import OrgSyncTestSupport
 
 let quietLogger = Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() })
 
@@ -102,7 +103,7 @@ func fuzzLogConfiguration() -> LogConfiguration {
 /// never throws for what is in the files; repair leaves a stream that verifies clean.
 @Sendable func fuzzLogDirectory(_ data: [UInt8]) {
     let (mode, files) = LogDirectoryInput.files(data)
-    let storage = MemoryStorage()
+    let storage = FaultInjectingStorage()
     let directory = LogDirectoryInput.directory
     storage.put(directory + "/LOCK", [])
     for (name, bytes) in files { storage.put(directory + "/" + name, bytes) }

@@ -1,6 +1,7 @@
 import Foundation
 @testable import OrgSyncCore
 @testable import OrgSyncLog
+import OrgSyncTestSupport
 import OrgSyncPluginAPI
 import OrgSyncBroker
 import OrgSyncServer
@@ -59,7 +60,7 @@ enum Seeds {
         // A stream written by the log: three segments, keyed appends, a cursor, codec-2 batches and
         // their .zdict files (110 rounds: dictionaries shrink the batches, and the segments must
         // still roll; base offsets stay under 256, as the input format names them in a byte).
-        let storage = MemoryStorage()
+        let storage = FaultInjectingStorage()
         var configuration = fuzzLogConfiguration()
         configuration.segmentBytesMax = 4_096
         let log = try StreamLog.open(dataDirectory: LogDirectoryInput.dataDirectory, name: LogDirectoryInput.stream,
@@ -73,8 +74,8 @@ enum Seeds {
         let directory = LogDirectoryInput.directory + "/"
         var input: [UInt8] = [0]
         var files: [String: [UInt8]] = [:]
-        for (path, bytes) in storage.state.withLock({ $0.files }) where path.hasPrefix(directory) {
-            files[String(path.dropFirst(directory.count))] = bytes
+        for path in storage.filePaths() where path.hasPrefix(directory) {
+            files[String(path.dropFirst(directory.count))] = storage.fileBytes(path)
         }
         for (name, bytes) in files.sorted(by: { $0.key < $1.key }) {
             let kind: UInt8

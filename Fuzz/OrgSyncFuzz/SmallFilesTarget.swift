@@ -1,4 +1,5 @@
 @testable import OrgSyncLog
+import OrgSyncTestSupport
 
 /// Input: a selector byte (bits 0–1: 0 cursor file, 1 IDENTITY, 2 `.keys`; bit 2: fix the
 /// checksums first), then the file. Each decoder answers a value or nothing; a value encodes
@@ -10,7 +11,7 @@
     switch selector & 3 {
     case 0:
         if fix { fixCursorChecksums(&bytes) }
-        let storage = MemoryStorage()
+        let storage = FaultInjectingStorage()
         storage.put("/c/x.cursor", bytes)
         guard let cursors = try? CursorStore.readAll(directory: "/c", storage: storage) else { return }
         if let offset = cursors["x"] {

@@ -13,6 +13,10 @@ import Glibc
 public final class FaultInjectingStorage: LogStorage, Sendable {
     public init() {}
 
+    /// The largest file, bytes: past it a write or truncate fails with EFBIG, as a file system's
+    /// limit would (what a damaged or fuzzed file asks for must not take the test's memory).
+    public static let fileBytesMax: Int64 = 1 << 30
+
     struct Write {
         var offset: Int64
         var bytes: [UInt8]
@@ -38,6 +42,9 @@ public final class FaultInjectingStorage: LogStorage, Sendable {
 
         func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws {
             try owner.check(path)
+            guard offset >= 0, offset + Int64(bytes.count) <= FaultInjectingStorage.fileBytesMax else {
+                throw StorageError(operation: "pwrite", path: path, errno: EFBIG)
+            }
             let copy = Array(bytes)
             try owner.state.withLock { s in
                 if let budget = s.writeBytesBudget {
@@ -77,6 +84,7 @@ public final class FaultInjectingStorage: LogStorage, Sendable {
 
         func truncate(to size: Int64) throws {
             try owner.check(path)
+            guard size >= 0, size <= FaultInjectingStorage.fileBytesMax else { throw StorageError(operation: "ftruncate", path: path, errno: EFBIG) }
             owner.state.withLock { s in owner.apply(&s, path: path, Write(offset: 0, bytes: [], truncate: size)) }
         }
 
@@ -196,8 +204,10 @@ public final class FaultInjectingStorage: LogStorage, Sendable {
         try check(path)
         let prefix = path.hasSuffix("/") ? path : path + "/"
         return state.withLock { s in
-            s.files.keys.filter { $0.hasPrefix(prefix) && !$0.dropFirst(prefix.count).contains("/") }
-                .map { String($0.dropFirst(prefix.count)) }
+            // Files and directories directly inside, as readdir(3) lists them.
+            let names = s.files.keys.filter { $0.hasPrefix(prefix) && !$0.dropFirst(prefix.count).contains("/") }
+                + s.directories.filter { $0.hasPrefix(prefix) && $0 != prefix && !$0.dropFirst(prefix.count).contains("/") }
+            return names.map { String($0.dropFirst(prefix.count)) }.sorted()
         }
     }
 
@@ -229,6 +239,19 @@ public final class FaultInjectingStorage: LogStorage, Sendable {
     public func lockFile(_ path: String) throws -> any LogLock {
         try check(path)
         return NoLock()
+    }
+
+    /// Puts a file as if it had been written and synced, its name too, making the directories
+    /// above it: a stream directory as a test or fuzz input gives it, before the log opens it.
+    public func put(_ path: String, _ bytes: [UInt8]) {
+        state.withLock { s in
+            s.files[path] = FileState(data: bytes, durable: bytes, unsynced: [], durableName: true)
+            var directory = path
+            while let slash = directory.lastIndex(of: "/"), slash != directory.startIndex {
+                directory = String(directory[..<slash])
+                s.directories.insert(directory)
+            }
+        }
     }
 
     // MARK: Faults
