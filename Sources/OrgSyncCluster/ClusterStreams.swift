@@ -96,10 +96,18 @@ public struct ClusterStreams: Sendable {
     static func lineage(of stream: String, in bucket: KeyValueBucket) async throws -> StreamLineage {
         for _ in 0..<2 {
             if let entry = try await bucket.get(stream) {
+                let notALineage = { (why: String) in
+                    BrokerError.streamUnavailable(stream: stream, problem: "its id in bucket \(bucket.name) is not a stream lineage: \(why)")
+                }
+                guard entry.value.count <= StreamLineage.fileBytesMax else {
+                    throw notALineage("\(entry.value.count) bytes, more than \(StreamLineage.fileBytesMax)")
+                }
                 do {
                     return try JSONDecoder().decode(StreamLineage.self, from: Data(entry.value))
+                } catch DecodingError.dataCorrupted(let context) {
+                    throw notALineage(context.debugDescription)
                 } catch {
-                    throw BrokerError.streamUnavailable(stream: stream, problem: "its id in bucket \(bucket.name) is not a stream lineage: \(error)")
+                    throw notALineage("\(error)")
                 }
             }
             do {

@@ -40,6 +40,36 @@ public struct StreamLineage: Sendable, Hashable, Codable, CustomStringConvertibl
         self.epochs = epochs.isEmpty ? [Epoch(epoch: 1, startOffset: 0)] : epochs
     }
 
+    /// Decodes the JSON form (a cluster keeps a stream's lineage in a NATS bucket, which any
+    /// client of that server can write): refused, as an `IDENTITY` file would be, unless it is
+    /// one (``problem(streamID:epochs:)``).
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let streamID = try container.decode(String.self, forKey: .streamID)
+        let epochs = try container.decode([Epoch].self, forKey: .epochs)
+        if let problem = Self.problem(streamID: streamID, epochs: epochs) {
+            throw DecodingError.dataCorrupted(.init(codingPath: container.codingPath, debugDescription: problem))
+        }
+        self.init(streamID: streamID, epochs: epochs)
+    }
+
+    /// Why `streamID` and `epochs` are not a stream's lineage; nil when they are. One rule for
+    /// the `IDENTITY` file and the JSON form: an id of 1–64 of `0-9 a-z A-Z - _`; at least one
+    /// epoch; epochs counted from 1 (plugins and targets refuse a stored epoch 0), below 2^63 − 1
+    /// (they travel as signed 64-bit JSON integers, and the next one, a repair's, must fit too),
+    /// increasing, with start offsets that never go back.
+    static func problem(streamID: String, epochs: [Epoch]) -> String? {
+        guard isValidStreamID(streamID) else { return "stream id \"\(streamID.prefix(80))\" is not 1-64 of 0-9 a-z A-Z - _" }
+        guard !epochs.isEmpty else { return "no epoch" }
+        var previous: Epoch?
+        for epoch in epochs {
+            guard epoch.epoch >= 1, epoch.epoch < UInt64(Int64.max) else { return "epoch \(epoch.epoch) out of range" }
+            if let previous, epoch.epoch <= previous.epoch || epoch.startOffset < previous.startOffset { return "epochs out of order" }
+            previous = epoch
+        }
+        return nil
+    }
+
     /// A new identity with a random id, in epoch 1 from offset 0.
     public static func random() -> StreamLineage {
         var generator = SystemRandomNumberGenerator()
@@ -87,8 +117,8 @@ extension StreamLineage {
     /// The first line of a stream that uses preset dictionaries (``usesPresetDictionaries``):
     /// releases that know only v1 refuse it, naming the format unknown.
     static let firstLineWithPresetDictionaries = "orgsync stream identity v2"
-    /// An identity file is a few lines; anything larger is not one.
-    static let fileBytesMax = 64 << 10
+    /// An identity file is a few lines; anything larger is not one (nor a JSON form that long).
+    public static let fileBytesMax = 64 << 10
 
     /// `orgsync stream identity v1` (`v2` once it uses preset dictionaries), `id HEX`, one
     /// `epoch N START` per epoch, then `crc32 HEX` over every byte before that line.
@@ -128,19 +158,13 @@ extension StreamLineage {
             if parts.count == 2, parts[0] == "id", isValidStreamID(parts[1]) {
                 id = String(parts[1])
             } else if parts.count == 3, parts[0] == "epoch", let epoch = UInt64(parts[1]), let start = UInt64(parts[2]) {
-                // Epochs count from 1 (plugins and targets refuse a stored epoch 0) and travel as
-                // signed 64-bit JSON integers; the next one (a repair) must fit too.
-                guard epoch >= 1, epoch < UInt64(Int64.max) else { return .failure(IdentityProblem("epoch \(epoch) out of range")) }
-                if let last = epochs.last, epoch <= last.epoch || start < last.startOffset {
-                    return .failure(IdentityProblem("epochs out of order"))
-                }
                 epochs.append(Epoch(epoch: epoch, startOffset: start))
             } else {
                 return .failure(IdentityProblem("unreadable line \"\(line.prefix(80))\""))
             }
         }
         guard let id else { return .failure(IdentityProblem("no id")) }
-        guard !epochs.isEmpty else { return .failure(IdentityProblem("no epoch")) }
+        if let problem = problem(streamID: id, epochs: epochs) { return .failure(IdentityProblem(problem)) }
         var lineage = StreamLineage(streamID: id, epochs: epochs)
         lineage.usesPresetDictionaries = usesPresetDictionaries
         return .success(lineage)

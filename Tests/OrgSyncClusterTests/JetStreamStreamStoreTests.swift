@@ -295,6 +295,52 @@ import Testing
         }
     }
 
+    /// The stream's lineage is kept in a bucket any client of the NATS server can write: one
+    /// that is not a lineage an IDENTITY file could hold (epoch 0, which targets refuse; an epoch
+    /// whose successor overflows; an id that is no id; no epochs; too large) keeps the member
+    /// from opening the stream, naming the bucket and what is wrong, instead of serving it.
+    @Test func aStreamWhoseLineageInTheBucketIsNotOneIsNotOpened() async throws {
+        try await withServer { server in
+            let urls = ["127.0.0.1:\(server.port)"]
+            let first = try await Self.member(urls, node: "a")
+            let good = try #require(first.stores["events"]).lineage
+            await first.close()
+            let connection = try await NATSConnection.connect(server.options())
+            defer { Task { await connection.close() } }
+            let bucket = try await KeyValueBucket.bind(JetStream(connection: connection), name: ClusterStreams.lineageBucket)
+            let id = good.streamID
+            let cases: [(json: String, problem: String)] = [
+                (#"{"streamID":"\#(id)","epochs":[{"epoch":0,"startOffset":0}]}"#, "epoch 0 out of range"),
+                (#"{"streamID":"\#(id)","epochs":[{"epoch":18446744073709551615,"startOffset":0}]}"#, "out of range"),
+                (#"{"streamID":"\#(id)","epochs":[{"epoch":2,"startOffset":5},{"epoch":2,"startOffset":9}]}"#, "epochs out of order"),
+                (#"{"streamID":"\#(id)","epochs":[{"epoch":1,"startOffset":5},{"epoch":2,"startOffset":4}]}"#, "epochs out of order"),
+                (#"{"streamID":"\#(id)","epochs":[]}"#, "no epoch"),
+                (#"{"streamID":"../x","epochs":[{"epoch":1,"startOffset":0}]}"#, "is not 1-64 of"),
+                (#"{"streamID":"","epochs":[{"epoch":1,"startOffset":0}]}"#, "is not 1-64 of"),
+                (#"{"epochs":[{"epoch":1,"startOffset":0}]}"#, "not a stream lineage"),
+                (#"{"streamID":"\#(id)","epochs":[\#(Array(repeating: #"{"epoch":1,"startOffset":0}"#, count: 3_000).joined(separator: ","))]}"#,
+                 "more than 65536"),
+            ]
+            for (json, problem) in cases {
+                _ = try await bucket.put("events", Array(json.utf8))
+                do {
+                    let member = try await Self.member(urls, node: "b")
+                    await member.close()
+                    Issue.record("opened with lineage \(json.prefix(120))")
+                } catch let error as BrokerError {
+                    guard case .streamUnavailable(let stream, let why) = error else { Issue.record("\(error)"); continue }
+                    #expect(stream == "events")
+                    #expect(why.contains(ClusterStreams.lineageBucket) && why.contains(problem), "\(why)")
+                }
+            }
+            // Put back as it was, it opens again with the same id.
+            _ = try await bucket.put("events", Array(try JSONEncoder().encode(good)))
+            let again = try await Self.member(urls, node: "b")
+            #expect(try #require(again.stores["events"]).lineage == good)
+            await again.close()
+        }
+    }
+
     /// R3 on three nats-servers: appends go on while one server is dead, including the one the
     /// broker is connected to (it moves to another); a server whose store is deleted catches up.
     /// Every acknowledged append is read back once, in order.
