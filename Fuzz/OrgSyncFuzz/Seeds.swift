@@ -100,7 +100,11 @@ enum Seeds {
             input += [kind, base, UInt8(body.count & 0xFF), UInt8(body.count >> 8)] + body
             switch kind {
             case 2: try put("smallfiles", "keys-\(base)", [2] + bytes)
-            case 3: try put("smallfiles", "identity", [1] + bytes)
+            case 3:
+                try put("smallfiles", "identity", [1] + bytes)
+                if case .success(let lineage) = StreamLineage.decode(bytes) {
+                    try put("smallfiles", "lineage-json", [3] + Array(JSONEncoder().encode(lineage)))
+                }
             case 4: try put("smallfiles", "cursor", [0] + bytes)
             default: break
             }

@@ -1,9 +1,11 @@
+import Foundation
 @testable import OrgSyncLog
 import OrgSyncTestSupport
 
-/// Input: a selector byte (bits 0–1: 0 cursor file, 1 IDENTITY, 2 `.keys`; bit 2: fix the
-/// checksums first), then the file. Each decoder answers a value or nothing; a value encodes
-/// back to what was read.
+/// Input: a selector byte (bits 0–1: 0 cursor file, 1 IDENTITY, 2 `.keys`, 3 a lineage's JSON
+/// form as a cluster keeps it in NATS; bit 2: fix the checksums first), then the file. Each
+/// decoder answers a value or nothing; a value encodes back to what was read, and a lineage
+/// read from JSON is one an IDENTITY file holds (one rule for both forms).
 @Sendable func fuzzSmallFiles(_ data: [UInt8]) {
     guard let selector = data.first else { return }
     var bytes = Array(data.dropFirst())
@@ -35,6 +37,15 @@ import OrgSyncTestSupport
         }
         fuzzCheck(again == lineage, "an identity does not round-trip")
         fuzzCheck(lineage.currentEpoch >= 1 || lineage.epochs.isEmpty, "epoch 0 in an identity")
+    case 3:
+        guard let lineage = try? JSONDecoder().decode(StreamLineage.self, from: Data(bytes)) else { return }
+        guard case .success(let file) = StreamLineage.decode(lineage.encoded()) else {
+            fuzzCheck(false, "a lineage read from JSON is not one an IDENTITY file holds")
+            return
+        }
+        fuzzCheck(file == lineage, "a lineage read from JSON does not round-trip through IDENTITY")
+        fuzzCheck((try? JSONDecoder().decode(StreamLineage.self, from: JSONEncoder().encode(lineage))) == lineage,
+                  "a lineage does not round-trip through JSON")
     default:
         if fix { fixKeysChecksum(&bytes) }
         let base: UInt64 = bytes.count >= 16 ? bytes.withUnsafeBytes { $0.loadLE(at: 8) } : 0
