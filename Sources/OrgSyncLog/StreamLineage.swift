@@ -59,7 +59,9 @@ public struct StreamLineage: Sendable, Hashable, Codable, CustomStringConvertibl
     /// (they travel as signed 64-bit JSON integers, and the next one, a repair's, must fit too),
     /// increasing, with start offsets that never go back.
     static func problem(streamID: String, epochs: [Epoch]) -> String? {
-        guard isValidStreamID(streamID) else { return "stream id \"\(streamID.prefix(80))\" is not 1-64 of 0-9 a-z A-Z - _" }
+        guard isValidStreamID(streamID) else {
+            return "stream id \(String(reflecting: String(streamID.prefix(80)))) is not 1-64 of 0-9 a-z A-Z - _"  // escaped: it came from outside
+        }
         guard !epochs.isEmpty else { return "no epoch" }
         var previous: Epoch?
         for epoch in epochs {

@@ -42,7 +42,9 @@ public final class FaultInjectingStorage: LogStorage, Sendable {
 
         func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws {
             try owner.check(path)
-            guard offset >= 0, offset + Int64(bytes.count) <= FaultInjectingStorage.fileBytesMax else {
+            // Compared without adding: a damaged file may name an offset near Int64.max.
+            guard offset >= 0, Int64(bytes.count) <= FaultInjectingStorage.fileBytesMax,
+                  offset <= FaultInjectingStorage.fileBytesMax - Int64(bytes.count) else {
                 throw StorageError(operation: "pwrite", path: path, errno: EFBIG)
             }
             let copy = Array(bytes)
