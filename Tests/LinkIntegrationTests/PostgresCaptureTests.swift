@@ -144,6 +144,27 @@ struct PostgresCaptureTests {
         #expect(entries.map(\.key) == [#"["1","x"]"#, #"["1","x"]"#, #"["1","y"]"#])
     }
 
+    /// A text primary key may be empty, or look like the JSON array several key columns make:
+    /// each row gets a valid key of its own, in the snapshot and in changes (an empty one once
+    /// made an entry every link refused; found by the `pgoutput` fuzz target).
+    @Test func aKeyThatIsEmptyOrStartsWithABracketIsCapturedAsAValidKeyOfItsOwn() async throws {
+        try await CaptureRig.with(table: "name text PRIMARY KEY, n int") { rig in
+            try await rig.execute("INSERT INTO \(rig.qualifiedTable) VALUES ('', 1), ('[x', 2)")  // the initial snapshot's
+            let supervisor = try rig.supervisor(stream: StreamLogCaptureStream(log: rig.log))
+            let run = Task { try await supervisor.run() }
+            defer { run.cancel() }
+            try await rig.waitForEntries(2, ms: 20_000)
+            try await rig.execute("UPDATE \(rig.qualifiedTable) SET n = 3 WHERE name = ''")
+            try await rig.execute("INSERT INTO \(rig.qualifiedTable) VALUES ('x', 4)")
+            try await rig.execute("DELETE FROM \(rig.qualifiedTable) WHERE name = '[x'")
+            try await rig.waitForEntries(5, ms: 20_000)
+            let entries = try rig.entries()  // each parsed as an entry: an empty key would throw here
+            #expect(entries.map(\.key) == [#"[""]"#, #"["[x"]"#, #"[""]"#, "x", #"["[x"]"#])
+            #expect(entries.map(\.op) == [.upsert, .upsert, .upsert, .insert, .delete])
+            #expect(entries[0].fields["name"] == .string("") && entries[2].fields["n"] == .int(3))
+        }
+    }
+
     @Test func anInitialSnapshotCutShortResumesByKeyAndTheStreamConvergesToTheSource() async throws {
         try await CaptureRig.with(table: "id int PRIMARY KEY, name text, qty int") { rig in try await Self.snapshot(rig) }
     }
