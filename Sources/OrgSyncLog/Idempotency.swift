@@ -193,7 +193,7 @@ struct IdempotencyTable {
     }
 
     private func isExpired(_ record: IdempotencyRecord, nowMs: Int64) -> Bool {
-        nowMs - record.timestampMs >= windowMs
+        ageMs(of: record.timestampMs, nowMs: nowMs) >= windowMs
     }
 
     /// Drops the oldest keys while there are more than `keysMax` or the oldest is out of the window.

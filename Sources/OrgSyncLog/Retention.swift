@@ -43,7 +43,7 @@ extension StreamLog {
             let segmentEnd = segments[i + 1].baseOffset
             let overSize = configuration.retentionBytesMax.map { totalBytes > $0 } ?? false
             let newest = facts.maxTimestampMs ?? (try? lastBatchTimestamp(segment))
-            let overAge = configuration.retentionAgeMsMax.map { max in newest.map { nowMs - $0 > max } ?? false } ?? false
+            let overAge = configuration.retentionAgeMsMax.map { max in newest.map { ageMs(of: $0, nowMs: nowMs) > max } ?? false } ?? false
             guard overSize || overAge else { break }
             if let minCursor, minCursor < segmentEnd, !configuration.retentionDropsUnconsumed {
                 report.keptForCursors.append(Segment.fileName(segment.baseOffset, ".log"))

@@ -192,7 +192,7 @@ extension StreamLog {
             var encoded = try encodeGroup(group, firstOffset: firstOffset, results: results, timestampMs: now,
                                           dictionary: deflater(for: segment, writer: &writer))
             let tail = segment.snapshot
-            let tooOld = tail.firstTimestampMs.map { now - $0 >= configuration.segmentAgeMsMax } ?? false
+            let tooOld = tail.firstTimestampMs.map { ageMs(of: $0, nowMs: now) >= configuration.segmentAgeMsMax } ?? false
             let full = tail.dataEnd + Int64(encoded.bytes.count) > Int64(configuration.segmentBytesMax)
             if tail.dataEnd > 0 && (full || tooOld || dictionaryOutgrown(segment, writer: writer)) {
                 segment = try roll(segment, nextBase: firstOffset)

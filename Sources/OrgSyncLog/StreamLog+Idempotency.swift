@@ -43,7 +43,7 @@ extension StreamLog {
             guard count < keysMax else { break }
             let keys = try keysFile(of: segment)
             // Batches are written in time order: once a segment is out of the window, so are the older ones.
-            if let newest = keys.newestTimestampMs, nowMs - newest >= windowMs { break }
+            if let newest = keys.newestTimestampMs, ageMs(of: newest, nowMs: nowMs) >= windowMs { break }
             let end = segments[i + 1].baseOffset
             let records = keys.records.filter { $0.result.lastOffset < end }
             newestFirst.append(records)

@@ -470,6 +470,16 @@ public func wallClockMs() -> Int64 {
     return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
 }
 
+/// How long before `nowMs` a timestamp read from disk lies, saturating: a batch header, `.keys`
+/// file or control record may hold any 64-bit value (damage that kept its checksum, a crafted
+/// file), and `nowMs - timestampMs` would trap for one far in the past. Found by the `log` fuzz
+/// target (a `.keys` record at -2^63 trapped while idempotency keys were loaded).
+func ageMs(of timestampMs: Int64, nowMs: Int64) -> Int64 {
+    let (age, overflow) = nowMs.subtractingReportingOverflow(timestampMs)
+    guard overflow else { return age }
+    return timestampMs < 0 ? .max : .min
+}
+
 extension StreamLog {
     /// The position of the first valid batch (magic, lengths and CRC all good) that starts
     /// after `position`, or nil. A valid batch after a bad one means the damage is inside

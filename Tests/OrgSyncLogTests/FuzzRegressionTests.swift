@@ -22,6 +22,32 @@ import Testing
         #expect(throws: LogError.self) { try openLog(dataDirectory: "/d", name: "s", storage: storage) }
     }
 
+    /// Fuzz/corpus/log/regression-timestamp-far-past: a stream whose batches and idempotency
+    /// records carry a timestamp far in the past (a file may hold any 64-bit value with its
+    /// checksums intact). Opening it trapped on `now - timestamp` while loading the idempotency
+    /// keys; an append (the segment's age) and retention made the same subtraction.
+    @Test(arguments: [Int64.min, Int64.min + 1, -1])
+    func timestampsFarInThePastAreOldNotATrap(_ pastMs: Int64) async throws {
+        let storage = FaultInjectingStorage()
+        var configuration = LogConfiguration()
+        configuration.segmentBytesMax = 4_096
+        configuration.retentionAgeMsMax = 60_000
+        let written = try openLog(dataDirectory: "/d", name: "s", configuration: configuration, storage: storage, clock: { pastMs })
+        for i in 0..<40 {
+            _ = try await written.append([entry(i)], idempotencyKey: "k\(i)")
+        }
+        #expect(written.info().segmentCount > 1, "sealed segments with .keys files, and an active one")
+        await written.close()
+
+        let log = try openLog(dataDirectory: "/d", name: "s", configuration: configuration, storage: storage)
+        // The keys are older than any window: a retry is a new append, not a replay.
+        let retried = try await log.append([entry(0)], idempotencyKey: "k0")
+        #expect(retried == .appended(AppendResult(firstOffset: 40, lastOffset: 40)))
+        #expect(try log.read(from: 40, maxEntries: 1).count == 1)
+        _ = try log.applyRetention()  // the age of each sealed segment: no trap either
+        await log.close()
+    }
+
     /// The same on a real log: a sealed segment cut short on disk. The read used to step to the
     /// next segment and hand out offsets past the gap as if they followed.
     @Test func aSealedSegmentCutShortIsNotSkipped() async throws {
