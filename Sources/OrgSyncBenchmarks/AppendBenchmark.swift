@@ -166,13 +166,12 @@ struct AppendBenchmark: AsyncParsableCommand {
         let log = try StreamLog.open(dataDirectory: dataDir, name: "bench", configuration: configuration)
         let next = Counter()
         let keys = Counter()
-        let batchCount = max(1, workload.count / batch)
+        let batches = workloadBatches(workload, size: batch)
         let run = try await runClosedLoop(producers: producers, seconds: seconds) { _ in
             {
-                let index = next.value.wrappingAdd(1, ordering: .relaxed).oldValue % batchCount
-                let slice = Array(workload[(index * batch)..<min(workload.count, index * batch + batch)])
+                let slice = batches[next.next() % batches.count]
                 if keyed {
-                    _ = try await log.append(slice, idempotencyKey: "bench-\(keys.value.wrappingAdd(1, ordering: .relaxed).oldValue)")
+                    _ = try await log.append(slice, idempotencyKey: "bench-\(keys.next())")
                 } else {
                     _ = try await log.append(slice)
                 }
@@ -422,4 +421,7 @@ func loadAverage() -> String {
 /// A shared counter for producer tasks.
 final class Counter: Sendable {
     let value = Atomic<Int>(0)
+
+    /// 0, 1, 2, … across every producer sharing the counter.
+    func next() -> Int { value.wrappingAdd(1, ordering: .relaxed).oldValue }
 }

@@ -157,12 +157,11 @@ struct ClusterBenchmark: AsyncParsableCommand {
         perProducer: (Int) -> @Sendable ([[UInt8]]) async throws -> Void
     ) async throws -> ResultRow {
         let next = Counter()
-        let batchCount = max(1, entries.count / batch)
+        let batches = workloadBatches(entries, size: batch)
         let run = try await runClosedLoop(producers: producers, seconds: seconds) { index in
             let append = perProducer(index)
             return {
-                let slot = next.value.wrappingAdd(1, ordering: .relaxed).oldValue % batchCount
-                let slice = Array(entries[(slot * batch)..<min(entries.count, slot * batch + batch)])
+                let slice = batches[next.next() % batches.count]
                 try await append(slice)
                 return (slice.count, byteCount(slice))
             }

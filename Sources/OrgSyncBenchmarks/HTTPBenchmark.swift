@@ -35,17 +35,16 @@ struct HTTPBenchmark: AsyncParsableCommand {
     func run() async throws {
         bootstrapBenchmarkLogging()
         let (workload, _) = try self.workload.entries()
-        let bodies = stride(from: 0, to: workload.count - batch + 1, by: batch).map { start -> (ByteBuffer, Int) in
+        guard workload.count >= batch else { throw ValidationErrorText("the workload has fewer than \(batch) entries") }
+        let batches = workloadBatches(workload, size: batch)
+        let bodies = batches.map { entries -> (ByteBuffer, Int) in
             var buffer = ByteBuffer()
-            var bytes = 0
-            for entry in workload[start..<(start + batch)] {
+            for entry in entries {
                 buffer.writeBytes(entry)
                 buffer.writeInteger(UInt8(0x0A))
-                bytes += entry.count
             }
-            return (buffer, bytes)
+            return (buffer, byteCount(entries))
         }
-        guard !bodies.isEmpty else { throw ValidationErrorText("the workload has fewer than \(batch) entries") }
         let counts = connections.split(separator: ",").compactMap { Int($0) }
         var rows: [ResultRow] = []
         for count in counts {
@@ -53,7 +52,7 @@ struct HTTPBenchmark: AsyncParsableCommand {
             if json, let row = rows.last { print(resultLine(row)) }
             rows.append(try await measureHTTP(bodies: bodies, connections: count, tls: true))
             if json, let row = rows.last { print(resultLine(row)) }
-            rows.append(try await measureInProcess(workload: workload, connections: count))
+            rows.append(try await measureInProcess(batches: batches, connections: count))
             if json, let row = rows.last { print(resultLine(row)) }
         }
         if !json {
@@ -106,7 +105,7 @@ struct HTTPBenchmark: AsyncParsableCommand {
         let batch = self.batch
         let run = try await runClosedLoop(producers: connections, seconds: seconds) { _ in
             {
-                let (body, size) = bodies[next.value.wrappingAdd(1, ordering: .relaxed).oldValue % bodies.count]
+                let (body, size) = bodies[next.next() % bodies.count]
                 var request = HTTPClientRequest(url: url)
                 request.method = .POST
                 request.headers.add(name: "Content-Type", value: "application/x-ndjson")
@@ -125,15 +124,14 @@ struct HTTPBenchmark: AsyncParsableCommand {
                          producers: connections, mb_per_s: run.megabytesPerSecond, compression_ratio: nil)
     }
 
-    func measureInProcess(workload: [[UInt8]], connections: Int) async throws -> ResultRow {
+    func measureInProcess(batches: [[[UInt8]]], connections: Int) async throws -> ResultRow {
         let directory = try makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let log = try StreamLog.open(dataDirectory: directory, name: "events")
-        let batches = stride(from: 0, to: workload.count - batch + 1, by: batch).map { Array(workload[$0..<($0 + batch)]) }
         let next = Counter()
         let run = try await runClosedLoop(producers: connections, seconds: seconds) { _ in
             {
-                let slice = batches[next.value.wrappingAdd(1, ordering: .relaxed).oldValue % batches.count]
+                let slice = batches[next.next() % batches.count]
                 _ = try await log.append(slice)
                 return (slice.count, byteCount(slice))
             }

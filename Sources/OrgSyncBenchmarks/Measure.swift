@@ -125,5 +125,13 @@ func runClosedLoop(
         elapsedSeconds: Double(nowNs() - start) / 1e9)
 }
 
+/// The workload cut into batches of `size` entries, in order (a short tail left out); the
+/// whole workload as one batch when it holds fewer. Cut once, before a run: a producer's call
+/// then picks one, and its timing holds the append alone.
+func workloadBatches(_ workload: [[UInt8]], size: Int) -> [[[UInt8]]] {
+    guard workload.count >= size else { return [workload] }
+    return stride(from: 0, to: workload.count - size + 1, by: size).map { Array(workload[$0..<($0 + size)]) }
+}
+
 /// The bytes of a batch of entries.
 func byteCount(_ entries: [[UInt8]]) -> Int { entries.reduce(0) { $0 + $1.count } }
