@@ -473,7 +473,7 @@ public func wallClockMs() -> Int64 {
 /// How long before `nowMs` a timestamp read from disk lies, saturating: a batch header, `.keys`
 /// file or control record may hold any 64-bit value (damage that kept its checksum, a crafted
 /// file), and `nowMs - timestampMs` would trap for one far in the past. Found by the `log` fuzz
-/// target (a `.keys` record at -2^63 trapped while idempotency keys were loaded).
+/// target (a far-past record timestamp trapped while the idempotency keys were loaded).
 func ageMs(of timestampMs: Int64, nowMs: Int64) -> Int64 {
     let (age, overflow) = nowMs.subtractingReportingOverflow(timestampMs)
     guard overflow else { return age }
