@@ -135,7 +135,7 @@ struct PostgresCaptureTests {
 
         // Fixed by the operator: the probes pass, the source resumes on its own and captures.
         try await rig.execute("ALTER TABLE \(rig.qualifiedTable) REPLICA IDENTITY FULL")
-        try await rig.waitForStatus(supervisor, "resumed and capturing", ms: 20_000) { $0.state == .active && $0.rounds > 0 }
+        try await rig.waitForStatus(supervisor, "resumed and capturing (its first round creates the slot)", ms: CaptureRig.firstRoundMs) { $0.state == .active && $0.rounds > 0 }
         try await rig.execute("INSERT INTO \(rig.qualifiedTable) VALUES (1, 'x')")
         try await rig.execute("UPDATE \(rig.qualifiedTable) SET b = 'y' WHERE a = 1")
         try await rig.waitForEntries(3, ms: 20_000)
@@ -153,7 +153,7 @@ struct PostgresCaptureTests {
             let supervisor = try rig.supervisor(stream: StreamLogCaptureStream(log: rig.log))
             let run = Task { try await supervisor.run() }
             defer { run.cancel() }
-            try await rig.waitForEntries(2, ms: 20_000)
+            try await rig.waitForEntries(2, ms: CaptureRig.firstRoundMs)  // the first round makes the slot
             try await rig.execute("UPDATE \(rig.qualifiedTable) SET n = 3 WHERE name = ''")
             try await rig.execute("INSERT INTO \(rig.qualifiedTable) VALUES ('x', 4)")
             try await rig.execute("DELETE FROM \(rig.qualifiedTable) WHERE name = '[x'")
@@ -462,9 +462,16 @@ final class CaptureRig: Sendable {
             linkName: sourceName, streamName: "captured", settings: settings, dataDirectory: directory))
     }
 
+    /// How long a source's first round may take, ms: it creates the slot, and PostgreSQL creates
+    /// a logical slot only once every transaction open on the server when it was asked has ended.
+    /// The suites beside this one hold transactions on the same server for seconds (a table
+    /// locked 4 s on purpose, batches of thousands of rows): in CI's parallel pass, creating a
+    /// slot took 9 s of a 10 s wait.
+    static let firstRoundMs: UInt64 = 60_000
+
     /// Waits until `supervisor` has finished a capture round: its slot exists.
     func waitForARound(_ supervisor: SourceSupervisor) async throws {
-        try await waitForStatus(supervisor, "a capture round") { $0.rounds > 0 }
+        try await waitForStatus(supervisor, "a capture round", ms: Self.firstRoundMs) { $0.rounds > 0 }
     }
 
     /// Asks for the status (every 5 ms) until `predicate` holds, within `ms`.
