@@ -42,7 +42,7 @@ extension StreamLog {
             let facts = segment.snapshot
             let segmentEnd = segments[i + 1].baseOffset
             let overSize = configuration.retentionBytesMax.map { totalBytes > $0 } ?? false
-            let newest = facts.maxTimestampMs ?? (try? lastBatchTimestamp(segment))
+            let newest = segment.newestTimestampMs()
             let overAge = configuration.retentionAgeMsMax.map { max in newest.map { ageMs(of: $0, nowMs: nowMs) > max } ?? false } ?? false
             guard overSize || overAge else { break }
             if let minCursor, minCursor < segmentEnd, !configuration.retentionDropsUnconsumed {
@@ -76,11 +76,5 @@ extension StreamLog {
         }
         report.newStartOffset = newStart
         return report
-    }
-
-    /// The newest batch timestamp of a sealed segment (reads its tail from the last index point).
-    private func lastBatchTimestamp(_ segment: Segment) throws -> Int64? {
-        try segment.ensureIndex()
-        return segment.snapshot.maxTimestampMs
     }
 }

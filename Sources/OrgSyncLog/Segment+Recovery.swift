@@ -93,8 +93,14 @@ extension Segment {
         var position = startPosition
         var expected = segment.baseOffset + UInt64(start?.relativeOffset ?? 0)
         var groupEndOffset = expected
-        let prefixRawBytes = segment.rawBytesOfHeaders(upTo: position)
-        segment.state.withLock { $0.rawBytes = prefixRawBytes }
+        // The batches before the last index point are not scanned again; their headers still
+        // tell the entry bytes and the timestamps (the segment's age counts from its first batch).
+        let prefix = segment.factsOfHeaders(upTo: position)
+        segment.state.withLock { s in
+            s.rawBytes = prefix.rawBytes
+            s.firstTimestampMs = prefix.firstTimestampMs
+            s.maxTimestampMs = prefix.newestTimestampMs
+        }
         var buffer: [UInt8] = []
         var payload: [UInt8] = []
         var ranges: [Range<Int>] = []

@@ -244,28 +244,59 @@ final class Segment: Sendable {
     /// Entry bytes held by this segment (for the compression ratio). A sealed segment's are
     /// found once by reading each batch header (52 bytes a batch), then kept.
     func rawBytes() -> Int64 {
-        let (known, dataEnd) = state.withLock { ($0.rawBytes, $0.dataEnd) }
-        if let known { return known }
-        let total = rawBytesOfHeaders(upTo: dataEnd)
-        state.withLock { $0.rawBytes = total }
-        return total
+        learnFromHeadersIfNeeded()
+        return state.withLock { $0.rawBytes ?? 0 }
     }
 
-    /// Sums the entry bytes of the batches in [0, end) by reading only their headers.
-    func rawBytesOfHeaders(upTo dataEnd: Int64) -> Int64 {
-        var total: Int64 = 0
+    /// The newest batch timestamp in this segment, ms since 1970 (what age retention counts
+    /// from); nil when it holds no batch or its headers cannot all be read. A sealed segment
+    /// opened from disk learns it once by reading each batch header, with ``rawBytes()``.
+    func newestTimestampMs() -> Int64? {
+        if let known = state.withLock({ $0.maxTimestampMs }) { return known }
+        learnFromHeadersIfNeeded()
+        return state.withLock { $0.maxTimestampMs }
+    }
+
+    /// Reads every batch header of a sealed segment once, for what only the headers tell: the
+    /// entry bytes and the newest timestamp. The newest timestamp is kept only when every header
+    /// up to the data's end was read (a partial walk would make a damaged segment look older).
+    private func learnFromHeadersIfNeeded() {
+        let (known, dataEnd) = state.withLock { ($0.rawBytes, $0.dataEnd) }
+        guard known == nil else { return }
+        let facts = factsOfHeaders(upTo: dataEnd)
+        state.withLock { s in
+            s.rawBytes = facts.rawBytes
+            if facts.complete, let newest = facts.newestTimestampMs { s.maxTimestampMs = max(s.maxTimestampMs ?? newest, newest) }
+        }
+    }
+
+    /// What the batch headers in [0, `dataEnd`) tell, read without their payloads.
+    struct HeaderFacts {
+        var rawBytes: Int64 = 0
+        var firstTimestampMs: Int64?
+        var newestTimestampMs: Int64?
+        /// Whether the headers led exactly to `dataEnd` (if not, the figures are of a prefix).
+        var complete = false
+    }
+
+    /// Reads only the batch headers in [0, `dataEnd`), 52 bytes a batch.
+    func factsOfHeaders(upTo dataEnd: Int64) -> HeaderFacts {
+        var facts = HeaderFacts()
         var position: Int64 = 0
         var bytes: [UInt8] = []
-        guard dataEnd > 0, let file = try? file() else { return 0 }
+        guard dataEnd > 0, let file = try? file() else { return HeaderFacts(complete: dataEnd == 0) }
         while position < dataEnd {
             bytes.removeAll(keepingCapacity: true)
             guard (try? file.read(at: position, count: RecordBatchHeader.size, into: &bytes)) != nil,
                   let header = try? bytes.withUnsafeBytes({ try RecordBatchCodec.decodeHeader($0) })
-            else { break }
-            total += header.entryBytes
+            else { return facts }
+            facts.rawBytes += header.entryBytes
+            if facts.firstTimestampMs == nil { facts.firstTimestampMs = header.firstTimestampMs }
+            facts.newestTimestampMs = max(facts.newestTimestampMs ?? header.maxTimestampMs, header.maxTimestampMs)
             position += Int64(header.batchLength)
         }
-        return total
+        facts.complete = position == dataEnd
+        return facts
     }
 
     // MARK: Reading batches

@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import OrgSyncCore
 @testable import OrgSyncLog
+import OrgSyncTestSupport
 import Testing
 
 @Suite struct StreamLogTests {
@@ -294,6 +295,52 @@ import Testing
         let report = try log.applyRetention(nowMs: 1_000_000 + 59_000 + 120_001)
         #expect(report.deletedSegments.count == 1)
         #expect(log.startOffset == 2)
+        await log.close()
+    }
+
+    enum StorageKind: String, CaseIterable, Sendable { case disk, memory }
+
+    /// Ages count from batches written before a restart: a sealed segment whose index is whole
+    /// (read back, not rebuilt) still expires, and the active segment, read again only from its
+    /// last index point, still rolls by the age of its first batch. (Both were once learnt only
+    /// from the batches a reopen scanned: sealed segments of a restarted broker never expired.)
+    @Test(arguments: StorageKind.allCases)
+    func agesCountFromBatchesWrittenBeforeARestart(_ kind: StorageKind) async throws {
+        let dir = try TemporaryDirectory()
+        let storage: any LogStorage = kind == .disk ? PosixStorage() : FaultInjectingStorage()
+        let clock = HandClock()
+        let t0 = clock.read()
+        var config = smallConfig()
+        config.indexIntervalBytes = 64  // (the least) a point at every batch: a reopen reads only the last
+        config.segmentAgeMsMax = 60_000
+        config.retentionAgeMsMax = 120_000
+        do {
+            let log = try openLog(dataDirectory: dir.path, name: "s", configuration: config, storage: storage, clock: { clock.read() })
+            for i in 0..<5 {  // segment 0: batches at t0 … t0+4 s
+                _ = try await log.append([entry(i)])
+                clock.advance(1_000)
+            }
+            clock.advance(56_000)
+            for i in 5..<10 {  // t0+61 s: segment 5, batches at t0+61 … t0+65 s
+                _ = try await log.append([entry(i)])
+                clock.advance(1_000)
+            }
+            #expect(log.info().segmentCount == 2)
+            await log.close()
+        }
+        clock.advance(100_000 - (clock.read() - t0))  // t0+100 s
+        let log = try openLog(dataDirectory: dir.path, name: "s", configuration: config, storage: storage, clock: { clock.read() })
+        #expect(try log.applyRetention(nowMs: t0 + 4_000 + 120_000).deletedSegments.isEmpty, "segment 0's newest batch is exactly 120 s old")
+        let report = try log.applyRetention(nowMs: t0 + 4_000 + 120_001)
+        #expect(report.deletedSegments == [Segment.fileName(0, ".log")], "segment 0's newest batch (t0+4 s) is past 120 s")
+        #expect(log.startOffset == 5)
+
+        _ = try await log.append([entry(10)])
+        #expect(log.info().segmentCount == 1, "segment 5's first batch (t0+61 s) is 39 s old: no roll")
+        clock.advance(22_000)  // t0+122 s
+        _ = try await log.append([entry(11)])
+        #expect(log.info().segmentCount == 2, "segment 5's first batch is 61 s old: rolled")
+        #expect(try log.read(from: 11, maxEntries: 1).first?.payload == entry(11))
         await log.close()
     }
 }
