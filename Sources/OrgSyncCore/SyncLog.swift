@@ -55,8 +55,16 @@ public struct SyncLogRecord: Sendable, Hashable, Codable {
 /// `recordsMax` records are kept, the oldest dropped first; the file is compacted when it holds
 /// twice that many lines, so its size stays bounded too.
 public final class SyncLog: Sendable {
-    private struct State {
+    /// What readers see: only records whose line was written (and fsynced, unless told not to)
+    /// or whose write failed and was reported.
+    private struct Shown {
         var records: [SyncLogRecord]  // oldest first
+        var nextSequence: UInt64
+    }
+
+    /// The file and what only appending needs. Appends hold this lock through their write and
+    /// fsync; readers never take it, so a reader never waits for the disk.
+    private struct Writer {
         var file: ChecksummedLinesFile?
         var fileLineCount: Int
         var nextSequence: UInt64
@@ -65,7 +73,8 @@ public final class SyncLog: Sendable {
     public let recordsMax: Int
     /// Lines skipped when the file was opened (torn tail, bad checksum, unparsable).
     public let damagedLineCount: Int
-    private let state: Mutex<State>
+    private let shown: Mutex<Shown>
+    private let writer: Mutex<Writer>
 
     /// Opens (or creates) the sync log of `link` in `directory`, which must exist, through
     /// `storage` (the segment log's; POSIX files unless a test gives another).
@@ -96,36 +105,46 @@ public final class SyncLog: Sendable {
         self.recordsMax = max(1, recordsMax)
         self.damagedLineCount = damagedLineCount
         let next = (records.last?.sequence ?? 0) + 1
-        self.state = Mutex(State(records: records, file: file, fileLineCount: records.count, nextSequence: next))
+        self.shown = Mutex(Shown(records: records, nextSequence: next))
+        self.writer = Mutex(Writer(file: file, fileLineCount: records.count, nextSequence: next))
     }
 
-    /// Appends a record; the sequence is assigned here. The record is kept in memory even if
-    /// writing the file fails (the error is thrown so the caller can report it).
+    /// Appends a record; the sequence is assigned here. Readers see it once its line is written
+    /// (and fsynced): what anyone saw survives a crash. The record is shown even if writing the
+    /// file fails (the error is thrown so the caller can report it).
     @discardableResult
     public func append(
         event: SyncLogEvent, state linkState: LinkState, reason: String, timeMs: UInt64, linkClockMs: UInt64,
         offset: Offset? = nil, status: EntryStatus? = nil, targetCode: String? = nil
     ) throws(RecordFileError) -> SyncLogRecord {
-        let result: Result<SyncLogRecord, RecordFileError> = state.withLock { state in
+        let result: Result<SyncLogRecord, RecordFileError> = writer.withLock { writer in
             let record = SyncLogRecord(
-                sequence: state.nextSequence, timeMs: timeMs, linkClockMs: linkClockMs, event: event, state: linkState,
+                sequence: writer.nextSequence, timeMs: timeMs, linkClockMs: linkClockMs, event: event, state: linkState,
                 reason: reason, offset: offset, status: status, targetCode: targetCode)
-            state.nextSequence += 1
-            state.records.append(record)
-            if state.records.count > recordsMax { state.records.removeFirst(state.records.count - recordsMax) }
-            guard let file = state.file else { return .success(record) }
-            do throws(RecordFileError) {
-                if state.fileLineCount >= 2 * recordsMax {
-                    try file.rewrite(state.records.map(Self.encode))
-                    state.fileLineCount = state.records.count
-                } else {
-                    try file.append(Self.encode(record))
-                    state.fileLineCount += 1
+            writer.nextSequence += 1
+            var failure: RecordFileError?
+            if let file = writer.file {
+                do throws(RecordFileError) {
+                    if writer.fileLineCount >= 2 * recordsMax {
+                        // Records are shown in sequence order under this lock: the shown ones
+                        // and this one are the newest, in order.
+                        let kept = shown.withLock { $0.records.suffix(recordsMax - 1) } + [record]
+                        try file.rewrite(kept.map(Self.encode))
+                        writer.fileLineCount = kept.count
+                    } else {
+                        try file.append(Self.encode(record))
+                        writer.fileLineCount += 1
+                    }
+                } catch {
+                    failure = error
                 }
-            } catch {
-                return .failure(error)
             }
-            return .success(record)
+            shown.withLock { shown in
+                shown.records.append(record)
+                if shown.records.count > recordsMax { shown.records.removeFirst(shown.records.count - recordsMax) }
+                shown.nextSequence = record.sequence + 1
+            }
+            return failure.map { .failure($0) } ?? .success(record)
         }
         return try result.get()
     }
@@ -133,7 +152,7 @@ public final class SyncLog: Sendable {
     /// Up to `limit` records, newest first, older than `beforeSequence` when given (the
     /// sequence of the last record of the previous page).
     public func page(beforeSequence: UInt64? = nil, limit: Int = 100) -> [SyncLogRecord] {
-        state.withLock { state in
+        shown.withLock { state in
             var page: [SyncLogRecord] = []
             for record in state.records.reversed() where page.count < max(0, limit) {
                 if let beforeSequence, record.sequence >= beforeSequence { continue }
@@ -147,16 +166,16 @@ public final class SyncLog: Sendable {
     /// seen everything up to `sequence` has not seen yet).
     /// Readers poll it and usually have seen all but a few, so it looks from the newest back.
     public func records(afterSequence sequence: UInt64) -> [SyncLogRecord] {
-        state.withLock { state in
+        shown.withLock { state in
             let start = state.records.lastIndex(where: { $0.sequence <= sequence }).map { $0 + 1 } ?? state.records.startIndex
             return Array(state.records[start...])
         }
     }
 
     /// The sequence of the newest record, or 0 when there is none yet.
-    public var latestSequence: UInt64 { state.withLock { $0.nextSequence - 1 } }
+    public var latestSequence: UInt64 { shown.withLock { $0.nextSequence - 1 } }
 
-    public var count: Int { state.withLock { $0.records.count } }
+    public var count: Int { shown.withLock { $0.records.count } }
 
     static func encode(_ record: SyncLogRecord) -> [UInt8] {
         let encoder = JSONEncoder()

@@ -121,3 +121,48 @@ final class GatedSyncStorage: LogStorage, Sendable {
         func close() { file.close() }
     }
 }
+
+/// A sync log's reader never waits for its writer: while an append is inside its fsync (on a
+/// thread of its own here), a reader — an HTTP handler on the pool — gets the records written so
+/// far at once, and sees the new one only once it is durable.
+@Suite struct SyncLogReadersTests {
+    @Test func aReaderDoesNotWaitForAnAppendInItsFsyncAndSeesTheRecordOnlyOnceDurable() async throws {
+        let directory = try makeTemporaryDirectory("orgsync-synclog-readers")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let storage = GatedSyncStorage(pathContaining: ".synclog.jsonl")
+        let syncLog = try SyncLog.open(directory: directory, link: "demo", recordsMax: 100, storage: storage)
+        try syncLog.append(event: .paused, state: .paused, reason: "first", timeMs: 1, linkClockMs: 1)
+        storage.close()
+        let append = Task {
+            try await offThePool { () throws(RecordFileError) -> SyncLogRecord in
+                try syncLog.append(event: .resumed, state: .active, reason: "second", timeMs: 2, linkClockMs: 2)
+            }
+        }
+        try await withTimeout(ms: 20_000, "the append inside its fsync") { _ = try await storage.blocked.wait { $0 >= 1 } }
+        let seen = try await withTimeout(ms: 5_000, "reading while the append is in its fsync") {
+            await Task.detached { (syncLog.page().map(\.reason), syncLog.count, syncLog.latestSequence, syncLog.records(afterSequence: 0).count) }.value
+        }
+        #expect(seen.0 == ["first"] && seen.1 == 1 && seen.2 == 1 && seen.3 == 1, "shown before durable: \(seen)")
+        storage.open()
+        let record = try await withTimeout(ms: 20_000, "the append to finish") { try await append.value }
+        #expect(record.sequence == 2)
+        #expect(syncLog.page().map(\.reason) == ["second", "first"])
+        #expect(storage.timedOutSyncs.value == 0, "no fsync had to give up waiting for the test")
+        #expect(try SyncLog.open(directory: directory, link: "demo", recordsMax: 100).page().map(\.reason) == ["second", "first"])
+    }
+
+    /// Compaction (at twice `recordsMax` lines) keeps the newest records, in order, on disk.
+    @Test func compactionKeepsTheNewestRecordsInOrder() throws {
+        let directory = try makeTemporaryDirectory("orgsync-synclog-compact")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let syncLog = try SyncLog.open(directory: directory, link: "demo", recordsMax: 3, fsync: false)
+        for i in 1...10 {
+            try syncLog.append(event: .paused, state: .paused, reason: "r\(i)", timeMs: UInt64(i), linkClockMs: UInt64(i))
+        }
+        #expect(syncLog.page().map(\.reason) == ["r10", "r9", "r8"])
+        let reopened = try SyncLog.open(directory: directory, link: "demo", recordsMax: 3)
+        #expect(reopened.page().map(\.reason) == ["r10", "r9", "r8"])
+        #expect(reopened.page().map(\.sequence) == [10, 9, 8])
+        #expect(reopened.damagedLineCount == 0)
+    }
+}
