@@ -22,6 +22,15 @@ import Testing
         defer { loop.cancel() }
         let app = Application(router: t.router)
         try await app.test(.router) { client in
+            // A rate needs a reading before the append: a bounded poll for the loop's first.
+            let firstDeadline = ContinuousClock.now + .seconds(10)
+            var first: StreamSamplesBody?
+            while ContinuousClock.now < firstDeadline, first?.samples.isEmpty ?? true {
+                let response = try await client.execute(uri: "/v1/streams/events/samples", method: .get, headers: headers(TestBroker.produceToken, nil)) { $0 }
+                first = try APIJSON.decoder().decode(StreamSamplesBody.self, from: Data(response.body.readableBytesView))
+                if first?.samples.isEmpty ?? true { try await Task.sleep(for: .milliseconds(5)) }
+            }
+            try #require(first?.samples.isEmpty == false, "no reading of the stream within 10 s")
             let body = (0..<30).map { entryJSON($0) }.joined(separator: "\n")
             try await client.execute(uri: "/v1/streams/events/entries", method: .post,
                                      headers: headers(TestBroker.produceToken, "application/x-ndjson"), body: ByteBuffer(string: body)) { response in
